@@ -1,0 +1,91 @@
+/*
+ * conf.h - vemilter.conf: one directive table, a parser, an immutable result.
+ *
+ * conf_load() reads "key = value" lines ("#" starts a comment line) into a new
+ * struct conf. Every directive has a type, a default and, for numbers, bounds;
+ * an unknown directive, a bad value, a number out of range or an unreadable
+ * list file is an error reported as "file:line: message" through the caller's
+ * callback, and the whole load fails: never a silent default.
+ *
+ * Value types: string, boolean (yes/no/true/false/on/off/1/0), integer,
+ * octal mode, duration ("30s", "5m", "2h", "7d", "1w", "250ms", combinations
+ * like "1h30m"; a bare number is seconds), enum (syslog facility, log level),
+ * list (comma-separated; an item "file:/path" adds that file's lines, one
+ * entry a line, "#" comments), CIDR list (a list of networks), SMTP reply.
+ *
+ * The result is immutable and reference-counted: a reader takes a reference
+ * (conf_ref) for as long as it uses the object, so a reload that swaps the
+ * current pointer never changes a configuration under a running connection.
+ */
+#ifndef VEMILTER_CONF_H
+#define VEMILTER_CONF_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cidr.h"
+#include "reply.h"
+
+#define CONF_DEFAULT_PATH "/etc/vemilter.conf"
+
+struct conf_strings {
+	size_t count;
+	char **items; /* owned by the conf */
+};
+
+struct conf {
+	char *path; /* file it was loaded from */
+
+	/* milter socket and process */
+	char *socket;         /* libmilter notation: unix:/path, inet:port@host, inet6:... */
+	unsigned socket_mode; /* unix socket permissions */
+	char *socket_group;   /* unix socket group; "" = leave as created */
+	char *user;           /* run as this user after setup; "" = do not switch */
+	char *pid_file;       /* "" = none */
+	int syslog_facility;  /* LOG_MAIL, LOG_LOCAL0, ... */
+	int log_level;        /* LOG_ERR .. LOG_DEBUG: highest priority logged */
+
+	/* who is never checked */
+	struct cidr_list trusted_networks;
+	bool skip_authenticated;                  /* {auth_authen} set: skip */
+	struct conf_strings allow_sender_domains; /* lower-case A-labels; covers subdomains */
+	struct conf_strings allow_senders;        /* normalized addresses (addr.normalized) */
+	struct conf_strings exempt_recipients;    /* "postmaster" (any domain) or full address */
+
+	/* replies */
+	struct reply_template bad_syntax_reply;
+
+	atomic_int refs;
+};
+
+/* Receives one "file:line: message" per error (no trailing newline). */
+typedef void (*conf_error_fn)(void *arg, const char *message);
+
+/* conf_load - read path; NULL if any error (each one reported via on_error). */
+struct conf *conf_load(const char *path, conf_error_fn on_error, void *arg);
+
+/* conf_load_text - same, from a string; name is used in messages. For tests
+ * and for built-in defaults (text ""). */
+struct conf *conf_load_text(const char *name, const char *text, conf_error_fn on_error, void *arg);
+
+struct conf *conf_ref(struct conf *c);
+void conf_unref(struct conf *c); /* frees on the last reference; NULL is fine */
+
+/* Directive table, read-only: for documentation checks and "-n" output. */
+size_t conf_directive_count(void);
+const char *conf_directive_name(size_t i);
+const char *conf_directive_default(size_t i);
+
+/* conf_parse_duration_ms - "1h30m" -> 5400000. False on syntax error/overflow. */
+bool conf_parse_duration_ms(const char *text, int64_t *out_ms);
+
+/* conf_parse_integer - decimal integer (optional "-") within min..max, the
+ * parser behind integer directives. False with a reason in why. */
+bool conf_parse_integer(const char *text, int64_t min, int64_t max, int64_t *out, char *why, size_t why_size);
+
+/* conf_strings_contains - exact, case-insensitive membership. */
+bool conf_strings_contains(const struct conf_strings *list, const char *item);
+
+#endif

@@ -1,0 +1,366 @@
+/*
+ * main.c - vemilter: command line, configuration, daemon life cycle.
+ *
+ * Order of start-up, and why: read and check the config (errors go to the
+ * terminal); open the milter socket while still root; detach; write the pid
+ * file; drop to the configured user; serve. Owns the loaded configuration
+ * and the pid file.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "log.h"
+#include "milter.h"
+
+#define EXIT_USAGE 2
+
+/* How long a stop lets in-flight sessions finish: Postfix's default
+ * milter_command_timeout, after which the MTA gives up on us anyway. */
+#define DRAIN_SECONDS 30
+
+struct options {
+	const char *conf_path;
+	bool foreground;
+	bool check_only;
+	bool debug;
+};
+
+/* usage - the synopsis, to out */
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: vemilter [-c FILE] [-f] [-n] [-d] [-V] [-h]\n"
+	        "  -c FILE  configuration file (default %s)\n"
+	        "  -f       stay in the foreground and log to stderr\n"
+	        "  -n       check the configuration and exit\n"
+	        "  -d       log debug messages\n"
+	        "  -V       print the version and exit\n"
+	        "  -h       print this help and exit\n",
+	        CONF_DEFAULT_PATH);
+}
+
+/* parse_options - argv into opts; exits for -V, -h and usage errors */
+static void parse_options(int argc, char **argv, struct options *opts)
+{
+	int c;
+	opts->conf_path = CONF_DEFAULT_PATH;
+	while ((c = getopt(argc, argv, "c:fndVh")) != -1) {
+		switch (c) {
+		case 'c':
+			opts->conf_path = optarg;
+			break;
+		case 'f':
+			opts->foreground = true;
+			break;
+		case 'n':
+			opts->check_only = true;
+			break;
+		case 'd':
+			opts->debug = true;
+			break;
+		case 'V':
+			printf("vemilter %s\n", PACKAGE_VERSION);
+			exit(EXIT_SUCCESS);
+		case 'h':
+			usage(stdout);
+			exit(EXIT_SUCCESS);
+		default:
+			usage(stderr);
+			exit(EXIT_USAGE);
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "vemilter: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		exit(EXIT_USAGE);
+	}
+}
+
+/* print_conf_error - conf_load's callback: one "file:line: message" a line */
+static void print_conf_error(void *arg, const char *message)
+{
+	int *count = arg;
+	(*count)++;
+	fprintf(stderr, "%s\n", message);
+}
+
+/* lookup_ids - uid/gid for the run user and the socket group */
+static bool lookup_ids(const struct conf *conf, uid_t *uid, gid_t *user_gid, gid_t *socket_gid)
+{
+	*uid = (uid_t)-1;
+	*user_gid = (gid_t)-1;
+	*socket_gid = (gid_t)-1;
+	if (conf->user[0] != '\0') {
+		struct passwd *pw = getpwnam(conf->user);
+		if (pw == NULL) {
+			log_msg(LOG_ERR, "user \"%s\" does not exist", conf->user);
+			return false;
+		}
+		*uid = pw->pw_uid;
+		*user_gid = pw->pw_gid;
+	}
+	if (conf->socket_group[0] != '\0') {
+		struct group *gr = getgrnam(conf->socket_group);
+		if (gr == NULL) {
+			log_msg(LOG_ERR, "socket_group \"%s\" does not exist", conf->socket_group);
+			return false;
+		}
+		*socket_gid = gr->gr_gid;
+	}
+	return true;
+}
+
+/* prepare_socket_dir - create a missing unix socket directory for the user */
+static bool prepare_socket_dir(const char *path, uid_t uid, gid_t gid)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash == NULL || slash == dir)
+		return true;
+	*slash = '\0';
+	if (mkdir(dir, 0755) != 0) {
+		if (errno == EEXIST)
+			return true;
+		log_msg(LOG_ERR, "cannot create socket directory %s: %s", dir, strerror(errno));
+		return false;
+	}
+	if (geteuid() == 0 && uid != (uid_t)-1 && chown(dir, uid, gid) != 0) {
+		log_msg(LOG_ERR, "chown %s: %s", dir, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+/* own_socket - give the socket to the run user and the socket group */
+static bool own_socket(const char *path, uid_t uid, gid_t socket_gid)
+{
+	if (uid == (uid_t)-1 && socket_gid == (gid_t)-1)
+		return true;
+	if (geteuid() != 0)
+		uid = (uid_t)-1; /* only root can give files away; a group we are in still works */
+	if (chown(path, uid, socket_gid) != 0) {
+		log_msg(LOG_ERR, "cannot set owner/group of %s: %s", path, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+/* drop_privileges - become the configured user, if we are root */
+static bool drop_privileges(const struct conf *conf, uid_t uid, gid_t gid)
+{
+	if (geteuid() != 0) {
+		if (uid != (uid_t)-1 && uid != geteuid())
+			log_msg(LOG_NOTICE, "not started as root: staying uid %ld, not user \"%s\"",
+			        (long)geteuid(), conf->user);
+		return true;
+	}
+	if (uid == (uid_t)-1) {
+		log_msg(LOG_WARNING, "running as root: set \"user\" in %s", conf->path);
+		return true;
+	}
+	if (initgroups(conf->user, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+		log_msg(LOG_ERR, "cannot switch to user \"%s\": %s", conf->user, strerror(errno));
+		return false;
+	}
+	if (setuid(0) == 0) {
+		log_msg(LOG_ERR, "privileges could be regained after switching to \"%s\"", conf->user);
+		return false;
+	}
+	log_msg(LOG_INFO, "running as user %s", conf->user);
+	return true;
+}
+
+/* write_pid_file - our pid into path; "" means no pid file */
+static bool write_pid_file(const char *path)
+{
+	if (path[0] == '\0')
+		return true;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0) {
+		log_msg(LOG_ERR, "cannot write pid file %s: %s", path, strerror(errno));
+		return false;
+	}
+	char text[32];
+	int len = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
+	bool ok = write(fd, text, (size_t)len) == len;
+	if (close(fd) != 0)
+		ok = false;
+	if (!ok)
+		log_msg(LOG_ERR, "cannot write pid file %s", path);
+	return ok;
+}
+
+/* remove_file - best-effort clean-up at exit */
+static void remove_file(const char *what, const char *path)
+{
+	if (path != NULL && path[0] != '\0' && unlink(path) != 0 && errno != ENOENT)
+		log_msg(LOG_NOTICE, "could not remove %s %s: %s", what, path, strerror(errno));
+}
+
+/* detach - become a daemon: new session, no terminal, cwd "/" */
+static bool detach(void)
+{
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_msg(LOG_ERR, "fork: %s", strerror(errno));
+		return false;
+	}
+	if (pid > 0)
+		_exit(EXIT_SUCCESS);
+	if (setsid() < 0) {
+		log_msg(LOG_ERR, "setsid: %s", strerror(errno));
+		return false;
+	}
+	pid = fork(); /* never reacquire a controlling terminal */
+	if (pid < 0) {
+		log_msg(LOG_ERR, "fork: %s", strerror(errno));
+		return false;
+	}
+	if (pid > 0)
+		_exit(EXIT_SUCCESS);
+	if (chdir("/") != 0)
+		return false;
+	int null = open("/dev/null", O_RDWR);
+	if (null < 0)
+		return false;
+	dup2(null, STDIN_FILENO);
+	dup2(null, STDOUT_FILENO);
+	dup2(null, STDERR_FILENO);
+	if (null > STDERR_FILENO)
+		close(null);
+	return true;
+}
+
+/* log_reload_error - conf_load's callback during a reload */
+static void log_reload_error(void *arg, const char *message)
+{
+	log_msg(LOG_ERR, "reload: %s", message);
+}
+
+/* reload - SIGHUP: read the config again; keep the old one if it is bad */
+static void reload(const struct conf *running, const struct options *opts)
+{
+	struct conf *fresh = conf_load(opts->conf_path, log_reload_error, NULL);
+	if (fresh == NULL) {
+		log_msg(LOG_ERR, "reload: %s has errors; keeping the running configuration", opts->conf_path);
+		return;
+	}
+	if (strcmp(fresh->socket, running->socket) != 0 || strcmp(fresh->user, running->user) != 0 ||
+	    strcmp(fresh->pid_file, running->pid_file) != 0 || fresh->socket_mode != running->socket_mode ||
+	    strcmp(fresh->socket_group, running->socket_group) != 0)
+		log_msg(LOG_WARNING,
+		        "reload: socket, user and pid file changes take effect only after a restart");
+	milter_set_conf(fresh);
+	log_set_level(opts->debug ? LOG_DEBUG : fresh->log_level);
+	log_msg(LOG_NOTICE, "reloaded configuration from %s", opts->conf_path);
+	conf_unref(fresh);
+}
+
+/*
+ * run_until_stopped - serve; SIGHUP reloads, SIGTERM/SIGINT stop.
+ * This thread takes the signals with sigwait() so that a stop can let
+ * in-flight sessions finish (see milter.c). libmilter's own signal thread
+ * waits for the same signals; Linux hands a process-directed signal to the
+ * main thread when it is waiting for it, so that thread only sees signals
+ * that arrive while this one is busy, and then stops at once: a second
+ * SIGTERM during the drain means "now".
+ */
+static int run_until_stopped(const struct conf *running, const struct options *opts)
+{
+	sigset_t stop_signals;
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGHUP);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	if (pthread_sigmask(SIG_BLOCK, &stop_signals, NULL) != 0 || !milter_start())
+		return EXIT_FAILURE;
+	for (;;) {
+		int sig = 0;
+		if (sigwait(&stop_signals, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			reload(running, opts);
+			continue;
+		}
+		log_msg(LOG_NOTICE, "received %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		return milter_stop(DRAIN_SECONDS);
+	}
+}
+
+/* serve - everything after the config is known good; returns the exit status */
+static int serve(struct conf *conf, const struct options *opts)
+{
+	uid_t uid;
+	gid_t user_gid, socket_gid;
+	const char *socket_path = milter_socket_path(conf->socket);
+
+	if (!lookup_ids(conf, &uid, &user_gid, &socket_gid))
+		return EXIT_FAILURE;
+	if (socket_path != NULL && !prepare_socket_dir(socket_path, uid, user_gid))
+		return EXIT_FAILURE;
+	if (!milter_open(conf))
+		return EXIT_FAILURE;
+	if (socket_path != NULL && !own_socket(socket_path, uid, socket_gid)) {
+		remove_file("socket", socket_path);
+		return EXIT_FAILURE;
+	}
+	if (!opts->foreground) {
+		if (!detach())
+			return EXIT_FAILURE;
+		log_open("vemilter", conf->syslog_facility, false, opts->debug ? LOG_DEBUG : conf->log_level);
+	}
+	if (!write_pid_file(conf->pid_file)) {
+		remove_file("socket", socket_path);
+		return EXIT_FAILURE;
+	}
+	int status = EXIT_FAILURE;
+	if (drop_privileges(conf, uid, user_gid)) {
+		log_msg(LOG_NOTICE, "vemilter %s started (config %s)", PACKAGE_VERSION, conf->path);
+		status = run_until_stopped(conf, opts);
+	}
+	remove_file("socket", socket_path);
+	remove_file("pid file", conf->pid_file);
+	log_msg(LOG_NOTICE, "vemilter stopped");
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	struct options opts = {0};
+	parse_options(argc, argv, &opts);
+
+	int errors = 0;
+	struct conf *conf = conf_load(opts.conf_path, print_conf_error, &errors);
+	if (conf == NULL) {
+		if (errors == 0)
+			fprintf(stderr, "vemilter: %s: cannot load configuration\n", opts.conf_path);
+		return EXIT_FAILURE;
+	}
+	if (opts.check_only) {
+		printf("vemilter: %s: no errors\n", opts.conf_path);
+		conf_unref(conf);
+		return EXIT_SUCCESS;
+	}
+	/* Until detached, messages go to the terminal where an admin sees them. */
+	log_open("vemilter", conf->syslog_facility, true, opts.debug ? LOG_DEBUG : conf->log_level);
+	int status = serve(conf, &opts);
+	milter_close();
+	conf_unref(conf);
+	log_close();
+	return status;
+}

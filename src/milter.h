@@ -1,0 +1,41 @@
+/*
+ * milter.h - the libmilter glue: the one module that includes libmilter.
+ *
+ * milter_open() registers the filter and opens the listening socket (as root,
+ * before privileges are dropped); milter_start() serves on a thread of its
+ * own until milter_stop(), which lets in-flight sessions finish first. Each callback is a thin
+ * wrapper that gathers the MTA's facts, asks precheck, logs one verdict line
+ * and answers.
+ */
+#ifndef VEMILTER_MILTER_H
+#define VEMILTER_MILTER_H
+
+#include <stdbool.h>
+
+#include "conf.h"
+
+/* milter_open - register with libmilter and open conf->socket. Removes a
+ * stale unix socket only when nothing listens on it. Takes its own reference
+ * to conf. Logs and returns false on failure. */
+bool milter_open(struct conf *conf);
+
+/* milter_socket_path - the unix socket's path inside spec, or NULL for inet. */
+const char *milter_socket_path(const char *spec);
+
+/* milter_start - serve on a thread of its own (smfi_main). Call with the
+ * stop signals blocked, from the thread that will sigwait() for them: it is
+ * sent SIGTERM if libmilter stops by itself. */
+bool milter_start(void);
+
+/* milter_stop - wait up to drain_seconds for open sessions to finish (still
+ * serving them), then stop libmilter; returns 0 on a clean stop. */
+int milter_stop(int drain_seconds);
+
+/* milter_set_conf - new sessions use conf from now on (reload); running
+ * sessions keep the one they started with. */
+void milter_set_conf(struct conf *conf);
+
+/* milter_close - drop the glue's configuration reference. */
+void milter_close(void);
+
+#endif

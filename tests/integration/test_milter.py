@@ -1,0 +1,462 @@
+#!/usr/bin/python3
+"""test_milter - vemilter's decisions over its real milter socket, spoken to
+by tests/lib/milterclient.py the way Postfix speaks (protocol version 6).
+
+Two daemons run side by side:
+  main:   trusted_networks 192.0.2.0/24 and 2001:db8:1::/48 (loopback is
+          NOT trusted, so test clients are checked), an allow-listed domain,
+          allow-listed senders (one from a file:), default exemptions and
+          reply.
+  custom: skip_authenticated = no, exempt_recipients = hostmaster, and a
+          custom bad_syntax_reply.
+
+TAP on stdout; exit 0 only if every case passed. Loopback only; every wait
+is bounded.
+"""
+
+import itertools
+import os
+import re
+import signal
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+
+import vmtest  # noqa: E402
+from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from milterclient import MilterClient  # noqa: E402
+
+BIN = vmtest.vemilter_binary()
+REPLY_PREFIX = "553 5.1.7 Sender address rejected: "
+
+# Senders that do not parse (each for its own reason).
+BAD_SENDERS = [
+    "<a..b@example.com>",            # consecutive dots in the local part
+    "<user@-bad.example>",           # domain label starts with a hyphen
+    '<"unterminated@example.com>',   # unterminated quoted string
+    "<.lead@example.com>",           # local part starts with a dot
+    "<trail.@example.com>",          # local part ends with a dot
+    "<user@exa..mple.com>",          # empty domain label
+    "<user>",                        # no domain at all
+]
+
+
+class G:
+    """Shared state: the two daemons and their temp dir."""
+    tmp = None
+    main = None
+    custom = None
+    qids = itertools.count(1)
+
+
+def qid():
+    return "TQ%05d" % next(G.qids)
+
+
+def session(daemon, client="127.0.0.1", helo="client.example", timeout=5):
+    """optneg + CONNECT (+ HELO) from client; returns the MilterClient."""
+    c = MilterClient(daemon.socket, timeout=timeout)
+    c.optneg()
+    fam = "6" if ":" in client else "4"
+    r = c.connect("client.example", fam, 40000, client,
+                  macros={"j": "mx.test.example", "{daemon_name}": "smtpd",
+                          "_": "client.example [%s]" % client})
+    if getattr(r, "code", None) not in ("c", "SKIPPED", "NOREPLY"):
+        raise AssertionError("CONNECT answered %r" % (r,))
+    c.helo(helo)
+    return c
+
+
+def verdicts(daemon, q, n, timeout=3.0):
+    """The verdict lines with queue_id=q, after waiting (bounded) for n."""
+    def get():
+        return [v for v in vmtest.parse_verdicts(daemon.log()) if v.get("queue_id") == q]
+    vmtest.wait_until(lambda: len(get()) >= n, timeout)
+    return get()
+
+
+def diag_for(daemon, c=None):
+    def f():
+        parts = []
+        if c is not None:
+            parts.append("milter transcript:\n" + c.transcript_text())
+        parts.append(daemon.diag())
+        return "\n".join(parts)
+    return f
+
+
+def check_accept_at_mail(tap, name, sender, reason, client="127.0.0.1", macros=None,
+                         daemon=None, mail_args=None):
+    """One message whose MAIL must be accepted with the given reason."""
+    d = daemon or G.main
+    q = qid()
+    m = {"i": q}
+    m.update(macros or {})
+    c = session(d, client)
+    try:
+        r = c.mail(mail_args or [sender], macros=m)
+        tap.check("%s: MAIL %s accepted ('a')" % (name, sender), r == "a",
+                  lambda: "reply %r\n%s" % (r, diag_for(d, c)()))
+        c.abort()
+        c.quit()
+    finally:
+        c.close()
+    v = verdicts(d, q, 1)
+    ok = (len(v) == 1 and v[0].get("action") == "accept" and v[0].get("reason") == reason
+          and v[0].get("sender") == sender and v[0].get("client") == client)
+    tap.check("%s: one verdict line action=accept reason=%s client=%s" % (name, reason, client), ok,
+              lambda: "verdicts for %s: %r\n%s" % (q, [x["_line"] for x in v], d.diag()))
+
+
+def check_bad_syntax(tap, name, sender, client="127.0.0.1", macros=None, daemon=None,
+                     rejected=("<user@test.example>",), exempt=("<postmaster@test.example>",),
+                     prefix=REPLY_PREFIX, reply_code="553"):
+    """MAIL gets continue; each non-exempt RCPT a reply 'y' with prefix, each
+    exempt RCPT continue; one verdict line per RCPT."""
+    d = daemon or G.main
+    q = qid()
+    m = {"i": q}
+    m.update(macros or {})
+    c = session(d, client)
+    replies = []
+    try:
+        r = c.mail(sender, macros=m)
+        tap.check("%s: MAIL %s gets continue ('c')" % (name, sender), r == "c",
+                  lambda: "reply %r\n%s" % (r, diag_for(d, c)()))
+        if r != "c":
+            c.abort()
+            c.quit()
+            return
+        order = [(x, False) for x in rejected] + [(x, True) for x in exempt]
+        # interleave: rejected, exempt, rejected again (state must hold)
+        if rejected and exempt:
+            order = [(rejected[0], False), (exempt[0], True)] + \
+                    [(x, False) for x in rejected[1:]] + [(x, True) for x in exempt[1:]] + \
+                    [(rejected[0], False)]
+        for rcpt, is_exempt in order:
+            rr = c.rcpt(rcpt, macros={"{rcpt_addr}": rcpt.strip("<>")})
+            replies.append((rcpt, is_exempt, rr))
+            if is_exempt:
+                tap.check("%s: RCPT %s (exempt) gets continue" % (name, rcpt), rr == "c",
+                          lambda rr=rr: "reply %r\n%s" % (rr, diag_for(d, c)()))
+            else:
+                text = rr.text if getattr(rr, "code", None) == "y" else None
+                good = (text is not None and text.startswith(prefix)
+                        and len(text) > len(prefix) and text[:3] == reply_code)
+                tap.check("%s: RCPT %s gets '%s...<reason>'" % (name, rcpt, prefix.strip()), good,
+                          lambda rr=rr: "reply %r\n%s" % (rr, diag_for(d, c)()))
+                if getattr(rr, "code", None) == "y":
+                    raw = rr.raw_text
+                    tap.check("%s: reply text has no CR/LF/NUL" % name,
+                              b"\r" not in raw and b"\n" not in raw and b"\0" not in raw,
+                              "raw reply %r" % raw)
+        c.abort()
+        c.quit()
+    finally:
+        c.close()
+    v = verdicts(d, q, len(replies))
+    want = [("reject", "bad_syntax", r) if not e else ("accept", "exempt_recipient", r)
+            for r, e, _ in replies]
+    got = [(x.get("action"), x.get("reason"), x.get("rcpt")) for x in v]
+    tap.check("%s: one verdict line per RCPT (action, reason, rcpt)" % name,
+              got == want and all(x.get("sender") == sender and x.get("client") == client
+                                  for x in v),
+              lambda: "want %r\ngot  %r\nlines:\n%s\n%s" % (
+                  want, got, "\n".join(x["_line"] for x in v), d.diag()))
+
+
+# ---------------------------------------------------------------- tests
+
+def t_start(tap, cleanup):
+    G.tmp = TempDir()
+    senders = G.tmp.write("senders.txt", "# allowed senders, one a line\nboss@elsewhere.example\n")
+    G.main = Daemon(G.tmp, base_conf(
+        G.tmp, "main.sock",
+        trusted_networks="192.0.2.0/24, 2001:db8:1::/48",
+        allow_sender_domains="partner.example",
+        allow_senders="file:%s, friend@other.example" % senders,
+    ), name="main")
+    G.custom = Daemon(G.tmp, base_conf(
+        G.tmp, "custom.sock",
+        skip_authenticated="no",
+        exempt_recipients="hostmaster",
+        bad_syntax_reply="550 5.7.1 Go away (%r)",
+    ), name="custom")
+    for d in (G.main, G.custom):
+        try:
+            d.start()
+            tap.check("%s daemon starts" % d.name, True)
+        except vmtest.DaemonError as e:
+            tap.check("%s daemon starts" % d.name, False, str(e))
+            raise
+
+
+def t_negotiation(tap, cleanup):
+    c = MilterClient(G.main.socket, timeout=5)
+    cleanup.add(c.close)
+    version, actions, protocol = c.optneg()
+    tap.equal("OPTNEG: milter speaks protocol version 6", version, 6)
+    tap.check("OPTNEG: milter does not disable MAIL or RCPT",
+              protocol & 0x4 == 0 and protocol & 0x8 == 0, "protocol %#x" % protocol)
+    tap.check("OPTNEG: milter does not disable CONNECT (it needs the client address)",
+              protocol & 0x1 == 0, "protocol %#x" % protocol)
+    c.quit()
+
+
+def t_null_sender(tap, cleanup):
+    check_accept_at_mail(tap, "null sender", "<>", "null_sender")
+    # null sender wins over trusted network (precedence)
+    check_accept_at_mail(tap, "null sender from a trusted client", "<>", "null_sender",
+                         client="192.0.2.10")
+
+
+def t_trusted(tap, cleanup):
+    check_accept_at_mail(tap, "trusted IPv4 client, bad sender", "<a..b@example.com>",
+                         "trusted_network", client="192.0.2.10")
+    check_accept_at_mail(tap, "trusted IPv6 client, bad sender", "<a..b@example.com>",
+                         "trusted_network", client="2001:db8:1::25")
+    # trusted wins over authenticated
+    check_accept_at_mail(tap, "trusted and authenticated client", "<user@example.com>",
+                         "trusted_network", client="192.0.2.11", macros={"{auth_authen}": "alice"})
+
+
+def t_untrusted_checked(tap, cleanup):
+    # Loopback is not in this daemon's trusted_networks: it is checked.
+    check_bad_syntax(tap, "untrusted IPv4 loopback client", "<a..b@example.com>", client="127.0.0.1")
+    check_bad_syntax(tap, "untrusted IPv6 client", "<a..b@example.com>", client="2001:db8:2::25")
+    check_bad_syntax(tap, "untrusted ::1 client", "<a..b@example.com>", client="::1")
+    check_bad_syntax(tap, "client just outside a trusted /24", "<a..b@example.com>",
+                     client="192.0.3.1")
+
+
+def t_authenticated(tap, cleanup):
+    check_accept_at_mail(tap, "authenticated client, bad sender", "<a..b@example.com>",
+                         "authenticated", macros={"{auth_authen}": "alice", "{auth_type}": "PLAIN"})
+    check_bad_syntax(tap, "empty {auth_authen} is not authenticated", "<a..b@example.com>",
+                     macros={"{auth_authen}": ""})
+    check_bad_syntax(tap, "skip_authenticated = no checks authenticated clients",
+                     "<a..b@example.com>", daemon=G.custom,
+                     macros={"{auth_authen}": "alice"}, rejected=("<user@test.example>",),
+                     exempt=("<hostmaster@test.example>",),
+                     prefix="550 5.7.1 Go away (", reply_code="550")
+
+
+def t_bad_syntax(tap, cleanup):
+    for s in BAD_SENDERS:
+        check_bad_syntax(tap, "bad syntax", s,
+                         rejected=("<user@test.example>", "<other@elsewhere.example>"),
+                         exempt=("<postmaster@test.example>", "<abuse@other.example>"))
+    check_bad_syntax(tap, "postmaster is exempt whatever its case", "<a..b@example.com>",
+                     exempt=("<POSTMASTER@test.example>", "<Abuse@Test.Example>"))
+    # syntax is checked before the allow-lists
+    check_bad_syntax(tap, "bad sender in an allow-listed domain", "<a..b@partner.example>")
+
+
+def t_crlf_injection(tap, cleanup):
+    """Attacker data in the sender never puts CR/LF into the SMTP reply."""
+    for s in ("<a\r\n550 5.0.0 injected@example.com>", "<a..b\r\nX: y@example.com>",
+              "<a..b@exa\nmple.com>"):
+        c = session(G.main)
+        try:
+            r = c.mail(s, macros={"i": qid()})
+            if r == "c":
+                rr = c.rcpt("<user@test.example>")
+                raw = rr.raw_text if getattr(rr, "code", None) == "y" else b""
+                tap.check("sender %r: rejected at RCPT with a 553 5.1.7 reply" % s,
+                          getattr(rr, "code", None) == "y" and raw.startswith(REPLY_PREFIX.encode()),
+                          lambda: "reply %r\n%s" % (rr, c.transcript_text()))
+                tap.check("sender %r: reply has no CR/LF" % s,
+                          b"\r" not in raw and b"\n" not in raw, "raw %r" % raw)
+            else:
+                tap.check("sender %r: not accepted as a valid sender" % s, r != "a",
+                          lambda: "reply %r\n%s" % (r, c.transcript_text()))
+            c.abort()
+            c.quit()
+        finally:
+            c.close()
+    tap.check("daemon still running after hostile senders", G.main.running(), G.main.diag)
+
+
+def t_allow_lists(tap, cleanup):
+    check_accept_at_mail(tap, "allow-listed domain", "<someone@partner.example>", "allowlisted_domain")
+    check_accept_at_mail(tap, "subdomain of an allow-listed domain", "<someone@mail.partner.example>",
+                         "allowlisted_domain")
+    check_accept_at_mail(tap, "allow-listed domain in upper case", "<Someone@PARTNER.Example>",
+                         "allowlisted_domain")
+    check_accept_at_mail(tap, "domain merely ending in an allow-listed name", "<someone@notpartner.example>",
+                         "unverified")
+    check_accept_at_mail(tap, "allow-listed sender from a file: list", "<boss@elsewhere.example>",
+                         "allowlisted_sender")
+    check_accept_at_mail(tap, "allow-listed sender given inline", "<friend@other.example>",
+                         "allowlisted_sender")
+    check_accept_at_mail(tap, "another sender at an allow-listed sender's domain",
+                         "<intern@elsewhere.example>", "unverified")
+
+
+def t_valid_sender(tap, cleanup):
+    check_accept_at_mail(tap, "valid sender", "<user@example.com>", "unverified")
+    check_accept_at_mail(tap, "valid sender with ESMTP args", "<user@example.com>", "unverified",
+                         mail_args=["<user@example.com>", "SIZE=1000", "BODY=8BITMIME"])
+    check_accept_at_mail(tap, "valid sender with a quoted local part", '<"john doe"@example.com>',
+                         "unverified")
+
+
+def t_custom_daemon(tap, cleanup):
+    check_bad_syntax(tap, "custom reply and exemptions", "<a..b@example.com>", daemon=G.custom,
+                     rejected=("<user@test.example>", "<postmaster@test.example>"),
+                     exempt=("<hostmaster@test.example>",),
+                     prefix="550 5.7.1 Go away (", reply_code="550")
+
+
+def t_two_messages(tap, cleanup):
+    """State never leaks between two messages on one connection."""
+    d = G.main
+    c = session(d)
+    cleanup.add(c.close)
+    q1, q2, q3, q4 = qid(), qid(), qid(), qid()
+    r = c.mail("<a..b@example.com>", macros={"i": q1})
+    tap.check("1st message: bad sender gets continue", r == "c", lambda: "%r\n%s" % (r, c.transcript_text()))
+    r = c.rcpt("<user@test.example>")
+    tap.check("1st message: RCPT rejected", getattr(r, "code", None) == "y",
+              lambda: "%r\n%s" % (r, c.transcript_text()))
+    c.abort()
+    r = c.mail("<good@example.com>", macros={"i": q2})
+    tap.check("2nd message (after ABORT): good sender accepted", r == "a",
+              lambda: "%r\n%s" % (r, c.transcript_text()))
+    c.abort()
+    r = c.mail("<c..d@example.com>", macros={"i": q3})
+    tap.check("3rd message: bad sender after a good one gets continue", r == "c",
+              lambda: "%r\n%s" % (r, c.transcript_text()))
+    r = c.rcpt("<user@test.example>")
+    tap.check("3rd message: RCPT rejected", getattr(r, "code", None) == "y",
+              lambda: "%r\n%s" % (r, c.transcript_text()))
+    c.abort()
+    r = c.mail("<>", macros={"i": q4})
+    tap.check("4th message: null sender accepted after a bad one", r == "a",
+              lambda: "%r\n%s" % (r, c.transcript_text()))
+    c.abort()
+    c.quit()
+    v1, v2, v3, v4 = (verdicts(d, q, 1) for q in (q1, q2, q3, q4))
+    tap.check("verdicts name each message's own sender and queue id",
+              [x.get("sender") for x in v1 + v2 + v3 + v4]
+              == ["<a..b@example.com>", "<good@example.com>", "<c..d@example.com>", "<>"],
+              lambda: "\n".join(x["_line"] for x in v1 + v2 + v3 + v4) + "\n" + d.diag())
+    tap.check("verdict reasons per message: bad_syntax, unverified, bad_syntax, null_sender",
+              [x.get("reason") for x in v1 + v2 + v3 + v4]
+              == ["bad_syntax", "unverified", "bad_syntax", "null_sender"],
+              lambda: "\n".join(x["_line"] for x in v1 + v2 + v3 + v4))
+
+
+def t_two_connections(tap, cleanup):
+    """Two sessions at once: a bad sender on one does not touch the other."""
+    d = G.main
+    a = session(d, client="127.0.0.1")
+    cleanup.add(a.close)
+    b = session(d, client="127.0.0.2")
+    cleanup.add(b.close)
+    ra = a.mail("<a..b@example.com>", macros={"i": qid()})
+    rb = b.mail("<fine@example.com>", macros={"i": qid()})
+    tap.check("concurrent sessions: bad sender continue, good sender accept",
+              ra == "c" and rb == "a", "a %r, b %r" % (ra, rb))
+    rr = a.rcpt("<user@test.example>")
+    tap.check("concurrent sessions: bad sender's RCPT rejected", getattr(rr, "code", None) == "y",
+              lambda: a.transcript_text())
+    a.abort()
+    b.abort()
+    a.quit()
+    b.quit()
+
+
+def t_full_message_exempt(tap, cleanup):
+    """A bad sender writing to postmaster gets the whole message through."""
+    d = G.main
+    c = session(d)
+    cleanup.add(c.close)
+    q = qid()
+    r = c.mail("<a..b@example.com>", macros={"i": q})
+    r1 = c.rcpt("<postmaster@test.example>")
+    r2 = c.data()
+    c.header("Subject", " test")
+    c.header("From", " <a..b@example.com>")
+    c.eoh()
+    c.body(b"hello\r\n")
+    r3 = c.eom()
+    ok = (r == "c" and r1 == "c" and getattr(r2, "code", r2) in ("c", "SKIPPED", "NOREPLY")
+          and getattr(r3, "code", None) in ("c", "a"))
+    tap.check("bad sender to postmaster: DATA through end of message not rejected", ok,
+              lambda: "MAIL %r RCPT %r DATA %r EOM %r\n%s" % (r, r1, r2, r3, c.transcript_text()))
+    c.quit()
+
+
+def t_queue_id_unknown(tap, cleanup):
+    d = G.main
+    c = session(d, client="127.0.0.3")
+    cleanup.add(c.close)
+    sender = "<noqid-%d@example.com>" % os.getpid()
+    r = c.mail(sender)  # no "i" macro, as Postfix before the queue file exists
+    tap.check("MAIL without a queue id accepted", r == "a", lambda: "%r" % (r,))
+    c.abort()
+    c.quit()
+    got = vmtest.wait_until(lambda: [v for v in vmtest.parse_verdicts(d.log())
+                                     if v.get("sender") == sender], 3)
+    tap.check("verdict without a queue id says queue_id=-",
+              bool(got) and got[0].get("queue_id") == "-",
+              lambda: "%r\n%s" % ([g["_line"] for g in got or []], d.diag()))
+
+
+def t_log_format(tap, cleanup):
+    """Every verdict line has the fields in the documented form."""
+    lines = G.main.log_lines(r"verdict ")
+    tap.check("verdict lines were logged", len(lines) > 10, G.main.diag)
+    # The order is the documented one:
+    # verdict queue_id=Q client=ADDR sender=<...> action=A reason=R [rcpt=<...>] [detail="..."]
+    value = r'(?:"[^"\\]*(?:\\.[^"\\]*)*"|[^"\s]\S*)'
+    pat = re.compile(
+        r'^vemilter\[\d+\]: info: verdict queue_id=\S+ client=\S+ sender=' + value +
+        r' action=(?:accept|reject) reason=(?:null_sender|trusted_network|authenticated|'
+        r'allowlisted_domain|allowlisted_sender|unverified|bad_syntax|exempt_recipient)'
+        r'(?: rcpt=' + value + r')?(?: detail=' + value + r')?$')
+    bad = [l for l in lines if not pat.match(l)]
+    tap.check("verdict lines match 'verdict queue_id= client= sender= action= reason= [rcpt=] [detail=]'",
+              not bad, "non-matching:\n" + "\n".join(bad))
+    other = [l for l in G.main.log().splitlines()
+             if not re.match(r"^vemilter\[\d+\]: (error|warning|notice|info|debug): \S", l)]
+    tap.check("every log line is 'vemilter[PID]: LEVEL: message' (no line broken by sender data)",
+              not other, "other lines:\n" + "\n".join(other))
+    tap.check("no error lines in the log", not G.main.log_lines(r"^vemilter\[\d+\]: error: "),
+              G.main.diag)
+
+
+def t_stop(tap, cleanup):
+    codes = vmtest.stop_all([(G.main, signal.SIGTERM), (G.custom, signal.SIGTERM)])
+    tap.check("main daemon exits 0 on SIGTERM", codes[0] == 0, G.main.diag)
+    tap.check("custom daemon exits 0 on SIGTERM", codes[1] == 0, G.custom.diag)
+
+
+TESTS = [t_start, t_negotiation, t_null_sender, t_trusted, t_untrusted_checked, t_authenticated,
+         t_bad_syntax, t_crlf_injection, t_allow_lists, t_valid_sender, t_custom_daemon,
+         t_two_messages, t_two_connections, t_full_message_exempt, t_queue_id_unknown,
+         t_log_format, t_stop]
+
+
+def setup(tap):
+    if not os.access(BIN, os.X_OK):
+        tap.check("vemilter binary exists at %s (set VEMILTER_BUILDDIR)" % BIN, False)
+        tap.done()
+        sys.exit(1)
+    return None
+
+
+def teardown():
+    for d in (G.main, G.custom):
+        if d is not None:
+            d.kill()
+    if G.tmp is not None:
+        G.tmp.remove()
+
+
+if __name__ == "__main__":
+    try:
+        vmtest.run_tests(TESTS, per_test_timeout=50, total_timeout=150, setup=setup)
+    finally:
+        teardown()

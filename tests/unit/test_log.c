@@ -1,0 +1,84 @@
+/*
+ * test_log.c - key=value formatting and level/facility names.
+ */
+#include <string.h>
+
+#include "log.h"
+#include "unit.h"
+
+static const struct {
+	const char *value;
+	const char *expect;
+} kv_cases[] = {
+        {"plain", " k=plain"},
+        {"<a@b.example>", " k=<a@b.example>"},
+        {"", " k=\"\""},
+        {NULL, " k=-"},
+        {"two words", " k=\"two words\""},
+        {"say \"hi\"", " k=\"say \\\"hi\\\"\""},
+        {"back\\slash", " k=\"back\\\\slash\""},
+        {"a=b", " k=\"a=b\""},
+        {"cr\r\nlf", " k=\"cr\\x0D\\x0Alf\""},
+        {"caf\xc3\xa9", " k=\"caf\\xC3\\xA9\""},
+};
+
+START_TEST(kv_quotes_and_escapes)
+{
+	char buf[128] = "x";
+	size_t len = 1;
+	kv_add(buf, sizeof(buf), &len, "k", kv_cases[_i].value);
+	ck_assert_str_eq(buf + 1, kv_cases[_i].expect);
+	ck_assert_uint_eq(len, strlen(buf));
+}
+END_TEST
+
+START_TEST(kv_first_pair_has_no_leading_space)
+{
+	char buf[64];
+	size_t len = 0;
+	kv_add(buf, sizeof(buf), &len, "a", "1");
+	kv_add(buf, sizeof(buf), &len, "b", "2");
+	ck_assert_str_eq(buf, "a=1 b=2");
+}
+END_TEST
+
+START_TEST(kv_truncates_without_overflow)
+{
+	char buf[12];
+	memset(buf, 'Z', sizeof(buf));
+	size_t len = 0;
+	kv_add(buf, 8, &len, "key", "a long value that does not fit");
+	ck_assert_uint_lt(len, 8);
+	ck_assert_uint_eq(strlen(buf), len);
+	ck_assert_int_eq(buf[8], 'Z'); /* nothing written past size */
+}
+END_TEST
+
+START_TEST(level_and_facility_names)
+{
+	int p = -1;
+	ck_assert(log_level_from_name("debug", &p));
+	ck_assert_int_eq(p, LOG_DEBUG);
+	ck_assert(log_level_from_name("WARNING", &p));
+	ck_assert_int_eq(p, LOG_WARNING);
+	ck_assert(!log_level_from_name("loud", &p));
+	ck_assert_str_eq(log_level_name(LOG_NOTICE), "notice");
+	ck_assert(log_facility_from_name("local3", &p));
+	ck_assert_int_eq(p, LOG_LOCAL3);
+	ck_assert(log_facility_from_name("mail", &p));
+	ck_assert_int_eq(p, LOG_MAIL);
+	ck_assert(!log_facility_from_name("kern", &p));
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("log");
+	TCase *tc = tcase_create("log");
+	tcase_add_loop_test(tc, kv_quotes_and_escapes, 0, (int)(sizeof(kv_cases) / sizeof(kv_cases[0])));
+	tcase_add_test(tc, kv_first_pair_has_no_leading_space);
+	tcase_add_test(tc, kv_truncates_without_overflow);
+	tcase_add_test(tc, level_and_facility_names);
+	suite_add_tcase(s, tc);
+	return unit_run(s);
+}
