@@ -15,7 +15,9 @@
  */
 #include "conf.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <idn2.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +32,7 @@
 #define CONF_MSG_MAX  1024 /* one error message */
 #define CONF_WHY_MAX  512  /* one reason inside a message */
 #define DEFAULT_SITE  "built-in default"
+#define DNS_NAME_BUF  256  /* a host name and its NUL */
 
 enum conf_type {
 	T_STRING,   /* char *; optional check */
@@ -281,6 +284,71 @@ static bool item_recipient(void *field, const char *item, char *why, size_t why_
 	return strings_add(field, copy, why, why_size);
 }
 
+/* check_host_name - "" or an LDH host name (the EHLO argument) */
+static bool check_host_name(const char *value, char *why, size_t why_size)
+{
+	char name[DNS_NAME_BUF];
+
+	snprintf(name, sizeof(name), "%s", value);
+	lower(name);
+	if (value[0] == '\0' || (strlen(value) < sizeof(name) && is_ldh_name(name) && strchr(name, '.') != NULL))
+		return true;
+	snprintf(why, why_size, "\"%s\" is not a fully qualified host name (receiving servers judge us by it)",
+		 value);
+	return false;
+}
+
+/* check_probe_sender - "" (the null sender) or a full address */
+static bool check_probe_sender(const char *value, char *why, size_t why_size)
+{
+	if (value[0] == '\0')
+		return true;
+	char *copy = full_address(value, why, why_size);
+	free(copy);
+	return copy != NULL;
+}
+
+/* item_dns_server - "IP", "IP:PORT" or "[IPv6]:PORT", kept as written */
+static bool item_dns_server(void *field, const char *item, char *why, size_t why_size)
+{
+	char host[64];
+	const char *port = NULL;
+	unsigned char buf[sizeof(struct in6_addr)];
+	size_t n = strlen(item);
+
+	if (item[0] == '[') {
+		const char *end = strchr(item, ']');
+		if (end == NULL || (size_t)(end - item - 1) >= sizeof(host) || (end[1] != '\0' && end[1] != ':'))
+			goto bad;
+		snprintf(host, sizeof(host), "%.*s", (int)(end - item - 1), item + 1);
+		port = end[1] == ':' ? end + 2 : NULL;
+	} else {
+		const char *colon = strchr(item, ':');
+		if (colon != NULL && strchr(colon + 1, ':') == NULL) {
+			snprintf(host, sizeof(host), "%.*s", (int)(colon - item), item);
+			port = colon + 1;
+		} else if (n < sizeof(host)) {
+			snprintf(host, sizeof(host), "%s", item);
+		} else {
+			goto bad;
+		}
+	}
+	if (inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1)
+		goto bad;
+	if (port != NULL) {
+		char *end;
+		errno = 0;
+		long value = strtol(port, &end, 10);
+		if (*port == '\0' || *end != '\0' || errno != 0 || value < 1 || value > 65535)
+			goto bad;
+	}
+	char *copy = strdup(item);
+	return strings_add(field, copy, why, why_size);
+bad:
+	snprintf(why, why_size, "\"%s\" is not a DNS server address (IP, IP:PORT or [IPv6]:PORT)", item);
+	return false;
+}
+
 /* item_cidr - one network for a CIDR list */
 static bool item_cidr(void *field, const char *item, char *why, size_t why_size)
 {
@@ -327,6 +395,34 @@ static const struct directive directives[] = {
 	 .item = item_recipient, .help = "recipients always accepted: local parts at any domain, or addresses"},
 	{.name = "bad_syntax_reply", .type = T_REPLY, .def = "553 5.1.7 Sender address rejected: %r",
 	 .offset = F(bad_syntax_reply), .help = "reply to a sender address that does not parse"},
+	{.name = "dns_servers", .type = T_LIST, .def = "", .offset = F(dns_servers), .item = item_dns_server,
+	 .help = "DNS servers to ask (IP, IP:PORT, [IPv6]:PORT); empty: those in /etc/resolv.conf"},
+	{.name = "dns_timeout", .type = T_DURATION, .def = "5s", .min = 100, .max = 60000,
+	 .offset = F(dns_timeout_ms), .help = "time for one DNS query try"},
+	{.name = "helo_name", .type = T_STRING, .def = "", .offset = F(helo_name), .check = check_host_name,
+	 .help = "name probes give in EHLO/HELO; empty: this host's fully qualified name"},
+	{.name = "probe_sender", .type = T_STRING, .def = "", .offset = F(probe_sender),
+	 .check = check_probe_sender, .help = "MAIL FROM address of probes; empty: the null sender <>"},
+	{.name = "probe_port", .type = T_INT, .def = "25", .min = 1, .max = 65535, .offset = F(probe_port),
+	 .help = "TCP port of probed mail servers"},
+	{.name = "probe_tls", .type = T_BOOL, .def = "yes", .offset = F(probe_tls),
+	 .help = "use STARTTLS when a server offers it (no certificate check)"},
+	{.name = "catchall_probe", .type = T_BOOL, .def = "yes", .offset = F(catchall_probe),
+	 .help = "after an accepted address, ask for a random one to detect catch-all domains"},
+	{.name = "max_mx", .type = T_INT, .def = "5", .min = 1, .max = 20, .offset = F(max_mx),
+	 .help = "MX hosts tried per verification"},
+	{.name = "max_mx_addresses", .type = T_INT, .def = "10", .min = 1, .max = 50,
+	 .offset = F(max_mx_addresses), .help = "addresses tried per verification, all MX hosts together"},
+	{.name = "probe_allow_networks", .type = T_CIDRS, .def = "", .offset = F(probe_allow_networks),
+	 .item = item_cidr, .help = "addresses probes may connect to although the network guard denies them"},
+	{.name = "connect_timeout", .type = T_DURATION, .def = "10s", .min = 100, .max = 300000,
+	 .offset = F(connect_timeout_ms), .help = "time to connect to one mail server address"},
+	{.name = "banner_timeout", .type = T_DURATION, .def = "30s", .min = 100, .max = 300000,
+	 .offset = F(banner_timeout_ms), .help = "time for a server's greeting"},
+	{.name = "command_timeout", .type = T_DURATION, .def = "30s", .min = 100, .max = 300000,
+	 .offset = F(command_timeout_ms), .help = "time for the reply to each command"},
+	{.name = "probe_timeout", .type = T_DURATION, .def = "60s", .min = 100, .max = 600000,
+	 .offset = F(probe_timeout_ms), .help = "time for one whole verification, every MX host included"},
 };
 /* clang-format on */
 

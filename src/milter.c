@@ -128,10 +128,10 @@ static void log_verdict(const struct connection *conn, const char *action, const
 	       conn->msg.queue_id[0] ? conn->msg.queue_id : "-");
 	kv_add(line, sizeof(line), &len, "client", conn->client_text);
 	kv_add(line, sizeof(line), &len, "sender", conn->msg.sender);
-	if (rcpt != NULL)
-		kv_add(line, sizeof(line), &len, "rcpt", rcpt);
 	kv_add(line, sizeof(line), &len, "action", action);
 	kv_add(line, sizeof(line), &len, "reason", reason);
+	if (rcpt != NULL)
+		kv_add(line, sizeof(line), &len, "rcpt", rcpt);
 	if (detail != NULL && *detail != '\0')
 		kv_add(line, sizeof(line), &len, "detail", detail);
 	log_msg(LOG_INFO, "%s", line);
