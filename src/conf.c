@@ -17,8 +17,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <idn2.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +32,7 @@
 #define CONF_MSG_MAX  1024 /* one error message */
 #define CONF_WHY_MAX  512  /* one reason inside a message */
 #define DEFAULT_SITE  "built-in default"
-#define DNS_NAME_BUF  256  /* a host name and its NUL */
+#define DNS_NAME_BUF  256 /* a host name and its NUL */
 
 enum conf_type {
 	T_STRING,   /* char *; optional check */
@@ -291,10 +291,11 @@ static bool check_host_name(const char *value, char *why, size_t why_size)
 
 	snprintf(name, sizeof(name), "%s", value);
 	lower(name);
-	if (value[0] == '\0' || (strlen(value) < sizeof(name) && is_ldh_name(name) && strchr(name, '.') != NULL))
+	if (value[0] == '\0' ||
+	    (strlen(value) < sizeof(name) && is_ldh_name(name) && strchr(name, '.') != NULL))
 		return true;
-	snprintf(why, why_size, "\"%s\" is not a fully qualified host name (receiving servers judge us by it)",
-		 value);
+	snprintf(why, why_size,
+	         "\"%s\" is not a fully qualified host name (receiving servers judge us by it)", value);
 	return false;
 }
 
@@ -318,7 +319,8 @@ static bool item_dns_server(void *field, const char *item, char *why, size_t why
 
 	if (item[0] == '[') {
 		const char *end = strchr(item, ']');
-		if (end == NULL || (size_t)(end - item - 1) >= sizeof(host) || (end[1] != '\0' && end[1] != ':'))
+		if (end == NULL || (size_t)(end - item - 1) >= sizeof(host) ||
+		    (end[1] != '\0' && end[1] != ':'))
 			goto bad;
 		snprintf(host, sizeof(host), "%.*s", (int)(end - item - 1), item + 1);
 		port = end[1] == ':' ? end + 2 : NULL;

@@ -58,20 +58,20 @@ struct conf {
 	struct reply_template bad_syntax_reply;
 
 	/* probing: DNS and the SMTP callout */
-	struct conf_strings dns_servers;  /* "IP", "IP:PORT", "[IPv6]:PORT"; empty: /etc/resolv.conf */
-	int64_t dns_timeout_ms;           /* per DNS query try */
-	char *helo_name;                  /* EHLO name; "": this host's fully qualified name */
-	char *probe_sender;               /* MAIL FROM of probes; "": the null sender <> */
-	int probe_port;                   /* 25; tests point it elsewhere */
-	bool probe_tls;                   /* STARTTLS when offered */
-	bool catchall_probe;              /* ask for a random address too */
-	int max_mx;                       /* MX hosts tried */
-	int max_mx_addresses;             /* addresses tried, all hosts together */
+	struct conf_strings dns_servers;       /* "IP", "IP:PORT", "[IPv6]:PORT"; empty: /etc/resolv.conf */
+	int64_t dns_timeout_ms;                /* per DNS query try */
+	char *helo_name;                       /* EHLO name; "": this host's fully qualified name */
+	char *probe_sender;                    /* MAIL FROM of probes; "": the null sender <> */
+	int probe_port;                        /* 25; tests point it elsewhere */
+	bool probe_tls;                        /* STARTTLS when offered */
+	bool catchall_probe;                   /* ask for a random address too */
+	int max_mx;                            /* MX hosts tried */
+	int max_mx_addresses;                  /* addresses tried, all hosts together */
 	struct cidr_list probe_allow_networks; /* exceptions to the network guard */
 	int64_t connect_timeout_ms;
 	int64_t banner_timeout_ms;
 	int64_t command_timeout_ms;
-	int64_t probe_timeout_ms;         /* one whole verification, all MX hosts */
+	int64_t probe_timeout_ms; /* one whole verification, all MX hosts */
 
 	atomic_int refs;
 };

@@ -36,6 +36,7 @@ import smtplib
 import sys
 import time
 
+sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import vmtest  # noqa: E402
@@ -206,8 +207,7 @@ def t_full_message(tap, cleanup):
     except smtplib.SMTPException as e:
         ok, detail = False, repr(e)
     tap.check("full message (MAIL, RCPT, DATA) accepted with 250", ok, lambda: detail + "\n" + diag())
-    m = G.postfix.wait_log(r"postfix/smtpd\[\d+\]: ([0-9A-F]+): client=.*\n(?:.*\n)*?.*"
-                           r"postfix/qmgr\[\d+\]: \1: from=<e2e@example\.com>", 10)
+    m = G.postfix.wait_log(r"postfix/qmgr\[\d+\]: ([0-9A-Za-z]+): from=<e2e@example\.com>", 10)
     qid = m.group(1) if m else None
     sent = G.postfix.wait_log(r"postfix/discard\[\d+\]: %s: to=<user@test\.example>.*status=sent"
                               % (qid or "NOQID"), 10) if qid else None
@@ -250,6 +250,9 @@ def t_milter_down(tap, cleanup):
     finally:
         if s is not None:
             close(s)
+    tap.diag("milter down, Postfix said: %s" % "; ".join(
+        "%s -> %s" % (k, ("%d %s" % (v[0], v[1].decode(errors="replace").replace("\n", " "))
+                          if isinstance(v, tuple) else v)) for k, v in replies))
     codes = [r[1][0] for r in replies if isinstance(r[1], tuple)]
     temp = [r for r in replies if isinstance(r[1], tuple) and 400 <= r[1][0] < 500]
     accepted = [r for r in replies if r[0] == "end of DATA" and r[1][0] == 250]

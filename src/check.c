@@ -1,0 +1,265 @@
+/*
+ * check.c - vemilter-check: verify addresses from the command line with the
+ * daemon's own engine and configuration, and show why.
+ *
+ * Addresses are probed concurrently on one event loop (-j bounds how many). One result line per
+ * address, in the order given; -v also prints the whole dialogue (DNS
+ * answers, connections, every command and reply) as it happens. Owns the
+ * configuration, the engine and one struct job per address.
+ */
+#include "config.h"
+
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "callout.h"
+#include "conf.h"
+#include "engine.h"
+#include "log.h"
+#include "outcome.h"
+
+/* Exit statuses, worst wins; documented in vemilter-check(1). */
+enum exit_code {
+	EXIT_ALL_VALID = 0,
+	EXIT_UNKNOWN = 1,   /* catch_all, unverifiable */
+	EXIT_TEMPORARY = 2, /* tempfail, blocked */
+	EXIT_NEGATIVE = 3,  /* invalid, no_domain, bad syntax */
+	EXIT_USAGE = 64,
+	EXIT_CONFIG = 78,
+};
+
+struct job {
+	const char *input; /* as given on the command line */
+	struct addr address;
+	bool parsed;
+	char syntax_error[160];
+	bool finished;
+	struct outcome outcome;
+	struct run *run;
+};
+
+struct run {
+	struct engine *engine;
+	bool verbose;
+	struct job *jobs;
+	size_t job_count;
+	size_t next_job;   /* first job not started yet */
+	size_t in_flight;  /* callouts running */
+	size_t max_flight; /* -j: at most this many at once */
+	bool failed;       /* a callout could not start */
+};
+
+/* usage - the synopsis */
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: vemilter-check [-c FILE] [-v] ADDRESS...\n"
+	        "  -c FILE  configuration (default %s, or built-in defaults if it does not exist)\n"
+	        "  -v       print the whole dialogue: DNS answers, connections, commands, replies\n"
+	        "  -V       print the version and exit\n"
+	        "  -h       print this help and exit\n",
+	        CONF_DEFAULT_PATH);
+}
+
+/* on_trace - one transcript line, prefixed with its address */
+static void on_trace(void *arg, const char *line)
+{
+	struct job *job = arg;
+	printf("%s: %s\n", job->input, line);
+	fflush(stdout);
+}
+
+static void start_more(struct run *run);
+
+/* on_done - one address is settled; start the next, stop after the last */
+static void on_done(void *arg, const struct outcome *outcome)
+{
+	struct job *job = arg;
+	struct run *run = job->run;
+	job->outcome = *outcome;
+	job->finished = true;
+	run->in_flight--;
+	start_more(run);
+	if (run->in_flight == 0)
+		event_base_loopexit(run->engine->env.base, NULL);
+}
+
+/* severity - the exit status one result asks for */
+static enum exit_code severity(const struct job *job)
+{
+	if (!job->parsed)
+		return EXIT_NEGATIVE;
+	if (job->address.is_null)
+		return EXIT_ALL_VALID;
+	switch (job->outcome.kind) {
+	case OUTCOME_VALID:
+		return EXIT_ALL_VALID;
+	case OUTCOME_CATCH_ALL:
+	case OUTCOME_UNVERIFIABLE:
+		return EXIT_UNKNOWN;
+	case OUTCOME_TEMPFAIL:
+	case OUTCOME_BLOCKED:
+		return EXIT_TEMPORARY;
+	case OUTCOME_INVALID:
+	case OUTCOME_NO_DOMAIN:
+		return EXIT_NEGATIVE;
+	}
+	return EXIT_TEMPORARY;
+}
+
+/* print_result - "ADDRESS OUTCOME stage=.. mx=.. addr=.. reply=".." reason=".."" */
+static void print_result(const struct job *job)
+{
+	char line[2048];
+	size_t len = 0;
+	line[0] = '\0';
+	if (!job->parsed) {
+		kv_add(line, sizeof(line), &len, "reason", job->syntax_error);
+		printf("%s bad_syntax %s\n", job->input, line);
+		return;
+	}
+	if (job->address.is_null) {
+		printf("%s null_sender reason=\"the null sender is never verified\"\n", job->input);
+		return;
+	}
+	const struct outcome *o = &job->outcome;
+	char reply[OUTCOME_TEXT_MAX + 32] = "";
+	if (o->code != 0)
+		snprintf(reply, sizeof(reply), "%d%s%s %s", o->code, o->ecode[0] ? " " : "", o->ecode,
+		         o->text);
+	kv_add(line, sizeof(line), &len, "stage", probe_stage_name(o->stage));
+	kv_add(line, sizeof(line), &len, "mx", o->mx_host[0] ? o->mx_host : NULL);
+	kv_add(line, sizeof(line), &len, "addr", o->mx_addr[0] ? o->mx_addr : NULL);
+	kv_add(line, sizeof(line), &len, "reply", reply[0] ? reply : NULL);
+	kv_add(line, sizeof(line), &len, "reason", o->reason);
+	printf("%s %s %s\n", job->input, outcome_name(o->kind), line);
+}
+
+/* print_conf_error - config errors as file:line: message */
+static void print_conf_error(void *arg, const char *message)
+{
+	fprintf(stderr, "%s\n", message);
+}
+
+/* load_conf - -c FILE, else /etc/vemilter.conf, else built-in defaults */
+static struct conf *load_conf(const char *path)
+{
+	if (path == NULL) {
+		if (access(CONF_DEFAULT_PATH, F_OK) == 0)
+			path = CONF_DEFAULT_PATH;
+		else
+			return conf_load_text("built-in defaults", "", print_conf_error, NULL);
+	}
+	return conf_load(path, print_conf_error, NULL);
+}
+
+/* start_more - start callouts until -j of them run or none is left */
+static void start_more(struct run *run)
+{
+	while (run->in_flight < run->max_flight && run->next_job < run->job_count && !run->failed) {
+		struct job *job = &run->jobs[run->next_job++];
+		job->run = run;
+		job->parsed = addr_parse(job->input, strlen(job->input), &job->address, job->syntax_error,
+		                         sizeof(job->syntax_error));
+		if (!job->parsed || job->address.is_null)
+			continue;
+		if (callout_start(&run->engine->env, &job->address, run->verbose ? on_trace : NULL, job,
+		                  on_done, job) == NULL) {
+			fprintf(stderr, "vemilter-check: out of memory\n");
+			run->failed = true;
+			return;
+		}
+		run->in_flight++;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	const char *conf_path = NULL;
+	struct run run = {0};
+	int c;
+	run.max_flight = 100;
+	while ((c = getopt(argc, argv, "c:vj:Vh")) != -1) {
+		switch (c) {
+		case 'j':
+			run.max_flight = strtoul(optarg, NULL, 10);
+			if (run.max_flight == 0 || run.max_flight > 100000) {
+				fprintf(stderr, "vemilter-check: -j wants a number from 1 to 100000\n");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'c':
+			conf_path = optarg;
+			break;
+		case 'v':
+			run.verbose = true;
+			break;
+		case 'V':
+			printf("vemilter-check %s\n", PACKAGE_VERSION);
+			return EXIT_ALL_VALID;
+		case 'h':
+			usage(stdout);
+			return EXIT_ALL_VALID;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	/* A server closing while we write must not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+	unsigned long fd_limit = engine_raise_fd_limit();
+	if (fd_limit > 64 && run.max_flight > fd_limit - 32)
+		run.max_flight = fd_limit - 32; /* one socket a probe, and some to spare */
+
+	struct conf *conf = load_conf(conf_path);
+	if (conf == NULL)
+		return EXIT_CONFIG;
+	char why[300];
+	run.engine = engine_new(conf, why, sizeof(why));
+	if (run.engine == NULL) {
+		fprintf(stderr, "vemilter-check: %s\n", why);
+		conf_unref(conf);
+		return EXIT_CONFIG;
+	}
+	if (run.verbose)
+		printf("vemilter-check: helo_name %s, probe port %d\n", run.engine->helo_name,
+		       conf->probe_port);
+
+	size_t count = (size_t)(argc - optind);
+	struct job *jobs = calloc(count, sizeof(*jobs));
+	if (jobs == NULL) {
+		fprintf(stderr, "vemilter-check: out of memory\n");
+		return EXIT_CONFIG;
+	}
+	for (size_t i = 0; i < count; i++)
+		jobs[i].input = argv[optind + (int)i];
+
+	run.jobs = jobs;
+	run.job_count = count;
+	int status = EXIT_ALL_VALID;
+	start_more(&run);
+	if (run.in_flight > 0)
+		event_base_dispatch(run.engine->env.base);
+	if (run.failed)
+		status = EXIT_CONFIG;
+	for (size_t i = 0; i < count; i++) {
+		print_result(&jobs[i]);
+		enum exit_code e = severity(&jobs[i]);
+		if ((int)e > status)
+			status = e;
+	}
+	free(jobs);
+	engine_free(run.engine);
+	conf_unref(conf);
+	return status;
+}

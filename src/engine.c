@@ -1,0 +1,121 @@
+/*
+ * engine.c - builds and frees the shared parts of probing: a libevent base,
+ * a c-ares resolver on it, an OpenSSL client context for STARTTLS, and the
+ * EHLO name. Owns all four.
+ */
+#include "engine.h"
+
+#include <event2/event.h>
+#include <netdb.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "dns.h"
+
+/* engine_helo_name - see engine.h */
+bool engine_helo_name(const char *configured, char *out, size_t size, char *why, size_t why_size)
+{
+	if (configured != NULL && configured[0] != '\0') {
+		snprintf(out, size, "%s", configured);
+		return true;
+	}
+	char host[256];
+	if (gethostname(host, sizeof(host)) != 0) {
+		snprintf(why, why_size, "gethostname failed; set helo_name");
+		return false;
+	}
+	host[sizeof(host) - 1] = '\0';
+	struct addrinfo hints = {.ai_flags = AI_CANONNAME, .ai_family = AF_UNSPEC};
+	struct addrinfo *res = NULL;
+	if (strchr(host, '.') == NULL && getaddrinfo(host, NULL, &hints, &res) == 0 && res != NULL &&
+	    res->ai_canonname != NULL && strchr(res->ai_canonname, '.') != NULL)
+		snprintf(host, sizeof(host), "%s", res->ai_canonname);
+	if (res != NULL)
+		freeaddrinfo(res);
+	if (strchr(host, '.') == NULL) {
+		snprintf(why, why_size,
+		         "this host's name \"%s\" is not fully qualified; set helo_name (receiving servers "
+		         "judge probes by it)",
+		         host);
+		return false;
+	}
+	snprintf(out, size, "%s", host);
+	return true;
+}
+
+/* new_ssl_ctx - a client context for opportunistic STARTTLS */
+static SSL_CTX *new_ssl_ctx(void)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL)
+		return NULL;
+	/* Opportunistic: privacy against passive listeners, no authentication,
+	 * as RFC 7435 describes; a certificate problem must not stop a probe. */
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+	return ctx;
+}
+
+/* engine_new - see engine.h */
+struct engine *engine_new(const struct conf *conf, char *why, size_t why_size)
+{
+	struct engine *engine = calloc(1, sizeof(*engine));
+	if (engine == NULL) {
+		snprintf(why, why_size, "out of memory");
+		return NULL;
+	}
+	engine->env.conf = conf;
+	engine->env.helo_name = engine->helo_name;
+	if (!engine_helo_name(conf->helo_name, engine->helo_name, sizeof(engine->helo_name), why, why_size))
+		goto fail;
+	engine->env.base = event_base_new();
+	if (engine->env.base == NULL) {
+		snprintf(why, why_size, "cannot create the event loop");
+		goto fail;
+	}
+	engine->env.dns =
+	        dns_resolver_new(engine->env.base, &conf->dns_servers, conf->dns_timeout_ms, why, why_size);
+	if (engine->env.dns == NULL)
+		goto fail;
+	engine->env.ssl_ctx = new_ssl_ctx();
+	if (engine->env.ssl_ctx == NULL) {
+		snprintf(why, why_size, "cannot create the TLS context");
+		goto fail;
+	}
+	return engine;
+fail:
+	engine_free(engine);
+	return NULL;
+}
+
+/* engine_free - frees what engine_new built; NULL is fine */
+void engine_free(struct engine *engine)
+{
+	if (engine == NULL)
+		return;
+	if (engine->env.dns != NULL)
+		dns_resolver_free(engine->env.dns);
+	if (engine->env.ssl_ctx != NULL)
+		SSL_CTX_free(engine->env.ssl_ctx);
+	if (engine->env.base != NULL)
+		event_base_free(engine->env.base);
+	free(engine);
+}
+
+/* engine_raise_fd_limit - see engine.h */
+unsigned long engine_raise_fd_limit(void)
+{
+	struct rlimit lim;
+	if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
+		return 0;
+	if (lim.rlim_cur < lim.rlim_max) {
+		struct rlimit raised = {.rlim_cur = lim.rlim_max, .rlim_max = lim.rlim_max};
+		if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+			lim = raised;
+	}
+	return (unsigned long)lim.rlim_cur;
+}

@@ -1,0 +1,36 @@
+/*
+ * engine.h - what every probe shares: the event loop, the resolver, the TLS
+ * context and the name we announce.
+ *
+ * engine_new() builds them from a configuration; the caller runs the loop
+ * (vemilter-check runs it until its probes are done). Everything here
+ * belongs to the thread that runs engine->env.base.
+ */
+#ifndef VEMILTER_ENGINE_H
+#define VEMILTER_ENGINE_H
+
+#include <stddef.h>
+
+#include "callout.h"
+#include "conf.h"
+
+struct engine {
+	struct probe_env env; /* base, dns, ssl_ctx, conf, helo_name */
+	char helo_name[256];
+};
+
+/* engine_new - NULL with a reason in why on failure. conf must outlive it. */
+struct engine *engine_new(const struct conf *conf, char *why, size_t why_size);
+void engine_free(struct engine *engine);
+
+/* engine_helo_name - the configured helo_name, or this host's fully
+ * qualified name (getaddrinfo AI_CANONNAME). False with a reason when no
+ * usable name can be found. */
+bool engine_helo_name(const char *configured, char *out, size_t size, char *why, size_t why_size);
+
+/* engine_raise_fd_limit - lift the soft open-file limit to the hard one:
+ * every probe in flight holds a socket, and 1024 is Linux's usual soft
+ * limit. Logs nothing; returns the limit now in force. */
+unsigned long engine_raise_fd_limit(void);
+
+#endif

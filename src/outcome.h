@@ -1,0 +1,65 @@
+/*
+ * outcome.h - what a verification found out, and where.
+ *
+ * One enum used by everything after the probe (cache, policy, logs, the CLI).
+ * Only OUTCOME_INVALID and OUTCOME_NO_DOMAIN are definite negatives; only
+ * they may ever reject mail by default. A struct outcome is a plain value:
+ * fixed-size fields, no pointers, safe to copy and to store.
+ */
+#ifndef VEMILTER_OUTCOME_H
+#define VEMILTER_OUTCOME_H
+
+#include <stdbool.h>
+
+#define OUTCOME_TEXT_MAX 300 /* remote reply text kept, after sanitizing */
+
+enum outcome_kind {
+	OUTCOME_VALID,        /* 2xx to RCPT */
+	OUTCOME_INVALID,      /* 5xx to RCPT from a reachable MX */
+	OUTCOME_NO_DOMAIN,    /* NXDOMAIN, null MX, no usable mail host */
+	OUTCOME_CATCH_ALL,    /* the domain accepts any local part */
+	OUTCOME_TEMPFAIL,     /* 4xx, timeouts, DNS trouble, every MX unreachable */
+	OUTCOME_BLOCKED,      /* the server refuses us, not the address */
+	OUTCOME_UNVERIFIABLE, /* cannot be asked (e.g. SMTPUTF8 not offered) */
+};
+#define OUTCOME_KIND_COUNT 7
+
+enum probe_stage {
+	STAGE_NONE,
+	STAGE_DNS,   /* MX / address lookup */
+	STAGE_GUARD, /* network guard refused every address */
+	STAGE_CONNECT,
+	STAGE_BANNER,
+	STAGE_EHLO,
+	STAGE_HELO,
+	STAGE_STARTTLS, /* the STARTTLS command */
+	STAGE_TLS,      /* the handshake */
+	STAGE_MAIL,
+	STAGE_RCPT,
+	STAGE_CATCHALL, /* the RCPT for a random local part */
+	STAGE_QUIT,
+};
+
+struct outcome {
+	enum outcome_kind kind;
+	enum probe_stage stage;          /* where it was decided */
+	int code;                        /* SMTP reply code, 0 if none */
+	char ecode[16];                  /* enhanced status code "5.1.1", "" if none */
+	char text[OUTCOME_TEXT_MAX + 1]; /* remote reply text, printable ASCII */
+	char reason[200];                /* our one-line explanation */
+	char mx_host[256];               /* MX host name that answered, "" if none */
+	char mx_addr[64];                /* its address, "" if none */
+};
+
+const char *outcome_name(enum outcome_kind kind);
+bool outcome_from_name(const char *name, enum outcome_kind *kind);
+const char *probe_stage_name(enum probe_stage stage);
+
+/* outcome_is_definite - a negative that may reject mail */
+bool outcome_is_definite(enum outcome_kind kind);
+
+/* outcome_set - fill an outcome; text is sanitized and bounded; NULLs are "" */
+void outcome_set(struct outcome *o, enum outcome_kind kind, enum probe_stage stage, int code,
+                 const char *ecode, const char *text, const char *reason);
+
+#endif

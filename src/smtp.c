@@ -1,0 +1,750 @@
+/*
+ * smtp.c - one SMTP probe connection: banner, EHLO (HELO), opportunistic
+ * STARTTLS, MAIL FROM, RCPT TO (and a catch-all RCPT), QUIT. Never DATA.
+ *
+ * Owns the probe: its bufferevent (the plain socket one, or after STARTTLS
+ * the OpenSSL filter over it, which then owns both the socket bufferevent
+ * and the SSL), one timer and copies of the parameters. An explicit state
+ * machine driven by one read callback, one event callback and the timer,
+ * which starts the connection and reports the result from the loop (so done
+ * never runs inside smtp_probe_start) and is the deadline of every phase, so
+ * a server dripping one byte at a time cannot stretch a phase either.
+ * Lines are pulled into a fixed buffer only after the line limit is checked;
+ * a read high-watermark keeps the input buffer bounded; replies are parsed by
+ * smtpreply.c. One command at a time, no pipelining.
+ */
+#include "smtp.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PARAM_MAX          512   /* octets in a name or an address we send */
+#define DEFAULT_TIMEOUT_MS 30000 /* for a timeout given as <= 0 */
+#define READ_HIGH_WATER    (SMTP_LINE_MAX * 4)
+#define NO_LINE            (-1)
+#define LONG_LINE          (-2)
+
+enum state {
+	ST_START,    /* created; the timer connects from the loop */
+	ST_CONNECT,  /* TCP connect in progress */
+	ST_BANNER,   /* waiting for the greeting */
+	ST_EHLO,     /* EHLO sent */
+	ST_HELO,     /* HELO sent (EHLO got a 5xx) */
+	ST_STARTTLS, /* STARTTLS sent */
+	ST_TLS,      /* TLS handshake in progress */
+	ST_MAIL,     /* MAIL FROM sent */
+	ST_RCPT,     /* RCPT TO sent */
+	ST_CATCHALL, /* RCPT TO the random address sent */
+	ST_QUIT,     /* result decided, QUIT sent */
+	ST_REPORT,   /* connection closed; the timer reports */
+	ST_COUNT
+};
+
+static const struct {
+	const char *name;       /* for traces and debugging */
+	enum probe_stage stage; /* reported when the dialogue ends here */
+	bool reply_due;         /* a reply is read in this state */
+	const char *doing;      /* "* timeout <doing>" */
+} states[ST_COUNT] = {
+        [ST_START] = {"start", STAGE_NONE, false, "starting"},
+        [ST_CONNECT] = {"connect", STAGE_CONNECT, false, "connecting"},
+        [ST_BANNER] = {"banner", STAGE_BANNER, true, "waiting for banner"},
+        [ST_EHLO] = {"ehlo", STAGE_EHLO, true, "waiting for EHLO reply"},
+        [ST_HELO] = {"helo", STAGE_HELO, true, "waiting for HELO reply"},
+        [ST_STARTTLS] = {"starttls", STAGE_STARTTLS, true, "waiting for STARTTLS reply"},
+        [ST_TLS] = {"tls", STAGE_TLS, false, "in TLS handshake"},
+        [ST_MAIL] = {"mail", STAGE_MAIL, true, "waiting for MAIL reply"},
+        [ST_RCPT] = {"rcpt", STAGE_RCPT, true, "waiting for RCPT reply"},
+        [ST_CATCHALL] = {"catchall", STAGE_CATCHALL, true, "waiting for catch-all RCPT reply"},
+        [ST_QUIT] = {"quit", STAGE_QUIT, true, "waiting for QUIT reply"}, /* unless only flushing */
+        [ST_REPORT] = {"report", STAGE_NONE, false, "reporting"},
+};
+
+struct smtp_probe {
+	struct event_base *base;
+	struct bufferevent *bev; /* plain or TLS filter; NULL once closed */
+	struct event *timer;     /* deferred start/report, phase deadline */
+	enum state state;
+	enum probe_stage hello_stage; /* STAGE_EHLO or STAGE_HELO, once greeted */
+	bool quit_wait;               /* ST_QUIT: wait for the reply, not only the flush */
+	bool delivering;              /* inside done: cancel is a no-op */
+	unsigned caps;                /* from the last EHLO reply */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	struct smtp_params params; /* strings point into strings */
+	char *strings;
+	smtp_trace_fn trace;
+	void *trace_arg;
+	smtp_done_fn done;
+	void *done_arg;
+	struct smtp_reply_parser parser;
+	struct smtp_result result;
+};
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+/* trace - one transcript line, control characters replaced by '?' */
+__attribute__((format(printf, 2, 3))) static void trace(struct smtp_probe *p, const char *fmt, ...)
+{
+	char line[SMTP_LINE_MAX + 64];
+	va_list ap;
+
+	if (p->trace == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	for (char *c = line; *c != '\0'; c++) {
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	}
+	p->trace(p->trace_arg, line);
+}
+
+/* trace_received - a reply line as "< line", non-ASCII bytes replaced too */
+static void trace_received(struct smtp_probe *p, const char *line, size_t len)
+{
+	char buf[SMTP_LINE_MAX + 1];
+
+	if (p->trace == NULL)
+		return;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)line[i];
+		buf[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	buf[len] = '\0';
+	trace(p, "< %s", buf);
+}
+
+/* timeval_ms - milliseconds as a timeval; <= 0 means the default */
+static struct timeval timeval_ms(int64_t ms)
+{
+	if (ms <= 0)
+		ms = DEFAULT_TIMEOUT_MS;
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	return tv;
+}
+
+/* set_result - record how the dialogue ended; reply may be NULL, fmt too */
+__attribute__((format(printf, 5, 6))) static void set_result(struct smtp_probe *p, enum smtp_end end,
+                                                             enum probe_stage stage,
+                                                             const struct smtp_reply *reply, const char *fmt,
+                                                             ...)
+{
+	p->result.end = end;
+	p->result.stage = stage;
+	if (reply != NULL)
+		p->result.reply = *reply;
+	else
+		memset(&p->result.reply, 0, sizeof(p->result.reply));
+	p->result.error[0] = '\0';
+	if (fmt != NULL) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(p->result.error, sizeof(p->result.error), fmt, ap);
+		va_end(ap);
+	}
+}
+
+/* close_connection - free the bufferevent(s), closing the socket */
+static void close_connection(struct smtp_probe *p)
+{
+	if (p->bev != NULL) {
+		bufferevent_free(p->bev);
+		p->bev = NULL;
+	}
+}
+
+/* report - close now and let the timer call done from the loop */
+static void report(struct smtp_probe *p)
+{
+	struct timeval now = {0, 0};
+
+	close_connection(p);
+	p->state = ST_REPORT;
+	evtimer_add(p->timer, &now);
+}
+
+/* set_phase - enter state st with its timeout (bufferevent and deadline) */
+static void set_phase(struct smtp_probe *p, enum state st)
+{
+	int64_t ms = p->params.command_timeout_ms;
+
+	if (st == ST_CONNECT)
+		ms = p->params.connect_timeout_ms;
+	else if (st == ST_BANNER)
+		ms = p->params.banner_timeout_ms;
+	struct timeval tv = timeval_ms(ms);
+	p->state = st;
+	if (p->bev != NULL)
+		bufferevent_set_timeouts(p->bev, &tv, &tv);
+	evtimer_add(p->timer, &tv);
+}
+
+/* send_command - write one command line and wait for its reply in state st */
+__attribute__((format(printf, 3, 4))) static void send_command(struct smtp_probe *p, enum state st,
+                                                               const char *fmt, ...)
+{
+	char cmd[SMTP_LINE_MAX + 1];
+	va_list ap;
+
+	if (p->bev == NULL) {
+		report(p);
+		return;
+	}
+	va_start(ap, fmt);
+	int n = vsnprintf(cmd, sizeof(cmd) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(cmd) - 2) { /* bad_params makes this impossible */
+		set_result(p, SMTP_END_PROTOCOL, states[st].stage, NULL, "command too long");
+		report(p);
+		return;
+	}
+	trace(p, "> %s", cmd);
+	memcpy(cmd + n, "\r\n", 2);
+	smtp_reply_init(&p->parser);
+	set_phase(p, st);
+	if (bufferevent_write(p->bev, cmd, (size_t)n + 2) < 0 ||
+	    bufferevent_enable(p->bev, EV_READ | EV_WRITE) < 0) {
+		set_result(p, SMTP_END_PROTOCOL, states[st].stage, NULL, "cannot send %s", states[st].name);
+		report(p);
+	}
+}
+
+/* quit - say QUIT; wait for its reply, or (after a timeout or a protocol
+ * error) only until it is written */
+static void quit(struct smtp_probe *p, bool wait)
+{
+	if (p->bev == NULL) {
+		report(p);
+		return;
+	}
+	p->quit_wait = wait;
+	send_command(p, ST_QUIT, "QUIT");
+	if (!wait && p->bev != NULL)
+		bufferevent_disable(p->bev, EV_READ);
+}
+
+/* stop_at - the server said no here: END_REPLY; QUIT unless it is closing (421) */
+static void stop_at(struct smtp_probe *p, const struct smtp_reply *r)
+{
+	set_result(p, SMTP_END_REPLY, states[p->state].stage, r, NULL);
+	if (r->code == 421)
+		report(p);
+	else
+		quit(p, true);
+}
+
+/* protocol_error - the server broke the protocol: END_PROTOCOL, then QUIT */
+static void protocol_error(struct smtp_probe *p, const char *why)
+{
+	if (p->state == ST_QUIT) { /* whatever it says now, the result stands */
+		report(p);
+		return;
+	}
+	trace(p, "* protocol error: %s", why);
+	set_result(p, SMTP_END_PROTOCOL, states[p->state].stage, NULL, "%s", why);
+	quit(p, false);
+}
+
+/* positive - a 2xx reply? */
+static bool positive(const struct smtp_reply *r)
+{
+	return r->code / 100 == 2;
+}
+
+/* send_mail - check SMTPUTF8 if needed, then MAIL FROM */
+static void send_mail(struct smtp_probe *p)
+{
+	if (p->params.needs_smtputf8 && !(p->caps & SMTP_CAP_SMTPUTF8)) {
+		trace(p, "* server does not offer SMTPUTF8");
+		set_result(p, SMTP_END_NO_SMTPUTF8, p->hello_stage, NULL, "server does not offer SMTPUTF8");
+		quit(p, true);
+		return;
+	}
+	send_command(p, ST_MAIL, "MAIL FROM:<%s>%s", p->params.mail_from,
+	             p->params.needs_smtputf8 ? " SMTPUTF8" : "");
+}
+
+/* greeted - EHLO/HELO accepted: STARTTLS if offered and wanted, else MAIL */
+static void greeted(struct smtp_probe *p, const struct smtp_reply *r, enum probe_stage stage)
+{
+	p->hello_stage = stage;
+	p->caps = stage == STAGE_EHLO ? r->caps : 0;
+	if (p->params.try_tls && !p->result.tls_active && (p->caps & SMTP_CAP_STARTTLS))
+		send_command(p, ST_STARTTLS, "STARTTLS");
+	else
+		send_mail(p);
+}
+
+/* sni_name - server_name without a final dot, if it looks like a host name */
+static bool sni_name(const char *name, char *out, size_t size)
+{
+	size_t n = strlen(name);
+	bool letter = false;
+
+	if (n > 0 && name[n - 1] == '.')
+		n--;
+	if (n == 0 || n >= size || n > 253 || name[0] == '.' || name[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+			letter = true;
+		else if (!(c >= '0' && c <= '9') && c != '-' && c != '.')
+			return false;
+	}
+	memcpy(out, name, n);
+	out[n] = '\0';
+	return letter;
+}
+
+/* tls_failed - the handshake did not complete: TLS_FAILED, no QUIT */
+static void tls_failed(struct smtp_probe *p, const char *why)
+{
+	trace(p, "* TLS failed: %s", why);
+	set_result(p, SMTP_END_TLS_FAILED, STAGE_TLS, NULL, "%s", why);
+	report(p);
+}
+
+/* start_tls - STARTTLS accepted: wrap the connection in a TLS filter */
+static void start_tls(struct smtp_probe *p)
+{
+	char host[256];
+
+	if (evbuffer_get_length(bufferevent_get_input(p->bev)) > 0) {
+		tls_failed(p, "data after the STARTTLS reply");
+		return;
+	}
+	SSL *ssl = SSL_new(p->params.ssl_ctx);
+	if (ssl == NULL) {
+		tls_failed(p, "SSL_new failed");
+		return;
+	}
+	SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+	if (sni_name(p->params.server_name, host, sizeof(host)))
+		SSL_set_tlsext_host_name(ssl, host);
+	bufferevent_set_timeouts(p->bev, NULL, NULL);
+	struct bufferevent *tls = bufferevent_openssl_filter_new(
+	        p->base, p->bev, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (tls == NULL) {
+		/* libevent has freed the SSL (BEV_OPT_CLOSE_ON_FREE); who owns the
+		 * socket bufferevent now is unclear, so leak it rather than risk a
+		 * double free on this out-of-memory path. */
+		p->bev = NULL;
+		tls_failed(p, "cannot create the TLS filter");
+		return;
+	}
+	p->bev = tls;
+	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+	bufferevent_setcb(tls, on_read, on_write, on_event, p);
+	bufferevent_setwatermark(tls, EV_READ, 0, READ_HIGH_WATER);
+	set_phase(p, ST_TLS);
+	bufferevent_enable(tls, EV_READ | EV_WRITE);
+}
+
+/* tls_up - handshake done: note it and say EHLO again */
+static void tls_up(struct smtp_probe *p)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(p->bev);
+
+	p->result.tls_active = true;
+	trace(p, "* TLS established (%s, %s)", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+	send_command(p, ST_EHLO, "EHLO %s", p->params.helo_name);
+}
+
+/* on_reply - a complete reply in the current state */
+static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
+{
+	switch (p->state) {
+	case ST_BANNER:
+		if (positive(r))
+			send_command(p, ST_EHLO, "EHLO %s", p->params.helo_name);
+		else
+			stop_at(p, r);
+		break;
+	case ST_EHLO:
+		if (positive(r))
+			greeted(p, r, STAGE_EHLO);
+		else if (r->code / 100 == 5)
+			send_command(p, ST_HELO, "HELO %s", p->params.helo_name);
+		else
+			stop_at(p, r);
+		break;
+	case ST_HELO:
+		if (positive(r))
+			greeted(p, r, STAGE_HELO);
+		else
+			stop_at(p, r);
+		break;
+	case ST_STARTTLS:
+		if (positive(r))
+			start_tls(p);
+		else if (r->code == 421)
+			stop_at(p, r);
+		else
+			send_mail(p); /* refused: carry on without TLS */
+		break;
+	case ST_MAIL:
+		if (positive(r))
+			send_command(p, ST_RCPT, "RCPT TO:<%s>", p->params.rcpt);
+		else
+			stop_at(p, r);
+		break;
+	case ST_RCPT:
+		if (r->code == 421) {
+			stop_at(p, r);
+			break;
+		}
+		set_result(p, SMTP_END_DONE, STAGE_RCPT, r, NULL);
+		if (positive(r) && p->params.catchall_rcpt != NULL)
+			send_command(p, ST_CATCHALL, "RCPT TO:<%s>", p->params.catchall_rcpt);
+		else
+			quit(p, true);
+		break;
+	case ST_CATCHALL:
+		p->result.stage = STAGE_CATCHALL;
+		p->result.catchall_asked = true;
+		p->result.catchall_reply = *r;
+		if (r->code == 421)
+			report(p);
+		else
+			quit(p, true);
+		break;
+	case ST_QUIT:
+		report(p);
+		break;
+	default:
+		break;
+	}
+}
+
+/* awaiting_reply - is a reply due in the current state? */
+static bool awaiting_reply(const struct smtp_probe *p)
+{
+	return states[p->state].reply_due && (p->state != ST_QUIT || p->quit_wait);
+}
+
+/* take_line - pull one line (without its EOL) into buf, which has room for
+ * SMTP_LINE_MAX octets; its length, NO_LINE (not complete yet) or LONG_LINE */
+static long take_line(struct evbuffer *in, char *buf)
+{
+	size_t eol_len = 0;
+	struct evbuffer_ptr at = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+
+	if (at.pos < 0)
+		return evbuffer_get_length(in) > SMTP_LINE_MAX + 2 ? LONG_LINE : NO_LINE;
+	if ((size_t)at.pos > SMTP_LINE_MAX)
+		return LONG_LINE;
+	if (evbuffer_remove(in, buf, (size_t)at.pos) != at.pos)
+		return LONG_LINE;
+	evbuffer_drain(in, eol_len);
+	return (long)at.pos;
+}
+
+/* on_read - feed complete lines to the reply parser while a reply is due */
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	struct smtp_probe *p = arg;
+	char line[SMTP_LINE_MAX + 1];
+
+	while (p->bev != NULL && awaiting_reply(p)) {
+		long n = take_line(bufferevent_get_input(p->bev), line);
+		if (n == NO_LINE)
+			return;
+		if (n == LONG_LINE) {
+			protocol_error(p, "line too long");
+			return;
+		}
+		trace_received(p, line, (size_t)n);
+		enum smtp_reply_status st = smtp_reply_line(&p->parser, line, (size_t)n);
+		if (st == SMTP_REPLY_ERROR) {
+			protocol_error(p, p->parser.error);
+			return;
+		}
+		if (st == SMTP_REPLY_DONE)
+			on_reply(p, &p->parser.reply);
+	}
+}
+
+/* on_write - output flushed: ends a QUIT we do not wait an answer for */
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct smtp_probe *p = arg;
+
+	if (p->state == ST_QUIT && !p->quit_wait)
+		report(p);
+}
+
+/* on_timeout - the current phase took too long */
+static void on_timeout(struct smtp_probe *p)
+{
+	trace(p, "* timeout %s", states[p->state].doing);
+	switch (p->state) {
+	case ST_CONNECT:
+		set_result(p, SMTP_END_TIMEOUT, STAGE_CONNECT, NULL, "timeout connecting");
+		report(p);
+		break;
+	case ST_TLS: /* a handshake failure: the caller may retry without TLS */
+		tls_failed(p, "timeout in TLS handshake");
+		break;
+	case ST_QUIT:
+		report(p);
+		break;
+	default:
+		set_result(p, SMTP_END_TIMEOUT, states[p->state].stage, NULL, "timeout %s",
+		           states[p->state].doing);
+		quit(p, false);
+		break;
+	}
+}
+
+/* tls_error - why the handshake failed, from libevent's OpenSSL error list */
+static void tls_error(struct smtp_probe *p, bool eof, int sock_err, char *buf, size_t size)
+{
+	unsigned long e, first = 0;
+
+	while ((e = bufferevent_get_openssl_error(p->bev)) != 0) {
+		if (first == 0)
+			first = e;
+	}
+	if (first != 0)
+		ERR_error_string_n(first, buf, size);
+	else if (eof || sock_err == 0)
+		snprintf(buf, size, "connection closed during TLS handshake");
+	else
+		snprintf(buf, size, "%s", evutil_socket_error_to_string(sock_err));
+}
+
+/* on_closed - EOF or error on the connection */
+static void on_closed(struct smtp_probe *p, bool eof, int sock_err)
+{
+	char why[120];
+	const char *err = sock_err != 0 ? evutil_socket_error_to_string(sock_err) : "unknown error";
+
+	switch (p->state) {
+	case ST_CONNECT:
+		trace(p, "* connect failed: %s", err);
+		set_result(p, SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NULL, "%s", err);
+		report(p);
+		break;
+	case ST_TLS:
+		tls_error(p, eof, sock_err, why, sizeof(why));
+		tls_failed(p, why);
+		break;
+	case ST_QUIT:
+		report(p);
+		break;
+	default:
+		trace(p, "* connection closed by server%s%s", eof ? "" : ": ", eof ? "" : err);
+		set_result(p, SMTP_END_CLOSED, states[p->state].stage, NULL,
+		           "connection closed by server%s%s", eof ? "" : ": ", eof ? "" : err);
+		report(p);
+		break;
+	}
+}
+
+/* on_event - connected, EOF, error or a bufferevent timeout */
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_probe *p = arg;
+	int sock_err = EVUTIL_SOCKET_ERROR();
+
+	if (what & BEV_EVENT_CONNECTED) {
+		if (p->state == ST_TLS) {
+			tls_up(p);
+		} else if (p->state == ST_CONNECT) {
+			trace(p, "* connected");
+			smtp_reply_init(&p->parser);
+			set_phase(p, ST_BANNER);
+			bufferevent_enable(p->bev, EV_READ | EV_WRITE);
+		}
+	} else if (what & BEV_EVENT_TIMEOUT) {
+		on_timeout(p);
+	} else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		on_closed(p, (what & BEV_EVENT_EOF) != 0, (what & BEV_EVENT_ERROR) ? sock_err : 0);
+	}
+}
+
+/* format_addr - "192.0.2.1:25" or "[2001:db8::1]:25" */
+static void format_addr(const struct smtp_probe *p, char *buf, size_t size)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (p->addr.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&p->addr;
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+		snprintf(buf, size, "[%s]:%u", ip, ntohs(a->sin6_port));
+	} else {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&p->addr;
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+		snprintf(buf, size, "%s:%u", ip, ntohs(a->sin_port));
+	}
+}
+
+/* begin - open the connection (from the loop) */
+static void begin(struct smtp_probe *p)
+{
+	char where[INET6_ADDRSTRLEN + 16];
+	const char *name = p->params.server_name;
+
+	format_addr(p, where, sizeof(where));
+	trace(p, "* connecting to %s%s%s%s", where, *name ? " (" : "", name, *name ? ")" : "");
+	p->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (p->bev == NULL) {
+		set_result(p, SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NULL, "cannot create a socket");
+		report(p);
+		return;
+	}
+	bufferevent_setcb(p->bev, on_read, on_write, on_event, p);
+	bufferevent_setwatermark(p->bev, EV_READ, 0, READ_HIGH_WATER);
+	set_phase(p, ST_CONNECT);
+	if (bufferevent_socket_connect(p->bev, (struct sockaddr *)&p->addr, (int)p->addrlen) < 0) {
+		const char *err = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
+		trace(p, "* connect failed: %s", err);
+		set_result(p, SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NULL, "%s", err);
+		report(p);
+	}
+}
+
+/* free_probe - release everything the probe owns */
+static void free_probe(struct smtp_probe *p)
+{
+	close_connection(p);
+	if (p->timer != NULL)
+		event_free(p->timer);
+	free(p->strings);
+	free(p);
+}
+
+/* on_timer - deferred start, deferred report, or a phase deadline */
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_probe *p = arg;
+
+	if (p->state == ST_START) {
+		begin(p);
+	} else if (p->state == ST_REPORT) {
+		p->delivering = true;
+		p->done(p->done_arg, &p->result);
+		free_probe(p);
+	} else {
+		on_timeout(p);
+	}
+}
+
+/* bad_params - why params cannot be sent as they are, or NULL */
+static const char *bad_params(const struct smtp_params *pp)
+{
+	const char *s[] = {pp->helo_name, pp->mail_from, pp->rcpt, pp->catchall_rcpt, pp->server_name};
+
+	if (pp->helo_name == NULL || pp->helo_name[0] == '\0')
+		return "empty HELO name";
+	if (pp->rcpt == NULL || pp->rcpt[0] == '\0')
+		return "empty recipient";
+	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+		if (s[i] != NULL && strpbrk(s[i], "\r\n") != NULL)
+			return "CR or LF in a command parameter";
+		if (s[i] != NULL && strlen(s[i]) > PARAM_MAX)
+			return "command parameter too long";
+	}
+	return NULL;
+}
+
+/* copy_params - p->params with every string copied into one block */
+static bool copy_params(struct smtp_probe *p, const struct smtp_params *pp)
+{
+	const char *src[5] = {pp->helo_name, pp->mail_from, pp->rcpt, pp->catchall_rcpt, pp->server_name};
+	const char **dst[5] = {&p->params.helo_name, &p->params.mail_from, &p->params.rcpt,
+	                       &p->params.catchall_rcpt, &p->params.server_name};
+	size_t total = 0;
+
+	p->params = *pp;
+	for (int i = 0; i < 5; i++)
+		total += (src[i] != NULL ? strlen(src[i]) : 0) + 1;
+	p->strings = malloc(total);
+	if (p->strings == NULL)
+		return false;
+	char *at = p->strings;
+	for (int i = 0; i < 5; i++) {
+		size_t n = src[i] != NULL ? strlen(src[i]) : 0;
+		memcpy(at, src[i] != NULL ? src[i] : "", n);
+		at[n] = '\0';
+		*dst[i] = at;
+		at += n + 1;
+	}
+	if (pp->catchall_rcpt == NULL || pp->catchall_rcpt[0] == '\0')
+		p->params.catchall_rcpt = NULL;
+	if (pp->ssl_ctx == NULL)
+		p->params.try_tls = false;
+	return true;
+}
+
+/* copy_addr - keep the peer address; false for an unsupported family */
+static bool copy_addr(struct smtp_probe *p, const struct sockaddr *addr)
+{
+	if (addr == NULL)
+		return false;
+	if (addr->sa_family == AF_INET)
+		p->addrlen = sizeof(struct sockaddr_in);
+	else if (addr->sa_family == AF_INET6)
+		p->addrlen = sizeof(struct sockaddr_in6);
+	else
+		return false;
+	memcpy(&p->addr, addr, p->addrlen);
+	return true;
+}
+
+/* smtp_probe_start - see smtp.h */
+struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockaddr *addr,
+                                    const struct smtp_params *params, smtp_trace_fn trace_fn, void *trace_arg,
+                                    smtp_done_fn done, void *arg)
+{
+	struct smtp_probe *p = calloc(1, sizeof(*p));
+	struct timeval now = {0, 0};
+
+	if (p == NULL)
+		return NULL;
+	p->base = base;
+	p->trace = trace_fn;
+	p->trace_arg = trace_arg;
+	p->done = done;
+	p->done_arg = arg;
+	p->timer = evtimer_new(base, on_timer, p);
+	if (p->timer == NULL || !copy_params(p, params)) {
+		free_probe(p);
+		return NULL;
+	}
+	p->state = ST_START;
+	const char *bad = bad_params(params);
+	if (bad != NULL) {
+		set_result(p, SMTP_END_PROTOCOL, STAGE_NONE, NULL, "%s", bad);
+		p->state = ST_REPORT;
+	} else if (!copy_addr(p, addr)) {
+		set_result(p, SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NULL, "unsupported address family");
+		p->state = ST_REPORT;
+	}
+	evtimer_add(p->timer, &now);
+	return p;
+}
+
+/* smtp_probe_cancel - see smtp.h */
+void smtp_probe_cancel(struct smtp_probe *probe)
+{
+	if (probe == NULL || probe->delivering)
+		return;
+	free_probe(probe);
+}

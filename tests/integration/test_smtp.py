@@ -1,0 +1,376 @@
+#!/usr/bin/python3
+"""test_smtp - the SMTP probe (src/smtp.c) against the fake SMTP farm.
+
+Runs tests/tools/smtpprobe once per case against tests/fakes/smtpfarm.py
+(one behaviour per 127.0.0.x address) and checks what the probe reported
+(end, stage, codes, TLS) and what the fake server saw: DATA is never sent,
+QUIT is sent whenever the connection was still open at the end (and never
+after a 421 or a close), and the exact command sequence where it matters.
+TAP output; standard library only; loopback only; every wait is bounded.
+"""
+
+import os
+import re
+import resource
+import shutil
+import socket
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.environ.get("VEMILTER_SRCDIR") or os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(SRCDIR, "tests", "lib"))
+sys.path.insert(0, os.path.join(SRCDIR, "tests", "fakes"))
+
+import vmtest  # noqa: E402
+
+BUILDDIR = os.environ.get("VEMILTER_BUILDDIR") or SRCDIR
+SMTPPROBE = os.path.join(BUILDDIR, "tests", "tools", "smtpprobe")
+HELO = "probe.example"
+RANDOM = "rnd-7f3a9c@x.test"   # the catch-all test address
+REFUSED = "127.0.0.250"        # never added: connections are refused
+PROBE_TIMEOUT = 30             # seconds for one smtpprobe run
+
+# address -> (behaviour, options)
+SERVERS = {
+    "127.0.0.2": ("normal", {}),
+    "127.0.0.3": ("catchall", {}),
+    "127.0.0.4": ("catchall_452", {}),
+    "127.0.0.5": ("greylist", {}),
+    "127.0.0.6": ("banner_421", {}),
+    "127.0.0.7": ("banner_554", {}),
+    "127.0.0.8": ("mail_refused", {}),
+    "127.0.0.9": ("ehlo_refused", {}),
+    "127.0.0.10": ("starttls", {}),
+    "127.0.0.11": ("tls_broken", {}),
+    "127.0.0.12": ("slow_banner", {"delay": 1.0}),
+    "127.0.0.13": ("drop_after_mail", {}),
+    "127.0.0.14": ("multiline", {}),
+    "127.0.0.15": ("endless_line", {}),
+    "127.0.0.16": ("garbage", {}),
+    "127.0.0.17": ("silent_after_rcpt", {}),
+    "127.0.0.18": ("normal", {"smtputf8": True}),
+    "127.0.0.19": ("normal", {"replies": {"RCPT": "421 4.3.0 shutting down"}}),
+    "127.0.0.20": ("normal", {"replies": {"MAIL": "250-2.1.0 ok\n251 2.1.0 code changed"}}),
+    "127.0.0.21": ("normal", {"replies": {"RCPT": "550 5.1.1 bad\x1b[31m\xe9\x7f user"}}),
+    "127.0.0.22": ("normal", {"replies": {"EHLO": "450 4.3.2 busy, later"}}),
+    "127.0.0.23": ("catchall", {"replies": {"MAIL": "451 4.3.0 local problem"}}),
+}
+
+farm = None
+
+
+def normal_commands(rcpt, catchall=None, helo=HELO, mail="MAIL FROM:<>"):
+    cmds = ["EHLO " + helo, mail, "RCPT TO:<%s>" % rcpt]
+    if catchall:
+        cmds.append("RCPT TO:<%s>" % catchall)
+    return cmds + ["QUIT"]
+
+
+# name, address, smtpprobe options, rcpt, expected result fields,
+# quit (True: QUIT was the last command; False: never sent; None: not checked),
+# commands (the exact lines the server got, or None)
+CASES = [
+    ("normal, known user", "127.0.0.2", [], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250", "ecode": "2.1.5", "tls": "0"},
+     True, normal_commands("alice@x.test")),
+    ("normal, unknown user", "127.0.0.2", [], "nobody@x.test",
+     {"end": "done", "stage": "rcpt", "code": "550", "ecode": "5.1.1", "catchall_code": "0"},
+     True, normal_commands("nobody@x.test")),
+    ("normal, catch-all check", "127.0.0.2", ["--catchall", RANDOM], "alice@x.test",
+     {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "550"},
+     True, normal_commands("alice@x.test", RANDOM)),
+    ("normal, no catch-all RCPT after a 5xx", "127.0.0.2", ["--catchall", RANDOM], "nobody@x.test",
+     {"end": "done", "stage": "rcpt", "code": "550", "catchall_code": "0"},
+     True, normal_commands("nobody@x.test")),
+    ("normal, sender given", "127.0.0.2", ["--from", "probe@vemilter.test"], "bob@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250"},
+     True, normal_commands("bob@x.test", mail="MAIL FROM:<probe@vemilter.test>")),
+    ("catchall", "127.0.0.3", ["--catchall", RANDOM], "whoever@x.test",
+     {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "250"},
+     True, normal_commands("whoever@x.test", RANDOM)),
+    ("catchall_452", "127.0.0.4", ["--catchall", RANDOM], "alice@x.test",
+     {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "452"},
+     True, normal_commands("alice@x.test", RANDOM)),
+    ("greylist", "127.0.0.5", ["--catchall", RANDOM], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "450", "ecode": "4.7.1", "catchall_code": "0"},
+     True, normal_commands("alice@x.test")),
+    ("banner_421", "127.0.0.6", [], "alice@x.test",
+     {"end": "reply", "stage": "banner", "code": "421", "ecode": "4.3.2"},
+     False, []),
+    ("banner_554", "127.0.0.7", [], "alice@x.test",
+     {"end": "reply", "stage": "banner", "code": "554", "ecode": "5.7.1"},
+     True, ["QUIT"]),
+    ("mail_refused", "127.0.0.8", [], "alice@x.test",
+     {"end": "reply", "stage": "mail", "code": "550", "ecode": "5.7.1"},
+     True, ["EHLO " + HELO, "MAIL FROM:<>", "QUIT"]),
+    ("ehlo_refused falls back to HELO", "127.0.0.9", [], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250"},
+     True, ["EHLO " + HELO, "HELO " + HELO, "MAIL FROM:<>", "RCPT TO:<alice@x.test>", "QUIT"]),
+    ("starttls", "127.0.0.10", ["--tls", "--server", "mx.test"], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250", "tls": "1"},
+     True, ["EHLO " + HELO, "STARTTLS"] + normal_commands("alice@x.test")),
+    ("starttls offered, not asked for", "127.0.0.10", [], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250", "tls": "0"},
+     True, normal_commands("alice@x.test")),
+    ("tls_broken", "127.0.0.11", ["--tls"], "alice@x.test",
+     {"end": "tls_failed", "stage": "tls", "code": "0", "tls": "0"},
+     False, ["EHLO " + HELO, "STARTTLS"]),
+    ("tls_broken, plain retry", "127.0.0.11", [], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250", "tls": "0"},
+     True, normal_commands("alice@x.test")),
+    # our QUIT races the fake's late banner, so it may or may not be recorded
+    ("slow_banner, banner timeout", "127.0.0.12", ["--banner-ms", "300"], "alice@x.test",
+     {"end": "timeout", "stage": "banner", "code": "0"},
+     None, None),
+    ("slow_banner, patient", "127.0.0.12", ["--banner-ms", "5000"], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250"},
+     True, normal_commands("alice@x.test")),
+    ("drop_after_mail", "127.0.0.13", [], "alice@x.test",
+     {"end": "closed", "stage": "rcpt", "code": "0"},
+     False, ["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<alice@x.test>"]),
+    ("multiline, unknown user", "127.0.0.14", [], "nobody@x.test",
+     {"end": "done", "stage": "rcpt", "code": "550", "ecode": "5.1.1",
+      "text": "<nobody@x.test>: no such user here check the address user unknown"},
+     True, normal_commands("nobody@x.test")),
+    ("multiline, catch-all check", "127.0.0.14", ["--catchall", RANDOM], "alice@x.test",
+     {"end": "done", "stage": "catchall", "code": "250", "ecode": "2.1.5", "catchall_code": "550"},
+     True, normal_commands("alice@x.test", RANDOM)),
+    # the fake stops reading while it streams the line, so QUIT is not recorded
+    ("endless_line", "127.0.0.15", ["--command-ms", "5000"], "alice@x.test",
+     {"end": "protocol", "stage": "ehlo", "code": "0", "error": "line too long"},
+     None, None),
+    ("garbage", "127.0.0.16", [], "alice@x.test",
+     {"end": "protocol", "stage": "banner", "code": "0"},
+     True, ["QUIT"]),
+    ("silent_after_rcpt", "127.0.0.17", ["--command-ms", "500"], "alice@x.test",
+     {"end": "timeout", "stage": "rcpt", "code": "0"},
+     True, normal_commands("alice@x.test")),
+    ("connection refused", REFUSED, [], "alice@x.test",
+     {"end": "connect_failed", "stage": "connect", "code": "0"},
+     None, None),
+    ("SMTPUTF8 needed, not offered", "127.0.0.2", ["--utf8"], "j\u00f6rg@x.test",
+     {"end": "no_smtputf8", "stage": "ehlo", "code": "0"},
+     True, ["EHLO " + HELO, "QUIT"]),
+    ("SMTPUTF8 needed and offered", "127.0.0.18", ["--utf8"], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250"},
+     True, normal_commands("alice@x.test", mail="MAIL FROM:<> SMTPUTF8")),
+    ("421 at RCPT: no QUIT", "127.0.0.19", ["--catchall", RANDOM], "alice@x.test",
+     {"end": "reply", "stage": "rcpt", "code": "421", "ecode": "4.3.0", "catchall_code": "0"},
+     False, ["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<alice@x.test>"]),
+    ("reply code changes within a reply", "127.0.0.20", [], "alice@x.test",
+     {"end": "protocol", "stage": "mail", "code": "0", "error": "changed from 250 to 251"},
+     True, ["EHLO " + HELO, "MAIL FROM:<>", "QUIT"]),
+    ("control characters and 8-bit in a reply", "127.0.0.21", [], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "550", "ecode": "5.1.1", "text": "bad?[31m?? user"},
+     True, normal_commands("alice@x.test")),
+    ("4xx to EHLO", "127.0.0.22", [], "alice@x.test",
+     {"end": "reply", "stage": "ehlo", "code": "450", "ecode": "4.3.2", "text": "busy, later"},
+     True, ["EHLO " + HELO, "QUIT"]),
+    ("4xx to MAIL", "127.0.0.23", ["--catchall", RANDOM], "alice@x.test",
+     {"end": "reply", "stage": "mail", "code": "451"},
+     True, ["EHLO " + HELO, "MAIL FROM:<>", "QUIT"]),
+]
+
+RESULT_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_result(stdout):
+    """The key=value fields of smtpprobe's last "end=" line ({} if none)."""
+    lines = [l for l in stdout.splitlines() if l.startswith("end=")]
+    if not lines:
+        return {}
+    fields = {}
+    for key, value in RESULT_RE.findall(lines[-1]):
+        if value.startswith('"'):
+            value = re.sub(r'\\(.)', r'\1', value[1:-1])
+        fields[key] = value
+    return fields
+
+
+def probe(args, timeout=PROBE_TIMEOUT):
+    """Run smtpprobe -v args; (fields, CompletedProcess, seconds)."""
+    t = time.monotonic()
+    r = vmtest.run([SMTPPROBE, "-v"] + args, timeout=timeout)
+    return parse_result(r.stdout or ""), r, time.monotonic() - t
+
+
+def diag_of(r, sessions=None):
+    def d():
+        text = "stdout:\n%s\nstderr:\n%s" % (vmtest.tail(r.stdout or ""), vmtest.tail(r.stderr or ""))
+        if sessions is not None:
+            text += "\nsessions: %r" % (sessions,)
+        return text
+    return d
+
+
+def subset(fields, want):
+    return {k: fields.get(k) for k in want}
+
+
+def run_case(tap, name, addr, opts, rcpt, want, quit, commands):
+    before = len(farm.sessions(addr))
+    args = ["--helo", HELO] + opts + [addr, str(farm.port), rcpt]
+    fields, r, secs = probe(args)
+    farm.wait_idle(addr, timeout=5)
+    new = farm.sessions(addr)[before:]
+    tap.equal("%s: exit status 0" % name, r.returncode, 0, diag_of(r))
+    if "error" in want:
+        want = dict(want)
+        substring = want.pop("error")
+        tap.check("%s: error mentions %r" % (name, substring), substring in fields.get("error", ""),
+                  diag_of(r))
+    tap.equal("%s: result" % name, subset(fields, want), want, diag_of(r, new))
+    if addr == REFUSED:
+        return
+    tap.check("%s: DATA never sent" % name,
+              not any(c.upper().startswith("DATA") for s in new for c in s.commands), diag_of(r, new))
+    if commands is not None:
+        tap.equal("%s: one connection, exact commands" % name, [s.commands for s in new], [commands],
+                  diag_of(r, new))
+    if quit is True:
+        tap.check("%s: QUIT sent last, once" % name,
+                  len(new) == 1 and new[0].commands[-1:] == ["QUIT"]
+                  and new[0].commands.count("QUIT") == 1, diag_of(r, new))
+    elif quit is False:
+        tap.check("%s: no QUIT after the server closed or failed" % name,
+                  len(new) == 1 and "QUIT" not in new[0].commands, diag_of(r, new))
+
+
+def make_case(case):
+    def fn(tap, cleanup):
+        run_case(tap, *case)
+    fn.__name__ = "case_" + re.sub(r"\W+", "_", case[0])
+    return fn
+
+
+def test_starttls_session(tap, cleanup):
+    """After STARTTLS the fake saw a TLS session and SNI did not break it."""
+    before = len(farm.sessions("127.0.0.10"))
+    fields, r, _ = probe(["--tls", "--server", "mx.test.", "127.0.0.10", str(farm.port), "bob@x.test"])
+    farm.wait_idle("127.0.0.10", timeout=5)
+    new = farm.sessions("127.0.0.10")[before:]
+    tap.equal("starttls: fake saw TLS", [s.tls for s in new], [True], diag_of(r, new))
+    tap.check("starttls: transcript shows the handshake",
+              re.search(r"^\* TLS established \(TLSv1\.[23], ", r.stdout or "", re.M) is not None,
+              diag_of(r))
+    tap.check("starttls: transcript shows commands and replies",
+              "> STARTTLS" in (r.stdout or "") and "< 220 2.0.0 ready to start TLS" in (r.stdout or ""),
+              diag_of(r))
+
+
+def test_transcript(tap, cleanup):
+    """The -v transcript has the documented shapes."""
+    fields, r, _ = probe(["--helo", HELO, "--server", "mx.test", "127.0.0.2", str(farm.port),
+                         "alice@x.test"])
+    out = (r.stdout or "").splitlines()
+    tap.equal("transcript: first line", out[:2],
+              ["* connecting to 127.0.0.2:%d (mx.test)" % farm.port, "* connected"], diag_of(r))
+    tap.check("transcript: EHLO and reply lines", "> EHLO " + HELO in out
+              and "< 250-mx.test greets " + HELO in out and "< 221 2.0.0 bye" in out, diag_of(r))
+    fields, r, _ = probe(["--command-ms", "300", "127.0.0.17", str(farm.port), "alice@x.test"])
+    tap.check("transcript: timeout line", "* timeout waiting for RCPT reply" in (r.stdout or ""), diag_of(r))
+    fields, r, _ = probe(["127.0.0.13", str(farm.port), "alice@x.test"])
+    tap.check("transcript: closed line", "* connection closed by server" in (r.stdout or ""), diag_of(r))
+
+
+def test_timeouts_bounded(tap, cleanup):
+    """A timeout ends the probe about when it should, not much later."""
+    fields, r, secs = probe(["--command-ms", "400", "127.0.0.17", str(farm.port), "alice@x.test"])
+    tap.check("silent_after_rcpt with 400 ms: ends within 3 s (took %.2f s)" % secs,
+              fields.get("end") == "timeout" and secs < 3.0, diag_of(r))
+    fields, r, secs = probe(["--command-ms", "400", "127.0.0.15", str(farm.port), "alice@x.test"])
+    tap.check("endless_line: stops at once (took %.2f s)" % secs,
+              fields.get("end") == "protocol" and secs < 3.0, diag_of(r))
+    maxrss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    tap.check("no probe grew large (max RSS %d KiB)" % maxrss_kb, maxrss_kb < 64 * 1024)
+
+
+def test_connect_timeout(tap, cleanup):
+    """A SYN that is never answered: the listen queue of a socket is full."""
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    cleanup.add(lsock.close)
+    lsock.bind(("127.0.0.240", 0))
+    lsock.listen(0)
+    port = lsock.getsockname()[1]
+    for _ in range(3):  # fill the accept queue; later SYNs are dropped
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        cleanup.add(c.close)
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.240", port))
+        except (BlockingIOError, OSError):
+            pass
+    time.sleep(0.1)
+    fields, r, secs = probe(["--connect-ms", "400", "127.0.0.240", str(port), "alice@x.test"])
+    tap.equal("connect timeout: result", subset(fields, ["end", "stage"]),
+              {"end": "timeout", "stage": "connect"}, diag_of(r))
+    tap.check("connect timeout: within 3 s (took %.2f s)" % secs, secs < 3.0)
+
+
+def test_bad_input(tap, cleanup):
+    """CR/LF in a parameter: refused before connecting."""
+    before = farm.connections("127.0.0.2")
+    for label, args in (("rcpt", ["127.0.0.2", str(farm.port), "a@x.test\r\nDATA"]),
+                        ("helo", ["--helo", "x\ny", "127.0.0.2", str(farm.port), "a@x.test"]),
+                        ("from", ["--from", "a@b\rQUIT", "127.0.0.2", str(farm.port), "a@x.test"])):
+        fields, r, _ = probe(args)
+        tap.equal("CR/LF in %s: protocol error" % label, subset(fields, ["end", "stage"]),
+                  {"end": "protocol", "stage": "none"}, diag_of(r))
+    time.sleep(0.1)
+    tap.equal("CR/LF: no connection made", farm.connections("127.0.0.2"), before)
+
+
+def test_no_data_anywhere(tap, cleanup):
+    """Over the whole run, no server ever saw DATA."""
+    farm.wait_idle(timeout=5)
+    tap.check("DATA never sent to any fake server",
+              not any(c.upper().startswith("DATA") for c in farm.commands()))
+
+
+def test_valgrind(tap, cleanup):
+    """Optional (VEMILTER_VALGRIND=1): the driver is leak- and error-free."""
+    if not os.environ.get("VEMILTER_VALGRIND") or not shutil.which("valgrind"):
+        tap.skip("valgrind", "set VEMILTER_VALGRIND=1 (and install valgrind) to run")
+        return
+    for label, args in (("normal", ["127.0.0.2", str(farm.port), "alice@x.test"]),
+                        ("starttls", ["--tls", "127.0.0.10", str(farm.port), "alice@x.test"]),
+                        ("tls_broken", ["--tls", "127.0.0.11", str(farm.port), "alice@x.test"]),
+                        ("endless_line", ["--command-ms", "500", "127.0.0.15", str(farm.port), "a@x.test"]),
+                        ("silent", ["--command-ms", "300", "127.0.0.17", str(farm.port), "a@x.test"]),
+                        ("refused", [REFUSED, str(farm.port), "a@x.test"])):
+        r = vmtest.run(["valgrind", "-q", "--leak-check=full", "--error-exitcode=9",
+                        "--errors-for-leak-kinds=definite,indirect,possible", SMTPPROBE] + args,
+                       timeout=60)
+        tap.equal("valgrind %s: clean" % label, r.returncode, 0, diag_of(r))
+
+
+def setup(tap):
+    global farm
+    if not os.access(SMTPPROBE, os.X_OK):
+        return "%s not built" % SMTPPROBE
+    try:
+        import smtpfarm
+    except ImportError as e:
+        return "tests/fakes/smtpfarm.py not available: %s" % e
+    farm = smtpfarm.SmtpFarm(port=0, latency=0.0)
+    for addr, (behaviour, options) in SERVERS.items():
+        farm.add(addr, behaviour, **options)
+    farm.start()
+    return None
+
+
+def main():
+    tests = [make_case(c) for c in CASES] + [
+        test_starttls_session, test_transcript, test_timeouts_bounded, test_connect_timeout,
+        test_bad_input, test_no_data_anywhere, test_valgrind,
+    ]
+    try:
+        vmtest.run_tests(tests, per_test_timeout=60, total_timeout=170, setup=setup)
+    finally:
+        if farm is not None:
+            farm.stop()
+
+
+if __name__ == "__main__":
+    main()

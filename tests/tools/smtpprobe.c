@@ -1,0 +1,242 @@
+/*
+ * smtpprobe.c - run one SMTP probe (src/smtp.c) and print what it reported.
+ *
+ * Test driver for tests/integration/test_smtp.py and for poking at a server
+ * by hand:
+ *
+ *   smtpprobe [-v] [--helo NAME] [--from ADDR] [--catchall ADDR] [--server NAME]
+ *             [--tls] [--utf8] [--connect-ms N] [--banner-ms N] [--command-ms N]
+ *             IP PORT RCPT
+ *
+ * prints one line
+ *
+ *   end=done stage=rcpt code=250 ecode=2.1.5 text="Ok" catchall_code=0 tls=0 error=""
+ *
+ * preceded, with -v, by the transcript. Owns its event_base and, with --tls,
+ * its SSL_CTX (no certificate verification, as the daemon's opportunistic
+ * TLS). Exit 0 whatever the probe found; 2 on a usage error.
+ */
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp.h"
+
+static const char *const end_names[] = {
+        [SMTP_END_DONE] = "done",
+        [SMTP_END_REPLY] = "reply",
+        [SMTP_END_CONNECT_FAILED] = "connect_failed",
+        [SMTP_END_TIMEOUT] = "timeout",
+        [SMTP_END_CLOSED] = "closed",
+        [SMTP_END_PROTOCOL] = "protocol",
+        [SMTP_END_TLS_FAILED] = "tls_failed",
+        [SMTP_END_NO_SMTPUTF8] = "no_smtputf8",
+};
+
+struct run {
+	bool verbose;
+	bool finished;
+	struct smtp_result result;
+};
+
+/* usage - print the synopsis and exit 2 */
+static void usage(void)
+{
+	fprintf(stderr,
+	        "usage: smtpprobe [-v] [--helo NAME] [--from ADDR] [--catchall ADDR] [--server NAME]\n"
+	        "                 [--tls] [--utf8] [--connect-ms N] [--banner-ms N] [--command-ms N]\n"
+	        "                 IP PORT RCPT\n");
+	exit(2);
+}
+
+/* print_quoted - key="value" with " and \ escaped */
+static void print_quoted(const char *key, const char *value)
+{
+	printf(" %s=\"", key);
+	for (const char *c = value; *c != '\0'; c++) {
+		if (*c == '"' || *c == '\\')
+			putchar('\\');
+		putchar(*c);
+	}
+	putchar('"');
+}
+
+/* on_trace - transcript line, printed with -v */
+static void on_trace(void *arg, const char *line)
+{
+	struct run *run = arg;
+
+	if (run->verbose)
+		printf("%s\n", line);
+}
+
+/* on_done - keep the result */
+static void on_done(void *arg, const struct smtp_result *result)
+{
+	struct run *run = arg;
+
+	run->result = *result;
+	run->finished = true;
+}
+
+/* print_result - the one result line */
+static void print_result(const struct smtp_result *r)
+{
+	const char *end =
+	        (unsigned)r->end < sizeof(end_names) / sizeof(end_names[0]) ? end_names[r->end] : "?";
+	const char *stage = probe_stage_name(r->stage);
+
+	printf("end=%s stage=%s code=%d ecode=%s", end, stage, r->reply.code, r->reply.ecode);
+	print_quoted("text", r->reply.text);
+	printf(" catchall_code=%d tls=%d", r->catchall_asked ? r->catchall_reply.code : 0,
+	       r->tls_active ? 1 : 0);
+	print_quoted("error", r->error);
+	putchar('\n');
+}
+
+/* parse_addr - IP and PORT into a sockaddr; false if malformed */
+static bool parse_addr(const char *ip, const char *port, struct sockaddr_storage *ss)
+{
+	char *end;
+	long n = strtol(port, &end, 10);
+
+	if (*port == '\0' || *end != '\0' || n < 1 || n > 65535)
+		return false;
+	memset(ss, 0, sizeof(*ss));
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)n);
+		return true;
+	}
+	if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)n);
+		return true;
+	}
+	return false;
+}
+
+/* parse_ms - a timeout option */
+static int64_t parse_ms(const char *s)
+{
+	char *end;
+	long long n = strtoll(s, &end, 10);
+
+	if (*s == '\0' || *end != '\0' || n < 1 || n > 3600 * 1000)
+		usage();
+	return n;
+}
+
+/* parse_options - fill params and run from argv; returns the first operand index */
+static int parse_options(int argc, char **argv, struct smtp_params *params, struct run *run)
+{
+	static const struct option longopts[] = {
+	        {"helo", required_argument, NULL, 'h'},
+	        {"from", required_argument, NULL, 'f'},
+	        {"catchall", required_argument, NULL, 'c'},
+	        {"server", required_argument, NULL, 's'},
+	        {"tls", no_argument, NULL, 't'},
+	        {"utf8", no_argument, NULL, 'u'},
+	        {"connect-ms", required_argument, NULL, 1},
+	        {"banner-ms", required_argument, NULL, 2},
+	        {"command-ms", required_argument, NULL, 3},
+	        {NULL, 0, NULL, 0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "v", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'v':
+			run->verbose = true;
+			break;
+		case 'h':
+			params->helo_name = optarg;
+			break;
+		case 'f':
+			params->mail_from = optarg;
+			break;
+		case 'c':
+			params->catchall_rcpt = optarg;
+			break;
+		case 's':
+			params->server_name = optarg;
+			break;
+		case 't':
+			params->try_tls = true;
+			break;
+		case 'u':
+			params->needs_smtputf8 = true;
+			break;
+		case 1:
+			params->connect_timeout_ms = parse_ms(optarg);
+			break;
+		case 2:
+			params->banner_timeout_ms = parse_ms(optarg);
+			break;
+		case 3:
+			params->command_timeout_ms = parse_ms(optarg);
+			break;
+		default:
+			usage();
+		}
+	}
+	if (argc - optind != 3)
+		usage();
+	return optind;
+}
+
+int main(int argc, char **argv)
+{
+	struct smtp_params params = {
+	        .helo_name = "smtpprobe.test",
+	        .mail_from = "",
+	        .server_name = "",
+	        .connect_timeout_ms = 5000,
+	        .banner_timeout_ms = 10000,
+	        .command_timeout_ms = 10000,
+	};
+	struct run run = {0};
+	struct sockaddr_storage ss;
+
+	int i = parse_options(argc, argv, &params, &run);
+	if (!parse_addr(argv[i], argv[i + 1], &ss))
+		usage();
+	params.rcpt = argv[i + 2];
+
+	struct event_base *base = event_base_new();
+	SSL_CTX *ctx = NULL;
+	if (base == NULL) {
+		fprintf(stderr, "smtpprobe: cannot create an event base\n");
+		return 1;
+	}
+	if (params.try_tls) {
+		ctx = SSL_CTX_new(TLS_client_method());
+		if (ctx == NULL) {
+			fprintf(stderr, "smtpprobe: cannot create an SSL_CTX\n");
+			return 1;
+		}
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+		params.ssl_ctx = ctx;
+	}
+	if (smtp_probe_start(base, (struct sockaddr *)&ss, &params, on_trace, &run, on_done, &run) == NULL) {
+		fprintf(stderr, "smtpprobe: cannot start the probe\n");
+		return 1;
+	}
+	event_base_dispatch(base);
+	if (run.finished)
+		print_result(&run.result);
+	else
+		printf("end=none error=\"the probe never reported\"\n");
+	fflush(stdout);
+	event_base_free(base);
+	SSL_CTX_free(ctx);
+	libevent_global_shutdown();
+	return 0;
+}
