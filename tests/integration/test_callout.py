@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -248,6 +249,19 @@ def main():
                   any(c.startswith("MAIL FROM:<>") and "SMTPUTF8" in c for c in utf8ok), "%r" % utf8ok)
         tap.check("guarded network: no connection attempted", "10.1.2.3" not in out or
                   "not connecting" in transcript("x@guard.test"), transcript("x@guard.test"))
+        # One overall deadline bounds a whole verification, whatever the
+        # per-phase timeouts allow.
+        with open(conf) as f:
+            text = f.read()
+        slow_conf = tmp.write("deadline.conf", text.replace("banner_timeout = 2s", "banner_timeout = 30s")
+                              .replace("probe_timeout = 15s", "probe_timeout = 1s"))
+        t0 = time.monotonic()
+        d = subprocess.run([CHECK, "-c", slow_conf, "x@slow.test"], capture_output=True, timeout=30)
+        took = time.monotonic() - t0
+        line = d.stdout.decode("utf-8", "replace").strip()
+        tap.check("probe_timeout 1s ends a 6 s banner wait early: tempfail within 3 s",
+                  line.startswith("x@slow.test tempfail ") and took < 3 and d.returncode == 2,
+                  "%.2f s, exit %r: %s" % (took, d.returncode, line))
         tap.check("-v shows DNS answers and the dialogue",
                   re.search(r"^alice@valid\.test: .*MX", out, re.M) is not None
                   and "alice@valid.test: > RCPT TO:<alice@valid.test>" in out
