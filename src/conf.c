@@ -44,7 +44,9 @@ enum conf_type {
 	T_LEVEL,    /* int, syslog priority */
 	T_LIST,     /* struct conf_strings; item normalizes and appends */
 	T_CIDRS,    /* struct cidr_list; item parses and appends */
-	T_REPLY,    /* struct reply_template */
+	T_REPLY,    /* struct reply_template; optional check after parsing */
+	T_ACTION,   /* enum conf_action; optional check */
+	T_OVERRIDE, /* struct conf_overrides; item parses and appends */
 };
 
 /* Validates a string value; false with a reason in why. */
@@ -58,8 +60,8 @@ struct directive {
 	const char *def;     /* default, parsed like a value from the file */
 	int64_t min, max;    /* T_INT, T_MODE, T_DURATION (milliseconds) */
 	size_t offset;       /* of the field in struct conf */
-	check_fn check;      /* T_STRING, optional */
-	item_fn item;        /* T_LIST, T_CIDRS */
+	check_fn check;      /* T_STRING, T_REPLY, T_ACTION: optional */
+	item_fn item;        /* T_LIST, T_CIDRS, T_OVERRIDE */
 	const char *choices; /* T_FACILITY, T_LEVEL: names, for messages */
 	const char *help;
 };
@@ -207,8 +209,9 @@ static bool is_ldh_name(const char *s)
 	return true;
 }
 
-/* item_domain - a domain to lower-case A-labels (libidn2, IDNA2008/TR46) */
-static bool item_domain(void *field, const char *item, char *why, size_t why_size)
+/* normal_domain - a new copy of domain item in lower-case A-labels (libidn2,
+ * IDNA2008/TR46); NULL with why */
+static char *normal_domain(const char *item, char *why, size_t why_size)
 {
 	char name[CONF_LINE_MAX + 1];
 	uint8_t *ascii = NULL;
@@ -225,11 +228,21 @@ static bool item_domain(void *field, const char *item, char *why, size_t why_siz
 		         item[0] == '.' || item[0] == '*' ? " (write example.com: it covers the subdomains)"
 		                                          : "");
 		idn2_free(ascii);
-		return false;
+		return NULL;
 	}
 	char *copy = strdup((char *)ascii);
 	idn2_free(ascii);
-	return strings_add(field, copy, why, why_size);
+	if (copy == NULL)
+		snprintf(why, why_size, "out of memory");
+	return copy;
+}
+
+/* item_domain - a domain to lower-case A-labels, appended to a string list */
+static bool item_domain(void *field, const char *item, char *why, size_t why_size)
+{
+	char *copy = normal_domain(item, why, why_size);
+
+	return copy != NULL && strings_add(field, copy, why, why_size);
 }
 
 /* full_address - addr_parse() item into a new normalized copy; NULL with why */
@@ -367,6 +380,207 @@ static bool item_cidr(void *field, const char *item, char *why, size_t why_size)
 	return true;
 }
 
+/* parse_action - "accept", "tempfail" or "reject", any case */
+static bool parse_action(const char *s, enum conf_action *out)
+{
+	static const char *const names[] = {
+	        [CONF_ACCEPT] = "accept", [CONF_TEMPFAIL] = "tempfail", [CONF_REJECT] = "reject"};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcasecmp(s, names[i]) == 0) {
+			*out = (enum conf_action)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* no_reject_why - why an outcome may never reject, or NULL if it may */
+static const char *no_reject_why(enum outcome_kind kind)
+{
+	if (kind == OUTCOME_BLOCKED)
+		return "blocked means the sender's mail server refuses our probe, not the address";
+	if (kind == OUTCOME_TEMPFAIL)
+		return "tempfail means the probe failed for now (4xx, timeout, DNS), which says nothing "
+		       "about the address";
+	return NULL;
+}
+
+/* not_reject - false with why when value is reject: because */
+static bool not_reject(const char *value, const char *because, char *why, size_t why_size)
+{
+	if (strcasecmp(value, "reject") != 0)
+		return true;
+	snprintf(why, why_size, "reject is not allowed: %s (use accept or tempfail)", because);
+	return false;
+}
+
+/* check_tempfail_action - tempfail_action may not reject */
+static bool check_tempfail_action(const char *value, char *why, size_t why_size)
+{
+	return not_reject(value, no_reject_why(OUTCOME_TEMPFAIL), why, why_size);
+}
+
+/* check_blocked_action - blocked_action may not reject */
+static bool check_blocked_action(const char *value, char *why, size_t why_size)
+{
+	return not_reject(value, no_reject_why(OUTCOME_BLOCKED), why, why_size);
+}
+
+/* check_budget_action - budget_action may not reject */
+static bool check_budget_action(const char *value, char *why, size_t why_size)
+{
+	return not_reject(value, "an unfinished probe says nothing about the address", why, why_size);
+}
+
+/* check_reply_5xx - a reject reply (already parsed) is a permanent failure */
+static bool check_reply_5xx(const char *value, char *why, size_t why_size)
+{
+	if (value[0] == '5')
+		return true;
+	snprintf(why, why_size, "reply code %.3s is not 5xx: a reject reply is a permanent failure", value);
+	return false;
+}
+
+/* check_reply_4xx - a tempfail reply (already parsed) is a temporary failure */
+static bool check_reply_4xx(const char *value, char *why, size_t why_size)
+{
+	if (value[0] == '4')
+		return true;
+	snprintf(why, why_size, "reply code %.3s is not 4xx: a tempfail reply is a temporary failure", value);
+	return false;
+}
+
+/* check_header_name - "" or an RFC 5322 field name: printable ASCII, no ":" */
+static bool check_header_name(const char *value, char *why, size_t why_size)
+{
+	for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
+		if (*p <= ' ' || *p >= 0x7f || *p == ':') {
+			snprintf(why, why_size,
+			         "\"%s\" is not a header field name (printable ASCII without blanks or "
+			         "\":\", such as X-Sender-Verification)",
+			         value);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* override_pair - one "OUTCOME=ACTION" of an override rule into o */
+static bool override_pair(struct conf_override *o, char *word, char *why, size_t why_size)
+{
+	char *eq = strchr(word, '=');
+	enum outcome_kind kind;
+	enum conf_action action;
+
+	if (eq == NULL) {
+		snprintf(why, why_size, "\"%s\" is not skip, verify or OUTCOME=ACTION", word);
+		return false;
+	}
+	*eq = '\0';
+	lower(word);
+	if (!outcome_from_name(word, &kind)) {
+		snprintf(why, why_size,
+		         "\"%s\" is not an outcome (valid, invalid, no_domain, catch_all, tempfail, blocked, "
+		         "unverifiable)",
+		         word);
+		return false;
+	}
+	if (!parse_action(eq + 1, &action)) {
+		snprintf(why, why_size, "%s: \"%s\" is not an action (accept, tempfail or reject)", word,
+		         eq + 1);
+		return false;
+	}
+	if (action == CONF_REJECT && no_reject_why(kind) != NULL) {
+		snprintf(why, why_size, "%s=reject is not allowed: %s", word, no_reject_why(kind));
+		return false;
+	}
+	if (o->has_action[kind]) {
+		snprintf(why, why_size, "%s is given twice", word);
+		return false;
+	}
+	o->has_action[kind] = true;
+	o->action[kind] = action;
+	return true;
+}
+
+/* override_rule - "skip", "verify" or OUTCOME=ACTION words (commas or blanks
+ * between them) into o */
+static bool override_rule(struct conf_override *o, char *rule, char *why, size_t why_size)
+{
+	size_t words = 0;
+	bool keyword = false;
+	char *save = NULL;
+
+	for (char *w = strtok_r(rule, ", \t", &save); w != NULL; w = strtok_r(NULL, ", \t", &save)) {
+		words++;
+		if (strcasecmp(w, "skip") == 0 || strcasecmp(w, "verify") == 0) {
+			keyword = true;
+			o->skip = strcasecmp(w, "skip") == 0;
+		} else if (!override_pair(o, w, why, why_size)) {
+			return false;
+		}
+	}
+	if (words == 0) {
+		snprintf(why, why_size, "needs a rule after the domain: skip, verify or OUTCOME=ACTION");
+		return false;
+	}
+	if (keyword && words > 1) {
+		snprintf(why, why_size, "%s stands alone: it cannot be combined with other rules",
+		         o->skip ? "skip" : "verify");
+		return false;
+	}
+	return true;
+}
+
+/* find_override - the entry for exactly domain in l, or NULL */
+static const struct conf_override *find_override(const struct conf_overrides *l, const char *domain)
+{
+	for (size_t i = 0; i < l->count; i++)
+		if (strcmp(l->items[i].domain, domain) == 0)
+			return &l->items[i];
+	return NULL;
+}
+
+/* item_override - "DOMAIN RULE" for domain_overrides */
+static bool item_override(void *field, const char *item, char *why, size_t why_size)
+{
+	struct conf_overrides *l = field;
+	struct conf_override o = {0};
+	char copy[CONF_LINE_MAX + 1], reason[CONF_WHY_MAX / 2];
+
+	snprintf(copy, sizeof(copy), "%s", item);
+	size_t n = strcspn(copy, " \t");
+	char *rule = copy + n + strspn(copy + n, " \t");
+	copy[n] = '\0';
+	if (strchr(copy, '=') != NULL) {
+		snprintf(why, why_size,
+		         "\"%s\" names no domain (in vemilter.conf commas separate entries: write "
+		         "\"example.com catch_all=accept valid=accept\", or use a list file)",
+		         copy);
+		return false;
+	}
+	if (*rule == '\0') {
+		snprintf(why, why_size,
+		         "\"%s\" needs a rule after the domain: skip, verify or OUTCOME=ACTION", copy);
+		return false;
+	}
+	if ((o.domain = normal_domain(copy, why, why_size)) == NULL)
+		return false;
+	if (!override_rule(&o, rule, reason, sizeof(reason)))
+		snprintf(why, why_size, "%s: %s", copy, reason);
+	else if (find_override(l, o.domain) != NULL)
+		snprintf(why, why_size, "%s: a second entry for this domain (one entry a domain)", copy);
+	else if (!grow((void **)&l->items, l->count, sizeof(*l->items)))
+		snprintf(why, why_size, "out of memory");
+	else {
+		l->items[l->count++] = o;
+		return true;
+	}
+	free(o.domain);
+	return false;
+}
+
 #define F(member) offsetof(struct conf, member)
 
 /* clang-format off */
@@ -425,6 +639,84 @@ static const struct directive directives[] = {
 	 .offset = F(command_timeout_ms), .help = "time for the reply to each command"},
 	{.name = "probe_timeout", .type = T_DURATION, .def = "60s", .min = 100, .max = 600000,
 	 .offset = F(probe_timeout_ms), .help = "time for one whole verification, every MX host included"},
+	{.name = "verify_budget", .type = T_DURATION, .def = "8s", .min = 100, .max = 25000,
+	 .offset = F(verify_budget_ms), .help = "longest wait for a verdict at RCPT; then 4xx, and the probe goes on"},
+	{.name = "cache", .type = T_STRING, .def = "/var/lib/vemilter/cache.lmdb", .offset = F(cache),
+	 .check = check_path, .help = "LMDB cache file; empty: no cache"},
+	{.name = "cache_max_mb", .type = T_INT, .def = "256", .min = 1, .max = 65536, .offset = F(cache_max_mb),
+	 .help = "the cache grows up to this many MiB, then evicts the oldest entries"},
+	{.name = "positive_ttl", .type = T_DURATION, .def = "31d", .min = 1000, .max = INT64_C(31536000000),
+	 .offset = F(positive_ttl_ms), .help = "how long a valid address is remembered"},
+	{.name = "positive_refresh", .type = T_DURATION, .def = "7d", .min = 1000, .max = INT64_C(31536000000),
+	 .offset = F(positive_refresh_ms), .help = "after this a valid answer is still served, and refreshed"},
+	{.name = "negative_ttl", .type = T_DURATION, .def = "3d", .min = 1000, .max = INT64_C(31536000000),
+	 .offset = F(negative_ttl_ms), .help = "how long invalid and no_domain answers are remembered"},
+	{.name = "negative_refresh", .type = T_DURATION, .def = "3h", .min = 1000, .max = INT64_C(31536000000),
+	 .offset = F(negative_refresh_ms), .help = "after this a negative answer is still served, and refreshed"},
+	{.name = "inconclusive_ttl", .type = T_DURATION, .def = "1d", .min = 1000, .max = INT64_C(31536000000),
+	 .offset = F(inconclusive_ttl_ms), .help = "how long catch_all and unverifiable answers are remembered"},
+	{.name = "temporary_ttl", .type = T_DURATION, .def = "5m", .min = 1000, .max = INT64_C(86400000),
+	 .offset = F(temporary_ttl_ms), .help = "how long tempfail and blocked answers are remembered"},
+	{.name = "sweep_interval", .type = T_DURATION, .def = "1h", .min = 1000, .max = INT64_C(86400000),
+	 .offset = F(sweep_interval_ms), .help = "how often expired cache entries are removed"},
+	{.name = "domain_probe_limit", .type = T_INT, .def = "5", .min = 1, .max = 1000,
+	 .offset = F(domain_probe_limit), .help = "probes to one domain at once; more wait their turn"},
+	{.name = "domain_probe_rate", .type = T_INT, .def = "60", .min = 0, .max = 100000,
+	 .offset = F(domain_probe_rate), .help = "new probes to one domain per minute; beyond: tempfail; 0: no limit"},
+	{.name = "valid_action", .type = T_ACTION, .def = "accept",
+	 .offset = F(outcome_action[OUTCOME_VALID]),
+	 .help = "what a valid sender gets: accept, tempfail or reject"},
+	{.name = "invalid_action", .type = T_ACTION, .def = "reject",
+	 .offset = F(outcome_action[OUTCOME_INVALID]),
+	 .help = "what a sender gets whose mail server refuses the address"},
+	{.name = "no_domain_action", .type = T_ACTION, .def = "reject",
+	 .offset = F(outcome_action[OUTCOME_NO_DOMAIN]),
+	 .help = "what a sender gets whose domain takes no mail"},
+	{.name = "catch_all_action", .type = T_ACTION, .def = "accept",
+	 .offset = F(outcome_action[OUTCOME_CATCH_ALL]), .help = "what a sender at a catch-all domain gets"},
+	{.name = "tempfail_action", .type = T_ACTION, .def = "accept",
+	 .offset = F(outcome_action[OUTCOME_TEMPFAIL]), .check = check_tempfail_action,
+	 .help = "what a sender gets when the probe failed temporarily; never reject"},
+	{.name = "blocked_action", .type = T_ACTION, .def = "accept",
+	 .offset = F(outcome_action[OUTCOME_BLOCKED]), .check = check_blocked_action,
+	 .help = "what a sender gets when its server refuses our probe; never reject"},
+	{.name = "unverifiable_action", .type = T_ACTION, .def = "accept",
+	 .offset = F(outcome_action[OUTCOME_UNVERIFIABLE]),
+	 .help = "what a sender gets that cannot be asked about"},
+	{.name = "budget_action", .type = T_ACTION, .def = "tempfail", .offset = F(budget_action),
+	 .check = check_budget_action, .help = "what a sender gets when no answer came within verify_budget"},
+	{.name = "invalid_reply", .type = T_REPLY,
+	 .def = "550 5.1.0 Sender address <%a> rejected: mailbox does not exist (%m)",
+	 .offset = F(invalid_reply),
+	 .check = check_reply_5xx, .help = "5xx reply rejecting an invalid sender"},
+	{.name = "no_domain_reply", .type = T_REPLY, .def = "550 5.1.8 Sender address <%a> rejected: %r",
+	 .offset = F(no_domain_reply), .check = check_reply_5xx,
+	 .help = "5xx reply rejecting a sender whose domain takes no mail"},
+	{.name = "reject_reply", .type = T_REPLY, .def = "550 5.7.1 Sender address <%a> rejected: %o (%r)",
+	 .offset = F(reject_reply), .check = check_reply_5xx,
+	 .help = "5xx reply rejecting any other outcome"},
+	{.name = "tempfail_reply", .type = T_REPLY,
+	 .def = "451 4.7.1 Sender address <%a> could not be verified (%r), try again later",
+	 .offset = F(tempfail_reply), .check = check_reply_4xx,
+	 .help = "4xx reply for any outcome whose action is tempfail"},
+	{.name = "budget_reply", .type = T_REPLY,
+	 .def = "451 4.7.1 Sender address verification in progress, try again later",
+	 .offset = F(budget_reply),
+	 .check = check_reply_4xx, .help = "4xx reply when no answer came within verify_budget"},
+	{.name = "blocklist_reply", .type = T_REPLY,
+	 .def = "550 5.7.1 Sender address <%a> rejected: its domain is not accepted here",
+	 .offset = F(blocklist_reply), .check = check_reply_5xx,
+	 .help = "5xx reply rejecting a blocklisted sender domain"},
+	{.name = "domain_overrides", .type = T_OVERRIDE, .def = "", .offset = F(domain_overrides),
+	 .item = item_override,
+	 .help = "per-domain rules: DOMAIN skip, DOMAIN verify or DOMAIN OUTCOME=ACTION,..."},
+	{.name = "sender_domain_blocklist", .type = T_LIST, .def = "", .offset = F(sender_domain_blocklist),
+	 .item = item_domain, .help = "sender domains rejected without a probe, with their subdomains"},
+	{.name = "dry_run", .type = T_BOOL, .def = "no", .offset = F(dry_run),
+	 .help = "decide and log every verdict, but reject and tempfail nothing"},
+	{.name = "result_header", .type = T_STRING, .def = "", .offset = F(result_header),
+	 .check = check_header_name,
+	 .help = "header naming the outcome, added to accepted mail; empty: none"},
 };
 /* clang-format on */
 
@@ -668,6 +960,18 @@ static bool set_string(const struct directive *d, const char *value, char **fiel
 	return true;
 }
 
+/* set_reply - a reply value, parsed, checked, copied into the field */
+static bool set_reply(const struct directive *d, const char *value, struct reply_template *field, char *why,
+                      size_t why_size)
+{
+	struct reply_template t;
+
+	if (!reply_parse(value, &t, why, why_size) || (d->check != NULL && !d->check(value, why, why_size)))
+		return false;
+	*field = t;
+	return true;
+}
+
 /* set_scalar - parse a non-list value into its field; false with why */
 static bool set_scalar(const struct directive *d, const char *value, void *field, char *why, size_t why_size)
 {
@@ -699,7 +1003,14 @@ static bool set_scalar(const struct directive *d, const char *value, void *field
 		snprintf(why, why_size, "\"%s\" is not one of %s", value, d->choices);
 		return false;
 	case T_REPLY:
-		return reply_parse(value, field, why, why_size);
+		return set_reply(d, value, field, why, why_size);
+	case T_ACTION:
+		if (!parse_action(value, field)) {
+			snprintf(why, why_size, "\"%s\" is not an action (accept, tempfail or reject)",
+			         value);
+			return false;
+		}
+		return d->check == NULL || d->check(value, why, why_size);
 	default:
 		snprintf(why, why_size, "internal error: type %d is not a scalar", (int)d->type);
 		return false;
@@ -711,7 +1022,7 @@ static void apply(struct loader *ld, const struct site *at, const struct directi
 {
 	char why[CONF_WHY_MAX];
 
-	if (d->type == T_LIST || d->type == T_CIDRS)
+	if (d->type == T_LIST || d->type == T_CIDRS || d->type == T_OVERRIDE)
 		parse_list(ld, at, d, value);
 	else if (!set_scalar(d, value, field_of(ld->conf, d), why, sizeof(why)))
 		report(ld, at, "%s: %s", d->name, why);
@@ -824,6 +1135,11 @@ static void conf_free(struct conf *c)
 			free(l->items);
 		} else if (directives[i].type == T_CIDRS) {
 			free(((struct cidr_list *)field)->items);
+		} else if (directives[i].type == T_OVERRIDE) {
+			struct conf_overrides *l = field;
+			for (size_t j = 0; j < l->count; j++)
+				free(l->items[j].domain);
+			free(l->items);
 		}
 	}
 	free(c->path);

@@ -11,7 +11,9 @@
  * octal mode, duration ("30s", "5m", "2h", "7d", "1w", "250ms", combinations
  * like "1h30m"; a bare number is seconds), enum (syslog facility, log level),
  * list (comma-separated; an item "file:/path" adds that file's lines, one
- * entry a line, "#" comments), CIDR list (a list of networks), SMTP reply.
+ * entry a line, "#" comments), CIDR list (a list of networks), SMTP reply,
+ * action (accept, tempfail, reject), domain overrides (a list of
+ * "DOMAIN RULE" entries).
  *
  * The result is immutable and reference-counted: a reader takes a reference
  * (conf_ref) for as long as it uses the object, so a reload that swaps the
@@ -26,6 +28,7 @@
 #include <stdint.h>
 
 #include "cidr.h"
+#include "outcome.h"
 #include "reply.h"
 
 #define CONF_DEFAULT_PATH "/etc/vemilter.conf"
@@ -33,6 +36,27 @@
 struct conf_strings {
 	size_t count;
 	char **items; /* owned by the conf */
+};
+
+/* What the MTA is told about a sender (policy.h maps it to its verdicts). */
+enum conf_action {
+	CONF_ACCEPT,
+	CONF_TEMPFAIL,
+	CONF_REJECT,
+};
+
+/* One domain_overrides entry: "DOMAIN skip", "DOMAIN verify" or
+ * "DOMAIN OUTCOME=ACTION,...". It covers the domain's subdomains. */
+struct conf_override {
+	char *domain;                                /* lower-case A-labels; owned */
+	bool skip;                                   /* never verify: accept */
+	bool has_action[OUTCOME_KIND_COUNT];         /* this outcome's action is overridden */
+	enum conf_action action[OUTCOME_KIND_COUNT]; /* valid where has_action */
+};
+
+struct conf_overrides {
+	size_t count;
+	struct conf_override *items; /* owned by the conf */
 };
 
 struct conf {
@@ -72,6 +96,34 @@ struct conf {
 	int64_t banner_timeout_ms;
 	int64_t command_timeout_ms;
 	int64_t probe_timeout_ms; /* one whole verification, all MX hosts */
+
+	/* verification in the milter, and the cache */
+	int64_t verify_budget_ms; /* how long a milter thread waits at RCPT */
+	char *cache;              /* LMDB file; "" = no cache */
+	int cache_max_mb;         /* the map grows up to this, then evicts */
+	int64_t positive_ttl_ms;  /* valid */
+	int64_t positive_refresh_ms;
+	int64_t negative_ttl_ms; /* invalid, no_domain */
+	int64_t negative_refresh_ms;
+	int64_t inconclusive_ttl_ms; /* catch_all, unverifiable */
+	int64_t temporary_ttl_ms;    /* tempfail, blocked */
+	int64_t sweep_interval_ms;   /* expired entries removed this often */
+	int domain_probe_limit;      /* probes to one domain at once; more wait */
+	int domain_probe_rate;       /* new probes to one domain per minute; 0: no limit */
+
+	/* policy: from an outcome to what the MTA is told */
+	enum conf_action outcome_action[OUTCOME_KIND_COUNT]; /* by enum outcome_kind */
+	enum conf_action budget_action;                      /* no answer within verify_budget */
+	struct reply_template invalid_reply;                 /* reject, outcome invalid: 5xx */
+	struct reply_template no_domain_reply;               /* reject, outcome no_domain: 5xx */
+	struct reply_template reject_reply;                  /* reject, any other outcome: 5xx */
+	struct reply_template tempfail_reply;                /* tempfail, any outcome: 4xx */
+	struct reply_template budget_reply;                  /* tempfail, budget exceeded: 4xx */
+	struct reply_template blocklist_reply;               /* reject, blocklisted domain: 5xx */
+	struct conf_overrides domain_overrides;              /* per-domain skip or actions */
+	struct conf_strings sender_domain_blocklist;         /* lower-case A-labels; covers subdomains */
+	bool dry_run;                                        /* decide and log, accept everything */
+	char *result_header;                                 /* header naming the outcome; "" = none */
 
 	atomic_int refs;
 };

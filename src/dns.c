@@ -3,16 +3,49 @@
  *
  * Owns: the c-ares channel of a resolver, one libevent event per c-ares
  * socket (ARES_OPT_SOCK_STATE_CB), the timer that feeds c-ares its
- * timeouts, the resolver's PRNG (equal-preference shuffle) and every
- * lookup: its in-flight query records, its per-host work and the answer
- * handed to done.
+ * timeouts, the resolver's PRNG (equal-preference shuffle), its flights,
+ * its answer cache with the cache's sweep timer, and every lookup.
  *
- * A lookup: MX query; NODATA -> the domain is its own (implicit) MX; then
- * A and AAAA of every kept host at once. It starts and ends from a libevent
- * callback (never from inside dns_lookup_mx, never nested in c-ares), so
- * done may free the resolver. A cancelled lookup stays allocated until its
- * last query comes back (c-ares 1.18 cannot cancel one query); destroying
- * the channel brings them all back with ARES_EDESTRUCTION.
+ * Three kinds of object:
+ *
+ *   lookup  - one caller's dns_lookup_mx: its callbacks, its "kick" event
+ *             (everything a lookup does starts from the loop through it)
+ *             and the answer handed to its done.
+ *   flight  - one resolution of a key (the domain, compared ignoring case,
+ *             and the limits): MX query; NODATA -> the domain is its own
+ *             (implicit) MX; then A and AAAA of every kept host at once.
+ *             It owns the queries in flight and the lookups waiting for it
+ *             (its members).
+ *   cached  - the result of a finished flight, kept for a while.
+ *
+ * Sharing. A lookup starts from its kick: if a fresh cached result has its
+ * key, that is its answer ("(cached)" trace line); else if a flight with
+ * its key is listed it joins it ("joined" trace line); else it starts a
+ * flight and leads it: the flight's trace lines go to the leader's trace
+ * (to none once the leader is cancelled). When the flight's last query is
+ * back (inside a c-ares callback), the result is packed (struct result),
+ * every member gets its own answer built from it (assemble: its own
+ * shuffle of equal preferences, its own max_addresses cut) and its kick
+ * is made active, so done runs from the loop, never nested in c-ares or
+ * inside dns_lookup_mx: done may free the resolver. Then the result goes
+ * to the cache unless it is TEMPFAIL, and the flight is freed.
+ *
+ * Cancelling. A cancelled lookup is simply freed: lookups own no queries.
+ * A flight that loses its last member goes on while caching is on (its
+ * answer is cached for the lookups that follow, and new lookups may still
+ * join it); with caching off it is abandoned: unlisted, its answers
+ * ignored, freed when its last query comes back (c-ares 1.18 cannot cancel
+ * one query). dns_resolver_free cancels every lookup, abandons every
+ * flight and destroys the channel, which brings every query back with
+ * ARES_EDESTRUCTION.
+ *
+ * Cache. Keyed like flights, hashed; an entry lives answer_cache_ms, or
+ * the smallest A/AAAA TTL of its resolution when shorter (TTL 0: not
+ * kept); MX TTLs are not exposed by c-ares 1.18. At most max_answers
+ * entries, the oldest evicted first; an expired entry is dropped when a
+ * lookup finds it, and by a sweep timer that is armed only while the cache
+ * holds entries. A cached OK result holds only the hosts with addresses,
+ * packed in one block.
  */
 #include "dns.h"
 
@@ -27,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +70,11 @@
 #define HARD_MAX_MX           64 /* whatever the caller asks: queries in flight per lookup */
 #define TRACE_MAX             1024
 #define ARES_TRIES            2
+#define CACHE_BUCKETS         1024     /* hash chains of the answer cache */
+#define CACHE_MS_MAX          86400000 /* answer_cache_ms: one day at most */
+#define CACHE_ANSWERS_MAX     1048576  /* max_answers at most */
+#define SWEEP_MS_MIN          1000     /* the sweep runs every answer_cache_ms, within these */
+#define SWEEP_MS_MAX          60000
 
 struct dns_sock {
 	ares_socket_t fd;
@@ -44,20 +83,63 @@ struct dns_sock {
 	struct dns_sock *next;
 };
 
+/* what flights and cached results are found by */
+struct dns_key {
+	char *domain;  /* as the first lookup spelt it */
+	uint32_t hash; /* of the domain, case folded */
+	struct dns_limits limits;
+};
+
+/* one mail host of a finished resolution, with at least one address */
+struct mail_host {
+	const char *name;
+	unsigned preference;
+	size_t n4, n6;
+	const struct in_addr *v4;
+	const struct in6_addr *v6;
+};
+
+/* what a finished resolution found: read by each member, kept by the cache */
+struct result {
+	enum dns_status status;
+	bool implicit_mx;
+	char detail[256];        /* unless OK: an OK detail depends on the lookup */
+	size_t host_count;       /* OK: hosts[] sorted by preference */
+	struct mail_host *hosts; /* one block: hosts, then addresses and names */
+};
+
+struct cached {
+	struct dns_key key;
+	int64_t expires; /* monotonic ms */
+	struct result res;
+	LIST_ENTRY(cached) chain; /* its hash bucket */
+	TAILQ_ENTRY(cached) age;  /* oldest first */
+};
+
+LIST_HEAD(cached_chain, cached);
+LIST_HEAD(flight_list, flight);
+LIST_HEAD(lookup_list, dns_lookup);
+
 struct dns_resolver {
 	struct event_base *base;
 	ares_channel channel;
 	struct event *timer;
 	struct dns_sock *socks;
-	struct dns_lookup *lookups; /* running ones, not yet in done */
+	struct lookup_list lookups; /* every lookup not yet in done */
+	struct flight_list flights; /* the joinable ones */
 	uint64_t prng;
+	int64_t cache_ms;
+	size_t cache_max, cache_count;
+	struct event *sweep;
+	TAILQ_HEAD(, cached) age;
+	struct cached_chain buckets[CACHE_BUCKETS];
 };
 
 enum qkind { Q_MX, Q_A, Q_AAAA };
 
 /* one ares_query in flight: the callback's argument */
 struct dns_query {
-	struct dns_lookup *lookup;
+	struct flight *flight;
 	enum qkind kind;
 	size_t host;
 };
@@ -72,11 +154,27 @@ struct host_work {
 	struct in6_addr v6[DNS_HOST_ADDRS_MAX];
 };
 
-enum lstate { L_START, L_RUNNING, L_FINISHING, L_IN_DONE };
+struct flight {
+	struct dns_resolver *resolver;
+	struct dns_key key;
+	bool listed;                /* on resolver->flights: joinable */
+	bool abandoned;             /* nobody waits, nothing will be kept: drain the queries */
+	struct dns_lookup *leader;  /* gets the trace lines; NULL once cancelled */
+	struct lookup_list members; /* waiting for the answer */
+	unsigned pending;           /* queries in flight, plus guards */
+	bool answered;              /* res.status is final before host lookups */
+	struct host_work *work;
+	size_t work_count;
+	char temp_detail[160]; /* the first temporary failure of a host */
+	int64_t ttl_ms;        /* the smallest A/AAAA TTL seen */
+	struct result res;
+	LIST_ENTRY(flight) link;
+};
+
+enum lstate { L_START, L_WAITING, L_FINISHING, L_IN_DONE };
 
 struct dns_lookup {
-	struct dns_resolver *resolver;
-	struct dns_lookup *prev, *next;
+	struct dns_resolver *resolver; /* NULL once off resolver->lookups */
 	char *domain;
 	struct dns_limits limits;
 	dns_trace_fn trace;
@@ -86,29 +184,54 @@ struct dns_lookup {
 	struct event *kick; /* deferred start, then deferred done */
 	enum lstate state;
 	bool cancelled;
-	bool answered;    /* answer.status is final before host lookups */
-	unsigned pending; /* queries in flight, plus guards */
-	struct host_work *work;
-	size_t work_count;
-	char temp_detail[160]; /* the first temporary failure of a host */
+	struct flight *flight; /* while L_WAITING */
 	struct dns_answer answer;
+	LIST_ENTRY(dns_lookup) link;   /* resolver->lookups */
+	LIST_ENTRY(dns_lookup) member; /* flight->members */
 };
 
 static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
+static void on_sweep(evutil_socket_t fd, short what, void *arg);
 
 /* ---------------------------------------------------------------- helpers */
 
-/* tracef - one "dns: ..." line to the lookup's trace callback */
-__attribute__((format(printf, 2, 3))) static void tracef(struct dns_lookup *lk, const char *fmt, ...)
+/* vtrace - one "dns: ..." line to a trace callback */
+static void vtrace(dns_trace_fn fn, void *arg, const char *fmt, va_list ap)
 {
-	if (lk->trace == NULL)
+	if (fn == NULL)
 		return;
 	char line[TRACE_MAX] = "dns: ";
+	vsnprintf(line + 5, sizeof(line) - 5, fmt, ap);
+	fn(arg, line);
+}
+
+/* lookup_trace - a line to one lookup's trace */
+__attribute__((format(printf, 2, 3))) static void lookup_trace(struct dns_lookup *lk, const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(line + 5, sizeof(line) - 5, fmt, ap);
+	vtrace(lk->trace, lk->trace_arg, fmt, ap);
 	va_end(ap);
-	lk->trace(lk->trace_arg, line);
+}
+
+/* flight_trace - a line of a shared resolution: to its leader's trace */
+__attribute__((format(printf, 2, 3))) static void flight_trace(struct flight *fl, const char *fmt, ...)
+{
+	if (fl->leader == NULL)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vtrace(fl->leader->trace, fl->leader->trace_arg, fmt, ap);
+	va_end(ap);
+}
+
+/* now_ms - the monotonic clock in milliseconds */
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		return 0; /* cannot fail with CLOCK_MONOTONIC */
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* appendf - append to a bounded buffer; "..." marks a cut */
@@ -349,193 +472,265 @@ struct dns_resolver *dns_resolver_new(struct event_base *base, const struct conf
 		return NULL;
 	}
 	struct dns_resolver *r = calloc(1, sizeof(*r));
-	if (r == NULL || (r->timer = evtimer_new(base, on_timer, r)) == NULL) {
+	if (r == NULL || (r->timer = evtimer_new(base, on_timer, r)) == NULL ||
+	    (r->sweep = evtimer_new(base, on_sweep, r)) == NULL) {
 		snprintf(why, why_size, "out of memory");
+		if (r != NULL && r->timer != NULL)
+			event_free(r->timer);
 		free(r);
 		return NULL;
 	}
 	r->base = base;
+	LIST_INIT(&r->lookups);
+	LIST_INIT(&r->flights);
+	TAILQ_INIT(&r->age);
+	for (size_t i = 0; i < CACHE_BUCKETS; i++)
+		LIST_INIT(&r->buckets[i]);
+	r->cache_ms = DNS_ANSWER_CACHE_MS_DEFAULT;
+	r->cache_max = DNS_ANSWER_CACHE_MAX;
 	prng_seed(r);
 	if (channel_setup(r, servers, timeout_ms, why, why_size))
 		return r;
 	if (r->channel != NULL)
 		ares_destroy(r->channel);
+	event_free(r->sweep);
 	event_free(r->timer);
 	free(r);
 	return NULL;
 }
 
-/* ------------------------------------------------------------- lookups */
+/* --------------------------------------------------------- answer cache */
 
-/* unlink_lookup - take a lookup off its resolver's running list */
-static void unlink_lookup(struct dns_lookup *lk)
+/* key_hash - FNV-1a of the domain, ASCII case folded */
+static uint32_t key_hash(const char *domain)
 {
-	if (lk->resolver == NULL)
-		return;
-	if (lk->prev != NULL)
-		lk->prev->next = lk->next;
-	else
-		lk->resolver->lookups = lk->next;
-	if (lk->next != NULL)
-		lk->next->prev = lk->prev;
-	lk->prev = lk->next = NULL;
-	lk->resolver = NULL;
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)domain; *p != '\0'; p++)
+		h = (h ^ (uint32_t)(*p >= 'A' && *p <= 'Z' ? *p + ('a' - 'A') : *p)) * 16777619u;
+	return h;
 }
 
-/* free_lookup - the lookup and all it owns */
-static void free_lookup(struct dns_lookup *lk)
+/* key_same - the same domain, ignoring case, and the same limits */
+static bool key_same(const struct dns_key *a, const struct dns_key *b)
 {
-	if (lk->kick != NULL)
-		event_free(lk->kick);
-	free(lk->work);
-	free(lk->answer.hosts);
-	free(lk->domain);
-	free(lk);
+	return a->hash == b->hash && a->limits.max_mx == b->limits.max_mx &&
+	       a->limits.max_addresses == b->limits.max_addresses && strcasecmp(a->domain, b->domain) == 0;
+}
+
+/* caching - whether answers are kept at all */
+static bool caching(const struct dns_resolver *r)
+{
+	return r->cache_ms > 0 && r->cache_max > 0;
+}
+
+/* cache_drop - forget one entry; no sweep pending once none is left */
+static void cache_drop(struct dns_resolver *r, struct cached *c)
+{
+	LIST_REMOVE(c, chain);
+	TAILQ_REMOVE(&r->age, c, age);
+	free(c->res.hosts);
+	free(c->key.domain);
+	free(c);
+	if (--r->cache_count == 0)
+		evtimer_del(r->sweep);
+}
+
+/* cache_trim - keep at most max entries, dropping the oldest */
+static void cache_trim(struct dns_resolver *r, size_t max)
+{
+	while (r->cache_count > max)
+		cache_drop(r, TAILQ_FIRST(&r->age));
+}
+
+/* cache_find - the fresh entry with this key; an expired one is dropped */
+static struct cached *cache_find(struct dns_resolver *r, const struct dns_key *key)
+{
+	for (struct cached *c = LIST_FIRST(&r->buckets[key->hash % CACHE_BUCKETS]); c != NULL;
+	     c = LIST_NEXT(c, chain)) {
+		if (!key_same(&c->key, key))
+			continue;
+		if (c->expires > now_ms())
+			return c;
+		cache_drop(r, c);
+		return NULL;
+	}
+	return NULL;
+}
+
+/* sweep_arm - look for expired entries in a while, if there are entries */
+static void sweep_arm(struct dns_resolver *r)
+{
+	if (r->cache_count == 0 || evtimer_pending(r->sweep, NULL))
+		return;
+	int64_t ms = r->cache_ms < SWEEP_MS_MIN   ? SWEEP_MS_MIN
+	             : r->cache_ms > SWEEP_MS_MAX ? SWEEP_MS_MAX
+	                                          : r->cache_ms;
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	evtimer_add(r->sweep, &tv); /* if that fails, entries still expire when found */
+}
+
+/* on_sweep - drop every expired entry */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns_resolver *r = arg;
+	int64_t now = now_ms();
+	struct cached *next;
+	for (struct cached *c = TAILQ_FIRST(&r->age); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, age);
+		if (c->expires <= now)
+			cache_drop(r, c);
+	}
+	sweep_arm(r);
+}
+
+/* keep_ms - how long a finished flight's result may be kept; 0: not at all */
+static int64_t keep_ms(const struct flight *fl)
+{
+	if (fl->res.status == DNS_TEMPFAIL || !caching(fl->resolver))
+		return 0;
+	return fl->ttl_ms < fl->resolver->cache_ms ? fl->ttl_ms : fl->resolver->cache_ms;
+}
+
+/* cache_store - keep a finished flight's result; takes its key and result */
+static void cache_store(struct flight *fl)
+{
+	struct dns_resolver *r = fl->resolver;
+	int64_t keep = keep_ms(fl);
+	if (keep <= 0)
+		return;
+	struct cached *c = cache_find(r, &fl->key);
+	if (c != NULL)
+		cache_drop(r, c);
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return; /* not kept: costs queries later, nothing else */
+	cache_trim(r, r->cache_max - 1);
+	c->key = fl->key;
+	c->res = fl->res;
+	fl->key.domain = NULL;
+	fl->res.hosts = NULL;
+	c->expires = now_ms() + keep;
+	LIST_INSERT_HEAD(&r->buckets[c->key.hash % CACHE_BUCKETS], c, chain);
+	TAILQ_INSERT_TAIL(&r->age, c, age);
+	r->cache_count++;
+	sweep_arm(r);
+}
+
+/* dns_resolver_set_answer_cache - see dns.h */
+bool dns_resolver_set_answer_cache(struct dns_resolver *resolver, int64_t answer_cache_ms, size_t max_answers)
+{
+	if (answer_cache_ms < 0 || answer_cache_ms > CACHE_MS_MAX || max_answers > CACHE_ANSWERS_MAX)
+		return false;
+	resolver->cache_ms = answer_cache_ms;
+	resolver->cache_max = max_answers;
+	cache_trim(resolver, caching(resolver) ? max_answers : 0);
+	return true;
+}
+
+/* ------------------------------------------------------------- flights */
+
+/* flight_find - the joinable flight with this key */
+static struct flight *flight_find(struct dns_resolver *r, const struct dns_key *key)
+{
+	for (struct flight *fl = LIST_FIRST(&r->flights); fl != NULL; fl = LIST_NEXT(fl, link))
+		if (key_same(&fl->key, key))
+			return fl;
+	return NULL;
+}
+
+/* flight_unlist - no lookup joins it any more */
+static void flight_unlist(struct flight *fl)
+{
+	if (!fl->listed)
+		return;
+	LIST_REMOVE(fl, link);
+	fl->listed = false;
+}
+
+/* flight_free - the flight and all it still owns (no members left) */
+static void flight_free(struct flight *fl)
+{
+	flight_unlist(fl);
+	free(fl->work);
+	free(fl->res.hosts);
+	free(fl->key.domain);
+	free(fl);
+}
+
+/* flight_abandon - nobody will use its answer: drain its queries, then free it */
+static void flight_abandon(struct flight *fl)
+{
+	fl->abandoned = true;
+	flight_unlist(fl);
+	if (fl->pending == 0)
+		flight_free(fl);
 }
 
 /* start_query - one ares_query for a name; false only if it could not be sent */
-static bool start_query(struct dns_lookup *lk, const char *name, enum qkind kind, size_t host)
+static bool start_query(struct flight *fl, const char *name, enum qkind kind, size_t host)
 {
 	struct dns_query *q = malloc(sizeof(*q));
 	if (q == NULL)
 		return false;
-	q->lookup = lk;
+	q->flight = fl;
 	q->kind = kind;
 	q->host = host;
-	lk->pending++;
+	fl->pending++;
 	int type = kind == Q_MX ? ns_t_mx : kind == Q_A ? ns_t_a : ns_t_aaaa;
-	struct dns_resolver *r = lk->resolver; /* the answer may come at once, but never done */
+	struct dns_resolver *r = fl->resolver; /* the answer may come at once; callers hold a guard */
 	ares_query(r->channel, name, ns_c_in, type, on_answer, q);
 	reschedule(r);
 	return true;
 }
 
-/* settle - the final answer is known before (or without) host lookups */
-__attribute__((format(printf, 3, 4))) static void settle(struct dns_lookup *lk, enum dns_status status,
+/* settle - the final status is known before (or without) host lookups */
+__attribute__((format(printf, 3, 4))) static void settle(struct flight *fl, enum dns_status status,
                                                          const char *fmt, ...)
 {
-	lk->answer.status = status;
+	fl->res.status = status;
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(lk->answer.detail, sizeof(lk->answer.detail), fmt, ap);
+	vsnprintf(fl->res.detail, sizeof(fl->res.detail), fmt, ap);
 	va_end(ap);
-	lk->answered = true;
+	fl->answered = true;
 }
 
 /* host_note_temp - remember the first temporary failure of a host lookup */
-static void host_note_temp(struct dns_lookup *lk, enum qkind kind, const char *name, const char *what)
+static void host_note_temp(struct flight *fl, enum qkind kind, const char *name, const char *what)
 {
-	if (lk->temp_detail[0] == '\0')
-		textf(lk->temp_detail, sizeof(lk->temp_detail), "%s %s: %s", kind_name(kind), name, what);
-}
-
-/* add_addresses - copy one host's addresses, IPv4 first, within the budget */
-static size_t add_addresses(struct dns_host *out, const struct host_work *w, size_t budget)
-{
-	size_t n = 0;
-	for (size_t i = 0; i < w->n4 && n < budget && n < DNS_HOST_ADDRS_MAX; i++, n++) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&out->addresses[n];
-		sin->sin_family = AF_INET;
-		sin->sin_addr = w->v4[i];
-	}
-	for (size_t i = 0; i < w->n6 && n < budget && n < DNS_HOST_ADDRS_MAX; i++, n++) {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->addresses[n];
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_addr = w->v6[i];
-	}
-	out->address_count = n;
-	return n;
-}
-
-/* assemble - the answer from the hosts' A/AAAA results */
-static void assemble(struct dns_lookup *lk)
-{
-	struct dns_answer *a = &lk->answer;
-	a->hosts = calloc(lk->work_count > 0 ? lk->work_count : 1, sizeof(*a->hosts));
-	if (a->hosts == NULL) {
-		settle(lk, DNS_TEMPFAIL, "out of memory");
-		return;
-	}
-	size_t total = 0;
-	bool temp = false;
-	for (size_t i = 0; i < lk->work_count; i++) {
-		const struct host_work *w = &lk->work[i];
-		temp = temp || w->temp;
-		if (w->n4 + w->n6 == 0) {
-			tracef(lk, "%s has no address: skipped", w->name);
-			continue;
-		}
-		if (total >= lk->limits.max_addresses) {
-			tracef(lk, "%s skipped: max_addresses (%zu) reached", w->name,
-			       lk->limits.max_addresses);
-			continue;
-		}
-		struct dns_host *h = &a->hosts[a->host_count++];
-		snprintf(h->name, sizeof(h->name), "%s", w->name);
-		h->preference = w->preference;
-		total += add_addresses(h, w, lk->limits.max_addresses - total);
-	}
-	if (a->host_count > 0) {
-		a->status = DNS_OK;
-		if (a->implicit_mx)
-			textf(a->detail, sizeof(a->detail), "no MX; using A/AAAA of %s (implicit MX)",
-			      lk->domain);
-		else
-			textf(a->detail, sizeof(a->detail), "%zu MX host(s), %zu address(es)", a->host_count,
-			      total);
-	} else if (temp) {
-		a->status = DNS_TEMPFAIL;
-		textf(a->detail, sizeof(a->detail), "%s: %s",
-		      a->implicit_mx ? "no MX, no address yet" : "no MX host resolves yet", lk->temp_detail);
-	} else {
-		a->status = DNS_NO_MAIL_HOST;
-		if (a->implicit_mx)
-			textf(a->detail, sizeof(a->detail), "no MX and no A/AAAA for %s", lk->domain);
-		else
-			textf(a->detail, sizeof(a->detail), "no MX host of %s has an address", lk->domain);
-	}
-}
-
-/* maybe_complete - all queries back: build the answer, call done from the loop */
-static void maybe_complete(struct dns_lookup *lk)
-{
-	if (lk->pending > 0 || lk->state != L_RUNNING || lk->cancelled)
-		return;
-	if (!lk->answered)
-		assemble(lk);
-	lk->state = L_FINISHING;
-	event_active(lk->kick, EV_TIMEOUT, 1);
+	if (fl->temp_detail[0] == '\0')
+		textf(fl->temp_detail, sizeof(fl->temp_detail), "%s %s: %s", kind_name(kind), name, what);
 }
 
 /* start_hosts - A and AAAA of every host in work[], all at once */
-static void start_hosts(struct dns_lookup *lk)
+static void start_hosts(struct flight *fl)
 {
-	lk->pending++; /* guard: answers may come while we still send */
-	for (size_t i = 0; i < lk->work_count; i++) {
-		struct host_work *w = &lk->work[i];
+	fl->pending++; /* guard: answers may come while we still send */
+	for (size_t i = 0; i < fl->work_count; i++) {
+		struct host_work *w = &fl->work[i];
 		for (enum qkind kind = Q_A; kind <= Q_AAAA; kind++) {
-			if (!start_query(lk, w->name, kind, i)) {
+			if (!start_query(fl, w->name, kind, i)) {
 				w->temp = true;
-				host_note_temp(lk, kind, w->name, "out of memory");
+				host_note_temp(fl, kind, w->name, "out of memory");
 			}
 		}
 	}
-	lk->pending--;
+	fl->pending--;
 }
 
 /* start_implicit - no MX: the domain itself is the mail host */
-static void start_implicit(struct dns_lookup *lk)
+static void start_implicit(struct flight *fl)
 {
-	lk->answer.implicit_mx = true;
-	tracef(lk, "no MX; using A/AAAA of %s (implicit MX)", lk->domain);
-	lk->work = calloc(1, sizeof(*lk->work));
-	if (lk->work == NULL) {
-		settle(lk, DNS_TEMPFAIL, "out of memory");
+	fl->res.implicit_mx = true;
+	flight_trace(fl, "no MX; using A/AAAA of %s (implicit MX)", fl->key.domain);
+	fl->work = calloc(1, sizeof(*fl->work));
+	if (fl->work == NULL) {
+		settle(fl, DNS_TEMPFAIL, "out of memory");
 		return;
 	}
-	lk->work_count = 1;
-	snprintf(lk->work[0].name, sizeof(lk->work[0].name), "%s", lk->domain);
-	start_hosts(lk);
+	fl->work_count = 1;
+	snprintf(fl->work[0].name, sizeof(fl->work[0].name), "%s", fl->key.domain);
+	start_hosts(fl);
 }
 
 /* is_root - the MX target "." of a null MX */
@@ -567,85 +762,87 @@ static void shuffle_equal(struct dns_resolver *r, struct ares_mx_reply **v, size
 	}
 }
 
-/* already_listed - a host name already among the first n of work[] */
-static bool already_listed(const struct dns_lookup *lk, const char *name)
+/* already_listed - a host name already in work[] */
+static bool already_listed(const struct flight *fl, const char *name)
 {
-	for (size_t i = 0; i < lk->work_count; i++)
-		if (strcasecmp(lk->work[i].name, name) == 0)
+	for (size_t i = 0; i < fl->work_count; i++)
+		if (strcasecmp(fl->work[i].name, name) == 0)
 			return true;
 	return false;
 }
 
 /* note_literal - an MX host that is an IP address: looked up as a name anyway */
-static void note_literal(struct dns_lookup *lk, const char *name)
+static void note_literal(struct flight *fl, const char *name)
 {
 	unsigned char buf[sizeof(struct in6_addr)];
 	if (inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1)
-		tracef(lk, "MX host %s is an IP address, not a name (bad practice); looking it up as a name",
-		       name);
+		flight_trace(
+		        fl, "MX host %s is an IP address, not a name (bad practice); looking it up as a name",
+		        name);
 }
 
-/* keep_hosts - sorted, shuffled, deduplicated, at most max_mx, into work[] */
-static void keep_hosts(struct dns_lookup *lk, struct ares_mx_reply **v, size_t n)
+/* keep_hosts - sorted, shuffled (which of equal preferences are kept),
+ * deduplicated, at most max_mx, into work[] */
+static void keep_hosts(struct flight *fl, struct ares_mx_reply **v, size_t n)
 {
 	qsort(v, n, sizeof(*v), by_preference);
-	shuffle_equal(lk->resolver, v, n);
+	shuffle_equal(fl->resolver, v, n);
 	for (size_t i = 0; i < n; i++) {
-		if (lk->work_count >= lk->limits.max_mx) {
-			tracef(lk, "keeping the first %zu MX hosts (max_mx)", lk->limits.max_mx);
+		if (fl->work_count >= fl->key.limits.max_mx) {
+			flight_trace(fl, "keeping the first %zu MX hosts (max_mx)", fl->key.limits.max_mx);
 			break;
 		}
-		if (strlen(v[i]->host) > DNS_NAME_MAX || already_listed(lk, v[i]->host))
+		if (strlen(v[i]->host) > DNS_NAME_MAX || already_listed(fl, v[i]->host))
 			continue;
-		note_literal(lk, v[i]->host);
-		struct host_work *w = &lk->work[lk->work_count++];
+		note_literal(fl, v[i]->host);
+		struct host_work *w = &fl->work[fl->work_count++];
 		snprintf(w->name, sizeof(w->name), "%s", v[i]->host);
 		w->preference = v[i]->priority;
 	}
 }
 
 /* trace_mx - "MX d? -> 10 a, 20 b" in the order the server gave */
-static void trace_mx(struct dns_lookup *lk, const struct ares_mx_reply *mx)
+static void trace_mx(struct flight *fl, const struct ares_mx_reply *mx)
 {
 	char list[TRACE_MAX - 64] = "";
 	for (const struct ares_mx_reply *m = mx; m != NULL; m = m->next)
 		appendf(list, sizeof(list), "%s%u %s", m == mx ? "" : ", ", m->priority,
 		        is_root(m->host) ? "." : m->host);
-	tracef(lk, "MX %s? -> %s", lk->domain, list);
+	flight_trace(fl, "MX %s? -> %s", fl->key.domain, list);
 }
 
 /* use_mx - MX records parsed: null MX, or the hosts to resolve */
-static void use_mx(struct dns_lookup *lk, struct ares_mx_reply *mx)
+static void use_mx(struct flight *fl, struct ares_mx_reply *mx)
 {
-	trace_mx(lk, mx);
+	trace_mx(fl, mx);
 	size_t total = 0, roots = 0;
 	for (const struct ares_mx_reply *m = mx; m != NULL; m = m->next, total++)
 		roots += is_root(m->host);
 	if (roots == total) {
-		settle(lk, DNS_NULL_MX, "null MX (RFC 7505)");
+		settle(fl, DNS_NULL_MX, "null MX (RFC 7505)");
 		return;
 	}
 	if (roots > 0)
-		tracef(lk, "ignoring the null MX entry among real MX hosts");
+		flight_trace(fl, "ignoring the null MX entry among real MX hosts");
+	size_t max_mx = fl->key.limits.max_mx;
 	struct ares_mx_reply **v = calloc(total - roots, sizeof(*v));
-	lk->work = calloc(total - roots < lk->limits.max_mx ? total - roots : lk->limits.max_mx,
-	                  sizeof(*lk->work));
-	if (v == NULL || lk->work == NULL) {
+	fl->work = calloc(total - roots < max_mx ? total - roots : max_mx, sizeof(*fl->work));
+	if (v == NULL || fl->work == NULL) {
 		free(v);
-		settle(lk, DNS_TEMPFAIL, "out of memory");
+		settle(fl, DNS_TEMPFAIL, "out of memory");
 		return;
 	}
 	size_t n = 0;
 	for (struct ares_mx_reply *m = mx; m != NULL; m = m->next)
 		if (!is_root(m->host))
 			v[n++] = m;
-	keep_hosts(lk, v, n);
+	keep_hosts(fl, v, n);
 	free(v);
-	start_hosts(lk);
+	start_hosts(fl);
 }
 
 /* on_mx - the MX query came back */
-static void on_mx(struct dns_lookup *lk, int status, unsigned char *abuf, int alen)
+static void on_mx(struct flight *fl, int status, unsigned char *abuf, int alen)
 {
 	struct ares_mx_reply *mx = NULL;
 	if (status == ARES_SUCCESS) {
@@ -654,33 +851,46 @@ static void on_mx(struct dns_lookup *lk, int status, unsigned char *abuf, int al
 			status = ARES_ENODATA;
 	}
 	if (status == ARES_SUCCESS) {
-		use_mx(lk, mx);
+		use_mx(fl, mx);
 		ares_free_data(mx);
 		return;
 	}
-	tracef(lk, "MX %s? -> %s", lk->domain, status_text(status));
+	flight_trace(fl, "MX %s? -> %s", fl->key.domain, status_text(status));
 	if (status == ARES_ENODATA)
-		start_implicit(lk);
+		start_implicit(fl);
 	else if (status == ARES_ENOTFOUND || status == ARES_EBADNAME)
-		settle(lk, DNS_NXDOMAIN, "MX %s: %s", lk->domain, status_text(status));
+		settle(fl, DNS_NXDOMAIN, "MX %s: %s", fl->key.domain, status_text(status));
 	else
-		settle(lk, DNS_TEMPFAIL, "MX %s: %s", lk->domain, status_text(status));
+		settle(fl, DNS_TEMPFAIL, "MX %s: %s", fl->key.domain, status_text(status));
+}
+
+/* note_ttl - the answer may be kept no longer than a record's TTL */
+static void note_ttl(struct flight *fl, int ttl)
+{
+	int64_t ms = ttl > 0 ? (int64_t)ttl * 1000 : 0;
+	if (ms < fl->ttl_ms)
+		fl->ttl_ms = ms;
 }
 
 /* take_addresses - parse an A or AAAA answer into the host's list */
-static int take_addresses(struct host_work *w, enum qkind kind, unsigned char *abuf, int alen)
+static int take_addresses(struct flight *fl, struct host_work *w, enum qkind kind, unsigned char *abuf,
+                          int alen)
 {
 	int n = DNS_HOST_ADDRS_MAX, status;
 	if (kind == Q_A) {
 		struct ares_addrttl ttls[DNS_HOST_ADDRS_MAX];
 		status = ares_parse_a_reply(abuf, alen, NULL, ttls, &n);
-		for (int i = 0; status == ARES_SUCCESS && i < n; i++)
+		for (int i = 0; status == ARES_SUCCESS && i < n; i++) {
 			w->v4[w->n4++] = ttls[i].ipaddr;
+			note_ttl(fl, ttls[i].ttl);
+		}
 	} else {
 		struct ares_addr6ttl ttls[DNS_HOST_ADDRS_MAX];
 		status = ares_parse_aaaa_reply(abuf, alen, NULL, ttls, &n);
-		for (int i = 0; status == ARES_SUCCESS && i < n; i++)
+		for (int i = 0; status == ARES_SUCCESS && i < n; i++) {
 			memcpy(&w->v6[w->n6++], &ttls[i].ip6addr, sizeof(struct in6_addr));
+			note_ttl(fl, ttls[i].ttl);
+		}
 	}
 	if (status == ARES_SUCCESS && n == 0)
 		status = ARES_ENODATA;
@@ -688,7 +898,7 @@ static int take_addresses(struct host_work *w, enum qkind kind, unsigned char *a
 }
 
 /* trace_addresses - "A host? -> 192.0.2.1, 192.0.2.2" */
-static void trace_addresses(struct dns_lookup *lk, const struct host_work *w, enum qkind kind)
+static void trace_addresses(struct flight *fl, const struct host_work *w, enum qkind kind)
 {
 	char list[TRACE_MAX - 64] = "", text[INET6_ADDRSTRLEN];
 	size_t n = kind == Q_A ? w->n4 : w->n6;
@@ -698,48 +908,315 @@ static void trace_addresses(struct dns_lookup *lk, const struct host_work *w, en
 			snprintf(text, sizeof(text), "?");
 		appendf(list, sizeof(list), "%s%s", i > 0 ? ", " : "", text);
 	}
-	tracef(lk, "%s %s? -> %s", kind_name(kind), w->name, list);
+	flight_trace(fl, "%s %s? -> %s", kind_name(kind), w->name, list);
 }
 
 /* on_host - an A or AAAA query of a mail host came back */
-static void on_host(struct dns_lookup *lk, enum qkind kind, size_t host, int status, unsigned char *abuf,
+static void on_host(struct flight *fl, enum qkind kind, size_t host, int status, unsigned char *abuf,
                     int alen)
 {
-	struct host_work *w = &lk->work[host];
+	struct host_work *w = &fl->work[host];
 	if (status == ARES_SUCCESS)
-		status = take_addresses(w, kind, abuf, alen);
+		status = take_addresses(fl, w, kind, abuf, alen);
 	if (status == ARES_SUCCESS) {
-		trace_addresses(lk, w, kind);
+		trace_addresses(fl, w, kind);
 		return;
 	}
-	tracef(lk, "%s %s? -> %s", kind_name(kind), w->name, status_text(status));
+	flight_trace(fl, "%s %s? -> %s", kind_name(kind), w->name, status_text(status));
 	if (status != ARES_ENOTFOUND && status != ARES_ENODATA && status != ARES_EBADNAME) {
 		w->temp = true;
-		host_note_temp(lk, kind, w->name, status_text(status));
+		host_note_temp(fl, kind, w->name, status_text(status));
 	}
+}
+
+/* pack_hosts - the hosts of work[] that have an address, in one block:
+ * hosts, then each one's IPv6 and IPv4 addresses and name; false if out of memory */
+static bool pack_hosts(struct result *res, const struct host_work *work, size_t n)
+{
+	size_t kept = 0, bytes = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (work[i].n4 + work[i].n6 == 0)
+			continue;
+		kept++;
+		bytes += work[i].n6 * sizeof(struct in6_addr) + work[i].n4 * sizeof(struct in_addr) +
+		         strlen(work[i].name) + 1;
+	}
+	if (kept == 0)
+		return true;
+	res->hosts = malloc(kept * sizeof(*res->hosts) + bytes);
+	if (res->hosts == NULL)
+		return false;
+	unsigned char *p = (unsigned char *)(res->hosts + kept); /* in6_addr and in_addr need 4 */
+	for (size_t i = 0; i < n; i++) {
+		const struct host_work *w = &work[i];
+		if (w->n4 + w->n6 == 0)
+			continue;
+		struct mail_host *h = &res->hosts[res->host_count++];
+		h->preference = w->preference;
+		h->n4 = w->n4;
+		h->n6 = w->n6;
+		h->v6 = memcpy(p, w->v6, w->n6 * sizeof(struct in6_addr));
+		p += w->n6 * sizeof(struct in6_addr);
+		h->v4 = memcpy(p, w->v4, w->n4 * sizeof(struct in_addr));
+		p += w->n4 * sizeof(struct in_addr);
+		h->name = memcpy(p, w->name, strlen(w->name) + 1);
+		p += strlen(w->name) + 1;
+	}
+	return true;
+}
+
+/* conclude - every query is back: the result's status, and its hosts */
+static void conclude(struct flight *fl)
+{
+	struct result *res = &fl->res;
+	if (fl->answered)
+		return;
+	bool temp = false;
+	for (size_t i = 0; i < fl->work_count; i++) {
+		temp = temp || fl->work[i].temp;
+		if (fl->work[i].n4 + fl->work[i].n6 == 0)
+			flight_trace(fl, "%s has no address: skipped", fl->work[i].name);
+	}
+	if (!pack_hosts(res, fl->work, fl->work_count))
+		settle(fl, DNS_TEMPFAIL, "out of memory");
+	else if (res->host_count > 0)
+		res->status = DNS_OK; /* its detail: see assemble */
+	else if (temp)
+		settle(fl, DNS_TEMPFAIL, "%s: %s",
+		       res->implicit_mx ? "no MX, no address yet" : "no MX host resolves yet",
+		       fl->temp_detail);
+	else if (res->implicit_mx)
+		settle(fl, DNS_NO_MAIL_HOST, "no MX and no A/AAAA for %s", fl->key.domain);
+	else
+		settle(fl, DNS_NO_MAIL_HOST, "no MX host of %s has an address", fl->key.domain);
+}
+
+/* ------------------------------------------------------------- answers */
+
+/* lookup_fail - a lookup's answer is a temporary failure of its own */
+static void lookup_fail(struct dns_lookup *lk, const char *why)
+{
+	free(lk->answer.hosts);
+	lk->answer.hosts = NULL;
+	lk->answer.host_count = 0;
+	lk->answer.status = DNS_TEMPFAIL;
+	snprintf(lk->answer.detail, sizeof(lk->answer.detail), "%s", why);
+}
+
+/* shuffled_order - indexes of res->hosts, equal preferences in this lookup's own random order */
+static void shuffled_order(struct dns_resolver *r, const struct result *res, size_t *order)
+{
+	for (size_t i = 0; i < res->host_count; i++)
+		order[i] = i;
+	for (size_t start = 0, end; start < res->host_count; start = end) {
+		unsigned pref = res->hosts[start].preference;
+		for (end = start + 1; end < res->host_count && res->hosts[end].preference == pref; end++)
+			;
+		for (size_t i = end - 1; i > start; i--) {
+			size_t j = start + (size_t)(prng_next(r) % (i - start + 1));
+			size_t t = order[i];
+			order[i] = order[j];
+			order[j] = t;
+		}
+	}
+}
+
+/* add_addresses - copy one host's addresses, IPv4 first, within the budget */
+static size_t add_addresses(struct dns_host *out, const struct mail_host *m, size_t budget)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < m->n4 && n < budget && n < DNS_HOST_ADDRS_MAX; i++, n++) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&out->addresses[n];
+		sin->sin_family = AF_INET;
+		sin->sin_addr = m->v4[i];
+	}
+	for (size_t i = 0; i < m->n6 && n < budget && n < DNS_HOST_ADDRS_MAX; i++, n++) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->addresses[n];
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_addr = m->v6[i];
+	}
+	out->address_count = n;
+	return n;
+}
+
+/* assemble - one lookup's answer from a finished result: its own order of
+ * equal preferences, max_addresses applied in that order; tracing: the
+ * lookup led the resolution, so its trace hears about the cuts */
+static void assemble(struct dns_lookup *lk, const struct result *res, bool tracing)
+{
+	struct dns_answer *a = &lk->answer;
+	a->status = res->status;
+	a->implicit_mx = res->implicit_mx;
+	snprintf(a->detail, sizeof(a->detail), "%s", res->detail);
+	if (res->status != DNS_OK)
+		return;
+	a->hosts = calloc(res->host_count, sizeof(*a->hosts));
+	if (a->hosts == NULL) {
+		lookup_fail(lk, "out of memory");
+		return;
+	}
+	size_t order[HARD_MAX_MX], total = 0;
+	shuffled_order(lk->resolver, res, order);
+	for (size_t i = 0; i < res->host_count; i++) {
+		const struct mail_host *m = &res->hosts[order[i]];
+		if (total >= lk->limits.max_addresses) {
+			if (tracing)
+				lookup_trace(lk, "%s skipped: max_addresses (%zu) reached", m->name,
+				             lk->limits.max_addresses);
+			continue;
+		}
+		struct dns_host *h = &a->hosts[a->host_count++];
+		snprintf(h->name, sizeof(h->name), "%s", m->name);
+		h->preference = m->preference;
+		total += add_addresses(h, m, lk->limits.max_addresses - total);
+	}
+	if (a->implicit_mx)
+		textf(a->detail, sizeof(a->detail), "no MX; using A/AAAA of %s (implicit MX)", lk->domain);
+	else
+		textf(a->detail, sizeof(a->detail), "%zu MX host(s), %zu address(es)", a->host_count, total);
+}
+
+/* answer_ready - the lookup's answer is built: done runs from the loop */
+static void answer_ready(struct dns_lookup *lk)
+{
+	lk->state = L_FINISHING;
+	event_active(lk->kick, EV_TIMEOUT, 1);
+}
+
+/* flight_finish - hand the result to every member, keep it, free the flight */
+static void flight_finish(struct flight *fl)
+{
+	conclude(fl);
+	struct dns_lookup *lk;
+	while ((lk = LIST_FIRST(&fl->members)) != NULL) {
+		LIST_REMOVE(lk, member);
+		lk->flight = NULL;
+		assemble(lk, &fl->res, lk == fl->leader);
+		answer_ready(lk);
+	}
+	cache_store(fl);
+	flight_free(fl);
+}
+
+/* flight_check - after a query or a guard: finish, or free an abandoned
+ * flight, once nothing is in flight any more */
+static void flight_check(struct flight *fl)
+{
+	if (fl->pending > 0)
+		return;
+	if (fl->abandoned)
+		flight_free(fl);
+	else
+		flight_finish(fl);
 }
 
 /* on_answer - every ares_query ends here, exactly once */
 static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
 	struct dns_query *q = arg;
-	struct dns_lookup *lk = q->lookup;
+	struct flight *fl = q->flight;
 	enum qkind kind = q->kind;
 	size_t host = q->host;
 	free(q);
-	lk->pending--;
-	if (lk->cancelled) {
-		if (lk->pending == 0)
-			free_lookup(lk);
+	fl->pending--;
+	if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)
+		fl->abandoned = true; /* the channel is going away: no done, no new queries */
+	if (fl->abandoned)
+		flight_unlist(fl);
+	else if (kind == Q_MX)
+		on_mx(fl, status, abuf, alen);
+	else
+		on_host(fl, kind, host, status, abuf, alen);
+	flight_check(fl);
+}
+
+/* flight_start - a new resolution led by lk; false if out of memory */
+static bool flight_start(struct dns_lookup *lk, const struct dns_key *key)
+{
+	struct dns_resolver *r = lk->resolver;
+	struct flight *fl = calloc(1, sizeof(*fl));
+	char *domain = strdup(key->domain);
+	if (fl == NULL || domain == NULL) {
+		free(fl);
+		free(domain);
+		return false;
+	}
+	fl->resolver = r;
+	fl->key = *key;
+	fl->key.domain = domain;
+	fl->ttl_ms = INT64_MAX;
+	fl->leader = lk;
+	LIST_INIT(&fl->members);
+	LIST_INSERT_HEAD(&fl->members, lk, member);
+	lk->flight = fl;
+	lk->state = L_WAITING;
+	LIST_INSERT_HEAD(&r->flights, fl, link);
+	fl->listed = true;
+	fl->pending++; /* guard: the answer may come at once */
+	if (!start_query(fl, domain, Q_MX, 0))
+		settle(fl, DNS_TEMPFAIL, "out of memory");
+	fl->pending--;
+	flight_check(fl);
+	return true;
+}
+
+/* flight_leave - a member is cancelled; the others still get the answer */
+static void flight_leave(struct dns_lookup *lk)
+{
+	struct flight *fl = lk->flight;
+	LIST_REMOVE(lk, member);
+	lk->flight = NULL;
+	if (fl->leader == lk)
+		fl->leader = NULL; /* its trace callback may go away with it */
+	if (LIST_EMPTY(&fl->members) && !caching(fl->resolver))
+		flight_abandon(fl);
+}
+
+/* ------------------------------------------------------------- lookups */
+
+/* lookup_unlist - take a lookup off its resolver's list */
+static void lookup_unlist(struct dns_lookup *lk)
+{
+	if (lk->resolver == NULL)
+		return;
+	LIST_REMOVE(lk, link);
+	lk->resolver = NULL;
+}
+
+/* free_lookup - the lookup and all it owns */
+static void free_lookup(struct dns_lookup *lk)
+{
+	if (lk->kick != NULL)
+		event_free(lk->kick);
+	free(lk->answer.hosts);
+	free(lk->domain);
+	free(lk);
+}
+
+/* lookup_begin - from the cache, by joining a flight, or by starting one */
+static void lookup_begin(struct dns_lookup *lk)
+{
+	struct dns_resolver *r = lk->resolver;
+	struct dns_key key = {.domain = lk->domain, .hash = key_hash(lk->domain), .limits = lk->limits};
+	const struct cached *c = cache_find(r, &key);
+	if (c != NULL) {
+		assemble(lk, &c->res, false);
+		lookup_trace(lk, "MX %s? -> (cached) %s", lk->domain, lk->answer.detail);
+		answer_ready(lk);
 		return;
 	}
-	if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)
-		return; /* the channel is going away: no done, no new queries */
-	if (kind == Q_MX)
-		on_mx(lk, status, abuf, alen);
-	else
-		on_host(lk, kind, host, status, abuf, alen);
-	maybe_complete(lk);
+	struct flight *fl = flight_find(r, &key);
+	if (fl != NULL) {
+		LIST_INSERT_HEAD(&fl->members, lk, member);
+		lk->flight = fl;
+		lk->state = L_WAITING;
+		lookup_trace(lk, "MX %s? -> joined a lookup already in flight", lk->domain);
+		return;
+	}
+	if (!flight_start(lk, &key)) {
+		lookup_fail(lk, "out of memory");
+		answer_ready(lk);
+	}
 }
 
 /* on_kick - from the loop: start the lookup, or hand over its answer */
@@ -747,16 +1224,24 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
 	struct dns_lookup *lk = arg;
 	if (lk->state == L_START) {
-		lk->state = L_RUNNING;
-		if (!start_query(lk, lk->domain, Q_MX, 0))
-			settle(lk, DNS_TEMPFAIL, "out of memory");
-		maybe_complete(lk);
+		lookup_begin(lk);
 		return;
 	}
 	lk->state = L_IN_DONE;
-	unlink_lookup(lk);
+	lookup_unlist(lk);
 	lk->done(lk->done_arg, &lk->answer);
 	free_lookup(lk);
+}
+
+/* clamp_limits - the caller's limits, or the defaults, within bounds */
+static struct dns_limits clamp_limits(const struct dns_limits *limits)
+{
+	struct dns_limits l = {.max_mx = limits != NULL ? limits->max_mx : DEFAULT_MAX_MX,
+	                       .max_addresses =
+	                               limits != NULL ? limits->max_addresses : DEFAULT_MAX_ADDRESSES};
+	l.max_mx = l.max_mx < 1 ? 1 : l.max_mx > HARD_MAX_MX ? HARD_MAX_MX : l.max_mx;
+	l.max_addresses = l.max_addresses < 1 ? 1 : l.max_addresses;
+	return l;
 }
 
 /* dns_lookup_mx - see dns.h */
@@ -773,21 +1258,13 @@ struct dns_lookup *dns_lookup_mx(struct dns_resolver *resolver, const char *doma
 		free_lookup(lk);
 		return NULL;
 	}
-	lk->limits.max_mx = limits != NULL ? limits->max_mx : DEFAULT_MAX_MX;
-	lk->limits.max_addresses = limits != NULL ? limits->max_addresses : DEFAULT_MAX_ADDRESSES;
-	lk->limits.max_mx = lk->limits.max_mx < 1             ? 1
-	                    : lk->limits.max_mx > HARD_MAX_MX ? HARD_MAX_MX
-	                                                      : lk->limits.max_mx;
-	lk->limits.max_addresses = lk->limits.max_addresses < 1 ? 1 : lk->limits.max_addresses;
+	lk->limits = clamp_limits(limits);
 	lk->trace = trace;
 	lk->trace_arg = trace_arg;
 	lk->done = done;
 	lk->done_arg = arg;
 	lk->resolver = resolver;
-	lk->next = resolver->lookups;
-	if (lk->next != NULL)
-		lk->next->prev = lk;
-	resolver->lookups = lk;
+	LIST_INSERT_HEAD(&resolver->lookups, lk, link);
 	event_active(lk->kick, EV_TIMEOUT, 1);
 	return lk;
 }
@@ -800,11 +1277,10 @@ void dns_lookup_cancel(struct dns_lookup *lookup)
 	lookup->cancelled = true;
 	if (lookup->state == L_IN_DONE)
 		return; /* inside its own done: freed when done returns */
-	unlink_lookup(lookup);
-	event_free(lookup->kick);
-	lookup->kick = NULL;
-	if (lookup->pending == 0)
-		free_lookup(lookup);
+	if (lookup->state == L_WAITING)
+		flight_leave(lookup);
+	lookup_unlist(lookup);
+	free_lookup(lookup);
 }
 
 /* dns_resolver_free - see dns.h */
@@ -812,11 +1288,15 @@ void dns_resolver_free(struct dns_resolver *resolver)
 {
 	if (resolver == NULL)
 		return;
-	while (resolver->lookups != NULL)
-		dns_lookup_cancel(resolver->lookups);
-	ares_destroy(resolver->channel); /* cancelled lookups still waiting are freed here */
+	while (!LIST_EMPTY(&resolver->lookups))
+		dns_lookup_cancel(LIST_FIRST(&resolver->lookups));
+	while (!LIST_EMPTY(&resolver->flights))
+		flight_abandon(LIST_FIRST(&resolver->flights));
+	ares_destroy(resolver->channel); /* abandoned flights are freed with their last query */
+	cache_trim(resolver, 0);
 	while (resolver->socks != NULL)
 		sock_forget(resolver, &resolver->socks);
+	event_free(resolver->sweep);
 	event_free(resolver->timer);
 	free(resolver);
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "dns.h"
+#include "log.h"
 
 /* engine_helo_name - see engine.h */
 bool engine_helo_name(const char *configured, char *out, size_t size, char *why, size_t why_size)
@@ -70,8 +71,15 @@ struct engine *engine_new(const struct conf *conf, char *why, size_t why_size)
 	}
 	engine->env.conf = conf;
 	engine->env.helo_name = engine->helo_name;
-	if (!engine_helo_name(conf->helo_name, engine->helo_name, sizeof(engine->helo_name), why, why_size))
-		goto fail;
+	if (!engine_helo_name(conf->helo_name, engine->helo_name, sizeof(engine->helo_name), why, why_size)) {
+		/* Probing goes on (mail must flow), but the admin must hear of it:
+		 * many servers refuse an unqualified EHLO name, and those answers
+		 * come back as "blocked", never as a rejection. */
+		if (gethostname(engine->helo_name, sizeof(engine->helo_name)) != 0)
+			snprintf(engine->helo_name, sizeof(engine->helo_name), "localhost.localdomain");
+		engine->helo_name[sizeof(engine->helo_name) - 1] = '\0';
+		log_msg(LOG_ERR, "%s; probing as \"%s\" meanwhile", why, engine->helo_name);
+	}
 	engine->env.base = event_base_new();
 	if (engine->env.base == NULL) {
 		snprintf(why, why_size, "cannot create the event loop");

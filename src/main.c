@@ -23,8 +23,10 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "engine.h"
 #include "log.h"
 #include "milter.h"
+#include "verify.h"
 
 #define EXIT_USAGE 2
 
@@ -212,38 +214,63 @@ static void remove_file(const char *what, const char *path)
 		log_msg(LOG_NOTICE, "could not remove %s %s: %s", what, path, strerror(errno));
 }
 
-/* detach - become a daemon: new session, no terminal, cwd "/" */
-static bool detach(void)
+/*
+ * detach_begin - fork into the background, keeping the terminal until ready.
+ * The original process waits on a pipe and exits 0 only when the daemon
+ * reports that it is serving (so systemd's Type=forking, or an admin's
+ * shell, sees start-up errors as a failed start), 1 otherwise. Returns the
+ * pipe's write end in the daemon, -1 on failure.
+ */
+static int detach_begin(void)
 {
+	int ready[2];
+	if (pipe(ready) != 0) {
+		log_msg(LOG_ERR, "pipe: %s", strerror(errno));
+		return -1;
+	}
 	pid_t pid = fork();
 	if (pid < 0) {
 		log_msg(LOG_ERR, "fork: %s", strerror(errno));
-		return false;
+		return -1;
 	}
-	if (pid > 0)
-		_exit(EXIT_SUCCESS);
-	if (setsid() < 0) {
-		log_msg(LOG_ERR, "setsid: %s", strerror(errno));
-		return false;
+	if (pid > 0) {
+		close(ready[1]);
+		char ok = 0;
+		ssize_t n;
+		while ((n = read(ready[0], &ok, 1)) < 0 && errno == EINTR)
+			;
+		_exit(n == 1 && ok == '1' ? EXIT_SUCCESS : EXIT_FAILURE);
 	}
+	close(ready[0]);
+	if (setsid() < 0)
+		log_msg(LOG_WARNING, "setsid: %s", strerror(errno));
 	pid = fork(); /* never reacquire a controlling terminal */
 	if (pid < 0) {
 		log_msg(LOG_ERR, "fork: %s", strerror(errno));
-		return false;
+		return -1;
 	}
 	if (pid > 0)
-		_exit(EXIT_SUCCESS);
+		_exit(EXIT_SUCCESS); /* the waiting parent holds the read end */
 	if (chdir("/") != 0)
-		return false;
+		log_msg(LOG_WARNING, "chdir /: %s", strerror(errno));
+	return ready[1];
+}
+
+/* detach_finish - tell the waiting parent we serve; let go of the terminal */
+static void detach_finish(int ready_fd, const struct conf *conf, const struct options *opts)
+{
+	if (write(ready_fd, "1", 1) != 1)
+		log_msg(LOG_WARNING, "could not report readiness: %s", strerror(errno));
+	close(ready_fd);
 	int null = open("/dev/null", O_RDWR);
-	if (null < 0)
-		return false;
-	dup2(null, STDIN_FILENO);
-	dup2(null, STDOUT_FILENO);
-	dup2(null, STDERR_FILENO);
-	if (null > STDERR_FILENO)
-		close(null);
-	return true;
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	log_open("vemilter", conf->syslog_facility, false, opts->debug ? LOG_DEBUG : conf->log_level);
 }
 
 /* log_reload_error - conf_load's callback during a reload */
@@ -302,39 +329,68 @@ static int run_until_stopped(const struct conf *running, const struct options *o
 	}
 }
 
-/* serve - everything after the config is known good; returns the exit status */
-static int serve(struct conf *conf, const struct options *opts)
+/* What start_serving() got done, so a failure undoes only its own work. */
+struct startup {
+	bool pid_written;
+	bool listening;
+	struct verifier *verifier;
+};
+
+/* start_serving - from a known-good config to a listening, verifying
+ * daemon; false (logged) on failure. The pid file is written before the
+ * socket opens, so whoever sees the socket finds the pid too. */
+static bool start_serving(struct conf *conf, struct startup *up)
 {
 	uid_t uid;
 	gid_t user_gid, socket_gid;
 	const char *socket_path = milter_socket_path(conf->socket);
 
 	if (!lookup_ids(conf, &uid, &user_gid, &socket_gid))
-		return EXIT_FAILURE;
+		return false;
 	if (socket_path != NULL && !prepare_socket_dir(socket_path, uid, user_gid))
-		return EXIT_FAILURE;
+		return false;
 	if (!milter_open(conf))
-		return EXIT_FAILURE;
-	if (socket_path != NULL && !own_socket(socket_path, uid, socket_gid)) {
-		remove_file("socket", socket_path);
-		return EXIT_FAILURE;
+		return false; /* e.g. another vemilter is running: touch nothing of its */
+	if (!(up->pid_written = write_pid_file(conf->pid_file)))
+		return false;
+	if (!(up->listening = milter_listen(conf)))
+		return false;
+	if ((socket_path != NULL && !own_socket(socket_path, uid, socket_gid)) ||
+	    !drop_privileges(conf, uid, user_gid))
+		return false;
+	/* After the fork and the user switch: the engine thread must live in
+	 * the final process, and the cache file belongs to the user. */
+	char why[300];
+	up->verifier = verifier_new(conf, why, sizeof(why));
+	if (up->verifier == NULL) {
+		log_msg(LOG_ERR, "cannot start verification: %s", why);
+		return false;
 	}
-	if (!opts->foreground) {
-		if (!detach())
-			return EXIT_FAILURE;
-		log_open("vemilter", conf->syslog_facility, false, opts->debug ? LOG_DEBUG : conf->log_level);
-	}
-	if (!write_pid_file(conf->pid_file)) {
-		remove_file("socket", socket_path);
+	milter_set_verifier(up->verifier);
+	return true;
+}
+
+/* serve - everything after the config is known good; returns the exit status */
+static int serve(struct conf *conf, const struct options *opts)
+{
+	int ready_fd = -1;
+	if (!opts->foreground && (ready_fd = detach_begin()) < 0)
 		return EXIT_FAILURE;
-	}
+	struct startup up = {0};
 	int status = EXIT_FAILURE;
-	if (drop_privileges(conf, uid, user_gid)) {
+	if (start_serving(conf, &up)) {
+		if (ready_fd >= 0)
+			detach_finish(ready_fd, conf, opts);
 		log_msg(LOG_NOTICE, "vemilter %s started (config %s)", PACKAGE_VERSION, conf->path);
 		status = run_until_stopped(conf, opts);
+	} else if (ready_fd >= 0) {
+		close(ready_fd); /* the waiting parent exits 1 */
 	}
-	remove_file("socket", socket_path);
-	remove_file("pid file", conf->pid_file);
+	verifier_free(up.verifier);
+	if (up.listening)
+		remove_file("socket", milter_socket_path(conf->socket));
+	if (up.pid_written)
+		remove_file("pid file", conf->pid_file);
 	log_msg(LOG_NOTICE, "vemilter stopped");
 	return status;
 }
@@ -356,6 +412,8 @@ int main(int argc, char **argv)
 		conf_unref(conf);
 		return EXIT_SUCCESS;
 	}
+	signal(SIGPIPE, SIG_IGN); /* a peer closing while we write must not kill us */
+	engine_raise_fd_limit();  /* one socket per probe in flight */
 	/* Until detached, messages go to the terminal where an admin sees them. */
 	log_open("vemilter", conf->syslog_facility, true, opts.debug ? LOG_DEBUG : conf->log_level);
 	int status = serve(conf, &opts);

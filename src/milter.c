@@ -30,31 +30,52 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
+#include "policy.h"
 #include "precheck.h"
+#include "verify.h"
 
 static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
-	struct conf *conf; /* current configuration; a reference */
-	int sessions;      /* live struct connection objects */
-	bool serving;      /* the libmilter thread is running */
-	int main_status;   /* smfi_main's result, once it returned */
-	pthread_t thread;  /* runs smfi_main */
-	pthread_t owner;   /* the thread that called milter_start: told when serving ends */
+	struct conf *conf;         /* current configuration; a reference */
+	int sessions;              /* live struct connection objects */
+	bool serving;              /* the libmilter thread is running */
+	int main_status;           /* smfi_main's result, once it returned */
+	pthread_t thread;          /* runs smfi_main */
+	pthread_t owner;           /* the thread that called milter_start: told when serving ends */
+	struct verifier *verifier; /* NULL: no verification (syntax and lists only) */
 } glue = {.lock = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
 
+enum message_state {
+	MSG_DECIDED,     /* nothing pending: accepted at MAIL FROM, or no MAIL FROM yet */
+	MSG_BAD_SYNTAX,  /* reject every recipient but the exempt ones */
+	MSG_BLOCKLISTED, /* the same, with the blocklist reply */
+	MSG_VERIFYING,   /* a verification runs; its verdict applies from the first RCPT */
+};
+
 struct message {
-	bool active;
+	enum message_state state;
 	char queue_id[32];
 	char sender[ADDR_PATH_MAX + 3]; /* as the MTA gave it, cut to fit */
 	struct precheck_result check;
+	const char *matched;          /* blocklist entry (points into conf) */
+	struct verify_ticket *ticket; /* MSG_VERIFYING: ours to release */
+	bool answered;                /* result (or the budget's end) is known */
+	bool budget_exceeded;
+	struct verify_result result;
+	struct policy_verdict verdict;
+	bool accept_logged;
+	const char *skip_reason; /* MSG_DECIDED: why no verification (static) */
+	int header_count;        /* result_header fields the client sent */
 };
 
 struct connection {
@@ -64,6 +85,8 @@ struct connection {
 	char client_text[INET6_ADDRSTRLEN];
 	struct message msg;
 };
+
+static void message_reset(struct message *msg);
 
 /* connection_new - per-session state with a reference to the current conf */
 static struct connection *connection_new(void)
@@ -82,6 +105,7 @@ static struct connection *connection_new(void)
 /* connection_free - release the session and wake a draining stop */
 static void connection_free(struct connection *conn)
 {
+	message_reset(&conn->msg);
 	conf_unref(conn->conf);
 	free(conn);
 	pthread_mutex_lock(&glue.lock);
@@ -108,6 +132,7 @@ static struct connection *connection_of(SMFICTX *ctx)
 /* message_reset - forget everything about the previous message */
 static void message_reset(struct message *msg)
 {
+	verify_release(msg->ticket);
 	memset(msg, 0, sizeof(*msg));
 }
 
@@ -117,23 +142,63 @@ static void copy_cut(char *dst, size_t size, const char *src)
 	snprintf(dst, size, "%s", src != NULL ? src : "");
 }
 
+/* verdict_line - the fields every verdict line starts with */
+static size_t verdict_line(const struct connection *conn, char *line, size_t size, const char *action,
+                           const char *reason, const char *rcpt)
+{
+	size_t len = 0;
+	line[0] = '\0';
+	kv_add(line, size, &len, "verdict queue_id", conn->msg.queue_id[0] ? conn->msg.queue_id : "-");
+	kv_add(line, size, &len, "client", conn->client_text);
+	kv_add(line, size, &len, "sender", conn->msg.sender);
+	kv_add(line, size, &len, "action", action);
+	kv_add(line, size, &len, "reason", reason);
+	if (rcpt != NULL)
+		kv_add(line, size, &len, "rcpt", rcpt);
+	return len;
+}
+
 /* log_verdict - the one line an administrator greps for */
 static void log_verdict(const struct connection *conn, const char *action, const char *reason,
                         const char *rcpt, const char *detail)
 {
 	char line[1536];
-	size_t len = 0;
-	line[0] = '\0';
-	kv_add(line, sizeof(line), &len, "verdict queue_id",
-	       conn->msg.queue_id[0] ? conn->msg.queue_id : "-");
-	kv_add(line, sizeof(line), &len, "client", conn->client_text);
-	kv_add(line, sizeof(line), &len, "sender", conn->msg.sender);
-	kv_add(line, sizeof(line), &len, "action", action);
-	kv_add(line, sizeof(line), &len, "reason", reason);
-	if (rcpt != NULL)
-		kv_add(line, sizeof(line), &len, "rcpt", rcpt);
+	size_t len = verdict_line(conn, line, sizeof(line), action, reason, rcpt);
 	if (detail != NULL && *detail != '\0')
 		kv_add(line, sizeof(line), &len, "detail", detail);
+	log_msg(LOG_INFO, "%s", line);
+}
+
+/* log_verified - a verdict after verification: outcome, source, MX, reply, time */
+static void log_verified(const struct connection *conn, const char *rcpt)
+{
+	const struct message *msg = &conn->msg;
+	const struct outcome *o = &msg->result.outcome;
+	char line[2048], number[32], remote[OUTCOME_TEXT_MAX + 32] = "";
+	const char *reason = msg->budget_exceeded ? "budget_exceeded" : outcome_name(o->kind);
+	size_t len =
+	        verdict_line(conn, line, sizeof(line), policy_action_name(msg->verdict.action), reason, rcpt);
+	if (msg->verdict.dry_run) {
+		kv_add(line, sizeof(line), &len, "dry_run", "yes");
+		kv_add(line, sizeof(line), &len, "intended", policy_action_name(msg->verdict.intended));
+	}
+	if (!msg->budget_exceeded) {
+		kv_add(line, sizeof(line), &len, "source", verify_source_name(msg->result.source));
+		kv_add(line, sizeof(line), &len, "stage", probe_stage_name(o->stage));
+		kv_add(line, sizeof(line), &len, "mx", o->mx_host[0] ? o->mx_host : NULL);
+		if (o->code != 0)
+			snprintf(remote, sizeof(remote), "%d%s%s %s", o->code, o->ecode[0] ? " " : "",
+			         o->ecode, o->text);
+		kv_add(line, sizeof(line), &len, "reply", remote[0] ? remote : NULL);
+		snprintf(number, sizeof(number), "%lld", (long long)msg->result.elapsed_ms);
+	} else {
+		snprintf(number, sizeof(number), "%lld", (long long)conn->conf->verify_budget_ms);
+	}
+	kv_add(line, sizeof(line), &len, "elapsed_ms", number);
+	kv_add(line, sizeof(line), &len, "detail",
+	       msg->budget_exceeded ? "no answer within verify_budget; the "
+	                              "probe goes on and fills the cache"
+	                            : o->reason);
 	log_msg(LOG_INFO, "%s", line);
 }
 
@@ -165,19 +230,29 @@ static sfsistat reply_with(SMFICTX *ctx, const struct reply_template *tmpl, cons
 	return code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
 }
 
-/* on_negotiate - ask only for the steps and macros we use */
+/* on_negotiate - ask only for the steps, actions and macros we use */
 static sfsistat on_negotiate(SMFICTX *ctx, unsigned long actions, unsigned long steps, unsigned long f2,
                              unsigned long f3, unsigned long *want_actions, unsigned long *want_steps,
                              unsigned long *want_f2, unsigned long *want_f3)
 {
-	if (connection_of(ctx) == NULL)
-		return SMFIS_TEMPFAIL;
-	const unsigned long skip =
-	        SMFIP_NOHELO | SMFIP_NOHDRS | SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN | SMFIP_NODATA;
+	struct connection *conn = connection_of(ctx);
+	if (conn == NULL)
+		return SMFIS_REJECT;
+	bool header = conn->conf->result_header[0] != '\0';
+	unsigned long skip = SMFIP_NOHELO | SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN | SMFIP_NODATA;
+	if (!header)
+		skip |= SMFIP_NOHDRS; /* headers matter only to replace a forged result header */
 	*want_actions = 0;
 	*want_steps = steps & skip;
 	*want_f2 = 0;
 	*want_f3 = 0;
+	if (header) {
+		if ((actions & (SMFIF_ADDHDRS | SMFIF_CHGHDRS)) == (SMFIF_ADDHDRS | SMFIF_CHGHDRS))
+			*want_actions |= SMFIF_ADDHDRS | SMFIF_CHGHDRS;
+		else
+			log_msg(LOG_WARNING, "the MTA does not let milters edit headers: no %s header",
+			        conn->conf->result_header);
+	}
 	if (actions & SMFIF_SETSYMLIST) {
 		*want_actions |= SMFIF_SETSYMLIST;
 		/* Postfix sends these by default; Sendmail needs them asked for. */
@@ -221,7 +296,50 @@ static void refresh_queue_id(SMFICTX *ctx, struct message *msg)
 		copy_cut(msg->queue_id, sizeof(msg->queue_id), qid);
 }
 
-/* on_envfrom - decide what can be decided about the sender now */
+/* accept_now - the sender is decided at MAIL FROM. Without a result header
+ * the MTA need not ask us again for this message; with one, the message
+ * must still reach on_eom so that a header forged by the client is removed
+ * and ours says why the sender was not verified. */
+static sfsistat accept_now(struct connection *conn, const char *reason)
+{
+	if (conn->conf->result_header[0] == '\0')
+		return SMFIS_ACCEPT;
+	conn->msg.state = MSG_DECIDED;
+	conn->msg.skip_reason = reason;
+	return SMFIS_CONTINUE;
+}
+
+/* start_verification - a sender nobody vouches for: lists, then a probe */
+static sfsistat start_verification(struct connection *conn)
+{
+	struct message *msg = &conn->msg;
+	const char *domain = msg->check.sender.domain_ascii;
+	switch (policy_for_domain(conn->conf, domain, &msg->matched)) {
+	case POLICY_DOMAIN_SKIP:
+		log_verdict(conn, "accept", "domain_override", NULL, msg->matched);
+		return accept_now(conn, "domain_override");
+	case POLICY_DOMAIN_BLOCKLISTED:
+		msg->state = MSG_BLOCKLISTED;
+		return SMFIS_CONTINUE;
+	case POLICY_DOMAIN_VERIFY:
+		break;
+	}
+	struct verifier *verifier = glue.verifier;
+	if (verifier == NULL) {
+		log_verdict(conn, "accept", "unverified", NULL, "verification is not running");
+		return accept_now(conn, "unverified");
+	}
+	msg->ticket = verify_submit(verifier, &msg->check.sender);
+	if (msg->ticket == NULL) {
+		log_verdict(conn, "accept", "unverified", NULL, "out of memory: not verified");
+		return accept_now(conn, "unverified");
+	}
+	msg->state = MSG_VERIFYING;
+	return SMFIS_CONTINUE;
+}
+
+/* on_envfrom - decide what can be decided about the sender now; start the
+ * probe for the rest, so it runs while the client sends its recipients */
 static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 {
 	struct connection *conn = connection_of(ctx);
@@ -229,7 +347,6 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 		return SMFIS_TEMPFAIL;
 	struct message *msg = &conn->msg;
 	message_reset(msg);
-	msg->active = true;
 	refresh_queue_id(ctx, msg);
 	const char *sender = argv != NULL && argv[0] != NULL ? argv[0] : "";
 	copy_cut(msg->sender, sizeof(msg->sender), sender);
@@ -240,14 +357,12 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 	switch (msg->check.verdict) {
 	case PRECHECK_ACCEPT:
 		log_verdict(conn, "accept", msg->check.reason, NULL, msg->check.detail);
-		return SMFIS_ACCEPT;
+		return accept_now(conn, msg->check.reason);
 	case PRECHECK_VERIFY:
-		/* No callout engine yet: a well-formed sender nobody vouches for
-		 * is accepted and logged as such. */
-		log_verdict(conn, "accept", "unverified", NULL, "no callout performed");
-		return SMFIS_ACCEPT;
+		return start_verification(conn);
 	case PRECHECK_REJECT:
 		/* Applied per recipient, so postmaster@ stays reachable. */
+		msg->state = MSG_BAD_SYNTAX;
 		log_msg(LOG_DEBUG, "sender %s fails syntax (%s); rejecting at RCPT", msg->sender,
 		        msg->check.detail);
 		return SMFIS_CONTINUE;
@@ -255,14 +370,79 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 	return SMFIS_CONTINUE;
 }
 
-/* on_envrcpt - apply a pending rejection, sparing exempt recipients */
+/* await_verdict - the verification's answer (or the budget's end) and the
+ * policy's verdict for it; waits only the first time */
+static void await_verdict(struct connection *conn)
+{
+	struct message *msg = &conn->msg;
+	if (msg->answered)
+		return;
+	int64_t deadline = verify_submitted_ms(msg->ticket) + conn->conf->verify_budget_ms;
+	if (verify_wait(msg->ticket, deadline, &msg->result)) {
+		policy_for_outcome(conn->conf, msg->check.sender.domain_ascii, msg->result.outcome.kind,
+		                   &msg->verdict);
+		msg->answered = true;
+		msg->budget_exceeded = false;
+	} else {
+		policy_for_budget(conn->conf, &msg->verdict);
+		msg->budget_exceeded = true;
+		msg->answered = true;
+	}
+}
+
+/* bare_address - the sender without its angle brackets: templates write
+ * "<%a>" themselves */
+static void bare_address(const char *sender, char *out, size_t size)
+{
+	size_t len = strlen(sender);
+	if (len >= 2 && sender[0] == '<' && sender[len - 1] == '>')
+		snprintf(out, size, "%.*s", (int)(len - 2), sender + 1);
+	else
+		snprintf(out, size, "%s", sender);
+}
+
+/* refuse - answer one recipient with the verdict's reply */
+static sfsistat refuse(SMFICTX *ctx, const struct connection *conn, const struct reply_template *tmpl,
+                       const struct outcome *o)
+{
+	char remote[OUTCOME_TEXT_MAX + 32] = "";
+	if (o != NULL && o->code != 0)
+		snprintf(remote, sizeof(remote), "%d %s %s", o->code, o->ecode, o->text);
+	char bare[sizeof(conn->msg.sender)];
+	bare_address(conn->msg.sender, bare, sizeof(bare));
+	struct reply_vars vars = {.address = bare,
+	                          .reason = o != NULL ? o->reason : conn->msg.check.detail,
+	                          .outcome = o != NULL ? outcome_name(o->kind) : conn->msg.check.reason,
+	                          .remote = remote};
+	return reply_with(ctx, tmpl, &vars);
+}
+
+/* verdict_for_rcpt - apply a verification's verdict to one recipient */
+static sfsistat verdict_for_rcpt(SMFICTX *ctx, struct connection *conn, const char *rcpt)
+{
+	struct message *msg = &conn->msg;
+	await_verdict(conn);
+	if (msg->verdict.action == POLICY_ACCEPT) {
+		if (!msg->accept_logged) {
+			log_verified(conn, NULL);
+			msg->accept_logged = true;
+		}
+		return SMFIS_CONTINUE;
+	}
+	log_verified(conn, rcpt);
+	if (msg->budget_exceeded)
+		msg->answered = false; /* a later recipient may find the answer in */
+	return refuse(ctx, conn, msg->verdict.reply, msg->budget_exceeded ? NULL : &msg->result.outcome);
+}
+
+/* on_envrcpt - apply the sender's verdict, sparing exempt recipients */
 static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 {
 	struct connection *conn = connection_of(ctx);
 	if (conn == NULL)
 		return SMFIS_TEMPFAIL;
 	struct message *msg = &conn->msg;
-	if (!msg->active || msg->check.verdict != PRECHECK_REJECT)
+	if (msg->state == MSG_DECIDED)
 		return SMFIS_CONTINUE;
 	refresh_queue_id(ctx, msg);
 	const char *rcpt = argv != NULL && argv[0] != NULL ? argv[0] : "";
@@ -270,12 +450,62 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 		log_verdict(conn, "accept", "exempt_recipient", rcpt, msg->check.detail);
 		return SMFIS_CONTINUE;
 	}
-	log_verdict(conn, "reject", msg->check.reason, rcpt, msg->check.detail);
-	struct reply_vars vars = {.address = msg->sender,
-	                          .reason = msg->check.detail,
-	                          .outcome = msg->check.reason,
-	                          .remote = NULL};
-	return reply_with(ctx, &conn->conf->bad_syntax_reply, &vars);
+	switch (msg->state) {
+	case MSG_BAD_SYNTAX:
+		log_verdict(conn, "reject", msg->check.reason, rcpt, msg->check.detail);
+		return refuse(ctx, conn, &conn->conf->bad_syntax_reply, NULL);
+	case MSG_BLOCKLISTED: {
+		struct policy_verdict v;
+		policy_for_blocklist(conn->conf, &v);
+		log_verdict(conn, v.dry_run ? "accept" : policy_action_name(v.action), "blocklisted", rcpt,
+		            msg->matched);
+		if (v.action == POLICY_ACCEPT)
+			return SMFIS_CONTINUE;
+		return refuse(ctx, conn, v.reply, NULL);
+	}
+	case MSG_VERIFYING:
+		return verdict_for_rcpt(ctx, conn, rcpt);
+	case MSG_DECIDED:
+		break;
+	}
+	return SMFIS_CONTINUE;
+}
+
+/* on_header - count the client's own result headers, to remove them */
+static sfsistat on_header(SMFICTX *ctx, char *name, char *value)
+{
+	struct connection *conn = smfi_getpriv(ctx);
+	if (conn != NULL && strcasecmp(name, conn->conf->result_header) == 0)
+		conn->msg.header_count++;
+	return SMFIS_CONTINUE;
+}
+
+/* on_eom - replace any result header with ours naming the outcome */
+static sfsistat on_eom(SMFICTX *ctx)
+{
+	struct connection *conn = smfi_getpriv(ctx);
+	if (conn == NULL || conn->conf->result_header[0] == '\0')
+		return SMFIS_CONTINUE;
+	struct message *msg = &conn->msg;
+	const char *name = conn->conf->result_header;
+	/* Remove from the last: indexes of the earlier ones stay valid. */
+	for (int i = msg->header_count; i >= 1; i--)
+		if (smfi_chgheader(ctx, (char *)name, i, NULL) != MI_SUCCESS)
+			log_msg(LOG_WARNING, "could not remove a client's %s header", name);
+	char value[512];
+	const struct outcome *o = &msg->result.outcome;
+	if (msg->state == MSG_DECIDED && msg->skip_reason != NULL)
+		snprintf(value, sizeof(value), "none (%s)", msg->skip_reason);
+	else if (msg->state != MSG_VERIFYING || !msg->answered)
+		return SMFIS_CONTINUE;
+	else if (msg->budget_exceeded)
+		snprintf(value, sizeof(value), "unknown (no answer within verify_budget)");
+	else
+		snprintf(value, sizeof(value), "%s (%s%s%s)", outcome_name(o->kind),
+		         verify_source_name(msg->result.source), o->mx_host[0] ? ", mx " : "", o->mx_host);
+	if (smfi_addheader(ctx, (char *)name, value) != MI_SUCCESS)
+		log_msg(LOG_WARNING, "could not add the %s header", name);
+	return SMFIS_CONTINUE;
 }
 
 /* on_abort - the message ended without delivery: forget it */
@@ -301,14 +531,22 @@ static sfsistat on_close(SMFICTX *ctx)
 static struct smfiDesc filter = {
         .xxfi_name = "vemilter",
         .xxfi_version = SMFI_VERSION,
-        .xxfi_flags = 0,
+        .xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS,
         .xxfi_connect = on_connect,
         .xxfi_envfrom = on_envfrom,
         .xxfi_envrcpt = on_envrcpt,
+        .xxfi_header = on_header,
+        .xxfi_eom = on_eom,
         .xxfi_abort = on_abort,
         .xxfi_close = on_close,
         .xxfi_negotiate = on_negotiate,
 };
+
+/* milter_set_verifier - see milter.h */
+void milter_set_verifier(struct verifier *verifier)
+{
+	glue.verifier = verifier;
+}
 
 /* milter_socket_path - see milter.h */
 const char *milter_socket_path(const char *spec)
@@ -380,8 +618,13 @@ bool milter_open(struct conf *conf)
 		return false;
 	}
 	const char *path = milter_socket_path(conf->socket);
-	if (path != NULL && !clear_stale_socket(path))
-		return false;
+	return path == NULL || clear_stale_socket(path);
+}
+
+/* milter_listen - see milter.h */
+bool milter_listen(const struct conf *conf)
+{
+	const char *path = milter_socket_path(conf->socket);
 	if (smfi_opensocket(false) != MI_SUCCESS) {
 		log_msg(LOG_ERR, "cannot open milter socket %s (in use, or a missing directory?)",
 		        conf->socket);

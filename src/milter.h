@@ -1,8 +1,8 @@
 /*
  * milter.h - the libmilter glue: the one module that includes libmilter.
  *
- * milter_open() registers the filter and opens the listening socket (as root,
- * before privileges are dropped); milter_start() serves on a thread of its
+ * milter_open() registers the filter and checks the socket, milter_listen()
+ * opens it (as root, before privileges are dropped); milter_start() serves on a thread of its
  * own until milter_stop(), which lets in-flight sessions finish first. Each callback is a thin
  * wrapper that gathers the MTA's facts, asks precheck, logs one verdict line
  * and answers.
@@ -14,10 +14,14 @@
 
 #include "conf.h"
 
-/* milter_open - register with libmilter and open conf->socket. Removes a
- * stale unix socket only when nothing listens on it. Takes its own reference
- * to conf. Logs and returns false on failure. */
+/* milter_open - register with libmilter and check conf->socket: a stale
+ * unix socket is removed only when nothing listens on it; another live
+ * listener is an error. Takes its own reference to conf. Logs and returns
+ * false on failure. */
 bool milter_open(struct conf *conf);
+
+/* milter_listen - open the socket milter_open checked, with socket_mode. */
+bool milter_listen(const struct conf *conf);
 
 /* milter_socket_path - the unix socket's path inside spec, or NULL for inet. */
 const char *milter_socket_path(const char *spec);
@@ -34,6 +38,12 @@ int milter_stop(int drain_seconds);
 /* milter_set_conf - new sessions use conf from now on (reload); running
  * sessions keep the one they started with. */
 void milter_set_conf(struct conf *conf);
+
+struct verifier;
+/* milter_set_verifier - sessions verify senders with it from now on; NULL:
+ * syntax and lists only. Call before milter_start(); it must outlive
+ * milter_stop(). */
+void milter_set_verifier(struct verifier *verifier);
 
 /* milter_close - drop the glue's configuration reference. */
 void milter_close(void);

@@ -6,8 +6,12 @@ loopback port, UDP and TCP) and checks what dns_lookup_mx answered: MX
 order and the shuffle of equal preferences, IPv4 before IPv6, the implicit
 MX, null MX, NXDOMAIN, NODATA, unresolvable and failing MX hosts, SERVFAIL,
 REFUSED, timeouts, truncation (retried over TCP), the max_mx and
-max_addresses bounds, and the trace. Names are CNAME-free. TAP output;
-standard library only; loopback only; every wait is bounded.
+max_addresses bounds, and the trace; then the sharing of one resolution by
+concurrent lookups of a domain and the answer cache (counted in the fake
+server's queries): joined lookups, cached answers, what is not cached,
+cancellation of one sharer, the cache's settings, TTL and bound. Names are
+CNAME-free. TAP output; standard library only; loopback only; every wait is
+bounded.
 """
 
 import os
@@ -27,6 +31,7 @@ BUILDDIR = os.environ.get("VEMILTER_BUILDDIR") or SRCDIR
 DNSQUERY = os.path.join(BUILDDIR, "tests", "tools", "dnsquery")
 RUN_TIMEOUT = 30          # seconds for one dnsquery run
 SHORT_MS = 200            # -t for the cases that time out on purpose
+SLOW_S = 0.5              # the MX answer of slow.test comes this late
 
 A1, A2, A3 = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 V6A, V6B = "2001:db8::1", "2001:db8::2"
@@ -73,6 +78,10 @@ def zone():
         # transport
         "tc.test": {"MX": [[10, "mx1.order.test"], [20, "mx2.order.test"]], "truncate": True},
         "big.test": {"MX": [[i, "mx%d.big.test" % i] for i in range(BIG)]},
+        # sharing and caching
+        "slow.test": {"MX": [[10, "mx1.order.test"], [20, "mx2.order.test"]], "delay": {"MX": SLOW_S}},
+        "shortttl.test": {"MX": [[10, "mx.shortttl.test"]]},
+        "mx.shortttl.test": {"A": [A3], "AAAA": [V6A], "ttl": 1},
     }
     for i in range(BIG):
         z["mx%d.big.test" % i] = {"A": ["198.51.100.%d" % (i % 200 + 1), "203.0.113.%d" % (i % 200 + 1)],
@@ -198,11 +207,14 @@ CASES = [
 
 def test_equal_preferences_shuffled(tap, cleanup):
     runs = 30
+    dns.clear_queries()
     r, res, _ = dnsquery(["equal.test"] * runs)
     if not tap.check("equal.test x%d: all answered" % runs,
                      r.returncode == 0 and len(res) == runs and all(x["status"] == "ok" for x in res),
                      diag_of(r)):
         return
+    tap.equal("equal.test x%d: one shared MX query" % runs, asked(dns.queries, "equal.test", "MX"), 1,
+              "queries: %r" % (dns.queries,))
     orders = set(tuple(names(x)) for x in res)
     tap.check("equal.test: both equal-preference hosts always first, the other last",
               all(set(o[:2]) == {"e1.equal.test", "e2.equal.test"} and o[2] == "e3.equal.test"
@@ -301,6 +313,182 @@ def test_many_at_once(tap, cleanup):
     tap.check("%d lookups at once took %.2f s (< 5 s)" % (len(domains), secs), secs < 5.0)
 
 
+# ------------------------------------------------- sharing and caching
+
+def asked(queries, name=None, qtype=None):
+    """How many queries (of name, of qtype) the fake server received."""
+    return sum(1 for n, t, _ in queries if (name is None or n == name) and (qtype is None or t == qtype))
+
+
+def answer_of(result):
+    return (result["status"], result["implicit"], result["hosts"])
+
+
+def rounds(tap, label, r, res, domains):
+    """dnsquery --repeat-after output: (first round, second round), or None (reported)."""
+    want = list(domains) * 2
+    if not tap.equal("%s: both rounds answered, in order" % label, [x["domain"] for x in res], want, diag_of(r)):
+        return None
+    return res[:len(domains)], res[len(domains):]
+
+
+def test_concurrent_lookups_share(tap, cleanup):
+    domains = ["order.test"] * 17 + ["Order.Test", "ORDER.TEST", "order.test"]
+    dns.clear_queries()
+    r, res, _ = dnsquery(domains)
+    q = dns.queries
+    d = diag_of(r, lambda: "queries: %r" % (q,))
+    if not tap.equal("20 concurrent lookups of order.test: 20 answers", len(res), 20, d):
+        return
+    want = (["mx1.order.test", "mx2.order.test", "mx3.order.test"], [[A1], [A2], [A3]])
+    tap.check("order.test x20: every answer ok with all three hosts and their addresses",
+              all(x["status"] == "ok" and (names(x), [h[2] for h in x["hosts"]]) == want for x in res), d)
+    tap.equal("order.test x20: exactly 1 MX query", asked(q, "order.test", "MX"), 1, d)
+    for host in want[0]:
+        tap.equal("order.test x20: exactly 1 A and 1 AAAA query for %s" % host,
+                  (asked(q, host, "A"), asked(q, host, "AAAA")), (1, 1), d)
+    tap.equal("order.test x20: 7 queries in all", len(q), 7, d)
+    led = [x for x in res if any(t.startswith("dns: MX order.test? -> 30 ") for t in x["trace"])]
+    tap.equal("order.test x20: one lookup's trace has the resolution", len(led), 1, d)
+    joined = [x for x in res if x["trace"] == ["dns: MX %s? -> joined a lookup already in flight" % x["domain"]]]
+    tap.equal("order.test x20: the 19 others have one 'joined' trace line each (any case)", len(joined), 19, d)
+
+
+def test_repeat_answered_from_cache(tap, cleanup):
+    dns.clear_queries()
+    r, res, _ = dnsquery(["order.test", "implicit.test"], "--repeat-after", "100")
+    q = dns.queries
+    d = diag_of(r, lambda: "queries: %r" % (q,))
+    got = rounds(tap, "order.test, implicit.test repeated", r, res, ["order.test", "implicit.test"])
+    if got is None:
+        return
+    first, second = got
+    tap.equal("repeat within the cache time: the same answers", [answer_of(x) for x in second],
+              [answer_of(x) for x in first], d)
+    tap.equal("repeat: the first round asked 7 + 3 queries, the second none", len(q), 10, d)
+    tap.equal("repeat: order.test answered from the cache",
+              second[0]["trace"], ["dns: MX order.test? -> (cached) 3 MX host(s), 3 address(es)"], d)
+    tap.check("repeat: implicit.test answered from the cache, implicit MX kept",
+              second[1]["implicit"] and len(second[1]["trace"]) == 1
+              and "(cached)" in second[1]["trace"][0], d)
+
+
+def test_definite_no_cached(tap, cleanup):
+    domains = ["nope.test", "nullmx.test", "empty.test", "allmissing.test"]
+    want = ["nxdomain", "null_mx", "no_mail_host", "no_mail_host"]
+    dns.clear_queries()
+    r, res, _ = dnsquery(domains, "--repeat-after", "50")
+    q = dns.queries
+    d = diag_of(r, lambda: "queries: %r" % (q,))
+    got = rounds(tap, "definite answers repeated", r, res, domains)
+    if got is None:
+        return
+    first, second = got
+    tap.equal("definite answers: the same status twice", [x["status"] for x in first + second], want * 2, d)
+    tap.equal("NXDOMAIN cached: exactly 1 MX query of nope.test", asked(q, "nope.test"), 1, d)
+    tap.equal("null MX cached: exactly 1 MX query of nullmx.test", asked(q, "nullmx.test"), 1, d)
+    tap.equal("no mail host cached: empty.test asked MX, A, AAAA once", asked(q, "empty.test"), 3, d)
+    tap.equal("no mail host cached: allmissing.test asked once (1 + 2 x 2)",
+              asked(q, "allmissing.test") + asked(q, "gone1.allmissing.test") +
+              asked(q, "gone2.allmissing.test"), 5, d)
+    tap.check("definite answers: every second-round trace says (cached)",
+              all(len(x["trace"]) == 1 and "-> (cached) " in x["trace"][0] for x in second), d)
+
+
+def test_tempfail_not_cached(tap, cleanup):
+    domains = ["servfail.test", "hostfail.test"]
+    dns.clear_queries()
+    r, res, _ = dnsquery(domains, "--repeat-after", "50")
+    q = dns.queries
+    d = diag_of(r, lambda: "queries: %r" % (q,))
+    got = rounds(tap, "temporary failures repeated", r, res, domains)
+    if got is None:
+        return
+    first, second = got
+    tap.equal("temporary failures: tempfail both times", [x["status"] for x in first + second],
+              ["tempfail"] * 4, d)
+    tap.equal("SERVFAIL not cached: the repeat asks MX servfail.test again", asked(q, "servfail.test", "MX"),
+              2, d)
+    tap.equal("a host's SERVFAIL not cached: the repeat asks MX hostfail.test again",
+              asked(q, "hostfail.test", "MX"), 2, d)
+    tap.check("temporary failures: no (cached) trace line", not any("(cached)" in t for x in second
+                                                                    for t in x["trace"]), d)
+
+
+def test_cancel_one_sharer(tap, cleanup):
+    for which, label in ((1, "a joiner"), (0, "the first lookup (whose trace has the resolution)")):
+        dns.clear_queries()
+        r, res, _ = dnsquery(["slow.test"] * 3, "--cancel-after", "100", "--cancel-which", str(which))
+        q = dns.queries
+        d = diag_of(r, lambda: "queries: %r" % (q,))
+        want = ["ok"] * 3
+        want[which] = "cancelled"
+        tap.equal("slow.test x3, cancel %s: the others answered" % label, [x["status"] for x in res], want, d)
+        tap.check("cancel %s: the others got both hosts" % label,
+                  all(names(x) == ["mx1.order.test", "mx2.order.test"] for i, x in enumerate(res)
+                      if i != which), d)
+        tap.equal("cancel %s: still one MX query" % label, asked(q, "slow.test", "MX"), 1, d)
+
+
+def test_cancelled_resolution_still_cached(tap, cleanup):
+    # documented in src/dns.c: with caching on, a resolution whose every
+    # lookup was cancelled runs on and its answer is kept
+    dns.clear_queries()
+    r, res, _ = dnsquery(["slow.test"], "--cancel-after", "100", "--repeat-after", str(int(SLOW_S * 1000) + 400))
+    q = dns.queries
+    d = diag_of(r, lambda: "queries: %r" % (q,))
+    got = rounds(tap, "slow.test cancelled, then repeated", r, res, ["slow.test"])
+    if got is None:
+        return
+    tap.equal("cancelled, repeated: cancelled, then ok", [got[0][0]["status"], got[1][0]["status"]],
+              ["cancelled", "ok"], d)
+    tap.check("cancelled, repeated: the repeat came from the cache",
+              any("(cached)" in t for t in got[1][0]["trace"]), d)
+    tap.equal("cancelled, repeated: 5 queries in all", len(q), 5, d)
+    # with caching off the cancelled resolution is abandoned: no host queries
+    dns.clear_queries()
+    r, res, _ = dnsquery(["slow.test"], "--cache-ms", "0", "--cancel-after", "100",
+                         "--repeat-after", str(int(SLOW_S * 1000) + 400))
+    q = dns.queries
+    d = diag_of(r, lambda: "queries: %r" % (q,))
+    got = rounds(tap, "slow.test cancelled, no cache", r, res, ["slow.test"])
+    if got is None:
+        return
+    tap.equal("no cache: the repeat resolved again", got[1][0]["status"], "ok", d)
+    tap.equal("no cache: the abandoned resolution asked no A/AAAA (1 + 5 queries)", len(q), 6, d)
+
+
+def test_cache_settings(tap, cleanup):
+    def run(label, domains, *options):
+        dns.clear_queries()
+        r, res, _ = dnsquery(domains, *options)
+        got = rounds(tap, label, r, res, domains)
+        q = dns.queries
+        return got, q, diag_of(r, lambda: "queries: %r" % (q,))
+
+    got, q, d = run("--cache-ms 0", ["order.test"] * 3, "--cache-ms", "0", "--repeat-after", "50")
+    if got is not None:
+        tap.equal("--cache-ms 0: nothing kept, concurrent lookups still share (2 MX queries for 6)",
+                  asked(q, "order.test", "MX"), 2, d)
+    got, q, d = run("--cache-ms 200", ["nope.test"], "--cache-ms", "200", "--repeat-after", "400")
+    if got is not None:
+        tap.equal("--cache-ms 200: expired after 400 ms (2 MX queries)", asked(q, "nope.test", "MX"), 2, d)
+    got, q, d = run("TTL 1 s, repeat at 300 ms", ["shortttl.test"], "--repeat-after", "300")
+    if got is not None:
+        tap.equal("TTL 1 s: kept 300 ms later (1 MX query)", asked(q, "shortttl.test", "MX"), 1, d)
+    got, q, d = run("TTL 1 s, repeat at 1500 ms", ["shortttl.test"], "--repeat-after", "1500")
+    if got is not None:
+        tap.equal("TTL 1 s: not kept beyond the A/AAAA TTL (2 MX queries)", asked(q, "shortttl.test", "MX"), 2,
+                  d)
+        tap.equal("TTL 1 s: the same answer again", answer_of(got[1][0]), answer_of(got[0][0]), d)
+    got, q, d = run("--cache-max 1", ["order.test", "nope.test"], "--cache-max", "1", "--repeat-after", "50")
+    if got is not None:
+        tap.equal("--cache-max 1: one answer kept, the older evicted (3 MX queries for 4)",
+                  asked(q, "order.test", "MX") + asked(q, "nope.test", "MX"), 3, d)
+    r = vmtest.run([DNSQUERY, "-s", "127.0.0.1:%d" % PORT, "--cache-ms", "999999999", "x.test"], timeout=10)
+    tap.equal("--cache-ms out of range: refused", r.returncode, 2, diag_of(r))
+
+
 def test_valgrind(tap, cleanup):
     if shutil.which("valgrind") is None:
         tap.skip("valgrind: clean", "valgrind not installed")
@@ -314,7 +502,20 @@ def test_valgrind(tap, cleanup):
                                                                      "--cancel-after", "100"]),
             ("cancel before the start", ["order.test", "nope.test"], ["--cancel-after", "0"]),
             ("free the resolver under lookups", ["dead.test", "order.test", "big.test"],
-             ["-t", str(SHORT_MS), "--free-after", "20"]))
+             ["-t", str(SHORT_MS), "--free-after", "20"]),
+            ("shared and cached", ["order.test"] * 4 + ["Order.Test", "nope.test", "nope.test", "servfail.test",
+                                                        "equal.test", "equal.test", "empty.test",
+                                                        "hostfail.test"],
+             ["--repeat-after", "20"]),
+            ("cancel the first sharer", ["slow.test"] * 3, ["--cancel-after", "100"]),
+            ("cancel a joiner", ["slow.test"] * 3, ["--cancel-after", "100", "--cancel-which", "2"]),
+            ("cancel every sharer, cached", ["slow.test"], ["--cancel-after", "100", "--repeat-after", "900"]),
+            ("cancel every sharer, no cache", ["slow.test", "order.test"],
+             ["--cache-ms", "0", "--cancel-after", "100", "--repeat-after", "900"]),
+            ("cache bound", ["order.test", "nope.test", "empty.test"], ["--cache-max", "1", "--repeat-after", "0"]),
+            ("free the resolver with answers kept and shared lookups running",
+             ["slow.test", "slow.test", "dead.test", "nope.test"],
+             ["-t", str(SHORT_MS), "--repeat-after", "10", "--free-after", str(int(SLOW_S * 1000) + 600)]))
     for label, domains, options in runs:
         argv = ["valgrind", "-q", "--leak-check=full", "--show-leak-kinds=all", "--error-exitcode=9",
                 "--errors-for-leak-kinds=definite,indirect,possible", DNSQUERY, "-v",
@@ -348,7 +549,9 @@ def main():
     tests = CASES + [
         test_equal_preferences_shuffled, test_ipv4_before_ipv6, test_timeout_bounded,
         test_truncated_retried_over_tcp, test_bounds, test_no_search_domains, test_many_at_once,
-        test_bad_usage, test_valgrind,
+        test_concurrent_lookups_share, test_repeat_answered_from_cache, test_definite_no_cached,
+        test_tempfail_not_cached, test_cancel_one_sharer, test_cancelled_resolution_still_cached,
+        test_cache_settings, test_bad_usage, test_valgrind,
     ]
     try:
         vmtest.run_tests(tests, per_test_timeout=90, total_timeout=170, setup=setup)

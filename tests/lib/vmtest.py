@@ -580,6 +580,13 @@ def base_conf(tmp, sock_name="milter.sock", **over):
         "pid_file": "",
         "log_level": "info",
         "trusted_networks": "192.0.2.0/24",
+        # This machine's own name may be unqualified; probes need a real one.
+        "helo_name": "vemilter.test.example",
+        # Tests never reach the real DNS: nothing listens on 127.0.0.1:1, so
+        # a probe fails at once (tempfail). Tests that probe set their own
+        # fake server. No cache unless a test asks for one.
+        "dns_servers": "127.0.0.1:1",
+        "cache": "",
     }
     conf.update(over)
     return conf

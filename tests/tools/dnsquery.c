@@ -5,21 +5,30 @@
  * Test driver for tests/integration/test_dns.py and for asking by hand:
  *
  *   dnsquery [-v] [-s SERVER[:PORT]]... [-t TIMEOUT_MS] [--max-mx N]
- *            [--max-addresses N] [--cancel-after MS] [--free-after MS] DOMAIN...
+ *            [--max-addresses N] [--cancel-after MS] [--cancel-which I]
+ *            [--free-after MS] [--repeat-after MS] [--cache-ms MS]
+ *            [--cache-max N] DOMAIN...
  *
- * Every domain is looked up at once on one event_base; the answers are
- * printed in the order the domains were given:
+ * Every domain is looked up at once on one event_base (a domain given
+ * several times is looked up that many times, concurrently: the lookups
+ * share one resolution); the answers are printed in the order the domains
+ * were given:
  *
  *   example.com status=ok implicit=0 hosts=2
  *     host mx1.example.com pref 10 addrs 192.0.2.1,2001:db8::1
  *
  * With -v each answer is followed by "  detail TEXT" and by its trace lines
- * ("dns: ..."). --cancel-after cancels the first domain's lookup after MS
+ * ("dns: ..."). --cancel-after cancels the lookup of the first domain (or
+ * of domain number I, from 0, with --cancel-which) after MS
  * (dns_lookup_cancel) if it is still running, and --free-after frees the
  * resolver under every running lookup (dns_resolver_free); such domains
- * print status=cancelled. Owns its
- * event_base and resolver. Exit 0 whatever DNS said; 2 on a usage error,
- * 1 when the resolver cannot be made.
+ * print status=cancelled. --repeat-after looks every domain up once more,
+ * MS after the last first-round lookup ended (to exercise the answer
+ * cache); the second round's answers follow the first's, in the same
+ * format. --cache-ms and --cache-max set the resolver's answer cache
+ * (dns_resolver_set_answer_cache). Owns its event_base and resolver. Exit
+ * 0 whatever DNS said; 2 on a usage error, 1 when the resolver cannot be
+ * made.
  */
 #include <arpa/inet.h>
 #include <event2/event.h>
@@ -38,7 +47,7 @@ struct query {
 	struct run *run;
 	const char *domain;
 	struct dns_lookup *lookup;
-	bool finished;
+	bool started, finished;
 	char *output; /* the answer as printed, and the trace */
 	size_t output_len;
 };
@@ -47,8 +56,16 @@ struct run {
 	struct event_base *base;
 	struct dns_resolver *resolver;
 	bool verbose;
-	size_t count, running;
-	struct query *queries;
+	size_t count;  /* domains, and lookups per round */
+	size_t rounds; /* 1, or 2 with --repeat-after */
+	size_t round;  /* the one running */
+	size_t running;
+	size_t cancel_which;
+	long repeat_after;
+	struct event *repeat;
+	struct dns_limits limits;
+	char **domains;
+	struct query *queries; /* count per round */
 };
 
 static const char *const status_names[] = {
@@ -62,9 +79,10 @@ static const char *const status_names[] = {
 /* usage - print the synopsis and exit 2 */
 static void usage(void)
 {
-	fprintf(stderr,
-	        "usage: dnsquery [-v] [-s SERVER[:PORT]]... [-t TIMEOUT_MS] [--max-mx N]\n"
-	        "                [--max-addresses N] [--cancel-after MS] [--free-after MS] DOMAIN...\n");
+	fprintf(stderr, "usage: dnsquery [-v] [-s SERVER[:PORT]]... [-t TIMEOUT_MS] [--max-mx N]\n"
+	                "                [--max-addresses N] [--cancel-after MS] [--cancel-which I]\n"
+	                "                [--free-after MS] [--repeat-after MS] [--cache-ms MS]\n"
+	                "                [--cache-max N] DOMAIN...\n");
 	exit(2);
 }
 
@@ -131,6 +149,8 @@ static void host_line(struct query *q, const struct dns_host *h)
 	out(q, "  host %s pref %u addrs %s", h->name, h->preference, addrs);
 }
 
+static void round_over(struct run *run);
+
 /* on_done - one answer: format it (trace lines come first, keep them after) */
 static void on_done(void *arg, const struct dns_answer *answer)
 {
@@ -149,20 +169,20 @@ static void on_done(void *arg, const struct dns_answer *answer)
 	q->finished = true;
 	q->lookup = NULL;
 	if (--q->run->running == 0)
-		event_base_loopbreak(q->run->base);
+		round_over(q->run);
 }
 
-/* on_cancel_timer - cancel the first domain's lookup if it is still running */
+/* on_cancel_timer - cancel the chosen first-round lookup if it is still running */
 static void on_cancel_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct run *run = arg;
-	struct query *q = &run->queries[0];
-	if (q->finished)
+	struct query *q = &run->queries[run->cancel_which];
+	if (q->finished || q->lookup == NULL)
 		return;
 	dns_lookup_cancel(q->lookup);
 	q->lookup = NULL;
 	if (--run->running == 0)
-		event_base_loopbreak(run->base);
+		round_over(run);
 }
 
 /* on_free_timer - free the resolver under the running lookups */
@@ -186,11 +206,47 @@ static struct event *arm(struct run *run, long ms, event_callback_fn fn)
 	return ev;
 }
 
+/* start_round - look every domain up, all at once */
+static void start_round(struct run *run)
+{
+	for (size_t i = 0; i < run->count; i++) {
+		struct query *q = &run->queries[run->round * run->count + i];
+		q->run = run;
+		q->domain = run->domains[i];
+		q->started = true;
+		run->running++;
+		q->lookup = dns_lookup_mx(run->resolver, q->domain, &run->limits, on_trace, q, on_done, q);
+		if (q->lookup == NULL) {
+			fprintf(stderr, "dnsquery: cannot start a lookup of %s\n", q->domain);
+			exit(1);
+		}
+	}
+}
+
+/* on_repeat_timer - the second round */
+static void on_repeat_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct run *run = arg;
+	run->round++;
+	start_round(run);
+}
+
+/* round_over - every lookup of the round ended: the next round, or stop */
+static void round_over(struct run *run)
+{
+	if (run->round + 1 < run->rounds && run->resolver != NULL && run->repeat == NULL)
+		run->repeat = arm(run, run->repeat_after, on_repeat_timer);
+	else
+		event_base_loopbreak(run->base);
+}
+
 /* print_all - every answer, in the order the domains were given */
 static void print_all(struct run *run)
 {
-	for (size_t i = 0; i < run->count; i++) {
+	for (size_t i = 0; i < run->count * run->rounds; i++) {
 		struct query *q = &run->queries[i];
+		if (!q->started)
+			continue;
 		if (q->finished) {
 			const char *text = q->output;
 			if (!run->verbose) {
@@ -219,15 +275,18 @@ int main(int argc, char **argv)
 	        {"max-mx", required_argument, NULL, 'm'},
 	        {"max-addresses", required_argument, NULL, 'a'},
 	        {"cancel-after", required_argument, NULL, 'c'},
+	        {"cancel-which", required_argument, NULL, 'w'},
 	        {"free-after", required_argument, NULL, 'f'},
+	        {"repeat-after", required_argument, NULL, 'r'},
+	        {"cache-ms", required_argument, NULL, 'C'},
+	        {"cache-max", required_argument, NULL, 'M'},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {NULL, 0, NULL, 0},
 	};
 	char *server_items[SERVERS_MAX];
 	struct conf_strings servers = {.count = 0, .items = server_items};
-	struct dns_limits limits = {.max_mx = 5, .max_addresses = 10};
-	long timeout_ms = 5000, cancel_after = -1, free_after = -1;
-	struct run run = {0};
+	long timeout_ms = 5000, cancel_after = -1, free_after = -1, cache_ms = -1, cache_max = -1;
+	struct run run = {.rounds = 1, .limits = {.max_mx = 5, .max_addresses = 10}};
 	int opt;
 	while ((opt = getopt_long(argc, argv, "vs:t:", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -243,22 +302,35 @@ int main(int argc, char **argv)
 			timeout_ms = number(optarg);
 			break;
 		case 'm':
-			limits.max_mx = (size_t)number(optarg);
+			run.limits.max_mx = (size_t)number(optarg);
 			break;
 		case 'a':
-			limits.max_addresses = (size_t)number(optarg);
+			run.limits.max_addresses = (size_t)number(optarg);
 			break;
 		case 'c':
 			cancel_after = number(optarg);
 			break;
+		case 'w':
+			run.cancel_which = (size_t)number(optarg);
+			break;
 		case 'f':
 			free_after = number(optarg);
+			break;
+		case 'r':
+			run.repeat_after = number(optarg);
+			run.rounds = 2;
+			break;
+		case 'C':
+			cache_ms = number(optarg);
+			break;
+		case 'M':
+			cache_max = number(optarg);
 			break;
 		default:
 			usage();
 		}
 	}
-	if (optind >= argc)
+	if (optind >= argc || run.cancel_which >= (size_t)(argc - optind))
 		usage();
 
 	run.base = event_base_new();
@@ -273,23 +345,21 @@ int main(int argc, char **argv)
 		event_base_free(run.base);
 		return 1;
 	}
+	if ((cache_ms >= 0 || cache_max >= 0) &&
+	    !dns_resolver_set_answer_cache(run.resolver,
+	                                   cache_ms >= 0 ? cache_ms : DNS_ANSWER_CACHE_MS_DEFAULT,
+	                                   cache_max >= 0 ? (size_t)cache_max : DNS_ANSWER_CACHE_MAX)) {
+		fprintf(stderr, "dnsquery: answer cache settings out of range\n");
+		return 2;
+	}
 	run.count = (size_t)(argc - optind);
-	run.queries = calloc(run.count, sizeof(*run.queries));
+	run.domains = argv + optind;
+	run.queries = calloc(run.count * run.rounds, sizeof(*run.queries));
 	if (run.queries == NULL) {
 		perror("dnsquery");
 		return 1;
 	}
-	for (size_t i = 0; i < run.count; i++) {
-		struct query *q = &run.queries[i];
-		q->run = &run;
-		q->domain = argv[optind + (int)i];
-		run.running++;
-		q->lookup = dns_lookup_mx(run.resolver, q->domain, &limits, on_trace, q, on_done, q);
-		if (q->lookup == NULL) {
-			fprintf(stderr, "dnsquery: cannot start a lookup of %s\n", q->domain);
-			return 1;
-		}
-	}
+	start_round(&run);
 	struct event *cancel = cancel_after >= 0 ? arm(&run, cancel_after, on_cancel_timer) : NULL;
 	struct event *release = free_after >= 0 ? arm(&run, free_after, on_free_timer) : NULL;
 	if (event_base_dispatch(run.base) < 0)
@@ -300,6 +370,8 @@ int main(int argc, char **argv)
 		event_free(cancel);
 	if (release != NULL)
 		event_free(release);
+	if (run.repeat != NULL)
+		event_free(run.repeat);
 	dns_resolver_free(run.resolver);
 	free(run.queries);
 	event_base_free(run.base);

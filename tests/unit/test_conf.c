@@ -135,6 +135,91 @@ START_TEST(defaults)
 }
 END_TEST
 
+START_TEST(policy_defaults)
+{
+	struct errs e;
+	struct conf *c = load("", &e);
+
+	ck_assert_msg(c != NULL, "%s", e.msg[0]);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_VALID], CONF_ACCEPT);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_INVALID], CONF_REJECT);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_NO_DOMAIN], CONF_REJECT);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_CATCH_ALL], CONF_ACCEPT);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_TEMPFAIL], CONF_ACCEPT);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_BLOCKED], CONF_ACCEPT);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_UNVERIFIABLE], CONF_ACCEPT);
+	ck_assert_int_eq(c->budget_action, CONF_TEMPFAIL);
+	ck_assert_str_eq(c->invalid_reply.code, "550");
+	ck_assert_str_eq(c->invalid_reply.ecode, "5.1.0");
+	ck_assert_str_eq(c->no_domain_reply.ecode, "5.1.8");
+	ck_assert_str_eq(c->reject_reply.ecode, "5.7.1");
+	ck_assert_str_eq(c->tempfail_reply.code, "451");
+	ck_assert_str_eq(c->budget_reply.code, "451");
+	ck_assert_str_eq(c->blocklist_reply.code, "550");
+	ck_assert_uint_eq(c->domain_overrides.count, 0);
+	ck_assert_uint_eq(c->sender_domain_blocklist.count, 0);
+	ck_assert(!c->dry_run);
+	ck_assert_str_eq(c->result_header, "");
+	conf_unref(c);
+}
+END_TEST
+
+START_TEST(policy_values)
+{
+	struct errs e;
+	struct conf *c = load("valid_action = Tempfail\n"
+	                      "invalid_action = accept\n"
+	                      "catch_all_action = REJECT\n"
+	                      "tempfail_action = tempfail\n"
+	                      "blocked_action = tempfail\n"
+	                      "unverifiable_action = reject\n"
+	                      "budget_action = accept\n"
+	                      "invalid_reply = 554 5.7.1 <%a>: %m\n"
+	                      "tempfail_reply = 450 4.1.0 later (%o)\n"
+	                      "domain_overrides = a.example skip, B.Example. verify,"
+	                      " c.example catch_all=reject valid=Tempfail  INVALID=accept\n"
+	                      "sender_domain_blocklist = Mailinator.COM, bücher.example\n"
+	                      "dry_run = yes\n"
+	                      "result_header = X-Sender-Verification\n",
+	                      &e);
+
+	ck_assert_msg(c != NULL, "%s", e.msg[0]);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_VALID], CONF_TEMPFAIL);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_INVALID], CONF_ACCEPT);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_NO_DOMAIN], CONF_REJECT);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_CATCH_ALL], CONF_REJECT);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_TEMPFAIL], CONF_TEMPFAIL);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_BLOCKED], CONF_TEMPFAIL);
+	ck_assert_int_eq(c->outcome_action[OUTCOME_UNVERIFIABLE], CONF_REJECT);
+	ck_assert_int_eq(c->budget_action, CONF_ACCEPT);
+	ck_assert_str_eq(c->invalid_reply.code, "554");
+	ck_assert_str_eq(c->invalid_reply.text, "<%a>: %m");
+	ck_assert_str_eq(c->tempfail_reply.ecode, "4.1.0");
+	ck_assert_uint_eq(c->domain_overrides.count, 3);
+	const struct conf_override *o = c->domain_overrides.items;
+	ck_assert_str_eq(o[0].domain, "a.example");
+	ck_assert(o[0].skip);
+	ck_assert_str_eq(o[1].domain, "b.example");
+	ck_assert(!o[1].skip);
+	ck_assert_str_eq(o[2].domain, "c.example");
+	ck_assert(!o[2].skip);
+	for (int k = 0; k < OUTCOME_KIND_COUNT; k++) {
+		ck_assert(!o[0].has_action[k] && !o[1].has_action[k]);
+		ck_assert(o[2].has_action[k] ==
+		          (k == OUTCOME_CATCH_ALL || k == OUTCOME_VALID || k == OUTCOME_INVALID));
+	}
+	ck_assert_int_eq(o[2].action[OUTCOME_CATCH_ALL], CONF_REJECT);
+	ck_assert_int_eq(o[2].action[OUTCOME_VALID], CONF_TEMPFAIL);
+	ck_assert_int_eq(o[2].action[OUTCOME_INVALID], CONF_ACCEPT);
+	ck_assert_uint_eq(c->sender_domain_blocklist.count, 2);
+	ck_assert_str_eq(c->sender_domain_blocklist.items[0], "mailinator.com");
+	ck_assert_str_eq(c->sender_domain_blocklist.items[1], "xn--bcher-kva.example");
+	ck_assert(c->dry_run);
+	ck_assert_str_eq(c->result_header, "X-Sender-Verification");
+	conf_unref(c);
+}
+END_TEST
+
 static const char good_text[] = "# a full configuration\n"
                                 "\n"
                                 "socket = inet:8891@127.0.0.1\n"
@@ -212,6 +297,18 @@ START_TEST(good_values)
 	        "exempt_recipients = , ,",
 	        "allow_sender_domains = a.example",
 	        "bad_syntax_reply = 451 4.7.1 Try later",
+	        "blocked_action = tempfail",
+	        "budget_action = ACCEPT",
+	        "tempfail_action = tempfail",
+	        "unverifiable_action = reject",
+	        "reject_reply = 554 5.7.1 %o: %r %%",
+	        "budget_reply = 421 4.3.2 busy",
+	        "domain_overrides =",
+	        "domain_overrides = example.com\tverify",
+	        "domain_overrides = example.com tempfail=tempfail blocked=tempfail",
+	        "sender_domain_blocklist = example.com.",
+	        "result_header = X-Vemilter!#$%&'*+-.^_`{|}~0",
+	        "result_header =",
 	};
 	struct errs e;
 
@@ -306,6 +403,83 @@ static const struct {
          "t.conf:1: bad_syntax_reply: enhanced status code 4.1.7 does not..."},
         {"bad_syntax_reply = 553 5.1.7 %s", "t.conf:1: bad_syntax_reply: unknown escape %s in reply text..."},
         {"bad_syntax_reply = 553 5.1.7", "t.conf:1: bad_syntax_reply: reply text is empty"},
+        /* policy actions */
+        {"invalid_action = deny",
+         "t.conf:1: invalid_action: \"deny\" is not an action (accept, tempfail or reject)"},
+        {"valid_action =", "t.conf:1: valid_action: \"\" is not an action (accept, tempfail or reject)"},
+        {"blocked_action = reject",
+         "t.conf:1: blocked_action: reject is not allowed: blocked means the sender's mail server refuses "
+         "our probe, not the address (use accept or tempfail)"},
+        {"blocked_action = Reject", "t.conf:1: blocked_action: reject is not allowed: blocked means..."},
+        {"tempfail_action = reject",
+         "t.conf:1: tempfail_action: reject is not allowed: tempfail means the probe failed for now (4xx, "
+         "timeout, DNS), which says nothing about the address (use accept or tempfail)"},
+        {"budget_action = reject",
+         "t.conf:1: budget_action: reject is not allowed: an unfinished probe says nothing about the address "
+         "(use accept or tempfail)"},
+        {"budget_action = later",
+         "t.conf:1: budget_action: \"later\" is not an action (accept, tempfail or reject)"},
+        /* policy replies: reject replies are 5xx, tempfail replies 4xx */
+        {"invalid_reply = 451 4.1.0 later",
+         "t.conf:1: invalid_reply: reply code 451 is not 5xx: a reject reply is a permanent failure"},
+        {"no_domain_reply = 450 4.1.8 later", "t.conf:1: no_domain_reply: reply code 450 is not 5xx..."},
+        {"reject_reply = 421 4.7.0 later", "t.conf:1: reject_reply: reply code 421 is not 5xx..."},
+        {"blocklist_reply = 451 4.7.1 later", "t.conf:1: blocklist_reply: reply code 451 is not 5xx..."},
+        {"tempfail_reply = 550 5.1.0 no",
+         "t.conf:1: tempfail_reply: reply code 550 is not 4xx: a tempfail reply is a temporary failure"},
+        {"budget_reply = 554 5.7.1 no", "t.conf:1: budget_reply: reply code 554 is not 4xx..."},
+        {"budget_reply = 451 5.7.1 no",
+         "t.conf:1: budget_reply: enhanced status code 5.7.1 does not match..."},
+        {"invalid_reply = 550 5.1.0 %d", "t.conf:1: invalid_reply: unknown escape %d in reply text..."},
+        /* domain_overrides */
+        {"domain_overrides = example.com",
+         "t.conf:1: domain_overrides: \"example.com\" needs a rule after the domain: skip, verify or "
+         "OUTCOME=ACTION"},
+        {"domain_overrides = example.com catchall=accept",
+         "t.conf:1: domain_overrides: example.com: \"catchall\" is not an outcome (valid, invalid, "
+         "no_domain, "
+         "catch_all, tempfail, blocked, unverifiable)"},
+        {"domain_overrides = example.com catch_all=deny",
+         "t.conf:1: domain_overrides: example.com: catch_all: \"deny\" is not an action (accept, tempfail or "
+         "reject)"},
+        {"domain_overrides = example.com valid=",
+         "t.conf:1: domain_overrides: example.com: valid: \"\" is not an action..."},
+        {"domain_overrides = example.com blocked=reject",
+         "t.conf:1: domain_overrides: example.com: blocked=reject is not allowed: blocked means the sender's "
+         "mail server refuses our probe, not the address"},
+        {"domain_overrides = example.com tempfail=REJECT",
+         "t.conf:1: domain_overrides: example.com: tempfail=reject is not allowed: tempfail means..."},
+        {"domain_overrides = example.com accept",
+         "t.conf:1: domain_overrides: example.com: \"accept\" is not skip, verify or OUTCOME=ACTION"},
+        {"domain_overrides = example.com skip valid=accept",
+         "t.conf:1: domain_overrides: example.com: skip stands alone: it cannot be combined with other "
+         "rules"},
+        {"domain_overrides = example.com verify invalid=accept",
+         "t.conf:1: domain_overrides: example.com: verify stands alone..."},
+        {"domain_overrides = example.com valid=accept valid=reject",
+         "t.conf:1: domain_overrides: example.com: valid is given twice"},
+        {"domain_overrides = exa_mple.com skip",
+         "t.conf:1: domain_overrides: \"exa_mple.com\" is not a valid domain name"},
+        {"domain_overrides = *.example.com skip",
+         "t.conf:1: domain_overrides: \"*.example.com\" is not a valid domain name (write example.com: it "
+         "covers the subdomains)"},
+        {"domain_overrides = example.com skip, Example.COM. verify",
+         "t.conf:1: domain_overrides: Example.COM.: a second entry for this domain (one entry a domain)"},
+        {"domain_overrides = example.com catch_all=accept,valid=accept invalid=accept",
+         "t.conf:1: domain_overrides: \"valid=accept\" names no domain..."},
+        {"domain_overrides = outlook.com catch_all=accept,valid=accept",
+         "t.conf:1: domain_overrides: \"valid=accept\" names no domain (in vemilter.conf commas separate "
+         "entries: write \"example.com catch_all=accept valid=accept\", or use a list file)"},
+        /* blocklist, header name */
+        {"sender_domain_blocklist = spam example",
+         "t.conf:1: sender_domain_blocklist: \"spam example\" is not a valid domain name"},
+        {"result_header = X-Verified: yes",
+         "t.conf:1: result_header: \"X-Verified: yes\" is not a header field name (printable ASCII without "
+         "blanks or \":\", such as X-Sender-Verification)"},
+        {"result_header = X Verified",
+         "t.conf:1: result_header: \"X Verified\" is not a header field name..."},
+        {"result_header = X-Vérifié", "t.conf:1: result_header: \"X-Vérifié\" is not a header field name..."},
+        {"dry_run = perhaps", "t.conf:1: dry_run: \"perhaps\" is not a boolean..."},
 };
 
 /* message_is - exact match, or prefix match when want ends in "..." */
@@ -472,6 +646,75 @@ START_TEST(list_file_errors)
 	snprintf(want, sizeof(want), "%s:5: exempt_recipients: cannot read %s: Is a directory", conf_path,
 	         tmpdir);
 	ck_assert_str_eq(e.msg[4], want);
+}
+END_TEST
+
+START_TEST(override_files)
+{
+	char conf_path[512], list_path[512];
+	struct errs e = {0};
+
+	write_file("overrides.list",
+	           "# per-domain rules\n"
+	           "outlook.com catch_all=accept,valid=accept\n"
+	           "  example.net\tskip  \n"
+	           "bücher.example   verify\n",
+	           list_path, sizeof(list_path));
+	write_file("overrides.conf", "domain_overrides = file:overrides.list, example.org skip\n", conf_path,
+	           sizeof(conf_path));
+
+	struct conf *c = conf_load(conf_path, collect, &e);
+	ck_assert_msg(c != NULL, "%s", e.msg[0]);
+	ck_assert_uint_eq(c->domain_overrides.count, 4);
+	const struct conf_override *o = c->domain_overrides.items;
+	ck_assert_str_eq(o[0].domain, "outlook.com");
+	ck_assert(o[0].has_action[OUTCOME_CATCH_ALL] && o[0].has_action[OUTCOME_VALID]);
+	ck_assert(!o[0].has_action[OUTCOME_INVALID] && !o[0].skip);
+	ck_assert_int_eq(o[0].action[OUTCOME_CATCH_ALL], CONF_ACCEPT);
+	ck_assert_str_eq(o[1].domain, "example.net");
+	ck_assert(o[1].skip);
+	ck_assert_str_eq(o[2].domain, "xn--bcher-kva.example");
+	ck_assert(!o[2].skip);
+	ck_assert_str_eq(o[3].domain, "example.org");
+	ck_assert(o[3].skip);
+	conf_unref(c);
+}
+END_TEST
+
+START_TEST(override_file_errors)
+{
+	char conf_path[512], list_path[512], want[1200];
+	struct errs e = {0};
+	static const char *const wants[] = {
+	        ":3: domain_overrides: example.org: \"catchall\" is not an outcome (valid, invalid, ...",
+	        ":4: domain_overrides: example.com: blocked=reject is not allowed: blocked means ...",
+	        ":5: domain_overrides: \"example.edu\" needs a rule after the domain: skip, verify or "
+	        "OUTCOME=ACTION",
+	        ":6: domain_overrides: \"bad_domain.example\" is not a valid domain name",
+	        ":7: domain_overrides: example.info: valid: \"maybe\" is not an action (accept, tempfail or "
+	        "reject)",
+	        ":8: domain_overrides: Outlook.com: a second entry for this domain (one entry a domain)",
+	};
+
+	write_file("bad-overrides.list",
+	           "outlook.com catch_all=accept,valid=accept\n"
+	           "# comment\n"
+	           "example.org catchall=accept\n"
+	           "example.com blocked=reject\n"
+	           "example.edu\n"
+	           "bad_domain.example skip\n"
+	           "example.info valid=maybe\n"
+	           "Outlook.com skip\n",
+	           list_path, sizeof(list_path));
+	write_file("bad-overrides.conf", "log_level = info\ndomain_overrides = file:bad-overrides.list\n",
+	           conf_path, sizeof(conf_path));
+
+	ck_assert_ptr_null(conf_load(conf_path, collect, &e));
+	ck_assert_int_eq(e.n, N(wants));
+	for (int i = 0; i < N(wants); i++) {
+		snprintf(want, sizeof(want), "%s%s", list_path, wants[i]);
+		ck_assert_msg(message_is(e.msg[i], want), "got  %s\nwant %s", e.msg[i], want);
+	}
 }
 END_TEST
 
@@ -773,6 +1016,8 @@ int main(void)
 	TCase *docs = tcase_create("docs");
 
 	tcase_add_test(parse, defaults);
+	tcase_add_test(parse, policy_defaults);
+	tcase_add_test(parse, policy_values);
 	tcase_add_test(parse, good_file);
 	tcase_add_test(parse, good_values);
 	tcase_add_loop_test(parse, bad_line, 0, N(bad));
@@ -788,6 +1033,8 @@ int main(void)
 	tcase_add_test(files, list_files);
 	tcase_add_test(files, list_file_errors);
 	tcase_add_test(files, list_file_overlong);
+	tcase_add_test(files, override_files);
+	tcase_add_test(files, override_file_errors);
 	tcase_add_test(files, unreadable_config);
 	suite_add_tcase(s, files);
 

@@ -1,0 +1,811 @@
+/*
+ * cache.c - the LMDB store behind cache.h: one file (MDB_NOSUBDIR, plus its
+ * "-lock" file) that several processes share, and any thread of each.
+ *
+ * Owns struct cache: the LMDB environment, the main database handle and a
+ * mutex. Locking: every transaction of this process runs under that one
+ * mutex, so at most one transaction of ours is open at any time. That is
+ * what lets the map be resized safely (mdb_env_set_mapsize needs no open
+ * transaction in the process), lets MDB_NOTLS reuse one reader slot, and
+ * keeps the code simple; at mail rates a lookup takes microseconds, so the
+ * serialization costs nothing. LMDB's own lock file serializes writers
+ * across processes. Open the cache once per process, after any fork().
+ *
+ * Recoverable LMDB conditions are hidden from the caller:
+ *  - MDB_MAP_FULL: the map doubles (from min(64 MiB, soft limit)) up to a
+ *    soft limit: cache_max_mb less a reserve (1/16; 256 KiB to 1/4). LMDB
+ *    copies on write and reuses a freed page only two transactions later,
+ *    so a full map cannot even delete. At the soft limit the reserve is
+ *    opened for the write; then free_up() sweeps expired records, or else
+ *    evicts the oldest eighth by probed_at, one record a transaction (each
+ *    reusing what the one two before it freed), under an exclusive flock()
+ *    on the data file that every write holds shared, so that no other
+ *    process's writes take those pages; then the map is closed down to the
+ *    pages in use. Each round uses up a few reserve pages for good (about
+ *    four); should the reserve ever be gone, the file is deleted and
+ *    started afresh (logged).
+ *  - MDB_MAP_RESIZED: another process grew the map: adopt its size, retry.
+ *  - a corrupt or foreign file at open: moved aside to PATH.corrupt.<time>
+ *    (its lock file removed), logged, and recreated.
+ *  - MDB_CORRUPTED or MDB_PANIC later: logged, the read is a miss, and the
+ *    environment is reopened (at most once a minute; a corrupt file is
+ *    moved aside first).
+ *  - a file replaced by another process (after either of the above): a
+ *    write first checks the path still names our file, else reopens it.
+ * Every other failure is a miss (reads) or false (writes), and logged.
+ */
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "clock.h"
+#include "log.h"
+
+#define MIB             ((size_t)1 << 20)
+#define INITIAL_MAP     (64 * MIB)
+#define MAX_READERS     256   /* one slot per process is enough: see above */
+#define WRITE_ATTEMPTS  16    /* grow, sweep, evict rounds for one write */
+#define BATCH           2048  /* deletions per transaction of a sweep */
+#define MIN_EVICT       16    /* records evicted per round, at least */
+#define SAMPLE          65536 /* records looked at to find the oldest eighth */
+#define RESERVE_MIN     (256 * 1024)
+#define RECOVER_SPACING 60000
+
+struct cache {
+	pthread_mutex_t lock; /* serializes all of this process's transactions */
+	MDB_env *env;         /* NULL when a reopen failed: every call misses */
+	MDB_dbi dbi;
+	char *path;
+	size_t max_bytes;        /* cache_max_mb: the hard limit */
+	size_t soft_bytes;       /* the map's limit outside free_up(); the rest is a reserve */
+	int64_t last_recover_ms; /* monotonic; reopen at most once a minute */
+	bool recovered_once;     /* last_recover_ms is meaningful */
+	bool reserve_open;       /* the map is at max_bytes until free_up() */
+};
+
+/* One step inside a transaction; a write step may return STEP_NOTHING to
+ * abort cleanly. */
+typedef int (*txn_step)(struct cache *c, MDB_txn *txn, void *arg);
+#define STEP_NOTHING 1
+
+/* is_damage - an error that means the file itself is bad */
+static bool is_damage(int rc)
+{
+	return rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_VERSION_MISMATCH || rc == MDB_PANIC;
+}
+
+/* parent_dir - the directory part of path ("." if none) into buf */
+static void parent_dir(const char *path, char *buf, size_t size)
+{
+	const char *slash = strrchr(path, '/');
+	if (slash == NULL)
+		snprintf(buf, size, ".");
+	else if (slash == path)
+		snprintf(buf, size, "/");
+	else
+		snprintf(buf, size, "%.*s", (int)(slash - path), path);
+}
+
+/* lock_path - PATH-lock, LMDB's lock file for a MDB_NOSUBDIR environment */
+static void lock_path(const char *path, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s-lock", path);
+}
+
+/* adopt_dir_owner - root created these files: give them to the directory's
+ * owner (the daemon's StateDirectory), so the daemon can still open them */
+static void adopt_dir_owner(const char *path, bool data_new, bool lock_new)
+{
+	char dir[4096], lock[4096];
+	struct stat st;
+	parent_dir(path, dir, sizeof(dir));
+	if (geteuid() != 0 || stat(dir, &st) != 0 || (st.st_uid == 0 && st.st_gid == 0))
+		return;
+	lock_path(path, lock, sizeof(lock));
+	if (data_new && chown(path, st.st_uid, st.st_gid) != 0)
+		log_msg(LOG_WARNING, "cache %s: chown: %s", path, strerror(errno));
+	if (lock_new && chown(lock, st.st_uid, st.st_gid) != 0)
+		log_msg(LOG_WARNING, "cache %s: chown: %s", lock, strerror(errno));
+}
+
+/* check_env - a first read of the main database, to catch a broken root */
+static int check_env(MDB_env *env, MDB_dbi *dbi)
+{
+	MDB_txn *txn;
+	MDB_cursor *cursor;
+	MDB_val k, v;
+	int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return rc;
+	rc = mdb_dbi_open(txn, NULL, 0, dbi);
+	if (rc == 0)
+		rc = mdb_cursor_open(txn, *dbi, &cursor);
+	if (rc == 0) {
+		rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST);
+		mdb_cursor_close(cursor);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	if (rc == 0)
+		return mdb_txn_commit(txn);
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+/* settle_map - from the current size to one between the initial size and
+ * the soft limit (never below the pages in use: LMDB sees to that) */
+static int settle_map(struct cache *c, MDB_env *env, size_t current)
+{
+	size_t initial = c->soft_bytes < INITIAL_MAP ? c->soft_bytes : INITIAL_MAP;
+	if (current < initial)
+		return mdb_env_set_mapsize(env, initial);
+	if (current > c->soft_bytes)
+		return mdb_env_set_mapsize(env, c->soft_bytes);
+	return 0;
+}
+
+/* env_open - open (or create) c->path into c->env; an LMDB error code */
+static int env_open(struct cache *c)
+{
+	char lock[4096];
+	MDB_env *env;
+	MDB_envinfo info;
+	lock_path(c->path, lock, sizeof(lock));
+	bool data_new = access(c->path, F_OK) != 0, lock_new = access(lock, F_OK) != 0;
+	int rc = mdb_env_create(&env);
+	if (rc != 0)
+		return rc;
+	rc = mdb_env_set_maxreaders(env, MAX_READERS);
+	if (rc == 0)
+		rc = mdb_env_open(env, c->path, MDB_NOSUBDIR | MDB_NOTLS, 0640);
+	if (rc == 0)
+		rc = mdb_env_info(env, &info);
+	if (rc == 0)
+		rc = settle_map(c, env, info.me_mapsize);
+	if (rc == 0)
+		rc = check_env(env, &c->dbi);
+	if (rc != 0) {
+		mdb_env_close(env);
+		return rc;
+	}
+	mdb_reader_check(env, NULL); /* free slots of readers that died */
+	adopt_dir_owner(c->path, data_new, lock_new);
+	c->env = env;
+	return 0;
+}
+
+/* move_aside - rename a bad file to PATH.corrupt.<unix-time>, drop its lock file */
+static void move_aside(const char *path, int why)
+{
+	char moved[4096], lock[4096];
+	snprintf(moved, sizeof(moved), "%s.corrupt.%lld", path, (long long)time(NULL));
+	lock_path(path, lock, sizeof(lock));
+	if (rename(path, moved) != 0) {
+		log_msg(LOG_ERR, "cache %s is unusable (%s) and cannot be moved aside: %s", path,
+		        mdb_strerror(why), strerror(errno));
+		return;
+	}
+	if (unlink(lock) != 0 && errno != ENOENT)
+		log_msg(LOG_WARNING, "cache %s: cannot remove %s: %s", path, lock, strerror(errno));
+	log_msg(LOG_WARNING, "cache %s is unusable (%s): moved aside to %s, starting a new one", path,
+	        mdb_strerror(why), moved);
+}
+
+/* open_or_recreate - env_open, and once more after moving a bad file aside */
+static int open_or_recreate(struct cache *c)
+{
+	int rc = env_open(c);
+	if (is_damage(rc)) {
+		move_aside(c->path, rc);
+		rc = env_open(c);
+	}
+	return rc;
+}
+
+/* cache_open - see cache.h */
+struct cache *cache_open(const char *path, int max_mb, char *why, size_t why_size)
+{
+	char dir[4096];
+	struct stat st;
+	parent_dir(path, dir, sizeof(dir));
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		snprintf(why, why_size,
+		         "cache %s: directory %s is missing (create it, owned by the daemon's user)", path,
+		         dir);
+		log_msg(LOG_ERR, "%s", why);
+		return NULL;
+	}
+	struct cache *c = calloc(1, sizeof(*c));
+	if (c == NULL || (c->path = strdup(path)) == NULL) {
+		free(c);
+		snprintf(why, why_size, "cache %s: out of memory", path);
+		return NULL;
+	}
+	c->max_bytes = (size_t)(max_mb > 0 ? max_mb : 1) * MIB;
+	size_t reserve = c->max_bytes / 16 > RESERVE_MIN ? c->max_bytes / 16 : RESERVE_MIN;
+	c->soft_bytes = c->max_bytes - (reserve < c->max_bytes / 4 ? reserve : c->max_bytes / 4);
+	pthread_mutex_init(&c->lock, NULL);
+	int rc = open_or_recreate(c);
+	if (rc != 0) {
+		snprintf(why, why_size, "cache %s: %s", path, mdb_strerror(rc));
+		log_msg(LOG_ERR, "%s", why);
+		cache_close(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* cache_close - see cache.h; NULL is fine */
+void cache_close(struct cache *c)
+{
+	if (c == NULL)
+		return;
+	if (c->env != NULL)
+		mdb_env_close(c->env);
+	pthread_mutex_destroy(&c->lock);
+	free(c->path);
+	free(c);
+}
+
+/* same_file - does the path still name the file our environment has open? */
+static bool same_file(struct cache *c)
+{
+	struct stat mine, named;
+	int fd;
+	if (c->env == NULL || mdb_env_get_fd(c->env, &fd) != 0 || fstat(fd, &mine) != 0)
+		return false;
+	return stat(c->path, &named) == 0 && mine.st_ino == named.st_ino && mine.st_dev == named.st_dev;
+}
+
+/* reopen - close the environment and open the path again; with drop set
+ * (and the file still ours) first move a corrupt file aside (rc
+ * MDB_CORRUPTED) or delete it. Lock held, no transaction open. */
+static void reopen(struct cache *c, bool drop, int rc)
+{
+	char lock[4096];
+	bool ours = same_file(c);
+	if (c->env != NULL)
+		mdb_env_close(c->env);
+	c->env = NULL;
+	lock_path(c->path, lock, sizeof(lock));
+	if (drop && ours && rc == MDB_CORRUPTED)
+		move_aside(c->path, rc);
+	else if (drop && ours && (unlink(c->path) != 0 || unlink(lock) != 0) && errno != ENOENT)
+		log_msg(LOG_ERR, "cache %s: cannot delete: %s", c->path, strerror(errno));
+	rc = open_or_recreate(c);
+	if (rc != 0)
+		log_msg(LOG_ERR, "cache %s: reopen failed: %s; every lookup misses", c->path,
+		        mdb_strerror(rc));
+}
+
+/* follow - after another process replaced the file, use the new one */
+static void follow(struct cache *c)
+{
+	if (c->env == NULL || same_file(c))
+		return;
+	log_msg(LOG_NOTICE, "cache %s was replaced by another process: reopening it", c->path);
+	reopen(c, false, 0);
+}
+
+/* recover - after MDB_CORRUPTED or MDB_PANIC, or with no environment left:
+ * reopen (a corrupt file is moved aside first), at most once a minute */
+static void recover(struct cache *c, int rc, const char *what)
+{
+	int64_t now = clock_mono_ms();
+	if (c->env != NULL)
+		log_msg(LOG_ERR, "cache %s: %s: %s", c->path, what, mdb_strerror(rc));
+	if (c->recovered_once && now - c->last_recover_ms < RECOVER_SPACING)
+		return;
+	c->recovered_once = true;
+	c->last_recover_ms = now;
+	reopen(c, rc == MDB_CORRUPTED, rc);
+	if (c->env != NULL)
+		log_msg(LOG_WARNING, "cache %s: reopened", c->path);
+}
+
+/* report - log an operation's failure; damage (or no environment) triggers
+ * a recovery */
+static void report(struct cache *c, int rc, const char *what)
+{
+	if (rc == MDB_CORRUPTED || rc == MDB_PANIC || c->env == NULL)
+		recover(c, rc, what);
+	else
+		log_msg(LOG_ERR, "cache %s: %s: %s", c->path, what, mdb_strerror(rc));
+}
+
+/* txn_begin - begin, adopting another process's map growth (again if it
+ * grew once more meanwhile) and freeing the reader slots of dead processes */
+static int txn_begin(struct cache *c, unsigned flags, MDB_txn **txn)
+{
+	int rc = c->env == NULL ? MDB_PANIC : mdb_txn_begin(c->env, NULL, flags, txn);
+	for (int again = 0; rc == MDB_MAP_RESIZED && again < 8; again++) {
+		MDB_envinfo info;
+		rc = mdb_env_set_mapsize(c->env, 0);
+		if (rc == 0 && (rc = mdb_env_info(c->env, &info)) == 0)
+			rc = settle_map(c, c->env, info.me_mapsize);
+		if (rc == 0)
+			rc = mdb_txn_begin(c->env, NULL, flags, txn);
+	}
+	if (rc == MDB_READERS_FULL) {
+		mdb_reader_check(c->env, NULL);
+		rc = mdb_txn_begin(c->env, NULL, flags, txn);
+	}
+	return rc;
+}
+
+/* write_once - one write transaction running step; 0 when committed or
+ * when the step had nothing to do */
+static int write_once(struct cache *c, txn_step step, void *arg)
+{
+	MDB_txn *txn;
+	int rc = txn_begin(c, 0, &txn);
+	if (rc != 0)
+		return rc;
+	rc = step(c, txn, arg);
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return rc == STEP_NOTHING ? 0 : rc;
+	}
+	return mdb_txn_commit(txn);
+}
+
+/* Removing records: expired (or damaged) ones, and with oldest_ms also those
+ * probed at or before it, up to limit, batch per transaction. A step reads
+ * only the inputs and writes only the results, so a retried step is safe. */
+struct prune_arg {
+	int64_t now_ms, oldest_ms;  /* oldest_ms INT64_MIN: expired ones only */
+	size_t batch, limit;        /* per transaction, in all */
+	char resume[CACHE_KEY_MAX]; /* first key of the next batch; "" = the start */
+	size_t removed;             /* committed so far */
+	bool done;
+	char next[CACHE_KEY_MAX]; /* results of the last step */
+	size_t step_removed;
+	bool step_done;
+};
+
+/* prunable - does this stored value go? */
+static bool prunable(const struct prune_arg *arg, const MDB_val *v)
+{
+	struct cache_record rec;
+	if (!cache_record_decode(v->mv_data, v->mv_size, &rec))
+		return true;
+	return arg->now_ms >= rec.expires_at_ms || rec.probed_at_ms <= arg->oldest_ms;
+}
+
+/* prune_step - one batch of removals from arg->resume on */
+static int prune_step(struct cache *c, MDB_txn *txn, void *varg)
+{
+	struct prune_arg *arg = varg;
+	MDB_cursor *cursor;
+	MDB_val k = {strlen(arg->resume), arg->resume}, v;
+	size_t room = arg->limit - arg->removed, n = 0;
+	arg->next[0] = '\0';
+	int rc = mdb_cursor_open(txn, c->dbi, &cursor);
+	if (rc != 0)
+		return rc;
+	rc = mdb_cursor_get(cursor, &k, &v, k.mv_size > 0 ? MDB_SET_RANGE : MDB_FIRST);
+	for (; rc == 0 && n < room; rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
+		if (n == arg->batch) {
+			snprintf(arg->next, sizeof(arg->next), "%.*s", (int)k.mv_size,
+			         (const char *)k.mv_data);
+			break;
+		}
+		if (prunable(arg, &v) && (rc = mdb_cursor_del(cursor, 0)) == 0)
+			n++;
+		if (rc != 0)
+			break;
+	}
+	mdb_cursor_close(cursor);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return rc;
+	arg->step_removed = n;
+	arg->step_done = rc == MDB_NOTFOUND || n == room;
+	return n == 0 ? STEP_NOTHING : 0;
+}
+
+/* prune_apply - count a committed step's results */
+static void prune_apply(struct prune_arg *arg)
+{
+	arg->removed += arg->step_removed;
+	arg->done = arg->step_done;
+	memcpy(arg->resume, arg->next, sizeof(arg->resume));
+}
+
+/* prune_full - prune one record a transaction: in a full map a transaction
+ * can only reuse what the one two before it freed, so the transactions
+ * stay as small as the first ones must be */
+static size_t prune_full(struct cache *c, int64_t now_ms, int64_t oldest_ms, size_t limit)
+{
+	struct prune_arg arg = {.now_ms = now_ms, .oldest_ms = oldest_ms, .batch = 1, .limit = limit};
+	while (!arg.done && write_once(c, prune_step, &arg) == 0)
+		prune_apply(&arg);
+	return arg.removed;
+}
+
+/* cmp_i64 - ascending, for qsort */
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* oldest_eighth - how many records make the oldest eighth (at least
+ * MIN_EVICT), and about the probed_at of the last of them, from a sample of
+ * at most SAMPLE records; a damaged record counts as the oldest. 0 when
+ * empty or on error. */
+static size_t oldest_eighth(struct cache *c, int64_t *threshold)
+{
+	MDB_txn *txn;
+	MDB_cursor *cursor;
+	MDB_val k, v;
+	MDB_stat st;
+	struct cache_record rec;
+	size_t count = 0, n = 0, seen = 0, stride;
+	int64_t *sample = malloc(SAMPLE * sizeof(*sample));
+	if (sample == NULL || txn_begin(c, MDB_RDONLY, &txn) != 0) {
+		free(sample);
+		return 0;
+	}
+	if (mdb_stat(txn, c->dbi, &st) == 0 && mdb_cursor_open(txn, c->dbi, &cursor) == 0) {
+		stride = st.ms_entries / SAMPLE + 1;
+		while (count < SAMPLE && mdb_cursor_get(cursor, &k, &v, MDB_NEXT) == 0)
+			if (seen++ % stride == 0)
+				sample[count++] = cache_record_decode(v.mv_data, v.mv_size, &rec)
+				                          ? rec.probed_at_ms
+				                          : INT64_MIN;
+		mdb_cursor_close(cursor);
+		n = st.ms_entries / 8 > MIN_EVICT ? st.ms_entries / 8 : MIN_EVICT;
+		n = n < st.ms_entries ? n : st.ms_entries;
+	}
+	mdb_txn_abort(txn);
+	if (count > 0 && n > 0) {
+		qsort(sample, count, sizeof(*sample), cmp_i64);
+		size_t at = (count * n + st.ms_entries - 1) / st.ms_entries; /* same share of the sample */
+		*threshold = sample[at > 0 ? at - 1 : 0];
+	}
+	free(sample);
+	return count > 0 ? n : 0;
+}
+
+/* writers - flock() on the data file among processes: every write holds it
+ * shared, free_up() exclusive, so no other process's writes take the pages
+ * its small transactions free for each other. LMDB locks another file. */
+static void writers(struct cache *c, int op)
+{
+	int fd;
+	if (c->env != NULL && mdb_env_get_fd(c->env, &fd) == 0)
+		while (flock(fd, op) != 0 && errno == EINTR)
+			;
+}
+
+/* free_up - after a write went through in the reserve: sweep, or else
+ * evict the oldest eighth, then close the reserve; if nothing can be
+ * removed, start afresh. Many small transactions, synced once at the end. */
+static bool free_up(struct cache *c, int64_t now_ms)
+{
+	const char *what = "expired";
+	writers(c, LOCK_EX);
+	mdb_env_set_flags(c->env, MDB_NOSYNC, 1);
+	size_t removed = prune_full(c, now_ms, INT64_MIN, SIZE_MAX);
+	if (removed == 0) {
+		int64_t threshold;
+		size_t n = oldest_eighth(c, &threshold);
+		what = "oldest";
+		if (n > 0)
+			removed = prune_full(c, now_ms, threshold, n);
+	}
+	mdb_env_set_flags(c->env, MDB_NOSYNC, 0);
+	mdb_env_sync(c->env, 1);
+	mdb_env_set_mapsize(c->env, c->soft_bytes); /* LMDB keeps every page in use */
+	writers(c, LOCK_SH);
+	c->reserve_open = false;
+	if (removed > 0) {
+		log_msg(LOG_NOTICE, "cache %s: full at %zu KiB: removed %zu %s records", c->path,
+		        c->soft_bytes / 1024, removed, what);
+		return true;
+	}
+	log_msg(LOG_ERR, "cache %s: full at %zu MiB and nothing can be removed: starting afresh", c->path,
+	        c->max_bytes / MIB);
+	reopen(c, true, 0);
+	return c->env != NULL;
+}
+
+/* make_room - after MDB_MAP_FULL: double the map up to the soft limit;
+ * there, open the reserve for this one write (free_up() follows it: its
+ * first transactions can then reuse pages this one freed); with the
+ * reserve open already, free up now. False when nothing could be done. */
+static bool make_room(struct cache *c, int64_t now_ms)
+{
+	MDB_envinfo info;
+	if (mdb_env_info(c->env, &info) != 0)
+		return false;
+	if (info.me_mapsize < c->soft_bytes) {
+		size_t grown = info.me_mapsize * 2 < c->soft_bytes ? info.me_mapsize * 2 : c->soft_bytes;
+		int rc = mdb_env_set_mapsize(c->env, grown);
+		if (rc == 0) {
+			log_msg(LOG_INFO, "cache %s: map grown to %zu KiB", c->path, grown / 1024);
+			return true;
+		}
+		log_msg(LOG_ERR, "cache %s: cannot grow the map: %s", c->path, mdb_strerror(rc));
+	}
+	if (!c->reserve_open && mdb_env_set_mapsize(c->env, c->max_bytes) == 0)
+		return c->reserve_open = true;
+	return free_up(c, now_ms);
+}
+
+/* write_retry - write_once, hiding MDB_MAP_FULL and damage */
+static int write_retry(struct cache *c, txn_step step, void *arg, int64_t now_ms)
+{
+	int rc = MDB_PANIC;
+	for (int attempt = 0; attempt < WRITE_ATTEMPTS && c->env != NULL; attempt++) {
+		rc = write_once(c, step, arg);
+		if (rc == MDB_MAP_FULL && make_room(c, now_ms))
+			continue;
+		if ((rc == MDB_CORRUPTED || rc == MDB_PANIC) && attempt == 0) {
+			recover(c, rc, "write");
+			continue;
+		}
+		break;
+	}
+	return rc;
+}
+
+/* write_locked - one write under the lock, following a replaced file;
+ * failures other than "not found" are reported */
+static int write_locked(struct cache *c, txn_step step, void *arg, int64_t now_ms, const char *what)
+{
+	pthread_mutex_lock(&c->lock);
+	follow(c);
+	writers(c, LOCK_SH);
+	int rc = write_retry(c, step, arg, now_ms);
+	if (c->reserve_open && c->env != NULL)
+		free_up(c, now_ms);
+	writers(c, LOCK_UN);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		report(c, rc, what);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+/* read_locked - step in a read transaction under the lock; failures other
+ * than "not found" are reported */
+static int read_locked(struct cache *c, txn_step step, void *arg, const char *what)
+{
+	MDB_txn *txn;
+	pthread_mutex_lock(&c->lock);
+	int rc = txn_begin(c, MDB_RDONLY, &txn);
+	if (rc == 0) {
+		rc = step(c, txn, arg);
+		mdb_txn_abort(txn);
+	}
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		report(c, rc, what);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+/* key_val - a key as an MDB_val; false for an empty or over-long key */
+static bool key_val(const char *key, MDB_val *k)
+{
+	size_t n = key != NULL ? strnlen(key, CACHE_KEY_MAX) : 0;
+	k->mv_size = n;
+	k->mv_data = (void *)key;
+	return n > 0 && n < CACHE_KEY_MAX;
+}
+
+struct get_arg {
+	MDB_val key;
+	struct cache_record *out;
+	bool found;
+};
+
+/* get_step - look a key up and decode it */
+static int get_step(struct cache *c, MDB_txn *txn, void *varg)
+{
+	struct get_arg *arg = varg;
+	MDB_val v;
+	int rc = mdb_get(txn, c->dbi, &arg->key, &v);
+	arg->found = rc == 0 && cache_record_decode(v.mv_data, v.mv_size, arg->out);
+	return rc;
+}
+
+/* cache_get - see cache.h */
+enum cache_status cache_get(struct cache *c, const char *key, int64_t now_ms, struct cache_record *out)
+{
+	struct get_arg arg = {.out = out};
+	if (c == NULL || !key_val(key, &arg.key) || read_locked(c, get_step, &arg, "read") != 0 ||
+	    !arg.found || now_ms >= out->expires_at_ms)
+		return CACHE_MISS;
+	return now_ms < out->refresh_at_ms ? CACHE_HIT : CACHE_STALE;
+}
+
+struct put_arg {
+	MDB_val key;
+	const struct cache_record *rec;
+	int64_t now_ms;
+};
+
+/* put_step - store the record unless the replace rule keeps the old one */
+static int put_step(struct cache *c, MDB_txn *txn, void *varg)
+{
+	struct put_arg *arg = varg;
+	unsigned char buf[CACHE_RECORD_MAX];
+	struct cache_record old;
+	MDB_val v;
+	int rc = mdb_get(txn, c->dbi, &arg->key, &v);
+	if (rc == 0 && cache_record_decode(v.mv_data, v.mv_size, &old) &&
+	    !cache_record_may_replace(&old, arg->rec, arg->now_ms))
+		return STEP_NOTHING;
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return rc;
+	v.mv_size = cache_record_encode(arg->rec, buf, sizeof(buf));
+	v.mv_data = buf;
+	if (v.mv_size == 0)
+		return EINVAL;
+	return mdb_put(txn, c->dbi, &arg->key, &v, 0);
+}
+
+/* cache_put - see cache.h */
+bool cache_put(struct cache *c, const char *key, const struct cache_record *rec, int64_t now_ms)
+{
+	struct put_arg arg = {.rec = rec, .now_ms = now_ms};
+	return c != NULL && key_val(key, &arg.key) && write_locked(c, put_step, &arg, now_ms, "write") == 0;
+}
+
+/* del_step - delete one key */
+static int del_step(struct cache *c, MDB_txn *txn, void *key)
+{
+	return mdb_del(txn, c->dbi, key, NULL);
+}
+
+/* cache_del - see cache.h */
+bool cache_del(struct cache *c, const char *key)
+{
+	MDB_val k;
+	return c != NULL && key_val(key, &k) && write_locked(c, del_step, &k, 0, "delete") == 0;
+}
+
+/* cache_sweep - see cache.h; the lock is released between batches. In a
+ * full map, one record a transaction (see prune_full()). */
+size_t cache_sweep(struct cache *c, int64_t now_ms)
+{
+	struct prune_arg arg = {.now_ms = now_ms, .oldest_ms = INT64_MIN, .batch = BATCH, .limit = SIZE_MAX};
+	int rc = 0;
+	while (c != NULL && !arg.done && rc == 0) {
+		pthread_mutex_lock(&c->lock);
+		follow(c);
+		writers(c, LOCK_SH);
+		rc = write_once(c, prune_step, &arg);
+		if (rc == MDB_MAP_FULL || rc == MDB_CORRUPTED || rc == MDB_PANIC) {
+			arg.batch = rc == MDB_MAP_FULL ? 1 : arg.batch;
+			rc = write_retry(c, prune_step, &arg, now_ms);
+		}
+		if (rc == 0)
+			prune_apply(&arg);
+		if (c->reserve_open && c->env != NULL)
+			free_up(c, now_ms);
+		writers(c, LOCK_UN);
+		if (rc != 0)
+			report(c, rc, "sweep");
+		pthread_mutex_unlock(&c->lock);
+	}
+	return arg.removed;
+}
+
+/* purge_step - empty the main database, counting what it held */
+static int purge_step(struct cache *c, MDB_txn *txn, void *count)
+{
+	MDB_stat st;
+	int rc = mdb_stat(txn, c->dbi, &st);
+	if (rc != 0)
+		return rc;
+	*(size_t *)count = st.ms_entries;
+	return st.ms_entries == 0 ? STEP_NOTHING : mdb_drop(txn, c->dbi, 0);
+}
+
+/* cache_purge - see cache.h */
+size_t cache_purge(struct cache *c)
+{
+	size_t count = 0;
+	return c != NULL && write_locked(c, purge_step, &count, 0, "purge") == 0 ? count : 0;
+}
+
+struct visit_arg {
+	cache_visit_fn fn;
+	void *arg;
+};
+
+/* visit_step - fn(arg, key, record) for each decodable record, in key
+ * order, until fn returns false */
+static int visit_step(struct cache *c, MDB_txn *txn, void *varg)
+{
+	struct visit_arg *visit = varg;
+	MDB_cursor *cursor;
+	MDB_val k, v;
+	char key[CACHE_KEY_MAX];
+	struct cache_record rec;
+	int rc = mdb_cursor_open(txn, c->dbi, &cursor);
+	if (rc != 0)
+		return rc;
+	while ((rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) == 0) {
+		if (k.mv_size >= sizeof(key) || !cache_record_decode(v.mv_data, v.mv_size, &rec))
+			continue;
+		memcpy(key, k.mv_data, k.mv_size);
+		key[k.mv_size] = '\0';
+		if (!visit->fn(visit->arg, key, &rec))
+			break;
+	}
+	mdb_cursor_close(cursor);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* cache_foreach - see cache.h. fn runs under the cache's lock and must not
+ * call back into the cache. Damaged records are skipped. */
+bool cache_foreach(struct cache *c, cache_visit_fn fn, void *arg)
+{
+	struct visit_arg visit = {fn, arg};
+	return c != NULL && read_locked(c, visit_step, &visit, "read") == 0;
+}
+
+struct stats_arg {
+	struct cache_stats *out;
+	int64_t now_ms;
+};
+
+/* count_record - one record into the statistics */
+static bool count_record(void *varg, const char *key, const struct cache_record *rec)
+{
+	struct cache_stats *out = ((struct stats_arg *)varg)->out;
+	int64_t now_ms = ((struct stats_arg *)varg)->now_ms;
+	if (strncmp(key, "a:", 2) == 0)
+		out->addresses++;
+	else if (strncmp(key, "d:", 2) == 0)
+		out->domains++;
+	else
+		return true;
+	if (now_ms >= rec->expires_at_ms)
+		out->expired++;
+	out->by_outcome[rec->outcome.kind]++;
+	return true;
+}
+
+/* stats_step - count every record, and measure the map: the pages up to
+ * the last one used, less those on LMDB's free list (database 0) */
+static int stats_step(struct cache *c, MDB_txn *txn, void *varg)
+{
+	struct cache_stats *out = ((struct stats_arg *)varg)->out;
+	struct visit_arg visit = {count_record, varg};
+	MDB_envinfo info;
+	MDB_stat st;
+	MDB_cursor *cursor;
+	MDB_val k, v;
+	size_t unused = 0;
+	int rc = visit_step(c, txn, &visit);
+	if (rc == 0 && (rc = mdb_env_info(c->env, &info)) == 0 && (rc = mdb_env_stat(c->env, &st)) == 0 &&
+	    (rc = mdb_cursor_open(txn, 0, &cursor)) == 0) {
+		while (mdb_cursor_get(cursor, &k, &v, MDB_NEXT) == 0)
+			unused += v.mv_size >= sizeof(size_t) ? *(const size_t *)v.mv_data : 0;
+		mdb_cursor_close(cursor);
+		out->map_bytes = info.me_mapsize;
+		out->used_bytes =
+		        (uint64_t)(info.me_last_pgno + 1 > unused ? info.me_last_pgno + 1 - unused : 0) *
+		        st.ms_psize;
+	}
+	return rc;
+}
+
+/* cache_stats - see cache.h */
+bool cache_stats(struct cache *c, int64_t now_ms, struct cache_stats *out)
+{
+	struct stats_arg arg = {out, now_ms};
+	memset(out, 0, sizeof(*out));
+	return c != NULL && read_locked(c, stats_step, &arg, "stats") == 0;
+}

@@ -1,0 +1,396 @@
+/*
+ * cachetool.c - vemilter-cache: an administrator's view of the verification
+ * cache: list, get, del, purge, stats, and put (for tests and emergencies).
+ *
+ * Reads the daemon's configuration for the cache path and cache_max_mb and
+ * opens the same LMDB file, safely alongside a running daemon. Warnings from
+ * the store (e.g. a corrupt file moved aside) go to stderr. Owns the loaded
+ * configuration and the open cache for the length of one command.
+ */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "addr.h"
+#include "cache.h"
+#include "clock.h"
+#include "conf.h"
+#include "log.h"
+#include "outcome.h"
+
+/* Exit statuses, documented in vemilter-cache(8). */
+enum exit_code {
+	EXIT_OK = 0,
+	EXIT_FAIL = 1, /* not found, or an error */
+	EXIT_USAGE = 64,
+	EXIT_CONFIG = 78,
+};
+
+struct tool {
+	struct conf *conf;
+	struct cache *cache;
+	int64_t now_ms;
+	int argc;             /* the command's arguments, flags removed */
+	char **argv;          /* argv[0] is the command */
+	bool expired, domain; /* --expired, --domain */
+	FILE *out;            /* where list writes */
+};
+
+/* usage - the synopsis */
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: vemilter-cache [-c FILE] COMMAND\n"
+	        "  list                  every record, one a line\n"
+	        "  get ADDRESS|KEY       the address's record and its domain's\n"
+	        "  del [--domain] ADDRESS|KEY\n"
+	        "                        delete the address's record (--domain: its domain's too)\n"
+	        "  purge [--expired]     delete every record (--expired: only expired ones)\n"
+	        "  stats                 counts, map size and use\n"
+	        "  put ADDRESS|KEY OUTCOME [CODE ECODE TEXT]\n"
+	        "                        store a record (for tests and emergencies)\n"
+	        "  -c FILE  configuration (default %s)\n"
+	        "  -V       print the version and exit\n"
+	        "  -h       print this help and exit\n",
+	        CONF_DEFAULT_PATH);
+}
+
+/* print_conf_error - config errors as file:line: message */
+static void print_conf_error(void *arg, const char *message)
+{
+	fprintf(stderr, "%s\n", message);
+}
+
+/* iso_time - ms since the epoch as 2024-05-01T10:00:00Z ("@ms" if out of range) */
+static void iso_time(int64_t ms, char *buf, size_t size)
+{
+	struct tm tm;
+	time_t t = (time_t)(ms / 1000 - (ms % 1000 < 0));
+	if (ms > INT64_MIN && gmtime_r(&t, &tm) != NULL && tm.tm_year >= -1900 && tm.tm_year <= 8099)
+		strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	else
+		snprintf(buf, size, "@%lld", (long long)ms);
+}
+
+/* print_key - the key, quoted with escapes if it holds a space, quote or
+ * non-ASCII octet, so the first word of a line is always the key */
+static void print_key(FILE *out, const char *key)
+{
+	const unsigned char *p = (const unsigned char *)key;
+	if (strpbrk(key, " \"\\") == NULL) {
+		for (; *p > ' ' && *p < 0x7f; p++)
+			;
+		if (*p == '\0') {
+			fputs(key, out);
+			return;
+		}
+	}
+	putc('"', out);
+	for (p = (const unsigned char *)key; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(out, "\\%c", *p);
+		else if (*p < ' ' || *p >= 0x7f)
+			fprintf(out, "\\x%02X", *p);
+		else
+			putc(*p, out);
+	}
+	putc('"', out);
+}
+
+/* print_record - one line: key, outcome, fields, times, and a mark */
+static void print_record(FILE *out, const char *key, const struct cache_record *rec, int64_t now_ms)
+{
+	const struct outcome *o = &rec->outcome;
+	char line[2048], reply[400], when[40];
+	size_t len = 0;
+	line[0] = '\0';
+	kv_add(line, sizeof(line), &len, "stage", probe_stage_name(o->stage));
+	snprintf(reply, sizeof(reply), "%.0d%s%s%s%s", o->code, o->code && o->ecode[0] ? " " : "", o->ecode,
+	         (o->code || o->ecode[0]) && o->text[0] ? " " : "", o->text);
+	kv_add(line, sizeof(line), &len, "reply", reply[0] ? reply : NULL);
+	kv_add(line, sizeof(line), &len, "mx", o->mx_host[0] ? o->mx_host : NULL);
+	kv_add(line, sizeof(line), &len, "addr", o->mx_addr[0] ? o->mx_addr : NULL);
+	iso_time(rec->probed_at_ms, when, sizeof(when));
+	kv_add(line, sizeof(line), &len, "probed", when);
+	iso_time(rec->refresh_at_ms, when, sizeof(when));
+	kv_add(line, sizeof(line), &len, "refresh", when);
+	iso_time(rec->expires_at_ms, when, sizeof(when));
+	kv_add(line, sizeof(line), &len, "expires", when);
+	kv_add(line, sizeof(line), &len, "reason", o->reason[0] ? o->reason : NULL);
+	print_key(out, key);
+	fprintf(out, " %s %s%s\n", outcome_name(o->kind), line,
+	        now_ms >= rec->expires_at_ms   ? " expired"
+	        : now_ms >= rec->refresh_at_ms ? " stale"
+	                                       : "");
+}
+
+/* list_one - cache_foreach visitor for list */
+static bool list_one(void *arg, const char *key, const struct cache_record *rec)
+{
+	struct tool *t = arg;
+	print_record(t->out, key, rec, t->now_ms);
+	return true;
+}
+
+/* cmd_list - every record; written to a temporary file first, so that the
+ * read snapshot is not held while a slow reader (a pager) takes its time */
+static int cmd_list(struct tool *t)
+{
+	char buf[65536];
+	size_t n;
+	FILE *tmp = tmpfile();
+	t->out = tmp != NULL ? tmp : stdout;
+	bool ok = cache_foreach(t->cache, list_one, t);
+	if (tmp != NULL) {
+		rewind(tmp);
+		while ((n = fread(buf, 1, sizeof(buf), tmp)) > 0)
+			fwrite(buf, 1, n, stdout);
+		fclose(tmp);
+	}
+	return ok ? EXIT_OK : EXIT_FAIL;
+}
+
+/* keys_for - "a:" and "d:" keys for an address, or the one key given;
+ * false (with a message) if the argument is neither */
+static bool keys_for(const char *arg, char *akey, char *dkey)
+{
+	struct addr a;
+	char why[200];
+	akey[0] = dkey[0] = '\0';
+	if (strncmp(arg, "a:", 2) == 0 || strncmp(arg, "d:", 2) == 0) {
+		if (strlen(arg) < 3 || strlen(arg) >= CACHE_KEY_MAX) {
+			fprintf(stderr, "vemilter-cache: %s: not a valid key\n", arg);
+			return false;
+		}
+		snprintf(arg[0] == 'a' ? akey : dkey, CACHE_KEY_MAX, "%s", arg);
+		return true;
+	}
+	bool parsed = addr_parse(arg, strlen(arg), &a, why, sizeof(why));
+	if (!parsed || a.is_null) {
+		fprintf(stderr, "vemilter-cache: %s: %s\n", arg,
+		        parsed ? "the null sender is never cached" : why);
+		return false;
+	}
+	cache_key_address(a.normalized, akey, CACHE_KEY_MAX);
+	cache_key_domain(a.domain_ascii, dkey, CACHE_KEY_MAX);
+	return true;
+}
+
+/* show_key - print one record, expired ones too; false if absent */
+static bool show_key(struct tool *t, const char *key)
+{
+	struct cache_record rec;
+	if (key[0] == '\0')
+		return false;
+	/* At the earliest possible "now" nothing has expired: the raw record. */
+	if (cache_get(t->cache, key, INT64_MIN, &rec) == CACHE_MISS) {
+		print_key(stdout, key);
+		printf(" not cached\n");
+		return false;
+	}
+	print_record(stdout, key, &rec, t->now_ms);
+	return true;
+}
+
+/* cmd_get - the address's record and its domain's */
+static int cmd_get(struct tool *t)
+{
+	char akey[CACHE_KEY_MAX], dkey[CACHE_KEY_MAX];
+	if (!keys_for(t->argv[1], akey, dkey))
+		return EXIT_FAIL;
+	bool found = show_key(t, akey);
+	found = show_key(t, dkey) || found;
+	return found ? EXIT_OK : EXIT_FAIL;
+}
+
+/* delete_key - delete one key and say so; false if it was not there */
+static bool delete_key(struct tool *t, const char *key)
+{
+	if (key[0] == '\0')
+		return false;
+	bool deleted = cache_del(t->cache, key);
+	print_key(stdout, key);
+	printf(deleted ? " deleted\n" : " not cached\n");
+	return deleted;
+}
+
+/* cmd_del - the address's record, and with --domain its domain's */
+static int cmd_del(struct tool *t)
+{
+	char akey[CACHE_KEY_MAX], dkey[CACHE_KEY_MAX];
+	if (!keys_for(t->argv[1], akey, dkey))
+		return EXIT_FAIL;
+	if (akey[0] != '\0' && !t->domain)
+		dkey[0] = '\0';
+	bool deleted = delete_key(t, akey);
+	deleted = delete_key(t, dkey) || deleted;
+	return deleted ? EXIT_OK : EXIT_FAIL;
+}
+
+/* cmd_purge - everything, or (--expired) what has expired */
+static int cmd_purge(struct tool *t)
+{
+	size_t n = t->expired ? cache_sweep(t->cache, t->now_ms) : cache_purge(t->cache);
+	printf("removed %zu %srecord%s\n", n, t->expired ? "expired " : "", n == 1 ? "" : "s");
+	return EXIT_OK;
+}
+
+/* cmd_stats - counts by kind and outcome, and the map */
+static int cmd_stats(struct tool *t)
+{
+	struct cache_stats st;
+	if (!cache_stats(t->cache, t->now_ms, &st))
+		return EXIT_FAIL;
+	printf("file: %s\n", t->conf->cache);
+	printf("records: %zu\naddresses: %zu\ndomains: %zu\nexpired: %zu\n", st.addresses + st.domains,
+	       st.addresses, st.domains, st.expired);
+	for (int k = 0; k < OUTCOME_KIND_COUNT; k++)
+		printf("%s: %zu\n", outcome_name((enum outcome_kind)k), st.by_outcome[k]);
+	printf("map_bytes: %llu (%.1f MiB)\nused_bytes: %llu (%.1f MiB)\nmax_bytes: %llu (%d MiB)\n",
+	       (unsigned long long)st.map_bytes, st.map_bytes / 1048576.0, (unsigned long long)st.used_bytes,
+	       st.used_bytes / 1048576.0, (unsigned long long)t->conf->cache_max_mb << 20,
+	       t->conf->cache_max_mb);
+	return EXIT_OK;
+}
+
+/* cmd_put - store a record, replacing whatever was there */
+static int cmd_put(struct tool *t)
+{
+	char akey[CACHE_KEY_MAX], dkey[CACHE_KEY_MAX], why[200];
+	struct outcome o;
+	struct cache_record rec;
+	enum outcome_kind kind;
+	int64_t code = 0;
+	if (!outcome_from_name(t->argv[2], &kind)) {
+		fprintf(stderr, "vemilter-cache: %s: not an outcome (valid, invalid, no_domain, ...)\n",
+		        t->argv[2]);
+		return EXIT_USAGE;
+	}
+	if (t->argc == 6 && !conf_parse_integer(t->argv[3], 0, 999, &code, why, sizeof(why))) {
+		fprintf(stderr, "vemilter-cache: reply code %s: %s\n", t->argv[3], why);
+		return EXIT_USAGE;
+	}
+	if (!keys_for(t->argv[1], akey, dkey))
+		return EXIT_FAIL;
+	const char *key = akey[0] != '\0' ? akey : dkey;
+	memset(&o, 0, sizeof(o));
+	outcome_set(&o, kind, STAGE_NONE, (int)code, t->argc == 6 ? t->argv[4] : NULL,
+	            t->argc == 6 ? t->argv[5] : NULL, "set by vemilter-cache");
+	cache_record_make(t->conf, &o, t->now_ms, &rec);
+	cache_del(t->cache, key); /* an administrator's word replaces anything */
+	if (!cache_put(t->cache, key, &rec, t->now_ms))
+		return EXIT_FAIL;
+	print_record(stdout, key, &rec, t->now_ms);
+	return EXIT_OK;
+}
+
+static const struct {
+	const char *name;
+	int (*run)(struct tool *t);
+	const char *flag;       /* the one flag it takes, or NULL */
+	int min_args, max_args; /* the command itself included */
+} commands[] = {
+        {"list", cmd_list, NULL, 1, 1},     {"get", cmd_get, NULL, 2, 2},
+        {"del", cmd_del, "--domain", 2, 2}, {"purge", cmd_purge, "--expired", 1, 1},
+        {"stats", cmd_stats, NULL, 1, 1},   {"put", cmd_put, NULL, 3, 6},
+};
+
+/* take_flags - move the command's flag out of argv; false on another option.
+ * put takes none: its TEXT may start with a dash. */
+static bool take_flags(struct tool *t, int i_cmd, int argc, char **argv)
+{
+	const char *flag = commands[i_cmd].flag;
+	int n = 1;
+	for (int i = 1; i < argc; i++) {
+		if (commands[i_cmd].run == cmd_put || argv[i][0] != '-' || argv[i][1] == '\0')
+			argv[n++] = argv[i];
+		else if (flag != NULL && strcmp(argv[i], flag) == 0)
+			*(strcmp(flag, "--expired") == 0 ? &t->expired : &t->domain) = true;
+		else {
+			fprintf(stderr, "vemilter-cache: %s: unknown option %s\n", argv[0], argv[i]);
+			return false;
+		}
+	}
+	t->argc = n;
+	t->argv = argv;
+	return true;
+}
+
+/* parse_command - find the command and check its arguments; -1 if bad */
+static int parse_command(struct tool *t, int argc, char **argv)
+{
+	int found = -1;
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(argv[0], commands[i].name) == 0)
+			found = (int)i;
+	if (found < 0) {
+		fprintf(stderr, "vemilter-cache: unknown command %s\n", argv[0]);
+		return -1;
+	}
+	if (!take_flags(t, found, argc, argv))
+		return -1;
+	if (t->argc < commands[found].min_args || t->argc > commands[found].max_args ||
+	    (commands[found].run == cmd_put && t->argc != 3 && t->argc != 6)) {
+		fprintf(stderr, "vemilter-cache: %s: wrong number of arguments\n", argv[0]);
+		return -1;
+	}
+	return found;
+}
+
+/* open_all - configuration and cache; an exit code, EXIT_OK when both are open */
+static int open_all(struct tool *t, const char *conf_path)
+{
+	char why[600];
+	t->conf = conf_load(conf_path, print_conf_error, NULL);
+	if (t->conf == NULL)
+		return EXIT_CONFIG;
+	if (t->conf->cache[0] == '\0') {
+		fprintf(stderr, "vemilter-cache: %s: no cache configured (cache is empty)\n", conf_path);
+		return EXIT_CONFIG;
+	}
+	t->cache = cache_open(t->conf->cache, t->conf->cache_max_mb, why, sizeof(why));
+	return t->cache != NULL ? EXIT_OK : EXIT_FAIL; /* cache_open logged why */
+}
+
+int main(int argc, char **argv)
+{
+	const char *conf_path = CONF_DEFAULT_PATH;
+	struct tool t = {0};
+	int c;
+	while ((c = getopt(argc, argv, "+c:Vh")) != -1) {
+		switch (c) {
+		case 'c':
+			conf_path = optarg;
+			break;
+		case 'V':
+			printf("vemilter-cache %s\n", PACKAGE_VERSION);
+			return EXIT_OK;
+		case 'h':
+			usage(stdout);
+			return EXIT_OK;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	int cmd = optind < argc ? parse_command(&t, argc - optind, argv + optind) : -1;
+	if (cmd < 0) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	log_open("vemilter-cache", LOG_USER, true, LOG_WARNING);
+	t.now_ms = clock_now_ms();
+	int rc = open_all(&t, conf_path);
+	if (rc == EXIT_OK) {
+		rc = commands[cmd].run(&t);
+		if (rc == EXIT_USAGE)
+			usage(stderr);
+	}
+	cache_close(t.cache);
+	conf_unref(t.conf);
+	return rc;
+}

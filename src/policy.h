@@ -1,0 +1,63 @@
+/*
+ * policy.h - from what we know about a sender to what the MTA is told.
+ *
+ * Two questions, both pure and answered from the configuration alone:
+ *  - before any probe: does a per-domain override say skip, or the domain
+ *    blocklist say reject? (policy_for_domain)
+ *  - after verification: which action, with which SMTP reply, does this
+ *    outcome get for this domain? (policy_for_outcome; policy_for_budget when
+ *    the answer did not come within verify_budget)
+ * Actions are accept, tempfail or reject. By default only the definite
+ * negatives (invalid, no_domain) reject; blocked, tempfail and an unfinished
+ * probe never reject, whatever the configuration says. dry_run turns every reject and tempfail into an
+ * accept, and says so, so the verdict can still be logged.
+ */
+#ifndef VEMILTER_POLICY_H
+#define VEMILTER_POLICY_H
+
+#include <stdbool.h>
+
+#include "conf.h"
+#include "outcome.h"
+#include "reply.h"
+
+enum policy_action {
+	POLICY_ACCEPT,
+	POLICY_TEMPFAIL,
+	POLICY_REJECT,
+};
+
+enum policy_domain {
+	POLICY_DOMAIN_VERIFY,      /* nothing special: verify */
+	POLICY_DOMAIN_SKIP,        /* an override says: never verify, accept */
+	POLICY_DOMAIN_BLOCKLISTED, /* the blocklist says: reject without a probe */
+};
+
+struct policy_verdict {
+	enum policy_action action;          /* what the MTA is told (accept under dry_run) */
+	enum policy_action intended;        /* what the policy decided, before dry_run */
+	const struct reply_template *reply; /* intended tempfail/reject: the template to expand (under
+	                                     * dry_run, the one that would have been sent); else NULL */
+	bool dry_run;                       /* intended != action because of dry_run */
+};
+
+const char *policy_action_name(enum policy_action action);
+
+/* policy_for_domain - overrides and blocklist for a sender domain (A-label,
+ * lower case); *matched, if not NULL, names the entry that decided: the
+ * blocklist entry, else the most specific override entry, else NULL. The
+ * blocklist wins over any override. */
+enum policy_domain policy_for_domain(const struct conf *conf, const char *domain, const char **matched);
+
+/* policy_for_outcome - the verdict for an outcome at this domain, after any
+ * per-domain override of that outcome's action. */
+void policy_for_outcome(const struct conf *conf, const char *domain, enum outcome_kind kind,
+                        struct policy_verdict *out);
+
+/* policy_for_budget - the verdict when no answer came within verify_budget. */
+void policy_for_budget(const struct conf *conf, struct policy_verdict *out);
+
+/* policy_for_blocklist - the verdict for a blocklisted sender domain. */
+void policy_for_blocklist(const struct conf *conf, struct policy_verdict *out);
+
+#endif

@@ -1,0 +1,78 @@
+/*
+ * verify.h - one verification per sender, shared by everyone who asks.
+ *
+ * The verifier owns the engine thread (one libevent loop running every
+ * probe) and the cache. A milter thread calls verify_submit() at MAIL FROM:
+ * the cache answers at once when it can (address record, then domain facts:
+ * catch-all, no_domain, unreachable, blocked); otherwise the request joins
+ * the probe already running for that address, or starts one. At RCPT the
+ * thread calls verify_wait() with its deadline; a probe that outlives it goes
+ * on and fills the cache, so the sender's retry is answered at once. A
+ * stale cached answer is served and refreshed by one background probe.
+ *
+ * Threads: submit/wait/release from any thread; probes run on the engine
+ * thread only. Tickets are reference-counted; each submit needs a release.
+ */
+#ifndef VEMILTER_VERIFY_H
+#define VEMILTER_VERIFY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "conf.h"
+#include "outcome.h"
+
+struct verifier;
+struct verify_ticket;
+
+enum verify_source {
+	VERIFY_PROBED,      /* a probe ran for this request (or one it joined) */
+	VERIFY_CACHED,      /* a fresh cached answer for the address */
+	VERIFY_STALE,       /* a cached answer past its refresh time; a refresh runs */
+	VERIFY_DOMAIN_FACT, /* what the cache knows about the domain */
+};
+
+struct verify_result {
+	struct outcome outcome;
+	enum verify_source source;
+	int64_t elapsed_ms; /* from submit to the answer */
+};
+
+struct verify_stats {
+	uint64_t probes;       /* callouts started (including refreshes) */
+	uint64_t refreshes;    /* of those, background refreshes */
+	uint64_t joined;       /* requests that joined a probe in flight */
+	uint64_t cache_hits;   /* fresh address answers */
+	uint64_t stale_hits;   /* stale answers served */
+	uint64_t domain_facts; /* answers from domain records */
+	uint64_t in_flight;    /* probes running now */
+};
+
+/* verifier_new - start the engine thread and open the cache (conf->cache;
+ * a cache that cannot be opened is logged and verification runs without
+ * it). Holds a reference to conf. NULL with a reason in why. */
+struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size);
+
+/* verifier_free - stop the engine thread, cancel probes, close the cache.
+ * Tickets still held stay valid until released. */
+void verifier_free(struct verifier *v);
+
+/* verify_submit - start (or join) the verification of sender (not the null
+ * sender). NULL only when out of memory. */
+struct verify_ticket *verify_submit(struct verifier *v, const struct addr *sender);
+
+/* verify_wait - wait until the answer is there or the monotonic clock
+ * (clock_mono_ms) reaches deadline_ms; true with *out filled if answered. */
+bool verify_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_result *out);
+
+/* verify_submitted_ms - when the ticket was submitted (clock_mono_ms). */
+int64_t verify_submitted_ms(const struct verify_ticket *t);
+
+void verify_release(struct verify_ticket *t);
+
+void verify_get_stats(struct verifier *v, struct verify_stats *out);
+
+const char *verify_source_name(enum verify_source source);
+
+#endif

@@ -1,0 +1,247 @@
+#!/usr/bin/python3
+"""test_verify - the daemon verifying senders, at the milter-protocol level.
+
+This is the MTA-neutral test (Sendmail speaks exactly this protocol; the
+Postfix end-to-end tests are in test_postfix_verify.py): the real vemilter
+with its engine and LMDB cache, a fake DNS server and a fake SMTP farm,
+driven by our milter client. Each outcome class gets its verdict at RCPT;
+the budget, the cache, shared probes, exemptions, dry run, the result
+header, overrides and the blocklist are checked from the replies, the log
+and the farm's record of what it was asked.
+
+TAP on stdout; loopback only; every wait bounded.
+"""
+
+import os
+import re
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
+
+import vmtest  # noqa: E402
+from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from milterclient import MilterClient  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
+from smtpfarm import SmtpFarm  # noqa: E402
+
+FARM = {
+    "127.0.0.41": ("normal", {"users": ["alice", "burst", "late"]}),
+    "127.0.0.42": ("catchall", {}),
+    "127.0.0.43": ("greylist", {}),
+    "127.0.0.44": ("banner_554", {}),
+    "127.0.0.45": ("normal", {}),
+    "127.0.0.46": ("slow_banner", {"delay": 2.5}),
+    "127.0.0.47": ("normal", {"users": ["skipme"]}),
+    "127.0.0.48": ("slow_banner", {"delay": 0.7}),
+}
+
+ZONE = {
+    "ok.test": {"MX": [[10, "mx.ok.test"]]}, "mx.ok.test": {"A": ["127.0.0.41"]},
+    "all.test": {"MX": [[10, "mx.all.test"]]}, "mx.all.test": {"A": ["127.0.0.42"]},
+    "grey.test": {"MX": [[10, "mx.grey.test"]]}, "mx.grey.test": {"A": ["127.0.0.43"]},
+    "block.test": {"MX": [[10, "mx.block.test"]]}, "mx.block.test": {"A": ["127.0.0.44"]},
+    "plain.test": {"MX": [[10, "mx.plain.test"]]}, "mx.plain.test": {"A": ["127.0.0.45"]},
+    "slow.test": {"MX": [[10, "mx.slow.test"]]}, "mx.slow.test": {"A": ["127.0.0.46"]},
+    "partner.test": {"MX": [[10, "mx.partner.test"]]}, "mx.partner.test": {"A": ["127.0.0.47"]},
+    "limit.test": {"MX": [[10, "mx.limit.test"]]}, "mx.limit.test": {"A": ["127.0.0.48"]},
+}
+
+
+def session(d, sender, rcpts, client="198.51.100.7", headers=None):
+    """One message over a fresh milter connection; returns (mail reply,
+    [rcpt replies], eom reply or None, transcript)."""
+    c = MilterClient(d.socket, timeout=20)
+    try:
+        c.session(client_addr=client)
+        m = c.mail(sender, macros={"i": "Q1"})
+        replies = []
+        eom = None
+        if m.code == "c":
+            for r in rcpts:
+                replies.append(c.rcpt(r))
+            if headers is not None and all(r.code == "c" for r in replies):
+                c.data()
+                for name, value in headers:
+                    c.header(name, value)
+                c.eoh()
+                c.body("hello\r\n")
+                eom = c.eom()
+        c.quit()
+        return m, replies, eom, c.transcript_text()
+    finally:
+        c.close()
+
+
+def verdicts(d, sender):
+    return [l for l in d.log_lines(r"verdict ") if "sender=%s" % sender in l]
+
+
+def main():
+    tap = vmtest.Tap()
+    tmp = TempDir()
+    dns = FakeDNS(ZONE)
+    farm = SmtpFarm()
+    daemons = []
+    try:
+        dns_port = dns.start()
+        for address, (behaviour, options) in FARM.items():
+            farm.add(address, behaviour, **options)
+        farm_port = farm.start()
+        cache = tmp.join("cache.lmdb")
+        conf = base_conf(tmp, "verify.sock", **{
+            "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
+            "helo_name": "probe.vemilter.test", "probe_port": farm_port,
+            "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+            "banner_timeout": "10s", "command_timeout": "5s", "probe_timeout": "20s",
+            "verify_budget": "1s", "cache": cache, "result_header": "X-Sender-Verification",
+        })
+        d = Daemon(tmp, conf, name="verify", debug=True)
+        daemons.append(d)
+        d.start()
+
+        def check(name, sender, want, rcpt="<bob@local.test>"):
+            m, r, _, t = session(d, sender, [rcpt])
+            got = r[0] if r else m
+            ok = (want == "accept" and m.code == "c" and got.code == "c") or \
+                 (want != "accept" and got.code == "y" and got.smtp_code[0] == want[0])
+            tap.check(name, ok, "got %r\n%s\n%s" % (got, t, "\n".join(verdicts(d, sender))))
+            return got
+
+        check("valid sender: RCPT accepted", "<alice@ok.test>", "accept")
+        tap.check("valid: logged with outcome and source=probed",
+                  any("reason=valid" in l and "source=probed" in l for l in verdicts(d, "<alice@ok.test>")),
+                  d.diag)
+        r = check("invalid sender: 5xx at RCPT", "<nobody@ok.test>", "5")
+        tap.check("invalid: the reply names the address", r.text is not None and "nobody@ok.test" in r.text,
+                  repr(r))
+        check("no_domain sender: 5xx at RCPT", "<x@nxdomain.test>", "5")
+        check("catch_all sender: accepted", "<x@all.test>", "accept")
+        check("tempfail (greylisted probe): accepted by default", "<x@grey.test>", "accept")
+        check("blocked (554 banner): accepted", "<x@block.test>", "accept")
+        check("unverifiable (UTF-8 local part, no SMTPUTF8): accepted", "<j\u00f6rg@plain.test>", "accept")
+        m, r, _, t = session(d, "<nobody@ok.test>", ["<postmaster@local.test>", "<bob@local.test>"])
+        tap.check("postmaster exempt from an invalid sender's rejection", r[0].code == "c" and r[1].code == "y",
+                  t)
+
+        # Cached: the same sender again needs no probe.
+        before = farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>")
+        check("valid again: accepted", "<alice@ok.test>", "accept")
+        tap.check("valid again: answered from the cache (no new probe, source=cached)",
+                  farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>") == before
+                  and "source=cached" in verdicts(d, "<alice@ok.test>")[-1], d.diag)
+
+        # Budget: a probe slower than verify_budget -> 4xx; it goes on, and
+        # the retry is answered from the cache.
+        r = check("budget exceeded: 4xx at RCPT", "<user@slow.test>", "4")
+        tap.check("budget exceeded: logged as such",
+                  any("reason=budget_exceeded" in l for l in verdicts(d, "<user@slow.test>")), d.diag)
+        settled = vmtest.wait_until(lambda: d.wait_log(r"probe user@slow\.test: ", 0.1), 15)
+        tap.check("budget exceeded: the probe finished in the background", settled, d.diag)
+        m, r, _, t = session(d, "<user@slow.test>", ["<bob@local.test>"])
+        last = verdicts(d, "<user@slow.test>")[-1]
+        tap.check("budget exceeded: the retry is answered at once from the cache",
+                  r and r[0].code == "c" and "source=cached" in last, t + "\n" + last)
+
+        # Fifty simultaneous messages from one new sender: one probe.
+        results = []
+
+        def one():
+            try:
+                results.append(session(d, "<burst@ok.test>", ["<bob@local.test>"])[1][0].code)
+            except Exception as e:  # noqa: BLE001 - reported below
+                results.append(repr(e))
+        threads = [threading.Thread(target=one) for _ in range(50)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        probes = farm.count("127.0.0.41", "RCPT TO:<burst@ok.test>")
+        tap.check("burst of 50 identical senders: all accepted", results.count("c") == 50, repr(results))
+        tap.check("burst of 50 identical senders: exactly 1 probe", probes == 1, "probes: %d" % probes)
+
+        # The result header replaces a client's forged one.
+        m, r, eom, t = session(d, "<alice@ok.test>", ["<bob@local.test>"],
+                               headers=[("Subject", "hi"), ("X-Sender-Verification", "valid (forged)")])
+        mods = [(x.code, x.data) for x in (eom.mods if eom else [])]
+        added = [data for code, data in mods if code == "h" and data.startswith(b"X-Sender-Verification\0")]
+        removed = [data for code, data in mods if code == "m" and b"X-Sender-Verification" in data]
+        tap.check("result header: the client's header removed", len(removed) == 1, "%r\n%s" % (mods, t))
+        tap.check("result header: ours added naming the outcome",
+                  len(added) == 1 and b"valid (cached" in added[0], "%r" % mods)
+
+        # Restart: the LMDB cache survives, the sender needs no new probe.
+        before = farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>")
+        tap.equal("restart: clean stop", d.stop(), 0, d.diag)
+        d2 = Daemon(tmp, conf, name="verify2", debug=True)
+        daemons.append(d2)
+        d2.start()
+        m, r, _, t = session(d2, "<alice@ok.test>", ["<bob@local.test>"])
+        tap.check("after a restart: accepted from the cache with no new probe",
+                  r and r[0].code == "c" and farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>") == before,
+                  t + "\n" + d2.diag())
+        tap.equal("restart: clean stop again", d2.stop(), 0, d2.diag)
+
+        # A corrupt cache file is moved aside and mail still flows.
+        with open(cache, "wb") as f:
+            f.write(b"this is not an LMDB file\n" * 400)
+        d3 = Daemon(tmp, conf, name="verify3", debug=True)
+        daemons.append(d3)
+        d3.start()
+        m, r, _, t = session(d3, "<alice@ok.test>", ["<bob@local.test>"])
+        tap.check("corrupt cache: mail still flows", r and r[0].code == "c", t + "\n" + d3.diag())
+        tap.check("corrupt cache: moved aside, logged",
+                  any(re.search(r"corrupt", l, re.I) for l in d3.log_lines()) and
+                  any(n.startswith("cache.lmdb.corrupt") for n in os.listdir(tmp.path)), d3.diag)
+        tap.equal("corrupt cache: clean stop", d3.stop(), 0, d3.diag)
+
+        # Per-domain limits: at most 2 probes to one domain at once, at most
+        # 4 started per minute; the rest tempfail (accepted by default).
+        limited = dict(conf, domain_probe_limit=2, domain_probe_rate=4, verify_budget="8s", cache="")
+        d4 = Daemon(tmp, limited, name="limits", debug=True)
+        daemons.append(d4)
+        d4.start()
+        senders = ["<%s@limit.test>" % u for u in ("alice", "bob", "user", "postmaster")]
+        codes = {}
+
+        def send(sender):
+            try:
+                codes[sender] = session(d4, sender, ["<x@local.test>"])[1][0].code
+            except Exception as e:  # noqa: BLE001 - reported below
+                codes[sender] = repr(e)
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=send, args=(x,)) for x in senders]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        took = time.monotonic() - t0
+        tap.check("domain_probe_limit: 4 senders at one domain all accepted",
+                  all(c == "c" for c in codes.values()) and len(codes) == 4, repr(codes))
+        peak = farm.max_concurrent("127.0.0.48")
+        tap.check("domain_probe_limit 2: never more than 2 connections to the domain at once (peak %d)" % peak,
+                  1 <= peak <= 2, d4.diag)
+        tap.check("domain_probe_limit 2: the others waited their turn (%.1f s for 4 probes of 0.7 s)" % took,
+                  took >= 1.3, d4.diag)
+        m, r, _, t = session(d4, "<fifth@limit.test>", ["<x@local.test>"])
+        line = verdicts(d4, "<fifth@limit.test>")
+        tap.check("domain_probe_rate 4: the fifth new probe this minute is not made (tempfail, accepted)",
+                  r and r[0].code == "c" and line and "reason=tempfail" in line[-1]
+                  and "rate limit" in line[-1] and farm.count("127.0.0.48", "RCPT TO:<fifth@") == 0,
+                  t + "\n" + "\n".join(line))
+        tap.equal("limits: clean stop", d4.stop(), 0, d4.diag)
+    finally:
+        for d in daemons:
+            d.kill()
+        farm.stop()
+        dns.stop()
+        tmp.remove()
+    return tap.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

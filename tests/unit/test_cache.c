@@ -1,0 +1,824 @@
+/*
+ * test_cache.c - the verification cache: lifetimes per outcome class, the
+ * replace rule, the record format (round trip, damage, fuzzing), and the
+ * LMDB store in a scratch directory: get/put/stale/expired/del/sweep/purge/
+ * foreach/stats, a full map that evicts, a map another process grows, corrupt
+ * files, a replaced file, and several threads and processes at once.
+ * Every time is explicit: nothing sleeps.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "log.h"
+#include "unit.h"
+
+#define NOW    INT64_C(1700000000000)
+#define SECOND INT64_C(1000)
+#define MINUTE (60 * SECOND)
+#define HOUR   (60 * MINUTE)
+#define DAY    (24 * HOUR)
+
+static const char conf_text[] = "positive_ttl = 10d\npositive_refresh = 2d\nnegative_ttl = 3d\n"
+                                "negative_refresh = 3h\ninconclusive_ttl = 1d\ntemporary_ttl = 5m\n";
+
+static struct conf *conf;
+static char dir[64];
+static char path[128];
+
+/* print_error - conf errors, should there be any */
+static void print_error(void *arg, const char *message)
+{
+	fprintf(stderr, "%s\n", message);
+}
+
+/* setup - a config and an empty scratch directory for each test */
+static void setup(void)
+{
+	log_open("test_cache", LOG_USER, true, LOG_ERR);
+	conf = conf_load_text("test", conf_text, print_error, NULL);
+	ck_assert_ptr_nonnull(conf);
+	snprintf(dir, sizeof(dir), "/tmp/test_cache.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/cache.lmdb", dir);
+}
+
+/* teardown - remove the scratch directory and all in it */
+static void teardown(void)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char name[512];
+	while (d != NULL && (e = readdir(d)) != NULL) {
+		snprintf(name, sizeof(name), "%s/%s", dir, e->d_name);
+		if (e->d_name[0] != '.')
+			unlink(name);
+	}
+	if (d != NULL)
+		closedir(d);
+	rmdir(dir);
+	conf_unref(conf);
+}
+
+/* count_files - files in the scratch directory whose name contains part */
+static int count_files(const char *part)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+	while (d != NULL && (e = readdir(d)) != NULL)
+		n += strstr(e->d_name, part) != NULL;
+	if (d != NULL)
+		closedir(d);
+	return n;
+}
+
+/* make - a record of kind probed at now, with a reply */
+static void make(struct cache_record *rec, enum outcome_kind kind, int64_t now)
+{
+	struct outcome o;
+	memset(&o, 0, sizeof(o));
+	outcome_set(&o, kind, STAGE_RCPT, 250, "2.1.5", "recipient ok", "test");
+	snprintf(o.mx_host, sizeof(o.mx_host), "mx1.example.org");
+	cache_record_make(conf, &o, now, rec);
+}
+
+/* open_cache - cache_open that must succeed */
+static struct cache *open_cache(int max_mb)
+{
+	char why[300] = "";
+	struct cache *c = cache_open(path, max_mb, why, sizeof(why));
+	ck_assert_msg(c != NULL, "cache_open: %s", why);
+	return c;
+}
+
+/* ---- lifetimes and the replace rule ---- */
+
+START_TEST(lifetimes_by_class)
+{
+	static const struct {
+		enum outcome_kind kind;
+		int64_t refresh, ttl;
+	} want[] = {
+	        {OUTCOME_VALID, 2 * DAY, 10 * DAY},        {OUTCOME_INVALID, 3 * HOUR, 3 * DAY},
+	        {OUTCOME_NO_DOMAIN, 3 * HOUR, 3 * DAY},    {OUTCOME_CATCH_ALL, DAY, DAY},
+	        {OUTCOME_UNVERIFIABLE, DAY, DAY},          {OUTCOME_TEMPFAIL, 5 * MINUTE, 5 * MINUTE},
+	        {OUTCOME_BLOCKED, 5 * MINUTE, 5 * MINUTE},
+	};
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		struct cache_record rec;
+		make(&rec, want[i].kind, NOW);
+		ck_assert_int_eq(rec.outcome.kind, want[i].kind);
+		ck_assert_str_eq(rec.outcome.text, "recipient ok");
+		ck_assert_int_eq(rec.probed_at_ms, NOW);
+		ck_assert_int_eq(rec.refresh_at_ms, NOW + want[i].refresh);
+		ck_assert_int_eq(rec.expires_at_ms, NOW + want[i].ttl);
+	}
+}
+END_TEST
+
+START_TEST(refresh_never_after_expiry)
+{
+	struct conf *odd =
+	        conf_load_text("odd", "positive_ttl = 1d\npositive_refresh = 5d\n", print_error, NULL);
+	struct outcome o;
+	struct cache_record rec;
+	memset(&o, 0, sizeof(o));
+	o.kind = OUTCOME_VALID;
+	cache_record_make(odd, &o, NOW, &rec);
+	ck_assert_int_eq(rec.refresh_at_ms, NOW + DAY);
+	ck_assert_int_eq(rec.expires_at_ms, NOW + DAY);
+	cache_record_make(odd, &o, INT64_MAX - 5, &rec); /* saturates, never wraps */
+	ck_assert_int_eq(rec.expires_at_ms, INT64_MAX);
+	ck_assert_int_eq(rec.refresh_at_ms, INT64_MAX);
+	conf_unref(odd);
+}
+END_TEST
+
+START_TEST(may_replace_table)
+{
+	for (int o = 0; o < OUTCOME_KIND_COUNT; o++) {
+		for (int f = 0; f < OUTCOME_KIND_COUNT; f++) {
+			struct cache_record old, fresh;
+			make(&old, (enum outcome_kind)o, NOW);
+			make(&fresh, (enum outcome_kind)f, NOW + MINUTE);
+			bool temporary = f == OUTCOME_TEMPFAIL || f == OUTCOME_BLOCKED;
+			bool answer = o == OUTCOME_VALID || o == OUTCOME_INVALID || o == OUTCOME_NO_DOMAIN ||
+			              o == OUTCOME_CATCH_ALL;
+			ck_assert_msg(cache_record_may_replace(&old, &fresh, NOW + SECOND) ==
+			                      !(temporary && answer),
+			              "old %s fresh %s", outcome_name(o), outcome_name(f));
+			/* an expired record always gives way */
+			ck_assert(cache_record_may_replace(&old, &fresh, old.expires_at_ms));
+		}
+	}
+}
+END_TEST
+
+/* ---- the record format ---- */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15u;
+
+/* rng - xorshift64*, deterministic */
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 0x2545F4914F6CDD1Du;
+}
+
+/* random_text - up to size-1 octets, printable ASCII or 8-bit, never control */
+static void random_text(char *buf, size_t size)
+{
+	size_t n = rng() % size;
+	for (size_t i = 0; i < n; i++) {
+		unsigned c = (unsigned)(rng() % 190);
+		buf[i] = (char)(c < 95 ? 0x20 + c : 0x80 + (c - 95));
+	}
+	buf[n] = '\0';
+}
+
+/* random_record - every field random within its bounds; zero elsewhere */
+static void random_record(struct cache_record *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	rec->outcome.kind = (enum outcome_kind)(rng() % OUTCOME_KIND_COUNT);
+	rec->outcome.stage = (enum probe_stage)(rng() % (STAGE_QUIT + 1));
+	rec->outcome.code = (int)(rng() % 1000);
+	random_text(rec->outcome.ecode, sizeof(rec->outcome.ecode));
+	random_text(rec->outcome.text, sizeof(rec->outcome.text));
+	random_text(rec->outcome.reason, sizeof(rec->outcome.reason));
+	random_text(rec->outcome.mx_host, sizeof(rec->outcome.mx_host));
+	random_text(rec->outcome.mx_addr, sizeof(rec->outcome.mx_addr));
+	rec->probed_at_ms = (int64_t)rng();
+	rec->refresh_at_ms = (int64_t)rng();
+	rec->expires_at_ms = (int64_t)rng();
+}
+
+START_TEST(round_trip_random)
+{
+	for (int i = 0; i < 20000; i++) {
+		struct cache_record rec, back;
+		unsigned char buf[CACHE_RECORD_MAX];
+		random_record(&rec);
+		size_t len = cache_record_encode(&rec, buf, sizeof(buf));
+		ck_assert_uint_gt(len, 0);
+		ck_assert(cache_record_decode(buf, len, &back));
+		ck_assert_msg(memcmp(&rec, &back, sizeof(rec)) == 0, "record %d differs", i);
+	}
+}
+END_TEST
+
+START_TEST(encode_sanitizes_and_bounds)
+{
+	struct cache_record rec, back;
+	unsigned char buf[CACHE_RECORD_MAX];
+	make(&rec, OUTCOME_INVALID, NOW);
+	snprintf(rec.outcome.reason, sizeof(rec.outcome.reason),
+	         "a\tb\x7f"
+	         "c");
+	memset(rec.outcome.mx_host, 'h', sizeof(rec.outcome.mx_host)); /* no terminator */
+	size_t len = cache_record_encode(&rec, buf, sizeof(buf));
+	ck_assert(cache_record_decode(buf, len, &back));
+	ck_assert_str_eq(back.outcome.reason, "a?b?c");
+	ck_assert_uint_eq(strlen(back.outcome.mx_host), sizeof(rec.outcome.mx_host) - 1);
+	ck_assert_uint_eq(cache_record_encode(&rec, buf, len - 1), 0); /* too small */
+	rec.outcome.kind = (enum outcome_kind)OUTCOME_KIND_COUNT;
+	ck_assert_uint_eq(cache_record_encode(&rec, buf, sizeof(buf)), 0);
+	/* the largest record fits CACHE_RECORD_MAX */
+	memset(&rec, 'x', sizeof(rec.outcome));
+	rec.outcome.kind = OUTCOME_VALID;
+	rec.outcome.stage = STAGE_RCPT;
+	rec.outcome.code = 250;
+	ck_assert_uint_gt(cache_record_encode(&rec, buf, sizeof(buf)), 0);
+}
+END_TEST
+
+/* valid_record - a known record, encoded; returns its length */
+static size_t valid_record(unsigned char *buf)
+{
+	struct cache_record rec;
+	make(&rec, OUTCOME_VALID, NOW);
+	size_t len = cache_record_encode(&rec, buf, CACHE_RECORD_MAX);
+	ck_assert_uint_gt(len, 40);
+	return len;
+}
+
+START_TEST(decode_rejects_damage)
+{
+	unsigned char good[CACHE_RECORD_MAX], buf[CACHE_RECORD_MAX + 1];
+	struct cache_record out;
+	size_t len = valid_record(good);
+	static const struct {
+		size_t offset;
+		unsigned char value;
+		const char *what;
+	} edits[] = {
+	        {0, 2, "version"},
+	        {0, 0, "version 0"},
+	        {1, OUTCOME_KIND_COUNT, "kind"},
+	        {2, 200, "stage"},
+	        {3, 1, "flags"},
+	        {4, 0xe8, "code 1000 (low byte)"},
+	        {6, 16, "ecode too long"},
+	        {8, 0xff, "text length"},
+	        {40, '\n', "control in ecode"},
+	        {41, 0, "NUL in ecode"},
+	        {42, 0x7f, "DEL in ecode"},
+	};
+	ck_assert(cache_record_decode(good, len, &out));
+	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+		memcpy(buf, good, len);
+		buf[edits[i].offset] = edits[i].value;
+		if (edits[i].offset == 4)
+			buf[5] = 0x03; /* 0x03e8 = 1000 */
+		ck_assert_msg(!cache_record_decode(buf, len, &out), "%s accepted", edits[i].what);
+		ck_assert_int_eq(out.outcome.kind, 0); /* a rejected record leaves nothing behind */
+		ck_assert_str_eq(out.outcome.text, "");
+	}
+	memcpy(buf, good, len);
+	buf[len] = 'x';
+	ck_assert(!cache_record_decode(buf, len + 1, &out)); /* trailing octet */
+	ck_assert(!cache_record_decode(NULL, 0, &out));
+}
+END_TEST
+
+/* check_sane - a record decode accepted keeps every invariant */
+static void check_sane(const struct cache_record *r)
+{
+	const char *strings[] = {r->outcome.ecode, r->outcome.text, r->outcome.reason, r->outcome.mx_host,
+	                         r->outcome.mx_addr};
+	const size_t caps[] = {sizeof(r->outcome.ecode), sizeof(r->outcome.text), sizeof(r->outcome.reason),
+	                       sizeof(r->outcome.mx_host), sizeof(r->outcome.mx_addr)};
+	ck_assert_uint_lt((unsigned)r->outcome.kind, OUTCOME_KIND_COUNT);
+	ck_assert_str_ne(probe_stage_name(r->outcome.stage), "unknown");
+	ck_assert(r->outcome.code >= 0 && r->outcome.code <= 999);
+	for (int i = 0; i < 5; i++) {
+		size_t n = strnlen(strings[i], caps[i]);
+		ck_assert_uint_lt(n, caps[i]);
+		for (size_t j = 0; j < n; j++)
+			ck_assert((unsigned char)strings[i][j] >= 0x20 && strings[i][j] != 0x7f);
+	}
+}
+
+START_TEST(decode_survives_truncation_and_flips)
+{
+	unsigned char good[CACHE_RECORD_MAX], buf[CACHE_RECORD_MAX];
+	struct cache_record out;
+	size_t len = valid_record(good);
+	for (size_t n = 0; n < len; n++)
+		ck_assert_msg(!cache_record_decode(good, n, &out), "truncated to %zu accepted", n);
+	int accepted = 0;
+	for (int i = 0; i < 200000; i++) {
+		memcpy(buf, good, len);
+		for (int flips = 1 + (int)(rng() % 4); flips > 0; flips--)
+			buf[rng() % len] = (unsigned char)rng();
+		size_t cut = rng() % 4 == 0 ? rng() % (len + 1) : len;
+		if (cache_record_decode(buf, cut, &out)) {
+			check_sane(&out);
+			accepted++;
+		}
+	}
+	ck_assert_int_gt(accepted, 0); /* flips in times and text are fine */
+}
+END_TEST
+
+START_TEST(key_names)
+{
+	char key[CACHE_KEY_MAX], big[400];
+	cache_key_address("bob@example.org", key, sizeof(key));
+	ck_assert_str_eq(key, "a:bob@example.org");
+	cache_key_domain("example.org", key, sizeof(key));
+	ck_assert_str_eq(key, "d:example.org");
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	cache_key_address(big, key, sizeof(key));
+	ck_assert_str_eq(key, ""); /* never a cut key */
+	cache_key_domain("", key, sizeof(key));
+	ck_assert_str_eq(key, "");
+}
+END_TEST
+
+/* ---- the store ---- */
+
+START_TEST(store_get_put_stale_expired)
+{
+	struct cache *c = open_cache(4);
+	struct cache_record rec, out;
+	make(&rec, OUTCOME_VALID, NOW);
+	ck_assert_int_eq(cache_get(c, "a:bob@example.org", NOW, &out), CACHE_MISS);
+	ck_assert(cache_put(c, "a:bob@example.org", &rec, NOW));
+	ck_assert_int_eq(cache_get(c, "a:bob@example.org", NOW + SECOND, &out), CACHE_HIT);
+	ck_assert(memcmp(&out, &rec, sizeof(rec)) == 0);
+	ck_assert_int_eq(cache_get(c, "a:bob@example.org", NOW + 2 * DAY, &out), CACHE_STALE);
+	ck_assert_int_eq(cache_get(c, "a:bob@example.org", NOW + 10 * DAY, &out), CACHE_MISS);
+	ck_assert_int_eq(cache_get(c, "a:other@example.org", NOW, &out), CACHE_MISS);
+	/* bad keys and no cache are misses and failures, never crashes */
+	ck_assert_int_eq(cache_get(c, "", NOW, &out), CACHE_MISS);
+	ck_assert_int_eq(cache_get(c, NULL, NOW, &out), CACHE_MISS);
+	char big[CACHE_KEY_MAX + 10];
+	memset(big, 'k', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	ck_assert(!cache_put(c, big, &rec, NOW));
+	ck_assert_int_eq(cache_get(NULL, "a:x@y", NOW, &out), CACHE_MISS);
+	ck_assert(!cache_put(NULL, "a:x@y", &rec, NOW));
+	ck_assert(!cache_del(NULL, "a:x@y"));
+	cache_close(c);
+	/* it persists */
+	c = open_cache(4);
+	ck_assert_int_eq(cache_get(c, "a:bob@example.org", NOW + SECOND, &out), CACHE_HIT);
+	cache_close(c);
+	cache_close(NULL);
+}
+END_TEST
+
+START_TEST(store_replace_rule)
+{
+	struct cache *c = open_cache(4);
+	struct cache_record valid, tempfail, invalid, out;
+	make(&valid, OUTCOME_VALID, NOW);
+	make(&tempfail, OUTCOME_TEMPFAIL, NOW + HOUR);
+	make(&invalid, OUTCOME_INVALID, NOW + HOUR);
+	ck_assert(cache_put(c, "a:k", &valid, NOW));
+	ck_assert(cache_put(c, "a:k", &tempfail, NOW + HOUR)); /* true: nothing to do */
+	ck_assert_int_eq(cache_get(c, "a:k", NOW + HOUR, &out), CACHE_HIT);
+	ck_assert_int_eq(out.outcome.kind, OUTCOME_VALID);
+	ck_assert(cache_put(c, "a:k", &invalid, NOW + HOUR)); /* a definite answer replaces */
+	ck_assert_int_eq(cache_get(c, "a:k", NOW + HOUR, &out), CACHE_HIT);
+	ck_assert_int_eq(out.outcome.kind, OUTCOME_INVALID);
+	make(&tempfail, OUTCOME_TEMPFAIL, NOW + 4 * DAY); /* invalid has expired by then */
+	ck_assert(cache_put(c, "a:k", &tempfail, NOW + 4 * DAY));
+	ck_assert_int_eq(cache_get(c, "a:k", NOW + 4 * DAY, &out), CACHE_HIT);
+	ck_assert_int_eq(out.outcome.kind, OUTCOME_TEMPFAIL);
+	cache_close(c);
+}
+END_TEST
+
+/* collect_keys - foreach visitor: keys joined by spaces, stops after 3 if asked */
+struct collected {
+	char keys[512];
+	int n, stop_after;
+};
+
+static bool collect_keys(void *arg, const char *key, const struct cache_record *rec)
+{
+	struct collected *col = arg;
+	size_t len = strlen(col->keys);
+	snprintf(col->keys + len, sizeof(col->keys) - len, "%s%s", len ? " " : "", key);
+	return ++col->n != col->stop_after;
+}
+
+START_TEST(store_del_sweep_purge_foreach_stats)
+{
+	struct cache *c = open_cache(4);
+	struct cache_record rec, out;
+	struct cache_stats st;
+	const char *keys[] = {"a:c@x", "a:a@x", "d:x", "a:b@x", "d:y"};
+	for (int i = 0; i < 5; i++) {
+		make(&rec, i < 2 ? OUTCOME_TEMPFAIL : OUTCOME_VALID, NOW);
+		ck_assert(cache_put(c, keys[i], &rec, NOW));
+	}
+	struct collected col = {.stop_after = 0};
+	ck_assert(cache_foreach(c, collect_keys, &col));
+	ck_assert_str_eq(col.keys, "a:a@x a:b@x a:c@x d:x d:y"); /* key order */
+	struct collected three = {.stop_after = 3};
+	ck_assert(cache_foreach(c, collect_keys, &three));
+	ck_assert_str_eq(three.keys, "a:a@x a:b@x a:c@x");
+	ck_assert(cache_stats(c, NOW + HOUR, &st));
+	ck_assert_uint_eq(st.addresses, 3);
+	ck_assert_uint_eq(st.domains, 2);
+	ck_assert_uint_eq(st.expired, 2); /* the tempfails, after 5 minutes */
+	ck_assert_uint_eq(st.by_outcome[OUTCOME_TEMPFAIL], 2);
+	ck_assert_uint_eq(st.by_outcome[OUTCOME_VALID], 3);
+	ck_assert_uint_eq(st.map_bytes, 4 * 1024 * 1024 - 256 * 1024); /* less the reserve */
+	ck_assert_uint_gt(st.used_bytes, 0);
+	ck_assert_uint_lt(st.used_bytes, st.map_bytes);
+	ck_assert(cache_del(c, "d:y"));
+	ck_assert(!cache_del(c, "d:y"));
+	ck_assert_uint_eq(cache_sweep(c, NOW + HOUR), 2);
+	ck_assert_uint_eq(cache_sweep(c, NOW + HOUR), 0);
+	ck_assert_int_eq(cache_get(c, "a:b@x", NOW + HOUR, &out), CACHE_HIT);
+	ck_assert_uint_eq(cache_purge(c), 2);
+	ck_assert_uint_eq(cache_purge(c), 0);
+	ck_assert_int_eq(cache_get(c, "a:b@x", NOW + HOUR, &out), CACHE_MISS);
+	ck_assert(cache_stats(c, NOW, &st));
+	ck_assert_uint_eq(st.addresses + st.domains, 0);
+	cache_close(c);
+}
+END_TEST
+
+START_TEST(store_sweep_many)
+{
+	struct cache *c = open_cache(16);
+	struct cache_record rec;
+	char key[64];
+	for (int i = 0; i < 5000; i++) { /* more than one sweep batch */
+		make(&rec, i % 2 ? OUTCOME_TEMPFAIL : OUTCOME_VALID, NOW);
+		snprintf(key, sizeof(key), "a:user%05d@example.org", i);
+		ck_assert(cache_put(c, key, &rec, NOW));
+	}
+	ck_assert_uint_eq(cache_sweep(c, NOW + HOUR), 2500);
+	ck_assert_uint_eq(cache_purge(c), 2500);
+	cache_close(c);
+}
+END_TEST
+
+START_TEST(store_missing_directory)
+{
+	char why[300] = "", missing[200];
+	snprintf(missing, sizeof(missing), "%s/nope/cache.lmdb", dir);
+	ck_assert_ptr_null(cache_open(missing, 4, why, sizeof(why)));
+	ck_assert_msg(strstr(why, "/nope is missing") != NULL, "why: %s", why);
+}
+END_TEST
+
+START_TEST(store_full_evicts_oldest)
+{
+	struct cache *c = open_cache(1);
+	struct cache_record rec, out;
+	struct cache_stats st;
+	char key[64];
+	const int n = 4000;
+	for (int i = 0; i < n; i++) {
+		make(&rec, OUTCOME_VALID, NOW + i);
+		memset(rec.outcome.text, 't', 200); /* about 300 octets a record */
+		snprintf(key, sizeof(key), "a:%08x@example.org", (unsigned)i * 2654435761u);
+		ck_assert_msg(cache_put(c, key, &rec, NOW + i), "put %d failed", i);
+	}
+	int old = 0, recent = 0;
+	for (int i = 0; i < 100; i++) {
+		snprintf(key, sizeof(key), "a:%08x@example.org", (unsigned)i * 2654435761u);
+		old += cache_get(c, key, NOW + n, &out) != CACHE_MISS;
+		snprintf(key, sizeof(key), "a:%08x@example.org", (unsigned)(n - 1 - i) * 2654435761u);
+		recent += cache_get(c, key, NOW + n, &out) != CACHE_MISS;
+	}
+	ck_assert_int_eq(old, 0);
+	ck_assert_int_eq(recent, 100);
+	ck_assert(cache_stats(c, NOW + n, &st));
+	ck_assert_uint_le(st.map_bytes, 1024 * 1024);
+	ck_assert_uint_gt(st.addresses, 500);
+	ck_assert_uint_lt(st.addresses, (size_t)n);
+	cache_close(c);
+}
+END_TEST
+
+/* raw_fill - with LMDB itself, fill a new file whose map is mib MiB until
+ * not even a small value fits (keys "x:...", not cache records) */
+static void raw_fill(size_t mib)
+{
+	static char value[65536];
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	char key[32];
+	int seq = 0;
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	ck_assert_int_eq(mdb_env_set_mapsize(env, mib << 20), 0);
+	ck_assert_int_eq(mdb_env_open(env, path, MDB_NOSUBDIR | MDB_NOSYNC, 0640), 0);
+	for (size_t size = sizeof(value); size >= 64; size /= 8) {
+		for (int rc = 0; rc == 0;) {
+			ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+			ck_assert_int_eq(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+			for (int i = 0; i < 16 && rc == 0; i++) {
+				snprintf(key, sizeof(key), "x:%08d", seq++);
+				MDB_val k = {strlen(key), key}, v = {size, value};
+				rc = mdb_put(txn, dbi, &k, &v, 0);
+			}
+			if (rc == 0)
+				rc = mdb_txn_commit(txn);
+			else
+				mdb_txn_abort(txn);
+			ck_assert(rc == 0 || rc == MDB_MAP_FULL);
+		}
+	}
+	mdb_env_close(env);
+}
+
+/* put_until_grown - in a child: write until the map is past 64 MiB, then
+ * 300 records more (well past the parent's map); exit status 0 if so */
+static int put_until_grown(void)
+{
+	char why[300], key[64];
+	struct cache_stats st = {0};
+	struct cache_record rec;
+	struct cache *c = cache_open(path, 256, why, sizeof(why));
+	int more = 300;
+	for (int i = 0; c != NULL && i < 2000 && more > 0; i++) {
+		make(&rec, OUTCOME_VALID, NOW);
+		snprintf(key, sizeof(key), "a:child%d@example.org", i);
+		if (!cache_put(c, key, &rec, NOW) || !cache_stats(c, NOW, &st))
+			break;
+		if (st.map_bytes > (64u << 20))
+			more--;
+	}
+	cache_close(c);
+	return st.map_bytes == (128u << 20) && more == 0 ? 0 : 1;
+}
+
+START_TEST(store_grows_and_follows_growth)
+{
+	struct cache_stats st;
+	struct cache_record out;
+	raw_fill(64);
+	struct cache *c = open_cache(256);
+	ck_assert(cache_stats(c, NOW, &st));
+	ck_assert_uint_eq(st.map_bytes, 64u << 20);
+	pid_t pid = fork(); /* another process grows the map */
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(put_until_grown());
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child did not grow the map");
+	ck_assert_int_eq(cache_get(c, "a:child0@example.org", NOW, &out), CACHE_HIT); /* MDB_MAP_RESIZED */
+	ck_assert(cache_stats(c, NOW, &st));
+	ck_assert_uint_eq(st.map_bytes, 128u << 20);
+	ck_assert_uint_ge(st.addresses, 300); /* all of the child's records, read */
+	cache_close(c);
+}
+END_TEST
+
+/* write_file - replace a file's bytes from offset on with n octets of fill
+ * (or random ones for fill < 0) */
+static void write_file(const char *name, off_t offset, size_t n, int fill)
+{
+	unsigned char buf[4096];
+	int fd = open(name, O_WRONLY | O_CREAT, 0640);
+	ck_assert_int_ge(fd, 0);
+	for (size_t done = 0; done < n; done += sizeof(buf)) {
+		for (size_t i = 0; i < sizeof(buf); i++)
+			buf[i] = fill < 0 ? (unsigned char)rng() : (unsigned char)fill;
+		ck_assert_int_eq(pwrite(fd, buf, sizeof(buf), offset + (off_t)done), (ssize_t)sizeof(buf));
+	}
+	close(fd);
+}
+
+/* works - a fresh cache stores and finds */
+static void works(struct cache *c)
+{
+	struct cache_record rec, out;
+	make(&rec, OUTCOME_INVALID, NOW);
+	ck_assert(cache_put(c, "a:after@example.org", &rec, NOW));
+	ck_assert_int_eq(cache_get(c, "a:after@example.org", NOW, &out), CACHE_HIT);
+}
+
+START_TEST(store_garbage_file_moved_aside)
+{
+	char lock[200];
+	snprintf(lock, sizeof(lock), "%s-lock", path);
+	write_file(path, 0, 3 * 4096, -1);
+	write_file(lock, 0, 4096, -1);
+	struct cache *c = open_cache(4);
+	ck_assert_int_eq(count_files(".corrupt."), 1);
+	works(c);
+	cache_close(c);
+}
+END_TEST
+
+/* fill_and_close - a cache holding a few records, closed; its file size */
+static off_t fill_and_close(void)
+{
+	struct cache *c = open_cache(4);
+	struct cache_record rec;
+	struct stat st;
+	char key[64];
+	for (int i = 0; i < 200; i++) {
+		make(&rec, OUTCOME_VALID, NOW);
+		snprintf(key, sizeof(key), "a:user%d@example.org", i);
+		ck_assert(cache_put(c, key, &rec, NOW));
+	}
+	cache_close(c);
+	ck_assert_int_eq(stat(path, &st), 0);
+	return st.st_size;
+}
+
+START_TEST(store_corrupt_pages_at_open)
+{
+	off_t size = fill_and_close();
+	write_file(path, 2 * 4096, (size_t)size - 2 * 4096, 0); /* all but the meta pages */
+	struct cache *c = open_cache(4);
+	ck_assert_int_eq(count_files(".corrupt."), 1);
+	works(c);
+	cache_close(c);
+}
+END_TEST
+
+START_TEST(store_corrupt_pages_while_open)
+{
+	struct cache_record out;
+	off_t size = fill_and_close();
+	struct cache *c = open_cache(4);
+	ck_assert_int_eq(cache_get(c, "a:user1@example.org", NOW, &out), CACHE_HIT);
+	write_file(path, 2 * 4096, (size_t)size - 2 * 4096, 0);
+	ck_assert_int_eq(cache_get(c, "a:user1@example.org", NOW, &out), CACHE_MISS);
+	ck_assert_int_eq(count_files(".corrupt."), 1);
+	works(c);
+	cache_close(c);
+}
+END_TEST
+
+START_TEST(store_follows_a_replaced_file)
+{
+	struct cache_record rec, out;
+	char moved[200], lock[200];
+	struct cache *c = open_cache(4);
+	make(&rec, OUTCOME_VALID, NOW);
+	ck_assert(cache_put(c, "a:before@example.org", &rec, NOW));
+	snprintf(moved, sizeof(moved), "%s.gone", path);
+	snprintf(lock, sizeof(lock), "%s-lock", path);
+	ck_assert_int_eq(rename(path, moved), 0); /* as another process moving it aside */
+	ck_assert_int_eq(unlink(lock), 0);
+	ck_assert(cache_put(c, "a:after@example.org", &rec, NOW)); /* reopens the path */
+	ck_assert_int_eq(cache_get(c, "a:after@example.org", NOW, &out), CACHE_HIT);
+	ck_assert_int_eq(cache_get(c, "a:before@example.org", NOW, &out), CACHE_MISS);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	cache_close(c);
+}
+END_TEST
+
+/* put_and_read - n records under prefix, each read back; failures */
+static int put_and_read(struct cache *c, const char *prefix, int n)
+{
+	struct cache_record rec, out;
+	char key[64];
+	int failures = 0;
+	for (int i = 0; i < n; i++) {
+		make(&rec, OUTCOME_VALID, NOW + i);
+		snprintf(key, sizeof(key), "a:%s%d@example.org", prefix, i);
+		failures += !cache_put(c, key, &rec, NOW);
+		failures += cache_get(c, key, NOW, &out) != CACHE_HIT || out.probed_at_ms != NOW + i;
+	}
+	return failures;
+}
+
+/* count_all - foreach visitor counting records */
+static bool count_all(void *arg, const char *key, const struct cache_record *rec)
+{
+	++*(int *)arg;
+	return true;
+}
+
+START_TEST(store_two_processes)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) { /* the child opens its own environment */
+		char why[300];
+		struct cache *mine = cache_open(path, 4, why, sizeof(why));
+		int failures = mine == NULL ? 1 : put_and_read(mine, "child", 300);
+		cache_close(mine);
+		_exit(failures == 0 ? 0 : 1);
+	}
+	struct cache *c = open_cache(4);
+	ck_assert_int_eq(put_and_read(c, "parent", 300), 0);
+	int status, n = 0;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ck_assert(cache_foreach(c, count_all, &n));
+	ck_assert_int_eq(n, 600);
+	cache_close(c);
+}
+END_TEST
+
+struct worker {
+	struct cache *cache;
+	char prefix[16];
+	int failures;
+};
+
+/* worker_run - one thread's share of puts and gets */
+static void *worker_run(void *arg)
+{
+	struct worker *w = arg;
+	w->failures = put_and_read(w->cache, w->prefix, 200);
+	return NULL;
+}
+
+START_TEST(store_threads)
+{
+	struct cache *c = open_cache(4);
+	struct worker workers[4];
+	pthread_t threads[4];
+	int n = 0;
+	for (int i = 0; i < 4; i++) {
+		workers[i] = (struct worker){.cache = c};
+		snprintf(workers[i].prefix, sizeof(workers[i].prefix), "t%d-", i);
+		ck_assert_int_eq(pthread_create(&threads[i], NULL, worker_run, &workers[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(threads[i], NULL);
+		ck_assert_int_eq(workers[i].failures, 0);
+	}
+	ck_assert(cache_foreach(c, count_all, &n));
+	ck_assert_int_eq(n, 800);
+	cache_close(c);
+}
+END_TEST
+
+START_TEST(store_damaged_record_is_a_miss)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = {5, "a:bad"}, v = {7, "garbage"};
+	struct cache_record out;
+	int n = 0;
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	ck_assert_int_eq(mdb_env_open(env, path, MDB_NOSUBDIR, 0640), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+	ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	struct cache *c = open_cache(4);
+	ck_assert_int_eq(cache_get(c, "a:bad", NOW, &out), CACHE_MISS);
+	ck_assert(cache_foreach(c, count_all, &n));
+	ck_assert_int_eq(n, 0); /* skipped */
+	ck_assert_uint_eq(cache_sweep(c, NOW), 1);
+	ck_assert(!cache_del(c, "a:bad"));
+	cache_close(c);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("cache");
+	TCase *pure = tcase_create("record");
+	tcase_add_checked_fixture(pure, setup, teardown);
+	tcase_add_test(pure, lifetimes_by_class);
+	tcase_add_test(pure, refresh_never_after_expiry);
+	tcase_add_test(pure, may_replace_table);
+	tcase_add_test(pure, round_trip_random);
+	tcase_add_test(pure, encode_sanitizes_and_bounds);
+	tcase_add_test(pure, decode_rejects_damage);
+	tcase_add_test(pure, decode_survives_truncation_and_flips);
+	tcase_add_test(pure, key_names);
+	suite_add_tcase(s, pure);
+	TCase *store = tcase_create("store");
+	tcase_add_checked_fixture(store, setup, teardown);
+	tcase_set_timeout(store, 60);
+	tcase_add_test(store, store_get_put_stale_expired);
+	tcase_add_test(store, store_replace_rule);
+	tcase_add_test(store, store_del_sweep_purge_foreach_stats);
+	tcase_add_test(store, store_sweep_many);
+	tcase_add_test(store, store_missing_directory);
+	tcase_add_test(store, store_full_evicts_oldest);
+	tcase_add_test(store, store_grows_and_follows_growth);
+	tcase_add_test(store, store_garbage_file_moved_aside);
+	tcase_add_test(store, store_corrupt_pages_at_open);
+	tcase_add_test(store, store_corrupt_pages_while_open);
+	tcase_add_test(store, store_follows_a_replaced_file);
+	tcase_add_test(store, store_two_processes);
+	tcase_add_test(store, store_threads);
+	tcase_add_test(store, store_damaged_record_is_a_miss);
+	suite_add_tcase(s, store);
+	return unit_run(s);
+}
