@@ -1,13 +1,15 @@
 /*
- * conf.c - vemilter.conf: the directive table, the parser and the lifetime of
- * the parsed result.
+ * conf.c - vemilter.conf: the parser, the loader and the lifetime of the
+ * parsed result.
  *
- * One static table names every directive with its type, default text, bounds
- * and place in struct conf. A load starts from an empty struct conf, applies
- * each "key = value" line of the file, then applies the default text of every
- * directive the file did not set through the very same code, so a default can
- * never be invalid silently. Every error is reported as "file:line: message"
- * and parsing goes on to find the next one; any error fails the whole load.
+ * A load starts from an empty struct conf, applies each "key = value" line of
+ * the file, then applies the default text of every directive the file did not
+ * set through the very same code, so a default can never be invalid silently.
+ * What each directive is and accepts comes from the table in conftable.c;
+ * here are the line reader, "file:" list files, the parsers by type (integer,
+ * octal mode, duration, boolean, syslog names, reply, action) and the error
+ * reporting. Every error is reported as "file:line: message" and parsing goes
+ * on to find the next one; any error fails the whole load.
  *
  * Owns the struct conf it returns and everything reachable from it; the last
  * conf_unref() frees it all, guided by the same table. No global mutable
@@ -15,56 +17,18 @@
  */
 #include "conf.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <idn2.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "addr.h"
+#include "conftable.h"
 #include "log.h"
 
-#define CONF_LINE_MAX 4096 /* octets in a line, newline excluded */
-#define CONF_MSG_MAX  1024 /* one error message */
-#define CONF_WHY_MAX  512  /* one reason inside a message */
-#define DEFAULT_SITE  "built-in default"
-#define DNS_NAME_BUF  256 /* a host name and its NUL */
-
-enum conf_type {
-	T_STRING,   /* char *; optional check */
-	T_BOOL,     /* bool */
-	T_INT,      /* int, min..max */
-	T_MODE,     /* unsigned, octal, min..max */
-	T_DURATION, /* int64_t milliseconds, min..max */
-	T_FACILITY, /* int, syslog facility */
-	T_LEVEL,    /* int, syslog priority */
-	T_LIST,     /* struct conf_strings; item normalizes and appends */
-	T_CIDRS,    /* struct cidr_list; item parses and appends */
-	T_REPLY,    /* struct reply_template; optional check after parsing */
-	T_ACTION,   /* enum conf_action; optional check */
-	T_OVERRIDE, /* struct conf_overrides; item parses and appends */
-};
-
-/* Validates a string value; false with a reason in why. */
-typedef bool (*check_fn)(const char *value, char *why, size_t why_size);
-/* Normalizes one list item and appends it to the field; false with a reason. */
-typedef bool (*item_fn)(void *field, const char *item, char *why, size_t why_size);
-
-struct directive {
-	const char *name;
-	enum conf_type type;
-	const char *def;     /* default, parsed like a value from the file */
-	int64_t min, max;    /* T_INT, T_MODE, T_DURATION (milliseconds) */
-	size_t offset;       /* of the field in struct conf */
-	check_fn check;      /* T_STRING, T_REPLY, T_ACTION: optional */
-	item_fn item;        /* T_LIST, T_CIDRS, T_OVERRIDE */
-	const char *choices; /* T_FACILITY, T_LEVEL: names, for messages */
-	const char *help;
-};
+#define CONF_MSG_MAX 1024 /* one error message */
+#define DEFAULT_SITE "built-in default"
 
 /* A place in a file, for messages; line 0 is a built-in default. */
 struct site {
@@ -97,631 +61,6 @@ static char *trim(char *s)
 	return s;
 }
 
-/* lower - ASCII lower-case s in place */
-static void lower(char *s)
-{
-	for (; *s != '\0'; s++)
-		if (*s >= 'A' && *s <= 'Z')
-			*s = (char)(*s - 'A' + 'a');
-}
-
-/* grow - make room for element count in *items (capacity doubles) */
-static bool grow(void **items, size_t count, size_t elem)
-{
-	if (count != 0 && (count & (count - 1)) != 0)
-		return true; /* capacity is the next power of two >= count */
-	size_t cap = count == 0 ? 1 : count * 2;
-	void *p = reallocarray(*items, cap, elem);
-	if (p == NULL)
-		return false;
-	*items = p;
-	return true;
-}
-
-/* strings_add - append owned s (may be NULL: out of memory) to l */
-static bool strings_add(struct conf_strings *l, char *s, char *why, size_t why_size)
-{
-	if (s == NULL || !grow((void **)&l->items, l->count, sizeof(*l->items))) {
-		free(s);
-		snprintf(why, why_size, "out of memory");
-		return false;
-	}
-	l->items[l->count++] = s;
-	return true;
-}
-
-/* check_socket - libmilter notation: unix:/path, local:/path, inet[6]:PORT[@HOST] */
-static bool check_socket(const char *value, char *why, size_t why_size)
-{
-	const char *rest = strchr(value, ':');
-	size_t scheme = rest ? (size_t)(rest - value) : 0;
-
-	if (rest != NULL && ((scheme == 4 && strncmp(value, "unix", 4) == 0) ||
-	                     (scheme == 5 && strncmp(value, "local", 5) == 0))) {
-		if (rest[1] == '/')
-			return true;
-		snprintf(why, why_size,
-		         "\"%s\" needs an absolute socket path, such as unix:/run/vemilter/vemilter.sock",
-		         value);
-		return false;
-	}
-	if (rest == NULL || !((scheme == 4 && strncmp(value, "inet", 4) == 0) ||
-	                      (scheme == 5 && strncmp(value, "inet6", 5) == 0))) {
-		snprintf(why, why_size,
-		         "\"%s\" is not unix:/path, local:/path, inet:PORT@HOST or inet6:PORT@HOST", value);
-		return false;
-	}
-	long port = 0;
-	const char *p = rest + 1;
-	for (; *p >= '0' && *p <= '9' && port <= 65535; p++)
-		port = port * 10 + (*p - '0');
-	if (p == rest + 1 || port < 1 || port > 65535 || (*p != '\0' && *p != '@')) {
-		snprintf(why, why_size, "\"%s\" needs a port 1..65535, such as inet:8891@127.0.0.1", value);
-		return false;
-	}
-	if (*p == '@' && p[1] == '\0') {
-		snprintf(why, why_size, "\"%s\" has an empty host after \"@\"", value);
-		return false;
-	}
-	return true;
-}
-
-/* check_name - a user or group name: no blanks, ':' or control characters */
-static bool check_name(const char *value, char *why, size_t why_size)
-{
-	for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
-		if (*p <= ' ' || *p == ':' || *p == 0x7f) {
-			snprintf(why, why_size, "\"%s\" is not a valid user or group name", value);
-			return false;
-		}
-	}
-	return true;
-}
-
-/* check_path - empty, or an absolute path */
-static bool check_path(const char *value, char *why, size_t why_size)
-{
-	if (value[0] == '\0' || value[0] == '/')
-		return true;
-	snprintf(why, why_size, "\"%s\" is not an absolute path", value);
-	return false;
-}
-
-/* is_ldh_name - lower-case LDH labels of 1..63 octets, 253 in all */
-static bool is_ldh_name(const char *s)
-{
-	size_t label = 0, total = strlen(s);
-
-	if (total == 0 || total > 253)
-		return false;
-	for (size_t i = 0; i <= total; i++) {
-		char c = s[i];
-		if (c == '.' || c == '\0') {
-			if (label == 0 || label > 63 || s[i - 1] == '-' || s[i - label] == '-')
-				return false;
-			label = 0;
-		} else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-') {
-			label++;
-		} else {
-			return false;
-		}
-	}
-	return true;
-}
-
-/* normal_domain - a new copy of domain item in lower-case A-labels (libidn2,
- * IDNA2008/TR46); NULL with why */
-static char *normal_domain(const char *item, char *why, size_t why_size)
-{
-	char name[CONF_LINE_MAX + 1];
-	uint8_t *ascii = NULL;
-
-	snprintf(name, sizeof(name), "%s", item);
-	size_t n = strlen(name);
-	if (n > 1 && name[n - 1] == '.')
-		name[n - 1] = '\0'; /* fully qualified "example.com." */
-	int rc = idn2_lookup_u8((const uint8_t *)name, &ascii, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
-	if (rc == IDN2_OK)
-		lower((char *)ascii);
-	if (rc != IDN2_OK || !is_ldh_name((char *)ascii)) {
-		snprintf(why, why_size, "\"%s\" is not a valid domain name%s", item,
-		         item[0] == '.' || item[0] == '*' ? " (write example.com: it covers the subdomains)"
-		                                          : "");
-		idn2_free(ascii);
-		return NULL;
-	}
-	char *copy = strdup((char *)ascii);
-	idn2_free(ascii);
-	if (copy == NULL)
-		snprintf(why, why_size, "out of memory");
-	return copy;
-}
-
-/* item_domain - a domain to lower-case A-labels, appended to a string list */
-static bool item_domain(void *field, const char *item, char *why, size_t why_size)
-{
-	char *copy = normal_domain(item, why, why_size);
-
-	return copy != NULL && strings_add(field, copy, why, why_size);
-}
-
-/* full_address - addr_parse() item into a new normalized copy; NULL with why */
-static char *full_address(const char *item, char *why, size_t why_size)
-{
-	struct addr a;
-	char reason[CONF_WHY_MAX / 2];
-	char *copy;
-
-	if (!addr_parse(item, strlen(item), &a, reason, sizeof(reason)))
-		snprintf(why, why_size, "\"%s\" is not a valid address: %s", item, reason);
-	else if (a.is_null)
-		snprintf(why, why_size, "\"%s\" is not a full address (local@domain)", item);
-	else if ((copy = strdup(a.normalized)) == NULL)
-		snprintf(why, why_size, "out of memory");
-	else
-		return copy;
-	return NULL;
-}
-
-/* item_sender - a full address, stored as addr_parse() normalizes it */
-static bool item_sender(void *field, const char *item, char *why, size_t why_size)
-{
-	char *copy = full_address(item, why, why_size);
-
-	return copy != NULL && strings_add(field, copy, why, why_size);
-}
-
-/* is_local_part - no blanks, control characters or address specials */
-static bool is_local_part(const char *s)
-{
-	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-		if (*p <= ' ' || *p == 0x7f || strchr("\"(),:;<>[\\]", *p) != NULL)
-			return false;
-	return true;
-}
-
-/* item_recipient - "postmaster" (local part, any domain) or a full address; lower case */
-static bool item_recipient(void *field, const char *item, char *why, size_t why_size)
-{
-	char *copy = NULL;
-
-	if (strchr(item, '@') != NULL)
-		copy = full_address(item, why, why_size);
-	else if (!is_local_part(item))
-		snprintf(why, why_size, "\"%s\" is not a valid local part", item);
-	else if ((copy = strdup(item)) == NULL)
-		snprintf(why, why_size, "out of memory");
-	if (copy == NULL)
-		return false;
-	lower(copy);
-	return strings_add(field, copy, why, why_size);
-}
-
-/* check_host_name - "" or an LDH host name (the EHLO argument) */
-static bool check_host_name(const char *value, char *why, size_t why_size)
-{
-	char name[DNS_NAME_BUF];
-
-	snprintf(name, sizeof(name), "%s", value);
-	lower(name);
-	if (value[0] == '\0' ||
-	    (strlen(value) < sizeof(name) && is_ldh_name(name) && strchr(name, '.') != NULL))
-		return true;
-	snprintf(why, why_size,
-	         "\"%s\" is not a fully qualified host name (receiving servers judge us by it)", value);
-	return false;
-}
-
-/* check_probe_sender - "" (the null sender) or a full address */
-static bool check_probe_sender(const char *value, char *why, size_t why_size)
-{
-	if (value[0] == '\0')
-		return true;
-	char *copy = full_address(value, why, why_size);
-	free(copy);
-	return copy != NULL;
-}
-
-/* item_dns_server - "IP", "IP:PORT" or "[IPv6]:PORT", kept as written */
-static bool item_dns_server(void *field, const char *item, char *why, size_t why_size)
-{
-	char host[64];
-	const char *port = NULL;
-	unsigned char buf[sizeof(struct in6_addr)];
-	size_t n = strlen(item);
-
-	if (item[0] == '[') {
-		const char *end = strchr(item, ']');
-		if (end == NULL || (size_t)(end - item - 1) >= sizeof(host) ||
-		    (end[1] != '\0' && end[1] != ':'))
-			goto bad;
-		snprintf(host, sizeof(host), "%.*s", (int)(end - item - 1), item + 1);
-		port = end[1] == ':' ? end + 2 : NULL;
-	} else {
-		const char *colon = strchr(item, ':');
-		if (colon != NULL && strchr(colon + 1, ':') == NULL) {
-			snprintf(host, sizeof(host), "%.*s", (int)(colon - item), item);
-			port = colon + 1;
-		} else if (n < sizeof(host)) {
-			snprintf(host, sizeof(host), "%s", item);
-		} else {
-			goto bad;
-		}
-	}
-	if (inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1)
-		goto bad;
-	if (port != NULL) {
-		char *end;
-		errno = 0;
-		long value = strtol(port, &end, 10);
-		if (*port == '\0' || *end != '\0' || errno != 0 || value < 1 || value > 65535)
-			goto bad;
-	}
-	char *copy = strdup(item);
-	return strings_add(field, copy, why, why_size);
-bad:
-	snprintf(why, why_size, "\"%s\" is not a DNS server address (IP, IP:PORT or [IPv6]:PORT)", item);
-	return false;
-}
-
-/* item_cidr - one network for a CIDR list */
-static bool item_cidr(void *field, const char *item, char *why, size_t why_size)
-{
-	struct cidr_list *l = field;
-	struct cidr net;
-
-	if (!cidr_parse(item, &net, why, why_size))
-		return false;
-	if (!grow((void **)&l->items, l->count, sizeof(*l->items))) {
-		snprintf(why, why_size, "out of memory");
-		return false;
-	}
-	l->items[l->count++] = net;
-	return true;
-}
-
-/* parse_action - "accept", "tempfail" or "reject", any case */
-static bool parse_action(const char *s, enum conf_action *out)
-{
-	static const char *const names[] = {
-	        [CONF_ACCEPT] = "accept", [CONF_TEMPFAIL] = "tempfail", [CONF_REJECT] = "reject"};
-
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		if (strcasecmp(s, names[i]) == 0) {
-			*out = (enum conf_action)i;
-			return true;
-		}
-	}
-	return false;
-}
-
-/* no_reject_why - why an outcome may never reject, or NULL if it may */
-static const char *no_reject_why(enum outcome_kind kind)
-{
-	if (kind == OUTCOME_BLOCKED)
-		return "blocked means the sender's mail server refuses our probe, not the address";
-	if (kind == OUTCOME_TEMPFAIL)
-		return "tempfail means the probe failed for now (4xx, timeout, DNS), which says nothing "
-		       "about the address";
-	return NULL;
-}
-
-/* not_reject - false with why when value is reject: because */
-static bool not_reject(const char *value, const char *because, char *why, size_t why_size)
-{
-	if (strcasecmp(value, "reject") != 0)
-		return true;
-	snprintf(why, why_size, "reject is not allowed: %s (use accept or tempfail)", because);
-	return false;
-}
-
-/* check_tempfail_action - tempfail_action may not reject */
-static bool check_tempfail_action(const char *value, char *why, size_t why_size)
-{
-	return not_reject(value, no_reject_why(OUTCOME_TEMPFAIL), why, why_size);
-}
-
-/* check_blocked_action - blocked_action may not reject */
-static bool check_blocked_action(const char *value, char *why, size_t why_size)
-{
-	return not_reject(value, no_reject_why(OUTCOME_BLOCKED), why, why_size);
-}
-
-/* check_budget_action - budget_action may not reject */
-static bool check_budget_action(const char *value, char *why, size_t why_size)
-{
-	return not_reject(value, "an unfinished probe says nothing about the address", why, why_size);
-}
-
-/* check_reply_5xx - a reject reply (already parsed) is a permanent failure */
-static bool check_reply_5xx(const char *value, char *why, size_t why_size)
-{
-	if (value[0] == '5')
-		return true;
-	snprintf(why, why_size, "reply code %.3s is not 5xx: a reject reply is a permanent failure", value);
-	return false;
-}
-
-/* check_reply_4xx - a tempfail reply (already parsed) is a temporary failure */
-static bool check_reply_4xx(const char *value, char *why, size_t why_size)
-{
-	if (value[0] == '4')
-		return true;
-	snprintf(why, why_size, "reply code %.3s is not 4xx: a tempfail reply is a temporary failure", value);
-	return false;
-}
-
-/* check_header_name - "" or an RFC 5322 field name: printable ASCII, no ":" */
-static bool check_header_name(const char *value, char *why, size_t why_size)
-{
-	for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
-		if (*p <= ' ' || *p >= 0x7f || *p == ':') {
-			snprintf(why, why_size,
-			         "\"%s\" is not a header field name (printable ASCII without blanks or "
-			         "\":\", such as X-Sender-Verification)",
-			         value);
-			return false;
-		}
-	}
-	return true;
-}
-
-/* override_pair - one "OUTCOME=ACTION" of an override rule into o */
-static bool override_pair(struct conf_override *o, char *word, char *why, size_t why_size)
-{
-	char *eq = strchr(word, '=');
-	enum outcome_kind kind;
-	enum conf_action action;
-
-	if (eq == NULL) {
-		snprintf(why, why_size, "\"%s\" is not skip, verify or OUTCOME=ACTION", word);
-		return false;
-	}
-	*eq = '\0';
-	lower(word);
-	if (!outcome_from_name(word, &kind)) {
-		snprintf(why, why_size,
-		         "\"%s\" is not an outcome (valid, invalid, no_domain, catch_all, tempfail, blocked, "
-		         "unverifiable)",
-		         word);
-		return false;
-	}
-	if (!parse_action(eq + 1, &action)) {
-		snprintf(why, why_size, "%s: \"%s\" is not an action (accept, tempfail or reject)", word,
-		         eq + 1);
-		return false;
-	}
-	if (action == CONF_REJECT && no_reject_why(kind) != NULL) {
-		snprintf(why, why_size, "%s=reject is not allowed: %s", word, no_reject_why(kind));
-		return false;
-	}
-	if (o->has_action[kind]) {
-		snprintf(why, why_size, "%s is given twice", word);
-		return false;
-	}
-	o->has_action[kind] = true;
-	o->action[kind] = action;
-	return true;
-}
-
-/* override_rule - "skip", "verify" or OUTCOME=ACTION words (commas or blanks
- * between them) into o */
-static bool override_rule(struct conf_override *o, char *rule, char *why, size_t why_size)
-{
-	size_t words = 0;
-	bool keyword = false;
-	char *save = NULL;
-
-	for (char *w = strtok_r(rule, ", \t", &save); w != NULL; w = strtok_r(NULL, ", \t", &save)) {
-		words++;
-		if (strcasecmp(w, "skip") == 0 || strcasecmp(w, "verify") == 0) {
-			keyword = true;
-			o->skip = strcasecmp(w, "skip") == 0;
-		} else if (!override_pair(o, w, why, why_size)) {
-			return false;
-		}
-	}
-	if (words == 0) {
-		snprintf(why, why_size, "needs a rule after the domain: skip, verify or OUTCOME=ACTION");
-		return false;
-	}
-	if (keyword && words > 1) {
-		snprintf(why, why_size, "%s stands alone: it cannot be combined with other rules",
-		         o->skip ? "skip" : "verify");
-		return false;
-	}
-	return true;
-}
-
-/* find_override - the entry for exactly domain in l, or NULL */
-static const struct conf_override *find_override(const struct conf_overrides *l, const char *domain)
-{
-	for (size_t i = 0; i < l->count; i++)
-		if (strcmp(l->items[i].domain, domain) == 0)
-			return &l->items[i];
-	return NULL;
-}
-
-/* item_override - "DOMAIN RULE" for domain_overrides */
-static bool item_override(void *field, const char *item, char *why, size_t why_size)
-{
-	struct conf_overrides *l = field;
-	struct conf_override o = {0};
-	char copy[CONF_LINE_MAX + 1], reason[CONF_WHY_MAX / 2];
-
-	snprintf(copy, sizeof(copy), "%s", item);
-	size_t n = strcspn(copy, " \t");
-	char *rule = copy + n + strspn(copy + n, " \t");
-	copy[n] = '\0';
-	if (strchr(copy, '=') != NULL) {
-		snprintf(why, why_size,
-		         "\"%s\" names no domain (in vemilter.conf commas separate entries: write "
-		         "\"example.com catch_all=accept valid=accept\", or use a list file)",
-		         copy);
-		return false;
-	}
-	if (*rule == '\0') {
-		snprintf(why, why_size,
-		         "\"%s\" needs a rule after the domain: skip, verify or OUTCOME=ACTION", copy);
-		return false;
-	}
-	if ((o.domain = normal_domain(copy, why, why_size)) == NULL)
-		return false;
-	if (!override_rule(&o, rule, reason, sizeof(reason)))
-		snprintf(why, why_size, "%s: %s", copy, reason);
-	else if (find_override(l, o.domain) != NULL)
-		snprintf(why, why_size, "%s: a second entry for this domain (one entry a domain)", copy);
-	else if (!grow((void **)&l->items, l->count, sizeof(*l->items)))
-		snprintf(why, why_size, "out of memory");
-	else {
-		l->items[l->count++] = o;
-		return true;
-	}
-	free(o.domain);
-	return false;
-}
-
-#define F(member) offsetof(struct conf, member)
-
-/* clang-format off */
-static const struct directive directives[] = {
-	{.name = "socket", .type = T_STRING, .def = "unix:/run/vemilter/vemilter.sock", .offset = F(socket),
-	 .check = check_socket, .help = "where the MTA connects: unix:/path, inet:PORT@HOST, inet6:PORT@HOST"},
-	{.name = "socket_mode", .type = T_MODE, .def = "0660", .min = 0, .max = 0777, .offset = F(socket_mode),
-	 .help = "permissions of a unix socket"},
-	{.name = "socket_group", .type = T_STRING, .def = "", .offset = F(socket_group), .check = check_name,
-	 .help = "group of a unix socket; empty: leave as created"},
-	{.name = "user", .type = T_STRING, .def = "vemilter", .offset = F(user), .check = check_name,
-	 .help = "run as this user after setup; empty: do not switch"},
-	{.name = "pid_file", .type = T_STRING, .def = "/run/vemilter/vemilter.pid", .offset = F(pid_file),
-	 .check = check_path, .help = "write the process id here; empty: none"},
-	{.name = "syslog_facility", .type = T_FACILITY, .def = "mail", .offset = F(syslog_facility),
-	 .choices = "mail, daemon, user, local0, ..., local7", .help = "syslog facility"},
-	{.name = "log_level", .type = T_LEVEL, .def = "info", .offset = F(log_level),
-	 .choices = "error, warning, notice, info, debug", .help = "least important messages logged"},
-	{.name = "trusted_networks", .type = T_CIDRS, .def = "127.0.0.0/8, ::1/128", .offset = F(trusted_networks),
-	 .item = item_cidr, .help = "clients from these networks are never checked"},
-	{.name = "skip_authenticated", .type = T_BOOL, .def = "yes", .offset = F(skip_authenticated),
-	 .help = "authenticated (SMTP AUTH) clients are never checked"},
-	{.name = "allow_sender_domains", .type = T_LIST, .def = "", .offset = F(allow_sender_domains),
-	 .item = item_domain, .help = "sender domains never checked, with their subdomains"},
-	{.name = "allow_senders", .type = T_LIST, .def = "", .offset = F(allow_senders), .item = item_sender,
-	 .help = "sender addresses never checked"},
-	{.name = "exempt_recipients", .type = T_LIST, .def = "postmaster, abuse", .offset = F(exempt_recipients),
-	 .item = item_recipient, .help = "recipients always accepted: local parts at any domain, or addresses"},
-	{.name = "bad_syntax_reply", .type = T_REPLY, .def = "553 5.1.7 Sender address rejected: %r",
-	 .offset = F(bad_syntax_reply), .help = "reply to a sender address that does not parse"},
-	{.name = "dns_servers", .type = T_LIST, .def = "", .offset = F(dns_servers), .item = item_dns_server,
-	 .help = "DNS servers to ask (IP, IP:PORT, [IPv6]:PORT); empty: those in /etc/resolv.conf"},
-	{.name = "dns_timeout", .type = T_DURATION, .def = "5s", .min = 100, .max = 60000,
-	 .offset = F(dns_timeout_ms), .help = "time for one DNS query try"},
-	{.name = "helo_name", .type = T_STRING, .def = "", .offset = F(helo_name), .check = check_host_name,
-	 .help = "name probes give in EHLO/HELO; empty: this host's fully qualified name"},
-	{.name = "probe_sender", .type = T_STRING, .def = "", .offset = F(probe_sender),
-	 .check = check_probe_sender, .help = "MAIL FROM address of probes; empty: the null sender <>"},
-	{.name = "probe_port", .type = T_INT, .def = "25", .min = 1, .max = 65535, .offset = F(probe_port),
-	 .help = "TCP port of probed mail servers"},
-	{.name = "probe_tls", .type = T_BOOL, .def = "yes", .offset = F(probe_tls),
-	 .help = "use STARTTLS when a server offers it (no certificate check)"},
-	{.name = "catchall_probe", .type = T_BOOL, .def = "yes", .offset = F(catchall_probe),
-	 .help = "after an accepted address, ask for a random one to detect catch-all domains"},
-	{.name = "max_mx", .type = T_INT, .def = "5", .min = 1, .max = 20, .offset = F(max_mx),
-	 .help = "MX hosts tried per verification"},
-	{.name = "max_mx_addresses", .type = T_INT, .def = "10", .min = 1, .max = 50,
-	 .offset = F(max_mx_addresses), .help = "addresses tried per verification, all MX hosts together"},
-	{.name = "probe_allow_networks", .type = T_CIDRS, .def = "", .offset = F(probe_allow_networks),
-	 .item = item_cidr, .help = "addresses probes may connect to although the network guard denies them"},
-	{.name = "connect_timeout", .type = T_DURATION, .def = "10s", .min = 100, .max = 300000,
-	 .offset = F(connect_timeout_ms), .help = "time to connect to one mail server address"},
-	{.name = "banner_timeout", .type = T_DURATION, .def = "30s", .min = 100, .max = 300000,
-	 .offset = F(banner_timeout_ms), .help = "time for a server's greeting"},
-	{.name = "command_timeout", .type = T_DURATION, .def = "30s", .min = 100, .max = 300000,
-	 .offset = F(command_timeout_ms), .help = "time for the reply to each command"},
-	{.name = "probe_timeout", .type = T_DURATION, .def = "60s", .min = 100, .max = 600000,
-	 .offset = F(probe_timeout_ms), .help = "time for one whole verification, every MX host included"},
-	{.name = "verify_budget", .type = T_DURATION, .def = "8s", .min = 100, .max = 25000,
-	 .offset = F(verify_budget_ms), .help = "longest wait for a verdict at RCPT; then 4xx, and the probe goes on"},
-	{.name = "cache", .type = T_STRING, .def = "/var/lib/vemilter/cache.lmdb", .offset = F(cache),
-	 .check = check_path, .help = "LMDB cache file; empty: no cache"},
-	{.name = "cache_max_mb", .type = T_INT, .def = "256", .min = 1, .max = 65536, .offset = F(cache_max_mb),
-	 .help = "the cache grows up to this many MiB, then evicts the oldest entries"},
-	{.name = "positive_ttl", .type = T_DURATION, .def = "31d", .min = 1000, .max = INT64_C(31536000000),
-	 .offset = F(positive_ttl_ms), .help = "how long a valid address is remembered"},
-	{.name = "positive_refresh", .type = T_DURATION, .def = "7d", .min = 1000, .max = INT64_C(31536000000),
-	 .offset = F(positive_refresh_ms), .help = "after this a valid answer is still served, and refreshed"},
-	{.name = "negative_ttl", .type = T_DURATION, .def = "3d", .min = 1000, .max = INT64_C(31536000000),
-	 .offset = F(negative_ttl_ms), .help = "how long invalid and no_domain answers are remembered"},
-	{.name = "negative_refresh", .type = T_DURATION, .def = "3h", .min = 1000, .max = INT64_C(31536000000),
-	 .offset = F(negative_refresh_ms), .help = "after this a negative answer is still served, and refreshed"},
-	{.name = "inconclusive_ttl", .type = T_DURATION, .def = "1d", .min = 1000, .max = INT64_C(31536000000),
-	 .offset = F(inconclusive_ttl_ms), .help = "how long catch_all and unverifiable answers are remembered"},
-	{.name = "temporary_ttl", .type = T_DURATION, .def = "5m", .min = 1000, .max = INT64_C(86400000),
-	 .offset = F(temporary_ttl_ms), .help = "how long tempfail and blocked answers are remembered"},
-	{.name = "sweep_interval", .type = T_DURATION, .def = "1h", .min = 1000, .max = INT64_C(86400000),
-	 .offset = F(sweep_interval_ms), .help = "how often expired cache entries are removed"},
-	{.name = "domain_probe_limit", .type = T_INT, .def = "5", .min = 1, .max = 1000,
-	 .offset = F(domain_probe_limit), .help = "probes to one domain at once; more wait their turn"},
-	{.name = "domain_probe_rate", .type = T_INT, .def = "60", .min = 0, .max = 100000,
-	 .offset = F(domain_probe_rate), .help = "new probes to one domain per minute; beyond: tempfail; 0: no limit"},
-	{.name = "valid_action", .type = T_ACTION, .def = "accept",
-	 .offset = F(outcome_action[OUTCOME_VALID]),
-	 .help = "what a valid sender gets: accept, tempfail or reject"},
-	{.name = "invalid_action", .type = T_ACTION, .def = "reject",
-	 .offset = F(outcome_action[OUTCOME_INVALID]),
-	 .help = "what a sender gets whose mail server refuses the address"},
-	{.name = "no_domain_action", .type = T_ACTION, .def = "reject",
-	 .offset = F(outcome_action[OUTCOME_NO_DOMAIN]),
-	 .help = "what a sender gets whose domain takes no mail"},
-	{.name = "catch_all_action", .type = T_ACTION, .def = "accept",
-	 .offset = F(outcome_action[OUTCOME_CATCH_ALL]), .help = "what a sender at a catch-all domain gets"},
-	{.name = "tempfail_action", .type = T_ACTION, .def = "accept",
-	 .offset = F(outcome_action[OUTCOME_TEMPFAIL]), .check = check_tempfail_action,
-	 .help = "what a sender gets when the probe failed temporarily; never reject"},
-	{.name = "blocked_action", .type = T_ACTION, .def = "accept",
-	 .offset = F(outcome_action[OUTCOME_BLOCKED]), .check = check_blocked_action,
-	 .help = "what a sender gets when its server refuses our probe; never reject"},
-	{.name = "unverifiable_action", .type = T_ACTION, .def = "accept",
-	 .offset = F(outcome_action[OUTCOME_UNVERIFIABLE]),
-	 .help = "what a sender gets that cannot be asked about"},
-	{.name = "budget_action", .type = T_ACTION, .def = "tempfail", .offset = F(budget_action),
-	 .check = check_budget_action, .help = "what a sender gets when no answer came within verify_budget"},
-	{.name = "invalid_reply", .type = T_REPLY,
-	 .def = "550 5.1.0 Sender address <%a> rejected: mailbox does not exist (%m)",
-	 .offset = F(invalid_reply),
-	 .check = check_reply_5xx, .help = "5xx reply rejecting an invalid sender"},
-	{.name = "no_domain_reply", .type = T_REPLY, .def = "550 5.1.8 Sender address <%a> rejected: %r",
-	 .offset = F(no_domain_reply), .check = check_reply_5xx,
-	 .help = "5xx reply rejecting a sender whose domain takes no mail"},
-	{.name = "reject_reply", .type = T_REPLY, .def = "550 5.7.1 Sender address <%a> rejected: %o (%r)",
-	 .offset = F(reject_reply), .check = check_reply_5xx,
-	 .help = "5xx reply rejecting any other outcome"},
-	{.name = "tempfail_reply", .type = T_REPLY,
-	 .def = "451 4.7.1 Sender address <%a> could not be verified (%r), try again later",
-	 .offset = F(tempfail_reply), .check = check_reply_4xx,
-	 .help = "4xx reply for any outcome whose action is tempfail"},
-	{.name = "budget_reply", .type = T_REPLY,
-	 .def = "451 4.7.1 Sender address verification in progress, try again later",
-	 .offset = F(budget_reply),
-	 .check = check_reply_4xx, .help = "4xx reply when no answer came within verify_budget"},
-	{.name = "blocklist_reply", .type = T_REPLY,
-	 .def = "550 5.7.1 Sender address <%a> rejected: its domain is not accepted here",
-	 .offset = F(blocklist_reply), .check = check_reply_5xx,
-	 .help = "5xx reply rejecting a blocklisted sender domain"},
-	{.name = "domain_overrides", .type = T_OVERRIDE, .def = "", .offset = F(domain_overrides),
-	 .item = item_override,
-	 .help = "per-domain rules: DOMAIN skip, DOMAIN verify or DOMAIN OUTCOME=ACTION,..."},
-	{.name = "sender_domain_blocklist", .type = T_LIST, .def = "", .offset = F(sender_domain_blocklist),
-	 .item = item_domain, .help = "sender domains rejected without a probe, with their subdomains"},
-	{.name = "dry_run", .type = T_BOOL, .def = "no", .offset = F(dry_run),
-	 .help = "decide and log every verdict, but reject and tempfail nothing"},
-	{.name = "result_header", .type = T_STRING, .def = "", .offset = F(result_header),
-	 .check = check_header_name,
-	 .help = "header naming the outcome, added to accepted mail; empty: none"},
-};
-/* clang-format on */
-
-#define DIRECTIVE_COUNT (sizeof(directives) / sizeof(directives[0]))
-
 /* Everything one load needs; lives on the stack of conf_load*(). */
 struct loader {
 	struct conf *conf;
@@ -729,7 +68,7 @@ struct loader {
 	conf_error_fn on_error;
 	void *arg;
 	unsigned errors;
-	unsigned set_on[DIRECTIVE_COUNT]; /* line that set it; 0: not yet */
+	unsigned set_on[CONF_DIRECTIVE_COUNT]; /* line that set it; 0: not yet */
 };
 
 /* A list directive being filled from a list file. */
@@ -1005,7 +344,7 @@ static bool set_scalar(const struct directive *d, const char *value, void *field
 	case T_REPLY:
 		return set_reply(d, value, field, why, why_size);
 	case T_ACTION:
-		if (!parse_action(value, field)) {
+		if (!conf_action_from_name(value, field)) {
 			snprintf(why, why_size, "\"%s\" is not an action (accept, tempfail or reject)",
 			         value);
 			return false;
@@ -1054,12 +393,12 @@ static size_t edit_distance(const char *a, const char *b)
 	return row[lb];
 }
 
-/* find_directive - index of name in the table, or DIRECTIVE_COUNT */
+/* find_directive - index of name in the table, or CONF_DIRECTIVE_COUNT */
 static size_t find_directive(const char *name)
 {
 	size_t i = 0;
 
-	while (i < DIRECTIVE_COUNT && strcmp(directives[i].name, name) != 0)
+	while (i < CONF_DIRECTIVE_COUNT && strcmp(conf_directives[i].name, name) != 0)
 		i++;
 	return i;
 }
@@ -1067,18 +406,18 @@ static size_t find_directive(const char *name)
 /* unknown_directive - report name, suggesting the nearest within 2 edits */
 static void unknown_directive(struct loader *ld, const struct site *at, const char *name)
 {
-	size_t best = 3, pick = DIRECTIVE_COUNT;
+	size_t best = 3, pick = CONF_DIRECTIVE_COUNT;
 
-	for (size_t i = 0; i < DIRECTIVE_COUNT; i++) {
-		size_t dist = edit_distance(name, directives[i].name);
+	for (size_t i = 0; i < CONF_DIRECTIVE_COUNT; i++) {
+		size_t dist = edit_distance(name, conf_directives[i].name);
 		if (dist < best) {
 			best = dist;
 			pick = i;
 		}
 	}
-	if (pick < DIRECTIVE_COUNT)
+	if (pick < CONF_DIRECTIVE_COUNT)
 		report(ld, at, "unknown directive \"%s\" (did you mean \"%s\"?)", name,
-		       directives[pick].name);
+		       conf_directives[pick].name);
 	else
 		report(ld, at, "unknown directive \"%s\"", name);
 }
@@ -1099,7 +438,7 @@ static void config_line(struct loader *ld, const struct site *at, char *line, vo
 		return;
 	}
 	size_t i = find_directive(key);
-	if (i == DIRECTIVE_COUNT) {
+	if (i == CONF_DIRECTIVE_COUNT) {
 		unknown_directive(ld, at, key);
 		return;
 	}
@@ -1108,7 +447,7 @@ static void config_line(struct loader *ld, const struct site *at, char *line, vo
 		return;
 	}
 	ld->set_on[i] = at->line;
-	apply(ld, at, &directives[i], value);
+	apply(ld, at, &conf_directives[i], value);
 }
 
 /* apply_defaults - the default text of every directive the file left unset */
@@ -1116,26 +455,26 @@ static void apply_defaults(struct loader *ld)
 {
 	const struct site at = {DEFAULT_SITE, 0};
 
-	for (size_t i = 0; i < DIRECTIVE_COUNT; i++)
+	for (size_t i = 0; i < CONF_DIRECTIVE_COUNT; i++)
 		if (ld->set_on[i] == 0)
-			apply(ld, &at, &directives[i], directives[i].def);
+			apply(ld, &at, &conf_directives[i], conf_directives[i].def);
 }
 
 /* conf_free - release c and everything it owns */
 static void conf_free(struct conf *c)
 {
-	for (size_t i = 0; i < DIRECTIVE_COUNT; i++) {
-		void *field = field_of(c, &directives[i]);
-		if (directives[i].type == T_STRING) {
+	for (size_t i = 0; i < CONF_DIRECTIVE_COUNT; i++) {
+		void *field = field_of(c, &conf_directives[i]);
+		if (conf_directives[i].type == T_STRING) {
 			free(*(char **)field);
-		} else if (directives[i].type == T_LIST) {
+		} else if (conf_directives[i].type == T_LIST) {
 			struct conf_strings *l = field;
 			for (size_t j = 0; j < l->count; j++)
 				free(l->items[j]);
 			free(l->items);
-		} else if (directives[i].type == T_CIDRS) {
+		} else if (conf_directives[i].type == T_CIDRS) {
 			free(((struct cidr_list *)field)->items);
-		} else if (directives[i].type == T_OVERRIDE) {
+		} else if (conf_directives[i].type == T_OVERRIDE) {
 			struct conf_overrides *l = field;
 			for (size_t j = 0; j < l->count; j++)
 				free(l->items[j].domain);
@@ -1218,19 +557,19 @@ void conf_unref(struct conf *c)
 /* conf_directive_count - number of directives in the table */
 size_t conf_directive_count(void)
 {
-	return DIRECTIVE_COUNT;
+	return CONF_DIRECTIVE_COUNT;
 }
 
 /* conf_directive_name - name of directive i; NULL past the end */
 const char *conf_directive_name(size_t i)
 {
-	return i < DIRECTIVE_COUNT ? directives[i].name : NULL;
+	return i < CONF_DIRECTIVE_COUNT ? conf_directives[i].name : NULL;
 }
 
 /* conf_directive_default - default text of directive i; NULL past the end */
 const char *conf_directive_default(size_t i)
 {
-	return i < DIRECTIVE_COUNT ? directives[i].def : NULL;
+	return i < CONF_DIRECTIVE_COUNT ? conf_directives[i].def : NULL;
 }
 
 /* unit_at - index of the unit that p starts with, or UNIT_COUNT */

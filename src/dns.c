@@ -3,8 +3,10 @@
  *
  * Owns: the c-ares channel of a resolver, one libevent event per c-ares
  * socket (ARES_OPT_SOCK_STATE_CB), the timer that feeds c-ares its
- * timeouts, the resolver's PRNG (equal-preference shuffle), its flights,
- * its answer cache with the cache's sweep timer, and every lookup.
+ * timeouts, the resolver's PRNG (equal-preference shuffle), its flights
+ * (their queries, and the building of their result), every lookup (and
+ * assembling its answer), and the public API of dns.h. The flight table,
+ * the flights' member lists and the answer cache are dnsshare.c's.
  *
  * Three kinds of object:
  *
@@ -14,9 +16,10 @@
  *   flight  - one resolution of a key (the domain, compared ignoring case,
  *             and the limits): MX query; NODATA -> the domain is its own
  *             (implicit) MX; then A and AAAA of every kept host at once.
- *             It owns the queries in flight and the lookups waiting for it
- *             (its members).
- *   cached  - the result of a finished flight, kept for a while.
+ *             It owns the queries in flight; the lookups waiting for it
+ *             are its members (listed by dnsshare.c).
+ *   cached  - the result of a finished flight, kept for a while
+ *             (dnsshare.c).
  *
  * Sharing. A lookup starts from its kick: if a fresh cached result has its
  * key, that is its answer ("(cached)" trace line); else if a flight with
@@ -39,15 +42,10 @@
  * flight and destroys the channel, which brings every query back with
  * ARES_EDESTRUCTION.
  *
- * Cache. Keyed like flights, hashed; an entry lives answer_cache_ms, or
- * the smallest A/AAAA TTL of its resolution when shorter (TTL 0: not
- * kept); MX TTLs are not exposed by c-ares 1.18. At most max_answers
- * entries, the oldest evicted first; an expired entry is dropped when a
- * lookup finds it, and by a sweep timer that is armed only while the cache
- * holds entries. A cached OK result holds only the hosts with addresses,
- * packed in one block.
+ * Cache: see dnsshare.c.
  */
 #include "dns.h"
+#include "dnsshare.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
@@ -70,11 +68,6 @@
 #define HARD_MAX_MX           64 /* whatever the caller asks: queries in flight per lookup */
 #define TRACE_MAX             1024
 #define ARES_TRIES            2
-#define CACHE_BUCKETS         1024     /* hash chains of the answer cache */
-#define CACHE_MS_MAX          86400000 /* answer_cache_ms: one day at most */
-#define CACHE_ANSWERS_MAX     1048576  /* max_answers at most */
-#define SWEEP_MS_MIN          1000     /* the sweep runs every answer_cache_ms, within these */
-#define SWEEP_MS_MAX          60000
 
 struct dns_sock {
 	ares_socket_t fd;
@@ -83,41 +76,6 @@ struct dns_sock {
 	struct dns_sock *next;
 };
 
-/* what flights and cached results are found by */
-struct dns_key {
-	char *domain;  /* as the first lookup spelt it */
-	uint32_t hash; /* of the domain, case folded */
-	struct dns_limits limits;
-};
-
-/* one mail host of a finished resolution, with at least one address */
-struct mail_host {
-	const char *name;
-	unsigned preference;
-	size_t n4, n6;
-	const struct in_addr *v4;
-	const struct in6_addr *v6;
-};
-
-/* what a finished resolution found: read by each member, kept by the cache */
-struct result {
-	enum dns_status status;
-	bool implicit_mx;
-	char detail[256];        /* unless OK: an OK detail depends on the lookup */
-	size_t host_count;       /* OK: hosts[] sorted by preference */
-	struct mail_host *hosts; /* one block: hosts, then addresses and names */
-};
-
-struct cached {
-	struct dns_key key;
-	int64_t expires; /* monotonic ms */
-	struct result res;
-	LIST_ENTRY(cached) chain; /* its hash bucket */
-	TAILQ_ENTRY(cached) age;  /* oldest first */
-};
-
-LIST_HEAD(cached_chain, cached);
-LIST_HEAD(flight_list, flight);
 LIST_HEAD(lookup_list, dns_lookup);
 
 struct dns_resolver {
@@ -126,13 +84,8 @@ struct dns_resolver {
 	struct event *timer;
 	struct dns_sock *socks;
 	struct lookup_list lookups; /* every lookup not yet in done */
-	struct flight_list flights; /* the joinable ones */
 	uint64_t prng;
-	int64_t cache_ms;
-	size_t cache_max, cache_count;
-	struct event *sweep;
-	TAILQ_HEAD(, cached) age;
-	struct cached_chain buckets[CACHE_BUCKETS];
+	struct dns_share *share; /* its flight table and answer cache */
 };
 
 enum qkind { Q_MX, Q_A, Q_AAAA };
@@ -156,19 +109,15 @@ struct host_work {
 
 struct flight {
 	struct dns_resolver *resolver;
-	struct dns_key key;
-	bool listed;                /* on resolver->flights: joinable */
-	bool abandoned;             /* nobody waits, nothing will be kept: drain the queries */
-	struct dns_lookup *leader;  /* gets the trace lines; NULL once cancelled */
-	struct lookup_list members; /* waiting for the answer */
-	unsigned pending;           /* queries in flight, plus guards */
-	bool answered;              /* res.status is final before host lookups */
+	struct share_flight share; /* its key, its leader and members, joinable or not */
+	bool abandoned;            /* nobody waits, nothing will be kept: drain the queries */
+	unsigned pending;          /* queries in flight, plus guards */
+	bool answered;             /* res.status is final before host lookups */
 	struct host_work *work;
 	size_t work_count;
 	char temp_detail[160]; /* the first temporary failure of a host */
 	int64_t ttl_ms;        /* the smallest A/AAAA TTL seen */
 	struct result res;
-	LIST_ENTRY(flight) link;
 };
 
 enum lstate { L_START, L_WAITING, L_FINISHING, L_IN_DONE };
@@ -184,14 +133,12 @@ struct dns_lookup {
 	struct event *kick; /* deferred start, then deferred done */
 	enum lstate state;
 	bool cancelled;
-	struct flight *flight; /* while L_WAITING */
+	struct share_member member; /* among its flight's members while L_WAITING */
 	struct dns_answer answer;
-	LIST_ENTRY(dns_lookup) link;   /* resolver->lookups */
-	LIST_ENTRY(dns_lookup) member; /* flight->members */
+	LIST_ENTRY(dns_lookup) link; /* resolver->lookups */
 };
 
 static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
-static void on_sweep(evutil_socket_t fd, short what, void *arg);
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -217,21 +164,13 @@ __attribute__((format(printf, 2, 3))) static void lookup_trace(struct dns_lookup
 /* flight_trace - a line of a shared resolution: to its leader's trace */
 __attribute__((format(printf, 2, 3))) static void flight_trace(struct flight *fl, const char *fmt, ...)
 {
-	if (fl->leader == NULL)
+	struct dns_lookup *leader = fl->share.leader;
+	if (leader == NULL)
 		return;
 	va_list ap;
 	va_start(ap, fmt);
-	vtrace(fl->leader->trace, fl->leader->trace_arg, fmt, ap);
+	vtrace(leader->trace, leader->trace_arg, fmt, ap);
 	va_end(ap);
-}
-
-/* now_ms - the monotonic clock in milliseconds */
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		return 0; /* cannot fail with CLOCK_MONOTONIC */
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* appendf - append to a bounded buffer; "..." marks a cut */
@@ -473,7 +412,7 @@ struct dns_resolver *dns_resolver_new(struct event_base *base, const struct conf
 	}
 	struct dns_resolver *r = calloc(1, sizeof(*r));
 	if (r == NULL || (r->timer = evtimer_new(base, on_timer, r)) == NULL ||
-	    (r->sweep = evtimer_new(base, on_sweep, r)) == NULL) {
+	    (r->share = share_new(base)) == NULL) {
 		snprintf(why, why_size, "out of memory");
 		if (r != NULL && r->timer != NULL)
 			event_free(r->timer);
@@ -482,178 +421,31 @@ struct dns_resolver *dns_resolver_new(struct event_base *base, const struct conf
 	}
 	r->base = base;
 	LIST_INIT(&r->lookups);
-	LIST_INIT(&r->flights);
-	TAILQ_INIT(&r->age);
-	for (size_t i = 0; i < CACHE_BUCKETS; i++)
-		LIST_INIT(&r->buckets[i]);
-	r->cache_ms = DNS_ANSWER_CACHE_MS_DEFAULT;
-	r->cache_max = DNS_ANSWER_CACHE_MAX;
 	prng_seed(r);
 	if (channel_setup(r, servers, timeout_ms, why, why_size))
 		return r;
 	if (r->channel != NULL)
 		ares_destroy(r->channel);
-	event_free(r->sweep);
+	share_free(r->share);
 	event_free(r->timer);
 	free(r);
 	return NULL;
 }
 
-/* --------------------------------------------------------- answer cache */
-
-/* key_hash - FNV-1a of the domain, ASCII case folded */
-static uint32_t key_hash(const char *domain)
-{
-	uint32_t h = 2166136261u;
-	for (const unsigned char *p = (const unsigned char *)domain; *p != '\0'; p++)
-		h = (h ^ (uint32_t)(*p >= 'A' && *p <= 'Z' ? *p + ('a' - 'A') : *p)) * 16777619u;
-	return h;
-}
-
-/* key_same - the same domain, ignoring case, and the same limits */
-static bool key_same(const struct dns_key *a, const struct dns_key *b)
-{
-	return a->hash == b->hash && a->limits.max_mx == b->limits.max_mx &&
-	       a->limits.max_addresses == b->limits.max_addresses && strcasecmp(a->domain, b->domain) == 0;
-}
-
-/* caching - whether answers are kept at all */
-static bool caching(const struct dns_resolver *r)
-{
-	return r->cache_ms > 0 && r->cache_max > 0;
-}
-
-/* cache_drop - forget one entry; no sweep pending once none is left */
-static void cache_drop(struct dns_resolver *r, struct cached *c)
-{
-	LIST_REMOVE(c, chain);
-	TAILQ_REMOVE(&r->age, c, age);
-	free(c->res.hosts);
-	free(c->key.domain);
-	free(c);
-	if (--r->cache_count == 0)
-		evtimer_del(r->sweep);
-}
-
-/* cache_trim - keep at most max entries, dropping the oldest */
-static void cache_trim(struct dns_resolver *r, size_t max)
-{
-	while (r->cache_count > max)
-		cache_drop(r, TAILQ_FIRST(&r->age));
-}
-
-/* cache_find - the fresh entry with this key; an expired one is dropped */
-static struct cached *cache_find(struct dns_resolver *r, const struct dns_key *key)
-{
-	for (struct cached *c = LIST_FIRST(&r->buckets[key->hash % CACHE_BUCKETS]); c != NULL;
-	     c = LIST_NEXT(c, chain)) {
-		if (!key_same(&c->key, key))
-			continue;
-		if (c->expires > now_ms())
-			return c;
-		cache_drop(r, c);
-		return NULL;
-	}
-	return NULL;
-}
-
-/* sweep_arm - look for expired entries in a while, if there are entries */
-static void sweep_arm(struct dns_resolver *r)
-{
-	if (r->cache_count == 0 || evtimer_pending(r->sweep, NULL))
-		return;
-	int64_t ms = r->cache_ms < SWEEP_MS_MIN   ? SWEEP_MS_MIN
-	             : r->cache_ms > SWEEP_MS_MAX ? SWEEP_MS_MAX
-	                                          : r->cache_ms;
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-	evtimer_add(r->sweep, &tv); /* if that fails, entries still expire when found */
-}
-
-/* on_sweep - drop every expired entry */
-static void on_sweep(evutil_socket_t fd, short what, void *arg)
-{
-	struct dns_resolver *r = arg;
-	int64_t now = now_ms();
-	struct cached *next;
-	for (struct cached *c = TAILQ_FIRST(&r->age); c != NULL; c = next) {
-		next = TAILQ_NEXT(c, age);
-		if (c->expires <= now)
-			cache_drop(r, c);
-	}
-	sweep_arm(r);
-}
-
-/* keep_ms - how long a finished flight's result may be kept; 0: not at all */
-static int64_t keep_ms(const struct flight *fl)
-{
-	if (fl->res.status == DNS_TEMPFAIL || !caching(fl->resolver))
-		return 0;
-	return fl->ttl_ms < fl->resolver->cache_ms ? fl->ttl_ms : fl->resolver->cache_ms;
-}
-
-/* cache_store - keep a finished flight's result; takes its key and result */
-static void cache_store(struct flight *fl)
-{
-	struct dns_resolver *r = fl->resolver;
-	int64_t keep = keep_ms(fl);
-	if (keep <= 0)
-		return;
-	struct cached *c = cache_find(r, &fl->key);
-	if (c != NULL)
-		cache_drop(r, c);
-	c = calloc(1, sizeof(*c));
-	if (c == NULL)
-		return; /* not kept: costs queries later, nothing else */
-	cache_trim(r, r->cache_max - 1);
-	c->key = fl->key;
-	c->res = fl->res;
-	fl->key.domain = NULL;
-	fl->res.hosts = NULL;
-	c->expires = now_ms() + keep;
-	LIST_INSERT_HEAD(&r->buckets[c->key.hash % CACHE_BUCKETS], c, chain);
-	TAILQ_INSERT_TAIL(&r->age, c, age);
-	r->cache_count++;
-	sweep_arm(r);
-}
-
 /* dns_resolver_set_answer_cache - see dns.h */
 bool dns_resolver_set_answer_cache(struct dns_resolver *resolver, int64_t answer_cache_ms, size_t max_answers)
 {
-	if (answer_cache_ms < 0 || answer_cache_ms > CACHE_MS_MAX || max_answers > CACHE_ANSWERS_MAX)
-		return false;
-	resolver->cache_ms = answer_cache_ms;
-	resolver->cache_max = max_answers;
-	cache_trim(resolver, caching(resolver) ? max_answers : 0);
-	return true;
+	return share_set_cache(resolver->share, answer_cache_ms, max_answers);
 }
 
 /* ------------------------------------------------------------- flights */
 
-/* flight_find - the joinable flight with this key */
-static struct flight *flight_find(struct dns_resolver *r, const struct dns_key *key)
-{
-	for (struct flight *fl = LIST_FIRST(&r->flights); fl != NULL; fl = LIST_NEXT(fl, link))
-		if (key_same(&fl->key, key))
-			return fl;
-	return NULL;
-}
-
-/* flight_unlist - no lookup joins it any more */
-static void flight_unlist(struct flight *fl)
-{
-	if (!fl->listed)
-		return;
-	LIST_REMOVE(fl, link);
-	fl->listed = false;
-}
-
 /* flight_free - the flight and all it still owns (no members left) */
 static void flight_free(struct flight *fl)
 {
-	flight_unlist(fl);
+	share_close(&fl->share);
 	free(fl->work);
 	free(fl->res.hosts);
-	free(fl->key.domain);
 	free(fl);
 }
 
@@ -661,7 +453,7 @@ static void flight_free(struct flight *fl)
 static void flight_abandon(struct flight *fl)
 {
 	fl->abandoned = true;
-	flight_unlist(fl);
+	share_unlist(&fl->share);
 	if (fl->pending == 0)
 		flight_free(fl);
 }
@@ -722,14 +514,14 @@ static void start_hosts(struct flight *fl)
 static void start_implicit(struct flight *fl)
 {
 	fl->res.implicit_mx = true;
-	flight_trace(fl, "no MX; using A/AAAA of %s (implicit MX)", fl->key.domain);
+	flight_trace(fl, "no MX; using A/AAAA of %s (implicit MX)", fl->share.key.domain);
 	fl->work = calloc(1, sizeof(*fl->work));
 	if (fl->work == NULL) {
 		settle(fl, DNS_TEMPFAIL, "out of memory");
 		return;
 	}
 	fl->work_count = 1;
-	snprintf(fl->work[0].name, sizeof(fl->work[0].name), "%s", fl->key.domain);
+	snprintf(fl->work[0].name, sizeof(fl->work[0].name), "%s", fl->share.key.domain);
 	start_hosts(fl);
 }
 
@@ -788,8 +580,9 @@ static void keep_hosts(struct flight *fl, struct ares_mx_reply **v, size_t n)
 	qsort(v, n, sizeof(*v), by_preference);
 	shuffle_equal(fl->resolver, v, n);
 	for (size_t i = 0; i < n; i++) {
-		if (fl->work_count >= fl->key.limits.max_mx) {
-			flight_trace(fl, "keeping the first %zu MX hosts (max_mx)", fl->key.limits.max_mx);
+		if (fl->work_count >= fl->share.key.limits.max_mx) {
+			flight_trace(fl, "keeping the first %zu MX hosts (max_mx)",
+			             fl->share.key.limits.max_mx);
 			break;
 		}
 		if (strlen(v[i]->host) > DNS_NAME_MAX || already_listed(fl, v[i]->host))
@@ -808,7 +601,7 @@ static void trace_mx(struct flight *fl, const struct ares_mx_reply *mx)
 	for (const struct ares_mx_reply *m = mx; m != NULL; m = m->next)
 		appendf(list, sizeof(list), "%s%u %s", m == mx ? "" : ", ", m->priority,
 		        is_root(m->host) ? "." : m->host);
-	flight_trace(fl, "MX %s? -> %s", fl->key.domain, list);
+	flight_trace(fl, "MX %s? -> %s", fl->share.key.domain, list);
 }
 
 /* use_mx - MX records parsed: null MX, or the hosts to resolve */
@@ -824,7 +617,7 @@ static void use_mx(struct flight *fl, struct ares_mx_reply *mx)
 	}
 	if (roots > 0)
 		flight_trace(fl, "ignoring the null MX entry among real MX hosts");
-	size_t max_mx = fl->key.limits.max_mx;
+	size_t max_mx = fl->share.key.limits.max_mx;
 	struct ares_mx_reply **v = calloc(total - roots, sizeof(*v));
 	fl->work = calloc(total - roots < max_mx ? total - roots : max_mx, sizeof(*fl->work));
 	if (v == NULL || fl->work == NULL) {
@@ -855,13 +648,13 @@ static void on_mx(struct flight *fl, int status, unsigned char *abuf, int alen)
 		ares_free_data(mx);
 		return;
 	}
-	flight_trace(fl, "MX %s? -> %s", fl->key.domain, status_text(status));
+	flight_trace(fl, "MX %s? -> %s", fl->share.key.domain, status_text(status));
 	if (status == ARES_ENODATA)
 		start_implicit(fl);
 	else if (status == ARES_ENOTFOUND || status == ARES_EBADNAME)
-		settle(fl, DNS_NXDOMAIN, "MX %s: %s", fl->key.domain, status_text(status));
+		settle(fl, DNS_NXDOMAIN, "MX %s: %s", fl->share.key.domain, status_text(status));
 	else
-		settle(fl, DNS_TEMPFAIL, "MX %s: %s", fl->key.domain, status_text(status));
+		settle(fl, DNS_TEMPFAIL, "MX %s: %s", fl->share.key.domain, status_text(status));
 }
 
 /* note_ttl - the answer may be kept no longer than a record's TTL */
@@ -986,9 +779,9 @@ static void conclude(struct flight *fl)
 		       res->implicit_mx ? "no MX, no address yet" : "no MX host resolves yet",
 		       fl->temp_detail);
 	else if (res->implicit_mx)
-		settle(fl, DNS_NO_MAIL_HOST, "no MX and no A/AAAA for %s", fl->key.domain);
+		settle(fl, DNS_NO_MAIL_HOST, "no MX and no A/AAAA for %s", fl->share.key.domain);
 	else
-		settle(fl, DNS_NO_MAIL_HOST, "no MX host of %s has an address", fl->key.domain);
+		settle(fl, DNS_NO_MAIL_HOST, "no MX host of %s has an address", fl->share.key.domain);
 }
 
 /* ------------------------------------------------------------- answers */
@@ -1088,13 +881,11 @@ static void flight_finish(struct flight *fl)
 {
 	conclude(fl);
 	struct dns_lookup *lk;
-	while ((lk = LIST_FIRST(&fl->members)) != NULL) {
-		LIST_REMOVE(lk, member);
-		lk->flight = NULL;
-		assemble(lk, &fl->res, lk == fl->leader);
+	while ((lk = share_next_member(&fl->share)) != NULL) {
+		assemble(lk, &fl->res, lk == fl->share.leader);
 		answer_ready(lk);
 	}
-	cache_store(fl);
+	share_keep(fl->resolver->share, &fl->share.key, &fl->res, fl->ttl_ms);
 	flight_free(fl);
 }
 
@@ -1122,7 +913,7 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 	if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)
 		fl->abandoned = true; /* the channel is going away: no done, no new queries */
 	if (fl->abandoned)
-		flight_unlist(fl);
+		share_unlist(&fl->share);
 	else if (kind == Q_MX)
 		on_mx(fl, status, abuf, alen);
 	else
@@ -1135,25 +926,15 @@ static bool flight_start(struct dns_lookup *lk, const struct dns_key *key)
 {
 	struct dns_resolver *r = lk->resolver;
 	struct flight *fl = calloc(1, sizeof(*fl));
-	char *domain = strdup(key->domain);
-	if (fl == NULL || domain == NULL) {
+	if (fl == NULL || !share_open(r->share, &fl->share, fl, key, lk, &lk->member)) {
 		free(fl);
-		free(domain);
 		return false;
 	}
 	fl->resolver = r;
-	fl->key = *key;
-	fl->key.domain = domain;
 	fl->ttl_ms = INT64_MAX;
-	fl->leader = lk;
-	LIST_INIT(&fl->members);
-	LIST_INSERT_HEAD(&fl->members, lk, member);
-	lk->flight = fl;
 	lk->state = L_WAITING;
-	LIST_INSERT_HEAD(&r->flights, fl, link);
-	fl->listed = true;
 	fl->pending++; /* guard: the answer may come at once */
-	if (!start_query(fl, domain, Q_MX, 0))
+	if (!start_query(fl, fl->share.key.domain, Q_MX, 0))
 		settle(fl, DNS_TEMPFAIL, "out of memory");
 	fl->pending--;
 	flight_check(fl);
@@ -1163,13 +944,9 @@ static bool flight_start(struct dns_lookup *lk, const struct dns_key *key)
 /* flight_leave - a member is cancelled; the others still get the answer */
 static void flight_leave(struct dns_lookup *lk)
 {
-	struct flight *fl = lk->flight;
-	LIST_REMOVE(lk, member);
-	lk->flight = NULL;
-	if (fl->leader == lk)
-		fl->leader = NULL; /* its trace callback may go away with it */
-	if (LIST_EMPTY(&fl->members) && !caching(fl->resolver))
-		flight_abandon(fl);
+	struct flight *fl = share_leave(lk->resolver->share, &lk->member);
+	if (fl != NULL)
+		flight_abandon(fl); /* nobody waits and nothing will be kept */
 }
 
 /* ------------------------------------------------------------- lookups */
@@ -1197,18 +974,17 @@ static void free_lookup(struct dns_lookup *lk)
 static void lookup_begin(struct dns_lookup *lk)
 {
 	struct dns_resolver *r = lk->resolver;
-	struct dns_key key = {.domain = lk->domain, .hash = key_hash(lk->domain), .limits = lk->limits};
-	const struct cached *c = cache_find(r, &key);
-	if (c != NULL) {
-		assemble(lk, &c->res, false);
+	struct dns_key key = share_key(lk->domain, &lk->limits);
+	const struct result *cached = share_cached(r->share, &key);
+	if (cached != NULL) {
+		assemble(lk, cached, false);
 		lookup_trace(lk, "MX %s? -> (cached) %s", lk->domain, lk->answer.detail);
 		answer_ready(lk);
 		return;
 	}
-	struct flight *fl = flight_find(r, &key);
+	struct flight *fl = share_find(r->share, &key);
 	if (fl != NULL) {
-		LIST_INSERT_HEAD(&fl->members, lk, member);
-		lk->flight = fl;
+		share_join(&fl->share, lk, &lk->member);
 		lk->state = L_WAITING;
 		lookup_trace(lk, "MX %s? -> joined a lookup already in flight", lk->domain);
 		return;
@@ -1290,13 +1066,13 @@ void dns_resolver_free(struct dns_resolver *resolver)
 		return;
 	while (!LIST_EMPTY(&resolver->lookups))
 		dns_lookup_cancel(LIST_FIRST(&resolver->lookups));
-	while (!LIST_EMPTY(&resolver->flights))
-		flight_abandon(LIST_FIRST(&resolver->flights));
+	struct flight *fl;
+	while ((fl = share_any_flight(resolver->share)) != NULL)
+		flight_abandon(fl);
 	ares_destroy(resolver->channel); /* abandoned flights are freed with their last query */
-	cache_trim(resolver, 0);
+	share_free(resolver->share);
 	while (resolver->socks != NULL)
 		sock_forget(resolver, &resolver->socks);
-	event_free(resolver->sweep);
 	event_free(resolver->timer);
 	free(resolver);
 }

@@ -292,6 +292,8 @@ static void reload(const struct conf *running, const struct options *opts)
 	    strcmp(fresh->socket_group, running->socket_group) != 0)
 		log_msg(LOG_WARNING,
 		        "reload: socket, user and pid file changes take effect only after a restart");
+	if (strcmp(fresh->cache, running->cache) != 0 || fresh->cache_max_mb != running->cache_max_mb)
+		log_msg(LOG_WARNING, "reload: cache changes take effect only after a restart");
 	milter_set_conf(fresh);
 	log_set_level(opts->debug ? LOG_DEBUG : fresh->log_level);
 	log_msg(LOG_NOTICE, "reloaded configuration from %s", opts->conf_path);
