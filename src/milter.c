@@ -82,6 +82,7 @@ struct connection {
 	struct conf *conf; /* reference held for the connection's life */
 	struct sockaddr_storage client;
 	bool client_known;
+	bool connect_noreply; /* SMFIP_NR_CONN negotiated: on_connect answers SMFIS_NOREPLY */
 	char client_text[INET6_ADDRSTRLEN];
 	struct message msg;
 };
@@ -242,8 +243,12 @@ static sfsistat on_negotiate(SMFICTX *ctx, unsigned long actions, unsigned long 
 	unsigned long skip = SMFIP_NOHELO | SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN | SMFIP_NODATA;
 	if (!header)
 		skip |= SMFIP_NOHDRS; /* headers matter only to replace a forged result header */
+	/* The connect step never refuses: it needs no reply, one round trip
+	 * less per SMTP session. */
+	skip |= SMFIP_NR_CONN;
 	*want_actions = 0;
 	*want_steps = steps & skip;
+	conn->connect_noreply = (*want_steps & SMFIP_NR_CONN) != 0;
 	*want_f2 = 0;
 	*want_f3 = 0;
 	if (header) {
@@ -270,10 +275,11 @@ static sfsistat on_connect(SMFICTX *ctx, char *hostname, struct sockaddr *addr)
 	struct connection *conn = connection_of(ctx);
 	if (conn == NULL)
 		return SMFIS_TEMPFAIL;
+	sfsistat ok = conn->connect_noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 	conn->client_known = false;
 	snprintf(conn->client_text, sizeof(conn->client_text), "unknown");
 	if (addr == NULL)
-		return SMFIS_CONTINUE;
+		return ok;
 	if (addr->sa_family == AF_INET) {
 		memcpy(&conn->client, addr, sizeof(struct sockaddr_in));
 		conn->client_known = true;
@@ -285,7 +291,7 @@ static sfsistat on_connect(SMFICTX *ctx, char *hostname, struct sockaddr *addr)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)addr)->sin6_addr, conn->client_text,
 		          sizeof(conn->client_text));
 	}
-	return SMFIS_CONTINUE;
+	return ok;
 }
 
 /* refresh_queue_id - the "i" macro, when the MTA has assigned one */
@@ -427,7 +433,9 @@ static sfsistat verdict_for_rcpt(SMFICTX *ctx, struct connection *conn, const ch
 			log_verified(conn, NULL);
 			msg->accept_logged = true;
 		}
-		return SMFIS_CONTINUE;
+		/* Done with this message: spare the MTA the rest of the round
+		 * trips, unless the result header still has to be written. */
+		return conn->conf->result_header[0] == '\0' ? SMFIS_ACCEPT : SMFIS_CONTINUE;
 	}
 	log_verified(conn, rcpt);
 	if (msg->budget_exceeded)

@@ -107,7 +107,7 @@ def main():
         def check(name, sender, want, rcpt="<bob@local.test>"):
             m, r, _, t = session(d, sender, [rcpt])
             got = r[0] if r else m
-            ok = (want == "accept" and m.code == "c" and got.code == "c") or \
+            ok = (want == "accept" and m.code == "c" and got.code in ("c", "a")) or \
                  (want != "accept" and got.code == "y" and got.smtp_code[0] == want[0])
             tap.check(name, ok, "got %r\n%s\n%s" % (got, t, "\n".join(verdicts(d, sender))))
             return got
@@ -145,14 +145,15 @@ def main():
         m, r, _, t = session(d, "<user@slow.test>", ["<bob@local.test>"])
         last = verdicts(d, "<user@slow.test>")[-1]
         tap.check("budget exceeded: the retry is answered at once from the cache",
-                  r and r[0].code == "c" and "source=cached" in last, t + "\n" + last)
+                  r and r[0].code in ("c", "a") and "source=cached" in last, t + "\n" + last)
 
         # Fifty simultaneous messages from one new sender: one probe.
         results = []
 
         def one():
             try:
-                results.append(session(d, "<burst@ok.test>", ["<bob@local.test>"])[1][0].code)
+                code = session(d, "<burst@ok.test>", ["<bob@local.test>"])[1][0].code
+                results.append("c" if code == "a" else code)
             except Exception as e:  # noqa: BLE001 - reported below
                 results.append(repr(e))
         threads = [threading.Thread(target=one) for _ in range(50)]
@@ -182,7 +183,7 @@ def main():
         d2.start()
         m, r, _, t = session(d2, "<alice@ok.test>", ["<bob@local.test>"])
         tap.check("after a restart: accepted from the cache with no new probe",
-                  r and r[0].code == "c" and farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>") == before,
+                  r and r[0].code in ("c", "a") and farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>") == before,
                   t + "\n" + d2.diag())
         tap.equal("restart: clean stop again", d2.stop(), 0, d2.diag)
 
@@ -193,7 +194,7 @@ def main():
         daemons.append(d3)
         d3.start()
         m, r, _, t = session(d3, "<alice@ok.test>", ["<bob@local.test>"])
-        tap.check("corrupt cache: mail still flows", r and r[0].code == "c", t + "\n" + d3.diag())
+        tap.check("corrupt cache: mail still flows", r and r[0].code in ("c", "a"), t + "\n" + d3.diag())
         tap.check("corrupt cache: moved aside, logged",
                   any(re.search(r"corrupt", l, re.I) for l in d3.log_lines()) and
                   any(n.startswith("cache.lmdb.corrupt") for n in os.listdir(tmp.path)), d3.diag)
@@ -210,7 +211,8 @@ def main():
 
         def send(sender):
             try:
-                codes[sender] = session(d4, sender, ["<x@local.test>"])[1][0].code
+                code = session(d4, sender, ["<x@local.test>"])[1][0].code
+                codes[sender] = "c" if code == "a" else code
             except Exception as e:  # noqa: BLE001 - reported below
                 codes[sender] = repr(e)
         t0 = time.monotonic()
@@ -230,7 +232,7 @@ def main():
         m, r, _, t = session(d4, "<fifth@limit.test>", ["<x@local.test>"])
         line = verdicts(d4, "<fifth@limit.test>")
         tap.check("domain_probe_rate 4: the fifth new probe this minute is not made (tempfail, accepted)",
-                  r and r[0].code == "c" and line and "reason=tempfail" in line[-1]
+                  r and r[0].code in ("c", "a") and line and "reason=tempfail" in line[-1]
                   and "rate limit" in line[-1] and farm.count("127.0.0.48", "RCPT TO:<fifth@") == 0,
                   t + "\n" + "\n".join(line))
         tap.equal("limits: clean stop", d4.stop(), 0, d4.diag)
