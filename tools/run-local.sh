@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run-local.sh - install what is missing, build, and run vemilter in the
-# foreground with a local config: socket, pid file and (later) cache under
-# ./run/, logging to the terminal. Ctrl-C stops it.
+# foreground with a local config: socket, pid file and cache under ./run/,
+# logging to the terminal. Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
@@ -13,8 +13,12 @@ if [ ! -f run/vemilter.conf ]; then
 socket = unix:$PWD/run/vemilter.sock
 socket_mode = 0666
 pid_file = $PWD/run/vemilter.pid
+cache = $PWD/run/cache.lmdb
 user =
 log_level = info
+# Probes announce this name; set it to this host's public name (and make
+# its reverse DNS agree) before pointing a real MTA at vemilter.
+#helo_name = mail.example.org
 CONF
 	echo "run-local: wrote run/vemilter.conf"
 fi
