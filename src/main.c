@@ -388,7 +388,11 @@ static int serve(struct conf *conf, const struct options *opts)
 	} else if (ready_fd >= 0) {
 		close(ready_fd); /* the waiting parent exits 1 */
 	}
-	verifier_free(up.verifier);
+	/* Sessions cut off by the drain's deadline may still hold tickets: the
+	 * process is about to exit, so leave the verifier to it rather than
+	 * free what those threads may touch. */
+	if (milter_idle())
+		verifier_free(up.verifier);
 	if (up.listening)
 		remove_file("socket", milter_socket_path(conf->socket));
 	if (up.pid_written)

@@ -701,6 +701,15 @@ int milter_stop(int drain_seconds)
 	return glue.main_status;
 }
 
+/* milter_idle - see milter.h */
+bool milter_idle(void)
+{
+	pthread_mutex_lock(&glue.lock);
+	bool idle = glue.sessions == 0;
+	pthread_mutex_unlock(&glue.lock);
+	return idle;
+}
+
 /* milter_set_conf - see milter.h */
 void milter_set_conf(struct conf *conf)
 {

@@ -35,6 +35,9 @@ bool milter_start(void);
  * serving them), then stop libmilter; returns 0 on a clean stop. */
 int milter_stop(int drain_seconds);
 
+/* milter_idle - no session is open (after milter_stop: all finished). */
+bool milter_idle(void);
+
 /* milter_set_conf - new sessions use conf from now on (reload); running
  * sessions keep the one they started with. */
 void milter_set_conf(struct conf *conf);
