@@ -133,22 +133,10 @@ class PostfixWithPipe(postfixinst.PostfixInstance):
 # ---------------------------------------------------------------- helpers
 
 def smtp(source="127.0.0.1"):
-    s = smtplib.SMTP(timeout=SMTP_TIMEOUT, source_address=(source, 0))
-    s.connect("127.0.0.1", G.postfix.port)
-    code, msg = s.ehlo("client.example")
-    if code != 250:
-        raise AssertionError("EHLO answered %d %r" % (code, msg))
-    return s
+    return postfixinst.smtp_client(G.postfix.port, source, SMTP_TIMEOUT)
 
 
-def close(s):
-    try:
-        s.quit()
-    except Exception:
-        try:
-            s.close()
-        except Exception:
-            pass
+close = postfixinst.smtp_close
 
 
 def cmd(s, line):

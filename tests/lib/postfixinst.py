@@ -343,3 +343,26 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 out.extend(os.path.join(sub, os.path.relpath(os.path.join(root, f), d))
                            for f in files)
         return out
+
+
+def smtp_client(port, source="127.0.0.1", timeout=20):
+    """An SMTP client connected to the instance from a loopback source
+    address, after a successful EHLO (AssertionError otherwise)."""
+    import smtplib
+    s = smtplib.SMTP(timeout=timeout, source_address=(source, 0))
+    s.connect("127.0.0.1", port)
+    code, msg = s.ehlo("client.example")
+    if code != 250:
+        raise AssertionError("EHLO answered %d %r" % (code, msg))
+    return s
+
+
+def smtp_close(s):
+    """QUIT if the server still listens; close in any case."""
+    try:
+        s.quit()
+    except Exception:
+        try:
+            s.close()
+        except Exception:
+            pass
