@@ -84,6 +84,7 @@ struct conf {
 	/* probing: DNS and the SMTP callout */
 	struct conf_strings dns_servers;       /* "IP", "IP:PORT", "[IPv6]:PORT"; empty: /etc/resolv.conf */
 	int64_t dns_timeout_ms;                /* per DNS query try */
+	int64_t dns_cache_time_ms;             /* mail hosts kept in memory (capped by TTLs) */
 	char *helo_name;                       /* EHLO name; "": this host's fully qualified name */
 	char *probe_sender;                    /* MAIL FROM of probes; "": the null sender <> */
 	int probe_port;                        /* 25; tests point it elsewhere */

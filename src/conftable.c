@@ -545,6 +545,8 @@ const struct directive conf_directives[] = {
 	 .help = "DNS servers to ask (IP, IP:PORT, [IPv6]:PORT); empty: those in /etc/resolv.conf"},
 	{.name = "dns_timeout", .type = T_DURATION, .def = "5s", .min = 100, .max = 60000,
 	 .offset = F(dns_timeout_ms), .help = "time for one DNS query try"},
+	{.name = "dns_cache_time", .type = T_DURATION, .def = "30s", .min = 0, .max = 3600000,
+	 .offset = F(dns_cache_time_ms), .help = "how long a domain's mail hosts are remembered in memory; 0: not"},
 	{.name = "helo_name", .type = T_STRING, .def = "", .offset = F(helo_name), .check = check_host_name,
 	 .help = "name probes give in EHLO/HELO; empty: this host's fully qualified name"},
 	{.name = "probe_sender", .type = T_STRING, .def = "", .offset = F(probe_sender),
