@@ -9,21 +9,6 @@
 #include "cidr.h"
 #include "unit.h"
 
-/* sockaddr_of - an AF_INET or AF_INET6 sockaddr for a literal address */
-static const struct sockaddr *sockaddr_of(const char *text, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-	if (inet_pton(AF_INET, text, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-	} else {
-		ck_assert_int_eq(inet_pton(AF_INET6, text, &sin6->sin6_addr), 1);
-		sin6->sin6_family = AF_INET6;
-	}
-	return (const struct sockaddr *)ss;
-}
-
 static const struct {
 	const char *in;
 	const char *formatted;
@@ -150,7 +135,7 @@ START_TEST(contains)
 	char why[200] = "";
 
 	ck_assert_msg(cidr_parse(match[_i].net, &net, why, sizeof(why)), "%s: %s", match[_i].net, why);
-	ck_assert_msg(cidr_contains(&net, sockaddr_of(match[_i].client, &ss)) == match[_i].inside,
+	ck_assert_msg(cidr_contains(&net, unit_sockaddr(match[_i].client, &ss)) == match[_i].inside,
 	              "%s in %s: want %d", match[_i].client, match[_i].net, match[_i].inside);
 }
 END_TEST
@@ -179,13 +164,13 @@ START_TEST(list)
 
 	ck_assert(cidr_parse("10.0.0.0/8", &items[0], why, sizeof(why)));
 	ck_assert(cidr_parse("2001:db8::/32", &items[1], why, sizeof(why)));
-	ck_assert(cidr_list_contains(&l, sockaddr_of("10.1.2.3", &ss)));
-	ck_assert(cidr_list_contains(&l, sockaddr_of("::ffff:10.1.2.3", &ss)));
-	ck_assert(cidr_list_contains(&l, sockaddr_of("2001:db8::25", &ss)));
-	ck_assert(!cidr_list_contains(&l, sockaddr_of("11.1.2.3", &ss)));
+	ck_assert(cidr_list_contains(&l, unit_sockaddr("10.1.2.3", &ss)));
+	ck_assert(cidr_list_contains(&l, unit_sockaddr("::ffff:10.1.2.3", &ss)));
+	ck_assert(cidr_list_contains(&l, unit_sockaddr("2001:db8::25", &ss)));
+	ck_assert(!cidr_list_contains(&l, unit_sockaddr("11.1.2.3", &ss)));
 	ck_assert(!cidr_list_contains(&l, NULL));
-	ck_assert(!cidr_list_contains(&empty, sockaddr_of("10.1.2.3", &ss)));
-	ck_assert(!cidr_list_contains(NULL, sockaddr_of("10.1.2.3", &ss)));
+	ck_assert(!cidr_list_contains(&empty, unit_sockaddr("10.1.2.3", &ss)));
+	ck_assert(!cidr_list_contains(NULL, unit_sockaddr("10.1.2.3", &ss)));
 }
 END_TEST
 

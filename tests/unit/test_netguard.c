@@ -34,21 +34,6 @@
 #define SIX2FOUR  "6to4"
 #define ULA       "unique local (RFC 4193)"
 
-/* sockaddr_of - an AF_INET or AF_INET6 sockaddr for a literal address */
-static const struct sockaddr *sockaddr_of(const char *text, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-	if (inet_pton(AF_INET, text, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-	} else {
-		ck_assert_msg(inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1, "bad test address %s", text);
-		sin6->sin6_family = AF_INET6;
-	}
-	return (const struct sockaddr *)ss;
-}
-
 /* Each denied range: first and last address inside, the neighbours outside. */
 static const struct {
 	const char *addr;
@@ -195,7 +180,7 @@ START_TEST(table)
 {
 	struct sockaddr_storage ss;
 	const char *why = "untouched";
-	bool allowed = netguard_allows(sockaddr_of(cases[_i].addr, &ss), NULL, &why);
+	bool allowed = netguard_allows(unit_sockaddr(cases[_i].addr, &ss), NULL, &why);
 
 	if (cases[_i].why == OK) {
 		ck_assert_msg(allowed, "%s denied (%s)", cases[_i].addr, why);
@@ -247,7 +232,7 @@ START_TEST(allow_list)
 	ck_assert_msg(cidr_parse(overrides[_i].allow, &net, err, sizeof(err)), "%s: %s", overrides[_i].allow,
 	              err);
 	struct cidr_list allow = {1, &net};
-	bool allowed = netguard_allows(sockaddr_of(overrides[_i].addr, &ss), &allow, &why);
+	bool allowed = netguard_allows(unit_sockaddr(overrides[_i].addr, &ss), &allow, &why);
 	if (overrides[_i].why == OK) {
 		ck_assert_msg(allowed, "%s with %s allowed: denied (%s)", overrides[_i].addr,
 		              overrides[_i].allow, why);
@@ -265,9 +250,9 @@ START_TEST(empty_allow_list)
 	struct cidr_list empty = {0, NULL};
 	const char *why = NULL;
 
-	ck_assert(!netguard_allows(sockaddr_of("127.0.0.1", &ss), &empty, &why));
+	ck_assert(!netguard_allows(unit_sockaddr("127.0.0.1", &ss), &empty, &why));
 	ck_assert_str_eq(why, LOOPBACK);
-	ck_assert(netguard_allows(sockaddr_of("8.8.4.4", &ss), &empty, &why));
+	ck_assert(netguard_allows(unit_sockaddr("8.8.4.4", &ss), &empty, &why));
 }
 END_TEST
 
@@ -275,8 +260,8 @@ START_TEST(why_may_be_null)
 {
 	struct sockaddr_storage ss;
 
-	ck_assert(!netguard_allows(sockaddr_of("10.0.0.1", &ss), NULL, NULL));
-	ck_assert(netguard_allows(sockaddr_of("8.8.4.4", &ss), NULL, NULL));
+	ck_assert(!netguard_allows(unit_sockaddr("10.0.0.1", &ss), NULL, NULL));
+	ck_assert(netguard_allows(unit_sockaddr("8.8.4.4", &ss), NULL, NULL));
 }
 END_TEST
 
@@ -300,11 +285,11 @@ START_TEST(port_ignored)
 	struct sockaddr_storage ss;
 	const char *why = NULL;
 
-	sockaddr_of("10.0.0.1", &ss);
+	unit_sockaddr("10.0.0.1", &ss);
 	((struct sockaddr_in *)&ss)->sin_port = htons(25);
 	ck_assert(!netguard_allows((const struct sockaddr *)&ss, NULL, &why));
 	ck_assert_str_eq(why, PRIVATE);
-	sockaddr_of("2001:4860:4860::8888", &ss);
+	unit_sockaddr("2001:4860:4860::8888", &ss);
 	((struct sockaddr_in6 *)&ss)->sin6_port = htons(25);
 	ck_assert(netguard_allows((const struct sockaddr *)&ss, NULL, &why));
 }

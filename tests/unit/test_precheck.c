@@ -33,24 +33,6 @@ static void teardown(void)
 	conf_unref(conf);
 }
 
-static struct sockaddr_storage client_v4(const char *text)
-{
-	struct sockaddr_storage ss = {0};
-	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-	sin->sin_family = AF_INET;
-	ck_assert_int_eq(inet_pton(AF_INET, text, &sin->sin_addr), 1);
-	return ss;
-}
-
-static struct sockaddr_storage client_v6(const char *text)
-{
-	struct sockaddr_storage ss = {0};
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-	sin6->sin6_family = AF_INET6;
-	ck_assert_int_eq(inet_pton(AF_INET6, text, &sin6->sin6_addr), 1);
-	return ss;
-}
-
 static const struct {
 	const char *sender;
 	const char *client; /* NULL: unknown client */
@@ -83,12 +65,8 @@ static const struct {
 START_TEST(sender_decisions)
 {
 	struct sockaddr_storage ss;
-	const struct sockaddr *client = NULL;
-	if (cases[_i].client != NULL) {
-		ss = strchr(cases[_i].client, ':') ? client_v6(cases[_i].client)
-		                                   : client_v4(cases[_i].client);
-		client = (const struct sockaddr *)&ss;
-	}
+	const struct sockaddr *client =
+	        cases[_i].client != NULL ? unit_sockaddr(cases[_i].client, &ss) : NULL;
 	struct precheck_result r;
 	precheck_sender(conf, cases[_i].sender, client, cases[_i].auth, &r);
 	ck_assert_msg(r.verdict == cases[_i].verdict && strcmp(r.reason, cases[_i].reason) == 0,
@@ -104,8 +82,8 @@ START_TEST(authenticated_checked_when_configured)
 	struct conf *strict = conf_load_text("strict.conf", "skip_authenticated = no\n", on_error, NULL);
 	ck_assert_ptr_nonnull(strict);
 	struct precheck_result r;
-	struct sockaddr_storage ss = client_v4("198.51.100.7");
-	precheck_sender(strict, "<a..b@x.example>", (struct sockaddr *)&ss, "alice", &r);
+	struct sockaddr_storage ss;
+	precheck_sender(strict, "<a..b@x.example>", unit_sockaddr("198.51.100.7", &ss), "alice", &r);
 	ck_assert_str_eq(r.reason, "bad_syntax");
 	conf_unref(strict);
 }
@@ -116,13 +94,12 @@ START_TEST(default_trust_is_loopback)
 	struct conf *defaults = conf_load_text("defaults", "", on_error, NULL);
 	ck_assert_ptr_nonnull(defaults);
 	struct precheck_result r;
-	struct sockaddr_storage lo4 = client_v4("127.0.0.1"), lo6 = client_v6("::1"),
-	                        other = client_v4("10.1.2.3");
-	precheck_sender(defaults, "<u@x.example>", (struct sockaddr *)&lo4, NULL, &r);
+	struct sockaddr_storage ss;
+	precheck_sender(defaults, "<u@x.example>", unit_sockaddr("127.0.0.1", &ss), NULL, &r);
 	ck_assert_str_eq(r.reason, "trusted_network");
-	precheck_sender(defaults, "<u@x.example>", (struct sockaddr *)&lo6, NULL, &r);
+	precheck_sender(defaults, "<u@x.example>", unit_sockaddr("::1", &ss), NULL, &r);
 	ck_assert_str_eq(r.reason, "trusted_network");
-	precheck_sender(defaults, "<u@x.example>", (struct sockaddr *)&other, NULL, &r);
+	precheck_sender(defaults, "<u@x.example>", unit_sockaddr("10.1.2.3", &ss), NULL, &r);
 	ck_assert_str_eq(r.reason, "needs_verification");
 	conf_unref(defaults);
 }
