@@ -39,7 +39,6 @@ struct job {
 	struct addr address;
 	bool parsed;
 	char syntax_error[160];
-	bool finished;
 	struct outcome outcome;
 	struct run *run;
 };
@@ -83,7 +82,6 @@ static void on_done(void *arg, const struct outcome *outcome)
 	struct job *job = arg;
 	struct run *run = job->run;
 	job->outcome = *outcome;
-	job->finished = true;
 	run->in_flight--;
 	start_more(run);
 	if (run->in_flight == 0)

@@ -372,6 +372,21 @@ static bool start_serving(struct conf *conf, struct startup *up)
 	return true;
 }
 
+/* log_engine_stats - what the verifier did in this run, for the admin */
+static void log_engine_stats(struct verifier *verifier)
+{
+	if (verifier == NULL)
+		return;
+	struct verify_stats st;
+	verify_get_stats(verifier, &st);
+	log_msg(LOG_INFO,
+	        "engine: %llu probes (%llu refreshes), %llu requests joined a probe, %llu cache hits, %llu "
+	        "stale answers, %llu domain facts",
+	        (unsigned long long)st.probes, (unsigned long long)st.refreshes,
+	        (unsigned long long)st.joined, (unsigned long long)st.cache_hits,
+	        (unsigned long long)st.stale_hits, (unsigned long long)st.domain_facts);
+}
+
 /* serve - everything after the config is known good; returns the exit status */
 static int serve(struct conf *conf, const struct options *opts)
 {
@@ -391,6 +406,7 @@ static int serve(struct conf *conf, const struct options *opts)
 	/* Sessions cut off by the drain's deadline may still hold tickets: the
 	 * process is about to exit, so leave the verifier to it rather than
 	 * free what those threads may touch. */
+	log_engine_stats(up.verifier);
 	if (milter_idle())
 		verifier_free(up.verifier);
 	if (up.listening)

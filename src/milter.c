@@ -170,6 +170,15 @@ static void log_verdict(const struct connection *conn, const char *action, const
 	log_msg(LOG_INFO, "%s", line);
 }
 
+/* add_dry_run - under dry_run, say what would have been done */
+static void add_dry_run(char *line, size_t size, size_t *len, const struct policy_verdict *v)
+{
+	if (!v->dry_run)
+		return;
+	kv_add(line, size, len, "dry_run", "yes");
+	kv_add(line, size, len, "intended", policy_action_name(v->intended));
+}
+
 /* log_verified - a verdict after verification: outcome, source, MX, reply, time */
 static void log_verified(const struct connection *conn, const char *rcpt)
 {
@@ -179,10 +188,7 @@ static void log_verified(const struct connection *conn, const char *rcpt)
 	const char *reason = msg->budget_exceeded ? "budget_exceeded" : outcome_name(o->kind);
 	size_t len =
 	        verdict_line(conn, line, sizeof(line), policy_action_name(msg->verdict.action), reason, rcpt);
-	if (msg->verdict.dry_run) {
-		kv_add(line, sizeof(line), &len, "dry_run", "yes");
-		kv_add(line, sizeof(line), &len, "intended", policy_action_name(msg->verdict.intended));
-	}
+	add_dry_run(line, sizeof(line), &len, &msg->verdict);
 	if (!msg->budget_exceeded) {
 		kv_add(line, sizeof(line), &len, "source", verify_source_name(msg->result.source));
 		kv_add(line, sizeof(line), &len, "stage", probe_stage_name(o->stage));
@@ -465,8 +471,12 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 	case MSG_BLOCKLISTED: {
 		struct policy_verdict v;
 		policy_for_blocklist(conn->conf, &v);
-		log_verdict(conn, v.dry_run ? "accept" : policy_action_name(v.action), "blocklisted", rcpt,
-		            msg->matched);
+		char line[1536];
+		size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v.action),
+		                          "blocklisted", rcpt);
+		add_dry_run(line, sizeof(line), &len, &v);
+		kv_add(line, sizeof(line), &len, "detail", msg->matched);
+		log_msg(LOG_INFO, "%s", line);
 		if (v.action == POLICY_ACCEPT)
 			return SMFIS_CONTINUE;
 		return refuse(ctx, conn, v.reply, NULL);

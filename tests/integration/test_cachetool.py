@@ -232,12 +232,7 @@ TESTS = [t_usage, t_config_errors, t_put_get_list, t_marks_and_sweep, t_stats_de
          t_while_held]
 
 
-def setup(tap):
-    if not os.access(TOOL, os.X_OK):
-        tap.check("vemilter-cache binary exists at %s (set VEMILTER_BUILDDIR)" % TOOL, False)
-        tap.done()
-        sys.exit(1)
-    return None
+setup = vmtest.require_binary(TOOL, "vemilter-cache")
 
 
 if __name__ == "__main__":

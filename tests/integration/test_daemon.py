@@ -506,12 +506,7 @@ TESTS = [t_version, t_help, t_unknown_option, t_check_good, t_check_bad, t_missi
          t_lifecycle, t_live_socket, t_inflight, t_reload]
 
 
-def setup(tap):
-    if not os.access(BIN, os.X_OK):
-        tap.check("vemilter binary exists at %s (set VEMILTER_BUILDDIR)" % BIN, False)
-        tap.done()
-        sys.exit(1)
-    return None
+setup = vmtest.require_binary(BIN, "vemilter")
 
 
 if __name__ == "__main__":

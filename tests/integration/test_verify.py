@@ -178,6 +178,14 @@ def main():
         # Restart: the LMDB cache survives, the sender needs no new probe.
         before = farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>")
         tap.equal("restart: clean stop", d.stop(), 0, d.diag)
+        stats = [re.search(r"engine: (\d+) probes \((\d+) refreshes\), (\d+) requests joined a probe, "
+                           r"(\d+) cache hits", l) for l in d.log_lines(r"engine: ")]
+        stats = [m for m in stats if m]
+        # The burst's 49 other requests either joined its one probe or, once
+        # it had finished, were answered from the cache.
+        tap.check("at stop the engine's counters are logged: joined + cache hits cover the burst",
+                  len(stats) == 1 and int(stats[0].group(3)) + int(stats[0].group(4)) >= 49,
+                  lambda: "%s\n%s" % (d.log_lines(r"engine: "), d.diag()))
         d2 = Daemon(tmp, conf, name="verify2", debug=True)
         daemons.append(d2)
         d2.start()

@@ -570,6 +570,18 @@ class Daemon:
         return "\n".join(parts)
 
 
+def require_binary(path, what):
+    """A run_tests setup: fail (TAP) and exit when the binary under test is
+    not built."""
+    def setup(tap):
+        if not os.access(path, os.X_OK):
+            tap.check("%s binary exists at %s (set VEMILTER_BUILDDIR)" % (what, path), False)
+            tap.done()
+            sys.exit(1)
+        return None
+    return setup
+
+
 def base_conf(tmp, sock_name="milter.sock", **over):
     """A config every test starts from: unix socket in tmp, no user switch, no
     pid file, and trusted_networks set explicitly (192.0.2.0/24, TEST-NET-1,
