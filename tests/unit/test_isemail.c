@@ -1,6 +1,6 @@
 /*
  * test_isemail.c - addr_parse() against the isemail test vectors
- * (../shared/testdata/isemail/tests.xml and tests-original.xml).
+ * (tests/testdata/isemail/tests.xml and tests-original.xml, BSD-3-Clause, see its README.md).
  *
  * Expected envelope verdict: accept exactly the categories that RFC 5321
  * allows (ISEMAIL_VALID_CATEGORY, ISEMAIL_DNSWARN, ISEMAIL_RFC5321), reject
@@ -315,15 +315,16 @@ static char *read_all(const char *path, size_t *len)
 }
 
 /*
- * open_testdata - read isemail/FILE from $VEMILTER_TESTDATA, or when that is
- * unset from ../shared/testdata, then /work/shared/testdata. Failure to read
- * fails the test: the conformance check must never be skipped silently.
+ * open_testdata - read isemail/FILE from $VEMILTER_TESTDATA (make check sets
+ * it to tests/testdata in the source tree), or when that is unset from
+ * tests/testdata relative to the working directory. Failure to read fails the
+ * test: the conformance check must never be skipped silently.
  */
 static char *open_testdata(const char *file, size_t *len)
 {
 	const char *env = getenv("VEMILTER_TESTDATA");
-	const char *dirs[2] = {"../shared/testdata", "/work/shared/testdata"};
-	size_t ndirs = 2;
+	const char *dirs[1] = {"tests/testdata"};
+	size_t ndirs = 1;
 	char path[4096], tried[8192] = "";
 
 	if (env != NULL && env[0] != '\0') {
@@ -338,9 +339,8 @@ static char *open_testdata(const char *file, size_t *len)
 		size_t t = strlen(tried);
 		snprintf(tried + t, sizeof(tried) - t, " %s (%s)", path, strerror(errno));
 	}
-	ck_abort_msg(
-	        "cannot read isemail test data%s; set VEMILTER_TESTDATA to the shared/testdata directory",
-	        tried);
+	ck_abort_msg("cannot read isemail test data%s; set VEMILTER_TESTDATA to the tests/testdata directory",
+	             tried);
 	return NULL;
 }
 
