@@ -2,7 +2,9 @@
  * cache.h - the verification cache: records, lifetimes, and the LMDB store.
  *
  * Keys: "a:<normalized address>" for an address, "d:<domain>" for facts
- * about a domain (catch-all, no_domain, every MX unreachable, blocked).
+ * about a domain that answer for its addresses (catch-all, no_domain, every
+ * MX unreachable, blocked), "h:<domain>" for hints that only shape a probe
+ * (not catch-all, needs the fallback probe sender: outcome.flags).
  * A record is an outcome plus when it was probed, when it should be
  * refreshed and when it expires; its on-disk format is versioned and
  * documented in cacherec.c.
@@ -30,16 +32,19 @@
 #define CACHE_RECORD_MAX 1024 /* an encoded record is never longer */
 
 struct cache_record {
-	struct outcome outcome;
-	int64_t probed_at_ms;  /* wall clock, milliseconds since the epoch */
-	int64_t refresh_at_ms; /* past this: serve, and probe again in the background */
-	int64_t expires_at_ms; /* past this: as if absent */
+	struct outcome outcome;    /* flags are stored; ttl_cap_ms is not */
+	int64_t probed_at_ms;      /* wall clock, milliseconds since the epoch */
+	int64_t refresh_at_ms;     /* past this: serve, and probe again in the background */
+	int64_t expires_at_ms;     /* past this: as if absent */
+	int64_t deferred_since_ms; /* first temporary outcome of the address in a row; 0: none */
+	unsigned tries;            /* greylist re-probes made so far (0..255) */
 };
 
 /* ---- pure part ---- */
 
 /* cache_record_make - a record for an outcome probed at now, with the
- * lifetimes the config gives its class (see vemilter.conf(5)). */
+ * lifetimes the config gives its class (see vemilter.conf(5)), capped by
+ * outcome->ttl_cap_ms when that is set. deferred_since_ms and tries are 0. */
 void cache_record_make(const struct conf *conf, const struct outcome *outcome, int64_t now_ms,
                        struct cache_record *out);
 
@@ -56,9 +61,11 @@ size_t cache_record_encode(const struct cache_record *rec, unsigned char *buf, s
  * out of range (a damaged record is a miss, never a crash). */
 bool cache_record_decode(const unsigned char *buf, size_t len, struct cache_record *out);
 
-/* cache_key_address / cache_key_domain - "a:..." / "d:..." into buf (CACHE_KEY_MAX). */
+/* cache_key_address / cache_key_domain / cache_key_hints - "a:..." /
+ * "d:..." / "h:..." into buf (CACHE_KEY_MAX). */
 void cache_key_address(const char *normalized, char *buf, size_t size);
 void cache_key_domain(const char *domain_ascii, char *buf, size_t size);
+void cache_key_hints(const char *domain_ascii, char *buf, size_t size);
 
 /* ---- the LMDB store ---- */
 

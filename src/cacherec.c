@@ -3,15 +3,16 @@
  * fresh record may overwrite an old one, the on-disk record format, and the
  * key names. No LMDB, no clock (every time is an argument), no state.
  *
- * Record format, version 1. All integers little-endian; the strings follow
+ * Record format, version 2. All integers little-endian; the strings follow
  * the fixed header in this order, without terminators; the record is exactly
- * 40 + the five lengths long (no trailing bytes).
+ * 50 + the five lengths long (no trailing bytes). Version 1 records (header
+ * of 40 octets, flags 0, no deferral fields) are still read.
  *
  *   offset size field          meaning
- *        0    1 version        1
+ *        0    1 version        2
  *        1    1 kind           enum outcome_kind, < OUTCOME_KIND_COUNT
  *        2    1 stage          enum probe_stage, a stage with a name
- *        3    1 flags          0 (reserved)
+ *        3    1 flags          enum outcome_flag bits (unknown bits: damaged)
  *        4    2 code           SMTP reply code, 0..999 (0: none)
  *        6    2 ecode_len      0..15   enhanced status code
  *        8    2 text_len       0..300  remote reply text (OUTCOME_TEXT_MAX)
@@ -21,7 +22,10 @@
  *       16    8 probed_at_ms   int64, ms since the epoch
  *       24    8 refresh_at_ms  int64
  *       32    8 expires_at_ms  int64
- *       40    . ecode, text, reason, mx_host, mx_addr
+ *       40    8 deferred_since int64 (v2 only)
+ *       48    1 tries          greylist re-probes (v2 only)
+ *       49    1 reserved       0 (v2 only)
+ *       50    . ecode, text, reason, mx_host, mx_addr (v1: at 40)
  *
  * A string never holds a NUL or a control octet (< 0x20, 0x7f); encode turns
  * such octets into '?', decode rejects them. Decode also rejects another
@@ -34,9 +38,13 @@
 
 #include "cache.h"
 
-#define FORMAT_VERSION 1
-#define HEADER_SIZE    40
-#define STRING_COUNT   5
+#define FORMAT_VERSION 2
+#define HEADER_SIZE    50
+#define V1_HEADER_SIZE 40
+#define KNOWN_FLAGS                                                                                          \
+	(OUTCOME_F_NOT_CATCHALL | OUTCOME_F_FALLBACK_SENDER | OUTCOME_F_GREYLIST | OUTCOME_F_PROTOCOL |      \
+	 OUTCOME_F_LOOP | OUTCOME_F_TAGGED)
+#define STRING_COUNT 5
 
 #define FIELD(name)                                                                                          \
 	{                                                                                                    \
@@ -91,8 +99,13 @@ void cache_record_make(const struct conf *conf, const struct outcome *outcome, i
 {
 	int64_t ttl_ms, refresh_ms;
 	lifetimes(conf, outcome->kind, &ttl_ms, &refresh_ms);
+	if (outcome->ttl_cap_ms > 0 && outcome->ttl_cap_ms < ttl_ms)
+		ttl_ms = outcome->ttl_cap_ms;
+	if (refresh_ms > ttl_ms)
+		refresh_ms = ttl_ms;
 	memset(out, 0, sizeof(*out));
 	out->outcome = *outcome;
+	out->outcome.ttl_cap_ms = 0;
 	out->probed_at_ms = now_ms;
 	out->refresh_at_ms = add_ms(now_ms, refresh_ms);
 	out->expires_at_ms = add_ms(now_ms, ttl_ms);
@@ -177,13 +190,16 @@ size_t cache_record_encode(const struct cache_record *rec, unsigned char *buf, s
 	buf[0] = FORMAT_VERSION;
 	buf[1] = (unsigned char)o->kind;
 	buf[2] = (unsigned char)o->stage;
-	buf[3] = 0;
+	buf[3] = (unsigned char)(o->flags & KNOWN_FLAGS);
 	put_u16(buf + 4, o->code >= 0 && o->code <= 999 ? (unsigned)o->code : 0);
 	for (int i = 0; i < STRING_COUNT; i++)
 		put_u16(buf + 6 + 2 * i, (unsigned)lens[i]);
 	put_i64(buf + 16, rec->probed_at_ms);
 	put_i64(buf + 24, rec->refresh_at_ms);
 	put_i64(buf + 32, rec->expires_at_ms);
+	put_i64(buf + 40, rec->deferred_since_ms);
+	buf[48] = (unsigned char)(rec->tries > 255 ? 255 : rec->tries);
+	buf[49] = 0;
 	unsigned char *p = buf + HEADER_SIZE;
 	for (int i = 0; i < STRING_COUNT; i++) {
 		const char *s = (const char *)o + string_fields[i].offset;
@@ -194,9 +210,9 @@ size_t cache_record_encode(const struct cache_record *rec, unsigned char *buf, s
 }
 
 /* decode_strings - the five strings after the header; false if any is bad */
-static bool decode_strings(const unsigned char *buf, size_t len, struct outcome *o)
+static bool decode_strings(const unsigned char *buf, size_t len, size_t header, struct outcome *o)
 {
-	size_t offset = HEADER_SIZE;
+	size_t offset = header;
 	for (int i = 0; i < STRING_COUNT; i++) {
 		size_t n = get_u16(buf + 6 + 2 * i);
 		char *s = (char *)o + string_fields[i].offset;
@@ -217,18 +233,28 @@ static bool decode_strings(const unsigned char *buf, size_t len, struct outcome 
 bool cache_record_decode(const unsigned char *buf, size_t len, struct cache_record *out)
 {
 	memset(out, 0, sizeof(*out));
-	if (buf == NULL || len < HEADER_SIZE || buf[0] != FORMAT_VERSION)
+	if (buf == NULL || len < V1_HEADER_SIZE || (buf[0] != FORMAT_VERSION && buf[0] != 1))
+		return false;
+	size_t header = buf[0] == 1 ? V1_HEADER_SIZE : HEADER_SIZE;
+	unsigned allowed_flags = buf[0] == 1 ? 0 : KNOWN_FLAGS;
+	if (len < header)
 		return false;
 	unsigned code = get_u16(buf + 4);
-	if (buf[1] >= OUTCOME_KIND_COUNT || !stage_known(buf[2]) || buf[3] != 0 || code > 999)
+	if (buf[1] >= OUTCOME_KIND_COUNT || !stage_known(buf[2]) || (buf[3] & ~allowed_flags) != 0 ||
+	    code > 999 || (header == HEADER_SIZE && buf[49] != 0))
 		return false;
 	out->outcome.kind = (enum outcome_kind)buf[1];
+	out->outcome.flags = buf[3];
 	out->outcome.stage = (enum probe_stage)buf[2];
 	out->outcome.code = (int)code;
 	out->probed_at_ms = get_i64(buf + 16);
 	out->refresh_at_ms = get_i64(buf + 24);
 	out->expires_at_ms = get_i64(buf + 32);
-	if (!decode_strings(buf, len, &out->outcome)) {
+	if (header == HEADER_SIZE) {
+		out->deferred_since_ms = get_i64(buf + 40);
+		out->tries = buf[48];
+	}
+	if (!decode_strings(buf, len, header, &out->outcome)) {
 		memset(out, 0, sizeof(*out));
 		return false;
 	}
@@ -255,4 +281,10 @@ void cache_key_address(const char *normalized, char *buf, size_t size)
 void cache_key_domain(const char *domain_ascii, char *buf, size_t size)
 {
 	make_key("d:", domain_ascii, buf, size);
+}
+
+/* cache_key_hints - "h:" + A-label domain */
+void cache_key_hints(const char *domain_ascii, char *buf, size_t size)
+{
+	make_key("h:", domain_ascii, buf, size);
 }

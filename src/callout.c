@@ -432,7 +432,8 @@ static void random_local_part(char *out, size_t size)
 
 /* callout_start - see callout.h */
 struct callout *callout_start(const struct probe_env *env, const struct addr *address,
-                              callout_trace_fn trace_fn, void *trace_arg, callout_done_fn done, void *arg)
+                              const struct callout_hints *hints, callout_trace_fn trace_fn, void *trace_arg,
+                              callout_done_fn done, void *arg)
 {
 	struct callout *c = calloc(1, sizeof(*c));
 	if (c == NULL)

@@ -23,24 +23,38 @@ struct dns_resolver;
 struct callout;
 typedef struct ssl_ctx_st SSL_CTX;
 
+typedef void (*callout_done_fn)(void *arg, const struct outcome *outcome);
+/* A domain fact learned after the verdict was reported (the catch-all
+ * RCPT's answer): domain is the A-label domain, fact an outcome whose kind
+ * and flags say what was learned (OUTCOME_CATCH_ALL, or OUTCOME_VALID with
+ * OUTCOME_F_NOT_CATCHALL). */
+typedef void (*callout_fact_fn)(void *arg, const char *domain, const struct outcome *fact);
 /* What every callout shares; owned by whoever runs the loop. */
 struct probe_env {
 	struct event_base *base;
 	struct dns_resolver *dns;
 	SSL_CTX *ssl_ctx;
 	const struct conf *conf;
-	const char *helo_name; /* resolved: never "" */
+	const char *helo_name;   /* resolved: never "" */
+	callout_fact_fn on_fact; /* late domain facts; NULL: dropped */
+	void *fact_arg;          /* must outlive every callout (the verifier) */
 };
 
-typedef void (*callout_done_fn)(void *arg, const struct outcome *outcome);
+/* What the cache already knows about the domain, to spare the server. */
+struct callout_hints {
+	bool skip_catchall;       /* the domain is known not to be catch-all: no random RCPT */
+	bool use_fallback_sender; /* the domain refuses probe_sender: start with probe_sender_fallback */
+};
+
 /* One line of the dialogue: DNS answers, connections, commands, replies. */
 typedef void (*callout_trace_fn)(void *arg, const char *line);
 
-/* callout_start - verify address (not the null sender). done runs exactly
- * once from the loop unless cancelled; trace may be NULL. NULL on
- * allocation failure. */
-struct callout *callout_start(const struct probe_env *env, const struct addr *address, callout_trace_fn trace,
-                              void *trace_arg, callout_done_fn done, void *arg);
+/* callout_start - verify address (not the null sender). hints may be NULL.
+ * done runs exactly once from the loop unless cancelled; trace may be NULL.
+ * NULL on allocation failure. */
+struct callout *callout_start(const struct probe_env *env, const struct addr *address,
+                              const struct callout_hints *hints, callout_trace_fn trace, void *trace_arg,
+                              callout_done_fn done, void *arg);
 
 /* callout_cancel - stop now; done will not run. */
 void callout_cancel(struct callout *callout);

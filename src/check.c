@@ -167,7 +167,7 @@ static void start_more(struct run *run)
 		                         sizeof(job->syntax_error));
 		if (!job->parsed || job->address.is_null)
 			continue;
-		if (callout_start(&run->engine->env, &job->address, run->verbose ? on_trace : NULL, job,
+		if (callout_start(&run->engine->env, &job->address, NULL, run->verbose ? on_trace : NULL, job,
 		                  on_done, job) == NULL) {
 			fprintf(stderr, "vemilter-check: out of memory\n");
 			run->failed = true;

@@ -87,6 +87,7 @@ struct conf {
 	int64_t dns_cache_time_ms;             /* mail hosts kept in memory (capped by TTLs) */
 	char *helo_name;                       /* EHLO name; "": this host's fully qualified name */
 	char *probe_sender;                    /* MAIL FROM of probes; "": the null sender <> */
+	char *probe_sender_fallback;           /* MAIL FROM when a server refuses probe_sender; "": off */
 	int probe_port;                        /* 25; tests point it elsewhere */
 	bool probe_tls;                        /* STARTTLS when offered */
 	bool catchall_probe;                   /* ask for a random address too */
@@ -106,25 +107,28 @@ struct conf {
 	int64_t positive_refresh_ms;
 	int64_t negative_ttl_ms; /* invalid, no_domain */
 	int64_t negative_refresh_ms;
-	int64_t inconclusive_ttl_ms; /* catch_all, unverifiable */
-	int64_t temporary_ttl_ms;    /* tempfail, blocked */
-	int64_t sweep_interval_ms;   /* expired entries removed this often */
-	int domain_probe_limit;      /* probes to one domain at once; more wait */
-	int domain_probe_rate;       /* new probes to one domain per minute; 0: no limit */
+	int64_t inconclusive_ttl_ms;        /* catch_all, unverifiable */
+	int64_t temporary_ttl_ms;           /* tempfail, blocked */
+	int64_t sweep_interval_ms;          /* expired entries removed this often */
+	int domain_probe_limit;             /* probes to one domain at once; more wait */
+	int domain_probe_rate;              /* new probes to one domain per minute; 0: no limit */
+	int64_t greylist_retry_ms;          /* a greylisted probe is asked again after this */
+	struct conf_strings tagged_senders; /* "batv", "srs", "verp": cached under the stable form */
 
 	/* policy: from an outcome to what the MTA is told */
 	enum conf_action outcome_action[OUTCOME_KIND_COUNT]; /* by enum outcome_kind */
 	enum conf_action budget_action;                      /* no answer within verify_budget */
-	struct reply_template invalid_reply;                 /* reject, outcome invalid: 5xx */
-	struct reply_template no_domain_reply;               /* reject, outcome no_domain: 5xx */
-	struct reply_template reject_reply;                  /* reject, any other outcome: 5xx */
-	struct reply_template tempfail_reply;                /* tempfail, any outcome: 4xx */
-	struct reply_template budget_reply;                  /* tempfail, budget exceeded: 4xx */
-	struct reply_template blocklist_reply;               /* reject, blocklisted domain: 5xx */
-	struct conf_overrides domain_overrides;              /* per-domain skip or actions */
-	struct conf_strings sender_domain_blocklist;         /* lower-case A-labels; covers subdomains */
-	bool dry_run;                                        /* decide and log, accept everything */
-	char *result_header;                                 /* header naming the outcome; "" = none */
+	int64_t defer_limit_ms;              /* a sender deferred longer than this is accepted; 0: no limit */
+	struct reply_template invalid_reply; /* reject, outcome invalid: 5xx */
+	struct reply_template no_domain_reply;       /* reject, outcome no_domain: 5xx */
+	struct reply_template reject_reply;          /* reject, any other outcome: 5xx */
+	struct reply_template tempfail_reply;        /* tempfail, any outcome: 4xx */
+	struct reply_template budget_reply;          /* tempfail, budget exceeded: 4xx */
+	struct reply_template blocklist_reply;       /* reject, blocklisted domain: 5xx */
+	struct conf_overrides domain_overrides;      /* per-domain skip or actions */
+	struct conf_strings sender_domain_blocklist; /* lower-case A-labels; covers subdomains */
+	bool dry_run;                                /* decide and log, accept everything */
+	char *result_header;                         /* header naming the outcome; "" = none */
 
 	atomic_int refs;
 };

@@ -194,6 +194,31 @@ static char *full_address(const char *item, char *why, size_t why_size)
 	return NULL;
 }
 
+/* item_tag - one kind of per-message sender tag (batv, srs, verp), or
+ * several separated by white space; appended in lower case, once each */
+static bool item_tag(void *field, const char *item, char *why, size_t why_size)
+{
+	static const char *const kinds[] = {"batv", "srs", "verp"};
+	char copy[64];
+	snprintf(copy, sizeof(copy), "%s", item);
+	for (char *save = NULL, *word = strtok_r(copy, " \t", &save); word != NULL;
+	     word = strtok_r(NULL, " \t", &save)) {
+		lower(word);
+		size_t k = 0;
+		while (k < sizeof(kinds) / sizeof(kinds[0]) && strcmp(word, kinds[k]) != 0)
+			k++;
+		if (k == sizeof(kinds) / sizeof(kinds[0])) {
+			snprintf(why, why_size, "unknown sender tag \"%s\" (batv, srs or verp)", word);
+			return false;
+		}
+		if (conf_strings_contains(field, word))
+			continue;
+		if (!strings_add(field, strdup(word), why, why_size))
+			return false;
+	}
+	return true;
+}
+
 /* item_sender - a full address, stored as addr_parse() normalizes it */
 static bool item_sender(void *field, const char *item, char *why, size_t why_size)
 {
@@ -551,6 +576,9 @@ const struct directive conf_directives[] = {
 	 .help = "name probes give in EHLO/HELO; empty: this host's fully qualified name"},
 	{.name = "probe_sender", .type = T_STRING, .def = "", .offset = F(probe_sender),
 	 .check = check_probe_sender, .help = "MAIL FROM address of probes; empty: the null sender <>"},
+	{.name = "probe_sender_fallback", .type = T_STRING, .def = "", .offset = F(probe_sender_fallback),
+	 .check = check_probe_sender,
+	 .help = "MAIL FROM used once more when a server refuses probe_sender with 5xx; empty: off"},
 	{.name = "probe_port", .type = T_INT, .def = "25", .min = 1, .max = 65535, .offset = F(probe_port),
 	 .help = "TCP port of probed mail servers"},
 	{.name = "probe_tls", .type = T_BOOL, .def = "yes", .offset = F(probe_tls),
@@ -595,6 +623,10 @@ const struct directive conf_directives[] = {
 	 .offset = F(domain_probe_limit), .help = "probes to one domain at once; more wait their turn"},
 	{.name = "domain_probe_rate", .type = T_INT, .def = "60", .min = 0, .max = 100000,
 	 .offset = F(domain_probe_rate), .help = "new probes to one domain per minute; beyond: tempfail; 0: no limit"},
+	{.name = "greylist_retry", .type = T_DURATION, .def = "5m", .min = 1000, .max = 3600000,
+	 .offset = F(greylist_retry_ms), .help = "a probe greylisted at RCPT is asked again after this, in the background"},
+	{.name = "tagged_senders", .type = T_LIST, .def = "batv, srs, verp", .offset = F(tagged_senders),
+	 .item = item_tag, .help = "per-message sender tags cached under the stable address: batv, srs, verp"},
 	{.name = "valid_action", .type = T_ACTION, .def = "accept",
 	 .offset = F(outcome_action[OUTCOME_VALID]),
 	 .help = "what a valid sender gets: accept, tempfail or reject"},
@@ -606,7 +638,7 @@ const struct directive conf_directives[] = {
 	 .help = "what a sender gets whose domain takes no mail"},
 	{.name = "catch_all_action", .type = T_ACTION, .def = "accept",
 	 .offset = F(outcome_action[OUTCOME_CATCH_ALL]), .help = "what a sender at a catch-all domain gets"},
-	{.name = "tempfail_action", .type = T_ACTION, .def = "accept",
+	{.name = "tempfail_action", .type = T_ACTION, .def = "tempfail",
 	 .offset = F(outcome_action[OUTCOME_TEMPFAIL]), .check = check_tempfail_action,
 	 .help = "what a sender gets when the probe failed temporarily; never reject"},
 	{.name = "blocked_action", .type = T_ACTION, .def = "accept",
@@ -617,6 +649,9 @@ const struct directive conf_directives[] = {
 	 .help = "what a sender gets that cannot be asked about"},
 	{.name = "budget_action", .type = T_ACTION, .def = "tempfail", .offset = F(budget_action),
 	 .check = check_budget_action, .help = "what a sender gets when no answer came within verify_budget"},
+	{.name = "defer_limit", .type = T_DURATION, .def = "2h", .min = 0, .max = INT64_C(2592000000),
+	 .offset = F(defer_limit_ms),
+	 .help = "a sender deferred for longer than this (from its first deferral) is accepted; 0: no limit"},
 	{.name = "invalid_reply", .type = T_REPLY,
 	 .def = "550 5.1.0 Sender address <%a> rejected: mailbox does not exist (%m)",
 	 .offset = F(invalid_reply),

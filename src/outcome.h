@@ -10,6 +10,7 @@
 #define VEMILTER_OUTCOME_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define OUTCOME_TEXT_MAX 300 /* remote reply text kept, after sanitizing */
 
@@ -40,11 +41,25 @@ enum probe_stage {
 	STAGE_QUIT,
 };
 
+/* What else a probe learned; kept in cache records (8 bits). */
+enum outcome_flag {
+	OUTCOME_F_NOT_CATCHALL = 1 << 0, /* the random address got 5xx: the domain is not catch-all */
+	OUTCOME_F_FALLBACK_SENDER =
+	        1 << 1,              /* the server refused probe_sender; probe_sender_fallback was used */
+	OUTCOME_F_GREYLIST = 1 << 2, /* a 4xx at RCPT that looks like greylisting */
+	OUTCOME_F_PROTOCOL = 1 << 3, /* the server broke the protocol (e.g. a reply before its command) */
+	OUTCOME_F_LOOP = 1 << 4,     /* the MX is this host */
+	OUTCOME_F_TAGGED = 1 << 5,   /* answered for the stable form of a tagged sender */
+};
+
 struct outcome {
 	enum outcome_kind kind;
-	enum probe_stage stage;          /* where it was decided */
-	int code;                        /* SMTP reply code, 0 if none */
-	char ecode[16];                  /* enhanced status code "5.1.1", "" if none */
+	unsigned flags;         /* enum outcome_flag */
+	int64_t ttl_cap_ms;     /* DNS says this fact lives no longer (negative TTL, MX TTL); 0: no cap.
+	                         * Applied when a record is made; not stored. */
+	enum probe_stage stage; /* where it was decided */
+	int code;               /* SMTP reply code, 0 if none */
+	char ecode[16];         /* enhanced status code "5.1.1", "" if none */
 	char text[OUTCOME_TEXT_MAX + 1]; /* remote reply text, printable ASCII */
 	char reason[200];                /* our one-line explanation */
 	char mx_host[256];               /* MX host name that answered, "" if none */

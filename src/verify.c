@@ -230,7 +230,7 @@ static struct domain_slot *slot_for(struct verifier *v, const char *domain)
 static void launch(struct verifier *v, struct probe *p)
 {
 	p->started_ms = clock_mono_ms();
-	p->callout = callout_start(&v->engine->env, &p->address, NULL, NULL, on_probe_done, p);
+	p->callout = callout_start(&v->engine->env, &p->address, NULL, NULL, NULL, on_probe_done, p);
 	if (p->callout == NULL) {
 		struct outcome o = {0};
 		outcome_set(&o, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL,

@@ -36,7 +36,9 @@ enum verify_source {
 struct verify_result {
 	struct outcome outcome;
 	enum verify_source source;
-	int64_t elapsed_ms; /* from submit to the answer */
+	int64_t elapsed_ms;        /* from submit to the answer */
+	int64_t deferred_since_ms; /* wall clock of the address's first temporary outcome in a row
+	                            * (for defer_limit); 0: not deferred */
 };
 
 struct verify_stats {

@@ -262,17 +262,19 @@ START_TEST(decode_rejects_damage)
 		unsigned char value;
 		const char *what;
 	} edits[] = {
-	        {0, 2, "version"},
+	        {0, 3, "version 3"},
+	        {0, 1, "version 1 with a v2 header"},
 	        {0, 0, "version 0"},
 	        {1, OUTCOME_KIND_COUNT, "kind"},
 	        {2, 200, "stage"},
-	        {3, 1, "flags"},
+	        {3, 0x80, "unknown flag"},
 	        {4, 0xe8, "code 1000 (low byte)"},
 	        {6, 16, "ecode too long"},
 	        {8, 0xff, "text length"},
-	        {40, '\n', "control in ecode"},
-	        {41, 0, "NUL in ecode"},
-	        {42, 0x7f, "DEL in ecode"},
+	        {49, 1, "reserved octet"},
+	        {50, '\n', "control in ecode"},
+	        {51, 0, "NUL in ecode"},
+	        {52, 0x7f, "DEL in ecode"},
 	};
 	ck_assert(cache_record_decode(good, len, &out));
 	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
@@ -288,6 +290,54 @@ START_TEST(decode_rejects_damage)
 	buf[len] = 'x';
 	ck_assert(!cache_record_decode(buf, len + 1, &out)); /* trailing octet */
 	ck_assert(!cache_record_decode(NULL, 0, &out));
+}
+END_TEST
+
+START_TEST(v2_fields_round_trip_and_v1_still_read)
+{
+	unsigned char buf[CACHE_RECORD_MAX], v1[CACHE_RECORD_MAX];
+	struct cache_record rec, out;
+	make(&rec, OUTCOME_TEMPFAIL, NOW);
+	rec.outcome.flags = OUTCOME_F_GREYLIST | OUTCOME_F_NOT_CATCHALL;
+	rec.deferred_since_ms = NOW - 5000;
+	rec.tries = 2;
+	size_t len = cache_record_encode(&rec, buf, sizeof(buf));
+	ck_assert_uint_gt(len, 50);
+	ck_assert(cache_record_decode(buf, len, &out));
+	ck_assert_uint_eq(out.outcome.flags, OUTCOME_F_GREYLIST | OUTCOME_F_NOT_CATCHALL);
+	ck_assert_int_eq(out.deferred_since_ms, NOW - 5000);
+	ck_assert_uint_eq(out.tries, 2);
+	/* The same record as version 1 wrote it: 40-octet header, no flags. */
+	memcpy(v1, buf, 40);
+	v1[0] = 1;
+	v1[3] = 0;
+	memcpy(v1 + 40, buf + 50, len - 50);
+	ck_assert(cache_record_decode(v1, len - 10, &out));
+	ck_assert_int_eq(out.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_uint_eq(out.outcome.flags, 0);
+	ck_assert_int_eq(out.deferred_since_ms, 0);
+	ck_assert_str_eq(out.outcome.reason, rec.outcome.reason);
+	v1[3] = OUTCOME_F_GREYLIST; /* version 1 had no flags */
+	ck_assert(!cache_record_decode(v1, len - 10, &out));
+}
+END_TEST
+
+START_TEST(ttl_cap_shortens_lifetime)
+{
+	struct conf *conf = conf_load_text("test", "", NULL, NULL);
+	ck_assert_ptr_nonnull(conf);
+	struct outcome o = {0};
+	outcome_set(&o, OUTCOME_NO_DOMAIN, STAGE_DNS, 0, NULL, NULL, "NXDOMAIN");
+	o.ttl_cap_ms = 60000;
+	struct cache_record rec;
+	cache_record_make(conf, &o, NOW, &rec);
+	ck_assert_int_eq(rec.expires_at_ms, NOW + 60000);
+	ck_assert_int_le(rec.refresh_at_ms, rec.expires_at_ms);
+	ck_assert_int_eq(rec.outcome.ttl_cap_ms, 0);
+	o.ttl_cap_ms = 0;
+	cache_record_make(conf, &o, NOW, &rec);
+	ck_assert_int_eq(rec.expires_at_ms, NOW + conf->negative_ttl_ms);
+	conf_unref(conf);
 }
 END_TEST
 
@@ -799,6 +849,8 @@ int main(void)
 	tcase_add_test(pure, round_trip_random);
 	tcase_add_test(pure, encode_sanitizes_and_bounds);
 	tcase_add_test(pure, decode_rejects_damage);
+	tcase_add_test(pure, v2_fields_round_trip_and_v1_still_read);
+	tcase_add_test(pure, ttl_cap_shortens_lifetime);
 	tcase_add_test(pure, decode_survives_truncation_and_flips);
 	tcase_add_test(pure, key_names);
 	suite_add_tcase(s, pure);
