@@ -65,6 +65,9 @@ struct dns_answer {
 	size_t host_count;
 	struct dns_host *hosts; /* owned by the lookup; valid during the callback only */
 	char detail[256];       /* e.g. "SERVFAIL from 127.0.0.1 for MX example.com" */
+	int64_t ttl_ms;         /* how long DNS says this answer holds: NXDOMAIN / no mail host:
+	                         * the negative TTL (RFC 2308: min of the SOA's TTL and MINIMUM);
+	                         * NULL_MX: the MX record's TTL; 0: unknown (OK, TEMPFAIL) */
 };
 
 struct dns_limits {
