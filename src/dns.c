@@ -46,6 +46,7 @@
  */
 #include "dns.h"
 #include "dnsshare.h"
+#include "dnsttl.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
@@ -68,6 +69,7 @@
 #define HARD_MAX_MX           64 /* whatever the caller asks: queries in flight per lookup */
 #define TRACE_MAX             1024
 #define ARES_TRIES            2
+#define TTL_NONE              INT64_MAX /* a flight's "no TTL known yet" */
 
 struct dns_sock {
 	ares_socket_t fd;
@@ -116,7 +118,9 @@ struct flight {
 	struct host_work *work;
 	size_t work_count;
 	char temp_detail[160]; /* the first temporary failure of a host */
-	int64_t ttl_ms;        /* the smallest A/AAAA TTL seen */
+	int64_t records_ms;    /* the smallest TTL of the records used (MX, A, AAAA); TTL_NONE: none */
+	int64_t negative_ms;   /* the smallest negative TTL (RFC 2308) of the NXDOMAIN and NODATA
+	                        * answers met, where one was given; TTL_NONE: none */
 	struct result res;
 };
 
@@ -634,6 +638,28 @@ static void use_mx(struct flight *fl, struct ares_mx_reply *mx)
 	start_hosts(fl);
 }
 
+/* note_min - a TTL in seconds (DNSTTL_NONE: none) may lower the smallest one in *slot_ms */
+static void note_min(int64_t *slot_ms, int64_t seconds)
+{
+	if (seconds != DNSTTL_NONE && seconds >= 0 && seconds * 1000 < *slot_ms)
+		*slot_ms = seconds * 1000;
+}
+
+/* note_reply - what a reply says about how long it holds. records: the TTL
+ * of its answer records counts (the MX records used); a negative answer
+ * (NXDOMAIN, NODATA) counts its negative TTL, where it gives one. A reply
+ * that cannot be read gives nothing: its TTL stays unknown. */
+static void note_reply(struct flight *fl, bool records, int status, const unsigned char *abuf, int alen)
+{
+	struct dnsttl t;
+	if (abuf == NULL || alen <= 0 || !dnsttl_scan(abuf, (size_t)alen, &t))
+		return;
+	if (records)
+		note_min(&fl->records_ms, t.answer_s);
+	if (status == ARES_ENOTFOUND || status == ARES_ENODATA)
+		note_min(&fl->negative_ms, t.negative_s);
+}
+
 /* on_mx - the MX query came back */
 static void on_mx(struct flight *fl, int status, unsigned char *abuf, int alen)
 {
@@ -643,6 +669,7 @@ static void on_mx(struct flight *fl, int status, unsigned char *abuf, int alen)
 		if (status == ARES_SUCCESS && mx == NULL)
 			status = ARES_ENODATA;
 	}
+	note_reply(fl, status == ARES_SUCCESS, status, abuf, alen);
 	if (status == ARES_SUCCESS) {
 		use_mx(fl, mx);
 		ares_free_data(mx);
@@ -657,12 +684,11 @@ static void on_mx(struct flight *fl, int status, unsigned char *abuf, int alen)
 		settle(fl, DNS_TEMPFAIL, "MX %s: %s", fl->share.key.domain, status_text(status));
 }
 
-/* note_ttl - the answer may be kept no longer than a record's TTL */
+/* note_ttl - the answer holds no longer than an address record's TTL
+ * (c-ares gives a TTL with the top bit set as negative: 0, RFC 2181) */
 static void note_ttl(struct flight *fl, int ttl)
 {
-	int64_t ms = ttl > 0 ? (int64_t)ttl * 1000 : 0;
-	if (ms < fl->ttl_ms)
-		fl->ttl_ms = ms;
+	note_min(&fl->records_ms, ttl > 0 ? ttl : 0);
 }
 
 /* take_addresses - parse an A or AAAA answer into the host's list */
@@ -715,6 +741,7 @@ static void on_host(struct flight *fl, enum qkind kind, size_t host, int status,
 		trace_addresses(fl, w, kind);
 		return;
 	}
+	note_reply(fl, false, status, abuf, alen);
 	flight_trace(fl, "%s %s? -> %s", kind_name(kind), w->name, status_text(status));
 	if (status != ARES_ENOTFOUND && status != ARES_ENODATA && status != ARES_EBADNAME) {
 		w->temp = true;
@@ -793,6 +820,7 @@ static void lookup_fail(struct dns_lookup *lk, const char *why)
 	lk->answer.hosts = NULL;
 	lk->answer.host_count = 0;
 	lk->answer.status = DNS_TEMPFAIL;
+	lk->answer.ttl_ms = 0;
 	snprintf(lk->answer.detail, sizeof(lk->answer.detail), "%s", why);
 }
 
@@ -832,14 +860,26 @@ static size_t add_addresses(struct dns_host *out, const struct mail_host *m, siz
 	return n;
 }
 
+/* answer_ttl - dns_answer.ttl_ms for ttl_left_ms, what is left of the
+ * result's TTL (RESULT_TTL_UNKNOWN: unknown, reported as 0); a TTL that
+ * is known and over is reported as 1 ms, since 0 says "unknown" */
+static int64_t answer_ttl(int64_t ttl_left_ms)
+{
+	if (ttl_left_ms == RESULT_TTL_UNKNOWN)
+		return 0;
+	return ttl_left_ms > 0 ? ttl_left_ms : 1;
+}
+
 /* assemble - one lookup's answer from a finished result: its own order of
  * equal preferences, max_addresses applied in that order; tracing: the
- * lookup led the resolution, so its trace hears about the cuts */
-static void assemble(struct dns_lookup *lk, const struct result *res, bool tracing)
+ * lookup led the resolution, so its trace hears about the cuts;
+ * ttl_left_ms: what is left of the result's TTL */
+static void assemble(struct dns_lookup *lk, const struct result *res, bool tracing, int64_t ttl_left_ms)
 {
 	struct dns_answer *a = &lk->answer;
 	a->status = res->status;
 	a->implicit_mx = res->implicit_mx;
+	a->ttl_ms = answer_ttl(ttl_left_ms);
 	snprintf(a->detail, sizeof(a->detail), "%s", res->detail);
 	if (res->status != DNS_OK)
 		return;
@@ -876,16 +916,31 @@ static void answer_ready(struct dns_lookup *lk)
 	event_active(lk->kick, EV_TIMEOUT, 1);
 }
 
+/* result_ttl - how long DNS says the result holds: as long as the
+ * shortest known TTL of the replies it rests on, records (MX, null MX, A,
+ * AAAA) and negative answers alike (NXDOMAIN and NODATA with an SOA: no
+ * MX, so the implicit MX; a host without IPv6; a host that does not
+ * exist), since any of them changing may change the answer. TEMPFAIL:
+ * unknown (never kept, nothing drawn from it). */
+static int64_t result_ttl(const struct flight *fl)
+{
+	if (fl->res.status == DNS_TEMPFAIL)
+		return RESULT_TTL_UNKNOWN;
+	int64_t ms = fl->records_ms < fl->negative_ms ? fl->records_ms : fl->negative_ms;
+	return ms == TTL_NONE ? RESULT_TTL_UNKNOWN : ms;
+}
+
 /* flight_finish - hand the result to every member, keep it, free the flight */
 static void flight_finish(struct flight *fl)
 {
 	conclude(fl);
+	fl->res.ttl_ms = result_ttl(fl);
 	struct dns_lookup *lk;
 	while ((lk = share_next_member(&fl->share)) != NULL) {
-		assemble(lk, &fl->res, lk == fl->share.leader);
+		assemble(lk, &fl->res, lk == fl->share.leader, fl->res.ttl_ms);
 		answer_ready(lk);
 	}
-	share_keep(fl->resolver->share, &fl->share.key, &fl->res, fl->ttl_ms);
+	share_keep(fl->resolver->share, &fl->share.key, &fl->res);
 	flight_free(fl);
 }
 
@@ -931,7 +986,7 @@ static bool flight_start(struct dns_lookup *lk, const struct dns_key *key)
 		return false;
 	}
 	fl->resolver = r;
-	fl->ttl_ms = INT64_MAX;
+	fl->records_ms = fl->negative_ms = TTL_NONE;
 	lk->state = L_WAITING;
 	fl->pending++; /* guard: the answer may come at once */
 	if (!start_query(fl, fl->share.key.domain, Q_MX, 0))
@@ -975,9 +1030,10 @@ static void lookup_begin(struct dns_lookup *lk)
 {
 	struct dns_resolver *r = lk->resolver;
 	struct dns_key key = share_key(lk->domain, &lk->limits);
-	const struct result *cached = share_cached(r->share, &key);
+	int64_t ttl_left_ms;
+	const struct result *cached = share_cached(r->share, &key, &ttl_left_ms);
 	if (cached != NULL) {
-		assemble(lk, cached, false);
+		assemble(lk, cached, false, ttl_left_ms);
 		lookup_trace(lk, "MX %s? -> (cached) %s", lk->domain, lk->answer.detail);
 		answer_ready(lk);
 		return;

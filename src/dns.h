@@ -17,10 +17,21 @@
  * trace lines go to the first lookup's trace (a joiner's trace gets one
  * "joined" line); each lookup still gets its own done, its own answer and
  * its own shuffle of equal preferences. An OK, NXDOMAIN, NULL_MX or
- * NO_MAIL_HOST answer is then kept for answer_cache_ms (or the smallest
- * A/AAAA TTL, if shorter) and answers later lookups from memory, still
- * from the loop; TEMPFAIL is never kept. While answers are kept the
- * resolver has a sweep timer pending on the event_base.
+ * NO_MAIL_HOST answer is then kept for answer_cache_ms (or its ttl_ms,
+ * when known and shorter) and answers later lookups from memory, still
+ * from the loop, with what is left of its ttl_ms; TEMPFAIL is never kept.
+ * While answers are kept the resolver has a sweep timer pending on the
+ * event_base.
+ *
+ * TTL: every answer says how long DNS says it holds (dns_answer.ttl_ms),
+ * so that facts drawn from it (no such domain, no mail) are believed no
+ * longer: NXDOMAIN, and the NODATA answers that make NO_MAIL_HOST, hold for
+ * their negative TTL (RFC 2308 section 5: min of the TTL and the MINIMUM
+ * of the SOA record in the authority section, read by dnsttl.c); a null MX
+ * for its MX record's TTL; an answer made of several replies (MX, then A
+ * and AAAA of the hosts) for the shortest TTL among them that is known;
+ * OK the same way (the MX, A and AAAA records used, and the negative
+ * answers met on the way).
  *
  * Threads: a resolver and its lookups belong to the thread running its
  * event_base.
@@ -65,9 +76,13 @@ struct dns_answer {
 	size_t host_count;
 	struct dns_host *hosts; /* owned by the lookup; valid during the callback only */
 	char detail[256];       /* e.g. "SERVFAIL from 127.0.0.1 for MX example.com" */
-	int64_t ttl_ms;         /* how long DNS says this answer holds: NXDOMAIN / no mail host:
-	                         * the negative TTL (RFC 2308: min of the SOA's TTL and MINIMUM);
-	                         * NULL_MX: the MX record's TTL; 0: unknown (OK, TEMPFAIL) */
+	int64_t ttl_ms;         /* how long DNS says this answer holds, from now: NXDOMAIN / no mail
+	                         * host: the negative TTL (RFC 2308: min of the SOA's TTL and MINIMUM),
+	                         * or the smallest known TTL of the replies it rests on (MX records,
+	                         * NODATA of hosts); NULL_MX: the MX record's TTL; OK: the smallest
+	                         * TTL of the replies used. 0: unknown (no SOA in a negative answer, an
+	                         * unreadable one, TEMPFAIL). A TTL of 0 (hold it no longer than now)
+	                         * is reported as 1, so that it never reads as "unknown". */
 };
 
 struct dns_limits {

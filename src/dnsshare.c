@@ -13,8 +13,12 @@
  * to dns.c to abandon.
  *
  * Cache. Keyed like flights, hashed; an entry lives answer_cache_ms, or
- * the smallest A/AAAA TTL of its resolution when shorter (TTL 0: not
- * kept); MX TTLs are not exposed by c-ares 1.18. At most max_answers
+ * the TTL DNS gave its result when that is known and shorter (TTL 0: not
+ * kept): for OK the smallest TTL of the MX, A and AAAA records, for
+ * NXDOMAIN, NULL_MX and NO_MAIL_HOST the negative TTL or the MX TTL (see
+ * result_ttl in dns.c), so a domain that starts to exist is seen as soon
+ * as its negative TTL runs out. A result handed out from the cache carries
+ * what is left of its TTL, not the TTL it was kept with. At most max_answers
  * entries, the oldest evicted first; an expired entry is dropped when a
  * lookup finds it, and by a sweep timer that is armed only while the cache
  * holds entries. A cached OK result holds only the hosts with addresses,
@@ -38,6 +42,7 @@
 struct cached {
 	struct dns_key key;
 	int64_t expires; /* monotonic ms */
+	int64_t ttl_end; /* monotonic ms when res.ttl_ms runs out, if it is known */
 	struct result res;
 	LIST_ENTRY(cached) chain; /* its hash bucket */
 	TAILQ_ENTRY(cached) age;  /* oldest first */
@@ -158,17 +163,19 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 }
 
 /* keep_ms - how long a finished flight's result may be kept; 0: not at all */
-static int64_t keep_ms(const struct dns_share *s, const struct result *res, int64_t ttl_ms)
+static int64_t keep_ms(const struct dns_share *s, const struct result *res)
 {
 	if (res->status == DNS_TEMPFAIL || !caching(s))
 		return 0;
-	return ttl_ms < s->cache_ms ? ttl_ms : s->cache_ms;
+	if (res->ttl_ms != RESULT_TTL_UNKNOWN && res->ttl_ms < s->cache_ms)
+		return res->ttl_ms;
+	return s->cache_ms;
 }
 
 /* share_keep - see dnsshare.h */
-void share_keep(struct dns_share *s, struct dns_key *key, struct result *res, int64_t ttl_ms)
+void share_keep(struct dns_share *s, struct dns_key *key, struct result *res)
 {
-	int64_t keep = keep_ms(s, res, ttl_ms);
+	int64_t keep = keep_ms(s, res);
 	if (keep <= 0)
 		return;
 	struct cached *c = cache_find(s, key);
@@ -182,7 +189,9 @@ void share_keep(struct dns_share *s, struct dns_key *key, struct result *res, in
 	c->res = *res;
 	key->domain = NULL;
 	res->hosts = NULL;
-	c->expires = now_ms() + keep;
+	int64_t now = now_ms();
+	c->expires = now + keep;
+	c->ttl_end = c->res.ttl_ms != RESULT_TTL_UNKNOWN ? now + c->res.ttl_ms : 0; /* >= expires */
 	LIST_INSERT_HEAD(&s->buckets[c->key.hash % CACHE_BUCKETS], c, chain);
 	TAILQ_INSERT_TAIL(&s->age, c, age);
 	s->cache_count++;
@@ -190,10 +199,17 @@ void share_keep(struct dns_share *s, struct dns_key *key, struct result *res, in
 }
 
 /* share_cached - see dnsshare.h */
-const struct result *share_cached(struct dns_share *s, const struct dns_key *key)
+const struct result *share_cached(struct dns_share *s, const struct dns_key *key, int64_t *ttl_left_ms)
 {
 	const struct cached *c = cache_find(s, key);
-	return c != NULL ? &c->res : NULL;
+	if (c == NULL)
+		return NULL;
+	*ttl_left_ms = RESULT_TTL_UNKNOWN;
+	if (c->res.ttl_ms != RESULT_TTL_UNKNOWN) {
+		int64_t left = c->ttl_end - now_ms();
+		*ttl_left_ms = left > 0 ? left : 0;
+	}
+	return &c->res;
 }
 
 /* share_set_cache - see dnsshare.h */

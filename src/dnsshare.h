@@ -50,10 +50,14 @@ struct mail_host {
 	const struct in6_addr *v6;
 };
 
+#define RESULT_TTL_UNKNOWN (-1)
+
 /* what a finished resolution found: read by each member, kept by the cache */
 struct result {
 	enum dns_status status;
 	bool implicit_mx;
+	int64_t ttl_ms;          /* how long DNS says it holds, from when it was made
+	                          * (0: not at all); RESULT_TTL_UNKNOWN: unknown */
 	char detail[256];        /* unless OK: an OK detail depends on the lookup */
 	size_t host_count;       /* OK: hosts[] sorted by preference */
 	struct mail_host *hosts; /* one block: hosts, then addresses and names */
@@ -89,13 +93,15 @@ bool share_set_cache(struct dns_share *s, int64_t answer_cache_ms, size_t max_an
 /* share_key - the key of a lookup; domain is borrowed, not copied */
 struct dns_key share_key(char *domain, const struct dns_limits *limits);
 
-/* share_cached - the fresh result kept for this key, or NULL */
-const struct result *share_cached(struct dns_share *s, const struct dns_key *key);
+/* share_cached - the fresh result kept for this key, or NULL; *ttl_left_ms
+ * is then what is left of its ttl_ms now (RESULT_TTL_UNKNOWN if unknown) */
+const struct result *share_cached(struct dns_share *s, const struct dns_key *key, int64_t *ttl_left_ms);
 
 /* share_keep - keep a finished flight's result unless it is TEMPFAIL or
- * caching is off, for the answer cache time or ttl_ms if shorter; once
- * kept, key->domain and res->hosts belong to the cache (set to NULL) */
-void share_keep(struct dns_share *s, struct dns_key *key, struct result *res, int64_t ttl_ms);
+ * caching is off, for the answer cache time or res->ttl_ms if known and
+ * shorter (a TTL of 0: not kept); once kept, key->domain and res->hosts
+ * belong to the cache (set to NULL) */
+void share_keep(struct dns_share *s, struct dns_key *key, struct result *res);
 
 /* share_find - the joinable flight with this key, or NULL */
 struct flight *share_find(struct dns_share *s, const struct dns_key *key);

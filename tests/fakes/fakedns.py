@@ -25,7 +25,16 @@ How tests use it
     ... point vemilter at 127.0.0.1:port (e.g. dns_servers = 127.0.0.1:PORT) ...
     assert ("example.test", "MX", "udp") in dns.queries
     dns.set_zone(other_zone)                # change answers at run time
+    dns.update({"new.test": {"MX": [[10, "mx1.example.test"]]},   # add or replace names,
+                "gone.test": None})                                 # None removes one
     dns.stop()                              # closes every socket, joins threads
+
+    Negative answers and TTLs (RFC 2308), e.g. a domain that does not exist
+    with a negative TTL of 1 s, and then starts to exist:
+        dns = FakeDNS({"test": {"soa": {"ttl": 300, "minimum": 1}},
+                       "nullmx.test": {"MX": [[0, "."]], "ttl": {"MX": 120}}})
+        ... MX born.test? -> NXDOMAIN, SOA TTL 300 MINIMUM 1 in authority ...
+        dns.update({"born.test": {"MX": [[10, "mx1.example.test"]]}})
 
     Standalone (manual use, benchmarks):
         /usr/bin/python3 fakedns.py --port 5353 --zone zone.json [--verbose]
@@ -36,15 +45,35 @@ Zone format
     { "name": { "MX": [[pref, "host"], ...], "A": ["1.2.3.4"], "AAAA": ["::1"],
                 "TXT": ["text", ["two", "strings"]], "CNAME": "target",
                 "PTR": ["host"], "NS": ["host"], "ttl": 60,
+                "soa": {"ttl": 300, "minimum": 60, "mangle": "cut"} | null,
                 "rcode": "NXDOMAIN"|"SERVFAIL"|"REFUSED"|"NOERROR"|"FORMERR"|"NOTIMP",
                 "timeout": true, "truncate": true, "delay": 1.5 }, ... }
 
     Names are case-insensitive and need no trailing dot. The behaviour keys
     (rcode, timeout, truncate, delay) apply to every query type, or only to
     the types listed when given as a dict: "rcode": {"MX": "SERVFAIL"},
-    "timeout": {"AAAA": true}, "delay": {"MX": 3}.
+    "timeout": {"AAAA": true}, "delay": {"MX": 3}. "ttl" (default 60) too:
+    "ttl": 30 for every record of the name, "ttl": {"MX": 120, "A": 5} per
+    type (the types not named keep 60).
 
-    - a name absent from the zone        -> NXDOMAIN (SOA in authority)
+    "soa" shapes the SOA record put in the authority section of the
+    negative answers (NXDOMAIN, NODATA) of the name and of every name below
+    it that has no "soa" of its own (the nearest one up the tree counts;
+    the root entry "" may set one for the whole zone): "ttl" is the SOA
+    record's TTL, "minimum" its MINIMUM field (both default 60; a client's
+    negative TTL is the smaller of the two), and "soa": null leaves the
+    SOA out. An SOA found on an enclosing name is owned by that name;
+    otherwise the owner is the name itself (NODATA) or its parent
+    (NXDOMAIN). "mangle" damages the SOA record on purpose (the packet
+    stays parseable up to the SOA's owner, so clients accept the answer):
+      "cut"      - the message ends 10 octets before the end of the SOA
+                   RDATA (section counts unchanged; no OPT)
+      "rdlength" - RDLENGTH claims 200 more octets than there are
+      "short"    - RDLENGTH 12 octets short (the rest of the SOA is then
+                   read as the next record)
+      "loop"     - the SOA's owner is a compression pointer to itself
+
+    - a name absent from the zone        -> NXDOMAIN (SOA in authority, see "soa")
     - a name present, type absent         -> NOERROR, no answer (NODATA), SOA in authority
     - "rcode" NXDOMAIN                    -> NXDOMAIN with SOA; other rcodes -> empty reply
     - "timeout"                           -> the query is recorded, never answered
@@ -93,8 +122,11 @@ CLASS_IN = 1
 DEFAULT_TTL = 60
 # Our own EDNS payload size, advertised in the OPT we send back.
 OUR_EDNS_SIZE = 1232
-# Per-type behaviour keys of a zone entry (the rest are record types or "ttl").
+# Per-type behaviour keys of a zone entry (the rest are record types, "ttl" or "soa").
 BEHAVIOURS = ("rcode", "timeout", "truncate", "delay")
+# What "soa" may hold, and how its record may be damaged.
+SOA_KEYS = ("ttl", "minimum", "mangle")
+SOA_MANGLES = ("cut", "rdlength", "short", "loop")
 # Record types a zone entry may carry.
 RECORD_TYPES = ("A", "AAAA", "MX", "TXT", "CNAME", "PTR", "NS")
 
@@ -132,8 +164,21 @@ def normalize_zone(zone):
         if not isinstance(entry, dict):
             raise TypeError("zone entry for %r must be a dict" % name)
         for key in entry:
-            if key not in RECORD_TYPES and key not in BEHAVIOURS and key != "ttl":
+            if key not in RECORD_TYPES and key not in BEHAVIOURS and key not in ("ttl", "soa"):
                 raise ValueError("zone entry %r: unknown key %r" % (name, key))
+        ttl = entry.get("ttl")
+        for v in (ttl.values() if isinstance(ttl, dict) else [ttl]):
+            if v is not None and not (isinstance(v, int) and 0 <= v <= 0xFFFFFFFF):
+                raise ValueError("zone entry %r: bad ttl %r" % (name, v))
+        soa = entry.get("soa")
+        if soa is not None:
+            if not isinstance(soa, dict) or any(k not in SOA_KEYS for k in soa):
+                raise ValueError("zone entry %r: soa must be null or a dict of %s" % (name, SOA_KEYS))
+            for k in ("ttl", "minimum"):
+                if not (isinstance(soa.get(k, 0), int) and 0 <= soa.get(k, 0) <= 0xFFFFFFFF):
+                    raise ValueError("zone entry %r: bad soa %s %r" % (name, k, soa[k]))
+            if soa.get("mangle") not in (None,) + SOA_MANGLES:
+                raise ValueError("zone entry %r: unknown soa mangle %r" % (name, soa["mangle"]))
         rc = entry.get("rcode")
         for v in (rc.values() if isinstance(rc, dict) else [rc]):
             if v is not None and str(v).upper() not in RCODES:
@@ -318,11 +363,35 @@ def rdata_writer(rtype, value):
     raise ValueError("unsupported record type %r" % rtype)
 
 
-def soa_rdata(w):
-    w.name("ns.fake.test")
-    w.name("hostmaster.fake.test")
-    # serial, refresh, retry, expire, minimum (the negative-caching TTL)
-    w.raw(struct.pack("!IIIII", 1, 3600, 600, 86400, DEFAULT_TTL))
+def soa_rdata(minimum):
+    """A function appending SOA rdata with this MINIMUM field."""
+    def rdata(w):
+        w.name("ns.fake.test")
+        w.name("hostmaster.fake.test")
+        # serial, refresh, retry, expire, minimum (the negative-caching TTL)
+        w.raw(struct.pack("!IIIII", 1, 3600, 600, 86400, minimum))
+    return rdata
+
+
+def record_ttl(entry, rtype):
+    """The TTL of the records of rtype in a zone entry: "ttl" as a number,
+    or per type as a dict; DEFAULT_TTL otherwise."""
+    v = behaviour(entry, "ttl", rtype)
+    return DEFAULT_TTL if v is None else int(v)
+
+
+def soa_of(zone, qname):
+    """(owner, soa dict or None) for a negative answer about qname: the
+    "soa" of qname's entry or of the nearest enclosing name (up to the root
+    entry ""). owner is None when no entry sets "soa" (the default SOA)."""
+    name = qname
+    while True:
+        entry = zone.get(name)
+        if entry is not None and "soa" in entry:
+            return name, entry["soa"]
+        if name == "":
+            return None, {}
+        name = name.split(".", 1)[1] if "." in name else ""
 
 
 def records_of(entry, rtype):
@@ -409,6 +478,18 @@ class FakeDNS:
     def set_zone(self, zone):
         z = normalize_zone(zone)
         with self._lock:
+            self._zone = z
+
+    def update(self, entries):
+        """Add or replace names in the zone (an entry None removes the
+        name), at once for the next query; the rest of the zone stays."""
+        add = normalize_zone({n: e for n, e in entries.items() if e is not None})
+        gone = [normalize_name(n) for n, e in entries.items() if e is None]
+        with self._lock:
+            z = dict(self._zone)
+            for n in gone:
+                z.pop(n, None)
+            z.update(add)
             self._zone = z
 
     def start(self):
@@ -640,16 +721,16 @@ class FakeDNS:
             return self._reply(q, RCODES["REFUSED"], [], [], transport)
         entry = zone.get(qname)
         if entry is None:
-            return self._reply(q, RCODES["NXDOMAIN"], [], [self._soa(qname, zone, True)], transport)
+            return self._reply(q, RCODES["NXDOMAIN"], [], self._soa(qname, zone, True), transport)
         rcode = behaviour(entry, "rcode", qtype)
         if rcode is not None and str(rcode).upper() != "NOERROR":
             rc = RCODES[str(rcode).upper()]
-            auth = [self._soa(qname, zone, True)] if rc == RCODES["NXDOMAIN"] else []
+            auth = self._soa(qname, zone, True) if rc == RCODES["NXDOMAIN"] else []
             return self._reply(q, rc, [], auth, transport)
         if transport == "udp" and behaviour(entry, "truncate", qtype):
             return self._reply(q, 0, [], [], transport, tc=True)
         answers = self._records(qname, qtype, zone)
-        auth = [] if answers else [self._soa(qname, zone, False)]
+        auth = [] if answers else self._soa(qname, zone, False)
         return self._reply(q, 0, answers, auth, transport)
 
     def _records(self, qname, qtype, zone):
@@ -661,29 +742,35 @@ class FakeDNS:
             entry = zone.get(name)
             if entry is None:
                 break
-            ttl = int(entry.get("ttl", DEFAULT_TTL))
             types = RECORD_TYPES if qtype == "ANY" else (qtype,)
             found = False
             for t in types:
                 if t not in RECORD_TYPES:
                     continue
                 for v in records_of(entry, t):
-                    out.append((name, QTYPES[t], ttl, rdata_writer(t, v)))
+                    out.append((name, QTYPES[t], record_ttl(entry, t), rdata_writer(t, v)))
                     found = True
             if found or qtype in ("CNAME", "ANY") or "CNAME" not in entry:
                 break
             target = records_of(entry, "CNAME")[0]
-            out.append((name, QTYPES["CNAME"], ttl, rdata_writer("CNAME", target)))
+            out.append((name, QTYPES["CNAME"], record_ttl(entry, "CNAME"), rdata_writer("CNAME", target)))
             name = normalize_name(target)
         return out
 
     def _soa(self, qname, zone, nxdomain):
-        """The SOA record for the authority section of a negative answer. Its
-        owner is the name itself (NODATA) or its parent (NXDOMAIN)."""
+        """The authority section of a negative answer: [SOA record], or []
+        when "soa" is null (see the module docstring). The record is
+        (owner, type, ttl, rdata_fn, mangle)."""
+        at, soa = soa_of(zone, qname)
+        if soa is None:
+            return []
         owner = qname
-        if nxdomain:
+        if at is not None and at != qname:
+            owner = at
+        elif nxdomain:
             owner = qname.split(".", 1)[1] if "." in qname else ""
-        return (owner, QTYPES["SOA"], DEFAULT_TTL, soa_rdata)
+        return [(owner, QTYPES["SOA"], int(soa.get("ttl", DEFAULT_TTL)),
+                 soa_rdata(int(soa.get("minimum", DEFAULT_TTL))), soa.get("mangle"))]
 
     def _reply(self, q, rcode, answers, authority, transport, tc=False):
         """Encode a reply; over UDP an answer that does not fit gets TC=1."""
@@ -694,6 +781,30 @@ class FakeDNS:
         if len(msg) > limit:
             msg = self._encode(q, rcode, [], [], True)
         return msg
+
+    @staticmethod
+    def _mangled_rr(w, mangle, owner, rtype, ttl, rdata_fn):
+        """Append a record damaged as "mangle" says (SOA_MANGLES); True
+        when the message must end here ("cut")."""
+        if mangle == "loop":
+            w.raw(struct.pack("!H", 0xC000 | len(w.buf)))   # a pointer to itself
+        else:
+            w.name(owner)
+        w.raw(struct.pack("!HHI", rtype, CLASS_IN, ttl))
+        at = len(w.buf)
+        w.raw(b"\x00\x00")
+        rdata_fn(w)
+        rdlen = len(w.buf) - at - 2
+        if mangle == "cut":
+            struct.pack_into("!H", w.buf, at, rdlen)
+            del w.buf[len(w.buf) - 10:]
+            return True
+        if mangle == "rdlength":
+            rdlen += 200
+        elif mangle == "short":
+            rdlen -= 12
+        struct.pack_into("!H", w.buf, at, rdlen)
+        return False
 
     def _encode(self, q, rcode, answers, authority, tc):
         w = Writer(self.compress)
@@ -710,8 +821,12 @@ class FakeDNS:
         # its name for compression of the answers.
         w.question_name(q["qname_wire"])
         w.raw(struct.pack("!HH", q["qtype"], q["qclass"]))
-        for owner, rtype, ttl, fn in answers + authority:
-            w.rr(owner, rtype, ttl, fn)
+        for rec in answers + authority:
+            mangle = rec[4] if len(rec) > 4 else None
+            if mangle is None:
+                w.rr(*rec[:4])
+            elif self._mangled_rr(w, mangle, *rec[:4]):
+                return bytes(w.buf)                # the message ends inside this record
         if has_opt:
             # OPT: root owner, class = our payload size, TTL = ext-rcode/version/flags.
             w.raw(b"\x00" + struct.pack("!HHIH", QTYPES["OPT"], OUR_EDNS_SIZE, 0, 0))

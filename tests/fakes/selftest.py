@@ -511,6 +511,132 @@ def dns_queries_and_set_zone():
             assert parse_reply(query(dns.port, tr, "nullmx.test", "MX")[0])["rcode"] == "NXDOMAIN"
 
 
+TTL_ZONE = {
+    "": {"soa": {"ttl": 7, "minimum": 8}},              # the zone-wide default
+    "apex.test": {"soa": {"ttl": 300, "minimum": 60}},
+    "sub.apex.test": {"TXT": ["x"]},
+    "nx.apex.test": {"rcode": "NXDOMAIN", "soa": {"ttl": 5, "minimum": 6}},
+    "own.test": {"TXT": ["x"], "soa": {"ttl": 45, "minimum": 600}},
+    "nosoa.test": {"A": ["192.0.2.1"], "soa": None},
+    "mx.test": {"MX": [[10, "mx1.example.test"]], "A": ["192.0.2.1"], "ttl": {"MX": 90, "a": 0}},
+    "nullmx.test": {"MX": [[0, "."]], "ttl": {"MX": 120}},
+    "all.test": {"MX": [[10, "mx1.example.test"]], "A": ["192.0.2.1"], "ttl": 33},
+}
+
+
+def soa_of_reply(r):
+    """(owner, ttl, minimum) of each authority record, which must all be SOAs."""
+    assert all(a["type"] == "SOA" for a in r["ns"]), r["ns"]
+    return [(a["name"], a["ttl"], a["rdata"][6]) for a in r["ns"]]
+
+
+@check
+def dns_soa_ttl_and_minimum():
+    """dns: "soa" sets the TTL and MINIMUM of negative answers, for the name and the names below it"""
+    with with_dns(TTL_ZONE) as dns:
+        for tr in ("udp", "tcp"):
+            def neg(name, qtype="MX"):
+                r = parse_reply(query(dns.port, tr, name, qtype)[0])
+                assert not r["an"], r
+                return r["rcode"], soa_of_reply(r)
+            assert neg("x.apex.test") == ("NXDOMAIN", [("apex.test", 300, 60)])
+            assert neg("deep.x.apex.test") == ("NXDOMAIN", [("apex.test", 300, 60)])
+            assert neg("sub.apex.test") == ("NOERROR", [("apex.test", 300, 60)])   # inherited
+            assert neg("apex.test", "AAAA") == ("NOERROR", [("apex.test", 300, 60)])
+            assert neg("nx.apex.test") == ("NXDOMAIN", [("apex.test", 5, 6)])     # its own, parent owns it
+            assert neg("own.test", "AAAA") == ("NOERROR", [("own.test", 45, 600)])
+            assert neg("gone.own.test") == ("NXDOMAIN", [("own.test", 45, 600)])
+            assert neg("nosoa.test", "MX") == ("NOERROR", [])                     # "soa": null
+            assert neg("x.nosoa.test") == ("NXDOMAIN", [])
+            assert neg("elsewhere.test") == ("NXDOMAIN", [("", 7, 8)])           # the root's default
+    with with_dns() as dns:                               # no "soa" anywhere: 60, 60
+        r = parse_reply(query(dns.port, "udp", "nowhere.example.test", "MX")[0])
+        assert soa_of_reply(r) == [("example.test", 60, 60)], r["ns"]
+
+
+@check
+def dns_record_ttls():
+    """dns: "ttl" as a number or per type (null MX and MX with their own TTL)"""
+    with with_dns(TTL_ZONE) as dns:
+        for tr in ("udp", "tcp"):
+            r = parse_reply(query(dns.port, tr, "nullmx.test", "MX")[0])
+            assert [(a["rdata"], a["ttl"]) for a in r["an"]] == [((0, ""), 120)], r["an"]
+            r = parse_reply(query(dns.port, tr, "mx.test", "MX")[0])
+            assert [a["ttl"] for a in r["an"]] == [90], r["an"]
+            r = parse_reply(query(dns.port, tr, "mx.test", "A")[0])
+            assert [a["ttl"] for a in r["an"]] == [0], r["an"]                 # type names any case
+            r = parse_reply(query(dns.port, tr, "all.test", "MX")[0])
+            assert [a["ttl"] for a in r["an"]] == [33]
+            r = parse_reply(query(dns.port, tr, "all.test", "A")[0])
+            assert [a["ttl"] for a in r["an"]] == [33]
+
+
+def soa_layout(msg):
+    """Offsets in a raw NXDOMAIN reply (no answers, one authority record):
+    (owner offset, the owner's first two octets, RDLENGTH, octets after RDLENGTH)."""
+    qid, flags, qd, an, ns, ar = struct.unpack("!HHHHHH", msg[:12])
+    assert (qd, an, ns) == (1, 0, 1), (qd, an, ns)
+    _, off = parse_name(msg, 12)
+    owner = off + 4
+    if msg[owner] & 0xC0 == 0xC0:
+        end = owner + 2
+    else:
+        _, end = parse_name(msg, owner)
+    (rdlen,) = struct.unpack("!H", msg[end + 8:end + 10])
+    return owner, msg[owner:owner + 2], rdlen, len(msg) - (end + 10)
+
+
+@check
+def dns_soa_mangled():
+    """dns: "soa" "mangle" damages the SOA as documented (cut, rdlength, short, loop)"""
+    zone = {"ok.test": {"soa": {"ttl": 300, "minimum": 60}}}
+    for m in ("cut", "rdlength", "short", "loop"):
+        zone[m + ".test"] = {"soa": {"ttl": 300, "minimum": 60, "mangle": m}}
+    with with_dns(zone) as dns:
+        for tr in ("udp", "tcp"):
+            layout = {}
+            for name in zone:
+                raw, pkt = query(dns.port, tr, "x." + name, "MX")
+                assert raw[:2] == pkt[:2] and raw[3] & 0xF == 3, "not an NXDOMAIN reply"
+                layout[name] = soa_layout(raw)
+            _, _, full, rest = layout["ok.test"]
+            assert rest == full, layout                       # a sound SOA, nothing after it
+            assert parse_reply(query(dns.port, tr, "x.ok.test", "MX")[0])["ns"][0]["rdata"][6] == 60
+            assert layout["cut.test"][2:] == (full, full - 10), layout
+            assert layout["rdlength.test"][2:] == (full + 200, full), layout
+            assert layout["short.test"][2:] == (full - 12, full), layout
+            owner, first, rdlen, rest = layout["loop.test"]
+            assert first == struct.pack("!H", 0xC000 | owner) and (rdlen, rest) == (full, full), layout
+
+
+@check
+def dns_update_while_running():
+    """dns: update() adds, replaces and removes names while serving (a domain that appears)"""
+    with with_dns() as dns:
+        for tr in ("udp", "tcp"):
+            assert parse_reply(query(dns.port, tr, "born.test", "MX")[0])["rcode"] == "NXDOMAIN"
+        dns.update({"born.test": {"MX": [[10, "mx1.example.test"]]}, "Nullmx.Test.": {"A": ["192.0.2.8"]}})
+        for tr in ("udp", "tcp"):
+            r = parse_reply(query(dns.port, tr, "born.test", "MX")[0])
+            assert r["rcode"] == "NOERROR" and answers(r) == [(10, "mx1.example.test")], r
+            r = parse_reply(query(dns.port, tr, "nullmx.test", "MX")[0])       # replaced
+            assert r["rcode"] == "NOERROR" and not r["an"], r
+            assert answers(parse_reply(query(dns.port, tr, "example.test", "A")[0])) == ["192.0.2.1"]
+        dns.update({"born.test": None})
+        for tr in ("udp", "tcp"):
+            assert parse_reply(query(dns.port, tr, "born.test", "MX")[0])["rcode"] == "NXDOMAIN"
+        for bad in ({"x.test": {"soa": {"ttl": -1}}}, {"x.test": {"soa": {"mangle": "shred"}}},
+                    {"x.test": {"soa": {"serial": 1}}}, {"x.test": {"soa": 60}},
+                    {"x.test": {"ttl": {"MX": "long"}}}, {"x.test": {"ttl": 2 ** 32}}):
+            try:
+                dns.update(bad)
+            except ValueError:
+                pass
+            else:
+                raise AssertionError("bad entry accepted: %r" % bad)
+        assert parse_reply(query(dns.port, "udp", "x.test", "MX")[0])["rcode"] == "NXDOMAIN"
+
+
 @check
 def dns_malformed():
     """dns: malformed packets are dropped (logged), and the server keeps answering"""

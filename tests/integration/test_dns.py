@@ -6,17 +6,23 @@ loopback port, UDP and TCP) and checks what dns_lookup_mx answered: MX
 order and the shuffle of equal preferences, IPv4 before IPv6, the implicit
 MX, null MX, NXDOMAIN, NODATA, unresolvable and failing MX hosts, SERVFAIL,
 REFUSED, timeouts, truncation (retried over TCP), the max_mx and
-max_addresses bounds, and the trace; then the sharing of one resolution by
-concurrent lookups of a domain and the answer cache (counted in the fake
+max_addresses bounds, and the trace; the TTL of each answer (ttl_ms: the
+negative TTL from the SOA in the authority section of NXDOMAIN and NODATA
+answers, RFC 2308; the null MX's TTL; the smallest known of several; 0
+without an SOA or with a damaged one); then the sharing of one resolution
+by concurrent lookups of a domain and the answer cache (counted in the fake
 server's queries): joined lookups, cached answers, what is not cached,
-cancellation of one sharer, the cache's settings, TTL and bound. Names are
-CNAME-free. TAP output; standard library only; loopback only; every wait is
-bounded.
+cancellation of one sharer, the cache's settings, TTL and bound, negative
+answers kept no longer than their TTL (a domain that starts to exist is
+seen once its negative TTL is over, however long the cache time) and
+handed out with what is left of it. Names are CNAME-free. TAP output;
+standard library only; loopback only; every wait is bounded.
 """
 
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 
@@ -82,6 +88,33 @@ def zone():
         "slow.test": {"MX": [[10, "mx1.order.test"], [20, "mx2.order.test"]], "delay": {"MX": SLOW_S}},
         "shortttl.test": {"MX": [[10, "mx.shortttl.test"]]},
         "mx.shortttl.test": {"A": [A3], "AAAA": [V6A], "ttl": 1},
+        # TTLs: negative ones from the SOA (TTL, MINIMUM) of the zone's apex
+        "neg.test": {"soa": {"ttl": 300, "minimum": 60}},
+        "nodata.neg.test": {"TXT": ["no MX, no address"], "soa": {"ttl": 45, "minimum": 600}},
+        "nullmx120.test": {"MX": [[0, "."]], "ttl": {"MX": 120}},
+        "ttlok.test": {"MX": [[10, "mx.ttlok.test"]], "ttl": {"MX": 90}},
+        "mx.ttlok.test": {"A": [A1], "AAAA": [V6A], "ttl": {"A": 30, "AAAA": 40}},
+        "okneg.test": {"MX": [[10, "mx.okneg.test"]], "ttl": 90},
+        "mx.okneg.test": {"A": [A1], "ttl": 30, "soa": {"ttl": 10, "minimum": 300}},
+        "implicitneg.test": {"A": [A1], "AAAA": [V6A], "ttl": 50, "soa": {"ttl": 300, "minimum": 20}},
+        "ttlhosts.test": {"MX": [[10, "gone.ttlhosts.test"], [20, "bare.ttlhosts.test"]], "ttl": 100,
+                          "soa": {"ttl": 50, "minimum": 40}},
+        "bare.ttlhosts.test": {"TXT": ["no address"], "soa": {"ttl": 20, "minimum": 25}},
+        "ttlhalf.test": {"MX": [[10, "gone.ttlhalf.test"], [20, "bare.ttlhalf.test"]], "ttl": 100},
+        "bare.ttlhalf.test": {"TXT": ["no address"], "soa": {"ttl": 70, "minimum": 80, "mangle": "cut"}},
+        "gone.ttlhalf.test": {"rcode": "NXDOMAIN", "soa": None},
+        "nosoa.test": {"soa": None},
+        "huge.test": {"soa": {"ttl": 0x7fffffff, "minimum": 0x7fffffff}},
+        "topbit.test": {"soa": {"ttl": 0xffffffff, "minimum": 60}},
+        "cut.test": {"soa": {"ttl": 300, "minimum": 60, "mangle": "cut"}},
+        "rdlength.test": {"soa": {"ttl": 300, "minimum": 60, "mangle": "rdlength"}},
+        "short.test": {"soa": {"ttl": 300, "minimum": 60, "mangle": "short"}},
+        "loop.test": {"soa": {"ttl": 300, "minimum": 60, "mangle": "loop"}},
+        "badnodata.test": {"TXT": ["x"], "soa": {"ttl": 300, "minimum": 60, "mangle": "rdlength"}},
+        # negative answers in the cache: 1 s and 3 s of negative TTL, and 30 s
+        "grow.test": {"soa": {"ttl": 300, "minimum": 1}},
+        "neg3.test": {"soa": {"ttl": 3, "minimum": 300}},
+        "stay.test": {"soa": {"ttl": 300, "minimum": 30}},
     }
     for i in range(BIG):
         z["mx%d.big.test" % i] = {"A": ["198.51.100.%d" % (i % 200 + 1), "203.0.113.%d" % (i % 200 + 1)],
@@ -102,14 +135,14 @@ def dnsquery(domains, *options, timeout=RUN_TIMEOUT):
 
 
 def parse(text):
-    """dnsquery -v output -> list of {domain, status, implicit, hosts, detail, trace}."""
+    """dnsquery -v output -> list of {domain, status, implicit, hosts, ttl_ms, detail, trace}."""
     results = []
     for line in text.splitlines():
         m = re.match(r"^(\S+) status=(\S+) implicit=([01]) hosts=(\d+)$", line)
         if m:
             results.append({"domain": m.group(1), "status": m.group(2),
                             "implicit": m.group(3) == "1", "count": int(m.group(4)),
-                            "hosts": [], "detail": None, "trace": []})
+                            "hosts": [], "ttl_ms": None, "detail": None, "trace": []})
             continue
         if not results:
             continue
@@ -118,6 +151,8 @@ def parse(text):
         if m:
             addrs = m.group(3).split(",") if m.group(3) else []
             cur["hosts"].append((m.group(1), int(m.group(2)), addrs))
+        elif re.match(r"^  ttl_ms \d+$", line):
+            cur["ttl_ms"] = int(line.split()[1])
         elif line.startswith("  detail "):
             cur["detail"] = line[len("  detail "):]
         elif line.startswith("dns: "):
@@ -153,9 +188,10 @@ def is_v4(a):
 
 # ---------------------------------------------------------------- cases
 
-def expect(domain, status, *options, implicit=False, hosts=None, detail=None, trace=None):
+def expect(domain, status, *options, implicit=False, hosts=None, detail=None, trace=None, ttl_ms=None):
     """A case: status, implicit flag, optionally the host names in order,
-    a detail substring and trace lines (regexes) that must appear."""
+    a detail substring, trace lines (regexes) that must appear and the
+    answer's ttl_ms."""
     def test(tap, cleanup):
         res, r, _ = one(tap, domain, *options)
         if res is None:
@@ -171,6 +207,8 @@ def expect(domain, status, *options, implicit=False, hosts=None, detail=None, tr
             tap.check("%s: detail says %r" % (domain, detail), detail in (res["detail"] or ""), d)
         for rx in trace or ():
             tap.check("%s: trace has %r" % (domain, rx), any(re.search(rx, t) for t in res["trace"]), d)
+        if ttl_ms is not None:
+            tap.equal("%s: ttl_ms %d" % (domain, ttl_ms), res["ttl_ms"], ttl_ms, d)
     test.__name__ = "test_" + re.sub(r"\W", "_", domain)
     return test
 
@@ -186,9 +224,10 @@ CASES = [
            trace=[r"^dns: MX implicit\.test\? -> NODATA$"]),
     expect("implicit6.test", "ok", implicit=True, hosts=["implicit6.test"]),
     expect("implicit-fail.test", "tempfail", implicit=True, detail="SERVFAIL"),
-    expect("nullmx.test", "null_mx", detail="null MX (RFC 7505)"),
+    expect("nullmx.test", "null_mx", detail="null MX (RFC 7505)", ttl_ms=60000),
     expect("halfnull.test", "ok", hosts=["mx1.order.test"]),
-    expect("nope.test", "nxdomain", detail="NXDOMAIN", trace=[r"^dns: MX nope\.test\? -> NXDOMAIN$"]),
+    expect("nope.test", "nxdomain", detail="NXDOMAIN", trace=[r"^dns: MX nope\.test\? -> NXDOMAIN$"],
+           ttl_ms=60000),                                         # the fake's default SOA: 60, 60
     expect("empty.test", "no_mail_host", implicit=True,
            trace=[r"^dns: A empty\.test\? -> NODATA$", r"^dns: AAAA empty\.test\? -> NODATA$"]),
     expect("onegood.test", "ok", hosts=["mx2.order.test"],
@@ -202,6 +241,27 @@ CASES = [
     expect("refused.test", "tempfail", detail="REFUSED"),
     expect("slowaaaa.test", "ok", "-t", str(SHORT_MS), hosts=["mx.slowaaaa.test"],
            trace=[r"^dns: AAAA mx\.slowaaaa\.test\? -> timeout$"]),
+    # TTLs (ttl_ms): RFC 2308 negative TTL = min(SOA TTL, SOA MINIMUM)
+    expect("gone.neg.test", "nxdomain", ttl_ms=60000),            # TTL 300, MINIMUM 60
+    expect("nodata.neg.test", "no_mail_host", implicit=True, ttl_ms=45000),  # NODATA x3, TTL 45
+    expect("nullmx120.test", "null_mx", ttl_ms=120000),           # the MX record's TTL
+    expect("ttlok.test", "ok", hosts=["mx.ttlok.test"], ttl_ms=30000),  # MX 90, A 30, AAAA 40
+    expect("okneg.test", "ok", hosts=["mx.okneg.test"], ttl_ms=10000),  # MX 90, A 30, AAAA NODATA 10
+    expect("implicitneg.test", "ok", implicit=True, ttl_ms=20000),      # MX NODATA 20, A/AAAA 50
+    # no MX host resolves: MX TTL 100, NXDOMAIN min(50, 40), NODATA min(20, 25)
+    expect("ttlhosts.test", "no_mail_host", ttl_ms=20000),
+    # only the MX TTL is known (one host's NXDOMAIN has no SOA, the other's is damaged)
+    expect("ttlhalf.test", "no_mail_host", ttl_ms=100000),
+    expect("gone.nosoa.test", "nxdomain", ttl_ms=0),              # no SOA: unknown
+    expect("gone.huge.test", "nxdomain", ttl_ms=2147483647000),
+    expect("gone.topbit.test", "nxdomain", ttl_ms=1),             # TTL 2^32-1 counts as 0 (RFC 2181)
+    expect("gone.cut.test", "nxdomain", ttl_ms=0),                # damaged SOA: unknown, no crash
+    expect("gone.rdlength.test", "nxdomain", ttl_ms=0),
+    expect("gone.short.test", "nxdomain", ttl_ms=0),
+    expect("gone.loop.test", "nxdomain", ttl_ms=0),
+    expect("badnodata.test", "no_mail_host", implicit=True, ttl_ms=0),
+    expect("servfail.test", "tempfail", ttl_ms=0),
+    expect("hostfail.test", "tempfail", ttl_ms=0),
 ]
 
 
@@ -489,6 +549,93 @@ def test_cache_settings(tap, cleanup):
     tap.equal("--cache-ms out of range: refused", r.returncode, 2, diag_of(r))
 
 
+LONG_CACHE_MS = "3600000"   # dns_cache_time of an hour: only the TTL may end a kept answer
+
+
+def test_negative_ttl_caps_the_cache(tap, cleanup):
+    # a negative TTL of 0 (TTL 2^32-1 counts as 0): not kept at all
+    dns.clear_queries()
+    r, res, _ = dnsquery(["gone.topbit.test"], "--cache-ms", LONG_CACHE_MS, "--repeat-after", "50")
+    q = dns.queries
+    d = diag_of(r, lambda: "queries: %r" % (q,))
+    got = rounds(tap, "negative TTL 0", r, res, ["gone.topbit.test"])
+    if got is not None:
+        tap.equal("negative TTL 0: not kept (2 MX queries)", asked(q, "gone.topbit.test", "MX"), 2, d)
+    # a negative TTL of 3 s, repeated after 1 s: kept, with about 2 s left
+    dns.clear_queries()
+    r, res, _ = dnsquery(["gone.neg3.test"], "--cache-ms", LONG_CACHE_MS, "--repeat-after", "1000")
+    q = dns.queries
+    d = diag_of(r, lambda: "queries: %r" % (q,))
+    got = rounds(tap, "negative TTL 3 s", r, res, ["gone.neg3.test"])
+    if got is None:
+        return
+    first, second = got[0][0], got[1][0]
+    tap.equal("negative TTL 3 s: first answer nxdomain, ttl_ms 3000", (first["status"], first["ttl_ms"]),
+              ("nxdomain", 3000), d)
+    tap.check("negative TTL 3 s: the repeat 1 s later came from the cache",
+              second["status"] == "nxdomain" and asked(q, "gone.neg3.test", "MX") == 1
+              and any("(cached)" in t for t in second["trace"]), d)
+    tap.check("negative TTL 3 s: the cached answer carries what is left (1000..2000 ms, got %r)"
+              % second["ttl_ms"], second["ttl_ms"] is not None and 1000 <= second["ttl_ms"] <= 2000, d)
+
+
+def grows(domain, created_entry, repeat_ms, timeout=RUN_TIMEOUT):
+    """dnsquery DOMAIN twice, REPEAT_MS apart, with an hour of cache time;
+    the domain is created in the fake as soon as its first MX query has
+    been received (the fake has then taken its answer from the old zone).
+    Returns (CompletedProcess, results, whether the domain was created)."""
+    argv = [DNSQUERY, "-v", "-s", "127.0.0.1:%d" % PORT, "--cache-ms", LONG_CACHE_MS,
+            "--repeat-after", str(repeat_ms), domain]
+    dns.clear_queries()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            text=True)
+    try:
+        created = vmtest.wait_until(lambda: asked(dns.queries, domain, "MX") >= 1, 5.0)
+        if created:
+            dns.update({domain: created_entry})
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate(timeout=5)
+            rc = None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        dns.update({domain: None})
+    r = subprocess.CompletedProcess(argv, rc, out or "", err or "")
+    return r, parse(r.stdout), created
+
+
+def test_domain_that_starts_to_exist(tap, cleanup):
+    entry = {"MX": [[10, "mx1.order.test"]]}
+    # negative TTL 1 s (SOA TTL 300, MINIMUM 1): seen 1.5 s later, whatever the cache time
+    r, res, created = grows("new.grow.test", entry, 1500)
+    q = dns.queries
+    d = diag_of(r, lambda: "queries: %r" % (q,))
+    tap.check("new.grow.test: created in the fake after its first MX query", created, d)
+    got = rounds(tap, "new.grow.test created", r, res, ["new.grow.test"])
+    if got is not None:
+        first, second = got[0][0], got[1][0]
+        tap.equal("new.grow.test: nxdomain first, with ttl_ms 1000", (first["status"], first["ttl_ms"]),
+                  ("nxdomain", 1000), d)
+        tap.equal("new.grow.test: 1.5 s later (cache time 1 h) the new domain is seen",
+                  (second["status"], names(second)), ("ok", ["mx1.order.test"]), d)
+        tap.equal("new.grow.test: asked DNS again (2 MX queries)", asked(q, "new.grow.test", "MX"), 2, d)
+    # the control: negative TTL 30 s, the same repeat: still the kept nxdomain
+    r, res, created = grows("new.stay.test", entry, 1500)
+    q = dns.queries
+    d = diag_of(r, lambda: "queries: %r" % (q,))
+    got = rounds(tap, "new.stay.test created", r, res, ["new.stay.test"])
+    if got is not None and created:
+        second = got[1][0]
+        tap.check("new.stay.test (negative TTL 30 s): 1.5 s later still the kept nxdomain, no new query",
+                  second["status"] == "nxdomain" and asked(q, "new.stay.test", "MX") == 1
+                  and any("(cached)" in t for t in second["trace"]), d)
+
+
 def test_valgrind(tap, cleanup):
     if shutil.which("valgrind") is None:
         tap.skip("valgrind: clean", "valgrind not installed")
@@ -506,6 +653,10 @@ def test_valgrind(tap, cleanup):
             ("shared and cached", ["order.test"] * 4 + ["Order.Test", "nope.test", "nope.test", "servfail.test",
                                                         "equal.test", "equal.test", "empty.test",
                                                         "hostfail.test"],
+             ["--repeat-after", "20"]),
+            ("ttl", ["gone.neg.test", "nodata.neg.test", "nullmx120.test", "ttlok.test", "ttlhosts.test",
+                     "ttlhalf.test", "gone.nosoa.test", "gone.huge.test", "gone.topbit.test", "gone.cut.test",
+                     "gone.rdlength.test", "gone.short.test", "gone.loop.test", "badnodata.test"],
              ["--repeat-after", "20"]),
             ("cancel the first sharer", ["slow.test"] * 3, ["--cancel-after", "100"]),
             ("cancel a joiner", ["slow.test"] * 3, ["--cancel-after", "100", "--cancel-which", "2"]),
@@ -551,7 +702,8 @@ def main():
         test_truncated_retried_over_tcp, test_bounds, test_no_search_domains, test_many_at_once,
         test_concurrent_lookups_share, test_repeat_answered_from_cache, test_definite_no_cached,
         test_tempfail_not_cached, test_cancel_one_sharer, test_cancelled_resolution_still_cached,
-        test_cache_settings, test_bad_usage, test_valgrind,
+        test_cache_settings, test_negative_ttl_caps_the_cache, test_domain_that_starts_to_exist,
+        test_bad_usage, test_valgrind,
     ]
     try:
         vmtest.run_tests(tests, per_test_timeout=90, total_timeout=170, setup=setup)

@@ -16,7 +16,10 @@
  *
  *   example.com status=ok implicit=0 hosts=2
  *     host mx1.example.com pref 10 addrs 192.0.2.1,2001:db8::1
+ *     ttl_ms 60000
  *
+ * where ttl_ms is dns_answer.ttl_ms: how long DNS says the answer holds
+ * (0: unknown).
  * With -v each answer is followed by "  detail TEXT" and by its trace lines
  * ("dns: ..."). --cancel-after cancels the lookup of the first domain (or
  * of domain number I, from 0, with --cancel-which) after MS
@@ -162,6 +165,7 @@ static void on_done(void *arg, const struct dns_answer *answer)
 	    answer->implicit_mx ? 1 : 0, answer->host_count);
 	for (size_t i = 0; i < answer->host_count; i++)
 		host_line(q, &answer->hosts[i]);
+	out(q, "  ttl_ms %lld", (long long)answer->ttl_ms);
 	out(q, "  detail %s", answer->detail);
 	if (trace != NULL)
 		append(q, trace);
