@@ -103,6 +103,8 @@ def make_zone(appears=False, storm_addr="127.0.0.50"):
         zone["mx." + dom] = {"A": [ip]}
     zone["mx.storm.test"] = {"A": [storm_addr]}
     zone["servfail.test"] = {"rcode": "SERVFAIL"}
+    # every NXDOMAIN under test. says: believe it for 2 s (RFC 2308 negative TTL)
+    zone["test"] = {"soa": {"ttl": 2, "minimum": 2}}
     if appears:
         zone["appears.test"] = {"MX": [[10, "mx.appears.test"]]}
         zone["mx.appears.test"] = {"A": ["127.0.0.49"]}
