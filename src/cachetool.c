@@ -4,7 +4,8 @@
  * Address records ("a:"), domain facts ("d:") and probe hints ("h:") are
  * shown and edited alike: an argument with "@" names an address (and, for
  * get and del --domain, its domain's records), one without names a domain
- * (its facts and hints), and "a:", "d:" or "h:" names one key.
+ * (its facts and hints), and "a:", "d:" or "h:" names one key; a key of
+ * another kind ("x:...") is taken exactly as given.
  *
  * Reads the daemon's configuration for the cache path and cache_max_mb and
  * opens the same LMDB file, safely alongside a running daemon. Warnings from
@@ -223,6 +224,15 @@ static bool keys_for(const char *arg, bool strict, char keys[KEY_SLOTS][CACHE_KE
 		keys[i][0] = '\0';
 		if (arg[0] == prefixes[i] && arg[1] == ':')
 			slot = i;
+	}
+	if (slot < 0 && arg[0] >= 'a' && arg[0] <= 'z' && arg[1] == ':') {
+		/* a kind of key this tool does not know: exactly as given */
+		if (arg[2] == '\0' || strlen(arg) >= CACHE_KEY_MAX) {
+			fprintf(stderr, "vemilter-cache: %s: not a valid key\n", arg);
+			return false;
+		}
+		snprintf(keys[KEY_ADDRESS], CACHE_KEY_MAX, "%s", arg);
+		return true;
 	}
 	const char *name = slot >= 0 ? arg + 2 : arg;
 	if (slot >= 0 && (name[0] == '\0' || strlen(arg) >= CACHE_KEY_MAX)) {

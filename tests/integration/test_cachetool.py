@@ -277,6 +277,12 @@ def t_domains_and_hints(tap, cleanup):
     tap.check("del --domain ADDRESS: the address's record, the domain's facts and hints",
               p.returncode == 0 and p.stdout == "a:alice@other.example deleted\nd:other.example not cached\n"
               "h:other.example deleted\n", diag(p))
+    p = tool(conf, "put", "t:Some=Key@Example.org", "valid")
+    tap.check("a key of another kind is taken exactly as given",
+              p.returncode == 0 and p.stdout.startswith("t:Some=Key@Example.org valid ")
+              and tool(conf, "get", "t:Some=Key@Example.org").returncode == 0
+              and tool(conf, "del", "t:Some=Key@Example.org").stdout == "t:Some=Key@Example.org deleted\n",
+              diag(p))
     p = tool(conf, "list")
     tap.check("nothing left", p.returncode == 0 and p.stdout == "", diag(p))
 
