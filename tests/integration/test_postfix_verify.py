@@ -343,9 +343,10 @@ def t_catch_all(tap, cleanup):
 
 
 def t_tempfail(tap, cleanup):
-    # default policy (src/conf.c): only invalid and no_domain reject; a
-    # greylisted probe (450 at RCPT) is tempfail -> accept
-    outcome_case(tap, "x@grey.test", 2, "tempfail", "accept")
+    # default policy (src/conftable.c): a greylisted probe (450 at RCPT) is
+    # tempfail, deferred with tempfail_reply (tempfail_action = tempfail)
+    outcome_case(tap, "x@grey.test", 4, "tempfail", "tempfail",
+                 want_reply=r"^451 4\.7\.1 Sender address <x@grey\.test> could not be verified")
 
 
 def t_blocked(tap, cleanup):
