@@ -1,6 +1,11 @@
 /*
  * cachetool.c - vemilter-cache: an administrator's view of the verification
  * cache: list, get, del, purge, stats, and put (for tests and emergencies).
+ * Address records ("a:"), domain facts ("d:") and probe hints ("h:") are
+ * shown and edited alike: an argument with "@" names an address (and, for
+ * get and del --domain, its domain's records), one without names a domain
+ * (its facts and hints), and "a:", "d:" or "h:" names one key; a key of
+ * another kind ("x:...") is taken exactly as given.
  *
  * Reads the daemon's configuration for the cache path and cache_max_mb and
  * opens the same LMDB file, safely alongside a running daemon. Warnings from
@@ -30,14 +35,36 @@ enum exit_code {
 	EXIT_CONFIG = 78,
 };
 
+/* The keys one argument names: an address's, its domain's facts and hints,
+ * or a single key. Unused slots are "". */
+enum { KEY_ADDRESS, KEY_DOMAIN, KEY_HINTS, KEY_SLOTS };
+
 struct tool {
 	struct conf *conf;
 	struct cache *cache;
 	int64_t now_ms;
-	int argc;             /* the command's arguments, flags removed */
+	int argc;             /* the command's arguments, options removed */
 	char **argv;          /* argv[0] is the command */
 	bool expired, domain; /* --expired, --domain */
-	FILE *out;            /* where list writes */
+	/* put's options */
+	unsigned flags;              /* --flags: enum outcome_flag bits */
+	int64_t deferred_for_ms;     /* --deferred-for; -1: not given */
+	int64_t tries;               /* --tries */
+	FILE *out;                   /* where list writes */
+	size_t hints, hints_expired; /* stats: "h:" records (cache_stats counts a: and d:) */
+};
+
+/* Names of enum outcome_flag bits, as list prints them and put --flags takes them. */
+static const struct {
+	unsigned bit;
+	const char *name;
+} flag_names[] = {
+        {OUTCOME_F_NOT_CATCHALL, "not_catchall"},
+        {OUTCOME_F_FALLBACK_SENDER, "fallback_sender"},
+        {OUTCOME_F_GREYLIST, "greylist"},
+        {OUTCOME_F_PROTOCOL, "protocol"},
+        {OUTCOME_F_LOOP, "loop"},
+        {OUTCOME_F_TAGGED, "tagged"},
 };
 
 /* usage - the synopsis */
@@ -45,13 +72,18 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: vemilter-cache [-c FILE] COMMAND\n"
-	        "  list                  every record, one a line\n"
-	        "  get ADDRESS|KEY       the address's record and its domain's\n"
-	        "  del [--domain] ADDRESS|KEY\n"
-	        "                        delete the address's record (--domain: its domain's too)\n"
+	        "  list                  every record, one a line (a: address, d: domain facts,\n"
+	        "                        h: domain hints)\n"
+	        "  get ADDRESS|DOMAIN|KEY\n"
+	        "                        the address's record and its domain's records, a domain's\n"
+	        "                        records, or one key\n"
+	        "  del [--domain] ADDRESS|DOMAIN|KEY\n"
+	        "                        delete the address's record (--domain: its domain's too),\n"
+	        "                        a domain's records, or one key\n"
 	        "  purge [--expired]     delete every record (--expired: only expired ones)\n"
 	        "  stats                 counts, map size and use\n"
-	        "  put ADDRESS|KEY OUTCOME [CODE ECODE TEXT]\n"
+	        "  put [--flags LIST] [--deferred-for DURATION] [--tries N]\n"
+	        "      ADDRESS|DOMAIN|KEY OUTCOME [CODE ECODE TEXT]\n"
 	        "                        store a record (for tests and emergencies)\n"
 	        "  -c FILE  configuration (default %s)\n"
 	        "  -V       print the version and exit\n"
@@ -101,13 +133,31 @@ static void print_key(FILE *out, const char *key)
 	putc('"', out);
 }
 
+/* flags_text - enum outcome_flag bits as "name,name", or NULL for none */
+static const char *flags_text(unsigned flags, char *buf, size_t size)
+{
+	size_t len = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++) {
+		if (flags & flag_names[i].bit) {
+			len += (size_t)snprintf(buf + len, len < size ? size - len : 0, "%s%s",
+			                        len ? "," : "", flag_names[i].name);
+			flags &= ~flag_names[i].bit;
+		}
+	}
+	if (flags != 0) /* a bit this tool does not know: show it, never hide it */
+		snprintf(buf + len, len < size ? size - len : 0, "%s0x%x", len ? "," : "", flags);
+	return buf[0] != '\0' ? buf : NULL;
+}
+
 /* print_record - one line: key, outcome, fields, times, and a mark */
 static void print_record(FILE *out, const char *key, const struct cache_record *rec, int64_t now_ms)
 {
 	const struct outcome *o = &rec->outcome;
-	char line[2048], reply[400], when[40];
+	char line[2048], reply[400], when[40], flags[128], tries[16];
 	size_t len = 0;
 	line[0] = '\0';
+	kv_add(line, sizeof(line), &len, "flags", flags_text(o->flags, flags, sizeof(flags)));
 	kv_add(line, sizeof(line), &len, "stage", probe_stage_name(o->stage));
 	snprintf(reply, sizeof(reply), "%.0d%s%s%s%s", o->code, o->code && o->ecode[0] ? " " : "", o->ecode,
 	         (o->code || o->ecode[0]) && o->text[0] ? " " : "", o->text);
@@ -120,6 +170,10 @@ static void print_record(FILE *out, const char *key, const struct cache_record *
 	kv_add(line, sizeof(line), &len, "refresh", when);
 	iso_time(rec->expires_at_ms, when, sizeof(when));
 	kv_add(line, sizeof(line), &len, "expires", when);
+	iso_time(rec->deferred_since_ms, when, sizeof(when));
+	kv_add(line, sizeof(line), &len, "deferred_since", rec->deferred_since_ms != 0 ? when : NULL);
+	snprintf(tries, sizeof(tries), "%u", rec->tries);
+	kv_add(line, sizeof(line), &len, "tries", tries);
 	kv_add(line, sizeof(line), &len, "reason", o->reason[0] ? o->reason : NULL);
 	print_key(out, key);
 	fprintf(out, " %s %s%s\n", outcome_name(o->kind), line,
@@ -154,29 +208,67 @@ static int cmd_list(struct tool *t)
 	return ok ? EXIT_OK : EXIT_FAIL;
 }
 
-/* keys_for - "a:" and "d:" keys for an address, or the one key given;
- * false (with a message) if the argument is neither */
-static bool keys_for(const char *arg, char *akey, char *dkey)
+/* keys_for - the keys arg names (see the header comment): "a:", "d:" and
+ * "h:" for an address, "d:" and "h:" for a domain, or the one key given,
+ * normalized as the daemon writes it (the domain in lower-case A-labels).
+ * A key that does not parse is taken as given unless strict (put), so that
+ * get and del still reach whatever is stored. False (with a message) if arg
+ * is none of these. */
+static bool keys_for(const char *arg, bool strict, char keys[KEY_SLOTS][CACHE_KEY_MAX])
 {
+	static const char prefixes[KEY_SLOTS] = {[KEY_ADDRESS] = 'a', [KEY_DOMAIN] = 'd', [KEY_HINTS] = 'h'};
 	struct addr a;
-	char why[200];
-	akey[0] = dkey[0] = '\0';
-	if (strncmp(arg, "a:", 2) == 0 || strncmp(arg, "d:", 2) == 0) {
-		if (strlen(arg) < 3 || strlen(arg) >= CACHE_KEY_MAX) {
+	char why[200], probe[CACHE_KEY_MAX + 16];
+	int slot = -1;
+	for (int i = 0; i < KEY_SLOTS; i++) {
+		keys[i][0] = '\0';
+		if (arg[0] == prefixes[i] && arg[1] == ':')
+			slot = i;
+	}
+	if (slot < 0 && arg[0] >= 'a' && arg[0] <= 'z' && arg[1] == ':') {
+		/* a kind of key this tool does not know: exactly as given */
+		if (arg[2] == '\0' || strlen(arg) >= CACHE_KEY_MAX) {
 			fprintf(stderr, "vemilter-cache: %s: not a valid key\n", arg);
 			return false;
 		}
-		snprintf(arg[0] == 'a' ? akey : dkey, CACHE_KEY_MAX, "%s", arg);
+		snprintf(keys[KEY_ADDRESS], CACHE_KEY_MAX, "%s", arg);
 		return true;
 	}
-	bool parsed = addr_parse(arg, strlen(arg), &a, why, sizeof(why));
-	if (!parsed || a.is_null) {
-		fprintf(stderr, "vemilter-cache: %s: %s\n", arg,
-		        parsed ? "the null sender is never cached" : why);
+	const char *name = slot >= 0 ? arg + 2 : arg;
+	if (slot >= 0 && (name[0] == '\0' || strlen(arg) >= CACHE_KEY_MAX)) {
+		fprintf(stderr, "vemilter-cache: %s: not a valid key\n", arg);
 		return false;
 	}
-	cache_key_address(a.normalized, akey, CACHE_KEY_MAX);
-	cache_key_domain(a.domain_ascii, dkey, CACHE_KEY_MAX);
+	bool address =
+	        slot >= 0 ? slot == KEY_ADDRESS : strchr(arg, '@') != NULL || arg[0] == '<' || arg[0] == '\0';
+	/* A domain is checked and normalized as the domain of an address is. */
+	size_t n = strlen(name);
+	if (!address && n > 1 && name[n - 1] == '.')
+		n--; /* a fully qualified "example.org." */
+	snprintf(probe, sizeof(probe), "%s%.*s", address ? "" : "postmaster@", (int)n, name);
+	bool null = false, parsed = addr_parse(probe, strlen(probe), &a, why, sizeof(why));
+	if (parsed && a.is_null) {
+		null = true;
+		parsed = false;
+	}
+	if (!parsed && slot >= 0 && !strict) {
+		snprintf(keys[slot], CACHE_KEY_MAX, "%s", arg);
+		return true;
+	}
+	if (!parsed) {
+		fprintf(stderr, "vemilter-cache: %s: %s%s\n", arg,
+		        slot >= 0 ? "not a valid key: "
+		        : address ? ""
+		                  : "not an address or a domain: ",
+		        null ? "the null sender is never cached" : why);
+		return false;
+	}
+	if (address && (slot < 0 || slot == KEY_ADDRESS))
+		cache_key_address(a.normalized, keys[KEY_ADDRESS], CACHE_KEY_MAX);
+	if (slot < 0 || slot == KEY_DOMAIN)
+		cache_key_domain(a.domain_ascii, keys[KEY_DOMAIN], CACHE_KEY_MAX);
+	if (slot < 0 || slot == KEY_HINTS)
+		cache_key_hints(a.domain_ascii, keys[KEY_HINTS], CACHE_KEY_MAX);
 	return true;
 }
 
@@ -196,14 +288,15 @@ static bool show_key(struct tool *t, const char *key)
 	return true;
 }
 
-/* cmd_get - the address's record and its domain's */
+/* cmd_get - the records the argument names */
 static int cmd_get(struct tool *t)
 {
-	char akey[CACHE_KEY_MAX], dkey[CACHE_KEY_MAX];
-	if (!keys_for(t->argv[1], akey, dkey))
+	char keys[KEY_SLOTS][CACHE_KEY_MAX];
+	bool found = false;
+	if (!keys_for(t->argv[1], false, keys))
 		return EXIT_FAIL;
-	bool found = show_key(t, akey);
-	found = show_key(t, dkey) || found;
+	for (int i = 0; i < KEY_SLOTS; i++)
+		found = show_key(t, keys[i]) || found;
 	return found ? EXIT_OK : EXIT_FAIL;
 }
 
@@ -218,16 +311,18 @@ static bool delete_key(struct tool *t, const char *key)
 	return deleted;
 }
 
-/* cmd_del - the address's record, and with --domain its domain's */
+/* cmd_del - an address's record (--domain: its domain's records too), a
+ * domain's records, or one key */
 static int cmd_del(struct tool *t)
 {
-	char akey[CACHE_KEY_MAX], dkey[CACHE_KEY_MAX];
-	if (!keys_for(t->argv[1], akey, dkey))
+	char keys[KEY_SLOTS][CACHE_KEY_MAX];
+	bool deleted = false;
+	if (!keys_for(t->argv[1], false, keys))
 		return EXIT_FAIL;
-	if (akey[0] != '\0' && !t->domain)
-		dkey[0] = '\0';
-	bool deleted = delete_key(t, akey);
-	deleted = delete_key(t, dkey) || deleted;
+	if (keys[KEY_ADDRESS][0] != '\0' && !t->domain)
+		keys[KEY_DOMAIN][0] = keys[KEY_HINTS][0] = '\0';
+	for (int i = 0; i < KEY_SLOTS; i++)
+		deleted = delete_key(t, keys[i]) || deleted;
 	return deleted ? EXIT_OK : EXIT_FAIL;
 }
 
@@ -239,15 +334,27 @@ static int cmd_purge(struct tool *t)
 	return EXIT_OK;
 }
 
+/* count_hints - cache_foreach visitor: "h:" records, and the expired ones */
+static bool count_hints(void *arg, const char *key, const struct cache_record *rec)
+{
+	struct tool *t = arg;
+	if (strncmp(key, "h:", 2) == 0) {
+		t->hints++;
+		t->hints_expired += t->now_ms >= rec->expires_at_ms;
+	}
+	return true;
+}
+
 /* cmd_stats - counts by kind and outcome, and the map */
 static int cmd_stats(struct tool *t)
 {
 	struct cache_stats st;
-	if (!cache_stats(t->cache, t->now_ms, &st))
+	if (!cache_stats(t->cache, t->now_ms, &st) || !cache_foreach(t->cache, count_hints, t))
 		return EXIT_FAIL;
 	printf("file: %s\n", t->conf->cache);
-	printf("records: %zu\naddresses: %zu\ndomains: %zu\nexpired: %zu\n", st.addresses + st.domains,
-	       st.addresses, st.domains, st.expired);
+	printf("records: %zu\naddresses: %zu\ndomains: %zu\nhints: %zu\nexpired: %zu\n",
+	       st.addresses + st.domains + t->hints, st.addresses, st.domains, t->hints,
+	       st.expired + t->hints_expired);
 	for (int k = 0; k < OUTCOME_KIND_COUNT; k++)
 		printf("%s: %zu\n", outcome_name((enum outcome_kind)k), st.by_outcome[k]);
 	printf("map_bytes: %llu (%.1f MiB)\nused_bytes: %llu (%.1f MiB)\nmax_bytes: %llu (%d MiB)\n",
@@ -260,7 +367,7 @@ static int cmd_stats(struct tool *t)
 /* cmd_put - store a record, replacing whatever was there */
 static int cmd_put(struct tool *t)
 {
-	char akey[CACHE_KEY_MAX], dkey[CACHE_KEY_MAX], why[200];
+	char keys[KEY_SLOTS][CACHE_KEY_MAX], why[200];
 	struct outcome o;
 	struct cache_record rec;
 	enum outcome_kind kind;
@@ -274,13 +381,20 @@ static int cmd_put(struct tool *t)
 		fprintf(stderr, "vemilter-cache: reply code %s: %s\n", t->argv[3], why);
 		return EXIT_USAGE;
 	}
-	if (!keys_for(t->argv[1], akey, dkey))
+	if (!keys_for(t->argv[1], true, keys))
 		return EXIT_FAIL;
-	const char *key = akey[0] != '\0' ? akey : dkey;
+	/* an address's own record, a domain's facts, or the one key given */
+	const char *key = keys[KEY_ADDRESS][0] != '\0'  ? keys[KEY_ADDRESS]
+	                  : keys[KEY_DOMAIN][0] != '\0' ? keys[KEY_DOMAIN]
+	                                                : keys[KEY_HINTS];
 	memset(&o, 0, sizeof(o));
 	outcome_set(&o, kind, STAGE_NONE, (int)code, t->argc == 6 ? t->argv[4] : NULL,
 	            t->argc == 6 ? t->argv[5] : NULL, "set by vemilter-cache");
+	o.flags = t->flags;
 	cache_record_make(t->conf, &o, t->now_ms, &rec);
+	if (t->deferred_for_ms >= 0)
+		rec.deferred_since_ms = t->now_ms - t->deferred_for_ms;
+	rec.tries = (unsigned)t->tries;
 	cache_del(t->cache, key); /* an administrator's word replaces anything */
 	if (!cache_put(t->cache, key, &rec, t->now_ms))
 		return EXIT_FAIL;
@@ -299,13 +413,88 @@ static const struct {
         {"stats", cmd_stats, NULL, 1, 1},   {"put", cmd_put, NULL, 3, 6},
 };
 
-/* take_flags - move the command's flag out of argv; false on another option.
- * put takes none: its TEXT may start with a dash. */
+/* parse_flag_list - "name,name" (see flag_names) into *out; false with a message */
+static bool parse_flag_list(const char *list, unsigned *out)
+{
+	char copy[256];
+	*out = 0;
+	snprintf(copy, sizeof(copy), "%s", list);
+	for (char *save = NULL, *name = strtok_r(copy, ", ", &save); name != NULL;
+	     name = strtok_r(NULL, ", ", &save)) {
+		size_t i = 0;
+		while (i < sizeof(flag_names) / sizeof(flag_names[0]) &&
+		       strcmp(name, flag_names[i].name) != 0)
+			i++;
+		if (i == sizeof(flag_names) / sizeof(flag_names[0])) {
+			fprintf(stderr,
+			        "vemilter-cache: put: unknown flag %s (not_catchall, fallback_sender, "
+			        "greylist, "
+			        "protocol, loop, tagged)\n",
+			        name);
+			return false;
+		}
+		*out |= flag_names[i].bit;
+	}
+	return true;
+}
+
+/* put_option - one of put's options with its value; false with a message */
+static bool put_option(struct tool *t, const char *name, const char *value)
+{
+	char why[200];
+	if (strcmp(name, "--flags") == 0)
+		return parse_flag_list(value, &t->flags);
+	if (strcmp(name, "--deferred-for") == 0) {
+		if (conf_parse_duration_ms(value, &t->deferred_for_ms) && t->deferred_for_ms <= t->now_ms)
+			return true;
+		fprintf(stderr, "vemilter-cache: put: --deferred-for %s: not a duration such as 30m or 2h\n",
+		        value);
+		return false;
+	}
+	if (strcmp(name, "--tries") == 0) {
+		if (conf_parse_integer(value, 0, 255, &t->tries, why, sizeof(why)))
+			return true;
+		fprintf(stderr, "vemilter-cache: put: --tries %s: %s\n", value, why);
+		return false;
+	}
+	fprintf(stderr, "vemilter-cache: put: unknown option %s\n", name);
+	return false;
+}
+
+/* take_put_options - put's options come before its key (its TEXT may start
+ * with a dash): "--flags LIST" or "--flags=LIST", and so on; "--" ends them.
+ * *i is left at the first argument after them. */
+static bool take_put_options(struct tool *t, int argc, char **argv, int *i)
+{
+	for (; *i < argc && strncmp(argv[*i], "--", 2) == 0; (*i)++) {
+		if (argv[*i][2] == '\0') {
+			(*i)++;
+			break;
+		}
+		char name[32];
+		const char *eq = strchr(argv[*i], '=');
+		const char *value = eq != NULL ? eq + 1 : *i + 1 < argc ? argv[*i + 1] : NULL;
+		snprintf(name, sizeof(name), "%.*s", eq != NULL ? (int)(eq - argv[*i]) : 31, argv[*i]);
+		if (value == NULL) {
+			fprintf(stderr, "vemilter-cache: put: %s needs a value\n", name);
+			return false;
+		}
+		if (!put_option(t, name, value))
+			return false;
+		*i += eq == NULL;
+	}
+	return true;
+}
+
+/* take_flags - move the command's options out of argv; false on another
+ * option. put's options come first; then everything is an argument. */
 static bool take_flags(struct tool *t, int i_cmd, int argc, char **argv)
 {
 	const char *flag = commands[i_cmd].flag;
-	int n = 1;
-	for (int i = 1; i < argc; i++) {
+	int n = 1, i = 1;
+	if (commands[i_cmd].run == cmd_put && !take_put_options(t, argc, argv, &i))
+		return false;
+	for (; i < argc; i++) {
 		if (commands[i_cmd].run == cmd_put || argv[i][0] != '-' || argv[i][1] == '\0')
 			argv[n++] = argv[i];
 		else if (flag != NULL && strcmp(argv[i], flag) == 0)
@@ -377,13 +566,14 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	t.now_ms = clock_now_ms();
+	t.deferred_for_ms = -1;
 	int cmd = optind < argc ? parse_command(&t, argc - optind, argv + optind) : -1;
 	if (cmd < 0) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}
 	log_open("vemilter-cache", LOG_USER, true, LOG_WARNING);
-	t.now_ms = clock_now_ms();
 	int rc = open_all(&t, conf_path);
 	if (rc == EXIT_OK) {
 		rc = commands[cmd].run(&t);

@@ -57,7 +57,7 @@ static struct {
 
 enum message_state {
 	MSG_DECIDED,     /* nothing pending: accepted at MAIL FROM, or no MAIL FROM yet */
-	MSG_BAD_SYNTAX,  /* reject every recipient but the exempt ones */
+	MSG_BAD_SYNTAX,  /* reject every recipient but the exempt ones (dry_run: log, accept) */
 	MSG_BLOCKLISTED, /* the same, with the blocklist reply */
 	MSG_VERIFYING,   /* a verification runs; its verdict applies from the first RCPT */
 };
@@ -179,17 +179,27 @@ static void add_dry_run(char *line, size_t size, size_t *len, const struct polic
 	kv_add(line, size, len, "intended", policy_action_name(v->intended));
 }
 
-/* log_verified - a verdict after verification: outcome, source, MX, reply, time */
+/* log_verified - a verdict after verification: outcome, source, MX, reply,
+ * time; a verdict that defer_limit turned into accept says so in reason and
+ * keeps the outcome, and any deferred sender says for how long */
 static void log_verified(const struct connection *conn, const char *rcpt)
 {
 	const struct message *msg = &conn->msg;
 	const struct outcome *o = &msg->result.outcome;
+	const struct policy_verdict *v = &msg->verdict;
 	char line[2048], number[32], remote[OUTCOME_TEXT_MAX + 32] = "";
-	const char *reason = msg->budget_exceeded ? "budget_exceeded" : outcome_name(o->kind);
-	size_t len =
-	        verdict_line(conn, line, sizeof(line), policy_action_name(msg->verdict.action), reason, rcpt);
-	add_dry_run(line, sizeof(line), &len, &msg->verdict);
+	const char *reason = msg->budget_exceeded ? "budget_exceeded"
+	                     : v->defer_limit     ? "defer_limit"
+	                                          : outcome_name(o->kind);
+	size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
+	add_dry_run(line, sizeof(line), &len, v);
 	if (!msg->budget_exceeded) {
+		if (v->defer_limit)
+			kv_add(line, sizeof(line), &len, "outcome", outcome_name(o->kind));
+		if (v->deferred) {
+			snprintf(number, sizeof(number), "%llds", (long long)(v->deferred_for_ms / 1000));
+			kv_add(line, sizeof(line), &len, "deferred_for", number);
+		}
 		kv_add(line, sizeof(line), &len, "source", verify_source_name(msg->result.source));
 		kv_add(line, sizeof(line), &len, "stage", probe_stage_name(o->stage));
 		kv_add(line, sizeof(line), &len, "mx", o->mx_host[0] ? o->mx_host : NULL);
@@ -375,7 +385,7 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 	case PRECHECK_REJECT:
 		/* Applied per recipient, so postmaster@ stays reachable. */
 		msg->state = MSG_BAD_SYNTAX;
-		log_msg(LOG_DEBUG, "sender %s fails syntax (%s); rejecting at RCPT", msg->sender,
+		log_msg(LOG_DEBUG, "sender %s fails syntax (%s); judged at RCPT", msg->sender,
 		        msg->check.detail);
 		return SMFIS_CONTINUE;
 	}
@@ -383,7 +393,8 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 }
 
 /* await_verdict - the verification's answer (or the budget's end) and the
- * policy's verdict for it; waits only the first time */
+ * policy's verdict for it, defer_limit judged now (the verifier's
+ * deferred_since_ms is wall clock); waits only the first time */
 static void await_verdict(struct connection *conn)
 {
 	struct message *msg = &conn->msg;
@@ -391,8 +402,8 @@ static void await_verdict(struct connection *conn)
 		return;
 	int64_t deadline = verify_submitted_ms(msg->ticket) + conn->conf->verify_budget_ms;
 	if (verify_wait(msg->ticket, deadline, &msg->result)) {
-		policy_for_outcome(conn->conf, msg->check.sender.domain_ascii, msg->result.outcome.kind,
-		                   &msg->verdict);
+		policy_for_verified(conn->conf, msg->check.sender.domain_ascii, msg->result.outcome.kind,
+		                    msg->result.deferred_since_ms, clock_now_ms(), &msg->verdict);
 		msg->answered = true;
 		msg->budget_exceeded = false;
 	} else {
@@ -449,6 +460,22 @@ static sfsistat verdict_for_rcpt(SMFICTX *ctx, struct connection *conn, const ch
 	return refuse(ctx, conn, msg->verdict.reply, msg->budget_exceeded ? NULL : &msg->result.outcome);
 }
 
+/* verdict_unprobed - apply a verdict decided without a probe (bad syntax,
+ * blocklist) to one recipient: one line each, dry_run included */
+static sfsistat verdict_unprobed(SMFICTX *ctx, const struct connection *conn, const struct policy_verdict *v,
+                                 const char *reason, const char *rcpt, const char *detail)
+{
+	char line[1536];
+	size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
+	add_dry_run(line, sizeof(line), &len, v);
+	if (detail != NULL && *detail != '\0')
+		kv_add(line, sizeof(line), &len, "detail", detail);
+	log_msg(LOG_INFO, "%s", line);
+	if (v->action == POLICY_ACCEPT)
+		return SMFIS_CONTINUE;
+	return refuse(ctx, conn, v->reply, NULL);
+}
+
 /* on_envrcpt - apply the sender's verdict, sparing exempt recipients */
 static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 {
@@ -464,23 +491,14 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 		log_verdict(conn, "accept", "exempt_recipient", rcpt, msg->check.detail);
 		return SMFIS_CONTINUE;
 	}
+	struct policy_verdict v;
 	switch (msg->state) {
 	case MSG_BAD_SYNTAX:
-		log_verdict(conn, "reject", msg->check.reason, rcpt, msg->check.detail);
-		return refuse(ctx, conn, &conn->conf->bad_syntax_reply, NULL);
-	case MSG_BLOCKLISTED: {
-		struct policy_verdict v;
+		policy_for_bad_syntax(conn->conf, &v);
+		return verdict_unprobed(ctx, conn, &v, msg->check.reason, rcpt, msg->check.detail);
+	case MSG_BLOCKLISTED:
 		policy_for_blocklist(conn->conf, &v);
-		char line[1536];
-		size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v.action),
-		                          "blocklisted", rcpt);
-		add_dry_run(line, sizeof(line), &len, &v);
-		kv_add(line, sizeof(line), &len, "detail", msg->matched);
-		log_msg(LOG_INFO, "%s", line);
-		if (v.action == POLICY_ACCEPT)
-			return SMFIS_CONTINUE;
-		return refuse(ctx, conn, v.reply, NULL);
-	}
+		return verdict_unprobed(ctx, conn, &v, "blocklisted", rcpt, msg->matched);
 	case MSG_VERIFYING:
 		return verdict_for_rcpt(ctx, conn, rcpt);
 	case MSG_DECIDED:

@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """test_cachetool - vemilter-cache, the administrator's view of the cache:
 put/get/list/del/purge/stats output and exit codes, the stale and expired
-marks, bad arguments (64), configuration errors (78), a corrupt cache file
-(moved aside, recreated), and the tool working while another process holds
-the cache open.
+marks, address records, domain facts (d:) and probe hints (h:) named by an
+address, a domain or a key, the flags, greylist tries and deferral start
+put can set and list shows, bad arguments (64), configuration errors (78),
+a corrupt cache file (moved aside, recreated), and the tool working while
+another process holds the cache open.
 
 TAP on stdout; exit 0 only if every case passed. Every command is bounded.
 """
 
+import calendar
 import os
 import re
 import subprocess
@@ -22,9 +25,10 @@ from vmtest import TempDir, run  # noqa: E402
 
 TOOL = os.path.join(vmtest.builddir(), "vemilter-cache")
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
-LINE = re.compile(r'^(?P<key>\S+) (?P<outcome>[a-z_]+) stage=(?P<stage>\S+) reply=(?P<reply>"[^"]*"|\S+) '
-                  r'mx=\S+ addr=\S+ probed=(?P<probed>%s) refresh=(?P<refresh>%s) expires=(?P<expires>%s) '
-                  r'reason=(?:"[^"]*"|\S+)(?P<mark> expired| stale)?$' % (ISO, ISO, ISO))
+LINE = re.compile(r'^(?P<key>\S+) (?P<outcome>[a-z_]+) flags=(?P<flags>[a-z_,]+|-) stage=(?P<stage>\S+) '
+                  r'reply=(?P<reply>"[^"]*"|\S+) mx=\S+ addr=\S+ probed=(?P<probed>%s) refresh=(?P<refresh>%s) '
+                  r'expires=(?P<expires>%s) deferred_since=(?P<deferred_since>%s|-) tries=(?P<tries>\d+) '
+                  r'reason=(?:"[^"]*"|\S+)(?P<mark> expired| stale)?$' % (ISO, ISO, ISO, ISO))
 
 
 def scratch(cleanup, **conf):
@@ -63,9 +67,16 @@ def t_usage(tap, cleanup):
     tap.equal("put with an unknown outcome exits 64", p.returncode, 64, diag(p))
     p = tool(conf, "put", "x@example.org", "invalid", "5x0", "5.1.1", "no")
     tap.equal("put with a bad reply code exits 64", p.returncode, 64, diag(p))
+    for args in (["--bogus", "x@example.org", "valid"], ["--flags", "cheese", "x@example.org", "valid"],
+                 ["--tries", "256", "x@example.org", "valid"], ["--tries=-1", "x@example.org", "valid"],
+                 ["--deferred-for", "soon", "x@example.org", "valid"], ["x@example.org", "valid", "--tries"],
+                 ["--flags"]):
+        p = tool(conf, "put", *args)
+        tap.equal("usage: put %s exits 64" % " ".join(args), p.returncode, 64, diag(p))
     p = run([TOOL, "-h"])
     tap.check("-h prints the synopsis and exits 0", p.returncode == 0 and "purge [--expired]" in p.stdout
-              and "put ADDRESS|KEY OUTCOME" in p.stdout, diag(p))
+              and "get ADDRESS|DOMAIN|KEY" in p.stdout and "del [--domain] ADDRESS|DOMAIN|KEY" in p.stdout
+              and "put [--flags LIST] [--deferred-for DURATION] [--tries N]" in p.stdout, diag(p))
     p = run([TOOL, "-V"])
     tap.check("-V prints the version", p.returncode == 0 and p.stdout.startswith("vemilter-cache "), diag(p))
 
@@ -99,9 +110,10 @@ def t_put_get_list(tap, cleanup):
     tap.check("put a domain key", p.returncode == 0 and p.stdout.startswith("d:example.org catch_all "), diag(p))
     p = tool(conf, "get", "Bob@example.org")
     got = records(p)
-    tap.check("get shows the address's record and its domain's",
+    tap.check("get shows the address's record and its domain's (facts, and hints: none)",
               p.returncode == 0 and [g and (g["key"], g["outcome"]) for g in got]
-              == [("a:Bob@example.org", "invalid"), ("d:example.org", "catch_all")], diag(p))
+              == [("a:Bob@example.org", "invalid"), ("d:example.org", "catch_all"), None]
+              and p.stdout.splitlines()[2] == "h:example.org not cached", diag(p))
     p = tool(conf, "get", "alice@example.org")
     tap.check("get: address not cached, domain cached: exit 0",
               p.returncode == 0 and "a:alice@example.org not cached" in p.stdout
@@ -162,7 +174,8 @@ def t_stats_del_purge(tap, cleanup):
     fields = dict(line.split(": ", 1) for line in p.stdout.splitlines() if ": " in line)
     tap.check("stats: counts by kind and outcome",
               p.returncode == 0 and fields.get("records") == "5" and fields.get("addresses") == "3"
-              and fields.get("domains") == "2" and fields.get("valid") == "2" and fields.get("invalid") == "1"
+              and fields.get("domains") == "2" and fields.get("hints") == "0"
+              and fields.get("valid") == "2" and fields.get("invalid") == "1"
               and fields.get("catch_all") == "1" and fields.get("no_domain") == "1"
               and fields.get("tempfail") == "0", diag(p))
     tap.check("stats: map and used sizes", re.match(r"^\d+ \(", fields.get("map_bytes", ""))
@@ -183,6 +196,95 @@ def t_stats_del_purge(tap, cleanup):
               p.returncode == 0 and p.stdout.strip() == "removed 1 record", diag(p))
     p = tool(conf, "list")
     tap.check("list of an empty cache: no lines, exit 0", p.returncode == 0 and p.stdout == "", diag(p))
+
+
+def t_domains_and_hints(tap, cleanup):
+    """Domain facts (d:) and probe hints (h:) are shown, set and deleted like
+    address records: by key, by domain (any case, IDN), or with an address."""
+    tmp, conf = scratch(cleanup, temporary_ttl="10m")
+    p = tool(conf, "put", "--flags", "not_catchall,fallback_sender", "h:B\u00fccher.Example", "valid")
+    got = records(p)
+    tap.check("put a hints key: normalized to lower-case A-labels, flags shown by name",
+              p.returncode == 0 and len(got) == 1 and got[0] is not None
+              and got[0]["key"] == "h:xn--bcher-kva.example"
+              and got[0]["flags"] == "not_catchall,fallback_sender" and got[0]["tries"] == "0"
+              and got[0]["deferred_since"] == "-", diag(p))
+    p = tool(conf, "put", "B\u00fccher.example", "no_domain")
+    tap.check("put DOMAIN stores the domain's fact (d:)",
+              p.returncode == 0 and p.stdout.startswith("d:xn--bcher-kva.example no_domain flags=- "), diag(p))
+    before = time.time()
+    p = tool(conf, "put", "--deferred-for", "3h", "--tries=2", "--flags", "greylist",
+             "bob@b\u00fccher.example", "tempfail", "450", "4.2.0", "-greylisted-")
+    got = records(p)
+    deferred = got[0] and calendar.timegm(time.strptime(got[0]["deferred_since"], "%Y-%m-%dT%H:%M:%SZ"))
+    tap.check("put an address with --deferred-for 3h --tries=2 --flags greylist (TEXT may start with a dash)",
+              p.returncode == 0 and got[0] is not None and got[0]["key"] == "a:bob@xn--bcher-kva.example"
+              and got[0]["flags"] == "greylist" and got[0]["tries"] == "2"
+              and got[0]["reply"] == "\"450 4.2.0 -greylisted-\""
+              and abs(deferred - (before - 3 * 3600)) < 5, "%s\ndeferred %r, want about %r" % (
+                  diag(p), deferred, before - 3 * 3600))
+    tool(conf, "put", "alice@other.example", "valid")
+
+    p = tool(conf, "list")
+    got = records(p)
+    tap.check("list: every kind, in key order, each line parseable",
+              p.returncode == 0 and [g and (g["key"], g["outcome"], g["flags"]) for g in got]
+              == [("a:alice@other.example", "valid", "-"), ("a:bob@xn--bcher-kva.example", "tempfail", "greylist"),
+                  ("d:xn--bcher-kva.example", "no_domain", "-"),
+                  ("h:xn--bcher-kva.example", "valid", "not_catchall,fallback_sender")], diag(p))
+
+    for arg in ("B\u00fccher.Example", "xn--bcher-kva.example.", "XN--BCHER-KVA.EXAMPLE"):
+        p = tool(conf, "get", arg)
+        tap.check("get DOMAIN (%s): the domain's facts and hints, not its addresses" % arg,
+                  p.returncode == 0 and [g and g["key"] for g in records(p)]
+                  == ["d:xn--bcher-kva.example", "h:xn--bcher-kva.example"], diag(p))
+    p = tool(conf, "get", "someone@B\u00fccher.example")
+    tap.check("get ADDRESS: its own record (absent) and its domain's two",
+              p.returncode == 0 and p.stdout.splitlines()[0] == "a:someone@xn--bcher-kva.example not cached"
+              and [g and g["key"] for g in records(p)[1:]]
+              == ["d:xn--bcher-kva.example", "h:xn--bcher-kva.example"], diag(p))
+    p = tool(conf, "get", "h:XN--BCHER-KVA.example")
+    tap.check("get h:KEY: that key only, normalized",
+              p.returncode == 0 and [g and g["key"] for g in records(p)] == ["h:xn--bcher-kva.example"], diag(p))
+    p = tool(conf, "get", "other.example")
+    tap.check("get DOMAIN with only address records: exit 1, both keys not cached",
+              p.returncode == 1 and p.stdout == "d:other.example not cached\nh:other.example not cached\n",
+              diag(p))
+    p = tool(conf, "get", "no such domain")
+    tap.check("get: neither an address nor a domain: exit 1 and says so",
+              p.returncode == 1 and "not an address or a domain" in p.stderr, diag(p))
+    p = tool(conf, "put", "h:not a domain", "valid")
+    tap.check("put: a key that does not parse is refused (exit 1)",
+              p.returncode == 1 and "not a valid key" in p.stderr, diag(p))
+    p = tool(conf, "stats")
+    fields = dict(line.split(": ", 1) for line in p.stdout.splitlines() if ": " in line)
+    tap.check("stats counts hints apart: records 4 = 2 addresses + 1 domain + 1 hints",
+              (fields.get("records"), fields.get("addresses"), fields.get("domains"), fields.get("hints"))
+              == ("4", "2", "1", "1"), diag(p))
+
+    p = tool(conf, "del", "bob@b\u00fccher.example")
+    tap.check("del ADDRESS: only the address's record",
+              p.returncode == 0 and p.stdout == "a:bob@xn--bcher-kva.example deleted\n", diag(p))
+    p = tool(conf, "del", "B\u00fccher.example")
+    tap.check("del DOMAIN: its facts and hints",
+              p.returncode == 0 and p.stdout == "d:xn--bcher-kva.example deleted\nh:xn--bcher-kva.example deleted\n",
+              diag(p))
+    p = tool(conf, "del", "b\u00fccher.example")
+    tap.check("del DOMAIN again: exit 1, not cached", p.returncode == 1
+              and p.stdout.count(" not cached") == 2, diag(p))
+    tool(conf, "put", "h:other.example", "valid")
+    p = tool(conf, "del", "--domain", "alice@other.example")
+    tap.check("del --domain ADDRESS: the address's record, the domain's facts and hints",
+              p.returncode == 0 and p.stdout == "a:alice@other.example deleted\nd:other.example not cached\n"
+              "h:other.example deleted\n", diag(p))
+    p = tool(conf, "put", "t:Some=Key@Example.org", "valid")
+    tap.check("a key of another kind is taken exactly as given",
+              p.returncode == 0 and p.stdout.startswith("t:Some=Key@Example.org valid ")
+              and tool(conf, "get", "t:Some=Key@Example.org").returncode == 0
+              and tool(conf, "del", "t:Some=Key@Example.org").stdout == "t:Some=Key@Example.org deleted\n",
+              diag(p))
+    p = tool(conf, "list")
+    tap.check("nothing left", p.returncode == 0 and p.stdout == "", diag(p))
 
 
 def t_corrupt_file(tap, cleanup):
@@ -228,8 +330,8 @@ def t_while_held(tap, cleanup):
               "exit %r, %d lines, stderr %s" % (lister.returncode, len(lines), err.decode()))
 
 
-TESTS = [t_usage, t_config_errors, t_put_get_list, t_marks_and_sweep, t_stats_del_purge, t_corrupt_file,
-         t_while_held]
+TESTS = [t_usage, t_config_errors, t_put_get_list, t_marks_and_sweep, t_stats_del_purge, t_domains_and_hints,
+         t_corrupt_file, t_while_held]
 
 
 setup = vmtest.require_binary(TOOL, "vemilter-cache")

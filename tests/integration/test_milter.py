@@ -2,13 +2,20 @@
 """test_milter - vemilter's decisions over its real milter socket, spoken to
 by tests/lib/milterclient.py the way Postfix speaks (protocol version 6).
 
-Two daemons run side by side:
+Three daemons run side by side:
   main:   trusted_networks 192.0.2.0/24 and 2001:db8:1::/48 (loopback is
           NOT trusted, so test clients are checked), an allow-listed domain,
-          allow-listed senders (one from a file:), default exemptions and
-          reply.
+          allow-listed senders (one from a file:), default exemptions,
+          replies and policy. Its DNS server is 127.0.0.1:1, where nothing
+          listens: every probe ends in tempfail at once, which the default
+          policy defers (451 at RCPT).
   custom: skip_authenticated = no, exempt_recipients = hostmaster, and a
           custom bad_syntax_reply.
+  dry:    dry_run = yes, a blocklisted domain, and a fake DNS server: an
+          unknown domain is NXDOMAIN (no_domain, a reject), servfail.test
+          fails (tempfail), silent.test is never answered (verify_budget
+          runs out). Every one of them, and bad syntax, is logged as what it
+          would have been, and accepted.
 
 TAP on stdout; exit 0 only if every case passed. Loopback only; every wait
 is bounded.
@@ -19,16 +26,22 @@ import os
 import re
 import signal
 import sys
+import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
 from vmtest import Daemon, TempDir, base_conf  # noqa: E402
 from milterclient import MilterClient  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
 
 BIN = vmtest.vemilter_binary()
 REPLY_PREFIX = "553 5.1.7 Sender address rejected: "
+# tempfail_reply's default, for a sender whose probe failed for now
+DEFER_PREFIX = "451 4.7.1 Sender address <%s> could not be verified ("
 
 # Senders that do not parse (each for its own reason).
 BAD_SENDERS = [
@@ -43,10 +56,12 @@ BAD_SENDERS = [
 
 
 class G:
-    """Shared state: the two daemons and their temp dir."""
+    """Shared state: the daemons, the fake DNS server and the temp dir."""
     tmp = None
     main = None
     custom = None
+    dry = None
+    dns = None
     qids = itertools.count(1)
 
 
@@ -88,36 +103,57 @@ def diag_for(daemon, c=None):
 
 def check_accept_at_mail(tap, name, sender, reason, client="127.0.0.1", macros=None,
                          daemon=None, mail_args=None):
-    """One message whose MAIL must be accepted with the given reason.
-
-    reason "verified": a sender no rule vouches for is verified. These
-    daemons resolve with a dead DNS server (127.0.0.1:1), so the probe ends
-    in tempfail at once, which the default policy accepts: MAIL gets
-    continue, RCPT continue, and one verdict line reason=tempfail."""
+    """One message whose MAIL must be accepted with the given reason: MAIL
+    gets accept, and one verdict line action=accept reason=REASON."""
     d = daemon or G.main
     q = qid()
     m = {"i": q}
     m.update(macros or {})
     c = session(d, client)
-    verified = reason == "verified"
     try:
         r = c.mail(mail_args or [sender], macros=m)
-        if verified:
-            rr = c.rcpt("<user@test.example>") if r == "c" else None
-            tap.check("%s: MAIL %s continues to verification, RCPT accepted" % (name, sender),
-                      r == "c" and rr in ("c", "a"), lambda: "reply %r/%r\n%s" % (r, rr, diag_for(d, c)()))
-        else:
-            tap.check("%s: MAIL %s accepted ('a')" % (name, sender), r == "a",
-                      lambda: "reply %r\n%s" % (r, diag_for(d, c)()))
+        tap.check("%s: MAIL %s accepted ('a')" % (name, sender), r == "a",
+                  lambda: "reply %r\n%s" % (r, diag_for(d, c)()))
         c.abort()
         c.quit()
     finally:
         c.close()
     v = verdicts(d, q, 1)
-    want = "tempfail" if verified else reason
-    ok = (len(v) == 1 and v[0].get("action") == "accept" and v[0].get("reason") == want
+    ok = (len(v) == 1 and v[0].get("action") == "accept" and v[0].get("reason") == reason
           and v[0].get("sender") == sender and v[0].get("client") == client)
-    tap.check("%s: one verdict line action=accept reason=%s client=%s" % (name, want, client), ok,
+    tap.check("%s: one verdict line action=accept reason=%s client=%s" % (name, reason, client), ok,
+              lambda: "verdicts for %s: %r\n%s" % (q, [x["_line"] for x in v], d.diag()))
+
+
+def check_verified(tap, name, sender, client="127.0.0.1", daemon=None, mail_args=None,
+                   rcpt="<user@test.example>"):
+    """A sender no rule vouches for is verified. main's DNS server is dead, so
+    the probe ends in tempfail at once, which the default policy defers: MAIL
+    gets continue, RCPT the 451 tempfail_reply naming the sender, and one
+    verdict line action=tempfail reason=tempfail rcpt=RCPT source=probed
+    stage=dns deferred_for=0s (the first deferral; no cache here)."""
+    d = daemon or G.main
+    q = qid()
+    c = session(d, client)
+    bare = sender[1:-1] if sender.startswith("<") and sender.endswith(">") else sender
+    try:
+        r = c.mail(mail_args or [sender], macros={"i": q})
+        rr = c.rcpt(rcpt) if r == "c" else None
+        text = getattr(rr, "text", None) or ""
+        tap.check("%s: MAIL %s continues to verification, RCPT deferred with 451 4.7.1" % (name, sender),
+                  r == "c" and getattr(rr, "code", None) == "y" and text.startswith(DEFER_PREFIX % bare),
+                  lambda: "reply %r/%r\n%s" % (r, rr, diag_for(d, c)()))
+        c.abort()
+        c.quit()
+    finally:
+        c.close()
+    v = verdicts(d, q, 1)
+    ok = (len(v) == 1 and v[0].get("action") == "tempfail" and v[0].get("reason") == "tempfail"
+          and v[0].get("rcpt") == rcpt and v[0].get("sender") == sender and v[0].get("client") == client
+          and v[0].get("source") == "probed" and v[0].get("stage") == "dns"
+          and "dry_run" not in v[0] and "outcome" not in v[0])
+    tap.check("%s: one verdict line action=tempfail reason=tempfail rcpt=%s source=probed stage=dns"
+              % (name, rcpt), ok,
               lambda: "verdicts for %s: %r\n%s" % (q, [x["_line"] for x in v], d.diag()))
 
 
@@ -195,7 +231,19 @@ def t_start(tap, cleanup):
         exempt_recipients="hostmaster",
         bad_syntax_reply="550 5.7.1 Go away (%r)",
     ), name="custom")
-    for d in (G.main, G.custom):
+    G.dns = FakeDNS({
+        "servfail.test": {"rcode": "SERVFAIL"},
+        "silent.test": {"timeout": True},
+    })
+    port = G.dns.start()
+    G.dry = Daemon(G.tmp, base_conf(
+        G.tmp, "dry.sock",
+        dry_run="yes",
+        sender_domain_blocklist="blocked.example",
+        dns_servers="127.0.0.1:%d" % port,
+        verify_budget="1s",
+    ), name="dry")
+    for d in (G.main, G.custom, G.dry):
         try:
             d.start()
             tap.check("%s daemon starts" % d.name, True)
@@ -296,22 +344,22 @@ def t_allow_lists(tap, cleanup):
                          "allowlisted_domain")
     check_accept_at_mail(tap, "allow-listed domain in upper case", "<Someone@PARTNER.Example>",
                          "allowlisted_domain")
-    check_accept_at_mail(tap, "domain merely ending in an allow-listed name", "<someone@notpartner.example>",
-                         "verified")
+    check_verified(tap, "domain merely ending in an allow-listed name", "<someone@notpartner.example>")
     check_accept_at_mail(tap, "allow-listed sender from a file: list", "<boss@elsewhere.example>",
                          "allowlisted_sender")
     check_accept_at_mail(tap, "allow-listed sender given inline", "<friend@other.example>",
                          "allowlisted_sender")
-    check_accept_at_mail(tap, "another sender at an allow-listed sender's domain",
-                         "<intern@elsewhere.example>", "verified")
+    check_verified(tap, "another sender at an allow-listed sender's domain", "<intern@elsewhere.example>")
 
 
-def t_valid_sender(tap, cleanup):
-    check_accept_at_mail(tap, "valid sender", "<user@example.com>", "verified")
-    check_accept_at_mail(tap, "valid sender with ESMTP args", "<user@example.com>", "verified",
-                         mail_args=["<user@example.com>", "SIZE=1000", "BODY=8BITMIME"])
-    check_accept_at_mail(tap, "valid sender with a quoted local part", '<"john doe"@example.com>',
-                         "verified")
+def t_verified_sender(tap, cleanup):
+    """Well-formed senders nobody vouches for are verified; with DNS down the
+    answer is tempfail, deferred by default (tempfail_action = tempfail)."""
+    check_verified(tap, "well-formed sender", "<user@example.com>")
+    check_verified(tap, "well-formed sender with ESMTP args", "<user@example.com>",
+                   mail_args=["<user@example.com>", "SIZE=1000", "BODY=8BITMIME"])
+    check_verified(tap, "well-formed sender with a quoted local part", '<"john doe"@example.com>')
+    check_verified(tap, "well-formed sender over IPv6", "<user@example.com>", client="2001:db8:2::25")
 
 
 def t_custom_daemon(tap, cleanup):
@@ -335,7 +383,8 @@ def t_two_messages(tap, cleanup):
     c.abort()
     r = c.mail("<good@example.com>", macros={"i": q2})
     rr = c.rcpt("<user@test.example>") if r == "c" else None
-    tap.check("2nd message (after ABORT): good sender verified and accepted", r == "c" and rr in ("c", "a"),
+    tap.check("2nd message (after ABORT): good sender verified, deferred (DNS down here)",
+              r == "c" and getattr(rr, "smtp_code", None) == "451",
               lambda: "%r/%r\n%s" % (r, rr, c.transcript_text()))
     c.abort()
     r = c.mail("<c..d@example.com>", macros={"i": q3})
@@ -355,9 +404,11 @@ def t_two_messages(tap, cleanup):
               [x.get("sender") for x in v1 + v2 + v3 + v4]
               == ["<a..b@example.com>", "<good@example.com>", "<c..d@example.com>", "<>"],
               lambda: "\n".join(x["_line"] for x in v1 + v2 + v3 + v4) + "\n" + d.diag())
-    tap.check("verdict reasons per message: bad_syntax, tempfail (DNS down here), bad_syntax, null_sender",
-              [x.get("reason") for x in v1 + v2 + v3 + v4]
-              == ["bad_syntax", "tempfail", "bad_syntax", "null_sender"],
+    tap.check("verdicts per message: reject bad_syntax, tempfail tempfail (DNS down here), "
+              "reject bad_syntax, accept null_sender",
+              [(x.get("action"), x.get("reason")) for x in v1 + v2 + v3 + v4]
+              == [("reject", "bad_syntax"), ("tempfail", "tempfail"), ("reject", "bad_syntax"),
+                  ("accept", "null_sender")],
               lambda: "\n".join(x["_line"] for x in v1 + v2 + v3 + v4))
 
 
@@ -371,8 +422,9 @@ def t_two_connections(tap, cleanup):
     ra = a.mail("<a..b@example.com>", macros={"i": qid()})
     rb = b.mail("<fine@example.com>", macros={"i": qid()})
     rbr = b.rcpt("<user@test.example>") if rb == "c" else None
-    tap.check("concurrent sessions: bad sender continue, good sender verified and accepted",
-              ra == "c" and rb == "c" and rbr in ("c", "a"), "a %r, b %r/%r" % (ra, rb, rbr))
+    tap.check("concurrent sessions: bad sender continue, good sender verified and deferred",
+              ra == "c" and rb == "c" and getattr(rbr, "smtp_code", None) == "451",
+              "a %r, b %r/%r" % (ra, rb, rbr))
     rr = a.rcpt("<user@test.example>")
     tap.check("concurrent sessions: bad sender's RCPT rejected", getattr(rr, "code", None) == "y",
               lambda: a.transcript_text())
@@ -410,7 +462,8 @@ def t_queue_id_unknown(tap, cleanup):
     sender = "<noqid-%d@example.com>" % os.getpid()
     r = c.mail(sender)  # no "i" macro, as Postfix before the queue file exists
     rr = c.rcpt("<user@test.example>") if r == "c" else None
-    tap.check("MAIL without a queue id accepted", r == "c" and rr in ("c", "a"), lambda: "%r/%r" % (r, rr))
+    tap.check("MAIL without a queue id verified (deferred: DNS down here)",
+              r == "c" and getattr(rr, "smtp_code", None) == "451", lambda: "%r/%r" % (r, rr))
     c.abort()
     c.quit()
     got = vmtest.wait_until(lambda: [v for v in vmtest.parse_verdicts(d.log())
@@ -420,9 +473,81 @@ def t_queue_id_unknown(tap, cleanup):
               lambda: "%r\n%s" % ([g["_line"] for g in got or []], d.diag()))
 
 
+def dry_message(tap, name, sender, rcpts, data=False):
+    """One message to the dry_run daemon: MAIL and every RCPT must get
+    continue or accept, never a reply code; with data, the message is sent
+    whole and must not be refused either. Returns the verdict lines."""
+    d = G.dry
+    q = qid()
+    c = session(d)
+    try:
+        replies = [c.mail(sender, macros={"i": q})]
+        for rcpt in rcpts:
+            if replies[-1] == "a":
+                break  # accepted for the whole message
+            replies.append(c.rcpt(rcpt, macros={"{rcpt_addr}": rcpt.strip("<>")}))
+        if data and replies[-1] != "a":
+            c.data()
+            c.header("Subject", " dry run")
+            c.eoh()
+            c.body(b"hello\r\n")
+            replies.append(c.eom())
+        tap.check("dry_run, %s: nothing refused (%d replies, all continue/accept)" % (name, len(replies)),
+                  all(getattr(r, "code", r) in ("c", "a") for r in replies),
+                  lambda: "replies %r\n%s" % (replies, diag_for(d, c)()))
+        c.abort()
+        c.quit()
+    finally:
+        c.close()
+    return q
+
+
+def t_dry_run(tap, cleanup):
+    """dry_run = yes refuses nothing, bad syntax included, and logs what would
+    have been done: action=accept dry_run=yes intended=reject|tempfail."""
+    rcpts = ["<user@test.example>", "<postmaster@test.example>", "<other@test.example>"]
+    q = dry_message(tap, "bad syntax", "<a..b@example.com>", rcpts, data=True)
+    v = verdicts(G.dry, q, 3)
+    got = [(x.get("action"), x.get("reason"), x.get("rcpt"), x.get("dry_run"), x.get("intended"))
+           for x in v]
+    want = [("accept", "bad_syntax", rcpts[0], "yes", "reject"),
+            ("accept", "exempt_recipient", rcpts[1], None, None),
+            ("accept", "bad_syntax", rcpts[2], "yes", "reject")]
+    tap.check("dry_run, bad syntax: action=accept reason=bad_syntax dry_run=yes intended=reject per "
+              "recipient (postmaster: exempt_recipient)",
+              got == want and v[0].get("detail") == "local part has consecutive dots",
+              lambda: "want %r\ngot  %r\n%s" % (want, got, "\n".join(x["_line"] for x in v)))
+
+    q = dry_message(tap, "blocklisted", "<x@mail.blocked.example>", rcpts[:1])
+    v = verdicts(G.dry, q, 1)
+    tap.check("dry_run, blocklisted: action=accept reason=blocklisted dry_run=yes intended=reject",
+              len(v) == 1 and (v[0].get("action"), v[0].get("reason"), v[0].get("dry_run"),
+                               v[0].get("intended"), v[0].get("detail"))
+              == ("accept", "blocklisted", "yes", "reject", "blocked.example"),
+              lambda: "\n".join(x["_line"] for x in v) + "\n" + G.dry.diag())
+
+    for sender, reason, intended, what in (
+            ("<x@nowhere.test>", "no_domain", "reject", "NXDOMAIN"),
+            ("<x@servfail.test>", "tempfail", "tempfail", "SERVFAIL"),
+            ("<x@silent.test>", "budget_exceeded", "tempfail", "DNS silent past verify_budget")):
+        t0 = time.monotonic()
+        q = dry_message(tap, "%s (%s)" % (reason, what), sender, rcpts[:1])
+        took = time.monotonic() - t0
+        v = verdicts(G.dry, q, 1)
+        tap.check("dry_run, %s: action=accept reason=%s dry_run=yes intended=%s"
+                  % (what, reason, intended),
+                  len(v) == 1 and (v[0].get("action"), v[0].get("reason"), v[0].get("dry_run"),
+                                   v[0].get("intended")) == ("accept", reason, "yes", intended),
+                  lambda: "\n".join(x["_line"] for x in v) + "\n" + G.dry.diag())
+        if reason == "budget_exceeded":
+            tap.check("dry_run, budget: the verdict waited verify_budget (1 s), not the probe "
+                      "(%.2f s)" % took, 0.9 <= took < 5, G.dry.diag)
+
+
 def t_log_format(tap, cleanup):
-    """Every verdict line has the fields in the documented form."""
-    lines = G.main.log_lines(r"verdict ")
+    """Every verdict line has the fields in the documented form (main's and
+    dry's: dry_run adds fields, never changes their order)."""
+    lines = G.main.log_lines(r"verdict ") + G.dry.log_lines(r"verdict ")
     tap.check("verdict lines were logged", len(lines) > 10, G.main.diag)
     # The order is the documented one:
     # verdict queue_id=Q client=ADDR sender=<...> action=A reason=R [rcpt=<...>] [detail="..."]
@@ -431,30 +556,33 @@ def t_log_format(tap, cleanup):
         r'^vemilter\[\d+\]: info: verdict queue_id=\S+ client=\S+ sender=' + value +
         r' action=(?:accept|reject|tempfail) reason=(?:null_sender|trusted_network|authenticated|'
         r'allowlisted_domain|allowlisted_sender|bad_syntax|exempt_recipient|domain_override|'
-        r'blocklisted|budget_exceeded|valid|invalid|no_domain|catch_all|tempfail|blocked|unverifiable)'
+        r'blocklisted|budget_exceeded|defer_limit|valid|invalid|no_domain|catch_all|tempfail|blocked|'
+        r'unverifiable)'
         r'(?: rcpt=' + value + r')?(?: \w+=' + value + r')*$')
     bad = [l for l in lines if not pat.match(l)]
     tap.check("verdict lines match 'verdict queue_id= client= sender= action= reason= [rcpt=] [detail=]'",
               not bad, lambda: "%d of %d lines do not match, e.g.:\n%s" % (
                   len(bad), len(lines), "\n".join(bad[:6])))
-    other = [l for l in G.main.log().splitlines()
+    other = [l for d in (G.main, G.dry) for l in d.log().splitlines()
              if not re.match(r"^vemilter\[\d+\]: (error|warning|notice|info|debug): \S", l)]
     tap.check("every log line is 'vemilter[PID]: LEVEL: message' (no line broken by sender data)",
               not other, "other lines:\n" + "\n".join(other))
-    tap.check("no error lines in the log", not G.main.log_lines(r"^vemilter\[\d+\]: error: "),
-              G.main.diag)
+    for d in (G.main, G.dry):
+        tap.check("no error lines in %s's log" % d.name, not d.log_lines(r"^vemilter\[\d+\]: error: "),
+                  d.diag)
 
 
 def t_stop(tap, cleanup):
-    codes = vmtest.stop_all([(G.main, signal.SIGTERM), (G.custom, signal.SIGTERM)])
+    codes = vmtest.stop_all([(G.main, signal.SIGTERM), (G.custom, signal.SIGTERM), (G.dry, signal.SIGTERM)])
     tap.check("main daemon exits 0 on SIGTERM", codes[0] == 0, G.main.diag)
     tap.check("custom daemon exits 0 on SIGTERM", codes[1] == 0, G.custom.diag)
+    tap.check("dry_run daemon exits 0 on SIGTERM", codes[2] == 0, G.dry.diag)
 
 
 TESTS = [t_start, t_negotiation, t_null_sender, t_trusted, t_untrusted_checked, t_authenticated,
-         t_bad_syntax, t_crlf_injection, t_allow_lists, t_valid_sender, t_custom_daemon,
+         t_bad_syntax, t_crlf_injection, t_allow_lists, t_verified_sender, t_custom_daemon,
          t_two_messages, t_two_connections, t_full_message_exempt, t_queue_id_unknown,
-         t_log_format, t_stop]
+         t_dry_run, t_log_format, t_stop]
 
 
 def setup(tap):
@@ -466,9 +594,11 @@ def setup(tap):
 
 
 def teardown():
-    for d in (G.main, G.custom):
+    for d in (G.main, G.custom, G.dry):
         if d is not None:
             d.kill()
+    if G.dns is not None:
+        G.dns.stop()
     if G.tmp is not None:
         G.tmp.remove()
 

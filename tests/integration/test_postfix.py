@@ -82,12 +82,11 @@ def verdicts_for(sender, n=1, timeout=5.0):
 
 def t_start(tap, cleanup):
     G.tmp = TempDir()
-    # No DNS here: every probe ends tempfail at once. This file tests the
-    # milter plumbing, so tempfail is accepted (the default defers it;
-    # test_postfix_verify and test_postfix_verdicts cover the policy).
+    # No DNS here: a verified sender ends in tempfail, deferred by default;
+    # the full message's sender is allow-listed so that it gets through.
     G.milter = Daemon(G.tmp, base_conf(G.tmp, "milter.sock", socket_mode="0666",
-                                       trusted_networks="127.0.0.2/32", tempfail_action="accept"),
-                      name="vemilter")
+                                       trusted_networks="127.0.0.2/32",
+                                       allow_senders="e2e@example.com"), name="vemilter")
     G.milter.start()
     tap.check("vemilter starts", G.milter.running(), G.milter.diag)
     G.postfix = postfixinst.PostfixInstance(G.tmp, milter=G.milter.socket)
@@ -118,12 +117,13 @@ def t_valid_sender(tap, cleanup):
     r1 = cmd(s, "MAIL FROM:<valid.sender@example.com>")
     r2 = cmd(s, "RCPT TO:<user@test.example>")
     r3 = cmd(s, "RCPT TO:<other@test.example>")
-    tap.check("valid sender: MAIL 250, RCPT 250, RCPT 250",
-              (r1[0], r2[0], r3[0]) == (250, 250, 250),
+    tap.check("well-formed sender, no DNS here: MAIL 250, RCPT 451, RCPT 451 (tempfail is deferred)",
+              (r1[0], r2[0], r3[0]) == (250, 451, 451),
               lambda: "MAIL %r RCPT %r RCPT %r\n%s" % (r1, r2, r3, diag()))
-    v = verdicts_for("<valid.sender@example.com>")
-    tap.check("valid sender: one verdict action=accept reason=tempfail (no DNS in this test) client=127.0.0.1",
-              len(v) == 1 and v[0].get("reason") == "tempfail" and v[0].get("client") == "127.0.0.1",
+    v = verdicts_for("<valid.sender@example.com>", n=2)
+    tap.check("well-formed sender: a verdict action=tempfail reason=tempfail per RCPT, client=127.0.0.1",
+              len(v) == 2 and all(x.get("action") == "tempfail" and x.get("reason") == "tempfail"
+                                  and x.get("client") == "127.0.0.1" for x in v),
               lambda: "%r\n%s" % ([x["_line"] for x in v], diag()))
 
 
@@ -177,14 +177,14 @@ def t_two_transactions(tap, cleanup):
     cleanup.add(close, s)
     steps = [
         ("MAIL FROM:<p..q@example.com>", 250), ("RCPT TO:<user@test.example>", 553), ("RSET", 250),
-        ("MAIL FROM:<good.one@example.com>", 250), ("RCPT TO:<user@test.example>", 250), ("RSET", 250),
+        ("MAIL FROM:<good.one@example.com>", 250), ("RCPT TO:<user@test.example>", 451), ("RSET", 250),
         ("MAIL FROM:<r..s@example.com>", 250), ("RCPT TO:<user@test.example>", 553),
         ("RCPT TO:<postmaster@test.example>", 250), ("RSET", 250),
         ("MAIL FROM:<>", 250), ("RCPT TO:<user@test.example>", 250),
     ]
     got = [(line, cmd(s, line)) for line, _ in steps]
     bad = [(line, want, r) for (line, want), (_, r) in zip(steps, got) if r[0] != want]
-    tap.check("one connection, four transactions with RSET: bad, good, bad, null",
+    tap.check("one connection, four transactions with RSET: bad, deferred, bad, null",
               not bad, lambda: "unexpected replies: %r\n%s" % (bad, diag()))
 
 

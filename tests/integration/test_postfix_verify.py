@@ -343,9 +343,8 @@ def t_catch_all(tap, cleanup):
 
 
 def t_tempfail(tap, cleanup):
-    # default policy (src/conftable.c): a remote temporary failure defers,
-    # as Postfix's defer_if_permit does; a greylisted probe (450 at RCPT) is
-    # tempfail -> 451 to the client
+    # default policy (src/conftable.c): a greylisted probe (450 at RCPT) is
+    # tempfail, deferred with tempfail_reply (tempfail_action = tempfail)
     outcome_case(tap, "x@grey.test", 4, "tempfail", "tempfail",
                  want_reply=r"^451 4\.7\.1 Sender address <x@grey\.test> could not be verified")
 

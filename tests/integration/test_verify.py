@@ -121,7 +121,7 @@ def main():
                   repr(r))
         check("no_domain sender: 5xx at RCPT", "<x@nxdomain.test>", "5")
         check("catch_all sender: accepted", "<x@all.test>", "accept")
-        check("tempfail (greylisted probe): accepted by default", "<x@grey.test>", "accept")
+        check("tempfail (greylisted probe): deferred by default (4xx)", "<x@grey.test>", "4")
         check("blocked (554 banner): accepted", "<x@block.test>", "accept")
         check("unverifiable (UTF-8 local part, no SMTPUTF8): accepted", "<j\u00f6rg@plain.test>", "accept")
         m, r, _, t = session(d, "<nobody@ok.test>", ["<postmaster@local.test>", "<bob@local.test>"])
@@ -209,7 +209,7 @@ def main():
         tap.equal("corrupt cache: clean stop", d3.stop(), 0, d3.diag)
 
         # Per-domain limits: at most 2 probes to one domain at once, at most
-        # 4 started per minute; the rest tempfail (accepted by default).
+        # 4 started per minute; the rest tempfail (deferred by default).
         limited = dict(conf, domain_probe_limit=2, domain_probe_rate=4, verify_budget="8s", cache="")
         d4 = Daemon(tmp, limited, name="limits", debug=True)
         daemons.append(d4)
@@ -239,8 +239,8 @@ def main():
                   took >= 1.3, d4.diag)
         m, r, _, t = session(d4, "<fifth@limit.test>", ["<x@local.test>"])
         line = verdicts(d4, "<fifth@limit.test>")
-        tap.check("domain_probe_rate 4: the fifth new probe this minute is not made (tempfail, accepted)",
-                  r and r[0].code in ("c", "a") and line and "reason=tempfail" in line[-1]
+        tap.check("domain_probe_rate 4: the fifth new probe this minute is not made (tempfail, deferred)",
+                  r and r[0].code == "y" and r[0].smtp_code == "451" and line and "reason=tempfail" in line[-1]
                   and "rate limit" in line[-1] and farm.count("127.0.0.48", "RCPT TO:<fifth@") == 0,
                   t + "\n" + "\n".join(line))
         tap.equal("limits: clean stop", d4.stop(), 0, d4.diag)

@@ -145,10 +145,13 @@ START_TEST(policy_defaults)
 	ck_assert_int_eq(c->outcome_action[OUTCOME_INVALID], CONF_REJECT);
 	ck_assert_int_eq(c->outcome_action[OUTCOME_NO_DOMAIN], CONF_REJECT);
 	ck_assert_int_eq(c->outcome_action[OUTCOME_CATCH_ALL], CONF_ACCEPT);
-	ck_assert_int_eq(c->outcome_action[OUTCOME_TEMPFAIL], CONF_ACCEPT);
+	/* a remote temporary failure defers (Postfix's defer_if_permit), for
+	 * at most defer_limit; a failure on our side (blocked) accepts */
+	ck_assert_int_eq(c->outcome_action[OUTCOME_TEMPFAIL], CONF_TEMPFAIL);
 	ck_assert_int_eq(c->outcome_action[OUTCOME_BLOCKED], CONF_ACCEPT);
 	ck_assert_int_eq(c->outcome_action[OUTCOME_UNVERIFIABLE], CONF_ACCEPT);
 	ck_assert_int_eq(c->budget_action, CONF_TEMPFAIL);
+	ck_assert_int_eq(c->defer_limit_ms, 2 * 3600 * 1000);
 	ck_assert_str_eq(c->invalid_reply.code, "550");
 	ck_assert_str_eq(c->invalid_reply.ecode, "5.1.0");
 	ck_assert_str_eq(c->no_domain_reply.ecode, "5.1.8");
@@ -216,6 +219,46 @@ START_TEST(policy_values)
 	ck_assert_str_eq(c->sender_domain_blocklist.items[1], "xn--bcher-kva.example");
 	ck_assert(c->dry_run);
 	ck_assert_str_eq(c->result_header, "X-Sender-Verification");
+	conf_unref(c);
+}
+END_TEST
+
+/* The directives of the verdict issue: defer_limit, greylist_retry,
+ * probe_sender_fallback, tagged_senders. */
+START_TEST(verdict_directives)
+{
+	struct errs e;
+	struct conf *c = load("", &e);
+
+	ck_assert_msg(c != NULL, "%s", e.msg[0]);
+	ck_assert_int_eq(c->defer_limit_ms, INT64_C(7200000));
+	ck_assert_int_eq(c->greylist_retry_ms, 300000);
+	ck_assert_str_eq(c->probe_sender_fallback, "");
+	ck_assert_uint_eq(c->tagged_senders.count, 3);
+	ck_assert(conf_strings_contains(&c->tagged_senders, "batv"));
+	ck_assert(conf_strings_contains(&c->tagged_senders, "srs"));
+	ck_assert(conf_strings_contains(&c->tagged_senders, "verp"));
+	conf_unref(c);
+
+	c = load("defer_limit = 0\n"
+	         "greylist_retry = 90s\n"
+	         "probe_sender_fallback = verify-probe@mx.example.org\n"
+	         "tagged_senders = SRS, batv srs\n",
+	         &e);
+	ck_assert_msg(c != NULL, "%s", e.msg[0]);
+	ck_assert_int_eq(c->defer_limit_ms, 0);
+	ck_assert_int_eq(c->greylist_retry_ms, 90000);
+	ck_assert_str_eq(c->probe_sender_fallback, "verify-probe@mx.example.org");
+	ck_assert_uint_eq(c->tagged_senders.count, 2); /* once each, lower case */
+	ck_assert_str_eq(c->tagged_senders.items[0], "srs");
+	ck_assert_str_eq(c->tagged_senders.items[1], "batv");
+	conf_unref(c);
+
+	c = load("defer_limit = 30d\ngreylist_retry = 1h\ntagged_senders =\n", &e);
+	ck_assert_msg(c != NULL, "%s", e.msg[0]);
+	ck_assert_int_eq(c->defer_limit_ms, INT64_C(2592000000));
+	ck_assert_int_eq(c->greylist_retry_ms, 3600000);
+	ck_assert_uint_eq(c->tagged_senders.count, 0);
 	conf_unref(c);
 }
 END_TEST
@@ -419,6 +462,16 @@ static const struct {
          "(use accept or tempfail)"},
         {"budget_action = later",
          "t.conf:1: budget_action: \"later\" is not an action (accept, tempfail or reject)"},
+        /* the verdict issue's directives */
+        {"defer_limit = 31d", "t.conf:1: defer_limit: 31d is out of range..."},
+        {"defer_limit = -1h", "t.conf:1: defer_limit: \"-1h\" is not a duration such as 30s, 5m or 1h30m"},
+        {"defer_limit = soon", "t.conf:1: defer_limit: \"soon\" is not a duration..."},
+        {"greylist_retry = 0", "t.conf:1: greylist_retry: 0 is out of range 1s..1h"},
+        {"greylist_retry = 2h", "t.conf:1: greylist_retry: 2h is out of range..."},
+        {"probe_sender_fallback = postmaster",
+         "t.conf:1: probe_sender_fallback: \"postmaster\" is not a valid address: ..."},
+        {"tagged_senders = batv, dkim",
+         "t.conf:1: tagged_senders: unknown sender tag \"dkim\" (batv, srs or verp)"},
         /* policy replies: reject replies are 5xx, tempfail replies 4xx */
         {"invalid_reply = 451 4.1.0 later",
          "t.conf:1: invalid_reply: reply code 451 is not 5xx: a reject reply is a permanent failure"},
@@ -1018,6 +1071,7 @@ int main(void)
 	tcase_add_test(parse, defaults);
 	tcase_add_test(parse, policy_defaults);
 	tcase_add_test(parse, policy_values);
+	tcase_add_test(parse, verdict_directives);
 	tcase_add_test(parse, good_file);
 	tcase_add_test(parse, good_values);
 	tcase_add_loop_test(parse, bad_line, 0, N(bad));

@@ -2,8 +2,10 @@
  * test_policy.c - verdicts: the default action of every outcome, global
  * actions, every form of domain_overrides (skip, verify, OUTCOME=ACTION),
  * subdomains and most-specific-wins, the blocklist and its precedence,
- * verify_budget, dry_run, and "blocked and tempfail never reject" even
- * against a configuration that says otherwise.
+ * verify_budget, bad syntax, dry_run, defer_limit at explicit times (under,
+ * at and over the limit, no limit, never deferred, a clock gone back, dry_run,
+ * other actions), and "blocked and tempfail never reject" even against a
+ * configuration that says otherwise.
  *
  * Configurations are loaded from text through conf_load_text(), so these
  * tests see the same struct conf the daemon does.
@@ -25,6 +27,7 @@ enum which {
 	R_TEMPFAIL,
 	R_BUDGET,
 	R_BLOCKLIST,
+	R_BAD_SYNTAX,
 };
 
 /* first_error - conf_error_fn keeping the first message */
@@ -62,6 +65,8 @@ static const struct reply_template *reply_of(const struct conf *c, enum which wh
 		return &c->budget_reply;
 	case R_BLOCKLIST:
 		return &c->blocklist_reply;
+	case R_BAD_SYNTAX:
+		return &c->bad_syntax_reply;
 	case R_NONE:
 		break;
 	}
@@ -78,6 +83,14 @@ static void check_verdict(const struct conf *c, const struct policy_verdict *v, 
 	              policy_action_name(v->action));
 	ck_assert_msg(v->dry_run == dry, "%s: dry_run %d", what, v->dry_run);
 	ck_assert_msg(v->reply == reply_of(c, which), "%s: wrong reply template", what);
+}
+
+/* check_not_deferred - a verdict that defer_limit has nothing to do with */
+static void check_not_deferred(const struct policy_verdict *v, const char *what)
+{
+	ck_assert_msg(!v->deferred && v->deferred_for_ms == 0 && !v->defer_limit,
+	              "%s: deferred %d for %lld ms, defer_limit %d", what, v->deferred,
+	              (long long)v->deferred_for_ms, v->defer_limit);
 }
 
 static const char overrides_conf[] = "domain_overrides = example.net skip,"
@@ -111,12 +124,13 @@ static const struct {
 	enum which reply;
 	bool dry;
 } outcomes[] = {
-        /* defaults: only the definite negatives reject */
+        /* defaults: only the definite negatives reject; a remote temporary
+         * failure defers, as Postfix and Exim do; a failure on our side accepts */
         {"", "example.org", OUTCOME_VALID, POLICY_ACCEPT, R_NONE, false},
         {"", "example.org", OUTCOME_INVALID, POLICY_REJECT, R_INVALID, false},
         {"", "example.org", OUTCOME_NO_DOMAIN, POLICY_REJECT, R_NO_DOMAIN, false},
         {"", "example.org", OUTCOME_CATCH_ALL, POLICY_ACCEPT, R_NONE, false},
-        {"", "example.org", OUTCOME_TEMPFAIL, POLICY_ACCEPT, R_NONE, false},
+        {"", "example.org", OUTCOME_TEMPFAIL, POLICY_TEMPFAIL, R_TEMPFAIL, false},
         {"", "example.org", OUTCOME_BLOCKED, POLICY_ACCEPT, R_NONE, false},
         {"", "example.org", OUTCOME_UNVERIFIABLE, POLICY_ACCEPT, R_NONE, false},
         {"", NULL, OUTCOME_INVALID, POLICY_REJECT, R_INVALID, false},
@@ -151,7 +165,8 @@ static const struct {
         {overrides_conf, "deep.sub.strict.example", OUTCOME_TEMPFAIL, POLICY_TEMPFAIL, R_TEMPFAIL, false},
         {overrides_conf, "deep.sub.strict.example", OUTCOME_BLOCKED, POLICY_TEMPFAIL, R_TEMPFAIL, false},
         {overrides_conf, "deep.sub.strict.example", OUTCOME_CATCH_ALL, POLICY_ACCEPT, R_NONE, false},
-        {overrides_conf, "sub.strict.example", OUTCOME_TEMPFAIL, POLICY_ACCEPT, R_NONE, false},
+        {overrides_conf, "sub.strict.example", OUTCOME_TEMPFAIL, POLICY_TEMPFAIL, R_TEMPFAIL, false},
+        {"tempfail_action = accept\n", "example.org", OUTCOME_TEMPFAIL, POLICY_ACCEPT, R_NONE, false},
         /* skip accepts whatever the outcome; a more specific verify undoes it */
         {overrides_conf, "example.net", OUTCOME_INVALID, POLICY_ACCEPT, R_NONE, false},
         {overrides_conf, "mail.example.net", OUTCOME_NO_DOMAIN, POLICY_ACCEPT, R_NONE, false},
@@ -182,6 +197,111 @@ START_TEST(outcome_verdict)
 	         outcomes[_i].domain ? outcomes[_i].domain : "(null)");
 	policy_for_outcome(c, outcomes[_i].domain, outcomes[_i].kind, &v);
 	check_verdict(c, &v, outcomes[_i].intended, outcomes[_i].reply, outcomes[_i].dry, what);
+	check_not_deferred(&v, what);
+	/* never deferred: policy_for_verified says the same at any time */
+	memset(&v, 0xa5, sizeof(v));
+	policy_for_verified(c, outcomes[_i].domain, outcomes[_i].kind, 0, INT64_C(1800000000000), &v);
+	check_verdict(c, &v, outcomes[_i].intended, outcomes[_i].reply, outcomes[_i].dry, what);
+	check_not_deferred(&v, what);
+	conf_unref(c);
+}
+END_TEST
+
+#define T0   INT64_C(1800000000000) /* the address's first temporary outcome (wall clock, ms) */
+#define SEC  INT64_C(1000)
+#define HOUR (3600 * SEC)
+
+static const char deferred_dry_conf[] = "dry_run = yes\n";
+static const char deferred_conf[] = "defer_limit = 10m\n"
+                                    "blocked_action = tempfail\n"
+                                    "unverifiable_action = tempfail\n"
+                                    "domain_overrides = lenient.example tempfail=accept,"
+                                    " strict.example tempfail=tempfail\n";
+
+/* defer_limit: an outcome, since when its address is deferred, the time of
+ * the verdict, and what comes of it. */
+static const struct {
+	const char *conf;
+	const char *domain;
+	enum outcome_kind kind;
+	int64_t since, now;
+	enum policy_action intended; /* after defer_limit, before dry_run */
+	enum which reply;
+	bool dry;
+	bool deferred;
+	int64_t deferred_for;
+	bool limit;
+} deferrals[] = {
+        /* the default limit, 2h: under, at, just over, well over */
+        {"", "example.org", OUTCOME_TEMPFAIL, T0, T0, POLICY_TEMPFAIL, R_TEMPFAIL, false, true, 0, false},
+        {"", "example.org", OUTCOME_TEMPFAIL, T0, T0 + 2 * HOUR - 1, POLICY_TEMPFAIL, R_TEMPFAIL, false, true,
+         2 * HOUR - 1, false},
+        {"", "example.org", OUTCOME_TEMPFAIL, T0, T0 + 2 * HOUR, POLICY_TEMPFAIL, R_TEMPFAIL, false, true,
+         2 * HOUR, false},
+        {"", "example.org", OUTCOME_TEMPFAIL, T0, T0 + 2 * HOUR + 1, POLICY_ACCEPT, R_NONE, false, true,
+         2 * HOUR + 1, true},
+        {"", "example.org", OUTCOME_TEMPFAIL, T0, T0 + 7201 * SEC, POLICY_ACCEPT, R_NONE, false, true,
+         7201 * SEC, true},
+        /* never deferred before (since 0): tempfail, however late it is */
+        {"", "example.org", OUTCOME_TEMPFAIL, 0, T0, POLICY_TEMPFAIL, R_TEMPFAIL, false, false, 0, false},
+        /* a clock that went back: no time has passed */
+        {"", "example.org", OUTCOME_TEMPFAIL, T0, T0 - HOUR, POLICY_TEMPFAIL, R_TEMPFAIL, false, true, 0,
+         false},
+        {"", "example.org", OUTCOME_TEMPFAIL, T0, 0, POLICY_TEMPFAIL, R_TEMPFAIL, false, true, 0, false},
+        /* defer_limit = 0: no limit, deferred for 30 days is still deferred */
+        {"defer_limit = 0\n", "example.org", OUTCOME_TEMPFAIL, T0, T0 + 720 * HOUR, POLICY_TEMPFAIL,
+         R_TEMPFAIL, false, true, 720 * HOUR, false},
+        /* a limit of its own */
+        {deferred_conf, "example.org", OUTCOME_TEMPFAIL, T0, T0 + 600 * SEC, POLICY_TEMPFAIL, R_TEMPFAIL,
+         false, true, 600 * SEC, false},
+        {deferred_conf, "example.org", OUTCOME_TEMPFAIL, T0, T0 + 601 * SEC, POLICY_ACCEPT, R_NONE, false,
+         true, 601 * SEC, true},
+        /* dry_run: under the limit the tempfail is only logged; over it,
+         * accept is what is intended, so dry_run has nothing to turn */
+        {deferred_dry_conf, "example.org", OUTCOME_TEMPFAIL, T0, T0 + HOUR, POLICY_TEMPFAIL, R_TEMPFAIL, true,
+         true, HOUR, false},
+        {deferred_dry_conf, "example.org", OUTCOME_TEMPFAIL, T0, T0 + 3 * HOUR, POLICY_ACCEPT, R_NONE, false,
+         true, 3 * HOUR, true},
+        /* any outcome whose action is tempfail: blocked set to tempfail too */
+        {deferred_conf, "example.org", OUTCOME_BLOCKED, T0, T0 + HOUR, POLICY_ACCEPT, R_NONE, false, true,
+         HOUR, true},
+        {deferred_conf, "example.org", OUTCOME_UNVERIFIABLE, T0, T0 + 60 * SEC, POLICY_TEMPFAIL, R_TEMPFAIL,
+         false, true, 60 * SEC, false},
+        {deferred_conf, "strict.example", OUTCOME_TEMPFAIL, T0, T0 + HOUR, POLICY_ACCEPT, R_NONE, false, true,
+         HOUR, true},
+        /* an outcome whose action is not tempfail is not deferred, whatever
+         * the verifier says: accept stays accept, reject stays reject */
+        {"", "example.org", OUTCOME_BLOCKED, T0, T0 + 3 * HOUR, POLICY_ACCEPT, R_NONE, false, false, 0,
+         false},
+        {"tempfail_action = accept\n", "example.org", OUTCOME_TEMPFAIL, T0, T0 + 3 * HOUR, POLICY_ACCEPT,
+         R_NONE, false, false, 0, false},
+        {deferred_conf, "lenient.example", OUTCOME_TEMPFAIL, T0, T0 + 3 * HOUR, POLICY_ACCEPT, R_NONE, false,
+         false, 0, false},
+        {"", "example.org", OUTCOME_INVALID, T0, T0 + 3 * HOUR, POLICY_REJECT, R_INVALID, false, false, 0,
+         false},
+        {"", "example.org", OUTCOME_NO_DOMAIN, T0, T0 + 3 * HOUR, POLICY_REJECT, R_NO_DOMAIN, false, false, 0,
+         false},
+        {"", "example.org", OUTCOME_VALID, T0, T0 + 3 * HOUR, POLICY_ACCEPT, R_NONE, false, false, 0, false},
+        {deferred_dry_conf, "example.org", OUTCOME_INVALID, T0, T0 + 3 * HOUR, POLICY_REJECT, R_INVALID, true,
+         false, 0, false},
+};
+
+START_TEST(defer_limit)
+{
+	struct conf *c = load(deferrals[_i].conf);
+	struct policy_verdict v;
+	char what[200];
+
+	memset(&v, 0xa5, sizeof(v));
+	snprintf(what, sizeof(what), "deferral %d: %s at %s, %+lld ms", _i, outcome_name(deferrals[_i].kind),
+	         deferrals[_i].domain, (long long)(deferrals[_i].now - deferrals[_i].since));
+	policy_for_verified(c, deferrals[_i].domain, deferrals[_i].kind, deferrals[_i].since,
+	                    deferrals[_i].now, &v);
+	check_verdict(c, &v, deferrals[_i].intended, deferrals[_i].reply, deferrals[_i].dry, what);
+	ck_assert_msg(v.deferred == deferrals[_i].deferred, "%s: deferred %d", what, v.deferred);
+	ck_assert_msg(v.deferred_for_ms == deferrals[_i].deferred_for, "%s: deferred for %lld ms", what,
+	              (long long)v.deferred_for_ms);
+	ck_assert_msg(v.defer_limit == deferrals[_i].limit, "%s: defer_limit %d", what, v.defer_limit);
 	conf_unref(c);
 }
 END_TEST
@@ -245,20 +365,23 @@ START_TEST(domain_defaults)
 }
 END_TEST
 
-/* The verdicts that need no outcome, under one configuration. */
+/* The verdicts that need no outcome, under one configuration; defer_limit
+ * never touches them. */
 static const struct {
 	const char *conf;
-	enum policy_action budget, blocklist;
+	enum policy_action budget;
 	enum which budget_reply;
 	bool dry;
 } fixed[] = {
-        {"", POLICY_TEMPFAIL, POLICY_REJECT, R_BUDGET, false},
-        {"budget_action = tempfail\n", POLICY_TEMPFAIL, POLICY_REJECT, R_BUDGET, false},
-        {"budget_action = accept\n", POLICY_ACCEPT, POLICY_REJECT, R_NONE, false},
-        {"dry_run = yes\n", POLICY_TEMPFAIL, POLICY_REJECT, R_BUDGET, true},
+        {"", POLICY_TEMPFAIL, R_BUDGET, false},
+        {"budget_action = tempfail\n", POLICY_TEMPFAIL, R_BUDGET, false},
+        {"budget_action = accept\n", POLICY_ACCEPT, R_NONE, false},
+        {"dry_run = yes\n", POLICY_TEMPFAIL, R_BUDGET, true},
+        {"dry_run = yes\nbudget_action = accept\n", POLICY_ACCEPT, R_NONE, true},
+        {"defer_limit = 1s\n", POLICY_TEMPFAIL, R_BUDGET, false},
 };
 
-START_TEST(budget_and_blocklist)
+START_TEST(budget_blocklist_syntax)
 {
 	struct conf *c = load(fixed[_i].conf);
 	struct policy_verdict v;
@@ -267,9 +390,15 @@ START_TEST(budget_and_blocklist)
 	policy_for_budget(c, &v);
 	check_verdict(c, &v, fixed[_i].budget, fixed[_i].budget_reply,
 	              fixed[_i].dry && fixed[_i].budget != POLICY_ACCEPT, "budget");
+	check_not_deferred(&v, "budget");
 	memset(&v, 0xa5, sizeof(v));
 	policy_for_blocklist(c, &v);
-	check_verdict(c, &v, fixed[_i].blocklist, R_BLOCKLIST, fixed[_i].dry, "blocklist");
+	check_verdict(c, &v, POLICY_REJECT, R_BLOCKLIST, fixed[_i].dry, "blocklist");
+	check_not_deferred(&v, "blocklist");
+	memset(&v, 0xa5, sizeof(v));
+	policy_for_bad_syntax(c, &v);
+	check_verdict(c, &v, POLICY_REJECT, R_BAD_SYNTAX, fixed[_i].dry, "bad syntax");
+	check_not_deferred(&v, "bad syntax");
 	conf_unref(c);
 }
 END_TEST
@@ -370,7 +499,8 @@ int main(void)
 	TCase *domain = tcase_create("domain");
 
 	tcase_add_loop_test(verdicts, outcome_verdict, 0, N(outcomes));
-	tcase_add_loop_test(verdicts, budget_and_blocklist, 0, N(fixed));
+	tcase_add_loop_test(verdicts, budget_blocklist_syntax, 0, N(fixed));
+	tcase_add_loop_test(verdicts, defer_limit, 0, N(deferrals));
 	tcase_add_test(verdicts, never_rejects);
 	tcase_add_test(verdicts, unknown_outcome);
 	tcase_add_test(verdicts, action_names);
