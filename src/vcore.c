@@ -26,7 +26,8 @@
  * domain's limits (domain_probe_limit at once, domain_probe_rate a
  * minute), then the probe with the domain's hints. When it ends, vstore
  * keeps the outcome (a greylisted one asks for one re-probe after
- * greylist_retry: a timer), and every waiting ticket is answered; a tagged
+ * greylist_retry: a timer, dropped should a definite answer come first),
+ * and every waiting ticket is answered; a tagged
  * joiner whose address differs gets the answer only if it is positive,
  * else it is queued as its own probe (a reject is about one address).
  */
@@ -357,6 +358,19 @@ static bool schedule_greylist(void *arg, const struct addr *a)
 	return true;
 }
 
+/* drop_greylist - a definite answer came in: a pending re-probe is moot */
+static void drop_greylist(struct vcore *c, const struct addr *a)
+{
+	struct greylist_timer **link = find_timer(c, a->normalized);
+	struct greylist_timer *gt = *link;
+	if (gt == NULL)
+		return;
+	*link = gt->next_in_bucket;
+	c->timer_count--;
+	c->eng.timer_cancel(c->eng.ctx, gt->handle);
+	free(gt);
+}
+
 /* ---- probes (engine thread) ---- */
 
 static void slot_release(struct vcore *c, struct domain_slot *d);
@@ -414,6 +428,8 @@ static void on_probe_done(void *arg, const struct outcome *o)
 		deferred = vstore_store(&c->store, &p->address, p->stable, o, now, schedule_greylist, c);
 	else if (is_temporary(o->kind))
 		deferred = vstore_carried_deferral(&c->store, &p->address, now);
+	if (!is_temporary(o->kind))
+		drop_greylist(c, &p->address);
 	char flags[128];
 	flag_names(o->flags, flags, sizeof(flags));
 	log_msg(LOG_DEBUG, "probe %s: %s at %s (%s) in %lld ms%s%s", p->address.normalized,

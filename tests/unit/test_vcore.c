@@ -33,7 +33,7 @@
 
 static const char base_conf[] = "positive_ttl = 10d\npositive_refresh = 2d\nnegative_ttl = 3d\n"
                                 "negative_refresh = 3h\ninconclusive_ttl = 1d\ntemporary_ttl = 5m\n"
-                                "defer_limit = 2h\ngreylist_retry = 5m\n";
+                                "defer_limit = 2h\n";
 
 struct fake_probe {
 	struct addr address;
@@ -134,7 +134,8 @@ static void pump(void)
 static void start(const char *extra)
 {
 	char text[2048];
-	snprintf(text, sizeof(text), "%s%s", base_conf, extra);
+	snprintf(text, sizeof(text), "%s%s%s", base_conf, extra,
+	         strstr(extra, "greylist_retry") == NULL ? "greylist_retry = 5m\n" : "");
 	conf = conf_load_text("test", text, NULL, NULL);
 	ck_assert_ptr_nonnull(conf);
 	memset(&F, 0, sizeof(F));
@@ -776,6 +777,22 @@ START_TEST(greylist_reprobes)
 }
 END_TEST
 
+START_TEST(greylist_reprobe_moot_after_an_answer)
+{
+	start("greylist_retry = 10m\n");
+	probe_once("g@grey.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	ck_assert_int_eq(live_timers(), 1);
+	/* the sender's retry finds the temporary answer stale and probes first */
+	advance(6 * MINUTE);
+	ck_assert_int_eq(probe_once("g@grey.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0)).outcome.kind,
+	                 OUTCOME_VALID);
+	ck_assert_int_eq(live_timers(), 0); /* the pending re-probe is dropped */
+	ck_assert(F.timers[0].cancelled);
+	advance(HOUR);
+	ck_assert_int_eq(F.nprobes, 2);
+}
+END_TEST
+
 START_TEST(greylist_timers_bounded_and_cancelled)
 {
 	start("");
@@ -1005,6 +1022,7 @@ int main(void)
 	tcase_add_test(tc, deferral_start_kept);
 	tcase_add_test(tc, deferral_from_domain_fact);
 	tcase_add_test(tc, greylist_reprobes);
+	tcase_add_test(tc, greylist_reprobe_moot_after_an_answer);
 	tcase_add_test(tc, greylist_timers_bounded_and_cancelled);
 	tcase_add_test(tc, probe_hints);
 	tcase_add_test(tc, late_facts);
