@@ -4,7 +4,12 @@
  * Keys: "a:<normalized address>" for an address, "d:<domain>" for facts
  * about a domain that answer for its addresses (catch-all, no_domain, every
  * MX unreachable, blocked), "h:<domain>" for hints that only shape a probe
- * (not catch-all, needs the fallback probe sender: outcome.flags).
+ * (not catch-all, needs the fallback probe sender: outcome.flags), and
+ * "t:<stable form>" for what one address of a tagged sender (BATV, SRS,
+ * VERP: tags.h) taught about the others of the same stable form (positive
+ * answers only, flagged OUTCOME_F_TAGGED). The "t:" keys live apart from
+ * "a:" so that a plain address and a tagged copy never answer for each
+ * other.
  * A record is an outcome plus when it was probed, when it should be
  * refreshed and when it expires; its on-disk format is versioned and
  * documented in cacherec.c.
@@ -48,11 +53,35 @@ struct cache_record {
 void cache_record_make(const struct conf *conf, const struct outcome *outcome, int64_t now_ms,
                        struct cache_record *out);
 
-/* cache_record_may_replace - may fresh overwrite old at now? Never lets a
- * temporary outcome (tempfail, blocked) overwrite an answer (valid,
- * invalid, no_domain, catch_all) that has not expired. */
+/* cache_record_may_replace - may fresh overwrite old at now? A temporary
+ * outcome (tempfail, blocked) never overwrites an answer (valid, invalid,
+ * no_domain, catch_all) that has not expired, except a negative (invalid,
+ * no_domain) past its refresh time: a stale negative is never served, so
+ * the temporary outcome of its refresh is the best there is. */
 bool cache_record_may_replace(const struct cache_record *old, const struct cache_record *fresh,
                               int64_t now_ms);
+
+/* How long a temporary record outlives defer_limit: room for the sender's
+ * next retry after the limit has passed (Postfix's maximal_backoff_time is
+ * 4000 s), so the retry still finds when the deferral started. */
+#define CACHE_DEFER_MARGIN_MS INT64_C(4000000)
+
+/* cache_record_continue_deferral - rec (an address's new record, made at
+ * now) continues prev (the address's record before it, or NULL): a
+ * temporary rec keeps prev's deferral start and greylist tries when prev
+ * was temporary too (else starts both at now, 0), and lives at least until
+ * deferred_since + defer_limit + CACHE_DEFER_MARGIN_MS (defer_limit 0: no
+ * change); its refresh time is unchanged, so a temporary record past it is
+ * only a carrier of the deferral start. A definite rec has neither. */
+void cache_record_continue_deferral(const struct conf *conf, struct cache_record *rec,
+                                    const struct cache_record *prev, int64_t now_ms);
+
+/* cache_record_stamp_refresh - a background refresh of rec was started at
+ * now: its next refresh is one refresh window (of its outcome's class)
+ * away, never after it expires. One stale record so starts at most one
+ * refresh a window, whatever the refresh's outcome (Postfix's verify(8)
+ * does the same). */
+void cache_record_stamp_refresh(const struct conf *conf, struct cache_record *rec, int64_t now_ms);
 
 /* cache_record_encode - into buf; returns the length, 0 if size is too small. */
 size_t cache_record_encode(const struct cache_record *rec, unsigned char *buf, size_t size);
@@ -61,11 +90,13 @@ size_t cache_record_encode(const struct cache_record *rec, unsigned char *buf, s
  * out of range (a damaged record is a miss, never a crash). */
 bool cache_record_decode(const unsigned char *buf, size_t len, struct cache_record *out);
 
-/* cache_key_address / cache_key_domain / cache_key_hints - "a:..." /
- * "d:..." / "h:..." into buf (CACHE_KEY_MAX). */
+/* cache_key_address / cache_key_domain / cache_key_hints / cache_key_tagged
+ * - "a:..." / "d:..." / "h:..." / "t:..." into buf (CACHE_KEY_MAX); "" when
+ * the name is empty or does not fit. */
 void cache_key_address(const char *normalized, char *buf, size_t size);
 void cache_key_domain(const char *domain_ascii, char *buf, size_t size);
 void cache_key_hints(const char *domain_ascii, char *buf, size_t size);
+void cache_key_tagged(const char *stable, char *buf, size_t size);
 
 /* ---- the LMDB store ---- */
 

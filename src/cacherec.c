@@ -124,13 +124,58 @@ static bool is_answer(enum outcome_kind kind)
 	       kind == OUTCOME_CATCH_ALL;
 }
 
+/* is_negative - an answer that rejects mail */
+static bool is_negative(enum outcome_kind kind)
+{
+	return kind == OUTCOME_INVALID || kind == OUTCOME_NO_DOMAIN;
+}
+
 /* cache_record_may_replace - see cache.h */
 bool cache_record_may_replace(const struct cache_record *old, const struct cache_record *fresh,
                               int64_t now_ms)
 {
 	if (now_ms >= old->expires_at_ms)
 		return true;
-	return !(is_temporary(fresh->outcome.kind) && is_answer(old->outcome.kind));
+	if (!is_temporary(fresh->outcome.kind) || !is_answer(old->outcome.kind))
+		return true;
+	/* A stale negative is never served (stale evidence never rejects):
+	 * the temporary outcome of its refresh is what is true now. */
+	return is_negative(old->outcome.kind) && now_ms >= old->refresh_at_ms;
+}
+
+/* cache_record_continue_deferral - see cache.h */
+void cache_record_continue_deferral(const struct conf *conf, struct cache_record *rec,
+                                    const struct cache_record *prev, int64_t now_ms)
+{
+	if (!is_temporary(rec->outcome.kind)) {
+		rec->deferred_since_ms = 0;
+		rec->tries = 0;
+		return;
+	}
+	int64_t since = now_ms;
+	unsigned tries = 0;
+	if (prev != NULL && is_temporary(prev->outcome.kind)) {
+		since = prev->deferred_since_ms > 0 ? prev->deferred_since_ms : prev->probed_at_ms;
+		tries = prev->tries;
+	}
+	if (since > now_ms) /* the wall clock went back: never a start in the future */
+		since = now_ms;
+	rec->deferred_since_ms = since;
+	rec->tries = tries;
+	if (conf->defer_limit_ms > 0) {
+		int64_t keep = add_ms(add_ms(since, conf->defer_limit_ms), CACHE_DEFER_MARGIN_MS);
+		if (keep > rec->expires_at_ms)
+			rec->expires_at_ms = keep;
+	}
+}
+
+/* cache_record_stamp_refresh - see cache.h */
+void cache_record_stamp_refresh(const struct conf *conf, struct cache_record *rec, int64_t now_ms)
+{
+	int64_t ttl_ms, refresh_ms;
+	lifetimes(conf, rec->outcome.kind, &ttl_ms, &refresh_ms);
+	int64_t next = add_ms(now_ms, refresh_ms);
+	rec->refresh_at_ms = next < rec->expires_at_ms ? next : rec->expires_at_ms;
 }
 
 /* put_u16 / put_i64 - little-endian stores */
@@ -287,4 +332,10 @@ void cache_key_domain(const char *domain_ascii, char *buf, size_t size)
 void cache_key_hints(const char *domain_ascii, char *buf, size_t size)
 {
 	make_key("h:", domain_ascii, buf, size);
+}
+
+/* cache_key_tagged - "t:" + a tagged sender's stable form (tags.h) */
+void cache_key_tagged(const char *stable, char *buf, size_t size)
+{
+	make_key("t:", stable, buf, size);
 }

@@ -8,7 +8,16 @@
  * the probe already running for that address, or starts one. At RCPT the
  * thread calls verify_wait() with its deadline; a probe that outlives it goes
  * on and fills the cache, so the sender's retry is answered at once. A
- * stale cached answer is served and refreshed by one background probe.
+ * stale positive answer is served and refreshed by one background probe (at
+ * most one a refresh window); a stale answer that would reject, or a stale
+ * temporary one, is never served: the address is probed again and the
+ * caller waits for it. A greylisted probe is asked again in the background
+ * after greylist_retry. Temporary answers carry the wall-clock time the
+ * address was first deferred (for defer_limit). Tagged senders (BATV, SRS,
+ * VERP) share answers through their stable form (tags.h).
+ *
+ * The rules live in vcore.c (unit-tested with a fake engine); this file
+ * owns the engine thread and wires vcore to callouts and libevent timers.
  *
  * Threads: submit/wait/release from any thread; probes run on the engine
  * thread only. Tickets are reference-counted; each submit needs a release.
@@ -42,13 +51,16 @@ struct verify_result {
 };
 
 struct verify_stats {
-	uint64_t probes;       /* callouts started (including refreshes) */
-	uint64_t refreshes;    /* of those, background refreshes */
-	uint64_t joined;       /* requests that joined a probe in flight */
-	uint64_t cache_hits;   /* fresh address answers */
-	uint64_t stale_hits;   /* stale answers served */
-	uint64_t domain_facts; /* answers from domain records */
-	uint64_t in_flight;    /* probes running now */
+	uint64_t probes;           /* callouts started (including refreshes) */
+	uint64_t refreshes;        /* of those, background refreshes of stale answers */
+	uint64_t joined;           /* requests that joined a probe in flight */
+	uint64_t cache_hits;       /* fresh address answers */
+	uint64_t stale_hits;       /* stale answers served */
+	uint64_t domain_facts;     /* answers from domain records */
+	uint64_t in_flight;        /* probes running now */
+	uint64_t greylist_retries; /* probes started again because the last one was greylisted */
+	uint64_t stale_withheld;   /* stale answers not served (would reject, or temporary): re-probed */
+	uint64_t tagged_hits;      /* tagged senders answered through their stable form */
 };
 
 /* verifier_new - start the engine thread and open the cache (conf->cache;

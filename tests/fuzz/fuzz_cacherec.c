@@ -1,11 +1,10 @@
 /*
  * fuzz_cacherec.c - cache_record_decode() on arbitrary bytes (src/cache.h).
  *
- * A record that decodes must encode again (a version 2 record: same length,
- * same bytes, the format has a single encoding; a version 1 record: as
- * version 2, 10 octets longer, with the same strings), and decode again into
- * an equal record,
- * compared field by field. Decoded strings must be NUL-terminated, within
+ * A record that decodes must encode again (same length, same bytes: the
+ * format has a single encoding; a version 1 record comes out as version 2,
+ * its 40-octet header grown to 50 and the strings the same), and decode
+ * again into an equal record, compared field by field. Decoded strings must be NUL-terminated, within
  * their capacity and free of control octets. A violation aborts.
  */
 #include <stddef.h>

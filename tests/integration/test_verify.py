@@ -7,7 +7,12 @@ with its engine and LMDB cache, a fake DNS server and a fake SMTP farm,
 driven by our milter client. Each outcome class gets its verdict at RCPT;
 the budget, the cache, shared probes, exemptions, dry run, the result
 header, overrides and the blocklist are checked from the replies, the log
-and the farm's record of what it was asked.
+and the farm's record of what it was asked. Then the verdict rules of issue
+7 with short lifetimes: a greylisting server is asked again in the
+background (at most 3 times), a server that greylists and then accepts is
+answered from the cache at the sender's retry, and a stale 550 is never
+served (its refresh's answer is: tempfail while the domain is down, valid
+once the user exists).
 
 TAP on stdout; loopback only; every wait bounded.
 """
@@ -38,7 +43,12 @@ FARM = {
     "127.0.0.46": ("slow_banner", {"delay": 2.5}),
     "127.0.0.47": ("normal", {"users": ["skipme"]}),
     "127.0.0.48": ("slow_banner", {"delay": 0.7}),
+    "127.0.0.49": ("greylist", {}),
+    "127.0.0.50": ("normal", {"users": ["carol", "nobody"]}),
+    "127.0.0.51": ("greylist", {}),
+    "127.0.0.52": ("normal", {"users": ["alice"]}),
 }
+DOWN = "127.0.0.60"  # nothing listens there: every connection is refused
 
 ZONE = {
     "ok.test": {"MX": [[10, "mx.ok.test"]]}, "mx.ok.test": {"A": ["127.0.0.41"]},
@@ -49,7 +59,17 @@ ZONE = {
     "slow.test": {"MX": [[10, "mx.slow.test"]]}, "mx.slow.test": {"A": ["127.0.0.46"]},
     "partner.test": {"MX": [[10, "mx.partner.test"]]}, "mx.partner.test": {"A": ["127.0.0.47"]},
     "limit.test": {"MX": [[10, "mx.limit.test"]]}, "mx.limit.test": {"A": ["127.0.0.48"]},
+    "grey2.test": {"MX": [[10, "mx.grey2.test"]]}, "mx.grey2.test": {"A": ["127.0.0.49"]},
+    "flip.test": {"MX": [[10, "mx.flip.test"]]}, "mx.flip.test": {"A": ["127.0.0.51"]},
+    "neg.test": {"MX": [[10, "mx.neg.test"]]}, "mx.neg.test": {"A": ["127.0.0.52"]},
 }
+
+
+def moved(zone, name, address):
+    """zone with name's A record pointing elsewhere (the domain moves its MX)."""
+    z = {k: dict(v) for k, v in zone.items()}
+    z[name] = {"A": [address]}
+    return z
 
 
 def session(d, sender, rcpts, client="198.51.100.7", headers=None):
@@ -79,6 +99,81 @@ def session(d, sender, rcpts, client="198.51.100.7", headers=None):
 
 def verdicts(d, sender):
     return [l for l in d.log_lines(r"verdict ") if "sender=%s" % sender in l]
+
+
+def rcpt_code(d, sender):
+    """One message; the RCPT reply's first digit ('2' for continue/accept),
+    and the last verdict line for the sender."""
+    m, r, _, t = session(d, sender, ["<bob@local.test>"])
+    got = r[0] if r else m
+    digit = "2" if got.code in ("c", "a") else (got.smtp_code or "?")[0]
+    lines = verdicts(d, sender)
+    return digit, (lines[-1] if lines else ""), t
+
+
+def issue7(tap, tmp, conf, dns, farm, daemons):
+    """Greylist re-probes and stale negatives, with lifetimes of a second."""
+    short = dict(conf, cache=tmp.join("cache7.lmdb"), verify_budget="3s", greylist_retry="1s",
+                 temporary_ttl="1s", negative_refresh="1s", negative_ttl="1h", dns_cache_time="0")
+    d = Daemon(tmp, short, name="issue7", debug=True)
+    daemons.append(d)
+    d.start()
+
+    # A server that greylists for ever: the sender gets 4xx; the verifier asks
+    # again after greylist_retry, three times at most.
+    digit, line, t = rcpt_code(d, "<g@grey2.test>")
+    tap.check("greylisted sender: 4xx on the first try", digit == "4", t + "\n" + line)
+    first = d.wait_log(r"probe g@grey2\.test: .*", 5)
+    if first is None or "greylist" not in first.group(0):
+        # The callout flags greylisting (OUTCOME_F_GREYLIST); without it there
+        # is nothing to ask again.
+        tap.skip("greylist re-probes: at most 3, greylist_retry apart",
+                 "the callout does not flag greylisting: %s" % (first.group(0) if first else "no probe line"))
+    else:
+        t0 = time.monotonic()
+        saw = vmtest.wait_until(lambda: farm.count("127.0.0.49", "RCPT TO:<g@grey2.test>") >= 4, 15)
+        took = time.monotonic() - t0
+        time.sleep(2.5)  # room for a fourth re-probe, which must not come
+        n = farm.count("127.0.0.49", "RCPT TO:<g@grey2.test>")
+        retries = d.log_lines(r"probe g@grey2\.test: .*\(greylist retry\)")
+        tap.check("greylist re-probes: the farm saw 1 probe + 3 re-probes, no more (saw %d in %.1f s)" % (n, took),
+                  saw and n == 4 and len(retries) == 3, lambda: "\n".join(d.log_lines(r"grey2")))
+        tap.check("greylist re-probes: about greylist_retry (1 s) apart", took >= 2.5, "took %.1f s" % took)
+
+    # A server that greylists, then accepts: the background re-probe fills the
+    # cache, so the sender's retry is answered at once.
+    digit, line, t = rcpt_code(d, "<carol@flip.test>")
+    tap.check("greylist then accept: 4xx on the first try", digit == "4", t + "\n" + line)
+    dns.set_zone(moved(ZONE, "mx.flip.test", "127.0.0.50"))
+    flagged = "greylist" in (d.wait_log(r"probe carol@flip\.test: .*", 5) or [""])[0]
+    if not flagged:
+        tap.skip("greylist then accept: the re-probe fills the cache", "the callout does not flag greylisting")
+    else:
+        reprobed = vmtest.wait_until(lambda: d.wait_log(r"probe carol@flip\.test: valid .*greylist retry", 0.1), 5)
+        digit, line, t = rcpt_code(d, "<carol@flip.test>")
+        tap.check("greylist then accept: the retry is accepted from the cache (no probe of its own)",
+                  reprobed and digit == "2" and "source=cached" in line, t + "\n" + line + "\n" + d.diag())
+
+    # A stale 550 is never served: past negative_refresh the address is asked
+    # again and the client gets that answer, tempfail while the MX is down.
+    digit, line, t = rcpt_code(d, "<nobody@neg.test>")
+    tap.check("invalid sender: 5xx", digit == "5", t + "\n" + line)
+    digit, line, t = rcpt_code(d, "<nobody@neg.test>")
+    tap.check("invalid again at once: 5xx from the cache", digit == "5" and "source=cached" in line, line)
+    time.sleep(1.3)
+    dns.set_zone(moved(ZONE, "mx.neg.test", DOWN))
+    before = len(d.log_lines(r"probe nobody@neg\.test: "))
+    digit, line, t = rcpt_code(d, "<nobody@neg.test>")
+    tap.check("stale 550, MX now down: the client gets 4xx (the refresh's tempfail), not the stale 550",
+              digit == "4" and "source=probed" in line and len(d.log_lines(r"probe nobody@neg\.test: ")) == before + 1,
+              t + "\n" + line)
+    time.sleep(1.3)
+    dns.set_zone(moved(ZONE, "mx.neg.test", "127.0.0.50"))
+    digit, line, t = rcpt_code(d, "<nobody@neg.test>")
+    tap.check("the user exists now: accepted (probed again, not the stale 550)",
+              digit == "2" and "source=probed" in line, t + "\n" + line)
+    dns.set_zone(ZONE)
+    tap.equal("issue 7: clean stop", d.stop(), 0, d.diag)
 
 
 def main():
@@ -121,7 +216,7 @@ def main():
                   repr(r))
         check("no_domain sender: 5xx at RCPT", "<x@nxdomain.test>", "5")
         check("catch_all sender: accepted", "<x@all.test>", "accept")
-        check("tempfail (greylisted probe): deferred by default (4xx)", "<x@grey.test>", "4")
+        check("tempfail (greylisted probe): deferred (4xx) by default", "<x@grey.test>", "4")
         check("blocked (554 banner): accepted", "<x@block.test>", "accept")
         check("unverifiable (UTF-8 local part, no SMTPUTF8): accepted", "<j\u00f6rg@plain.test>", "accept")
         m, r, _, t = session(d, "<nobody@ok.test>", ["<postmaster@local.test>", "<bob@local.test>"])
@@ -209,7 +304,7 @@ def main():
         tap.equal("corrupt cache: clean stop", d3.stop(), 0, d3.diag)
 
         # Per-domain limits: at most 2 probes to one domain at once, at most
-        # 4 started per minute; the rest tempfail (deferred by default).
+        # 4 started per minute; the rest tempfail (accepted by default).
         limited = dict(conf, domain_probe_limit=2, domain_probe_rate=4, verify_budget="8s", cache="")
         d4 = Daemon(tmp, limited, name="limits", debug=True)
         daemons.append(d4)
@@ -239,11 +334,13 @@ def main():
                   took >= 1.3, d4.diag)
         m, r, _, t = session(d4, "<fifth@limit.test>", ["<x@local.test>"])
         line = verdicts(d4, "<fifth@limit.test>")
-        tap.check("domain_probe_rate 4: the fifth new probe this minute is not made (tempfail, deferred)",
-                  r and r[0].code == "y" and r[0].smtp_code == "451" and line and "reason=tempfail" in line[-1]
+        tap.check("domain_probe_rate 4: the fifth new probe this minute is not made (tempfail: 4xx)",
+                  r and r[0].code == "y" and r[0].smtp_code[0] == "4" and line and "reason=tempfail" in line[-1]
                   and "rate limit" in line[-1] and farm.count("127.0.0.48", "RCPT TO:<fifth@") == 0,
                   t + "\n" + "\n".join(line))
         tap.equal("limits: clean stop", d4.stop(), 0, d4.diag)
+
+        issue7(tap, tmp, conf, dns, farm, daemons)
     finally:
         for d in daemons:
             d.kill()

@@ -155,6 +155,14 @@ START_TEST(may_replace_table)
 			ck_assert_msg(cache_record_may_replace(&old, &fresh, NOW + SECOND) ==
 			                      !(temporary && answer),
 			              "old %s fresh %s", outcome_name(o), outcome_name(f));
+			/* past its refresh time a negative is never served: the
+			 * temporary outcome of its refresh replaces it; a stale
+			 * positive answer is still served and stays */
+			bool negative = o == OUTCOME_INVALID || o == OUTCOME_NO_DOMAIN;
+			if (old.refresh_at_ms < old.expires_at_ms)
+				ck_assert_msg(cache_record_may_replace(&old, &fresh, old.refresh_at_ms) ==
+				                      !(temporary && answer && !negative),
+				              "stale old %s fresh %s", outcome_name(o), outcome_name(f));
 			/* an expired record always gives way */
 			ck_assert(cache_record_may_replace(&old, &fresh, old.expires_at_ms));
 		}
@@ -341,6 +349,77 @@ START_TEST(ttl_cap_shortens_lifetime)
 }
 END_TEST
 
+START_TEST(deferral_continues)
+{
+	struct conf *c2 = conf_load_text("t", "temporary_ttl = 5m\ndefer_limit = 2h\n", print_error, NULL);
+	struct conf *nolimit =
+	        conf_load_text("t", "temporary_ttl = 5m\ndefer_limit = 0\n", print_error, NULL);
+	ck_assert_ptr_nonnull(c2);
+	ck_assert_ptr_nonnull(nolimit);
+	struct outcome temp = {0}, valid = {0};
+	outcome_set(&temp, OUTCOME_TEMPFAIL, STAGE_RCPT, 450, NULL, NULL, "test");
+	outcome_set(&valid, OUTCOME_VALID, STAGE_RCPT, 250, NULL, NULL, "test");
+	struct cache_record first, second, answer;
+	/* the first temporary outcome starts the deferral and outlives defer_limit */
+	cache_record_make(c2, &temp, NOW, &first);
+	cache_record_continue_deferral(c2, &first, NULL, NOW);
+	ck_assert_int_eq(first.deferred_since_ms, NOW);
+	ck_assert_int_eq(first.refresh_at_ms, NOW + 5 * MINUTE);
+	ck_assert_int_eq(first.expires_at_ms, NOW + 2 * HOUR + CACHE_DEFER_MARGIN_MS);
+	/* the next one carries start and greylist tries over */
+	first.tries = 2;
+	cache_record_make(c2, &temp, NOW + HOUR, &second);
+	cache_record_continue_deferral(c2, &second, &first, NOW + HOUR);
+	ck_assert_int_eq(second.deferred_since_ms, NOW);
+	ck_assert_uint_eq(second.tries, 2);
+	ck_assert_int_eq(second.refresh_at_ms, NOW + HOUR + 5 * MINUTE);
+	ck_assert_int_eq(second.expires_at_ms, NOW + 2 * HOUR + CACHE_DEFER_MARGIN_MS);
+	/* past the limit and the margin it lives its normal life */
+	cache_record_make(c2, &temp, NOW + 5 * HOUR, &second);
+	cache_record_continue_deferral(c2, &second, &first, NOW + 5 * HOUR);
+	ck_assert_int_eq(second.expires_at_ms, NOW + 5 * HOUR + 5 * MINUTE);
+	/* an old record of v1 (no start) counts from when it was probed */
+	first.deferred_since_ms = 0;
+	cache_record_continue_deferral(c2, &second, &first, NOW + 5 * HOUR);
+	ck_assert_int_eq(second.deferred_since_ms, NOW);
+	/* after an answer, a new deferral starts */
+	cache_record_make(c2, &valid, NOW, &answer);
+	cache_record_continue_deferral(c2, &answer, &first, NOW);
+	ck_assert_int_eq(answer.deferred_since_ms, 0);
+	ck_assert_uint_eq(answer.tries, 0);
+	cache_record_make(c2, &temp, NOW + MINUTE, &second);
+	cache_record_continue_deferral(c2, &second, &answer, NOW + MINUTE);
+	ck_assert_int_eq(second.deferred_since_ms, NOW + MINUTE);
+	/* a start in the future (the clock went back) is never kept */
+	first.deferred_since_ms = NOW + DAY;
+	cache_record_continue_deferral(c2, &second, &first, NOW + MINUTE);
+	ck_assert_int_eq(second.deferred_since_ms, NOW + MINUTE);
+	/* defer_limit 0: the stamp is kept, the lifetime is not stretched */
+	cache_record_make(nolimit, &temp, NOW, &first);
+	cache_record_continue_deferral(nolimit, &first, NULL, NOW);
+	ck_assert_int_eq(first.deferred_since_ms, NOW);
+	ck_assert_int_eq(first.expires_at_ms, NOW + 5 * MINUTE);
+	conf_unref(c2);
+	conf_unref(nolimit);
+}
+END_TEST
+
+START_TEST(stamp_refresh_moves_one_window)
+{
+	struct cache_record rec;
+	make(&rec, OUTCOME_VALID, NOW);
+	cache_record_stamp_refresh(conf, &rec, NOW + 3 * DAY);
+	ck_assert_int_eq(rec.refresh_at_ms, NOW + 5 * DAY); /* positive_refresh 2d on */
+	ck_assert_int_eq(rec.expires_at_ms, NOW + 10 * DAY);
+	cache_record_stamp_refresh(conf, &rec, NOW + 9 * DAY);
+	ck_assert_int_eq(rec.refresh_at_ms, NOW + 10 * DAY); /* never after it expires */
+	make(&rec, OUTCOME_INVALID, NOW);
+	cache_record_stamp_refresh(conf, &rec, NOW + 4 * HOUR);
+	ck_assert_int_eq(rec.refresh_at_ms, NOW + 7 * HOUR); /* negative_refresh 3h */
+	ck_assert_int_eq(rec.probed_at_ms, NOW);             /* what was found and when stays */
+}
+END_TEST
+
 /* check_sane - a record decode accepted keeps every invariant */
 static void check_sane(const struct cache_record *r)
 {
@@ -393,6 +472,12 @@ START_TEST(key_names)
 	cache_key_address(big, key, sizeof(key));
 	ck_assert_str_eq(key, ""); /* never a cut key */
 	cache_key_domain("", key, sizeof(key));
+	ck_assert_str_eq(key, "");
+	cache_key_hints("example.org", key, sizeof(key));
+	ck_assert_str_eq(key, "h:example.org");
+	cache_key_tagged("alice@example.org", key, sizeof(key));
+	ck_assert_str_eq(key, "t:alice@example.org");
+	cache_key_tagged(big, key, sizeof(key));
 	ck_assert_str_eq(key, "");
 }
 END_TEST
@@ -851,6 +936,8 @@ int main(void)
 	tcase_add_test(pure, decode_rejects_damage);
 	tcase_add_test(pure, v2_fields_round_trip_and_v1_still_read);
 	tcase_add_test(pure, ttl_cap_shortens_lifetime);
+	tcase_add_test(pure, deferral_continues);
+	tcase_add_test(pure, stamp_refresh_moves_one_window);
 	tcase_add_test(pure, decode_survives_truncation_and_flips);
 	tcase_add_test(pure, key_names);
 	suite_add_tcase(s, pure);

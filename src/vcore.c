@@ -1,0 +1,831 @@
+/*
+ * vcore.c - the verifier's rules (see vcore.h), engine-agnostic: who
+ * waits for which probe, and when probes start.
+ *
+ * Owns the table of probes in flight (by address, and by stable form for
+ * tagged senders), the start queue, every ticket until its last release,
+ * the per-domain limiter slots and the pending greylist timers. One mutex
+ * (core->lock) guards the probe tables, the start queue, the tickets and
+ * the counters; one condition variable (core->settled) is broadcast when
+ * tickets are answered, and each waiter checks its own. Limiter slots and
+ * greylist timers belong to the engine thread alone. What the cache may
+ * answer and what a probe leaves in it is vstore.c's; the cache is never
+ * used with the lock held.
+ *
+ * A request (vcore_submit, any thread) is answered by the cache when
+ * vstore_lookup allows (a stale positive answer also queues a background
+ * refresh); otherwise it joins the probe in flight for its address (or, a
+ * tagged sender, one for another address of its stable form) or queues a
+ * new one, and waits.
+ *
+ * The engine thread starts queued probes in order (vcore_run). A refresh
+ * first stamps the records it stands for (their next refresh one window
+ * on); one whose records are no longer stale, and that nobody joined, is
+ * dropped: so a stale record starts at most one refresh a window, however
+ * many requests ask for it and whatever the refresh finds. Then the
+ * domain's limits (domain_probe_limit at once, domain_probe_rate a
+ * minute), then the probe with the domain's hints. When it ends, vstore
+ * keeps the outcome (a greylisted one asks for one re-probe after
+ * greylist_retry: a timer, dropped should a definite answer come first),
+ * and every waiting ticket is answered; a tagged
+ * joiner whose address differs gets the answer only if it is positive,
+ * else it is queued as its own probe (a reject is about one address).
+ */
+#include "vcore.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "tags.h"
+#include "vstore.h"
+
+#define BUCKETS        4096 /* probes in flight hash tables; chains keep them unbounded */
+#define DOMAIN_BUCKETS 1024 /* per-domain limiter table */
+#define TIMER_BUCKETS  1024 /* pending greylist re-probes */
+#define RATE_WINDOW_MS 60000
+
+/* Why a probe was started (log line, counters). */
+enum probe_why {
+	WHY_ASKED,    /* someone waits for it */
+	WHY_REFRESH,  /* a stale answer was served: refresh it */
+	WHY_GREYLIST, /* the last probe was greylisted: ask again */
+};
+
+struct verify_ticket {
+	struct vcore *core;
+	int refs; /* under core->lock */
+	bool done;
+	struct verify_result result;
+	int64_t submitted_ms;
+	struct addr sender;                /* as submitted: a tagged joiner is told apart by it */
+	struct verify_ticket *next_waiter; /* in its probe's list */
+};
+
+/* Per-domain limits (engine thread only): probes running, the ones waiting
+ * for a free place, and how many started in the current minute. */
+struct domain_slot {
+	struct domain_slot *next_in_bucket;
+	char domain[ADDR_DOMAIN_MAX + 1];
+	int running;
+	int started_in_window;
+	int64_t window_start_ms;
+	struct probe *waiting_head, *waiting_tail;
+};
+
+struct probe {
+	struct vcore *core;
+	struct probe *next_in_bucket; /* by address */
+	struct probe *next_in_stable; /* by stable form (tagged probes only) */
+	struct probe *next_pending;   /* start queue, then a domain's waiting line */
+	struct domain_slot *slot;     /* engine thread: counted as running there */
+	struct addr address;
+	char stable[ADDR_PATH_MAX]; /* the tagged sender's stable form; "" if not tagged */
+	enum probe_why why;
+	unsigned stamps;               /* VSTORE_STAMP_* bits a refresh stands for; under the lock */
+	bool no_store;                 /* answered by ourselves (limit, no memory): not cached */
+	struct verify_ticket *waiters; /* each holds a reference for us */
+	void *handle;                  /* the engine's probe; engine thread only */
+	int64_t started_ms;
+};
+
+/* A greylisted address waiting for its re-probe (engine thread only). */
+struct greylist_timer {
+	struct vcore *core;
+	struct greylist_timer *next_in_bucket;
+	void *handle;
+	struct addr address;
+};
+
+struct vcore {
+	struct conf *conf;
+	struct vstore store; /* the cache (not ours; NULL: none) with conf */
+	struct vcore_engine eng;
+	unsigned tags; /* enabled tag kinds (tags.h) */
+
+	/* engine thread only */
+	struct domain_slot *domains[DOMAIN_BUCKETS];
+	struct greylist_timer *timers[TIMER_BUCKETS];
+	size_t timer_count, timer_max;
+
+	pthread_mutex_t lock;
+	pthread_cond_t settled;
+	struct probe *buckets[BUCKETS];
+	struct probe *stable_buckets[BUCKETS];
+	struct probe *pending; /* queued for the engine thread */
+	struct verify_stats stats;
+	size_t tickets; /* not yet released: the core outlives vcore_free() for them */
+	bool freed;     /* vcore_free() ran: the last release frees what is left */
+};
+
+/* ---- small helpers ---- */
+
+static int64_t wall_now(struct vcore *c)
+{
+	return c->eng.wall_ms(c->eng.ctx);
+}
+
+static int64_t mono_now(struct vcore *c)
+{
+	return c->eng.mono_ms(c->eng.ctx);
+}
+
+/* is_temporary - the probe could not find out this time */
+static bool is_temporary(enum outcome_kind kind)
+{
+	return kind == OUTCOME_TEMPFAIL || kind == OUTCOME_BLOCKED;
+}
+
+/* stable_of - the stable form of a tagged sender into buf ("" if none) */
+static void stable_of(struct vcore *c, const struct addr *a, char *buf, size_t size)
+{
+	tags_stable_form(a, c->tags, buf, size);
+}
+
+/* bucket_of - FNV-1a of a key, modulo n */
+static size_t bucket_of(const char *key, size_t n)
+{
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h % n;
+}
+
+/* ---- tickets (under the lock) ---- */
+
+/* ticket_unref - drop one reference */
+static void ticket_unref(struct verify_ticket *t)
+{
+	if (--t->refs == 0) {
+		t->core->tickets--;
+		free(t);
+	}
+}
+
+/* settle_ticket - the answer for one ticket */
+static void settle_ticket(struct vcore *c, struct verify_ticket *t, const struct outcome *o,
+                          enum verify_source source, int64_t deferred_since_ms)
+{
+	t->result.outcome = *o;
+	t->result.source = source;
+	t->result.elapsed_ms = mono_now(c) - t->submitted_ms;
+	t->result.deferred_since_ms = is_temporary(o->kind) ? deferred_since_ms : 0;
+	t->done = true;
+}
+
+/* ---- the probe tables (under the lock) ---- */
+
+/* find_probe - the probe in flight for an address */
+static struct probe *find_probe(struct vcore *c, const char *normalized)
+{
+	for (struct probe *p = c->buckets[bucket_of(normalized, BUCKETS)]; p != NULL; p = p->next_in_bucket)
+		if (strcmp(p->address.normalized, normalized) == 0)
+			return p;
+	return NULL;
+}
+
+/* find_stable - a probe in flight for another address of a stable form */
+static struct probe *find_stable(struct vcore *c, const char *stable)
+{
+	for (struct probe *p = c->stable_buckets[bucket_of(stable, BUCKETS)]; p != NULL;
+	     p = p->next_in_stable)
+		if (strcmp(p->stable, stable) == 0)
+			return p;
+	return NULL;
+}
+
+/* unlink_probe - take p out of both tables */
+static void unlink_probe(struct vcore *c, struct probe *p)
+{
+	struct probe **link = &c->buckets[bucket_of(p->address.normalized, BUCKETS)];
+	while (*link != NULL && *link != p)
+		link = &(*link)->next_in_bucket;
+	if (*link == p)
+		*link = p->next_in_bucket;
+	if (p->stable[0] == '\0')
+		return;
+	link = &c->stable_buckets[bucket_of(p->stable, BUCKETS)];
+	while (*link != NULL && *link != p)
+		link = &(*link)->next_in_stable;
+	if (*link == p)
+		*link = p->next_in_stable;
+}
+
+/* queue_probe - join the probe for sender, or queue a new one. t may be
+ * NULL (nobody waits: a refresh or a greylist re-probe); a ticket gets a
+ * reference for the probe. join_stable: a waiting tagged request may join
+ * a probe of another address of its stable form. stamps: records this
+ * request stands for a refresh of. False when out of memory. */
+static bool queue_probe(struct vcore *c, const struct addr *sender, const char *stable,
+                        struct verify_ticket *t, enum probe_why why, unsigned stamps, bool join_stable)
+{
+	bool wake = false;
+	pthread_mutex_lock(&c->lock);
+	struct probe *p = find_probe(c, sender->normalized);
+	if (p == NULL && join_stable && t != NULL && stamps == 0 && stable[0] != '\0')
+		p = find_stable(c, stable);
+	if (p != NULL) {
+		if (t != NULL)
+			c->stats.joined++;
+		p->stamps |= stamps;
+	} else {
+		p = calloc(1, sizeof(*p));
+		if (p == NULL) {
+			pthread_mutex_unlock(&c->lock);
+			return false;
+		}
+		p->core = c;
+		p->address = *sender;
+		snprintf(p->stable, sizeof(p->stable), "%s", stable);
+		p->why = why;
+		p->stamps = stamps;
+		size_t b = bucket_of(sender->normalized, BUCKETS);
+		p->next_in_bucket = c->buckets[b];
+		c->buckets[b] = p;
+		if (p->stable[0] != '\0') {
+			b = bucket_of(p->stable, BUCKETS);
+			p->next_in_stable = c->stable_buckets[b];
+			c->stable_buckets[b] = p;
+		}
+		p->next_pending = c->pending;
+		c->pending = p;
+		c->stats.in_flight++;
+		wake = true;
+	}
+	if (t != NULL) {
+		t->refs++;
+		t->next_waiter = p->waiters;
+		p->waiters = t;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (wake)
+		c->eng.wake(c->eng.ctx);
+	return true;
+}
+
+/* answer_from_cache - the cache's answer for t, if it may be served
+ * (vstore_lookup); true if t was answered */
+static bool answer_from_cache(struct vcore *c, struct verify_ticket *t, const char *stable)
+{
+	struct vstore_answer a;
+	enum vstore_lookup found = vstore_lookup(&c->store, &t->sender, stable, wall_now(c), &a);
+	pthread_mutex_lock(&c->lock);
+	if (found == VSTORE_ANSWER) {
+		settle_ticket(c, t, &a.outcome, a.source, a.deferred_since_ms);
+		switch (a.hit) {
+		case VSTORE_HIT_ADDRESS:
+			c->stats.cache_hits++;
+			break;
+		case VSTORE_HIT_STALE:
+			c->stats.stale_hits++;
+			break;
+		case VSTORE_HIT_TAGGED:
+			c->stats.tagged_hits++;
+			break;
+		case VSTORE_HIT_DOMAIN:
+			c->stats.domain_facts++;
+			break;
+		}
+	} else if (found == VSTORE_WITHHELD) {
+		c->stats.stale_withheld++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (found == VSTORE_ANSWER && a.refresh != 0 &&
+	    !queue_probe(c, &t->sender, stable, NULL, WHY_REFRESH, a.refresh, false))
+		log_msg(LOG_WARNING, "out of memory: cannot refresh %s", t->sender.normalized);
+	return found == VSTORE_ANSWER;
+}
+
+/* ---- greylist re-probes (engine thread) ---- */
+
+/* find_timer - the pending re-probe of an address, by its link */
+static struct greylist_timer **find_timer(struct vcore *c, const char *normalized)
+{
+	struct greylist_timer **link = &c->timers[bucket_of(normalized, TIMER_BUCKETS)];
+	while (*link != NULL && strcmp((*link)->address.normalized, normalized) != 0)
+		link = &(*link)->next_in_bucket;
+	return link;
+}
+
+/* on_greylist_timer - the time is up: probe the address again */
+static void on_greylist_timer(void *arg)
+{
+	struct greylist_timer *gt = arg;
+	struct vcore *c = gt->core;
+	struct greylist_timer **link = find_timer(c, gt->address.normalized);
+	if (*link == gt)
+		*link = gt->next_in_bucket;
+	c->timer_count--;
+	char stable[ADDR_PATH_MAX];
+	stable_of(c, &gt->address, stable, sizeof(stable));
+	if (!queue_probe(c, &gt->address, stable, NULL, WHY_GREYLIST, 0, false))
+		log_msg(LOG_WARNING, "out of memory: cannot probe %s again", gt->address.normalized);
+	free(gt);
+}
+
+/* schedule_greylist - one re-probe of a greylisted address after
+ * greylist_retry, unless one is pending or too many are; true if scheduled
+ * (a vstore_greylist_fn) */
+static bool schedule_greylist(void *arg, const struct addr *a)
+{
+	struct vcore *c = arg;
+	if (*find_timer(c, a->normalized) != NULL)
+		return false;
+	if (c->timer_count >= c->timer_max) {
+		log_msg(LOG_NOTICE, "greylisted: %zu re-probes pending already; %s is not asked again early",
+		        c->timer_count, a->normalized);
+		return false;
+	}
+	struct greylist_timer *gt = calloc(1, sizeof(*gt));
+	if (gt == NULL)
+		return false;
+	gt->core = c;
+	gt->address = *a;
+	gt->handle = c->eng.timer_start(c->eng.ctx, c->conf->greylist_retry_ms, on_greylist_timer, gt);
+	if (gt->handle == NULL) {
+		free(gt);
+		return false;
+	}
+	struct greylist_timer **link = find_timer(c, a->normalized);
+	*link = gt;
+	c->timer_count++;
+	log_msg(LOG_DEBUG, "greylisted: %s is asked again in %lld ms", a->normalized,
+	        (long long)c->conf->greylist_retry_ms);
+	return true;
+}
+
+/* drop_greylist - a definite answer came in: a pending re-probe is moot */
+static void drop_greylist(struct vcore *c, const struct addr *a)
+{
+	struct greylist_timer **link = find_timer(c, a->normalized);
+	struct greylist_timer *gt = *link;
+	if (gt == NULL)
+		return;
+	*link = gt->next_in_bucket;
+	c->timer_count--;
+	c->eng.timer_cancel(c->eng.ctx, gt->handle);
+	free(gt);
+}
+
+/* ---- probes (engine thread) ---- */
+
+static void slot_release(struct vcore *c, struct domain_slot *d);
+
+/* flag_names - the outcome's flags for the log, e.g. " flags=greylist" */
+static void flag_names(unsigned flags, char *buf, size_t size)
+{
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} names[] = {{OUTCOME_F_NOT_CATCHALL, "not_catchall"},
+	             {OUTCOME_F_FALLBACK_SENDER, "fallback_sender"},
+	             {OUTCOME_F_GREYLIST, "greylist"},
+	             {OUTCOME_F_PROTOCOL, "protocol"},
+	             {OUTCOME_F_LOOP, "loop"},
+	             {OUTCOME_F_TAGGED, "tagged"}};
+	size_t len = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && len < size; i++)
+		if (flags & names[i].bit)
+			len += (size_t)snprintf(buf + len, size - len, "%s%s", len == 0 ? " flags=" : ",",
+			                        names[i].name);
+}
+
+/* why_name - the log's suffix for why a probe ran */
+static const char *why_name(enum probe_why why)
+{
+	switch (why) {
+	case WHY_REFRESH:
+		return " (refresh)";
+	case WHY_GREYLIST:
+		return " (greylist retry)";
+	case WHY_ASKED:
+		break;
+	}
+	return "";
+}
+
+/* on_probe_done - a probe ended: stamp, store, then answer everyone waiting */
+static void on_probe_done(void *arg, const struct outcome *o)
+{
+	struct probe *p = arg;
+	struct vcore *c = p->core;
+	p->handle = NULL;
+	if (p->slot != NULL)
+		slot_release(c, p->slot);
+	int64_t now = wall_now(c);
+	/* Refreshes that joined this probe after it started: stamp them too. */
+	pthread_mutex_lock(&c->lock);
+	unsigned stamps = p->stamps;
+	pthread_mutex_unlock(&c->lock);
+	vstore_stamp(&c->store, &p->address, p->stable, stamps, now);
+	int64_t deferred = 0;
+	if (!p->no_store)
+		deferred = vstore_store(&c->store, &p->address, p->stable, o, now, schedule_greylist, c);
+	else if (is_temporary(o->kind))
+		deferred = vstore_carried_deferral(&c->store, &p->address, now);
+	if (!is_temporary(o->kind))
+		drop_greylist(c, &p->address);
+	char flags[128];
+	flag_names(o->flags, flags, sizeof(flags));
+	log_msg(LOG_DEBUG, "probe %s: %s at %s (%s) in %lld ms%s%s", p->address.normalized,
+	        outcome_name(o->kind), probe_stage_name(o->stage), o->reason,
+	        (long long)(mono_now(c) - p->started_ms), why_name(p->why), flags);
+
+	struct verify_ticket *requeue = NULL;
+	struct outcome tagged = *o;
+	tagged.flags |= OUTCOME_F_TAGGED;
+	pthread_mutex_lock(&c->lock);
+	unlink_probe(c, p);
+	c->stats.in_flight--;
+	for (struct verify_ticket *t = p->waiters, *next; t != NULL; t = next) {
+		next = t->next_waiter;
+		if (strcmp(t->sender.normalized, p->address.normalized) == 0) {
+			settle_ticket(c, t, o, VERIFY_PROBED, deferred);
+		} else if (vstore_transferable(o)) {
+			settle_ticket(c, t, &tagged, VERIFY_PROBED, 0);
+			c->stats.tagged_hits++;
+		} else {
+			t->next_waiter = requeue; /* keeps the probe's reference */
+			requeue = t;
+			continue;
+		}
+		ticket_unref(t);
+	}
+	pthread_cond_broadcast(&c->settled);
+	pthread_mutex_unlock(&c->lock);
+
+	/* A tagged joiner the answer was not for: its own probe, nobody else's. */
+	while (requeue != NULL) {
+		struct verify_ticket *t = requeue;
+		requeue = t->next_waiter;
+		char stable[ADDR_PATH_MAX];
+		stable_of(c, &t->sender, stable, sizeof(stable));
+		bool queued = queue_probe(c, &t->sender, stable, t, WHY_ASKED, 0, false);
+		pthread_mutex_lock(&c->lock);
+		if (!queued) {
+			struct outcome oom = {0};
+			outcome_set(&oom, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL,
+			            "out of memory queuing a probe");
+			settle_ticket(c, t, &oom, VERIFY_PROBED, now);
+			pthread_cond_broadcast(&c->settled);
+		}
+		ticket_unref(t);
+		pthread_mutex_unlock(&c->lock);
+	}
+	free(p);
+}
+
+/* finish_here - answer a probe ourselves (not cached) */
+static void finish_here(struct probe *p, const char *reason)
+{
+	struct outcome o = {0};
+	outcome_set(&o, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL, reason);
+	p->no_store = true;
+	on_probe_done(p, &o);
+}
+
+/* launch - start the probe (its place in the slot is taken), with the
+ * domain's hints */
+static void launch(struct vcore *c, struct probe *p)
+{
+	struct callout_hints hints;
+	vstore_hints(&c->store, p->address.domain_ascii, wall_now(c), &hints);
+	p->started_ms = mono_now(c);
+	pthread_mutex_lock(&c->lock);
+	c->stats.probes++;
+	if (p->why == WHY_REFRESH)
+		c->stats.refreshes++;
+	else if (p->why == WHY_GREYLIST)
+		c->stats.greylist_retries++;
+	pthread_mutex_unlock(&c->lock);
+	p->handle = c->eng.probe_start(c->eng.ctx, &p->address, &hints, on_probe_done, p);
+	if (p->handle == NULL)
+		finish_here(p, "out of memory starting a probe");
+}
+
+/* slot_for - the limiter slot of a domain, created on first use */
+static struct domain_slot *slot_for(struct vcore *c, const char *domain)
+{
+	size_t b = bucket_of(domain, DOMAIN_BUCKETS);
+	for (struct domain_slot *d = c->domains[b]; d != NULL; d = d->next_in_bucket)
+		if (strcmp(d->domain, domain) == 0)
+			return d;
+	struct domain_slot *d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	snprintf(d->domain, sizeof(d->domain), "%s", domain);
+	d->window_start_ms = mono_now(c) - RATE_WINDOW_MS; /* a new domain starts a new window */
+	d->next_in_bucket = c->domains[b];
+	c->domains[b] = d;
+	return d;
+}
+
+/* admit - through the domain's limits: start now, wait in line, or answer
+ * tempfail when the domain's probe rate is used up */
+static void admit(struct vcore *c, struct probe *p)
+{
+	struct domain_slot *d = slot_for(c, p->address.domain_ascii);
+	if (d == NULL) {
+		launch(c, p); /* out of memory for the limiter: probe unlimited */
+		return;
+	}
+	int64_t now = mono_now(c);
+	if (now - d->window_start_ms >= RATE_WINDOW_MS) {
+		d->window_start_ms = now;
+		d->started_in_window = 0;
+	}
+	int rate = c->conf->domain_probe_rate;
+	if (rate > 0 && d->started_in_window >= rate) {
+		log_msg(LOG_NOTICE, "probe rate limit: %d probes to %s this minute; answering tempfail", rate,
+		        d->domain);
+		finish_here(p, "per-domain probe rate limit reached (domain_probe_rate)");
+		return;
+	}
+	if (d->running >= c->conf->domain_probe_limit) {
+		p->next_pending = NULL;
+		if (d->waiting_tail != NULL)
+			d->waiting_tail->next_pending = p;
+		else
+			d->waiting_head = p;
+		d->waiting_tail = p;
+		return;
+	}
+	d->running++;
+	d->started_in_window++;
+	p->slot = d;
+	launch(c, p);
+}
+
+/* slot_release - a probe of the domain ended: let the next one in line go */
+static void slot_release(struct vcore *c, struct domain_slot *d)
+{
+	d->running--;
+	struct probe *next = d->waiting_head;
+	if (next == NULL)
+		return;
+	d->waiting_head = next->next_pending;
+	if (d->waiting_head == NULL)
+		d->waiting_tail = NULL;
+	/* Deferred to the loop: we are inside the finished probe's callback. */
+	pthread_mutex_lock(&c->lock);
+	next->next_pending = c->pending;
+	c->pending = next;
+	pthread_mutex_unlock(&c->lock);
+	c->eng.wake(c->eng.ctx);
+}
+
+/* start_refresh - stamp the records a refresh stands for, here on the
+ * engine thread, before it starts. A refresh whose records are no longer
+ * stale (stamped by an earlier refresh, or replaced) and that nobody joined
+ * is dropped: that is what bounds refreshes to one a window per record,
+ * however many requests queued one. False if p was dropped (freed). */
+static bool start_refresh(struct vcore *c, struct probe *p)
+{
+	pthread_mutex_lock(&c->lock);
+	unsigned stamps = p->stamps;
+	pthread_mutex_unlock(&c->lock);
+	if (stamps == 0 || vstore_stamp(&c->store, &p->address, p->stable, stamps, wall_now(c)) ||
+	    p->why != WHY_REFRESH)
+		return true;
+	pthread_mutex_lock(&c->lock);
+	bool drop = p->waiters == NULL;
+	if (drop) {
+		unlink_probe(c, p);
+		c->stats.in_flight--;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (drop) {
+		log_msg(LOG_DEBUG, "refresh of %s not needed: refreshed already this window",
+		        p->address.normalized);
+		free(p);
+	}
+	return !drop;
+}
+
+/* vcore_run - see vcore.h */
+void vcore_run(struct vcore *c)
+{
+	pthread_mutex_lock(&c->lock);
+	struct probe *queue = c->pending;
+	c->pending = NULL;
+	pthread_mutex_unlock(&c->lock);
+	/* The queue is newest first: start the oldest first. */
+	struct probe *ordered = NULL;
+	while (queue != NULL) {
+		struct probe *p = queue;
+		queue = p->next_pending;
+		p->next_pending = ordered;
+		ordered = p;
+	}
+	while (ordered != NULL) {
+		struct probe *p = ordered;
+		ordered = p->next_pending;
+		p->next_pending = NULL;
+		if (start_refresh(c, p))
+			admit(c, p);
+	}
+}
+
+/* vcore_tidy - see vcore.h */
+void vcore_tidy(struct vcore *c)
+{
+	int64_t now = mono_now(c);
+	for (size_t b = 0; b < DOMAIN_BUCKETS; b++) {
+		struct domain_slot **link = &c->domains[b];
+		while (*link != NULL) {
+			struct domain_slot *d = *link;
+			if (d->running == 0 && d->waiting_head == NULL &&
+			    now - d->window_start_ms >= RATE_WINDOW_MS) {
+				*link = d->next_in_bucket;
+				free(d);
+			} else {
+				link = &d->next_in_bucket;
+			}
+		}
+	}
+}
+
+/* vcore_sweep - see vcore.h */
+size_t vcore_sweep(struct vcore *c)
+{
+	if (c->store.cache == NULL)
+		return 0;
+	size_t removed = cache_sweep(c->store.cache, wall_now(c));
+	if (removed > 0)
+		log_msg(LOG_INFO, "cache: removed %zu expired entries", removed);
+	return removed;
+}
+
+/* vcore_on_fact - see vcore.h */
+void vcore_on_fact(struct vcore *c, const char *domain, const struct outcome *fact)
+{
+	vstore_late_fact(&c->store, domain, fact, wall_now(c));
+}
+
+/* ---- life cycle and the ticket API ---- */
+
+/* vcore_new - see vcore.h */
+struct vcore *vcore_new(struct conf *conf, struct cache *cache, const struct vcore_engine *engine)
+{
+	struct vcore *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->settled, NULL);
+	c->conf = conf_ref(conf);
+	c->store.conf = c->conf;
+	c->store.cache = cache;
+	c->eng = *engine;
+	c->tags = tags_enabled(conf);
+	c->timer_max = VCORE_GREYLIST_TIMERS_MAX;
+	return c;
+}
+
+/* vcore_set_greylist_timers_max - see vcore.h */
+void vcore_set_greylist_timers_max(struct vcore *c, size_t max)
+{
+	c->timer_max = max;
+}
+
+/* destroy - the last of the core: its lock and the struct itself */
+static void destroy(struct vcore *c)
+{
+	pthread_cond_destroy(&c->settled);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* vcore_free - see vcore.h */
+void vcore_free(struct vcore *c)
+{
+	if (c == NULL)
+		return;
+	struct outcome stopping = {0};
+	outcome_set(&stopping, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL, "vemilter is stopping");
+	int64_t now = wall_now(c);
+	pthread_mutex_lock(&c->lock);
+	for (size_t b = 0; b < BUCKETS; b++) {
+		while (c->buckets[b] != NULL) {
+			struct probe *p = c->buckets[b];
+			c->buckets[b] = p->next_in_bucket;
+			if (p->handle != NULL)
+				c->eng.probe_cancel(c->eng.ctx, p->handle);
+			for (struct verify_ticket *t = p->waiters, *next; t != NULL; t = next) {
+				next = t->next_waiter;
+				settle_ticket(c, t, &stopping, VERIFY_PROBED, now);
+				ticket_unref(t);
+			}
+			free(p);
+		}
+		c->stable_buckets[b] = NULL;
+	}
+	c->pending = NULL;
+	pthread_cond_broadcast(&c->settled);
+	pthread_mutex_unlock(&c->lock);
+	for (size_t b = 0; b < TIMER_BUCKETS; b++)
+		while (c->timers[b] != NULL) {
+			struct greylist_timer *gt = c->timers[b];
+			c->timers[b] = gt->next_in_bucket;
+			c->eng.timer_cancel(c->eng.ctx, gt->handle);
+			free(gt);
+		}
+	for (size_t b = 0; b < DOMAIN_BUCKETS; b++)
+		while (c->domains[b] != NULL) {
+			struct domain_slot *d = c->domains[b];
+			c->domains[b] = d->next_in_bucket;
+			free(d);
+		}
+	conf_unref(c->conf);
+	c->conf = NULL;
+	/* Tickets still held keep the lock alive until their release. */
+	pthread_mutex_lock(&c->lock);
+	c->freed = true;
+	bool last = c->tickets == 0;
+	pthread_mutex_unlock(&c->lock);
+	if (last)
+		destroy(c);
+}
+
+/* vcore_submit - see verify_submit in verify.h */
+struct verify_ticket *vcore_submit(struct vcore *c, const struct addr *sender)
+{
+	struct verify_ticket *t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return NULL;
+	t->core = c;
+	t->refs = 1;
+	t->submitted_ms = mono_now(c);
+	t->sender = *sender;
+	pthread_mutex_lock(&c->lock);
+	c->tickets++;
+	pthread_mutex_unlock(&c->lock);
+	char stable[ADDR_PATH_MAX];
+	stable_of(c, sender, stable, sizeof(stable));
+	if (answer_from_cache(c, t, stable))
+		return t;
+	if (!queue_probe(c, sender, stable, t, WHY_ASKED, 0, true)) {
+		vcore_release(t);
+		return NULL;
+	}
+	return t;
+}
+
+/* vcore_wait - see verify_wait in verify.h */
+bool vcore_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_result *out)
+{
+	struct vcore *c = t->core;
+	/* The condition variable runs on CLOCK_REALTIME: convert the deadline. */
+	int64_t wait_ms = deadline_ms - mono_now(c);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	if (wait_ms > 0) {
+		until.tv_sec += wait_ms / 1000;
+		until.tv_nsec += (wait_ms % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+	}
+	pthread_mutex_lock(&c->lock);
+	while (!t->done && wait_ms > 0)
+		if (pthread_cond_timedwait(&c->settled, &c->lock, &until) == ETIMEDOUT)
+			break;
+	bool done = t->done;
+	if (done)
+		*out = t->result;
+	pthread_mutex_unlock(&c->lock);
+	return done;
+}
+
+/* vcore_submitted_ms - see verify_submitted_ms in verify.h */
+int64_t vcore_submitted_ms(const struct verify_ticket *t)
+{
+	return t->submitted_ms;
+}
+
+/* vcore_release - see verify_release in verify.h */
+void vcore_release(struct verify_ticket *t)
+{
+	if (t == NULL)
+		return;
+	struct vcore *c = t->core;
+	pthread_mutex_lock(&c->lock);
+	ticket_unref(t);
+	bool last = c->freed && c->tickets == 0;
+	pthread_mutex_unlock(&c->lock);
+	if (last)
+		destroy(c);
+}
+
+/* vcore_get_stats - see verify_get_stats in verify.h */
+void vcore_get_stats(struct vcore *c, struct verify_stats *out)
+{
+	pthread_mutex_lock(&c->lock);
+	*out = c->stats;
+	pthread_mutex_unlock(&c->lock);
+}

@@ -1,0 +1,103 @@
+/*
+ * vcore.h - the verifier's logic, apart from the engine it drives.
+ *
+ * vcore decides everything verify.h promises: one shared probe per
+ * address (and per stable form of a tagged sender, tags.h), per-domain
+ * probe limits, background refreshes (at most one a refresh window per
+ * record), greylisted probes asked again later; with vstore.h's rules for
+ * the cache: which cached answer may be served (a stale answer that would
+ * reject, or a stale temporary one, is not: the address is probed again
+ * while the client waits), domain facts and the contrary evidence that
+ * clears them, probe hints, and the deferral start of temporary answers
+ * (for defer_limit).
+ *
+ * It reaches the engine only through struct vcore_engine: start and cancel
+ * a probe, start and cancel a timer, wake the engine thread, read the wall
+ * and monotonic clocks. verify.c wires that to callout_start() and libevent
+ * on the engine thread; tests/unit/test_vcore.c wires it to a fake engine
+ * with a movable clock, so every rule here is tested without sockets,
+ * sleeps or threads.
+ *
+ * Threads: vcore_submit/wait/release/get_stats from any thread (they take
+ * the core's mutex and never call the engine except wake). Everything else
+ * (vcore_run, vcore_on_fact, vcore_sweep, vcore_tidy, and every callback
+ * the engine makes: probe done, timer) on the engine thread only. The cache
+ * is shared and thread-safe.
+ */
+#ifndef VEMILTER_VCORE_H
+#define VEMILTER_VCORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "cache.h"
+#include "callout.h"
+#include "conf.h"
+#include "verify.h"
+
+struct vcore;
+
+typedef void (*vcore_timer_fn)(void *arg);
+
+/* The engine as the core sees it. ctx is passed back to every function. */
+struct vcore_engine {
+	void *ctx;
+	/* Start a probe of address; done(arg, outcome) runs exactly once, later,
+	 * on the engine thread (never inside probe_start), unless cancelled.
+	 * NULL: could not start. */
+	void *(*probe_start)(void *ctx, const struct addr *address, const struct callout_hints *hints,
+	                     callout_done_fn done, void *arg);
+	/* Stop a probe that has not reported; done will not run. */
+	void (*probe_cancel)(void *ctx, void *probe);
+	/* Run fn(arg) once on the engine thread after delay_ms; the handle is
+	 * the engine's until then. NULL: could not. */
+	void *(*timer_start)(void *ctx, int64_t delay_ms, vcore_timer_fn fn, void *arg);
+	/* Stop a timer that has not fired. */
+	void (*timer_cancel)(void *ctx, void *timer);
+	/* From any thread: have the engine thread call vcore_run() soon. */
+	void (*wake)(void *ctx);
+	int64_t (*wall_ms)(void *ctx); /* milliseconds since the epoch (records) */
+	int64_t (*mono_ms)(void *ctx); /* monotonic milliseconds (deadlines, limits) */
+};
+
+/* At most this many greylisted addresses wait for their re-probe at once;
+ * beyond, a greylisted address is logged and not asked again early. (How
+ * often one address is asked again: VSTORE_GREYLIST_TRIES.) */
+#define VCORE_GREYLIST_TIMERS_MAX 10000
+
+/* vcore_new - a core over cache (NULL: none; not owned) and engine (copied).
+ * Holds a reference to conf. NULL when out of memory. */
+struct vcore *vcore_new(struct conf *conf, struct cache *cache, const struct vcore_engine *engine);
+
+/* vcore_free - the engine thread is stopped: cancel every probe and timer,
+ * answer every waiting ticket with tempfail ("vemilter is stopping").
+ * Tickets still held stay valid until released. */
+void vcore_free(struct vcore *core);
+
+/* vcore_run - engine thread, after wake: start what was queued. */
+void vcore_run(struct vcore *core);
+
+/* vcore_on_fact - engine thread: a late domain fact from a callout
+ * (probe_env.on_fact; see callout.h). */
+void vcore_on_fact(struct vcore *core, const char *domain, const struct outcome *fact);
+
+/* vcore_sweep - engine thread: drop expired cache records; how many. */
+size_t vcore_sweep(struct vcore *core);
+
+/* vcore_tidy - engine thread: forget idle per-domain limiter slots. */
+void vcore_tidy(struct vcore *core);
+
+/* vcore_set_greylist_timers_max - lower the bound on pending greylist
+ * re-probes (tests). */
+void vcore_set_greylist_timers_max(struct vcore *core, size_t max);
+
+/* The ticket functions behind verify.h (same contracts). */
+struct verify_ticket *vcore_submit(struct vcore *core, const struct addr *sender);
+bool vcore_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_result *out);
+int64_t vcore_submitted_ms(const struct verify_ticket *t);
+void vcore_release(struct verify_ticket *t);
+void vcore_get_stats(struct vcore *core, struct verify_stats *out);
+
+#endif

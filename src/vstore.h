@@ -1,0 +1,121 @@
+/*
+ * vstore.h - the verifier's rules for its cache: which record may answer a
+ * request, and what a probe's outcome leaves behind.
+ *
+ * The verifier (vcore.c) owns threads, probes and waiting; this module owns
+ * what is read from and written to the cache for it, on the keys cache.h
+ * names ("a:" address, "t:" tagged stable form, "d:" domain facts, "h:"
+ * probe hints). No locks of its own, no engine; every time is an argument.
+ *
+ * What may answer a request (vstore_lookup), in order:
+ *  1. "a:<address>" fresh: served (a temporary answer with the address's
+ *     deferral start). Stale and positive (valid, catch_all, unverifiable):
+ *     served, with a background refresh. Stale and negative (invalid,
+ *     no_domain: stale evidence never rejects) or temporary: not served;
+ *     the record carries the deferral start over to the probe that follows.
+ *  2. for a tagged sender, "t:<stable form>": a positive answer another
+ *     address of the sender earned (served, refreshed when stale).
+ *  3. "d:<domain>": a fresh fact is served; a temporary one also gives the
+ *     address a record of its own, so its deferral start is kept. A stale
+ *     positive fact is served and refreshed; a stale negative is not.
+ *  4. nothing: the address is probed.
+ *
+ * What a probe leaves (vstore_store): the outcome under "a:" (a temporary
+ * one continuing the address's deferral and greylist tries: cache.h); a
+ * positive one also under "t:" for a tagged sender (flagged
+ * OUTCOME_F_TAGGED; a 5xx is about one address and never goes there); a
+ * fact about the domain under "d:" (never from an outcome flagged protocol
+ * or loop); a definite answer deletes the domain facts it disproves
+ * (no_domain, unreachable, blocked; catch-all when the domain proved not to
+ * be); the hints learn not-catch-all and the fallback sender.
+ */
+#ifndef VEMILTER_VSTORE_H
+#define VEMILTER_VSTORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "cache.h"
+#include "callout.h"
+#include "conf.h"
+#include "verify.h"
+
+/* The cache and the lifetimes it is used with; neither owned. */
+struct vstore {
+	const struct conf *conf;
+	struct cache *cache; /* NULL: no cache, nothing is served or kept */
+};
+
+/* Records a background refresh stands for (stamped: cache_record_stamp_refresh). */
+enum {
+	VSTORE_STAMP_ADDRESS = 1 << 0, /* a:<address> */
+	VSTORE_STAMP_TAGGED = 1 << 1,  /* t:<stable form> */
+	VSTORE_STAMP_DOMAIN = 1 << 2,  /* d:<domain> */
+};
+
+/* A greylisted address is asked again at most this often in a row. */
+#define VSTORE_GREYLIST_TRIES 3
+
+enum vstore_lookup {
+	VSTORE_ANSWER,   /* *out is the answer */
+	VSTORE_PROBE,    /* nothing to serve: probe */
+	VSTORE_WITHHELD, /* a stale record would have rejected, or was temporary: probe */
+};
+
+/* Which kind of cached answer it was (for the counters). */
+enum vstore_hit {
+	VSTORE_HIT_ADDRESS, /* the address's fresh record */
+	VSTORE_HIT_STALE,   /* the address's stale positive record */
+	VSTORE_HIT_TAGGED,  /* the stable form's record */
+	VSTORE_HIT_DOMAIN,  /* a domain fact */
+};
+
+struct vstore_answer {
+	struct outcome outcome;
+	enum verify_source source;
+	int64_t deferred_since_ms; /* temporary answers: the address's deferral start */
+	enum vstore_hit hit;
+	unsigned refresh; /* VSTORE_STAMP_* bits: queue a background refresh for them; 0: none */
+};
+
+/* vstore_lookup - what may answer sender (stable: its stable form, "" if
+ * not tagged) at now. May write the address's record (a temporary domain
+ * fact's deferral stamp). */
+enum vstore_lookup vstore_lookup(const struct vstore *s, const struct addr *sender, const char *stable,
+                                 int64_t now, struct vstore_answer *out);
+
+/* vstore_stamp - a background refresh of these records starts: each that
+ * is still stale gets its next refresh one window on. True if any was. */
+bool vstore_stamp(const struct vstore *s, const struct addr *address, const char *stable, unsigned stamps,
+                  int64_t now);
+
+/* Asked when a greylisted outcome is stored and the address may be asked
+ * again: true if a re-probe was scheduled (then it is counted). */
+typedef bool (*vstore_greylist_fn)(void *arg, const struct addr *address);
+
+/* vstore_store - keep a probe's outcome for address (see the top). Returns
+ * the address's deferral start for a temporary outcome (now without a
+ * cache), else 0. */
+int64_t vstore_store(const struct vstore *s, const struct addr *address, const char *stable,
+                     const struct outcome *o, int64_t now, vstore_greylist_fn greylist, void *arg);
+
+/* vstore_carried_deferral - the deferral start of a temporary answer that
+ * is not kept (our own limits): the address's, else now. */
+int64_t vstore_carried_deferral(const struct vstore *s, const struct addr *address, int64_t now);
+
+/* vstore_hints - how to probe the domain: skip the random RCPT when it is
+ * known (fresh) not to be catch-all; start with the fallback sender when
+ * it refuses the probe sender. */
+void vstore_hints(const struct vstore *s, const char *domain, int64_t now, struct callout_hints *out);
+
+/* vstore_late_fact - a domain fact learned after the verdict (callout.h's
+ * on_fact): catch-all is stored as a fact and clears the not-catch-all
+ * hint; not-catch-all sets the hint and clears a catch-all fact. */
+void vstore_late_fact(const struct vstore *s, const char *domain, const struct outcome *fact, int64_t now);
+
+/* vstore_transferable - may one address of a tagged sender give this
+ * answer to another of its stable form? Positive answers only. */
+bool vstore_transferable(const struct outcome *o);
+
+#endif

@@ -1,0 +1,1036 @@
+/*
+ * test_vcore.c - the verifier's rules (vcore.c) with a fake engine and a
+ * movable clock: shared probes, the per-domain limits, refreshes and their
+ * throttling (the refresh storm), stale negatives and stale temporary
+ * answers never served, defer_limit stamps, greylist re-probes, domain
+ * facts (lifetime caps, stale refresh, contrary evidence, protocol/loop
+ * outcomes), probe hints and late facts, tagged senders, and a clean stop.
+ *
+ * The fake engine records every probe and timer; a test ends a probe by
+ * calling its done callback with the outcome it chooses, and moves both
+ * clocks forward, firing due timers. The cache is a real LMDB file in a
+ * scratch directory. No sockets, no sleeps, no threads.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "log.h"
+#include "tags.h"
+#include "unit.h"
+#include "vcore.h"
+
+#define SECOND INT64_C(1000)
+#define MINUTE (60 * SECOND)
+#define HOUR   (60 * MINUTE)
+#define DAY    (24 * HOUR)
+#define T0     INT64_C(1700000000000)
+
+#define MAX_PROBES 1024
+#define MAX_TIMERS 64
+
+static const char base_conf[] = "positive_ttl = 10d\npositive_refresh = 2d\nnegative_ttl = 3d\n"
+                                "negative_refresh = 3h\ninconclusive_ttl = 1d\ntemporary_ttl = 5m\n"
+                                "defer_limit = 2h\n";
+
+struct fake_probe {
+	struct addr address;
+	struct callout_hints hints;
+	callout_done_fn done;
+	void *arg;
+	bool live, cancelled;
+};
+
+struct fake_timer {
+	int64_t due;
+	vcore_timer_fn fn;
+	void *arg;
+	bool live, cancelled;
+};
+
+/* The fake engine: everything the core asked of it. */
+static struct {
+	int64_t wall, mono;
+	struct fake_probe probes[MAX_PROBES];
+	int nprobes;
+	struct fake_timer timers[MAX_TIMERS];
+	int ntimers;
+	bool woken;
+} F;
+
+static struct conf *conf;
+static struct cache *cache;
+static struct vcore *core;
+static char dir[64];
+
+static void *fake_probe_start(void *ctx, const struct addr *address, const struct callout_hints *hints,
+                              callout_done_fn done, void *arg)
+{
+	ck_assert_int_lt(F.nprobes, MAX_PROBES);
+	struct fake_probe *p = &F.probes[F.nprobes++];
+	p->address = *address;
+	p->hints = *hints;
+	p->done = done;
+	p->arg = arg;
+	p->live = true;
+	return p;
+}
+
+static void fake_probe_cancel(void *ctx, void *probe)
+{
+	struct fake_probe *p = probe;
+	ck_assert(p->live);
+	p->live = false;
+	p->cancelled = true;
+}
+
+static void *fake_timer_start(void *ctx, int64_t delay_ms, vcore_timer_fn fn, void *arg)
+{
+	ck_assert_int_lt(F.ntimers, MAX_TIMERS);
+	struct fake_timer *t = &F.timers[F.ntimers++];
+	t->due = F.mono + delay_ms;
+	t->fn = fn;
+	t->arg = arg;
+	t->live = true;
+	return t;
+}
+
+static void fake_timer_cancel(void *ctx, void *timer)
+{
+	struct fake_timer *t = timer;
+	ck_assert(t->live);
+	t->live = false;
+	t->cancelled = true;
+}
+
+static void fake_wake(void *ctx)
+{
+	F.woken = true;
+}
+
+static int64_t fake_wall(void *ctx)
+{
+	return F.wall;
+}
+
+static int64_t fake_mono(void *ctx)
+{
+	return F.mono;
+}
+
+/* pump - run what the core queued, as the engine thread would */
+static void pump(void)
+{
+	for (int i = 0; i < 100 && F.woken; i++) {
+		F.woken = false;
+		vcore_run(core);
+	}
+	ck_assert(!F.woken);
+}
+
+/* start - a core over a fresh cache with base_conf plus extra */
+static void start(const char *extra)
+{
+	char text[2048];
+	snprintf(text, sizeof(text), "%s%s%s", base_conf, extra,
+	         strstr(extra, "greylist_retry") == NULL ? "greylist_retry = 5m\n" : "");
+	conf = conf_load_text("test", text, NULL, NULL);
+	ck_assert_ptr_nonnull(conf);
+	memset(&F, 0, sizeof(F));
+	F.wall = T0;
+	F.mono = 5000;
+	char path[128], why[300] = "";
+	snprintf(path, sizeof(path), "%s/cache.lmdb", dir);
+	cache = cache_open(path, 64, why, sizeof(why));
+	ck_assert_msg(cache != NULL, "cache_open: %s", why);
+	const struct vcore_engine eng = {
+	        .ctx = NULL,
+	        .probe_start = fake_probe_start,
+	        .probe_cancel = fake_probe_cancel,
+	        .timer_start = fake_timer_start,
+	        .timer_cancel = fake_timer_cancel,
+	        .wake = fake_wake,
+	        .wall_ms = fake_wall,
+	        .mono_ms = fake_mono,
+	};
+	core = vcore_new(conf, cache, &eng);
+	ck_assert_ptr_nonnull(core);
+}
+
+static void setup(void)
+{
+	log_open("test_vcore", LOG_USER, true, LOG_ERR);
+	snprintf(dir, sizeof(dir), "/tmp/test_vcore.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	core = NULL;
+	cache = NULL;
+	conf = NULL;
+}
+
+static void teardown(void)
+{
+	if (core != NULL)
+		vcore_free(core);
+	if (cache != NULL)
+		cache_close(cache);
+	conf_unref(conf);
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char name[512];
+	while (d != NULL && (e = readdir(d)) != NULL) {
+		snprintf(name, sizeof(name), "%s/%s", dir, e->d_name);
+		if (e->d_name[0] != '.')
+			unlink(name);
+	}
+	if (d != NULL)
+		closedir(d);
+	rmdir(dir);
+}
+
+/* parse - an address that must parse */
+static struct addr parse(const char *text)
+{
+	struct addr a;
+	char why[200];
+	ck_assert_msg(addr_parse(text, strlen(text), &a, why, sizeof(why)), "%s: %s", text, why);
+	return a;
+}
+
+/* submit - a request, and the engine runs what it queued */
+static struct verify_ticket *submit(const char *text)
+{
+	struct addr a = parse(text);
+	struct verify_ticket *t = vcore_submit(core, &a);
+	ck_assert_ptr_nonnull(t);
+	pump();
+	return t;
+}
+
+/* answered - the ticket's answer if it has one (never waits) */
+static bool answered(struct verify_ticket *t, struct verify_result *r)
+{
+	return vcore_wait(t, F.mono, r);
+}
+
+/* must_answer - the ticket's answer, which must be there */
+static struct verify_result must_answer(struct verify_ticket *t)
+{
+	struct verify_result r;
+	ck_assert_msg(answered(t, &r), "not answered");
+	return r;
+}
+
+/* ask - submit, take the answer that must be there at once, release */
+static struct verify_result ask(const char *text)
+{
+	struct verify_ticket *t = submit(text);
+	struct verify_result r = must_answer(t);
+	vcore_release(t);
+	return r;
+}
+
+/* outcome - kind at stage with flags */
+static struct outcome outcome(enum outcome_kind kind, enum probe_stage stage, unsigned flags)
+{
+	struct outcome o;
+	memset(&o, 0, sizeof(o));
+	int code = kind == OUTCOME_VALID      ? 250
+	           : kind == OUTCOME_INVALID  ? 550
+	           : kind == OUTCOME_TEMPFAIL ? 450
+	                                      : 0;
+	outcome_set(&o, kind, stage, code, NULL, "test reply", "test");
+	o.flags = flags;
+	return o;
+}
+
+/* live - the live probe of an address, or -1 */
+static int live(const char *normalized)
+{
+	for (int i = 0; i < F.nprobes; i++)
+		if (F.probes[i].live && strcmp(F.probes[i].address.normalized, normalized) == 0)
+			return i;
+	return -1;
+}
+
+/* live_count - probes running */
+static int live_count(void)
+{
+	int n = 0;
+	for (int i = 0; i < F.nprobes; i++)
+		n += F.probes[i].live;
+	return n;
+}
+
+/* finish - the live probe of an address ends with o */
+static void finish(const char *normalized, struct outcome o)
+{
+	int i = live(normalized);
+	ck_assert_msg(i >= 0, "no live probe for %s", normalized);
+	F.probes[i].live = false;
+	F.probes[i].done(F.probes[i].arg, &o);
+	pump();
+}
+
+/* probe_once - ask for an address nobody knows: one probe, ended with o */
+static struct verify_result probe_once(const char *text, struct outcome o)
+{
+	struct verify_ticket *t = submit(text);
+	struct verify_result r;
+	ck_assert(!answered(t, &r));
+	struct addr a = parse(text);
+	finish(a.normalized, o);
+	r = must_answer(t);
+	vcore_release(t);
+	return r;
+}
+
+/* advance - both clocks move on; due timers fire in order */
+static void advance(int64_t ms)
+{
+	int64_t until = F.mono + ms;
+	for (;;) {
+		struct fake_timer *next = NULL;
+		for (int i = 0; i < F.ntimers; i++)
+			if (F.timers[i].live && F.timers[i].due <= until &&
+			    (next == NULL || F.timers[i].due < next->due))
+				next = &F.timers[i];
+		if (next == NULL)
+			break;
+		F.wall += next->due - F.mono;
+		F.mono = next->due;
+		next->live = false;
+		next->fn(next->arg);
+		pump();
+	}
+	F.wall += until - F.mono;
+	F.mono = until;
+}
+
+/* live_timers - timers pending */
+static int live_timers(void)
+{
+	int n = 0;
+	for (int i = 0; i < F.ntimers; i++)
+		n += F.timers[i].live;
+	return n;
+}
+
+/* record - the cache record under a key (must be there, fresh or stale) */
+static struct cache_record record(const char *key)
+{
+	struct cache_record rec;
+	ck_assert_msg(cache_get(cache, key, F.wall, &rec) != CACHE_MISS, "no record %s", key);
+	return rec;
+}
+
+/* has_record - a record under key, fresh or stale */
+static bool has_record(const char *key)
+{
+	struct cache_record rec;
+	return cache_get(cache, key, F.wall, &rec) != CACHE_MISS;
+}
+
+static struct verify_stats stats(void)
+{
+	struct verify_stats s;
+	vcore_get_stats(core, &s);
+	return s;
+}
+
+/* ---- shared probes and limits ---- */
+
+START_TEST(shared_probe_then_cached)
+{
+	start("");
+	struct verify_ticket *t[50];
+	for (int i = 0; i < 50; i++)
+		t[i] = submit("alice@ok.test");
+	ck_assert_int_eq(F.nprobes, 1);
+	ck_assert_int_eq(stats().joined, 49);
+	struct verify_result r;
+	ck_assert(!answered(t[0], &r));
+	advance(1200);
+	finish("alice@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	for (int i = 0; i < 50; i++) {
+		r = must_answer(t[i]);
+		ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID);
+		ck_assert_int_eq(r.source, VERIFY_PROBED);
+		ck_assert_int_eq(r.elapsed_ms, 1200);
+		ck_assert_int_eq(r.deferred_since_ms, 0);
+		vcore_release(t[i]);
+	}
+	r = ask("alice@ok.test");
+	ck_assert_int_eq(r.source, VERIFY_CACHED);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID);
+	ck_assert_int_eq(F.nprobes, 1);
+	ck_assert_int_eq(stats().probes, 1);
+	ck_assert_int_eq(stats().cache_hits, 1);
+	ck_assert_int_eq(stats().in_flight, 0);
+}
+END_TEST
+
+START_TEST(domain_limits)
+{
+	start("domain_probe_limit = 2\ndomain_probe_rate = 4\n");
+	const char *who[] = {"a@lim.test", "b@lim.test", "c@lim.test", "d@lim.test"};
+	struct verify_ticket *t[4];
+	for (int i = 0; i < 4; i++)
+		t[i] = submit(who[i]);
+	ck_assert_int_eq(live_count(), 2); /* two at once; the others wait in line */
+	ck_assert_int_eq(F.nprobes, 2);
+	finish("a@lim.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(live_count(), 2);
+	ck_assert_int_eq(F.nprobes, 3);
+	ck_assert_int_ge(live("c@lim.test"), 0); /* first come, first served */
+	finish("b@lim.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	finish("c@lim.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	finish("d@lim.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	for (int i = 0; i < 4; i++) {
+		must_answer(t[i]);
+		vcore_release(t[i]);
+	}
+	/* the fifth new probe this minute is not made: tempfail, not cached */
+	struct verify_result r = ask("e@lim.test");
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "domain_probe_rate"));
+	ck_assert_int_eq(r.deferred_since_ms, F.wall);
+	ck_assert_int_eq(F.nprobes, 4);
+	ck_assert(!has_record("a:e@lim.test"));
+	advance(61 * SECOND);
+	struct verify_ticket *late = submit("e@lim.test");
+	ck_assert_int_eq(F.nprobes, 5);
+	finish("e@lim.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	vcore_release(late);
+	/* another domain is not limited by this one */
+	vcore_tidy(core);
+	ck_assert_int_eq(probe_once("x@other.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0)).outcome.kind,
+	                 OUTCOME_VALID);
+}
+END_TEST
+
+/* ---- refresh and its throttling ---- */
+
+/* storm - n messages from a sender whose refresh never succeeds; returns
+ * how many probes they started. in_flight: the refresh stays open for the
+ * first half of them. */
+static int storm(const char *sender, int n)
+{
+	int before = F.nprobes;
+	for (int i = 0; i < n; i++) {
+		struct verify_result r = ask(sender);
+		ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID); /* a stale positive is served */
+		if (i >= n / 2 && live(sender) >= 0)
+			finish(sender, outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, 0));
+		advance(10 * SECOND);
+	}
+	if (live(sender) >= 0)
+		finish(sender, outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, 0));
+	return F.nprobes - before;
+}
+
+START_TEST(refresh_storm_throttled)
+{
+	start("");
+	probe_once("v@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	advance(2 * DAY + SECOND);
+	struct verify_result r = ask("v@ok.test");
+	ck_assert_int_eq(r.source, VERIFY_STALE);
+	ck_assert_int_eq(F.nprobes, 2);
+	finish("v@ok.test", outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, 0));
+	/* the failed refresh did not replace the answer; the record was stamped */
+	struct cache_record rec = record("a:v@ok.test");
+	ck_assert_int_eq(rec.outcome.kind, OUTCOME_VALID);
+	ck_assert_int_eq(rec.refresh_at_ms, F.wall + 2 * DAY);
+	int n = storm("v@ok.test", 100);
+	fprintf(stderr, "refresh storm: 100 messages -> %d probes (after the window's one refresh)\n", n);
+	ck_assert_int_eq(n, 0);
+	/* the next window: exactly one refresh for 100 messages */
+	advance(2 * DAY);
+	n = storm("v@ok.test", 100);
+	fprintf(stderr, "refresh storm: 100 messages in a new window -> %d probe(s)\n", n);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(stats().refreshes, 2);
+	/* many requests queued before the engine ran: still one probe */
+	advance(2 * DAY);
+	struct addr a = parse("v@ok.test");
+	struct verify_ticket *t[20];
+	for (int i = 0; i < 20; i++)
+		t[i] = vcore_submit(core, &a);
+	pump();
+	ck_assert_int_eq(live_count(), 1);
+	for (int i = 0; i < 20; i++) {
+		ck_assert_int_eq(must_answer(t[i]).outcome.kind, OUTCOME_VALID);
+		vcore_release(t[i]);
+	}
+	/* a refresh that succeeds replaces the record */
+	finish("v@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	rec = record("a:v@ok.test");
+	ck_assert_int_eq(rec.probed_at_ms, F.wall);
+	ck_assert_int_eq(rec.expires_at_ms, F.wall + 10 * DAY);
+}
+END_TEST
+
+START_TEST(stale_domain_fact_refreshed_once)
+{
+	start("");
+	/* a catch-all fact past its refresh time (written as an older build would) */
+	struct outcome o = outcome(OUTCOME_CATCH_ALL, STAGE_CATCHALL, 0);
+	struct cache_record rec;
+	cache_record_make(conf, &o, F.wall - 2 * DAY, &rec);
+	rec.refresh_at_ms = F.wall - SECOND;
+	rec.expires_at_ms = F.wall + DAY;
+	ck_assert(cache_put(cache, "d:cat.test", &rec, F.wall));
+	struct addr a[3] = {parse("a@cat.test"), parse("b@cat.test"), parse("c@cat.test")};
+	struct verify_ticket *t[3];
+	for (int i = 0; i < 3; i++)
+		t[i] = vcore_submit(core, &a[i]);
+	pump();
+	for (int i = 0; i < 3; i++) {
+		struct verify_result r = must_answer(t[i]);
+		ck_assert_int_eq(r.outcome.kind, OUTCOME_CATCH_ALL);
+		ck_assert_int_eq(r.source, VERIFY_DOMAIN_FACT);
+		vcore_release(t[i]);
+	}
+	ck_assert_int_eq(F.nprobes, 1); /* three queued, one ran */
+	ck_assert_int_eq(live("a@cat.test"), 0);
+	ck_assert_int_eq(ask("d@cat.test").outcome.kind, OUTCOME_CATCH_ALL);
+	ck_assert_int_eq(F.nprobes, 1);
+	finish("a@cat.test", outcome(OUTCOME_CATCH_ALL, STAGE_CATCHALL, 0));
+	rec = record("d:cat.test");
+	ck_assert_int_eq(rec.probed_at_ms, F.wall);
+}
+END_TEST
+
+/* ---- stale evidence never rejects ---- */
+
+START_TEST(stale_negative_not_served)
+{
+	start("");
+	ck_assert_int_eq(probe_once("n@ok.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0)).outcome.kind,
+	                 OUTCOME_INVALID);
+	ck_assert_int_eq(ask("n@ok.test").outcome.kind, OUTCOME_INVALID); /* fresh: served */
+	advance(3 * HOUR + SECOND);
+	struct verify_ticket *t = submit("n@ok.test");
+	struct verify_result r;
+	ck_assert(!answered(t, &r)); /* the client waits for a new probe */
+	ck_assert_int_eq(F.nprobes, 2);
+	ck_assert_int_eq(stats().stale_withheld, 1);
+	finish("n@ok.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, 0));
+	r = must_answer(t);
+	vcore_release(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL); /* never the stale 550 */
+	ck_assert_int_eq(r.source, VERIFY_PROBED);
+	ck_assert_int_eq(r.deferred_since_ms, F.wall);
+	ck_assert_int_eq(record("a:n@ok.test").outcome.kind,
+	                 OUTCOME_TEMPFAIL); /* it replaced the stale 550 */
+	r = ask("n@ok.test");
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+
+	/* a refresh that finds the address valid now */
+	probe_once("m@ok.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	advance(3 * HOUR + SECOND);
+	t = submit("m@ok.test");
+	ck_assert(!answered(t, &r));
+	finish("m@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(t).outcome.kind, OUTCOME_VALID);
+	vcore_release(t);
+}
+END_TEST
+
+START_TEST(stale_no_domain_fact_not_served)
+{
+	start("");
+	probe_once("x@gone.test", outcome(OUTCOME_NO_DOMAIN, STAGE_DNS, 0));
+	struct verify_result r = ask("y@gone.test");
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_NO_DOMAIN);
+	ck_assert_int_eq(r.source, VERIFY_DOMAIN_FACT);
+	ck_assert_int_eq(F.nprobes, 1);
+	advance(3 * HOUR + SECOND);
+	struct verify_ticket *t = submit("z@gone.test");
+	ck_assert(!answered(t, &r));
+	ck_assert_int_eq(F.nprobes, 2);
+	finish("z@gone.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	r = must_answer(t);
+	vcore_release(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID);
+	ck_assert(!has_record("d:gone.test")); /* contrary evidence cleared the fact */
+	t = submit("w@gone.test");
+	ck_assert(!answered(t, &r)); /* probed, not answered by a fact */
+	finish("w@gone.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	vcore_release(t);
+	/* a stale no_domain whose refresh ends temporary gives that */
+	probe_once("x@gone2.test", outcome(OUTCOME_NO_DOMAIN, STAGE_DNS, 0));
+	advance(3 * HOUR + SECOND);
+	t = submit("q@gone2.test");
+	finish("q@gone2.test", outcome(OUTCOME_TEMPFAIL, STAGE_DNS, 0));
+	r = must_answer(t);
+	vcore_release(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_int_eq(record("d:gone2.test").outcome.kind, OUTCOME_TEMPFAIL); /* replaced the stale fact */
+}
+END_TEST
+
+START_TEST(dns_ttl_caps_a_fact)
+{
+	start("");
+	struct outcome o = outcome(OUTCOME_NO_DOMAIN, STAGE_DNS, 0);
+	o.ttl_cap_ms = MINUTE;
+	probe_once("a@new.test", o);
+	ck_assert_int_eq(record("d:new.test").expires_at_ms, F.wall + MINUTE);
+	ck_assert_int_eq(ask("b@new.test").outcome.kind, OUTCOME_NO_DOMAIN);
+	advance(MINUTE + SECOND);
+	/* the domain has started to exist: the next sender is probed */
+	ck_assert_int_eq(probe_once("c@new.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0)).outcome.kind,
+	                 OUTCOME_VALID);
+}
+END_TEST
+
+START_TEST(contrary_evidence_clears_facts)
+{
+	static const enum outcome_kind facts[] = {OUTCOME_TEMPFAIL, OUTCOME_BLOCKED, OUTCOME_NO_DOMAIN};
+	static const enum outcome_kind answers[] = {OUTCOME_VALID, OUTCOME_INVALID, OUTCOME_CATCH_ALL};
+	start("");
+	for (int f = 0; f < 3; f++) {
+		for (int a = 0; a < 3; a++) {
+			char dom[64], first[80], second[80], third[80], key[80];
+			snprintf(dom, sizeof(dom), "d%d%d.test", f, a);
+			snprintf(first, sizeof(first), "first@%s", dom);
+			snprintf(second, sizeof(second), "second@%s", dom);
+			snprintf(third, sizeof(third), "third@%s", dom);
+			snprintf(key, sizeof(key), "d:%s", dom);
+			/* two probes in flight; the first leaves a fact, the second disproves it */
+			struct verify_ticket *t1 = submit(first), *t2 = submit(second);
+			enum probe_stage stage = facts[f] == OUTCOME_BLOCKED     ? STAGE_BANNER
+			                         : facts[f] == OUTCOME_NO_DOMAIN ? STAGE_DNS
+			                                                         : STAGE_CONNECT;
+			finish(first, outcome(facts[f], stage, 0));
+			ck_assert_int_eq(record(key).outcome.kind, facts[f]);
+			finish(second,
+			       outcome(answers[a],
+			               answers[a] == OUTCOME_CATCH_ALL ? STAGE_CATCHALL : STAGE_RCPT, 0));
+			if (answers[a] == OUTCOME_CATCH_ALL)
+				ck_assert_int_eq(record(key).outcome.kind, OUTCOME_CATCH_ALL);
+			else
+				ck_assert_msg(!has_record(key), "%s not cleared by %s",
+				              outcome_name(facts[f]), outcome_name(answers[a]));
+			vcore_release(t1);
+			vcore_release(t2);
+			if (answers[a] != OUTCOME_CATCH_ALL) {
+				struct verify_ticket *t3 = submit(third);
+				struct verify_result r;
+				ck_assert(!answered(t3, &r)); /* probed, not answered by the old fact */
+				finish(third, outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+				vcore_release(t3);
+			}
+		}
+	}
+}
+END_TEST
+
+START_TEST(protocol_and_loop_never_domain_facts)
+{
+	start("");
+	probe_once("a@desync.test", outcome(OUTCOME_TEMPFAIL, STAGE_BANNER, OUTCOME_F_PROTOCOL));
+	ck_assert(!has_record("d:desync.test"));
+	ck_assert_int_eq(record("a:a@desync.test").outcome.kind, OUTCOME_TEMPFAIL);
+	probe_once("a@loop.test", outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, OUTCOME_F_LOOP));
+	ck_assert(!has_record("d:loop.test"));
+	/* and a protocol-flagged outcome teaches no hints */
+	probe_once("b@desync.test",
+	           outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_PROTOCOL | OUTCOME_F_NOT_CATCHALL));
+	ck_assert(!has_record("h:desync.test"));
+	/* a later address is probed, not answered by a fact */
+	struct verify_ticket *t = submit("c@desync.test");
+	struct verify_result r;
+	ck_assert(!answered(t, &r));
+	finish("c@desync.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	vcore_release(t);
+}
+END_TEST
+
+/* ---- defer_limit stamps ---- */
+
+START_TEST(deferral_start_kept)
+{
+	start("");
+	int64_t t0 = F.wall;
+	struct verify_result r = probe_once("d@ok.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, 0));
+	ck_assert_int_eq(r.deferred_since_ms, t0);
+	advance(MINUTE);
+	r = ask("d@ok.test");
+	ck_assert_int_eq(r.source, VERIFY_CACHED);
+	ck_assert_int_eq(r.deferred_since_ms, t0);
+	/* past temporary_ttl: not served, probed again, the start carried over */
+	advance(5 * MINUTE);
+	struct verify_ticket *t = submit("d@ok.test");
+	ck_assert(!answered(t, &r));
+	finish("d@ok.test", outcome(OUTCOME_BLOCKED, STAGE_MAIL, 0));
+	r = must_answer(t);
+	vcore_release(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_BLOCKED);
+	ck_assert_int_eq(r.deferred_since_ms, t0);
+	struct cache_record rec = record("a:d@ok.test");
+	ck_assert_int_eq(rec.refresh_at_ms, F.wall + 5 * MINUTE);
+	ck_assert_int_ge(rec.expires_at_ms, t0 + 2 * HOUR + CACHE_DEFER_MARGIN_MS);
+	/* just before defer_limit the record still holds the start */
+	advance(2 * HOUR - 7 * MINUTE);
+	ck_assert_int_eq(record("a:d@ok.test").deferred_since_ms, t0);
+	t = submit("d@ok.test");
+	finish("d@ok.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, 0));
+	r = must_answer(t);
+	vcore_release(t);
+	ck_assert_int_eq(r.deferred_since_ms, t0);
+	/* and after it, within the margin, the retry still finds it */
+	advance(HOUR);
+	t = submit("d@ok.test");
+	finish("d@ok.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(t).deferred_since_ms, t0);
+	vcore_release(t);
+	/* a definite answer ends the deferral */
+	advance(6 * MINUTE);
+	t = submit("d@ok.test");
+	finish("d@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	r = must_answer(t);
+	vcore_release(t);
+	ck_assert_int_eq(r.deferred_since_ms, 0);
+	ck_assert_int_eq(record("a:d@ok.test").deferred_since_ms, 0);
+}
+END_TEST
+
+START_TEST(deferral_from_domain_fact)
+{
+	start("");
+	probe_once("a@down.test", outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, 0));
+	advance(MINUTE);
+	int64_t t1 = F.wall;
+	struct verify_result r = ask("b@down.test");
+	ck_assert_int_eq(r.source, VERIFY_DOMAIN_FACT);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_int_eq(r.deferred_since_ms, t1);
+	ck_assert_int_eq(record("a:b@down.test").deferred_since_ms, t1); /* the address's own record */
+	advance(MINUTE);
+	r = ask("b@down.test");
+	ck_assert_int_eq(r.deferred_since_ms, t1);
+	ck_assert_int_eq(F.nprobes, 1);
+	/* both stale now: b is probed again and keeps its start */
+	advance(5 * MINUTE);
+	struct verify_ticket *t = submit("b@down.test");
+	ck_assert(!answered(t, &r));
+	finish("b@down.test", outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, 0));
+	r = must_answer(t);
+	vcore_release(t);
+	ck_assert_int_eq(r.deferred_since_ms, t1);
+	/* a fresh fact answers a stale temporary address record, start kept */
+	advance(5 * MINUTE + SECOND);
+	t = submit("a@down.test");
+	finish("a@down.test", outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, 0)); /* fresh fact again */
+	vcore_release(t);
+	r = ask("b@down.test");
+	ck_assert_int_eq(r.source, VERIFY_DOMAIN_FACT);
+	ck_assert_int_eq(r.deferred_since_ms, t1);
+}
+END_TEST
+
+/* ---- greylisting ---- */
+
+START_TEST(greylist_reprobes)
+{
+	start("");
+	struct verify_result r =
+	        probe_once("g@grey.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_int_eq(live_timers(), 1);
+	ck_assert_int_eq(record("a:g@grey.test").tries, 1);
+	for (int i = 2; i <= 4; i++) {
+		advance(5 * MINUTE);
+		ck_assert_int_eq(F.nprobes, i); /* the re-probe started */
+		ck_assert_int_ge(live("g@grey.test"), 0);
+		finish("g@grey.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	}
+	ck_assert_int_eq(record("a:g@grey.test").tries, 3);
+	ck_assert_int_eq(live_timers(), 0); /* three re-probes, then the normal lifetime */
+	advance(HOUR);
+	ck_assert_int_eq(F.nprobes, 4);
+	ck_assert_int_eq(stats().greylist_retries, 3);
+
+	/* a re-probe that gets through fills the cache for the sender's retry */
+	probe_once("h@grey.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	advance(5 * MINUTE);
+	/* the sender retries while the re-probe runs: it joins it */
+	struct verify_ticket *t = submit("h@grey.test");
+	ck_assert_int_eq(F.nprobes, 6);
+	ck_assert(!answered(t, &r));
+	finish("h@grey.test", outcome(OUTCOME_VALID, STAGE_RCPT, OUTCOME_F_NOT_CATCHALL));
+	r = must_answer(t);
+	vcore_release(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID);
+	ck_assert_int_eq(record("a:h@grey.test").tries, 0);
+	r = ask("h@grey.test");
+	ck_assert_int_eq(r.source, VERIFY_CACHED);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID);
+	ck_assert_int_eq(live_timers(), 0);
+	/* a tempfail that is not greylisting schedules nothing */
+	probe_once("i@grey.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, 0));
+	ck_assert_int_eq(live_timers(), 0);
+}
+END_TEST
+
+START_TEST(greylist_reprobe_moot_after_an_answer)
+{
+	start("greylist_retry = 10m\n");
+	probe_once("g@grey.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	ck_assert_int_eq(live_timers(), 1);
+	/* the sender's retry finds the temporary answer stale and probes first */
+	advance(6 * MINUTE);
+	ck_assert_int_eq(probe_once("g@grey.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0)).outcome.kind,
+	                 OUTCOME_VALID);
+	ck_assert_int_eq(live_timers(), 0); /* the pending re-probe is dropped */
+	ck_assert(F.timers[0].cancelled);
+	advance(HOUR);
+	ck_assert_int_eq(F.nprobes, 2);
+}
+END_TEST
+
+START_TEST(greylist_timers_bounded_and_cancelled)
+{
+	start("");
+	vcore_set_greylist_timers_max(core, 2);
+	probe_once("a@grey.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	probe_once("b@grey.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	probe_once("c@grey.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	ck_assert_int_eq(live_timers(), 2);
+	ck_assert_int_eq(record("a:c@grey.test").tries, 0); /* not scheduled: not counted */
+	vcore_free(core);
+	core = NULL;
+	ck_assert_int_eq(live_timers(), 0);
+	ck_assert(F.timers[0].cancelled && F.timers[1].cancelled);
+}
+END_TEST
+
+/* ---- hints and late facts ---- */
+
+START_TEST(probe_hints)
+{
+	start("");
+	probe_once("a@hint.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert(!F.probes[0].hints.skip_catchall && !F.probes[0].hints.use_fallback_sender);
+	probe_once("b@hint.test", outcome(OUTCOME_VALID, STAGE_RCPT, OUTCOME_F_NOT_CATCHALL));
+	ck_assert_uint_eq(record("h:hint.test").outcome.flags, OUTCOME_F_NOT_CATCHALL);
+	ck_assert_int_eq(record("h:hint.test").expires_at_ms, F.wall + 10 * DAY);
+	probe_once("c@hint.test", outcome(OUTCOME_INVALID, STAGE_RCPT, OUTCOME_F_FALLBACK_SENDER));
+	ck_assert(F.probes[2].hints.skip_catchall);
+	ck_assert(!F.probes[2].hints.use_fallback_sender);
+	ck_assert_uint_eq(record("h:hint.test").outcome.flags,
+	                  OUTCOME_F_NOT_CATCHALL | OUTCOME_F_FALLBACK_SENDER);
+	probe_once("d@hint.test", outcome(OUTCOME_VALID, STAGE_RCPT, OUTCOME_F_FALLBACK_SENDER));
+	ck_assert(F.probes[3].hints.skip_catchall && F.probes[3].hints.use_fallback_sender);
+	/* a stale not-catch-all hint does not skip the random RCPT */
+	advance(2 * DAY + SECOND);
+	probe_once("e@hint.test", outcome(OUTCOME_CATCH_ALL, STAGE_CATCHALL, 0));
+	ck_assert(!F.probes[4].hints.skip_catchall);
+	ck_assert(F.probes[4].hints.use_fallback_sender);
+	/* the domain is catch-all now: the hint is gone */
+	ck_assert_uint_eq(record("h:hint.test").outcome.flags & OUTCOME_F_NOT_CATCHALL, 0);
+	ck_assert_int_eq(record("d:hint.test").outcome.kind, OUTCOME_CATCH_ALL);
+}
+END_TEST
+
+START_TEST(late_facts)
+{
+	start("");
+	struct outcome ca = outcome(OUTCOME_CATCH_ALL, STAGE_CATCHALL, 0);
+	probe_once("a@late.test", outcome(OUTCOME_VALID, STAGE_RCPT, OUTCOME_F_NOT_CATCHALL));
+	ck_assert(has_record("h:late.test"));
+	vcore_on_fact(core, "late.test", &ca);
+	ck_assert_int_eq(record("d:late.test").outcome.kind, OUTCOME_CATCH_ALL);
+	ck_assert(!has_record("h:late.test")); /* not-catch-all cleared */
+	struct verify_result r = ask("b@late.test");
+	ck_assert_int_eq(r.source, VERIFY_DOMAIN_FACT);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_CATCH_ALL);
+	struct outcome nc = outcome(OUTCOME_VALID, STAGE_CATCHALL, OUTCOME_F_NOT_CATCHALL);
+	vcore_on_fact(core, "late.test", &nc);
+	ck_assert(!has_record("d:late.test")); /* not catch-all after all */
+	ck_assert_uint_eq(record("h:late.test").outcome.flags, OUTCOME_F_NOT_CATCHALL);
+	probe_once("c@late.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert(F.probes[1].hints.skip_catchall);
+	/* untrusted late facts are dropped */
+	struct outcome bad = outcome(OUTCOME_CATCH_ALL, STAGE_CATCHALL, OUTCOME_F_PROTOCOL);
+	vcore_on_fact(core, "late.test", &bad);
+	ck_assert(!has_record("d:late.test"));
+}
+END_TEST
+
+/* ---- tagged senders ---- */
+
+START_TEST(tagged_stable_form)
+{
+	start("");
+	struct verify_result r =
+	        probe_once("prvs=1111111111=alice@bat.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID);
+	ck_assert_str_eq(F.probes[0].address.normalized, "prvs=1111111111=alice@bat.test"); /* as given */
+	struct cache_record exact = record("a:prvs=1111111111=alice@bat.test");
+	struct cache_record stable = record("t:alice@bat.test");
+	ck_assert(stable.outcome.flags & OUTCOME_F_TAGGED);
+	ck_assert_int_eq(stable.expires_at_ms, exact.expires_at_ms); /* same lifetimes */
+	ck_assert_int_eq(stable.refresh_at_ms, exact.refresh_at_ms);
+	ck_assert(!has_record("a:alice@bat.test")); /* the plain address is not answered by a copy */
+	r = ask("prvs=2222222222=alice@bat.test");
+	ck_assert_int_eq(r.source, VERIFY_CACHED);
+	ck_assert(r.outcome.flags & OUTCOME_F_TAGGED);
+	ck_assert_int_eq(F.nprobes, 1);
+	ck_assert_int_eq(stats().tagged_hits, 1);
+	/* a 5xx for a tagged address stays with that address */
+	r = probe_once("prvs=3333333333=zed@bat.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_INVALID);
+	ck_assert(!has_record("t:zed@bat.test"));
+	ck_assert_int_eq(ask("prvs=3333333333=zed@bat.test").outcome.kind, OUTCOME_INVALID);
+	r = probe_once("prvs=4444444444=zed@bat.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(F.nprobes, 3);
+	/* SRS: the forwarder's stable form */
+	probe_once("SRS0=HHH1=TT=orig.test=bob@fwd.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	r = ask("SRS0=JJJ2=UU=orig.test=bob@fwd.test");
+	ck_assert_int_eq(r.source, VERIFY_CACHED);
+	ck_assert_int_eq(F.nprobes, 4);
+	/* a stale stable copy is served and refreshed by the asking address */
+	advance(2 * DAY + SECOND);
+	r = ask("prvs=5555555555=alice@bat.test");
+	ck_assert_int_eq(r.source, VERIFY_STALE);
+	ck_assert_int_ge(live("prvs=5555555555=alice@bat.test"), 0);
+	finish("prvs=5555555555=alice@bat.test", outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, 0));
+	ck_assert_int_eq(record("t:alice@bat.test").refresh_at_ms, F.wall + 2 * DAY); /* stamped */
+	ck_assert_int_eq(ask("prvs=6666666666=alice@bat.test").source, VERIFY_CACHED);
+	ck_assert_int_eq(F.nprobes, 5);
+}
+END_TEST
+
+START_TEST(tagged_concurrent_share_one_probe)
+{
+	start("");
+	struct verify_ticket *a = submit("list-bounces+a=x.test@lists.test");
+	struct verify_ticket *b = submit("list-bounces+b=y.test@lists.test");
+	ck_assert_int_eq(F.nprobes, 1);
+	finish("list-bounces+a=x.test@lists.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	struct verify_result ra = must_answer(a), rb = must_answer(b);
+	ck_assert_int_eq(ra.outcome.kind, OUTCOME_VALID);
+	ck_assert_int_eq(rb.outcome.kind, OUTCOME_VALID);
+	ck_assert(!(ra.outcome.flags & OUTCOME_F_TAGGED));
+	ck_assert(rb.outcome.flags & OUTCOME_F_TAGGED);
+	vcore_release(a);
+	vcore_release(b);
+	/* a reject for one is never given to the other: it gets a probe of its own */
+	a = submit("list2+a=x.test@lists.test");
+	b = submit("list2+b=y.test@lists.test");
+	ck_assert_int_eq(F.nprobes, 2);
+	finish("list2+a=x.test@lists.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(a).outcome.kind, OUTCOME_INVALID);
+	struct verify_result r;
+	ck_assert(!answered(b, &r));
+	ck_assert_int_eq(F.nprobes, 3);
+	ck_assert_int_ge(live("list2+b=y.test@lists.test"), 0);
+	finish("list2+b=y.test@lists.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	r = must_answer(b);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID);
+	ck_assert(!(r.outcome.flags & OUTCOME_F_TAGGED));
+	vcore_release(a);
+	vcore_release(b);
+	/* a temporary answer is not shared either */
+	a = submit("list3+a=x.test@lists.test");
+	b = submit("list3+b=y.test@lists.test");
+	finish("list3+a=x.test@lists.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, 0));
+	ck_assert(!answered(b, &r));
+	finish("list3+b=y.test@lists.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(b).outcome.kind, OUTCOME_VALID);
+	vcore_release(a);
+	vcore_release(b);
+}
+END_TEST
+
+START_TEST(tagged_senders_off)
+{
+	start("tagged_senders =\n");
+	probe_once("prvs=1111111111=alice@bat.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	probe_once("prvs=2222222222=alice@bat.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(F.nprobes, 2);
+	ck_assert(!has_record("t:alice@bat.test"));
+}
+END_TEST
+
+/* ---- stopping ---- */
+
+START_TEST(free_cancels_and_answers)
+{
+	start("");
+	struct verify_ticket *t[3] = {submit("a@stop.test"), submit("b@stop.test"), submit("a@stop.test")};
+	probe_once("g@grey.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	ck_assert_int_eq(live_count(), 2);
+	vcore_free(core);
+	core = NULL;
+	ck_assert_int_eq(live_count(), 0);
+	ck_assert(F.probes[0].cancelled && F.probes[1].cancelled);
+	ck_assert_int_eq(live_timers(), 0);
+	for (int i = 0; i < 3; i++) {
+		struct verify_result r;
+		ck_assert(vcore_wait(t[i], F.mono, &r)); /* tickets outlive the core */
+		ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+		ck_assert_str_eq(r.outcome.reason, "vemilter is stopping");
+		vcore_release(t[i]);
+	}
+}
+END_TEST
+
+START_TEST(no_cache_still_shares)
+{
+	char text[1024];
+	snprintf(text, sizeof(text), "%s", base_conf);
+	conf = conf_load_text("test", text, NULL, NULL);
+	memset(&F, 0, sizeof(F));
+	F.wall = T0;
+	const struct vcore_engine eng = {
+	        NULL,      fake_probe_start, fake_probe_cancel, fake_timer_start, fake_timer_cancel,
+	        fake_wake, fake_wall,        fake_mono};
+	core = vcore_new(conf, NULL, &eng);
+	struct verify_ticket *a = submit("a@ok.test"), *b = submit("a@ok.test");
+	ck_assert_int_eq(F.nprobes, 1);
+	finish("a@ok.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	ck_assert_int_eq(must_answer(a).deferred_since_ms, F.wall);
+	ck_assert_int_eq(live_timers(), 0); /* nothing to fill: no re-probe */
+	vcore_release(a);
+	vcore_release(b);
+	probe_once("a@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(F.nprobes, 2);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("vcore");
+	TCase *tc = tcase_create("vcore");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, shared_probe_then_cached);
+	tcase_add_test(tc, domain_limits);
+	tcase_add_test(tc, refresh_storm_throttled);
+	tcase_add_test(tc, stale_domain_fact_refreshed_once);
+	tcase_add_test(tc, stale_negative_not_served);
+	tcase_add_test(tc, stale_no_domain_fact_not_served);
+	tcase_add_test(tc, dns_ttl_caps_a_fact);
+	tcase_add_test(tc, contrary_evidence_clears_facts);
+	tcase_add_test(tc, protocol_and_loop_never_domain_facts);
+	tcase_add_test(tc, deferral_start_kept);
+	tcase_add_test(tc, deferral_from_domain_fact);
+	tcase_add_test(tc, greylist_reprobes);
+	tcase_add_test(tc, greylist_reprobe_moot_after_an_answer);
+	tcase_add_test(tc, greylist_timers_bounded_and_cancelled);
+	tcase_add_test(tc, probe_hints);
+	tcase_add_test(tc, late_facts);
+	tcase_add_test(tc, tagged_stable_form);
+	tcase_add_test(tc, tagged_concurrent_share_one_probe);
+	tcase_add_test(tc, tagged_senders_off);
+	tcase_add_test(tc, free_cancels_and_answers);
+	tcase_add_test(tc, no_cache_still_shares);
+	suite_add_tcase(s, tc);
+	return unit_run(s);
+}
