@@ -7,7 +7,8 @@
  * answers, connections, every command and reply, when each verdict came)
  * as it happens. The result lines come once every verdict is in and what
  * goes on after the verdicts (QUIT, late catch-all answers, which are shown
- * as fact=) has ended, so servers are left politely. Owns the
+ * as fact=) has ended, so servers are left politely; SIGINT or SIGTERM
+ * during that wait cuts it short. Owns the
  * configuration, the engine and one struct job per address.
  */
 #include "config.h"
@@ -131,19 +132,40 @@ static void on_linger_poll(evutil_socket_t fd, short what, void *arg)
 		event_base_loopexit(run->engine->env.base, NULL);
 }
 
+/* on_linger_interrupt - SIGINT or SIGTERM while only goodbyes are left */
+static void on_linger_interrupt(evutil_socket_t sig, short what, void *arg)
+{
+	struct run *run = arg;
+	event_base_loopexit(run->engine->env.base, NULL);
+}
+
 /* linger - run the loop while callouts and probes finish after their
  * verdicts; each of them is bounded by command_timeout, and so is this */
 static void linger(struct run *run, const struct conf *conf)
 {
 	if (engine_lingering(run->engine) == 0)
 		return;
+	struct event_base *base = run->engine->env.base;
 	run->linger_until_ms = clock_mono_ms() + 2 * conf->command_timeout_ms + 1000;
-	run->linger_poll = event_new(run->engine->env.base, -1, EV_PERSIST, on_linger_poll, run);
+	run->linger_poll = event_new(base, -1, EV_PERSIST, on_linger_poll, run);
+	/* Every verdict is in: an interrupt now only cuts the goodbyes short
+	 * (the results are printed, what lingers is closed). */
+	struct event *sigint = evsignal_new(base, SIGINT, on_linger_interrupt, run);
+	struct event *sigterm = evsignal_new(base, SIGTERM, on_linger_interrupt, run);
 	struct timeval tick = {0, 20 * 1000};
-	if (run->linger_poll == NULL || event_add(run->linger_poll, &tick) != 0)
-		return; /* engine_free closes what lingers */
-	event_base_dispatch(run->engine->env.base);
-	event_free(run->linger_poll);
+	if (run->linger_poll != NULL && event_add(run->linger_poll, &tick) == 0) {
+		if (sigint != NULL)
+			event_add(sigint, NULL);
+		if (sigterm != NULL)
+			event_add(sigterm, NULL);
+		event_base_dispatch(base);
+	} /* else engine_free closes what lingers */
+	if (sigint != NULL)
+		event_free(sigint);
+	if (sigterm != NULL)
+		event_free(sigterm);
+	if (run->linger_poll != NULL)
+		event_free(run->linger_poll);
 	run->linger_poll = NULL;
 }
 

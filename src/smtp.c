@@ -230,11 +230,14 @@ static void note_late(struct smtp_probe *p, const struct smtp_reply *reply)
  * to the owner (and the probe's end) follows from the loop */
 static void finish_connection(struct smtp_probe *p)
 {
+	enum probe_stage stage = states[p->state].stage;
 	close_connection(p);
 	evtimer_del(p->timer);
 	evtimer_del(p->patience);
 	p->state = ST_CLOSED;
 	note_late(p, NULL);
+	if (!p->decided) /* every path decides first; never report an empty answer */
+		set_result(p, SMTP_END_PROTOCOL, stage, NULL, "connection ended without a result");
 	decide(p);
 	event_active(p->notify, EV_TIMEOUT, 0);
 }

@@ -440,6 +440,21 @@ def test_hang_catchall(tap, cleanup):
               "%r" % [s.commands for s in sessions])
 
 
+def test_abandon(tap, cleanup):
+    """What lingers when the loop's owner stops is closed at once: a probe
+    saying QUIT (on the linger) or one still owing its late answer."""
+    fields, r, secs = probe(["-v", "--command-ms", "5000", "--abandon", "127.0.0.27", str(farm.port),
+                             "alice@x.test"])
+    tap.check("abandon at a hanging QUIT: result, then one lingering probe closed (%.2f s)" % secs,
+              fields.get("end") == "done" and "* closing 1 lingering" in (r.stdout or "") and secs < 3,
+              diag_of(r))
+    fields, r, secs = probe(["-v", "--command-ms", "5000", "--abandon", "--early", "--catchall", RANDOM,
+                             "127.0.0.28", str(farm.port), "alice@x.test"])
+    tap.check("abandon with the catch-all answer due: cancelled, nothing left on the linger (%.2f s)" % secs,
+              fields.get("pending") == "1" and fields.get("late") == "none"
+              and "* closing 0 lingering" in (r.stdout or "") and secs < 3, diag_of(r))
+
+
 def test_no_data_anywhere(tap, cleanup):
     """Over the whole run, no server ever saw DATA."""
     farm.wait_idle(timeout=5)
@@ -463,6 +478,9 @@ def test_valgrind(tap, cleanup):
                                                 "127.0.0.28", str(farm.port), "alice@x.test"]),
                         ("late 550", ["--catchall", RANDOM, "127.0.0.2", str(farm.port), "nobody@x.test"]),
                         ("fallback", ["--fallback", FALLBACK, "127.0.0.29", str(farm.port), "alice@x.test"]),
+                        ("abandon at QUIT", ["--abandon", "127.0.0.27", str(farm.port), "alice@x.test"]),
+                        ("abandon with the catch-all due", ["--abandon", "--early", "--catchall", RANDOM,
+                                                            "127.0.0.28", str(farm.port), "alice@x.test"]),
                         ("refused", [REFUSED, str(farm.port), "a@x.test"])):
         r = vmtest.run(["valgrind", "-q", "--leak-check=full", "--error-exitcode=9",
                         "--errors-for-leak-kinds=definite,indirect,possible", SMTPPROBE] + args,
@@ -488,7 +506,7 @@ def setup(tap):
 def main():
     tests = [make_case(c) for c in CASES] + [
         test_starttls_session, test_transcript, test_timeouts_bounded, test_connect_timeout,
-        test_hang_quit, test_hang_catchall,
+        test_hang_quit, test_hang_catchall, test_abandon,
         test_bad_input, test_no_data_anywhere, test_valgrind,
     ]
     try:

@@ -5,8 +5,8 @@
  * by hand:
  *
  *   smtpprobe [-v] [--helo NAME] [--from ADDR] [--fallback ADDR] [--catchall ADDR]
- *             [--early] [--catchall-wait-ms N] [--server NAME] [--tls] [--utf8]
- *             [--connect-ms N] [--banner-ms N] [--command-ms N] IP PORT RCPT
+ *             [--early] [--catchall-wait-ms N] [--abandon] [--server NAME] [--tls]
+ *             [--utf8] [--connect-ms N] [--banner-ms N] [--command-ms N] IP PORT RCPT
  *
  * prints, once the probe has ended (QUIT answered or given up), one line
  *
@@ -18,7 +18,9 @@
  * catch-all answer were handed over. report_ms is when the result came,
  * end_ms when the probe was gone (both from the start); late is the code of
  * a catch-all answer handed over after the result, "none" when it was due
- * and none came, "-" when none was due. Owns its event_base, the linger
+ * and none came, "-" when none was due. --abandon stops at the result and
+ * closes whatever still lingers (as an engine that stops does). Owns its
+ * event_base, the linger
  * list the probe finishes on and, with --tls, its SSL_CTX (no certificate
  * verification, as the daemon's opportunistic TLS). Exit 0 whatever the
  * probe found; 2 on a usage error.
@@ -56,6 +58,8 @@ struct run {
 	int64_t report_ms; /* when done ran, from started_ms */
 	bool late_ran;
 	int late_code; /* 0: late ran without a reply */
+	bool abandon;  /* --abandon: stop the loop as soon as the result is in */
+	struct event_base *base;
 };
 
 /* usage - print the synopsis and exit 2 */
@@ -63,7 +67,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 	        "usage: smtpprobe [-v] [--helo NAME] [--from ADDR] [--fallback ADDR] [--catchall ADDR]\n"
-	        "                 [--early] [--catchall-wait-ms N] [--server NAME] [--tls] [--utf8]\n"
+	        "                 [--early] [--catchall-wait-ms N] [--abandon] [--server NAME] [--tls] "
+	        "[--utf8]\n"
 	        "                 [--connect-ms N] [--banner-ms N] [--command-ms N] IP PORT RCPT\n");
 	exit(2);
 }
@@ -99,6 +104,8 @@ static void on_done(void *arg, const struct smtp_result *result)
 	run->report_ms = clock_mono_ms() - run->started_ms;
 	if (run->verbose)
 		printf("* reported after %lld ms\n", (long long)run->report_ms);
+	if (run->abandon)
+		event_base_loopbreak(run->base);
 }
 
 /* on_late - the catch-all answer after the result */
@@ -180,6 +187,7 @@ static int parse_options(int argc, char **argv, struct smtp_params *params, stru
 	        {"from", required_argument, NULL, 'f'},
 	        {"fallback", required_argument, NULL, 'F'},
 	        {"early", no_argument, NULL, 'e'},
+	        {"abandon", no_argument, NULL, 'a'},
 	        {"catchall-wait-ms", required_argument, NULL, 4},
 	        {"catchall", required_argument, NULL, 'c'},
 	        {"server", required_argument, NULL, 's'},
@@ -208,6 +216,9 @@ static int parse_options(int argc, char **argv, struct smtp_params *params, stru
 			break;
 		case 'e':
 			params->report_at_rcpt = true;
+			break;
+		case 'a':
+			run->abandon = true;
 			break;
 		case 4:
 			params->catchall_wait_ms = parse_ms(optarg);
@@ -277,14 +288,18 @@ int main(int argc, char **argv)
 		params.ssl_ctx = ctx;
 	}
 	params.linger = &linger;
+	run.base = base;
 	run.started_ms = clock_mono_ms();
-	if (smtp_probe_start(base, (struct sockaddr *)&ss, &params, on_trace, &run, on_done, on_late, &run) ==
-	    NULL) {
+	struct smtp_probe *probe = smtp_probe_start(base, (struct sockaddr *)&ss, &params, on_trace, &run,
+	                                            on_done, on_late, &run);
+	if (probe == NULL) {
 		fprintf(stderr, "smtpprobe: cannot start the probe\n");
 		return 1;
 	}
 	/* The loop runs until the probe is gone: the result, a late catch-all
-	 * answer, then QUIT on the linger until answered or timed out. */
+	 * answer, then QUIT on the linger until answered or timed out. With
+	 * --abandon it stops at the result, and what is left is closed below,
+	 * as a daemon's engine does when it stops. */
 	event_base_dispatch(base);
 	int64_t end_ms = clock_mono_ms() - run.started_ms;
 	if (run.finished)
@@ -292,7 +307,11 @@ int main(int argc, char **argv)
 	else
 		printf("end=none error=\"the probe never reported\"\n");
 	fflush(stdout);
-	linger_close_all(&linger); /* empty already: the loop ran dry */
+	if (run.finished && run.result.catchall_pending && !run.late_ran)
+		smtp_probe_cancel(probe); /* still ours: the late answer was due */
+	if (run.verbose)
+		printf("* closing %zu lingering\n", linger.count);
+	linger_close_all(&linger);
 	event_base_free(base);
 	SSL_CTX_free(ctx);
 	libevent_global_shutdown();
