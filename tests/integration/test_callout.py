@@ -39,6 +39,7 @@ from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
 
 CHECK = os.path.join(vmtest.builddir(), "vemilter-check")
+CALLOUTRUN = os.path.join(vmtest.builddir(), "tests", "tools", "calloutrun")
 
 # scenario name -> (domain, farm address or None, behaviour, options)
 # Addresses never added to the farm refuse connections.
@@ -587,6 +588,47 @@ def hang_run(tap, tmp, dns_port, farm, farm_port):
               "%r" % ca)
 
 
+def hints_run(tap, tmp, dns_port, farm, farm_port):
+    """What the cache knows spares the server (tests/tools/calloutrun gives
+    the callout the verifier's hints): no random RCPT for a domain known
+    not to be catch-all; the fallback sender first for a domain known to
+    need it (only when one is configured)."""
+    if not os.access(CALLOUTRUN, os.X_OK):
+        tap.check("calloutrun exists at %s" % CALLOUTRUN, False)
+        return
+    with_fb = write_conf(tmp, "hints.conf", dns_port, farm_port, "catch_all_action = tempfail",
+                         "probe_sender_fallback = " + FALLBACK)
+    without = write_conf(tmp, "hints-nofb.conf", dns_port, farm_port, "catch_all_action = tempfail")
+
+    def run(conf, opts, address, farm_addr):
+        before = len(farm.sessions(farm_addr))
+        r = vmtest.run([CALLOUTRUN, "-c", conf] + opts + [address], timeout=30)
+        farm.wait_idle(farm_addr, timeout=5)
+        fields = dict(kv.split("=", 1) for kv in (r.stdout or "").strip().split("\n")[-1].split() if "=" in kv)
+        return fields, [s.commands for s in farm.sessions(farm_addr)[before:]], r
+
+    f, sessions, r = run(with_fb, ["--skip-catchall"], "alice@valid.test", "127.0.0.11")
+    tap.check("hint skip_catchall: valid, no flags, and no random RCPT at all",
+              f.get("outcome") == "valid" and f.get("flags") == "-" and f.get("facts") == "-"
+              and sessions == [["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<alice@valid.test>", "QUIT"]],
+              "%r %r\n%s" % (f, sessions, r.stderr))
+    f, sessions, r = run(with_fb, ["--fallback-hint"], "alice@nullref.test", "127.0.0.39")
+    tap.check("hint use_fallback_sender: the fallback first, flagged, no MAIL FROM:<>",
+              f.get("outcome") == "valid" and f.get("flags") == "not_catchall,fallback_sender"
+              and len(sessions) == 1 and sessions[0][:3] == ["EHLO " + HELO, "MAIL FROM:<%s>" % FALLBACK,
+                                                             "RCPT TO:<alice@nullref.test>"]
+              and "MAIL FROM:<>" not in sessions[0], "%r %r\n%s" % (f, sessions, r.stderr))
+    f, sessions, r = run(with_fb, ["--fallback-hint", "--skip-catchall"], "nobody@nullref.test", "127.0.0.39")
+    tap.check("both hints, unknown user: invalid, flagged fallback_sender, one RCPT",
+              f.get("outcome") == "invalid" and f.get("flags") == "fallback_sender"
+              and sessions == [["EHLO " + HELO, "MAIL FROM:<%s>" % FALLBACK, "RCPT TO:<nobody@nullref.test>",
+                                "QUIT"]], "%r %r\n%s" % (f, sessions, r.stderr))
+    f, sessions, r = run(without, ["--fallback-hint"], "alice@nullref.test", "127.0.0.39")
+    tap.check("hint use_fallback_sender without a fallback configured: <> as ever, blocked",
+              f.get("outcome") == "blocked" and f.get("stage") == "mail"
+              and sessions == [["EHLO " + HELO, "MAIL FROM:<>", "QUIT"]], "%r %r\n%s" % (f, sessions, r.stderr))
+
+
 def interrupt_check(tap, conf, address, valgrind=False):
     """vemilter-check on address (whose verdict comes at once, then lingers
     for 10 s), interrupted with SIGINT once the verdict is in: the result
@@ -678,6 +720,7 @@ def main():
         deadline_run(tap, tmp, conf)
         early_run(tap, tmp, dns_port, farm, farm_port)
         fallback_run(tap, tmp, dns_port, farm, farm_port)
+        hints_run(tap, tmp, dns_port, farm, farm_port)
         greylist_run(tap, tmp, dns_port, farm, farm_port)
         hang_run(tap, tmp, dns_port, farm, farm_port)
         interrupt_run(tap, tmp, dns_port, farm_port)
