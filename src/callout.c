@@ -19,10 +19,11 @@
  * catch-all answer that comes after the verdict is passed on as a domain
  * fact (probe_env.on_fact), never as a change of the verdict.
  *
- * Owns the struct callout, its DNS lookup, its current SMTP probe and its
- * timers; frees itself after calling done, or, while the late catch-all
- * answer is still due, after that answer (it lingers on probe_env.linger
- * meanwhile, and is closed with it).
+ * Owns the struct callout, its DNS lookup, its SMTP probes (every live one
+ * is on c->probes) and its timers. After calling done it lingers on
+ * probe_env.linger while any of its probes still says QUIT or owes the
+ * catch-all answer; when the last is gone it calls probe_env.on_finished
+ * and frees itself. engine_free closes what still lingers.
  */
 #include "callout.h"
 
@@ -80,8 +81,9 @@ struct callout {
 	struct outcome result;
 	enum attempt_rank best_rank;
 	bool finished;
-	bool awaiting_late; /* the verdict is out; the probe still owes the catch-all answer */
-	bool lingering;     /* on env->linger until that answer */
+	bool awaiting_late;        /* the verdict is out; the probe still owes the catch-all answer */
+	struct linger_list probes; /* every live SMTP probe of this callout (QUIT goes on after done) */
+	bool lingering;            /* reported, on env->linger until the last probe is gone */
 	struct linger_item linger_item;
 };
 
@@ -127,7 +129,8 @@ static void drop_search(struct callout *c)
 	c->targets = NULL;
 }
 
-/* release - free everything the callout holds, and the callout */
+/* release - free everything the callout holds (its probes closed at once,
+ * without callbacks), and the callout */
 static void release(struct callout *c)
 {
 	if (c->lingering) {
@@ -135,13 +138,29 @@ static void release(struct callout *c)
 		c->lingering = false;
 	}
 	drop_search(c);
-	if (c->probe != NULL)
-		smtp_probe_cancel(c->probe);
+	c->probe = NULL; /* on c->probes like the others */
+	linger_close_all(&c->probes);
 	free(c);
 }
 
-/* linger_close - the linger's owner ends a callout still waiting for its
- * catch-all answer (no fact is passed on) */
+/* complete - reported, and the last connection is gone: say so, and go */
+static void complete(struct callout *c)
+{
+	if (c->env->on_finished != NULL)
+		c->env->on_finished(c->env->fact_arg, c->address.domain_ascii);
+	release(c);
+}
+
+/* on_probes_empty - the callout's last live probe is gone */
+static void on_probes_empty(struct linger_list *l)
+{
+	struct callout *c = (struct callout *)((char *)l - offsetof(struct callout, probes));
+	if (c->finished)
+		complete(c);
+}
+
+/* linger_close - the linger's owner ends a callout whose probes still say
+ * QUIT or owe the catch-all answer (no fact is passed on) */
 static void linger_close(struct linger_item *item)
 {
 	struct callout *c = (struct callout *)((char *)item - offsetof(struct callout, linger_item));
@@ -149,32 +168,46 @@ static void linger_close(struct linger_item *item)
 	release(c);
 }
 
-/* finish - report c->result; then free the callout, or let it linger for
- * the catch-all answer its probe still owes */
+/* finish - report c->result; then free the callout, or let it linger while
+ * its probes say QUIT or owe the catch-all answer */
 static void finish(struct callout *c)
 {
 	char flags[120];
 	if (c->finished)
 		return;
+	if (c->probe != NULL && !c->awaiting_late) { /* in flight (probe_timeout): it can tell nothing now */
+		struct smtp_probe *p = c->probe;
+		c->probe = NULL;
+		smtp_probe_cancel(p);
+	}
 	c->finished = true;
 	classify_flags_text(c->result.flags, flags, sizeof(flags));
 	trace(c, "result: %s (%s)%s%s%s%s%s", outcome_name(c->result.kind), c->result.reason,
 	      c->result.mx_host[0] ? " from " : "", c->result.mx_host, flags[0] ? " [" : "", flags,
 	      flags[0] ? "]" : "");
 	c->done(c->done_arg, &c->result);
-	if (c->awaiting_late && c->probe != NULL && c->env->linger != NULL) {
+	if (c->probes.count > 0 && c->env->linger != NULL) {
 		drop_search(c);
 		linger_add(c->env->linger, &c->linger_item, linger_close);
 		c->lingering = true;
-		return;
+		return; /* on_probes_empty completes it */
 	}
-	release(c);
+	complete(c);
+}
+
+/* result_set - c->result anew (no flags, server or TTL cap left from an
+ * earlier note), with outcome_set's arguments */
+static void result_set(struct callout *c, enum outcome_kind kind, enum probe_stage stage, int code,
+                       const char *ecode, const char *text, const char *reason)
+{
+	memset(&c->result, 0, sizeof(c->result));
+	outcome_set(&c->result, kind, stage, code, ecode, text, reason);
 }
 
 /* settle - a final outcome, not tied to a server */
 static void settle(struct callout *c, enum outcome_kind kind, enum probe_stage stage, const char *reason)
 {
-	outcome_set(&c->result, kind, stage, 0, NULL, NULL, reason);
+	result_set(c, kind, stage, 0, NULL, NULL, reason);
 	finish(c);
 }
 
@@ -225,7 +258,7 @@ static void on_smtp_late(void *arg, const struct smtp_reply *reply)
 	} else {
 		trace(c, "late: no usable answer for the random address");
 	}
-	release(c);
+	/* The probe goes on to QUIT; on_probes_empty completes the callout. */
 }
 
 /* attempt_of - what classify_attempt needs from one SMTP result */
@@ -303,8 +336,8 @@ static void probe_next(struct callout *c)
 {
 	if (c->next_target >= c->target_count) {
 		if (c->best_rank == RANK_NONE)
-			outcome_set(&c->result, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL,
-			            "no mail server address could be tried");
+			result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL,
+			           "no mail server address could be tried");
 		finish(c);
 		return;
 	}
@@ -349,12 +382,12 @@ static void probe_next(struct callout *c)
 	        .connect_timeout_ms = conf->connect_timeout_ms,
 	        .banner_timeout_ms = conf->banner_timeout_ms,
 	        .command_timeout_ms = conf->command_timeout_ms,
-	        .linger = c->env->linger,
+	        .linger = &c->probes,
 	};
 	c->probe = smtp_probe_start(c->env->base, (struct sockaddr *)&t->addr, &params, c->trace,
 	                            c->trace_arg, on_smtp_done, on_smtp_late, c);
 	if (c->probe == NULL) {
-		outcome_set(&c->result, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, "out of memory");
+		result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, "out of memory");
 		finish(c);
 	}
 }
@@ -410,7 +443,7 @@ static void start_probing(struct callout *c, size_t refused, const char *why)
  * than DNS says (the negative TTL, the null MX's TTL) */
 static void settle_dns(struct callout *c, const struct dns_answer *answer, const char *reason)
 {
-	outcome_set(&c->result, OUTCOME_NO_DOMAIN, STAGE_DNS, 0, NULL, NULL, reason);
+	result_set(c, OUTCOME_NO_DOMAIN, STAGE_DNS, 0, NULL, NULL, reason);
 	c->result.ttl_cap_ms = answer->ttl_ms > 0 ? answer->ttl_ms : 0;
 	finish(c);
 }
@@ -486,8 +519,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 	struct callout *c = arg;
 	trace(c, "* probe_timeout (%lld ms) passed", (long long)c->env->conf->probe_timeout_ms);
 	if (c->best_rank == RANK_NONE)
-		outcome_set(&c->result, OUTCOME_TEMPFAIL, c->probe != NULL ? STAGE_CONNECT : STAGE_DNS, 0,
-		            NULL, NULL, "no answer within probe_timeout");
+		result_set(c, OUTCOME_TEMPFAIL, c->probe != NULL ? STAGE_CONNECT : STAGE_DNS, 0, NULL, NULL,
+		           "no answer within probe_timeout");
 	finish(c);
 }
 
@@ -513,6 +546,7 @@ struct callout *callout_start(const struct probe_env *env, const struct addr *ad
 		return NULL;
 	c->env = env;
 	c->address = *address;
+	c->probes.on_empty = on_probes_empty;
 	c->skip_catchall = hints != NULL && hints->skip_catchall;
 	c->hint_fallback =
 	        hints != NULL && hints->use_fallback_sender && env->conf->probe_sender_fallback[0] != '\0';
@@ -525,7 +559,7 @@ struct callout *callout_start(const struct probe_env *env, const struct addr *ad
 	char local[24];
 	random_local_part(local, sizeof(local));
 	snprintf(c->catchall_rcpt, sizeof(c->catchall_rcpt), "%s@%s", local, address->domain_ascii);
-	outcome_set(&c->result, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL, "not probed");
+	result_set(c, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL, "not probed");
 
 	c->target_room = (size_t)env->conf->max_mx_addresses;
 	c->targets = calloc(c->target_room, sizeof(*c->targets));

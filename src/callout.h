@@ -49,15 +49,23 @@ typedef void (*callout_fact_fn)(void *arg, const char *domain, const struct outc
 struct linger_list;
 struct local_addrs;
 
+/* A callout that reported has closed its last connection (QUIT answered or
+ * given up, the late catch-all answer in): once per such callout, after
+ * done (at once if nothing was left), from the loop; never for a callout
+ * cancelled or closed by linger_close_all. A limit on connections to a
+ * domain (domain_probe_limit) can hold its slot until then. */
+typedef void (*callout_finished_fn)(void *arg, const char *domain);
+
 /* What every callout shares; owned by whoever runs the loop. */
 struct probe_env {
 	struct event_base *base;
 	struct dns_resolver *dns;
 	SSL_CTX *ssl_ctx;
 	const struct conf *conf;
-	const char *helo_name;   /* resolved: never "" */
-	callout_fact_fn on_fact; /* late domain facts; NULL: dropped */
-	void *fact_arg;          /* must outlive every callout, lingering ones too (the verifier) */
+	const char *helo_name;           /* resolved: never "" */
+	callout_fact_fn on_fact;         /* late domain facts; NULL: dropped */
+	callout_finished_fn on_finished; /* NULL: nobody asks */
+	void *fact_arg; /* for on_fact and on_finished; must outlive every callout, lingering ones too */
 	/* Callouts and probes that go on after their verdict (QUIT, the late
 	 * catch-all answer) live here until they end; linger_close_all() ends
 	 * them without callbacks. NULL: they are closed at once. */
@@ -76,10 +84,11 @@ typedef void (*callout_trace_fn)(void *arg, const char *line);
 
 /* callout_start - verify address (not the null sender). hints may be NULL.
  * done runs exactly once from the loop unless cancelled first; after done
- * the callout is no longer the caller's (it may linger on env->linger for
- * the catch-all answer and free itself then). trace may be NULL; lines
- * come while it or its probes linger too, so trace_arg must outlive the
- * linger's owner. NULL on allocation failure. */
+ * the callout is no longer the caller's: it lingers on env->linger while
+ * its connections say QUIT or owe the catch-all answer, then calls
+ * env->on_finished and frees itself. trace may be NULL; lines come while
+ * it lingers too, so trace_arg must outlive the linger's owner. NULL on
+ * allocation failure. */
 struct callout *callout_start(const struct probe_env *env, const struct addr *address,
                               const struct callout_hints *hints, callout_trace_fn trace, void *trace_arg,
                               callout_done_fn done, void *arg);

@@ -66,6 +66,7 @@ bool classify_names_host(const struct smtp_reply *reply, const char *host)
 bool classify_catchall_fact(const struct smtp_reply *reply, struct outcome *fact)
 {
 	int c = code_class(reply);
+	memset(fact, 0, sizeof(*fact));
 	if (c == 2) {
 		outcome_set(fact, OUTCOME_CATCH_ALL, STAGE_CATCHALL, reply->code, reply->ecode, reply->text,
 		            "server accepts any address");

@@ -18,9 +18,10 @@
  * event from the loop (so done never runs inside smtp_probe_start or deep
  * in a bufferevent callback, and a desync noticed when the next command
  * goes out, in the same callback, can still replace it). QUIT follows;
- * once the owner has everything it is owed, the probe moves onto
- * params.linger until QUIT is answered, times out or the server closes,
- * then frees itself from the notify event.
+ * once the owner has everything it is owed, the probe goes on by itself
+ * until QUIT is answered, times out or the server closes, then frees
+ * itself from the notify event. It is on params.linger its whole life, so
+ * the list's owner always knows which probes are alive and can close them.
  */
 #include "smtp.h"
 
@@ -118,7 +119,7 @@ struct smtp_probe {
 	struct smtp_reply late_reply;
 	bool in_callback; /* inside done or late: cancel waits for the return */
 	bool cancelled;
-	bool lingering; /* on params.linger, no longer the caller's */
+	bool lingering; /* on params.linger (from the start until freed) */
 	struct linger_item linger_item;
 };
 
@@ -891,12 +892,15 @@ static void free_probe(struct smtp_probe *p)
 	free(p);
 }
 
-/* linger_close - the linger's owner ends a probe still saying QUIT */
+/* linger_close - the list's owner ends the probe (as smtp_probe_cancel) */
 static void linger_close(struct linger_item *item)
 {
 	struct smtp_probe *p = (struct smtp_probe *)((char *)item - offsetof(struct smtp_probe, linger_item));
 	p->lingering = false; /* linger_close_all took it off already */
-	free_probe(p);
+	if (p->in_callback)
+		p->cancelled = true; /* freed when done or late returns */
+	else
+		free_probe(p);
 }
 
 /* call_owner - run done or late; false if the owner cancelled (probe freed) */
@@ -934,14 +938,8 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!p->reported || p->late_due)
 		return; /* still the owner's */
-	if (p->state == ST_CLOSED || p->bev == NULL || p->params.linger == NULL) {
-		free_probe(p);
-		return;
-	}
-	if (!p->lingering) {
-		linger_add(p->params.linger, &p->linger_item, linger_close);
-		p->lingering = true;
-	}
+	if (p->state == ST_CLOSED || p->bev == NULL || !p->lingering)
+		free_probe(p); /* over, or nowhere to linger: close now */
 }
 
 /* on_timer - deferred start, or a phase deadline */
@@ -1057,6 +1055,10 @@ struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockad
 		decide(p);
 	} else {
 		evtimer_add(p->timer, &now);
+	}
+	if (params->linger != NULL) {
+		linger_add(params->linger, &p->linger_item, linger_close);
+		p->lingering = true;
 	}
 	return p;
 }

@@ -19,7 +19,9 @@
  * The result is reported the moment it is decided: QUIT, its reply and the
  * close come afterwards and can neither delay nor change it. After done the
  * probe is no longer the caller's (unless a catch-all answer is still due,
- * see catchall_pending): it finishes on params.linger and frees itself.
+ * see catchall_pending): it finishes by itself and frees itself. It is on
+ * params.linger from start to end, so the list's owner can tell when all
+ * its probes are gone (on_empty) and close them all (linger_close_all).
  *
  * This module reports what happened (where the dialogue ended and the reply
  * there); classify.c decides what that means.
@@ -60,7 +62,10 @@ struct smtp_params {
 	int64_t connect_timeout_ms; /* each phase's deadline; <= 0 means 30 s */
 	int64_t banner_timeout_ms;
 	int64_t command_timeout_ms; /* every command, the TLS handshake and the QUIT reply */
-	struct linger_list *linger; /* where the probe says QUIT after it reported; NULL: closes at once */
+	/* The probe is on this list from start to end (and so finishes QUIT
+	 * after it reported); linger_close_all() there acts as
+	 * smtp_probe_cancel. NULL: it closes as soon as it has reported. */
+	struct linger_list *linger;
 };
 
 /* enum smtp_end is in classify.h */
@@ -92,9 +97,9 @@ typedef void (*smtp_trace_fn)(void *arg, const char *line);
  * unless cancelled first; after a result with catchall_pending, late (which
  * must then be set) runs exactly once too, with the same arg. The probe is
  * the caller's until done returns (or, with catchall_pending, until late
- * returns); then it finishes on params.linger and frees itself. Transcript
- * lines come while it lingers too (QUIT and its reply), so trace_arg must
- * outlive the linger's owner. NULL on allocation failure. */
+ * returns); then it finishes by itself and frees itself. Transcript lines
+ * come while it lingers too (QUIT and its reply), so trace_arg must outlive
+ * the probe (or the list's owner). NULL on allocation failure. */
 struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockaddr *addr,
                                     const struct smtp_params *params, smtp_trace_fn trace, void *trace_arg,
                                     smtp_done_fn done, smtp_late_fn late, void *arg);

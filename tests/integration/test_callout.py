@@ -555,6 +555,7 @@ def hang_run(tap, tmp, dns_port, farm, farm_port):
                       "probe_timeout = 30s",
                       "domain_overrides = hangcawait.test catch_all=tempfail, hangquit.test catch_all=tempfail")
     addresses = ["alice@hangquit.test", "alice@hangca.test", "alice@hangcawait.test"]
+    before = {a: len(farm.sessions(a)) for a in ("127.0.0.36", "127.0.0.37")}
     rc, out, err, results, secs, seen = run_check(conf, addresses, timeout=60)
     times = {a: verdict_ms(out, a) for a in addresses}
     tap.diag("time to verdict with command_timeout 10 s: %s; vemilter-check ran %.1f s (it waits for QUIT "
@@ -578,11 +579,11 @@ def hang_run(tap, tmp, dns_port, farm, farm_port):
               transcript(out, "alice@hangcawait.test"))
     tap.check("vemilter-check stayed until QUIT timed out (%.1f s) and exited 0" % secs,
               rc == 0 and 9.5 <= secs < 30, "exit %r\n%s" % (rc, err))
-    quit = dialogue(farm, "127.0.0.36")
+    quit = dialogue(farm, "127.0.0.36")[before["127.0.0.36"]:]
     tap.check("hang at QUIT: one connection, QUIT sent last",
               len(quit) == 1 and quit[0][-1] == "QUIT" and quit[0].count("RCPT TO:<alice@hangquit.test>") == 1,
               "%r" % quit)
-    ca = dialogue(farm, "127.0.0.37")
+    ca = dialogue(farm, "127.0.0.37")[before["127.0.0.37"]:]
     tap.check("hang at the catch-all RCPT: two connections, the random RCPT then QUIT on each",
               len(ca) == 2 and all(re.match(r"^RCPT TO:<[a-z0-9]{16}@", c[-2]) and c[-1] == "QUIT" for c in ca),
               "%r" % ca)
@@ -623,6 +624,18 @@ def hints_run(tap, tmp, dns_port, farm, farm_port):
               f.get("outcome") == "invalid" and f.get("flags") == "fallback_sender"
               and sessions == [["EHLO " + HELO, "MAIL FROM:<%s>" % FALLBACK, "RCPT TO:<nobody@nullref.test>",
                                 "QUIT"]], "%r %r\n%s" % (f, sessions, r.stderr))
+    tap.check("on_finished: once, after the verdict (%s ms, verdict %s ms)" % (f.get("finished_ms"),
+                                                                               f.get("verdict_ms")),
+              f.get("finished") == "1" and int(f.get("finished_ms", -1)) >= int(f.get("verdict_ms", 0)),
+              "%r" % f)
+    f, sessions, r = run(with_fb, ["--skip-catchall"], "alice@hangquit.test", "127.0.0.36")
+    tap.check("on_finished waits for a hanging QUIT: verdict %s ms, finished after the 3 s QUIT wait (%s ms)"
+              % (f.get("verdict_ms"), f.get("finished_ms")),
+              f.get("outcome") == "valid" and f.get("finished") == "1" and int(f.get("verdict_ms", 9999)) < 1000
+              and 2900 <= int(f.get("finished_ms", 0)) < 6000, "%r\n%s" % (f, r.stderr))
+    f, sessions, r = run(with_fb, [], "x@nope.test", "127.0.0.11")
+    tap.check("on_finished without any connection (NXDOMAIN): once, at once",
+              f.get("outcome") == "no_domain" and f.get("finished") == "1", "%r" % f)
     f, sessions, r = run(without, ["--fallback-hint"], "alice@nullref.test", "127.0.0.39")
     tap.check("hint use_fallback_sender without a fallback configured: <> as ever, blocked",
               f.get("outcome") == "blocked" and f.get("stage") == "mail"

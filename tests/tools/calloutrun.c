@@ -10,9 +10,11 @@
  * prints, after the loop has run dry (the verdict, late facts, QUIT),
  *
  *   outcome=valid stage=rcpt flags=fallback_sender facts=not_catch_all verdict_ms=12
+ *   finished=1 finished_ms=15
  *
- * preceded, with -v, by the transcript. facts lists the late domain facts
- * (comma-separated, "-" for none). Owns its configuration and engine.
+ * (one line) preceded, with -v, by the transcript. facts lists the late
+ * domain facts (comma-separated, "-" for none); finished counts the
+ * on_finished calls (the last connection gone), finished_ms says when. Owns its configuration and engine.
  * Exit 0 once a verdict came; 1 otherwise; 2 on a usage or setup error.
  */
 #include <event2/event.h>
@@ -35,6 +37,8 @@ struct run {
 	struct outcome outcome;
 	int64_t started_ms;
 	int64_t verdict_ms;
+	int finished;        /* on_finished calls */
+	int64_t finished_ms; /* when the last connection was gone */
 	char facts[128];
 	struct event *poll;
 };
@@ -66,6 +70,13 @@ static void on_fact(void *arg, const char *domain, const struct outcome *fact)
 	size_t len = strlen(run->facts);
 	snprintf(run->facts + len, sizeof(run->facts) - len, "%s%s", len ? "," : "",
 	         fact->kind == OUTCOME_CATCH_ALL ? "catch_all" : "not_catch_all");
+}
+
+static void on_finished(void *arg, const char *domain)
+{
+	struct run *run = arg;
+	run->finished++;
+	run->finished_ms = clock_mono_ms() - run->started_ms;
 }
 
 /* on_poll - stop once the verdict is in and nothing lingers */
@@ -128,6 +139,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	run.engine->env.on_fact = on_fact;
+	run.engine->env.on_finished = on_finished;
 	run.engine->env.fact_arg = &run;
 	run.poll = event_new(run.engine->env.base, -1, EV_PERSIST, on_poll, &run);
 	struct timeval tick = {0, 20 * 1000};
@@ -141,9 +153,10 @@ int main(int argc, char **argv)
 	if (run.done) {
 		char flags[120];
 		classify_flags_text(run.outcome.flags, flags, sizeof(flags));
-		printf("outcome=%s stage=%s flags=%s facts=%s verdict_ms=%lld\n",
+		printf("outcome=%s stage=%s flags=%s facts=%s verdict_ms=%lld finished=%d finished_ms=%lld\n",
 		       outcome_name(run.outcome.kind), probe_stage_name(run.outcome.stage),
-		       flags[0] ? flags : "-", run.facts[0] ? run.facts : "-", (long long)run.verdict_ms);
+		       flags[0] ? flags : "-", run.facts[0] ? run.facts : "-", (long long)run.verdict_ms,
+		       run.finished, (long long)run.finished_ms);
 	}
 	event_free(run.poll);
 	engine_free(run.engine);
