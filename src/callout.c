@@ -3,24 +3,27 @@
  *
  * Walks: DNS (or the address literal) -> network guard -> one SMTP probe per
  * address, in MX order, until an answer settles it or probe_timeout passes.
- * What the SMTP dialogue reports is classified here and nowhere else:
+ * An address that is this host's own (localaddr.h) is never connected to:
+ * the walk ends there as a mail loop. What each SMTP dialogue reports is
+ * judged by classify_attempt() (classify.h has the table): a final answer
+ * is reported at once; otherwise the most telling failure is kept by rank
+ * and the next address tried (or the same one again, in plain text after a
+ * TLS failure, or with probe_sender_fallback after MAIL was refused).
  *
- *   RCPT 2xx ................ valid (catch_all when the random address is
- *                             accepted too; a 4xx to it proves nothing)
- *   RCPT 5xx ................ invalid, stop; 5.7.x or a blocklist text:
- *                             blocked (the server refuses us, not the address)
- *   banner/EHLO/HELO/MAIL 5xx blocked, try the next address
- *   any 4xx, timeout, refused connection, dropped connection, garbage
- *                             tempfail, try the next address
- *   TLS handshake failure ... the same address again once, in plain text
- *   SMTPUTF8 needed, not offered: unverifiable, try the next address
+ * The verdict is reported the moment it is known. When the catch-all
+ * answer cannot change the action (the real RCPT got a 5xx, or the policy
+ * gives catch_all the same action as valid for the domain), smtp.c reports
+ * right after the real RCPT; otherwise the verdict waits for the random
+ * address's answer at most min(command_timeout, verify_budget / 2), then
+ * is reported valid with the catch-all question open. Either way a
+ * catch-all answer that comes after the verdict is passed on as a domain
+ * fact (probe_env.on_fact), never as a change of the verdict.
  *
- * When every address is used up, the most telling failure wins
- * (unverifiable > blocked > a 4xx reply > no reply at all): "every MX
- * unreachable" and "we are blocked" are our problems, never the sender's.
- *
- * Owns the struct callout, its DNS lookup, its current SMTP probe and its
- * timers; frees itself after calling done.
+ * Owns the struct callout, its DNS lookup, its SMTP probes (every live one
+ * is on c->probes) and its timers. After calling done it lingers on
+ * probe_env.linger while any of its probes still says QUIT or owes the
+ * catch-all answer; when the last is gone it calls probe_env.on_finished
+ * and frees itself. engine_free closes what still lingers.
  */
 #include "callout.h"
 
@@ -28,12 +31,17 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "classify.h"
+#include "clock.h"
 #include "dns.h"
+#include "linger.h"
+#include "localaddr.h"
 #include "netguard.h"
 #include "smtp.h"
 
@@ -41,15 +49,6 @@ struct target {
 	char host[DNS_NAME_MAX + 1];
 	struct sockaddr_storage addr;
 	char addr_text[64];
-};
-
-/* How telling a non-final outcome is; the highest is reported. */
-enum rank {
-	RANK_NONE,
-	RANK_NO_REPLY,     /* refused, timeout, dropped */
-	RANK_TEMP_REPLY,   /* a 4xx from a server */
-	RANK_BLOCKED,      /* a server refuses us */
-	RANK_UNVERIFIABLE, /* a server cannot be asked */
 };
 
 struct callout {
@@ -65,18 +64,27 @@ struct callout {
 	struct dns_lookup *lookup;
 	struct smtp_probe *probe;
 	struct event *deadline;
-	struct event *later; /* runs finish() or the literal's first probe from the loop */
+	struct event *later; /* runs the literal's first probe from the loop */
 
 	struct target *targets; /* max_mx_addresses of them: thousands of callouts may be in flight */
 	size_t target_room;
 	size_t target_count;
 	size_t next_target;
-	bool plain_retry; /* the last target failed TLS: try it once more without */
-	bool plain_now;   /* the current attempt is that retry */
+	bool plain_retry;      /* the last target failed TLS: try it once more without */
+	bool plain_now;        /* the current attempt is that retry */
+	bool fallback_retry;   /* the last target refused MAIL and RSET: again with the fallback sender */
+	bool fallback_now;     /* the current attempt starts with the fallback sender */
+	bool hint_fallback;    /* hints: the domain needs the fallback sender (and one is set) */
+	bool skip_catchall;    /* hints: the domain is known not to be catch-all */
+	bool catchall_matters; /* the policy treats catch_all and valid differently here */
 
 	struct outcome result;
-	enum rank best_rank;
+	enum attempt_rank best_rank;
 	bool finished;
+	bool awaiting_late;        /* the verdict is out; the probe still owes the catch-all answer */
+	struct linger_list probes; /* every live SMTP probe of this callout (QUIT goes on after done) */
+	bool lingering;            /* reported, on env->linger until the last probe is gone */
+	struct linger_item linger_item;
 };
 
 static void probe_next(struct callout *c);
@@ -94,7 +102,7 @@ static void __attribute__((format(printf, 2, 3))) trace(struct callout *c, const
 	c->trace(c->trace_arg, line);
 }
 
-/* forward_trace - dns.c and smtp.c lines go to the same transcript */
+/* forward_trace - dns.c lines go to the same transcript */
 static void forward_trace(void *arg, const char *line)
 {
 	struct callout *c = arg;
@@ -102,195 +110,284 @@ static void forward_trace(void *arg, const char *line)
 		c->trace(c->trace_arg, line);
 }
 
-/* release - free everything the callout holds, and the callout */
+/* drop_search - free what only the search for a verdict needs */
+static void drop_search(struct callout *c)
+{
+	if (c->lookup != NULL) {
+		dns_lookup_cancel(c->lookup);
+		c->lookup = NULL;
+	}
+	if (c->deadline != NULL) {
+		event_free(c->deadline);
+		c->deadline = NULL;
+	}
+	if (c->later != NULL) {
+		event_free(c->later);
+		c->later = NULL;
+	}
+	free(c->targets);
+	c->targets = NULL;
+}
+
+/* release - free everything the callout holds (its probes closed at once,
+ * without callbacks), and the callout */
 static void release(struct callout *c)
 {
-	if (c->lookup != NULL)
-		dns_lookup_cancel(c->lookup);
-	if (c->probe != NULL)
-		smtp_probe_cancel(c->probe);
-	if (c->deadline != NULL)
-		event_free(c->deadline);
-	if (c->later != NULL)
-		event_free(c->later);
-	free(c->targets);
+	if (c->lingering) {
+		linger_remove(c->env->linger, &c->linger_item);
+		c->lingering = false;
+	}
+	drop_search(c);
+	c->probe = NULL; /* on c->probes like the others */
+	linger_close_all(&c->probes);
 	free(c);
 }
 
-/* finish - report c->result and free the callout */
+/* complete - reported, and the last connection is gone: say so, and go */
+static void complete(struct callout *c)
+{
+	if (c->env->on_finished != NULL)
+		c->env->on_finished(c->env->fact_arg, c->address.domain_ascii);
+	release(c);
+}
+
+/* on_probes_empty - the callout's last live probe is gone */
+static void on_probes_empty(struct linger_list *l)
+{
+	struct callout *c = (struct callout *)((char *)l - offsetof(struct callout, probes));
+	if (c->finished)
+		complete(c);
+}
+
+/* linger_close - the linger's owner ends a callout whose probes still say
+ * QUIT or owe the catch-all answer (no fact is passed on) */
+static void linger_close(struct linger_item *item)
+{
+	struct callout *c = (struct callout *)((char *)item - offsetof(struct callout, linger_item));
+	c->lingering = false; /* linger_close_all took it off already */
+	release(c);
+}
+
+/* finish - report c->result; then free the callout, or let it linger while
+ * its probes say QUIT or owe the catch-all answer */
 static void finish(struct callout *c)
 {
+	char flags[120];
 	if (c->finished)
 		return;
+	if (c->probe != NULL && !c->awaiting_late) { /* in flight (probe_timeout): it can tell nothing now */
+		struct smtp_probe *p = c->probe;
+		c->probe = NULL;
+		smtp_probe_cancel(p);
+	}
 	c->finished = true;
-	trace(c, "result: %s (%s)%s%s", outcome_name(c->result.kind), c->result.reason,
-	      c->result.mx_host[0] ? " from " : "", c->result.mx_host);
+	classify_flags_text(c->result.flags, flags, sizeof(flags));
+	trace(c, "result: %s (%s)%s%s%s%s%s", outcome_name(c->result.kind), c->result.reason,
+	      c->result.mx_host[0] ? " from " : "", c->result.mx_host, flags[0] ? " [" : "", flags,
+	      flags[0] ? "]" : "");
 	c->done(c->done_arg, &c->result);
-	release(c);
+	if (c->probes.count > 0 && c->env->linger != NULL) {
+		drop_search(c);
+		linger_add(c->env->linger, &c->linger_item, linger_close);
+		c->lingering = true;
+		return; /* on_probes_empty completes it */
+	}
+	complete(c);
+}
+
+/* result_set - c->result anew (no flags, server or TTL cap left from an
+ * earlier note), with outcome_set's arguments */
+static void result_set(struct callout *c, enum outcome_kind kind, enum probe_stage stage, int code,
+                       const char *ecode, const char *text, const char *reason)
+{
+	memset(&c->result, 0, sizeof(c->result));
+	outcome_set(&c->result, kind, stage, code, ecode, text, reason);
 }
 
 /* settle - a final outcome, not tied to a server */
 static void settle(struct callout *c, enum outcome_kind kind, enum probe_stage stage, const char *reason)
 {
-	outcome_set(&c->result, kind, stage, 0, NULL, NULL, reason);
+	result_set(c, kind, stage, 0, NULL, NULL, reason);
 	finish(c);
 }
 
-/* note - remember a non-final failure if it tells more than what we had */
-static void note(struct callout *c, enum rank rank, enum outcome_kind kind, const struct target *t,
-                 const struct smtp_result *r, const char *reason)
+/* set_server - the server an outcome came from */
+static void set_server(struct outcome *o, const struct target *t)
 {
-	if (rank < c->best_rank)
+	snprintf(o->mx_host, sizeof(o->mx_host), "%s", t->host);
+	snprintf(o->mx_addr, sizeof(o->mx_addr), "%s", t->addr_text);
+}
+
+/* note - remember a non-final failure if it tells at least as much as what
+ * we had (the later of equals wins, as before) */
+static void note(struct callout *c, const struct target *t, const struct judgement *j)
+{
+	if (j->rank < c->best_rank)
 		return;
-	c->best_rank = rank;
-	const struct smtp_reply *reply = r != NULL ? &r->reply : NULL;
-	outcome_set(&c->result, kind, r != NULL ? r->stage : STAGE_CONNECT, reply ? reply->code : 0,
-	            reply ? reply->ecode : NULL, reply ? reply->text : NULL, reason);
-	snprintf(c->result.mx_host, sizeof(c->result.mx_host), "%s", t->host);
-	snprintf(c->result.mx_addr, sizeof(c->result.mx_addr), "%s", t->addr_text);
+	c->best_rank = j->rank;
+	c->result = j->outcome;
+	set_server(&c->result, t);
 }
 
-/* conclude - a final answer from a server */
-static void conclude(struct callout *c, enum outcome_kind kind, const struct target *t,
-                     enum probe_stage stage, const struct smtp_reply *reply, const char *reason)
+/* conclude - a final answer from (or about) a server */
+static void conclude(struct callout *c, const struct target *t, const struct outcome *o)
 {
-	outcome_set(&c->result, kind, stage, reply->code, reply->ecode, reply->text, reason);
-	snprintf(c->result.mx_host, sizeof(c->result.mx_host), "%s", t->host);
-	snprintf(c->result.mx_addr, sizeof(c->result.mx_addr), "%s", t->addr_text);
+	c->result = *o;
+	set_server(&c->result, t);
 	finish(c);
 }
 
-/* says_blocked - a 5xx about us rather than the address: 5.7.x, or a
- * blocklist named in the text of a reply without an enhanced code */
-static bool says_blocked(const struct smtp_reply *reply)
+/* on_smtp_late - the random address's answer, after the verdict: a domain
+ * fact at most, never a change of the verdict */
+static void on_smtp_late(void *arg, const struct smtp_reply *reply)
 {
-	static const char *const words[] = {"blocklist",  "blacklist", "blocked", "spamhaus",
-	                                    "reputation", "rbl",       "dnsbl"};
-	if (strncmp(reply->ecode, "5.7.", 4) == 0)
-		return true;
-	if (reply->ecode[0] != '\0')
-		return false;
-	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-		if (strcasestr(reply->text, words[i]) != NULL)
-			return true;
-	return false;
-}
-
-/* judge_rcpt - the dialogue reached RCPT: decide, or move on */
-static void judge_rcpt(struct callout *c, const struct target *t, const struct smtp_result *r)
-{
-	const struct smtp_reply *reply = &r->reply;
-	char reason[200];
-	if (reply->code >= 200 && reply->code < 300) {
-		if (r->catchall_asked && r->catchall_reply.code >= 200 && r->catchall_reply.code < 300) {
-			snprintf(reason, sizeof(reason),
-			         "server accepts any address (random <%.120s> got %d)", c->catchall_rcpt,
-			         r->catchall_reply.code);
-			conclude(c, OUTCOME_CATCH_ALL, t, STAGE_CATCHALL, &r->catchall_reply, reason);
-			return;
-		}
-		if (r->catchall_asked && r->catchall_reply.code >= 400 && r->catchall_reply.code < 500)
-			snprintf(reason, sizeof(reason),
-			         "address accepted; catch-all unknown (random address got %d)",
-			         r->catchall_reply.code);
-		else
-			snprintf(reason, sizeof(reason), "address accepted");
-		conclude(c, OUTCOME_VALID, t, STAGE_RCPT, reply, reason);
-	} else if (reply->code >= 500) {
-		if (says_blocked(reply)) {
-			note(c, RANK_BLOCKED, OUTCOME_BLOCKED, t, r,
-			     "server refuses our probe at RCPT (policy)");
-			probe_next(c);
-			return;
-		}
-		conclude(c, OUTCOME_INVALID, t, STAGE_RCPT, reply, "address rejected");
+	struct callout *c = arg;
+	struct outcome fact;
+	c->probe = NULL; /* it finishes on its own from here */
+	c->awaiting_late = false;
+	if (reply != NULL && classify_catchall_fact(reply, &fact)) {
+		snprintf(fact.mx_host, sizeof(fact.mx_host), "%s", c->result.mx_host);
+		snprintf(fact.mx_addr, sizeof(fact.mx_addr), "%s", c->result.mx_addr);
+		trace(c, "late: random address got %d: %s (%s)", reply->code,
+		      fact.kind == OUTCOME_CATCH_ALL ? "catch_all" : "not catch-all",
+		      c->address.domain_ascii);
+		if (c->env->on_fact != NULL)
+			c->env->on_fact(c->env->fact_arg, c->address.domain_ascii, &fact);
+	} else if (reply != NULL) {
+		trace(c, "late: random address got %d: nothing learned", reply->code);
 	} else {
-		note(c, RANK_TEMP_REPLY, OUTCOME_TEMPFAIL, t, r, "temporary failure at RCPT");
-		probe_next(c);
+		trace(c, "late: no usable answer for the random address");
 	}
+	/* The probe goes on to QUIT; on_probes_empty completes the callout. */
 }
 
-/* on_smtp_done - one connection ended: classify (see the table above) */
+/* attempt_of - what classify_attempt needs from one SMTP result */
+static void attempt_of(const struct callout *c, const struct smtp_result *r, struct attempt *a)
+{
+	const struct conf *conf = c->env->conf;
+	*a = (struct attempt){
+	        .end = r->end,
+	        .stage = r->stage,
+	        .reply = &r->reply,
+	        .catchall_asked = r->catchall_asked,
+	        .catchall_pending = r->catchall_pending,
+	        .catchall_reply = &r->catchall_reply,
+	        .catchall_rcpt = c->catchall_rcpt,
+	        .fallback_used = c->fallback_now || r->fallback_used,
+	        .fallback_possible =
+	                conf->probe_sender_fallback[0] != '\0' && !c->fallback_now && !r->fallback_used,
+	        .tls_retry_possible = !c->plain_now,
+	        .error = r->error,
+	};
+}
+
+/* on_smtp_done - one connection reported: judge it (classify.h) and act */
 static void on_smtp_done(void *arg, const struct smtp_result *r)
 {
 	struct callout *c = arg;
 	const struct target *t = &c->targets[c->next_target - 1];
-	char reason[200];
-	c->probe = NULL;
+	struct attempt a;
+	struct judgement j;
+	if (!r->catchall_pending)
+		c->probe = NULL; /* no longer ours once this returns */
+	attempt_of(c, r, &a);
+	classify_attempt(&a, &j);
 
-	switch (r->end) {
-	case SMTP_END_DONE:
-		judge_rcpt(c, t, r);
+	switch (j.next) {
+	case ATTEMPT_FINAL:
+		c->awaiting_late = c->probe != NULL;
+		conclude(c, t, &j.outcome);
 		return;
-	case SMTP_END_REPLY:
-		snprintf(reason, sizeof(reason), "%s at %s",
-		         r->reply.code >= 500 ? "refused" : "temporary failure", probe_stage_name(r->stage));
-		if (r->reply.code >= 500)
-			note(c, RANK_BLOCKED, OUTCOME_BLOCKED, t, r, reason);
-		else
-			note(c, RANK_TEMP_REPLY, OUTCOME_TEMPFAIL, t, r, reason);
+	case ATTEMPT_RETRY_PLAIN:
+		trace(c, "* TLS failed with %s (%s): retrying once without TLS", t->host, r->error);
+		c->plain_retry = true;
+		c->next_target--;
 		break;
-	case SMTP_END_TLS_FAILED:
-		if (!c->plain_now) {
-			trace(c, "* TLS failed with %s (%s): retrying once without TLS", t->host, r->error);
-			c->plain_retry = true;
-			c->next_target--;
-			break;
-		}
-		snprintf(reason, sizeof(reason), "TLS failed: %s", r->error);
-		note(c, RANK_NO_REPLY, OUTCOME_TEMPFAIL, t, r, reason);
+	case ATTEMPT_RETRY_FALLBACK:
+		note(c, t, &j);
+		trace(c, "* %s refused MAIL FROM:<%s>: a new connection with the fallback sender", t->host,
+		      c->env->conf->probe_sender);
+		c->fallback_retry = true;
+		c->next_target--;
 		break;
-	case SMTP_END_NO_SMTPUTF8:
-		note(c, RANK_UNVERIFIABLE, OUTCOME_UNVERIFIABLE, t, r,
-		     "UTF-8 local part, and the server does not offer SMTPUTF8");
+	case ATTEMPT_NEXT_ADDRESS:
+		note(c, t, &j);
 		break;
-	case SMTP_END_CONNECT_FAILED:
-	case SMTP_END_TIMEOUT:
-	case SMTP_END_CLOSED:
-	case SMTP_END_PROTOCOL:
-		snprintf(reason, sizeof(reason), "%s", r->error[0] ? r->error : "connection failed");
-		note(c, RANK_NO_REPLY, OUTCOME_TEMPFAIL, t, r, reason);
-		break;
+	}
+	if (c->probe != NULL) { /* a pending catch-all answer nobody needs */
+		smtp_probe_cancel(c->probe);
+		c->probe = NULL;
 	}
 	probe_next(c);
 }
 
-/* probe_next - the next address, or the best we have when none is left */
+/* catchall_wait_ms - how long a verdict waits for the catch-all answer:
+ * at most half the client's budget, so a hanging random RCPT costs no
+ * budget 4xx, and never more than a command may take */
+static int64_t catchall_wait_ms(const struct conf *conf)
+{
+	int64_t half = conf->verify_budget_ms / 2;
+	return half > 0 && half < conf->command_timeout_ms ? half : conf->command_timeout_ms;
+}
+
+/* probe_next - the next address (or the same one again), or the best we
+ * have when none is left */
 static void probe_next(struct callout *c)
 {
 	if (c->next_target >= c->target_count) {
 		if (c->best_rank == RANK_NONE)
-			outcome_set(&c->result, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL,
-			            "no mail server address could be tried");
+			result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL,
+			           "no mail server address could be tried");
 		finish(c);
 		return;
 	}
 	struct target *t = &c->targets[c->next_target++];
 	const struct conf *conf = c->env->conf;
-	c->plain_now = c->plain_retry;
-	c->plain_retry = false;
-	if (!c->plain_now)
+	if (!c->plain_retry && !c->fallback_retry) { /* a new address */
+		c->plain_now = false;
+		c->fallback_now = c->hint_fallback;
 		trace(c, "* trying %s [%s] (%zu of %zu)", t->host, t->addr_text, c->next_target,
 		      c->target_count);
-	bool tls = conf->probe_tls && !c->plain_now;
+	}
+	if (c->plain_retry)
+		c->plain_now = true;
+	if (c->fallback_retry)
+		c->fallback_now = true;
+	c->plain_retry = c->fallback_retry = false;
 
+	if (c->env->local != NULL &&
+	    local_addrs_is_mine(c->env->local, (const struct sockaddr *)&t->addr, clock_mono_ms())) {
+		struct attempt a = {.end = SMTP_END_LOOP, .stage = STAGE_CONNECT};
+		struct judgement j;
+		trace(c, "* %s [%s] is an address of this host: not probing through ourselves", t->host,
+		      t->addr_text);
+		classify_attempt(&a, &j);
+		conclude(c, t, &j.outcome);
+		return;
+	}
+
+	const char *fallback = conf->probe_sender_fallback[0] != '\0' ? conf->probe_sender_fallback : NULL;
 	struct smtp_params params = {
 	        .helo_name = c->env->helo_name,
-	        .mail_from = conf->probe_sender,
+	        .mail_from = c->fallback_now && fallback != NULL ? fallback : conf->probe_sender,
+	        .fallback_from = c->fallback_now ? NULL : fallback,
 	        .rcpt = c->rcpt,
-	        .catchall_rcpt = conf->catchall_probe ? c->catchall_rcpt : NULL,
+	        .catchall_rcpt = conf->catchall_probe && !c->skip_catchall ? c->catchall_rcpt : NULL,
 	        .server_name = t->host,
 	        .needs_smtputf8 = c->address.local_utf8,
-	        .try_tls = tls,
+	        .try_tls = conf->probe_tls && !c->plain_now,
 	        .ssl_ctx = c->env->ssl_ctx,
+	        .report_at_rcpt = !c->catchall_matters,
+	        .catchall_wait_ms = catchall_wait_ms(conf),
 	        .connect_timeout_ms = conf->connect_timeout_ms,
 	        .banner_timeout_ms = conf->banner_timeout_ms,
 	        .command_timeout_ms = conf->command_timeout_ms,
+	        .linger = &c->probes,
 	};
-	c->probe = smtp_probe_start(c->env->base, (struct sockaddr *)&t->addr, &params, forward_trace, c,
-	                            on_smtp_done, c);
+	c->probe = smtp_probe_start(c->env->base, (struct sockaddr *)&t->addr, &params, c->trace,
+	                            c->trace_arg, on_smtp_done, on_smtp_late, c);
 	if (c->probe == NULL) {
-		outcome_set(&c->result, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, "out of memory");
+		result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, "out of memory");
 		finish(c);
 	}
 }
@@ -342,6 +439,15 @@ static void start_probing(struct callout *c, size_t refused, const char *why)
 	probe_next(c);
 }
 
+/* settle_dns - DNS settled a fact about the domain: it lives no longer
+ * than DNS says (the negative TTL, the null MX's TTL) */
+static void settle_dns(struct callout *c, const struct dns_answer *answer, const char *reason)
+{
+	result_set(c, OUTCOME_NO_DOMAIN, STAGE_DNS, 0, NULL, NULL, reason);
+	c->result.ttl_cap_ms = answer->ttl_ms > 0 ? answer->ttl_ms : 0;
+	finish(c);
+}
+
 /* on_dns - the domain's mail hosts, or why there are none */
 static void on_dns(void *arg, const struct dns_answer *answer)
 {
@@ -349,13 +455,13 @@ static void on_dns(void *arg, const struct dns_answer *answer)
 	c->lookup = NULL;
 	switch (answer->status) {
 	case DNS_NXDOMAIN:
-		settle(c, OUTCOME_NO_DOMAIN, STAGE_DNS, "domain does not exist (NXDOMAIN)");
+		settle_dns(c, answer, "domain does not exist (NXDOMAIN)");
 		return;
 	case DNS_NULL_MX:
-		settle(c, OUTCOME_NO_DOMAIN, STAGE_DNS, "domain accepts no mail (null MX, RFC 7505)");
+		settle_dns(c, answer, "domain accepts no mail (null MX, RFC 7505)");
 		return;
 	case DNS_NO_MAIL_HOST:
-		settle(c, OUTCOME_NO_DOMAIN, STAGE_DNS, answer->detail[0] ? answer->detail : "no mail host");
+		settle_dns(c, answer, answer->detail[0] ? answer->detail : "no mail host");
 		return;
 	case DNS_TEMPFAIL:
 		settle(c, OUTCOME_TEMPFAIL, STAGE_DNS,
@@ -413,8 +519,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 	struct callout *c = arg;
 	trace(c, "* probe_timeout (%lld ms) passed", (long long)c->env->conf->probe_timeout_ms);
 	if (c->best_rank == RANK_NONE)
-		outcome_set(&c->result, OUTCOME_TEMPFAIL, c->probe != NULL ? STAGE_CONNECT : STAGE_DNS, 0,
-		            NULL, NULL, "no answer within probe_timeout");
+		result_set(c, OUTCOME_TEMPFAIL, c->probe != NULL ? STAGE_CONNECT : STAGE_DNS, 0, NULL, NULL,
+		           "no answer within probe_timeout");
 	finish(c);
 }
 
@@ -440,6 +546,11 @@ struct callout *callout_start(const struct probe_env *env, const struct addr *ad
 		return NULL;
 	c->env = env;
 	c->address = *address;
+	c->probes.on_empty = on_probes_empty;
+	c->skip_catchall = hints != NULL && hints->skip_catchall;
+	c->hint_fallback =
+	        hints != NULL && hints->use_fallback_sender && env->conf->probe_sender_fallback[0] != '\0';
+	c->catchall_matters = classify_catchall_matters(env->conf, address->domain_ascii);
 	c->trace = trace_fn;
 	c->trace_arg = trace_arg;
 	c->done = done;
@@ -448,7 +559,7 @@ struct callout *callout_start(const struct probe_env *env, const struct addr *ad
 	char local[24];
 	random_local_part(local, sizeof(local));
 	snprintf(c->catchall_rcpt, sizeof(c->catchall_rcpt), "%s@%s", local, address->domain_ascii);
-	outcome_set(&c->result, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL, "not probed");
+	result_set(c, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL, "not probed");
 
 	c->target_room = (size_t)env->conf->max_mx_addresses;
 	c->targets = calloc(c->target_room, sizeof(*c->targets));

@@ -4,9 +4,26 @@
  * callout_start() resolves the address's domain (or takes an address
  * literal as is), drops addresses the network guard forbids, and walks the
  * MX hosts and their addresses within probe_timeout: a connection failure,
- * 4xx, TLS failure or timeout moves on to the next address; a definite
- * answer stops. It then turns what the SMTP dialogue reported into one
- * struct outcome (see outcome.h for the classes).
+ * 4xx, protocol error, TLS failure or timeout moves on to the next address;
+ * a definite answer stops, and so does an address of this host (a mail
+ * loop: tempfail "mx is this host", never a probe through ourselves).
+ * classify.h says what each dialogue means.
+ *
+ * The verdict is reported (done) the moment it is known; QUIT and closing
+ * come afterwards. The catch-all RCPT's answer is waited for only when it
+ * can change the action: not after a 5xx to the real RCPT, and not when the
+ * policy gives catch_all the same action as valid for the domain; then the
+ * verdict comes right after the real RCPT. Otherwise the verdict waits for
+ * it at most min(command_timeout, verify_budget / 2) (a hanging random RCPT
+ * must not cost the client the budget 4xx), and is then reported valid
+ * with reason "catch-all unknown", as after a 4xx to the random address.
+ * An answer that arrives after the verdict is passed on as a domain fact
+ * (on_fact), never as a change of the verdict.
+ *
+ * When a server refuses MAIL FROM:<probe_sender> with 5xx (not 421) and
+ * probe_sender_fallback is set, the same server is asked once more with it
+ * (after RSET, or in a new connection when RSET fails); an outcome reached
+ * that way carries OUTCOME_F_FALLBACK_SENDER.
  *
  * Threads: runs on the event loop of probe_env->base; callbacks come from
  * that loop.
@@ -29,15 +46,31 @@ typedef void (*callout_done_fn)(void *arg, const struct outcome *outcome);
  * and flags say what was learned (OUTCOME_CATCH_ALL, or OUTCOME_VALID with
  * OUTCOME_F_NOT_CATCHALL). */
 typedef void (*callout_fact_fn)(void *arg, const char *domain, const struct outcome *fact);
+struct linger_list;
+struct local_addrs;
+
+/* A callout that reported has closed its last connection (QUIT answered or
+ * given up, the late catch-all answer in): once per such callout, after
+ * done (at once if nothing was left), from the loop; never for a callout
+ * cancelled or closed by linger_close_all. A limit on connections to a
+ * domain (domain_probe_limit) can hold its slot until then. */
+typedef void (*callout_finished_fn)(void *arg, const char *domain);
+
 /* What every callout shares; owned by whoever runs the loop. */
 struct probe_env {
 	struct event_base *base;
 	struct dns_resolver *dns;
 	SSL_CTX *ssl_ctx;
 	const struct conf *conf;
-	const char *helo_name;   /* resolved: never "" */
-	callout_fact_fn on_fact; /* late domain facts; NULL: dropped */
-	void *fact_arg;          /* must outlive every callout (the verifier) */
+	const char *helo_name;           /* resolved: never "" */
+	callout_fact_fn on_fact;         /* late domain facts; NULL: dropped */
+	callout_finished_fn on_finished; /* NULL: nobody asks */
+	void *fact_arg; /* for on_fact and on_finished; must outlive every callout, lingering ones too */
+	/* Callouts and probes that go on after their verdict (QUIT, the late
+	 * catch-all answer) live here until they end; linger_close_all() ends
+	 * them without callbacks. NULL: they are closed at once. */
+	struct linger_list *linger;
+	struct local_addrs *local; /* this host's addresses (mail loops); NULL: not checked */
 };
 
 /* What the cache already knows about the domain, to spare the server. */
@@ -50,13 +83,17 @@ struct callout_hints {
 typedef void (*callout_trace_fn)(void *arg, const char *line);
 
 /* callout_start - verify address (not the null sender). hints may be NULL.
- * done runs exactly once from the loop unless cancelled; trace may be NULL.
- * NULL on allocation failure. */
+ * done runs exactly once from the loop unless cancelled first; after done
+ * the callout is no longer the caller's: it lingers on env->linger while
+ * its connections say QUIT or owe the catch-all answer, then calls
+ * env->on_finished and frees itself. trace may be NULL; lines come while
+ * it lingers too, so trace_arg must outlive the linger's owner. NULL on
+ * allocation failure. */
 struct callout *callout_start(const struct probe_env *env, const struct addr *address,
                               const struct callout_hints *hints, callout_trace_fn trace, void *trace_arg,
                               callout_done_fn done, void *arg);
 
-/* callout_cancel - stop now; done will not run. */
+/* callout_cancel - stop now; done will not run. Only before done. */
 void callout_cancel(struct callout *callout);
 
 #endif

@@ -4,7 +4,11 @@
  *
  * Addresses are probed concurrently on one event loop (-j bounds how many). One result line per
  * address, in the order given; -v also prints the whole dialogue (DNS
- * answers, connections, every command and reply) as it happens. Owns the
+ * answers, connections, every command and reply, when each verdict came)
+ * as it happens. The result lines come once every verdict is in and what
+ * goes on after the verdicts (QUIT, late catch-all answers, which are shown
+ * as fact=) has ended, so servers are left politely; SIGINT or SIGTERM
+ * during that wait cuts it short. Owns the
  * configuration, the engine and one struct job per address.
  */
 #include "config.h"
@@ -15,10 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "addr.h"
 #include "callout.h"
+#include "classify.h"
+#include "clock.h"
 #include "conf.h"
 #include "engine.h"
 #include "log.h"
@@ -40,6 +47,8 @@ struct job {
 	bool parsed;
 	char syntax_error[160];
 	struct outcome outcome;
+	int64_t verdict_ms; /* from the start of the run to the verdict */
+	const char *fact;   /* a late domain fact: "catch_all", "not_catch_all"; NULL: none */
 	struct run *run;
 };
 
@@ -52,6 +61,9 @@ struct run {
 	size_t in_flight;  /* callouts running */
 	size_t max_flight; /* -j: at most this many at once */
 	bool failed;       /* a callout could not start */
+	int64_t started_ms;
+	struct event *linger_poll; /* after the verdicts: ends the loop when nothing lingers */
+	int64_t linger_until_ms;   /* ... or at this time, whatever still lingers */
 };
 
 /* usage - the synopsis */
@@ -82,10 +94,79 @@ static void on_done(void *arg, const struct outcome *outcome)
 	struct job *job = arg;
 	struct run *run = job->run;
 	job->outcome = *outcome;
+	job->verdict_ms = clock_mono_ms() - run->started_ms;
+	if (run->verbose) {
+		printf("%s: * verdict after %lld ms: %s\n", job->input, (long long)job->verdict_ms,
+		       outcome_name(outcome->kind));
+		fflush(stdout);
+	}
 	run->in_flight--;
 	start_more(run);
 	if (run->in_flight == 0)
 		event_base_loopexit(run->engine->env.base, NULL);
+}
+
+/* on_fact - a domain fact learned after a verdict: noted on every job of
+ * that domain */
+static void on_fact(void *arg, const char *domain, const struct outcome *fact)
+{
+	struct run *run = arg;
+	const char *name = fact->kind == OUTCOME_CATCH_ALL ? "catch_all" : "not_catch_all";
+	for (size_t i = 0; i < run->job_count; i++) {
+		struct job *job = &run->jobs[i];
+		if (job->parsed && !job->address.is_null &&
+		    strcasecmp(job->address.domain_ascii, domain) == 0)
+			job->fact = name;
+	}
+	if (run->verbose) {
+		printf("vemilter-check: fact about %s: %s\n", domain, name);
+		fflush(stdout);
+	}
+}
+
+/* on_linger_poll - stop the loop once nothing lingers (or time is up) */
+static void on_linger_poll(evutil_socket_t fd, short what, void *arg)
+{
+	struct run *run = arg;
+	if (engine_lingering(run->engine) == 0 || clock_mono_ms() >= run->linger_until_ms)
+		event_base_loopexit(run->engine->env.base, NULL);
+}
+
+/* on_linger_interrupt - SIGINT or SIGTERM while only goodbyes are left */
+static void on_linger_interrupt(evutil_socket_t sig, short what, void *arg)
+{
+	struct run *run = arg;
+	event_base_loopexit(run->engine->env.base, NULL);
+}
+
+/* linger - run the loop while callouts and probes finish after their
+ * verdicts; each of them is bounded by command_timeout, and so is this */
+static void linger(struct run *run, const struct conf *conf)
+{
+	if (engine_lingering(run->engine) == 0)
+		return;
+	struct event_base *base = run->engine->env.base;
+	run->linger_until_ms = clock_mono_ms() + 2 * conf->command_timeout_ms + 1000;
+	run->linger_poll = event_new(base, -1, EV_PERSIST, on_linger_poll, run);
+	/* Every verdict is in: an interrupt now only cuts the goodbyes short
+	 * (the results are printed, what lingers is closed). */
+	struct event *sigint = evsignal_new(base, SIGINT, on_linger_interrupt, run);
+	struct event *sigterm = evsignal_new(base, SIGTERM, on_linger_interrupt, run);
+	struct timeval tick = {0, 20 * 1000};
+	if (run->linger_poll != NULL && event_add(run->linger_poll, &tick) == 0) {
+		if (sigint != NULL)
+			event_add(sigint, NULL);
+		if (sigterm != NULL)
+			event_add(sigterm, NULL);
+		event_base_dispatch(base);
+	} /* else engine_free closes what lingers */
+	if (sigint != NULL)
+		event_free(sigint);
+	if (sigterm != NULL)
+		event_free(sigterm);
+	if (run->linger_poll != NULL)
+		event_free(run->linger_poll);
+	run->linger_poll = NULL;
 }
 
 /* severity - the exit status one result asks for */
@@ -96,8 +177,9 @@ static enum exit_code severity(const struct job *job)
 	if (job->address.is_null)
 		return EXIT_ALL_VALID;
 	switch (job->outcome.kind) {
-	case OUTCOME_VALID:
-		return EXIT_ALL_VALID;
+	case OUTCOME_VALID: /* a yes from a server that says yes to anything means little */
+		return job->fact != NULL && strcmp(job->fact, "catch_all") == 0 ? EXIT_UNKNOWN
+		                                                                : EXIT_ALL_VALID;
 	case OUTCOME_CATCH_ALL:
 	case OUTCOME_UNVERIFIABLE:
 		return EXIT_UNKNOWN;
@@ -111,7 +193,8 @@ static enum exit_code severity(const struct job *job)
 	return EXIT_TEMPORARY;
 }
 
-/* print_result - "ADDRESS OUTCOME stage=.. mx=.. addr=.. reply=".." reason=".."" */
+/* print_result - "ADDRESS OUTCOME stage=.. mx=.. addr=.. reply=".." reason=".."
+ * [flags=a,b] [fact=catch_all]" */
 static void print_result(const struct job *job)
 {
 	char line[2048];
@@ -136,6 +219,12 @@ static void print_result(const struct job *job)
 	kv_add(line, sizeof(line), &len, "addr", o->mx_addr[0] ? o->mx_addr : NULL);
 	kv_add(line, sizeof(line), &len, "reply", reply[0] ? reply : NULL);
 	kv_add(line, sizeof(line), &len, "reason", o->reason);
+	char flags[120];
+	classify_flags_text(o->flags, flags, sizeof(flags));
+	if (flags[0] != '\0') /* both only when there is something to say: older lines stay as they were */
+		kv_add(line, sizeof(line), &len, "flags", flags);
+	if (job->fact != NULL)
+		kv_add(line, sizeof(line), &len, "fact", job->fact);
 	printf("%s %s %s\n", job->input, outcome_name(o->kind), line);
 }
 
@@ -244,10 +333,14 @@ int main(int argc, char **argv)
 
 	run.jobs = jobs;
 	run.job_count = count;
+	run.engine->env.on_fact = on_fact;
+	run.engine->env.fact_arg = &run;
 	int status = EXIT_ALL_VALID;
+	run.started_ms = clock_mono_ms();
 	start_more(&run);
 	if (run.in_flight > 0)
 		event_base_dispatch(run.engine->env.base);
+	linger(&run, conf);
 	if (run.failed)
 		status = EXIT_CONFIG;
 	for (size_t i = 0; i < count; i++) {
@@ -256,8 +349,8 @@ int main(int argc, char **argv)
 		if ((int)e > status)
 			status = e;
 	}
+	engine_free(run.engine); /* before the jobs: lingering work may still trace to them */
 	free(jobs);
-	engine_free(run.engine);
 	conf_unref(conf);
 	return status;
 }

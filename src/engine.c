@@ -1,7 +1,8 @@
 /*
  * engine.c - builds and frees the shared parts of probing: a libevent base,
- * a c-ares resolver on it, an OpenSSL client context for STARTTLS, and the
- * EHLO name. Owns all four.
+ * a c-ares resolver on it, an OpenSSL client context for STARTTLS, the EHLO
+ * name, this host's addresses and the linger list. Owns them all, and what
+ * lingers on the list.
  */
 #include "engine.h"
 
@@ -14,6 +15,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "dns.h"
 #include "log.h"
 
@@ -71,6 +73,14 @@ struct engine *engine_new(const struct conf *conf, char *why, size_t why_size)
 	}
 	engine->env.conf = conf;
 	engine->env.helo_name = engine->helo_name;
+	engine->env.linger = &engine->linger;
+	engine->env.local = &engine->local;
+	char local_why[80];
+	if (!local_addrs_load(&engine->local, clock_mono_ms(), local_why, sizeof(local_why)))
+		log_msg(LOG_WARNING,
+		        "cannot list this host's addresses (%s): only 127.0.0.1 and ::1 count as "
+		        "this host for now",
+		        local_why);
 	if (!engine_helo_name(conf->helo_name, engine->helo_name, sizeof(engine->helo_name), why, why_size)) {
 		/* Probing goes on (mail must flow), but the admin must hear of it:
 		 * many servers refuse an unqualified EHLO name, and those answers
@@ -109,6 +119,9 @@ void engine_free(struct engine *engine)
 {
 	if (engine == NULL)
 		return;
+	/* First what lingers: it holds sockets and events of the loop. */
+	linger_close_all(&engine->linger);
+	local_addrs_clear(&engine->local);
 	if (engine->env.dns != NULL)
 		dns_resolver_free(engine->env.dns);
 	if (engine->env.ssl_ctx != NULL)
@@ -116,6 +129,12 @@ void engine_free(struct engine *engine)
 	if (engine->env.base != NULL)
 		event_base_free(engine->env.base);
 	free(engine);
+}
+
+/* engine_lingering - see engine.h */
+size_t engine_lingering(const struct engine *engine)
+{
+	return engine->linger.count;
 }
 
 /* engine_raise_fd_limit - see engine.h */

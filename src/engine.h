@@ -1,10 +1,13 @@
 /*
  * engine.h - what every probe shares: the event loop, the resolver, the TLS
- * context and the name we announce.
+ * context, the name we announce, this host's addresses, and the work that
+ * goes on after a verdict (QUIT, late catch-all answers).
  *
  * engine_new() builds them from a configuration; the caller runs the loop
- * (vemilter-check runs it until its probes are done). Everything here
- * belongs to the thread that runs engine->env.base.
+ * (vemilter-check runs it until its probes and their lingering work are
+ * done). engine_free() closes whatever still lingers, without callbacks,
+ * before it frees the loop. Everything here belongs to the thread that
+ * runs engine->env.base.
  */
 #ifndef VEMILTER_ENGINE_H
 #define VEMILTER_ENGINE_H
@@ -13,15 +16,23 @@
 
 #include "callout.h"
 #include "conf.h"
+#include "linger.h"
+#include "localaddr.h"
 
 struct engine {
-	struct probe_env env; /* base, dns, ssl_ctx, conf, helo_name */
+	struct probe_env env; /* base, dns, ssl_ctx, conf, helo_name, linger, local */
 	char helo_name[256];
+	struct linger_list linger; /* env.linger points here */
+	struct local_addrs local;  /* env.local points here */
 };
 
 /* engine_new - NULL with a reason in why on failure. conf must outlive it. */
 struct engine *engine_new(const struct conf *conf, char *why, size_t why_size);
 void engine_free(struct engine *engine);
+
+/* engine_lingering - how many callouts and probes still go on after their
+ * verdict */
+size_t engine_lingering(const struct engine *engine);
 
 /* engine_helo_name - the configured helo_name, or this host's fully
  * qualified name (getaddrinfo AI_CANONNAME). False with a reason when no

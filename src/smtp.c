@@ -1,17 +1,27 @@
 /*
  * smtp.c - one SMTP probe connection: banner, EHLO (HELO), opportunistic
- * STARTTLS, MAIL FROM, RCPT TO (and a catch-all RCPT), QUIT. Never DATA.
+ * STARTTLS, MAIL FROM (RSET and a fallback sender if refused), RCPT TO (and
+ * a catch-all RCPT), QUIT. Never DATA.
  *
  * Owns the probe: its bufferevent (the plain socket one, or after STARTTLS
  * the OpenSSL filter over it, which then owns both the socket bufferevent
- * and the SSL), one timer and copies of the parameters. An explicit state
- * machine driven by one read callback, one event callback and the timer,
- * which starts the connection and reports the result from the loop (so done
- * never runs inside smtp_probe_start) and is the deadline of every phase, so
- * a server dripping one byte at a time cannot stretch a phase either.
- * Lines are pulled into a fixed buffer only after the line limit is checked;
- * a read high-watermark keeps the input buffer bounded; replies are parsed by
- * smtpreply.c. One command at a time, no pipelining.
+ * and the SSL), three events and copies of the parameters. An explicit
+ * state machine driven by one read callback, one event callback and the
+ * timer, which starts the connection from the loop and is the deadline of
+ * every phase, so a server dripping one byte at a time cannot stretch a
+ * phase either. Lines are pulled into a fixed buffer only after the line
+ * limit is checked; a read high-watermark keeps the input buffer bounded;
+ * replies are parsed by smtpreply.c. One command at a time, no pipelining,
+ * and nothing may wait in the input when a command goes out (desync).
+ *
+ * The result is "decided" inside the dialogue and handed over by the notify
+ * event from the loop (so done never runs inside smtp_probe_start or deep
+ * in a bufferevent callback, and a desync noticed when the next command
+ * goes out, in the same callback, can still replace it). QUIT follows;
+ * once the owner has everything it is owed, the probe goes on by itself
+ * until QUIT is answered, times out or the server closes, then frees
+ * itself from the notify event. It is on params.linger its whole life, so
+ * the list's owner always knows which probes are alive and can close them.
  */
 #include "smtp.h"
 
@@ -25,9 +35,11 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #define PARAM_MAX          512   /* octets in a name or an address we send */
 #define DEFAULT_TIMEOUT_MS 30000 /* for a timeout given as <= 0 */
@@ -44,41 +56,46 @@ enum state {
 	ST_STARTTLS, /* STARTTLS sent */
 	ST_TLS,      /* TLS handshake in progress */
 	ST_MAIL,     /* MAIL FROM sent */
+	ST_RSET,     /* RSET sent: MAIL was refused, the fallback sender comes next */
 	ST_RCPT,     /* RCPT TO sent */
 	ST_CATCHALL, /* RCPT TO the random address sent */
 	ST_QUIT,     /* result decided, QUIT sent */
-	ST_REPORT,   /* connection closed; the timer reports */
+	ST_CLOSED,   /* connection gone; only deliveries to the owner are left */
 	ST_COUNT
 };
 
 static const struct {
 	const char *name;       /* for traces and debugging */
+	const char *command;    /* "reply before command (before <command>)" */
 	enum probe_stage stage; /* reported when the dialogue ends here */
 	bool reply_due;         /* a reply is read in this state */
 	const char *doing;      /* "* timeout <doing>" */
 } states[ST_COUNT] = {
-        [ST_START] = {"start", STAGE_NONE, false, "starting"},
-        [ST_CONNECT] = {"connect", STAGE_CONNECT, false, "connecting"},
-        [ST_BANNER] = {"banner", STAGE_BANNER, true, "waiting for banner"},
-        [ST_EHLO] = {"ehlo", STAGE_EHLO, true, "waiting for EHLO reply"},
-        [ST_HELO] = {"helo", STAGE_HELO, true, "waiting for HELO reply"},
-        [ST_STARTTLS] = {"starttls", STAGE_STARTTLS, true, "waiting for STARTTLS reply"},
-        [ST_TLS] = {"tls", STAGE_TLS, false, "in TLS handshake"},
-        [ST_MAIL] = {"mail", STAGE_MAIL, true, "waiting for MAIL reply"},
-        [ST_RCPT] = {"rcpt", STAGE_RCPT, true, "waiting for RCPT reply"},
-        [ST_CATCHALL] = {"catchall", STAGE_CATCHALL, true, "waiting for catch-all RCPT reply"},
-        [ST_QUIT] = {"quit", STAGE_QUIT, true, "waiting for QUIT reply"}, /* unless only flushing */
-        [ST_REPORT] = {"report", STAGE_NONE, false, "reporting"},
+        [ST_START] = {"start", "", STAGE_NONE, false, "starting"},
+        [ST_CONNECT] = {"connect", "", STAGE_CONNECT, false, "connecting"},
+        [ST_BANNER] = {"banner", "", STAGE_BANNER, true, "waiting for banner"},
+        [ST_EHLO] = {"ehlo", "EHLO", STAGE_EHLO, true, "waiting for EHLO reply"},
+        [ST_HELO] = {"helo", "HELO", STAGE_HELO, true, "waiting for HELO reply"},
+        [ST_STARTTLS] = {"starttls", "STARTTLS", STAGE_STARTTLS, true, "waiting for STARTTLS reply"},
+        [ST_TLS] = {"tls", "", STAGE_TLS, false, "in TLS handshake"},
+        [ST_MAIL] = {"mail", "MAIL", STAGE_MAIL, true, "waiting for MAIL reply"},
+        [ST_RSET] = {"rset", "RSET", STAGE_MAIL, true, "waiting for RSET reply"},
+        [ST_RCPT] = {"rcpt", "RCPT", STAGE_RCPT, true, "waiting for RCPT reply"},
+        [ST_CATCHALL] = {"catchall", "the catch-all RCPT", STAGE_CATCHALL, true,
+                         "waiting for catch-all RCPT reply"},
+        [ST_QUIT] = {"quit", "QUIT", STAGE_QUIT, true, "waiting for QUIT reply"}, /* unless only flushing */
+        [ST_CLOSED] = {"closed", "", STAGE_NONE, false, "closed"},
 };
 
 struct smtp_probe {
 	struct event_base *base;
 	struct bufferevent *bev; /* plain or TLS filter; NULL once closed */
-	struct event *timer;     /* deferred start/report, phase deadline */
+	struct event *timer;     /* deferred start, phase deadline */
+	struct event *notify;    /* hands the result (and a late catch-all answer) over, from the loop */
+	struct event *patience;  /* catchall_wait_ms: report without the catch-all answer */
 	enum state state;
 	enum probe_stage hello_stage; /* STAGE_EHLO or STAGE_HELO, once greeted */
 	bool quit_wait;               /* ST_QUIT: wait for the reply, not only the flush */
-	bool delivering;              /* inside done: cancel is a no-op */
 	unsigned caps;                /* from the last EHLO reply */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
@@ -87,14 +104,29 @@ struct smtp_probe {
 	smtp_trace_fn trace;
 	void *trace_arg;
 	smtp_done_fn done;
-	void *done_arg;
+	smtp_late_fn late;
+	void *arg;
 	struct smtp_reply_parser parser;
 	struct smtp_result result;
+	struct smtp_reply mail_refusal; /* the first MAIL refusal, while the fallback sender is tried */
+
+	/* Who owns the probe and what is still owed to the owner. */
+	bool decided;    /* result is final (a desync found before it was handed over may still replace it) */
+	bool reported;   /* done has run: result is frozen */
+	bool late_due;   /* reported with catchall_pending; late has not run */
+	bool late_known; /* whether and what the catch-all answer is, is known */
+	bool late_have;  /* ... and it is late_reply */
+	struct smtp_reply late_reply;
+	bool in_callback; /* inside done or late: cancel waits for the return */
+	bool cancelled;
+	bool lingering; /* on params.linger (from the start until freed) */
+	struct linger_item linger_item;
 };
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
+static void quit(struct smtp_probe *p, bool wait);
 
 /* trace - one transcript line, control characters replaced by '?' */
 __attribute__((format(printf, 2, 3))) static void trace(struct smtp_probe *p, const char *fmt, ...)
@@ -138,14 +170,18 @@ static struct timeval timeval_ms(int64_t ms)
 	return tv;
 }
 
-/* set_result - record how the dialogue ended; reply may be NULL, fmt too */
+/* set_result - record how the dialogue ended; reply may be NULL, fmt too.
+ * Once the result is handed over it stays as it was. */
 __attribute__((format(printf, 5, 6))) static void set_result(struct smtp_probe *p, enum smtp_end end,
                                                              enum probe_stage stage,
                                                              const struct smtp_reply *reply, const char *fmt,
                                                              ...)
 {
+	if (p->reported)
+		return;
 	p->result.end = end;
 	p->result.stage = stage;
+	p->result.catchall_pending = false;
 	if (reply != NULL)
 		p->result.reply = *reply;
 	else
@@ -168,14 +204,50 @@ static void close_connection(struct smtp_probe *p)
 	}
 }
 
-/* report - close now and let the timer call done from the loop */
-static void report(struct smtp_probe *p)
+/* decide - the result is final: hand it over from the loop, now */
+static void decide(struct smtp_probe *p)
 {
-	struct timeval now = {0, 0};
+	if (p->decided)
+		return;
+	p->decided = true;
+	event_active(p->notify, EV_TIMEOUT, 0);
+}
 
+/* note_late - what became of a pending catch-all answer (reply, or NULL:
+ * none that can be trusted); only the first word counts */
+static void note_late(struct smtp_probe *p, const struct smtp_reply *reply)
+{
+	if (!p->result.catchall_pending || p->late_known)
+		return;
+	p->late_known = true;
+	if (reply != NULL) {
+		p->late_have = true;
+		p->late_reply = *reply;
+	}
+	event_active(p->notify, EV_TIMEOUT, 0);
+}
+
+/* finish_connection - the connection is over: close it; what is still owed
+ * to the owner (and the probe's end) follows from the loop */
+static void finish_connection(struct smtp_probe *p)
+{
+	enum probe_stage stage = states[p->state].stage;
 	close_connection(p);
-	p->state = ST_REPORT;
-	evtimer_add(p->timer, &now);
+	evtimer_del(p->timer);
+	evtimer_del(p->patience);
+	p->state = ST_CLOSED;
+	note_late(p, NULL);
+	if (!p->decided) /* every path decides first; never report an empty answer */
+		set_result(p, SMTP_END_PROTOCOL, stage, NULL, "connection ended without a result");
+	decide(p);
+	event_active(p->notify, EV_TIMEOUT, 0);
+}
+
+/* end_now - decided, and nothing left to say to the server */
+static void end_now(struct smtp_probe *p)
+{
+	decide(p);
+	finish_connection(p);
 }
 
 /* set_phase - enter state st with its timeout (bufferevent and deadline) */
@@ -194,7 +266,53 @@ static void set_phase(struct smtp_probe *p, enum state st)
 	evtimer_add(p->timer, &tv);
 }
 
-/* send_command - write one command line and wait for its reply in state st */
+/* input_waiting - has the server sent anything we have not read? In plain
+ * text the socket's receive queue counts too (libevent may not have read it
+ * yet); under TLS only decrypted data does, as the socket may legitimately
+ * hold TLS records such as session tickets. */
+static bool input_waiting(struct smtp_probe *p)
+{
+	if (evbuffer_get_length(bufferevent_get_input(p->bev)) > 0)
+		return true;
+	if (p->result.tls_active)
+		return false;
+	evutil_socket_t fd = bufferevent_getfd(p->bev);
+	int queued = 0;
+	return fd >= 0 && ioctl(fd, FIONREAD, &queued) == 0 && queued > 0;
+}
+
+/* desync - the server sent something before command st went out: whatever
+ * we paired so far may be the wrong reply to the wrong command. Protocol
+ * error, unless the result was handed over already (then only a pending
+ * catch-all answer is given up); QUIT without waiting for its reply. */
+static void desync(struct smtp_probe *p, enum state st)
+{
+	char why[80];
+
+	snprintf(why, sizeof(why), "reply before command (before %s)", states[st].command);
+	struct evbuffer *in = bufferevent_get_input(p->bev);
+	size_t n = evbuffer_get_length(in);
+	if (n > 0) { /* show what came early, up to its first line end */
+		size_t show = n < 200 ? n : 200;
+		const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)show);
+		if (data != NULL) {
+			size_t line = 0;
+			while (line < show && data[line] != '\r' && data[line] != '\n')
+				line++;
+			trace_received(p, data, line);
+		}
+	}
+	trace(p, "* protocol error: %s", why);
+	set_result(p, SMTP_END_PROTOCOL, states[st].stage, NULL, "%s", why);
+	note_late(p, NULL);
+	decide(p);
+	evbuffer_drain(in, n);
+	quit(p, false);
+}
+
+/* send_command - write one command line and wait for its reply in state st.
+ * Anything the server sent before it is a desync (except before a QUIT we
+ * do not wait an answer for: that dialogue has failed already). */
 __attribute__((format(printf, 3, 4))) static void send_command(struct smtp_probe *p, enum state st,
                                                                const char *fmt, ...)
 {
@@ -202,7 +320,11 @@ __attribute__((format(printf, 3, 4))) static void send_command(struct smtp_probe
 	va_list ap;
 
 	if (p->bev == NULL) {
-		report(p);
+		finish_connection(p);
+		return;
+	}
+	if ((st != ST_QUIT || p->quit_wait) && input_waiting(p)) {
+		desync(p, st);
 		return;
 	}
 	va_start(ap, fmt);
@@ -210,7 +332,7 @@ __attribute__((format(printf, 3, 4))) static void send_command(struct smtp_probe
 	va_end(ap);
 	if (n < 0 || (size_t)n >= sizeof(cmd) - 2) { /* bad_params makes this impossible */
 		set_result(p, SMTP_END_PROTOCOL, states[st].stage, NULL, "command too long");
-		report(p);
+		end_now(p);
 		return;
 	}
 	trace(p, "> %s", cmd);
@@ -220,7 +342,7 @@ __attribute__((format(printf, 3, 4))) static void send_command(struct smtp_probe
 	if (bufferevent_write(p->bev, cmd, (size_t)n + 2) < 0 ||
 	    bufferevent_enable(p->bev, EV_READ | EV_WRITE) < 0) {
 		set_result(p, SMTP_END_PROTOCOL, states[st].stage, NULL, "cannot send %s", states[st].name);
-		report(p);
+		end_now(p);
 	}
 }
 
@@ -229,7 +351,7 @@ __attribute__((format(printf, 3, 4))) static void send_command(struct smtp_probe
 static void quit(struct smtp_probe *p, bool wait)
 {
 	if (p->bev == NULL) {
-		report(p);
+		finish_connection(p);
 		return;
 	}
 	p->quit_wait = wait;
@@ -242,21 +364,25 @@ static void quit(struct smtp_probe *p, bool wait)
 static void stop_at(struct smtp_probe *p, const struct smtp_reply *r)
 {
 	set_result(p, SMTP_END_REPLY, states[p->state].stage, r, NULL);
+	decide(p);
 	if (r->code == 421)
-		report(p);
+		finish_connection(p);
 	else
 		quit(p, true);
 }
 
-/* protocol_error - the server broke the protocol: END_PROTOCOL, then QUIT */
+/* protocol_error - the server broke the protocol: END_PROTOCOL (or, after
+ * the result was handed over, no late catch-all answer), then QUIT */
 static void protocol_error(struct smtp_probe *p, const char *why)
 {
 	if (p->state == ST_QUIT) { /* whatever it says now, the result stands */
-		report(p);
+		finish_connection(p);
 		return;
 	}
 	trace(p, "* protocol error: %s", why);
 	set_result(p, SMTP_END_PROTOCOL, states[p->state].stage, NULL, "%s", why);
+	note_late(p, NULL);
+	decide(p);
 	quit(p, false);
 }
 
@@ -266,16 +392,19 @@ static bool positive(const struct smtp_reply *r)
 	return r->code / 100 == 2;
 }
 
-/* send_mail - check SMTPUTF8 if needed, then MAIL FROM */
+/* send_mail - check SMTPUTF8 if needed, then MAIL FROM (the fallback
+ * sender once RSET made way for it) */
 static void send_mail(struct smtp_probe *p)
 {
 	if (p->params.needs_smtputf8 && !(p->caps & SMTP_CAP_SMTPUTF8)) {
 		trace(p, "* server does not offer SMTPUTF8");
 		set_result(p, SMTP_END_NO_SMTPUTF8, p->hello_stage, NULL, "server does not offer SMTPUTF8");
+		decide(p);
 		quit(p, true);
 		return;
 	}
-	send_command(p, ST_MAIL, "MAIL FROM:<%s>%s", p->params.mail_from,
+	send_command(p, ST_MAIL, "MAIL FROM:<%s>%s",
+	             p->result.fallback_used ? p->params.fallback_from : p->params.mail_from,
 	             p->params.needs_smtputf8 ? " SMTPUTF8" : "");
 }
 
@@ -288,6 +417,20 @@ static void greeted(struct smtp_probe *p, const struct smtp_reply *r, enum probe
 		send_command(p, ST_STARTTLS, "STARTTLS");
 	else
 		send_mail(p);
+}
+
+/* names_us - the greeting or EHLO/HELO reply names our own helo_name: the
+ * server is this host. END_LOOP, QUIT; true if so */
+static bool names_us(struct smtp_probe *p, const struct smtp_reply *r, enum probe_stage stage)
+{
+	if (!classify_names_host(r, p->params.helo_name))
+		return false;
+	trace(p, "* the server calls itself %s, our own name: this host", p->params.helo_name);
+	set_result(p, SMTP_END_LOOP, stage, r, "the server's %s names this host (%s)",
+	           stage == STAGE_BANNER ? "greeting" : "EHLO reply", p->params.helo_name);
+	decide(p);
+	quit(p, true);
+	return true;
 }
 
 /* sni_name - server_name without a final dot, if it looks like a host name */
@@ -317,7 +460,7 @@ static void tls_failed(struct smtp_probe *p, const char *why)
 {
 	trace(p, "* TLS failed: %s", why);
 	set_result(p, SMTP_END_TLS_FAILED, STAGE_TLS, NULL, "%s", why);
-	report(p);
+	end_now(p);
 }
 
 /* start_tls - STARTTLS accepted: wrap the connection in a TLS filter */
@@ -325,7 +468,7 @@ static void start_tls(struct smtp_probe *p)
 {
 	char host[256];
 
-	if (evbuffer_get_length(bufferevent_get_input(p->bev)) > 0) {
+	if (input_waiting(p)) { /* the client speaks first in TLS: anything here is out of turn */
 		tls_failed(p, "data after the STARTTLS reply");
 		return;
 	}
@@ -366,29 +509,101 @@ static void tls_up(struct smtp_probe *p)
 	send_command(p, ST_EHLO, "EHLO %s", p->params.helo_name);
 }
 
+/* mail_refused_for_good - MAIL was refused and the fallback sender cannot
+ * be tried in this session (RSET refused, timed out or dropped): the
+ * refusal stands; a new connection may try the fallback */
+static void mail_refused_for_good(struct smtp_probe *p, bool may_retry)
+{
+	set_result(p, SMTP_END_REPLY, STAGE_MAIL, &p->mail_refusal, NULL);
+	p->result.fallback_retry = may_retry;
+	decide(p);
+}
+
+/* rcpt_answered - the real RCPT got r (not 421): decide now or after the
+ * catch-all RCPT */
+static void rcpt_answered(struct smtp_probe *p, const struct smtp_reply *r)
+{
+	set_result(p, SMTP_END_DONE, STAGE_RCPT, r, NULL);
+	/* After a 5xx about the address the random one cannot change the
+	 * verdict, but its answer is still a fact about the domain. */
+	bool ask = p->params.catchall_rcpt != NULL &&
+	           (positive(r) || (r->code / 100 == 5 && !classify_says_blocked(r)));
+	if (!ask) {
+		decide(p);
+		quit(p, true);
+		return;
+	}
+	p->result.catchall_asked = true;
+	if (p->params.report_at_rcpt || !positive(r)) {
+		p->result.catchall_pending = true;
+		decide(p);
+	}
+	send_command(p, ST_CATCHALL, "RCPT TO:<%s>", p->params.catchall_rcpt);
+	if (p->state == ST_CATCHALL && !p->decided && p->params.catchall_wait_ms > 0) {
+		struct timeval tv = timeval_ms(p->params.catchall_wait_ms);
+		evtimer_add(p->patience, &tv);
+	}
+}
+
+/* catchall_answered - the random address got r */
+static void catchall_answered(struct smtp_probe *p, const struct smtp_reply *r)
+{
+	evtimer_del(p->patience);
+	if (input_waiting(p)) { /* more after it: this answer may belong to another command */
+		desync(p, ST_QUIT);
+		return;
+	}
+	if (!p->decided) {
+		p->result.stage = STAGE_CATCHALL;
+		p->result.catchall_reply = *r;
+		decide(p);
+	} else {
+		note_late(p, r);
+	}
+	if (r->code == 421)
+		finish_connection(p);
+	else
+		quit(p, true);
+}
+
+/* catchall_unanswered - no answer to the random address (timeout, close):
+ * the real RCPT's answer stands, with the catch-all question open */
+static void catchall_unanswered(struct smtp_probe *p)
+{
+	evtimer_del(p->patience);
+	if (!p->decided) {
+		p->result.stage = STAGE_CATCHALL;
+		memset(&p->result.catchall_reply, 0, sizeof(p->result.catchall_reply));
+		decide(p);
+	}
+	note_late(p, NULL);
+}
+
 /* on_reply - a complete reply in the current state */
 static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 {
 	switch (p->state) {
 	case ST_BANNER:
-		if (positive(r))
-			send_command(p, ST_EHLO, "EHLO %s", p->params.helo_name);
-		else
+		if (!positive(r))
 			stop_at(p, r);
+		else if (!names_us(p, r, STAGE_BANNER))
+			send_command(p, ST_EHLO, "EHLO %s", p->params.helo_name);
 		break;
 	case ST_EHLO:
-		if (positive(r))
-			greeted(p, r, STAGE_EHLO);
-		else if (r->code / 100 == 5)
+		if (positive(r)) {
+			if (!names_us(p, r, STAGE_EHLO))
+				greeted(p, r, STAGE_EHLO);
+		} else if (r->code / 100 == 5) {
 			send_command(p, ST_HELO, "HELO %s", p->params.helo_name);
-		else
+		} else {
 			stop_at(p, r);
+		}
 		break;
 	case ST_HELO:
-		if (positive(r))
-			greeted(p, r, STAGE_HELO);
-		else
+		if (!positive(r))
 			stop_at(p, r);
+		else if (!names_us(p, r, STAGE_HELO))
+			greeted(p, r, STAGE_HELO);
 		break;
 	case ST_STARTTLS:
 		if (positive(r))
@@ -399,33 +614,41 @@ static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 			send_mail(p); /* refused: carry on without TLS */
 		break;
 	case ST_MAIL:
-		if (positive(r))
+		if (positive(r)) {
 			send_command(p, ST_RCPT, "RCPT TO:<%s>", p->params.rcpt);
-		else
+		} else if (r->code / 100 == 5 && r->code != 421 && p->params.fallback_from != NULL &&
+		           !p->result.fallback_used) {
+			p->mail_refusal = *r;
+			trace(p, "* MAIL FROM:<%s> refused: RSET, then the fallback sender <%s>",
+			      p->params.mail_from, p->params.fallback_from);
+			send_command(p, ST_RSET, "RSET");
+		} else {
 			stop_at(p, r);
+		}
+		break;
+	case ST_RSET:
+		if (positive(r)) {
+			p->result.fallback_used = true;
+			send_mail(p);
+		} else {
+			mail_refused_for_good(p, r->code != 421);
+			if (r->code == 421)
+				finish_connection(p);
+			else
+				quit(p, true);
+		}
 		break;
 	case ST_RCPT:
-		if (r->code == 421) {
+		if (r->code == 421)
 			stop_at(p, r);
-			break;
-		}
-		set_result(p, SMTP_END_DONE, STAGE_RCPT, r, NULL);
-		if (positive(r) && p->params.catchall_rcpt != NULL)
-			send_command(p, ST_CATCHALL, "RCPT TO:<%s>", p->params.catchall_rcpt);
 		else
-			quit(p, true);
+			rcpt_answered(p, r);
 		break;
 	case ST_CATCHALL:
-		p->result.stage = STAGE_CATCHALL;
-		p->result.catchall_asked = true;
-		p->result.catchall_reply = *r;
-		if (r->code == 421)
-			report(p);
-		else
-			quit(p, true);
+		catchall_answered(p, r);
 		break;
 	case ST_QUIT:
-		report(p);
+		finish_connection(p);
 		break;
 	default:
 		break;
@@ -486,7 +709,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 	struct smtp_probe *p = arg;
 
 	if (p->state == ST_QUIT && !p->quit_wait)
-		report(p);
+		finish_connection(p);
 }
 
 /* on_timeout - the current phase took too long */
@@ -496,20 +719,43 @@ static void on_timeout(struct smtp_probe *p)
 	switch (p->state) {
 	case ST_CONNECT:
 		set_result(p, SMTP_END_TIMEOUT, STAGE_CONNECT, NULL, "timeout connecting");
-		report(p);
+		end_now(p);
 		break;
 	case ST_TLS: /* a handshake failure: the caller may retry without TLS */
 		tls_failed(p, "timeout in TLS handshake");
 		break;
 	case ST_QUIT:
-		report(p);
+		finish_connection(p);
+		break;
+	case ST_CATCHALL:
+		catchall_unanswered(p);
+		quit(p, false);
+		break;
+	case ST_RSET:
+		mail_refused_for_good(p, true);
+		quit(p, false);
 		break;
 	default:
 		set_result(p, SMTP_END_TIMEOUT, states[p->state].stage, NULL, "timeout %s",
 		           states[p->state].doing);
+		decide(p);
 		quit(p, false);
 		break;
 	}
+}
+
+/* on_patience - catchall_wait_ms passed without the catch-all answer:
+ * report now; the answer may still come through late */
+static void on_patience(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_probe *p = arg;
+
+	if (p->state != ST_CATCHALL || p->decided)
+		return;
+	trace(p, "* no catch-all answer within %lld ms: reporting without it",
+	      (long long)p->params.catchall_wait_ms);
+	p->result.catchall_pending = true;
+	decide(p);
 }
 
 /* tls_error - why the handshake failed, from libevent's OpenSSL error list */
@@ -539,20 +785,30 @@ static void on_closed(struct smtp_probe *p, bool eof, int sock_err)
 	case ST_CONNECT:
 		trace(p, "* connect failed: %s", err);
 		set_result(p, SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NULL, "%s", err);
-		report(p);
+		end_now(p);
 		break;
 	case ST_TLS:
 		tls_error(p, eof, sock_err, why, sizeof(why));
 		tls_failed(p, why);
 		break;
 	case ST_QUIT:
-		report(p);
+		finish_connection(p);
+		break;
+	case ST_CATCHALL:
+		trace(p, "* connection closed by server at the catch-all RCPT");
+		catchall_unanswered(p);
+		finish_connection(p);
+		break;
+	case ST_RSET:
+		trace(p, "* connection closed by server at RSET");
+		mail_refused_for_good(p, true);
+		finish_connection(p);
 		break;
 	default:
 		trace(p, "* connection closed by server%s%s", eof ? "" : ": ", eof ? "" : err);
 		set_result(p, SMTP_END_CLOSED, states[p->state].stage, NULL,
 		           "connection closed by server%s%s", eof ? "" : ": ", eof ? "" : err);
-		report(p);
+		end_now(p);
 		break;
 	}
 }
@@ -606,7 +862,7 @@ static void begin(struct smtp_probe *p)
 	p->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (p->bev == NULL) {
 		set_result(p, SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NULL, "cannot create a socket");
-		report(p);
+		end_now(p);
 		return;
 	}
 	bufferevent_setcb(p->bev, on_read, on_write, on_event, p);
@@ -616,40 +872,92 @@ static void begin(struct smtp_probe *p)
 		const char *err = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
 		trace(p, "* connect failed: %s", err);
 		set_result(p, SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NULL, "%s", err);
-		report(p);
+		end_now(p);
 	}
 }
 
-/* free_probe - release everything the probe owns */
+/* free_probe - release everything the probe owns (and leave the linger) */
 static void free_probe(struct smtp_probe *p)
 {
+	if (p->lingering)
+		linger_remove(p->params.linger, &p->linger_item);
 	close_connection(p);
 	if (p->timer != NULL)
 		event_free(p->timer);
+	if (p->notify != NULL)
+		event_free(p->notify);
+	if (p->patience != NULL)
+		event_free(p->patience);
 	free(p->strings);
 	free(p);
 }
 
-/* on_timer - deferred start, deferred report, or a phase deadline */
+/* linger_close - the list's owner ends the probe (as smtp_probe_cancel) */
+static void linger_close(struct linger_item *item)
+{
+	struct smtp_probe *p = (struct smtp_probe *)((char *)item - offsetof(struct smtp_probe, linger_item));
+	p->lingering = false; /* linger_close_all took it off already */
+	if (p->in_callback)
+		p->cancelled = true; /* freed when done or late returns */
+	else
+		free_probe(p);
+}
+
+/* call_owner - run done or late; false if the owner cancelled (probe freed) */
+static bool call_owner(struct smtp_probe *p, bool late)
+{
+	p->in_callback = true;
+	if (late)
+		p->late(p->arg, p->late_have ? &p->late_reply : NULL);
+	else
+		p->done(p->arg, &p->result);
+	p->in_callback = false;
+	if (p->cancelled) {
+		free_probe(p);
+		return false;
+	}
+	return true;
+}
+
+/* on_notify - hand over what is due (the result, then a late catch-all
+ * answer); once the owner has all, finish on the linger or free */
+static void on_notify(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_probe *p = arg;
+
+	if (p->decided && !p->reported) {
+		p->reported = true;
+		p->late_due = p->result.catchall_pending && p->late != NULL;
+		if (!call_owner(p, false))
+			return;
+	}
+	if (p->late_due && p->late_known) {
+		p->late_due = false;
+		if (!call_owner(p, true))
+			return;
+	}
+	if (!p->reported || p->late_due)
+		return; /* still the owner's */
+	if (p->state == ST_CLOSED || p->bev == NULL || !p->lingering)
+		free_probe(p); /* over, or nowhere to linger: close now */
+}
+
+/* on_timer - deferred start, or a phase deadline */
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtp_probe *p = arg;
 
-	if (p->state == ST_START) {
+	if (p->state == ST_START)
 		begin(p);
-	} else if (p->state == ST_REPORT) {
-		p->delivering = true;
-		p->done(p->done_arg, &p->result);
-		free_probe(p);
-	} else {
+	else if (p->state != ST_CLOSED)
 		on_timeout(p);
-	}
 }
 
 /* bad_params - why params cannot be sent as they are, or NULL */
 static const char *bad_params(const struct smtp_params *pp)
 {
-	const char *s[] = {pp->helo_name, pp->mail_from, pp->rcpt, pp->catchall_rcpt, pp->server_name};
+	const char *s[] = {pp->helo_name, pp->mail_from,     pp->fallback_from,
+	                   pp->rcpt,      pp->catchall_rcpt, pp->server_name};
 
 	if (pp->helo_name == NULL || pp->helo_name[0] == '\0')
 		return "empty HELO name";
@@ -667,19 +975,21 @@ static const char *bad_params(const struct smtp_params *pp)
 /* copy_params - p->params with every string copied into one block */
 static bool copy_params(struct smtp_probe *p, const struct smtp_params *pp)
 {
-	const char *src[5] = {pp->helo_name, pp->mail_from, pp->rcpt, pp->catchall_rcpt, pp->server_name};
-	const char **dst[5] = {&p->params.helo_name, &p->params.mail_from, &p->params.rcpt,
-	                       &p->params.catchall_rcpt, &p->params.server_name};
+	enum { N = 6 };
+	const char *src[N] = {pp->helo_name, pp->mail_from,     pp->fallback_from,
+	                      pp->rcpt,      pp->catchall_rcpt, pp->server_name};
+	const char **dst[N] = {&p->params.helo_name, &p->params.mail_from,     &p->params.fallback_from,
+	                       &p->params.rcpt,      &p->params.catchall_rcpt, &p->params.server_name};
 	size_t total = 0;
 
 	p->params = *pp;
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < N; i++)
 		total += (src[i] != NULL ? strlen(src[i]) : 0) + 1;
 	p->strings = malloc(total);
 	if (p->strings == NULL)
 		return false;
 	char *at = p->strings;
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < N; i++) {
 		size_t n = src[i] != NULL ? strlen(src[i]) : 0;
 		memcpy(at, src[i] != NULL ? src[i] : "", n);
 		at[n] = '\0';
@@ -688,6 +998,8 @@ static bool copy_params(struct smtp_probe *p, const struct smtp_params *pp)
 	}
 	if (pp->catchall_rcpt == NULL || pp->catchall_rcpt[0] == '\0')
 		p->params.catchall_rcpt = NULL;
+	if (pp->fallback_from == NULL || pp->fallback_from[0] == '\0')
+		p->params.fallback_from = NULL;
 	if (pp->ssl_ctx == NULL)
 		p->params.try_tls = false;
 	return true;
@@ -711,7 +1023,7 @@ static bool copy_addr(struct smtp_probe *p, const struct sockaddr *addr)
 /* smtp_probe_start - see smtp.h */
 struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockaddr *addr,
                                     const struct smtp_params *params, smtp_trace_fn trace_fn, void *trace_arg,
-                                    smtp_done_fn done, void *arg)
+                                    smtp_done_fn done, smtp_late_fn late, void *arg)
 {
 	struct smtp_probe *p = calloc(1, sizeof(*p));
 	struct timeval now = {0, 0};
@@ -722,9 +1034,12 @@ struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockad
 	p->trace = trace_fn;
 	p->trace_arg = trace_arg;
 	p->done = done;
-	p->done_arg = arg;
+	p->late = late;
+	p->arg = arg;
 	p->timer = evtimer_new(base, on_timer, p);
-	if (p->timer == NULL || !copy_params(p, params)) {
+	p->notify = evtimer_new(base, on_notify, p);
+	p->patience = evtimer_new(base, on_patience, p);
+	if (p->timer == NULL || p->notify == NULL || p->patience == NULL || !copy_params(p, params)) {
 		free_probe(p);
 		return NULL;
 	}
@@ -732,19 +1047,30 @@ struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockad
 	const char *bad = bad_params(params);
 	if (bad != NULL) {
 		set_result(p, SMTP_END_PROTOCOL, STAGE_NONE, NULL, "%s", bad);
-		p->state = ST_REPORT;
+		p->state = ST_CLOSED;
+		decide(p);
 	} else if (!copy_addr(p, addr)) {
 		set_result(p, SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NULL, "unsupported address family");
-		p->state = ST_REPORT;
+		p->state = ST_CLOSED;
+		decide(p);
+	} else {
+		evtimer_add(p->timer, &now);
 	}
-	evtimer_add(p->timer, &now);
+	if (params->linger != NULL) {
+		linger_add(params->linger, &p->linger_item, linger_close);
+		p->lingering = true;
+	}
 	return p;
 }
 
 /* smtp_probe_cancel - see smtp.h */
 void smtp_probe_cancel(struct smtp_probe *probe)
 {
-	if (probe == NULL || probe->delivering)
+	if (probe == NULL)
 		return;
+	if (probe->in_callback) {
+		probe->cancelled = true;
+		return;
+	}
 	free_probe(probe);
 }

@@ -2,15 +2,29 @@
  * smtp.h - one SMTP probe connection: ask a server about one address.
  *
  * Dialogue: connect, banner, EHLO (HELO if EHLO gets a 5xx), STARTTLS when
- * offered and asked for (opportunistic, no certificate check), MAIL FROM,
- * RCPT TO the address, optionally RCPT TO a random address at the same domain
- * (catch-all check), QUIT. Never DATA. Runs on libevent bufferevents (TLS via
- * libevent's OpenSSL filter) in the caller's event_base. Every phase has its
- * own timeout; replies are parsed by smtpreply.c, so a hostile server cannot
- * make it allocate without bound.
+ * offered and asked for (opportunistic, no certificate check), MAIL FROM
+ * (once more with a fallback sender after RSET if the first is refused),
+ * RCPT TO the address, optionally RCPT TO a random address at the same
+ * domain (catch-all check), QUIT. Never DATA. Runs on libevent bufferevents
+ * (TLS via libevent's OpenSSL filter) in the caller's event_base. Every
+ * phase has its own timeout; replies are parsed by smtpreply.c, so a
+ * hostile server cannot make it allocate without bound.
+ *
+ * One command at a time, and a reply belongs to the command before it:
+ * anything the server sent before a command goes out (a whole or partial
+ * line) is a protocol error ("reply before command (before EHLO)"), never
+ * an answer. A greeting or EHLO reply that names our own helo_name ends
+ * the dialogue as a mail loop.
+ *
+ * The result is reported the moment it is decided: QUIT, its reply and the
+ * close come afterwards and can neither delay nor change it. After done the
+ * probe is no longer the caller's (unless a catch-all answer is still due,
+ * see catchall_pending): it finishes by itself and frees itself. It is on
+ * params.linger from start to end, so the list's owner can tell when all
+ * its probes are gone (on_empty) and close them all (linger_close_all).
  *
  * This module reports what happened (where the dialogue ended and the reply
- * there); callout.c decides what that means.
+ * there); classify.c decides what that means.
  */
 #ifndef VEMILTER_SMTP_H
 #define VEMILTER_SMTP_H
@@ -19,6 +33,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "classify.h"
+#include "linger.h"
 #include "outcome.h"
 #include "smtpreply.h"
 
@@ -27,55 +43,70 @@ struct smtp_probe;
 typedef struct ssl_ctx_st SSL_CTX;
 
 struct smtp_params {
-	const char *helo_name;      /* our name in EHLO/HELO */
-	const char *mail_from;      /* reverse-path without brackets; "" for <> */
-	const char *rcpt;           /* the address to verify, without brackets */
-	const char *catchall_rcpt;  /* random address to test catch-all; NULL: don't */
-	const char *server_name;    /* MX host name, for SNI and logs; may be "" */
-	bool needs_smtputf8;        /* rcpt has a UTF-8 local part */
-	bool try_tls;               /* STARTTLS if offered */
-	SSL_CTX *ssl_ctx;           /* required when try_tls */
+	const char *helo_name;     /* our name in EHLO/HELO */
+	const char *mail_from;     /* reverse-path without brackets; "" for <> */
+	const char *fallback_from; /* MAIL 5xx (not 421) to mail_from: RSET, then MAIL FROM this
+	                            * once (without brackets, not ""); NULL: never */
+	const char *rcpt;          /* the address to verify, without brackets */
+	const char *catchall_rcpt; /* random address to test catch-all; NULL: don't */
+	const char *server_name;   /* MX host name, for SNI and logs; may be "" */
+	bool needs_smtputf8;       /* rcpt has a UTF-8 local part */
+	bool try_tls;              /* STARTTLS if offered */
+	SSL_CTX *ssl_ctx;          /* required when try_tls */
+	/* Report right after the RCPT reply; the catch-all RCPT's answer then
+	 * comes through late. (After a 5xx to RCPT that is about the address,
+	 * this is always so: the random address cannot change an invalid.) */
+	bool report_at_rcpt;
+	int64_t catchall_wait_ms;   /* report with the catch-all answer pending after waiting this long
+	                             * for it (it may still come through late); <= 0: no such bound */
 	int64_t connect_timeout_ms; /* each phase's deadline; <= 0 means 30 s */
 	int64_t banner_timeout_ms;
 	int64_t command_timeout_ms; /* every command, the TLS handshake and the QUIT reply */
+	/* The probe is on this list from start to end (and so finishes QUIT
+	 * after it reported); linger_close_all() there acts as
+	 * smtp_probe_cancel. NULL: it closes as soon as it has reported. */
+	struct linger_list *linger;
 };
 
-enum smtp_end {
-	/* RCPT answered (and the catch-all RCPT, if asked); stage is
-	 * STAGE_CATCHALL if that was asked (even if it got a 421), else STAGE_RCPT */
-	SMTP_END_DONE,
-	SMTP_END_REPLY,          /* stopped early on a reply at `stage` (e.g. 554 banner, 5xx MAIL) */
-	SMTP_END_CONNECT_FAILED, /* refused, unreachable */
-	SMTP_END_TIMEOUT,        /* a phase timed out at `stage` */
-	SMTP_END_CLOSED,         /* the server closed the connection at `stage` */
-	SMTP_END_PROTOCOL,       /* malformed reply, line or reply too long */
-	SMTP_END_TLS_FAILED,     /* STARTTLS accepted, handshake failed or timed out */
-	SMTP_END_NO_SMTPUTF8,    /* rcpt needs SMTPUTF8, server does not offer it */
-};
+/* enum smtp_end is in classify.h */
 
 struct smtp_result {
 	enum smtp_end end;
-	enum probe_stage stage;  /* where the dialogue ended */
-	struct smtp_reply reply; /* reply at `stage` (DONE: the RCPT reply); code 0 if none */
-	bool catchall_asked;
-	struct smtp_reply catchall_reply;
+	enum probe_stage stage;           /* where the dialogue ended */
+	struct smtp_reply reply;          /* reply at `stage` (DONE: the RCPT reply; MAIL refused: the first
+	                                   * refusal); code 0 if none */
+	bool catchall_asked;              /* the random-address RCPT was sent */
+	bool catchall_pending;            /* ... and this result comes before its answer: late will run */
+	struct smtp_reply catchall_reply; /* its answer when in (not pending); code 0: none came */
+	bool fallback_used;               /* the MAIL FROM that counts was fallback_from */
+	bool fallback_retry; /* MAIL refused, RSET refused: fallback_from only in a new connection */
 	bool tls_active;
-	char error[160]; /* for CONNECT_FAILED/TIMEOUT/CLOSED/PROTOCOL/TLS_FAILED */
+	char error[160]; /* for CONNECT_FAILED/TIMEOUT/CLOSED/PROTOCOL/TLS_FAILED/LOOP */
 };
 
+/* The result, once. */
 typedef void (*smtp_done_fn)(void *arg, const struct smtp_result *result);
+/* The catch-all answer after a result with catchall_pending: the reply, or
+ * NULL when none usable came (timeout, close, protocol error). Once. */
+typedef void (*smtp_late_fn)(void *arg, const struct smtp_reply *catchall_reply);
 /* Transcript lines: "> EHLO probe.example", "< 250-mx.example", "* connected to ...". */
 typedef void (*smtp_trace_fn)(void *arg, const char *line);
 
 /* smtp_probe_start - connect to addr (port already set) and run the dialogue.
  * Strings in params are copied. done runs exactly once from the event loop,
- * unless cancelled. NULL on allocation failure. */
+ * unless cancelled first; after a result with catchall_pending, late (which
+ * must then be set) runs exactly once too, with the same arg. The probe is
+ * the caller's until done returns (or, with catchall_pending, until late
+ * returns); then it finishes by itself and frees itself. Transcript lines
+ * come while it lingers too (QUIT and its reply), so trace_arg must outlive
+ * the probe (or the list's owner). NULL on allocation failure. */
 struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockaddr *addr,
                                     const struct smtp_params *params, smtp_trace_fn trace, void *trace_arg,
-                                    smtp_done_fn done, void *arg);
+                                    smtp_done_fn done, smtp_late_fn late, void *arg);
 
-/* smtp_probe_cancel - close at once; done will not run. Not from inside the
- * trace callback; inside done it is a no-op (the probe frees itself). */
+/* smtp_probe_cancel - close at once; neither done nor late will run. Only
+ * while the probe is the caller's; inside done or late it takes effect when
+ * the callback returns. Not from inside the trace callback. */
 void smtp_probe_cancel(struct smtp_probe *probe);
 
 #endif

@@ -762,6 +762,15 @@ BEHAVIOURS = {
     "127.0.0.19": ("slow_banner", {}),                 # the default 30 s
     "127.0.0.20": ("normal", {"replies": {"RCPT": "451 4.3.0 local error",
                                           "BANNER": "220-one\n220 two"}}),
+    "127.0.0.21": ("early_reply", {}),                 # when="banner"
+    "127.0.0.22": ("early_reply", {"when": "ehlo"}),
+    "127.0.0.23": ("early_reply", {"when": "mail", "users": ["alice"]}),
+    "127.0.0.24": ("hang_quit", {}),
+    "127.0.0.25": ("hang_catchall", {"users": ["alice"]}),
+    "127.0.0.26": ("greylist_for", {"seconds": 1.0, "users": ["alice"]}),
+    "127.0.0.27": ("null_sender_refused", {"users": ["alice"]}),
+    "127.0.0.28": ("multiline_mismatch", {}),
+    "127.0.0.29": ("normal", {"hostname": "probe.vemilter.test"}),
     "::1": ("normal", {}),
 }
 FARM = None
@@ -1108,6 +1117,172 @@ def smtp_silent_after_rcpt():
     fh.close()
     ss = last("127.0.0.17")
     assert ss.closed_by == "client" and ss.commands[-2:] == ["RCPT TO:<alice@x>", "QUIT"], ss.commands
+
+
+def pending(s, timeout):
+    """Bytes the server sent within timeout (b"" if none came)."""
+    s.settimeout(timeout)
+    try:
+        return s.recv(4096)
+    except socket.timeout:
+        return b""
+
+
+@check
+def smtp_early_reply():
+    """smtp early_reply: one extra 250 line in the same write as the banner, EHLO or MAIL reply"""
+    farm()
+    # when=banner: the banner and the extra line arrive together, before any command
+    s, fh = raw_connect("127.0.0.21", PORT)
+    assert read_reply(fh)[0].startswith("220 ")
+    assert read_reply(fh) == ["250 2.0.0 unsolicited reply, before its command"]
+    # a client that pairs by order now reads the EHLO reply as MAIL's, and so on:
+    # the 550 of an unknown user arrives as the reply to whatever comes after RCPT
+    s.sendall(b"EHLO x\r\n")
+    ehlo = read_reply(fh)
+    assert ehlo[0].startswith("250-") and ehlo[-1] == "250 ENHANCEDSTATUSCODES", ehlo
+    s.sendall(b"MAIL FROM:<>\r\n")
+    assert read_reply(fh) == ["250 2.1.0 sender ok"]
+    s.sendall(b"RCPT TO:<nobody@x>\r\n")
+    assert read_reply(fh)[0].startswith("550 5.1.1")
+    s.sendall(b"QUIT\r\n")
+    assert read_reply(fh)[0].startswith("221")
+    assert pending(s, 0.2) == b""                   # once a session
+    s.close()
+    fh.close()
+    # when=ehlo and when=mail: right after that reply, nowhere else
+    for addr, after in (("127.0.0.22", b"EHLO x\r\n"), ("127.0.0.23", b"MAIL FROM:<>\r\n")):
+        s, fh = raw_connect(addr, PORT)
+        assert read_reply(fh)[0].startswith("220 ")
+        assert pending(s, 0.2) == b"", addr          # nothing extra after the banner
+        s.settimeout(5)
+        if after.startswith(b"MAIL"):
+            s.sendall(b"EHLO x\r\n")
+            read_reply(fh)
+            assert pending(s, 0.2) == b"", addr
+            s.settimeout(5)
+        s.sendall(after)
+        assert read_reply(fh)[-1].startswith("250"), addr
+        assert read_reply(fh) == ["250 2.0.0 unsolicited reply, before its command"], addr
+        s.close()
+        fh.close()
+    c = smtp(PORT, "127.0.0.23")
+    c.ehlo()
+    c.mail("")
+    c.getreply()                                    # the extra line
+    assert c.rcpt("alice@x")[0] == 250 and c.rcpt("nobody@x")[0] == 550   # users are normal
+    c.quit()
+    try:
+        SmtpFarm().add("127.0.0.2", "early_reply", when="rcpt")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("when=rcpt accepted")
+
+
+@check
+def smtp_hang_quit():
+    """smtp hang_quit: normal until QUIT, which is never answered; the server never closes"""
+    f = farm()
+    c = smtp(PORT, "127.0.0.24")
+    c.ehlo()
+    c.mail("")
+    assert c.rcpt("alice@x")[0] == 250 and c.rcpt("nobody@x")[0] == 550
+    c.sock.sendall(b"QUIT\r\n")
+    assert pending(c.sock, 0.5) == b"", "QUIT answered or closed"
+    assert f.active("127.0.0.24") == 1
+    c.close()
+    s = last("127.0.0.24")
+    assert s.commands[-1] == "QUIT" and s.closed_by == "client", (s.commands, s.closed_by)
+    assert not any(r.startswith("221") for r in s.replies)
+
+
+@check
+def smtp_hang_catchall():
+    """smtp hang_catchall: known users 250; any other RCPT is never answered"""
+    farm()
+    c = smtp(PORT, "127.0.0.25")
+    c.ehlo()
+    c.mail("")
+    assert c.rcpt("alice@x")[0] == 250
+    c.sock.sendall(b"RCPT TO:<random123@x>\r\n")
+    assert pending(c.sock, 0.5) == b"", "the unknown RCPT was answered"
+    c.sock.sendall(b"QUIT\r\n")
+    assert pending(c.sock, 0.3) == b""
+    c.close()
+    s = last("127.0.0.25")
+    assert s.commands[-2:] == ["RCPT TO:<random123@x>", "QUIT"] and s.closed_by == "client"
+
+
+@check
+def smtp_greylist_for():
+    """smtp greylist_for: 450 4.7.1 per (sender, recipient) pair for `seconds`, then normal"""
+    farm()
+    t0 = time.monotonic()
+    c = smtp(PORT, "127.0.0.26")
+    c.ehlo()
+    c.mail("")
+    code, text = c.rcpt("alice@x")
+    assert code == 450 and text.startswith(b"4.7.1 greylisted for 1 seconds"), text
+    assert c.rcpt("nobody@x")[0] == 450
+    c.rset()
+    c.mail("someone@else")                          # another sender: another pair, greylisted too
+    assert c.rcpt("alice@x")[0] == 450
+    c.quit()
+    time.sleep(max(0.0, 1.1 - (time.monotonic() - t0)))
+    c = smtp(PORT, "127.0.0.26")                    # a new connection, the same pairs
+    c.ehlo()
+    c.mail("")
+    assert c.rcpt("ALICE@x")[0] == 250              # case-insensitive pair
+    assert c.rcpt("nobody@x")[0] == 550             # normal from now on: unknown is unknown
+    assert c.rcpt("bob@x")[0] == 450                # a new pair starts its own wait
+    c.quit()
+
+
+@check
+def smtp_null_sender_refused():
+    """smtp null_sender_refused: MAIL FROM:<> 550 5.7.1, RSET 250, MAIL FROM:<x> 250, normal users"""
+    farm()
+    c = smtp(PORT, "127.0.0.27")
+    c.ehlo()
+    assert c.mail("") == (550, b"5.7.1 null sender refused")
+    assert c.rset()[0] == 250
+    assert c.mail("probe@vemilter.test")[0] == 250
+    assert c.rcpt("alice@x")[0] == 250 and c.rcpt("nobody@x")[0] == 550
+    c.quit()
+    s = last("127.0.0.27")
+    assert s.commands[1:4] == ["mail FROM:<>", "rset", "mail FROM:<probe@vemilter.test>"], s.commands
+
+
+@check
+def smtp_multiline_mismatch():
+    """smtp multiline_mismatch: RCPT gets 250-2.1.5 ok, then 550 5.1.1 no such user"""
+    farm()
+    s, fh = raw_connect("127.0.0.28", PORT)
+    read_reply(fh)
+    s.sendall(b"EHLO x\r\nMAIL FROM:<>\r\n")
+    read_reply(fh)
+    read_reply(fh)
+    s.sendall(b"RCPT TO:<alice@x>\r\n")
+    assert read_reply(fh) == ["250-2.1.5 ok", "550 5.1.1 no such user"]
+    s.sendall(b"QUIT\r\n")
+    assert read_reply(fh)[0].startswith("221")
+    s.close()
+    fh.close()
+
+
+@check
+def smtp_hostname():
+    """smtp hostname=: the first word of the banner and of the EHLO reply"""
+    farm()
+    c = smtp(PORT, "127.0.0.29")
+    code, text = c.ehlo("x")
+    assert code == 250 and text.split(b"\n")[0].split(b" ")[0] == b"probe.vemilter.test", text
+    c.quit()
+    s, fh = raw_connect("127.0.0.29", PORT)
+    assert read_reply(fh)[0].startswith("220 probe.vemilter.test "), "banner"
+    s.close()
+    fh.close()
 
 
 @check

@@ -72,13 +72,37 @@ Behaviours (add(address, behaviour, **options))
     garbage         "hello there" instead of a banner, and to every command
     silent_after_rcpt like normal until RCPT, which (and everything after it)
                     is never answered: the client must time out
+    early_reply     like normal, but sends one unsolicited extra line
+                    "250 2.0.0 unsolicited reply, before its command" right
+                    after (in the same write as) one reply, once a session:
+                    option when="banner" (default), "ehlo" or "mail". A client
+                    that pairs replies by order takes it as the next command's
+                    reply (and so an unknown user's 550 as some later one's).
+    hang_quit       like normal until QUIT, which is recorded but never
+                    answered; the server never closes (the client must)
+    hang_catchall   known users 250; any other RCPT (the catch-all probe) is
+                    never answered, nor is anything after it
+    greylist_for    RCPT -> 450 4.7.1 "greylisted for N seconds, try again
+                    later" until `seconds` (default 60) have passed since the
+                    farm first saw that (sender, recipient) pair at that
+                    address (over all connections); then like normal
+    null_sender_refused  MAIL FROM:<> -> 550 5.7.1 null sender refused; RSET ->
+                    250; MAIL FROM:<anything else> -> 250; then normal users
+                    (with replies={"RSET": ...} a refused RSET too)
+    multiline_mismatch   every RCPT gets one multi-line reply whose lines carry
+                    different codes: "250-2.1.5 ok" then "550 5.1.1 no such user"
 
 Options (all behaviours)
     users=[...]        local parts that exist (case- and domain-insensitive);
                        default: postmaster, alice, bob, user
     smtputf8=False     advertise SMTPUTF8 in EHLO
-    hostname="mx.test" name used in the banner and EHLO reply
+    hostname="mx.test" name used in the banner and EHLO reply (the first word
+                       of each; set it to the prober's helo_name for a server
+                       that is "this host")
     delay=30.0         slow_banner's wait
+    when="banner"      early_reply: after which reply ("banner", "ehlo", "mail")
+    seconds=60.0       greylist_for: how long a (sender, recipient) pair is
+                       greylisted
     replies={VERB: "text"}   replace the reply text the behaviour sends for a
                        verb ("BANNER" for the greeting); "\\n" separates
                        lines, e.g. {"RCPT": "451 4.3.0 local error"}. The
@@ -121,7 +145,11 @@ BEHAVIOURS = (
     "normal", "catchall", "catchall_452", "greylist", "banner_421", "banner_554",
     "mail_refused", "ehlo_refused", "starttls", "tls_broken", "slow_banner",
     "drop_after_mail", "multiline", "endless_line", "garbage", "silent_after_rcpt",
+    "early_reply", "hang_quit", "hang_catchall", "greylist_for", "null_sender_refused",
+    "multiline_mismatch",
 )
+EARLY_WHEN = {"banner": "BANNER", "ehlo": "EHLO", "mail": "MAIL"}
+EARLY_LINE = "250 2.0.0 unsolicited reply, before its command"
 TLS_BEHAVIOURS = ("starttls", "tls_broken")
 DEFAULT_USERS = ("postmaster", "alice", "bob", "user")
 
@@ -214,8 +242,11 @@ class _Conn:
         self.overrides = {k.upper(): v for k, v in (self.opts.get("replies") or {}).items()}
         self.greeted = False      # HELO/EHLO seen
         self.in_mail = False      # MAIL accepted
-        self.silent = False       # silent_after_rcpt: answer nothing any more
+        self.silent = False       # silent_after_rcpt, hang_*: answer nothing any more
         self.verb = None          # the verb being answered (for overrides)
+        self.mail_from = None     # the sender of the MAIL accepted (greylist_for)
+        self.early_verb = (EARLY_WHEN[self.opts.get("when", "banner")]
+                           if self.behaviour == "early_reply" else None)
 
     # ---- low-level I/O
 
@@ -238,14 +269,17 @@ class _Conn:
         turns every reply into three lines; an override replaces it all."""
         key = self.verb
         if key in self.overrides:
-            await self.send(str(self.overrides[key]).replace("\r", "").split("\n"))
-            return
-        e = (enh + " ") if enh else ""
-        texts = list(more) + [text]
-        if self.behaviour == "multiline" and len(texts) == 1:
-            texts = [text, "multi-line reply, second line", "end of reply"]
-        lines = ["%d-%s%s" % (code, e, t) for t in texts[:-1]]
-        lines.append("%d %s%s" % (code, e, texts[-1]))
+            lines = str(self.overrides[key]).replace("\r", "").split("\n")
+        else:
+            e = (enh + " ") if enh else ""
+            texts = list(more) + [text]
+            if self.behaviour == "multiline" and len(texts) == 1:
+                texts = [text, "multi-line reply, second line", "end of reply"]
+            lines = ["%d-%s%s" % (code, e, t) for t in texts[:-1]]
+            lines.append("%d %s%s" % (code, e, texts[-1]))
+        if self.early_verb is not None and key == self.early_verb:
+            lines.append(EARLY_LINE)            # same write: already waiting when the reply is read
+            self.early_verb = None
         await self.send(lines)
 
     async def readline(self):
@@ -412,8 +446,11 @@ class _Conn:
                 await self.reply(501, "5.5.4", "syntax: MAIL FROM:<address>")
             elif b == "mail_refused":
                 await self.reply(550, "5.7.1", "null sender not accepted from you")
+            elif b == "null_sender_refused" and MAIL_RE.match(line).group(1) == "":
+                await self.reply(550, "5.7.1", "null sender refused")
             else:
                 self.in_mail = True
+                self.mail_from = MAIL_RE.match(line).group(1)
                 await self.reply(250, "2.1.0", "sender ok")
             return True
 
@@ -431,12 +468,27 @@ class _Conn:
             if b == "silent_after_rcpt":
                 self.silent = True
                 return True
+            if b == "multiline_mismatch":
+                await self.send(["250-2.1.5 ok", "550 5.1.1 no such user"])
+                return True
             addr = m.group(1)
             local = addr.split(":", 1)[-1]             # drop a source route
             local = local.rpartition("@")[0] if "@" in local else local
             if local.startswith('"') and local.endswith('"') and len(local) >= 2:
                 local = local[1:-1]
             known = local.lower() in self.users
+            if b == "hang_catchall" and not known:
+                self.silent = True
+                return True
+            if b == "greylist_for":
+                seconds = float(self.opts.get("seconds", 60.0))
+                pair = (self.address, (self.mail_from or "").lower(), addr.lower())
+                now = time.monotonic()
+                with self.farm._lock:
+                    first = self.farm._grey_seen.setdefault(pair, now)
+                if now - first < seconds:
+                    await self.reply(450, "4.7.1", "greylisted for %g seconds, try again later" % seconds)
+                    return True
             if b == "greylist":
                 await self.reply(450, "4.7.1", "greylisted, try again later")
             elif b == "catchall" or known:
@@ -458,6 +510,9 @@ class _Conn:
             await self.reply(250, "2.0.0", "ok")
             return True
         if verb == "QUIT":
+            if b == "hang_quit":
+                self.silent = True                   # recorded, never answered, never closed
+                return True
             self.closed("server")
             await self.reply(221, "2.0.0", "bye")
             return False
@@ -503,6 +558,7 @@ class SmtpFarm:
         self._servers = {}                  # address -> (behaviour, options)
         self._lock = threading.Lock()
         self._sessions = []                 # every Session, in start order
+        self._grey_seen = {}                # greylist_for: (address, sender, rcpt) -> first seen
         self._open = {}                     # address -> open connections now
         self._peak = {}                     # address -> most open at once
         self._peak_all = 0
@@ -527,10 +583,12 @@ class SmtpFarm:
             raise ValueError("SmtpFarm listens on loopback only, not %r" % address)
         if behaviour not in BEHAVIOURS:
             raise ValueError("unknown behaviour %r (known: %s)" % (behaviour, ", ".join(BEHAVIOURS)))
-        known = {"users", "smtputf8", "hostname", "delay", "replies"}
+        known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds"}
         bad = set(options) - known
         if bad:
             raise ValueError("unknown option(s) %s" % ", ".join(sorted(bad)))
+        if options.get("when", "banner") not in EARLY_WHEN:
+            raise ValueError("when= is one of %s" % ", ".join(sorted(EARLY_WHEN)))
         self._servers[str(ip)] = (behaviour, dict(options))
 
     def _bind_all(self):

@@ -55,7 +55,19 @@ SERVERS = {
     "127.0.0.21": ("normal", {"replies": {"RCPT": "550 5.1.1 bad\x1b[31m\xe9\x7f user"}}),
     "127.0.0.22": ("normal", {"replies": {"EHLO": "450 4.3.2 busy, later"}}),
     "127.0.0.23": ("catchall", {"replies": {"MAIL": "451 4.3.0 local problem"}}),
+    "127.0.0.24": ("early_reply", {"users": ["alice"]}),                   # when="banner"
+    "127.0.0.25": ("early_reply", {"when": "ehlo", "users": ["alice"]}),
+    "127.0.0.26": ("early_reply", {"when": "mail", "users": ["alice"]}),
+    "127.0.0.27": ("hang_quit", {"users": ["alice"]}),
+    "127.0.0.28": ("hang_catchall", {"users": ["alice"]}),
+    "127.0.0.29": ("null_sender_refused", {"users": ["alice"]}),
+    "127.0.0.30": ("null_sender_refused", {"users": ["alice"],
+                                           "replies": {"RSET": "502 5.5.2 no RSET here"}}),
+    "127.0.0.31": ("multiline_mismatch", {}),
+    "127.0.0.32": ("normal", {"hostname": HELO}),
+    "127.0.0.33": ("normal", {"replies": {"EHLO": "250-PROBE.example. greets you\n250 8BITMIME"}}),
 }
+FALLBACK = "probe@vemilter.test"
 
 farm = None
 
@@ -80,9 +92,19 @@ CASES = [
     ("normal, catch-all check", "127.0.0.2", ["--catchall", RANDOM], "alice@x.test",
      {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "550"},
      True, normal_commands("alice@x.test", RANDOM)),
-    ("normal, no catch-all RCPT after a 5xx", "127.0.0.2", ["--catchall", RANDOM], "nobody@x.test",
-     {"end": "done", "stage": "rcpt", "code": "550", "catchall_code": "0"},
-     True, normal_commands("nobody@x.test")),
+    # after a 5xx the random address cannot change the verdict: reported at
+    # once, its answer comes late (a fact about the domain)
+    ("normal, 5xx reported before the catch-all answer", "127.0.0.2", ["--catchall", RANDOM], "nobody@x.test",
+     {"end": "done", "stage": "rcpt", "code": "550", "catchall_code": "0", "pending": "1", "late": "550"},
+     True, normal_commands("nobody@x.test", RANDOM)),
+    ("normal, --early: 250 reported before the catch-all answer", "127.0.0.2",
+     ["--catchall", RANDOM, "--early"], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250", "pending": "1", "late": "550"},
+     True, normal_commands("alice@x.test", RANDOM)),
+    ("catchall, --early: the late answer is the 250", "127.0.0.3", ["--catchall", RANDOM, "--early"],
+     "whoever@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250", "pending": "1", "late": "250"},
+     True, normal_commands("whoever@x.test", RANDOM)),
     ("normal, sender given", "127.0.0.2", ["--from", "probe@vemilter.test"], "bob@x.test",
      {"end": "done", "stage": "rcpt", "code": "250"},
      True, normal_commands("bob@x.test", mail="MAIL FROM:<probe@vemilter.test>")),
@@ -170,6 +192,51 @@ CASES = [
     ("4xx to MAIL", "127.0.0.23", ["--catchall", RANDOM], "alice@x.test",
      {"end": "reply", "stage": "mail", "code": "451"},
      True, ["EHLO " + HELO, "MAIL FROM:<>", "QUIT"]),
+    # desync: a line waiting when a command is due is a protocol error, never
+    # the next command's reply (an unknown user here would otherwise pass)
+    ("early_reply after the banner", "127.0.0.24", [], "nobody@x.test",
+     {"end": "protocol", "stage": "ehlo", "code": "0", "error": "reply before command (before EHLO)"},
+     True, ["QUIT"]),
+    ("early_reply after EHLO", "127.0.0.25", [], "nobody@x.test",
+     {"end": "protocol", "stage": "mail", "code": "0", "error": "reply before command (before MAIL)"},
+     True, ["EHLO " + HELO, "QUIT"]),
+    ("early_reply after MAIL", "127.0.0.26", ["--catchall", RANDOM], "nobody@x.test",
+     {"end": "protocol", "stage": "rcpt", "code": "0", "error": "reply before command (before RCPT)"},
+     True, ["EHLO " + HELO, "MAIL FROM:<>", "QUIT"]),
+    ("multi-line reply with two codes", "127.0.0.31", [], "alice@x.test",
+     {"end": "protocol", "stage": "rcpt", "code": "0", "error": "changed from 250 to 550"},
+     True, ["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<alice@x.test>", "QUIT"]),
+    # fallback sender
+    ("null sender refused, fallback accepted: known user", "127.0.0.29", ["--fallback", FALLBACK],
+     "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250", "fallback": "1", "fallback_retry": "0"},
+     True, ["EHLO " + HELO, "MAIL FROM:<>", "RSET", "MAIL FROM:<%s>" % FALLBACK,
+            "RCPT TO:<alice@x.test>", "QUIT"]),
+    ("null sender refused, fallback accepted: unknown user", "127.0.0.29", ["--fallback", FALLBACK],
+     "nobody@x.test",
+     {"end": "done", "stage": "rcpt", "code": "550", "ecode": "5.1.1", "fallback": "1"},
+     True, ["EHLO " + HELO, "MAIL FROM:<>", "RSET", "MAIL FROM:<%s>" % FALLBACK,
+            "RCPT TO:<nobody@x.test>", "QUIT"]),
+    ("null sender refused, no fallback", "127.0.0.29", [], "alice@x.test",
+     {"end": "reply", "stage": "mail", "code": "550", "ecode": "5.7.1", "fallback": "0"},
+     True, ["EHLO " + HELO, "MAIL FROM:<>", "QUIT"]),
+    ("null sender refused, RSET refused: a new connection is up to the caller", "127.0.0.30",
+     ["--fallback", FALLBACK], "alice@x.test",
+     {"end": "reply", "stage": "mail", "code": "550", "fallback": "0", "fallback_retry": "1"},
+     True, ["EHLO " + HELO, "MAIL FROM:<>", "RSET", "QUIT"]),
+    ("starting with the fallback sender", "127.0.0.29", ["--from", FALLBACK], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250"},
+     True, normal_commands("alice@x.test", mail="MAIL FROM:<%s>" % FALLBACK)),
+    ("a fallback set, MAIL not refused: never used", "127.0.0.2", ["--fallback", FALLBACK], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250", "fallback": "0"},
+     True, normal_commands("alice@x.test")),
+    # this host
+    ("greeting names our helo name", "127.0.0.32", [], "alice@x.test",
+     {"end": "loop", "stage": "banner", "code": "220", "error": "greeting names this host"},
+     True, ["QUIT"]),
+    ("EHLO reply names our helo name (case, final dot)", "127.0.0.33", [], "alice@x.test",
+     {"end": "loop", "stage": "ehlo", "code": "250", "error": "EHLO reply names this host"},
+     True, ["EHLO " + HELO, "QUIT"]),
 ]
 
 RESULT_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
@@ -321,6 +388,73 @@ def test_bad_input(tap, cleanup):
     tap.equal("CR/LF: no connection made", farm.connections("127.0.0.2"), before)
 
 
+def test_hang_quit(tap, cleanup):
+    """A server that never answers QUIT: the result comes at once, the
+    probe itself ends when the QUIT wait times out."""
+    before = len(farm.sessions("127.0.0.27"))
+    fields, r, secs = probe(["--helo", HELO, "--command-ms", "2000", "--catchall", RANDOM, "127.0.0.27",
+                             str(farm.port), "alice@x.test"])
+    farm.wait_idle("127.0.0.27", timeout=5)
+    new = farm.sessions("127.0.0.27")[before:]
+    report, end = int(fields.get("report_ms", "99999")), int(fields.get("end_ms", "0"))
+    tap.diag("hang_quit: result after %d ms, probe gone after %d ms (command timeout 2000 ms)" % (report, end))
+    tap.equal("hang_quit: result", subset(fields, ["end", "stage", "code", "catchall_code"]),
+              {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "550"}, diag_of(r, new))
+    tap.check("hang_quit: reported within 1 s (%d ms), before QUIT timed out" % report, report < 1000,
+              diag_of(r))
+    tap.check("hang_quit: the probe lingered until the QUIT wait ended (%d ms)" % end, 1900 <= end < 4000,
+              diag_of(r))
+    tap.check("hang_quit: QUIT sent, the client closed",
+              len(new) == 1 and new[0].commands[-1:] == ["QUIT"] and new[0].closed_by == "client",
+              diag_of(r, new))
+
+
+def test_hang_catchall(tap, cleanup):
+    """A server that never answers the random RCPT: the wait for it is
+    bounded (catchall_wait), or skipped (--early), and the result says the
+    answer is pending; without a bound the command timeout ends it as an
+    unanswered catch-all question (not a failure)."""
+    args = ["--helo", HELO, "--catchall", RANDOM, "127.0.0.28", str(farm.port), "alice@x.test"]
+    fields, r, secs = probe(["--command-ms", "2000", "--catchall-wait-ms", "300"] + args)
+    report = int(fields.get("report_ms", "99999"))
+    tap.diag("hang_catchall, wait bound 300 ms: result after %d ms" % report)
+    tap.equal("hang_catchall bounded: result", subset(fields, ["end", "stage", "code", "pending", "late"]),
+              {"end": "done", "stage": "rcpt", "code": "250", "pending": "1", "late": "none"}, diag_of(r))
+    tap.check("hang_catchall bounded: reported after the bound, well before the timeout (%d ms)" % report,
+              250 <= report < 1500, diag_of(r))
+    fields, r, secs = probe(["--command-ms", "2000", "--early"] + args)
+    report = int(fields.get("report_ms", "99999"))
+    tap.diag("hang_catchall, --early: result after %d ms" % report)
+    tap.equal("hang_catchall early: result", subset(fields, ["end", "stage", "code", "pending", "late"]),
+              {"end": "done", "stage": "rcpt", "code": "250", "pending": "1", "late": "none"}, diag_of(r))
+    tap.check("hang_catchall early: reported at once (%d ms)" % report, report < 500, diag_of(r))
+    fields, r, secs = probe(["--command-ms", "500"] + args)
+    tap.equal("hang_catchall, no bound: the command timeout leaves the question open",
+              subset(fields, ["end", "stage", "code", "catchall_code", "pending"]),
+              {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "0", "pending": "0"},
+              diag_of(r))
+    farm.wait_idle("127.0.0.28", timeout=5)
+    sessions = farm.sessions("127.0.0.28")
+    tap.check("hang_catchall: every session asked the random address and then said QUIT",
+              len(sessions) == 3 and all(s.commands[-2:] == ["RCPT TO:<%s>" % RANDOM, "QUIT"] for s in sessions),
+              "%r" % [s.commands for s in sessions])
+
+
+def test_abandon(tap, cleanup):
+    """What lingers when the loop's owner stops is closed at once: a probe
+    saying QUIT (on the linger) or one still owing its late answer."""
+    fields, r, secs = probe(["-v", "--command-ms", "5000", "--abandon", "127.0.0.27", str(farm.port),
+                             "alice@x.test"])
+    tap.check("abandon at a hanging QUIT: result, then one lingering probe closed (%.2f s)" % secs,
+              fields.get("end") == "done" and "* closing 1 lingering" in (r.stdout or "") and secs < 3,
+              diag_of(r))
+    fields, r, secs = probe(["-v", "--command-ms", "5000", "--abandon", "--early", "--catchall", RANDOM,
+                             "127.0.0.28", str(farm.port), "alice@x.test"])
+    tap.check("abandon with the catch-all answer due: cancelled, nothing left on the linger (%.2f s)" % secs,
+              fields.get("pending") == "1" and fields.get("late") == "none"
+              and "* closing 0 lingering" in (r.stdout or "") and secs < 3, diag_of(r))
+
+
 def test_no_data_anywhere(tap, cleanup):
     """Over the whole run, no server ever saw DATA."""
     farm.wait_idle(timeout=5)
@@ -338,6 +472,15 @@ def test_valgrind(tap, cleanup):
                         ("tls_broken", ["--tls", "127.0.0.11", str(farm.port), "alice@x.test"]),
                         ("endless_line", ["--command-ms", "500", "127.0.0.15", str(farm.port), "a@x.test"]),
                         ("silent", ["--command-ms", "300", "127.0.0.17", str(farm.port), "a@x.test"]),
+                        ("early_reply", ["127.0.0.24", str(farm.port), "a@x.test"]),
+                        ("hang_quit", ["--command-ms", "300", "127.0.0.27", str(farm.port), "alice@x.test"]),
+                        ("hang_catchall late", ["--command-ms", "300", "--early", "--catchall", RANDOM,
+                                                "127.0.0.28", str(farm.port), "alice@x.test"]),
+                        ("late 550", ["--catchall", RANDOM, "127.0.0.2", str(farm.port), "nobody@x.test"]),
+                        ("fallback", ["--fallback", FALLBACK, "127.0.0.29", str(farm.port), "alice@x.test"]),
+                        ("abandon at QUIT", ["--abandon", "127.0.0.27", str(farm.port), "alice@x.test"]),
+                        ("abandon with the catch-all due", ["--abandon", "--early", "--catchall", RANDOM,
+                                                            "127.0.0.28", str(farm.port), "alice@x.test"]),
                         ("refused", [REFUSED, str(farm.port), "a@x.test"])):
         r = vmtest.run(["valgrind", "-q", "--leak-check=full", "--error-exitcode=9",
                         "--errors-for-leak-kinds=definite,indirect,possible", SMTPPROBE] + args,
@@ -363,6 +506,7 @@ def setup(tap):
 def main():
     tests = [make_case(c) for c in CASES] + [
         test_starttls_session, test_transcript, test_timeouts_bounded, test_connect_timeout,
+        test_hang_quit, test_hang_catchall, test_abandon,
         test_bad_input, test_no_data_anywhere, test_valgrind,
     ]
     try:

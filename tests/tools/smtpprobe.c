@@ -4,17 +4,26 @@
  * Test driver for tests/integration/test_smtp.py and for poking at a server
  * by hand:
  *
- *   smtpprobe [-v] [--helo NAME] [--from ADDR] [--catchall ADDR] [--server NAME]
- *             [--tls] [--utf8] [--connect-ms N] [--banner-ms N] [--command-ms N]
- *             IP PORT RCPT
+ *   smtpprobe [-v] [--helo NAME] [--from ADDR] [--fallback ADDR] [--catchall ADDR]
+ *             [--early] [--catchall-wait-ms N] [--abandon] [--server NAME] [--tls]
+ *             [--utf8] [--connect-ms N] [--banner-ms N] [--command-ms N] IP PORT RCPT
  *
- * prints one line
+ * prints, once the probe has ended (QUIT answered or given up), one line
  *
- *   end=done stage=rcpt code=250 ecode=2.1.5 text="Ok" catchall_code=0 tls=0 error=""
+ *   end=done stage=rcpt code=250 ecode=2.1.5 text="Ok" catchall_code=0 tls=0
+ *   pending=0 late=none fallback=0 fallback_retry=0 report_ms=12 end_ms=14 error=""
  *
- * preceded, with -v, by the transcript. Owns its event_base and, with --tls,
- * its SSL_CTX (no certificate verification, as the daemon's opportunistic
- * TLS). Exit 0 whatever the probe found; 2 on a usage error.
+ * (one line; wrapped here) preceded, with -v, by the transcript, in which
+ * "* reported" and "* late catch-all answer" mark when the result and a late
+ * catch-all answer were handed over. report_ms is when the result came,
+ * end_ms when the probe was gone (both from the start); late is the code of
+ * a catch-all answer handed over after the result, "none" when it was due
+ * and none came, "-" when none was due. --abandon stops at the result and
+ * closes whatever still lingers (as an engine that stops does). Owns its
+ * event_base, the linger
+ * list the probe finishes on and, with --tls, its SSL_CTX (no certificate
+ * verification, as the daemon's opportunistic TLS). Exit 0 whatever the
+ * probe found; 2 on a usage error.
  */
 #include <arpa/inet.h>
 #include <event2/event.h>
@@ -25,6 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
+#include "linger.h"
 #include "smtp.h"
 
 static const char *const end_names[] = {
@@ -36,21 +47,29 @@ static const char *const end_names[] = {
         [SMTP_END_PROTOCOL] = "protocol",
         [SMTP_END_TLS_FAILED] = "tls_failed",
         [SMTP_END_NO_SMTPUTF8] = "no_smtputf8",
+        [SMTP_END_LOOP] = "loop",
 };
 
 struct run {
 	bool verbose;
 	bool finished;
 	struct smtp_result result;
+	int64_t started_ms;
+	int64_t report_ms; /* when done ran, from started_ms */
+	bool late_ran;
+	int late_code; /* 0: late ran without a reply */
+	bool abandon;  /* --abandon: stop the loop as soon as the result is in */
+	struct event_base *base;
 };
 
 /* usage - print the synopsis and exit 2 */
 static void usage(void)
 {
 	fprintf(stderr,
-	        "usage: smtpprobe [-v] [--helo NAME] [--from ADDR] [--catchall ADDR] [--server NAME]\n"
-	        "                 [--tls] [--utf8] [--connect-ms N] [--banner-ms N] [--command-ms N]\n"
-	        "                 IP PORT RCPT\n");
+	        "usage: smtpprobe [-v] [--helo NAME] [--from ADDR] [--fallback ADDR] [--catchall ADDR]\n"
+	        "                 [--early] [--catchall-wait-ms N] [--abandon] [--server NAME] [--tls] "
+	        "[--utf8]\n"
+	        "                 [--connect-ms N] [--banner-ms N] [--command-ms N] IP PORT RCPT\n");
 	exit(2);
 }
 
@@ -75,18 +94,35 @@ static void on_trace(void *arg, const char *line)
 		printf("%s\n", line);
 }
 
-/* on_done - keep the result */
+/* on_done - keep the result and when it came */
 static void on_done(void *arg, const struct smtp_result *result)
 {
 	struct run *run = arg;
 
 	run->result = *result;
 	run->finished = true;
+	run->report_ms = clock_mono_ms() - run->started_ms;
+	if (run->verbose)
+		printf("* reported after %lld ms\n", (long long)run->report_ms);
+	if (run->abandon)
+		event_base_loopbreak(run->base);
+}
+
+/* on_late - the catch-all answer after the result */
+static void on_late(void *arg, const struct smtp_reply *reply)
+{
+	struct run *run = arg;
+
+	run->late_ran = true;
+	run->late_code = reply != NULL ? reply->code : 0;
+	if (run->verbose)
+		printf("* late catch-all answer: %d\n", run->late_code);
 }
 
 /* print_result - the one result line */
-static void print_result(const struct smtp_result *r)
+static void print_result(const struct run *run, int64_t end_ms)
 {
+	const struct smtp_result *r = &run->result;
 	const char *end =
 	        (unsigned)r->end < sizeof(end_names) / sizeof(end_names[0]) ? end_names[r->end] : "?";
 	const char *stage = probe_stage_name(r->stage);
@@ -95,6 +131,15 @@ static void print_result(const struct smtp_result *r)
 	print_quoted("text", r->reply.text);
 	printf(" catchall_code=%d tls=%d", r->catchall_asked ? r->catchall_reply.code : 0,
 	       r->tls_active ? 1 : 0);
+	printf(" pending=%d", r->catchall_pending ? 1 : 0);
+	if (!r->catchall_pending)
+		printf(" late=-");
+	else if (run->late_ran && run->late_code != 0)
+		printf(" late=%d", run->late_code);
+	else
+		printf(" late=none");
+	printf(" fallback=%d fallback_retry=%d report_ms=%lld end_ms=%lld", r->fallback_used ? 1 : 0,
+	       r->fallback_retry ? 1 : 0, (long long)run->report_ms, (long long)end_ms);
 	print_quoted("error", r->error);
 	putchar('\n');
 }
@@ -140,6 +185,10 @@ static int parse_options(int argc, char **argv, struct smtp_params *params, stru
 	static const struct option longopts[] = {
 	        {"helo", required_argument, NULL, 'h'},
 	        {"from", required_argument, NULL, 'f'},
+	        {"fallback", required_argument, NULL, 'F'},
+	        {"early", no_argument, NULL, 'e'},
+	        {"abandon", no_argument, NULL, 'a'},
+	        {"catchall-wait-ms", required_argument, NULL, 4},
 	        {"catchall", required_argument, NULL, 'c'},
 	        {"server", required_argument, NULL, 's'},
 	        {"tls", no_argument, NULL, 't'},
@@ -161,6 +210,18 @@ static int parse_options(int argc, char **argv, struct smtp_params *params, stru
 			break;
 		case 'f':
 			params->mail_from = optarg;
+			break;
+		case 'F':
+			params->fallback_from = optarg;
+			break;
+		case 'e':
+			params->report_at_rcpt = true;
+			break;
+		case 'a':
+			run->abandon = true;
+			break;
+		case 4:
+			params->catchall_wait_ms = parse_ms(optarg);
 			break;
 		case 'c':
 			params->catchall_rcpt = optarg;
@@ -203,6 +264,7 @@ int main(int argc, char **argv)
 	        .command_timeout_ms = 10000,
 	};
 	struct run run = {0};
+	struct linger_list linger = {0};
 	struct sockaddr_storage ss;
 
 	int i = parse_options(argc, argv, &params, &run);
@@ -225,16 +287,31 @@ int main(int argc, char **argv)
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 		params.ssl_ctx = ctx;
 	}
-	if (smtp_probe_start(base, (struct sockaddr *)&ss, &params, on_trace, &run, on_done, &run) == NULL) {
+	params.linger = &linger;
+	run.base = base;
+	run.started_ms = clock_mono_ms();
+	struct smtp_probe *probe = smtp_probe_start(base, (struct sockaddr *)&ss, &params, on_trace, &run,
+	                                            on_done, on_late, &run);
+	if (probe == NULL) {
 		fprintf(stderr, "smtpprobe: cannot start the probe\n");
 		return 1;
 	}
+	/* The loop runs until the probe is gone: the result, a late catch-all
+	 * answer, then QUIT on the linger until answered or timed out. With
+	 * --abandon it stops at the result, and what is left is closed below,
+	 * as a daemon's engine does when it stops. */
 	event_base_dispatch(base);
+	int64_t end_ms = clock_mono_ms() - run.started_ms;
 	if (run.finished)
-		print_result(&run.result);
+		print_result(&run, end_ms);
 	else
 		printf("end=none error=\"the probe never reported\"\n");
 	fflush(stdout);
+	if (run.finished && run.result.catchall_pending && !run.late_ran)
+		smtp_probe_cancel(probe); /* still ours: the late answer was due */
+	if (run.verbose)
+		printf("* closing %zu lingering\n", linger.count);
+	linger_close_all(&linger);
 	event_base_free(base);
 	SSL_CTX_free(ctx);
 	libevent_global_shutdown();

@@ -103,6 +103,10 @@ static const struct {
         {{"250_OK"}, SMTP_REPLY_ERROR, 0, "", "bad separator", 0},
         {{"250-a", "251 b"}, SMTP_REPLY_ERROR, 0, "", "changed from 250 to 251", 0},
         {{"250-a", "550-b"}, SMTP_REPLY_ERROR, 0, "", "changed from 250 to 550", 0},
+        /* a reply whose lines disagree: neither code may count (the farm's multiline_mismatch) */
+        {{"250-2.1.5 ok", "550 5.1.1 no"}, SMTP_REPLY_ERROR, 0, "", "changed from 250 to 550", 0},
+        {{"550-5.1.1 no", "250 2.1.5 ok"}, SMTP_REPLY_ERROR, 0, "", "changed from 550 to 250", 0},
+        {{"250-a", "250-b", "251 c"}, SMTP_REPLY_ERROR, 0, "", "changed from 250 to 251", 0},
         {{"250-a", "25"}, SMTP_REPLY_ERROR, 0, "", "3-digit code", 0},
         {{"250-a", "250+b"}, SMTP_REPLY_ERROR, 0, "", "bad separator", 0},
         {{"250-a", "garbage"}, SMTP_REPLY_ERROR, 0, "", "3-digit code", 0},
