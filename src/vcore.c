@@ -71,7 +71,8 @@ struct verify_ticket {
 struct domain_slot {
 	struct domain_slot *next_in_bucket;
 	char domain[ADDR_DOMAIN_MAX + 1];
-	int running;
+	int running; /* closing ones included */
+	int closing; /* reported, still saying QUIT (engine reports_finished) */
 	int started_in_window;
 	int64_t window_start_ms;
 	struct probe *waiting_head, *waiting_tail;
@@ -90,6 +91,7 @@ struct probe {
 	bool no_store;                 /* answered by ourselves (limit, no memory): not cached */
 	struct verify_ticket *waiters; /* each holds a reference for us */
 	void *handle;                  /* the engine's probe; engine thread only */
+	bool engine_started;           /* the engine took it: it reports when its connections end */
 	int64_t started_ms;
 };
 
@@ -415,8 +417,14 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	struct probe *p = arg;
 	struct vcore *c = p->core;
 	p->handle = NULL;
-	if (p->slot != NULL)
-		slot_release(c, p->slot);
+	if (p->slot != NULL) {
+		/* Its connections may still say QUIT: the domain's place is given
+		 * back when the engine says they are gone (vcore_on_finished). */
+		if (c->eng.reports_finished && p->engine_started)
+			p->slot->closing++;
+		else
+			slot_release(c, p->slot);
+	}
 	int64_t now = wall_now(c);
 	/* Refreshes that joined this probe after it started: stamp them too. */
 	pthread_mutex_lock(&c->lock);
@@ -504,6 +512,7 @@ static void launch(struct vcore *c, struct probe *p)
 		c->stats.greylist_retries++;
 	pthread_mutex_unlock(&c->lock);
 	p->handle = c->eng.probe_start(c->eng.ctx, &p->address, &hints, on_probe_done, p);
+	p->engine_started = p->handle != NULL;
 	if (p->handle == NULL)
 		finish_here(p, "out of memory starting a probe");
 }
@@ -659,6 +668,19 @@ size_t vcore_sweep(struct vcore *c)
 	if (removed > 0)
 		log_msg(LOG_INFO, "cache: removed %zu expired entries", removed);
 	return removed;
+}
+
+/* vcore_on_finished - see vcore.h */
+void vcore_on_finished(struct vcore *c, const char *domain)
+{
+	size_t b = bucket_of(domain, DOMAIN_BUCKETS);
+	for (struct domain_slot *d = c->domains[b]; d != NULL; d = d->next_in_bucket) {
+		if (strcmp(d->domain, domain) == 0 && d->closing > 0) {
+			d->closing--;
+			slot_release(c, d);
+			return;
+		}
+	}
 }
 
 /* vcore_on_fact - see vcore.h */

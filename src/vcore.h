@@ -60,6 +60,10 @@ struct vcore_engine {
 	void (*wake)(void *ctx);
 	int64_t (*wall_ms)(void *ctx); /* milliseconds since the epoch (records) */
 	int64_t (*mono_ms)(void *ctx); /* monotonic milliseconds (deadlines, limits) */
+	/* The engine calls vcore_on_finished() once per started probe when its
+	 * last connection is gone (after QUIT): until then the probe keeps its
+	 * place in domain_probe_limit. false: the place is free at done. */
+	bool reports_finished;
 };
 
 /* At most this many greylisted addresses wait for their re-probe at once;
@@ -82,6 +86,10 @@ void vcore_run(struct vcore *core);
 /* vcore_on_fact - engine thread: a late domain fact from a callout
  * (probe_env.on_fact; see callout.h). */
 void vcore_on_fact(struct vcore *core, const char *domain, const struct outcome *fact);
+
+/* vcore_on_finished - engine thread: a reported probe of domain has closed
+ * its last connection (probe_env.on_finished; only with reports_finished). */
+void vcore_on_finished(struct vcore *core, const char *domain);
 
 /* vcore_sweep - engine thread: drop expired cache records; how many. */
 size_t vcore_sweep(struct vcore *core);

@@ -135,6 +135,13 @@ static int64_t eng_mono_ms(void *ctx)
 	return clock_mono_ms();
 }
 
+/* on_finished - a callout's last connection closed (engine thread) */
+static void on_finished(void *arg, const char *domain)
+{
+	struct verifier *v = arg;
+	vcore_on_finished(v->core, domain);
+}
+
 /* on_fact - a late domain fact from a callout (engine thread) */
 static void on_fact(void *arg, const char *domain, const struct outcome *fact)
 {
@@ -256,6 +263,7 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 	        .wake = eng_wake,
 	        .wall_ms = eng_wall_ms,
 	        .mono_ms = eng_mono_ms,
+	        .reports_finished = true, /* callouts call probe_env.on_finished */
 	};
 	v->core = vcore_new(conf, v->cache, &eng);
 	if (v->core == NULL) {
@@ -263,6 +271,7 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 		goto fail;
 	}
 	v->engine->env.on_fact = on_fact;
+	v->engine->env.on_finished = on_finished;
 	v->engine->env.fact_arg = v;
 	if (!start_events(v)) {
 		snprintf(why, why_size, "cannot create engine events");

@@ -130,6 +130,8 @@ static void pump(void)
 	ck_assert(!F.woken);
 }
 
+static bool engine_reports_finished; /* for the next start() */
+
 /* start - a core over a fresh cache with base_conf plus extra */
 static void start(const char *extra)
 {
@@ -154,7 +156,9 @@ static void start(const char *extra)
 	        .wake = fake_wake,
 	        .wall_ms = fake_wall,
 	        .mono_ms = fake_mono,
+	        .reports_finished = engine_reports_finished,
 	};
+	engine_reports_finished = false;
 	core = vcore_new(conf, cache, &eng);
 	ck_assert_ptr_nonnull(core);
 }
@@ -407,6 +411,46 @@ START_TEST(domain_limits)
 	vcore_tidy(core);
 	ck_assert_int_eq(probe_once("x@other.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0)).outcome.kind,
 	                 OUTCOME_VALID);
+}
+END_TEST
+
+START_TEST(domain_place_held_until_connections_close)
+{
+	/* The engine reports a verdict before QUIT; the domain's place in
+	 * domain_probe_limit is given back only when the connection is gone. */
+	engine_reports_finished = true;
+	start("domain_probe_limit = 1\n");
+	struct verify_ticket *a = submit("a@q.test");
+	struct verify_ticket *b = submit("b@q.test");
+	ck_assert_int_eq(F.nprobes, 1);
+	finish("a@q.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(a).outcome.kind, OUTCOME_VALID); /* answered at once */
+	ck_assert_int_eq(F.nprobes, 1);                               /* b still waits: a says QUIT */
+	vcore_on_finished(core, "other.test");                        /* another domain: no effect */
+	pump();
+	ck_assert_int_eq(F.nprobes, 1);
+	vcore_on_finished(core, "q.test");
+	pump();
+	ck_assert_int_eq(F.nprobes, 2);
+	ck_assert_int_ge(live("b@q.test"), 0);
+	finish("b@q.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	vcore_on_finished(core, "q.test");
+	vcore_on_finished(core, "q.test"); /* a stray report never frees a place twice */
+	pump();
+	ck_assert_int_eq(must_answer(b).outcome.kind, OUTCOME_INVALID);
+	vcore_release(a);
+	vcore_release(b);
+	struct verify_ticket *c = submit("c@q.test");
+	struct verify_ticket *d = submit("d@q.test");
+	ck_assert_int_eq(F.nprobes, 3); /* one at a time still */
+	finish("c@q.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(F.nprobes, 3);
+	vcore_on_finished(core, "q.test");
+	pump();
+	ck_assert_int_eq(F.nprobes, 4);
+	finish("d@q.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	vcore_release(c);
+	vcore_release(d);
 }
 END_TEST
 
@@ -1012,6 +1056,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, shared_probe_then_cached);
 	tcase_add_test(tc, domain_limits);
+	tcase_add_test(tc, domain_place_held_until_connections_close);
 	tcase_add_test(tc, refresh_storm_throttled);
 	tcase_add_test(tc, stale_domain_fact_refreshed_once);
 	tcase_add_test(tc, stale_negative_not_served);
