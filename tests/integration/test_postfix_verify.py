@@ -339,7 +339,19 @@ def t_no_domain(tap, cleanup):
 
 
 def t_catch_all(tap, cleanup):
-    outcome_case(tap, "x@catchall.test", 2, "catch_all", "accept")
+    # catch_all_action = valid_action (accept): the verdict comes right after
+    # the real RCPT; the random RCPT's 250 then makes the domain a catch-all
+    # fact, which answers the domain's next sender without a probe.
+    outcome_case(tap, "x@catchall.test", 2, "valid", "accept")
+    G.farm.wait_idle("127.0.0.13", timeout=3)
+    tap.check("catch-all: the random address was asked after the verdict",
+              farm_count("127.0.0.13", "RCPT TO:") == 2, diag(G.main, "x@catchall.test"))
+    m, rs = transaction("y@catchall.test", ["user@test.example"])
+    v = verdicts(G.main, "y@catchall.test")
+    d = diag(G.main, "y@catchall.test", (m, rs))
+    tap.check("catch-all: the next sender is accepted as catch_all from the domain fact, unprobed",
+              rs[0][0] == 250 and bool(v) and v[-1].get("reason") == "catch_all"
+              and v[-1].get("source") == "domain" and farm_count("127.0.0.13", "RCPT TO:<y@") == 0, d)
 
 
 def t_tempfail(tap, cleanup):
