@@ -37,6 +37,9 @@ Scenarios
                           once the negative TTL has passed
   storm                   a stale valid record whose refresh keeps failing:
                           100 messages start at most one refresh per window
+  tagged (BATV, VERP)     20 senders with per-message tags cost one probe:
+                          the first is probed as given, the rest are
+                          answered from the stable form
 
 Two vemilters behind one Postfix, chosen by client address through
 smtpd_milter_maps: "main" (127.0.0.1) with the defaults but short timeouts;
@@ -82,6 +85,10 @@ FARM = {
     "127.0.0.49": ("normal", {"users": ["alice"]}),    # appears.test, once it exists
     "127.0.0.50": ("normal", {"users": ["alice"]}),    # storm.test before the outage
     "127.0.0.51": ("banner_421", {}),                  # storm.test during the outage
+    # tagged senders: only the first tag is known to the server (a BATV
+    # server checks the tag; ours checks nothing, so the others would 550)
+    "127.0.0.52": ("normal", {"users": ["prvs=0001aaaa=alice"]}),
+    "127.0.0.53": ("normal", {"users": ["list-bounces+bob=example.org"]}),
 }
 
 # domain -> MX address (None: no server there, connections are refused)
@@ -90,7 +97,7 @@ DOMAINS = {
     "early-mail.test": "127.0.0.43", "hangquit.test": "127.0.0.44",
     "hangca.test": "127.0.0.45", "greyfor.test": "127.0.0.46",
     "nullref.test": "127.0.0.47", "selfname.test": "127.0.0.48",
-    "storm.test": "127.0.0.50",
+    "storm.test": "127.0.0.50", "batv.test": "127.0.0.52", "lists.test": "127.0.0.53",
     "down.test": "127.0.0.60", "down2.test": "127.0.0.61",
     "self.test": "127.0.0.1",
 }
@@ -395,6 +402,25 @@ def t_refresh_storm(tap, cleanup):
     tap.diag("refresh storm: 100 messages in %.2f s -> %d refresh probes" % (took, refreshes))
 
 
+def t_tagged(tap, cleanup):
+    cases = [("BATV", "127.0.0.52", "prvs=0001aaaa=alice@batv.test",
+              ["prvs=%04d%s=alice@batv.test" % (i, "bcde"[i % 4] * 4) for i in range(2, 21)]),
+             ("VERP", "127.0.0.53", "list-bounces+bob=example.org@lists.test",
+              ["list-bounces+user%d=example.net@lists.test" % i for i in range(2, 21)])]
+    for kind, addr, first, rest in cases:
+        _, r1, _ = transaction(first)
+        replies = [transaction(x)[1][0] for x in rest]
+        G.farm.wait_idle(addr, timeout=3)
+        d = diag(G.main, addr, r1, replies)
+        tap.check("%s: 20 tagged senders of one sender accepted" % kind,
+                  r1[0] == 250 and replies == [250] * len(rest), d)
+        tap.equal("%s: one probe for all of them (the farm saw one session)" % kind,
+                  G.farm.connections(addr), 1, d)
+        v = verdicts(G.main, rest[-1])
+        tap.check("%s: a later tag is answered from the cache" % kind,
+                  bool(v) and v[-1].get("source") in ("cached", "stale"), d)
+
+
 def t_stop(tap, cleanup):
     G.postfix.stop()
     codes = vmtest.stop_all([(G.main, signal.SIGTERM), (G.aux, signal.SIGTERM)])
@@ -402,7 +428,7 @@ def t_stop(tap, cleanup):
 
 
 TESTS = [t_start, t_early_reply, t_hang_quit, t_hang_catchall, t_greylist, t_null_sender_refused, t_down,
-         t_defer_limit, t_servfail, t_self, t_appears, t_refresh_storm, t_stop]
+         t_defer_limit, t_servfail, t_self, t_appears, t_refresh_storm, t_tagged, t_stop]
 
 
 def setup(tap):
