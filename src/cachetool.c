@@ -54,19 +54,6 @@ struct tool {
 	size_t hints, hints_expired; /* stats: "h:" records (cache_stats counts a: and d:) */
 };
 
-/* Names of enum outcome_flag bits, as list prints them and put --flags takes them. */
-static const struct {
-	unsigned bit;
-	const char *name;
-} flag_names[] = {
-        {OUTCOME_F_NOT_CATCHALL, "not_catchall"},
-        {OUTCOME_F_FALLBACK_SENDER, "fallback_sender"},
-        {OUTCOME_F_GREYLIST, "greylist"},
-        {OUTCOME_F_PROTOCOL, "protocol"},
-        {OUTCOME_F_LOOP, "loop"},
-        {OUTCOME_F_TAGGED, "tagged"},
-};
-
 /* usage - the synopsis */
 static void usage(FILE *out)
 {
@@ -136,17 +123,7 @@ static void print_key(FILE *out, const char *key)
 /* flags_text - enum outcome_flag bits as "name,name", or NULL for none */
 static const char *flags_text(unsigned flags, char *buf, size_t size)
 {
-	size_t len = 0;
-	buf[0] = '\0';
-	for (size_t i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++) {
-		if (flags & flag_names[i].bit) {
-			len += (size_t)snprintf(buf + len, len < size ? size - len : 0, "%s%s",
-			                        len ? "," : "", flag_names[i].name);
-			flags &= ~flag_names[i].bit;
-		}
-	}
-	if (flags != 0) /* a bit this tool does not know: show it, never hide it */
-		snprintf(buf + len, len < size ? size - len : 0, "%s0x%x", len ? "," : "", flags);
+	outcome_flags_text(flags, buf, size);
 	return buf[0] != '\0' ? buf : NULL;
 }
 
@@ -413,7 +390,7 @@ static const struct {
         {"stats", cmd_stats, NULL, 1, 1},   {"put", cmd_put, NULL, 3, 6},
 };
 
-/* parse_flag_list - "name,name" (see flag_names) into *out; false with a message */
+/* parse_flag_list - "name,name" (outcome_flag_from_name) into *out; false with a message */
 static bool parse_flag_list(const char *list, unsigned *out)
 {
 	char copy[256];
@@ -421,11 +398,8 @@ static bool parse_flag_list(const char *list, unsigned *out)
 	snprintf(copy, sizeof(copy), "%s", list);
 	for (char *save = NULL, *name = strtok_r(copy, ", ", &save); name != NULL;
 	     name = strtok_r(NULL, ", ", &save)) {
-		size_t i = 0;
-		while (i < sizeof(flag_names) / sizeof(flag_names[0]) &&
-		       strcmp(name, flag_names[i].name) != 0)
-			i++;
-		if (i == sizeof(flag_names) / sizeof(flag_names[0])) {
+		unsigned bit;
+		if (!outcome_flag_from_name(name, &bit)) {
 			fprintf(stderr,
 			        "vemilter-cache: put: unknown flag %s (not_catchall, fallback_sender, "
 			        "greylist, "
@@ -433,7 +407,7 @@ static bool parse_flag_list(const char *list, unsigned *out)
 			        name);
 			return false;
 		}
-		*out |= flag_names[i].bit;
+		*out |= bit;
 	}
 	return true;
 }

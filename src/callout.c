@@ -181,7 +181,7 @@ static void finish(struct callout *c)
 		smtp_probe_cancel(p);
 	}
 	c->finished = true;
-	classify_flags_text(c->result.flags, flags, sizeof(flags));
+	outcome_flags_text(c->result.flags, flags, sizeof(flags));
 	trace(c, "result: %s (%s)%s%s%s%s%s", outcome_name(c->result.kind), c->result.reason,
 	      c->result.mx_host[0] ? " from " : "", c->result.mx_host, flags[0] ? " [" : "", flags,
 	      flags[0] ? "]" : "");

@@ -220,7 +220,7 @@ static void print_result(const struct job *job)
 	kv_add(line, sizeof(line), &len, "reply", reply[0] ? reply : NULL);
 	kv_add(line, sizeof(line), &len, "reason", o->reason);
 	char flags[120];
-	classify_flags_text(o->flags, flags, sizeof(flags));
+	outcome_flags_text(o->flags, flags, sizeof(flags));
 	if (flags[0] != '\0') /* both only when there is something to say: older lines stay as they were */
 		kv_add(line, sizeof(line), &len, "flags", flags);
 	if (job->fact != NULL)

@@ -90,37 +90,6 @@ bool classify_catchall_matters(const struct conf *conf, const char *domain)
 	return valid.intended != catch_all.intended;
 }
 
-/* classify_flags_text - outcome flags as "protocol,loop" ("" for none),
- * bounded by size; the names logs and vemilter-check print */
-void classify_flags_text(unsigned flags, char *buf, size_t size)
-{
-	static const struct {
-		unsigned flag;
-		const char *name;
-	} names[] = {
-	        {OUTCOME_F_NOT_CATCHALL, "not_catchall"},
-	        {OUTCOME_F_FALLBACK_SENDER, "fallback_sender"},
-	        {OUTCOME_F_GREYLIST, "greylist"},
-	        {OUTCOME_F_PROTOCOL, "protocol"},
-	        {OUTCOME_F_LOOP, "loop"},
-	        {OUTCOME_F_TAGGED, "tagged"},
-	};
-	size_t len = 0;
-	if (size == 0)
-		return;
-	buf[0] = '\0';
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		if (!(flags & names[i].flag))
-			continue;
-		int n = snprintf(buf + len, size - len, "%s%s", len == 0 ? "" : ",", names[i].name);
-		if (n < 0 || (size_t)n >= size - len) {
-			buf[len] = '\0';
-			break;
-		}
-		len += (size_t)n;
-	}
-}
-
 /* set - fill out->outcome from the reply at the attempt's stage */
 static void set(struct judgement *out, enum attempt_next next, enum attempt_rank rank, enum outcome_kind kind,
                 unsigned flags, enum probe_stage stage, const struct smtp_reply *reply, const char *reason)

@@ -139,8 +139,4 @@ bool classify_names_host(const struct smtp_reply *reply, const char *host);
  * action as valid there: the verdict then need not wait for it. */
 bool classify_catchall_matters(const struct conf *conf, const char *domain);
 
-/* classify_flags_text - outcome flags by name, comma-separated
- * ("protocol,loop"; "" for none), cut to fit size */
-void classify_flags_text(unsigned flags, char *buf, size_t size);
-
 #endif

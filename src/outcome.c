@@ -81,3 +81,61 @@ void outcome_set(struct outcome *o, enum outcome_kind kind, enum probe_stage sta
 	copy_printable(o->text, sizeof(o->text), text);
 	copy_printable(o->reason, sizeof(o->reason), reason);
 }
+
+/* The names of enum outcome_flag bits, in logs, vemilter-check and vemilter-cache. */
+static const struct {
+	unsigned bit;
+	const char *name;
+} flag_names[] = {
+        {OUTCOME_F_NOT_CATCHALL, "not_catchall"},
+        {OUTCOME_F_FALLBACK_SENDER, "fallback_sender"},
+        {OUTCOME_F_GREYLIST, "greylist"},
+        {OUTCOME_F_PROTOCOL, "protocol"},
+        {OUTCOME_F_LOOP, "loop"},
+        {OUTCOME_F_TAGGED, "tagged"},
+};
+
+/* append - ",name" (or "name" first) to buf of size at *len; false when it does not fit */
+static bool append(char *buf, size_t size, size_t *len, const char *name)
+{
+	int n = snprintf(buf + *len, size - *len, "%s%s", *len == 0 ? "" : ",", name);
+	if (n < 0 || (size_t)n >= size - *len) {
+		buf[*len] = '\0';
+		return false;
+	}
+	*len += (size_t)n;
+	return true;
+}
+
+/* outcome_flags_text - see outcome.h */
+void outcome_flags_text(unsigned flags, char *buf, size_t size)
+{
+	size_t len = 0;
+	if (size == 0)
+		return;
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++) {
+		if (!(flags & flag_names[i].bit))
+			continue;
+		flags &= ~flag_names[i].bit;
+		if (!append(buf, size, &len, flag_names[i].name))
+			return;
+	}
+	if (flags != 0) { /* a bit without a name: show it, never hide it */
+		char hex[16];
+		snprintf(hex, sizeof(hex), "0x%x", flags);
+		append(buf, size, &len, hex);
+	}
+}
+
+/* outcome_flag_from_name - see outcome.h */
+bool outcome_flag_from_name(const char *name, unsigned *bit)
+{
+	for (size_t i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++) {
+		if (strcmp(name, flag_names[i].name) == 0) {
+			*bit = flag_names[i].bit;
+			return true;
+		}
+	}
+	return false;
+}

@@ -10,6 +10,7 @@
 #define VEMILTER_OUTCOME_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define OUTCOME_TEXT_MAX 300 /* remote reply text kept, after sanitizing */
@@ -69,6 +70,14 @@ struct outcome {
 const char *outcome_name(enum outcome_kind kind);
 bool outcome_from_name(const char *name, enum outcome_kind *kind);
 const char *probe_stage_name(enum probe_stage stage);
+
+/* outcome_flags_text - flags by name, comma-separated ("not_catchall,loop";
+ * "" for none; a bit without a name as 0x..), cut to fit size */
+void outcome_flags_text(unsigned flags, char *buf, size_t size);
+
+/* outcome_flag_from_name - the bit of a flag named as outcome_flags_text
+ * writes it; false if no flag has that name */
+bool outcome_flag_from_name(const char *name, unsigned *bit);
 
 /* outcome_is_definite - a negative that may reject mail */
 bool outcome_is_definite(enum outcome_kind kind);

@@ -380,21 +380,9 @@ static void slot_release(struct vcore *c, struct domain_slot *d);
 /* flag_names - the outcome's flags for the log, e.g. " flags=greylist" */
 static void flag_names(unsigned flags, char *buf, size_t size)
 {
-	static const struct {
-		unsigned bit;
-		const char *name;
-	} names[] = {{OUTCOME_F_NOT_CATCHALL, "not_catchall"},
-	             {OUTCOME_F_FALLBACK_SENDER, "fallback_sender"},
-	             {OUTCOME_F_GREYLIST, "greylist"},
-	             {OUTCOME_F_PROTOCOL, "protocol"},
-	             {OUTCOME_F_LOOP, "loop"},
-	             {OUTCOME_F_TAGGED, "tagged"}};
-	size_t len = 0;
-	buf[0] = '\0';
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && len < size; i++)
-		if (flags & names[i].bit)
-			len += (size_t)snprintf(buf + len, size - len, "%s%s", len == 0 ? " flags=" : ",",
-			                        names[i].name);
+	char names[120];
+	outcome_flags_text(flags, names, sizeof(names));
+	snprintf(buf, size, "%s%s", names[0] ? " flags=" : "", names);
 }
 
 /* why_name - the log's suffix for why a probe ran */

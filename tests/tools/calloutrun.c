@@ -152,7 +152,7 @@ int main(int argc, char **argv)
 	event_base_dispatch(run.engine->env.base);
 	if (run.done) {
 		char flags[120];
-		classify_flags_text(run.outcome.flags, flags, sizeof(flags));
+		outcome_flags_text(run.outcome.flags, flags, sizeof(flags));
 		printf("outcome=%s stage=%s flags=%s facts=%s verdict_ms=%lld finished=%d finished_ms=%lld\n",
 		       outcome_name(run.outcome.kind), probe_stage_name(run.outcome.stage),
 		       flags[0] ? flags : "-", run.facts[0] ? run.facts : "-", (long long)run.verdict_ms,

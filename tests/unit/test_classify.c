@@ -407,17 +407,16 @@ END_TEST
 START_TEST(flags_text)
 {
 	char buf[64];
-	classify_flags_text(0, buf, sizeof(buf));
+	outcome_flags_text(0, buf, sizeof(buf));
 	ck_assert_str_eq(buf, "");
-	classify_flags_text(OUTCOME_F_PROTOCOL, buf, sizeof(buf));
+	outcome_flags_text(OUTCOME_F_PROTOCOL, buf, sizeof(buf));
 	ck_assert_str_eq(buf, "protocol");
-	classify_flags_text(OUTCOME_F_NOT_CATCHALL | OUTCOME_F_FALLBACK_SENDER | OUTCOME_F_LOOP, buf,
-	                    sizeof(buf));
+	outcome_flags_text(OUTCOME_F_NOT_CATCHALL | OUTCOME_F_FALLBACK_SENDER | OUTCOME_F_LOOP, buf,
+	                   sizeof(buf));
 	ck_assert_str_eq(buf, "not_catchall,fallback_sender,loop");
-	classify_flags_text(OUTCOME_F_GREYLIST | OUTCOME_F_TAGGED, buf, sizeof(buf));
+	outcome_flags_text(OUTCOME_F_GREYLIST | OUTCOME_F_TAGGED, buf, sizeof(buf));
 	ck_assert_str_eq(buf, "greylist,tagged");
-	classify_flags_text(OUTCOME_F_NOT_CATCHALL | OUTCOME_F_FALLBACK_SENDER, buf,
-	                    16); /* cut, terminated */
+	outcome_flags_text(OUTCOME_F_NOT_CATCHALL | OUTCOME_F_FALLBACK_SENDER, buf, 16); /* cut, terminated */
 	ck_assert_str_eq(buf, "not_catchall");
 }
 END_TEST

@@ -21,6 +21,26 @@ START_TEST(names_round_trip)
 }
 END_TEST
 
+START_TEST(flag_names_round_trip)
+{
+	char buf[200];
+	unsigned all = 0;
+	for (unsigned bit = 1; bit <= OUTCOME_F_TAGGED; bit <<= 1) {
+		unsigned back = 0;
+		outcome_flags_text(bit, buf, sizeof(buf));
+		ck_assert_msg(buf[0] != '\0' && strchr(buf, ',') == NULL, "bit 0x%x: \"%s\"", bit, buf);
+		ck_assert_msg(outcome_flag_from_name(buf, &back) && back == bit, "%s", buf);
+		all |= bit;
+	}
+	unsigned back = 0;
+	ck_assert(!outcome_flag_from_name("nonsense", &back));
+	outcome_flags_text(all | 0x100, buf, sizeof(buf)); /* an unnamed bit is shown, not hidden */
+	ck_assert_str_eq(buf, "not_catchall,fallback_sender,greylist,protocol,loop,tagged,0x100");
+	outcome_flags_text(0, buf, sizeof(buf));
+	ck_assert_str_eq(buf, "");
+}
+END_TEST
+
 START_TEST(only_invalid_and_no_domain_are_definite)
 {
 	for (int k = 0; k < OUTCOME_KIND_COUNT; k++)
@@ -57,6 +77,7 @@ int main(void)
 	Suite *s = suite_create("outcome");
 	TCase *tc = tcase_create("outcome");
 	tcase_add_test(tc, names_round_trip);
+	tcase_add_test(tc, flag_names_round_trip);
 	tcase_add_test(tc, only_invalid_and_no_domain_are_definite);
 	tcase_add_test(tc, set_sanitizes_and_bounds);
 	suite_add_tcase(s, tc);
