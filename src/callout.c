@@ -252,7 +252,7 @@ static void on_smtp_late(void *arg, const struct smtp_reply *reply)
 		      fact.kind == OUTCOME_CATCH_ALL ? "catch_all" : "not catch-all",
 		      c->address.domain_ascii);
 		if (c->env->on_fact != NULL)
-			c->env->on_fact(c->env->fact_arg, c->address.domain_ascii, &fact);
+			c->env->on_fact(c->env->fact_arg, &c->address, &fact);
 	} else if (reply != NULL) {
 		trace(c, "late: random address got %d: nothing learned", reply->code);
 	} else {

@@ -45,7 +45,7 @@ typedef void (*callout_done_fn)(void *arg, const struct outcome *outcome);
  * RCPT's answer): domain is the A-label domain, fact an outcome whose kind
  * and flags say what was learned (OUTCOME_CATCH_ALL, or OUTCOME_VALID with
  * OUTCOME_F_NOT_CATCHALL). */
-typedef void (*callout_fact_fn)(void *arg, const char *domain, const struct outcome *fact);
+typedef void (*callout_fact_fn)(void *arg, const struct addr *address, const struct outcome *fact);
 struct linger_list;
 struct local_addrs;
 

@@ -108,8 +108,9 @@ static void on_done(void *arg, const struct outcome *outcome)
 
 /* on_fact - a domain fact learned after a verdict: noted on every job of
  * that domain */
-static void on_fact(void *arg, const char *domain, const struct outcome *fact)
+static void on_fact(void *arg, const struct addr *address, const struct outcome *fact)
 {
+	const char *domain = address->domain_ascii;
 	struct run *run = arg;
 	const char *name = fact->kind == OUTCOME_CATCH_ALL ? "catch_all" : "not_catch_all";
 	for (size_t i = 0; i < run->job_count; i++) {

@@ -672,9 +672,9 @@ void vcore_on_finished(struct vcore *c, const char *domain)
 }
 
 /* vcore_on_fact - see vcore.h */
-void vcore_on_fact(struct vcore *c, const char *domain, const struct outcome *fact)
+void vcore_on_fact(struct vcore *c, const struct addr *address, const struct outcome *fact)
 {
-	vstore_late_fact(&c->store, domain, fact, wall_now(c));
+	vstore_late_fact(&c->store, address->domain_ascii, fact, wall_now(c));
 }
 
 /* ---- life cycle and the ticket API ---- */

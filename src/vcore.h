@@ -85,7 +85,7 @@ void vcore_run(struct vcore *core);
 
 /* vcore_on_fact - engine thread: a late domain fact from a callout
  * (probe_env.on_fact; see callout.h). */
-void vcore_on_fact(struct vcore *core, const char *domain, const struct outcome *fact);
+void vcore_on_fact(struct vcore *core, const struct addr *address, const struct outcome *fact);
 
 /* vcore_on_finished - engine thread: a reported probe of domain has closed
  * its last connection (probe_env.on_finished; only with reports_finished). */

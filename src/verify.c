@@ -143,10 +143,10 @@ static void on_finished(void *arg, const char *domain)
 }
 
 /* on_fact - a late domain fact from a callout (engine thread) */
-static void on_fact(void *arg, const char *domain, const struct outcome *fact)
+static void on_fact(void *arg, const struct addr *address, const struct outcome *fact)
 {
 	struct verifier *v = arg;
-	vcore_on_fact(v->core, domain, fact);
+	vcore_on_fact(v->core, address, fact);
 }
 
 /* ---- events on the engine thread ---- */

@@ -64,7 +64,7 @@ static void on_done(void *arg, const struct outcome *o)
 	run->verdict_ms = clock_mono_ms() - run->started_ms;
 }
 
-static void on_fact(void *arg, const char *domain, const struct outcome *fact)
+static void on_fact(void *arg, const struct addr *address, const struct outcome *fact)
 {
 	struct run *run = arg;
 	size_t len = strlen(run->facts);

@@ -884,24 +884,25 @@ END_TEST
 START_TEST(late_facts)
 {
 	start("");
+	struct addr late = parse("a@late.test");
 	struct outcome ca = outcome(OUTCOME_CATCH_ALL, STAGE_CATCHALL, 0);
 	probe_once("a@late.test", outcome(OUTCOME_VALID, STAGE_RCPT, OUTCOME_F_NOT_CATCHALL));
 	ck_assert(has_record("h:late.test"));
-	vcore_on_fact(core, "late.test", &ca);
+	vcore_on_fact(core, &late, &ca);
 	ck_assert_int_eq(record("d:late.test").outcome.kind, OUTCOME_CATCH_ALL);
 	ck_assert(!has_record("h:late.test")); /* not-catch-all cleared */
 	struct verify_result r = ask("b@late.test");
 	ck_assert_int_eq(r.source, VERIFY_DOMAIN_FACT);
 	ck_assert_int_eq(r.outcome.kind, OUTCOME_CATCH_ALL);
 	struct outcome nc = outcome(OUTCOME_VALID, STAGE_CATCHALL, OUTCOME_F_NOT_CATCHALL);
-	vcore_on_fact(core, "late.test", &nc);
+	vcore_on_fact(core, &late, &nc);
 	ck_assert(!has_record("d:late.test")); /* not catch-all after all */
 	ck_assert_uint_eq(record("h:late.test").outcome.flags, OUTCOME_F_NOT_CATCHALL);
 	probe_once("c@late.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
 	ck_assert(F.probes[1].hints.skip_catchall);
 	/* untrusted late facts are dropped */
 	struct outcome bad = outcome(OUTCOME_CATCH_ALL, STAGE_CATCHALL, OUTCOME_F_PROTOCOL);
-	vcore_on_fact(core, "late.test", &bad);
+	vcore_on_fact(core, &late, &bad);
 	ck_assert(!has_record("d:late.test"));
 }
 END_TEST
