@@ -181,25 +181,27 @@ static void add_dry_run(char *line, size_t size, size_t *len, const struct polic
 
 /* log_verified - a verdict after verification: outcome, source, MX, reply,
  * time; a verdict that defer_limit turned into accept says so in reason and
- * keeps the outcome, and any deferred sender says for how long */
+ * keeps the outcome (budget_exceeded when no answer came in time), and any
+ * deferred sender says for how long */
 static void log_verified(const struct connection *conn, const char *rcpt)
 {
 	const struct message *msg = &conn->msg;
 	const struct outcome *o = &msg->result.outcome;
 	const struct policy_verdict *v = &msg->verdict;
 	char line[2048], number[32], remote[OUTCOME_TEXT_MAX + 32] = "";
-	const char *reason = msg->budget_exceeded ? "budget_exceeded"
-	                     : v->defer_limit     ? "defer_limit"
-	                                          : outcome_name(o->kind);
+	const char *reason = v->defer_limit         ? "defer_limit"
+	                     : msg->budget_exceeded ? "budget_exceeded"
+	                                            : outcome_name(o->kind);
 	size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
 	add_dry_run(line, sizeof(line), &len, v);
+	if (v->defer_limit)
+		kv_add(line, sizeof(line), &len, "outcome",
+		       msg->budget_exceeded ? "budget_exceeded" : outcome_name(o->kind));
+	if (v->deferred) {
+		snprintf(number, sizeof(number), "%llds", (long long)(v->deferred_for_ms / 1000));
+		kv_add(line, sizeof(line), &len, "deferred_for", number);
+	}
 	if (!msg->budget_exceeded) {
-		if (v->defer_limit)
-			kv_add(line, sizeof(line), &len, "outcome", outcome_name(o->kind));
-		if (v->deferred) {
-			snprintf(number, sizeof(number), "%llds", (long long)(v->deferred_for_ms / 1000));
-			kv_add(line, sizeof(line), &len, "deferred_for", number);
-		}
 		kv_add(line, sizeof(line), &len, "source", verify_source_name(msg->result.source));
 		kv_add(line, sizeof(line), &len, "stage", probe_stage_name(o->stage));
 		kv_add(line, sizeof(line), &len, "mx", o->mx_host[0] ? o->mx_host : NULL);
@@ -394,7 +396,8 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 
 /* await_verdict - the verification's answer (or the budget's end) and the
  * policy's verdict for it, defer_limit judged now (the verifier's
- * deferred_since_ms is wall clock); waits only the first time */
+ * deferred_since_ms is wall clock; at the budget's end, the deferral start
+ * it knew at submit); waits only the first time */
 static void await_verdict(struct connection *conn)
 {
 	struct message *msg = &conn->msg;
@@ -407,7 +410,8 @@ static void await_verdict(struct connection *conn)
 		msg->answered = true;
 		msg->budget_exceeded = false;
 	} else {
-		policy_for_budget(conn->conf, &msg->verdict);
+		policy_for_budget(conn->conf, verify_deferred_since(msg->ticket), clock_now_ms(),
+		                  &msg->verdict);
 		msg->budget_exceeded = true;
 		msg->answered = true;
 	}

@@ -10,9 +10,10 @@
  * Whatever the configuration holds (conf.c refuses it, and this file clamps
  * it again), blocked, tempfail and an unfinished probe never reject: none of
  * them says anything about the address. An outcome whose action is tempfail
- * turns into accept once the address has been deferred for longer than
- * defer_limit (the verifier says since when; the caller says what time it
- * is). dry_run is applied last, so the intended verdict and its reply
+ * (and the budget's tempfail, when the verifier knew the address's deferral
+ * start at submit) turns into accept once the address has been deferred for
+ * longer than defer_limit (the verifier says since when; the caller says
+ * what time it is). dry_run is applied last, so the intended verdict and its reply
  * survive for the log.
  *
  * Pure: reads the immutable struct conf, allocates nothing, does no I/O.
@@ -148,30 +149,41 @@ void policy_for_outcome(const struct conf *conf, const char *domain, enum outcom
 	policy_for_verified(conf, domain, kind, 0, 0, out);
 }
 
-/* policy_for_verified - the verdict for an outcome, with defer_limit at now_ms */
-void policy_for_verified(const struct conf *conf, const char *domain, enum outcome_kind kind,
-                         int64_t deferred_since_ms, int64_t now_ms, struct policy_verdict *out)
+/* defer - a tempfail for an address deferred since deferred_since_ms (0:
+ * never) becomes accept past defer_limit; then dry_run, as decide */
+static void defer(const struct conf *conf, enum policy_action action, const struct reply_template *reply,
+                  int64_t deferred_since_ms, int64_t now_ms, struct policy_verdict *out)
 {
-	enum policy_action action = outcome_action(conf, domain, kind);
 	bool deferred = action == POLICY_TEMPFAIL && deferred_since_ms > 0;
 	/* A clock that went back counts as no time at all: never past the limit. */
 	int64_t deferred_for = deferred && now_ms > deferred_since_ms ? now_ms - deferred_since_ms : 0;
 	bool over_limit = deferred && conf->defer_limit_ms > 0 && deferred_for > conf->defer_limit_ms;
 
-	if (over_limit)
-		action = POLICY_ACCEPT;
-	decide(conf, action, action == POLICY_REJECT ? reject_reply(conf, kind) : &conf->tempfail_reply, out);
+	decide(conf, over_limit ? POLICY_ACCEPT : action, reply, out);
 	out->deferred = deferred;
 	out->deferred_for_ms = deferred_for;
 	out->defer_limit = over_limit;
 }
 
-/* policy_for_budget - no answer within verify_budget: tempfail or accept, never reject */
-void policy_for_budget(const struct conf *conf, struct policy_verdict *out)
+/* policy_for_verified - the verdict for an outcome, with defer_limit at now_ms */
+void policy_for_verified(const struct conf *conf, const char *domain, enum outcome_kind kind,
+                         int64_t deferred_since_ms, int64_t now_ms, struct policy_verdict *out)
+{
+	enum policy_action action = outcome_action(conf, domain, kind);
+
+	defer(conf, action, action == POLICY_REJECT ? reject_reply(conf, kind) : &conf->tempfail_reply,
+	      deferred_since_ms, now_ms, out);
+}
+
+/* policy_for_budget - no answer within verify_budget: tempfail or accept,
+ * never reject; a tempfail gives way to defer_limit as any other does */
+void policy_for_budget(const struct conf *conf, int64_t deferred_since_ms, int64_t now_ms,
+                       struct policy_verdict *out)
 {
 	enum policy_action action = to_policy(conf->budget_action);
 
-	decide(conf, action == POLICY_REJECT ? POLICY_TEMPFAIL : action, &conf->budget_reply, out);
+	defer(conf, action == POLICY_REJECT ? POLICY_TEMPFAIL : action, &conf->budget_reply,
+	      deferred_since_ms, now_ms, out);
 }
 
 /* policy_for_bad_syntax - a sender that does not parse is rejected */

@@ -76,8 +76,14 @@ void policy_for_outcome(const struct conf *conf, const char *domain, enum outcom
 void policy_for_verified(const struct conf *conf, const char *domain, enum outcome_kind kind,
                          int64_t deferred_since_ms, int64_t now_ms, struct policy_verdict *out);
 
-/* policy_for_budget - the verdict when no answer came within verify_budget. */
-void policy_for_budget(const struct conf *conf, struct policy_verdict *out);
+/* policy_for_budget - the verdict when no answer came within verify_budget
+ * (budget_action, never reject), then defer_limit as in
+ * policy_for_verified: deferred_since_ms is the deferral start the verifier
+ * knew at submit (verify_deferred_since; 0: none). A sender whose probes
+ * always outlast the budget (an MX that drops packets) is so accepted once
+ * past defer_limit, like any other deferred sender. */
+void policy_for_budget(const struct conf *conf, int64_t deferred_since_ms, int64_t now_ms,
+                       struct policy_verdict *out);
 
 /* policy_for_bad_syntax - the verdict for a sender address that does not
  * parse: reject with bad_syntax_reply (accept under dry_run). */

@@ -63,6 +63,7 @@ struct verify_ticket {
 	struct verify_result result;
 	int64_t submitted_ms;
 	struct addr sender;                /* as submitted: a tagged joiner is told apart by it */
+	int64_t deferred_since_ms;         /* known at submit (vstore_lookup); set before it is shared */
 	struct verify_ticket *next_waiter; /* in its probe's list */
 };
 
@@ -88,6 +89,9 @@ struct probe {
 	char stable[ADDR_PATH_MAX]; /* the tagged sender's stable form; "" if not tagged */
 	enum probe_why why;
 	unsigned stamps;               /* VSTORE_STAMP_* bits a refresh stands for; under the lock */
+	bool stamped;                  /* engine thread: start_refresh applied the stamps already */
+	unsigned greylist_tries;       /* a greylist re-probe: the re-probes made so far, this one
+	                                * included (vstore_store keeps counting from it) */
 	bool no_store;                 /* answered by ourselves (limit, no memory): not cached */
 	struct verify_ticket *waiters; /* each holds a reference for us */
 	void *handle;                  /* the engine's probe; engine thread only */
@@ -101,6 +105,7 @@ struct greylist_timer {
 	struct greylist_timer *next_in_bucket;
 	void *handle;
 	struct addr address;
+	unsigned tries; /* greylist re-probes made once this one has run */
 };
 
 struct vcore {
@@ -221,9 +226,11 @@ static void unlink_probe(struct vcore *c, struct probe *p)
  * NULL (nobody waits: a refresh or a greylist re-probe); a ticket gets a
  * reference for the probe. join_stable: a waiting tagged request may join
  * a probe of another address of its stable form. stamps: records this
- * request stands for a refresh of. False when out of memory. */
+ * request stands for a refresh of. greylist_tries: a greylist re-probe's
+ * count (else 0). False when out of memory. */
 static bool queue_probe(struct vcore *c, const struct addr *sender, const char *stable,
-                        struct verify_ticket *t, enum probe_why why, unsigned stamps, bool join_stable)
+                        struct verify_ticket *t, enum probe_why why, unsigned stamps, bool join_stable,
+                        unsigned greylist_tries)
 {
 	bool wake = false;
 	pthread_mutex_lock(&c->lock);
@@ -234,6 +241,8 @@ static bool queue_probe(struct vcore *c, const struct addr *sender, const char *
 		if (t != NULL)
 			c->stats.joined++;
 		p->stamps |= stamps;
+		if (greylist_tries > p->greylist_tries)
+			p->greylist_tries = greylist_tries;
 	} else {
 		p = calloc(1, sizeof(*p));
 		if (p == NULL) {
@@ -245,6 +254,7 @@ static bool queue_probe(struct vcore *c, const struct addr *sender, const char *
 		snprintf(p->stable, sizeof(p->stable), "%s", stable);
 		p->why = why;
 		p->stamps = stamps;
+		p->greylist_tries = greylist_tries;
 		size_t b = bucket_of(sender->normalized, BUCKETS);
 		p->next_in_bucket = c->buckets[b];
 		c->buckets[b] = p;
@@ -276,6 +286,7 @@ static bool answer_from_cache(struct vcore *c, struct verify_ticket *t, const ch
 	struct vstore_answer a;
 	enum vstore_lookup found = vstore_lookup(&c->store, &t->sender, stable, wall_now(c), &a);
 	pthread_mutex_lock(&c->lock);
+	t->deferred_since_ms = a.deferred_since_ms;
 	if (found == VSTORE_ANSWER) {
 		settle_ticket(c, t, &a.outcome, a.source, a.deferred_since_ms);
 		switch (a.hit) {
@@ -297,7 +308,7 @@ static bool answer_from_cache(struct vcore *c, struct verify_ticket *t, const ch
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (found == VSTORE_ANSWER && a.refresh != 0 &&
-	    !queue_probe(c, &t->sender, stable, NULL, WHY_REFRESH, a.refresh, false))
+	    !queue_probe(c, &t->sender, stable, NULL, WHY_REFRESH, a.refresh, false, 0))
 		log_msg(LOG_WARNING, "out of memory: cannot refresh %s", t->sender.normalized);
 	return found == VSTORE_ANSWER;
 }
@@ -324,15 +335,15 @@ static void on_greylist_timer(void *arg)
 	c->timer_count--;
 	char stable[ADDR_PATH_MAX];
 	stable_of(c, &gt->address, stable, sizeof(stable));
-	if (!queue_probe(c, &gt->address, stable, NULL, WHY_GREYLIST, 0, false))
+	if (!queue_probe(c, &gt->address, stable, NULL, WHY_GREYLIST, 0, false, gt->tries))
 		log_msg(LOG_WARNING, "out of memory: cannot probe %s again", gt->address.normalized);
 	free(gt);
 }
 
 /* schedule_greylist - one re-probe of a greylisted address after
- * greylist_retry, unless one is pending or too many are; true if scheduled
- * (a vstore_greylist_fn) */
-static bool schedule_greylist(void *arg, const struct addr *a)
+ * greylist_retry, unless one is pending or too many are; it carries its
+ * count (tries). True if scheduled (a vstore_greylist_fn) */
+static bool schedule_greylist(void *arg, const struct addr *a, unsigned tries)
 {
 	struct vcore *c = arg;
 	if (*find_timer(c, a->normalized) != NULL)
@@ -347,6 +358,7 @@ static bool schedule_greylist(void *arg, const struct addr *a)
 		return false;
 	gt->core = c;
 	gt->address = *a;
+	gt->tries = tries;
 	gt->handle = c->eng.timer_start(c->eng.ctx, c->conf->greylist_retry_ms, on_greylist_timer, gt);
 	if (gt->handle == NULL) {
 		free(gt);
@@ -421,7 +433,8 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	vstore_stamp(&c->store, &p->address, p->stable, stamps, now);
 	int64_t deferred = 0;
 	if (!p->no_store)
-		deferred = vstore_store(&c->store, &p->address, p->stable, o, now, schedule_greylist, c);
+		deferred = vstore_store(&c->store, &p->address, p->stable, o, p->greylist_tries, now,
+		                        schedule_greylist, c);
 	else if (is_temporary(o->kind))
 		deferred = vstore_carried_deferral(&c->store, &p->address, now);
 	if (!is_temporary(o->kind))
@@ -461,7 +474,7 @@ static void on_probe_done(void *arg, const struct outcome *o)
 		requeue = t->next_waiter;
 		char stable[ADDR_PATH_MAX];
 		stable_of(c, &t->sender, stable, sizeof(stable));
-		bool queued = queue_probe(c, &t->sender, stable, t, WHY_ASKED, 0, false);
+		bool queued = queue_probe(c, &t->sender, stable, t, WHY_ASKED, 0, false, 0);
 		pthread_mutex_lock(&c->lock);
 		if (!queued) {
 			struct outcome oom = {0};
@@ -528,7 +541,9 @@ static void admit(struct vcore *c, struct probe *p)
 {
 	struct domain_slot *d = slot_for(c, p->address.domain_ascii);
 	if (d == NULL) {
-		launch(c, p); /* out of memory for the limiter: probe unlimited */
+		/* A probe without a slot could not give its place back, and its
+		 * on_finished would free another probe's: do not probe at all. */
+		finish_here(p, "out of memory for the domain's probe limit");
 		return;
 	}
 	int64_t now = mono_now(c);
@@ -583,12 +598,20 @@ static void slot_release(struct vcore *c, struct domain_slot *d)
  * however many requests queued one. False if p was dropped (freed). */
 static bool start_refresh(struct vcore *c, struct probe *p)
 {
+	/* Stamped by its own first pass, then it waited for a place in
+	 * domain_probe_limit: its records are not stale any more because of
+	 * this very refresh, which must now run, not be dropped. */
+	if (p->stamped)
+		return true;
 	pthread_mutex_lock(&c->lock);
 	unsigned stamps = p->stamps;
 	pthread_mutex_unlock(&c->lock);
-	if (stamps == 0 || vstore_stamp(&c->store, &p->address, p->stable, stamps, wall_now(c)) ||
-	    p->why != WHY_REFRESH)
+	if (stamps == 0)
 		return true;
+	if (vstore_stamp(&c->store, &p->address, p->stable, stamps, wall_now(c)) || p->why != WHY_REFRESH) {
+		p->stamped = true;
+		return true;
+	}
 	pthread_mutex_lock(&c->lock);
 	bool drop = p->waiters == NULL;
 	if (drop) {
@@ -674,6 +697,12 @@ void vcore_on_finished(struct vcore *c, const char *domain)
 /* vcore_on_fact - see vcore.h */
 void vcore_on_fact(struct vcore *c, const struct addr *address, const struct outcome *fact)
 {
+	if (fact->kind == OUTCOME_TEMPFAIL && (fact->flags & OUTCOME_F_PROTOCOL)) {
+		char stable[ADDR_PATH_MAX];
+		stable_of(c, address, stable, sizeof(stable));
+		vstore_retract(&c->store, address, stable, fact, wall_now(c));
+		return;
+	}
 	vstore_late_fact(&c->store, address->domain_ascii, fact, wall_now(c));
 }
 
@@ -778,7 +807,7 @@ struct verify_ticket *vcore_submit(struct vcore *c, const struct addr *sender)
 	stable_of(c, sender, stable, sizeof(stable));
 	if (answer_from_cache(c, t, stable))
 		return t;
-	if (!queue_probe(c, sender, stable, t, WHY_ASKED, 0, true)) {
+	if (!queue_probe(c, sender, stable, t, WHY_ASKED, 0, true, 0)) {
 		vcore_release(t);
 		return NULL;
 	}
@@ -816,6 +845,12 @@ bool vcore_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_resu
 int64_t vcore_submitted_ms(const struct verify_ticket *t)
 {
 	return t->submitted_ms;
+}
+
+/* vcore_deferred_since - see verify_deferred_since in verify.h */
+int64_t vcore_deferred_since(const struct verify_ticket *t)
+{
+	return t->deferred_since_ms;
 }
 
 /* vcore_release - see verify_release in verify.h */

@@ -83,8 +83,11 @@ void vcore_free(struct vcore *core);
 /* vcore_run - engine thread, after wake: start what was queued. */
 void vcore_run(struct vcore *core);
 
-/* vcore_on_fact - engine thread: a late domain fact from a callout
- * (probe_env.on_fact; see callout.h). */
+/* vcore_on_fact - engine thread: a late fact from the callout that probed
+ * address (probe_env.on_fact; see callout.h): a domain fact is kept
+ * (vstore_late_fact); a tempfail flagged OUTCOME_F_PROTOCOL is a
+ * retraction: the session went out of step after the verdict was reported,
+ * and what the probe taught is taken back (vstore_retract). */
 void vcore_on_fact(struct vcore *core, const struct addr *address, const struct outcome *fact);
 
 /* vcore_on_finished - engine thread: a reported probe of domain has closed
@@ -105,6 +108,7 @@ void vcore_set_greylist_timers_max(struct vcore *core, size_t max);
 struct verify_ticket *vcore_submit(struct vcore *core, const struct addr *sender);
 bool vcore_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_result *out);
 int64_t vcore_submitted_ms(const struct verify_ticket *t);
+int64_t vcore_deferred_since(const struct verify_ticket *t);
 void vcore_release(struct verify_ticket *t);
 void vcore_get_stats(struct vcore *core, struct verify_stats *out);
 

@@ -186,6 +186,12 @@ int64_t verify_submitted_ms(const struct verify_ticket *t)
 	return vcore_submitted_ms(t);
 }
 
+/* verify_deferred_since - see verify.h */
+int64_t verify_deferred_since(const struct verify_ticket *t)
+{
+	return vcore_deferred_since(t);
+}
+
 void verify_release(struct verify_ticket *t)
 {
 	vcore_release(t);

@@ -83,6 +83,13 @@ bool verify_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_res
 /* verify_submitted_ms - when the ticket was submitted (clock_mono_ms). */
 int64_t verify_submitted_ms(const struct verify_ticket *t);
 
+/* verify_deferred_since - the address's deferral start known at submit (wall
+ * clock; 0: none): what its withheld stale temporary record carried, and
+ * what the probe will continue. For defer_limit when no answer comes within
+ * verify_budget (a probe slower than the budget would else defer the
+ * sender for ever). */
+int64_t verify_deferred_since(const struct verify_ticket *t);
+
 void verify_release(struct verify_ticket *t);
 
 void verify_get_stats(struct verifier *v, struct verify_stats *out);

@@ -74,6 +74,18 @@ static enum vstore_lookup answer(struct vstore_answer *out, const struct cache_r
 	return VSTORE_ANSWER;
 }
 
+/* domain_still_missing - is the domain's no_domain fact, written with an
+ * address's no_domain record by the same probe, still there? Contrary
+ * evidence (contrary_evidence) deletes it when another address answers. */
+static bool domain_still_missing(const struct vstore *s, const char *domain, int64_t now)
+{
+	struct cache_record rec;
+	char key[CACHE_KEY_MAX];
+	cache_key_domain(domain, key, sizeof(key));
+	return key[0] != '\0' && cache_get(s->cache, key, now, &rec) != CACHE_MISS &&
+	       rec.outcome.kind == OUTCOME_NO_DOMAIN;
+}
+
 /* stamp_from_fact - a temporary domain fact answers an address: the
  * address gets a record of its own from it, continuing its deferral (prev:
  * its stale temporary record, or NULL); returns the deferral start */
@@ -100,17 +112,27 @@ enum vstore_lookup vstore_lookup(const struct vstore *s, const struct addr *send
 	bool have_prev = false, withheld = false;
 	char key[CACHE_KEY_MAX];
 
+	out->deferred_since_ms = 0;
 	cache_key_address(sender->normalized, key, sizeof(key));
 	enum cache_status st = cache_get(s->cache, key, now, &rec);
-	if (st == CACHE_HIT)
+	if (st == CACHE_HIT && rec.outcome.kind == OUTCOME_NO_DOMAIN &&
+	    !domain_still_missing(s, sender->domain_ascii, now)) {
+		/* Another address of the domain has answered since: the domain
+		 * exists, and this address's NXDOMAIN is no evidence any more. */
+		log_msg(LOG_DEBUG, "no_domain for %s not served: the domain answered since",
+		        sender->normalized);
+		withheld = true;
+	} else if (st == CACHE_HIT) {
 		return answer(out, &rec, VERIFY_CACHED, VSTORE_HIT_ADDRESS, deferral_of(&rec), 0);
-	if (st == CACHE_STALE) {
+	} else if (st == CACHE_STALE) {
 		if (is_positive(rec.outcome.kind))
 			return answer(out, &rec, VERIFY_STALE, VSTORE_HIT_STALE, 0, VSTORE_STAMP_ADDRESS);
 		/* A stale negative never rejects; a stale temporary answer is
 		 * asked again at once. Either keeps the deferral start. */
 		prev = rec;
 		have_prev = withheld = true;
+		/* Known now, should no answer come in time (verify_budget). */
+		out->deferred_since_ms = deferral_of(&prev);
 	}
 
 	if (stable[0] != '\0') {
@@ -275,7 +297,8 @@ int64_t vstore_carried_deferral(const struct vstore *s, const struct addr *addre
 
 /* vstore_store - see vstore.h */
 int64_t vstore_store(const struct vstore *s, const struct addr *address, const char *stable,
-                     const struct outcome *o, int64_t now, vstore_greylist_fn greylist, void *arg)
+                     const struct outcome *o, unsigned tries, int64_t now, vstore_greylist_fn greylist,
+                     void *arg)
 {
 	if (s->cache == NULL)
 		return is_temporary(o->kind) ? now : 0;
@@ -285,11 +308,15 @@ int64_t vstore_store(const struct vstore *s, const struct addr *address, const c
 	cache_key_address(address->normalized, key, sizeof(key));
 	bool have_prev = cache_get(s->cache, key, now, &prev) != CACHE_MISS;
 	cache_record_continue_deferral(s->conf, &rec, have_prev ? &prev : NULL, now);
+	/* The re-probe's own count: the temporary record that held it may have
+	 * expired (temporary_ttl, defer_limit 0) just when the re-probe ran. */
+	if (is_temporary(o->kind) && tries > rec.tries)
+		rec.tries = tries;
 	/* One re-probe of a greylisted address, if this record is kept (a
 	 * greylisted refresh of an answer leaves the answer as it is). */
 	if (is_temporary(o->kind) && (o->flags & OUTCOME_F_GREYLIST) && rec.tries < VSTORE_GREYLIST_TRIES &&
 	    (!have_prev || cache_record_may_replace(&prev, &rec, now)) && greylist != NULL &&
-	    greylist(arg, address))
+	    greylist(arg, address, rec.tries + 1))
 		rec.tries++;
 	cache_put(s->cache, key, &rec, now);
 
@@ -328,4 +355,49 @@ void vstore_late_fact(const struct vstore *s, const char *domain, const struct o
 		contrary_evidence(s, domain, fact, now);
 		log_msg(LOG_DEBUG, "domain hint for %s: not catch-all (learned after the verdict)", domain);
 	}
+}
+
+/* put_over - store rec under key whatever is there: cache_put would keep a
+ * valid answer over a temporary record (cache_record_may_replace), which is
+ * right for a failed probe but not for an answer taken back. */
+static void put_over(const struct vstore *s, const char *key, const struct cache_record *rec, int64_t now)
+{
+	cache_del(s->cache, key);
+	cache_put(s->cache, key, rec, now);
+}
+
+/* vstore_retract - see vstore.h */
+void vstore_retract(const struct vstore *s, const struct addr *address, const char *stable,
+                    const struct outcome *fact, int64_t now)
+{
+	struct cache_record rec, prev, copy;
+	char key[CACHE_KEY_MAX];
+	if (s->cache == NULL)
+		return;
+	struct outcome o = *fact;
+	o.kind = OUTCOME_TEMPFAIL;
+	o.flags = fact->flags & (OUTCOME_F_PROTOCOL | OUTCOME_F_LOOP);
+	o.ttl_cap_ms = 0;
+	cache_record_make(s->conf, &o, now, &rec);
+	cache_key_address(address->normalized, key, sizeof(key));
+	bool have_prev = cache_get(s->cache, key, now, &prev) != CACHE_MISS;
+	cache_record_continue_deferral(s->conf, &rec, have_prev ? &prev : NULL, now);
+	put_over(s, key, &rec, now);
+	/* The stable form's copy is written with the address's record, the same
+	 * probe time: one with another time is another address's answer. */
+	if (have_prev && stable[0] != '\0') {
+		cache_key_tagged(stable, key, sizeof(key));
+		if (cache_get(s->cache, key, now, &copy) != CACHE_MISS &&
+		    copy.probed_at_ms == prev.probed_at_ms)
+			cache_del(s->cache, key);
+	}
+	/* The same session may have taught them. */
+	cache_key_domain(address->domain_ascii, key, sizeof(key));
+	if (cache_get(s->cache, key, now, &copy) != CACHE_MISS && copy.outcome.kind == OUTCOME_CATCH_ALL)
+		cache_del(s->cache, key);
+	cache_key_hints(address->domain_ascii, key, sizeof(key));
+	if (key[0] != '\0')
+		cache_del(s->cache, key);
+	log_msg(LOG_NOTICE, "answer for %s taken back (%s): cached %s replaced by tempfail",
+	        address->normalized, fact->reason, have_prev ? outcome_name(prev.outcome.kind) : "nothing");
 }

@@ -9,7 +9,9 @@
  *
  * What may answer a request (vstore_lookup), in order:
  *  1. "a:<address>" fresh: served (a temporary answer with the address's
- *     deferral start). Stale and positive (valid, catch_all, unverifiable):
+ *     deferral start; a no_domain answer only while the domain's no_domain
+ *     fact, written with it, is there: once another address of the domain
+ *     has answered, the domain exists). Stale and positive (valid, catch_all, unverifiable):
  *     served, with a background refresh. Stale and negative (invalid,
  *     no_domain: stale evidence never rejects) or temporary: not served;
  *     the record carries the deferral start over to the probe that follows.
@@ -28,6 +30,12 @@
  * or loop); a definite answer deletes the domain facts it disproves
  * (no_domain, unreachable, blocked; catch-all when the domain proved not to
  * be); the hints learn not-catch-all and the fallback sender.
+ *
+ * What a retraction takes back (vstore_retract): the callout found the
+ * session out of step after it had reported (callout.h): the address's
+ * answer becomes a temporary protocol record, whatever it was; its
+ * stable form's copy made from that answer, the domain's catch-all fact and
+ * its hints (which that session may have taught) are deleted.
  */
 #ifndef VEMILTER_VSTORE_H
 #define VEMILTER_VSTORE_H
@@ -74,14 +82,16 @@ enum vstore_hit {
 struct vstore_answer {
 	struct outcome outcome;
 	enum verify_source source;
-	int64_t deferred_since_ms; /* temporary answers: the address's deferral start */
+	int64_t deferred_since_ms; /* temporary answers: the address's deferral start; not
+	                            * answered: the start its stale temporary record carries
+	                            * (what a probe that outlasts verify_budget continues), 0: none */
 	enum vstore_hit hit;
 	unsigned refresh; /* VSTORE_STAMP_* bits: queue a background refresh for them; 0: none */
 };
 
 /* vstore_lookup - what may answer sender (stable: its stable form, "" if
  * not tagged) at now. May write the address's record (a temporary domain
- * fact's deferral stamp). */
+ * fact's deferral stamp). Not answered: only out->deferred_since_ms is set. */
 enum vstore_lookup vstore_lookup(const struct vstore *s, const struct addr *sender, const char *stable,
                                  int64_t now, struct vstore_answer *out);
 
@@ -91,14 +101,19 @@ bool vstore_stamp(const struct vstore *s, const struct addr *address, const char
                   int64_t now);
 
 /* Asked when a greylisted outcome is stored and the address may be asked
- * again: true if a re-probe was scheduled (then it is counted). */
-typedef bool (*vstore_greylist_fn)(void *arg, const struct addr *address);
+ * again: true if a re-probe was scheduled (then it is counted). tries: the
+ * re-probes made once it has run; the re-probe hands it back to
+ * vstore_store, so the count survives the temporary record's expiry. */
+typedef bool (*vstore_greylist_fn)(void *arg, const struct addr *address, unsigned tries);
 
-/* vstore_store - keep a probe's outcome for address (see the top). Returns
- * the address's deferral start for a temporary outcome (now without a
- * cache), else 0. */
+/* vstore_store - keep a probe's outcome for address (see the top). tries:
+ * the greylist re-probes made so far when the probe is one (0: not one);
+ * the count goes on from it or the address's record, whichever is more.
+ * Returns the address's deferral start for a temporary outcome (now
+ * without a cache), else 0. */
 int64_t vstore_store(const struct vstore *s, const struct addr *address, const char *stable,
-                     const struct outcome *o, int64_t now, vstore_greylist_fn greylist, void *arg);
+                     const struct outcome *o, unsigned tries, int64_t now, vstore_greylist_fn greylist,
+                     void *arg);
 
 /* vstore_carried_deferral - the deferral start of a temporary answer that
  * is not kept (our own limits): the address's, else now. */
@@ -113,6 +128,13 @@ void vstore_hints(const struct vstore *s, const char *domain, int64_t now, struc
  * on_fact): catch-all is stored as a fact and clears the not-catch-all
  * hint; not-catch-all sets the hint and clears a catch-all fact. */
 void vstore_late_fact(const struct vstore *s, const char *domain, const struct outcome *fact, int64_t now);
+
+/* vstore_retract - fact (OUTCOME_TEMPFAIL flagged OUTCOME_F_PROTOCOL): the
+ * probe of address (stable: its stable form, "" if not tagged) went out of
+ * step after its answer was reported; take back what it taught (see the
+ * top). The address's new record continues its deferral. */
+void vstore_retract(const struct vstore *s, const struct addr *address, const char *stable,
+                    const struct outcome *fact, int64_t now);
 
 /* vstore_transferable - may one address of a tagged sender give this
  * answer to another of its stable form? Positive answers only. */

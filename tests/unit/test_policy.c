@@ -4,8 +4,8 @@
  * subdomains and most-specific-wins, the blocklist and its precedence,
  * verify_budget, bad syntax, dry_run, defer_limit at explicit times (under,
  * at and over the limit, no limit, never deferred, a clock gone back, dry_run,
- * other actions), and "blocked and tempfail never reject" even against a
- * configuration that says otherwise.
+ * other actions; for an answer and for verify_budget's tempfail), and "blocked and tempfail never reject"
+ * even against a configuration that says otherwise.
  *
  * Configurations are loaded from text through conf_load_text(), so these
  * tests see the same struct conf the daemon does.
@@ -381,13 +381,61 @@ static const struct {
         {"defer_limit = 1s\n", POLICY_TEMPFAIL, R_BUDGET, false},
 };
 
+/* defer_limit for a probe that outlasted verify_budget: the deferral start
+ * the verifier knew at submit, the time of the verdict, and what comes of
+ * it (an MX that drops packets is never answered within the budget). */
+static const struct {
+	const char *conf;
+	int64_t since, now;
+	enum policy_action intended; /* after defer_limit, before dry_run */
+	enum which reply;
+	bool dry;
+	bool deferred;
+	int64_t deferred_for;
+	bool limit;
+} budget_deferrals[] = {
+        {"", T0, T0 + 2 * HOUR, POLICY_TEMPFAIL, R_BUDGET, false, true, 2 * HOUR, false},
+        {"", T0, T0 + 2 * HOUR + 1, POLICY_ACCEPT, R_NONE, false, true, 2 * HOUR + 1, true},
+        {"", T0, T0 + 3 * HOUR, POLICY_ACCEPT, R_NONE, false, true, 3 * HOUR, true},
+        /* nothing known at submit: the budget's tempfail */
+        {"", 0, T0 + 3 * HOUR, POLICY_TEMPFAIL, R_BUDGET, false, false, 0, false},
+        /* a clock gone back: no time has passed */
+        {"", T0, T0 - HOUR, POLICY_TEMPFAIL, R_BUDGET, false, true, 0, false},
+        {"defer_limit = 0\n", T0, T0 + 720 * HOUR, POLICY_TEMPFAIL, R_BUDGET, false, true, 720 * HOUR, false},
+        {deferred_conf, T0, T0 + 601 * SEC, POLICY_ACCEPT, R_NONE, false, true, 601 * SEC, true},
+        /* budget_action = accept: nothing to defer */
+        {"budget_action = accept\n", T0, T0 + 3 * HOUR, POLICY_ACCEPT, R_NONE, false, false, 0, false},
+        {deferred_dry_conf, T0, T0 + HOUR, POLICY_TEMPFAIL, R_BUDGET, true, true, HOUR, false},
+        {deferred_dry_conf, T0, T0 + 3 * HOUR, POLICY_ACCEPT, R_NONE, false, true, 3 * HOUR, true},
+};
+
+START_TEST(budget_defer_limit)
+{
+	struct conf *c = load(budget_deferrals[_i].conf);
+	struct policy_verdict v;
+	char what[200];
+
+	memset(&v, 0xa5, sizeof(v));
+	snprintf(what, sizeof(what), "budget deferral %d: %+lld ms", _i,
+	         (long long)(budget_deferrals[_i].now - budget_deferrals[_i].since));
+	policy_for_budget(c, budget_deferrals[_i].since, budget_deferrals[_i].now, &v);
+	check_verdict(c, &v, budget_deferrals[_i].intended, budget_deferrals[_i].reply,
+	              budget_deferrals[_i].dry, what);
+	ck_assert_msg(v.deferred == budget_deferrals[_i].deferred, "%s: deferred %d", what, v.deferred);
+	ck_assert_msg(v.deferred_for_ms == budget_deferrals[_i].deferred_for, "%s: deferred for %lld ms",
+	              what, (long long)v.deferred_for_ms);
+	ck_assert_msg(v.defer_limit == budget_deferrals[_i].limit, "%s: defer_limit %d", what, v.defer_limit);
+	conf_unref(c);
+}
+END_TEST
+
 START_TEST(budget_blocklist_syntax)
 {
 	struct conf *c = load(fixed[_i].conf);
 	struct policy_verdict v;
 
 	memset(&v, 0xa5, sizeof(v));
-	policy_for_budget(c, &v);
+	policy_for_budget(c, 0, T0, &v);
 	check_verdict(c, &v, fixed[_i].budget, fixed[_i].budget_reply,
 	              fixed[_i].dry && fixed[_i].budget != POLICY_ACCEPT, "budget");
 	check_not_deferred(&v, "budget");
@@ -416,8 +464,10 @@ START_TEST(never_rejects)
 	check_verdict(c, &v, POLICY_ACCEPT, R_NONE, false, "global blocked=reject");
 	policy_for_outcome(c, "example.org", OUTCOME_TEMPFAIL, &v);
 	check_verdict(c, &v, POLICY_ACCEPT, R_NONE, false, "global tempfail=reject");
-	policy_for_budget(c, &v);
+	policy_for_budget(c, 0, T0, &v);
 	check_verdict(c, &v, POLICY_TEMPFAIL, R_BUDGET, false, "budget_action=reject");
+	policy_for_budget(c, T0, T0 + 3 * HOUR, &v); /* deferred over the limit: accept, as tempfail */
+	check_verdict(c, &v, POLICY_ACCEPT, R_NONE, false, "budget_action=reject, deferred 3h");
 
 	ck_assert_uint_eq(c->domain_overrides.count, 1);
 	c->domain_overrides.items[0].action[OUTCOME_BLOCKED] = CONF_REJECT;
@@ -501,6 +551,7 @@ int main(void)
 	tcase_add_loop_test(verdicts, outcome_verdict, 0, N(outcomes));
 	tcase_add_loop_test(verdicts, budget_blocklist_syntax, 0, N(fixed));
 	tcase_add_loop_test(verdicts, defer_limit, 0, N(deferrals));
+	tcase_add_loop_test(verdicts, budget_defer_limit, 0, N(budget_deferrals));
 	tcase_add_test(verdicts, never_rejects);
 	tcase_add_test(verdicts, unknown_outcome);
 	tcase_add_test(verdicts, action_names);

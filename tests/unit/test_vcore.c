@@ -4,7 +4,8 @@
  * throttling (the refresh storm), stale negatives and stale temporary
  * answers never served, defer_limit stamps, greylist re-probes, domain
  * facts (lifetime caps, stale refresh, contrary evidence, protocol/loop
- * outcomes), probe hints and late facts, tagged senders, and a clean stop.
+ * outcomes), probe hints, late facts and retractions, tagged senders, and a
+ * clean stop.
  *
  * The fake engine records every probe and timer; a test ends a probe by
  * calling its done callback with the outcome it chooses, and moves both
@@ -21,6 +22,7 @@
 #include "tags.h"
 #include "unit.h"
 #include "vcore.h"
+#include "vstore.h"
 
 #define SECOND INT64_C(1000)
 #define MINUTE (60 * SECOND)
@@ -32,8 +34,7 @@
 #define MAX_TIMERS 64
 
 static const char base_conf[] = "positive_ttl = 10d\npositive_refresh = 2d\nnegative_ttl = 3d\n"
-                                "negative_refresh = 3h\ninconclusive_ttl = 1d\ntemporary_ttl = 5m\n"
-                                "defer_limit = 2h\n";
+                                "negative_refresh = 3h\ninconclusive_ttl = 1d\ntemporary_ttl = 5m\n";
 
 struct fake_probe {
 	struct addr address;
@@ -136,8 +137,9 @@ static bool engine_reports_finished; /* for the next start() */
 static void start(const char *extra)
 {
 	char text[2048];
-	snprintf(text, sizeof(text), "%s%s%s", base_conf, extra,
-	         strstr(extra, "greylist_retry") == NULL ? "greylist_retry = 5m\n" : "");
+	snprintf(text, sizeof(text), "%s%s%s%s", base_conf, extra,
+	         strstr(extra, "greylist_retry") == NULL ? "greylist_retry = 5m\n" : "",
+	         strstr(extra, "defer_limit") == NULL ? "defer_limit = 2h\n" : "");
 	conf = conf_load_text("test", text, NULL, NULL);
 	ck_assert_ptr_nonnull(conf);
 	memset(&F, 0, sizeof(F));
@@ -454,6 +456,37 @@ START_TEST(domain_place_held_until_connections_close)
 }
 END_TEST
 
+/* A refresh that had to wait for the domain's place (domain_probe_limit)
+ * runs when its turn comes: its first pass stamped the record, and that
+ * stamp is its own, not an earlier refresh's. */
+START_TEST(refresh_after_waiting_in_line)
+{
+	start("domain_probe_limit = 1\n");
+	probe_once("v@busy.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	advance(2 * DAY + SECOND);                           /* v's record is stale */
+	struct verify_ticket *other = submit("w@busy.test"); /* holds the domain's place */
+	ck_assert_int_eq(live_count(), 1);
+	struct verify_result r = ask("v@busy.test"); /* stale positive served, refresh queued */
+	ck_assert_int_eq(r.source, VERIFY_STALE);
+	ck_assert_int_eq(live_count(), 1); /* the refresh waits in line */
+	ck_assert_int_eq(record("a:v@busy.test").refresh_at_ms, F.wall + 2 * DAY); /* stamped */
+	int before = F.nprobes;
+	finish("w@busy.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	vcore_release(other);
+	ck_assert_int_eq(F.nprobes, before + 1);
+	ck_assert_msg(live("v@busy.test") >= 0, "the refresh of v@busy.test was dropped");
+	ck_assert_int_eq(stats().refreshes, 1);
+	advance(MINUTE);
+	finish("v@busy.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	struct cache_record rec = record("a:v@busy.test");
+	ck_assert_int_eq(rec.probed_at_ms, F.wall); /* refreshed */
+	ck_assert_int_eq(rec.expires_at_ms, F.wall + 10 * DAY);
+	/* and still one refresh a window: more requests start none */
+	ck_assert_int_eq(ask("v@busy.test").source, VERIFY_CACHED);
+	ck_assert_int_eq(live_count(), 0);
+}
+END_TEST
+
 /* ---- refresh and its throttling ---- */
 
 /* storm - n messages from a sender whose refresh never succeeds; returns
@@ -613,6 +646,39 @@ START_TEST(stale_no_domain_fact_not_served)
 	vcore_release(t);
 	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
 	ck_assert_int_eq(record("d:gone2.test").outcome.kind, OUTCOME_TEMPFAIL); /* replaced the stale fact */
+}
+END_TEST
+
+/* The address that saw NXDOMAIN is not told no_domain after another
+ * address of the domain has answered (its own record outlives the
+ * domain's fact, cleared by the contrary evidence). */
+START_TEST(address_no_domain_after_contrary_evidence)
+{
+	start("");
+	struct verify_ticket *ta = submit("alice@appears.test"), *tb = submit("bob@appears.test");
+	finish("alice@appears.test", outcome(OUTCOME_NO_DOMAIN, STAGE_DNS, 0));
+	ck_assert_int_eq(must_answer(ta).outcome.kind, OUTCOME_NO_DOMAIN);
+	/* while the domain's fact stands, alice's own record answers */
+	struct verify_result r = ask("alice@appears.test");
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_NO_DOMAIN);
+	ck_assert_int_eq(r.source, VERIFY_CACHED);
+	advance(10 * MINUTE);
+	finish("bob@appears.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0)); /* the domain exists */
+	vcore_release(ta);
+	vcore_release(tb);
+	ck_assert(!has_record("d:appears.test"));
+	ck_assert_int_eq(record("a:alice@appears.test").outcome.kind, OUTCOME_NO_DOMAIN); /* still fresh */
+	uint64_t withheld = stats().stale_withheld;
+	struct verify_ticket *t = submit("alice@appears.test");
+	ck_assert_msg(!answered(t, &r),
+	              "alice@appears.test still answered %s after bob@appears.test verified",
+	              outcome_name(r.outcome.kind));
+	ck_assert_int_eq(stats().stale_withheld, withheld + 1);
+	finish("alice@appears.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	r = must_answer(t);
+	vcore_release(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_INVALID);
+	ck_assert_int_eq(r.source, VERIFY_PROBED);
 }
 END_TEST
 
@@ -777,6 +843,43 @@ START_TEST(deferral_from_domain_fact)
 }
 END_TEST
 
+/* A probe that outlasts verify_budget gives the waiting ticket no answer;
+ * the deferral start its stale temporary record carried is known at submit,
+ * so defer_limit still applies to the budget's tempfail (policy.h). */
+START_TEST(deferral_known_at_submit)
+{
+	start("");
+	probe_once("s@slowdown.test", outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, 0));
+	int64_t first = F.wall;
+	advance(3 * HOUR); /* past defer_limit (2h); the record still carries the start */
+	ck_assert_int_eq(record("a:s@slowdown.test").deferred_since_ms, first);
+	struct verify_ticket *t = submit("s@slowdown.test");
+	struct verify_ticket *joined = submit("s@slowdown.test");
+	struct verify_result r;
+	ck_assert(!answered(t, &r)); /* the probe runs on past the budget */
+	ck_assert_int_eq(vcore_deferred_since(t), first);
+	ck_assert_int_eq(vcore_deferred_since(joined), first);
+	finish("s@slowdown.test", outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, 0));
+	ck_assert_int_eq(must_answer(t).deferred_since_ms, first);
+	vcore_release(t);
+	vcore_release(joined);
+	/* nothing known: an unknown address, a stale negative, a cached answer */
+	t = submit("new@slowdown2.test");
+	ck_assert_int_eq(vcore_deferred_since(t), 0);
+	finish("new@slowdown2.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	vcore_release(t);
+	advance(3 * HOUR + SECOND);
+	t = submit("new@slowdown2.test");
+	ck_assert(!answered(t, &r));
+	ck_assert_int_eq(vcore_deferred_since(t), 0);
+	finish("new@slowdown2.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	vcore_release(t);
+	t = submit("new@slowdown2.test");
+	ck_assert_int_eq(vcore_deferred_since(t), 0);
+	vcore_release(t);
+}
+END_TEST
+
 /* ---- greylisting ---- */
 
 START_TEST(greylist_reprobes)
@@ -817,6 +920,26 @@ START_TEST(greylist_reprobes)
 	ck_assert_int_eq(live_timers(), 0);
 	/* a tempfail that is not greylisting schedules nothing */
 	probe_once("i@grey.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, 0));
+	ck_assert_int_eq(live_timers(), 0);
+}
+END_TEST
+
+/* With defer_limit = 0 the temporary record expires (temporary_ttl) just
+ * when the re-probe runs: the re-probe carries its count, so the
+ * re-probes still stop after VSTORE_GREYLIST_TRIES. */
+START_TEST(greylist_reprobes_stop_without_defer_limit)
+{
+	start("defer_limit = 0\n");
+	probe_once("g@grey0.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	for (int i = 0; i < 20; i++) {
+		advance(5 * MINUTE);
+		if (live("g@grey0.test") < 0)
+			break;
+		finish("g@grey0.test", outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_GREYLIST));
+	}
+	fprintf(stderr, "one greylisted request, defer_limit=0: %d probes in 100 minutes\n", F.nprobes);
+	ck_assert_int_eq(F.nprobes, 1 + VSTORE_GREYLIST_TRIES);
+	ck_assert_int_eq(stats().greylist_retries, VSTORE_GREYLIST_TRIES);
 	ck_assert_int_eq(live_timers(), 0);
 }
 END_TEST
@@ -900,10 +1023,87 @@ START_TEST(late_facts)
 	ck_assert_uint_eq(record("h:late.test").outcome.flags, OUTCOME_F_NOT_CATCHALL);
 	probe_once("c@late.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
 	ck_assert(F.probes[1].hints.skip_catchall);
-	/* untrusted late facts are dropped */
+	/* a catch-all answer from a session out of step is no fact */
 	struct outcome bad = outcome(OUTCOME_CATCH_ALL, STAGE_CATCHALL, OUTCOME_F_PROTOCOL);
 	vcore_on_fact(core, &late, &bad);
 	ck_assert(!has_record("d:late.test"));
+	/* a protocol tempfail is a retraction: what c's probe taught is taken back */
+	struct addr c = parse("c@late.test");
+	struct outcome back = outcome(OUTCOME_TEMPFAIL, STAGE_QUIT, OUTCOME_F_PROTOCOL);
+	ck_assert_int_eq(record("a:c@late.test").outcome.kind, OUTCOME_VALID);
+	vcore_on_fact(core, &c, &back);
+	struct cache_record rec = record("a:c@late.test");
+	ck_assert_int_eq(rec.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_uint_eq(rec.outcome.flags, OUTCOME_F_PROTOCOL);
+	ck_assert(!has_record("h:late.test"));
+	ck_assert_int_eq(record("a:a@late.test").outcome.kind, OUTCOME_VALID); /* another address's */
+}
+END_TEST
+
+/* A retraction (a late protocol tempfail: the session was out of step
+ * after the verdict) takes back the address's answer, even a fresh valid
+ * one a tempfail would never replace, its tagged copy, and the domain's
+ * catch-all fact and hints that session may have taught. */
+START_TEST(retraction_takes_back_an_answer)
+{
+	start("");
+	struct outcome back = outcome(OUTCOME_TEMPFAIL, STAGE_RCPT, OUTCOME_F_PROTOCOL);
+	probe_once("v@ret.test", outcome(OUTCOME_VALID, STAGE_RCPT, OUTCOME_F_NOT_CATCHALL));
+	ck_assert_uint_eq(record("h:ret.test").outcome.flags, OUTCOME_F_NOT_CATCHALL);
+	advance(MINUTE);
+	struct addr v = parse("v@ret.test");
+	vcore_on_fact(core, &v, &back);
+	struct cache_record rec = record("a:v@ret.test");
+	ck_assert_int_eq(rec.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_uint_eq(rec.outcome.flags, OUTCOME_F_PROTOCOL);
+	ck_assert_int_eq(rec.deferred_since_ms, F.wall);
+	ck_assert(!has_record("h:ret.test"));
+	struct verify_result r = ask("v@ret.test");
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL); /* never the valid the session gave */
+	ck_assert_int_eq(r.deferred_since_ms, F.wall);
+	ck_assert_int_eq(F.nprobes, 1);
+	/* asked again: probed, without the retracted not-catch-all hint */
+	advance(5 * MINUTE + SECOND);
+	probe_once("v@ret.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert(!F.probes[1].hints.skip_catchall);
+	ck_assert_int_eq(record("a:v@ret.test").outcome.kind, OUTCOME_VALID);
+
+	/* a 550 from a session out of step is never a reject */
+	probe_once("n@ret.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	struct addr n = parse("n@ret.test");
+	vcore_on_fact(core, &n, &back);
+	ck_assert_int_eq(ask("n@ret.test").outcome.kind, OUTCOME_TEMPFAIL);
+
+	/* the domain's catch-all fact goes; other facts are DNS's or connect's */
+	probe_once("x@cret.test", outcome(OUTCOME_CATCH_ALL, STAGE_CATCHALL, 0));
+	ck_assert(has_record("d:cret.test"));
+	struct addr x = parse("x@cret.test");
+	vcore_on_fact(core, &x, &back);
+	ck_assert(!has_record("d:cret.test"));
+	probe_once("y@down-ret.test", outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, 0));
+	struct addr y = parse("y@down-ret.test");
+	vcore_on_fact(core, &y, &back);
+	ck_assert_int_eq(record("d:down-ret.test").outcome.kind, OUTCOME_TEMPFAIL);
+
+	/* a tagged sender: the stable form's copy made from this answer goes */
+	probe_once("prvs=1111111111=alice@tret.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert(has_record("t:alice@tret.test"));
+	struct addr a1 = parse("prvs=1111111111=alice@tret.test");
+	vcore_on_fact(core, &a1, &back);
+	ck_assert(!has_record("t:alice@tret.test"));
+	ck_assert_int_eq(record("a:prvs=1111111111=alice@tret.test").outcome.kind, OUTCOME_TEMPFAIL);
+	struct verify_ticket *t = submit("prvs=2222222222=alice@tret.test");
+	ck_assert(!answered(t, &r)); /* probed, not answered by the copy */
+	finish("prvs=2222222222=alice@tret.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	vcore_release(t);
+	/* ... but not one another address's answer made */
+	struct outcome old = outcome(OUTCOME_VALID, STAGE_RCPT, 0);
+	cache_record_make(conf, &old, F.wall - HOUR, &rec);
+	ck_assert(cache_put(cache, "a:prvs=3333333333=alice@tret.test", &rec, F.wall));
+	struct addr a3 = parse("prvs=3333333333=alice@tret.test");
+	vcore_on_fact(core, &a3, &back);
+	ck_assert(has_record("t:alice@tret.test"));
+	ck_assert_int_eq(record("a:prvs=3333333333=alice@tret.test").outcome.kind, OUTCOME_TEMPFAIL);
 }
 END_TEST
 
@@ -1058,20 +1258,25 @@ int main(void)
 	tcase_add_test(tc, shared_probe_then_cached);
 	tcase_add_test(tc, domain_limits);
 	tcase_add_test(tc, domain_place_held_until_connections_close);
+	tcase_add_test(tc, refresh_after_waiting_in_line);
 	tcase_add_test(tc, refresh_storm_throttled);
 	tcase_add_test(tc, stale_domain_fact_refreshed_once);
 	tcase_add_test(tc, stale_negative_not_served);
 	tcase_add_test(tc, stale_no_domain_fact_not_served);
+	tcase_add_test(tc, address_no_domain_after_contrary_evidence);
 	tcase_add_test(tc, dns_ttl_caps_a_fact);
 	tcase_add_test(tc, contrary_evidence_clears_facts);
 	tcase_add_test(tc, protocol_and_loop_never_domain_facts);
 	tcase_add_test(tc, deferral_start_kept);
 	tcase_add_test(tc, deferral_from_domain_fact);
+	tcase_add_test(tc, deferral_known_at_submit);
 	tcase_add_test(tc, greylist_reprobes);
+	tcase_add_test(tc, greylist_reprobes_stop_without_defer_limit);
 	tcase_add_test(tc, greylist_reprobe_moot_after_an_answer);
 	tcase_add_test(tc, greylist_timers_bounded_and_cancelled);
 	tcase_add_test(tc, probe_hints);
 	tcase_add_test(tc, late_facts);
+	tcase_add_test(tc, retraction_takes_back_an_answer);
 	tcase_add_test(tc, tagged_stable_form);
 	tcase_add_test(tc, tagged_concurrent_share_one_probe);
 	tcase_add_test(tc, tagged_senders_off);
