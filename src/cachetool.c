@@ -5,7 +5,9 @@
  * shown and edited alike: an argument with "@" names an address (and, for
  * get and del --domain, its domain's records), one without names a domain
  * (its facts and hints), and "a:", "d:" or "h:" names one key; a key of
- * another kind ("x:...") is taken exactly as given.
+ * another kind ("x:...") is taken exactly as given. An address that is a
+ * tagged sender (tags.h, as tagged_senders enables) also names its stable
+ * form's record ("t:"), which answers for every address of that sender.
  *
  * Reads the daemon's configuration for the cache path and cache_max_mb and
  * opens the same LMDB file, safely alongside a running daemon. Warnings from
@@ -26,6 +28,7 @@
 #include "conf.h"
 #include "log.h"
 #include "outcome.h"
+#include "tags.h"
 
 /* Exit statuses, documented in vemilter-cache(8). */
 enum exit_code {
@@ -35,9 +38,10 @@ enum exit_code {
 	EXIT_CONFIG = 78,
 };
 
-/* The keys one argument names: an address's, its domain's facts and hints,
- * or a single key. Unused slots are "". */
-enum { KEY_ADDRESS, KEY_DOMAIN, KEY_HINTS, KEY_SLOTS };
+/* The keys one argument names: an address's (and its stable form's, a
+ * tagged sender), its domain's facts and hints, or a single key. Unused
+ * slots are "". */
+enum { KEY_ADDRESS, KEY_TAGGED, KEY_DOMAIN, KEY_HINTS, KEY_SLOTS };
 
 struct tool {
 	struct conf *conf;
@@ -60,13 +64,15 @@ static void usage(FILE *out)
 	fprintf(out,
 	        "usage: vemilter-cache [-c FILE] COMMAND\n"
 	        "  list                  every record, one a line (a: address, d: domain facts,\n"
-	        "                        h: domain hints)\n"
+	        "                        h: domain hints, t: a tagged sender's stable form)\n"
 	        "  get ADDRESS|DOMAIN|KEY\n"
-	        "                        the address's record and its domain's records, a domain's\n"
-	        "                        records, or one key\n"
+	        "                        the address's record (and its stable form's, a tagged\n"
+	        "                        sender) and its domain's records, a domain's records,\n"
+	        "                        or one key\n"
 	        "  del [--domain] ADDRESS|DOMAIN|KEY\n"
-	        "                        delete the address's record (--domain: its domain's too),\n"
-	        "                        a domain's records, or one key\n"
+	        "                        delete the address's record and its stable form's\n"
+	        "                        (--domain: its domain's too), a domain's records, or\n"
+	        "                        one key\n"
 	        "  purge [--expired]     delete every record (--expired: only expired ones)\n"
 	        "  stats                 counts, map size and use\n"
 	        "  put [--flags LIST] [--deferred-for DURATION] [--tries N]\n"
@@ -186,20 +192,22 @@ static int cmd_list(struct tool *t)
 }
 
 /* keys_for - the keys arg names (see the header comment): "a:", "d:" and
- * "h:" for an address, "d:" and "h:" for a domain, or the one key given,
- * normalized as the daemon writes it (the domain in lower-case A-labels).
- * A key that does not parse is taken as given unless strict (put), so that
- * get and del still reach whatever is stored. False (with a message) if arg
- * is none of these. */
-static bool keys_for(const char *arg, bool strict, char keys[KEY_SLOTS][CACHE_KEY_MAX])
+ * "h:" for an address, and "t:" for its stable form when it is a sender
+ * tagged by one of the kinds tags enables; "d:" and "h:" for a domain, or
+ * the one key given, normalized as the daemon writes it (the domain in
+ * lower-case A-labels). A key that does not parse is taken as given unless
+ * strict (put), so that get and del still reach whatever is stored. False
+ * (with a message) if arg is none of these. */
+static bool keys_for(const char *arg, bool strict, unsigned tags, char keys[KEY_SLOTS][CACHE_KEY_MAX])
 {
+	/* "t:" keys are taken as given, as any other kind: no prefix here */
 	static const char prefixes[KEY_SLOTS] = {[KEY_ADDRESS] = 'a', [KEY_DOMAIN] = 'd', [KEY_HINTS] = 'h'};
 	struct addr a;
 	char why[200], probe[CACHE_KEY_MAX + 16];
 	int slot = -1;
 	for (int i = 0; i < KEY_SLOTS; i++) {
 		keys[i][0] = '\0';
-		if (arg[0] == prefixes[i] && arg[1] == ':')
+		if (prefixes[i] != '\0' && arg[0] == prefixes[i] && arg[1] == ':')
 			slot = i;
 	}
 	if (slot < 0 && arg[0] >= 'a' && arg[0] <= 'z' && arg[1] == ':') {
@@ -242,6 +250,11 @@ static bool keys_for(const char *arg, bool strict, char keys[KEY_SLOTS][CACHE_KE
 	}
 	if (address && (slot < 0 || slot == KEY_ADDRESS))
 		cache_key_address(a.normalized, keys[KEY_ADDRESS], CACHE_KEY_MAX);
+	if (address && slot < 0) {
+		char stable[ADDR_PATH_MAX];
+		if (tags_stable_form(&a, tags, stable, sizeof(stable)) != TAG_NONE)
+			cache_key_tagged(stable, keys[KEY_TAGGED], CACHE_KEY_MAX);
+	}
 	if (slot < 0 || slot == KEY_DOMAIN)
 		cache_key_domain(a.domain_ascii, keys[KEY_DOMAIN], CACHE_KEY_MAX);
 	if (slot < 0 || slot == KEY_HINTS)
@@ -270,7 +283,7 @@ static int cmd_get(struct tool *t)
 {
 	char keys[KEY_SLOTS][CACHE_KEY_MAX];
 	bool found = false;
-	if (!keys_for(t->argv[1], false, keys))
+	if (!keys_for(t->argv[1], false, tags_enabled(t->conf), keys))
 		return EXIT_FAIL;
 	for (int i = 0; i < KEY_SLOTS; i++)
 		found = show_key(t, keys[i]) || found;
@@ -288,13 +301,13 @@ static bool delete_key(struct tool *t, const char *key)
 	return deleted;
 }
 
-/* cmd_del - an address's record (--domain: its domain's records too), a
- * domain's records, or one key */
+/* cmd_del - an address's record and its stable form's (--domain: its
+ * domain's records too), a domain's records, or one key */
 static int cmd_del(struct tool *t)
 {
 	char keys[KEY_SLOTS][CACHE_KEY_MAX];
 	bool deleted = false;
-	if (!keys_for(t->argv[1], false, keys))
+	if (!keys_for(t->argv[1], false, tags_enabled(t->conf), keys))
 		return EXIT_FAIL;
 	if (keys[KEY_ADDRESS][0] != '\0' && !t->domain)
 		keys[KEY_DOMAIN][0] = keys[KEY_HINTS][0] = '\0';
@@ -358,7 +371,7 @@ static int cmd_put(struct tool *t)
 		fprintf(stderr, "vemilter-cache: reply code %s: %s\n", t->argv[3], why);
 		return EXIT_USAGE;
 	}
-	if (!keys_for(t->argv[1], true, keys))
+	if (!keys_for(t->argv[1], true, tags_enabled(t->conf), keys))
 		return EXIT_FAIL;
 	/* an address's own record, a domain's facts, or the one key given */
 	const char *key = keys[KEY_ADDRESS][0] != '\0'  ? keys[KEY_ADDRESS]

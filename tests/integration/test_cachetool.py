@@ -3,7 +3,8 @@
 put/get/list/del/purge/stats output and exit codes, the stale and expired
 marks, address records, domain facts (d:) and probe hints (h:) named by an
 address, a domain or a key, the flags, greylist tries and deferral start
-put can set and list shows, bad arguments (64), configuration errors (78),
+put can set and list shows, a tagged sender's stable form (t:) reached
+through any of its addresses, bad arguments (64), configuration errors (78),
 a corrupt cache file (moved aside, recreated), and the tool working while
 another process holds the cache open.
 
@@ -287,6 +288,44 @@ def t_domains_and_hints(tap, cleanup):
     tap.check("nothing left", p.returncode == 0 and p.stdout == "", diag(p))
 
 
+def t_tagged_sender(tap, cleanup):
+    """A tagged sender's answer lives under its stable form (t:): get and del
+    of any of its addresses reach it, as tagged_senders says which are."""
+    tmp, conf = scratch(cleanup)
+    tool(conf, "put", "--flags", "tagged", "t:alice@bat.example", "valid")
+    tool(conf, "put", "prvs=1111111111=alice@bat.example", "valid")
+    p = tool(conf, "get", "prvs=2222222222=alice@bat.example")
+    lines = p.stdout.splitlines()
+    tap.check("get ADDRESS of a tagged sender: its record, its stable form's, its domain's",
+              p.returncode == 0 and len(lines) == 4
+              and lines[0] == "a:prvs=2222222222=alice@bat.example not cached"
+              and lines[1].startswith("t:alice@bat.example valid flags=tagged ")
+              and lines[2:] == ["d:bat.example not cached", "h:bat.example not cached"], diag(p))
+    p = tool(conf, "get", "alice@bat.example")
+    tap.check("get ADDRESS not tagged: no t: key",
+              p.returncode == 1 and "t:" not in p.stdout, diag(p))
+    p = tool(conf, "get", "a:prvs=1111111111=alice@bat.example")
+    tap.check("get a:KEY: that key only", p.returncode == 0 and len(p.stdout.splitlines()) == 1, diag(p))
+    p = tool(conf, "del", "prvs=1111111111=alice@bat.example")
+    tap.check("del ADDRESS of a tagged sender: its record and its stable form's",
+              p.returncode == 0 and p.stdout == "a:prvs=1111111111=alice@bat.example deleted\n"
+              "t:alice@bat.example deleted\n", diag(p))
+    p = tool(conf, "list")
+    tap.check("nothing left of the sender", p.returncode == 0 and p.stdout == "", diag(p))
+    tool(conf, "put", "--flags", "tagged", "t:list-bounces@lists.example", "valid")
+    p = tool(conf, "del", "list-bounces+bob=example.org@lists.example")
+    tap.check("del ADDRESS (VERP): the stable form's answer is deleted although the address had none",
+              p.returncode == 0 and p.stdout == "a:list-bounces+bob=example.org@lists.example not cached\n"
+              "t:list-bounces@lists.example deleted\n", diag(p))
+
+    tmp2, conf2 = scratch(cleanup, tagged_senders="srs")
+    tool(conf2, "put", "--flags", "tagged", "t:alice@bat.example", "valid")
+    p = tool(conf2, "del", "prvs=1111111111=alice@bat.example")
+    tap.check("tagged_senders without batv: a BATV address names no t: key",
+              p.returncode == 1 and p.stdout == "a:prvs=1111111111=alice@bat.example not cached\n"
+              and tool(conf2, "get", "t:alice@bat.example").returncode == 0, diag(p))
+
+
 def t_corrupt_file(tap, cleanup):
     tmp, conf = scratch(cleanup)
     with open(tmp.join("cache.lmdb"), "wb") as f:
@@ -331,7 +370,7 @@ def t_while_held(tap, cleanup):
 
 
 TESTS = [t_usage, t_config_errors, t_put_get_list, t_marks_and_sweep, t_stats_del_purge, t_domains_and_hints,
-         t_corrupt_file, t_while_held]
+         t_tagged_sender, t_corrupt_file, t_while_held]
 
 
 setup = vmtest.require_binary(TOOL, "vemilter-cache")
