@@ -382,9 +382,15 @@ static int cmd_put(struct tool *t)
 	            t->argc == 6 ? t->argv[5] : NULL, "set by vemilter-cache");
 	o.flags = t->flags;
 	cache_record_make(t->conf, &o, t->now_ms, &rec);
-	if (t->deferred_for_ms >= 0)
-		rec.deferred_since_ms = t->now_ms - t->deferred_for_ms;
 	rec.tries = (unsigned)t->tries;
+	if (t->deferred_for_ms >= 0) {
+		rec.deferred_since_ms = t->now_ms - t->deferred_for_ms;
+		/* A temporary record lives as the daemon keeps a deferred address's:
+		 * past defer_limit, for the sender's retry to find its start. */
+		struct cache_record prev = rec;
+		if (kind == OUTCOME_TEMPFAIL || kind == OUTCOME_BLOCKED)
+			cache_record_continue_deferral(t->conf, &rec, &prev, t->now_ms);
+	}
 	cache_del(t->cache, key); /* an administrator's word replaces anything */
 	if (!cache_put(t->cache, key, &rec, t->now_ms))
 		return EXIT_FAIL;

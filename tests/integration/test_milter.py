@@ -544,6 +544,55 @@ def t_dry_run(tap, cleanup):
                       "(%.2f s)" % took, 0.9 <= took < 5, G.dry.diag)
 
 
+def t_budget_defer_limit(tap, cleanup):
+    """defer_limit applies to the budget's tempfail too: a sender whose probes
+    always outlast verify_budget (here: DNS never answers) and who has been
+    deferred for 3 hours (a stale temporary record seeded with vemilter-cache
+    put --deferred-for 3h) is accepted at RCPT, logged reason=defer_limit
+    outcome=budget_exceeded deferred_for=...; one never deferred gets the
+    budget 4xx."""
+    cache = G.tmp.join("slow-cache.lmdb")
+    slow = Daemon(G.tmp, base_conf(G.tmp, "slow.sock", cache=cache, temporary_ttl="1s",
+                                   dns_servers="127.0.0.1:%d" % G.dns.port, verify_budget="1s"),
+                  name="slow")
+    cleanup.add(slow.kill)
+    tool_conf = G.tmp.write("slow-tool.conf", vmtest.format_conf({"cache": cache, "temporary_ttl": "1s"}))
+    p = vmtest.run([os.path.join(vmtest.builddir(), "vemilter-cache"), "-c", tool_conf, "put",
+                    "--deferred-for", "3h", "late@silent.test", "tempfail"], timeout=20)
+    tap.check("seed a temporary record deferred 3h ago", p.returncode == 0, p.stdout + p.stderr)
+    slow.start()
+    time.sleep(1.2)  # the seeded record is stale now: withheld, the address probed
+    for sender, want in (("<late@silent.test>", "accept"), ("<new@silent.test>", "tempfail")):
+        q = qid()
+        c = session(slow)
+        try:
+            t0 = time.monotonic()
+            r = c.mail([sender], macros={"i": q})
+            rr = c.rcpt("<user@test.example>") if r == "c" else None
+            took = time.monotonic() - t0
+            c.abort()
+            c.quit()
+        finally:
+            c.close()
+        v = verdicts(slow, q, 1)
+        got = v[0] if len(v) == 1 else {}
+        if want == "accept":
+            deferred = int(got.get("deferred_for", "0s").rstrip("s") or 0)
+            tap.check("deferred 3h, no answer within verify_budget: RCPT accepted, reason=defer_limit "
+                      "outcome=budget_exceeded deferred_for=~10800s (%.2f s)" % took,
+                      r == "c" and rr == "a" and got.get("action") == "accept"
+                      and got.get("reason") == "defer_limit" and got.get("outcome") == "budget_exceeded"
+                      and 10790 <= deferred <= 10830 and 0.9 <= took < 5,
+                      lambda: "reply %r/%r\n%r\n%s" % (r, rr, got, slow.diag()))
+        else:
+            tap.check("never deferred, no answer within verify_budget: RCPT 4xx, reason=budget_exceeded",
+                      r == "c" and getattr(rr, "code", None) == "y" and got.get("action") == "tempfail"
+                      and got.get("reason") == "budget_exceeded" and "deferred_for" not in got,
+                      lambda: "reply %r/%r\n%r\n%s" % (r, rr, got, slow.diag()))
+    codes = vmtest.stop_all([(slow, signal.SIGTERM)])
+    tap.check("slow daemon exits 0 on SIGTERM", codes[0] == 0, slow.diag)
+
+
 def t_log_format(tap, cleanup):
     """Every verdict line has the fields in the documented form (main's and
     dry's: dry_run adds fields, never changes their order)."""
@@ -582,7 +631,7 @@ def t_stop(tap, cleanup):
 TESTS = [t_start, t_negotiation, t_null_sender, t_trusted, t_untrusted_checked, t_authenticated,
          t_bad_syntax, t_crlf_injection, t_allow_lists, t_verified_sender, t_custom_daemon,
          t_two_messages, t_two_connections, t_full_message_exempt, t_queue_id_unknown,
-         t_dry_run, t_log_format, t_stop]
+         t_dry_run, t_budget_defer_limit, t_log_format, t_stop]
 
 
 def setup(tap):
