@@ -19,6 +19,16 @@
  * catch-all answer that comes after the verdict is passed on as a domain
  * fact (probe_env.on_fact), never as a change of the verdict.
  *
+ * A server that stays one reply behind looks in step when each command goes
+ * out; it shows only after the verdict, at the catch-all and QUIT replies
+ * (smtp.h). So the verdict's probe reports whether the session proved in
+ * step (on_smtp_sync). An invalid verdict, the one that rejects, is held
+ * until then, at most min(command_timeout, verify_budget / 4): proved or no
+ * evidence (QUIT unanswered, the bound passed) -> invalid; out of step ->
+ * tempfail with the protocol flag. A positive verdict was reported at once;
+ * if the session then proves out of step, a retraction fact (tempfail,
+ * OUTCOME_F_PROTOCOL) takes it back through on_fact.
+ *
  * Owns the struct callout, its DNS lookup, its SMTP probes (every live one
  * is on c->probes) and its timers. After calling done it lingers on
  * probe_env.linger while any of its probes still says QUIT or owes the
@@ -65,6 +75,7 @@ struct callout {
 	struct smtp_probe *probe;
 	struct event *deadline;
 	struct event *later; /* runs the literal's first probe from the loop */
+	struct event *hold;  /* bounds how long an invalid verdict waits for the sync proof */
 
 	struct target *targets; /* max_mx_addresses of them: thousands of callouts may be in flight */
 	size_t target_room;
@@ -81,7 +92,11 @@ struct callout {
 	struct outcome result;
 	enum attempt_rank best_rank;
 	bool finished;
-	bool awaiting_late;        /* the verdict is out; the probe still owes the catch-all answer */
+	bool awaiting_late;               /* the verdict is out; the probe still owes the catch-all answer */
+	bool holding;                     /* c->result is an invalid waiting for verdict_probe's sync proof */
+	struct smtp_probe *verdict_probe; /* the probe the verdict came from, until its sync report */
+	bool held_fact_have;              /* a catch-all fact that came while holding: passed on after done */
+	struct outcome held_fact;
 	struct linger_list probes; /* every live SMTP probe of this callout (QUIT goes on after done) */
 	bool lingering;            /* reported, on env->linger until the last probe is gone */
 	struct linger_item linger_item;
@@ -124,6 +139,10 @@ static void drop_search(struct callout *c)
 	if (c->later != NULL) {
 		event_free(c->later);
 		c->later = NULL;
+	}
+	if (c->hold != NULL) {
+		event_free(c->hold);
+		c->hold = NULL;
 	}
 	free(c->targets);
 	c->targets = NULL;
@@ -185,7 +204,13 @@ static void finish(struct callout *c)
 	trace(c, "result: %s (%s)%s%s%s%s%s", outcome_name(c->result.kind), c->result.reason,
 	      c->result.mx_host[0] ? " from " : "", c->result.mx_host, flags[0] ? " [" : "", flags,
 	      flags[0] ? "]" : "");
+	c->holding = false;
 	c->done(c->done_arg, &c->result);
+	if (c->held_fact_have) { /* learned while the verdict was held: after it, as a late fact is */
+		c->held_fact_have = false;
+		if (c->env->on_fact != NULL)
+			c->env->on_fact(c->env->fact_arg, &c->address, &c->held_fact);
+	}
 	if (c->probes.count > 0 && c->env->linger != NULL) {
 		drop_search(c);
 		linger_add(c->env->linger, &c->linger_item, linger_close);
@@ -251,14 +276,98 @@ static void on_smtp_late(void *arg, const struct smtp_reply *reply)
 		trace(c, "late: random address got %d: %s (%s)", reply->code,
 		      fact.kind == OUTCOME_CATCH_ALL ? "catch_all" : "not catch-all",
 		      c->address.domain_ascii);
-		if (c->env->on_fact != NULL)
+		if (c->holding) { /* not before the verdict, and not at all if it is taken back */
+			c->held_fact = fact;
+			c->held_fact_have = true;
+		} else if (c->env->on_fact != NULL) {
 			c->env->on_fact(c->env->fact_arg, &c->address, &fact);
+		}
 	} else if (reply != NULL) {
 		trace(c, "late: random address got %d: nothing learned", reply->code);
 	} else {
 		trace(c, "late: no usable answer for the random address");
 	}
 	/* The probe goes on to QUIT; on_probes_empty completes the callout. */
+}
+
+/* hold_ms - how long an invalid verdict waits for its session's sync
+ * proof: min(command_timeout, verify_budget / 4), so a server that hangs at
+ * QUIT costs the client little and never the budget */
+static int64_t hold_ms(const struct conf *conf)
+{
+	int64_t quarter = conf->verify_budget_ms / 4;
+	return quarter > 0 && quarter < conf->command_timeout_ms ? quarter : conf->command_timeout_ms;
+}
+
+/* on_smtp_sync - whether the verdict's session proved in step: releases a
+ * held invalid, or takes a reported verdict back (a retraction fact) */
+static void on_smtp_sync(void *arg, struct smtp_probe *probe, const struct smtp_sync_report *report)
+{
+	struct callout *c = arg;
+	if (probe != c->verdict_probe)
+		return; /* an attempt the verdict did not come from */
+	c->verdict_probe = NULL;
+	if (c->holding) {
+		if (report->sync == SMTP_SYNC_BROKEN) {
+			struct outcome held = c->result;
+			trace(c, "* the session was out of step: the %d at RCPT is not an answer (%s)",
+			      held.code, report->why);
+			result_set(c, OUTCOME_TEMPFAIL, report->stage, 0, NULL, NULL, report->why);
+			c->result.flags = OUTCOME_F_PROTOCOL | (held.flags & OUTCOME_F_FALLBACK_SENDER);
+			snprintf(c->result.mx_host, sizeof(c->result.mx_host), "%s", held.mx_host);
+			snprintf(c->result.mx_addr, sizeof(c->result.mx_addr), "%s", held.mx_addr);
+			c->held_fact_have = false; /* from the same broken session */
+		} else {
+			trace(c, "* session %s: the invalid verdict stands",
+			      report->sync == SMTP_SYNC_PROVED ? "proved in step"
+			                                       : "ended without contrary evidence");
+		}
+		finish(c);
+		return;
+	}
+	if (!c->finished || report->sync != SMTP_SYNC_BROKEN)
+		return;
+	struct outcome fact;
+	memset(&fact, 0, sizeof(fact));
+	outcome_set(&fact, OUTCOME_TEMPFAIL, report->stage, 0, NULL, NULL, report->why);
+	fact.flags = OUTCOME_F_PROTOCOL;
+	snprintf(fact.mx_host, sizeof(fact.mx_host), "%s", c->result.mx_host);
+	snprintf(fact.mx_addr, sizeof(fact.mx_addr), "%s", c->result.mx_addr);
+	trace(c, "retracted: the %s verdict came from a session out of step (%s)",
+	      outcome_name(c->result.kind), report->why);
+	if (c->env->on_fact != NULL)
+		c->env->on_fact(c->env->fact_arg, &c->address, &fact);
+}
+
+/* on_hold - the sync proof did not come in time: no contrary evidence, the
+ * invalid verdict stands (a later out-of-step finding still retracts it) */
+static void on_hold(evutil_socket_t fd, short what, void *arg)
+{
+	struct callout *c = arg;
+	if (!c->holding)
+		return;
+	trace(c, "* no sync proof within %lld ms (QUIT unanswered): the invalid verdict stands",
+	      (long long)hold_ms(c->env->conf));
+	finish(c);
+}
+
+/* hold_invalid - keep an invalid verdict until the session proves in step
+ * (on_smtp_sync) or hold_ms passes (on_hold); false if it cannot wait */
+static bool hold_invalid(struct callout *c, const struct target *t, const struct outcome *o)
+{
+	int64_t ms = hold_ms(c->env->conf);
+	if (ms <= 0)
+		return false;
+	c->hold = evtimer_new(c->env->base, on_hold, c);
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	if (c->hold == NULL || evtimer_add(c->hold, &tv) != 0)
+		return false;
+	c->result = *o;
+	set_server(&c->result, t);
+	c->holding = true;
+	trace(c, "* %d at RCPT: invalid, held until QUIT proves the session in step (at most %lld ms)",
+	      o->code, (long long)ms);
+	return true;
 }
 
 /* attempt_of - what classify_attempt needs from one SMTP result */
@@ -286,6 +395,7 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 {
 	struct callout *c = arg;
 	const struct target *t = &c->targets[c->next_target - 1];
+	struct smtp_probe *self = c->probe;
 	struct attempt a;
 	struct judgement j;
 	if (!r->catchall_pending)
@@ -296,6 +406,9 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 	switch (j.next) {
 	case ATTEMPT_FINAL:
 		c->awaiting_late = c->probe != NULL;
+		c->verdict_probe = self;
+		if (j.outcome.kind == OUTCOME_INVALID && hold_invalid(c, t, &j.outcome))
+			return;
 		conclude(c, t, &j.outcome);
 		return;
 	case ATTEMPT_RETRY_PLAIN:
@@ -385,7 +498,7 @@ static void probe_next(struct callout *c)
 	        .linger = &c->probes,
 	};
 	c->probe = smtp_probe_start(c->env->base, (struct sockaddr *)&t->addr, &params, c->trace,
-	                            c->trace_arg, on_smtp_done, on_smtp_late, c);
+	                            c->trace_arg, on_smtp_done, on_smtp_late, on_smtp_sync, c);
 	if (c->probe == NULL) {
 		result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, "out of memory");
 		finish(c);
@@ -518,7 +631,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
 	struct callout *c = arg;
 	trace(c, "* probe_timeout (%lld ms) passed", (long long)c->env->conf->probe_timeout_ms);
-	if (c->best_rank == RANK_NONE)
+	if (c->best_rank == RANK_NONE && !c->holding) /* a held invalid stands, as at on_hold */
 		result_set(c, OUTCOME_TEMPFAIL, c->probe != NULL ? STAGE_CONNECT : STAGE_DNS, 0, NULL, NULL,
 		           "no answer within probe_timeout");
 	finish(c);
