@@ -4,7 +4,11 @@
  * Walks: DNS (or the address literal) -> network guard -> one SMTP probe per
  * address, in MX order, until an answer settles it or probe_timeout passes.
  * An address that is this host's own (localaddr.h) is never connected to:
- * the walk ends there as a mail loop. What each SMTP dialogue reports is
+ * the walk ends there as a mail loop. That is checked before the guard (our
+ * own MX may resolve to our RFC 1918 address on a split horizon), except
+ * for bogus addresses (127.0.0.1, 0.0.0.0: classify_address_bogus). When
+ * the guard refuses every address: no_domain if all are bogus, else
+ * unverifiable (a private address may be real; refusing it is our policy). What each SMTP dialogue reports is
  * judged by classify_attempt() (classify.h has the table): a final answer
  * is reported at once; otherwise the most telling failure is kept by rank
  * and the next address tried (or the same one again, in plain text after a
@@ -418,8 +422,8 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 		break;
 	case ATTEMPT_RETRY_FALLBACK:
 		note(c, t, &j);
-		trace(c, "* %s refused MAIL FROM:<%s>: a new connection with the fallback sender", t->host,
-		      c->env->conf->probe_sender);
+		trace(c, "* %s refused MAIL FROM:<%s> (at %s): a new connection with the fallback sender",
+		      t->host, c->env->conf->probe_sender, probe_stage_name(r->stage));
 		c->fallback_retry = true;
 		c->next_target--;
 		break;
@@ -515,18 +519,37 @@ static void format_addr(const struct sockaddr_storage *ss, char *buf, size_t siz
 		snprintf(buf, size, "?");
 }
 
-/* add_target - queue one address unless the guard forbids it; returns
- * false when it was refused (and *why names the range) */
-static bool add_target(struct callout *c, const char *host, const struct sockaddr_storage *ss,
-                       const char **why)
+/* The addresses the guard refused, for the outcome when it refused all. */
+struct refusals {
+	size_t count;
+	size_t real;     /* ... of them possibly real (private ranges): not bogus */
+	const char *why; /* the range of the last one refused (of a real one, if any) */
+};
+
+/* add_target - queue one address unless the guard forbids it (noted in
+ * *refused). An address of this host is queued whatever its range (the
+ * walk ends there as a mail loop) unless it is bogus (127.0.0.1, 0.0.0.0:
+ * the "MX points at localhost" trick is the guard's) */
+static void add_target(struct callout *c, const char *host, const struct sockaddr_storage *ss,
+                       struct refusals *refused)
 {
 	if (c->target_count >= c->target_room)
-		return true;
+		return;
 	struct target *t = &c->targets[c->target_count];
+	const struct sockaddr *sa = (const struct sockaddr *)ss;
+	const char *why = "";
 	format_addr(ss, t->addr_text, sizeof(t->addr_text));
-	if (!netguard_allows((const struct sockaddr *)ss, &c->env->conf->probe_allow_networks, why)) {
-		trace(c, "guard: not connecting to %s [%s]: %s", host, t->addr_text, *why);
-		return false;
+	bool bogus = classify_address_bogus(sa);
+	bool mine =
+	        !bogus && c->env->local != NULL && local_addrs_is_mine(c->env->local, sa, clock_mono_ms());
+	if (!mine && !netguard_allows(sa, &c->env->conf->probe_allow_networks, &why)) {
+		trace(c, "guard: not connecting to %s [%s]: %s", host, t->addr_text, why);
+		refused->count++;
+		if (!bogus || refused->real == 0)
+			refused->why = why;
+		if (!bogus)
+			refused->real++;
+		return;
 	}
 	snprintf(t->host, sizeof(t->host), "%s", host);
 	t->addr = *ss;
@@ -536,17 +559,27 @@ static bool add_target(struct callout *c, const char *host, const struct sockadd
 	else
 		((struct sockaddr_in6 *)&t->addr)->sin6_port = port;
 	c->target_count++;
-	return true;
 }
 
-/* start_probing - after targets are known: refuse or go */
-static void start_probing(struct callout *c, size_t refused, const char *why)
+/* start_probing - after targets are known: refuse or go. Refusing is our
+ * policy: no_domain only when every address is bogus (the domain cannot
+ * take mail there); an address in a private range may be a real server
+ * on our side of a split horizon, so then: unverifiable */
+static void start_probing(struct callout *c, const struct refusals *refused)
 {
-	if (c->target_count == 0 && refused > 0) {
-		char reason[200];
-		snprintf(reason, sizeof(reason), "every mail server address is in a forbidden network (%s)",
-		         why);
-		settle(c, OUTCOME_NO_DOMAIN, STAGE_GUARD, reason);
+	if (c->target_count == 0 && refused->count > 0) {
+		char reason[240];
+		if (refused->real > 0) {
+			snprintf(reason, sizeof(reason),
+			         "every mail server address is in a network we do not probe (%s; "
+			         "probe_allow_networks can allow it)",
+			         refused->why);
+			settle(c, OUTCOME_UNVERIFIABLE, STAGE_GUARD, reason);
+		} else {
+			snprintf(reason, sizeof(reason),
+			         "every mail server address is in a forbidden network (%s)", refused->why);
+			settle(c, OUTCOME_NO_DOMAIN, STAGE_GUARD, reason);
+		}
 		return;
 	}
 	probe_next(c);
@@ -583,13 +616,11 @@ static void on_dns(void *arg, const struct dns_answer *answer)
 	case DNS_OK:
 		break;
 	}
-	size_t refused = 0;
-	const char *why = "";
+	struct refusals refused = {.why = ""};
 	for (size_t h = 0; h < answer->host_count; h++)
 		for (size_t a = 0; a < answer->hosts[h].address_count; a++)
-			if (!add_target(c, answer->hosts[h].name, &answer->hosts[h].addresses[a], &why))
-				refused++;
-	start_probing(c, refused, why);
+			add_target(c, answer->hosts[h].name, &answer->hosts[h].addresses[a], &refused);
+	start_probing(c, &refused);
 }
 
 /* literal_target - [192.0.2.1] / [IPv6:2001:db8::1] as the only target */
@@ -621,9 +652,9 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	trace(c, "dns: %s is an address literal: no lookup", c->address.domain_ascii);
-	const char *why = "";
-	size_t refused = add_target(c, c->address.domain_ascii, &ss, &why) ? 0 : 1;
-	start_probing(c, refused, why);
+	struct refusals refused = {.why = ""};
+	add_target(c, c->address.domain_ascii, &ss, &refused);
+	start_probing(c, &refused);
 }
 
 /* on_deadline - probe_timeout passed: stop with the best we know */

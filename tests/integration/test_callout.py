@@ -137,6 +137,10 @@ ZONE = {
     "guard.test": {"MX": [mx("mx1.guard.test"), mx("mx2.guard.test", 20)]},
     "mx1.guard.test": {"A": ["10.1.2.3"]},
     "mx2.guard.test": {"A": ["192.168.7.7"], "AAAA": ["fd00::25"]},
+    # "MX points at localhost" and other addresses no mail server has: no_domain
+    "bogus.test": {"MX": [mx("mx1.bogus.test"), mx("mx2.bogus.test", 20)]},
+    "mx1.bogus.test": {"A": ["0.0.0.0", "192.0.2.25"]},
+    "mx2.bogus.test": {"AAAA": ["ff02::1", "::ffff:0.0.0.0"]},
     "utf8.test": {"MX": [mx("mx.utf8.test")]},
     "mx.utf8.test": {"A": ["127.0.0.31"]},
     "utf8ok.test": {"MX": [mx("mx.utf8ok.test")]},
@@ -216,7 +220,11 @@ CASES = [
     ("ivan@multi.test", "valid", "rcpt", {"flags": "not_catchall"}, "127.0.0.29"),
     ("nobody@multi.test", "invalid", "rcpt", {"reply": r"^550 5\.1\.1"}, "127.0.0.29"),
     ("x@endless.test", "tempfail", "ehlo", {"reason": "line too long", "flags": "protocol"}, "127.0.0.30"),
-    ("x@guard.test", "no_domain", "guard", {"reason": "forbidden network"}, None),
+    # Private addresses are refused by our policy, not by DNS: they may be real
+    # on a split horizon, so the answer is unverifiable, never no_domain (a 550).
+    ("x@guard.test", "unverifiable", "guard", {"reason": r"network we do not probe \((private|unique local)"},
+     None),
+    ("x@bogus.test", "no_domain", "guard", {"reason": "forbidden network"}, None),
     ("j\u00f6rg@utf8.test", "unverifiable", "ehlo", {}, "127.0.0.31"),
     # The farm records lines as latin-1, so it cannot know a UTF-8 user: an
     # unknown-user reply still proves the question was asked, with SMTPUTF8.
