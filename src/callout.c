@@ -422,7 +422,7 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 		break;
 	case ATTEMPT_RETRY_FALLBACK:
 		note(c, t, &j);
-		trace(c, "* %s refused MAIL FROM:<%s> (at %s): a new connection with the fallback sender",
+		trace(c, "* %s refused our sender <%s> (at %s): a new connection with the fallback sender",
 		      t->host, c->env->conf->probe_sender, probe_stage_name(r->stage));
 		c->fallback_retry = true;
 		c->next_target--;
