@@ -6,7 +6,16 @@
  * MX hosts and their addresses within probe_timeout: a connection failure,
  * 4xx, protocol error, TLS failure or timeout moves on to the next address;
  * a definite answer stops, and so does an address of this host (a mail
- * loop: tempfail "mx is this host", never a probe through ourselves).
+ * loop: tempfail "mx is this host", never a probe through ourselves; this
+ * host is recognised before the guard, so a split-horizon MX on our own
+ * RFC 1918 address is a loop too). When the guard refuses every address:
+ * no_domain only if all are bogus (loopback, 0.0.0.0, multicast,
+ * documentation: classify_address_bogus), else unverifiable.
+ *
+ * After the verdict the session must prove it was in step (smtp.h): an
+ * invalid verdict is held for that proof (at most min(command_timeout,
+ * verify_budget / 4)); a positive one is reported at once and, if the
+ * session proves out of step, taken back by a retraction fact (on_fact).
  * classify.h says what each dialogue means.
  *
  * The verdict is reported (done) the moment it is known; QUIT and closing
