@@ -4,7 +4,11 @@
  * Walks: DNS (or the address literal) -> network guard -> one SMTP probe per
  * address, in MX order, until an answer settles it or probe_timeout passes.
  * An address that is this host's own (localaddr.h) is never connected to:
- * the walk ends there as a mail loop. What each SMTP dialogue reports is
+ * the walk ends there as a mail loop. That is checked before the guard (our
+ * own MX may resolve to our RFC 1918 address on a split horizon), except
+ * for bogus addresses (127.0.0.1, 0.0.0.0: classify_address_bogus). When
+ * the guard refuses every address: no_domain if all are bogus, else
+ * unverifiable (a private address may be real; refusing it is our policy). What each SMTP dialogue reports is
  * judged by classify_attempt() (classify.h has the table): a final answer
  * is reported at once; otherwise the most telling failure is kept by rank
  * and the next address tried (or the same one again, in plain text after a
@@ -18,6 +22,16 @@
  * is reported valid with the catch-all question open. Either way a
  * catch-all answer that comes after the verdict is passed on as a domain
  * fact (probe_env.on_fact), never as a change of the verdict.
+ *
+ * A server that stays one reply behind looks in step when each command goes
+ * out; it shows only after the verdict, at the catch-all and QUIT replies
+ * (smtp.h). So the verdict's probe reports whether the session proved in
+ * step (on_smtp_sync). An invalid verdict, the one that rejects, is held
+ * until then, at most min(command_timeout, verify_budget / 4): proved or no
+ * evidence (QUIT unanswered, the bound passed) -> invalid; out of step ->
+ * tempfail with the protocol flag. A positive verdict was reported at once;
+ * if the session then proves out of step, a retraction fact (tempfail,
+ * OUTCOME_F_PROTOCOL) takes it back through on_fact.
  *
  * Owns the struct callout, its DNS lookup, its SMTP probes (every live one
  * is on c->probes) and its timers. After calling done it lingers on
@@ -65,6 +79,7 @@ struct callout {
 	struct smtp_probe *probe;
 	struct event *deadline;
 	struct event *later; /* runs the literal's first probe from the loop */
+	struct event *hold;  /* bounds how long an invalid verdict waits for the sync proof */
 
 	struct target *targets; /* max_mx_addresses of them: thousands of callouts may be in flight */
 	size_t target_room;
@@ -81,7 +96,11 @@ struct callout {
 	struct outcome result;
 	enum attempt_rank best_rank;
 	bool finished;
-	bool awaiting_late;        /* the verdict is out; the probe still owes the catch-all answer */
+	bool awaiting_late;               /* the verdict is out; the probe still owes the catch-all answer */
+	bool holding;                     /* c->result is an invalid waiting for verdict_probe's sync proof */
+	struct smtp_probe *verdict_probe; /* the probe the verdict came from, until its sync report */
+	bool held_fact_have;              /* a catch-all fact that came while holding: passed on after done */
+	struct outcome held_fact;
 	struct linger_list probes; /* every live SMTP probe of this callout (QUIT goes on after done) */
 	bool lingering;            /* reported, on env->linger until the last probe is gone */
 	struct linger_item linger_item;
@@ -124,6 +143,10 @@ static void drop_search(struct callout *c)
 	if (c->later != NULL) {
 		event_free(c->later);
 		c->later = NULL;
+	}
+	if (c->hold != NULL) {
+		event_free(c->hold);
+		c->hold = NULL;
 	}
 	free(c->targets);
 	c->targets = NULL;
@@ -185,7 +208,13 @@ static void finish(struct callout *c)
 	trace(c, "result: %s (%s)%s%s%s%s%s", outcome_name(c->result.kind), c->result.reason,
 	      c->result.mx_host[0] ? " from " : "", c->result.mx_host, flags[0] ? " [" : "", flags,
 	      flags[0] ? "]" : "");
+	c->holding = false;
 	c->done(c->done_arg, &c->result);
+	if (c->held_fact_have) { /* learned while the verdict was held: after it, as a late fact is */
+		c->held_fact_have = false;
+		if (c->env->on_fact != NULL)
+			c->env->on_fact(c->env->fact_arg, &c->address, &c->held_fact);
+	}
 	if (c->probes.count > 0 && c->env->linger != NULL) {
 		drop_search(c);
 		linger_add(c->env->linger, &c->linger_item, linger_close);
@@ -251,14 +280,98 @@ static void on_smtp_late(void *arg, const struct smtp_reply *reply)
 		trace(c, "late: random address got %d: %s (%s)", reply->code,
 		      fact.kind == OUTCOME_CATCH_ALL ? "catch_all" : "not catch-all",
 		      c->address.domain_ascii);
-		if (c->env->on_fact != NULL)
+		if (c->holding) { /* not before the verdict, and not at all if it is taken back */
+			c->held_fact = fact;
+			c->held_fact_have = true;
+		} else if (c->env->on_fact != NULL) {
 			c->env->on_fact(c->env->fact_arg, &c->address, &fact);
+		}
 	} else if (reply != NULL) {
 		trace(c, "late: random address got %d: nothing learned", reply->code);
 	} else {
 		trace(c, "late: no usable answer for the random address");
 	}
 	/* The probe goes on to QUIT; on_probes_empty completes the callout. */
+}
+
+/* hold_ms - how long an invalid verdict waits for its session's sync
+ * proof: min(command_timeout, verify_budget / 4), so a server that hangs at
+ * QUIT costs the client little and never the budget */
+static int64_t hold_ms(const struct conf *conf)
+{
+	int64_t quarter = conf->verify_budget_ms / 4;
+	return quarter > 0 && quarter < conf->command_timeout_ms ? quarter : conf->command_timeout_ms;
+}
+
+/* on_smtp_sync - whether the verdict's session proved in step: releases a
+ * held invalid, or takes a reported verdict back (a retraction fact) */
+static void on_smtp_sync(void *arg, struct smtp_probe *probe, const struct smtp_sync_report *report)
+{
+	struct callout *c = arg;
+	if (probe != c->verdict_probe)
+		return; /* an attempt the verdict did not come from */
+	c->verdict_probe = NULL;
+	if (c->holding) {
+		if (report->sync == SMTP_SYNC_BROKEN) {
+			struct outcome held = c->result;
+			trace(c, "* the session was out of step: the %d at RCPT is not an answer (%s)",
+			      held.code, report->why);
+			result_set(c, OUTCOME_TEMPFAIL, report->stage, 0, NULL, NULL, report->why);
+			c->result.flags = OUTCOME_F_PROTOCOL | (held.flags & OUTCOME_F_FALLBACK_SENDER);
+			snprintf(c->result.mx_host, sizeof(c->result.mx_host), "%s", held.mx_host);
+			snprintf(c->result.mx_addr, sizeof(c->result.mx_addr), "%s", held.mx_addr);
+			c->held_fact_have = false; /* from the same broken session */
+		} else {
+			trace(c, "* session %s: the invalid verdict stands",
+			      report->sync == SMTP_SYNC_PROVED ? "proved in step"
+			                                       : "ended without contrary evidence");
+		}
+		finish(c);
+		return;
+	}
+	if (!c->finished || report->sync != SMTP_SYNC_BROKEN)
+		return;
+	struct outcome fact;
+	memset(&fact, 0, sizeof(fact));
+	outcome_set(&fact, OUTCOME_TEMPFAIL, report->stage, 0, NULL, NULL, report->why);
+	fact.flags = OUTCOME_F_PROTOCOL;
+	snprintf(fact.mx_host, sizeof(fact.mx_host), "%s", c->result.mx_host);
+	snprintf(fact.mx_addr, sizeof(fact.mx_addr), "%s", c->result.mx_addr);
+	trace(c, "retracted: the %s verdict came from a session out of step (%s)",
+	      outcome_name(c->result.kind), report->why);
+	if (c->env->on_fact != NULL)
+		c->env->on_fact(c->env->fact_arg, &c->address, &fact);
+}
+
+/* on_hold - the sync proof did not come in time: no contrary evidence, the
+ * invalid verdict stands (a later out-of-step finding still retracts it) */
+static void on_hold(evutil_socket_t fd, short what, void *arg)
+{
+	struct callout *c = arg;
+	if (!c->holding)
+		return;
+	trace(c, "* no sync proof within %lld ms (QUIT unanswered): the invalid verdict stands",
+	      (long long)hold_ms(c->env->conf));
+	finish(c);
+}
+
+/* hold_invalid - keep an invalid verdict until the session proves in step
+ * (on_smtp_sync) or hold_ms passes (on_hold); false if it cannot wait */
+static bool hold_invalid(struct callout *c, const struct target *t, const struct outcome *o)
+{
+	int64_t ms = hold_ms(c->env->conf);
+	if (ms <= 0)
+		return false;
+	c->hold = evtimer_new(c->env->base, on_hold, c);
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	if (c->hold == NULL || evtimer_add(c->hold, &tv) != 0)
+		return false;
+	c->result = *o;
+	set_server(&c->result, t);
+	c->holding = true;
+	trace(c, "* %d at RCPT: invalid, held until QUIT proves the session in step (at most %lld ms)",
+	      o->code, (long long)ms);
+	return true;
 }
 
 /* attempt_of - what classify_attempt needs from one SMTP result */
@@ -286,6 +399,7 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 {
 	struct callout *c = arg;
 	const struct target *t = &c->targets[c->next_target - 1];
+	struct smtp_probe *self = c->probe;
 	struct attempt a;
 	struct judgement j;
 	if (!r->catchall_pending)
@@ -296,6 +410,9 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 	switch (j.next) {
 	case ATTEMPT_FINAL:
 		c->awaiting_late = c->probe != NULL;
+		c->verdict_probe = self;
+		if (j.outcome.kind == OUTCOME_INVALID && hold_invalid(c, t, &j.outcome))
+			return;
 		conclude(c, t, &j.outcome);
 		return;
 	case ATTEMPT_RETRY_PLAIN:
@@ -305,8 +422,8 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 		break;
 	case ATTEMPT_RETRY_FALLBACK:
 		note(c, t, &j);
-		trace(c, "* %s refused MAIL FROM:<%s>: a new connection with the fallback sender", t->host,
-		      c->env->conf->probe_sender);
+		trace(c, "* %s refused our sender <%s> (at %s): a new connection with the fallback sender",
+		      t->host, c->env->conf->probe_sender, probe_stage_name(r->stage));
 		c->fallback_retry = true;
 		c->next_target--;
 		break;
@@ -385,7 +502,7 @@ static void probe_next(struct callout *c)
 	        .linger = &c->probes,
 	};
 	c->probe = smtp_probe_start(c->env->base, (struct sockaddr *)&t->addr, &params, c->trace,
-	                            c->trace_arg, on_smtp_done, on_smtp_late, c);
+	                            c->trace_arg, on_smtp_done, on_smtp_late, on_smtp_sync, c);
 	if (c->probe == NULL) {
 		result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, "out of memory");
 		finish(c);
@@ -402,18 +519,37 @@ static void format_addr(const struct sockaddr_storage *ss, char *buf, size_t siz
 		snprintf(buf, size, "?");
 }
 
-/* add_target - queue one address unless the guard forbids it; returns
- * false when it was refused (and *why names the range) */
-static bool add_target(struct callout *c, const char *host, const struct sockaddr_storage *ss,
-                       const char **why)
+/* The addresses the guard refused, for the outcome when it refused all. */
+struct refusals {
+	size_t count;
+	size_t real;     /* ... of them possibly real (private ranges): not bogus */
+	const char *why; /* the range of the last one refused (of a real one, if any) */
+};
+
+/* add_target - queue one address unless the guard forbids it (noted in
+ * *refused). An address of this host is queued whatever its range (the
+ * walk ends there as a mail loop) unless it is bogus (127.0.0.1, 0.0.0.0:
+ * the "MX points at localhost" trick is the guard's) */
+static void add_target(struct callout *c, const char *host, const struct sockaddr_storage *ss,
+                       struct refusals *refused)
 {
 	if (c->target_count >= c->target_room)
-		return true;
+		return;
 	struct target *t = &c->targets[c->target_count];
+	const struct sockaddr *sa = (const struct sockaddr *)ss;
+	const char *why = "";
 	format_addr(ss, t->addr_text, sizeof(t->addr_text));
-	if (!netguard_allows((const struct sockaddr *)ss, &c->env->conf->probe_allow_networks, why)) {
-		trace(c, "guard: not connecting to %s [%s]: %s", host, t->addr_text, *why);
-		return false;
+	bool bogus = classify_address_bogus(sa);
+	bool mine =
+	        !bogus && c->env->local != NULL && local_addrs_is_mine(c->env->local, sa, clock_mono_ms());
+	if (!mine && !netguard_allows(sa, &c->env->conf->probe_allow_networks, &why)) {
+		trace(c, "guard: not connecting to %s [%s]: %s", host, t->addr_text, why);
+		refused->count++;
+		if (!bogus || refused->real == 0)
+			refused->why = why;
+		if (!bogus)
+			refused->real++;
+		return;
 	}
 	snprintf(t->host, sizeof(t->host), "%s", host);
 	t->addr = *ss;
@@ -423,17 +559,27 @@ static bool add_target(struct callout *c, const char *host, const struct sockadd
 	else
 		((struct sockaddr_in6 *)&t->addr)->sin6_port = port;
 	c->target_count++;
-	return true;
 }
 
-/* start_probing - after targets are known: refuse or go */
-static void start_probing(struct callout *c, size_t refused, const char *why)
+/* start_probing - after targets are known: refuse or go. Refusing is our
+ * policy: no_domain only when every address is bogus (the domain cannot
+ * take mail there); an address in a private range may be a real server
+ * on our side of a split horizon, so then: unverifiable */
+static void start_probing(struct callout *c, const struct refusals *refused)
 {
-	if (c->target_count == 0 && refused > 0) {
-		char reason[200];
-		snprintf(reason, sizeof(reason), "every mail server address is in a forbidden network (%s)",
-		         why);
-		settle(c, OUTCOME_NO_DOMAIN, STAGE_GUARD, reason);
+	if (c->target_count == 0 && refused->count > 0) {
+		char reason[240];
+		if (refused->real > 0) {
+			snprintf(reason, sizeof(reason),
+			         "every mail server address is in a network we do not probe (%s; "
+			         "probe_allow_networks can allow it)",
+			         refused->why);
+			settle(c, OUTCOME_UNVERIFIABLE, STAGE_GUARD, reason);
+		} else {
+			snprintf(reason, sizeof(reason),
+			         "every mail server address is in a forbidden network (%s)", refused->why);
+			settle(c, OUTCOME_NO_DOMAIN, STAGE_GUARD, reason);
+		}
 		return;
 	}
 	probe_next(c);
@@ -470,13 +616,11 @@ static void on_dns(void *arg, const struct dns_answer *answer)
 	case DNS_OK:
 		break;
 	}
-	size_t refused = 0;
-	const char *why = "";
+	struct refusals refused = {.why = ""};
 	for (size_t h = 0; h < answer->host_count; h++)
 		for (size_t a = 0; a < answer->hosts[h].address_count; a++)
-			if (!add_target(c, answer->hosts[h].name, &answer->hosts[h].addresses[a], &why))
-				refused++;
-	start_probing(c, refused, why);
+			add_target(c, answer->hosts[h].name, &answer->hosts[h].addresses[a], &refused);
+	start_probing(c, &refused);
 }
 
 /* literal_target - [192.0.2.1] / [IPv6:2001:db8::1] as the only target */
@@ -508,9 +652,9 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	trace(c, "dns: %s is an address literal: no lookup", c->address.domain_ascii);
-	const char *why = "";
-	size_t refused = add_target(c, c->address.domain_ascii, &ss, &why) ? 0 : 1;
-	start_probing(c, refused, why);
+	struct refusals refused = {.why = ""};
+	add_target(c, c->address.domain_ascii, &ss, &refused);
+	start_probing(c, &refused);
 }
 
 /* on_deadline - probe_timeout passed: stop with the best we know */
@@ -518,7 +662,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
 	struct callout *c = arg;
 	trace(c, "* probe_timeout (%lld ms) passed", (long long)c->env->conf->probe_timeout_ms);
-	if (c->best_rank == RANK_NONE)
+	if (c->best_rank == RANK_NONE && !c->holding) /* a held invalid stands, as at on_hold */
 		result_set(c, OUTCOME_TEMPFAIL, c->probe != NULL ? STAGE_CONNECT : STAGE_DNS, 0, NULL, NULL,
 		           "no answer within probe_timeout");
 	finish(c);

@@ -6,7 +6,16 @@
  * MX hosts and their addresses within probe_timeout: a connection failure,
  * 4xx, protocol error, TLS failure or timeout moves on to the next address;
  * a definite answer stops, and so does an address of this host (a mail
- * loop: tempfail "mx is this host", never a probe through ourselves).
+ * loop: tempfail "mx is this host", never a probe through ourselves; this
+ * host is recognised before the guard, so a split-horizon MX on our own
+ * RFC 1918 address is a loop too). When the guard refuses every address:
+ * no_domain only if all are bogus (loopback, 0.0.0.0, multicast,
+ * documentation: classify_address_bogus), else unverifiable.
+ *
+ * After the verdict the session must prove it was in step (smtp.h): an
+ * invalid verdict is held for that proof (at most min(command_timeout,
+ * verify_budget / 4)); a positive one is reported at once and, if the
+ * session proves out of step, taken back by a retraction fact (on_fact).
  * classify.h says what each dialogue means.
  *
  * The verdict is reported (done) the moment it is known; QUIT and closing
@@ -41,10 +50,22 @@ struct callout;
 typedef struct ssl_ctx_st SSL_CTX;
 
 typedef void (*callout_done_fn)(void *arg, const struct outcome *outcome);
-/* A domain fact learned after the verdict was reported (the catch-all
- * RCPT's answer): domain is the A-label domain, fact an outcome whose kind
- * and flags say what was learned (OUTCOME_CATCH_ALL, or OUTCOME_VALID with
- * OUTCOME_F_NOT_CATCHALL). */
+/* A fact learned after the verdict was reported, about the probed
+ * address's domain (address->domain_ascii, the A-label domain) or about the
+ * verdict itself. fact's kind and flags say which:
+ *  - OUTCOME_CATCH_ALL, or OUTCOME_VALID with OUTCOME_F_NOT_CATCHALL: the
+ *    catch-all RCPT's answer, a fact about the domain;
+ *  - OUTCOME_TEMPFAIL with OUTCOME_F_PROTOCOL: a retraction. The session the
+ *    verdict came from proved out of step after it (the QUIT reply was not
+ *    2xx, or data followed the catch-all or QUIT reply: a server one reply
+ *    behind), so every reply in it may have answered another command. The
+ *    verdict for address is taken back: its record is to be overwritten
+ *    with this outcome, and the domain facts and hints from that probe
+ *    dropped. stage says where it was found, reason e.g. "reply before
+ *    command (found after the verdict: QUIT got 550)". An invalid verdict
+ *    is held until its session proves in step (at most min(command_timeout,
+ *    verify_budget / 4)), so a retraction of an invalid comes only when that
+ *    bound passed first. */
 typedef void (*callout_fact_fn)(void *arg, const struct addr *address, const struct outcome *fact);
 struct linger_list;
 struct local_addrs;

@@ -48,7 +48,8 @@ struct job {
 	char syntax_error[160];
 	struct outcome outcome;
 	int64_t verdict_ms; /* from the start of the run to the verdict */
-	const char *fact;   /* a late domain fact: "catch_all", "not_catch_all"; NULL: none */
+	const char *fact;   /* a late fact: "catch_all", "not_catch_all" (the domain), "retracted"
+	                     * (this verdict was taken back: out of step); NULL: none */
 	struct run *run;
 };
 
@@ -112,15 +113,25 @@ static void on_fact(void *arg, const struct addr *address, const struct outcome 
 {
 	const char *domain = address->domain_ascii;
 	struct run *run = arg;
-	const char *name = fact->kind == OUTCOME_CATCH_ALL ? "catch_all" : "not_catch_all";
+	/* A retraction (the session proved out of step after the verdict) is
+	 * about this address's verdict only; the others about the domain. */
+	bool retraction = fact->kind == OUTCOME_TEMPFAIL && (fact->flags & OUTCOME_F_PROTOCOL);
+	const char *name = retraction                        ? "retracted"
+	                   : fact->kind == OUTCOME_CATCH_ALL ? "catch_all"
+	                                                     : "not_catch_all";
 	for (size_t i = 0; i < run->job_count; i++) {
 		struct job *job = &run->jobs[i];
-		if (job->parsed && !job->address.is_null &&
-		    strcasecmp(job->address.domain_ascii, domain) == 0)
+		if (!job->parsed || job->address.is_null)
+			continue;
+		if (retraction ? strcmp(job->address.normalized, address->normalized) == 0
+		               : strcasecmp(job->address.domain_ascii, domain) == 0 &&
+		                         (job->fact == NULL || strcmp(job->fact, "retracted") != 0))
 			job->fact = name;
 	}
 	if (run->verbose) {
-		printf("vemilter-check: fact about %s: %s\n", domain, name);
+		printf("vemilter-check: %s %s: %s%s%s\n", retraction ? "verdict for" : "fact about",
+		       retraction ? address->normalized : domain, name, retraction ? ": " : "",
+		       retraction ? fact->reason : "");
 		fflush(stdout);
 	}
 }
@@ -177,6 +188,8 @@ static enum exit_code severity(const struct job *job)
 		return EXIT_NEGATIVE;
 	if (job->address.is_null)
 		return EXIT_ALL_VALID;
+	if (job->fact != NULL && strcmp(job->fact, "retracted") == 0)
+		return EXIT_TEMPORARY; /* taken back: the answer came from a session out of step */
 	switch (job->outcome.kind) {
 	case OUTCOME_VALID: /* a yes from a server that says yes to anything means little */
 		return job->fact != NULL && strcmp(job->fact, "catch_all") == 0 ? EXIT_UNKNOWN

@@ -4,6 +4,8 @@
  */
 #include "classify.h"
 
+#include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -16,6 +18,25 @@ static int code_class(const struct smtp_reply *r)
 	return r != NULL ? r->code / 100 : 0;
 }
 
+/* classify_about_sender - see classify.h */
+bool classify_about_sender(const struct smtp_reply *reply)
+{
+	/* Postfix with smtpd_delay_reject (its default) refuses a sender at
+	 * RCPT: "554 5.7.1 <>: Sender address rejected: Access denied". */
+	static const char *const words[] = {"sender address rejected", "sender rejected", "null sender",
+	                                    "mail from"};
+	if (reply == NULL || reply->code / 100 != 5)
+		return false;
+	if (strcmp(reply->ecode, "5.1.7") == 0 || strcmp(reply->ecode, "5.1.8") == 0)
+		return true;
+	if (strncmp(reply->text, "<>:", 3) == 0)
+		return true;
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strcasestr(reply->text, words[i]) != NULL)
+			return true;
+	return false;
+}
+
 /* classify_says_blocked - see classify.h */
 bool classify_says_blocked(const struct smtp_reply *reply)
 {
@@ -23,6 +44,8 @@ bool classify_says_blocked(const struct smtp_reply *reply)
 	                                    "reputation", "rbl",       "dnsbl"};
 	if (reply == NULL)
 		return false;
+	if (classify_about_sender(reply))
+		return true;
 	if (strncmp(reply->ecode, "5.7.", 4) == 0)
 		return true;
 	if (reply->ecode[0] != '\0')
@@ -79,6 +102,38 @@ bool classify_catchall_fact(const struct smtp_reply *reply, struct outcome *fact
 		return true;
 	}
 	return false;
+}
+
+/* classify_address_bogus - see classify.h */
+bool classify_address_bogus(const struct sockaddr *sa)
+{
+	uint32_t v4;
+	if (sa == NULL)
+		return false;
+	if (sa->sa_family == AF_INET6) {
+		const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
+		static const uint8_t zero[15] = {0};
+		if (memcmp(b, mapped, 12) == 0) {
+			memcpy(&v4, b + 12, 4); /* judged as the IPv4 address it stands for */
+		} else {
+			return (memcmp(b, zero, 15) == 0 && b[15] <= 1) || /* :: and ::1 */
+			       b[0] == 0xff ||                             /* multicast */
+			       (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d &&
+			        b[3] == 0xb8); /* documentation */
+		}
+	} else if (sa->sa_family == AF_INET) {
+		v4 = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+	} else {
+		return false;
+	}
+	uint32_t a = ntohl(v4);
+	return (a >> 24) == 0 ||       /* this network, 0.0.0.0 */
+	       (a >> 24) == 127 ||     /* loopback */
+	       (a >> 28) >= 0xe ||     /* multicast, reserved, broadcast */
+	       (a >> 8) == 0xc00002 || /* 192.0.2/24 documentation */
+	       (a >> 8) == 0xc63364 || /* 198.51.100/24 */
+	       (a >> 8) == 0xcb0071;   /* 203.0.113/24 */
 }
 
 /* classify_catchall_matters - see classify.h */
@@ -146,7 +201,15 @@ static void judge_rcpt(const struct attempt *a, unsigned flags, struct judgement
 		judge_accepted(a, flags, out);
 		return;
 	case 5:
-		if (classify_says_blocked(r))
+		if (classify_about_sender(r) && a->fallback_used) /* the fallback is no hint then */
+			set(out, ATTEMPT_NEXT_ADDRESS, RANK_BLOCKED, OUTCOME_BLOCKED,
+			    flags & ~OUTCOME_F_FALLBACK_SENDER, STAGE_RCPT, r,
+			    "server refuses our probe sender at RCPT (the fallback sender too)");
+		else if (classify_about_sender(r))
+			set(out, a->fallback_possible ? ATTEMPT_RETRY_FALLBACK : ATTEMPT_NEXT_ADDRESS,
+			    RANK_BLOCKED, OUTCOME_BLOCKED, flags, STAGE_RCPT, r,
+			    "server refuses our probe sender at RCPT");
+		else if (classify_says_blocked(r))
 			set(out, ATTEMPT_NEXT_ADDRESS, RANK_BLOCKED, OUTCOME_BLOCKED, flags, STAGE_RCPT, r,
 			    "server refuses our probe at RCPT (policy)");
 		else

@@ -18,6 +18,12 @@
  *                                      its answer comes as a late fact)
  *   RCPT 2xx, no random asked ........ valid                         final
  *   RCPT 5xx (5.1.1 etc.) ............ invalid                       final
+ *   RCPT 5xx about our sender (5.1.7,
+ *        5.1.8, "<>:", "sender address
+ *        rejected", "null sender" ...),
+ *        fallback set, not tried here  blocked                       same address,
+ *                                                                    fallback sender
+ *   ... fallback tried or unset ...... blocked                       next address
  *   RCPT 5xx 5.7.x / blocklist text .. blocked                       next address
  *   RCPT 450/451 looking greylisted .. tempfail       greylist       next address
  *   RCPT other 4xx, 421 anywhere ..... tempfail                      next address
@@ -53,6 +59,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include "conf.h"
 #include "outcome.h"
@@ -121,9 +128,17 @@ void classify_attempt(const struct attempt *a, struct judgement *out);
  * OUTCOME_F_NOT_CATCHALL. False (nothing learned) for anything else. */
 bool classify_catchall_fact(const struct smtp_reply *reply, struct outcome *fact);
 
-/* classify_says_blocked - a 5xx about us rather than the address: 5.7.x,
- * or, without an enhanced code, a blocklist named in the text */
+/* classify_says_blocked - a 5xx about us rather than the address: about
+ * our sender (classify_about_sender), 5.7.x, or, without an enhanced code,
+ * a blocklist named in the text */
 bool classify_says_blocked(const struct smtp_reply *reply);
+
+/* classify_about_sender - a 5xx that refuses our MAIL FROM, wherever it
+ * comes (Postfix's smtpd_delay_reject reports it at RCPT): enhanced code
+ * 5.1.7 or 5.1.8, text starting "<>:", or text naming "sender address
+ * rejected", "sender rejected", "null sender" or "MAIL FROM"
+ * (case-insensitive), whatever the enhanced code */
+bool classify_about_sender(const struct smtp_reply *reply);
 
 /* classify_is_greylisting - a 450/451 that looks like greylisting: enhanced
  * code 4.7.x or 4.2.x, or text naming grey/graylisting, "try again later"
@@ -133,6 +148,17 @@ bool classify_is_greylisting(const struct smtp_reply *reply);
 /* classify_names_host - does the reply's first word (a greeting's or EHLO
  * reply's host name) equal host, case-insensitively, ignoring a final dot? */
 bool classify_names_host(const struct smtp_reply *reply, const char *host);
+
+/* classify_address_bogus - is sa an address no mail server of a domain
+ * can have, whatever network we are on: loopback, unspecified or "this
+ * network" (0/8), multicast, reserved/broadcast (240/4), documentation
+ * (TEST-NETs, 2001:db8::/32); an IPv4-mapped address as its IPv4 address.
+ * An MX there is the "MX points at localhost" trick: when every address
+ * the guard refuses is bogus, the domain takes no mail (no_domain). Other
+ * refused ranges (RFC 1918, CGNAT, ULA, link-local ...) are real on a
+ * split-horizon network: refusing them is our policy, so the callout ends
+ * unverifiable there, never no_domain. */
+bool classify_address_bogus(const struct sockaddr *sa);
 
 /* classify_catchall_matters - can the catch-all answer change what happens
  * to a sender at domain? False when the policy gives catch_all the same

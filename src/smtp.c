@@ -17,11 +17,12 @@
  * The result is "decided" inside the dialogue and handed over by the notify
  * event from the loop (so done never runs inside smtp_probe_start or deep
  * in a bufferevent callback, and a desync noticed when the next command
- * goes out, in the same callback, can still replace it). QUIT follows;
- * once the owner has everything it is owed, the probe goes on by itself
- * until QUIT is answered, times out or the server closes, then frees
- * itself from the notify event. It is on params.linger its whole life, so
- * the list's owner always knows which probes are alive and can close them.
+ * goes out, in the same callback, can still replace it). QUIT follows, and
+ * with it the proof that the session was in step (smtp.h): a 2xx QUIT
+ * reply, nothing after it or after the catch-all reply until the server
+ * closes. What that proof came to (sync_state) goes to the owner once the
+ * connection is over; then the probe frees itself from the notify event. It is on params.linger its whole
+ * life, so the list's owner always knows which probes are alive and can close them.
  */
 #include "smtp.h"
 
@@ -96,6 +97,7 @@ struct smtp_probe {
 	enum state state;
 	enum probe_stage hello_stage; /* STAGE_EHLO or STAGE_HELO, once greeted */
 	bool quit_wait;               /* ST_QUIT: wait for the reply, not only the flush */
+	bool quit_answered;           /* ST_QUIT: a 2xx came; now only the close may come */
 	unsigned caps;                /* from the last EHLO reply */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
@@ -105,6 +107,7 @@ struct smtp_probe {
 	void *trace_arg;
 	smtp_done_fn done;
 	smtp_late_fn late;
+	smtp_sync_fn sync;
 	void *arg;
 	struct smtp_reply_parser parser;
 	struct smtp_result result;
@@ -117,7 +120,11 @@ struct smtp_probe {
 	bool late_known; /* whether and what the catch-all answer is, is known */
 	bool late_have;  /* ... and it is late_reply */
 	struct smtp_reply late_reply;
-	bool in_callback; /* inside done or late: cancel waits for the return */
+	bool sync_due;               /* reported, sync is set and has not run */
+	enum smtp_sync sync_state;   /* what the session proved so far */
+	enum probe_stage sync_stage; /* where it broke */
+	char sync_why[160];          /* how */
+	bool in_callback;            /* inside done or late: cancel waits for the return */
 	bool cancelled;
 	bool lingering; /* on params.linger (from the start until freed) */
 	struct linger_item linger_item;
@@ -281,6 +288,24 @@ static bool input_waiting(struct smtp_probe *p)
 	return fd >= 0 && ioctl(fd, FIONREAD, &queued) == 0 && queued > 0;
 }
 
+/* out_of_step - the session is shown out of step at stage (the first
+ * finding counts); after the result was handed over this is what the owner
+ * hears (smtp_sync_fn), as the result itself stays */
+__attribute__((format(printf, 3, 4))) static void out_of_step(struct smtp_probe *p, enum probe_stage stage,
+                                                              const char *fmt, ...)
+{
+	if (p->sync_state == SMTP_SYNC_BROKEN)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(p->sync_why, sizeof(p->sync_why), fmt, ap);
+	va_end(ap);
+	p->sync_state = SMTP_SYNC_BROKEN;
+	p->sync_stage = stage;
+	if (p->reported)
+		trace(p, "* out of step after the verdict: %s", p->sync_why);
+}
+
 /* desync - the server sent something before command st went out: whatever
  * we paired so far may be the wrong reply to the wrong command. Protocol
  * error, unless the result was handed over already (then only a pending
@@ -304,6 +329,8 @@ static void desync(struct smtp_probe *p, enum state st)
 	}
 	trace(p, "* protocol error: %s", why);
 	set_result(p, SMTP_END_PROTOCOL, states[st].stage, NULL, "%s", why);
+	out_of_step(p, states[st].stage, "reply before command (%s%s)",
+	            p->reported ? "found after the verdict, before " : "before ", states[st].command);
 	note_late(p, NULL);
 	decide(p);
 	evbuffer_drain(in, n);
@@ -375,12 +402,15 @@ static void stop_at(struct smtp_probe *p, const struct smtp_reply *r)
  * the result was handed over, no late catch-all answer), then QUIT */
 static void protocol_error(struct smtp_probe *p, const char *why)
 {
-	if (p->state == ST_QUIT) { /* whatever it says now, the result stands */
+	if (p->state == ST_QUIT) { /* the result stands, but the QUIT reply proves nothing */
+		trace(p, "* protocol error: %s", why);
+		out_of_step(p, STAGE_QUIT, "%s (found after the verdict)", why);
 		finish_connection(p);
 		return;
 	}
 	trace(p, "* protocol error: %s", why);
 	set_result(p, SMTP_END_PROTOCOL, states[p->state].stage, NULL, "%s", why);
+	out_of_step(p, states[p->state].stage, "%s%s", why, p->reported ? " (found after the verdict)" : "");
 	note_late(p, NULL);
 	decide(p);
 	quit(p, false);
@@ -579,6 +609,26 @@ static void catchall_unanswered(struct smtp_probe *p)
 	note_late(p, NULL);
 }
 
+/* quit_reply - the QUIT reply: a 2xx with nothing after it is in step so
+ * far (the close proves it); anything else is another command's reply, so
+ * every reply before it may have been too */
+static void quit_reply(struct smtp_probe *p, const struct smtp_reply *r)
+{
+	if (!positive(r)) {
+		trace(p, "* QUIT got %d, not 2xx: the replies were out of step", r->code);
+		out_of_step(p, STAGE_QUIT, "reply before command (found after the verdict: QUIT got %d)",
+		            r->code);
+		finish_connection(p);
+	} else if (input_waiting(p)) {
+		trace(p, "* data after the QUIT reply: the replies were out of step");
+		out_of_step(p, STAGE_QUIT,
+		            "reply before command (found after the verdict: data after the QUIT reply)");
+		finish_connection(p);
+	} else {
+		p->quit_answered = true; /* the server closes now (RFC 5321 4.1.1.10); until then, silence */
+	}
+}
+
 /* on_reply - a complete reply in the current state */
 static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 {
@@ -648,7 +698,7 @@ static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 		catchall_answered(p, r);
 		break;
 	case ST_QUIT:
-		finish_connection(p);
+		quit_reply(p, r);
 		break;
 	default:
 		break;
@@ -685,6 +735,20 @@ static void on_read(struct bufferevent *bev, void *arg)
 	char line[SMTP_LINE_MAX + 1];
 
 	while (p->bev != NULL && awaiting_reply(p)) {
+		if (p->quit_answered) { /* anything now is a reply nobody asked for */
+			struct evbuffer *in = bufferevent_get_input(p->bev);
+			if (evbuffer_get_length(in) == 0)
+				return;
+			long n = take_line(in, line);
+			if (n >= 0)
+				trace_received(p, line, (size_t)n);
+			trace(p, "* data after the QUIT reply: the replies were out of step");
+			out_of_step(
+			        p, STAGE_QUIT,
+			        "reply before command (found after the verdict: data after the QUIT reply)");
+			finish_connection(p);
+			return;
+		}
 		long n = take_line(bufferevent_get_input(p->bev), line);
 		if (n == NO_LINE)
 			return;
@@ -725,6 +789,8 @@ static void on_timeout(struct smtp_probe *p)
 		tls_failed(p, "timeout in TLS handshake");
 		break;
 	case ST_QUIT:
+		if (p->quit_answered && p->sync_state == SMTP_SYNC_UNKNOWN)
+			p->sync_state = SMTP_SYNC_PROVED; /* 2xx, then silence for the whole QUIT phase */
 		finish_connection(p);
 		break;
 	case ST_CATCHALL:
@@ -792,6 +858,8 @@ static void on_closed(struct smtp_probe *p, bool eof, int sock_err)
 		tls_failed(p, why);
 		break;
 	case ST_QUIT:
+		if (p->quit_answered && p->sync_state == SMTP_SYNC_UNKNOWN)
+			p->sync_state = SMTP_SYNC_PROVED; /* 2xx, nothing after it, closed */
 		finish_connection(p);
 		break;
 	case ST_CATCHALL:
@@ -903,14 +971,24 @@ static void linger_close(struct linger_item *item)
 		free_probe(p);
 }
 
-/* call_owner - run done or late; false if the owner cancelled (probe freed) */
-static bool call_owner(struct smtp_probe *p, bool late)
+enum owner_call { CALL_DONE, CALL_LATE, CALL_SYNC };
+
+/* call_owner - run done, late or sync; false if the owner cancelled (probe freed) */
+static bool call_owner(struct smtp_probe *p, enum owner_call which)
 {
 	p->in_callback = true;
-	if (late)
+	if (which == CALL_LATE) {
 		p->late(p->arg, p->late_have ? &p->late_reply : NULL);
-	else
+	} else if (which == CALL_SYNC) {
+		struct smtp_sync_report report = {
+		        .sync = p->sync_state,
+		        .stage = p->sync_state == SMTP_SYNC_BROKEN ? p->sync_stage : STAGE_NONE,
+		        .why = p->sync_state == SMTP_SYNC_BROKEN ? p->sync_why : "",
+		};
+		p->sync(p->arg, p, &report);
+	} else {
 		p->done(p->arg, &p->result);
+	}
 	p->in_callback = false;
 	if (p->cancelled) {
 		free_probe(p);
@@ -920,7 +998,8 @@ static bool call_owner(struct smtp_probe *p, bool late)
 }
 
 /* on_notify - hand over what is due (the result, then a late catch-all
- * answer); once the owner has all, finish on the linger or free */
+ * answer, then once the connection is over the sync report); once the
+ * owner has all, finish on the linger or free */
 static void on_notify(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtp_probe *p = arg;
@@ -928,17 +1007,24 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
 	if (p->decided && !p->reported) {
 		p->reported = true;
 		p->late_due = p->result.catchall_pending && p->late != NULL;
-		if (!call_owner(p, false))
+		p->sync_due = p->sync != NULL;
+		if (!call_owner(p, CALL_DONE))
 			return;
 	}
 	if (p->late_due && p->late_known) {
 		p->late_due = false;
-		if (!call_owner(p, true))
+		if (!call_owner(p, CALL_LATE))
 			return;
 	}
 	if (!p->reported || p->late_due)
 		return; /* still the owner's */
-	if (p->state == ST_CLOSED || p->bev == NULL || !p->lingering)
+	bool over = p->state == ST_CLOSED || p->bev == NULL || !p->lingering;
+	if (over && p->sync_due) {
+		p->sync_due = false;
+		if (!call_owner(p, CALL_SYNC))
+			return;
+	}
+	if (over)
 		free_probe(p); /* over, or nowhere to linger: close now */
 }
 
@@ -1023,7 +1109,7 @@ static bool copy_addr(struct smtp_probe *p, const struct sockaddr *addr)
 /* smtp_probe_start - see smtp.h */
 struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockaddr *addr,
                                     const struct smtp_params *params, smtp_trace_fn trace_fn, void *trace_arg,
-                                    smtp_done_fn done, smtp_late_fn late, void *arg)
+                                    smtp_done_fn done, smtp_late_fn late, smtp_sync_fn sync, void *arg)
 {
 	struct smtp_probe *p = calloc(1, sizeof(*p));
 	struct timeval now = {0, 0};
@@ -1035,6 +1121,7 @@ struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockad
 	p->trace_arg = trace_arg;
 	p->done = done;
 	p->late = late;
+	p->sync = sync;
 	p->arg = arg;
 	p->timer = evtimer_new(base, on_timer, p);
 	p->notify = evtimer_new(base, on_notify, p);

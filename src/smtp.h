@@ -17,11 +17,19 @@
  * the dialogue as a mail loop.
  *
  * The result is reported the moment it is decided: QUIT, its reply and the
- * close come afterwards and can neither delay nor change it. After done the
- * probe is no longer the caller's (unless a catch-all answer is still due,
- * see catchall_pending): it finishes by itself and frees itself. It is on
- * params.linger from start to end, so the list's owner can tell when all
- * its probes are gone (on_empty) and close them all (linger_close_all).
+ * close come afterwards and cannot delay it. But they are where a server
+ * that stays exactly one reply behind shows (nothing waits when a command
+ * goes out, yet every reply is the previous command's): so after the result
+ * the session must prove it was in step. The QUIT reply must be 2xx, and
+ * nothing may follow the catch-all RCPT's reply or the QUIT reply (RFC 5321
+ * has the server close right after 221; the wait for that close is bounded
+ * by the QUIT phase's command_timeout). What was found is reported once the
+ * connection is over (smtp_sync_fn): the owner may hold a verdict for it, or
+ * take a reported one back. After done the probe is no longer the caller's
+ * (unless a catch-all answer is still due, see catchall_pending): it
+ * finishes by itself and frees itself. It is on params.linger from start to
+ * end, so the list's owner can tell when all its probes are gone (on_empty)
+ * and close them all (linger_close_all).
  *
  * This module reports what happened (where the dialogue ended and the reply
  * there); classify.c decides what that means.
@@ -89,20 +97,41 @@ typedef void (*smtp_done_fn)(void *arg, const struct smtp_result *result);
 /* The catch-all answer after a result with catchall_pending: the reply, or
  * NULL when none usable came (timeout, close, protocol error). Once. */
 typedef void (*smtp_late_fn)(void *arg, const struct smtp_reply *catchall_reply);
+/* Was the session in step? Known once the connection is over. */
+enum smtp_sync {
+	SMTP_SYNC_UNKNOWN, /* no evidence either way: QUIT unanswered (timeout, close), or not waited for */
+	SMTP_SYNC_PROVED,  /* QUIT got 2xx, nothing followed it, and the server closed (or the QUIT phase
+	                    * ended quietly) */
+	SMTP_SYNC_BROKEN,  /* out of step: data before a command, after the catch-all or QUIT reply, a
+	                    * non-2xx QUIT reply, or a protocol error after the result */
+};
+
+struct smtp_sync_report {
+	enum smtp_sync sync;
+	enum probe_stage stage; /* where it was found (BROKEN) */
+	const char *why;        /* e.g. "reply before command (found after the verdict)"; "" if none */
+};
+
+/* The sync report, once, after done (and late when due), when the
+ * connection is over; probe says which probe it is about (it is still
+ * alive, and freed when this returns). Never after a cancel or
+ * linger_close_all. */
+typedef void (*smtp_sync_fn)(void *arg, struct smtp_probe *probe, const struct smtp_sync_report *report);
 /* Transcript lines: "> EHLO probe.example", "< 250-mx.example", "* connected to ...". */
 typedef void (*smtp_trace_fn)(void *arg, const char *line);
 
 /* smtp_probe_start - connect to addr (port already set) and run the dialogue.
  * Strings in params are copied. done runs exactly once from the event loop,
  * unless cancelled first; after a result with catchall_pending, late (which
- * must then be set) runs exactly once too, with the same arg. The probe is
- * the caller's until done returns (or, with catchall_pending, until late
+ * must then be set) runs exactly once too, with the same arg; then sync (if
+ * not NULL) runs once when the connection is over. The probe is the
+ * caller's until done returns (or, with catchall_pending, until late
  * returns); then it finishes by itself and frees itself. Transcript lines
  * come while it lingers too (QUIT and its reply), so trace_arg must outlive
  * the probe (or the list's owner). NULL on allocation failure. */
 struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockaddr *addr,
                                     const struct smtp_params *params, smtp_trace_fn trace, void *trace_arg,
-                                    smtp_done_fn done, smtp_late_fn late, void *arg);
+                                    smtp_done_fn done, smtp_late_fn late, smtp_sync_fn sync, void *arg);
 
 /* smtp_probe_cancel - close at once; neither done nor late will run. Only
  * while the probe is the caller's; inside done or late it takes effect when

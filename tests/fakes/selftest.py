@@ -771,6 +771,9 @@ BEHAVIOURS = {
     "127.0.0.27": ("null_sender_refused", {"users": ["alice"]}),
     "127.0.0.28": ("multiline_mismatch", {}),
     "127.0.0.29": ("normal", {"hostname": "probe.vemilter.test"}),
+    "127.0.0.30": ("lagging_reply", {"users": ["alice"]}),
+    "127.0.0.31": ("lagging_reply", {"users": ["alice"], "refuse_null": True, "delay": 0.1}),
+    "127.0.0.32": ("null_sender_refused_at_rcpt", {"users": ["alice"]}),
     "::1": ("normal", {}),
 }
 FARM = None
@@ -1252,6 +1255,77 @@ def smtp_null_sender_refused():
     c.quit()
     s = last("127.0.0.27")
     assert s.commands[1:4] == ["mail FROM:<>", "rset", "mail FROM:<probe@vemilter.test>"], s.commands
+
+
+@check
+def smtp_lagging_reply():
+    """smtp lagging_reply: an unsolicited line at EHLO, then every reply 0.15 s late: one behind"""
+    farm()
+    s, fh = raw_connect("127.0.0.30", PORT)
+    try:
+        assert read_reply(fh)[0].startswith("220")
+        t0 = time.monotonic()
+        s.sendall(b"EHLO x\r\n")
+        assert read_reply(fh) == ["250 2.0.0 unsolicited"]
+        early = time.monotonic() - t0
+        assert pending(s, 0.05) == b"", "the real EHLO reply came too early"
+        s.settimeout(5.0)
+        # Paired by order, every reply is now the previous command's:
+        s.sendall(b"MAIL FROM:<>\r\n")
+        ehlo = read_reply(fh)
+        assert ehlo[-1] == "250 ENHANCEDSTATUSCODES" and len(ehlo) > 1, ehlo
+        t1 = time.monotonic()
+        s.sendall(b"RCPT TO:<nobody@x>\r\n")
+        assert read_reply(fh) == ["250 2.1.0 sender ok"]          # MAIL's reply
+        lag = time.monotonic() - t1
+        s.sendall(b"QUIT\r\n")
+        assert read_reply(fh)[0].startswith("550 5.1.1")          # RCPT's reply
+        assert read_reply(fh)[0].startswith("221")                # QUIT's, after it
+        assert eof_within(s, 2.0)
+    finally:
+        s.close()
+        fh.close()
+    assert early < 0.1 and 0.12 <= lag < 1.0, (early, lag)
+    st = last("127.0.0.30")
+    assert st.commands == ["EHLO x", "MAIL FROM:<>", "RCPT TO:<nobody@x>", "QUIT"], st.commands
+
+
+@check
+def smtp_lagging_reply_refuse_null():
+    """smtp lagging_reply refuse_null: MAIL FROM:<> 553 5.1.8 (one reply late), other senders 250"""
+    farm()
+    s, fh = raw_connect("127.0.0.31", PORT)
+    try:
+        read_reply(fh)
+        s.sendall(b"EHLO x\r\n")
+        assert read_reply(fh) == ["250 2.0.0 unsolicited"]
+        s.sendall(b"MAIL FROM:<>\r\n")
+        read_reply(fh)                                           # EHLO's
+        s.sendall(b"MAIL FROM:<p@x>\r\n")
+        assert read_reply(fh)[0].startswith("553 5.1.8 sender address rejected")
+        s.sendall(b"RCPT TO:<alice@x>\r\n")
+        assert read_reply(fh) == ["250 2.1.0 sender ok"]
+        s.sendall(b"QUIT\r\n")
+        assert read_reply(fh) == ["250 2.1.5 recipient ok"]
+        assert read_reply(fh)[0].startswith("221")
+    finally:
+        s.close()
+        fh.close()
+
+
+@check
+def smtp_null_sender_refused_at_rcpt():
+    """smtp null_sender_refused_at_rcpt: MAIL FROM:<> 250, RCPT 554 5.7.1 <>: Sender address rejected"""
+    farm()
+    c = smtp(PORT, "127.0.0.32")
+    c.ehlo()
+    assert c.mail("")[0] == 250
+    assert c.rcpt("alice@x") == (554, b"5.7.1 <>: Sender address rejected: Access denied")
+    assert c.rcpt("nobody@x")[0] == 554
+    assert c.rset()[0] == 250
+    assert c.mail("probe@vemilter.test")[0] == 250
+    assert c.rcpt("alice@x")[0] == 250 and c.rcpt("nobody@x")[0] == 550
+    c.quit()
 
 
 @check

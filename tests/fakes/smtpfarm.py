@@ -91,6 +91,19 @@ Behaviours (add(address, behaviour, **options))
                     (with replies={"RSET": ...} a refused RSET too)
     multiline_mismatch   every RCPT gets one multi-line reply whose lines carry
                     different codes: "250-2.1.5 ok" then "550 5.1.1 no such user"
+    lagging_reply   one reply behind for the whole session: right after the
+                    first EHLO arrives it sends one unsolicited line
+                    "250 2.0.0 unsolicited" (before the real EHLO reply), and
+                    answers every command `delay` seconds (default 0.15)
+                    late, so nothing is waiting when the client sends its
+                    next command, yet every reply it reads is the previous
+                    command's. QUIT -> 221 (late) and close. With
+                    refuse_null=True, MAIL FROM:<> -> 553 5.1.8 sender
+                    address rejected: null sender not accepted
+    null_sender_refused_at_rcpt  Postfix with smtpd_delay_reject = yes:
+                    MAIL FROM:<> -> 250, then every RCPT -> 554 5.7.1 <>:
+                    Sender address rejected: Access denied; after MAIL
+                    FROM:<anything else> normal users
 
 Options (all behaviours)
     users=[...]        local parts that exist (case- and domain-insensitive);
@@ -99,7 +112,8 @@ Options (all behaviours)
     hostname="mx.test" name used in the banner and EHLO reply (the first word
                        of each; set it to the prober's helo_name for a server
                        that is "this host")
-    delay=30.0         slow_banner's wait
+    delay=30.0         slow_banner's wait (lagging_reply: 0.15, each reply's)
+    refuse_null=False  lagging_reply: refuse MAIL FROM:<> with 553 5.1.8
     when="banner"      early_reply: after which reply ("banner", "ehlo", "mail")
     seconds=60.0       greylist_for: how long a (sender, recipient) pair is
                        greylisted
@@ -146,8 +160,10 @@ BEHAVIOURS = (
     "mail_refused", "ehlo_refused", "starttls", "tls_broken", "slow_banner",
     "drop_after_mail", "multiline", "endless_line", "garbage", "silent_after_rcpt",
     "early_reply", "hang_quit", "hang_catchall", "greylist_for", "null_sender_refused",
-    "multiline_mismatch",
+    "multiline_mismatch", "lagging_reply", "null_sender_refused_at_rcpt",
 )
+LAG_LINE = "250 2.0.0 unsolicited"
+NULL_AT_RCPT = "<>: Sender address rejected: Access denied"
 EARLY_WHEN = {"banner": "BANNER", "ehlo": "EHLO", "mail": "MAIL"}
 EARLY_LINE = "250 2.0.0 unsolicited reply, before its command"
 TLS_BEHAVIOURS = ("starttls", "tls_broken")
@@ -247,6 +263,7 @@ class _Conn:
         self.mail_from = None     # the sender of the MAIL accepted (greylist_for)
         self.early_verb = (EARLY_WHEN[self.opts.get("when", "banner")]
                            if self.behaviour == "early_reply" else None)
+        self.lag_started = False  # lagging_reply: the unsolicited line went out
 
     # ---- low-level I/O
 
@@ -379,6 +396,12 @@ class _Conn:
             await self.send(["hello there"])
             return verb != "QUIT"
 
+        if b == "lagging_reply":
+            if verb == "EHLO" and not self.lag_started:
+                self.lag_started = True
+                await self.send([LAG_LINE])      # at once: the client takes it as EHLO's reply
+            await asyncio.sleep(float(self.opts.get("delay", 0.15)))
+
         if b == "banner_554":
             if verb == "QUIT":
                 self.closed("server")
@@ -448,6 +471,9 @@ class _Conn:
                 await self.reply(550, "5.7.1", "null sender not accepted from you")
             elif b == "null_sender_refused" and MAIL_RE.match(line).group(1) == "":
                 await self.reply(550, "5.7.1", "null sender refused")
+            elif (b == "lagging_reply" and self.opts.get("refuse_null")
+                  and MAIL_RE.match(line).group(1) == ""):
+                await self.reply(553, "5.1.8", "sender address rejected: null sender not accepted")
             else:
                 self.in_mail = True
                 self.mail_from = MAIL_RE.match(line).group(1)
@@ -470,6 +496,9 @@ class _Conn:
                 return True
             if b == "multiline_mismatch":
                 await self.send(["250-2.1.5 ok", "550 5.1.1 no such user"])
+                return True
+            if b == "null_sender_refused_at_rcpt" and self.mail_from == "":
+                await self.reply(554, "5.7.1", NULL_AT_RCPT)
                 return True
             addr = m.group(1)
             local = addr.split(":", 1)[-1]             # drop a source route
@@ -583,7 +612,7 @@ class SmtpFarm:
             raise ValueError("SmtpFarm listens on loopback only, not %r" % address)
         if behaviour not in BEHAVIOURS:
             raise ValueError("unknown behaviour %r (known: %s)" % (behaviour, ", ".join(BEHAVIOURS)))
-        known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds"}
+        known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds", "refuse_null"}
         bad = set(options) - known
         if bad:
             raise ValueError("unknown option(s) %s" % ", ".join(sorted(bad)))

@@ -81,6 +81,13 @@ FARM = {
     "127.0.0.47": ("normal", {"users": ["alice"]}),                       # early path run
     "127.0.0.48": ("hang_catchall", {"users": ["alice"]}),                # interrupted runs
     "127.0.0.49": ("hang_quit", {"users": ["alice"]}),                    # interrupted runs
+    # one reply behind for the whole session (an unsolicited line at EHLO, every reply 0.15 s late)
+    "127.0.0.50": ("lagging_reply", {"users": ["alice"]}),
+    "127.0.0.51": ("lagging_reply", {"users": ["alice"], "refuse_null": True}),
+    # ... and its refused MAIL worded like an address rejection: the shifted 5xx looks like an answer
+    "127.0.0.52": ("lagging_reply", {"users": ["alice"], "refuse_null": True,
+                                     "replies": {"MAIL": "550 5.1.1 mailbox unavailable"}}),
+    "127.0.0.53": ("null_sender_refused_at_rcpt", {"users": ["alice"]}),
 }
 # Interrupted runs leave a connection whose random RCPT hangs without QUIT.
 INTERRUPTED = {"127.0.0.48"}
@@ -137,6 +144,10 @@ ZONE = {
     "guard.test": {"MX": [mx("mx1.guard.test"), mx("mx2.guard.test", 20)]},
     "mx1.guard.test": {"A": ["10.1.2.3"]},
     "mx2.guard.test": {"A": ["192.168.7.7"], "AAAA": ["fd00::25"]},
+    # "MX points at localhost" and other addresses no mail server has: no_domain
+    "bogus.test": {"MX": [mx("mx1.bogus.test"), mx("mx2.bogus.test", 20)]},
+    "mx1.bogus.test": {"A": ["0.0.0.0", "192.0.2.25"]},
+    "mx2.bogus.test": {"AAAA": ["ff02::1", "::ffff:0.0.0.0"]},
     "utf8.test": {"MX": [mx("mx.utf8.test")]},
     "mx.utf8.test": {"A": ["127.0.0.31"]},
     "utf8ok.test": {"MX": [mx("mx.utf8ok.test")]},
@@ -187,7 +198,42 @@ ZONE = {
     "mx.early-catchall.test": {"A": ["127.0.0.46"]},
     "early-normal.test": {"MX": [mx("mx.early-normal.test")]},
     "mx.early-normal.test": {"A": ["127.0.0.47"]},
+    "lag.test": {"MX": [mx("mx.lag.test")]},
+    "mx.lag.test": {"A": ["127.0.0.50"]},
+    "lagnull.test": {"MX": [mx("mx.lagnull.test")]},
+    "mx.lagnull.test": {"A": ["127.0.0.51"]},
+    "lagnull2.test": {"MX": [mx("mx.lagnull2.test")]},
+    "mx.lagnull2.test": {"A": ["127.0.0.52"]},
+    "nullrcpt.test": {"MX": [mx("mx.nullrcpt.test")]},
+    "mx.nullrcpt.test": {"A": ["127.0.0.53"]},
 }
+
+
+def private_local_address():
+    """An address of this host in a range the guard refuses but that may be
+    real on a split horizon (RFC 1918, ULA), or None. Only looked at, never
+    connected to."""
+    import ipaddress
+    try:
+        out = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for m in re.finditer(r"\binet6? ([0-9a-fA-F:.]+)/", out):
+        ip = ipaddress.ip_address(m.group(1))
+        if ip.is_private and not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
+            if ip.version == 4 and not any(ip in ipaddress.ip_network(n)
+                                           for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")):
+                continue
+            if ip.version == 6 and ip not in ipaddress.ip_network("fc00::/7"):
+                continue
+            return ip
+    return None
+
+
+SPLIT = private_local_address()
+if SPLIT is not None:  # our own MX resolves to our RFC 1918 / ULA address: a loop, not no_domain
+    ZONE["split.test"] = {"MX": [mx("mx.split.test")]}
+    ZONE["mx.split.test"] = {("A" if SPLIT.version == 4 else "AAAA"): [str(SPLIT)]}
 
 # address -> (outcome, stage, extra checks on the parsed result line, farm address)
 CASES = [
@@ -216,7 +262,11 @@ CASES = [
     ("ivan@multi.test", "valid", "rcpt", {"flags": "not_catchall"}, "127.0.0.29"),
     ("nobody@multi.test", "invalid", "rcpt", {"reply": r"^550 5\.1\.1"}, "127.0.0.29"),
     ("x@endless.test", "tempfail", "ehlo", {"reason": "line too long", "flags": "protocol"}, "127.0.0.30"),
-    ("x@guard.test", "no_domain", "guard", {"reason": "forbidden network"}, None),
+    # Private addresses are refused by our policy, not by DNS: they may be real
+    # on a split horizon, so the answer is unverifiable, never no_domain (a 550).
+    ("x@guard.test", "unverifiable", "guard", {"reason": r"network we do not probe \((private|unique local)"},
+     None),
+    ("x@bogus.test", "no_domain", "guard", {"reason": "forbidden network"}, None),
     ("j\u00f6rg@utf8.test", "unverifiable", "ehlo", {}, "127.0.0.31"),
     # The farm records lines as latin-1, so it cannot know a UTF-8 user: an
     # unknown-user reply still proves the question was asked, with SMTPUTF8.
@@ -257,6 +307,9 @@ CASES = [
     ("alice@localsecond.test", "tempfail", "connect", {"reason": r"^mx is this host$", "flags": "loop"},
      None),
 ]
+if SPLIT is not None:  # checked before the guard, which refuses the range
+    CASES.append(("x@split.test", "tempfail", "connect", {"reason": r"^mx is this host$", "flags": "loop",
+                                                          "addr": "^%s$" % re.escape(str(SPLIT))}, None))
 
 RESULT = re.compile(r'^(\S+) (\w+) (.*)$')
 KV = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
@@ -642,6 +695,100 @@ def hints_run(tap, tmp, dns_port, farm, farm_port):
               and sessions == [["EHLO " + HELO, "MAIL FROM:<>", "QUIT"]], "%r %r\n%s" % (f, sessions, r.stderr))
 
 
+def calloutrun(conf, opts, address, farm, farm_addr):
+    """calloutrun -v: (fields of its result line, the farm's sessions it made, transcript)"""
+    before = len(farm.sessions(farm_addr))
+    r = vmtest.run([CALLOUTRUN, "-c", conf, "-v"] + opts + [address], timeout=30)
+    farm.wait_idle(farm_addr, timeout=5)
+    lines = (r.stdout or "").strip().split("\n")
+    fields = dict(kv.split("=", 1) for kv in lines[-1].split() if "=" in kv)
+    return fields, [s.commands for s in farm.sessions(farm_addr)[before:]], (r.stdout or "") + (r.stderr or "")
+
+
+def desync_run(tap, tmp, dns_port, farm, farm_port):
+    """A server one reply behind for the whole session (nothing waits when a
+    command goes out): the verdict must never stand as an answer. A positive
+    verdict comes at once and is taken back (fact retracted); an invalid is
+    held until QUIT proves the session in step, which it never does here."""
+    conf = write_conf(tmp, "desync.conf", dns_port, farm_port, "verify_budget = 8s")
+    for address, opts in (("nobody@lag.test", []), ("nobody@lag.test", ["--skip-catchall"]),
+                          ("alice@lag.test", []), ("alice@lag.test", ["--skip-catchall"])):
+        f, sessions, out = calloutrun(conf, opts, address, farm, "127.0.0.50")
+        outcome, facts = f.get("outcome"), f.get("facts", "").split(",")
+        ok = outcome != "invalid" and (
+            (outcome == "valid" and "retracted" in facts)
+            or (outcome == "tempfail" and "protocol" in f.get("flags", "").split(",")))
+        tap.check("lagging_reply %s%s: %s, facts %s (verdict %s ms): never a standing answer"
+                  % (address, " " + " ".join(opts) if opts else "", outcome, f.get("facts"), f.get("verdict_ms")),
+                  ok and len(sessions) == 1 and sessions[0][-1] == "QUIT", "%r %r\n%s" % (f, sessions, out))
+    f, sessions, out = calloutrun(conf, [], "nobody@lag.test", farm, "127.0.0.50")
+    tap.check("lagging_reply: the retraction names the QUIT reply (transcript)",
+              re.search(r"^retracted: the valid verdict came from a session out of step "
+                        r"\(reply before command \(found after the verdict", out, re.M) is not None, out)
+    # refuse_null: MAIL FROM:<> 553 5.1.8, shifted onto RCPT: a real user must never be invalid
+    for address, farm_addr in (("alice@lagnull.test", "127.0.0.51"), ("nobody@lagnull.test", "127.0.0.51"),
+                               ("alice@lagnull2.test", "127.0.0.52"), ("nobody@lagnull2.test", "127.0.0.52")):
+        for opts in ([], ["--skip-catchall"]):
+            f, sessions, out = calloutrun(conf, opts, address, farm, farm_addr)
+            outcome = f.get("outcome")
+            ok = outcome in ("blocked", "tempfail") and "retracted" not in f.get("facts", "")
+            if outcome == "tempfail":
+                ok = ok and "protocol" in f.get("flags", "")
+            tap.check("lagging_reply refuse_null %s%s: %s (%s ms), never invalid"
+                      % (address, " " + " ".join(opts) if opts else "", outcome, f.get("verdict_ms")),
+                      ok, "%r %r\n%s" % (f, sessions, out))
+    # the hold path: the shifted 550 looks like an answer, QUIT shows it is not
+    f, sessions, out = calloutrun(conf, ["--skip-catchall"], "alice@lagnull2.test", farm, "127.0.0.52")
+    tap.check("invalid held until QUIT: the 550 at RCPT became tempfail at quit (protocol), %s ms"
+              % f.get("verdict_ms"),
+              f.get("outcome") == "tempfail" and f.get("stage") == "quit" and f.get("flags") == "protocol"
+              and "invalid, held until QUIT" in out and int(f.get("verdict_ms", 9999)) < 2000,
+              "%r\n%s" % (f, out))
+    # vemilter-check shows a retraction and does not exit 0 on it
+    rc, out, err, results, secs, _ = run_check(conf, ["nobody@lag.test"])
+    r = results.get("nobody@lag.test")
+    tap.check("vemilter-check: nobody@lag.test shows fact=retracted and exits 2 (temporary)",
+              rc == 2 and r is not None and r[2].get("fact") == "retracted" and r[1] in ("valid", "tempfail"),
+              "exit %r %r\n%s" % (rc, r, out))
+    # a sound server: the hold costs one round trip and the close, no more
+    f, sessions, out = calloutrun(conf, ["--skip-catchall"], "bob@unknown.test", farm, "127.0.0.12")
+    tap.check("in step: invalid after QUIT proved it (%s ms), no fact" % f.get("verdict_ms"),
+              f.get("outcome") == "invalid" and f.get("facts") == "-" and "proved in step" in out
+              and int(f.get("verdict_ms", 9999)) < 1000, "%r\n%s" % (f, out))
+    # a server that hangs at QUIT: no contrary evidence, invalid after the bounded wait
+    conf5 = write_conf(tmp, "desync5.conf", dns_port, farm_port, "verify_budget = 5s")
+    f, sessions, out = calloutrun(conf5, ["--skip-catchall"], "nobody@hangquit.test", farm, "127.0.0.36")
+    tap.check("hang at QUIT, unknown user: invalid after min(command_timeout, verify_budget/4) = 1.25 s "
+              "(%s ms)" % f.get("verdict_ms"),
+              f.get("outcome") == "invalid" and 1200 <= int(f.get("verdict_ms", 0)) < 2000,
+              "%r\n%s" % (f, out))
+
+
+def null_at_rcpt_run(tap, tmp, dns_port, farm, farm_port):
+    """Postfix's smtpd_delay_reject: the null sender refused at RCPT, 554
+    5.7.1 <>: Sender address rejected. About us: blocked, never invalid; with
+    a fallback sender, asked again in a new connection."""
+    without = write_conf(tmp, "nullrcpt.conf", dns_port, farm_port)
+    with_fb = write_conf(tmp, "nullrcpt-fb.conf", dns_port, farm_port, "probe_sender_fallback = " + FALLBACK)
+    for address in ("alice@nullrcpt.test", "nobody@nullrcpt.test"):
+        f, sessions, out = calloutrun(without, [], address, farm, "127.0.0.53")
+        tap.check("null sender refused at RCPT, no fallback: %s -> blocked at rcpt" % address,
+                  f.get("outcome") == "blocked" and f.get("stage") == "rcpt" and len(sessions) == 1
+                  and sessions[0] == ["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<%s>" % address, "QUIT"],
+                  "%r %r\n%s" % (f, sessions, out))
+    # (the default policy: the verdict comes at RCPT, the catch-all answer as a fact)
+    for address, outcome, flags in (("alice@nullrcpt.test", "valid", "fallback_sender"),
+                                    ("nobody@nullrcpt.test", "invalid", "fallback_sender")):
+        f, sessions, out = calloutrun(with_fb, [], address, farm, "127.0.0.53")
+        tap.check("null sender refused at RCPT, fallback: %s -> %s flags=%s, second connection with the "
+                  "fallback" % (address, outcome, flags),
+                  f.get("outcome") == outcome and f.get("stage") == "rcpt" and f.get("flags") == flags
+                  and f.get("facts") == "not_catch_all"
+                  and len(sessions) == 2 and sessions[0][1:3] == ["MAIL FROM:<>", "RCPT TO:<%s>" % address]
+                  and sessions[1][1:3] == ["MAIL FROM:<%s>" % FALLBACK, "RCPT TO:<%s>" % address],
+                  "%r %r\n%s" % (f, sessions, out))
+
+
 def interrupt_check(tap, conf, address, valgrind=False):
     """vemilter-check on address (whose verdict comes at once, then lingers
     for 10 s), interrupted with SIGINT once the verdict is in: the result
@@ -736,6 +883,8 @@ def main():
         hints_run(tap, tmp, dns_port, farm, farm_port)
         greylist_run(tap, tmp, dns_port, farm, farm_port)
         hang_run(tap, tmp, dns_port, farm, farm_port)
+        desync_run(tap, tmp, dns_port, farm, farm_port)
+        null_at_rcpt_run(tap, tmp, dns_port, farm, farm_port)
         interrupt_run(tap, tmp, dns_port, farm_port)
         valgrind_run(tap, tmp, dns_port, farm_port)
 

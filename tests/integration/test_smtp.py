@@ -66,6 +66,7 @@ SERVERS = {
     "127.0.0.31": ("multiline_mismatch", {}),
     "127.0.0.32": ("normal", {"hostname": HELO}),
     "127.0.0.33": ("normal", {"replies": {"EHLO": "250-PROBE.example. greets you\n250 8BITMIME"}}),
+    "127.0.0.34": ("lagging_reply", {"users": ["alice"]}),
 }
 FALLBACK = "probe@vemilter.test"
 
@@ -84,11 +85,26 @@ def normal_commands(rcpt, catchall=None, helo=HELO, mail="MAIL FROM:<>"):
 # commands (the exact lines the server got, or None)
 CASES = [
     ("normal, known user", "127.0.0.2", [], "alice@x.test",
-     {"end": "done", "stage": "rcpt", "code": "250", "ecode": "2.1.5", "tls": "0"},
+     {"end": "done", "stage": "rcpt", "code": "250", "ecode": "2.1.5", "tls": "0", "sync": "proved"},
      True, normal_commands("alice@x.test")),
     ("normal, unknown user", "127.0.0.2", [], "nobody@x.test",
-     {"end": "done", "stage": "rcpt", "code": "550", "ecode": "5.1.1", "catchall_code": "0"},
+     {"end": "done", "stage": "rcpt", "code": "550", "ecode": "5.1.1", "catchall_code": "0", "sync": "proved"},
      True, normal_commands("nobody@x.test")),
+    # one reply behind: nothing waits when a command goes out, so the result
+    # is MAIL's 250; the QUIT reply (RCPT's 550) shows it after the result
+    ("lagging_reply: the QUIT reply proves the session out of step", "127.0.0.34", [], "nobody@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250", "ecode": "2.1.0", "sync": "broken",
+      "sync_why": "reply before command (found after the verdict: QUIT got 550)"},
+     True, normal_commands("nobody@x.test")),
+    ("lagging_reply, known user: data after the 2xx QUIT reply", "127.0.0.34", [], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "250", "sync": "broken",
+      "sync_why": "reply before command (found after the verdict: data after the QUIT reply)"},
+     True, normal_commands("alice@x.test")),
+    ("lagging_reply, catch-all: the catch-all reply is RCPT's", "127.0.0.34", ["--catchall", RANDOM],
+     "alice@x.test",
+     {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "250", "sync": "broken",
+      "sync_why": "reply before command (found after the verdict: QUIT got 550)"},
+     True, normal_commands("alice@x.test", RANDOM)),
     ("normal, catch-all check", "127.0.0.2", ["--catchall", RANDOM], "alice@x.test",
      {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "550"},
      True, normal_commands("alice@x.test", RANDOM)),
@@ -398,8 +414,10 @@ def test_hang_quit(tap, cleanup):
     new = farm.sessions("127.0.0.27")[before:]
     report, end = int(fields.get("report_ms", "99999")), int(fields.get("end_ms", "0"))
     tap.diag("hang_quit: result after %d ms, probe gone after %d ms (command timeout 2000 ms)" % (report, end))
-    tap.equal("hang_quit: result", subset(fields, ["end", "stage", "code", "catchall_code"]),
-              {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "550"}, diag_of(r, new))
+    tap.equal("hang_quit: result; no QUIT reply, so no proof either way (sync=unknown)",
+              subset(fields, ["end", "stage", "code", "catchall_code", "sync"]),
+              {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "550", "sync": "unknown"},
+              diag_of(r, new))
     tap.check("hang_quit: reported within 1 s (%d ms), before QUIT timed out" % report, report < 1000,
               diag_of(r))
     tap.check("hang_quit: the probe lingered until the QUIT wait ended (%d ms)" % end, 1900 <= end < 4000,
@@ -473,6 +491,7 @@ def test_valgrind(tap, cleanup):
                         ("endless_line", ["--command-ms", "500", "127.0.0.15", str(farm.port), "a@x.test"]),
                         ("silent", ["--command-ms", "300", "127.0.0.17", str(farm.port), "a@x.test"]),
                         ("early_reply", ["127.0.0.24", str(farm.port), "a@x.test"]),
+                        ("lagging_reply", ["--catchall", RANDOM, "127.0.0.34", str(farm.port), "nobody@x.test"]),
                         ("hang_quit", ["--command-ms", "300", "127.0.0.27", str(farm.port), "alice@x.test"]),
                         ("hang_catchall late", ["--command-ms", "300", "--early", "--catchall", RANDOM,
                                                 "127.0.0.28", str(farm.port), "alice@x.test"]),

@@ -13,7 +13,9 @@
  *   finished=1 finished_ms=15
  *
  * (one line) preceded, with -v, by the transcript. facts lists the late
- * domain facts (comma-separated, "-" for none); finished counts the
+ * facts, in order (comma-separated, "-" for none): catch_all and
+ * not_catch_all about the domain, retracted when the verdict was taken back
+ * (the session proved out of step after it); finished counts the
  * on_finished calls (the last connection gone), finished_ms says when. Owns its configuration and engine.
  * Exit 0 once a verdict came; 1 otherwise; 2 on a usage or setup error.
  */
@@ -68,8 +70,14 @@ static void on_fact(void *arg, const struct addr *address, const struct outcome 
 {
 	struct run *run = arg;
 	size_t len = strlen(run->facts);
-	snprintf(run->facts + len, sizeof(run->facts) - len, "%s%s", len ? "," : "",
-	         fact->kind == OUTCOME_CATCH_ALL ? "catch_all" : "not_catch_all");
+	const char *name = fact->kind == OUTCOME_CATCH_ALL ? "catch_all"
+	                   : fact->kind == OUTCOME_VALID && (fact->flags & OUTCOME_F_NOT_CATCHALL)
+	                           ? "not_catch_all"
+	                   : (fact->flags & OUTCOME_F_PROTOCOL) ? "retracted"
+	                                                        : "other";
+	snprintf(run->facts + len, sizeof(run->facts) - len, "%s%s", len ? "," : "", name);
+	if (run->verbose)
+		printf("* fact: %s (%s)\n", name, fact->reason);
 }
 
 static void on_finished(void *arg, const char *domain)

@@ -12,13 +12,16 @@
  *
  *   end=done stage=rcpt code=250 ecode=2.1.5 text="Ok" catchall_code=0 tls=0
  *   pending=0 late=none fallback=0 fallback_retry=0 report_ms=12 end_ms=14 error=""
+ *   sync=proved sync_why=""
  *
  * (one line; wrapped here) preceded, with -v, by the transcript, in which
  * "* reported" and "* late catch-all answer" mark when the result and a late
  * catch-all answer were handed over. report_ms is when the result came,
  * end_ms when the probe was gone (both from the start); late is the code of
  * a catch-all answer handed over after the result, "none" when it was due
- * and none came, "-" when none was due. --abandon stops at the result and
+ * and none came, "-" when none was due; sync is what the session proved
+ * after the result (smtp_sync_fn: proved, broken, unknown; "-": no report,
+ * as with --abandon), sync_why how it broke. --abandon stops at the result and
  * closes whatever still lingers (as an engine that stops does). Owns its
  * event_base, the linger
  * list the probe finishes on and, with --tls, its SSL_CTX (no certificate
@@ -57,8 +60,10 @@ struct run {
 	int64_t started_ms;
 	int64_t report_ms; /* when done ran, from started_ms */
 	bool late_ran;
-	int late_code; /* 0: late ran without a reply */
-	bool abandon;  /* --abandon: stop the loop as soon as the result is in */
+	int late_code;    /* 0: late ran without a reply */
+	const char *sync; /* the sync report: "proved", "broken", "unknown"; "-": none came */
+	char sync_why[160];
+	bool abandon; /* --abandon: stop the loop as soon as the result is in */
 	struct event_base *base;
 };
 
@@ -119,6 +124,19 @@ static void on_late(void *arg, const struct smtp_reply *reply)
 		printf("* late catch-all answer: %d\n", run->late_code);
 }
 
+/* on_sync - whether the session proved to be in step, once it is over */
+static void on_sync(void *arg, struct smtp_probe *probe, const struct smtp_sync_report *report)
+{
+	struct run *run = arg;
+	static const char *const names[] = {[SMTP_SYNC_UNKNOWN] = "unknown",
+	                                    [SMTP_SYNC_PROVED] = "proved",
+	                                    [SMTP_SYNC_BROKEN] = "broken"};
+	run->sync = names[report->sync];
+	snprintf(run->sync_why, sizeof(run->sync_why), "%s", report->why);
+	if (run->verbose)
+		printf("* sync %s%s%s\n", run->sync, report->why[0] ? ": " : "", report->why);
+}
+
 /* print_result - the one result line */
 static void print_result(const struct run *run, int64_t end_ms)
 {
@@ -141,6 +159,8 @@ static void print_result(const struct run *run, int64_t end_ms)
 	printf(" fallback=%d fallback_retry=%d report_ms=%lld end_ms=%lld", r->fallback_used ? 1 : 0,
 	       r->fallback_retry ? 1 : 0, (long long)run->report_ms, (long long)end_ms);
 	print_quoted("error", r->error);
+	printf(" sync=%s", run->sync);
+	print_quoted("sync_why", run->sync_why);
 	putchar('\n');
 }
 
@@ -263,7 +283,7 @@ int main(int argc, char **argv)
 	        .banner_timeout_ms = 10000,
 	        .command_timeout_ms = 10000,
 	};
-	struct run run = {0};
+	struct run run = {.sync = "-"};
 	struct linger_list linger = {0};
 	struct sockaddr_storage ss;
 
@@ -291,7 +311,7 @@ int main(int argc, char **argv)
 	run.base = base;
 	run.started_ms = clock_mono_ms();
 	struct smtp_probe *probe = smtp_probe_start(base, (struct sockaddr *)&ss, &params, on_trace, &run,
-	                                            on_done, on_late, &run);
+	                                            on_done, on_late, on_sync, &run);
 	if (probe == NULL) {
 		fprintf(stderr, "smtpprobe: cannot start the probe\n");
 		return 1;

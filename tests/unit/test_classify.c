@@ -6,6 +6,7 @@
  * invalid, SMTPUTF8, TLS failure, timeouts). Replies go through the real
  * parser (smtpreply.c), so a row reads like the dialogue it stands for.
  */
+#include <arpa/inet.h>
 #include <string.h>
 
 #include "classify.h"
@@ -103,6 +104,46 @@ static const struct row rows[] = {
         {"rcpt 550 5.1.1 naming a blocklist: the enhanced code wins, invalid", RCPT,
          "550 5.1.1 unknown user (not a blacklist)", false, false, NONE, false, false, false, NONE,
          ATTEMPT_FINAL, RANK_NONE, OUTCOME_INVALID, 0, STAGE_RCPT, 550, "address rejected"},
+        /* RCPT 5xx about our sender (Postfix smtpd_delay_reject): blocked, never invalid */
+        {"rcpt 554 5.7.1 <>: Sender address rejected, no fallback set", RCPT,
+         "554 5.7.1 <>: Sender address rejected: Access denied", false, false, NONE, false, false, false,
+         NONE, ATTEMPT_NEXT_ADDRESS, RANK_BLOCKED, OUTCOME_BLOCKED, 0, STAGE_RCPT, 554,
+         "refuses our probe sender at RCPT"},
+        {"rcpt 554 5.7.1 <>: Sender address rejected, fallback set: ask again with it", RCPT,
+         "554 5.7.1 <>: Sender address rejected: Access denied", false, false, NONE, false, true, false, NONE,
+         ATTEMPT_RETRY_FALLBACK, RANK_BLOCKED, OUTCOME_BLOCKED, 0, STAGE_RCPT, 554,
+         "refuses our probe sender at RCPT"},
+        {"rcpt 550 5.1.0 <>: Sender address rejected (not 5.7.x): blocked, not invalid", RCPT,
+         "550 5.1.0 <>: Sender address rejected: User unknown in local recipient table", false, false, NONE,
+         false, false, false, NONE, ATTEMPT_NEXT_ADDRESS, RANK_BLOCKED, OUTCOME_BLOCKED, 0, STAGE_RCPT, 550,
+         "refuses our probe sender"},
+        {"rcpt 553 5.1.8 (bad sender's system address): blocked, fallback retry", RCPT,
+         "553 5.1.8 <probe@vemilter.test>: Domain of sender address does not exist", false, false, NONE,
+         false, true, false, NONE, ATTEMPT_RETRY_FALLBACK, RANK_BLOCKED, OUTCOME_BLOCKED, 0, STAGE_RCPT, 553,
+         "refuses our probe sender"},
+        {"rcpt 550 5.1.7 (bad sender's mailbox syntax): blocked", RCPT, "550 5.1.7 bad sender mailbox syntax",
+         false, false, NONE, false, false, false, NONE, ATTEMPT_NEXT_ADDRESS, RANK_BLOCKED, OUTCOME_BLOCKED,
+         0, STAGE_RCPT, 550, "refuses our probe sender"},
+        {"rcpt 550 'null sender' without enhanced code: blocked", RCPT, "550 Null sender not accepted here",
+         false, false, NONE, false, false, false, NONE, ATTEMPT_NEXT_ADDRESS, RANK_BLOCKED, OUTCOME_BLOCKED,
+         0, STAGE_RCPT, 550, "refuses our probe sender"},
+        {"rcpt 550 5.1.1 naming MAIL FROM: about us, blocked", RCPT, "550 5.1.1 MAIL FROM <> not allowed",
+         false, false, NONE, false, false, false, NONE, ATTEMPT_NEXT_ADDRESS, RANK_BLOCKED, OUTCOME_BLOCKED,
+         0, STAGE_RCPT, 550, "refuses our probe sender"},
+        {"rcpt 550 'Sender rejected' with 5.1.1: blocked", RCPT, "550 5.1.1 Sender rejected", false, false,
+         NONE, false, false, false, NONE, ATTEMPT_NEXT_ADDRESS, RANK_BLOCKED, OUTCOME_BLOCKED, 0, STAGE_RCPT,
+         550, "refuses our probe sender"},
+        {"rcpt 554 sender rejected with the fallback sender too: no fallback flag", RCPT,
+         "554 5.7.1 <probe@vemilter.test>: Sender address rejected: Access denied", false, false, NONE, true,
+         false, false, NONE, ATTEMPT_NEXT_ADDRESS, RANK_BLOCKED, OUTCOME_BLOCKED, 0, STAGE_RCPT, 554,
+         "the fallback sender too"},
+        {"rcpt 250, random 554 <>: Sender address rejected: catch-all unknown", RCPT, "250 ok", true, false,
+         "554 5.7.1 <>: Sender address rejected: Access denied", false, false, false, NONE, ATTEMPT_FINAL,
+         RANK_NONE, OUTCOME_VALID, 0, STAGE_RCPT, 250, "catch-all unknown (random address got 554)"},
+        {"rcpt 550 5.1.1 Recipient address rejected: still invalid", RCPT,
+         "550 5.1.1 <nobody@x.test>: Recipient address rejected: User unknown in local recipient table",
+         false, false, NONE, false, true, false, NONE, ATTEMPT_FINAL, RANK_NONE, OUTCOME_INVALID, 0,
+         STAGE_RCPT, 550, "address rejected"},
         /* RCPT 4xx: tempfail, greylisting flagged */
         {"rcpt 450 4.7.1 greylisted", RCPT, "450 4.7.1 greylisted, try again later", false, false, NONE,
          false, false, false, NONE, ATTEMPT_NEXT_ADDRESS, RANK_TEMP_REPLY, OUTCOME_TEMPFAIL, F_GL, STAGE_RCPT,
@@ -331,6 +372,10 @@ START_TEST(catchall_fact)
 	ck_assert(!classify_catchall_fact(&r, &f));
 	parse("554 blocked by a DNSBL", &r);
 	ck_assert(!classify_catchall_fact(&r, &f));
+	parse("550 5.1.0 <>: Sender address rejected: not here", &r); /* about our sender */
+	ck_assert(!classify_catchall_fact(&r, &f));
+	parse("553 5.1.8 sender domain unknown", &r);
+	ck_assert(!classify_catchall_fact(&r, &f));
 	parse("450 4.7.1 greylisted", &r); /* 4xx: nothing learned */
 	ck_assert(!classify_catchall_fact(&r, &f));
 	parse("421 4.3.0 bye", &r);
@@ -421,6 +466,44 @@ START_TEST(flags_text)
 }
 END_TEST
 
+/* bogus - classify_address_bogus of a text address */
+static bool bogus(const char *text)
+{
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	if (strchr(text, ':') != NULL) {
+		ss.ss_family = AF_INET6;
+		ck_assert_int_eq(inet_pton(AF_INET6, text, &((struct sockaddr_in6 *)&ss)->sin6_addr), 1);
+	} else {
+		ss.ss_family = AF_INET;
+		ck_assert_int_eq(inet_pton(AF_INET, text, &((struct sockaddr_in *)&ss)->sin_addr), 1);
+	}
+	return classify_address_bogus((const struct sockaddr *)&ss);
+}
+
+/* Which refused addresses make a domain no_domain (bogus) and which only
+ * unverifiable (real on a split horizon: refusing them is our policy). */
+START_TEST(address_bogus)
+{
+	static const char *const yes[] = {
+	        "127.0.0.1",     "127.1.2.3",    "0.0.0.0",       "0.1.2.3",
+	        "224.0.0.1",     "239.1.1.1",    "240.0.0.1",     "255.255.255.255",
+	        "192.0.2.7",     "198.51.100.1", "203.0.113.200", "::",
+	        "::1",           "ff02::1",      "2001:db8::25",  "::ffff:127.0.0.1",
+	        "::ffff:0.0.0.0"};
+	static const char *const no[] = {"10.1.2.3",       "172.16.0.1", "172.31.255.254", "192.168.7.7",
+	                                 "169.254.1.1",    "100.64.0.1", "fd00::25",       "fc00::1",
+	                                 "fe80::1",        "8.8.8.8",    "2001:4860::1",   "::ffff:10.0.0.1",
+	                                 "198.18.0.1",     "192.0.3.1",  "2001:db9::1",    "128.0.0.1",
+	                                 "223.255.255.255"};
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		ck_assert_msg(bogus(yes[i]), "%s should be bogus", yes[i]);
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		ck_assert_msg(!bogus(no[i]), "%s should not be bogus", no[i]);
+	ck_assert(!classify_address_bogus(NULL));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("classify");
@@ -432,6 +515,7 @@ int main(void)
 	tcase_add_test(tc, greylisting);
 	tcase_add_test(tc, catchall_matters);
 	tcase_add_test(tc, flags_text);
+	tcase_add_test(tc, address_bogus);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }
