@@ -14,6 +14,14 @@ Scenarios
                           out tempfail (4xx), never valid, and the domain is
                           not cached as a fact (a second unknown user is
                           probed on its own)
+  lagging_reply           one unsolicited line, then every reply a little
+                          late: the client stays one reply behind without
+                          ever finding data waiting. An unknown user must not
+                          be accepted from the cache, a real user must never
+                          get a 5xx (the QUIT reply gives the lag away)
+  null_sender_refused_at_rcpt  Postfix-style "554 5.7.1 <>: Sender address
+                          rejected" at RCPT: about us, never invalid; with
+                          the fallback sender the real answers come through
   hang_quit               RCPT answered, QUIT never: the verdict must not
                           wait for command_timeout
   hang_catchall           the random RCPT is never answered; catch_all and
@@ -89,6 +97,9 @@ FARM = {
     # server checks the tag; ours checks nothing, so the others would 550)
     "127.0.0.52": ("normal", {"users": ["prvs=0001aaaa=alice"]}),
     "127.0.0.53": ("normal", {"users": ["list-bounces+bob=example.org"]}),
+    "127.0.0.54": ("lagging_reply", {"users": ["alice"]}),
+    "127.0.0.55": ("lagging_reply", {"users": ["alice"], "refuse_null": True}),
+    "127.0.0.56": ("null_sender_refused_at_rcpt", {"users": ["alice"]}),
 }
 
 # domain -> MX address (None: no server there, connections are refused)
@@ -98,6 +109,7 @@ DOMAINS = {
     "hangca.test": "127.0.0.45", "greyfor.test": "127.0.0.46",
     "nullref.test": "127.0.0.47", "selfname.test": "127.0.0.48",
     "storm.test": "127.0.0.50", "batv.test": "127.0.0.52", "lists.test": "127.0.0.53",
+    "lag.test": "127.0.0.54", "lagnull.test": "127.0.0.55", "nullrcpt.test": "127.0.0.56",
     "down.test": "127.0.0.60", "down2.test": "127.0.0.61",
     "self.test": "127.0.0.1",
 }
@@ -274,6 +286,39 @@ def t_early_reply(tap, cleanup):
                   and G.farm.connections(addr) == 2, diag(G.main, addr, r))
 
 
+def t_lagging_reply(tap, cleanup):
+    addr = DOMAINS["lag.test"]
+    _, r1, t1 = transaction("nobody@lag.test")
+    tap.check("one reply behind: an unknown user is never rejected on a lagging dialogue's word",
+              klass(r1) != 5, diag(G.main, addr, r1))
+    G.farm.wait_idle(addr, timeout=5)
+    vmtest.wait_until(lambda: re.search(r"retract|protocol", G.main.log()), 3)
+    _, r2, _ = transaction("nobody@lag.test")
+    v = verdicts(G.main, "nobody@lag.test", 2)
+    d = diag(G.main, addr, r1, r2)
+    tap.check("one reply behind: the retry is not accepted as valid from the cache",
+              not (r2[0] == 250 and len(v) >= 2 and v[-1].get("reason") == "valid"), d)
+    addr = DOMAINS["lagnull.test"]
+    _, r3, t3 = transaction("alice@lagnull.test")
+    tap.check("one reply behind, <> refused: a real user never gets 5xx", klass(r3) != 5,
+              diag(G.main, addr, r3))
+    _, r4, _ = transaction("alice@lagnull.test")
+    tap.check("one reply behind, <> refused: nor on the retry", klass(r4) != 5, diag(G.main, addr, r4))
+    tap.diag("lagging reply: unknown user %d then %d (%.2f s); real user with <> refused %d then %d (%.2f s)"
+             % (r1[0], r2[0], t1, r3[0], r4[0], t3))
+
+
+def t_null_sender_refused_at_rcpt(tap, cleanup):
+    addr = DOMAINS["nullrcpt.test"]
+    _, r1, _ = transaction("alice@nullrcpt.test")
+    _, r2, _ = transaction("nobody@nullrcpt.test")
+    d = diag(G.main, addr, r1, r2)
+    tap.check("<> refused at RCPT (Postfix style), fallback set: known user 250, unknown user 5xx",
+              r1[0] == 250 and klass(r2) == 5, d)
+    tap.check("<> refused at RCPT: the fallback sender was used",
+              G.farm.saw(addr, "MAIL FROM:<%s>" % FALLBACK), d)
+
+
 def t_hang_quit(tap, cleanup):
     addr = DOMAINS["hangquit.test"]
     _, r, took = transaction("alice@hangquit.test")
@@ -427,7 +472,7 @@ def t_stop(tap, cleanup):
     tap.equal("both vemilters exit 0", codes, [0, 0])
 
 
-TESTS = [t_start, t_early_reply, t_hang_quit, t_hang_catchall, t_greylist, t_null_sender_refused, t_down,
+TESTS = [t_start, t_early_reply, t_lagging_reply, t_null_sender_refused_at_rcpt, t_hang_quit, t_hang_catchall, t_greylist, t_null_sender_refused, t_down,
          t_defer_limit, t_servfail, t_self, t_appears, t_refresh_storm, t_tagged, t_stop]
 
 
