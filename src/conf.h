@@ -107,12 +107,16 @@ struct conf {
 	int64_t positive_refresh_ms;
 	int64_t negative_ttl_ms; /* invalid, no_domain */
 	int64_t negative_refresh_ms;
-	int64_t inconclusive_ttl_ms;        /* catch_all, unverifiable */
-	int64_t temporary_ttl_ms;           /* tempfail, blocked */
-	int64_t sweep_interval_ms;          /* expired entries removed this often */
-	int domain_probe_limit;             /* probes to one domain at once; more wait */
-	int domain_probe_rate;              /* new probes to one domain per minute; 0: no limit */
-	int64_t greylist_retry_ms;          /* a greylisted probe is asked again after this */
+	int64_t inconclusive_ttl_ms; /* catch_all, unverifiable */
+	int64_t temporary_ttl_ms;    /* tempfail, blocked */
+	int64_t sweep_interval_ms;   /* expired entries removed this often */
+	int domain_probe_limit;      /* probes to one domain at once; more wait */
+	int domain_probe_rate;       /* new probes to one domain per minute; 0: no limit */
+	/* budgets for every party a flood could make us hammer (issue 8) */
+	int client_probe_rate;     /* probes started per minute for one client address; 0: no limit */
+	int domain_invalid_limit;  /* distinct invalid addresses of a domain a minute, then a pause; 0: off */
+	int max_probes_in_flight;  /* probes running at once, all domains (also bounded by fds) */
+	int64_t greylist_retry_ms; /* a greylisted probe is asked again after this */
 	struct conf_strings tagged_senders; /* "batv", "srs", "verp": cached under the stable form */
 
 	/* policy: from an outcome to what the MTA is told */

@@ -353,7 +353,8 @@ static sfsistat start_verification(struct connection *conn)
 		log_verdict(conn, "accept", "unverified", NULL, "verification is not running");
 		return accept_now(conn, "unverified");
 	}
-	msg->ticket = verify_submit(verifier, &msg->check.sender);
+	msg->ticket =
+	        verify_submit(verifier, &msg->check.sender, conn->client_known ? conn->client_text : NULL);
 	if (msg->ticket == NULL) {
 		log_verdict(conn, "accept", "unverified", NULL, "out of memory: not verified");
 		return accept_now(conn, "unverified");

@@ -47,7 +47,29 @@
 #define BUCKETS        4096 /* probes in flight hash tables; chains keep them unbounded */
 #define DOMAIN_BUCKETS 1024 /* per-domain limiter table */
 #define TIMER_BUCKETS  1024 /* pending greylist re-probes */
+#define CLIENT_BUCKETS 1024 /* per-client budget table */
 #define RATE_WINDOW_MS 60000
+/* How long a domain that had domain_invalid_limit invalid addresses in a
+ * minute gets no probes for new addresses: long enough for a forged flood
+ * to pass (its sender retries in minutes), short enough that real mail to
+ * the domain is only delayed, never refused. */
+#define INVALID_PAUSE_MS (5 * 60000)
+/* Beyond this many client addresses in the budget table, a new client is
+ * not tracked (logged): the table must stay bounded under a botnet, and a
+ * thousand-address botnet defeats a per-client budget anyway; the domain
+ * and global budgets still hold. */
+#define CLIENTS_MAX     100000
+#define CLIENT_TEXT_MAX 64
+
+/* The budgets (log line, reason): which one a request went over. */
+enum budget {
+	BUDGET_DOMAIN_RATE,    /* domain_probe_rate */
+	BUDGET_DOMAIN_INVALID, /* domain_invalid_limit: the domain's pause */
+	BUDGET_IN_FLIGHT,      /* max_probes_in_flight */
+	BUDGET_CLIENT,         /* client_probe_rate */
+	BUDGET_WAIT,           /* verify_budget: it could not start in time */
+	BUDGET_COUNT,
+};
 
 /* Why a probe was started (log line, counters). */
 enum probe_why {
@@ -70,6 +92,7 @@ struct verify_ticket {
 /* Per-domain limits (engine thread only): probes running, the ones waiting
  * for a free place, and how many started in the current minute. */
 struct domain_slot {
+	struct vcore *core;
 	struct domain_slot *next_in_bucket;
 	char domain[ADDR_DOMAIN_MAX + 1];
 	int running; /* closing ones included */
@@ -77,6 +100,23 @@ struct domain_slot {
 	int started_in_window;
 	int64_t window_start_ms;
 	struct probe *waiting_head, *waiting_tail;
+	void *timer;           /* the engine's timer to look at the line again; NULL: none */
+	int64_t timer_due;     /* when it fires (mono) */
+	bool draining;         /* drain() runs: a release inside it needs no second drain */
+	int invalid_in_window; /* invalid addresses since invalid_window_start_ms */
+	int64_t invalid_window_start_ms;
+	int64_t paused_until_ms;         /* domain_invalid_limit reached: no probes until then */
+	int64_t logged_ms[BUDGET_COUNT]; /* last "over budget" line for this domain, by budget */
+};
+
+/* A client address's budget (client_probe_rate), under core->lock: milter
+ * threads count it at submit. */
+struct client_slot {
+	struct client_slot *next_in_bucket;
+	char client[CLIENT_TEXT_MAX];
+	int started_in_window;
+	int64_t window_start_ms;
+	int64_t logged_ms;
 };
 
 struct probe {
@@ -96,7 +136,10 @@ struct probe {
 	struct verify_ticket *waiters; /* each holds a reference for us */
 	void *handle;                  /* the engine's probe; engine thread only */
 	bool engine_started;           /* the engine took it: it reports when its connections end */
+	bool counted;                  /* engine thread: counted in running_total */
 	int64_t started_ms;
+	int64_t deadline_ms; /* mono: a verdict after this misses its first requester's verify_budget,
+	                      * so a probe still waiting in line then is answered tempfail */
 };
 
 /* A greylisted address waiting for its re-probe (engine thread only). */
@@ -118,12 +161,17 @@ struct vcore {
 	struct domain_slot *domains[DOMAIN_BUCKETS];
 	struct greylist_timer *timers[TIMER_BUCKETS];
 	size_t timer_count, timer_max;
+	int running_total; /* probes the engine runs, all domains (max_probes_in_flight) */
+	int max_in_flight; /* max_probes_in_flight, lowered by the fd limit (verify.c) */
+	int64_t in_flight_logged_ms;
 
 	pthread_mutex_t lock;
 	pthread_cond_t settled;
 	struct probe *buckets[BUCKETS];
 	struct probe *stable_buckets[BUCKETS];
 	struct probe *pending; /* queued for the engine thread */
+	struct client_slot *clients[CLIENT_BUCKETS];
+	size_t client_count;
 	struct verify_stats stats;
 	size_t tickets; /* not yet released: the core outlives vcore_free() for them */
 	bool freed;     /* vcore_free() ran: the last release frees what is left */
@@ -222,6 +270,98 @@ static void unlink_probe(struct vcore *c, struct probe *p)
 		*link = p->next_in_stable;
 }
 
+/* ---- budgets ---- */
+
+/* budget_name - the directive a budget is set by */
+static const char *budget_name(enum budget b)
+{
+	switch (b) {
+	case BUDGET_DOMAIN_RATE:
+		return "domain_probe_rate";
+	case BUDGET_DOMAIN_INVALID:
+		return "domain_invalid_limit";
+	case BUDGET_IN_FLIGHT:
+		return "max_probes_in_flight";
+	case BUDGET_CLIENT:
+		return "client_probe_rate";
+	case BUDGET_WAIT:
+		return "verify_budget";
+	case BUDGET_COUNT:
+		break;
+	}
+	return "budget";
+}
+
+/* budget_log - one line naming the budget and the party, at most once a
+ * minute per party and budget (*last: when the last one was written), so
+ * a flood cannot flood the log as well */
+static void budget_log(int64_t *last, int64_t now, enum budget b, const char *kind, const char *party)
+{
+	if (*last != 0 && now - *last < RATE_WINDOW_MS)
+		return;
+	*last = now;
+	log_msg(LOG_NOTICE,
+	        "over budget: %s for %s %s; answering from the cache or tempfail (more "
+	        "this minute not logged)",
+	        budget_name(b), kind, party);
+}
+
+/* budget_outcome - the tempfail a request over budget b gets */
+static void budget_outcome(struct outcome *o, enum budget b)
+{
+	char reason[96];
+	snprintf(reason, sizeof(reason), "over budget (%s): not probed", budget_name(b));
+	memset(o, 0, sizeof(*o));
+	outcome_set(o, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL, reason);
+}
+
+/* client_slot_for - the budget of a client address (under the lock);
+ * NULL: not tracked (table full, or out of memory) */
+static struct client_slot *client_slot_for(struct vcore *c, const char *client, int64_t now)
+{
+	size_t b = bucket_of(client, CLIENT_BUCKETS);
+	for (struct client_slot *s = c->clients[b]; s != NULL; s = s->next_in_bucket)
+		if (strcmp(s->client, client) == 0)
+			return s;
+	if (c->client_count >= CLIENTS_MAX)
+		return NULL;
+	struct client_slot *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	snprintf(s->client, sizeof(s->client), "%s", client);
+	s->window_start_ms = now;
+	s->next_in_bucket = c->clients[b];
+	c->clients[b] = s;
+	c->client_count++;
+	return s;
+}
+
+/* client_take - a new probe for client (under the lock): false when its
+ * client_probe_rate is used up this minute (*log_it: write the line) */
+static bool client_take(struct vcore *c, const char *client, int64_t now, bool *log_it)
+{
+	*log_it = false;
+	int rate = c->conf->client_probe_rate;
+	if (client == NULL || client[0] == '\0' || rate <= 0)
+		return true;
+	struct client_slot *s = client_slot_for(c, client, now);
+	if (s == NULL)
+		return true;
+	if (now - s->window_start_ms >= RATE_WINDOW_MS) {
+		s->window_start_ms = now;
+		s->started_in_window = 0;
+	}
+	if (s->started_in_window >= rate) {
+		if (s->logged_ms == 0 || now - s->logged_ms >= RATE_WINDOW_MS) {
+			s->logged_ms = now;
+			*log_it = true;
+		}
+		return false;
+	}
+	s->started_in_window++;
+	return true;
+}
+
 /* queue_probe - join the probe for sender, or queue a new one. t may be
  * NULL (nobody waits: a refresh or a greylist re-probe); a ticket gets a
  * reference for the probe. join_stable: a waiting tagged request may join
@@ -230,9 +370,10 @@ static void unlink_probe(struct vcore *c, struct probe *p)
  * count (else 0). False when out of memory. */
 static bool queue_probe(struct vcore *c, const struct addr *sender, const char *stable,
                         struct verify_ticket *t, enum probe_why why, unsigned stamps, bool join_stable,
-                        unsigned greylist_tries)
+                        unsigned greylist_tries, const char *client)
 {
-	bool wake = false;
+	bool wake = false, log_client = false;
+	int64_t now = mono_now(c);
 	pthread_mutex_lock(&c->lock);
 	struct probe *p = find_probe(c, sender->normalized);
 	if (p == NULL && join_stable && t != NULL && stamps == 0 && stable[0] != '\0')
@@ -243,6 +384,17 @@ static bool queue_probe(struct vcore *c, const struct addr *sender, const char *
 		p->stamps |= stamps;
 		if (greylist_tries > p->greylist_tries)
 			p->greylist_tries = greylist_tries;
+	} else if (t != NULL && !client_take(c, client, now, &log_client)) {
+		/* Over the client's budget: joining costs nothing, a new probe
+		 * does; the cache had nothing to serve (vcore_submit asked it). */
+		struct outcome o;
+		budget_outcome(&o, BUDGET_CLIENT);
+		settle_ticket(c, t, &o, VERIFY_PROBED, t->deferred_since_ms);
+		c->stats.over_budget++;
+		pthread_mutex_unlock(&c->lock);
+		if (log_client) /* client_take keeps it to one line a minute */
+			budget_log(&(int64_t){0}, now, BUDGET_CLIENT, "client", client);
+		return true;
 	} else {
 		p = calloc(1, sizeof(*p));
 		if (p == NULL) {
@@ -255,6 +407,7 @@ static bool queue_probe(struct vcore *c, const struct addr *sender, const char *
 		p->why = why;
 		p->stamps = stamps;
 		p->greylist_tries = greylist_tries;
+		p->deadline_ms = now + c->conf->verify_budget_ms;
 		size_t b = bucket_of(sender->normalized, BUCKETS);
 		p->next_in_bucket = c->buckets[b];
 		c->buckets[b] = p;
@@ -308,7 +461,7 @@ static bool answer_from_cache(struct vcore *c, struct verify_ticket *t, const ch
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (found == VSTORE_ANSWER && a.refresh != 0 &&
-	    !queue_probe(c, &t->sender, stable, NULL, WHY_REFRESH, a.refresh, false, 0))
+	    !queue_probe(c, &t->sender, stable, NULL, WHY_REFRESH, a.refresh, false, 0, NULL))
 		log_msg(LOG_WARNING, "out of memory: cannot refresh %s", t->sender.normalized);
 	return found == VSTORE_ANSWER;
 }
@@ -335,7 +488,7 @@ static void on_greylist_timer(void *arg)
 	c->timer_count--;
 	char stable[ADDR_PATH_MAX];
 	stable_of(c, &gt->address, stable, sizeof(stable));
-	if (!queue_probe(c, &gt->address, stable, NULL, WHY_GREYLIST, 0, false, gt->tries))
+	if (!queue_probe(c, &gt->address, stable, NULL, WHY_GREYLIST, 0, false, gt->tries, NULL))
 		log_msg(LOG_WARNING, "out of memory: cannot probe %s again", gt->address.normalized);
 	free(gt);
 }
@@ -388,6 +541,7 @@ static void drop_greylist(struct vcore *c, const struct addr *a)
 /* ---- probes (engine thread) ---- */
 
 static void slot_release(struct vcore *c, struct domain_slot *d);
+static void count_invalid(struct vcore *c, const char *domain);
 
 /* flag_names - the outcome's flags for the log, e.g. " flags=greylist" */
 static void flag_names(unsigned flags, char *buf, size_t size)
@@ -417,6 +571,12 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	struct probe *p = arg;
 	struct vcore *c = p->core;
 	p->handle = NULL;
+	if (p->counted) {
+		c->running_total--;
+		p->counted = false;
+	}
+	if (o->kind == OUTCOME_INVALID && !p->no_store)
+		count_invalid(c, p->address.domain_ascii);
 	if (p->slot != NULL) {
 		/* Its connections may still say QUIT: the domain's place is given
 		 * back when the engine says they are gone (vcore_on_finished). */
@@ -474,7 +634,7 @@ static void on_probe_done(void *arg, const struct outcome *o)
 		requeue = t->next_waiter;
 		char stable[ADDR_PATH_MAX];
 		stable_of(c, &t->sender, stable, sizeof(stable));
-		bool queued = queue_probe(c, &t->sender, stable, t, WHY_ASKED, 0, false, 0);
+		bool queued = queue_probe(c, &t->sender, stable, t, WHY_ASKED, 0, false, 0, NULL);
 		pthread_mutex_lock(&c->lock);
 		if (!queued) {
 			struct outcome oom = {0};
@@ -498,6 +658,21 @@ static void finish_here(struct probe *p, const char *reason)
 	on_probe_done(p, &o);
 }
 
+/* over_budget - answer a probe that may not start: tempfail, not cached,
+ * and one log line per party a minute (*last) */
+static void over_budget(struct vcore *c, struct probe *p, enum budget b, int64_t *last, const char *kind,
+                        const char *party)
+{
+	budget_log(last, mono_now(c), b, kind, party);
+	pthread_mutex_lock(&c->lock);
+	c->stats.over_budget++;
+	pthread_mutex_unlock(&c->lock);
+	struct outcome o;
+	budget_outcome(&o, b);
+	p->no_store = true;
+	on_probe_done(p, &o);
+}
+
 /* launch - start the probe (its place in the slot is taken), with the
  * domain's hints */
 static void launch(struct vcore *c, struct probe *p)
@@ -512,31 +687,176 @@ static void launch(struct vcore *c, struct probe *p)
 	else if (p->why == WHY_GREYLIST)
 		c->stats.greylist_retries++;
 	pthread_mutex_unlock(&c->lock);
+	c->running_total++;
+	p->counted = true;
 	p->handle = c->eng.probe_start(c->eng.ctx, &p->address, &hints, on_probe_done, p);
 	p->engine_started = p->handle != NULL;
 	if (p->handle == NULL)
 		finish_here(p, "out of memory starting a probe");
 }
 
+/* slot_find - the limiter slot of a domain, if there is one */
+static struct domain_slot *slot_find(struct vcore *c, const char *domain)
+{
+	for (struct domain_slot *d = c->domains[bucket_of(domain, DOMAIN_BUCKETS)]; d != NULL;
+	     d = d->next_in_bucket)
+		if (strcmp(d->domain, domain) == 0)
+			return d;
+	return NULL;
+}
+
 /* slot_for - the limiter slot of a domain, created on first use */
 static struct domain_slot *slot_for(struct vcore *c, const char *domain)
 {
-	size_t b = bucket_of(domain, DOMAIN_BUCKETS);
-	for (struct domain_slot *d = c->domains[b]; d != NULL; d = d->next_in_bucket)
-		if (strcmp(d->domain, domain) == 0)
-			return d;
-	struct domain_slot *d = calloc(1, sizeof(*d));
+	struct domain_slot *d = slot_find(c, domain);
+	if (d != NULL)
+		return d;
+	d = calloc(1, sizeof(*d));
 	if (d == NULL)
 		return NULL;
+	d->core = c;
 	snprintf(d->domain, sizeof(d->domain), "%s", domain);
 	d->window_start_ms = mono_now(c) - RATE_WINDOW_MS; /* a new domain starts a new window */
+	size_t b = bucket_of(domain, DOMAIN_BUCKETS);
 	d->next_in_bucket = c->domains[b];
 	c->domains[b] = d;
 	return d;
 }
 
-/* admit - through the domain's limits: start now, wait in line, or answer
- * tempfail when the domain's probe rate is used up */
+/* count_invalid - a probe found an invalid address of domain: at
+ * domain_invalid_limit in a minute (a forged flood at the domain, each
+ * probe a distinct address: probes are shared per address and an invalid
+ * answer is cached), the domain's new addresses pause INVALID_PAUSE_MS */
+static void count_invalid(struct vcore *c, const char *domain)
+{
+	int limit = c->conf->domain_invalid_limit;
+	if (limit <= 0)
+		return;
+	struct domain_slot *d = slot_for(c, domain);
+	if (d == NULL)
+		return;
+	int64_t now = mono_now(c);
+	if (now - d->invalid_window_start_ms >= RATE_WINDOW_MS) {
+		d->invalid_window_start_ms = now;
+		d->invalid_in_window = 0;
+	}
+	if (++d->invalid_in_window >= limit && d->paused_until_ms <= now) {
+		d->paused_until_ms = now + INVALID_PAUSE_MS;
+		log_msg(LOG_NOTICE,
+		        "domain_invalid_limit: %d invalid addresses of %s within a minute; no probes for its "
+		        "new addresses for %d s",
+		        d->invalid_in_window, d->domain, INVALID_PAUSE_MS / 1000);
+	}
+}
+
+/* rate_turn - when the domain's rate window turns (mono) */
+static int64_t rate_turn(const struct domain_slot *d)
+{
+	return d->window_start_ms + RATE_WINDOW_MS;
+}
+
+/* rate_left - may one more probe of d start now? (turns the window) */
+static bool rate_left(struct vcore *c, struct domain_slot *d, int64_t now)
+{
+	if (now - d->window_start_ms >= RATE_WINDOW_MS) {
+		d->window_start_ms = now;
+		d->started_in_window = 0;
+	}
+	int rate = c->conf->domain_probe_rate;
+	return rate <= 0 || d->started_in_window < rate;
+}
+
+static void on_domain_timer(void *arg);
+
+/* arm_timer - look at d's line again at due (mono), unless a timer fires
+ * sooner already; none when the line is empty */
+static void arm_timer(struct vcore *c, struct domain_slot *d, int64_t due)
+{
+	if (d->timer != NULL && (d->waiting_head == NULL || d->timer_due > due)) {
+		c->eng.timer_cancel(c->eng.ctx, d->timer);
+		d->timer = NULL;
+	}
+	if (d->waiting_head == NULL || d->timer != NULL)
+		return;
+	int64_t delay = due - mono_now(c);
+	d->timer = c->eng.timer_start(c->eng.ctx, delay > 0 ? delay : 0, on_domain_timer, d);
+	d->timer_due = due;
+	if (d->timer == NULL)
+		log_msg(LOG_WARNING,
+		        "cannot start a timer for %s's waiting probes; the next probe "
+		        "to end hands on their turn",
+		        d->domain);
+}
+
+/* pop_head - take the first probe out of d's line */
+static struct probe *pop_head(struct domain_slot *d)
+{
+	struct probe *p = d->waiting_head;
+	d->waiting_head = p->next_pending;
+	if (d->waiting_head == NULL)
+		d->waiting_tail = NULL;
+	p->next_pending = NULL;
+	return p;
+}
+
+/* drain - decide for the probes at the head of d's line until one must
+ * wait: each one starts (a place is free, the rate allows), or is answered
+ * tempfail (not cached) when it may not start (the domain's pause, the
+ * global cap) or can no longer start within its requester's verify_budget
+ * (the deadline passed, or the rate is used up until after it). Answering
+ * one goes straight on to the next, so no line is ever stranded. Whatever
+ * still waits has a timer: its deadline, or the rate window's turn. */
+static void drain(struct vcore *c, struct domain_slot *d)
+{
+	if (d->draining)
+		return; /* a release inside: the loop below sees the free place */
+	d->draining = true;
+	while (d->waiting_head != NULL) {
+		struct probe *p = d->waiting_head;
+		int64_t now = mono_now(c);
+		bool rate_ok = rate_left(c, d, now);
+		if (d->paused_until_ms > now) {
+			over_budget(c, pop_head(d), BUDGET_DOMAIN_INVALID,
+			            &d->logged_ms[BUDGET_DOMAIN_INVALID], "domain", d->domain);
+		} else if (now >= p->deadline_ms || (!rate_ok && rate_turn(d) > p->deadline_ms)) {
+			/* It cannot start in time: its requester gets tempfail now
+			 * rather than a probe it will never see. */
+			enum budget b = now >= p->deadline_ms ? BUDGET_WAIT : BUDGET_DOMAIN_RATE;
+			over_budget(c, pop_head(d), b, &d->logged_ms[b], "domain", d->domain);
+		} else if (d->running >= c->conf->domain_probe_limit || !rate_ok) {
+			break; /* it waits: for a place, or the window's turn */
+		} else if (c->running_total >= c->max_in_flight) {
+			over_budget(c, pop_head(d), BUDGET_IN_FLIGHT, &c->in_flight_logged_ms, "all",
+			            "domains");
+		} else {
+			pop_head(d);
+			d->running++;
+			d->started_in_window++;
+			p->slot = d;
+			launch(c, p);
+		}
+	}
+	d->draining = false;
+	if (d->waiting_head != NULL) {
+		int64_t due = d->waiting_head->deadline_ms;
+		if (!rate_left(c, d, mono_now(c)) && rate_turn(d) < due)
+			due = rate_turn(d);
+		arm_timer(c, d, due);
+	} else {
+		arm_timer(c, d, 0); /* cancels a timer no longer needed */
+	}
+}
+
+/* on_domain_timer - a deadline in d's line, or its rate window turned */
+static void on_domain_timer(void *arg)
+{
+	struct domain_slot *d = arg;
+	d->timer = NULL; /* fired: the engine's handle is gone */
+	drain(d->core, d);
+}
+
+/* admit - a probe joins its domain's line, and the line is drained: it
+ * starts now, waits its turn, or is answered tempfail at once */
 static void admit(struct vcore *c, struct probe *p)
 {
 	struct domain_slot *d = slot_for(c, p->address.domain_ascii);
@@ -546,49 +866,20 @@ static void admit(struct vcore *c, struct probe *p)
 		finish_here(p, "out of memory for the domain's probe limit");
 		return;
 	}
-	int64_t now = mono_now(c);
-	if (now - d->window_start_ms >= RATE_WINDOW_MS) {
-		d->window_start_ms = now;
-		d->started_in_window = 0;
-	}
-	int rate = c->conf->domain_probe_rate;
-	if (rate > 0 && d->started_in_window >= rate) {
-		log_msg(LOG_NOTICE, "probe rate limit: %d probes to %s this minute; answering tempfail", rate,
-		        d->domain);
-		finish_here(p, "per-domain probe rate limit reached (domain_probe_rate)");
-		return;
-	}
-	if (d->running >= c->conf->domain_probe_limit) {
-		p->next_pending = NULL;
-		if (d->waiting_tail != NULL)
-			d->waiting_tail->next_pending = p;
-		else
-			d->waiting_head = p;
-		d->waiting_tail = p;
-		return;
-	}
-	d->running++;
-	d->started_in_window++;
-	p->slot = d;
-	launch(c, p);
+	p->next_pending = NULL;
+	if (d->waiting_tail != NULL)
+		d->waiting_tail->next_pending = p;
+	else
+		d->waiting_head = p;
+	d->waiting_tail = p;
+	drain(c, d);
 }
 
-/* slot_release - a probe of the domain ended: let the next one in line go */
+/* slot_release - a probe of the domain ended: its place goes to the line */
 static void slot_release(struct vcore *c, struct domain_slot *d)
 {
 	d->running--;
-	struct probe *next = d->waiting_head;
-	if (next == NULL)
-		return;
-	d->waiting_head = next->next_pending;
-	if (d->waiting_head == NULL)
-		d->waiting_tail = NULL;
-	/* Deferred to the loop: we are inside the finished probe's callback. */
-	pthread_mutex_lock(&c->lock);
-	next->next_pending = c->pending;
-	c->pending = next;
-	pthread_mutex_unlock(&c->lock);
-	c->eng.wake(c->eng.ctx);
+	drain(c, d);
 }
 
 /* start_refresh - stamp the records a refresh stands for, here on the
@@ -659,8 +950,9 @@ void vcore_tidy(struct vcore *c)
 		struct domain_slot **link = &c->domains[b];
 		while (*link != NULL) {
 			struct domain_slot *d = *link;
-			if (d->running == 0 && d->waiting_head == NULL &&
-			    now - d->window_start_ms >= RATE_WINDOW_MS) {
+			if (d->running == 0 && d->waiting_head == NULL && d->timer == NULL &&
+			    now - d->window_start_ms >= RATE_WINDOW_MS && d->paused_until_ms <= now &&
+			    now - d->invalid_window_start_ms >= RATE_WINDOW_MS) {
 				*link = d->next_in_bucket;
 				free(d);
 			} else {
@@ -668,6 +960,23 @@ void vcore_tidy(struct vcore *c)
 			}
 		}
 	}
+	/* Idle client budgets: their minute is over. */
+	pthread_mutex_lock(&c->lock);
+	for (size_t b = 0; b < CLIENT_BUCKETS; b++) {
+		struct client_slot **link = &c->clients[b];
+		while (*link != NULL) {
+			struct client_slot *s = *link;
+			if (now - s->window_start_ms >= RATE_WINDOW_MS &&
+			    (s->logged_ms == 0 || now - s->logged_ms >= RATE_WINDOW_MS)) {
+				*link = s->next_in_bucket;
+				c->client_count--;
+				free(s);
+			} else {
+				link = &s->next_in_bucket;
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* vcore_sweep - see vcore.h */
@@ -722,6 +1031,7 @@ struct vcore *vcore_new(struct conf *conf, struct cache *cache, const struct vco
 	c->eng = *engine;
 	c->tags = tags_enabled(conf);
 	c->timer_max = VCORE_GREYLIST_TIMERS_MAX;
+	c->max_in_flight = conf->max_probes_in_flight;
 	return c;
 }
 
@@ -729,6 +1039,22 @@ struct vcore *vcore_new(struct conf *conf, struct cache *cache, const struct vco
 void vcore_set_greylist_timers_max(struct vcore *c, size_t max)
 {
 	c->timer_max = max;
+}
+
+/* vcore_limit_in_flight - see vcore.h */
+void vcore_limit_in_flight(struct vcore *c, int max)
+{
+	if (max >= 1 && max < c->max_in_flight)
+		c->max_in_flight = max;
+}
+
+/* vcore_probe_objects - see vcore.h */
+size_t vcore_probe_objects(struct vcore *c)
+{
+	pthread_mutex_lock(&c->lock);
+	size_t n = (size_t)c->stats.in_flight;
+	pthread_mutex_unlock(&c->lock);
+	return n;
 }
 
 /* destroy - the last of the core: its lock and the struct itself */
@@ -777,7 +1103,15 @@ void vcore_free(struct vcore *c)
 		while (c->domains[b] != NULL) {
 			struct domain_slot *d = c->domains[b];
 			c->domains[b] = d->next_in_bucket;
+			if (d->timer != NULL)
+				c->eng.timer_cancel(c->eng.ctx, d->timer);
 			free(d);
+		}
+	for (size_t b = 0; b < CLIENT_BUCKETS; b++)
+		while (c->clients[b] != NULL) {
+			struct client_slot *s = c->clients[b];
+			c->clients[b] = s->next_in_bucket;
+			free(s);
 		}
 	conf_unref(c->conf);
 	c->conf = NULL;
@@ -791,7 +1125,7 @@ void vcore_free(struct vcore *c)
 }
 
 /* vcore_submit - see verify_submit in verify.h */
-struct verify_ticket *vcore_submit(struct vcore *c, const struct addr *sender)
+struct verify_ticket *vcore_submit(struct vcore *c, const struct addr *sender, const char *client)
 {
 	struct verify_ticket *t = calloc(1, sizeof(*t));
 	if (t == NULL)
@@ -807,7 +1141,7 @@ struct verify_ticket *vcore_submit(struct vcore *c, const struct addr *sender)
 	stable_of(c, sender, stable, sizeof(stable));
 	if (answer_from_cache(c, t, stable))
 		return t;
-	if (!queue_probe(c, sender, stable, t, WHY_ASKED, 0, true, 0)) {
+	if (!queue_probe(c, sender, stable, t, WHY_ASKED, 0, true, 0, client)) {
 		vcore_release(t);
 		return NULL;
 	}

@@ -3,7 +3,8 @@
  *
  * vcore decides everything verify.h promises: one shared probe per
  * address (and per stable form of a tagged sender, tags.h), per-domain
- * probe limits, background refreshes (at most one a refresh window per
+ * probe limits and the budgets (client_probe_rate, domain_invalid_limit,
+ * max_probes_in_flight; every waiting line drains), background refreshes (at most one a refresh window per
  * record), greylisted probes asked again later; with vstore.h's rules for
  * the cache: which cached answer may be served (a stale answer that would
  * reject, or a stale temporary one, is not: the address is probed again
@@ -104,8 +105,17 @@ void vcore_tidy(struct vcore *core);
  * re-probes (tests). */
 void vcore_set_greylist_timers_max(struct vcore *core, size_t max);
 
-/* The ticket functions behind verify.h (same contracts). */
-struct verify_ticket *vcore_submit(struct vcore *core, const struct addr *sender);
+/* vcore_limit_in_flight - lower max_probes_in_flight to max (the engine's
+ * open-file limit, less a margin); engine thread or before it runs. */
+void vcore_limit_in_flight(struct vcore *core, int max);
+
+/* vcore_probe_objects - probes the core holds (queued, waiting in a
+ * domain's line, or running): 0 once every queue has drained (tests). */
+size_t vcore_probe_objects(struct vcore *core);
+
+/* The ticket functions behind verify.h (same contracts). client: the
+ * connecting client's address as text, for client_probe_rate (NULL: none). */
+struct verify_ticket *vcore_submit(struct vcore *core, const struct addr *sender, const char *client);
 bool vcore_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_result *out);
 int64_t vcore_submitted_ms(const struct verify_ticket *t);
 int64_t vcore_deferred_since(const struct verify_ticket *t);

@@ -171,9 +171,9 @@ static void on_tidy(evutil_socket_t fd, short what, void *arg)
 
 /* ---- verify.h ---- */
 
-struct verify_ticket *verify_submit(struct verifier *v, const struct addr *sender)
+struct verify_ticket *verify_submit(struct verifier *v, const struct addr *sender, const char *client)
 {
-	return vcore_submit(v->core, sender);
+	return vcore_submit(v->core, sender, client);
 }
 
 bool verify_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_result *out)
@@ -275,6 +275,13 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 	if (v->core == NULL) {
 		snprintf(why, why_size, "out of memory");
 		goto fail;
+	}
+	/* One socket a probe: max_probes_in_flight never exceeds the open-file
+	 * limit, with room for the milter's own connections and the cache. */
+	unsigned long fds = engine_raise_fd_limit();
+	if (fds > 128 && fds - 64 < (unsigned long)conf->max_probes_in_flight) {
+		vcore_limit_in_flight(v->core, (int)(fds - 64));
+		log_msg(LOG_NOTICE, "max_probes_in_flight lowered to %lu by the open-file limit", fds - 64);
 	}
 	v->engine->env.on_fact = on_fact;
 	v->engine->env.on_finished = on_finished;

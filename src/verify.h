@@ -61,6 +61,7 @@ struct verify_stats {
 	uint64_t greylist_retries; /* probes started again because the last one was greylisted */
 	uint64_t stale_withheld;   /* stale answers not served (would reject, or temporary): re-probed */
 	uint64_t tagged_hits;      /* tagged senders answered through their stable form */
+	uint64_t over_budget;      /* requests answered tempfail by a budget, without a probe */
 };
 
 /* verifier_new - start the engine thread and open the cache (conf->cache;
@@ -73,8 +74,12 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size);
 void verifier_free(struct verifier *v);
 
 /* verify_submit - start (or join) the verification of sender (not the null
- * sender). NULL only when out of memory. */
-struct verify_ticket *verify_submit(struct verifier *v, const struct addr *sender);
+ * sender) for the client at address client (text; NULL: unknown, no
+ * client budget). A request over a budget (client_probe_rate,
+ * domain_probe_rate, domain_invalid_limit, max_probes_in_flight) gets a
+ * cached answer or domain fact if there is one, else tempfail, never a
+ * reject and never cached. NULL only when out of memory. */
+struct verify_ticket *verify_submit(struct verifier *v, const struct addr *sender, const char *client);
 
 /* verify_wait - wait until the answer is there or the monotonic clock
  * (clock_mono_ms) reaches deadline_ms; true with *out filled if answered. */

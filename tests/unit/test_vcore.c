@@ -208,7 +208,7 @@ static struct addr parse(const char *text)
 static struct verify_ticket *submit(const char *text)
 {
 	struct addr a = parse(text);
-	struct verify_ticket *t = vcore_submit(core, &a);
+	struct verify_ticket *t = vcore_submit(core, &a, NULL);
 	ck_assert_ptr_nonnull(t);
 	pump();
 	return t;
@@ -534,7 +534,7 @@ START_TEST(refresh_storm_throttled)
 	struct addr a = parse("v@ok.test");
 	struct verify_ticket *t[20];
 	for (int i = 0; i < 20; i++)
-		t[i] = vcore_submit(core, &a);
+		t[i] = vcore_submit(core, &a, NULL);
 	pump();
 	ck_assert_int_eq(live_count(), 1);
 	for (int i = 0; i < 20; i++) {
@@ -562,7 +562,7 @@ START_TEST(stale_domain_fact_refreshed_once)
 	struct addr a[3] = {parse("a@cat.test"), parse("b@cat.test"), parse("c@cat.test")};
 	struct verify_ticket *t[3];
 	for (int i = 0; i < 3; i++)
-		t[i] = vcore_submit(core, &a[i]);
+		t[i] = vcore_submit(core, &a[i], NULL);
 	pump();
 	for (int i = 0; i < 3; i++) {
 		struct verify_result r = must_answer(t[i]);
