@@ -4,8 +4,9 @@
  * throttling (the refresh storm), stale negatives and stale temporary
  * answers never served, defer_limit stamps, greylist re-probes, domain
  * facts (lifetime caps, stale refresh, contrary evidence, protocol/loop
- * outcomes), probe hints, late facts and retractions, tagged senders, and a
- * clean stop.
+ * outcomes), probe hints, late facts and retractions, tagged senders, the
+ * budgets (every waiting line drains; client_probe_rate,
+ * domain_invalid_limit, max_probes_in_flight) and a clean stop.
  *
  * The fake engine records every probe and timer; a test ends a probe by
  * calling its done callback with the outcome it chooses, and moves both
@@ -31,7 +32,7 @@
 #define T0     INT64_C(1700000000000)
 
 #define MAX_PROBES 1024
-#define MAX_TIMERS 64
+#define MAX_TIMERS 16384 /* never reused: the drain test fires thousands */
 
 static const char base_conf[] = "positive_ttl = 10d\npositive_refresh = 2d\nnegative_ttl = 3d\n"
                                 "negative_refresh = 3h\ninconclusive_ttl = 1d\ntemporary_ttl = 5m\n";
@@ -42,6 +43,7 @@ struct fake_probe {
 	callout_done_fn done;
 	void *arg;
 	bool live, cancelled;
+	int64_t started; /* F.mono at start */
 };
 
 struct fake_timer {
@@ -76,6 +78,7 @@ static void *fake_probe_start(void *ctx, const struct addr *address, const struc
 	p->done = done;
 	p->arg = arg;
 	p->live = true;
+	p->started = F.mono;
 	return p;
 }
 
@@ -1203,6 +1206,299 @@ START_TEST(tagged_senders_off)
 }
 END_TEST
 
+/* ---- budgets, and every line drains ---- */
+
+#define FLOOD 5000
+static struct verify_ticket *flood_t[FLOOD];
+
+/* finish_due - probes running for at least ms end: valid for even local
+ * parts, invalid for odd ones */
+static void finish_due(int64_t ms)
+{
+	for (int i = 0; i < F.nprobes; i++) {
+		if (!F.probes[i].live || F.mono - F.probes[i].started < ms)
+			continue;
+		const char *n = F.probes[i].address.normalized;
+		finish(n, outcome(atoi(n + 1) % 2 == 0 ? OUTCOME_VALID : OUTCOME_INVALID, STAGE_RCPT, 0));
+	}
+}
+
+/* probed_as - the outcome the fake engine gave address, or -1 if never probed */
+static int probed_as(const char *normalized)
+{
+	for (int i = 0; i < F.nprobes; i++)
+		if (strcmp(F.probes[i].address.normalized, normalized) == 0)
+			return atoi(normalized + 1) % 2 == 0 ? OUTCOME_VALID : OUTCOME_INVALID;
+	return -1;
+}
+
+/* real_probed - was sender i of the flood probed? */
+static bool real_probed(int i)
+{
+	char text[64];
+	snprintf(text, sizeof(text), "u%d@slow.test", i);
+	return probed_as(text) >= 0;
+}
+
+/* The stranded-queue bug: 5000 senders at one slow domain (each probe
+ * 2 s; one new sender every 10 ms) with domain_probe_limit 5 and
+ * domain_probe_rate 60. Every ticket is answered within its budget, the
+ * probed ones with their real outcome, the rest tempfail (never cached);
+ * once the clock has moved on nothing waits and no probe object is left,
+ * and a retry of a tempfailed sender is probed, not joined to a stuck one. */
+START_TEST(every_line_drains)
+{
+	start("domain_probe_limit = 5\ndomain_probe_rate = 60\ndomain_invalid_limit = 0\n"
+	      "verify_budget = 8s\n");
+	char text[64];
+	for (int i = 0; i < FLOOD; i++) {
+		snprintf(text, sizeof(text), "u%d@slow.test", i);
+		flood_t[i] = submit(text);
+		advance(10);
+		finish_due(2 * SECOND);
+		ck_assert_int_le(live_count(), 5);
+	}
+	for (int i = 0; i < 20 * 60 && live_count() > 0; i++) {
+		advance(100);
+		finish_due(2 * SECOND);
+	}
+	advance(2 * MINUTE);
+	ck_assert_int_eq(live_count(), 0);
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+	ck_assert_int_eq(stats().in_flight, 0);
+	int probed = 0, tempfailed = 0;
+	for (int i = 0; i < FLOOD; i++) {
+		struct verify_result r = must_answer(flood_t[i]);
+		/* it started within its budget; the probe itself takes 2 s */
+		ck_assert_int_le(r.elapsed_ms, (real_probed(i) ? 10 : 8) * SECOND);
+		snprintf(text, sizeof(text), "u%d@slow.test", i);
+		int real = probed_as(text);
+		if (real >= 0) {
+			ck_assert_int_eq(r.outcome.kind, real);
+			probed++;
+		} else {
+			ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+			ck_assert_ptr_nonnull(strstr(r.outcome.reason, "over budget"));
+			snprintf(text, sizeof(text), "a:u%d@slow.test", i);
+			ck_assert(!has_record(text));
+			tempfailed++;
+		}
+		vcore_release(flood_t[i]);
+	}
+	ck_assert_int_eq(probed, F.nprobes);
+	ck_assert_int_eq(probed + tempfailed, FLOOD);
+	/* 50 s of flood plus the drain: at most two rate windows' worth */
+	ck_assert_int_le(F.nprobes, 2 * 60);
+	ck_assert_int_ge(F.nprobes, 60);
+	ck_assert_int_eq((int)stats().over_budget, tempfailed);
+	fprintf(stderr, "every_line_drains: %d senders, %d probed, %d tempfailed\n", FLOOD, probed,
+	        tempfailed);
+	/* the retry of a tempfailed sender gets a real answer */
+	for (int i = 0; i < FLOOD; i++) {
+		snprintf(text, sizeof(text), "u%d@slow.test", i);
+		if (probed_as(text) < 0) {
+			struct verify_ticket *t = submit(text);
+			ck_assert_int_ge(live(text), 0);
+			finish(text, outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+			ck_assert_int_eq(must_answer(t).outcome.kind, OUTCOME_VALID);
+			vcore_release(t);
+			break;
+		}
+	}
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+}
+END_TEST
+
+/* A probe that waits for the domain's rate window starts when it turns (a
+ * timer looks at the line), if that is within its verify_budget; one whose
+ * budget ends first is answered at once. */
+START_TEST(rate_window_timer_starts_the_line)
+{
+	start("domain_probe_limit = 5\ndomain_probe_rate = 2\nverify_budget = 20s\n");
+	struct verify_ticket *a = submit("a@win.test"), *b = submit("b@win.test");
+	ck_assert_int_eq(F.nprobes, 2);
+	finish("a@win.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	finish("b@win.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	advance(30 * SECOND);
+	/* the window turns in 30 s, after its 20 s budget: answered now */
+	struct verify_result r = ask("c@win.test");
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "domain_probe_rate"));
+	advance(15 * SECOND);
+	/* the window turns in 15 s, within its budget: it waits */
+	struct verify_ticket *d = submit("d@win.test");
+	struct verify_ticket *e = submit("e@win.test");
+	ck_assert_int_eq(F.nprobes, 2);
+	ck_assert(!answered(d, &r));
+	advance(15 * SECOND);
+	ck_assert_int_eq(F.nprobes, 4); /* the timer started both */
+	finish("d@win.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	finish("e@win.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(d).outcome.kind, OUTCOME_INVALID);
+	ck_assert_int_eq(must_answer(e).outcome.kind, OUTCOME_VALID);
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+	ck_assert_int_eq(live_timers(), 0);
+	vcore_release(a);
+	vcore_release(b);
+	vcore_release(d);
+	vcore_release(e);
+}
+END_TEST
+
+/* A probe waiting for a place is answered when its budget ends, though no
+ * place frees (a slow domain), and the answer hands the turn on. */
+START_TEST(waiting_probe_answered_at_its_deadline)
+{
+	start("domain_probe_limit = 1\nverify_budget = 8s\n");
+	struct verify_ticket *a = submit("a@slow.test");
+	advance(4 * SECOND);
+	struct verify_ticket *b = submit("b@slow.test");
+	struct verify_result r;
+	advance(7 * SECOND);
+	ck_assert(!answered(b, &r));
+	advance(1 * SECOND);
+	r = must_answer(b);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_int_eq(r.elapsed_ms, 8 * SECOND);
+	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "verify_budget"));
+	ck_assert(!has_record("a:b@slow.test"));
+	ck_assert_int_eq(vcore_probe_objects(core), 1);  /* a only */
+	struct verify_ticket *c = submit("c@slow.test"); /* waits behind a, not a stuck b */
+	finish("a@slow.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_ge(live("c@slow.test"), 0);
+	finish("c@slow.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(c).outcome.kind, OUTCOME_VALID);
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+	vcore_release(a);
+	vcore_release(b);
+	vcore_release(c);
+}
+END_TEST
+
+/* client_probe_rate: a client over budget is answered from the cache, or
+ * by joining a probe in flight, else tempfail without a probe; other
+ * clients, and requests without a client, are not limited by it. */
+START_TEST(client_budget)
+{
+	start("client_probe_rate = 3\n");
+	probe_once("known@c1.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	struct verify_ticket *t[3];
+	char text[64];
+	struct addr a;
+	for (int i = 0; i < 3; i++) {
+		snprintf(text, sizeof(text), "x@d%d.test", i);
+		a = parse(text);
+		t[i] = vcore_submit(core, &a, "192.0.2.1");
+		pump();
+	}
+	ck_assert_int_eq(live_count(), 3);
+	a = parse("y@d9.test");
+	struct verify_ticket *over = vcore_submit(core, &a, "192.0.2.1");
+	pump();
+	ck_assert_int_eq(live_count(), 3);
+	struct verify_result r = must_answer(over);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "client_probe_rate"));
+	vcore_release(over);
+	ck_assert(!has_record("a:y@d9.test"));
+	/* a cached answer is still served: it costs no probe */
+	a = parse("known@c1.test");
+	struct verify_ticket *cached = vcore_submit(core, &a, "192.0.2.1");
+	ck_assert_int_eq(must_answer(cached).outcome.kind, OUTCOME_INVALID);
+	vcore_release(cached);
+	/* joining a probe in flight costs none either */
+	a = parse("x@d0.test");
+	struct verify_ticket *joined = vcore_submit(core, &a, "192.0.2.1");
+	ck_assert(!answered(joined, &r));
+	/* another client, and no client */
+	a = parse("z@d9.test");
+	struct verify_ticket *other = vcore_submit(core, &a, "192.0.2.2");
+	pump();
+	a = parse("w@d9.test");
+	struct verify_ticket *none = vcore_submit(core, &a, NULL);
+	pump();
+	ck_assert_int_eq(live_count(), 5);
+	for (int i = 0; i < 3; i++) {
+		snprintf(text, sizeof(text), "x@d%d.test", i);
+		finish(text, outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+		vcore_release(t[i]);
+	}
+	ck_assert_int_eq(must_answer(joined).outcome.kind, OUTCOME_VALID);
+	vcore_release(joined);
+	finish("z@d9.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	finish("w@d9.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	vcore_release(other);
+	vcore_release(none);
+	ck_assert_int_eq(stats().over_budget, 1);
+	/* the next minute, the client may probe again */
+	advance(MINUTE);
+	vcore_tidy(core);
+	a = parse("y@d9.test");
+	struct verify_ticket *later = vcore_submit(core, &a, "192.0.2.1");
+	pump();
+	ck_assert_int_ge(live("y@d9.test"), 0);
+	finish("y@d9.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(later).outcome.kind, OUTCOME_VALID);
+	vcore_release(later);
+}
+END_TEST
+
+/* domain_invalid_limit: that many invalid addresses of a domain within a
+ * minute pause probes of its new addresses for 5 minutes (tempfail, not
+ * cached); cached answers are still served; other domains go on. */
+START_TEST(domain_invalid_budget)
+{
+	start("domain_invalid_limit = 3\n");
+	probe_once("v@forged.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	for (int i = 0; i < 3; i++) {
+		char text[64];
+		snprintf(text, sizeof(text), "bad%d@forged.test", i);
+		ck_assert_int_eq(probe_once(text, outcome(OUTCOME_INVALID, STAGE_RCPT, 0)).outcome.kind,
+		                 OUTCOME_INVALID);
+		advance(10 * SECOND);
+	}
+	int before = F.nprobes;
+	struct verify_result r = ask("new@forged.test");
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "domain_invalid_limit"));
+	ck_assert_int_eq(F.nprobes, before);
+	ck_assert(!has_record("a:new@forged.test"));
+	ck_assert_int_eq(ask("v@forged.test").outcome.kind, OUTCOME_VALID);      /* cached */
+	ck_assert_int_eq(ask("bad0@forged.test").outcome.kind, OUTCOME_INVALID); /* cached */
+	ck_assert_int_eq(probe_once("x@other.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0)).outcome.kind,
+	                 OUTCOME_VALID);
+	advance(4 * MINUTE);
+	vcore_tidy(core); /* a paused domain is not forgotten */
+	ck_assert_int_eq(ask("new2@forged.test").outcome.kind, OUTCOME_TEMPFAIL);
+	advance(MINUTE);
+	ck_assert_int_eq(probe_once("new@forged.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0)).outcome.kind,
+	                 OUTCOME_VALID);
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+}
+END_TEST
+
+/* max_probes_in_flight, and its lowering (the fd limit) */
+START_TEST(in_flight_budget)
+{
+	start("max_probes_in_flight = 3\n");
+	vcore_limit_in_flight(core, 2);
+	vcore_limit_in_flight(core, 10); /* never raised above the directive */
+	struct verify_ticket *a = submit("a@g1.test"), *b = submit("b@g2.test");
+	ck_assert_int_eq(live_count(), 2);
+	struct verify_result r = ask("c@g3.test");
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "max_probes_in_flight"));
+	ck_assert(!has_record("a:c@g3.test"));
+	finish("a@g1.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(probe_once("c@g3.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0)).outcome.kind,
+	                 OUTCOME_VALID);
+	finish("b@g2.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	vcore_release(a);
+	vcore_release(b);
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+}
+END_TEST
+
 /* ---- stopping ---- */
 
 START_TEST(free_cancels_and_answers)
@@ -1282,6 +1578,12 @@ int main(void)
 	tcase_add_test(tc, tagged_senders_off);
 	tcase_add_test(tc, free_cancels_and_answers);
 	tcase_add_test(tc, no_cache_still_shares);
+	tcase_add_test(tc, every_line_drains);
+	tcase_add_test(tc, rate_window_timer_starts_the_line);
+	tcase_add_test(tc, waiting_probe_answered_at_its_deadline);
+	tcase_add_test(tc, client_budget);
+	tcase_add_test(tc, domain_invalid_budget);
+	tcase_add_test(tc, in_flight_budget);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }
