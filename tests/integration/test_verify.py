@@ -47,6 +47,7 @@ FARM = {
     "127.0.0.50": ("normal", {"users": ["carol", "nobody"]}),
     "127.0.0.51": ("greylist", {}),
     "127.0.0.52": ("normal", {"users": ["alice"]}),
+    "127.0.0.53": ("catchall", {}),
 }
 DOWN = "127.0.0.60"  # nothing listens there: every connection is refused
 
@@ -62,6 +63,7 @@ ZONE = {
     "grey2.test": {"MX": [[10, "mx.grey2.test"]]}, "mx.grey2.test": {"A": ["127.0.0.49"]},
     "flip.test": {"MX": [[10, "mx.flip.test"]]}, "mx.flip.test": {"A": ["127.0.0.51"]},
     "neg.test": {"MX": [[10, "mx.neg.test"]]}, "mx.neg.test": {"A": ["127.0.0.52"]},
+    "flood.test": {"MX": [[10, "mx.flood.test"]]}, "mx.flood.test": {"A": ["127.0.0.53"]},
 }
 
 
@@ -174,6 +176,85 @@ def issue7(tap, tmp, conf, dns, farm, daemons):
               digit == "2" and "source=probed" in line, t + "\n" + line)
     dns.set_zone(ZONE)
     tap.equal("issue 7: clean stop", d.stop(), 0, d.diag)
+
+
+def flood(tap, tmp, conf, farm, daemons):
+    """Issue 8's forged flood: 200 random local parts at one domain from one
+    client, 20 at a time, with the default budgets (client_probe_rate 60,
+    domain_probe_rate 60, domain_probe_limit 5). The server accepts every
+    RCPT and the catch-all probe is off, so each probe is a real "valid" and
+    nothing is answered from a domain fact: what bounds the probes is the
+    budgets alone. Then, after the rate window turns, a sender that was
+    tempfailed is probed at its retry (no stuck "verification in progress")."""
+    import random
+    fc = dict(conf, verify_budget="8s", catchall_probe="no", cache=tmp.join("flood.lmdb"))
+    d5 = Daemon(tmp, fc, name="flood", debug=True)
+    daemons.append(d5)
+    d5.start()
+    rnd = random.Random(8)
+    senders = ["<%s@flood.test>" % "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                                           for _ in range(12)) for _ in range(200)]
+    results = {}
+    lock = threading.Lock()
+    queue = list(senders)
+
+    def worker():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                sender = queue.pop()
+            t0 = time.monotonic()
+            try:
+                m, r, _, _ = session(d5, sender, ["<x@local.test>"], client="203.0.113.9")
+                got = r[0] if r else m
+                code = "2" if got.code in ("c", "a") else (got.smtp_code or "?")[0]
+            except Exception as e:  # noqa: BLE001 - reported below
+                code = repr(e)
+            with lock:
+                results[sender] = (code, time.monotonic() - t0)
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    took = time.monotonic() - t0
+    probes = farm.count("127.0.0.53", "RCPT TO:")
+    sessions = farm.connections("127.0.0.53")
+    codes = [c for c, _ in results.values()]
+    slowest = max((e for _, e in results.values()), default=0)
+    accepted, tempfailed, rejected = codes.count("2"), codes.count("4"), codes.count("5")
+    print("# flood: 200 senders in %.1f s: %d probes (RCPT) in %d sessions; %d accepted, "
+               "%d tempfailed, %d rejected; slowest answer %.2f s" %
+               (took, probes, sessions, accepted, tempfailed, rejected, slowest), flush=True)
+    tap.check("flood: every one of 200 messages answered (%d)" % len(results),
+              len(results) == 200 and accepted + tempfailed == 200, repr(sorted(set(codes))))
+    tap.check("flood: none rejected (%d)" % rejected, rejected == 0, d5.diag)
+    tap.check("flood: probes within the budgets (%d <= 60), each probed sender accepted (%d)" %
+              (probes, accepted), 1 <= probes <= 60 and accepted == probes, d5.diag)
+    tap.check("flood: each answered within verify_budget (slowest %.2f s)" % slowest,
+              slowest <= 8 + 2, d5.diag)
+    over = d5.log_lines(r"over budget: ")
+    tap.check("flood: the budget is logged once per party a minute (%d lines)" % len(over),
+              1 <= len(over) <= 3, "\n".join(over))
+    # After the window turns, a tempfailed sender's retry is probed.
+    late = [s for s in senders if results.get(s, ("",))[0] == "4"][0]
+    time.sleep(61)
+    digit, line, t = rcpt_code_from(d5, late, "203.0.113.9")
+    tap.check("flood: after the window turns, a tempfailed sender's retry gets a real answer",
+              digit == "2" and "source=probed" in line and
+              farm.count("127.0.0.53", "RCPT TO:" + late) == 1, t + "\n" + line)
+    tap.equal("flood: clean stop", d5.stop(), 0, d5.diag)
+
+
+def rcpt_code_from(d, sender, client):
+    """rcpt_code from a given client address."""
+    m, r, _, t = session(d, sender, ["<bob@local.test>"], client=client)
+    got = r[0] if r else m
+    digit = "2" if got.code in ("c", "a") else (got.smtp_code or "?")[0]
+    lines = verdicts(d, sender)
+    return digit, (lines[-1] if lines else ""), t
 
 
 def main():
@@ -336,11 +417,12 @@ def main():
         line = verdicts(d4, "<fifth@limit.test>")
         tap.check("domain_probe_rate 4: the fifth new probe this minute is not made (tempfail: 4xx)",
                   r and r[0].code == "y" and r[0].smtp_code[0] == "4" and line and "reason=tempfail" in line[-1]
-                  and "rate limit" in line[-1] and farm.count("127.0.0.48", "RCPT TO:<fifth@") == 0,
+                  and "domain_probe_rate" in line[-1] and farm.count("127.0.0.48", "RCPT TO:<fifth@") == 0,
                   t + "\n" + "\n".join(line))
         tap.equal("limits: clean stop", d4.stop(), 0, d4.diag)
 
         issue7(tap, tmp, conf, dns, farm, daemons)
+        flood(tap, tmp, conf, farm, daemons)
     finally:
         for d in daemons:
             d.kill()
