@@ -132,7 +132,8 @@ struct conf {
 	struct conf_overrides domain_overrides;      /* per-domain skip or actions */
 	struct conf_strings sender_domain_blocklist; /* lower-case A-labels; covers subdomains */
 	bool dry_run;                                /* decide and log, accept everything */
-	char *result_header;                         /* header naming the outcome; "" = none */
+	bool self_health;    /* accept tempfail outcomes while our own probes fail (health.h) */
+	char *result_header; /* header naming the outcome; "" = none */
 
 	atomic_int refs;
 };

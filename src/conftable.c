@@ -690,6 +690,8 @@ const struct directive conf_directives[] = {
 	 .item = item_domain, .help = "sender domains rejected without a probe, with their subdomains"},
 	{.name = "dry_run", .type = T_BOOL, .def = "no", .offset = F(dry_run),
 	 .help = "decide and log every verdict, but reject and tempfail nothing"},
+	{.name = "self_health", .type = T_BOOL, .def = "yes", .offset = F(self_health),
+	 .help = "while most probes to many hosts fail on our side, accept tempfail outcomes"},
 	{.name = "result_header", .type = T_STRING, .def = "", .offset = F(result_header),
 	 .check = check_header_name,
 	 .help = "header naming the outcome, added to accepted mail; empty: none"},

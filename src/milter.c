@@ -189,12 +189,13 @@ static void log_verified(const struct connection *conn, const char *rcpt)
 	const struct outcome *o = &msg->result.outcome;
 	const struct policy_verdict *v = &msg->verdict;
 	char line[2048], number[32], remote[OUTCOME_TEXT_MAX + 32] = "";
-	const char *reason = v->defer_limit         ? "defer_limit"
+	const char *reason = v->self_health         ? "self_health"
+	                     : v->defer_limit       ? "defer_limit"
 	                     : msg->budget_exceeded ? "budget_exceeded"
 	                                            : outcome_name(o->kind);
 	size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
 	add_dry_run(line, sizeof(line), &len, v);
-	if (v->defer_limit)
+	if (v->defer_limit || v->self_health)
 		kv_add(line, sizeof(line), &len, "outcome",
 		       msg->budget_exceeded ? "budget_exceeded" : outcome_name(o->kind));
 	if (v->deferred) {
@@ -416,6 +417,8 @@ static void await_verdict(struct connection *conn)
 		msg->budget_exceeded = true;
 		msg->answered = true;
 	}
+	policy_for_self_health(conn->conf, verify_unhealthy(glue.verifier), msg->budget_exceeded,
+	                       msg->result.outcome.kind, &msg->verdict);
 }
 
 /* bare_address - the sender without its angle brackets: templates write

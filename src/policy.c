@@ -13,7 +13,9 @@
  * (and the budget's tempfail, when the verifier knew the address's deferral
  * start at submit) turns into accept once the address has been deferred for
  * longer than defer_limit (the verifier says since when; the caller says
- * what time it is). dry_run is applied last, so the intended verdict and its reply
+ * what time it is). While the verifier finds our own probes failing
+ * (health.h), such a tempfail is accepted too (policy_for_self_health).
+ * dry_run is applied last, so the intended verdict and its reply
  * survive for the log.
  *
  * Pure: reads the immutable struct conf, allocates nothing, does no I/O.
@@ -101,6 +103,7 @@ static void decide(const struct conf *conf, enum policy_action intended, const s
 	out->deferred = false;
 	out->deferred_for_ms = 0;
 	out->defer_limit = false;
+	out->self_health = false;
 	out->intended = intended;
 	out->reply = intended == POLICY_ACCEPT ? NULL : reply;
 	out->dry_run = conf->dry_run && intended != POLICY_ACCEPT;
@@ -184,6 +187,21 @@ void policy_for_budget(const struct conf *conf, int64_t deferred_since_ms, int64
 
 	defer(conf, action == POLICY_REJECT ? POLICY_TEMPFAIL : action, &conf->budget_reply,
 	      deferred_since_ms, now_ms, out);
+}
+
+/* policy_for_self_health - while unhealthy, a tempfail that says nothing
+ * about the address is accepted */
+void policy_for_self_health(const struct conf *conf, bool unhealthy, bool budget, enum outcome_kind kind,
+                            struct policy_verdict *out)
+{
+	bool temporary = budget || kind == OUTCOME_TEMPFAIL || kind == OUTCOME_BLOCKED;
+	if (!conf->self_health || !unhealthy || !temporary || out->intended != POLICY_TEMPFAIL)
+		return;
+	out->intended = POLICY_ACCEPT;
+	out->action = POLICY_ACCEPT;
+	out->reply = NULL;
+	out->dry_run = false;
+	out->self_health = true;
 }
 
 /* policy_for_bad_syntax - a sender that does not parse is rejected */

@@ -50,6 +50,8 @@ struct policy_verdict {
 	int64_t deferred_for_ms;            /* since the address's first temporary outcome (>= 0) */
 	bool defer_limit;                   /* that tempfail became accept: deferred_for_ms is over
 	                                     * defer_limit (intended is then accept) */
+	bool self_health;                   /* a tempfail became accept because our own probes are
+	                                     * failing (policy_for_self_health) */
 };
 
 const char *policy_action_name(enum policy_action action);
@@ -84,6 +86,17 @@ void policy_for_verified(const struct conf *conf, const char *domain, enum outco
  * past defer_limit, like any other deferred sender. */
 void policy_for_budget(const struct conf *conf, int64_t deferred_since_ms, int64_t now_ms,
                        struct policy_verdict *out);
+
+/* policy_for_self_health - fail open while our side is unhealthy
+ * (health.h): when self_health is on and unhealthy is true, a verdict that
+ * intends tempfail for an outcome that says nothing about the address
+ * (tempfail, blocked) or for the budget (budget true: no answer within
+ * verify_budget) becomes accept (out->self_health): our own trouble must
+ * never defer the world's mail. Definite answers (invalid, no_domain,
+ * valid, catch_all, unverifiable) keep their verdict. Call it after
+ * policy_for_verified / policy_for_budget. */
+void policy_for_self_health(const struct conf *conf, bool unhealthy, bool budget, enum outcome_kind kind,
+                            struct policy_verdict *out);
 
 /* policy_for_bad_syntax - the verdict for a sender address that does not
  * parse: reject with bad_syntax_reply (accept under dry_run). */

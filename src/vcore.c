@@ -570,6 +570,8 @@ static void on_probe_done(void *arg, const struct outcome *o)
 {
 	struct probe *p = arg;
 	struct vcore *c = p->core;
+	if (c->eng.probe_result != NULL && p->engine_started)
+		c->eng.probe_result(c->eng.ctx, o);
 	p->handle = NULL;
 	if (p->counted) {
 		c->running_total--;

@@ -65,6 +65,9 @@ struct vcore_engine {
 	 * last connection is gone (after QUIT): until then the probe keeps its
 	 * place in domain_probe_limit. false: the place is free at done. */
 	bool reports_finished;
+	/* Optional (NULL: none): every outcome of a probe the engine ran, as it
+	 * reports it, before anything else sees it (self-health, health.h). */
+	void (*probe_result)(void *ctx, const struct outcome *outcome);
 };
 
 /* At most this many greylisted addresses wait for their re-probe at once;

@@ -14,12 +14,21 @@
  * The engine thread runs the loop until verifier_free() breaks it; the
  * sweep (cache) and tidy (limiter slots) timers run on it. Milter threads
  * only submit, wait and release (vcore's mutex and condition variable).
+ *
+ * Self-health (health.h, unless self_health = no): every probe outcome is
+ * fed to the health window on the engine thread (vcore_engine.probe_result);
+ * a change of state is logged once and published in an atomic flag that
+ * milter threads read (verify_unhealthy). At start-up a helo_name that is
+ * not a fully qualified name that resolves is warned about, from a thread
+ * of its own so a slow resolver never delays the start.
  */
 #include "verify.h"
 
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <netdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +37,7 @@
 #include "callout.h"
 #include "clock.h"
 #include "engine.h"
+#include "health.h"
 #include "log.h"
 #include "vcore.h"
 
@@ -40,9 +50,11 @@ struct verifier {
 	struct vcore *core;
 	pthread_t thread;
 	bool thread_running;
-	struct event *wake;  /* active: start what is queued */
-	struct event *sweep; /* periodic cache sweep */
-	struct event *tidy;  /* periodic removal of idle domain slots */
+	struct event *wake;    /* active: start what is queued */
+	struct event *sweep;   /* periodic cache sweep */
+	struct event *tidy;    /* periodic removal of idle domain slots */
+	struct health health;  /* engine thread only */
+	atomic_bool unhealthy; /* health's state, for milter threads */
 };
 
 /* A one-shot timer the core asked for (engine thread). */
@@ -135,6 +147,20 @@ static int64_t eng_mono_ms(void *ctx)
 	return clock_mono_ms();
 }
 
+/* eng_probe_result - self-health sees every probe outcome (engine thread);
+ * a change of state is logged once, with what to check */
+static void eng_probe_result(void *ctx, const struct outcome *o)
+{
+	struct verifier *v = ctx;
+	enum health_change change = health_record(&v->health, o, clock_mono_ms());
+	if (change == HEALTH_SAME)
+		return;
+	atomic_store(&v->unhealthy, change == HEALTH_BECAME_UNHEALTHY);
+	char line[1024];
+	health_message(&v->health, change, v->engine->helo_name, line, sizeof(line));
+	log_msg(change == HEALTH_BECAME_UNHEALTHY ? LOG_WARNING : LOG_NOTICE, "%s", line);
+}
+
 /* on_finished - a callout's last connection closed (engine thread) */
 static void on_finished(void *arg, const char *domain)
 {
@@ -197,6 +223,12 @@ void verify_release(struct verify_ticket *t)
 	vcore_release(t);
 }
 
+/* verify_unhealthy - see verify.h */
+bool verify_unhealthy(struct verifier *v)
+{
+	return v != NULL && atomic_load(&v->unhealthy);
+}
+
 void verify_get_stats(struct verifier *v, struct verify_stats *out)
 {
 	vcore_get_stats(v->core, out);
@@ -242,6 +274,49 @@ static bool start_events(struct verifier *v)
 	return true;
 }
 
+/* helo_check - warn when helo_name is not a fully qualified name that
+ * resolves: receiving servers check it (and our address's reverse DNS
+ * against it), and refuse probes that fail; arg is a copy of the name,
+ * freed here */
+static void *helo_check(void *arg)
+{
+	char *name = arg;
+	const char *problem = health_helo_problem(name);
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+	struct addrinfo *res = NULL;
+	int err = 0;
+	if (problem == NULL && (err = getaddrinfo(name, NULL, &hints, &res)) != 0)
+		problem = gai_strerror(err);
+	if (res != NULL)
+		freeaddrinfo(res);
+	if (problem != NULL)
+		log_msg(LOG_WARNING,
+		        "helo_name %s is not a fully qualified name that resolves (%s): receiving servers "
+		        "may refuse our probes; set helo_name to a name whose address records exist and "
+		        "match the reverse DNS of our address",
+		        name, problem);
+	free(name);
+	return NULL;
+}
+
+/* start_helo_check - helo_check on a detached thread (inline if none) */
+static void start_helo_check(const char *helo_name)
+{
+	char *copy = strdup(helo_name);
+	if (copy == NULL)
+		return;
+	pthread_t t;
+	pthread_attr_t attr;
+	bool started = false;
+	if (pthread_attr_init(&attr) == 0) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		started = pthread_create(&t, &attr, helo_check, copy) == 0;
+		pthread_attr_destroy(&attr);
+	}
+	if (!started)
+		helo_check(copy);
+}
+
 /* verifier_new - see verify.h */
 struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 {
@@ -270,7 +345,10 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 	        .wall_ms = eng_wall_ms,
 	        .mono_ms = eng_mono_ms,
 	        .reports_finished = true, /* callouts call probe_env.on_finished */
+	        .probe_result = conf->self_health ? eng_probe_result : NULL,
 	};
+	health_init(&v->health);
+	atomic_init(&v->unhealthy, false);
 	v->core = vcore_new(conf, v->cache, &eng);
 	if (v->core == NULL) {
 		snprintf(why, why_size, "out of memory");
@@ -296,6 +374,7 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 		goto fail;
 	}
 	v->thread_running = true;
+	start_helo_check(v->engine->helo_name);
 	log_msg(LOG_INFO, "engine started: helo_name %s, cache %s", v->engine->helo_name,
 	        v->cache != NULL ? conf->cache : "none");
 	return v;

@@ -97,6 +97,10 @@ int64_t verify_deferred_since(const struct verify_ticket *t);
 
 void verify_release(struct verify_ticket *t);
 
+/* verify_unhealthy - self-health (health.h) finds most probes to many
+ * hosts failing on our side; any thread. false when self_health = no. */
+bool verify_unhealthy(struct verifier *v);
+
 void verify_get_stats(struct verifier *v, struct verify_stats *out);
 
 const char *verify_source_name(enum verify_source source);

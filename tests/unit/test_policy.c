@@ -542,6 +542,57 @@ START_TEST(default_replies)
 }
 END_TEST
 
+/* Self-health: while unhealthy (and self_health on), a tempfail for an
+ * outcome that says nothing about the address, or the budget's, is
+ * accepted; definite answers and everything while healthy or switched off
+ * keep their verdict; under dry_run the intended tempfail becomes accept. */
+static const struct {
+	const char *conf;
+	bool unhealthy, budget;
+	enum outcome_kind kind;
+	enum policy_action intended;
+	bool self_health;
+} healths[] = {
+        {"", true, false, OUTCOME_TEMPFAIL, POLICY_ACCEPT, true},
+        {"", false, false, OUTCOME_TEMPFAIL, POLICY_TEMPFAIL, false},
+        {"self_health = no\n", true, false, OUTCOME_TEMPFAIL, POLICY_TEMPFAIL, false},
+        {"", true, true, OUTCOME_VALID, POLICY_ACCEPT, true}, /* budget: kind unknown */
+        {"", false, true, OUTCOME_VALID, POLICY_TEMPFAIL, false},
+        {"self_health = no\n", true, true, OUTCOME_VALID, POLICY_TEMPFAIL, false},
+        {"", true, false, OUTCOME_INVALID, POLICY_REJECT, false},
+        {"", true, false, OUTCOME_NO_DOMAIN, POLICY_REJECT, false},
+        {"", true, false, OUTCOME_VALID, POLICY_ACCEPT, false},
+        {"catch_all_action = tempfail\n", true, false, OUTCOME_CATCH_ALL, POLICY_TEMPFAIL, false},
+        {"blocked_action = tempfail\n", true, false, OUTCOME_BLOCKED, POLICY_ACCEPT, true},
+        {"blocked_action = tempfail\n", false, false, OUTCOME_BLOCKED, POLICY_TEMPFAIL, false},
+        {"tempfail_action = accept\n", true, false, OUTCOME_TEMPFAIL, POLICY_ACCEPT, false},
+        {"dry_run = yes\n", true, false, OUTCOME_TEMPFAIL, POLICY_ACCEPT, true},
+        {"dry_run = yes\n", true, false, OUTCOME_INVALID, POLICY_REJECT, false},
+};
+
+START_TEST(self_health)
+{
+	struct conf *c = load(healths[_i].conf);
+	struct policy_verdict v;
+	char what[120];
+
+	memset(&v, 0xa5, sizeof(v));
+	snprintf(what, sizeof(what), "self-health case %d (%s)", _i, outcome_name(healths[_i].kind));
+	if (healths[_i].budget)
+		policy_for_budget(c, 0, T0, &v);
+	else
+		policy_for_verified(c, "example.org", healths[_i].kind, 0, T0, &v);
+	policy_for_self_health(c, healths[_i].unhealthy, healths[_i].budget, healths[_i].kind, &v);
+	ck_assert_msg(v.intended == healths[_i].intended, "%s: intended %s", what,
+	              policy_action_name(v.intended));
+	ck_assert_msg(v.self_health == healths[_i].self_health, "%s: self_health %d", what, v.self_health);
+	if (v.self_health) {
+		ck_assert_msg(v.action == POLICY_ACCEPT && v.reply == NULL && !v.dry_run, "%s", what);
+	}
+	conf_unref(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("policy");
@@ -553,6 +604,7 @@ int main(void)
 	tcase_add_loop_test(verdicts, defer_limit, 0, N(deferrals));
 	tcase_add_loop_test(verdicts, budget_defer_limit, 0, N(budget_deferrals));
 	tcase_add_test(verdicts, never_rejects);
+	tcase_add_loop_test(verdicts, self_health, 0, N(healths));
 	tcase_add_test(verdicts, unknown_outcome);
 	tcase_add_test(verdicts, action_names);
 	tcase_add_loop_test(verdicts, default_replies, 0, N(replies));
