@@ -23,8 +23,15 @@
  * on); one whose records are no longer stale, and that nobody joined, is
  * dropped: so a stale record starts at most one refresh a window, however
  * many requests ask for it and whatever the refresh finds. Then the
- * domain's limits (domain_probe_limit at once, domain_probe_rate a
- * minute), then the probe with the domain's hints. When it ends, vstore
+ * budgets: every probe joins its domain's line, and the front of the line
+ * is decided at once and again whenever a place frees or a timer turns:
+ * start (a place under domain_probe_limit, the domain_probe_rate minute
+ * allows, max_probes_in_flight not reached), or answer tempfail (its
+ * requester's verify_budget has passed or would pass before the rate
+ * turns, the domain is paused by domain_invalid_limit), or wait with a
+ * timer; answering one hands the turn to the next, so every line drains.
+ * client_probe_rate is judged at submit. A started probe gets the
+ * domain's hints. When it ends, vstore
  * keeps the outcome (a greylisted one asks for one re-probe after
  * greylist_retry: a timer, dropped should a definite answer come first),
  * and every waiting ticket is answered; a tagged
