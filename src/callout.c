@@ -81,6 +81,8 @@ struct callout {
 	struct event *deadline;
 	struct event *later; /* runs the literal's first probe from the loop */
 	struct event *hold;  /* bounds how long an invalid verdict waits for the sync proof */
+	struct event *wait;  /* asks the breaker again while another probe's first contact is under way */
+	bool waiting;        /* the current target waits for that first contact */
 
 	struct target *targets; /* max_mx_addresses of them: thousands of callouts may be in flight */
 	size_t target_room;
@@ -148,6 +150,10 @@ static void drop_search(struct callout *c)
 	if (c->hold != NULL) {
 		event_free(c->hold);
 		c->hold = NULL;
+	}
+	if (c->wait != NULL) {
+		event_free(c->wait);
+		c->wait = NULL;
 	}
 	free(c->targets);
 	c->targets = NULL;
@@ -440,15 +446,13 @@ static void breaker_learn(struct callout *c, const struct target *t, const struc
 		/* fall through */
 	case SMTP_END_TIMEOUT:
 		if (r->end == SMTP_END_TIMEOUT && r->stage != STAGE_CONNECT && r->stage != STAGE_BANNER) {
-			hosts_note_answer(h, sa); /* it spoke, then went slow: not a dead host */
+			hosts_note_answer(h, sa, now); /* it spoke, then went slow: not a dead host */
 			return;
 		}
-		if (conf->host_backoff_ms > 0) {
-			int64_t ms = hosts_note_failure(h, sa, now, conf->host_backoff_ms);
-			if (ms > 0)
-				trace(c, "* breaker: no answer from %s: not connecting there for %lld s",
-				      t->addr_text, (long long)(ms / 1000));
-		}
+		int64_t ms = hosts_note_failure(h, sa, now, conf->host_backoff_ms); /* 0: off */
+		if (ms > 0)
+			trace(c, "* breaker: no answer from %s: not connecting there for %lld ms",
+			      t->addr_text, (long long)ms);
 		return;
 	case SMTP_END_LOOP:
 	case SMTP_END_CLOSED:
@@ -465,7 +469,7 @@ static void breaker_learn(struct callout *c, const struct target *t, const struc
 			      (long long)(conf->blocked_ttl_ms / 1000));
 		return;
 	}
-	hosts_note_answer(h, sa);
+	hosts_note_answer(h, sa, now);
 }
 
 /* breaker_skips - whether the circuit breaker keeps us away from t: a
@@ -501,6 +505,45 @@ static bool breaker_skips(struct callout *c, const struct target *t)
 		break;
 	}
 	note(c, t, &j);
+	return true;
+}
+
+/* on_wait - ask the breaker again about the target that waits */
+static void on_wait(evutil_socket_t fd, short what, void *arg)
+{
+	probe_next(arg);
+}
+
+/* first_contact_ms - how long one probe may hold a host's first contact
+ * (hosts_claim): its connection, greeting and one command; the claim is
+ * released as soon as the attempt ends, whichever way */
+static int64_t first_contact_ms(const struct conf *conf)
+{
+	return conf->connect_timeout_ms + conf->banner_timeout_ms + conf->command_timeout_ms;
+}
+
+/* breaker_waits - whether t's first contact is another probe's, under way:
+ * then this one asks again in BREAKER_WAIT_MS (at most until the claim
+ * lapses; probe_timeout bounds it all). False: connect now (the claim is
+ * ours, or t answered lately, or the breaker is off). */
+#define BREAKER_WAIT_MS 50
+static bool breaker_waits(struct callout *c, const struct target *t)
+{
+	const struct conf *conf = c->env->conf;
+	if (c->env->hosts == NULL || (conf->blocked_ttl_ms <= 0 && conf->host_backoff_ms <= 0))
+		return false;
+	if (hosts_claim(c->env->hosts, (const struct sockaddr *)&t->addr, clock_mono_ms(),
+	                first_contact_ms(conf)))
+		return false;
+	if (c->wait == NULL)
+		c->wait = evtimer_new(c->env->base, on_wait, c);
+	struct timeval tv = {.tv_sec = 0, .tv_usec = BREAKER_WAIT_MS * 1000};
+	if (c->wait == NULL || evtimer_add(c->wait, &tv) != 0)
+		return false; /* cannot wait: connect (our trouble never stops a probe) */
+	if (!c->waiting)
+		trace(c, "* waiting: another probe is connecting to %s [%s] first, to learn how it answers",
+		      t->host, t->addr_text);
+	c->waiting = true;
 	return true;
 }
 
@@ -571,31 +614,42 @@ static void probe_next(struct callout *c)
 			finish(c);
 			return;
 		}
-		t = &c->targets[c->next_target++];
-		if (!c->plain_retry && !c->fallback_retry) { /* a new address */
-			c->plain_now = false;
-			c->fallback_now = c->hint_fallback;
-			trace(c, "* trying %s [%s] (%zu of %zu)", t->host, t->addr_text, c->next_target,
+		t = &c->targets[c->next_target];
+		bool retry = c->plain_retry || c->fallback_retry;
+		if (!retry && !c->waiting)
+			trace(c, "* trying %s [%s] (%zu of %zu)", t->host, t->addr_text, c->next_target + 1,
 			      c->target_count);
-		}
-		if (c->plain_retry)
-			c->plain_now = true;
-		if (c->fallback_retry)
-			c->fallback_now = true;
-		c->plain_retry = c->fallback_retry = false;
-
 		if (c->env->local != NULL &&
 		    local_addrs_is_mine(c->env->local, (const struct sockaddr *)&t->addr, clock_mono_ms())) {
 			struct attempt a = {.end = SMTP_END_LOOP, .stage = STAGE_CONNECT};
 			struct judgement j;
+			c->next_target++;
 			trace(c, "* %s [%s] is an address of this host: not probing through ourselves",
 			      t->host, t->addr_text);
 			classify_attempt(&a, &j);
 			conclude(c, t, &j.outcome);
 			return;
 		}
-		if (!breaker_skips(c, t))
-			break;
+		if (breaker_skips(c, t)) {
+			c->waiting = false;
+			c->plain_retry = c->fallback_retry = false;
+			c->next_target++;
+			continue;
+		}
+		if (breaker_waits(c, t))
+			return; /* on_wait asks again */
+		c->waiting = false;
+		c->next_target++;
+		if (!retry) { /* a new address */
+			c->plain_now = false;
+			c->fallback_now = c->hint_fallback;
+		}
+		if (c->plain_retry)
+			c->plain_now = true;
+		if (c->fallback_retry)
+			c->fallback_now = true;
+		c->plain_retry = c->fallback_retry = false;
+		break;
 	}
 	const struct conf *conf = c->env->conf;
 

@@ -28,6 +28,8 @@ struct host_rec {
 	int64_t streak_since_ms; /* first failure in a row; 0: none */
 	int64_t backoff_until_ms;
 	unsigned failures;
+	int64_t answered_until_ms; /* it answered lately: no first-contact wait */
+	int64_t claimed_until_ms;  /* a probe's first contact is under way */
 	enum probe_stage stage;
 	int code;
 	char ecode[16];
@@ -210,7 +212,7 @@ static bool forgettable(const struct host_rec *r, int64_t now_ms)
 {
 	bool blocked = r->text != NULL && now_ms < r->blocked_until_ms;
 	bool backed_off = r->failures > 0 && now_ms < r->backoff_until_ms;
-	if (blocked || backed_off)
+	if (blocked || backed_off || now_ms < r->answered_until_ms || now_ms < r->claimed_until_ms)
 		return false;
 	if (r->failures == 0)
 		return true; /* an expired refusal and no streak: nothing worth keeping */
@@ -281,6 +283,7 @@ bool hosts_note_blocked(struct hosts *h, const struct sockaddr *sa, int64_t now_
 	snprintf(r->ecode, sizeof(r->ecode), "%s", o->ecode);
 	r->blocked_since_ms = now_ms;
 	r->blocked_until_ms = now_ms + ttl_ms;
+	r->claimed_until_ms = 0;
 	/* It answered: whatever silence came before is over. */
 	r->failures = 0;
 	r->streak_since_ms = 0;
@@ -292,9 +295,16 @@ bool hosts_note_blocked(struct hosts *h, const struct sockaddr *sa, int64_t now_
 int64_t hosts_note_failure(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t base_ms)
 {
 	struct host_key k;
-	if (h == NULL || base_ms <= 0 || !key_of(sa, &k))
+	if (h == NULL || !key_of(sa, &k))
 		return 0;
 	struct host_rec *r = find(h, &k);
+	if (base_ms <= 0) { /* backoff off: the attempt is over all the same */
+		if (r != NULL) {
+			r->claimed_until_ms = 0;
+			r->answered_until_ms = 0;
+		}
+		return 0;
+	}
 	if (r != NULL && forgettable(r, now_ms)) {
 		drop(h, r); /* a streak left alone that long starts again */
 		r = NULL;
@@ -302,6 +312,8 @@ int64_t hosts_note_failure(struct hosts *h, const struct sockaddr *sa, int64_t n
 	r = obtain(h, &k, now_ms);
 	if (r == NULL)
 		return 0;
+	r->claimed_until_ms = 0;
+	r->answered_until_ms = 0; /* silent now, whatever it said before */
 	if (r->failures > 0 && now_ms < r->backoff_until_ms)
 		return r->backoff_until_ms - now_ms; /* a failure of an attempt begun before the backoff */
 	if (r->failures == 0)
@@ -317,12 +329,12 @@ int64_t hosts_note_failure(struct hosts *h, const struct sockaddr *sa, int64_t n
 }
 
 /* hosts_note_answer - see hosts.h */
-void hosts_note_answer(struct hosts *h, const struct sockaddr *sa)
+void hosts_note_answer(struct hosts *h, const struct sockaddr *sa, int64_t now_ms)
 {
 	struct host_key k;
 	if (h == NULL || !key_of(sa, &k))
 		return;
-	struct host_rec *r = find(h, &k);
+	struct host_rec *r = obtain(h, &k, now_ms);
 	if (r == NULL)
 		return;
 	/* A refusal stands for its blocked_ttl: this answer may come from a
@@ -331,6 +343,24 @@ void hosts_note_answer(struct hosts *h, const struct sockaddr *sa)
 	r->failures = 0;
 	r->streak_since_ms = 0;
 	r->backoff_until_ms = 0;
-	if (r->text == NULL)
-		drop(h, r);
+	r->claimed_until_ms = 0;
+	r->answered_until_ms = now_ms + HOSTS_ANSWERED_MS;
+}
+
+/* hosts_claim - see hosts.h */
+bool hosts_claim(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t hold_ms)
+{
+	struct host_key k;
+	if (h == NULL || !key_of(sa, &k))
+		return true;
+	struct host_rec *r = find(h, &k);
+	if (r != NULL && now_ms < r->answered_until_ms)
+		return true;
+	if (r != NULL && now_ms < r->claimed_until_ms)
+		return false;
+	r = obtain(h, &k, now_ms);
+	if (r == NULL)
+		return true;
+	r->claimed_until_ms = now_ms + (hold_ms > 0 ? hold_ms : 1);
+	return true;
 }

@@ -8,19 +8,27 @@
  * host_backoff, doubled for every failure in a row up to HOSTS_BACKOFF_CAP_MS.
  * While either lasts the callout does not connect there: it takes the
  * remembered refusal, or counts a connection failure. Any reply that is not
- * a refusal of us ends the address's backoff (hosts_note_answer). This is
- * what Postfix's smtp client does with a host it found dead (it stays
- * "dead" in its connection cache for a while) and spares a host that told
- * us to go away one session per domain behind it.
+ * a refusal of us ends the address's backoff and marks it answering for
+ * HOSTS_ANSWERED_MS (hosts_note_answer). Postfix's queue manager does the
+ * same with a receiving host that fails: it goes on a short-term "dead"
+ * list and is left alone for at least minimal_backoff_time.
+ *
+ * First contact: many probes may want a host nobody has heard from lately
+ * at the same moment (a burst of senders at domains sharing one MX). One of
+ * them claims it (hosts_claim) and connects; the others wait until its
+ * attempt tells how the host answers (a refusal, silence, or an answer:
+ * then they go ahead), at most until the claim lapses (hold_ms). So a host
+ * that refuses us, or is dead, costs one connection, not one per probe in
+ * the burst.
  *
  * Bounded: at most the max given to hosts_new (HOSTS_MAX in the engine)
- * records, only for troubled addresses (a good answer removes a backoff-only record).
- * When full, the least recently touched record is dropped; a record whose
- * windows are over and that was not touched for HOSTS_FORGET_MS is dropped
- * when met. A record is about 100 bytes, plus the host name and reply
- * text of a remembered refusal (each bounded: 255 and OUTCOME_TEXT_MAX):
- * 65536 records take 7 MiB, at worst (every one a refusal with the
- * longest texts) about 43 MiB.
+ * records. When full, the least recently touched record is dropped; a
+ * record whose windows (refusal, backoff, answering, claim) are over is
+ * dropped when met, except a failure streak, kept HOSTS_FORGET_MS so the
+ * backoff can grow. A record is about 120 bytes, plus the host name and
+ * reply text of a remembered refusal (bounded: 255 and OUTCOME_TEXT_MAX):
+ * 65536 records take 8 MiB, at worst (every one a refusal with the longest
+ * texts) about 45 MiB.
  *
  * Pure: no clock, no loop, no globals; every time is the caller's
  * monotonic now_ms, so tests move time by hand. Owns its records. Threads:
@@ -38,7 +46,10 @@
 
 #define HOSTS_MAX            65536
 #define HOSTS_BACKOFF_CAP_MS INT64_C(3600000) /* 1h: the longest backoff */
-#define HOSTS_FORGET_MS      INT64_C(7200000) /* an idle failure streak is forgotten after 2h */
+#define HOSTS_ANSWERED_MS                                                                                    \
+	INT64_C(600000)                  /* an answering host is connected to without a first-contact wait   \
+	                                  */
+#define HOSTS_FORGET_MS INT64_C(7200000) /* an idle failure streak is forgotten after 2h */
 
 struct hosts;
 
@@ -81,13 +92,24 @@ bool hosts_note_blocked(struct hosts *h, const struct sockaddr *sa, int64_t now_
 
 /* hosts_note_failure - sa did not answer: backed off for base_ms doubled
  * per earlier failure in a row, at most HOSTS_BACKOFF_CAP_MS (and never
- * less than base_ms). Returns the length of the backoff now in force; 0
- * when base_ms <= 0 (off) or nothing could be kept. */
+ * less than base_ms). Either way its first-contact claim is released.
+ * Returns the length of the backoff now in force; 0 when base_ms <= 0
+ * (off) or nothing could be kept. */
 int64_t hosts_note_failure(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t base_ms);
 
 /* hosts_note_answer - sa answered with something that is not a refusal of
- * us: its backoff and failure streak go (a remembered refusal stays for its
- * blocked_ttl; the answer may come from a session begun before it) */
-void hosts_note_answer(struct hosts *h, const struct sockaddr *sa);
+ * us: its backoff and failure streak go, its claim is released, and it
+ * counts as answering until now_ms + HOSTS_ANSWERED_MS (a remembered
+ * refusal stays for its blocked_ttl; the answer may come from a session
+ * begun before it) */
+void hosts_note_answer(struct hosts *h, const struct sockaddr *sa, int64_t now_ms);
+
+/* hosts_claim - may a probe connect to sa (HOST_OK by hosts_lookup) now?
+ * True when sa answered within HOSTS_ANSWERED_MS, or nobody holds its
+ * first contact: then the caller does, until a note about sa or now_ms +
+ * hold_ms. False while another caller's first contact is under way: wait
+ * and ask again. True without memory (never blocks a probe for our
+ * trouble). */
+bool hosts_claim(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t hold_ms);
 
 #endif

@@ -6,13 +6,14 @@ vemilter-check against a fake DNS server and a farm of fake SMTP servers.
   us at the greeting (banner_554): probed one after another (-j1), the farm
   sees 1 session and every sender gets blocked, 29 of them from memory with
   the same stage, code and text. The same run with blocked_ttl = 0 costs 30
-  sessions (the control: the count can fail).
+  sessions (the control: the count can fail). All 30 at once (-j100): still
+  1 session (the others wait for the first contact).
 - 20 domains whose MX is an address no server listens on (refused
   connections): 1 connection attempt over the 20 senders with
   host_backoff = 1s, counted from the -v transcript's "* connecting" lines;
   a 21st domain whose MX lookup is delayed past the backoff gets a new
   attempt, and a 22nd, after that second failure, is skipped again (the
-  backoff doubled). With host_backoff = 0: 20 attempts.
+  backoff doubled). All 20 at once: 1 attempt. With host_backoff = 0: 20.
 - A domain whose first MX is backed off and whose second answers is valid:
   a backoff only moves the walk on.
 - Neither state ever becomes a reject: every outcome is blocked or tempfail.
@@ -156,13 +157,15 @@ def blocked_runs(tap, tmp, dns_port, farm, farm_port):
     tap.equal("blocked_ttl = 0: %d sessions, one per domain" % N_BLOCKED, sessions, N_BLOCKED)
     tap.check("... all blocked", all(results.get(s, ("?",))[0] == "blocked" for s in senders), "%r" % results)
 
-    # concurrent first contacts (the default -j): measured, not asserted.
+    # all at once (-j100): one probe makes first contact, the others wait for it
     conf = write_conf(tmp, "blocked-j.conf", dns_port, farm_port)
     farm.reset()
     status, out, err, results, secs = run_check(conf, senders, jobs=100)
     farm.wait_idle(BLOCKING, timeout=5)
-    tap.diag("concurrent (-j100), default blocked_ttl: %d sessions for %d domains"
-             % (farm.connections(BLOCKING), N_BLOCKED))
+    sessions = farm.connections(BLOCKING)
+    tap.diag("concurrent (-j100), default blocked_ttl: %d session(s) for %d domains, %.2f s"
+             % (sessions, N_BLOCKED, secs))
+    tap.equal("concurrent (-j100): 1 session for %d domains" % N_BLOCKED, sessions, 1, out[-3000:])
     tap.check("concurrent: all blocked, none rejected",
               all(results.get(s, ("?",))[0] == "blocked" for s in senders), "%r" % results)
 
@@ -192,6 +195,16 @@ def dead_runs(tap, tmp, dns_port, farm, farm_port):
               connects(t22, DEAD) == 0 and re.search(r"\(2 in a row; next try in [12] s\)",
                                                       results.get(late[1], ("?", {}))[1].get("reason", "")),
               t22 + "\n%r" % (results.get(late[1]),))
+
+    # all at once (-j100): one connect attempt too
+    conf = write_conf(tmp, "dead-j.conf", dns_port, farm_port)
+    status, out, err, results, secs = run_check(conf, senders, jobs=100)
+    tap.diag("concurrent (-j100), default host_backoff: %d connect attempt(s) over %d senders, %.2f s"
+             % (connects(out, DEAD), N_DEAD, secs))
+    tap.equal("concurrent (-j100): 1 connect attempt over %d senders" % N_DEAD, connects(out, DEAD), 1,
+              out[-3000:])
+    tap.check("... all tempfail", all(results.get(s, ("?",))[0] == "tempfail" for s in senders),
+              "%r" % results)
 
     conf = write_conf(tmp, "dead-off.conf", dns_port, farm_port, "host_backoff = 0")
     status, out, err, results, secs = run_check(conf, senders)

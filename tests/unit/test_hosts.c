@@ -2,8 +2,9 @@
  * test_hosts.c - the circuit breaker's table (hosts.h) with explicit times:
  * a refusal remembered for its ttl and then forgotten, backoff that doubles
  * per failure in a row up to the cap, an answer that ends a backoff but not
- * a refusal, IPv4-mapped addresses, "off" settings, the bound and LRU
- * eviction.
+ * a refusal, first-contact claims (one prober, the others wait; released
+ * by any note, lapsing on their own), IPv4-mapped addresses, "off"
+ * settings, the bound and LRU eviction.
  */
 #include <stdio.h>
 #include <string.h>
@@ -45,7 +46,7 @@ START_TEST(blocked_remembered_then_expires)
 	ck_assert_int_eq(m.until_ms, 3601000);
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.8"), 2000, NULL), HOST_OK); /* another address */
 	/* an answer (from a session begun before) does not end a refusal */
-	hosts_note_answer(h, sa("192.0.2.7"));
+	hosts_note_answer(h, sa("192.0.2.7"), 2000);
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 5000, NULL), HOST_BLOCKED);
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 3601000, &m), HOST_OK); /* ttl over */
 	ck_assert_int_eq(hosts_count(h), 0);                                      /* and forgotten */
@@ -65,7 +66,8 @@ START_TEST(blocked_off)
 	/* NULL table: everything is OK, nothing crashes */
 	ck_assert_int_eq(hosts_lookup(NULL, sa("192.0.2.7"), 1, NULL), HOST_OK);
 	ck_assert_int_eq(hosts_note_failure(NULL, sa("192.0.2.7"), 1, 1000), 0);
-	hosts_note_answer(NULL, sa("192.0.2.7"));
+	hosts_note_answer(NULL, sa("192.0.2.7"), 1);
+	ck_assert(hosts_claim(NULL, sa("192.0.2.7"), 1, 1000));
 	hosts_free(h);
 }
 END_TEST
@@ -90,8 +92,9 @@ START_TEST(backoff_grows_and_caps)
 		                 HOST_OK); /* over: try again */
 	}
 	/* an answer ends the streak: the next failure starts again at base */
-	hosts_note_answer(h, sa("2001:db8::25"));
-	ck_assert_int_eq(hosts_count(h), 0);
+	hosts_note_answer(h, sa("2001:db8::25"), now);
+	ck_assert_int_eq(hosts_lookup(h, sa("2001:db8::25"), now, &m), HOST_OK);
+	ck_assert_int_eq(m.failures, 0);
 	ck_assert_int_eq(hosts_note_failure(h, sa("2001:db8::25"), now, base), base);
 	/* a streak left alone for HOSTS_FORGET_MS starts again too */
 	now += HOSTS_FORGET_MS;
@@ -171,6 +174,50 @@ START_TEST(eviction_spares_the_recently_touched)
 }
 END_TEST
 
+START_TEST(first_contact_claims)
+{
+	struct hosts *h = hosts_new(16);
+	struct outcome o = refusal();
+	/* nobody heard from it: the first claimant connects, the others wait */
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 0, 4000));
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), 10, 4000));
+	ck_assert(!hosts_claim(h, sa("::ffff:192.0.2.1"), 3999, 4000));
+	ck_assert(hosts_claim(h, sa("192.0.2.2"), 10, 4000)); /* another host: its own claim */
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.1"), 10, NULL), HOST_OK);
+	/* the claim lapses: the next one takes it over */
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 4000, 4000));
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), 4001, 4000));
+	/* it answered: everyone may connect at once, for HOSTS_ANSWERED_MS */
+	hosts_note_answer(h, sa("192.0.2.1"), 5000);
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5001, 4000));
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5002, 4000));
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5000 + HOSTS_ANSWERED_MS - 1, 4000));
+	int64_t later = 5000 + HOSTS_ANSWERED_MS;
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), later, 4000)); /* first contact again */
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), later + 1, 4000));
+	/* silence releases the claim: the waiters find the backoff */
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.1"), later + 2, 1000), 1000);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.1"), later + 3, NULL), HOST_BACKED_OFF);
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), later + 1002, 4000)); /* after it: one tries again */
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), later + 1003, 4000));
+	/* a refusal releases it too: the waiters find the refusal */
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.1"), later + 1004, 60000, "mx", &o));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.1"), later + 1005, NULL), HOST_BLOCKED);
+	/* with backoff off, silence still releases the claim */
+	ck_assert(hosts_claim(h, sa("192.0.2.3"), 0, 4000));
+	ck_assert(!hosts_claim(h, sa("192.0.2.3"), 1, 4000));
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.3"), 2, 0), 0);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.3"), 3, NULL), HOST_OK);
+	ck_assert(hosts_claim(h, sa("192.0.2.3"), 3, 4000));
+	/* silence after an answer ends the answering mark: first contact again */
+	hosts_note_answer(h, sa("192.0.2.2"), 100);
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.2"), 200, 1000), 1000);
+	ck_assert(hosts_claim(h, sa("192.0.2.2"), 1200, 4000));
+	ck_assert(!hosts_claim(h, sa("192.0.2.2"), 1201, 4000));
+	hosts_free(h);
+}
+END_TEST
+
 START_TEST(full_table_of_default_size)
 {
 	struct hosts *h = hosts_new(HOSTS_MAX);
@@ -196,6 +243,7 @@ int main(void)
 	tcase_add_test(tc, blocked_beats_backoff_and_mapped_is_ipv4);
 	tcase_add_test(tc, bounded_lru_eviction);
 	tcase_add_test(tc, eviction_spares_the_recently_touched);
+	tcase_add_test(tc, first_contact_claims);
 	tcase_add_test(tc, full_table_of_default_size);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
