@@ -46,10 +46,11 @@
  * told: a refusal of us (5xx at the greeting, EHLO/HELO or MAIL, or one
  * naming our sender or a blocklist, once no fallback retry is left) is
  * remembered; a refused or timed-out connection or a missing greeting
- * backs the address off; any other reply ends its backoff. The table sees
- * attempts as they end: probes already connecting when a host fails or
- * refuses still run (vemilter-check -j1 or a per-host limit serialises
- * first contacts).
+ * backs the address off; any other reply ends its backoff and marks it
+ * answering. A host nobody heard from lately is first contacted by one
+ * probe only (hosts_claim): the others that want it meanwhile wait (asking
+ * again every 50 ms, bounded by probe_timeout and the claim's lapse) and
+ * then take its refusal, skip it as backed off, or connect.
  *
  * Threads: runs on the event loop of probe_env->base; callbacks come from
  * that loop.
