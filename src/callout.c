@@ -83,6 +83,8 @@ struct callout {
 	struct event *hold;  /* bounds how long an invalid verdict waits for the sync proof */
 	struct event *wait;  /* asks the breaker again while another probe's first contact is under way */
 	bool waiting;        /* the current target waits for that first contact */
+	bool claim_held;     /* our probe holds claim_addr's first contact (hosts_claim) */
+	struct sockaddr_storage claim_addr;
 
 	struct target *targets; /* max_mx_addresses of them: thousands of callouts may be in flight */
 	size_t target_room;
@@ -159,6 +161,16 @@ static void drop_search(struct callout *c)
 	c->targets = NULL;
 }
 
+/* breaker_release - our first contact ends unheard (the probe is
+ * cancelled): the probes waiting for it need not wait for the claim to
+ * lapse */
+static void breaker_release(struct callout *c)
+{
+	if (c->claim_held && c->env->hosts != NULL)
+		hosts_release(c->env->hosts, (const struct sockaddr *)&c->claim_addr);
+	c->claim_held = false;
+}
+
 /* release - free everything the callout holds (its probes closed at once,
  * without callbacks), and the callout */
 static void release(struct callout *c)
@@ -167,6 +179,8 @@ static void release(struct callout *c)
 		linger_remove(c->env->linger, &c->linger_item);
 		c->lingering = false;
 	}
+	if (c->probe != NULL && !c->awaiting_late)
+		breaker_release(c);
 	drop_search(c);
 	c->probe = NULL; /* on c->probes like the others */
 	linger_close_all(&c->probes);
@@ -208,6 +222,7 @@ static void finish(struct callout *c)
 	if (c->probe != NULL && !c->awaiting_late) { /* in flight (probe_timeout): it can tell nothing now */
 		struct smtp_probe *p = c->probe;
 		c->probe = NULL;
+		breaker_release(c);
 		smtp_probe_cancel(p);
 	}
 	c->finished = true;
@@ -439,6 +454,7 @@ static void breaker_learn(struct callout *c, const struct target *t, const struc
 	if (h == NULL)
 		return;
 	int64_t now = clock_mono_ms();
+	hosts_release(h, sa); /* the first contact is over, whatever the note below */
 	switch (r->end) {
 	case SMTP_END_CONNECT_FAILED:
 		if (ours_failed(r->error))
@@ -532,9 +548,13 @@ static bool breaker_waits(struct callout *c, const struct target *t)
 	const struct conf *conf = c->env->conf;
 	if (c->env->hosts == NULL || (conf->blocked_ttl_ms <= 0 && conf->host_backoff_ms <= 0))
 		return false;
+	bool claimed;
 	if (hosts_claim(c->env->hosts, (const struct sockaddr *)&t->addr, clock_mono_ms(),
-	                first_contact_ms(conf)))
+	                first_contact_ms(conf), &claimed)) {
+		c->claim_held = claimed;
+		c->claim_addr = t->addr;
 		return false;
+	}
 	if (c->wait == NULL)
 		c->wait = evtimer_new(c->env->base, on_wait, c);
 	struct timeval tv = {.tv_sec = 0, .tv_usec = BREAKER_WAIT_MS * 1000};
@@ -560,6 +580,7 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 	attempt_of(c, r, &a);
 	classify_attempt(&a, &j);
 	breaker_learn(c, t, r, &j);
+	c->claim_held = false; /* the note released it */
 
 	switch (j.next) {
 	case ATTEMPT_FINAL:

@@ -348,9 +348,11 @@ void hosts_note_answer(struct hosts *h, const struct sockaddr *sa, int64_t now_m
 }
 
 /* hosts_claim - see hosts.h */
-bool hosts_claim(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t hold_ms)
+bool hosts_claim(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t hold_ms, bool *claimed)
 {
 	struct host_key k;
+	if (claimed != NULL)
+		*claimed = false;
 	if (h == NULL || !key_of(sa, &k))
 		return true;
 	struct host_rec *r = find(h, &k);
@@ -362,5 +364,18 @@ bool hosts_claim(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int
 	if (r == NULL)
 		return true;
 	r->claimed_until_ms = now_ms + (hold_ms > 0 ? hold_ms : 1);
+	if (claimed != NULL)
+		*claimed = true;
 	return true;
+}
+
+/* hosts_release - see hosts.h */
+void hosts_release(struct hosts *h, const struct sockaddr *sa)
+{
+	struct host_key k;
+	if (h == NULL || !key_of(sa, &k))
+		return;
+	struct host_rec *r = find(h, &k);
+	if (r != NULL)
+		r->claimed_until_ms = 0; /* an empty record goes when next met (forgettable) */
 }

@@ -109,7 +109,12 @@ void hosts_note_answer(struct hosts *h, const struct sockaddr *sa, int64_t now_m
  * first contact: then the caller does, until a note about sa or now_ms +
  * hold_ms. False while another caller's first contact is under way: wait
  * and ask again. True without memory (never blocks a probe for our
- * trouble). */
-bool hosts_claim(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t hold_ms);
+ * trouble). *claimed (may be NULL) says whether the caller now holds the
+ * claim (and owes a note or hosts_release). */
+bool hosts_claim(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t hold_ms, bool *claimed);
+
+/* hosts_release - the caller's first contact with sa ended without a word
+ * either way (its probe was cancelled): the next caller may claim it */
+void hosts_release(struct hosts *h, const struct sockaddr *sa);
 
 #endif

@@ -67,7 +67,7 @@ START_TEST(blocked_off)
 	ck_assert_int_eq(hosts_lookup(NULL, sa("192.0.2.7"), 1, NULL), HOST_OK);
 	ck_assert_int_eq(hosts_note_failure(NULL, sa("192.0.2.7"), 1, 1000), 0);
 	hosts_note_answer(NULL, sa("192.0.2.7"), 1);
-	ck_assert(hosts_claim(NULL, sa("192.0.2.7"), 1, 1000));
+	ck_assert(hosts_claim(NULL, sa("192.0.2.7"), 1, 1000, NULL));
 	hosts_free(h);
 }
 END_TEST
@@ -179,41 +179,54 @@ START_TEST(first_contact_claims)
 	struct hosts *h = hosts_new(16);
 	struct outcome o = refusal();
 	/* nobody heard from it: the first claimant connects, the others wait */
-	ck_assert(hosts_claim(h, sa("192.0.2.1"), 0, 4000));
-	ck_assert(!hosts_claim(h, sa("192.0.2.1"), 10, 4000));
-	ck_assert(!hosts_claim(h, sa("::ffff:192.0.2.1"), 3999, 4000));
-	ck_assert(hosts_claim(h, sa("192.0.2.2"), 10, 4000)); /* another host: its own claim */
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 0, 4000, NULL));
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), 10, 4000, NULL));
+	ck_assert(!hosts_claim(h, sa("::ffff:192.0.2.1"), 3999, 4000, NULL));
+	ck_assert(hosts_claim(h, sa("192.0.2.2"), 10, 4000, NULL)); /* another host: its own claim */
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.1"), 10, NULL), HOST_OK);
 	/* the claim lapses: the next one takes it over */
-	ck_assert(hosts_claim(h, sa("192.0.2.1"), 4000, 4000));
-	ck_assert(!hosts_claim(h, sa("192.0.2.1"), 4001, 4000));
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 4000, 4000, NULL));
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), 4001, 4000, NULL));
 	/* it answered: everyone may connect at once, for HOSTS_ANSWERED_MS */
 	hosts_note_answer(h, sa("192.0.2.1"), 5000);
-	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5001, 4000));
-	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5002, 4000));
-	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5000 + HOSTS_ANSWERED_MS - 1, 4000));
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5001, 4000, NULL));
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5002, 4000, NULL));
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5000 + HOSTS_ANSWERED_MS - 1, 4000, NULL));
 	int64_t later = 5000 + HOSTS_ANSWERED_MS;
-	ck_assert(hosts_claim(h, sa("192.0.2.1"), later, 4000)); /* first contact again */
-	ck_assert(!hosts_claim(h, sa("192.0.2.1"), later + 1, 4000));
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), later, 4000, NULL)); /* first contact again */
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), later + 1, 4000, NULL));
 	/* silence releases the claim: the waiters find the backoff */
 	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.1"), later + 2, 1000), 1000);
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.1"), later + 3, NULL), HOST_BACKED_OFF);
-	ck_assert(hosts_claim(h, sa("192.0.2.1"), later + 1002, 4000)); /* after it: one tries again */
-	ck_assert(!hosts_claim(h, sa("192.0.2.1"), later + 1003, 4000));
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), later + 1002, 4000, NULL)); /* after it: one tries again */
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), later + 1003, 4000, NULL));
 	/* a refusal releases it too: the waiters find the refusal */
 	ck_assert(hosts_note_blocked(h, sa("192.0.2.1"), later + 1004, 60000, "mx", &o));
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.1"), later + 1005, NULL), HOST_BLOCKED);
+	/* who holds the claim; a cancelled first contact releases it */
+	bool held = true;
+	ck_assert(hosts_claim(h, sa("192.0.2.4"), 0, 4000, &held));
+	ck_assert(held);
+	ck_assert(!hosts_claim(h, sa("192.0.2.4"), 1, 4000, &held));
+	ck_assert(!held);
+	hosts_release(h, sa("192.0.2.4"));
+	ck_assert(hosts_claim(h, sa("192.0.2.4"), 2, 4000, &held));
+	ck_assert(held);
+	hosts_note_answer(h, sa("192.0.2.4"), 3);
+	ck_assert(hosts_claim(h, sa("192.0.2.4"), 4, 4000, &held));
+	ck_assert(!held); /* answering: nothing to hold */
+	hosts_release(NULL, sa("192.0.2.4"));
 	/* with backoff off, silence still releases the claim */
-	ck_assert(hosts_claim(h, sa("192.0.2.3"), 0, 4000));
-	ck_assert(!hosts_claim(h, sa("192.0.2.3"), 1, 4000));
+	ck_assert(hosts_claim(h, sa("192.0.2.3"), 0, 4000, NULL));
+	ck_assert(!hosts_claim(h, sa("192.0.2.3"), 1, 4000, NULL));
 	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.3"), 2, 0), 0);
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.3"), 3, NULL), HOST_OK);
-	ck_assert(hosts_claim(h, sa("192.0.2.3"), 3, 4000));
+	ck_assert(hosts_claim(h, sa("192.0.2.3"), 3, 4000, NULL));
 	/* silence after an answer ends the answering mark: first contact again */
 	hosts_note_answer(h, sa("192.0.2.2"), 100);
 	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.2"), 200, 1000), 1000);
-	ck_assert(hosts_claim(h, sa("192.0.2.2"), 1200, 4000));
-	ck_assert(!hosts_claim(h, sa("192.0.2.2"), 1201, 4000));
+	ck_assert(hosts_claim(h, sa("192.0.2.2"), 1200, 4000, NULL));
+	ck_assert(!hosts_claim(h, sa("192.0.2.2"), 1201, 4000, NULL));
 	hosts_free(h);
 }
 END_TEST
