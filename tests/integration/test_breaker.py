@@ -17,6 +17,10 @@ vemilter-check against a fake DNS server and a farm of fake SMTP servers.
 - A domain whose first MX is backed off and whose second answers is valid:
   a backoff only moves the walk on.
 - Neither state ever becomes a reject: every outcome is blocked or tempfail.
+- The same in the daemon, behind the milter protocol: 30 senders at once
+  behind the refusing host -> 1 session, all accepted (blocked); 20 at once
+  behind the dead host -> 1 connection attempt (the verdict log), 19 backed
+  off, all 4xx.
 
 The numbers measured are printed as TAP diagnostics. Loopback only; every
 wait bounded.
@@ -26,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -34,7 +39,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import TempDir  # noqa: E402
+from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from milterclient import MilterClient  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
 
@@ -221,6 +227,93 @@ def dead_runs(tap, tmp, dns_port, farm, farm_port):
               t + "\n%r" % results)
 
 
+def milter_rcpt(d, sender):
+    """One message over a fresh milter connection: the RCPT reply's code
+    ("c"/"a" accepted, "t" tempfail, "r"/"y" reply) and SMTP code."""
+    c = MilterClient(d.socket, timeout=30)
+    try:
+        c.session(client_addr="198.51.100.7")
+        m = c.mail(sender, macros={"i": "Q1"})
+        got = c.rcpt("<bob@local.test>") if m.code == "c" else m
+        c.quit()
+        return got.code, got.smtp_code
+    finally:
+        c.close()
+
+
+def burst(d, senders):
+    """Every sender at once, each over its own milter connection:
+    {sender: (code, smtp_code) or an exception's repr}."""
+    got = {}
+
+    def one(sender):
+        try:
+            got[sender] = milter_rcpt(d, sender)
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            got[sender] = repr(e)
+    threads = [threading.Thread(target=one, args=(x,)) for x in senders]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(40)
+    return got
+
+
+def verdict_lines(d, sender):
+    return [l for l in d.log_lines(r"verdict ") if "sender=%s" % sender in l]
+
+
+def daemon_runs(tap, tmp, dns_port, farm, farm_port):
+    """The issue's case behind the milter: bursts of senders at domains that
+    share one refusing host, and one dead host, all at once."""
+    conf = base_conf(tmp, "breaker.sock", **{
+        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "3s",
+        "helo_name": HELO, "probe_port": farm_port,
+        "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+        "banner_timeout": "2s", "command_timeout": "3s", "probe_timeout": "15s",
+        "verify_budget": "5s", "cache": "",
+    })
+    d = Daemon(tmp, conf, name="breaker", debug=True)
+    d.start()
+    try:
+        farm.reset()
+        senders = ["<u%d@b%d.test>" % (i, i) for i in range(1, N_BLOCKED + 1)]
+        t0 = time.monotonic()
+        got = burst(d, senders)
+        took = time.monotonic() - t0
+        farm.wait_idle(BLOCKING, timeout=5)
+        sessions = farm.connections(BLOCKING)
+        tap.diag("daemon: %d senders at once behind the refusing host: %d session(s), %.2f s"
+                 % (N_BLOCKED, sessions, took))
+        tap.equal("daemon: %d senders at once behind a host refusing at the greeting: 1 session"
+                  % N_BLOCKED, sessions, 1, d.diag)
+        tap.check("daemon: ... all accepted (blocked_action accept; never a reject)",
+                  len(got) == N_BLOCKED and all(isinstance(v, tuple) and v[0] in ("c", "a")
+                                                for v in got.values()), "%r" % got)
+        lines = [l for x in senders for l in verdict_lines(d, x)]
+        remembered = [l for l in lines if "remembered: " in l]
+        tap.equal("daemon: ... %d verdicts from the remembered refusal" % (N_BLOCKED - 1),
+                  len(remembered), N_BLOCKED - 1, "\n".join(lines[:5]))
+
+        senders = ["<u%d@d%d.test>" % (i, i) for i in range(1, N_DEAD + 1)]
+        t0 = time.monotonic()
+        got = burst(d, senders)
+        took = time.monotonic() - t0
+        lines = [l for x in senders for l in verdict_lines(d, x)]
+        asked = [l for l in lines if "Connection refused" in l]
+        skipped = [l for l in lines if "backed off: no answer from %s" % DEAD in l]
+        tap.diag("daemon: %d senders at once behind the dead host: %d connection attempt(s) "
+                 "(verdicts saying so), %d backed off, %.2f s" % (N_DEAD, len(asked), len(skipped), took))
+        tap.check("daemon: ... 1 connection attempt for %d senders, the rest backed off" % N_DEAD,
+                  len(asked) == 1 and len(skipped) == N_DEAD - 1, "\n".join(lines))
+        tap.check("daemon: ... all tempfailed with 4xx (tempfail_action; never a reject)",
+                  len(got) == N_DEAD and all(isinstance(v, tuple) and v[0] == "y"
+                                             and (v[1] or "")[:1] == "4" for v in got.values()),
+                  "%r" % got)
+    finally:
+        d.stop()
+
+
 def main():
     tap = vmtest.Tap()
     if not os.access(CHECK, os.X_OK):
@@ -236,6 +329,7 @@ def main():
         farm_port = farm.start()
         blocked_runs(tap, tmp, dns_port, farm, farm_port)
         dead_runs(tap, tmp, dns_port, farm, farm_port)
+        daemon_runs(tap, tmp, dns_port, farm, farm_port)
     finally:
         farm.stop()
         dns.stop()
