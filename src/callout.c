@@ -54,6 +54,7 @@
 #include "classify.h"
 #include "clock.h"
 #include "dns.h"
+#include "hosts.h"
 #include "linger.h"
 #include "localaddr.h"
 #include "netguard.h"
@@ -80,6 +81,10 @@ struct callout {
 	struct event *deadline;
 	struct event *later; /* runs the literal's first probe from the loop */
 	struct event *hold;  /* bounds how long an invalid verdict waits for the sync proof */
+	struct event *wait;  /* asks the breaker again while another probe's first contact is under way */
+	bool waiting;        /* the current target waits for that first contact */
+	bool claim_held;     /* our probe holds claim_addr's first contact (hosts_claim) */
+	struct sockaddr_storage claim_addr;
 
 	struct target *targets; /* max_mx_addresses of them: thousands of callouts may be in flight */
 	size_t target_room;
@@ -148,8 +153,22 @@ static void drop_search(struct callout *c)
 		event_free(c->hold);
 		c->hold = NULL;
 	}
+	if (c->wait != NULL) {
+		event_free(c->wait);
+		c->wait = NULL;
+	}
 	free(c->targets);
 	c->targets = NULL;
+}
+
+/* breaker_release - our first contact ends unheard (the probe is
+ * cancelled): the probes waiting for it need not wait for the claim to
+ * lapse */
+static void breaker_release(struct callout *c)
+{
+	if (c->claim_held && c->env->hosts != NULL)
+		hosts_release(c->env->hosts, (const struct sockaddr *)&c->claim_addr);
+	c->claim_held = false;
 }
 
 /* release - free everything the callout holds (its probes closed at once,
@@ -160,6 +179,8 @@ static void release(struct callout *c)
 		linger_remove(c->env->linger, &c->linger_item);
 		c->lingering = false;
 	}
+	if (c->probe != NULL && !c->awaiting_late)
+		breaker_release(c);
 	drop_search(c);
 	c->probe = NULL; /* on c->probes like the others */
 	linger_close_all(&c->probes);
@@ -201,6 +222,7 @@ static void finish(struct callout *c)
 	if (c->probe != NULL && !c->awaiting_late) { /* in flight (probe_timeout): it can tell nothing now */
 		struct smtp_probe *p = c->probe;
 		c->probe = NULL;
+		breaker_release(c);
 		smtp_probe_cancel(p);
 	}
 	c->finished = true;
@@ -394,6 +416,157 @@ static void attempt_of(const struct callout *c, const struct smtp_result *r, str
 	};
 }
 
+/* ours_failed - a connection that failed on our side (no socket, no
+ * memory), which says nothing about the server */
+static bool ours_failed(const char *error)
+{
+	static const char *const ours[] = {"cannot create a socket", "unsupported address family",
+	                                   "Too many open files", "Cannot allocate memory",
+	                                   "No buffer space available"};
+	for (size_t i = 0; error != NULL && i < sizeof(ours) / sizeof(ours[0]); i++)
+		if (strstr(error, ours[i]) != NULL)
+			return true;
+	return false;
+}
+
+/* refuses_us - a blocked judgement about us, not about the address asked
+ * for: any refusal before RCPT (greeting, EHLO/HELO, STARTTLS, MAIL), and
+ * at RCPT one naming our sender or a blocklist. A 5.7.1 "relay access
+ * denied" at RCPT is about that domain and stays out of the host's record. */
+static bool refuses_us(const struct smtp_result *r, const struct judgement *j)
+{
+	if (j->outcome.kind != OUTCOME_BLOCKED || j->next != ATTEMPT_NEXT_ADDRESS)
+		return false; /* a fallback retry is still to come */
+	if (r->stage < STAGE_RCPT)
+		return true;
+	return classify_about_sender(&r->reply) || classify_names_blocklist(&r->reply);
+}
+
+/* breaker_learn - tell the circuit breaker (hosts.h) how an attempt at t
+ * ended: a refusal of us is remembered for blocked_ttl; no connection or
+ * no greeting backs the address off; any other reply ends its backoff */
+static void breaker_learn(struct callout *c, const struct target *t, const struct smtp_result *r,
+                          const struct judgement *j)
+{
+	struct hosts *h = c->env->hosts;
+	const struct conf *conf = c->env->conf;
+	const struct sockaddr *sa = (const struct sockaddr *)&t->addr;
+	if (h == NULL)
+		return;
+	int64_t now = clock_mono_ms();
+	hosts_release(h, sa); /* the first contact is over, whatever the note below */
+	switch (r->end) {
+	case SMTP_END_CONNECT_FAILED:
+		if (ours_failed(r->error))
+			return;
+		/* fall through */
+	case SMTP_END_TIMEOUT:
+		if (r->end == SMTP_END_TIMEOUT && r->stage != STAGE_CONNECT && r->stage != STAGE_BANNER) {
+			hosts_note_answer(h, sa, now); /* it spoke, then went slow: not a dead host */
+			return;
+		}
+		int64_t ms = hosts_note_failure(h, sa, now, conf->host_backoff_ms); /* 0: off */
+		if (ms > 0)
+			trace(c, "* breaker: no answer from %s: not connecting there for %lld ms",
+			      t->addr_text, (long long)ms);
+		return;
+	case SMTP_END_LOOP:
+	case SMTP_END_CLOSED:
+		if (r->stage == STAGE_CONNECT || r->stage == STAGE_BANNER)
+			return; /* no word from it: neither an answer nor silence to count */
+		break;
+	default:
+		break;
+	}
+	if (refuses_us(r, j) && conf->blocked_ttl_ms > 0) {
+		if (hosts_note_blocked(h, sa, now, conf->blocked_ttl_ms, t->host, &j->outcome))
+			trace(c, "* breaker: %s [%s] refused us at %s: remembered for %lld s", t->host,
+			      t->addr_text, probe_stage_name(r->stage),
+			      (long long)(conf->blocked_ttl_ms / 1000));
+		return;
+	}
+	hosts_note_answer(h, sa, now);
+}
+
+/* breaker_skips - whether the circuit breaker keeps us away from t: a
+ * remembered refusal is judged as that refusal again, a backoff as a
+ * connection failure; either is noted like a real attempt (by rank) and
+ * the walk goes on. Never more than blocked or tempfail. */
+static bool breaker_skips(struct callout *c, const struct target *t)
+{
+	struct host_memo m;
+	int64_t now = clock_mono_ms();
+	char reason[400]; /* cut to fit by outcome_set */
+	struct judgement j = {.next = ATTEMPT_NEXT_ADDRESS};
+	switch (hosts_lookup(c->env->hosts, (const struct sockaddr *)&t->addr, now, &m)) {
+	case HOST_OK:
+		return false;
+	case HOST_BLOCKED:
+		snprintf(reason, sizeof(reason), "remembered: %.100s [%s] refused us at %s %lld minutes ago",
+		         m.host, t->addr_text, probe_stage_name(m.stage),
+		         (long long)((now - m.since_ms) / 60000));
+		j.rank = RANK_BLOCKED;
+		outcome_set(&j.outcome, OUTCOME_BLOCKED, m.stage, m.code, m.ecode, m.text, reason);
+		trace(c, "* not connecting to %s [%s]: %s (%d %s%s%s; blocked_ttl)", t->host, t->addr_text,
+		      reason, m.code, m.ecode, m.ecode[0] ? " " : "", m.text);
+		break;
+	case HOST_BACKED_OFF:
+		snprintf(reason, sizeof(reason),
+		         "backed off: no answer from %s since %lld s ago (%u in a row; next try in %lld s)",
+		         t->addr_text, (long long)((now - m.since_ms) / 1000), m.failures,
+		         (long long)((m.until_ms - now + 999) / 1000));
+		j.rank = RANK_NO_REPLY;
+		outcome_set(&j.outcome, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, reason);
+		trace(c, "* not connecting to %s [%s]: %s (host_backoff)", t->host, t->addr_text, reason);
+		break;
+	}
+	note(c, t, &j);
+	return true;
+}
+
+/* on_wait - ask the breaker again about the target that waits */
+static void on_wait(evutil_socket_t fd, short what, void *arg)
+{
+	probe_next(arg);
+}
+
+/* first_contact_ms - how long one probe may hold a host's first contact
+ * (hosts_claim): its connection, greeting and one command; the claim is
+ * released as soon as the attempt ends, whichever way */
+static int64_t first_contact_ms(const struct conf *conf)
+{
+	return conf->connect_timeout_ms + conf->banner_timeout_ms + conf->command_timeout_ms;
+}
+
+/* breaker_waits - whether t's first contact is another probe's, under way:
+ * then this one asks again in BREAKER_WAIT_MS (at most until the claim
+ * lapses; probe_timeout bounds it all). False: connect now (the claim is
+ * ours, or t answered lately, or the breaker is off). */
+#define BREAKER_WAIT_MS 50
+static bool breaker_waits(struct callout *c, const struct target *t)
+{
+	const struct conf *conf = c->env->conf;
+	if (c->env->hosts == NULL || (conf->blocked_ttl_ms <= 0 && conf->host_backoff_ms <= 0))
+		return false;
+	bool claimed;
+	if (hosts_claim(c->env->hosts, (const struct sockaddr *)&t->addr, clock_mono_ms(),
+	                first_contact_ms(conf), &claimed)) {
+		c->claim_held = claimed;
+		c->claim_addr = t->addr;
+		return false;
+	}
+	if (c->wait == NULL)
+		c->wait = evtimer_new(c->env->base, on_wait, c);
+	struct timeval tv = {.tv_sec = 0, .tv_usec = BREAKER_WAIT_MS * 1000};
+	if (c->wait == NULL || evtimer_add(c->wait, &tv) != 0)
+		return false; /* cannot wait: connect (our trouble never stops a probe) */
+	if (!c->waiting)
+		trace(c, "* waiting: another probe is connecting to %s [%s] first, to learn how it answers",
+		      t->host, t->addr_text);
+	c->waiting = true;
+	return true;
+}
+
 /* on_smtp_done - one connection reported: judge it (classify.h) and act */
 static void on_smtp_done(void *arg, const struct smtp_result *r)
 {
@@ -406,6 +579,8 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 		c->probe = NULL; /* no longer ours once this returns */
 	attempt_of(c, r, &a);
 	classify_attempt(&a, &j);
+	breaker_learn(c, t, r, &j);
+	c->claim_held = false; /* the note released it */
 
 	switch (j.next) {
 	case ATTEMPT_FINAL:
@@ -451,37 +626,53 @@ static int64_t catchall_wait_ms(const struct conf *conf)
  * have when none is left */
 static void probe_next(struct callout *c)
 {
-	if (c->next_target >= c->target_count) {
-		if (c->best_rank == RANK_NONE)
-			result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL,
-			           "no mail server address could be tried");
-		finish(c);
-		return;
+	struct target *t;
+	for (;;) { /* past the addresses the circuit breaker keeps us from */
+		if (c->next_target >= c->target_count) {
+			if (c->best_rank == RANK_NONE)
+				result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL,
+				           "no mail server address could be tried");
+			finish(c);
+			return;
+		}
+		t = &c->targets[c->next_target];
+		bool retry = c->plain_retry || c->fallback_retry;
+		if (!retry && !c->waiting)
+			trace(c, "* trying %s [%s] (%zu of %zu)", t->host, t->addr_text, c->next_target + 1,
+			      c->target_count);
+		if (c->env->local != NULL &&
+		    local_addrs_is_mine(c->env->local, (const struct sockaddr *)&t->addr, clock_mono_ms())) {
+			struct attempt a = {.end = SMTP_END_LOOP, .stage = STAGE_CONNECT};
+			struct judgement j;
+			c->next_target++;
+			trace(c, "* %s [%s] is an address of this host: not probing through ourselves",
+			      t->host, t->addr_text);
+			classify_attempt(&a, &j);
+			conclude(c, t, &j.outcome);
+			return;
+		}
+		if (breaker_skips(c, t)) {
+			c->waiting = false;
+			c->plain_retry = c->fallback_retry = false;
+			c->next_target++;
+			continue;
+		}
+		if (breaker_waits(c, t))
+			return; /* on_wait asks again */
+		c->waiting = false;
+		c->next_target++;
+		if (!retry) { /* a new address */
+			c->plain_now = false;
+			c->fallback_now = c->hint_fallback;
+		}
+		if (c->plain_retry)
+			c->plain_now = true;
+		if (c->fallback_retry)
+			c->fallback_now = true;
+		c->plain_retry = c->fallback_retry = false;
+		break;
 	}
-	struct target *t = &c->targets[c->next_target++];
 	const struct conf *conf = c->env->conf;
-	if (!c->plain_retry && !c->fallback_retry) { /* a new address */
-		c->plain_now = false;
-		c->fallback_now = c->hint_fallback;
-		trace(c, "* trying %s [%s] (%zu of %zu)", t->host, t->addr_text, c->next_target,
-		      c->target_count);
-	}
-	if (c->plain_retry)
-		c->plain_now = true;
-	if (c->fallback_retry)
-		c->fallback_now = true;
-	c->plain_retry = c->fallback_retry = false;
-
-	if (c->env->local != NULL &&
-	    local_addrs_is_mine(c->env->local, (const struct sockaddr *)&t->addr, clock_mono_ms())) {
-		struct attempt a = {.end = SMTP_END_LOOP, .stage = STAGE_CONNECT};
-		struct judgement j;
-		trace(c, "* %s [%s] is an address of this host: not probing through ourselves", t->host,
-		      t->addr_text);
-		classify_attempt(&a, &j);
-		conclude(c, t, &j.outcome);
-		return;
-	}
 
 	const char *fallback = conf->probe_sender_fallback[0] != '\0' ? conf->probe_sender_fallback : NULL;
 	struct smtp_params params = {

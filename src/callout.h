@@ -34,6 +34,24 @@
  * (after RSET, or in a new connection when RSET fails); an outcome reached
  * that way carries OUTCOME_F_FALLBACK_SENDER.
  *
+ * The circuit breaker (probe_env.hosts, hosts.h): before connecting to an
+ * address the callout asks the table. An address that refused us within
+ * blocked_ttl is not connected to: the attempt is judged as that refusal
+ * again (outcome blocked, its stage, code and text; reason "remembered:
+ * HOST refused us at STAGE N minutes ago"), and the walk goes on to the
+ * next address as after a real refusal. An address backed off (no answer
+ * within host_backoff, doubling) is skipped as a connection failure
+ * ("backed off: no answer from ADDR since N s ago"). Neither ever yields
+ * more than blocked or tempfail. After each real attempt the table is
+ * told: a refusal of us (5xx at the greeting, EHLO/HELO or MAIL, or one
+ * naming our sender or a blocklist, once no fallback retry is left) is
+ * remembered; a refused or timed-out connection or a missing greeting
+ * backs the address off; any other reply ends its backoff and marks it
+ * answering. A host nobody heard from lately is first contacted by one
+ * probe only (hosts_claim): the others that want it meanwhile wait (asking
+ * again every 50 ms, bounded by probe_timeout and the claim's lapse) and
+ * then take its refusal, skip it as backed off, or connect.
+ *
  * Threads: runs on the event loop of probe_env->base; callbacks come from
  * that loop.
  */
@@ -69,6 +87,7 @@ typedef void (*callout_done_fn)(void *arg, const struct outcome *outcome);
 typedef void (*callout_fact_fn)(void *arg, const struct addr *address, const struct outcome *fact);
 struct linger_list;
 struct local_addrs;
+struct hosts;
 
 /* A callout that reported has closed its last connection (QUIT answered or
  * given up, the late catch-all answer in): once per such callout, after
@@ -92,6 +111,10 @@ struct probe_env {
 	 * them without callbacks. NULL: they are closed at once. */
 	struct linger_list *linger;
 	struct local_addrs *local; /* this host's addresses (mail loops); NULL: not checked */
+	/* The circuit breaker (hosts.h): MX host addresses that refused us or
+	 * did not answer, consulted before each connection and told how each
+	 * attempt ended. NULL: no breaker. */
+	struct hosts *hosts;
 };
 
 /* What the cache already knows about the domain, to spare the server. */

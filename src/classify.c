@@ -37,6 +37,19 @@ bool classify_about_sender(const struct smtp_reply *reply)
 	return false;
 }
 
+/* classify_names_blocklist - see classify.h */
+bool classify_names_blocklist(const struct smtp_reply *reply)
+{
+	static const char *const words[] = {"blocklist", "blacklist", "blocked", "spamhaus",   "reputation",
+	                                    "rbl",       "dnsbl",     "listed",  "client host"};
+	if (reply == NULL || reply->code / 100 != 5)
+		return false;
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strcasestr(reply->text, words[i]) != NULL)
+			return true;
+	return false;
+}
+
 /* classify_says_blocked - see classify.h */
 bool classify_says_blocked(const struct smtp_reply *reply)
 {

@@ -133,6 +133,11 @@ bool classify_catchall_fact(const struct smtp_reply *reply, struct outcome *fact
  * a blocklist named in the text */
 bool classify_says_blocked(const struct smtp_reply *reply);
 
+/* classify_names_blocklist - a 5xx whose text names a blocklist (or
+ * "listed", "client host", reputation, RBL/DNSBL), whatever its enhanced
+ * code: a refusal of our address, not of the address asked for */
+bool classify_names_blocklist(const struct smtp_reply *reply);
+
 /* classify_about_sender - a 5xx that refuses our MAIL FROM, wherever it
  * comes (Postfix's smtpd_delay_reject reports it at RCPT): enhanced code
  * 5.1.7 or 5.1.8, text starting "<>:", or text naming "sender address

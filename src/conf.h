@@ -99,6 +99,10 @@ struct conf {
 	int64_t command_timeout_ms;
 	int64_t probe_timeout_ms; /* one whole verification, all MX hosts */
 
+	/* circuit breaker (hosts.h): per MX host address */
+	int64_t blocked_ttl_ms;  /* a host that refused us is not asked again for this long; 0: off */
+	int64_t host_backoff_ms; /* a host that did not answer is skipped this long (doubling); 0: off */
+
 	/* verification in the milter, and the cache */
 	int64_t verify_budget_ms; /* how long a milter thread waits at RCPT */
 	char *cache;              /* LMDB file; "" = no cache */

@@ -599,6 +599,15 @@ const struct directive conf_directives[] = {
 	 .offset = F(command_timeout_ms), .help = "time for the reply to each command"},
 	{.name = "probe_timeout", .type = T_DURATION, .def = "60s", .min = 100, .max = 600000,
 	 .offset = F(probe_timeout_ms), .help = "time for one whole verification, every MX host included"},
+	/* circuit breaker (hosts.h) */
+	{.name = "blocked_ttl", .type = T_DURATION, .def = "1h", .min = 0, .max = INT64_C(86400000),
+	 .offset = F(blocked_ttl_ms),
+	 .help = "an MX host address that refused us (blocked) is not connected to again for this long; "
+	         "domains behind it get its refusal; 0: off"},
+	{.name = "host_backoff", .type = T_DURATION, .def = "5m", .min = 0, .max = 3600000,
+	 .offset = F(host_backoff_ms),
+	 .help = "an MX host address that did not answer is skipped this long, doubled per failure in a "
+	         "row up to 1h; 0: off"},
 	{.name = "verify_budget", .type = T_DURATION, .def = "8s", .min = 100, .max = 25000,
 	 .offset = F(verify_budget_ms), .help = "longest wait for a verdict at RCPT; then 4xx, and the probe goes on"},
 	{.name = "cache", .type = T_STRING, .def = "/var/lib/vemilter/cache.lmdb", .offset = F(cache),

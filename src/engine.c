@@ -1,8 +1,8 @@
 /*
  * engine.c - builds and frees the shared parts of probing: a libevent base,
  * a c-ares resolver on it, an OpenSSL client context for STARTTLS, the EHLO
- * name, this host's addresses and the linger list. Owns them all, and what
- * lingers on the list.
+ * name, this host's addresses, the linger list and the circuit breaker's
+ * table of MX host addresses. Owns them all, and what lingers on the list.
  */
 #include "engine.h"
 
@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "dns.h"
+#include "hosts.h"
 #include "log.h"
 
 /* engine_helo_name - see engine.h */
@@ -103,6 +104,12 @@ struct engine *engine_new(const struct conf *conf, char *why, size_t why_size)
 		snprintf(why, why_size, "dns_cache_time out of range");
 		goto fail;
 	}
+	engine->hosts = hosts_new(HOSTS_MAX);
+	if (engine->hosts == NULL) {
+		snprintf(why, why_size, "out of memory");
+		goto fail;
+	}
+	engine->env.hosts = engine->hosts;
 	engine->env.ssl_ctx = new_ssl_ctx();
 	if (engine->env.ssl_ctx == NULL) {
 		snprintf(why, why_size, "cannot create the TLS context");
@@ -122,6 +129,7 @@ void engine_free(struct engine *engine)
 	/* First what lingers: it holds sockets and events of the loop. */
 	linger_close_all(&engine->linger);
 	local_addrs_clear(&engine->local);
+	hosts_free(engine->hosts);
 	if (engine->env.dns != NULL)
 		dns_resolver_free(engine->env.dns);
 	if (engine->env.ssl_ctx != NULL)

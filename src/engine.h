@@ -1,7 +1,8 @@
 /*
  * engine.h - what every probe shares: the event loop, the resolver, the TLS
  * context, the name we announce, this host's addresses, and the work that
- * goes on after a verdict (QUIT, late catch-all answers).
+ * goes on after a verdict (QUIT, late catch-all answers), and the circuit
+ * breaker's table of MX host addresses (hosts.h).
  *
  * engine_new() builds them from a configuration; the caller runs the loop
  * (vemilter-check runs it until its probes and their lingering work are
@@ -24,6 +25,7 @@ struct engine {
 	char helo_name[256];
 	struct linger_list linger; /* env.linger points here */
 	struct local_addrs local;  /* env.local points here */
+	struct hosts *hosts;       /* the circuit breaker's table (HOSTS_MAX); env.hosts too */
 };
 
 /* engine_new - NULL with a reason in why on failure. conf must outlive it. */

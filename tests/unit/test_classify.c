@@ -422,6 +422,28 @@ START_TEST(greylisting)
 }
 END_TEST
 
+/* names_blocklist: what the circuit breaker remembers from a RCPT refusal
+ * (a blocklist named, "listed", "client host"), not a refusal about the
+ * address or its domain ("relay access denied") */
+START_TEST(names_blocklist)
+{
+	struct smtp_reply r;
+	parse("554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org", &r);
+	ck_assert(classify_names_blocklist(&r));
+	parse("550 5.7.1 your address is listed", &r);
+	ck_assert(classify_names_blocklist(&r));
+	parse("554 your IP is on our DNSBL", &r);
+	ck_assert(classify_names_blocklist(&r));
+	parse("554 5.7.1 <x@example.com>: Relay access denied", &r);
+	ck_assert(!classify_names_blocklist(&r));
+	parse("550 5.1.1 no such user", &r);
+	ck_assert(!classify_names_blocklist(&r));
+	parse("450 4.7.1 Client host rejected: cannot find your hostname", &r); /* temporary */
+	ck_assert(!classify_names_blocklist(&r));
+	ck_assert(!classify_names_blocklist(NULL));
+}
+END_TEST
+
 /* check_matters - catch-all matters for domain under conf text? */
 static bool matters(const char *text, const char *domain)
 {
@@ -513,6 +535,7 @@ int main(void)
 	tcase_add_test(tc, catchall_fact);
 	tcase_add_test(tc, names_host);
 	tcase_add_test(tc, greylisting);
+	tcase_add_test(tc, names_blocklist);
 	tcase_add_test(tc, catchall_matters);
 	tcase_add_test(tc, flags_text);
 	tcase_add_test(tc, address_bogus);

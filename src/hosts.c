@@ -1,0 +1,381 @@
+/*
+ * hosts.c - the circuit breaker's table of MX host addresses (hosts.h).
+ *
+ * A chained hash on the raw address (family and bytes; an IPv4-mapped IPv6
+ * address counts as its IPv4 address) with an intrusive LRU list for
+ * eviction. Owns the bucket array, every record, and the strings of a
+ * remembered refusal.
+ */
+#include "hosts.h"
+
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct host_key {
+	uint8_t family; /* 4 or 6 */
+	uint8_t bytes[16];
+};
+
+struct host_rec {
+	struct host_key key;
+	struct host_rec *chain;         /* next in the bucket */
+	struct host_rec *newer, *older; /* LRU list: head is the newest */
+	int64_t touched_ms;             /* last note or lookup that found it live */
+	int64_t blocked_since_ms;       /* 0: not blocked */
+	int64_t blocked_until_ms;
+	int64_t streak_since_ms; /* first failure in a row; 0: none */
+	int64_t backoff_until_ms;
+	unsigned failures;
+	int64_t answered_until_ms; /* it answered lately: no first-contact wait */
+	int64_t claimed_until_ms;  /* a probe's first contact is under way */
+	enum probe_stage stage;
+	int code;
+	char ecode[16];
+	char *text; /* owned; NULL: not blocked */
+	char *host; /* owned; NULL: not blocked */
+};
+
+struct hosts {
+	struct host_rec **buckets;
+	size_t bucket_count; /* a power of two */
+	size_t count, max;
+	struct host_rec *newest, *oldest;
+};
+
+/* key_of - the address's key; false for other families */
+static bool key_of(const struct sockaddr *sa, struct host_key *k)
+{
+	memset(k, 0, sizeof(*k));
+	if (sa == NULL)
+		return false;
+	if (sa->sa_family == AF_INET) {
+		k->family = 4;
+		memcpy(k->bytes, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return true;
+	}
+	if (sa->sa_family != AF_INET6)
+		return false;
+	const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+	static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
+	if (memcmp(b, mapped, sizeof(mapped)) == 0) {
+		k->family = 4;
+		memcpy(k->bytes, b + 12, 4);
+	} else {
+		k->family = 6;
+		memcpy(k->bytes, b, 16);
+	}
+	return true;
+}
+
+/* bucket_of - FNV-1a over the key */
+static size_t bucket_of(const struct hosts *h, const struct host_key *k)
+{
+	uint64_t x = 1469598103934665603ULL;
+	const uint8_t *p = (const uint8_t *)k;
+	for (size_t i = 0; i < sizeof(*k); i++)
+		x = (x ^ p[i]) * 1099511628211ULL;
+	return (size_t)(x ^ (x >> 29)) & (h->bucket_count - 1);
+}
+
+/* hosts_new - see hosts.h */
+struct hosts *hosts_new(size_t max)
+{
+	if (max == 0)
+		return NULL;
+	struct hosts *h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		return NULL;
+	h->max = max;
+	h->bucket_count = 64;
+	while (h->bucket_count < max && h->bucket_count < ((size_t)1 << 30))
+		h->bucket_count <<= 1; /* load factor <= 1 when full */
+	h->buckets = calloc(h->bucket_count, sizeof(*h->buckets));
+	if (h->buckets == NULL) {
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+/* rec_free - a record's memory */
+static void rec_free(struct host_rec *r)
+{
+	free(r->text);
+	free(r->host);
+	free(r);
+}
+
+/* hosts_free - see hosts.h */
+void hosts_free(struct hosts *h)
+{
+	if (h == NULL)
+		return;
+	struct host_rec *r = h->newest;
+	while (r != NULL) {
+		struct host_rec *next = r->older;
+		rec_free(r);
+		r = next;
+	}
+	free(h->buckets);
+	free(h);
+}
+
+/* hosts_count - see hosts.h */
+size_t hosts_count(const struct hosts *h)
+{
+	return h != NULL ? h->count : 0;
+}
+
+/* lru_unlink / lru_push - the record leaves / becomes the newest */
+static void lru_unlink(struct hosts *h, struct host_rec *r)
+{
+	if (r->newer != NULL)
+		r->newer->older = r->older;
+	else
+		h->newest = r->older;
+	if (r->older != NULL)
+		r->older->newer = r->newer;
+	else
+		h->oldest = r->newer;
+	r->newer = r->older = NULL;
+}
+
+static void lru_push(struct hosts *h, struct host_rec *r)
+{
+	r->newer = NULL;
+	r->older = h->newest;
+	if (h->newest != NULL)
+		h->newest->newer = r;
+	h->newest = r;
+	if (h->oldest == NULL)
+		h->oldest = r;
+}
+
+/* find - the record for k, or NULL */
+static struct host_rec *find(const struct hosts *h, const struct host_key *k)
+{
+	for (struct host_rec *r = h->buckets[bucket_of(h, k)]; r != NULL; r = r->chain)
+		if (memcmp(&r->key, k, sizeof(*k)) == 0)
+			return r;
+	return NULL;
+}
+
+/* drop - take r out of the table and free it */
+static void drop(struct hosts *h, struct host_rec *r)
+{
+	struct host_rec **link = &h->buckets[bucket_of(h, &r->key)];
+	while (*link != r)
+		link = &(*link)->chain;
+	*link = r->chain;
+	lru_unlink(h, r);
+	h->count--;
+	rec_free(r);
+}
+
+/* touch - r is in use now: newest in the LRU list */
+static void touch(struct hosts *h, struct host_rec *r, int64_t now_ms)
+{
+	r->touched_ms = now_ms;
+	lru_unlink(h, r);
+	lru_push(h, r);
+}
+
+/* obtain - the record for k, made (evicting the least recently touched
+ * when full) if there is none; NULL without memory */
+static struct host_rec *obtain(struct hosts *h, const struct host_key *k, int64_t now_ms)
+{
+	struct host_rec *r = find(h, k);
+	if (r != NULL) {
+		touch(h, r, now_ms);
+		return r;
+	}
+	if (h->count >= h->max && h->oldest != NULL)
+		drop(h, h->oldest);
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return NULL;
+	r->key = *k;
+	size_t b = bucket_of(h, k);
+	r->chain = h->buckets[b];
+	h->buckets[b] = r;
+	lru_push(h, r);
+	r->touched_ms = now_ms;
+	h->count++;
+	return r;
+}
+
+/* forgettable - nothing of r is in force, and it was left alone long enough
+ * that a new failure starts a new streak */
+static bool forgettable(const struct host_rec *r, int64_t now_ms)
+{
+	bool blocked = r->text != NULL && now_ms < r->blocked_until_ms;
+	bool backed_off = r->failures > 0 && now_ms < r->backoff_until_ms;
+	if (blocked || backed_off || now_ms < r->answered_until_ms || now_ms < r->claimed_until_ms)
+		return false;
+	if (r->failures == 0)
+		return true; /* an expired refusal and no streak: nothing worth keeping */
+	return now_ms - r->touched_ms >= HOSTS_FORGET_MS;
+}
+
+/* hosts_lookup - see hosts.h */
+enum host_state hosts_lookup(struct hosts *h, const struct sockaddr *sa, int64_t now_ms,
+                             struct host_memo *memo)
+{
+	struct host_key k;
+	if (memo != NULL)
+		memset(memo, 0, sizeof(*memo));
+	if (h == NULL || !key_of(sa, &k))
+		return HOST_OK;
+	struct host_rec *r = find(h, &k);
+	if (r == NULL)
+		return HOST_OK;
+	if (forgettable(r, now_ms)) {
+		drop(h, r);
+		return HOST_OK;
+	}
+	enum host_state state = HOST_OK;
+	if (r->text != NULL && now_ms < r->blocked_until_ms)
+		state = HOST_BLOCKED; /* a refusal tells more than silence */
+	else if (r->failures > 0 && now_ms < r->backoff_until_ms)
+		state = HOST_BACKED_OFF;
+	if (memo != NULL) {
+		memo->state = state;
+		memo->failures = r->failures;
+		if (state == HOST_BLOCKED) {
+			memo->since_ms = r->blocked_since_ms;
+			memo->until_ms = r->blocked_until_ms;
+			memo->stage = r->stage;
+			memo->code = r->code;
+			snprintf(memo->ecode, sizeof(memo->ecode), "%s", r->ecode);
+			snprintf(memo->text, sizeof(memo->text), "%s", r->text);
+			snprintf(memo->host, sizeof(memo->host), "%s", r->host);
+		} else if (state == HOST_BACKED_OFF) {
+			memo->since_ms = r->streak_since_ms;
+			memo->until_ms = r->backoff_until_ms;
+		}
+	}
+	return state;
+}
+
+/* hosts_note_blocked - see hosts.h */
+bool hosts_note_blocked(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t ttl_ms,
+                        const char *host, const struct outcome *o)
+{
+	struct host_key k;
+	if (h == NULL || ttl_ms <= 0 || !key_of(sa, &k))
+		return false;
+	char *text = strdup(o->text);
+	char *name = strdup(host != NULL ? host : "");
+	struct host_rec *r = text != NULL && name != NULL ? obtain(h, &k, now_ms) : NULL;
+	if (r == NULL) {
+		free(text);
+		free(name);
+		return false;
+	}
+	free(r->text);
+	free(r->host);
+	r->text = text;
+	r->host = name;
+	r->stage = o->stage;
+	r->code = o->code;
+	snprintf(r->ecode, sizeof(r->ecode), "%s", o->ecode);
+	r->blocked_since_ms = now_ms;
+	r->blocked_until_ms = now_ms + ttl_ms;
+	r->claimed_until_ms = 0;
+	/* It answered: whatever silence came before is over. */
+	r->failures = 0;
+	r->streak_since_ms = 0;
+	r->backoff_until_ms = 0;
+	return true;
+}
+
+/* hosts_note_failure - see hosts.h */
+int64_t hosts_note_failure(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t base_ms)
+{
+	struct host_key k;
+	if (h == NULL || !key_of(sa, &k))
+		return 0;
+	struct host_rec *r = find(h, &k);
+	if (base_ms <= 0) { /* backoff off: the attempt is over all the same */
+		if (r != NULL) {
+			r->claimed_until_ms = 0;
+			r->answered_until_ms = 0;
+		}
+		return 0;
+	}
+	if (r != NULL && forgettable(r, now_ms)) {
+		drop(h, r); /* a streak left alone that long starts again */
+		r = NULL;
+	}
+	r = obtain(h, &k, now_ms);
+	if (r == NULL)
+		return 0;
+	r->claimed_until_ms = 0;
+	r->answered_until_ms = 0; /* silent now, whatever it said before */
+	if (r->failures > 0 && now_ms < r->backoff_until_ms)
+		return r->backoff_until_ms - now_ms; /* a failure of an attempt begun before the backoff */
+	if (r->failures == 0)
+		r->streak_since_ms = now_ms;
+	r->failures++;
+	int64_t ms = base_ms;
+	for (unsigned i = 1; i < r->failures && ms < HOSTS_BACKOFF_CAP_MS; i++)
+		ms *= 2;
+	if (ms > HOSTS_BACKOFF_CAP_MS)
+		ms = base_ms > HOSTS_BACKOFF_CAP_MS ? base_ms : HOSTS_BACKOFF_CAP_MS;
+	r->backoff_until_ms = now_ms + ms;
+	return ms;
+}
+
+/* hosts_note_answer - see hosts.h */
+void hosts_note_answer(struct hosts *h, const struct sockaddr *sa, int64_t now_ms)
+{
+	struct host_key k;
+	if (h == NULL || !key_of(sa, &k))
+		return;
+	struct host_rec *r = obtain(h, &k, now_ms);
+	if (r == NULL)
+		return;
+	/* A refusal stands for its blocked_ttl: this answer may come from a
+	 * session begun before it, and a host that refuses us now and then is
+	 * still one that refuses us. Only the silence is over. */
+	r->failures = 0;
+	r->streak_since_ms = 0;
+	r->backoff_until_ms = 0;
+	r->claimed_until_ms = 0;
+	r->answered_until_ms = now_ms + HOSTS_ANSWERED_MS;
+}
+
+/* hosts_claim - see hosts.h */
+bool hosts_claim(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t hold_ms, bool *claimed)
+{
+	struct host_key k;
+	if (claimed != NULL)
+		*claimed = false;
+	if (h == NULL || !key_of(sa, &k))
+		return true;
+	struct host_rec *r = find(h, &k);
+	if (r != NULL && now_ms < r->answered_until_ms)
+		return true;
+	if (r != NULL && now_ms < r->claimed_until_ms)
+		return false;
+	r = obtain(h, &k, now_ms);
+	if (r == NULL)
+		return true;
+	r->claimed_until_ms = now_ms + (hold_ms > 0 ? hold_ms : 1);
+	if (claimed != NULL)
+		*claimed = true;
+	return true;
+}
+
+/* hosts_release - see hosts.h */
+void hosts_release(struct hosts *h, const struct sockaddr *sa)
+{
+	struct host_key k;
+	if (h == NULL || !key_of(sa, &k))
+		return;
+	struct host_rec *r = find(h, &k);
+	if (r != NULL)
+		r->claimed_until_ms = 0; /* an empty record goes when next met (forgettable) */
+}

@@ -1,0 +1,120 @@
+/*
+ * hosts.h - the circuit breaker: what we remember about MX host addresses.
+ *
+ * A host address that refused us (blocked: 5xx at the greeting, EHLO/HELO
+ * or MAIL, or a refusal naming our sender or a blocklist) is remembered for
+ * blocked_ttl with the reply it gave; one that did not answer (connection
+ * refused or unreachable, no greeting in time) is backed off for
+ * host_backoff, doubled for every failure in a row up to HOSTS_BACKOFF_CAP_MS.
+ * While either lasts the callout does not connect there: it takes the
+ * remembered refusal, or counts a connection failure. Any reply that is not
+ * a refusal of us ends the address's backoff and marks it answering for
+ * HOSTS_ANSWERED_MS (hosts_note_answer). Postfix's queue manager does the
+ * same with a receiving host that fails: it goes on a short-term "dead"
+ * list and is left alone for at least minimal_backoff_time.
+ *
+ * First contact: many probes may want a host nobody has heard from lately
+ * at the same moment (a burst of senders at domains sharing one MX). One of
+ * them claims it (hosts_claim) and connects; the others wait until its
+ * attempt tells how the host answers (a refusal, silence, or an answer:
+ * then they go ahead), at most until the claim lapses (hold_ms). So a host
+ * that refuses us, or is dead, costs one connection, not one per probe in
+ * the burst.
+ *
+ * Bounded: at most the max given to hosts_new (HOSTS_MAX in the engine)
+ * records. When full, the least recently touched record is dropped; a
+ * record whose windows (refusal, backoff, answering, claim) are over is
+ * dropped when met, except a failure streak, kept HOSTS_FORGET_MS so the
+ * backoff can grow. A record is about 120 bytes, plus the host name and
+ * reply text of a remembered refusal (bounded: 255 and OUTCOME_TEXT_MAX):
+ * 65536 records take 8 MiB, at worst (every one a refusal with the longest
+ * texts) about 45 MiB.
+ *
+ * Pure: no clock, no loop, no globals; every time is the caller's
+ * monotonic now_ms, so tests move time by hand. Owns its records. Threads:
+ * the engine's (the event loop's) only.
+ */
+#ifndef VEMILTER_HOSTS_H
+#define VEMILTER_HOSTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "outcome.h"
+
+#define HOSTS_MAX            65536
+#define HOSTS_BACKOFF_CAP_MS INT64_C(3600000) /* 1h: the longest backoff */
+#define HOSTS_ANSWERED_MS                                                                                    \
+	INT64_C(600000)                  /* an answering host is connected to without a first-contact wait   \
+	                                  */
+#define HOSTS_FORGET_MS INT64_C(7200000) /* an idle failure streak is forgotten after 2h */
+
+struct hosts;
+
+enum host_state {
+	HOST_OK,         /* nothing against it: connect */
+	HOST_BLOCKED,    /* it refused us; memo says how */
+	HOST_BACKED_OFF, /* it did not answer; wait */
+};
+
+/* What the table says about one address at one time (a copy). */
+struct host_memo {
+	enum host_state state;
+	int64_t since_ms;  /* BLOCKED: when it refused; BACKED_OFF: first failure of the streak */
+	int64_t until_ms;  /* the end of the window */
+	unsigned failures; /* failures in a row (BACKED_OFF) */
+	/* BLOCKED: the refusal as it came */
+	enum probe_stage stage;
+	int code;
+	char ecode[16];
+	char text[OUTCOME_TEXT_MAX + 1];
+	char host[256]; /* the MX host name it was reached by */
+};
+
+/* hosts_new - an empty table of at most max records; NULL without memory */
+struct hosts *hosts_new(size_t max);
+void hosts_free(struct hosts *h); /* NULL is fine */
+size_t hosts_count(const struct hosts *h);
+
+/* hosts_lookup - the state of sa (AF_INET/AF_INET6; port ignored) at
+ * now_ms; memo (may be NULL) gets the details. Drops a record found
+ * expired and idle. */
+enum host_state hosts_lookup(struct hosts *h, const struct sockaddr *sa, int64_t now_ms,
+                             struct host_memo *memo);
+
+/* hosts_note_blocked - sa refused us (o: kind, stage, code, ecode, text
+ * are kept; host names it); remembered until now_ms + ttl_ms. ttl_ms <= 0:
+ * nothing is kept. False without memory or for an unusable address. */
+bool hosts_note_blocked(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t ttl_ms,
+                        const char *host, const struct outcome *o);
+
+/* hosts_note_failure - sa did not answer: backed off for base_ms doubled
+ * per earlier failure in a row, at most HOSTS_BACKOFF_CAP_MS (and never
+ * less than base_ms). Either way its first-contact claim is released.
+ * Returns the length of the backoff now in force; 0 when base_ms <= 0
+ * (off) or nothing could be kept. */
+int64_t hosts_note_failure(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t base_ms);
+
+/* hosts_note_answer - sa answered with something that is not a refusal of
+ * us: its backoff and failure streak go, its claim is released, and it
+ * counts as answering until now_ms + HOSTS_ANSWERED_MS (a remembered
+ * refusal stays for its blocked_ttl; the answer may come from a session
+ * begun before it) */
+void hosts_note_answer(struct hosts *h, const struct sockaddr *sa, int64_t now_ms);
+
+/* hosts_claim - may a probe connect to sa (HOST_OK by hosts_lookup) now?
+ * True when sa answered within HOSTS_ANSWERED_MS, or nobody holds its
+ * first contact: then the caller does, until a note about sa or now_ms +
+ * hold_ms. False while another caller's first contact is under way: wait
+ * and ask again. True without memory (never blocks a probe for our
+ * trouble). *claimed (may be NULL) says whether the caller now holds the
+ * claim (and owes a note or hosts_release). */
+bool hosts_claim(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t hold_ms, bool *claimed);
+
+/* hosts_release - the caller's first contact with sa ended without a word
+ * either way (its probe was cancelled): the next caller may claim it */
+void hosts_release(struct hosts *h, const struct sockaddr *sa);
+
+#endif

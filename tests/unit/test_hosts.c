@@ -1,0 +1,263 @@
+/*
+ * test_hosts.c - the circuit breaker's table (hosts.h) with explicit times:
+ * a refusal remembered for its ttl and then forgotten, backoff that doubles
+ * per failure in a row up to the cap, an answer that ends a backoff but not
+ * a refusal, first-contact claims (one prober, the others wait; released
+ * by any note, lapsing on their own), IPv4-mapped addresses, "off"
+ * settings, the bound and LRU eviction.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "hosts.h"
+#include "unit.h"
+
+static const struct sockaddr *sa(const char *text)
+{
+	static struct sockaddr_storage ss[4];
+	static int next;
+	return unit_sockaddr(text, &ss[next++ % 4]);
+}
+
+static struct outcome refusal(void)
+{
+	struct outcome o;
+	memset(&o, 0, sizeof(o));
+	outcome_set(&o, OUTCOME_BLOCKED, STAGE_BANNER, 554, "5.7.1", "your address is listed",
+	            "refused at banner");
+	return o;
+}
+
+START_TEST(blocked_remembered_then_expires)
+{
+	struct hosts *h = hosts_new(16);
+	ck_assert_ptr_nonnull(h);
+	struct outcome o = refusal();
+	struct host_memo m;
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 1000, &m), HOST_OK);
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.7"), 1000, 3600000, "mx.example", &o));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 1000 + 3599999, &m), HOST_BLOCKED);
+	ck_assert_int_eq(m.stage, STAGE_BANNER);
+	ck_assert_int_eq(m.code, 554);
+	ck_assert_str_eq(m.ecode, "5.7.1");
+	ck_assert_str_eq(m.text, "your address is listed");
+	ck_assert_str_eq(m.host, "mx.example");
+	ck_assert_int_eq(m.since_ms, 1000);
+	ck_assert_int_eq(m.until_ms, 3601000);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.8"), 2000, NULL), HOST_OK); /* another address */
+	/* an answer (from a session begun before) does not end a refusal */
+	hosts_note_answer(h, sa("192.0.2.7"), 2000);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 5000, NULL), HOST_BLOCKED);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 3601000, &m), HOST_OK); /* ttl over */
+	ck_assert_int_eq(hosts_count(h), 0);                                      /* and forgotten */
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(blocked_off)
+{
+	struct hosts *h = hosts_new(16);
+	struct outcome o = refusal();
+	ck_assert(!hosts_note_blocked(h, sa("192.0.2.7"), 1000, 0, "mx.example", &o));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 1000, NULL), HOST_OK);
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.7"), 1000, 0), 0);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 1000, NULL), HOST_OK);
+	ck_assert_int_eq(hosts_count(h), 0);
+	/* NULL table: everything is OK, nothing crashes */
+	ck_assert_int_eq(hosts_lookup(NULL, sa("192.0.2.7"), 1, NULL), HOST_OK);
+	ck_assert_int_eq(hosts_note_failure(NULL, sa("192.0.2.7"), 1, 1000), 0);
+	hosts_note_answer(NULL, sa("192.0.2.7"), 1);
+	ck_assert(hosts_claim(NULL, sa("192.0.2.7"), 1, 1000, NULL));
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(backoff_grows_and_caps)
+{
+	struct hosts *h = hosts_new(16);
+	const int64_t base = 300000; /* 5m */
+	int64_t now = 10000;
+	struct host_memo m;
+	int64_t expect[] = {300000, 600000, 1200000, 2400000, 3600000, 3600000};
+	for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
+		int64_t ms = hosts_note_failure(h, sa("2001:db8::25"), now, base);
+		ck_assert_int_eq(ms, expect[i]);
+		ck_assert_int_eq(hosts_lookup(h, sa("2001:db8::25"), now + ms - 1, &m), HOST_BACKED_OFF);
+		ck_assert_int_eq(m.failures, i + 1);
+		ck_assert_int_eq(m.since_ms, 10000); /* the streak's first failure */
+		/* a failure reported while backed off (an attempt begun before) does not grow it */
+		ck_assert_int_eq(hosts_note_failure(h, sa("2001:db8::25"), now + 1, base), ms - 1);
+		now += ms;
+		ck_assert_int_eq(hosts_lookup(h, sa("2001:db8::25"), now, NULL),
+		                 HOST_OK); /* over: try again */
+	}
+	/* an answer ends the streak: the next failure starts again at base */
+	hosts_note_answer(h, sa("2001:db8::25"), now);
+	ck_assert_int_eq(hosts_lookup(h, sa("2001:db8::25"), now, &m), HOST_OK);
+	ck_assert_int_eq(m.failures, 0);
+	ck_assert_int_eq(hosts_note_failure(h, sa("2001:db8::25"), now, base), base);
+	/* a streak left alone for HOSTS_FORGET_MS starts again too */
+	now += HOSTS_FORGET_MS;
+	ck_assert_int_eq(hosts_note_failure(h, sa("2001:db8::25"), now, base), base);
+	/* a base above the cap is kept as it is */
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.9"), now, 2 * HOSTS_BACKOFF_CAP_MS),
+	                 2 * HOSTS_BACKOFF_CAP_MS);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.9"), now + HOSTS_BACKOFF_CAP_MS, NULL), HOST_BACKED_OFF);
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(blocked_beats_backoff_and_mapped_is_ipv4)
+{
+	struct hosts *h = hosts_new(16);
+	struct outcome o = refusal();
+	ck_assert_int_eq(hosts_note_failure(h, sa("198.51.100.1"), 0, 1000), 1000);
+	ck_assert_int_eq(hosts_lookup(h, sa("::ffff:198.51.100.1"), 10, NULL), HOST_BACKED_OFF);
+	/* a refusal is an answer: the silence is over, the refusal is remembered */
+	ck_assert(hosts_note_blocked(h, sa("::ffff:198.51.100.1"), 20, 5000, "mx", &o));
+	struct host_memo m;
+	ck_assert_int_eq(hosts_lookup(h, sa("198.51.100.1"), 30, &m), HOST_BLOCKED);
+	ck_assert_int_eq(m.failures, 0);
+	ck_assert_int_eq(hosts_count(h), 1);
+	/* unusable addresses */
+	struct sockaddr unix_family = {.sa_family = AF_UNIX};
+	ck_assert_int_eq(hosts_lookup(h, &unix_family, 0, NULL), HOST_OK);
+	ck_assert(!hosts_note_blocked(h, &unix_family, 0, 1000, "x", &o));
+	ck_assert_int_eq(hosts_lookup(h, NULL, 0, NULL), HOST_OK);
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(bounded_lru_eviction)
+{
+	enum { MAX = 64 };
+	struct hosts *h = hosts_new(MAX);
+	char text[32];
+	for (int i = 0; i < 3 * MAX; i++) {
+		snprintf(text, sizeof(text), "10.0.%d.%d", i / 256, i % 256);
+		ck_assert_int_eq(hosts_note_failure(h, sa(text), i, 60000), 60000);
+		ck_assert_uint_le(hosts_count(h), MAX);
+		if (i == MAX / 2) /* touch the first: it is the newest now */
+			ck_assert_int_eq(hosts_note_failure(h, sa("10.0.0.0"), i, 60000), 60000 - i);
+	}
+	ck_assert_int_eq(hosts_count(h), MAX);
+	/* the last MAX are kept, the older ones were evicted */
+	snprintf(text, sizeof(text), "10.0.%d.%d", (3 * MAX - 1) / 256, (3 * MAX - 1) % 256);
+	ck_assert_int_eq(hosts_lookup(h, sa(text), 3 * MAX, NULL), HOST_BACKED_OFF);
+	snprintf(text, sizeof(text), "10.0.%d.%d", (2 * MAX) / 256, (2 * MAX) % 256);
+	ck_assert_int_eq(hosts_lookup(h, sa(text), 3 * MAX, NULL), HOST_BACKED_OFF);
+	snprintf(text, sizeof(text), "10.0.%d.%d", (2 * MAX - 1) / 256, (2 * MAX - 1) % 256);
+	ck_assert_int_eq(hosts_lookup(h, sa(text), 3 * MAX, NULL), HOST_OK);
+	ck_assert_int_eq(hosts_lookup(h, sa("10.0.0.1"), 3 * MAX, NULL), HOST_OK);
+	ck_assert_int_eq(hosts_count(h), MAX);
+	hosts_free(h);
+	ck_assert_ptr_null(hosts_new(0));
+}
+END_TEST
+
+START_TEST(eviction_spares_the_recently_touched)
+{
+	struct hosts *h = hosts_new(3);
+	struct outcome o = refusal();
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.1"), 1, 60000, "a", &o));
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.2"), 2, 60000), 60000);
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.3"), 3, 60000), 60000);
+	/* .1 is the oldest; a new failure there makes it the newest */
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.1"), 4, 60000), 60000);
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.4"), 5, 60000), 60000);
+	ck_assert_int_eq(hosts_count(h), 3);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.2"), 6, NULL), HOST_OK); /* evicted */
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.1"), 6, NULL), HOST_BLOCKED);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.3"), 6, NULL), HOST_BACKED_OFF);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.4"), 6, NULL), HOST_BACKED_OFF);
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(first_contact_claims)
+{
+	struct hosts *h = hosts_new(16);
+	struct outcome o = refusal();
+	/* nobody heard from it: the first claimant connects, the others wait */
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 0, 4000, NULL));
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), 10, 4000, NULL));
+	ck_assert(!hosts_claim(h, sa("::ffff:192.0.2.1"), 3999, 4000, NULL));
+	ck_assert(hosts_claim(h, sa("192.0.2.2"), 10, 4000, NULL)); /* another host: its own claim */
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.1"), 10, NULL), HOST_OK);
+	/* the claim lapses: the next one takes it over */
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 4000, 4000, NULL));
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), 4001, 4000, NULL));
+	/* it answered: everyone may connect at once, for HOSTS_ANSWERED_MS */
+	hosts_note_answer(h, sa("192.0.2.1"), 5000);
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5001, 4000, NULL));
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5002, 4000, NULL));
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 5000 + HOSTS_ANSWERED_MS - 1, 4000, NULL));
+	int64_t later = 5000 + HOSTS_ANSWERED_MS;
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), later, 4000, NULL)); /* first contact again */
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), later + 1, 4000, NULL));
+	/* silence releases the claim: the waiters find the backoff */
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.1"), later + 2, 1000), 1000);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.1"), later + 3, NULL), HOST_BACKED_OFF);
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), later + 1002, 4000, NULL)); /* after it: one tries again */
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), later + 1003, 4000, NULL));
+	/* a refusal releases it too: the waiters find the refusal */
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.1"), later + 1004, 60000, "mx", &o));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.1"), later + 1005, NULL), HOST_BLOCKED);
+	/* who holds the claim; a cancelled first contact releases it */
+	bool held = true;
+	ck_assert(hosts_claim(h, sa("192.0.2.4"), 0, 4000, &held));
+	ck_assert(held);
+	ck_assert(!hosts_claim(h, sa("192.0.2.4"), 1, 4000, &held));
+	ck_assert(!held);
+	hosts_release(h, sa("192.0.2.4"));
+	ck_assert(hosts_claim(h, sa("192.0.2.4"), 2, 4000, &held));
+	ck_assert(held);
+	hosts_note_answer(h, sa("192.0.2.4"), 3);
+	ck_assert(hosts_claim(h, sa("192.0.2.4"), 4, 4000, &held));
+	ck_assert(!held); /* answering: nothing to hold */
+	hosts_release(NULL, sa("192.0.2.4"));
+	/* with backoff off, silence still releases the claim */
+	ck_assert(hosts_claim(h, sa("192.0.2.3"), 0, 4000, NULL));
+	ck_assert(!hosts_claim(h, sa("192.0.2.3"), 1, 4000, NULL));
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.3"), 2, 0), 0);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.3"), 3, NULL), HOST_OK);
+	ck_assert(hosts_claim(h, sa("192.0.2.3"), 3, 4000, NULL));
+	/* silence after an answer ends the answering mark: first contact again */
+	hosts_note_answer(h, sa("192.0.2.2"), 100);
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.2"), 200, 1000), 1000);
+	ck_assert(hosts_claim(h, sa("192.0.2.2"), 1200, 4000, NULL));
+	ck_assert(!hosts_claim(h, sa("192.0.2.2"), 1201, 4000, NULL));
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(full_table_of_default_size)
+{
+	struct hosts *h = hosts_new(HOSTS_MAX);
+	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6};
+	s6.sin6_addr.s6_addr[0] = 0x20;
+	s6.sin6_addr.s6_addr[1] = 0x01;
+	for (uint32_t i = 0; i < HOSTS_MAX + 1000; i++) {
+		memcpy(&s6.sin6_addr.s6_addr[12], &i, 4);
+		ck_assert_int_gt(hosts_note_failure(h, (struct sockaddr *)&s6, 1, 1000), 0);
+	}
+	ck_assert_int_eq(hosts_count(h), HOSTS_MAX);
+	hosts_free(h);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("hosts");
+	TCase *tc = tcase_create("core");
+	tcase_add_test(tc, blocked_remembered_then_expires);
+	tcase_add_test(tc, blocked_off);
+	tcase_add_test(tc, backoff_grows_and_caps);
+	tcase_add_test(tc, blocked_beats_backoff_and_mapped_is_ipv4);
+	tcase_add_test(tc, bounded_lru_eviction);
+	tcase_add_test(tc, eviction_spares_the_recently_touched);
+	tcase_add_test(tc, first_contact_claims);
+	tcase_add_test(tc, full_table_of_default_size);
+	suite_add_tcase(s, tc);
+	return unit_run(s);
+}
