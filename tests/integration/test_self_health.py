@@ -80,6 +80,9 @@ def main():
             "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
             "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
             "verify_budget": "1s", "log_level": "debug", "dns_cache_time": "0",
+            # The hosts come back within seconds here; the breaker would keep
+            # them backed off for minutes (test_breaker covers that).
+            "host_backoff": "0",
         })
         d = Daemon(tmp, conf, name="health", debug=True)
         d.start()
