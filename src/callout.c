@@ -57,6 +57,7 @@
 #include "hosts.h"
 #include "linger.h"
 #include "localaddr.h"
+#include "mxrules.h"
 #include "netguard.h"
 #include "smtp.h"
 
@@ -524,6 +525,51 @@ static bool breaker_skips(struct callout *c, const struct target *t)
 	return true;
 }
 
+/* override_skips - mx_host_overrides says not to probe t's host (its
+ * name or address matches a skip entry, and no more specific verify):
+ * servers that accept every RCPT and bounce later prove nothing by a
+ * callout. The callout ends unverifiable, without a session. */
+static bool override_skips(struct callout *c, const struct target *t)
+{
+	char pattern[MXRULES_PATTERN_MAX + 1], reason[400];
+	if (mxrules_match(&c->env->conf->mx_host_overrides, t->host, (const struct sockaddr *)&t->addr,
+	                  pattern, sizeof(pattern)) != MXRULE_SKIP)
+		return false;
+	snprintf(reason, sizeof(reason),
+	         "mx_host_overrides: %s skip (servers that accept every RCPT and bounce later)", pattern);
+	trace(c, "* not connecting to %s [%s]: %s", t->host, t->addr_text, reason);
+	result_set(c, OUTCOME_UNVERIFIABLE, STAGE_GUARD, 0, NULL, NULL, reason);
+	set_server(&c->result, t);
+	finish(c);
+	return true;
+}
+
+/* rate_skips - host_session_rate sessions to t began this minute already:
+ * no connection; t counts as a temporary failure (by rank, like a real
+ * one) and the walk goes on. Never more than tempfail. Called when we are
+ * about to connect: a first-contact claim we hold is given back. */
+static bool rate_skips(struct callout *c, const struct target *t)
+{
+	const struct conf *conf = c->env->conf;
+	unsigned count;
+	if (conf->host_session_rate <= 0 ||
+	    hosts_session_take(c->env->hosts, (const struct sockaddr *)&t->addr, clock_mono_ms(),
+	                       (unsigned)conf->host_session_rate, &count))
+		return false;
+	if (c->claim_held) {
+		hosts_release(c->env->hosts, (const struct sockaddr *)&c->claim_addr);
+		c->claim_held = false;
+	}
+	char reason[200];
+	struct judgement j = {.next = ATTEMPT_NEXT_ADDRESS, .rank = RANK_NO_REPLY};
+	snprintf(reason, sizeof(reason), "host_session_rate: %u sessions to %s this minute", count,
+	         t->addr_text);
+	outcome_set(&j.outcome, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, reason);
+	trace(c, "* not connecting to %s [%s]: %s", t->host, t->addr_text, reason);
+	note(c, t, &j);
+	return true;
+}
+
 /* on_wait - ask the breaker again about the target that waits */
 static void on_wait(evutil_socket_t fd, short what, void *arg)
 {
@@ -651,6 +697,8 @@ static void probe_next(struct callout *c)
 			conclude(c, t, &j.outcome);
 			return;
 		}
+		if (!retry && override_skips(c, t))
+			return;
 		if (breaker_skips(c, t)) {
 			c->waiting = false;
 			c->plain_retry = c->fallback_retry = false;
@@ -659,6 +707,12 @@ static void probe_next(struct callout *c)
 		}
 		if (breaker_waits(c, t))
 			return; /* on_wait asks again */
+		if (rate_skips(c, t)) {
+			c->waiting = false;
+			c->plain_retry = c->fallback_retry = false;
+			c->next_target++;
+			continue;
+		}
 		c->waiting = false;
 		c->next_target++;
 		if (!retry) { /* a new address */

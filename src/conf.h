@@ -102,6 +102,8 @@ struct conf {
 	/* circuit breaker (hosts.h): per MX host address */
 	int64_t blocked_ttl_ms;  /* a host that refused us is not asked again for this long; 0: off */
 	int64_t host_backoff_ms; /* a host that did not answer is skipped this long (doubling); 0: off */
+	int host_session_rate;   /* new sessions per minute to one MX host address; 0: no limit */
+	struct conf_strings mx_host_overrides; /* "PATTERN skip|verify", normalized (mxrules.h) */
 
 	/* verification in the milter, and the cache */
 	int64_t verify_budget_ms; /* how long a milter thread waits at RCPT */

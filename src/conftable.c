@@ -26,6 +26,7 @@
 #include <strings.h>
 
 #include "addr.h"
+#include "mxrules.h"
 
 #define DNS_NAME_BUF 256 /* a host name and its NUL */
 
@@ -536,6 +537,25 @@ static bool item_override(void *field, const char *item, char *why, size_t why_s
 	free(o.domain);
 	return false;
 }
+/* item_mx_host - "PATTERN skip|verify" for mx_host_overrides (mxrules.h),
+ * kept in its canonical text; one entry a pattern */
+static bool item_mx_host(void *field, const char *item, char *why, size_t why_size)
+{
+	struct conf_strings *l = field;
+	struct mxrule r;
+	char text[MXRULES_PATTERN_MAX + 16];
+	if (!mxrules_parse(item, &r, text, sizeof(text), why, why_size))
+		return false;
+	size_t pattern_len = strcspn(text, " ");
+	for (size_t i = 0; i < l->count; i++)
+		if (strncmp(l->items[i], text, pattern_len + 1) == 0) {
+			snprintf(why, why_size, "%.*s: a second entry for this pattern (one entry a pattern)",
+			         (int)pattern_len, text);
+			return false;
+		}
+	return strings_add(l, strdup(text), why, why_size);
+}
+
 #define F(member) offsetof(struct conf, member)
 
 /* clang-format off */
@@ -608,6 +628,14 @@ const struct directive conf_directives[] = {
 	 .offset = F(host_backoff_ms),
 	 .help = "an MX host address that did not answer is skipped this long, doubled per failure in a "
 	         "row up to 1h; 0: off"},
+	{.name = "host_session_rate", .type = T_INT, .def = "20", .min = 0, .max = 100000,
+	 .offset = F(host_session_rate),
+	 .help = "new sessions per minute to one MX host address; beyond: that address counts as a "
+	         "temporary failure and the next is tried; 0: no limit"},
+	{.name = "mx_host_overrides", .type = T_LIST, .def = "", .offset = F(mx_host_overrides),
+	 .item = item_mx_host,
+	 .help = "\"PATTERN skip|verify\" entries: MX host names (*.example.net: any subdomain) or networks; "
+	         "skip: no session, unverifiable; the most specific entry wins"},
 	{.name = "verify_budget", .type = T_DURATION, .def = "8s", .min = 100, .max = 25000,
 	 .offset = F(verify_budget_ms), .help = "longest wait for a verdict at RCPT; then 4xx, and the probe goes on"},
 	{.name = "cache", .type = T_STRING, .def = "/var/lib/vemilter/cache.lmdb", .offset = F(cache),

@@ -30,6 +30,8 @@ struct host_rec {
 	unsigned failures;
 	int64_t answered_until_ms; /* it answered lately: no first-contact wait */
 	int64_t claimed_until_ms;  /* a probe's first contact is under way */
+	int64_t minute_start_ms;   /* host_session_rate: the minute sessions are counted in */
+	unsigned minute_sessions;  /* ... and how many began in it */
 	enum probe_stage stage;
 	int code;
 	char ecode[16];
@@ -214,6 +216,8 @@ static bool forgettable(const struct host_rec *r, int64_t now_ms)
 	bool backed_off = r->failures > 0 && now_ms < r->backoff_until_ms;
 	if (blocked || backed_off || now_ms < r->answered_until_ms || now_ms < r->claimed_until_ms)
 		return false;
+	if (r->minute_sessions > 0 && now_ms - r->minute_start_ms < HOSTS_RATE_WINDOW_MS)
+		return false; /* its session count for this minute still stands */
 	if (r->failures == 0)
 		return true; /* an expired refusal and no streak: nothing worth keeping */
 	return now_ms - r->touched_ms >= HOSTS_FORGET_MS;
@@ -378,4 +382,32 @@ void hosts_release(struct hosts *h, const struct sockaddr *sa)
 	struct host_rec *r = find(h, &k);
 	if (r != NULL)
 		r->claimed_until_ms = 0; /* an empty record goes when next met (forgettable) */
+}
+
+/* hosts_session_take - see hosts.h */
+bool hosts_session_take(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, unsigned rate,
+                        unsigned *count)
+{
+	struct host_key k;
+	if (count != NULL)
+		*count = 0;
+	if (h == NULL || rate == 0 || !key_of(sa, &k))
+		return true;
+	struct host_rec *r = obtain(h, &k, now_ms);
+	if (r == NULL)
+		return true; /* our trouble never stops a probe */
+	if (r->minute_sessions == 0 || now_ms - r->minute_start_ms >= HOSTS_RATE_WINDOW_MS ||
+	    now_ms < r->minute_start_ms) {
+		r->minute_start_ms = now_ms; /* a new minute begins with this session */
+		r->minute_sessions = 0;
+	}
+	if (r->minute_sessions >= rate) {
+		if (count != NULL)
+			*count = r->minute_sessions;
+		return false;
+	}
+	r->minute_sessions++;
+	if (count != NULL)
+		*count = r->minute_sessions;
+	return true;
 }

@@ -21,11 +21,17 @@
  * that refuses us, or is dead, costs one connection, not one per probe in
  * the burst.
  *
+ * Session rate (host_session_rate): new sessions to one address are
+ * counted per minute, a minute starting with the first session when none
+ * is running (a fixed window, not a sliding one: at worst 2 * rate
+ * sessions fall within some 60 s; cheap, 12 bytes a record). Over the rate the callout does not
+ * connect there and treats the address like a temporary failure.
+ *
  * Bounded: at most the max given to hosts_new (HOSTS_MAX in the engine)
  * records. When full, the least recently touched record is dropped; a
  * record whose windows (refusal, backoff, answering, claim) are over is
  * dropped when met, except a failure streak, kept HOSTS_FORGET_MS so the
- * backoff can grow. A record is about 120 bytes, plus the host name and
+ * backoff can grow. A record is about 136 bytes, plus the host name and
  * reply text of a remembered refusal (bounded: 255 and OUTCOME_TEXT_MAX):
  * 65536 records take 8 MiB, at worst (every one a refusal with the longest
  * texts) about 45 MiB.
@@ -47,9 +53,10 @@
 #define HOSTS_MAX            65536
 #define HOSTS_BACKOFF_CAP_MS INT64_C(3600000) /* 1h: the longest backoff */
 #define HOSTS_ANSWERED_MS                                                                                    \
-	INT64_C(600000)                  /* an answering host is connected to without a first-contact wait   \
-	                                  */
-#define HOSTS_FORGET_MS INT64_C(7200000) /* an idle failure streak is forgotten after 2h */
+	INT64_C(600000) /* an answering host is connected to without a first-contact wait                    \
+	                 */
+#define HOSTS_RATE_WINDOW_MS INT64_C(60000)   /* host_session_rate counts sessions per minute */
+#define HOSTS_FORGET_MS      INT64_C(7200000) /* an idle failure streak is forgotten after 2h */
 
 struct hosts;
 
@@ -116,5 +123,13 @@ bool hosts_claim(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int
 /* hosts_release - the caller's first contact with sa ended without a word
  * either way (its probe was cancelled): the next caller may claim it */
 void hosts_release(struct hosts *h, const struct sockaddr *sa);
+
+/* hosts_session_take - may one more session to sa begin at now_ms, at
+ * most rate a minute? True: yes, and it is counted. False: rate sessions
+ * began this minute already; nothing is counted. rate 0 (no limit), an
+ * unusable address or no memory: true, nothing kept. *count (may be NULL)
+ * gets the sessions counted this minute, this one included. */
+bool hosts_session_take(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, unsigned rate,
+                        unsigned *count);
 
 #endif

@@ -4,7 +4,7 @@
  * per failure in a row up to the cap, an answer that ends a backoff but not
  * a refusal, first-contact claims (one prober, the others wait; released
  * by any note, lapsing on their own), IPv4-mapped addresses, "off"
- * settings, the bound and LRU eviction.
+ * settings, the bound and LRU eviction, host_session_rate's minute.
  */
 #include <stdio.h>
 #include <string.h>
@@ -246,6 +246,54 @@ START_TEST(full_table_of_default_size)
 }
 END_TEST
 
+START_TEST(session_rate_per_minute)
+{
+	struct hosts *h = hosts_new(16);
+	unsigned n;
+	/* 3 a minute: the first three sessions at 1000.. are counted, the fourth refused */
+	for (unsigned i = 1; i <= 3; i++) {
+		ck_assert(hosts_session_take(h, sa("192.0.2.9"), 1000 + i, 3, &n));
+		ck_assert_uint_eq(n, i);
+	}
+	ck_assert(!hosts_session_take(h, sa("192.0.2.9"), 1010, 3, &n));
+	ck_assert_uint_eq(n, 3);
+	ck_assert(!hosts_session_take(h, sa("192.0.2.9"), 1000 + 59999, 3, &n)); /* still that minute */
+	/* another address has its own count; a mapped address is its IPv4 one */
+	ck_assert(hosts_session_take(h, sa("192.0.2.10"), 1010, 3, &n));
+	ck_assert_uint_eq(n, 1);
+	ck_assert(!hosts_session_take(h, sa("::ffff:192.0.2.9"), 1010, 3, NULL));
+	/* the record stays while its minute runs, even with nothing else in it */
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.9"), 30000, NULL), HOST_OK);
+	ck_assert_uint_eq(hosts_count(h), 2);
+	/* a new minute: counted afresh */
+	ck_assert(hosts_session_take(h, sa("192.0.2.9"), 61001, 3, &n));
+	ck_assert_uint_eq(n, 1);
+	/* after the minute it is forgotten when met */
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.9"), 61001 + 60000, NULL), HOST_OK);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.10"), 61001 + 60000, NULL), HOST_OK);
+	ck_assert_uint_eq(hosts_count(h), 0);
+	/* 0: no limit, nothing kept; no table: never refused */
+	for (int i = 0; i < 100; i++)
+		ck_assert(hosts_session_take(h, sa("192.0.2.11"), 200000, 0, &n));
+	ck_assert_uint_eq(hosts_count(h), 0);
+	ck_assert(hosts_session_take(NULL, sa("192.0.2.11"), 200000, 1, NULL));
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(session_rate_with_breaker_notes)
+{
+	/* the minute's count survives the other notes about the address */
+	struct hosts *h = hosts_new(16);
+	ck_assert(hosts_session_take(h, sa("192.0.2.12"), 1000, 1, NULL));
+	hosts_note_answer(h, sa("192.0.2.12"), 1100);
+	ck_assert_int_gt(hosts_note_failure(h, sa("192.0.2.12"), 1200, 1000), 0);
+	ck_assert(!hosts_session_take(h, sa("192.0.2.12"), 2500, 1, NULL));
+	ck_assert(hosts_session_take(h, sa("192.0.2.12"), 61000, 1, NULL));
+	hosts_free(h);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("hosts");
@@ -258,6 +306,8 @@ int main(void)
 	tcase_add_test(tc, eviction_spares_the_recently_touched);
 	tcase_add_test(tc, first_contact_claims);
 	tcase_add_test(tc, full_table_of_default_size);
+	tcase_add_test(tc, session_rate_per_minute);
+	tcase_add_test(tc, session_rate_with_breaker_notes);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }
