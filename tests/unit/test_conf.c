@@ -734,6 +734,56 @@ START_TEST(override_files)
 }
 END_TEST
 
+START_TEST(mx_host_override_files)
+{
+	char conf_path[512], list_path[512], want[1200];
+	struct errs e = {0};
+
+	write_file("mxhosts.list",
+	           "# by MX host\n"
+	           "*.Mail.Protection.Outlook.com. SKIP\n"
+	           "  mx1.eur.mail.protection.outlook.com\tverify \n"
+	           "192.0.2.0/24 skip\n",
+	           list_path, sizeof(list_path));
+	write_file("mxhosts.conf",
+	           "mx_host_overrides = file:mxhosts.list, 2001:db8::/32 skip\nhost_session_rate = 3\n",
+	           conf_path, sizeof(conf_path));
+	struct conf *c = conf_load(conf_path, collect, &e);
+	ck_assert_msg(c != NULL, "%s", e.msg[0]);
+	ck_assert_int_eq(c->host_session_rate, 3);
+	ck_assert_uint_eq(c->mx_host_overrides.count, 4);
+	ck_assert_str_eq(c->mx_host_overrides.items[0], "*.mail.protection.outlook.com skip");
+	ck_assert_str_eq(c->mx_host_overrides.items[1], "mx1.eur.mail.protection.outlook.com verify");
+	ck_assert_str_eq(c->mx_host_overrides.items[2], "192.0.2.0/24 skip");
+	ck_assert_str_eq(c->mx_host_overrides.items[3], "2001:db8::/32 skip");
+	conf_unref(c);
+
+	write_file("badmx.list",
+	           "*.yahoodns.net skip\nmx.example reject\n*.YAHOODNS.net verify\n10.0.0.1/8 skip\n",
+	           list_path, sizeof(list_path));
+	write_file("badmx.conf", "host_session_rate = -1\nmx_host_overrides = file:badmx.list\n", conf_path,
+	           sizeof(conf_path));
+	memset(&e, 0, sizeof(e));
+	ck_assert_ptr_null(conf_load(conf_path, collect, &e));
+	ck_assert_int_eq(e.n, 4);
+	snprintf(want, sizeof(want), "%s:1: host_session_rate", conf_path);
+	ck_assert_msg(strncmp(e.msg[0], want, strlen(want)) == 0, "got %s", e.msg[0]);
+	snprintf(want, sizeof(want),
+	         "%s/badmx.list:2: mx_host_overrides: mx.example: unknown action \"reject\" (skip or verify)",
+	         tmpdir);
+	ck_assert_str_eq(e.msg[1], want);
+	snprintf(want, sizeof(want),
+	         "%s/badmx.list:3: mx_host_overrides: *.yahoodns.net: a second entry for this pattern (one "
+	         "entry a "
+	         "pattern)",
+	         tmpdir);
+	ck_assert_str_eq(e.msg[2], want);
+	snprintf(want, sizeof(want),
+	         "%s/badmx.list:4: mx_host_overrides: 10.0.0.1/8: not a network: ", tmpdir);
+	ck_assert_msg(strncmp(e.msg[3], want, strlen(want)) == 0, "got %s", e.msg[3]);
+}
+END_TEST
+
 START_TEST(override_file_errors)
 {
 	char conf_path[512], list_path[512], want[1200];
@@ -1089,6 +1139,7 @@ int main(void)
 	tcase_add_test(files, list_file_overlong);
 	tcase_add_test(files, override_files);
 	tcase_add_test(files, override_file_errors);
+	tcase_add_test(files, mx_host_override_files);
 	tcase_add_test(files, unreadable_config);
 	suite_add_tcase(s, files);
 
