@@ -105,6 +105,9 @@ def main():
             f.write("dns_servers = 127.0.0.1:%d\nhelo_name = bench.vemilter.test\n"
                     "probe_port = %d\nprobe_allow_networks = 127.0.0.0/8\n"
                     "probe_timeout = 120s\ncommand_timeout = 60s\nbanner_timeout = 60s\n"
+                    # throughput, not politeness: thousands of probes to a
+                    # few fake servers would meet the per-host session budget
+                    "host_session_rate = 0\n"
                     % (dns_port, farm_port))
 
         serial_sample = addresses[:args.serial]

@@ -154,7 +154,9 @@ def blocked_runs(tap, tmp, dns_port, farm, farm_port):
               first.get("reason", "").startswith("refused at banner"), "%r" % first)
 
     # control: off
-    conf = write_conf(tmp, "blocked-off.conf", dns_port, farm_port, "blocked_ttl = 0")
+    # host_session_rate = 0: the control counts one session per domain to
+    # the one address; its session budget (20 a minute) would cut it short
+    conf = write_conf(tmp, "blocked-off.conf", dns_port, farm_port, "blocked_ttl = 0", "host_session_rate = 0")
     farm.reset()
     status, out, err, results, secs = run_check(conf, senders)
     farm.wait_idle(BLOCKING, timeout=5)
