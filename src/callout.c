@@ -8,7 +8,11 @@
  * own MX may resolve to our RFC 1918 address on a split horizon), except
  * for bogus addresses (127.0.0.1, 0.0.0.0: classify_address_bogus). When
  * the guard refuses every address: no_domain if all are bogus, else
- * unverifiable (a private address may be real; refusing it is our policy). What each SMTP dialogue reports is
+ * unverifiable (a private address may be real; refusing it is our policy).
+ * An MX host that mx_host_overrides skips (mxrules.h: servers whose answer
+ * to RCPT says nothing) ends the walk unverifiable without a session; one
+ * whose host_session_rate is used up this minute (hosts.h) is passed over
+ * like a temporary failure, never more. What each SMTP dialogue reports is
  * judged by classify_attempt() (classify.h has the table): a final answer
  * is reported at once; otherwise the most telling failure is kept by rank
  * and the next address tried (or the same one again, in plain text after a
