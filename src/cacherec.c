@@ -43,7 +43,7 @@
 #define V1_HEADER_SIZE 40
 #define KNOWN_FLAGS                                                                                          \
 	(OUTCOME_F_NOT_CATCHALL | OUTCOME_F_FALLBACK_SENDER | OUTCOME_F_GREYLIST | OUTCOME_F_PROTOCOL |      \
-	 OUTCOME_F_LOOP | OUTCOME_F_TAGGED)
+	 OUTCOME_F_LOOP | OUTCOME_F_TAGGED | OUTCOME_F_LIMITED)
 #define STRING_COUNT 5
 
 #define FIELD(name)                                                                                          \

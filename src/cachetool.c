@@ -422,7 +422,7 @@ static bool parse_flag_list(const char *list, unsigned *out)
 			fprintf(stderr,
 			        "vemilter-cache: put: unknown flag %s (not_catchall, fallback_sender, "
 			        "greylist, "
-			        "protocol, loop, tagged)\n",
+			        "protocol, loop, tagged, limited)\n",
 			        name);
 			return false;
 		}

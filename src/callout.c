@@ -569,6 +569,7 @@ static bool rate_skips(struct callout *c, const struct target *t)
 	snprintf(reason, sizeof(reason), "host_session_rate: %u sessions to %s this minute", count,
 	         t->addr_text);
 	outcome_set(&j.outcome, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, reason);
+	j.outcome.flags |= OUTCOME_F_LIMITED; /* not cached, not a health signal */
 	trace(c, "* not connecting to %s [%s]: %s", t->host, t->addr_text, reason);
 	note(c, t, &j);
 	return true;

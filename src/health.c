@@ -20,8 +20,9 @@ void health_init(struct health *h)
 /* health_classify - see health.h */
 enum health_class health_classify(const struct outcome *o)
 {
-	/* Our own machinery (loops, broken servers) says nothing about our reach. */
-	if (o->flags & (OUTCOME_F_LOOP | OUTCOME_F_PROTOCOL))
+	/* Our own machinery (loops, broken servers, our own limits) says nothing
+	 * about our reach. */
+	if (o->flags & (OUTCOME_F_LOOP | OUTCOME_F_PROTOCOL | OUTCOME_F_LIMITED))
 		return HEALTH_NEUTRAL;
 	switch (o->kind) {
 	case OUTCOME_VALID:

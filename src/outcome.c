@@ -93,6 +93,7 @@ static const struct {
         {OUTCOME_F_PROTOCOL, "protocol"},
         {OUTCOME_F_LOOP, "loop"},
         {OUTCOME_F_TAGGED, "tagged"},
+        {OUTCOME_F_LIMITED, "limited"},
 };
 
 /* append - ",name" (or "name" first) to buf of size at *len; false when it does not fit */

@@ -601,7 +601,8 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	pthread_mutex_unlock(&c->lock);
 	vstore_stamp(&c->store, &p->address, p->stable, stamps, now);
 	int64_t deferred = 0;
-	if (!p->no_store)
+	/* Our own limit stopped the probe (OUTCOME_F_LIMITED): not an answer to keep. */
+	if (!p->no_store && !(o->flags & OUTCOME_F_LIMITED))
 		deferred = vstore_store(&c->store, &p->address, p->stable, o, p->greylist_tries, now,
 		                        schedule_greylist, c);
 	else if (is_temporary(o->kind))

@@ -490,6 +490,25 @@ START_TEST(refresh_after_waiting_in_line)
 }
 END_TEST
 
+START_TEST(our_own_limit_is_not_cached)
+{
+	/* host_session_rate stopped the probe (OUTCOME_F_LIMITED): the client
+	 * gets tempfail, the next try probes again. */
+	start("");
+	struct verify_result r =
+	        probe_once("a@limited.test", outcome(OUTCOME_TEMPFAIL, STAGE_CONNECT, OUTCOME_F_LIMITED));
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert(!has_record("a:a@limited.test"));
+	ck_assert(!has_record("d:limited.test"));
+	int before = F.nprobes;
+	struct verify_ticket *t = submit("a@limited.test");
+	ck_assert_int_eq(F.nprobes, before + 1);
+	finish("a@limited.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(t).outcome.kind, OUTCOME_VALID);
+	vcore_release(t);
+}
+END_TEST
+
 /* ---- refresh and its throttling ---- */
 
 /* storm - n messages from a sender whose refresh never succeeds; returns
@@ -1553,6 +1572,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, shared_probe_then_cached);
 	tcase_add_test(tc, domain_limits);
+	tcase_add_test(tc, our_own_limit_is_not_cached);
 	tcase_add_test(tc, domain_place_held_until_connections_close);
 	tcase_add_test(tc, refresh_after_waiting_in_line);
 	tcase_add_test(tc, refresh_storm_throttled);
