@@ -536,8 +536,8 @@ static bool breaker_skips(struct callout *c, const struct target *t)
 static bool override_skips(struct callout *c, const struct target *t)
 {
 	char pattern[MXRULES_PATTERN_MAX + 1], reason[400];
-	if (mxrules_match(&c->env->conf->mx_host_overrides, t->host, (const struct sockaddr *)&t->addr,
-	                  pattern, sizeof(pattern)) != MXRULE_SKIP)
+	if (mxrules_match(c->env->mx_rules, t->host, (const struct sockaddr *)&t->addr, pattern,
+	                  sizeof(pattern)) != MXRULE_SKIP)
 		return false;
 	snprintf(reason, sizeof(reason),
 	         "mx_host_overrides: %s skip (servers that accept every RCPT and bounce later)", pattern);

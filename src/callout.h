@@ -65,6 +65,7 @@
 struct event_base;
 struct dns_resolver;
 struct callout;
+struct mxrule_set;
 typedef struct ssl_ctx_st SSL_CTX;
 
 typedef void (*callout_done_fn)(void *arg, const struct outcome *outcome);
@@ -115,6 +116,7 @@ struct probe_env {
 	 * did not answer, consulted before each connection and told how each
 	 * attempt ended. NULL: no breaker. */
 	struct hosts *hosts;
+	const struct mxrule_set *mx_rules; /* mx_host_overrides, parsed once; NULL: none */
 };
 
 /* What the cache already knows about the domain, to spare the server. */

@@ -110,6 +110,11 @@ struct engine *engine_new(const struct conf *conf, char *why, size_t why_size)
 		goto fail;
 	}
 	engine->env.hosts = engine->hosts;
+	if (!mxrules_compile(&conf->mx_host_overrides, &engine->mx_rules)) {
+		snprintf(why, why_size, "out of memory");
+		goto fail;
+	}
+	engine->env.mx_rules = &engine->mx_rules;
 	engine->env.ssl_ctx = new_ssl_ctx();
 	if (engine->env.ssl_ctx == NULL) {
 		snprintf(why, why_size, "cannot create the TLS context");
@@ -130,6 +135,7 @@ void engine_free(struct engine *engine)
 	linger_close_all(&engine->linger);
 	local_addrs_clear(&engine->local);
 	hosts_free(engine->hosts);
+	mxrules_set_free(&engine->mx_rules);
 	if (engine->env.dns != NULL)
 		dns_resolver_free(engine->env.dns);
 	if (engine->env.ssl_ctx != NULL)

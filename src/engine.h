@@ -19,13 +19,15 @@
 #include "conf.h"
 #include "linger.h"
 #include "localaddr.h"
+#include "mxrules.h"
 
 struct engine {
 	struct probe_env env; /* base, dns, ssl_ctx, conf, helo_name, linger, local */
 	char helo_name[256];
-	struct linger_list linger; /* env.linger points here */
-	struct local_addrs local;  /* env.local points here */
-	struct hosts *hosts;       /* the circuit breaker's table (HOSTS_MAX); env.hosts too */
+	struct linger_list linger;  /* env.linger points here */
+	struct local_addrs local;   /* env.local points here */
+	struct hosts *hosts;        /* the circuit breaker's table (HOSTS_MAX); env.hosts too */
+	struct mxrule_set mx_rules; /* conf->mx_host_overrides parsed; env.mx_rules points here */
 };
 
 /* engine_new - NULL with a reason in why on failure. conf must outlive it. */

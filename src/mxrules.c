@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -122,7 +123,33 @@ static long specificity(const struct mxrule *r, const char *host, size_t host_le
 }
 
 /* mxrules_match - see mxrules.h */
-enum mxrule_action mxrules_match(const struct conf_strings *list, const char *host, const struct sockaddr *sa,
+/* mxrules_compile - see mxrules.h */
+bool mxrules_compile(const struct conf_strings *list, struct mxrule_set *out)
+{
+	out->count = 0;
+	out->items = NULL;
+	if (list == NULL || list->count == 0)
+		return true;
+	out->items = calloc(list->count, sizeof(*out->items));
+	if (out->items == NULL)
+		return false;
+	for (size_t i = 0; i < list->count; i++) {
+		char why[300];
+		if (mxrules_parse(list->items[i], &out->items[out->count], NULL, 0, why, sizeof(why)))
+			out->count++;
+	}
+	return true;
+}
+
+/* mxrules_set_free - see mxrules.h */
+void mxrules_set_free(struct mxrule_set *set)
+{
+	free(set->items);
+	set->items = NULL;
+	set->count = 0;
+}
+
+enum mxrule_action mxrules_match(const struct mxrule_set *set, const char *host, const struct sockaddr *sa,
                                  char *pattern, size_t size)
 {
 	enum mxrule_action best = MXRULE_NONE;
@@ -132,20 +159,17 @@ enum mxrule_action mxrules_match(const struct conf_strings *list, const char *ho
 		pattern[0] = '\0';
 	if (host_len > 0 && host[host_len - 1] == '.')
 		host_len--; /* a final dot names the same host */
-	if (list == NULL)
+	if (set == NULL)
 		return MXRULE_NONE;
-	for (size_t i = 0; i < list->count; i++) {
-		struct mxrule r;
-		char why[300];
-		if (!mxrules_parse(list->items[i], &r, NULL, 0, why, sizeof(why)))
-			continue;
-		long rank = specificity(&r, host, host_len, sa);
+	for (size_t i = 0; i < set->count; i++) {
+		const struct mxrule *r = &set->items[i];
+		long rank = specificity(r, host, host_len, sa);
 		if (rank < 0 || rank < best_rank)
 			continue;
 		best_rank = rank;
-		best = r.action;
+		best = r->action;
 		if (pattern != NULL)
-			snprintf(pattern, size, "%s%s", r.kind == MXRULE_WILDCARD ? "*." : "", r.name);
+			snprintf(pattern, size, "%s%s", r->kind == MXRULE_WILDCARD ? "*." : "", r->name);
 	}
 	return best;
 }

@@ -19,7 +19,8 @@
  *
  * Entries are kept in conf as normalized text ("pattern action", lower
  * case, no final dot); mxrules_parse is the one parser, used by conftable.c
- * to validate and by mxrules_match to read them. Pure: no globals, no I/O.
+ * to validate and by mxrules_compile, which the engine runs once so that
+ * matching a target parses nothing. Pure: no globals, no I/O.
  */
 #ifndef VEMILTER_MXRULES_H
 #define VEMILTER_MXRULES_H
@@ -58,12 +59,24 @@ struct mxrule {
 bool mxrules_parse(const char *entry, struct mxrule *out, char *normalized, size_t size, char *why,
                    size_t why_size);
 
-/* mxrules_match - the action of the most specific entry of list (normalized
- * entries; one that does not parse is ignored) matching the MX host name
- * host (may be NULL) or its address sa (may be NULL). pattern (may be NULL,
- * size bytes) gets the winning entry's pattern as written in its canonical
- * form ("*.mail.protection.outlook.com", "192.0.2.0/24"). */
-enum mxrule_action mxrules_match(const struct conf_strings *list, const char *host, const struct sockaddr *sa,
+/* The parsed entries, in list order; owns items. */
+struct mxrule_set {
+	size_t count;
+	struct mxrule *items;
+};
+
+/* mxrules_compile - parse list (normalized entries; one that does not
+ * parse is left out) into *out, which mxrules_set_free releases. False
+ * when out of memory (*out is then empty). */
+bool mxrules_compile(const struct conf_strings *list, struct mxrule_set *out);
+void mxrules_set_free(struct mxrule_set *set);
+
+/* mxrules_match - the action of the most specific entry of set (may be
+ * NULL) matching the MX host name host (may be NULL) or its address sa
+ * (may be NULL). pattern (may be NULL, size bytes) gets the winning entry's
+ * pattern in its canonical form ("*.mail.protection.outlook.com",
+ * "192.0.2.0/24"). */
+enum mxrule_action mxrules_match(const struct mxrule_set *set, const char *host, const struct sockaddr *sa,
                                  char *pattern, size_t size);
 
 #endif

@@ -34,7 +34,12 @@ static enum mxrule_action match(const char *const *entries, size_t n, const char
 		items[i] = texts[i];
 	}
 	struct conf_strings list = {.count = n, .items = items};
-	return mxrules_match(&list, host, addr != NULL ? sa(addr) : NULL, pattern, size);
+	struct mxrule_set set;
+	ck_assert(mxrules_compile(&list, &set));
+	ck_assert_uint_eq(set.count, n);
+	enum mxrule_action a = mxrules_match(&set, host, addr != NULL ? sa(addr) : NULL, pattern, size);
+	mxrules_set_free(&set);
+	return a;
 }
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -169,8 +174,12 @@ START_TEST(unparsable_items_ignored)
 {
 	char *items[] = {"nonsense", "*.example.net skip"};
 	struct conf_strings list = {.count = 2, .items = items};
+	struct mxrule_set set;
 	char p[300];
-	ck_assert_int_eq(mxrules_match(&list, "mx.example.net", NULL, p, sizeof(p)), MXRULE_SKIP);
+	ck_assert(mxrules_compile(&list, &set));
+	ck_assert_uint_eq(set.count, 1); /* the entry that does not parse is left out */
+	ck_assert_int_eq(mxrules_match(&set, "mx.example.net", NULL, p, sizeof(p)), MXRULE_SKIP);
+	mxrules_set_free(&set);
 }
 END_TEST
 
