@@ -170,17 +170,3 @@ void health_message(const struct health *h, enum health_change change, const cha
 	         h->failing, h->judged, minutes, sample, h->sample_is_reply ? " (see that reply)" : "",
 	         helo_name != NULL && helo_name[0] != '\0' ? helo_name : "(unset)");
 }
-
-/* health_helo_problem - see health.h */
-const char *health_helo_problem(const char *name)
-{
-	if (name == NULL || name[0] == '\0')
-		return "it is empty";
-	unsigned char buf[16];
-	if (name[0] == '[' || inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1)
-		return "it is an address literal, not a host name";
-	const char *dot = strchr(name, '.');
-	if (dot == NULL || dot == name || dot[1] == '\0')
-		return "it is not fully qualified (no dot inside)";
-	return NULL;
-}

@@ -115,9 +115,4 @@ bool health_unhealthy(const struct health *h);
 void health_message(const struct health *h, enum health_change change, const char *helo_name, char *buf,
                     size_t size);
 
-/* health_helo_problem - NULL when name looks like a fully qualified host
- * name; else why not (no dot, an address literal, empty). Pure: whether it
- * resolves is the caller's question. */
-const char *health_helo_problem(const char *name);
-
 #endif

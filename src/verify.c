@@ -18,9 +18,9 @@
  * Self-health (health.h, unless self_health = no): every probe outcome is
  * fed to the health window on the engine thread (vcore_engine.probe_result);
  * a change of state is logged once and published in an atomic flag that
- * milter threads read (verify_unhealthy). At start-up a helo_name that is
- * not a fully qualified name that resolves is warned about, from a thread
- * of its own so a slow resolver never delays the start.
+ * milter threads read (verify_unhealthy). At start-up a helo_name that
+ * does not resolve is warned about, from a thread of its own so a slow
+ * resolver never delays the start.
  */
 #include "verify.h"
 
@@ -274,24 +274,26 @@ static bool start_events(struct verifier *v)
 	return true;
 }
 
-/* helo_check - warn when helo_name is not a fully qualified name that
- * resolves: receiving servers check it (and our address's reverse DNS
- * against it), and refuse probes that fail; arg is a copy of the name,
- * freed here */
+/* helo_check - warn when helo_name does not resolve: receiving servers
+ * check it (and our address's reverse DNS against it), and refuse probes
+ * that fail. Its form is judged elsewhere: the config refuses an
+ * unqualified helo_name, and engine_helo_name reports an unqualified host
+ * name it had to fall back on, so such a name is not reported twice. arg
+ * is a copy of the name, freed here. */
 static void *helo_check(void *arg)
 {
 	char *name = arg;
-	const char *problem = health_helo_problem(name);
+	const char *problem = NULL;
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
 	struct addrinfo *res = NULL;
 	int err = 0;
-	if (problem == NULL && (err = getaddrinfo(name, NULL, &hints, &res)) != 0)
+	if (strchr(name, '.') != NULL && (err = getaddrinfo(name, NULL, &hints, &res)) != 0)
 		problem = gai_strerror(err);
 	if (res != NULL)
 		freeaddrinfo(res);
 	if (problem != NULL)
 		log_msg(LOG_WARNING,
-		        "helo_name %s is not a fully qualified name that resolves (%s): receiving servers "
+		        "helo_name %s does not resolve (%s): receiving servers "
 		        "may refuse our probes; set helo_name to a name whose address records exist and "
 		        "match the reverse DNS of our address",
 		        name, problem);

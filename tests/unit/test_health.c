@@ -299,21 +299,6 @@ START_TEST(messages)
 }
 END_TEST
 
-START_TEST(helo_form)
-{
-	ck_assert_ptr_null(health_helo_problem("mx.example.org"));
-	ck_assert_ptr_null(health_helo_problem("a.b"));
-	ck_assert_ptr_nonnull(health_helo_problem(""));
-	ck_assert_ptr_nonnull(health_helo_problem(NULL));
-	ck_assert_ptr_nonnull(health_helo_problem("localhost"));
-	ck_assert_ptr_nonnull(health_helo_problem(".example"));
-	ck_assert_ptr_nonnull(health_helo_problem("example."));
-	ck_assert_ptr_nonnull(health_helo_problem("192.0.2.1"));
-	ck_assert_ptr_nonnull(health_helo_problem("2001:db8::1"));
-	ck_assert_ptr_nonnull(health_helo_problem("[192.0.2.1]"));
-}
-END_TEST
-
 int main(void)
 {
 	Suite *s = suite_create("health");
@@ -322,7 +307,6 @@ int main(void)
 	tcase_add_test(tc, classify);
 	tcase_add_test(tc, table_bound);
 	tcase_add_test(tc, messages);
-	tcase_add_test(tc, helo_form);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }
