@@ -28,7 +28,6 @@ wait bounded.
 
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -43,6 +42,8 @@ from vmtest import Daemon, TempDir, base_conf  # noqa: E402
 from milterclient import MilterClient  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
+import checkrun  # noqa: E402
+from checkrun import transcript  # noqa: E402
 
 CHECK = os.path.join(vmtest.builddir(), "vemilter-check")
 HELO = "probe.vemilter.test"
@@ -52,8 +53,6 @@ GOOD = "127.0.0.62"      # normal, user alice
 N_BLOCKED = 30
 N_DEAD = 20
 
-RESULT = re.compile(r'^(\S+) (\w+) (.*)$')
-KV = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 
 
 def zone():
@@ -74,7 +73,8 @@ def zone():
 
 
 def write_conf(tmp, name, dns_port, farm_port, *extra):
-    lines = [
+    """A vemilter-check configuration (checkrun.write_conf)."""
+    return checkrun.write_conf(tmp, name, [
         "dns_servers = 127.0.0.1:%d" % dns_port,
         "dns_timeout = 3s",
         "dns_cache_time = 0",
@@ -85,36 +85,12 @@ def write_conf(tmp, name, dns_port, farm_port, *extra):
         "banner_timeout = 2s",
         "command_timeout = 3s",
         "probe_timeout = 15s",
-        "cache =",
-    ]
-    for line in extra:
-        key = line.split("=", 1)[0].strip()
-        lines = [l for l in lines if l.split("=", 1)[0].strip() != key] + [line]
-    return tmp.write(name, "\n".join(lines + [""]))
+    ], *extra)
 
 
 def run_check(conf, addresses, jobs=1, timeout=90):
-    """vemilter-check -c conf -v -jN addresses: (status, transcript, stderr,
-    {address: (outcome, fields)}, seconds)."""
-    argv = [CHECK, "-c", conf, "-v", "-j%d" % jobs] + list(addresses)
-    t0 = time.monotonic()
-    try:
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
-        out, err, status = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"), p.returncode
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode("utf-8", "replace")
-        err, status = "timed out", None
-    results = {}
-    for line in out.splitlines():
-        m = RESULT.match(line)
-        if m and m.group(1) in addresses and not m.group(2).endswith(":"):
-            fields = {k: (v[1:-1] if v.startswith('"') else v) for k, v in KV.findall(m.group(3))}
-            results[m.group(1)] = (m.group(2), fields)
-    return status, out, err, results, time.monotonic() - t0
-
-
-def transcript(out, address):
-    return "\n".join(l for l in out.splitlines() if l.startswith(address + ": "))
+    """vemilter-check -c conf -v -jN addresses (checkrun.run_check)."""
+    return checkrun.run_check(CHECK, conf, addresses, jobs=jobs, timeout=timeout)[:5]
 
 
 def connects(out, addr):

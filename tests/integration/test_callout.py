@@ -20,7 +20,6 @@ runs vemilter-check under valgrind on a few scenarios.
 
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -37,6 +36,8 @@ import vmtest  # noqa: E402
 from vmtest import TempDir  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
+import checkrun  # noqa: E402
+from checkrun import transcript  # noqa: E402
 
 CHECK = os.path.join(vmtest.builddir(), "vemilter-check")
 CALLOUTRUN = os.path.join(vmtest.builddir(), "tests", "tools", "calloutrun")
@@ -316,77 +317,26 @@ if SPLIT is not None:  # checked before the guard, which refuses the range
     CASES.append(("x@split.test", "tempfail", "connect", {"reason": r"^mx is this host$", "flags": "loop",
                                                           "addr": "^%s$" % re.escape(str(SPLIT))}, None))
 
-RESULT = re.compile(r'^(\S+) (\w+) (.*)$')
-KV = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
-
-
-def parse_result(line):
-    m = RESULT.match(line)
-    if not m:
-        return None
-    fields = {k: (v[1:-1] if v.startswith('"') else v) for k, v in KV.findall(m.group(3))}
-    return m.group(1), m.group(2), fields
+BASE = [
+    "dns_timeout = 500ms",
+    "helo_name = %s" % HELO,
+    "probe_allow_networks = 127.0.0.0/8, ::1/128",
+    "connect_timeout = 2s",
+    "banner_timeout = 2s",
+    "command_timeout = 3s",
+    "probe_timeout = 15s",
+]
 
 
 def write_conf(tmp, name, dns_port, farm_port, *extra):
-    """A configuration for vemilter-check; extra "key = value" lines replace
-    the base's line for the same key (a directive may appear once)."""
-    lines = [
-        "dns_servers = 127.0.0.1:%d" % dns_port,
-        "dns_timeout = 500ms",
-        "helo_name = %s" % HELO,
-        "probe_port = %d" % farm_port,
-        "probe_allow_networks = 127.0.0.0/8, ::1/128",
-        "connect_timeout = 2s",
-        "banner_timeout = 2s",
-        "command_timeout = 3s",
-        "probe_timeout = 15s",
-    ]
-    for line in extra:
-        key = line.split("=", 1)[0].strip()
-        lines = [l for l in lines if l.split("=", 1)[0].strip() != key] + [line]
-    return tmp.write(name, "\n".join(lines + [""]))
+    """A configuration for vemilter-check (checkrun.write_conf: extra lines
+    replace the base's line for the same key)."""
+    base = ["dns_servers = 127.0.0.1:%d" % dns_port, "probe_port = %d" % farm_port] + BASE
+    return checkrun.write_conf(tmp, name, base, *extra)
 
 
 def run_check(conf, addresses, timeout=60, verbose=True):
-    """vemilter-check -c conf [-v] addresses: (exit status, stdout, stderr,
-    {address: (address, outcome, fields)}, seconds, {address: seconds when
-    its verdict line came, from the start})."""
-    argv = [CHECK, "-c", conf] + (["-v"] if verbose else []) + list(addresses)
-    t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    lines, seen = [], {}
-    deadline = t0 + timeout
-    try:
-        for raw in iter(p.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            lines.append(line)
-            m = re.match(r"^(\S+): \* verdict after (\d+) ms", line)
-            if m:
-                seen[m.group(1)] = time.monotonic() - t0
-            if time.monotonic() > deadline:
-                break
-        p.wait(max(1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    err = p.stderr.read().decode("utf-8", "replace")
-    p.stdout.close()
-    p.stderr.close()
-    out = "\n".join(lines)
-    results = {}
-    for line in lines:
-        parsed = parse_result(line)
-        if parsed and parsed[0] in addresses and not parsed[1].endswith(":"):
-            results[parsed[0]] = parsed
-    return p.returncode, out, err, results, time.monotonic() - t0, seen
-
-
-def transcript(out, address):
-    return "\n".join(l for l in out.splitlines() if l.startswith(address + ": "))
+    return checkrun.run_check(CHECK, conf, addresses, verbose=verbose, timeout=timeout)
 
 
 def verdict_ms(out, address):
@@ -400,15 +350,15 @@ def check_case(tap, results, out, address, outcome, stage, extra, label=""):
     extra["flags"] (none if not given); fact only if given."""
     r = results.get(address)
     diag = "result: %r\ntranscript:\n%s" % (r, transcript(out, address))
-    ok = r is not None and r[1] == outcome and r[2].get("stage") == stage
+    ok = r is not None and r[0] == outcome and r[1].get("stage") == stage
     for key, pattern in extra.items():
         if key in ("flags", "fact"):
             continue
-        ok = ok and r is not None and re.search(pattern, r[2].get(key, "")) is not None
+        ok = ok and r is not None and re.search(pattern, r[1].get(key, "")) is not None
     want_flags = extra.get("flags")
-    ok = ok and r is not None and r[2].get("flags") == want_flags
+    ok = ok and r is not None and r[1].get("flags") == want_flags
     if "fact" in extra:
-        ok = ok and r is not None and r[2].get("fact") == extra["fact"]
+        ok = ok and r is not None and r[1].get("fact") == extra["fact"]
     tap.check("%s%s -> %s at %s%s%s" % (label, address, outcome, stage,
                                          " flags=%s" % want_flags if want_flags else "",
                                          " fact=%s" % extra["fact"] if "fact" in extra else ""), ok, diag)
@@ -495,7 +445,7 @@ def main_run(tap, tmp, dns_port, farm, farm_port):
               [["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<alice@mism.test>", "QUIT"]])
     tap.equal("null sender refused, no fallback: one session (the breaker remembers), MAIL once, then QUIT",
               dialogue(farm, "127.0.0.39"), [["EHLO " + HELO, "MAIL FROM:<>", "QUIT"]])
-    reasons = sorted(results.get(a, (None, None, {}))[2].get("reason", "")[:10]
+    reasons = sorted(results.get(a, (None, {}))[1].get("reason", "")[:10]
                      for a in ("alice@nullref.test", "nobody@nullref.test"))
     tap.equal("... one sender asked, the other answered from the remembered refusal", reasons,
               ["refused at", "remembered"])
@@ -757,7 +707,7 @@ def desync_run(tap, tmp, dns_port, farm, farm_port):
     rc, out, err, results, secs, _ = run_check(conf, ["nobody@lag.test"])
     r = results.get("nobody@lag.test")
     tap.check("vemilter-check: nobody@lag.test shows fact=retracted and exits 2 (temporary)",
-              rc == 2 and r is not None and r[2].get("fact") == "retracted" and r[1] in ("valid", "tempfail"),
+              rc == 2 and r is not None and r[1].get("fact") == "retracted" and r[0] in ("valid", "tempfail"),
               "exit %r %r\n%s" % (rc, r, out))
     # a sound server: the hold costs one round trip and the close, no more
     f, sessions, out = calloutrun(conf, ["--skip-catchall"], "bob@unknown.test", farm, "127.0.0.12")

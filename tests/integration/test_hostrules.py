@@ -21,10 +21,7 @@ wait bounded.
 """
 
 import os
-import re
-import subprocess
 import sys
-import time
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,6 +32,7 @@ import vmtest  # noqa: E402
 from vmtest import TempDir  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
+import checkrun  # noqa: E402
 
 CHECK = os.path.join(vmtest.builddir(), "vemilter-check")
 HELO = "probe.vemilter.test"
@@ -45,8 +43,6 @@ NETSKIP = "127.0.0.73"  # normal: in a skipped network
 N_RATED = 10
 RATE = 3
 
-RESULT = re.compile(r'^(\S+) (\w+) (.*)$')
-KV = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 WHY = "(servers that accept every RCPT and bounce later)"
 
 
@@ -68,7 +64,8 @@ def zone():
 
 
 def write_conf(tmp, name, dns_port, farm_port, *extra):
-    lines = [
+    """A vemilter-check configuration (checkrun.write_conf)."""
+    return checkrun.write_conf(tmp, name, [
         "dns_servers = 127.0.0.1:%d" % dns_port,
         "dns_timeout = 3s",
         "dns_cache_time = 0",
@@ -79,29 +76,12 @@ def write_conf(tmp, name, dns_port, farm_port, *extra):
         "banner_timeout = 2s",
         "command_timeout = 3s",
         "probe_timeout = 15s",
-        "cache =",
-    ]
-    return tmp.write(name, "\n".join(lines + list(extra) + [""]))
+    ], *extra)
 
 
 def run_check(conf, addresses, jobs=1, timeout=90):
-    """vemilter-check -c conf -v -jN addresses: (status, transcript, stderr,
-    {address: (outcome, fields)}, seconds)."""
-    argv = [CHECK, "-c", conf, "-v", "-j%d" % jobs] + list(addresses)
-    t0 = time.monotonic()
-    try:
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
-        out, err, status = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"), p.returncode
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode("utf-8", "replace")
-        err, status = "timed out", None
-    results = {}
-    for line in out.splitlines():
-        m = RESULT.match(line)
-        if m and m.group(1) in addresses and not m.group(2).endswith(":"):
-            fields = {k: (v[1:-1] if v.startswith('"') else v) for k, v in KV.findall(m.group(3))}
-            results[m.group(1)] = (m.group(2), fields)
-    return status, out, err, results, time.monotonic() - t0
+    """vemilter-check -c conf -v -jN addresses (checkrun.run_check)."""
+    return checkrun.run_check(CHECK, conf, addresses, jobs=jobs, timeout=timeout)[:5]
 
 
 def rate_runs(tap, tmp, dns_port, farm, farm_port):
