@@ -485,22 +485,8 @@ def setup(tap):
 
 
 def teardown():
-    if G.postfix is not None:
-        try:
-            G.postfix.stop()
-        except Exception:
-            pass
-    for d in (G.main, G.aux):
-        if d is not None:
-            d.kill()
-    for x in (G.farm, G.dns):
-        if x is not None:
-            try:
-                x.stop()
-            except Exception:
-                pass
-    if G.tmp is not None:
-        G.tmp.remove()
+    vmtest.tear_down(servers=(G.postfix,), daemons=(G.main, G.aux,))
+    vmtest.tear_down(servers=(G.farm, G.dns), tmp=G.tmp)
 
 
 if __name__ == "__main__":

@@ -604,6 +604,23 @@ def base_conf(tmp, sock_name="milter.sock", **over):
     return conf
 
 
+def tear_down(servers=(), daemons=(), tmp=None):
+    """End of a test file, whatever state it is in: stop each server (a
+    Postfix instance, fakes: anything with stop(); None entries skipped,
+    errors ignored), kill each daemon, remove the temp dir."""
+    for x in servers:
+        if x is not None:
+            try:
+                x.stop()
+            except Exception:
+                pass
+    for d in daemons:
+        if d is not None:
+            d.kill()
+    if tmp is not None:
+        tmp.remove()
+
+
 def stop_all(daemons_and_signals, timeout=STOP_TIMEOUT):
     """Signal several daemons at once and wait for them together (libmilter
     takes a few seconds to notice a stop, so doing it in parallel keeps the
