@@ -297,7 +297,7 @@ def t_lagging_reply(tap, cleanup):
     v = verdicts(G.main, "nobody@lag.test", 2)
     d = diag(G.main, addr, r1, r2)
     tap.check("one reply behind: the retry is not accepted as valid from the cache",
-              not (r2[0] == 250 and len(v) >= 2 and v[-1].get("reason") == "valid"), d)
+              len(v) >= 2 and v[-1].get("reason") != "valid" and klass(r2) != 5, d)
     addr = DOMAINS["lagnull.test"]
     _, r3, t3 = transaction("alice@lagnull.test")
     tap.check("one reply behind, <> refused: a real user never gets 5xx", klass(r3) != 5,
