@@ -334,6 +334,45 @@ static sfsistat accept_now(struct connection *conn, const char *reason)
 	return SMFIS_CONTINUE;
 }
 
+/* judge - the policy's verdict for the verification's answer (or, with
+ * answered false, for the budget's end), defer_limit judged now (the
+ * verifier's deferred_since_ms is wall clock; at the budget's end, the
+ * deferral start it knew at submit), self-health last */
+static void judge(struct connection *conn, bool answered)
+{
+	struct message *msg = &conn->msg;
+	if (answered)
+		policy_for_verified(conn->conf, msg->check.sender.domain_ascii, msg->result.outcome.kind,
+		                    msg->result.deferred_since_ms, clock_now_ms(), &msg->verdict);
+	else
+		policy_for_budget(conn->conf, verify_deferred_since(msg->ticket), clock_now_ms(),
+		                  &msg->verdict);
+	msg->budget_exceeded = !answered;
+	msg->answered = true;
+	policy_for_self_health(conn->conf, verify_unhealthy(glue.verifier), msg->budget_exceeded,
+	                       msg->result.outcome.kind, &msg->verdict);
+}
+
+/* decide_if_known - the verifier answered at once (a cached answer or a
+ * domain fact): when the verdict accepts and no result header is wanted,
+ * the message is done at MAIL FROM and the MTA never calls on_envrcpt for
+ * it (one milter round trip per recipient less on the busiest path). The
+ * postmaster exemption matters only to a refusal, so a verdict that would
+ * refuse still waits for each RCPT. Nothing known yet: the probe runs while
+ * the client sends its recipients. */
+static sfsistat decide_if_known(struct connection *conn)
+{
+	struct message *msg = &conn->msg;
+	if (conn->conf->result_header[0] != '\0' || !verify_wait(msg->ticket, 0, &msg->result))
+		return SMFIS_CONTINUE;
+	judge(conn, true);
+	if (msg->verdict.action != POLICY_ACCEPT)
+		return SMFIS_CONTINUE;
+	log_verified(conn, NULL);
+	msg->accept_logged = true;
+	return SMFIS_ACCEPT;
+}
+
 /* start_verification - a sender nobody vouches for: lists, then a probe */
 static sfsistat start_verification(struct connection *conn)
 {
@@ -361,7 +400,7 @@ static sfsistat start_verification(struct connection *conn)
 		return accept_now(conn, "unverified");
 	}
 	msg->state = MSG_VERIFYING;
-	return SMFIS_CONTINUE;
+	return decide_if_known(conn);
 }
 
 /* on_envfrom - decide what can be decided about the sender now; start the
@@ -396,29 +435,15 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 	return SMFIS_CONTINUE;
 }
 
-/* await_verdict - the verification's answer (or the budget's end) and the
- * policy's verdict for it, defer_limit judged now (the verifier's
- * deferred_since_ms is wall clock; at the budget's end, the deferral start
- * it knew at submit); waits only the first time */
+/* await_verdict - wait for the verification's answer, at most until the
+ * budget ends, and judge it; waits only the first time */
 static void await_verdict(struct connection *conn)
 {
 	struct message *msg = &conn->msg;
 	if (msg->answered)
 		return;
 	int64_t deadline = verify_submitted_ms(msg->ticket) + conn->conf->verify_budget_ms;
-	if (verify_wait(msg->ticket, deadline, &msg->result)) {
-		policy_for_verified(conn->conf, msg->check.sender.domain_ascii, msg->result.outcome.kind,
-		                    msg->result.deferred_since_ms, clock_now_ms(), &msg->verdict);
-		msg->answered = true;
-		msg->budget_exceeded = false;
-	} else {
-		policy_for_budget(conn->conf, verify_deferred_since(msg->ticket), clock_now_ms(),
-		                  &msg->verdict);
-		msg->budget_exceeded = true;
-		msg->answered = true;
-	}
-	policy_for_self_health(conn->conf, verify_unhealthy(glue.verifier), msg->budget_exceeded,
-	                       msg->result.outcome.kind, &msg->verdict);
+	judge(conn, verify_wait(msg->ticket, deadline, &msg->result));
 }
 
 /* bare_address - the sender without its angle brackets: templates write

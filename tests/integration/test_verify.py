@@ -252,6 +252,32 @@ def flood(tap, tmp, conf, farm, daemons):
     tap.equal("flood: clean stop", d5.stop(), 0, d5.diag)
 
 
+def decided_at_mail(tap, tmp, conf, farm, daemons):
+    """Issue 10: without a result header, a sender whose answer is known at
+    MAIL FROM and accepted ends the message there (SMFIR_ACCEPT to MAIL): the
+    MTA never asks about its recipients. A known answer that refuses still
+    waits for each RCPT, so postmaster@ stays reachable; an unknown one is
+    probed while the recipients come."""
+    plain = dict(conf, result_header="", cache=tmp.join("atmail.lmdb"), verify_budget="5s")
+    d = Daemon(tmp, plain, name="atmail", debug=True)
+    daemons.append(d)
+    d.start()
+    m, r, _, t = session(d, "<alice@ok.test>", ["<bob@local.test>"])
+    tap.check("at MAIL: an unknown sender continues to RCPT and is accepted there",
+              m.code == "c" and len(r) == 1 and r[0].code in ("c", "a"), t)
+    m, r, _, t = session(d, "<alice@ok.test>", ["<bob@local.test>"])
+    lines = verdicts(d, "<alice@ok.test>")
+    tap.check("at MAIL: a cached valid sender is accepted at MAIL FROM, no RCPT asked",
+              m.code == "a" and r == [] and lines and "source=cached" in lines[-1]
+              and "rcpt=" not in lines[-1], t + "\n" + "\n".join(lines))
+    session(d, "<nobody@ok.test>", ["<bob@local.test>"])
+    m, r, _, t = session(d, "<nobody@ok.test>", ["<postmaster@local.test>", "<bob@local.test>"])
+    tap.check("at MAIL: a cached invalid sender continues; postmaster accepted, others refused at RCPT",
+              m.code == "c" and len(r) == 2 and r[0].code == "c" and r[1].code == "y"
+              and r[1].smtp_code[0] == "5", t)
+    tap.equal("at MAIL: clean stop", d.stop(), 0, d.diag)
+
+
 def rcpt_code_from(d, sender, client):
     """rcpt_code from a given client address."""
     m, r, _, t = session(d, sender, ["<bob@local.test>"], client=client)
@@ -427,6 +453,7 @@ def main():
 
         issue7(tap, tmp, conf, dns, farm, daemons)
         flood(tap, tmp, conf, farm, daemons)
+        decided_at_mail(tap, tmp, conf, farm, daemons)
     finally:
         for d in daemons:
             d.kill()
