@@ -8,11 +8,17 @@ set -euo pipefail
 build_pkgs=(gcc make autoconf automake pkg-config libmilter-dev libc-ares-dev libssl-dev
 	liblmdb-dev libevent-dev libidn2-dev)
 test_pkgs=(check postfix python3 clang-format iproute2)
+# --package: what building and checking the Debian package needs (CI)
+package_pkgs=(dpkg-dev debhelper lintian systemd)
 
 want=("${build_pkgs[@]}")
-if [ "${1:-}" = "--test" ]; then
-	want+=("${test_pkgs[@]}")
-fi
+for arg in "$@"; do
+	case "$arg" in
+	--test) want+=("${test_pkgs[@]}") ;;
+	--package) want+=("${package_pkgs[@]}") ;;
+	*) echo "deps.sh: unknown option $arg (--test, --package)" >&2; exit 2 ;;
+	esac
+done
 
 missing=()
 for pkg in "${want[@]}"; do
