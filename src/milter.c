@@ -74,6 +74,11 @@ struct message {
 	struct verify_result result;
 	struct policy_verdict verdict;
 	bool accept_logged;
+	/* Recipient verdict lines: the last one logged ("action reason") and how
+	 * many later recipients got the same verdict unlogged; one line with
+	 * the count is logged when the message ends (log_repeat). */
+	char repeat_key[64];
+	unsigned repeats;
 	const char *skip_reason; /* MSG_DECIDED: why no verification (static) */
 	int header_count;        /* result_header fields the client sent */
 };
@@ -88,6 +93,7 @@ struct connection {
 };
 
 static void message_reset(struct message *msg);
+static void message_end(struct connection *conn);
 
 /* connection_new - per-session state with a reference to the current conf */
 static struct connection *connection_new(void)
@@ -106,7 +112,7 @@ static struct connection *connection_new(void)
 /* connection_free - release the session and wake a draining stop */
 static void connection_free(struct connection *conn)
 {
-	message_reset(&conn->msg);
+	message_end(conn);
 	conf_unref(conn->conf);
 	free(conn);
 	pthread_mutex_lock(&glue.lock);
@@ -170,6 +176,58 @@ static void log_verdict(const struct connection *conn, const char *action, const
 	log_msg(LOG_INFO, "%s", line);
 }
 
+/* repeat_seen - a recipient verdict is about to be logged: true when it is
+ * the one logged last for this message (counted, not logged again: a
+ * message to 1,000 recipients from a failed sender gives two lines, not
+ * 1,000); else the previous one's count is logged and this one becomes the
+ * last */
+static void log_repeats(struct connection *conn);
+static bool repeat_seen(struct connection *conn, const char *action, const char *reason)
+{
+	struct message *msg = &conn->msg;
+	char key[sizeof(msg->repeat_key)];
+	snprintf(key, sizeof(key), "%s %s", action, reason);
+	if (strcmp(key, msg->repeat_key) == 0) {
+		msg->repeats++;
+		return true;
+	}
+	log_repeats(conn);
+	memcpy(msg->repeat_key, key, sizeof(key));
+	return false;
+}
+
+/* log_repeats - one line for the recipients whose verdict repeated the
+ * line logged before them */
+static void log_repeats(struct connection *conn)
+{
+	struct message *msg = &conn->msg;
+	if (msg->repeats > 0) {
+		char action[sizeof(msg->repeat_key)];
+		snprintf(action, sizeof(action), "%s", msg->repeat_key);
+		char *reason = strchr(action, ' ');
+		if (reason != NULL)
+			*reason++ = '\0';
+		char line[1536], count[32];
+		size_t len =
+		        verdict_line(conn, line, sizeof(line), action, reason != NULL ? reason : "-", NULL);
+		snprintf(count, sizeof(count), "%u", msg->repeats);
+		kv_add(line, sizeof(line), &len, "repeated_rcpts", count);
+		kv_add(line, sizeof(line), &len, "detail",
+		       "the same verdict as the line before, for more recipients");
+		log_msg(LOG_INFO, "%s", line);
+	}
+	msg->repeats = 0;
+	msg->repeat_key[0] = '\0';
+}
+
+/* message_end - the message is over (a new MAIL FROM, abort, close):
+ * log what repeated, forget the rest */
+static void message_end(struct connection *conn)
+{
+	log_repeats(conn);
+	message_reset(&conn->msg);
+}
+
 /* add_dry_run - under dry_run, say what would have been done */
 static void add_dry_run(char *line, size_t size, size_t *len, const struct policy_verdict *v)
 {
@@ -177,6 +235,16 @@ static void add_dry_run(char *line, size_t size, size_t *len, const struct polic
 		return;
 	kv_add(line, size, len, "dry_run", "yes");
 	kv_add(line, size, len, "intended", policy_action_name(v->intended));
+}
+
+/* verified_reason - the reason= of a verdict after verification */
+static const char *verified_reason(const struct message *msg)
+{
+	const struct policy_verdict *v = &msg->verdict;
+	return v->self_health         ? "self_health"
+	       : v->defer_limit       ? "defer_limit"
+	       : msg->budget_exceeded ? "budget_exceeded"
+	                              : outcome_name(msg->result.outcome.kind);
 }
 
 /* log_verified - a verdict after verification: outcome, source, MX, reply,
@@ -189,10 +257,7 @@ static void log_verified(const struct connection *conn, const char *rcpt)
 	const struct outcome *o = &msg->result.outcome;
 	const struct policy_verdict *v = &msg->verdict;
 	char line[2048], number[32], remote[OUTCOME_TEXT_MAX + 32] = "";
-	const char *reason = v->self_health         ? "self_health"
-	                     : v->defer_limit       ? "defer_limit"
-	                     : msg->budget_exceeded ? "budget_exceeded"
-	                                            : outcome_name(o->kind);
+	const char *reason = verified_reason(msg);
 	size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
 	add_dry_run(line, sizeof(line), &len, v);
 	if (v->defer_limit || v->self_health)
@@ -411,7 +476,7 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 	if (conn == NULL)
 		return SMFIS_TEMPFAIL;
 	struct message *msg = &conn->msg;
-	message_reset(msg);
+	message_end(conn);
 	refresh_queue_id(ctx, msg);
 	const char *sender = argv != NULL && argv[0] != NULL ? argv[0] : "";
 	copy_cut(msg->sender, sizeof(msg->sender), sender);
@@ -487,7 +552,8 @@ static sfsistat verdict_for_rcpt(SMFICTX *ctx, struct connection *conn, const ch
 		 * trips, unless the result header still has to be written. */
 		return conn->conf->result_header[0] == '\0' ? SMFIS_ACCEPT : SMFIS_CONTINUE;
 	}
-	log_verified(conn, rcpt);
+	if (!repeat_seen(conn, policy_action_name(msg->verdict.action), verified_reason(msg)))
+		log_verified(conn, rcpt);
 	if (msg->budget_exceeded)
 		msg->answered = false; /* a later recipient may find the answer in */
 	return refuse(ctx, conn, msg->verdict.reply, msg->budget_exceeded ? NULL : &msg->result.outcome);
@@ -495,15 +561,18 @@ static sfsistat verdict_for_rcpt(SMFICTX *ctx, struct connection *conn, const ch
 
 /* verdict_unprobed - apply a verdict decided without a probe (bad syntax,
  * blocklist) to one recipient: one line each, dry_run included */
-static sfsistat verdict_unprobed(SMFICTX *ctx, const struct connection *conn, const struct policy_verdict *v,
+static sfsistat verdict_unprobed(SMFICTX *ctx, struct connection *conn, const struct policy_verdict *v,
                                  const char *reason, const char *rcpt, const char *detail)
 {
-	char line[1536];
-	size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
-	add_dry_run(line, sizeof(line), &len, v);
-	if (detail != NULL && *detail != '\0')
-		kv_add(line, sizeof(line), &len, "detail", detail);
-	log_msg(LOG_INFO, "%s", line);
+	if (!repeat_seen(conn, policy_action_name(v->action), reason)) {
+		char line[1536];
+		size_t len =
+		        verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
+		add_dry_run(line, sizeof(line), &len, v);
+		if (detail != NULL && *detail != '\0')
+			kv_add(line, sizeof(line), &len, "detail", detail);
+		log_msg(LOG_INFO, "%s", line);
+	}
 	if (v->action == POLICY_ACCEPT)
 		return SMFIS_CONTINUE;
 	return refuse(ctx, conn, v->reply, NULL);
@@ -521,7 +590,8 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 	refresh_queue_id(ctx, msg);
 	const char *rcpt = argv != NULL && argv[0] != NULL ? argv[0] : "";
 	if (precheck_recipient_exempt(conn->conf, rcpt)) {
-		log_verdict(conn, "accept", "exempt_recipient", rcpt, msg->check.detail);
+		if (!repeat_seen(conn, "accept", "exempt_recipient"))
+			log_verdict(conn, "accept", "exempt_recipient", rcpt, msg->check.detail);
 		return SMFIS_CONTINUE;
 	}
 	struct policy_verdict v;
@@ -563,15 +633,33 @@ static sfsistat on_eom(SMFICTX *ctx)
 			log_msg(LOG_WARNING, "could not remove a client's %s header", name);
 	char value[512];
 	const struct outcome *o = &msg->result.outcome;
+	/* Every accepted message gets one, whatever let it through: an exempt
+	 * recipient or dry_run can accept a sender that failed syntax or the
+	 * blocklist, and a message to exempt recipients only never waited for
+	 * the verification (what is known now is told, nothing is waited for). */
+	if (msg->state == MSG_VERIFYING && !msg->answered && verify_wait(msg->ticket, 0, &msg->result))
+		judge(conn, true);
 	if (msg->state == MSG_DECIDED && msg->skip_reason != NULL)
 		snprintf(value, sizeof(value), "none (%s)", msg->skip_reason);
-	else if (msg->state != MSG_VERIFYING || !msg->answered)
-		return SMFIS_CONTINUE;
+	else if (msg->state == MSG_DECIDED)
+		return SMFIS_CONTINUE; /* no MAIL FROM seen: nothing to say */
+	else if (msg->state == MSG_BAD_SYNTAX)
+		snprintf(value, sizeof(value), "bad_syntax (%.200s)", msg->check.detail);
+	else if (msg->state == MSG_BLOCKLISTED)
+		snprintf(value, sizeof(value), "blocklisted (%.200s)",
+		         msg->matched != NULL ? msg->matched : "");
+	else if (!msg->answered)
+		snprintf(value, sizeof(value), "unknown (only exempt recipients: not waited for)");
 	else if (msg->budget_exceeded)
 		snprintf(value, sizeof(value), "unknown (no answer within verify_budget)");
 	else
 		snprintf(value, sizeof(value), "%s (%s%s%s)", outcome_name(o->kind),
 		         verify_source_name(msg->result.source), o->mx_host[0] ? ", mx " : "", o->mx_host);
+	/* The texts may quote what the client or a remote server sent: a header
+	 * carries printable ASCII only. */
+	for (char *p = value; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			*p = '?';
 	if (smfi_addheader(ctx, (char *)name, value) != MI_SUCCESS)
 		log_msg(LOG_WARNING, "could not add the %s header", name);
 	return SMFIS_CONTINUE;
@@ -582,7 +670,7 @@ static sfsistat on_abort(SMFICTX *ctx)
 {
 	struct connection *conn = smfi_getpriv(ctx);
 	if (conn != NULL)
-		message_reset(&conn->msg);
+		message_end(conn);
 	return SMFIS_CONTINUE;
 }
 

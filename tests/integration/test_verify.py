@@ -305,6 +305,7 @@ def main():
             "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
             "banner_timeout": "10s", "command_timeout": "5s", "probe_timeout": "20s",
             "verify_budget": "1s", "cache": cache, "result_header": "X-Sender-Verification",
+            "sender_domain_blocklist": "blocked.test",
         })
         d = Daemon(tmp, conf, name="verify", debug=True)
         daemons.append(d)
@@ -380,6 +381,26 @@ def main():
         tap.check("result header: the client's header removed", len(removed) == 1, "%r\n%s" % (mods, t))
         tap.check("result header: ours added naming the outcome",
                   len(added) == 1 and b"valid (cached" in added[0], "%r" % mods)
+
+        # Every accepted message gets the header, whatever let it through:
+        # here an exempt recipient lets a failed sender's message in.
+        for name, sender, want in (("bad syntax", "<a..b@ok.test>", b"bad_syntax ("),
+                                   ("blocklisted", "<x@blocked.test>", b"blocklisted (blocked.test)")):
+            m, r, eom, t = session(d, sender, ["<postmaster@local.test>"], headers=[("Subject", "hi")])
+            added = [x.data for x in (eom.mods if eom else [])
+                     if x.code == "h" and x.data.startswith(b"X-Sender-Verification\0")]
+            tap.check("result header: a %s sender let in by postmaster@ is named" % name,
+                      len(added) == 1 and want in added[0], "%r\n%s" % (added, t))
+
+        # One message to 30 recipients from a refused sender: one verdict
+        # line, then one with the count of the recipients it repeated for.
+        mark = d.log_size()
+        m, r, _, t = session(d, "<nobody@ok.test>", ["<u%d@local.test>" % i for i in range(30)])
+        summary = d.wait_log(r"sender=<nobody@ok\.test> action=reject reason=invalid repeated_rcpts=(\d+)", 5, mark)
+        lines = [l for l in d.log()[mark:].splitlines() if "verdict " in l and "sender=<nobody@ok.test>" in l]
+        tap.check("30 refused recipients: 2 verdict lines (first, then repeated_rcpts=29)",
+                  len(r) == 30 and all(x.code == "y" for x in r) and summary is not None
+                  and summary.group(1) == "29" and len(lines) == 2, "\n".join(lines) + "\n" + t)
 
         # Restart: the LMDB cache survives, the sender needs no new probe.
         before = farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>")
