@@ -77,7 +77,8 @@ struct message {
 	/* Recipient verdict lines: the last one logged ("action reason") and how
 	 * many later recipients got the same verdict unlogged; one line with
 	 * the count is logged when the message ends (log_repeat). */
-	char repeat_key[64];
+	char repeat_reason[32];
+	struct policy_verdict repeat_verdict;
 	unsigned repeats;
 	const char *skip_reason; /* MSG_DECIDED: why no verification (static) */
 	int header_count;        /* result_header fields the client sent */
@@ -94,6 +95,7 @@ struct connection {
 
 static void message_reset(struct message *msg);
 static void message_end(struct connection *conn);
+static void log_repeats(struct connection *conn);
 
 /* connection_new - per-session state with a reference to the current conf */
 static struct connection *connection_new(void)
@@ -176,50 +178,6 @@ static void log_verdict(const struct connection *conn, const char *action, const
 	log_msg(LOG_INFO, "%s", line);
 }
 
-/* repeat_seen - a recipient verdict is about to be logged: true when it is
- * the one logged last for this message (counted, not logged again: a
- * message to 1,000 recipients from a failed sender gives two lines, not
- * 1,000); else the previous one's count is logged and this one becomes the
- * last */
-static void log_repeats(struct connection *conn);
-static bool repeat_seen(struct connection *conn, const char *action, const char *reason)
-{
-	struct message *msg = &conn->msg;
-	char key[sizeof(msg->repeat_key)];
-	snprintf(key, sizeof(key), "%s %s", action, reason);
-	if (strcmp(key, msg->repeat_key) == 0) {
-		msg->repeats++;
-		return true;
-	}
-	log_repeats(conn);
-	memcpy(msg->repeat_key, key, sizeof(key));
-	return false;
-}
-
-/* log_repeats - one line for the recipients whose verdict repeated the
- * line logged before them */
-static void log_repeats(struct connection *conn)
-{
-	struct message *msg = &conn->msg;
-	if (msg->repeats > 0) {
-		char action[sizeof(msg->repeat_key)];
-		snprintf(action, sizeof(action), "%s", msg->repeat_key);
-		char *reason = strchr(action, ' ');
-		if (reason != NULL)
-			*reason++ = '\0';
-		char line[1536], count[32];
-		size_t len =
-		        verdict_line(conn, line, sizeof(line), action, reason != NULL ? reason : "-", NULL);
-		snprintf(count, sizeof(count), "%u", msg->repeats);
-		kv_add(line, sizeof(line), &len, "repeated_rcpts", count);
-		kv_add(line, sizeof(line), &len, "detail",
-		       "the same verdict as the line before, for more recipients");
-		log_msg(LOG_INFO, "%s", line);
-	}
-	msg->repeats = 0;
-	msg->repeat_key[0] = '\0';
-}
-
 /* message_end - the message is over (a new MAIL FROM, abort, close):
  * log what repeated, forget the rest */
 static void message_end(struct connection *conn)
@@ -235,6 +193,47 @@ static void add_dry_run(char *line, size_t size, size_t *len, const struct polic
 		return;
 	kv_add(line, size, len, "dry_run", "yes");
 	kv_add(line, size, len, "intended", policy_action_name(v->intended));
+}
+
+/* repeat_seen - a recipient verdict (v, reason) is about to be logged:
+ * true when it is the one logged last for this message, exempt recipients
+ * aside (counted, not logged again: a message to 1,000 recipients from a
+ * failed sender gives two lines, not 1,000); else the previous one's count
+ * is logged and this one becomes the last */
+static bool repeat_seen(struct connection *conn, const struct policy_verdict *v, const char *reason)
+{
+	struct message *msg = &conn->msg;
+	const struct policy_verdict *last = &msg->repeat_verdict;
+	if (msg->repeat_reason[0] != '\0' && strcmp(reason, msg->repeat_reason) == 0 &&
+	    v->action == last->action && v->intended == last->intended && v->dry_run == last->dry_run) {
+		msg->repeats++;
+		return true;
+	}
+	log_repeats(conn);
+	snprintf(msg->repeat_reason, sizeof(msg->repeat_reason), "%s", reason);
+	msg->repeat_verdict = *v;
+	return false;
+}
+
+/* log_repeats - one line for the recipients whose verdict repeated the
+ * line logged for this message before them */
+static void log_repeats(struct connection *conn)
+{
+	struct message *msg = &conn->msg;
+	if (msg->repeats > 0) {
+		const struct policy_verdict *v = &msg->repeat_verdict;
+		char line[1536], count[32];
+		size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action),
+		                          msg->repeat_reason, NULL);
+		snprintf(count, sizeof(count), "%u", msg->repeats);
+		kv_add(line, sizeof(line), &len, "repeated_rcpts", count);
+		add_dry_run(line, sizeof(line), &len, v);
+		kv_add(line, sizeof(line), &len, "detail",
+		       "the verdict logged above for this message, for more recipients");
+		log_msg(LOG_INFO, "%s", line);
+	}
+	msg->repeats = 0;
+	msg->repeat_reason[0] = '\0';
 }
 
 /* verified_reason - the reason= of a verdict after verification */
@@ -552,7 +551,7 @@ static sfsistat verdict_for_rcpt(SMFICTX *ctx, struct connection *conn, const ch
 		 * trips, unless the result header still has to be written. */
 		return conn->conf->result_header[0] == '\0' ? SMFIS_ACCEPT : SMFIS_CONTINUE;
 	}
-	if (!repeat_seen(conn, policy_action_name(msg->verdict.action), verified_reason(msg)))
+	if (!repeat_seen(conn, &msg->verdict, verified_reason(msg)))
 		log_verified(conn, rcpt);
 	if (msg->budget_exceeded)
 		msg->answered = false; /* a later recipient may find the answer in */
@@ -564,7 +563,7 @@ static sfsistat verdict_for_rcpt(SMFICTX *ctx, struct connection *conn, const ch
 static sfsistat verdict_unprobed(SMFICTX *ctx, struct connection *conn, const struct policy_verdict *v,
                                  const char *reason, const char *rcpt, const char *detail)
 {
-	if (!repeat_seen(conn, policy_action_name(v->action), reason)) {
+	if (!repeat_seen(conn, v, reason)) {
 		char line[1536];
 		size_t len =
 		        verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
@@ -590,8 +589,8 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 	refresh_queue_id(ctx, msg);
 	const char *rcpt = argv != NULL && argv[0] != NULL ? argv[0] : "";
 	if (precheck_recipient_exempt(conn->conf, rcpt)) {
-		if (!repeat_seen(conn, "accept", "exempt_recipient"))
-			log_verdict(conn, "accept", "exempt_recipient", rcpt, msg->check.detail);
+		/* Each one is logged: who got through is worth its line. */
+		log_verdict(conn, "accept", "exempt_recipient", rcpt, msg->check.detail);
 		return SMFIS_CONTINUE;
 	}
 	struct policy_verdict v;
