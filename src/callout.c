@@ -12,7 +12,12 @@
  * An MX host that mx_host_overrides skips (mxrules.h: servers whose answer
  * to RCPT says nothing) ends the walk unverifiable without a session; one
  * whose host_session_rate is used up this minute (hosts.h) is passed over
- * like a temporary failure, never more. What each SMTP dialogue reports is
+ * like a temporary failure, never more. An address the host table
+ * remembers as catch-all for other domains (hosts.h: catchall_host_domains)
+ * ends the walk catch_all without a session, an inference that is never
+ * cached (OUTCOME_F_LIMITED); it learns from each verdict's catch-all
+ * answer (catchall_learn, kept by catchall_settle once the session proved
+ * in step). What each SMTP dialogue reports is
  * judged by classify_attempt() (classify.h has the table): a final answer
  * is reported at once; otherwise the most telling failure is kept by rank
  * and the next address tried (or the same one again, in plain text after a
@@ -61,6 +66,7 @@
 #include "hosts.h"
 #include "linger.h"
 #include "localaddr.h"
+#include "log.h"
 #include "mxrules.h"
 #include "netguard.h"
 #include "smtp.h"
@@ -111,6 +117,8 @@ struct callout {
 	struct smtp_probe *verdict_probe; /* the probe the verdict came from, until its sync report */
 	bool held_fact_have;              /* a catch-all fact that came while holding: passed on after done */
 	struct outcome held_fact;
+	struct sockaddr_storage verdict_addr; /* the address the verdict came from */
+	bool catchall_seen;        /* it accepted the random address: for its host memory once in step */
 	struct linger_list probes; /* every live SMTP probe of this callout (QUIT goes on after done) */
 	bool lingering;            /* reported, on env->linger until the last probe is gone */
 	struct linger_item linger_item;
@@ -293,6 +301,64 @@ static void conclude(struct callout *c, const struct target *t, const struct out
 	finish(c);
 }
 
+/* catchall_memory_on - may the host table's catch-all memory (hosts.h)
+ * speak for host [sa]: on (catchall_host_domains), a breaker table, and
+ * no explicit verify entry of mx_host_overrides for the host */
+static bool catchall_memory_on(const struct callout *c, const char *host, const struct sockaddr *sa)
+{
+	return c->env->hosts != NULL && c->env->conf->catchall_host_domains > 0 &&
+	       mxrules_match(c->env->mx_rules, host, sa, NULL, 0) != MXRULE_VERIFY;
+}
+
+/* catchall_learn - the verdict's catch-all answer is known (o: the verdict
+ * itself, or the late fact). A 5xx to the random address proves the host
+ * not uniformly catch-all: its memory ends now (losing a guess is always
+ * safe). An accepted one waits for the session to prove in step
+ * (catchall_settle): a reply out of turn must not teach the host. */
+static void catchall_learn(struct callout *c, const struct outcome *o, const char *host)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&c->verdict_addr;
+	struct host_catchall was;
+	if (!catchall_memory_on(c, host, sa))
+		return;
+	if (o->kind == OUTCOME_CATCH_ALL) {
+		c->catchall_seen = true;
+		return;
+	}
+	if (o->kind != OUTCOME_VALID || !(o->flags & OUTCOME_F_NOT_CATCHALL))
+		return;
+	if (hosts_note_not_catchall(c->env->hosts, sa, clock_mono_ms(), c->address.domain_ascii,
+	                            c->env->conf->catchall_host_ttl_ms, &was))
+		log_msg(LOG_NOTICE,
+		        "catch-all host: %s (%s) refused a random address of %s: no longer remembered as "
+		        "catch-all (it was for %s)",
+		        host, o->mx_addr[0] ? o->mx_addr : "?", c->address.domain_ascii, was.list);
+}
+
+/* catchall_settle - the verdict's session is over: in step (or without
+ * contrary evidence), an accepted random address counts for its host's
+ * memory; becoming catch-all is logged once */
+static void catchall_settle(struct callout *c, bool in_step)
+{
+	const struct conf *conf = c->env->conf;
+	const struct sockaddr *sa = (const struct sockaddr *)&c->verdict_addr;
+	struct host_catchall became;
+	bool seen = c->catchall_seen;
+	c->catchall_seen = false;
+	if (!seen || !in_step)
+		return;
+	if (!hosts_note_catchall(c->env->hosts, sa, clock_mono_ms(), c->address.domain_ascii,
+	                         (unsigned)conf->catchall_host_domains, conf->catchall_host_ttl_ms, &became))
+		return;
+	trace(c, "* %s [%s] accepted random addresses for %u domains: remembered as catch-all",
+	      c->result.mx_host, c->result.mx_addr, became.domains);
+	log_msg(LOG_NOTICE,
+	        "catch-all host: %s (%s) accepted random addresses for %u domains (%s): remembered as "
+	        "catch-all for %lld s",
+	        c->result.mx_host, c->result.mx_addr, became.domains, became.list,
+	        (long long)(conf->catchall_host_ttl_ms / 1000));
+}
+
 /* on_smtp_late - the random address's answer, after the verdict: a domain
  * fact at most, never a change of the verdict */
 static void on_smtp_late(void *arg, const struct smtp_reply *reply)
@@ -307,6 +373,7 @@ static void on_smtp_late(void *arg, const struct smtp_reply *reply)
 		trace(c, "late: random address got %d: %s (%s)", reply->code,
 		      fact.kind == OUTCOME_CATCH_ALL ? "catch_all" : "not catch-all",
 		      c->address.domain_ascii);
+		catchall_learn(c, &fact, c->result.mx_host);
 		if (c->holding) { /* not before the verdict, and not at all if it is taken back */
 			c->held_fact = fact;
 			c->held_fact_have = true;
@@ -338,6 +405,7 @@ static void on_smtp_sync(void *arg, struct smtp_probe *probe, const struct smtp_
 	if (probe != c->verdict_probe)
 		return; /* an attempt the verdict did not come from */
 	c->verdict_probe = NULL;
+	catchall_settle(c, report->sync != SMTP_SYNC_BROKEN);
 	if (c->holding) {
 		if (report->sync == SMTP_SYNC_BROKEN) {
 			struct outcome held = c->result;
@@ -548,6 +616,31 @@ static bool override_skips(struct callout *c, const struct target *t)
 	return true;
 }
 
+/* catchall_skips - the host table remembers t's address as catch-all for
+ * other domains (catchall_host_domains): the walk ends catch_all without a
+ * session. Our inference, not an answer: flagged OUTCOME_F_LIMITED, so it
+ * is never cached and says nothing about our health; never more than
+ * catch_all. Not for a domain known not to be catch-all (its own evidence
+ * wins: it is probed as usual). */
+static bool catchall_skips(struct callout *c, const struct target *t)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&t->addr;
+	struct host_catchall m;
+	char reason[400]; /* cut to fit by outcome_set */
+	if (c->skip_catchall || !catchall_memory_on(c, t->host, sa) ||
+	    !hosts_catchall(c->env->hosts, sa, clock_mono_ms(), &m))
+		return false;
+	snprintf(reason, sizeof(reason), "remembered: %.100s (%s) accepted random addresses for %u domains",
+	         t->host, t->addr_text, m.domains);
+	trace(c, "* not connecting to %s [%s]: %s (%s; catchall_host_ttl)", t->host, t->addr_text, reason,
+	      m.list);
+	result_set(c, OUTCOME_CATCH_ALL, STAGE_CATCHALL, 0, NULL, NULL, reason);
+	c->result.flags = OUTCOME_F_LIMITED;
+	set_server(&c->result, t);
+	finish(c);
+	return true;
+}
+
 /* rate_skips - host_session_rate sessions to t began this minute already:
  * no connection; t counts as a temporary failure (by rank, like a real
  * one) and the walk goes on. Never more than tempfail. Called when we are
@@ -637,6 +730,12 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 	case ATTEMPT_FINAL:
 		c->awaiting_late = c->probe != NULL;
 		c->verdict_probe = self;
+		c->verdict_addr = t->addr;
+		if (j.outcome.kind == OUTCOME_CATCH_ALL || j.outcome.kind == OUTCOME_VALID) {
+			struct outcome o = j.outcome;
+			set_server(&o, t);
+			catchall_learn(c, &o, t->host);
+		}
 		if (j.outcome.kind == OUTCOME_INVALID && hold_invalid(c, t, &j.outcome))
 			return;
 		conclude(c, t, &j.outcome);
@@ -703,6 +802,8 @@ static void probe_next(struct callout *c)
 			return;
 		}
 		if (!retry && override_skips(c, t))
+			return;
+		if (!retry && catchall_skips(c, t))
 			return;
 		if (breaker_skips(c, t)) {
 			c->waiting = false;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "netguard.h"
 #include "policy.h"
 
 /* code_class - 2, 4, 5 (or 0 for no reply) */
@@ -117,36 +118,11 @@ bool classify_catchall_fact(const struct smtp_reply *reply, struct outcome *fact
 	return false;
 }
 
-/* classify_address_bogus - see classify.h */
+/* classify_address_bogus - see classify.h; the guard's tables say which
+ * blocks are bogus, so the two never disagree */
 bool classify_address_bogus(const struct sockaddr *sa)
 {
-	uint32_t v4;
-	if (sa == NULL)
-		return false;
-	if (sa->sa_family == AF_INET6) {
-		const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-		static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
-		static const uint8_t zero[15] = {0};
-		if (memcmp(b, mapped, 12) == 0) {
-			memcpy(&v4, b + 12, 4); /* judged as the IPv4 address it stands for */
-		} else {
-			return (memcmp(b, zero, 15) == 0 && b[15] <= 1) || /* :: and ::1 */
-			       b[0] == 0xff ||                             /* multicast */
-			       (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d &&
-			        b[3] == 0xb8); /* documentation */
-		}
-	} else if (sa->sa_family == AF_INET) {
-		v4 = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
-	} else {
-		return false;
-	}
-	uint32_t a = ntohl(v4);
-	return (a >> 24) == 0 ||       /* this network, 0.0.0.0 */
-	       (a >> 24) == 127 ||     /* loopback */
-	       (a >> 28) >= 0xe ||     /* multicast, reserved, broadcast */
-	       (a >> 8) == 0xc00002 || /* 192.0.2/24 documentation */
-	       (a >> 8) == 0xc63364 || /* 198.51.100/24 */
-	       (a >> 8) == 0xcb0071;   /* 203.0.113/24 */
+	return sa != NULL && netguard_judge(sa, NULL) == NETGUARD_BOGUS;
 }
 
 /* classify_catchall_matters - see classify.h */

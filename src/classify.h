@@ -155,9 +155,11 @@ bool classify_is_greylisting(const struct smtp_reply *reply);
 bool classify_names_host(const struct smtp_reply *reply, const char *host);
 
 /* classify_address_bogus - is sa an address no mail server of a domain
- * can have, whatever network we are on: loopback, unspecified or "this
- * network" (0/8), multicast, reserved/broadcast (240/4), documentation
- * (TEST-NETs, 2001:db8::/32); an IPv4-mapped address as its IPv4 address.
+ * can have, whatever network we are on (netguard.h: NETGUARD_BOGUS):
+ * loopback, unspecified or "this network" (0/8), multicast,
+ * reserved/broadcast (240/4), documentation (TEST-NETs, 2001:db8::/32,
+ * 3fff::/20), discard-only and dummy prefixes; an IPv4-mapped, NAT64 or
+ * 6to4 address as the IPv4 address inside.
  * An MX there is the "MX points at localhost" trick: when every address
  * the guard refuses is bogus, the domain takes no mail (no_domain). Other
  * refused ranges (RFC 1918, CGNAT, ULA, link-local ...) are real on a

@@ -100,9 +100,11 @@ struct conf {
 	int64_t probe_timeout_ms; /* one whole verification, all MX hosts */
 
 	/* circuit breaker (hosts.h): per MX host address */
-	int64_t blocked_ttl_ms;  /* a host that refused us is not asked again for this long; 0: off */
-	int64_t host_backoff_ms; /* a host that did not answer is skipped this long (doubling); 0: off */
-	int host_session_rate;   /* new sessions per minute to one MX host address; 0: no limit */
+	int64_t blocked_ttl_ms;       /* a host that refused us is not asked again for this long; 0: off */
+	int64_t host_backoff_ms;      /* a host that did not answer is skipped this long (doubling); 0: off */
+	int host_session_rate;        /* new sessions per minute to one MX host address; 0: no limit */
+	int catchall_host_domains;    /* distinct catch-all domains that make an address catch-all; 0: off */
+	int64_t catchall_host_ttl_ms; /* ... within this long, and it is remembered this long */
 	struct conf_strings mx_host_overrides; /* "PATTERN skip|verify", normalized (mxrules.h) */
 
 	/* verification in the milter, and the cache */

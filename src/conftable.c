@@ -632,6 +632,15 @@ const struct directive conf_directives[] = {
 	 .offset = F(host_session_rate),
 	 .help = "new sessions per minute to one MX host address; beyond: that address counts as a "
 	         "temporary failure and the next is tried; 0: no limit"},
+	{.name = "catchall_host_domains", .type = T_INT, .def = "3", .min = 0, .max = 10,
+	 .offset = F(catchall_host_domains),
+	 .help = "an MX host address that accepted random addresses for this many distinct domains "
+	         "(within catchall_host_ttl) is remembered as catch-all: other domains behind it get "
+	         "catch_all without a session; 0: off"},
+	{.name = "catchall_host_ttl", .type = T_DURATION, .def = "1d", .min = 1000,
+	 .max = INT64_C(604800000), .offset = F(catchall_host_ttl_ms),
+	 .help = "the window in which catchall_host_domains are counted, and how long an MX host address "
+	         "is then remembered as catch-all"},
 	{.name = "mx_host_overrides", .type = T_LIST, .def = "", .offset = F(mx_host_overrides),
 	 .item = item_mx_host,
 	 .help = "\"PATTERN skip|verify\" entries: MX host names (*.example.net: any subdomain) or networks; "

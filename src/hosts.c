@@ -3,11 +3,12 @@
  *
  * A chained hash on the raw address (family and bytes; an IPv4-mapped IPv6
  * address counts as its IPv4 address) with an intrusive LRU list for
- * eviction. Owns the bucket array, every record, and the strings of a
- * remembered refusal.
+ * eviction. Owns the bucket array, every record, the strings of a
+ * remembered refusal, and a record's catch-all memory (struct catchall).
  */
 #include "hosts.h"
 
+#include <ctype.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,22 @@
 struct host_key {
 	uint8_t family; /* 4 or 6 */
 	uint8_t bytes[16];
+};
+
+/* One domain that answered catch-all at the address. */
+struct seen {
+	uint64_t hash; /* of the whole name, lower case: tells domains apart */
+	int64_t at_ms; /* its latest catch-all answer */
+	char name[HOSTS_CATCHALL_NAME_MAX + 1];
+};
+
+/* An address's catch-all memory: made at its first catch-all answer. */
+struct catchall {
+	int64_t since_ms, until_ms; /* remembered catch-all while now < until_ms */
+	int64_t mixed_until_ms;     /* a not-catch-all answer: no memory forms before this */
+	int64_t keep_until_ms;      /* nothing of it matters after this (forgettable) */
+	unsigned count, room;       /* seen[0..count) in use, oldest first; room allocated */
+	struct seen seen[];
 };
 
 struct host_rec {
@@ -35,8 +52,9 @@ struct host_rec {
 	enum probe_stage stage;
 	int code;
 	char ecode[16];
-	char *text; /* owned; NULL: not blocked */
-	char *host; /* owned; NULL: not blocked */
+	char *text;          /* owned; NULL: not blocked */
+	char *host;          /* owned; NULL: not blocked */
+	struct catchall *ca; /* owned; NULL: no catch-all answer seen (or forgotten) */
 };
 
 struct hosts {
@@ -106,6 +124,7 @@ static void rec_free(struct host_rec *r)
 {
 	free(r->text);
 	free(r->host);
+	free(r->ca);
 	free(r);
 }
 
@@ -218,6 +237,8 @@ static bool forgettable(const struct host_rec *r, int64_t now_ms)
 		return false;
 	if (r->minute_sessions > 0 && now_ms - r->minute_start_ms < HOSTS_RATE_WINDOW_MS)
 		return false; /* its session count for this minute still stands */
+	if (r->ca != NULL && now_ms < r->ca->keep_until_ms)
+		return false; /* catch-all answers still counted, remembered or held off */
 	if (r->failures == 0)
 		return true; /* an expired refusal and no streak: nothing worth keeping */
 	return now_ms - r->touched_ms >= HOSTS_FORGET_MS;
@@ -409,5 +430,146 @@ bool hosts_session_take(struct hosts *h, const struct sockaddr *sa, int64_t now_
 	r->minute_sessions++;
 	if (count != NULL)
 		*count = r->minute_sessions;
+	return true;
+}
+
+/* name_hash - FNV-1a of the name in lower case */
+static uint64_t name_hash(const char *name)
+{
+	uint64_t x = 1469598103934665603ULL;
+	for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++)
+		x = (x ^ (uint64_t)tolower(*p)) * 1099511628211ULL;
+	return x;
+}
+
+/* catchall_prune - forget the domains whose answer is ttl_ms old; and a
+ * memory or hold-off that is over */
+static void catchall_prune(struct catchall *ca, int64_t now_ms, int64_t ttl_ms)
+{
+	unsigned kept = 0;
+	for (unsigned i = 0; i < ca->count; i++)
+		if (now_ms - ca->seen[i].at_ms < ttl_ms)
+			ca->seen[kept++] = ca->seen[i];
+	ca->count = kept;
+	if (ca->until_ms != 0 && now_ms >= ca->until_ms)
+		ca->since_ms = ca->until_ms = 0;
+	if (now_ms >= ca->mixed_until_ms)
+		ca->mixed_until_ms = 0;
+}
+
+/* catchall_memo - what *ca says, for the caller */
+static void catchall_memo(const struct catchall *ca, struct host_catchall *out)
+{
+	size_t used = 0;
+	memset(out, 0, sizeof(*out));
+	out->since_ms = ca->since_ms;
+	out->until_ms = ca->until_ms;
+	out->domains = ca->count;
+	for (unsigned i = 0; i < ca->count && used < sizeof(out->list); i++) {
+		int n = snprintf(out->list + used, sizeof(out->list) - used, "%s%s", i > 0 ? ", " : "",
+		                 ca->seen[i].name);
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+}
+
+/* catchall_room - r's memory with room for need domains; NULL without memory */
+static struct catchall *catchall_room(struct host_rec *r, unsigned need)
+{
+	if (r->ca != NULL && r->ca->room >= need)
+		return r->ca;
+	struct catchall *ca = realloc(r->ca, sizeof(*ca) + need * sizeof(ca->seen[0]));
+	if (ca == NULL)
+		return NULL; /* r->ca as it was */
+	if (r->ca == NULL)
+		memset(ca, 0, sizeof(*ca));
+	ca->room = need;
+	r->ca = ca;
+	return ca;
+}
+
+/* hosts_note_catchall - see hosts.h */
+bool hosts_note_catchall(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, const char *domain,
+                         unsigned need, int64_t ttl_ms, struct host_catchall *became)
+{
+	struct host_key k;
+	if (need > HOSTS_CATCHALL_DOMAINS_MAX)
+		need = HOSTS_CATCHALL_DOMAINS_MAX;
+	if (h == NULL || need == 0 || ttl_ms <= 0 || domain == NULL || domain[0] == '\0' || !key_of(sa, &k))
+		return false;
+	struct host_rec *r = obtain(h, &k, now_ms);
+	struct catchall *ca = r != NULL ? catchall_room(r, need) : NULL;
+	if (ca == NULL)
+		return false;
+	catchall_prune(ca, now_ms, ttl_ms);
+	if (ca->until_ms != 0 || ca->mixed_until_ms != 0)
+		return false; /* remembered already (an older session's answer), or held off */
+	uint64_t hash = name_hash(domain);
+	unsigned i = 0;
+	while (i < ca->count && ca->seen[i].hash != hash)
+		i++;
+	if (i == ca->count && ca->count == ca->room) /* full (need was lowered): the oldest goes */
+		memmove(&ca->seen[0], &ca->seen[1], --ca->count * sizeof(ca->seen[0]));
+	if (i >= ca->count) {
+		i = ca->count++;
+	} else { /* the same domain again: now its latest answer, so the newest */
+		struct seen again = ca->seen[i];
+		memmove(&ca->seen[i], &ca->seen[i + 1], (ca->count - i - 1) * sizeof(ca->seen[0]));
+		ca->seen[i = ca->count - 1] = again;
+	}
+	ca->seen[i].hash = hash;
+	ca->seen[i].at_ms = now_ms;
+	snprintf(ca->seen[i].name, sizeof(ca->seen[i].name), "%s", domain);
+	ca->keep_until_ms = now_ms + ttl_ms;
+	if (ca->count < need)
+		return false;
+	ca->since_ms = now_ms;
+	ca->until_ms = now_ms + ttl_ms;
+	if (became != NULL)
+		catchall_memo(ca, became);
+	return true;
+}
+
+/* hosts_note_not_catchall - see hosts.h */
+bool hosts_note_not_catchall(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, const char *domain,
+                             int64_t ttl_ms, struct host_catchall *ended)
+{
+	struct host_key k;
+	(void)domain; /* which domain does not matter: one is enough to prove the host mixed */
+	if (ended != NULL)
+		memset(ended, 0, sizeof(*ended));
+	if (h == NULL || ttl_ms <= 0 || !key_of(sa, &k))
+		return false;
+	/* Kept even where no catch-all answer came yet: the hold-off must not
+	 * depend on the order in which the answers came. */
+	struct host_rec *r = obtain(h, &k, now_ms);
+	struct catchall *ca = r != NULL ? catchall_room(r, 0) : NULL;
+	if (ca == NULL)
+		return false;
+	catchall_prune(ca, now_ms, ttl_ms);
+	bool was = ca->until_ms != 0;
+	if (was && ended != NULL)
+		catchall_memo(ca, ended);
+	ca->count = 0;
+	ca->since_ms = ca->until_ms = 0;
+	ca->mixed_until_ms = ca->keep_until_ms = now_ms + ttl_ms;
+	return was;
+}
+
+/* hosts_catchall - see hosts.h */
+bool hosts_catchall(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, struct host_catchall *memo)
+{
+	struct host_key k;
+	if (memo != NULL)
+		memset(memo, 0, sizeof(*memo));
+	if (h == NULL || !key_of(sa, &k))
+		return false;
+	struct host_rec *r = find(h, &k);
+	if (r == NULL || r->ca == NULL || r->ca->until_ms == 0 || now_ms >= r->ca->until_ms ||
+	    now_ms < r->ca->since_ms)
+		return false;
+	if (memo != NULL)
+		catchall_memo(r->ca, memo);
 	return true;
 }

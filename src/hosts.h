@@ -27,6 +27,19 @@
  * sessions fall within some 60 s; cheap, 12 bytes a record). Over the rate the callout does not
  * connect there and treats the address like a temporary failure.
  *
+ * Catch-all memory (catchall_host_domains, catchall_host_ttl): the
+ * distinct domains whose random-address RCPT an address accepted are
+ * counted within the ttl; when `need` of them did, the address is
+ * remembered as catch-all for the ttl, and a probe of another domain that
+ * reaches it takes catch_all without a session (hosts_catchall). A domain
+ * whose random RCPT got a 5xx there (hosts_note_not_catchall) proves the
+ * host is not uniformly catch-all: the memory ends at once and does not
+ * form again for the ttl. Domains are told apart by a 64-bit hash of the
+ * name (a collision only counts two as one: slower to remember, never
+ * sooner); the first HOSTS_CATCHALL_NAME_MAX characters of each are kept
+ * for the log line. Only addresses that answered a random RCPT carry this
+ * (one allocation of 40 + need * 88 bytes: 304 at need 3, 920 at most).
+ *
  * Bounded: at most the max given to hosts_new (HOSTS_MAX in the engine)
  * records. When full, the least recently touched record is dropped; a
  * record whose windows (refusal, backoff, answering, claim) are over is
@@ -34,7 +47,8 @@
  * backoff can grow. A record is about 136 bytes, plus the host name and
  * reply text of a remembered refusal (bounded: 255 and OUTCOME_TEXT_MAX):
  * 65536 records take 8 MiB, at worst (every one a refusal with the longest
- * texts) about 45 MiB.
+ * texts) about 45 MiB, plus the catch-all memory: at most 20 MiB at
+ * catchall_host_domains 3, 58 MiB at its maximum of 10.
  *
  * Pure: no clock, no loop, no globals; every time is the caller's
  * monotonic now_ms, so tests move time by hand. Owns its records. Threads:
@@ -55,8 +69,12 @@
 #define HOSTS_ANSWERED_MS                                                                                    \
 	INT64_C(600000) /* an answering host is connected to without a first-contact wait                    \
 	                 */
-#define HOSTS_RATE_WINDOW_MS INT64_C(60000)   /* host_session_rate counts sessions per minute */
-#define HOSTS_FORGET_MS      INT64_C(7200000) /* an idle failure streak is forgotten after 2h */
+#define HOSTS_RATE_WINDOW_MS       INT64_C(60000)   /* host_session_rate counts sessions per minute */
+#define HOSTS_FORGET_MS            INT64_C(7200000) /* an idle failure streak is forgotten after 2h */
+#define HOSTS_CATCHALL_DOMAINS_MAX 10               /* catchall_host_domains at most */
+#define HOSTS_CATCHALL_NAME_MAX    64               /* characters of each domain name kept for the log */
+/* the domains' names, ", " between them, as struct host_catchall gives them */
+#define HOSTS_CATCHALL_LIST_MAX (HOSTS_CATCHALL_DOMAINS_MAX * (HOSTS_CATCHALL_NAME_MAX + 2) + 1)
 
 struct hosts;
 
@@ -131,5 +149,37 @@ void hosts_release(struct hosts *h, const struct sockaddr *sa);
  * gets the sessions counted this minute, this one included. */
 bool hosts_session_take(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, unsigned rate,
                         unsigned *count);
+
+/* What the table says about an address's catch-all memory (a copy). */
+struct host_catchall {
+	int64_t since_ms;                   /* when it became catch-all (0: it is not) */
+	int64_t until_ms;                   /* ... and until when */
+	unsigned domains;                   /* distinct domains that answered catch-all within the ttl */
+	char list[HOSTS_CATCHALL_LIST_MAX]; /* their names, oldest first, ", " between */
+};
+
+/* hosts_note_catchall - sa accepted the random address of domain at
+ * now_ms. Counted with the other distinct domains that did within ttl_ms;
+ * when need of them did, sa is remembered as catch-all until now_ms +
+ * ttl_ms and true is returned (once: *became, may be NULL, gets the
+ * details). False otherwise: not yet enough, already remembered (a session
+ * begun before), held off by a recent not-catch-all answer, need 0 or
+ * ttl_ms <= 0 (off), an unusable address or no memory. need is capped at
+ * HOSTS_CATCHALL_DOMAINS_MAX. */
+bool hosts_note_catchall(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, const char *domain,
+                         unsigned need, int64_t ttl_ms, struct host_catchall *became);
+
+/* hosts_note_not_catchall - the random address of domain got a 5xx about
+ * the address at sa: sa is not uniformly catch-all. Its memory ends and
+ * its count starts again; none forms until now_ms + ttl_ms (whether or not
+ * catch-all answers came before: the order of answers must not matter).
+ * True when a memory in force was ended (*ended, may be NULL, gets what it
+ * was). ttl_ms <= 0: nothing is kept. */
+bool hosts_note_not_catchall(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, const char *domain,
+                             int64_t ttl_ms, struct host_catchall *ended);
+
+/* hosts_catchall - is sa remembered as catch-all at now_ms? memo (may be
+ * NULL) gets the details. */
+bool hosts_catchall(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, struct host_catchall *memo);
 
 #endif

@@ -47,7 +47,8 @@ Behaviours (add(address, behaviour, **options))
                     QUIT -> 221 and close; DATA -> 554 5.5.1 "no DATA allowed
                     in tests"; anything else -> 500. Out of order (MAIL before
                     HELO/EHLO, RCPT before MAIL) -> 503 5.5.1.
-    catchall        like normal, every RCPT -> 250
+    catchall        like normal, every RCPT -> 250 (with catchall_domains=[...]
+                    only at those domains; at others like normal)
     catchall_452    known users 250, any other RCPT -> 452 4.5.3 too many recipients
     greylist        every RCPT -> 450 4.7.1 greylisted, try again later
     banner_421      "421 4.3.2 service not available", then closes
@@ -115,6 +116,8 @@ Options (all behaviours)
     delay=30.0         slow_banner's wait (lagging_reply: 0.15, each reply's)
     refuse_null=False  lagging_reply: refuse MAIL FROM:<> with 553 5.1.8
     when="banner"      early_reply: after which reply ("banner", "ehlo", "mail")
+    catchall_domains=None  catchall: the recipient domains it accepts every
+                       local part at (case-insensitive); None: all
     seconds=60.0       greylist_for: how long a (sender, recipient) pair is
                        greylisted
     replies={VERB: "text"}   replace the reply text the behaviour sends for a
@@ -279,6 +282,14 @@ class _Conn:
         except (ConnectionError, OSError) as e:
             self.closed("client")
             raise _Closed() from e
+
+    def catchall_at(self, rcpt):
+        """catchall: does it accept any local part at rcpt's domain?"""
+        domains = self.opts.get("catchall_domains")
+        if domains is None:
+            return True
+        domain = rcpt.rpartition("@")[2].rstrip(">").lower()
+        return domain in [d.lower() for d in domains]
 
     async def reply(self, code, enh, text, more=()):
         """One reply: code, enhanced code (or None) and text; `more` are extra
@@ -520,7 +531,7 @@ class _Conn:
                     return True
             if b == "greylist":
                 await self.reply(450, "4.7.1", "greylisted, try again later")
-            elif b == "catchall" or known:
+            elif (b == "catchall" and self.catchall_at(addr)) or known:
                 await self.reply(250, "2.1.5", "recipient ok")
             elif b == "catchall_452":
                 await self.reply(452, "4.5.3", "too many recipients")
@@ -612,7 +623,8 @@ class SmtpFarm:
             raise ValueError("SmtpFarm listens on loopback only, not %r" % address)
         if behaviour not in BEHAVIOURS:
             raise ValueError("unknown behaviour %r (known: %s)" % (behaviour, ", ".join(BEHAVIOURS)))
-        known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds", "refuse_null"}
+        known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds", "refuse_null",
+                 "catchall_domains"}
         bad = set(options) - known
         if bad:
             raise ValueError("unknown option(s) %s" % ", ".join(sorted(bad)))

@@ -4,7 +4,10 @@
  * per failure in a row up to the cap, an answer that ends a backoff but not
  * a refusal, first-contact claims (one prober, the others wait; released
  * by any note, lapsing on their own), IPv4-mapped addresses, "off"
- * settings, the bound and LRU eviction, host_session_rate's minute.
+ * settings, the bound and LRU eviction, host_session_rate's minute; the
+ * catch-all memory: need distinct domains within the ttl, remembered for
+ * the ttl, ended and held off by a not-catch-all answer whatever the order,
+ * kept while it matters and freed with its record.
  */
 #include <stdio.h>
 #include <string.h>
@@ -294,6 +297,195 @@ START_TEST(session_rate_with_breaker_notes)
 }
 END_TEST
 
+#define DAY INT64_C(86400000)
+
+/* ca - note a catch-all answer of domain at 192.0.2.20 (need 3, a day) */
+static bool ca(struct hosts *h, const char *domain, int64_t now, struct host_catchall *became)
+{
+	return hosts_note_catchall(h, sa("192.0.2.20"), now, domain, 3, DAY, became);
+}
+
+START_TEST(catchall_after_need_distinct_domains)
+{
+	struct hosts *h = hosts_new(16);
+	struct host_catchall m;
+	ck_assert(!ca(h, "a.example", 1000, &m));
+	ck_assert(!ca(h, "A.Example", 2000, &m)); /* the same domain again, any case: still one */
+	ck_assert(!ca(h, "b.example", 3000, &m));
+	ck_assert(!hosts_catchall(h, sa("192.0.2.20"), 3000, &m)); /* two are not enough */
+	ck_assert_int_eq(m.since_ms, 0);
+	ck_assert(ca(h, "c.example", 4000, &m)); /* the third: remembered, once */
+	ck_assert_uint_eq(m.domains, 3);
+	ck_assert_str_eq(m.list, "A.Example, b.example, c.example");
+	ck_assert_int_eq(m.since_ms, 4000);
+	ck_assert_int_eq(m.until_ms, 4000 + DAY);
+	ck_assert(!ca(h, "d.example", 5000, NULL)); /* already remembered: not again */
+	ck_assert(hosts_catchall(h, sa("192.0.2.20"), 5000, &m));
+	ck_assert_uint_eq(m.domains, 3);
+	ck_assert_str_eq(m.list, "A.Example, b.example, c.example");
+	ck_assert(hosts_catchall(h, sa("::ffff:192.0.2.20"), 5000, NULL)); /* mapped: the same host */
+	ck_assert(!hosts_catchall(h, sa("192.0.2.21"), 5000, NULL));       /* another address */
+	ck_assert(!hosts_catchall(h, sa("2001:db8::20"), 5000, NULL));
+	/* the breaker's view of the address is untouched, and lookups keep the record */
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.20"), 4000 + DAY - 1, NULL), HOST_OK);
+	ck_assert(hosts_catchall(h, sa("192.0.2.20"), 4000 + DAY - 1, NULL));
+	ck_assert(!hosts_catchall(h, sa("192.0.2.20"), 4000 + DAY, NULL)); /* its lifetime is over */
+	/* over: it must be learned afresh from need new answers */
+	ck_assert(!ca(h, "e.example", 4000 + DAY, NULL));
+	ck_assert(!ca(h, "f.example", 4000 + DAY, NULL));
+	ck_assert(ca(h, "g.example", 4000 + DAY, &m));
+	ck_assert_str_eq(m.list, "e.example, f.example, g.example");
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(catchall_counts_within_the_ttl)
+{
+	struct hosts *h = hosts_new(16);
+	struct host_catchall m;
+	ck_assert(!ca(h, "a.example", 1000, NULL));
+	ck_assert(!ca(h, "b.example", 1000 + DAY / 2, NULL));
+	ck_assert(!ca(h, "c.example", 1000 + DAY, NULL)); /* a.example's answer is a day old: gone */
+	ck_assert(!hosts_catchall(h, sa("192.0.2.20"), 1000 + DAY, NULL));
+	ck_assert(ca(h, "d.example", 1000 + DAY, &m));
+	ck_assert_str_eq(m.list, "b.example, c.example, d.example");
+	/* a domain seen again counts from its latest answer */
+	ck_assert(!hosts_note_catchall(h, sa("192.0.2.30"), 0, "a.example", 3, DAY, NULL));
+	ck_assert(!hosts_note_catchall(h, sa("192.0.2.30"), DAY - 10, "b.example", 3, DAY, NULL));
+	ck_assert(!hosts_note_catchall(h, sa("192.0.2.30"), DAY - 5, "a.example", 3, DAY, NULL));
+	ck_assert(hosts_note_catchall(h, sa("192.0.2.30"), DAY + 1, "c.example", 3, DAY, &m));
+	ck_assert_str_eq(m.list, "b.example, a.example, c.example");
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(catchall_ended_by_not_catchall)
+{
+	struct hosts *h = hosts_new(16);
+	struct host_catchall m;
+	ca(h, "a.example", 1000, NULL);
+	ca(h, "b.example", 1000, NULL);
+	ck_assert(ca(h, "c.example", 1000, NULL));
+	/* a 5xx to the random address of any domain there (a session begun before) */
+	ck_assert(hosts_note_not_catchall(h, sa("192.0.2.20"), 2000, "x.example", DAY, &m));
+	ck_assert_str_eq(m.list, "a.example, b.example, c.example");
+	ck_assert_uint_eq(m.domains, 3);
+	ck_assert(!hosts_catchall(h, sa("192.0.2.20"), 2000, NULL));
+	/* not uniformly catch-all: nothing forms again for the ttl */
+	ck_assert(!ca(h, "d.example", 3000, NULL));
+	ck_assert(!ca(h, "e.example", 3000, NULL));
+	ck_assert(!ca(h, "f.example", 3000, NULL));
+	ck_assert(!hosts_catchall(h, sa("192.0.2.20"), 3000, NULL));
+	ck_assert(!hosts_note_not_catchall(h, sa("192.0.2.20"), 4000, "x.example", DAY, &m)); /* none ended */
+	ck_assert_str_eq(m.list, "");
+	/* the hold-off runs from the latest not-catch-all answer; after it, need fresh answers */
+	ck_assert(!ca(h, "d.example", 4000 + DAY, NULL));
+	ck_assert(!ca(h, "e.example", 4000 + DAY, NULL));
+	ck_assert(ca(h, "f.example", 4000 + DAY, NULL));
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(catchall_held_off_whatever_the_order)
+{
+	/* a not-catch-all answer before any catch-all one holds off all the same */
+	struct hosts *h = hosts_new(16);
+	ck_assert(!hosts_note_not_catchall(h, sa("192.0.2.20"), 1000, "x.example", DAY, NULL));
+	ck_assert_uint_eq(hosts_count(h), 1); /* kept, although nothing else is known */
+	ck_assert(!ca(h, "a.example", 2000, NULL));
+	ck_assert(!ca(h, "b.example", 2000, NULL));
+	ck_assert(!ca(h, "c.example", 2000, NULL));
+	ck_assert(!hosts_catchall(h, sa("192.0.2.20"), 2000, NULL));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.20"), 1000 + DAY - 1, NULL), HOST_OK);
+	ck_assert_uint_eq(hosts_count(h), 1);
+	/* once the hold-off is over the idle record is forgotten when met */
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.20"), 1000 + DAY, NULL), HOST_OK);
+	ck_assert_uint_eq(hosts_count(h), 0);
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(catchall_off_and_bounds)
+{
+	struct hosts *h = hosts_new(16);
+	struct host_catchall m;
+	/* need 0 or ttl 0: off, nothing kept */
+	for (int i = 0; i < 5; i++) {
+		char d[32];
+		snprintf(d, sizeof(d), "d%d.example", i);
+		ck_assert(!hosts_note_catchall(h, sa("192.0.2.40"), 1000, d, 0, DAY, NULL));
+		ck_assert(!hosts_note_catchall(h, sa("192.0.2.40"), 1000, d, 1, 0, NULL));
+	}
+	ck_assert(!hosts_note_not_catchall(h, sa("192.0.2.40"), 1000, "x.example", 0, NULL));
+	ck_assert_uint_eq(hosts_count(h), 0);
+	ck_assert(!hosts_catchall(h, sa("192.0.2.40"), 1000, NULL));
+	/* no table, no domain: nothing, no crash */
+	ck_assert(!hosts_note_catchall(NULL, sa("192.0.2.40"), 1, "a.example", 1, DAY, NULL));
+	ck_assert(!hosts_note_catchall(h, sa("192.0.2.40"), 1, "", 1, DAY, NULL));
+	ck_assert(!hosts_note_catchall(h, sa("192.0.2.40"), 1, NULL, 1, DAY, NULL));
+	ck_assert(!hosts_note_not_catchall(NULL, sa("192.0.2.40"), 1, "a.example", DAY, NULL));
+	ck_assert(!hosts_catchall(NULL, sa("192.0.2.40"), 1, &m));
+	/* need 1: the first answer makes it */
+	ck_assert(hosts_note_catchall(h, sa("192.0.2.41"), 1, "a.example", 1, DAY, &m));
+	ck_assert_uint_eq(m.domains, 1);
+	/* need above the maximum is the maximum */
+	for (int i = 0; i < HOSTS_CATCHALL_DOMAINS_MAX - 1; i++) {
+		char d[32];
+		snprintf(d, sizeof(d), "d%d.example", i);
+		ck_assert(!hosts_note_catchall(h, sa("192.0.2.42"), 1, d, 1000, DAY, NULL));
+	}
+	ck_assert(hosts_note_catchall(h, sa("192.0.2.42"), 1, "last.example", 1000, DAY, &m));
+	ck_assert_uint_eq(m.domains, HOSTS_CATCHALL_DOMAINS_MAX);
+	/* need lowered (a reload) with more seen than the new need: the next answer makes it */
+	for (int i = 0; i < 4; i++) {
+		char d[32];
+		snprintf(d, sizeof(d), "d%d.example", i);
+		ck_assert(!hosts_note_catchall(h, sa("192.0.2.43"), 1, d, 5, DAY, NULL));
+	}
+	ck_assert(hosts_note_catchall(h, sa("192.0.2.43"), 2, "e.example", 2, DAY, &m));
+	ck_assert_uint_eq(m.domains, 5);
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(catchall_long_names)
+{
+	/* names alike in their first 64 characters are still two domains;
+	 * the list keeps those 64 */
+	struct hosts *h = hosts_new(16);
+	struct host_catchall m;
+	char a[200], b[200];
+	memset(a, 'a', 150);
+	a[150] = '\0';
+	strcpy(b, a);
+	strcat(a, ".one.example");
+	strcat(b, ".two.example");
+	ck_assert(!hosts_note_catchall(h, sa("192.0.2.50"), 1, a, 2, DAY, NULL));
+	ck_assert(hosts_note_catchall(h, sa("192.0.2.50"), 1, b, 2, DAY, &m));
+	ck_assert_uint_eq(m.domains, 2);
+	ck_assert_uint_eq(strlen(m.list), 2 * HOSTS_CATCHALL_NAME_MAX + 2);
+	hosts_free(h);
+}
+END_TEST
+
+START_TEST(catchall_evicted_with_its_record)
+{
+	/* a full table of catch-all memories: bounded, the oldest go (valgrind: no leak) */
+	struct hosts *h = hosts_new(8);
+	struct sockaddr_in s4 = {.sin_family = AF_INET};
+	for (uint32_t i = 0; i < 100; i++) {
+		s4.sin_addr.s_addr = htonl(0xc6336400u + i); /* 198.51.100.i */
+		hosts_note_catchall(h, (struct sockaddr *)&s4, i, "a.example", 2, DAY, NULL);
+		ck_assert(hosts_note_catchall(h, (struct sockaddr *)&s4, i, "b.example", 2, DAY, NULL));
+	}
+	ck_assert_uint_eq(hosts_count(h), 8);
+	ck_assert(hosts_catchall(h, (struct sockaddr *)&s4, 100, NULL)); /* the newest stays */
+	s4.sin_addr.s_addr = htonl(0xc6336400u);
+	ck_assert(!hosts_catchall(h, (struct sockaddr *)&s4, 100, NULL)); /* the oldest went */
+	hosts_free(h);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("hosts");
@@ -308,6 +500,13 @@ int main(void)
 	tcase_add_test(tc, full_table_of_default_size);
 	tcase_add_test(tc, session_rate_per_minute);
 	tcase_add_test(tc, session_rate_with_breaker_notes);
+	tcase_add_test(tc, catchall_after_need_distinct_domains);
+	tcase_add_test(tc, catchall_counts_within_the_ttl);
+	tcase_add_test(tc, catchall_ended_by_not_catchall);
+	tcase_add_test(tc, catchall_held_off_whatever_the_order);
+	tcase_add_test(tc, catchall_off_and_bounds);
+	tcase_add_test(tc, catchall_long_names);
+	tcase_add_test(tc, catchall_evicted_with_its_record);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }
