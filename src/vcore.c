@@ -30,6 +30,9 @@
  * requester's verify_budget has passed or would pass before the rate
  * turns, the domain is paused by domain_invalid_limit), or wait with a
  * timer; answering one hands the turn to the next, so every line drains.
+ * A line whose head waits only for max_probes_in_flight is also listed
+ * on the core (oldest first): a probe that ends gives its place to the
+ * first listed line before its own.
  * client_probe_rate is judged at submit. A started probe gets the
  * domain's hints. When it ends, vstore
  * keeps the outcome (a greylisted one asks for one re-probe after
@@ -107,9 +110,12 @@ struct domain_slot {
 	int started_in_window;
 	int64_t window_start_ms;
 	struct probe *waiting_head, *waiting_tail;
-	void *timer;           /* the engine's timer to look at the line again; NULL: none */
-	int64_t timer_due;     /* when it fires (mono) */
-	bool draining;         /* drain() runs: a release inside it needs no second drain */
+	void *timer;       /* the engine's timer to look at the line again; NULL: none */
+	int64_t timer_due; /* when it fires (mono) */
+	bool draining;     /* drain() runs: a release inside it needs no second drain */
+	bool at_cap;       /* its head waits for a place under max_probes_in_flight: listed in
+	                    * core->cap_head..cap_tail (next_at_cap), oldest first */
+	struct domain_slot *next_at_cap;
 	int invalid_in_window; /* invalid addresses since invalid_window_start_ms */
 	int64_t invalid_window_start_ms;
 	int64_t paused_until_ms;         /* domain_invalid_limit reached: no probes until then */
@@ -171,6 +177,10 @@ struct vcore {
 	int running_total; /* probes the engine runs, all domains (max_probes_in_flight) */
 	int max_in_flight; /* max_probes_in_flight, lowered by the fd limit (verify.c) */
 	int64_t in_flight_logged_ms;
+	/* The domains whose line waits for max_probes_in_flight, in the order
+	 * they met the cap: a place that frees goes to the first of them. */
+	struct domain_slot *cap_head, *cap_tail;
+	bool cap_draining; /* cap_release() runs: a place freed inside it is seen by its loop */
 
 	pthread_mutex_t lock;
 	pthread_cond_t settled;
@@ -549,6 +559,7 @@ static void drop_greylist(struct vcore *c, const struct addr *a)
 
 static void slot_release(struct vcore *c, struct domain_slot *d);
 static void count_invalid(struct vcore *c, const char *domain);
+static void cap_release(struct vcore *c);
 
 /* flag_names - the outcome's flags for the log, e.g. " flags=greylist" */
 static void flag_names(unsigned flags, char *buf, size_t size)
@@ -580,12 +591,17 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	if (c->eng.probe_result != NULL && p->engine_started)
 		c->eng.probe_result(c->eng.ctx, o);
 	p->handle = NULL;
+	bool freed_place = p->counted;
 	if (p->counted) {
 		c->running_total--;
 		p->counted = false;
 	}
 	if (o->kind == OUTCOME_INVALID && !p->no_store)
 		count_invalid(c, p->address.domain_ascii);
+	/* The place under max_probes_in_flight goes first to the lines that
+	 * waited for one, oldest first, then to this probe's own line. */
+	if (freed_place)
+		cap_release(c);
 	if (p->slot != NULL) {
 		/* Its connections may still say QUIT: the domain's place is given
 		 * back when the engine says they are gone (vcore_on_finished). */
@@ -809,18 +825,72 @@ static struct probe *pop_head(struct domain_slot *d)
 	return p;
 }
 
+/* cap_list - list d among the lines waiting for max_probes_in_flight
+ * (at the end), or take it off that list */
+static void cap_list(struct vcore *c, struct domain_slot *d, bool waits)
+{
+	if (waits == d->at_cap)
+		return;
+	d->at_cap = waits;
+	if (waits) {
+		d->next_at_cap = NULL;
+		if (c->cap_tail != NULL)
+			c->cap_tail->next_at_cap = d;
+		else
+			c->cap_head = d;
+		c->cap_tail = d;
+		return;
+	}
+	struct domain_slot **link = &c->cap_head, *prev = NULL;
+	while (*link != NULL && *link != d) {
+		prev = *link;
+		link = &(*link)->next_at_cap;
+	}
+	if (*link == d)
+		*link = d->next_at_cap;
+	if (c->cap_tail == d)
+		c->cap_tail = prev;
+	d->next_at_cap = NULL;
+}
+
+static void drain(struct vcore *c, struct domain_slot *d);
+
+/* cap_release - places under max_probes_in_flight are free: the lines
+ * that waited for one drain in turn, oldest first, while places last. A
+ * line still blocked goes back to the end of the list (drain). */
+static void cap_release(struct vcore *c)
+{
+	if (c->cap_draining)
+		return; /* the loop below sees the place */
+	c->cap_draining = true;
+	/* Each line is looked at once per call: one that re-lists itself
+	 * (still blocked) does not spin the loop. */
+	struct domain_slot *last = c->cap_tail;
+	while (c->cap_head != NULL && c->running_total < c->max_in_flight) {
+		struct domain_slot *d = c->cap_head;
+		cap_list(c, d, false);
+		drain(c, d);
+		if (d == last)
+			break;
+	}
+	c->cap_draining = false;
+}
+
 /* drain - decide for the probes at the head of d's line until one must
- * wait: each one starts (a place is free, the rate allows), or is answered
- * tempfail (not cached) when it may not start (the domain's pause, the
- * global cap) or can no longer start within its requester's verify_budget
- * (the deadline passed, or the rate is used up until after it). Answering
- * one goes straight on to the next, so no line is ever stranded. Whatever
- * still waits has a timer: its deadline, or the rate window's turn. */
+ * wait: each one starts (a place is free, the rate allows, and a place
+ * under max_probes_in_flight), or is answered tempfail (not cached) when
+ * it may not start (the domain's pause) or can no longer start within its
+ * requester's verify_budget (the deadline passed, or the rate is used up
+ * until after it). Answering one goes straight on to the next, so no line
+ * is ever stranded. Whatever still waits has a timer: its deadline, or the
+ * rate window's turn; a line waiting for the global cap is listed too, so
+ * the next probe of any domain to end hands it the place. */
 static void drain(struct vcore *c, struct domain_slot *d)
 {
 	if (d->draining)
 		return; /* a release inside: the loop below sees the free place */
 	d->draining = true;
+	bool blocked_by_cap = false;
 	while (d->waiting_head != NULL) {
 		struct probe *p = d->waiting_head;
 		int64_t now = mono_now(c);
@@ -828,6 +898,12 @@ static void drain(struct vcore *c, struct domain_slot *d)
 		if (d->paused_until_ms > now) {
 			over_budget(c, pop_head(d), BUDGET_DOMAIN_INVALID,
 			            &d->logged_ms[BUDGET_DOMAIN_INVALID], "domain", d->domain);
+		} else if (now >= p->deadline_ms && c->running_total >= c->max_in_flight &&
+		           d->running < c->conf->domain_probe_limit && rate_ok) {
+			/* Its budget ran out waiting for a place under the global cap
+			 * alone: that cap is what its requester is told about. */
+			over_budget(c, pop_head(d), BUDGET_IN_FLIGHT, &c->in_flight_logged_ms, "all",
+			            "domains");
 		} else if (now >= p->deadline_ms || (!rate_ok && rate_turn(d) > p->deadline_ms)) {
 			/* It cannot start in time: its requester gets tempfail now
 			 * rather than a probe it will never see. */
@@ -836,8 +912,11 @@ static void drain(struct vcore *c, struct domain_slot *d)
 		} else if (d->running >= c->conf->domain_probe_limit || !rate_ok) {
 			break; /* it waits: for a place, or the window's turn */
 		} else if (c->running_total >= c->max_in_flight) {
-			over_budget(c, pop_head(d), BUDGET_IN_FLIGHT, &c->in_flight_logged_ms, "all",
-			            "domains");
+			/* It waits for a place under the global cap, within its
+			 * budget (its deadline's timer below): the first probe of
+			 * any domain to end hands it one (cap_release). */
+			blocked_by_cap = true;
+			break;
 		} else {
 			pop_head(d);
 			d->running++;
@@ -847,6 +926,7 @@ static void drain(struct vcore *c, struct domain_slot *d)
 		}
 	}
 	d->draining = false;
+	cap_list(c, d, blocked_by_cap && d->waiting_head != NULL);
 	if (d->waiting_head != NULL) {
 		int64_t due = d->waiting_head->deadline_ms;
 		if (!rate_left(c, d, mono_now(c)) && rate_turn(d) < due)
