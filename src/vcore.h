@@ -47,7 +47,9 @@ struct vcore_engine {
 	void *ctx;
 	/* Start a probe of address; done(arg, outcome) runs exactly once, later,
 	 * on the engine thread (never inside probe_start), unless cancelled.
-	 * NULL: could not start. */
+	 * hints->mx: the domain's mail hosts, lent for the call (the probe
+	 * copies them), or NULL: the probe resolves them itself. NULL: could
+	 * not start. */
 	void *(*probe_start)(void *ctx, const struct addr *address, const struct callout_hints *hints,
 	                     callout_done_fn done, void *arg);
 	/* Stop a probe that has not reported; done will not run. */
