@@ -88,6 +88,8 @@ struct callout {
 	void *done_arg;
 
 	struct dns_lookup *lookup;
+	struct dns_answer given; /* hints->mx, copied: answered from the loop (on_later) */
+	bool have_given;
 	struct smtp_probe *probe;
 	struct event *deadline;
 	struct event *later; /* runs the literal's first probe from the loop */
@@ -195,6 +197,7 @@ static void release(struct callout *c)
 	if (c->probe != NULL && !c->awaiting_late)
 		breaker_release(c);
 	drop_search(c);
+	free(c->given.hosts);
 	c->probe = NULL; /* on c->probes like the others */
 	linger_close_all(&c->probes);
 	free(c);
@@ -993,10 +996,17 @@ static bool literal_target(struct callout *c, struct sockaddr_storage *ss)
 	       inet_pton(AF_INET6, text + 5, &((struct sockaddr_in6 *)ss)->sin6_addr) == 1;
 }
 
-/* on_later - first step of an address literal, run from the loop */
+/* on_later - first step of an address literal, or of a domain whose
+ * answer was given (callout_hints.mx), run from the loop */
 static void on_later(evutil_socket_t fd, short what, void *arg)
 {
 	struct callout *c = arg;
+	if (c->have_given) {
+		trace(c, "dns: MX %s? -> (resolved already) %s", c->address.domain_ascii, c->given.detail);
+		c->have_given = false;
+		on_dns(c, &c->given);
+		return;
+	}
 	struct sockaddr_storage ss;
 	if (!literal_target(c, &ss)) {
 		settle(c, OUTCOME_NO_DOMAIN, STAGE_DNS, "address literal is not a usable address");
@@ -1029,6 +1039,20 @@ static void random_local_part(char *out, size_t size)
 	for (; n < sizeof(noise) && n + 1 < size; n++)
 		out[n] = alphabet[noise[n] % (sizeof(alphabet) - 1)];
 	out[n] = '\0';
+}
+
+/* copy_answer - a copy of a given answer, its hosts our own */
+static bool copy_answer(struct dns_answer *to, const struct dns_answer *from)
+{
+	*to = *from;
+	to->hosts = NULL;
+	if (from->host_count == 0)
+		return true;
+	to->hosts = calloc(from->host_count, sizeof(*to->hosts));
+	if (to->hosts == NULL)
+		return false;
+	memcpy(to->hosts, from->hosts, from->host_count * sizeof(*to->hosts));
+	return true;
 }
 
 /* callout_start - see callout.h */
@@ -1065,7 +1089,12 @@ struct callout *callout_start(const struct probe_env *env, const struct addr *ad
 	                     .tv_usec = (env->conf->probe_timeout_ms % 1000) * 1000};
 	if (c->deadline == NULL || evtimer_add(c->deadline, &tv) != 0)
 		goto fail;
-	if (address->domain_kind != ADDR_DOMAIN_NAME) {
+	if (address->domain_kind == ADDR_DOMAIN_NAME && hints != NULL && hints->mx != NULL) {
+		if (!copy_answer(&c->given, hints->mx))
+			goto fail;
+		c->have_given = true;
+	}
+	if (address->domain_kind != ADDR_DOMAIN_NAME || c->have_given) {
 		c->later = evtimer_new(env->base, on_later, c);
 		if (c->later == NULL)
 			goto fail;

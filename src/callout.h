@@ -1,12 +1,11 @@
 /*
  * callout.h - verify one address: DNS, network guard, SMTP, outcome.
  *
- * callout_start() resolves the address's domain (or takes an address
- * literal as is), drops addresses the network guard forbids, and walks the
- * MX hosts and their addresses within probe_timeout: a connection failure,
- * 4xx, protocol error, TLS failure or timeout moves on to the next address;
- * a definite answer stops, and so does an address of this host (a mail
- * loop: tempfail "mx is this host", never a probe through ourselves; this
+ * callout_start() resolves the address's domain (or takes the answer its
+ * caller resolved already, callout_hints.mx, or an address literal as is), drops addresses the network guard
+ * forbids, and walks the MX hosts and their addresses within probe_timeout: a connection failure, 4xx,
+ * protocol error, TLS failure or timeout moves on to the next address; a definite answer stops, and so does
+ * an address of this host (a mail loop: tempfail "mx is this host", never a probe through ourselves; this
  * host is recognised before the guard, so a split-horizon MX on our own
  * RFC 1918 address is a loop too). When the guard refuses every address:
  * no_domain only if all are bogus (loopback, 0.0.0.0, multicast,
@@ -119,10 +118,17 @@ struct probe_env {
 	const struct mxrule_set *mx_rules; /* mx_host_overrides, parsed once; NULL: none */
 };
 
+struct dns_answer;
+
 /* What the cache already knows about the domain, to spare the server. */
 struct callout_hints {
 	bool skip_catchall;       /* the domain is known not to be catch-all: no random RCPT */
 	bool use_fallback_sender; /* the domain refuses probe_sender: start with probe_sender_fallback */
+	/* The domain's mail hosts, resolved already (the verifier shares one
+	 * resolution among the probes of a domain and keeps it for its TTL):
+	 * copied by callout_start and used as if its own lookup had answered
+	 * (ttl_ms: what is left of the TTL). NULL: the callout resolves. */
+	const struct dns_answer *mx;
 };
 
 /* One line of the dialogue: DNS answers, connections, commands, replies. */

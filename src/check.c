@@ -2,8 +2,11 @@
  * check.c - vemilter-check: verify addresses from the command line with the
  * daemon's own engine and configuration, and show why.
  *
- * Addresses are probed concurrently on one event loop (-j bounds how many). One result line per
- * address, in the order given; -v also prints the whole dialogue (DNS
+ * Addresses are probed concurrently on one event loop (-j bounds how many). Each resolves
+ * its domain itself (callout_start without hints.mx): no lookups are shared or kept, so
+ * every address's -v transcript shows its own DNS queries (a diagnostic must show what
+ * DNS says now), and repeats cost the local resolver's cache, not the domain's servers.
+ * One result line per address, in the order given; -v also prints the whole dialogue (DNS
  * answers, connections, every command and reply, when each verdict came)
  * as it happens. The result lines come once every verdict is in and what
  * goes on after the verdicts (QUIT, late catch-all answers, which are shown

@@ -5,47 +5,37 @@
  * socket (ARES_OPT_SOCK_STATE_CB), the timer that feeds c-ares its
  * timeouts, the resolver's PRNG (equal-preference shuffle), its flights
  * (their queries, and the building of their result), every lookup (and
- * assembling its answer), and the public API of dns.h. The flight table,
- * the flights' member lists and the answer cache are dnsshare.c's.
+ * assembling its answer), and the public API of dns.h.
  *
- * Three kinds of object:
+ * Two kinds of object:
  *
  *   lookup  - one caller's dns_lookup_mx: its callbacks, its "kick" event
  *             (everything a lookup does starts from the loop through it)
  *             and the answer handed to its done.
- *   flight  - one resolution of a key (the domain, compared ignoring case,
- *             and the limits): MX query; NODATA -> the domain is its own
- *             (implicit) MX; then A and AAAA of every kept host at once.
- *             It owns the queries in flight; the lookups waiting for it
- *             are its members (listed by dnsshare.c).
- *   cached  - the result of a finished flight, kept for a while
- *             (dnsshare.c).
+ *   flight  - the resolution a lookup started: MX query; NODATA -> the
+ *             domain is its own (implicit) MX; then A and AAAA of every
+ *             kept host at once. It owns the queries in flight.
  *
- * Sharing. A lookup starts from its kick: if a fresh cached result has its
- * key, that is its answer ("(cached)" trace line); else if a flight with
- * its key is listed it joins it ("joined" trace line); else it starts a
- * flight and leads it: the flight's trace lines go to the leader's trace
- * (to none once the leader is cancelled). When the flight's last query is
- * back (inside a c-ares callback), the result is packed (struct result),
- * every member gets its own answer built from it (assemble: its own
- * shuffle of equal preferences, its own max_addresses cut) and its kick
- * is made active, so done runs from the loop, never nested in c-ares or
- * inside dns_lookup_mx: done may free the resolver. Then the result goes
- * to the cache unless it is TEMPFAIL, and the flight is freed.
+ * Stateless: every lookup resolves anew. Sharing one resolution among the
+ * probes of a domain and keeping its answer for its TTL is the verifier's
+ * job (vcore.c keeps one record per domain, with a compact copy of the
+ * answer made by dnskept.c).
  *
- * Cancelling. A cancelled lookup is simply freed: lookups own no queries.
- * A flight that loses its last member goes on while caching is on (its
- * answer is cached for the lookups that follow, and new lookups may still
- * join it); with caching off it is abandoned: unlisted, its answers
- * ignored, freed when its last query comes back (c-ares 1.18 cannot cancel
- * one query). dns_resolver_free cancels every lookup, abandons every
- * flight and destroys the channel, which brings every query back with
+ * A lookup starts from its kick: it starts its flight, whose trace lines
+ * go to the lookup's trace. When the flight's last query is back (inside
+ * a c-ares callback), the result is packed (struct result), the lookup's
+ * answer built from it (assemble: the shuffle of equal preferences, the
+ * max_addresses cut) and its kick made active, so done runs from the loop,
+ * never nested in c-ares or inside dns_lookup_mx: done may free the
+ * resolver. Then the flight is freed.
+ *
+ * Cancelling. A cancelled lookup is freed at once; its flight is
+ * abandoned: its answers ignored, freed when its last query comes back
+ * (c-ares 1.18 cannot cancel one query). dns_resolver_free cancels every
+ * lookup and destroys the channel, which brings every query back with
  * ARES_EDESTRUCTION.
- *
- * Cache: see dnsshare.c.
  */
 #include "dns.h"
-#include "dnsshare.h"
 #include "dnsttl.h"
 
 #include <ares.h>
@@ -87,7 +77,28 @@ struct dns_resolver {
 	struct dns_sock *socks;
 	struct lookup_list lookups; /* every lookup not yet in done */
 	uint64_t prng;
-	struct dns_share *share; /* its flight table and answer cache */
+};
+
+/* one mail host of a finished resolution, with at least one address */
+struct mail_host {
+	const char *name;
+	unsigned preference;
+	size_t n4, n6;
+	const struct in_addr *v4;
+	const struct in6_addr *v6;
+};
+
+#define RESULT_TTL_UNKNOWN (-1)
+
+/* what a finished resolution found */
+struct result {
+	enum dns_status status;
+	bool implicit_mx;
+	int64_t ttl_ms;          /* how long DNS says it holds, from when it was made
+	                          * (0: not at all); RESULT_TTL_UNKNOWN: unknown */
+	char detail[256];        /* unless OK: an OK detail depends on the lookup */
+	size_t host_count;       /* OK: hosts[] sorted by preference */
+	struct mail_host *hosts; /* one block: hosts, then addresses and names */
 };
 
 enum qkind { Q_MX, Q_A, Q_AAAA };
@@ -111,8 +122,10 @@ struct host_work {
 
 struct flight {
 	struct dns_resolver *resolver;
-	struct share_flight share; /* its key, its leader and members, joinable or not */
-	bool abandoned;            /* nobody waits, nothing will be kept: drain the queries */
+	char *domain; /* as the lookup spelt it */
+	struct dns_limits limits;
+	struct dns_lookup *leader; /* the lookup it answers (and traces to); NULL once cancelled */
+	bool abandoned;            /* nobody waits: drain the queries */
 	unsigned pending;          /* queries in flight, plus guards */
 	bool answered;             /* res.status is final before host lookups */
 	struct host_work *work;
@@ -137,7 +150,7 @@ struct dns_lookup {
 	struct event *kick; /* deferred start, then deferred done */
 	enum lstate state;
 	bool cancelled;
-	struct share_member member; /* among its flight's members while L_WAITING */
+	struct flight *flight; /* the resolution it waits for, while L_WAITING */
 	struct dns_answer answer;
 	LIST_ENTRY(dns_lookup) link; /* resolver->lookups */
 };
@@ -165,10 +178,10 @@ __attribute__((format(printf, 2, 3))) static void lookup_trace(struct dns_lookup
 	va_end(ap);
 }
 
-/* flight_trace - a line of a shared resolution: to its leader's trace */
+/* flight_trace - a line of a resolution: to its lookup's trace */
 __attribute__((format(printf, 2, 3))) static void flight_trace(struct flight *fl, const char *fmt, ...)
 {
-	struct dns_lookup *leader = fl->share.leader;
+	struct dns_lookup *leader = fl->leader;
 	if (leader == NULL)
 		return;
 	va_list ap;
@@ -415,8 +428,7 @@ struct dns_resolver *dns_resolver_new(struct event_base *base, const struct conf
 		return NULL;
 	}
 	struct dns_resolver *r = calloc(1, sizeof(*r));
-	if (r == NULL || (r->timer = evtimer_new(base, on_timer, r)) == NULL ||
-	    (r->share = share_new(base)) == NULL) {
+	if (r == NULL || (r->timer = evtimer_new(base, on_timer, r)) == NULL) {
 		snprintf(why, why_size, "out of memory");
 		if (r != NULL && r->timer != NULL)
 			event_free(r->timer);
@@ -430,24 +442,17 @@ struct dns_resolver *dns_resolver_new(struct event_base *base, const struct conf
 		return r;
 	if (r->channel != NULL)
 		ares_destroy(r->channel);
-	share_free(r->share);
 	event_free(r->timer);
 	free(r);
 	return NULL;
 }
 
-/* dns_resolver_set_answer_cache - see dns.h */
-bool dns_resolver_set_answer_cache(struct dns_resolver *resolver, int64_t answer_cache_ms, size_t max_answers)
-{
-	return share_set_cache(resolver->share, answer_cache_ms, max_answers);
-}
-
 /* ------------------------------------------------------------- flights */
 
-/* flight_free - the flight and all it still owns (no members left) */
+/* flight_free - the flight and all it still owns (its lookup gone) */
 static void flight_free(struct flight *fl)
 {
-	share_close(&fl->share);
+	free(fl->domain);
 	free(fl->work);
 	free(fl->res.hosts);
 	free(fl);
@@ -457,7 +462,7 @@ static void flight_free(struct flight *fl)
 static void flight_abandon(struct flight *fl)
 {
 	fl->abandoned = true;
-	share_unlist(&fl->share);
+	fl->leader = NULL; /* its trace callback may go away with it */
 	if (fl->pending == 0)
 		flight_free(fl);
 }
@@ -518,14 +523,14 @@ static void start_hosts(struct flight *fl)
 static void start_implicit(struct flight *fl)
 {
 	fl->res.implicit_mx = true;
-	flight_trace(fl, "no MX; using A/AAAA of %s (implicit MX)", fl->share.key.domain);
+	flight_trace(fl, "no MX; using A/AAAA of %s (implicit MX)", fl->domain);
 	fl->work = calloc(1, sizeof(*fl->work));
 	if (fl->work == NULL) {
 		settle(fl, DNS_TEMPFAIL, "out of memory");
 		return;
 	}
 	fl->work_count = 1;
-	snprintf(fl->work[0].name, sizeof(fl->work[0].name), "%s", fl->share.key.domain);
+	snprintf(fl->work[0].name, sizeof(fl->work[0].name), "%s", fl->domain);
 	start_hosts(fl);
 }
 
@@ -584,9 +589,8 @@ static void keep_hosts(struct flight *fl, struct ares_mx_reply **v, size_t n)
 	qsort(v, n, sizeof(*v), by_preference);
 	shuffle_equal(fl->resolver, v, n);
 	for (size_t i = 0; i < n; i++) {
-		if (fl->work_count >= fl->share.key.limits.max_mx) {
-			flight_trace(fl, "keeping the first %zu MX hosts (max_mx)",
-			             fl->share.key.limits.max_mx);
+		if (fl->work_count >= fl->limits.max_mx) {
+			flight_trace(fl, "keeping the first %zu MX hosts (max_mx)", fl->limits.max_mx);
 			break;
 		}
 		if (strlen(v[i]->host) > DNS_NAME_MAX || already_listed(fl, v[i]->host))
@@ -605,7 +609,7 @@ static void trace_mx(struct flight *fl, const struct ares_mx_reply *mx)
 	for (const struct ares_mx_reply *m = mx; m != NULL; m = m->next)
 		appendf(list, sizeof(list), "%s%u %s", m == mx ? "" : ", ", m->priority,
 		        is_root(m->host) ? "." : m->host);
-	flight_trace(fl, "MX %s? -> %s", fl->share.key.domain, list);
+	flight_trace(fl, "MX %s? -> %s", fl->domain, list);
 }
 
 /* use_mx - MX records parsed: null MX, or the hosts to resolve */
@@ -621,7 +625,7 @@ static void use_mx(struct flight *fl, struct ares_mx_reply *mx)
 	}
 	if (roots > 0)
 		flight_trace(fl, "ignoring the null MX entry among real MX hosts");
-	size_t max_mx = fl->share.key.limits.max_mx;
+	size_t max_mx = fl->limits.max_mx;
 	struct ares_mx_reply **v = calloc(total - roots, sizeof(*v));
 	fl->work = calloc(total - roots < max_mx ? total - roots : max_mx, sizeof(*fl->work));
 	if (v == NULL || fl->work == NULL) {
@@ -675,13 +679,13 @@ static void on_mx(struct flight *fl, int status, unsigned char *abuf, int alen)
 		ares_free_data(mx);
 		return;
 	}
-	flight_trace(fl, "MX %s? -> %s", fl->share.key.domain, status_text(status));
+	flight_trace(fl, "MX %s? -> %s", fl->domain, status_text(status));
 	if (status == ARES_ENODATA)
 		start_implicit(fl);
 	else if (status == ARES_ENOTFOUND || status == ARES_EBADNAME)
-		settle(fl, DNS_NXDOMAIN, "MX %s: %s", fl->share.key.domain, status_text(status));
+		settle(fl, DNS_NXDOMAIN, "MX %s: %s", fl->domain, status_text(status));
 	else
-		settle(fl, DNS_TEMPFAIL, "MX %s: %s", fl->share.key.domain, status_text(status));
+		settle(fl, DNS_TEMPFAIL, "MX %s: %s", fl->domain, status_text(status));
 }
 
 /* note_ttl - the answer holds no longer than an address record's TTL
@@ -806,9 +810,9 @@ static void conclude(struct flight *fl)
 		       res->implicit_mx ? "no MX, no address yet" : "no MX host resolves yet",
 		       fl->temp_detail);
 	else if (res->implicit_mx)
-		settle(fl, DNS_NO_MAIL_HOST, "no MX and no A/AAAA for %s", fl->share.key.domain);
+		settle(fl, DNS_NO_MAIL_HOST, "no MX and no A/AAAA for %s", fl->domain);
 	else
-		settle(fl, DNS_NO_MAIL_HOST, "no MX host of %s has an address", fl->share.key.domain);
+		settle(fl, DNS_NO_MAIL_HOST, "no MX host of %s has an address", fl->domain);
 }
 
 /* ------------------------------------------------------------- answers */
@@ -930,17 +934,17 @@ static int64_t result_ttl(const struct flight *fl)
 	return ms == TTL_NONE ? RESULT_TTL_UNKNOWN : ms;
 }
 
-/* flight_finish - hand the result to every member, keep it, free the flight */
+/* flight_finish - hand the result to its lookup, free the flight */
 static void flight_finish(struct flight *fl)
 {
 	conclude(fl);
 	fl->res.ttl_ms = result_ttl(fl);
-	struct dns_lookup *lk;
-	while ((lk = share_next_member(&fl->share)) != NULL) {
-		assemble(lk, &fl->res, lk == fl->share.leader, fl->res.ttl_ms);
+	struct dns_lookup *lk = fl->leader;
+	if (lk != NULL) {
+		lk->flight = NULL;
+		assemble(lk, &fl->res, true, fl->res.ttl_ms);
 		answer_ready(lk);
 	}
-	share_keep(fl->resolver->share, &fl->share.key, &fl->res);
 	flight_free(fl);
 }
 
@@ -968,7 +972,7 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 	if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)
 		fl->abandoned = true; /* the channel is going away: no done, no new queries */
 	if (fl->abandoned)
-		share_unlist(&fl->share);
+		; /* drained: only freed below */
 	else if (kind == Q_MX)
 		on_mx(fl, status, abuf, alen);
 	else
@@ -976,32 +980,27 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 	flight_check(fl);
 }
 
-/* flight_start - a new resolution led by lk; false if out of memory */
-static bool flight_start(struct dns_lookup *lk, const struct dns_key *key)
+/* flight_start - the resolution of lk's domain; false if out of memory */
+static bool flight_start(struct dns_lookup *lk)
 {
 	struct dns_resolver *r = lk->resolver;
 	struct flight *fl = calloc(1, sizeof(*fl));
-	if (fl == NULL || !share_open(r->share, &fl->share, fl, key, lk, &lk->member)) {
+	if (fl == NULL || (fl->domain = strdup(lk->domain)) == NULL) {
 		free(fl);
 		return false;
 	}
 	fl->resolver = r;
+	fl->limits = lk->limits;
+	fl->leader = lk;
+	lk->flight = fl;
 	fl->records_ms = fl->negative_ms = TTL_NONE;
 	lk->state = L_WAITING;
 	fl->pending++; /* guard: the answer may come at once */
-	if (!start_query(fl, fl->share.key.domain, Q_MX, 0))
+	if (!start_query(fl, fl->domain, Q_MX, 0))
 		settle(fl, DNS_TEMPFAIL, "out of memory");
 	fl->pending--;
 	flight_check(fl);
 	return true;
-}
-
-/* flight_leave - a member is cancelled; the others still get the answer */
-static void flight_leave(struct dns_lookup *lk)
-{
-	struct flight *fl = share_leave(lk->resolver->share, &lk->member);
-	if (fl != NULL)
-		flight_abandon(fl); /* nobody waits and nothing will be kept */
 }
 
 /* ------------------------------------------------------------- lookups */
@@ -1025,27 +1024,10 @@ static void free_lookup(struct dns_lookup *lk)
 	free(lk);
 }
 
-/* lookup_begin - from the cache, by joining a flight, or by starting one */
+/* lookup_begin - start the lookup's resolution */
 static void lookup_begin(struct dns_lookup *lk)
 {
-	struct dns_resolver *r = lk->resolver;
-	struct dns_key key = share_key(lk->domain, &lk->limits);
-	int64_t ttl_left_ms;
-	const struct result *cached = share_cached(r->share, &key, &ttl_left_ms);
-	if (cached != NULL) {
-		assemble(lk, cached, false, ttl_left_ms);
-		lookup_trace(lk, "MX %s? -> (cached) %s", lk->domain, lk->answer.detail);
-		answer_ready(lk);
-		return;
-	}
-	struct flight *fl = share_find(r->share, &key);
-	if (fl != NULL) {
-		share_join(&fl->share, lk, &lk->member);
-		lk->state = L_WAITING;
-		lookup_trace(lk, "MX %s? -> joined a lookup already in flight", lk->domain);
-		return;
-	}
-	if (!flight_start(lk, &key)) {
+	if (!flight_start(lk)) {
 		lookup_fail(lk, "out of memory");
 		answer_ready(lk);
 	}
@@ -1109,8 +1091,8 @@ void dns_lookup_cancel(struct dns_lookup *lookup)
 	lookup->cancelled = true;
 	if (lookup->state == L_IN_DONE)
 		return; /* inside its own done: freed when done returns */
-	if (lookup->state == L_WAITING)
-		flight_leave(lookup);
+	if (lookup->state == L_WAITING && lookup->flight != NULL)
+		flight_abandon(lookup->flight);
 	lookup_unlist(lookup);
 	free_lookup(lookup);
 }
@@ -1122,11 +1104,7 @@ void dns_resolver_free(struct dns_resolver *resolver)
 		return;
 	while (!LIST_EMPTY(&resolver->lookups))
 		dns_lookup_cancel(LIST_FIRST(&resolver->lookups));
-	struct flight *fl;
-	while ((fl = share_any_flight(resolver->share)) != NULL)
-		flight_abandon(fl);
 	ares_destroy(resolver->channel); /* abandoned flights are freed with their last query */
-	share_free(resolver->share);
 	while (resolver->socks != NULL)
 		sock_forget(resolver, &resolver->socks);
 	event_free(resolver->timer);

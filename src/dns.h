@@ -12,16 +12,10 @@
  * domain itself is the implicit MX. Bounded: at most limits.max_mx hosts and
  * limits.max_addresses addresses in all, whatever the answer holds.
  *
- * Sharing: lookups of one domain (any case) with the same limits that run
- * at the same time share one resolution: one set of DNS queries, whose
- * trace lines go to the first lookup's trace (a joiner's trace gets one
- * "joined" line); each lookup still gets its own done, its own answer and
- * its own shuffle of equal preferences. An OK, NXDOMAIN, NULL_MX or
- * NO_MAIL_HOST answer is then kept for answer_cache_ms (or its ttl_ms,
- * when known and shorter) and answers later lookups from memory, still
- * from the loop, with what is left of its ttl_ms; TEMPFAIL is never kept.
- * While answers are kept the resolver has a sweep timer pending on the
- * event_base.
+ * Stateless: every lookup resolves anew, sharing nothing with other
+ * lookups. Whoever wants one resolution per domain, kept for its TTL, keeps
+ * it (the verifier: vcore.c's domain record, with dnskept.h's compact copy
+ * of the answer).
  *
  * TTL: every answer says how long DNS says it holds (dns_answer.ttl_ms),
  * so that facts drawn from it (no such domain, no mail) are believed no
@@ -50,10 +44,8 @@ struct event_base;
 struct dns_resolver;
 struct dns_lookup;
 
-#define DNS_NAME_MAX                255
-#define DNS_HOST_ADDRS_MAX          16    /* addresses kept per host */
-#define DNS_ANSWER_CACHE_MS_DEFAULT 30000 /* how long a resolver keeps answers */
-#define DNS_ANSWER_CACHE_MAX        4096  /* how many answers it keeps at most */
+#define DNS_NAME_MAX       255
+#define DNS_HOST_ADDRS_MAX 16 /* addresses kept per host */
 
 enum dns_status {
 	DNS_OK,           /* hosts[] has at least one host with an address */
@@ -99,17 +91,6 @@ typedef void (*dns_trace_fn)(void *arg, const char *line);
 struct dns_resolver *dns_resolver_new(struct event_base *base, const struct conf_strings *servers,
                                       int64_t timeout_ms, char *why, size_t why_size);
 
-/* dns_resolver_set_answer_cache - keep answers answer_cache_ms at most
- * (0: keep none; lookups running at once still share their queries), and
- * at most max_answers of them (0: none; the oldest go first). Applies to
- * answers kept from now on; what is already kept beyond the new bounds is
- * dropped when caching is switched off or max_answers shrinks. A new
- * resolver keeps DNS_ANSWER_CACHE_MS_DEFAULT and DNS_ANSWER_CACHE_MAX.
- * false (nothing changed) if answer_cache_ms is not 0..86400000 or
- * max_answers above 1048576. */
-bool dns_resolver_set_answer_cache(struct dns_resolver *resolver, int64_t answer_cache_ms,
-                                   size_t max_answers);
-
 /* dns_resolver_free - cancels every lookup still running (no callbacks). */
 void dns_resolver_free(struct dns_resolver *resolver);
 
@@ -122,8 +103,7 @@ struct dns_lookup *dns_lookup_mx(struct dns_resolver *resolver, const char *doma
                                  const struct dns_limits *limits, dns_trace_fn trace, void *trace_arg,
                                  dns_answer_fn done, void *arg);
 
-/* dns_lookup_cancel - stop a lookup; its callback will not run. Lookups
- * sharing its resolution are not affected. */
+/* dns_lookup_cancel - stop a lookup; its callback will not run. */
 void dns_lookup_cancel(struct dns_lookup *lookup);
 
 #endif

@@ -100,10 +100,6 @@ struct engine *engine_new(const struct conf *conf, char *why, size_t why_size)
 	        dns_resolver_new(engine->env.base, &conf->dns_servers, conf->dns_timeout_ms, why, why_size);
 	if (engine->env.dns == NULL)
 		goto fail;
-	if (!dns_resolver_set_answer_cache(engine->env.dns, conf->dns_cache_time_ms, DNS_ANSWER_CACHE_MAX)) {
-		snprintf(why, why_size, "dns_cache_time out of range");
-		goto fail;
-	}
 	engine->hosts = hosts_new(HOSTS_MAX);
 	if (engine->hosts == NULL) {
 		snprintf(why, why_size, "out of memory");

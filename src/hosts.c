@@ -203,8 +203,28 @@ static void touch(struct hosts *h, struct host_rec *r, int64_t now_ms)
 	lru_push(h, r);
 }
 
+/* How many of the least recently touched records a full table looks at
+ * for one to evict: a record whose first contact is under way is in use
+ * (the probes waiting for it would all connect), so it is passed over. */
+#define EVICT_SCAN 64
+
+/* evict_one - drop the least recently touched record not in use, among
+ * the EVICT_SCAN oldest; false if all of them are in use (claims lapse
+ * within their hold, and there are no more than probes in flight) */
+static bool evict_one(struct hosts *h, int64_t now_ms)
+{
+	size_t looked = 0;
+	for (struct host_rec *r = h->oldest; r != NULL && looked < EVICT_SCAN; r = r->newer, looked++) {
+		if (now_ms >= r->claimed_until_ms) {
+			drop(h, r);
+			return true;
+		}
+	}
+	return false;
+}
+
 /* obtain - the record for k, made (evicting the least recently touched
- * when full) if there is none; NULL without memory */
+ * one not in use when full) if there is none; NULL without memory */
 static struct host_rec *obtain(struct hosts *h, const struct host_key *k, int64_t now_ms)
 {
 	struct host_rec *r = find(h, k);
@@ -212,8 +232,9 @@ static struct host_rec *obtain(struct hosts *h, const struct host_key *k, int64_
 		touch(h, r, now_ms);
 		return r;
 	}
-	if (h->count >= h->max && h->oldest != NULL)
-		drop(h, h->oldest);
+	/* back to the bound once claims have lapsed; until then one more */
+	while (h->count >= h->max && evict_one(h, now_ms))
+		;
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return NULL;

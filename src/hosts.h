@@ -41,7 +41,10 @@
  * (one allocation of 40 + need * 88 bytes: 304 at need 3, 920 at most).
  *
  * Bounded: at most the max given to hosts_new (HOSTS_MAX in the engine)
- * records. When full, the least recently touched record is dropped; a
+ * records. When full, the least recently touched record not in use (no
+ * first contact under way: probes wait for it) is dropped; should all of
+ * the 64 oldest be in use, the table holds one more until claims lapse
+ * (they are no more than the probes in flight, and last hold_ms); a
  * record whose windows (refusal, backoff, answering, claim) are over is
  * dropped when met, except a failure streak, kept HOSTS_FORGET_MS so the
  * backoff can grow. A record is about 136 bytes, plus the host name and

@@ -30,6 +30,9 @@
  * requester's verify_budget has passed or would pass before the rate
  * turns, the domain is paused by domain_invalid_limit), or wait with a
  * timer; answering one hands the turn to the next, so every line drains.
+ * A line whose head waits only for max_probes_in_flight is also listed
+ * on the core (oldest first): a probe that ends gives its place to the
+ * first listed line before its own.
  * client_probe_rate is judged at submit. A started probe gets the
  * domain's hints. When it ends, vstore
  * keeps the outcome (a greylisted one asks for one re-probe after
@@ -47,12 +50,17 @@
 #include <string.h>
 #include <time.h>
 
+#include "dnskept.h"
 #include "log.h"
 #include "tags.h"
 #include "vstore.h"
 
-#define BUCKETS        4096 /* probes in flight hash tables; chains keep them unbounded */
-#define DOMAIN_BUCKETS 1024 /* per-domain limiter table */
+#define BUCKETS        4096  /* probes in flight hash tables; chains keep them unbounded */
+#define DOMAIN_BUCKETS 16384 /* domain records */
+/* How many of the least recently used domain records a new one looks at
+ * for an idle one to evict, when the table is full: in-use records (a
+ * paused domain's five minutes, a long line) may sit among the oldest. */
+#define EVICT_SCAN     64
 #define TIMER_BUCKETS  1024 /* pending greylist re-probes */
 #define CLIENT_BUCKETS 1024 /* per-client budget table */
 #define RATE_WINDOW_MS 60000
@@ -96,24 +104,35 @@ struct verify_ticket {
 	struct verify_ticket *next_waiter; /* in its probe's list */
 };
 
-/* Per-domain limits (engine thread only): probes running, the ones waiting
+/* One record per domain (engine thread only): its mail hosts (kept for
+ * their TTL, within dns_cache_time), the resolution in flight and the
+ * probes waiting for it, and its limits: probes running, the ones waiting
  * for a free place, and how many started in the current minute. */
 struct domain_slot {
 	struct vcore *core;
 	struct domain_slot *next_in_bucket;
-	char domain[ADDR_DOMAIN_MAX + 1];
-	int running; /* closing ones included */
+	struct domain_slot *lru_prev, *lru_next;       /* least recently used first */
+	struct dns_kept *mx;                           /* its mail hosts as last resolved; NULL: none kept */
+	int64_t mx_until;                              /* mono: kept until (TTL, dns_cache_time) */
+	int64_t mx_ttl_end;                            /* mono: when their TTL runs out; 0: unknown */
+	void *lookup;                                  /* the engine's resolution in flight; NULL: none */
+	struct probe *resolving_head, *resolving_tail; /* launched (places taken), waiting for it */
+	int running;                                   /* closing ones included */
 	int closing; /* reported, still saying QUIT (engine reports_finished) */
 	int started_in_window;
 	int64_t window_start_ms;
 	struct probe *waiting_head, *waiting_tail;
-	void *timer;           /* the engine's timer to look at the line again; NULL: none */
-	int64_t timer_due;     /* when it fires (mono) */
-	bool draining;         /* drain() runs: a release inside it needs no second drain */
+	void *timer;       /* the engine's timer to look at the line again; NULL: none */
+	int64_t timer_due; /* when it fires (mono) */
+	bool draining;     /* drain() runs: a release inside it needs no second drain */
+	bool at_cap;       /* its head waits for a place under max_probes_in_flight: listed in
+	                    * core->cap_head..cap_tail (next_at_cap), oldest first */
+	struct domain_slot *next_at_cap;
 	int invalid_in_window; /* invalid addresses since invalid_window_start_ms */
 	int64_t invalid_window_start_ms;
 	int64_t paused_until_ms;         /* domain_invalid_limit reached: no probes until then */
 	int64_t logged_ms[BUDGET_COUNT]; /* last "over budget" line for this domain, by budget */
+	char domain[];                   /* A-label form, as probes spell it */
 };
 
 /* A client address's budget (client_probe_rate), under core->lock: milter
@@ -166,11 +185,17 @@ struct vcore {
 
 	/* engine thread only */
 	struct domain_slot *domains[DOMAIN_BUCKETS];
+	struct domain_slot *lru_head, *lru_tail; /* every record, least recently used first */
+	size_t domain_count, domain_max;
 	struct greylist_timer *timers[TIMER_BUCKETS];
 	size_t timer_count, timer_max;
 	int running_total; /* probes the engine runs, all domains (max_probes_in_flight) */
 	int max_in_flight; /* max_probes_in_flight, lowered by the fd limit (verify.c) */
 	int64_t in_flight_logged_ms;
+	/* The domains whose line waits for max_probes_in_flight, in the order
+	 * they met the cap: a place that frees goes to the first of them. */
+	struct domain_slot *cap_head, *cap_tail;
+	bool cap_draining; /* cap_release() runs: a place freed inside it is seen by its loop */
 
 	pthread_mutex_t lock;
 	pthread_cond_t settled;
@@ -549,6 +574,7 @@ static void drop_greylist(struct vcore *c, const struct addr *a)
 
 static void slot_release(struct vcore *c, struct domain_slot *d);
 static void count_invalid(struct vcore *c, const char *domain);
+static void cap_release(struct vcore *c);
 
 /* flag_names - the outcome's flags for the log, e.g. " flags=greylist" */
 static void flag_names(unsigned flags, char *buf, size_t size)
@@ -580,12 +606,17 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	if (c->eng.probe_result != NULL && p->engine_started)
 		c->eng.probe_result(c->eng.ctx, o);
 	p->handle = NULL;
+	bool freed_place = p->counted;
 	if (p->counted) {
 		c->running_total--;
 		p->counted = false;
 	}
 	if (o->kind == OUTCOME_INVALID && !p->no_store)
 		count_invalid(c, p->address.domain_ascii);
+	/* The place under max_probes_in_flight goes first to the lines that
+	 * waited for one, oldest first, then to this probe's own line. */
+	if (freed_place)
+		cap_release(c);
 	if (p->slot != NULL) {
 		/* Its connections may still say QUIT: the domain's place is given
 		 * back when the engine says they are gone (vcore_on_finished). */
@@ -683,12 +714,110 @@ static void over_budget(struct vcore *c, struct probe *p, enum budget b, int64_t
 	on_probe_done(p, &o);
 }
 
-/* launch - start the probe (its place in the slot is taken), with the
- * domain's hints */
-static void launch(struct vcore *c, struct probe *p)
+/* probe_go - hand the probe to the engine, with the domain's hints and
+ * its mail hosts if they were resolved for it (mx; NULL: it resolves) */
+static void probe_go(struct vcore *c, struct probe *p, const struct dns_answer *mx)
 {
 	struct callout_hints hints;
 	vstore_hints(&c->store, p->address.domain_ascii, wall_now(c), &hints);
+	hints.mx = mx;
+	p->handle = c->eng.probe_start(c->eng.ctx, &p->address, &hints, on_probe_done, p);
+	p->engine_started = p->handle != NULL;
+	if (p->handle == NULL)
+		finish_here(p, "out of memory starting a probe");
+}
+
+/* probe_go_kept - probe_go with an answer of its own made from kept */
+static void probe_go_kept(struct vcore *c, struct probe *p, const struct dns_kept *kept, int64_t ttl_left_ms)
+{
+	struct dns_answer a;
+	if (!dns_kept_answer(kept, ttl_left_ms, &a)) {
+		probe_go(c, p, NULL); /* it resolves by itself */
+		return;
+	}
+	probe_go(c, p, &a);
+	dns_answer_clear(&a);
+}
+
+/* mx_fresh - d's kept mail hosts may still be used */
+static bool mx_fresh(struct vcore *c, const struct domain_slot *d)
+{
+	return d->mx != NULL && mono_now(c) < d->mx_until;
+}
+
+/* mx_ttl_left - what is left of the kept answer's TTL (0: unknown) */
+static int64_t mx_ttl_left(struct vcore *c, const struct domain_slot *d)
+{
+	if (d->mx_ttl_end == 0)
+		return 0;
+	int64_t left = d->mx_ttl_end - mono_now(c);
+	return left > 0 ? left : 1;
+}
+
+/* mx_keep - keep a finished resolution's answer (not TEMPFAIL) for its
+ * TTL, at most dns_cache_time; false if it is not kept (k stays the
+ * caller's) */
+static bool mx_keep(struct vcore *c, struct domain_slot *d, struct dns_kept *k)
+{
+	int64_t keep = c->conf->dns_cache_time_ms;
+	int64_t ttl = dns_kept_ttl_ms(k);
+	if (ttl > 0 && ttl < keep)
+		keep = ttl;
+	if (dns_kept_status(k) == DNS_TEMPFAIL || keep <= 0)
+		return false;
+	dns_kept_free(d->mx);
+	int64_t now = mono_now(c);
+	d->mx = k;
+	d->mx_until = now + keep;
+	d->mx_ttl_end = ttl > 0 ? now + ttl : 0;
+	return true;
+}
+
+/* go_unresolved - the probes in a list start without a shared answer:
+ * each resolves by itself */
+static void go_unresolved(struct vcore *c, struct probe *list)
+{
+	while (list != NULL) {
+		struct probe *p = list;
+		list = p->next_pending;
+		p->next_pending = NULL;
+		probe_go(c, p, NULL);
+	}
+}
+
+/* on_resolved - the domain's resolution answered: every probe that waited
+ * for it starts with its own copy (TEMPFAIL too: they asked at the same
+ * moment), and the answer is kept for the probes that follow */
+static void on_resolved(void *arg, const struct dns_answer *answer)
+{
+	struct domain_slot *d = arg;
+	struct vcore *c = d->core;
+	d->lookup = NULL;
+	/* Starting one may end it at once (and start others): the list is
+	 * taken off the record first, so those make a list of their own. */
+	struct probe *waiting = d->resolving_head;
+	d->resolving_head = d->resolving_tail = NULL;
+	struct dns_kept *k = dns_keep(answer);
+	if (k == NULL) {
+		go_unresolved(c, waiting); /* out of memory: nothing shared */
+		return;
+	}
+	bool kept = mx_keep(c, d, k);
+	while (waiting != NULL) {
+		struct probe *p = waiting;
+		waiting = p->next_pending;
+		p->next_pending = NULL;
+		probe_go_kept(c, p, k, answer->ttl_ms);
+	}
+	if (!kept)
+		dns_kept_free(k);
+}
+
+/* launch - start the probe (its place in the slot is taken): with the
+ * domain's kept mail hosts if fresh, else once its resolution (shared by
+ * every probe of the domain that starts meanwhile) has answered */
+static void launch(struct vcore *c, struct probe *p)
+{
 	p->started_ms = mono_now(c);
 	pthread_mutex_lock(&c->lock);
 	c->stats.probes++;
@@ -699,13 +828,32 @@ static void launch(struct vcore *c, struct probe *p)
 	pthread_mutex_unlock(&c->lock);
 	c->running_total++;
 	p->counted = true;
-	p->handle = c->eng.probe_start(c->eng.ctx, &p->address, &hints, on_probe_done, p);
-	p->engine_started = p->handle != NULL;
-	if (p->handle == NULL)
-		finish_here(p, "out of memory starting a probe");
+	struct domain_slot *d = p->slot;
+	if (d == NULL || c->eng.resolve_start == NULL || p->address.domain_kind != ADDR_DOMAIN_NAME) {
+		probe_go(c, p, NULL);
+		return;
+	}
+	if (mx_fresh(c, d)) {
+		probe_go_kept(c, p, d->mx, mx_ttl_left(c, d));
+		return;
+	}
+	p->next_pending = NULL;
+	if (d->resolving_tail != NULL)
+		d->resolving_tail->next_pending = p;
+	else
+		d->resolving_head = p;
+	d->resolving_tail = p;
+	if (d->lookup != NULL)
+		return; /* it joins the resolution in flight */
+	d->lookup = c->eng.resolve_start(c->eng.ctx, d->domain, on_resolved, d);
+	if (d->lookup != NULL)
+		return;
+	struct probe *waiting = d->resolving_head;
+	d->resolving_head = d->resolving_tail = NULL;
+	go_unresolved(c, waiting);
 }
 
-/* slot_find - the limiter slot of a domain, if there is one */
+/* slot_find - the record of a domain, if there is one */
 static struct domain_slot *slot_find(struct vcore *c, const char *domain)
 {
 	for (struct domain_slot *d = c->domains[bucket_of(domain, DOMAIN_BUCKETS)]; d != NULL;
@@ -715,21 +863,96 @@ static struct domain_slot *slot_find(struct vcore *c, const char *domain)
 	return NULL;
 }
 
-/* slot_for - the limiter slot of a domain, created on first use */
+/* lru_unlink - take d out of the use order */
+static void lru_unlink(struct vcore *c, struct domain_slot *d)
+{
+	if (d->lru_prev != NULL)
+		d->lru_prev->lru_next = d->lru_next;
+	else if (c->lru_head == d)
+		c->lru_head = d->lru_next;
+	if (d->lru_next != NULL)
+		d->lru_next->lru_prev = d->lru_prev;
+	else if (c->lru_tail == d)
+		c->lru_tail = d->lru_prev;
+	d->lru_prev = d->lru_next = NULL;
+}
+
+/* lru_touch - d was used now: it goes last in the use order */
+static void lru_touch(struct vcore *c, struct domain_slot *d)
+{
+	if (c->lru_tail == d)
+		return;
+	lru_unlink(c, d);
+	d->lru_prev = c->lru_tail;
+	if (c->lru_tail != NULL)
+		c->lru_tail->lru_next = d;
+	else
+		c->lru_head = d;
+	c->lru_tail = d;
+}
+
+/* slot_in_use - a probe, a line, a resolution, a timer or a pause hangs
+ * on the record: it must stay */
+static bool slot_in_use(const struct domain_slot *d, int64_t now)
+{
+	return d->running > 0 || d->waiting_head != NULL || d->timer != NULL || d->lookup != NULL ||
+	       d->resolving_head != NULL || d->at_cap || d->draining || d->paused_until_ms > now;
+}
+
+/* slot_drop - forget a record not in use */
+static void slot_drop(struct vcore *c, struct domain_slot *d)
+{
+	struct domain_slot **link = &c->domains[bucket_of(d->domain, DOMAIN_BUCKETS)];
+	while (*link != NULL && *link != d)
+		link = &(*link)->next_in_bucket;
+	if (*link == d)
+		*link = d->next_in_bucket;
+	lru_unlink(c, d);
+	dns_kept_free(d->mx);
+	c->domain_count--;
+	free(d);
+}
+
+/* evict_one - make room: drop the least recently used record not in use
+ * among the EVICT_SCAN oldest; false if they are all in use */
+static bool evict_one(struct vcore *c)
+{
+	int64_t now = mono_now(c);
+	size_t looked = 0;
+	for (struct domain_slot *d = c->lru_head; d != NULL && looked < EVICT_SCAN;
+	     d = d->lru_next, looked++) {
+		if (!slot_in_use(d, now)) {
+			slot_drop(c, d);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* slot_for - the record of a domain, created on first use (evicting the
+ * least recently used one not in use when the table is full) */
 static struct domain_slot *slot_for(struct vcore *c, const char *domain)
 {
 	struct domain_slot *d = slot_find(c, domain);
-	if (d != NULL)
+	if (d != NULL) {
+		lru_touch(c, d);
 		return d;
-	d = calloc(1, sizeof(*d));
+	}
+	if (c->domain_count >= c->domain_max && !evict_one(c))
+		log_msg(LOG_DEBUG, "domain table full (%zu) of records in use: %s added beyond it",
+		        c->domain_count, domain);
+	size_t len = strlen(domain);
+	d = calloc(1, sizeof(*d) + len + 1);
 	if (d == NULL)
 		return NULL;
 	d->core = c;
-	snprintf(d->domain, sizeof(d->domain), "%s", domain);
+	memcpy(d->domain, domain, len + 1);
 	d->window_start_ms = mono_now(c) - RATE_WINDOW_MS; /* a new domain starts a new window */
 	size_t b = bucket_of(domain, DOMAIN_BUCKETS);
 	d->next_in_bucket = c->domains[b];
 	c->domains[b] = d;
+	c->domain_count++;
+	lru_touch(c, d);
 	return d;
 }
 
@@ -809,18 +1032,72 @@ static struct probe *pop_head(struct domain_slot *d)
 	return p;
 }
 
+/* cap_list - list d among the lines waiting for max_probes_in_flight
+ * (at the end), or take it off that list */
+static void cap_list(struct vcore *c, struct domain_slot *d, bool waits)
+{
+	if (waits == d->at_cap)
+		return;
+	d->at_cap = waits;
+	if (waits) {
+		d->next_at_cap = NULL;
+		if (c->cap_tail != NULL)
+			c->cap_tail->next_at_cap = d;
+		else
+			c->cap_head = d;
+		c->cap_tail = d;
+		return;
+	}
+	struct domain_slot **link = &c->cap_head, *prev = NULL;
+	while (*link != NULL && *link != d) {
+		prev = *link;
+		link = &(*link)->next_at_cap;
+	}
+	if (*link == d)
+		*link = d->next_at_cap;
+	if (c->cap_tail == d)
+		c->cap_tail = prev;
+	d->next_at_cap = NULL;
+}
+
+static void drain(struct vcore *c, struct domain_slot *d);
+
+/* cap_release - places under max_probes_in_flight are free: the lines
+ * that waited for one drain in turn, oldest first, while places last. A
+ * line still blocked goes back to the end of the list (drain). */
+static void cap_release(struct vcore *c)
+{
+	if (c->cap_draining)
+		return; /* the loop below sees the place */
+	c->cap_draining = true;
+	/* Each line is looked at once per call: one that re-lists itself
+	 * (still blocked) does not spin the loop. */
+	struct domain_slot *last = c->cap_tail;
+	while (c->cap_head != NULL && c->running_total < c->max_in_flight) {
+		struct domain_slot *d = c->cap_head;
+		cap_list(c, d, false);
+		drain(c, d);
+		if (d == last)
+			break;
+	}
+	c->cap_draining = false;
+}
+
 /* drain - decide for the probes at the head of d's line until one must
- * wait: each one starts (a place is free, the rate allows), or is answered
- * tempfail (not cached) when it may not start (the domain's pause, the
- * global cap) or can no longer start within its requester's verify_budget
- * (the deadline passed, or the rate is used up until after it). Answering
- * one goes straight on to the next, so no line is ever stranded. Whatever
- * still waits has a timer: its deadline, or the rate window's turn. */
+ * wait: each one starts (a place is free, the rate allows, and a place
+ * under max_probes_in_flight), or is answered tempfail (not cached) when
+ * it may not start (the domain's pause) or can no longer start within its
+ * requester's verify_budget (the deadline passed, or the rate is used up
+ * until after it). Answering one goes straight on to the next, so no line
+ * is ever stranded. Whatever still waits has a timer: its deadline, or the
+ * rate window's turn; a line waiting for the global cap is listed too, so
+ * the next probe of any domain to end hands it the place. */
 static void drain(struct vcore *c, struct domain_slot *d)
 {
 	if (d->draining)
 		return; /* a release inside: the loop below sees the free place */
 	d->draining = true;
+	bool blocked_by_cap = false;
 	while (d->waiting_head != NULL) {
 		struct probe *p = d->waiting_head;
 		int64_t now = mono_now(c);
@@ -828,6 +1105,12 @@ static void drain(struct vcore *c, struct domain_slot *d)
 		if (d->paused_until_ms > now) {
 			over_budget(c, pop_head(d), BUDGET_DOMAIN_INVALID,
 			            &d->logged_ms[BUDGET_DOMAIN_INVALID], "domain", d->domain);
+		} else if (now >= p->deadline_ms && c->running_total >= c->max_in_flight &&
+		           d->running < c->conf->domain_probe_limit && rate_ok) {
+			/* Its budget ran out waiting for a place under the global cap
+			 * alone: that cap is what its requester is told about. */
+			over_budget(c, pop_head(d), BUDGET_IN_FLIGHT, &c->in_flight_logged_ms, "all",
+			            "domains");
 		} else if (now >= p->deadline_ms || (!rate_ok && rate_turn(d) > p->deadline_ms)) {
 			/* It cannot start in time: its requester gets tempfail now
 			 * rather than a probe it will never see. */
@@ -836,8 +1119,11 @@ static void drain(struct vcore *c, struct domain_slot *d)
 		} else if (d->running >= c->conf->domain_probe_limit || !rate_ok) {
 			break; /* it waits: for a place, or the window's turn */
 		} else if (c->running_total >= c->max_in_flight) {
-			over_budget(c, pop_head(d), BUDGET_IN_FLIGHT, &c->in_flight_logged_ms, "all",
-			            "domains");
+			/* It waits for a place under the global cap, within its
+			 * budget (its deadline's timer below): the first probe of
+			 * any domain to end hands it one (cap_release). */
+			blocked_by_cap = true;
+			break;
 		} else {
 			pop_head(d);
 			d->running++;
@@ -847,6 +1133,7 @@ static void drain(struct vcore *c, struct domain_slot *d)
 		}
 	}
 	d->draining = false;
+	cap_list(c, d, blocked_by_cap && d->waiting_head != NULL);
 	if (d->waiting_head != NULL) {
 		int64_t due = d->waiting_head->deadline_ms;
 		if (!rate_left(c, d, mono_now(c)) && rate_turn(d) < due)
@@ -960,10 +1247,12 @@ void vcore_tidy(struct vcore *c)
 		struct domain_slot **link = &c->domains[b];
 		while (*link != NULL) {
 			struct domain_slot *d = *link;
-			if (d->running == 0 && d->waiting_head == NULL && d->timer == NULL &&
-			    now - d->window_start_ms >= RATE_WINDOW_MS && d->paused_until_ms <= now &&
-			    now - d->invalid_window_start_ms >= RATE_WINDOW_MS) {
+			if (!slot_in_use(d, now) && now - d->window_start_ms >= RATE_WINDOW_MS &&
+			    now - d->invalid_window_start_ms >= RATE_WINDOW_MS && !mx_fresh(c, d)) {
 				*link = d->next_in_bucket;
+				lru_unlink(c, d);
+				dns_kept_free(d->mx);
+				c->domain_count--;
 				free(d);
 			} else {
 				link = &d->next_in_bucket;
@@ -1042,7 +1331,20 @@ struct vcore *vcore_new(struct conf *conf, struct cache *cache, const struct vco
 	c->tags = tags_enabled(conf);
 	c->timer_max = VCORE_GREYLIST_TIMERS_MAX;
 	c->max_in_flight = conf->max_probes_in_flight;
+	c->domain_max = VCORE_DOMAINS_MAX;
 	return c;
+}
+
+/* vcore_set_domains_max - see vcore.h */
+void vcore_set_domains_max(struct vcore *c, size_t max)
+{
+	c->domain_max = max;
+}
+
+/* vcore_domain_records - see vcore.h */
+size_t vcore_domain_records(struct vcore *c)
+{
+	return c->domain_count;
 }
 
 /* vcore_set_greylist_timers_max - see vcore.h */
@@ -1115,6 +1417,9 @@ void vcore_free(struct vcore *c)
 			c->domains[b] = d->next_in_bucket;
 			if (d->timer != NULL)
 				c->eng.timer_cancel(c->eng.ctx, d->timer);
+			if (d->lookup != NULL)
+				c->eng.resolve_cancel(c->eng.ctx, d->lookup);
+			dns_kept_free(d->mx);
 			free(d);
 		}
 	for (size_t b = 0; b < CLIENT_BUCKETS; b++)

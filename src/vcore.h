@@ -2,22 +2,20 @@
  * vcore.h - the verifier's logic, apart from the engine it drives.
  *
  * vcore decides everything verify.h promises: one shared probe per
- * address (and per stable form of a tagged sender, tags.h), per-domain
- * probe limits and the budgets (client_probe_rate, domain_invalid_limit,
- * max_probes_in_flight; every waiting line drains), background refreshes (at most one a refresh window per
- * record), greylisted probes asked again later; with vstore.h's rules for
- * the cache: which cached answer may be served (a stale answer that would
- * reject, or a stale temporary one, is not: the address is probed again
- * while the client waits), domain facts and the contrary evidence that
- * clears them, probe hints, and the deferral start of temporary answers
- * (for defer_limit).
+ * address (and per stable form of a tagged sender, tags.h), one record per
+ * domain (its mail hosts, resolved once for all its probes and kept for
+ * their TTL within dns_cache_time; its limiter), per-domain probe limits and the budgets (client_probe_rate,
+ * domain_invalid_limit, max_probes_in_flight; every waiting line drains), background refreshes (at most one a
+ * refresh window per record), greylisted probes asked again later; with vstore.h's rules for the cache: which
+ * cached answer may be served (a stale answer that would reject, or a stale temporary one, is not: the
+ * address is probed again while the client waits), domain facts and the contrary evidence that clears them,
+ * probe hints, and the deferral start of temporary answers (for defer_limit).
  *
  * It reaches the engine only through struct vcore_engine: start and cancel
- * a probe, start and cancel a timer, wake the engine thread, read the wall
- * and monotonic clocks. verify.c wires that to callout_start() and libevent
- * on the engine thread; tests/unit/test_vcore.c wires it to a fake engine
- * with a movable clock, so every rule here is tested without sockets,
- * sleeps or threads.
+ * a probe, start and cancel a domain's resolution, start and cancel a timer, wake the engine thread, read the
+ * wall and monotonic clocks. verify.c wires that to callout_start() and libevent on the engine thread;
+ * tests/unit/test_vcore.c wires it to a fake engine with a movable clock, so every rule here is tested
+ * without sockets, sleeps or threads.
  *
  * Threads: vcore_submit/wait/release/get_stats from any thread (they take
  * the core's mutex and never call the engine except wake). Everything else
@@ -41,13 +39,17 @@
 struct vcore;
 
 typedef void (*vcore_timer_fn)(void *arg);
+struct dns_answer;
+typedef void (*vcore_resolved_fn)(void *arg, const struct dns_answer *answer);
 
 /* The engine as the core sees it. ctx is passed back to every function. */
 struct vcore_engine {
 	void *ctx;
 	/* Start a probe of address; done(arg, outcome) runs exactly once, later,
 	 * on the engine thread (never inside probe_start), unless cancelled.
-	 * NULL: could not start. */
+	 * hints->mx: the domain's mail hosts, lent for the call (the probe
+	 * copies them), or NULL: the probe resolves them itself. NULL: could
+	 * not start. */
 	void *(*probe_start)(void *ctx, const struct addr *address, const struct callout_hints *hints,
 	                     callout_done_fn done, void *arg);
 	/* Stop a probe that has not reported; done will not run. */
@@ -68,6 +70,14 @@ struct vcore_engine {
 	/* Optional (NULL: none): every outcome of a probe the engine ran, as it
 	 * reports it, before anything else sees it (self-health, health.h). */
 	void (*probe_result)(void *ctx, const struct outcome *outcome);
+	/* Optional (NULL: every probe resolves its domain itself): resolve a
+	 * domain's mail hosts (dns_lookup_mx); done(arg, answer) runs exactly
+	 * once, later, on the engine thread (never inside resolve_start),
+	 * unless cancelled; the answer is lent for the call. NULL: could not
+	 * start. */
+	void *(*resolve_start)(void *ctx, const char *domain, vcore_resolved_fn done, void *arg);
+	/* Stop a resolution that has not answered; done will not run. */
+	void (*resolve_cancel)(void *ctx, void *lookup);
 };
 
 /* At most this many greylisted addresses wait for their re-probe at once;
@@ -101,8 +111,21 @@ void vcore_on_finished(struct vcore *core, const char *domain);
 /* vcore_sweep - engine thread: drop expired cache records; how many. */
 size_t vcore_sweep(struct vcore *core);
 
-/* vcore_tidy - engine thread: forget idle per-domain limiter slots. */
+/* vcore_tidy - engine thread: forget idle domain records (no probe,
+ * line, lookup or pause; their rate minute over, their mail hosts
+ * expired) and idle client budgets. */
 void vcore_tidy(struct vcore *core);
+
+/* At most this many domain records at once: beyond, a new domain evicts
+ * the least recently used idle one (one in use never is; while none is
+ * idle the table grows past it, bounded by the probes in flight). */
+#define VCORE_DOMAINS_MAX 20000
+
+/* vcore_set_domains_max - lower the bound on domain records (tests). */
+void vcore_set_domains_max(struct vcore *core, size_t max);
+
+/* vcore_domain_records - domain records held now (tests, bench). */
+size_t vcore_domain_records(struct vcore *core);
 
 /* vcore_set_greylist_timers_max - lower the bound on pending greylist
  * re-probes (tests). */

@@ -7,7 +7,9 @@
  * verify.h lives). The core reaches the engine only through struct
  * vcore_engine, implemented here: probes are callouts (callout_start /
  * callout_cancel on the engine's probe_env, whose on_fact feeds late domain
- * facts back to the core), timers are one-shot libevent timers, wake makes
+ * facts back to the core), a domain's resolution is dns_lookup_mx on the
+ * engine's resolver (the core shares it among the domain's probes and
+ * keeps the answer), timers are one-shot libevent timers, wake makes
  * a libevent event active (libevent is set up for threads, so milter
  * threads may call it), the clocks are clock.h's.
  *
@@ -36,6 +38,7 @@
 #include "cache.h"
 #include "callout.h"
 #include "clock.h"
+#include "dns.h"
 #include "engine.h"
 #include "health.h"
 #include "log.h"
@@ -92,6 +95,21 @@ static void *eng_probe_start(void *ctx, const struct addr *address, const struct
 static void eng_probe_cancel(void *ctx, void *probe)
 {
 	callout_cancel(probe);
+}
+
+/* eng_resolve_start - a domain's mail hosts, for every probe of it the
+ * core starts meanwhile (within the callout's own limits) */
+static void *eng_resolve_start(void *ctx, const char *domain, vcore_resolved_fn done, void *arg)
+{
+	struct verifier *v = ctx;
+	struct dns_limits limits = {.max_mx = (size_t)v->conf->max_mx,
+	                            .max_addresses = (size_t)v->conf->max_mx_addresses};
+	return dns_lookup_mx(v->engine->env.dns, domain, &limits, NULL, NULL, done, arg);
+}
+
+static void eng_resolve_cancel(void *ctx, void *lookup)
+{
+	dns_lookup_cancel(lookup);
 }
 
 /* on_engine_timer - fire once, then the timer is gone */
@@ -348,6 +366,8 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 	        .mono_ms = eng_mono_ms,
 	        .reports_finished = true, /* callouts call probe_env.on_finished */
 	        .probe_result = conf->self_health ? eng_probe_result : NULL,
+	        .resolve_start = eng_resolve_start,
+	        .resolve_cancel = eng_resolve_cancel,
 	};
 	health_init(&v->health);
 	atomic_init(&v->unhealthy, false);

@@ -5,7 +5,8 @@ This is the MTA-neutral test (Sendmail speaks exactly this protocol; the
 Postfix end-to-end tests are in test_postfix_verify.py): the real vemilter
 with its engine and LMDB cache, a fake DNS server and a fake SMTP farm,
 driven by our milter client. Each outcome class gets its verdict at RCPT;
-the budget, the cache, shared probes, exemptions, dry run, the result
+the budget, the cache, shared probes, one DNS resolution for the
+probes of a new domain, exemptions, dry run, the result
 header, overrides and the blocklist are checked from the replies, the log
 and the farm's record of what it was asked. Then the verdict rules of issue
 7 with short lifetimes: a greylisting server is asked again in the
@@ -48,6 +49,7 @@ FARM = {
     "127.0.0.51": ("greylist", {}),
     "127.0.0.52": ("normal", {"users": ["alice"]}),
     "127.0.0.53": ("catchall", {}),
+    "127.0.0.54": ("normal", {"users": ["u%d" % i for i in range(20)]}),
 }
 DOWN = "127.0.0.60"  # nothing listens there: every connection is refused
 
@@ -64,6 +66,7 @@ ZONE = {
     "flip.test": {"MX": [[10, "mx.flip.test"]]}, "mx.flip.test": {"A": ["127.0.0.51"]},
     "neg.test": {"MX": [[10, "mx.neg.test"]]}, "mx.neg.test": {"A": ["127.0.0.52"]},
     "flood.test": {"MX": [[10, "mx.flood.test"]]}, "mx.flood.test": {"A": ["127.0.0.53"]},
+    "twenty.test": {"MX": [[10, "mx.twenty.test"]]}, "mx.twenty.test": {"A": ["127.0.0.54"]},
 }
 
 
@@ -371,6 +374,34 @@ def main():
         probes = farm.count("127.0.0.41", "RCPT TO:<burst@ok.test>")
         tap.check("burst of 50 identical senders: all accepted", results.count("c") == 50, repr(results))
         tap.check("burst of 50 identical senders: exactly 1 probe", probes == 1, "probes: %d" % probes)
+
+        # Twenty simultaneous messages from twenty new senders at one new
+        # domain: one resolution, shared by the probes that start at once
+        # (domain_probe_limit of them) and kept for the ones that follow.
+        dns.clear_queries()
+        twenty = []
+
+        def one_of_twenty(i):
+            try:
+                session(d, "<u%d@twenty.test>" % i, ["<bob@local.test>"])
+                twenty.append(i)
+            except Exception as e:  # noqa: BLE001 - reported below
+                twenty.append(repr(e))
+        threads = [threading.Thread(target=one_of_twenty, args=(i,)) for i in range(20)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        probed = vmtest.wait_until(
+            lambda: all(farm.count("127.0.0.54", "RCPT TO:<u%d@twenty.test>" % i) == 1 for i in range(20)), 20)
+        q = [(n.lower(), t) for n, t, _ in dns.queries]
+        tap.check("twenty new senders at one new domain: each probed once", probed and len(twenty) == 20,
+                  lambda: "%r\n%s" % (twenty, d.diag()))
+        tap.equal("twenty new senders at one new domain: 1 MX query (one resolution)",
+                  q.count(("twenty.test", "MX")), 1, "queries: %r" % (q,))
+        tap.equal("twenty new senders at one new domain: its host's A and AAAA asked once",
+                  (q.count(("mx.twenty.test", "A")), q.count(("mx.twenty.test", "AAAA"))), (1, 1),
+                  "queries: %r" % (q,))
 
         # The result header replaces a client's forged one.
         m, r, eom, t = session(d, "<alice@ok.test>", ["<bob@local.test>"],

@@ -6,12 +6,11 @@
  *
  *   dnsquery [-v] [-s SERVER[:PORT]]... [-t TIMEOUT_MS] [--max-mx N]
  *            [--max-addresses N] [--cancel-after MS] [--cancel-which I]
- *            [--free-after MS] [--repeat-after MS] [--cache-ms MS]
- *            [--cache-max N] DOMAIN...
+ *            [--free-after MS] [--repeat-after MS] DOMAIN...
  *
  * Every domain is looked up at once on one event_base (a domain given
  * several times is looked up that many times, concurrently: the lookups
- * share one resolution); the answers are printed in the order the domains
+ * resolve separately: dns.c shares nothing); the answers are printed in the order the domains
  * were given:
  *
  *   example.com status=ok implicit=0 hosts=2
@@ -26,10 +25,9 @@
  * (dns_lookup_cancel) if it is still running, and --free-after frees the
  * resolver under every running lookup (dns_resolver_free); such domains
  * print status=cancelled. --repeat-after looks every domain up once more,
- * MS after the last first-round lookup ended (to exercise the answer
- * cache); the second round's answers follow the first's, in the same
- * format. --cache-ms and --cache-max set the resolver's answer cache
- * (dns_resolver_set_answer_cache). Owns its event_base and resolver. Exit
+ * MS after the last first-round lookup ended (each resolves again: the
+ * resolver keeps nothing); the second round's answers follow the first's,
+ * in the same format. Owns its event_base and resolver. Exit
  * 0 whatever DNS said; 2 on a usage error, 1 when the resolver cannot be
  * made.
  */
@@ -84,8 +82,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: dnsquery [-v] [-s SERVER[:PORT]]... [-t TIMEOUT_MS] [--max-mx N]\n"
 	                "                [--max-addresses N] [--cancel-after MS] [--cancel-which I]\n"
-	                "                [--free-after MS] [--repeat-after MS] [--cache-ms MS]\n"
-	                "                [--cache-max N] DOMAIN...\n");
+	                "                [--free-after MS] [--repeat-after MS] DOMAIN...\n");
 	exit(2);
 }
 
@@ -282,14 +279,12 @@ int main(int argc, char **argv)
 	        {"cancel-which", required_argument, NULL, 'w'},
 	        {"free-after", required_argument, NULL, 'f'},
 	        {"repeat-after", required_argument, NULL, 'r'},
-	        {"cache-ms", required_argument, NULL, 'C'},
-	        {"cache-max", required_argument, NULL, 'M'},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {NULL, 0, NULL, 0},
 	};
 	char *server_items[SERVERS_MAX];
 	struct conf_strings servers = {.count = 0, .items = server_items};
-	long timeout_ms = 5000, cancel_after = -1, free_after = -1, cache_ms = -1, cache_max = -1;
+	long timeout_ms = 5000, cancel_after = -1, free_after = -1;
 	struct run run = {.rounds = 1, .limits = {.max_mx = 5, .max_addresses = 10}};
 	int opt;
 	while ((opt = getopt_long(argc, argv, "vs:t:", longopts, NULL)) != -1) {
@@ -324,12 +319,6 @@ int main(int argc, char **argv)
 			run.repeat_after = number(optarg);
 			run.rounds = 2;
 			break;
-		case 'C':
-			cache_ms = number(optarg);
-			break;
-		case 'M':
-			cache_max = number(optarg);
-			break;
 		default:
 			usage();
 		}
@@ -348,13 +337,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "dnsquery: %s\n", why);
 		event_base_free(run.base);
 		return 1;
-	}
-	if ((cache_ms >= 0 || cache_max >= 0) &&
-	    !dns_resolver_set_answer_cache(run.resolver,
-	                                   cache_ms >= 0 ? cache_ms : DNS_ANSWER_CACHE_MS_DEFAULT,
-	                                   cache_max >= 0 ? (size_t)cache_max : DNS_ANSWER_CACHE_MAX)) {
-		fprintf(stderr, "dnsquery: answer cache settings out of range\n");
-		return 2;
 	}
 	run.count = (size_t)(argc - optind);
 	run.domains = argv + optind;

@@ -177,6 +177,37 @@ START_TEST(eviction_spares_the_recently_touched)
 }
 END_TEST
 
+/* A record in use (its first contact under way) is never evicted: the
+ * least recently touched one not in use goes instead; a table whose
+ * oldest records are all claimed holds one more until a claim lapses */
+START_TEST(eviction_spares_a_claimed_host)
+{
+	struct hosts *h = hosts_new(3);
+	bool claimed = false;
+	ck_assert(hosts_claim(h, sa("192.0.2.1"), 1, 60000, &claimed));
+	ck_assert(claimed);
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.2"), 2, 60000), 60000);
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.3"), 3, 60000), 60000);
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.4"), 4, 60000), 60000);
+	ck_assert_int_eq(hosts_count(h), 3);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.2"), 5, NULL), HOST_OK); /* evicted instead */
+	ck_assert(!hosts_claim(h, sa("192.0.2.1"), 5, 60000, &claimed));      /* still claimed */
+	/* every record claimed: one more is held */
+	struct hosts *full = hosts_new(2);
+	ck_assert(hosts_claim(full, sa("198.51.100.1"), 1, 1000, &claimed) && claimed);
+	ck_assert(hosts_claim(full, sa("198.51.100.2"), 1, 1000, &claimed) && claimed);
+	ck_assert(hosts_claim(full, sa("198.51.100.3"), 1, 1000, &claimed) && claimed);
+	ck_assert_int_eq(hosts_count(full), 3);
+	ck_assert(!hosts_claim(full, sa("198.51.100.1"), 2, 1000, &claimed));
+	/* the claims lapsed: the next new record evicts, back to the bound */
+	ck_assert_int_eq(hosts_note_failure(full, sa("198.51.100.4"), 2000, 60000), 60000);
+	ck_assert_int_eq(hosts_count(full), 2);
+	ck_assert_int_eq(hosts_lookup(full, sa("198.51.100.4"), 2001, NULL), HOST_BACKED_OFF);
+	hosts_free(full);
+	hosts_free(h);
+}
+END_TEST
+
 START_TEST(first_contact_claims)
 {
 	struct hosts *h = hosts_new(16);
@@ -496,6 +527,7 @@ int main(void)
 	tcase_add_test(tc, blocked_beats_backoff_and_mapped_is_ipv4);
 	tcase_add_test(tc, bounded_lru_eviction);
 	tcase_add_test(tc, eviction_spares_the_recently_touched);
+	tcase_add_test(tc, eviction_spares_a_claimed_host);
 	tcase_add_test(tc, first_contact_claims);
 	tcase_add_test(tc, full_table_of_default_size);
 	tcase_add_test(tc, session_rate_per_minute);

@@ -15,10 +15,14 @@
  */
 #include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+
 #include "cache.h"
+#include "dnskept.h"
 #include "log.h"
 #include "tags.h"
 #include "unit.h"
@@ -31,7 +35,7 @@
 #define DAY    (24 * HOUR)
 #define T0     INT64_C(1700000000000)
 
-#define MAX_PROBES 1024
+#define MAX_PROBES 2048
 #define MAX_TIMERS 16384 /* never reused: the drain test fires thousands */
 
 static const char base_conf[] = "positive_ttl = 10d\npositive_refresh = 2d\nnegative_ttl = 3d\n"
@@ -39,7 +43,9 @@ static const char base_conf[] = "positive_ttl = 10d\npositive_refresh = 2d\nnega
 
 struct fake_probe {
 	struct addr address;
-	struct callout_hints hints;
+	struct callout_hints hints; /* hints.mx: NULL, or &mx below (a copy: it was lent) */
+	struct dns_answer mx;       /* hosts copied into mx_hosts */
+	struct dns_host mx_hosts[4];
 	callout_done_fn done;
 	void *arg;
 	bool live, cancelled;
@@ -53,6 +59,16 @@ struct fake_timer {
 	bool live, cancelled;
 };
 
+/* a resolution the core asked for */
+struct fake_lookup {
+	char domain[256];
+	vcore_resolved_fn done;
+	void *arg;
+	bool live, cancelled;
+};
+
+#define MAX_LOOKUPS 2048
+
 /* The fake engine: everything the core asked of it. */
 static struct {
 	int64_t wall, mono;
@@ -60,6 +76,8 @@ static struct {
 	int nprobes;
 	struct fake_timer timers[MAX_TIMERS];
 	int ntimers;
+	struct fake_lookup lookups[MAX_LOOKUPS];
+	int nlookups;
 	bool woken;
 } F;
 
@@ -75,11 +93,37 @@ static void *fake_probe_start(void *ctx, const struct addr *address, const struc
 	struct fake_probe *p = &F.probes[F.nprobes++];
 	p->address = *address;
 	p->hints = *hints;
+	if (hints->mx != NULL) {
+		ck_assert_uint_le(hints->mx->host_count, 4);
+		p->mx = *hints->mx;
+		memcpy(p->mx_hosts, hints->mx->hosts, hints->mx->host_count * sizeof(*p->mx_hosts));
+		p->mx.hosts = p->mx_hosts;
+		p->hints.mx = &p->mx;
+	}
 	p->done = done;
 	p->arg = arg;
 	p->live = true;
 	p->started = F.mono;
 	return p;
+}
+
+static void *fake_resolve_start(void *ctx, const char *domain, vcore_resolved_fn done, void *arg)
+{
+	ck_assert_int_lt(F.nlookups, MAX_LOOKUPS);
+	struct fake_lookup *l = &F.lookups[F.nlookups++];
+	snprintf(l->domain, sizeof(l->domain), "%s", domain);
+	l->done = done;
+	l->arg = arg;
+	l->live = true;
+	return l;
+}
+
+static void fake_resolve_cancel(void *ctx, void *lookup)
+{
+	struct fake_lookup *l = lookup;
+	ck_assert(l->live);
+	l->live = false;
+	l->cancelled = true;
 }
 
 static void fake_probe_cancel(void *ctx, void *probe)
@@ -135,6 +179,7 @@ static void pump(void)
 }
 
 static bool engine_reports_finished; /* for the next start() */
+static bool engine_resolves;         /* for the next start(): the fake answers DNS */
 
 /* start - a core over a fresh cache with base_conf plus extra */
 static void start(const char *extra)
@@ -162,8 +207,11 @@ static void start(const char *extra)
 	        .wall_ms = fake_wall,
 	        .mono_ms = fake_mono,
 	        .reports_finished = engine_reports_finished,
+	        .resolve_start = engine_resolves ? fake_resolve_start : NULL,
+	        .resolve_cancel = engine_resolves ? fake_resolve_cancel : NULL,
 	};
 	engine_reports_finished = false;
+	engine_resolves = false;
 	core = vcore_new(conf, cache, &eng);
 	ck_assert_ptr_nonnull(core);
 }
@@ -1496,24 +1544,424 @@ START_TEST(domain_invalid_budget)
 }
 END_TEST
 
-/* max_probes_in_flight, and its lowering (the fd limit) */
+/* max_probes_in_flight, and its lowering (the fd limit): a probe that
+ * finds the cap reached waits in its domain's line and starts when any
+ * probe ends, never answered at once */
 START_TEST(in_flight_budget)
 {
-	start("max_probes_in_flight = 3\n");
+	start("max_probes_in_flight = 3\nverify_budget = 8s\n");
 	vcore_limit_in_flight(core, 2);
 	vcore_limit_in_flight(core, 10); /* never raised above the directive */
 	struct verify_ticket *a = submit("a@g1.test"), *b = submit("b@g2.test");
 	ck_assert_int_eq(live_count(), 2);
-	struct verify_result r = ask("c@g3.test");
-	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
-	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "max_probes_in_flight"));
-	ck_assert(!has_record("a:c@g3.test"));
+	struct verify_ticket *c = submit("c@g3.test");
+	struct verify_result r;
+	ck_assert_int_eq(live_count(), 2);
+	ck_assert(!answered(c, &r));
+	advance(2 * SECOND);
+	ck_assert(!answered(c, &r));
 	finish("a@g1.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
-	ck_assert_int_eq(probe_once("c@g3.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0)).outcome.kind,
-	                 OUTCOME_VALID);
+	ck_assert_int_ge(live("c@g3.test"), 0); /* the freed place went to it */
+	ck_assert_int_eq(live_count(), 2);
+	finish("c@g3.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	r = must_answer(c);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_INVALID);
+	ck_assert_int_eq(r.elapsed_ms, 2 * SECOND);
 	finish("b@g2.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
 	vcore_release(a);
 	vcore_release(b);
+	vcore_release(c);
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+	ck_assert_int_eq(stats().over_budget, 0);
+	ck_assert_int_eq(live_timers(), 0);
+}
+END_TEST
+
+/* A probe waiting for the global cap is answered tempfail (naming it, not
+ * cached, never a reject) when its verify_budget runs out first; the line
+ * behind it goes on waiting and starts when a place frees. */
+START_TEST(in_flight_wait_bounded_by_budget)
+{
+	start("max_probes_in_flight = 1\nverify_budget = 8s\n");
+	struct verify_ticket *a = submit("a@h1.test");
+	advance(4 * SECOND);
+	struct verify_ticket *b = submit("b@h2.test");
+	struct verify_result r;
+	advance(7 * SECOND);
+	ck_assert(!answered(b, &r));
+	struct verify_ticket *c = submit("c@h3.test");
+	advance(1 * SECOND);
+	r = must_answer(b);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_int_eq(r.elapsed_ms, 8 * SECOND);
+	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "max_probes_in_flight"));
+	ck_assert(!has_record("a:b@h2.test"));
+	ck_assert(!answered(c, &r));
+	ck_assert_int_eq(live_count(), 1);
+	finish("a@h1.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_ge(live("c@h3.test"), 0);
+	finish("c@h3.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(c).outcome.kind, OUTCOME_VALID);
+	ck_assert_int_eq(stats().over_budget, 1);
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+	ck_assert_int_eq(live_timers(), 0);
+	vcore_release(a);
+	vcore_release(b);
+	vcore_release(c);
+}
+END_TEST
+
+/* Every line behind the global cap drains: 600 senders at 200 domains
+ * (one every 5 ms) with a cap of 10 and probes of 300 ms; every ticket is
+ * answered by its real probe (none waited past its budget: the cap's
+ * throughput is ample), at most 10 ran at once, places went to the lines
+ * in the order they waited, and nothing is left. */
+#define CAP_SENDERS 600
+START_TEST(in_flight_lines_drain)
+{
+	start("max_probes_in_flight = 10\nverify_budget = 20s\ndomain_probe_limit = 2\n"
+	      "domain_probe_rate = 0\ndomain_invalid_limit = 0\n");
+	static struct verify_ticket *t[CAP_SENDERS];
+	char text[64];
+	int max_live = 0;
+	for (int i = 0; i < CAP_SENDERS || live_count() > 0; i++) {
+		if (i < CAP_SENDERS) {
+			snprintf(text, sizeof(text), "u%d@d%d.test", i, i % 200);
+			struct addr a = parse(text);
+			t[i] = vcore_submit(core, &a, NULL);
+			ck_assert_ptr_nonnull(t[i]);
+			pump();
+		}
+		advance(5);
+		for (int k = 0; k < F.nprobes; k++)
+			if (F.probes[k].live && F.mono - F.probes[k].started >= 300) {
+				struct outcome o = outcome(OUTCOME_VALID, STAGE_RCPT, 0);
+				F.probes[k].live = false;
+				F.probes[k].done(F.probes[k].arg, &o);
+				pump();
+			}
+		if (live_count() > max_live)
+			max_live = live_count();
+		ck_assert_int_lt(i, 100000);
+	}
+	ck_assert_int_eq(max_live, 10);
+	ck_assert_int_eq(F.nprobes, CAP_SENDERS);
+	for (int i = 0; i < CAP_SENDERS; i++) {
+		struct verify_result r = must_answer(t[i]);
+		ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID);
+		ck_assert_int_le(r.elapsed_ms, 20 * SECOND);
+		vcore_release(t[i]);
+	}
+	/* the first domain to wait got the first place: starts are in the
+	 * order the senders came (one line per domain, FIFO among lines) */
+	for (int k = 1; k < F.nprobes; k++) {
+		int prev = atoi(F.probes[k - 1].address.normalized + 1);
+		int cur = atoi(F.probes[k].address.normalized + 1);
+		ck_assert_int_lt(prev, cur);
+	}
+	ck_assert_int_eq(stats().over_budget, 0);
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+	ck_assert_int_eq(live_timers(), 0);
+}
+END_TEST
+
+/* ---- the domain record: one resolution, kept for its TTL ---- */
+
+/* live_lookups - resolutions pending, of domain (NULL: any) */
+static int live_lookups(const char *domain)
+{
+	int n = 0;
+	for (int i = 0; i < F.nlookups; i++)
+		n += F.lookups[i].live && (domain == NULL || strcmp(F.lookups[i].domain, domain) == 0);
+	return n;
+}
+
+/* resolve - the pending resolution of domain answers: status, ttl_ms, and
+ * for DNS_OK hosts mx1.DOMAIN (pref 10, 192.0.2.1) and mx2.DOMAIN (pref
+ * 10, 192.0.2.2, 2001:db8::2) */
+static void resolve(const char *domain, enum dns_status status, int64_t ttl_ms)
+{
+	int i = F.nlookups - 1;
+	while (i >= 0 && !(F.lookups[i].live && strcmp(F.lookups[i].domain, domain) == 0))
+		i--;
+	ck_assert_msg(i >= 0, "no pending resolution of %s", domain);
+	struct dns_host hosts[2];
+	memset(hosts, 0, sizeof(hosts));
+	struct dns_answer a = {.status = status, .ttl_ms = ttl_ms, .hosts = hosts};
+	snprintf(a.detail, sizeof(a.detail), "test answer %d", (int)status);
+	if (status == DNS_OK) {
+		a.host_count = 2;
+		for (int h = 0; h < 2; h++) {
+			snprintf(hosts[h].name, sizeof(hosts[h].name), "mx%d.%s", h + 1, domain);
+			hosts[h].preference = 10;
+			struct sockaddr_in *sin = (struct sockaddr_in *)&hosts[h].addresses[0];
+			sin->sin_family = AF_INET;
+			inet_pton(AF_INET, h == 0 ? "192.0.2.1" : "192.0.2.2", &sin->sin_addr);
+			hosts[h].address_count = 1;
+		}
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&hosts[1].addresses[1];
+		sin6->sin6_family = AF_INET6;
+		inet_pton(AF_INET6, "2001:db8::2", &sin6->sin6_addr);
+		hosts[1].address_count = 2;
+	}
+	F.lookups[i].live = false;
+	F.lookups[i].done(F.lookups[i].arg, &a);
+	pump();
+}
+
+/* finish_all - every live probe ends valid */
+static void finish_all(void)
+{
+	for (int i = 0; i < F.nprobes; i++)
+		if (F.probes[i].live) {
+			struct outcome o = outcome(OUTCOME_VALID, STAGE_RCPT, 0);
+			F.probes[i].live = false;
+			F.probes[i].done(F.probes[i].arg, &o);
+			pump();
+		}
+}
+
+/* 20 concurrent probes of one new domain: one resolution, whatever
+ * domain_probe_limit holds back; every probe gets its own copy of the
+ * answer (both hosts, their addresses, equal preferences in an order of
+ * its own), those that start later get the kept one, and no probe starts
+ * before the answer */
+START_TEST(one_resolution_per_domain)
+{
+	engine_resolves = true;
+	start("domain_probe_limit = 5\ndomain_probe_rate = 0\ndns_cache_time = 30s\n");
+	struct verify_ticket *t[20];
+	char text[64];
+	for (int i = 0; i < 20; i++) {
+		snprintf(text, sizeof(text), "u%d@new.test", i);
+		t[i] = submit(text);
+	}
+	ck_assert_int_eq(F.nlookups, 1);
+	ck_assert_str_eq(F.lookups[0].domain, "new.test");
+	ck_assert_int_eq(F.nprobes, 0); /* they wait for the answer, their places taken */
+	resolve("new.test", DNS_OK, 60 * SECOND);
+	ck_assert_int_eq(F.nprobes, 5);
+	bool first_seen[2] = {false, false};
+	for (int round = 0; round < 4; round++)
+		finish_all();
+	ck_assert_int_eq(F.nprobes, 20);
+	ck_assert_int_eq(F.nlookups, 1);
+	for (int i = 0; i < F.nprobes; i++) {
+		const struct dns_answer *mx = F.probes[i].hints.mx;
+		ck_assert_ptr_nonnull(mx);
+		ck_assert_int_eq(mx->status, DNS_OK);
+		ck_assert_uint_eq(mx->host_count, 2);
+		ck_assert_int_gt(mx->ttl_ms, 0);
+		ck_assert_int_le(mx->ttl_ms, 60 * SECOND);
+		/* first: 0 if mx1 comes first, 1 if mx2 does */
+		int first = strcmp(mx->hosts[0].name, "mx1.new.test") == 0 ? 0 : 1;
+		first_seen[first] = true;
+		ck_assert_str_eq(mx->hosts[0].name, (first == 0 ? "mx1.new.test" : "mx2.new.test"));
+		ck_assert_str_eq(mx->hosts[1].name, (first == 0 ? "mx2.new.test" : "mx1.new.test"));
+		const struct dns_host *two = &mx->hosts[first == 0 ? 1 : 0]; /* mx2: two addresses */
+		ck_assert_uint_eq(two->address_count, 2);
+		ck_assert_int_eq(two->addresses[0].ss_family, AF_INET); /* IPv4 first */
+		ck_assert_int_eq(two->addresses[1].ss_family, AF_INET6);
+		char buf[64];
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&two->addresses[1])->sin6_addr, buf,
+		          sizeof(buf));
+		ck_assert_str_eq(buf, "2001:db8::2");
+	}
+	/* 20 probes, 2 equal hosts: both orders, but for a 2^-19 chance */
+	ck_assert(first_seen[0] && first_seen[1]);
+	for (int i = 0; i < 20; i++) {
+		ck_assert_int_eq(must_answer(t[i]).outcome.kind, OUTCOME_VALID);
+		vcore_release(t[i]);
+	}
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+}
+END_TEST
+
+/* A kept answer lives no longer than its TTL (a negative TTL of 1 s with
+ * dns_cache_time 1h: a domain that starts to exist is seen), and is handed
+ * out with what is left of it */
+START_TEST(kept_answer_ends_with_its_ttl)
+{
+	engine_resolves = true;
+	start("dns_cache_time = 1h\n");
+	struct verify_ticket *a = submit("a@grow.test");
+	resolve("grow.test", DNS_NXDOMAIN, 1 * SECOND);
+	ck_assert_int_eq(F.probes[0].hints.mx->status, DNS_NXDOMAIN);
+	ck_assert_int_eq(F.probes[0].hints.mx->ttl_ms, 1 * SECOND);
+	finish("a@grow.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	advance(400);
+	struct verify_ticket *b = submit("b@grow.test");
+	ck_assert_int_eq(F.nlookups, 1); /* kept */
+	ck_assert_int_eq(F.nprobes, 2);
+	ck_assert_int_eq(F.probes[1].hints.mx->status, DNS_NXDOMAIN);
+	ck_assert_int_eq(F.probes[1].hints.mx->ttl_ms, 600); /* what is left */
+	finish("b@grow.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	advance(1100); /* 1.5 s after the answer */
+	struct verify_ticket *c = submit("c@grow.test");
+	ck_assert_int_eq(F.nlookups, 2); /* asked again */
+	ck_assert_int_eq(F.nprobes, 2);
+	resolve("grow.test", DNS_OK, 300 * SECOND);
+	ck_assert_int_eq(F.probes[2].hints.mx->status, DNS_OK);
+	finish("c@grow.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(c).outcome.kind, OUTCOME_VALID);
+	/* the control: a negative TTL of 30 s is still kept 1.5 s later */
+	struct verify_ticket *d = submit("d@stay.test");
+	resolve("stay.test", DNS_NXDOMAIN, 30 * SECOND);
+	finish("d@stay.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	advance(1500);
+	struct verify_ticket *e = submit("e@stay.test");
+	ck_assert_int_eq(F.nlookups, 3);
+	ck_assert_int_eq(F.probes[4].hints.mx->ttl_ms, 28500);
+	finish("e@stay.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	/* a TTL of 0 (reported as 1 ms) is not kept past now */
+	struct verify_ticket *f = submit("f@zero.test");
+	resolve("zero.test", DNS_NXDOMAIN, 1);
+	finish("f@zero.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	advance(1);
+	struct verify_ticket *g = submit("g@zero.test");
+	ck_assert_int_eq(live_lookups("zero.test"), 1);
+	resolve("zero.test", DNS_NXDOMAIN, 1);
+	finish("g@zero.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	struct verify_ticket *all[] = {a, b, c, d, e, f, g};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		vcore_release(all[i]);
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+}
+END_TEST
+
+/* dns_cache_time caps how long an answer is kept, whatever its TTL; the
+ * answer of unknown TTL (0) is kept dns_cache_time */
+START_TEST(kept_answer_capped_by_dns_cache_time)
+{
+	engine_resolves = true;
+	start("dns_cache_time = 2s\n");
+	struct verify_ticket *a = submit("a@long.test");
+	resolve("long.test", DNS_OK, HOUR);
+	finish("a@long.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	struct verify_ticket *b = submit("b@unknown.test");
+	resolve("unknown.test", DNS_NXDOMAIN, 0);
+	ck_assert_int_eq(F.probes[1].hints.mx->ttl_ms, 0); /* unknown stays unknown */
+	finish("b@unknown.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	advance(1900);
+	struct verify_ticket *c = submit("c@long.test"), *d = submit("d@unknown.test");
+	ck_assert_int_eq(F.nlookups, 2);
+	finish("c@long.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	finish("d@unknown.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	advance(200);
+	struct verify_ticket *e = submit("e@long.test"), *f = submit("f@unknown.test");
+	ck_assert_int_eq(F.nlookups, 4);
+	resolve("long.test", DNS_OK, HOUR);
+	resolve("unknown.test", DNS_NXDOMAIN, 0);
+	finish("e@long.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	finish("f@unknown.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	struct verify_ticket *all[] = {a, b, c, d, e, f};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		vcore_release(all[i]);
+}
+END_TEST
+
+/* A temporary failure is never kept, but the probes that waited for it
+ * all get it (they asked at the same moment); with dns_cache_time = 0
+ * nothing is kept, and concurrent probes still share one resolution */
+START_TEST(tempfail_shared_not_kept)
+{
+	engine_resolves = true;
+	start("dns_cache_time = 0\n");
+	struct verify_ticket *t[3] = {submit("a@tf.test"), submit("b@tf.test"), submit("c@tf.test")};
+	ck_assert_int_eq(F.nlookups, 1);
+	resolve("tf.test", DNS_TEMPFAIL, 0);
+	ck_assert_int_eq(F.nprobes, 3);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(F.probes[i].hints.mx->status, DNS_TEMPFAIL);
+	finish_all();
+	struct verify_ticket *d = submit("d@tf.test");
+	ck_assert_int_eq(F.nlookups, 2); /* not kept */
+	resolve("tf.test", DNS_OK, HOUR);
+	finish_all();
+	struct verify_ticket *e = submit("e@tf.test");
+	ck_assert_int_eq(F.nlookups, 3); /* dns_cache_time 0: OK not kept either */
+	resolve("tf.test", DNS_OK, HOUR);
+	finish_all();
+	for (int i = 0; i < 3; i++)
+		vcore_release(t[i]);
+	vcore_release(d);
+	vcore_release(e);
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+}
+END_TEST
+
+/* Stopping with a resolution pending cancels it and answers its probes'
+ * tickets; address literals are never resolved by the core */
+START_TEST(free_cancels_resolution)
+{
+	engine_resolves = true;
+	start("");
+	struct verify_ticket *a = submit("a@pending.test");
+	struct verify_ticket *lit = submit("x@[192.0.2.7]");
+	ck_assert_int_eq(F.nlookups, 1);
+	ck_assert_int_eq(F.nprobes, 1); /* the literal started at once, unresolved */
+	ck_assert_ptr_null(F.probes[0].hints.mx);
+	vcore_free(core);
+	core = NULL;
+	ck_assert(F.lookups[0].cancelled);
+	struct verify_result r;
+	ck_assert(vcore_wait(a, F.mono, &r));
+	ck_assert_str_eq(r.outcome.reason, "vemilter is stopping");
+	vcore_release(a);
+	vcore_release(lit);
+}
+END_TEST
+
+/* The domain table is bounded: with room for 50 records, 900 domains
+ * probed one after another leave at most 50, the least recently used idle
+ * ones evicted; a record in use (a running probe, a line waiting behind
+ * it) is never evicted: the line still starts when the probe ends. Once
+ * everything is idle and expired, tidy leaves none. */
+START_TEST(domain_table_bounded)
+{
+	engine_resolves = true;
+	start("domain_probe_limit = 1\ndomain_probe_rate = 0\ndomain_invalid_limit = 0\n"
+	      "dns_cache_time = 30s\nverify_budget = 20s\n");
+	vcore_set_domains_max(core, 50);
+	struct verify_ticket *busy = submit("a@busy.test");
+	resolve("busy.test", DNS_OK, HOUR);
+	struct verify_ticket *behind = submit("b@busy.test"); /* waits for busy's place */
+	ck_assert_int_eq(live_count(), 1);
+	char text[64];
+	size_t most = 0;
+	for (int i = 0; i < 900; i++) {
+		snprintf(text, sizeof(text), "u@d%d.test", i);
+		struct verify_ticket *t = submit(text);
+		snprintf(text, sizeof(text), "d%d.test", i);
+		resolve(text, DNS_NXDOMAIN, MINUTE);
+		snprintf(text, sizeof(text), "u@d%d.test", i);
+		finish(text, outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+		vcore_release(t);
+		if (vcore_domain_records(core) > most)
+			most = vcore_domain_records(core);
+		advance(10);
+	}
+	ck_assert_uint_le(most, 50);
+	ck_assert_uint_ge(most, 49);
+	/* the busy record survived: its line starts when its probe ends, with
+	 * its kept answer (no new resolution) */
+	int lookups = F.nlookups;
+	finish("a@busy.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_ge(live("b@busy.test"), 0);
+	ck_assert_int_eq(F.nlookups, lookups);
+	finish("b@busy.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(behind).outcome.kind, OUTCOME_VALID);
+	/* an evicted domain is simply resolved again */
+	struct verify_ticket *again = submit("v@d0.test");
+	ck_assert_int_eq(live_lookups("d0.test"), 1);
+	resolve("d0.test", DNS_NXDOMAIN, MINUTE);
+	finish("v@d0.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	advance(2 * MINUTE);
+	vcore_tidy(core);
+	ck_assert_uint_eq(vcore_domain_records(core), 0);
+	vcore_release(busy);
+	vcore_release(behind);
+	vcore_release(again);
 	ck_assert_int_eq(vcore_probe_objects(core), 0);
 }
 END_TEST
@@ -1604,6 +2052,14 @@ int main(void)
 	tcase_add_test(tc, client_budget);
 	tcase_add_test(tc, domain_invalid_budget);
 	tcase_add_test(tc, in_flight_budget);
+	tcase_add_test(tc, in_flight_wait_bounded_by_budget);
+	tcase_add_test(tc, in_flight_lines_drain);
+	tcase_add_test(tc, one_resolution_per_domain);
+	tcase_add_test(tc, kept_answer_ends_with_its_ttl);
+	tcase_add_test(tc, kept_answer_capped_by_dns_cache_time);
+	tcase_add_test(tc, tempfail_shared_not_kept);
+	tcase_add_test(tc, free_cancels_resolution);
+	tcase_add_test(tc, domain_table_bounded);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }
