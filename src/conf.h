@@ -103,6 +103,9 @@ struct conf {
 	int64_t blocked_ttl_ms;  /* a host that refused us is not asked again for this long; 0: off */
 	int64_t host_backoff_ms; /* a host that did not answer is skipped this long (doubling); 0: off */
 	int host_session_rate;   /* new sessions per minute to one MX host address; 0: no limit */
+	int host_sessions;       /* concurrent sessions per MX host address, shared by probes (pool.h); 0: one
+	                          * session per probe */
+	int host_session_errors; /* 5xx RCPTs after which a shared session ends; 0: no bound */
 	struct conf_strings mx_host_overrides; /* "PATTERN skip|verify", normalized (mxrules.h) */
 
 	/* verification in the milter, and the cache */
