@@ -107,10 +107,10 @@ struct callout {
 	struct outcome result;
 	enum attempt_rank best_rank;
 	bool finished;
-	bool awaiting_late;               /* the verdict is out; the probe still owes the catch-all answer */
-	bool holding;                     /* c->result is an invalid waiting for verdict_probe's sync proof */
+	bool awaiting_late;             /* the verdict is out; the probe still owes the catch-all answer */
+	bool holding;                   /* c->result is an invalid waiting for verdict_probe's sync proof */
 	struct pool_job *verdict_probe; /* the attempt the verdict came from, until its sync report */
-	bool held_fact_have;              /* a catch-all fact that came while holding: passed on after done */
+	bool held_fact_have;            /* a catch-all fact that came while holding: passed on after done */
 	struct outcome held_fact;
 	struct linger_list probes; /* every live SMTP probe of this callout (QUIT goes on after done) */
 	bool lingering;            /* reported, on env->linger until the last probe is gone */

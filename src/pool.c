@@ -21,8 +21,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stddef.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +32,7 @@
 #include "hosts.h"
 #include "linger.h"
 
-#define DOMAIN_MEMOS  16  /* catch-all answers remembered per session (domains) */
+#define DOMAIN_MEMOS 16 /* catch-all answers remembered per session (domains) */
 
 enum job_state { JOB_QUEUED, JOB_CURRENT, JOB_ANSWERED, JOB_DETACHED };
 
@@ -42,9 +42,9 @@ struct pool_job {
 	struct pool_session *session; /* CURRENT, ANSWERED */
 	enum job_state state;
 	struct pool_job *prev, *next; /* the line's queue, or the session's answered list */
-	char *rcpt;          /* these three in one block, owned */
-	char *catchall_rcpt; /* "": not asked */
-	char *domain;        /* the catch-all question's domain; "" if none */
+	char *rcpt;                   /* these three in one block, owned */
+	char *catchall_rcpt;          /* "": not asked */
+	char *domain;                 /* the catch-all question's domain; "" if none */
 	bool report_at_rcpt;
 	bool retried; /* went back to the line once after a drop */
 	bool in_callback, cancelled;
@@ -140,11 +140,13 @@ static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr *b
 	if (a->ss_family != b->sa_family)
 		return false;
 	if (b->sa_family == AF_INET) {
-		const struct sockaddr_in *x = (const struct sockaddr_in *)a, *y = (const struct sockaddr_in *)b;
+		const struct sockaddr_in *x = (const struct sockaddr_in *)a,
+		                         *y = (const struct sockaddr_in *)b;
 		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
 	}
 	const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a, *y = (const struct sockaddr_in6 *)b;
-	return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+	return x->sin6_port == y->sin6_port &&
+	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
 }
 
 /* same_text - two optional strings ("" and NULL alike) */
@@ -159,17 +161,20 @@ static struct pool_line *line_find(struct pool *pool, const struct sockaddr *add
 {
 	for (struct pool_line *l = pool->lines; l != NULL; l = l->next) {
 		if (same_addr(&l->addr, addr) && same_text(l->params.mail_from, pp->mail_from) &&
-		    same_text(l->params.fallback_from, pp->fallback_from) && l->params.try_tls == pp->try_tls &&
-		    l->params.needs_smtputf8 == pp->needs_smtputf8 && same_text(l->params.helo_name, pp->helo_name))
+		    same_text(l->params.fallback_from, pp->fallback_from) &&
+		    l->params.try_tls == pp->try_tls && l->params.needs_smtputf8 == pp->needs_smtputf8 &&
+		    same_text(l->params.helo_name, pp->helo_name))
 			return l;
 	}
 	return NULL;
 }
 
 /* line_new - a line for addr with the session part of pp (strings copied) */
-static struct pool_line *line_new(struct pool *pool, const struct sockaddr *addr, const struct smtp_params *pp)
+static struct pool_line *line_new(struct pool *pool, const struct sockaddr *addr,
+                                  const struct smtp_params *pp)
 {
-	socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	socklen_t len =
+	        addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 	const char *src[4] = {pp->helo_name, pp->mail_from, pp->fallback_from, pp->server_name};
 	size_t total = 0;
 	if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
@@ -417,8 +422,9 @@ static void s_done(void *arg, const struct smtp_result *result)
 		return; /* cancelled meanwhile */
 	if (is_drop(&r) && !j->retried && (r.stage >= STAGE_RCPT || !first)) {
 		j->retried = true;
-		job_trace(j, "* the session ended before this address was answered (%s): it waits for "
-		             "another session",
+		job_trace(j,
+		          "* the session ended before this address was answered (%s): it waits for "
+		          "another session",
 		          r.error[0] ? r.error : "421");
 		queue_push(s->line, j, true);
 		return; /* s_sync opens the next session */
@@ -495,7 +501,8 @@ static bool s_next(void *arg, struct smtp_job *next)
 static void fill(struct pool_line *l)
 {
 	struct pool *pool = l->pool;
-	while (l->queued > 0 && (pool->limits.max_sessions == 0 || l->session_count < pool->limits.max_sessions)) {
+	while (l->queued > 0 &&
+	       (pool->limits.max_sessions == 0 || l->session_count < pool->limits.max_sessions)) {
 		struct pool_job *j = queue_pop(l);
 		if (!open_session(l, j, false)) {
 			/* our trouble (no memory, no socket): every waiting job hears it */
@@ -593,10 +600,11 @@ static bool open_session(struct pool_line *l, struct pool_job *first, bool count
 	l->session_count++;
 	pool->session_count++;
 	if (!counted && pool->limits.hosts != NULL && pool->limits.session_rate > 0)
-		(void)hosts_session_take(pool->limits.hosts, (const struct sockaddr *)&l->addr, clock_mono_ms(),
-		                         pool->limits.session_rate, NULL); /* admitted work: counted, not refused */
-	s->probe = smtp_probe_start(pool->base, (const struct sockaddr *)&l->addr, &params, s_trace, s, s_done,
-	                            s_late, s_sync, s);
+		(void)hosts_session_take(pool->limits.hosts, (const struct sockaddr *)&l->addr,
+		                         clock_mono_ms(), pool->limits.session_rate,
+		                         NULL); /* admitted work: counted, not refused */
+	s->probe = smtp_probe_start(pool->base, (const struct sockaddr *)&l->addr, &params, s_trace, s,
+	                            s_done, s_late, s_sync, s);
 	if (s->probe == NULL) {
 		if (s->prev != NULL)
 			s->prev->next = s->next;
@@ -718,8 +726,8 @@ struct pool_job *pool_submit(struct pool *pool, const struct sockaddr *addr, con
 		char where[80];
 		queue_push(l, j, false);
 		addr_text(&l->addr, where, sizeof(where));
-		job_trace(j, "* waiting for one of the %u sessions to %s (%zu waiting)", l->session_count, where,
-		          l->queued);
+		job_trace(j, "* waiting for one of the %u sessions to %s (%zu waiting)", l->session_count,
+		          where, l->queued);
 	}
 	j->owner_list = params->linger;
 	linger_add(params->linger, &j->linger_item, job_linger_close);

@@ -134,10 +134,10 @@ struct smtp_probe {
 	struct linger_item linger_item;
 
 	/* Session mode (params.next) */
-	unsigned rcpt_errors; /* 5xx RCPT replies in this session */
-	unsigned txn_rcpts;   /* RCPTs sent in this transaction */
-	bool new_txn;         /* the MAIL under way follows our RSET_TXN */
-	bool txn_retried;     /* this address got a 452 and a new transaction already */
+	unsigned rcpt_errors;                  /* 5xx RCPT replies in this session */
+	unsigned txn_rcpts;                    /* RCPTs sent in this transaction */
+	bool new_txn;                          /* the MAIL under way follows our RSET_TXN */
+	bool txn_retried;                      /* this address got a 452 and a new transaction already */
 	char job_strings[2 * (PARAM_MAX + 1)]; /* rcpt and catchall_rcpt of the address asked now */
 };
 
@@ -572,8 +572,8 @@ static void rcpt_answered(struct smtp_probe *p, const struct smtp_reply *r)
 	/* After a 5xx about the address the random one cannot change the
 	 * verdict, but its answer is still a fact about the domain. */
 	bool ask = p->params.catchall_rcpt != NULL &&
-	           (positive(r) || (r->code / 100 == 5 && !classify_says_blocked(r) &&
-	                            !p->params.skip_catchall_after_5xx));
+	           (positive(r) ||
+	            (r->code / 100 == 5 && !classify_says_blocked(r) && !p->params.skip_catchall_after_5xx));
 	if (!ask) {
 		decide(p);
 		job_over(p);
@@ -825,8 +825,9 @@ static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 		} else if (r->code == 452 && p->params.next != NULL && p->txn_rcpts > 1 && !p->txn_retried) {
 			/* too many recipients in this transaction (RFC 5321 4.5.3.1.10):
 			 * not an answer about the address; ask it again in a new one */
-			trace(p, "* 452 after %u RCPTs in this transaction: RSET, a new MAIL FROM, and this "
-			         "address again",
+			trace(p,
+			      "* 452 after %u RCPTs in this transaction: RSET, a new MAIL FROM, and this "
+			      "address again",
 			      p->txn_rcpts - 1);
 			p->txn_retried = true;
 			p->new_txn = true;

@@ -124,8 +124,8 @@ struct smtp_result {
 	bool fallback_used;               /* the MAIL FROM that counts was fallback_from */
 	bool fallback_retry; /* MAIL refused, RSET refused: fallback_from only in a new connection */
 	bool tls_active;
-	bool shared; /* pool.c: another address's session ended this way before any RCPT, and this
-	              * address was waiting for it: a copy, already told to the breaker */
+	bool shared;     /* pool.c: another address's session ended this way before any RCPT, and this
+	                  * address was waiting for it: a copy, already told to the breaker */
 	char error[160]; /* for CONNECT_FAILED/TIMEOUT/CLOSED/PROTOCOL/TLS_FAILED/LOOP */
 };
 
