@@ -118,6 +118,8 @@ struct callout {
 };
 
 static void probe_next(struct callout *c);
+static void note_limited(struct callout *c, const struct target *t, const char *reason);
+
 static void fill_params(struct callout *c, const struct target *t, struct smtp_params *params);
 
 /* trace - one transcript line, if anyone listens */
@@ -570,14 +572,21 @@ static bool rate_skips(struct callout *c, const struct target *t, const struct s
 		c->claim_held = false;
 	}
 	char reason[200];
-	struct judgement j = {.next = ATTEMPT_NEXT_ADDRESS, .rank = RANK_NO_REPLY};
 	snprintf(reason, sizeof(reason), "host_session_rate: %u sessions to %s this minute", count,
 	         t->addr_text);
+	note_limited(c, t, reason);
+	return true;
+}
+
+/* note_limited - t was passed over for host_session_rate (reason): a
+ * temporary failure by rank, never cached, never a health signal */
+static void note_limited(struct callout *c, const struct target *t, const char *reason)
+{
+	struct judgement j = {.next = ATTEMPT_NEXT_ADDRESS, .rank = RANK_NO_REPLY};
 	outcome_set(&j.outcome, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, reason);
 	j.outcome.flags |= OUTCOME_F_LIMITED; /* not cached, not a health signal */
 	trace(c, "* not connecting to %s [%s]: %s", t->host, t->addr_text, reason);
 	note(c, t, &j);
-	return true;
 }
 
 /* on_wait - ask the breaker again about the target that waits */
@@ -633,6 +642,12 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 	struct judgement j;
 	if (!r->catchall_pending)
 		c->probe = NULL; /* no longer ours once this returns */
+	if (r->limited) {        /* the pool opened no session (host_session_rate): not asked */
+		breaker_release(c);
+		note_limited(c, t, r->error);
+		probe_next(c);
+		return;
+	}
 	attempt_of(c, r, &a);
 	classify_attempt(&a, &j);
 	breaker_learn(c, t, r, &j);

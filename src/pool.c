@@ -20,6 +20,7 @@
 #include "pool.h"
 
 #include <arpa/inet.h>
+#include <event2/event.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +34,18 @@
 #include "linger.h"
 
 #define DOMAIN_MEMOS 16 /* catch-all answers remembered per session (domains) */
+/* How long a session in a burst (it asked more than one address, or its
+ * line had more than one job while it was open) stays open, idle, when no
+ * job waits, for the next one of the burst: the next sender's DNS answer
+ * is milliseconds away, a new session is a greeting more for the server.
+ * A probe on its own never waits: it ends as it always did. */
+#define IDLE_MS 100
+/* How long a line outlives its last job and session: a job within this
+ * time after the last one is part of the same burst (submitted counts it),
+ * so the burst's sessions wait IDLE_MS for the next. Empty lines older
+ * than this are swept at each submit: the pool holds no more than the
+ * lines active within the last LINE_KEEP_MS. */
+#define LINE_KEEP_MS 1000
 
 enum job_state { JOB_QUEUED, JOB_CURRENT, JOB_ANSWERED, JOB_DETACHED };
 
@@ -74,8 +87,11 @@ struct pool_session {
 	struct pool_job *late_job; /* reported with the catch-all answer pending */
 	struct pool_job *answered; /* waiting for the sync report */
 	unsigned jobs;             /* addresses asked in this session */
-	bool reached_rcpt;         /* some address got to RCPT */
-	bool early_have;           /* the first address ended before RCPT: early says how */
+	bool idle;                 /* waiting for a job (SMTP_NEXT_WAIT); idle_timer bounds it */
+	bool idle_over;            /* ... and that wait ran out: QUIT when asked next */
+	struct event *idle_timer;
+	bool reached_rcpt; /* some address got to RCPT */
+	bool early_have;   /* the first address ended before RCPT: early says how */
 	struct smtp_result early;
 	struct domain_memo memos[DOMAIN_MEMOS];
 	size_t memo_next;
@@ -91,7 +107,9 @@ struct pool_line {
 	size_t queued;
 	struct pool_session *sessions;
 	unsigned session_count;
-	unsigned busy; /* being walked: not freed even when empty */
+	unsigned busy;      /* being walked: not freed even when empty */
+	unsigned submitted; /* jobs since the line began: more than one is a burst */
+	int64_t last_ms;    /* the last job submitted or session ended (LINE_KEEP_MS) */
 };
 
 struct pool {
@@ -102,7 +120,7 @@ struct pool {
 	size_t session_count;
 };
 
-static bool open_session(struct pool_line *line, struct pool_job *first, bool counted);
+static bool open_session(struct pool_line *line, struct pool_job *first);
 
 /* job_trace - one line to the job's transcript */
 __attribute__((format(printf, 2, 3))) static void job_trace(struct pool_job *j, const char *fmt, ...)
@@ -214,10 +232,12 @@ static struct pool_line *line_new(struct pool *pool, const struct sockaddr *addr
 	return l;
 }
 
-/* line_maybe_free - a line with neither jobs nor sessions goes */
+/* line_maybe_free - a line with neither jobs nor sessions, and no job for
+ * LINE_KEEP_MS, goes (lines_sweep finds it later if it must stay now) */
 static void line_maybe_free(struct pool_line *l)
 {
-	if (l->busy > 0 || l->queued > 0 || l->session_count > 0)
+	if (l->busy > 0 || l->queued > 0 || l->session_count > 0 ||
+	    clock_mono_ms() - l->last_ms < LINE_KEEP_MS)
 		return;
 	if (l->prev != NULL)
 		l->prev->next = l->next;
@@ -227,6 +247,17 @@ static void line_maybe_free(struct pool_line *l)
 		l->next->prev = l->prev;
 	free(l->strings);
 	free(l);
+}
+
+/* lines_sweep - free the lines that stayed empty past LINE_KEEP_MS */
+static void lines_sweep(struct pool *pool)
+{
+	struct pool_line *l = pool->lines;
+	while (l != NULL) {
+		struct pool_line *next = l->next;
+		line_maybe_free(l);
+		l = next;
+	}
 }
 
 /* queue_push - job waits at the tail (or, put back after a drop, the head) */
@@ -468,15 +499,28 @@ static void s_late(void *arg, const struct smtp_reply *reply)
 	job_call(j, CALL_LATE, NULL, reply, NULL);
 }
 
-/* s_next - the next address for this session: the line's oldest job */
-static bool s_next(void *arg, struct smtp_job *next)
+/* s_next - the next address for this session: the line's oldest job;
+ * none waiting: QUIT, or after a burst wait IDLE_MS for one */
+static enum smtp_next s_next(void *arg, struct smtp_job *next)
 {
 	struct pool_session *s = arg;
 	struct pool_line *l = s->line;
 	struct pool_job *j = queue_pop(l);
 	char where[80];
-	if (j == NULL)
-		return false;
+	if (j == NULL) {
+		if (s->idle)
+			return SMTP_NEXT_WAIT;
+		if (s->idle_over || (s->jobs < 2 && l->submitted < 2) || s->idle_timer == NULL)
+			return SMTP_NEXT_NONE;
+		struct timeval tv = {.tv_sec = 0, .tv_usec = IDLE_MS * 1000};
+		if (evtimer_add(s->idle_timer, &tv) != 0)
+			return SMTP_NEXT_NONE;
+		s->idle = true;
+		return SMTP_NEXT_WAIT;
+	}
+	s->idle = s->idle_over = false;
+	if (s->idle_timer != NULL)
+		evtimer_del(s->idle_timer);
 	s->cur = j;
 	s->jobs++;
 	j->state = JOB_CURRENT;
@@ -494,7 +538,57 @@ static bool s_next(void *arg, struct smtp_job *next)
 	next->catchall_rcpt = j->catchall_rcpt[0] != '\0' && !s->cur_patch ? j->catchall_rcpt : NULL;
 	next->report_at_rcpt = j->report_at_rcpt;
 	next->skip_catchall_after_5xx = true;
-	return true;
+	return SMTP_NEXT_JOB;
+}
+
+/* on_idle - no job came within IDLE_MS: the session says QUIT */
+static void on_idle(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool_session *s = arg;
+	(void)fd;
+	(void)what;
+	s->idle = false;
+	s->idle_over = true;
+	smtp_probe_resume(s->probe);
+}
+
+/* idle_session - a session of l waiting for a job, or NULL */
+static struct pool_session *idle_session(const struct pool_line *l)
+{
+	for (struct pool_session *s = l->sessions; s != NULL; s = s->next)
+		if (s->idle)
+			return s;
+	return NULL;
+}
+
+/* session_free - a session whose probe is gone or going */
+static void session_free(struct pool_session *s)
+{
+	if (s->idle_timer != NULL)
+		event_free(s->idle_timer);
+	free(s);
+}
+
+/* limited - host_session_rate allows no new session to l: every job
+ * waiting hears it (not a word from the server), unless a session of l
+ * is still open to take them */
+static void limited(struct pool_line *l, unsigned count)
+{
+	char where[80];
+	struct smtp_result r = {.end = SMTP_END_CONNECT_FAILED, .stage = STAGE_CONNECT, .limited = true};
+	if (l->session_count > 0)
+		return;
+	addr_text(&l->addr, where, sizeof(where));
+	snprintf(r.error, sizeof(r.error), "host_session_rate: %u sessions to %s this minute", count, where);
+	size_t n = l->queued;
+	for (size_t i = 0; i < n; i++) {
+		struct pool_job *j = queue_pop(l);
+		if (j == NULL)
+			break;
+		j->state = JOB_DETACHED;
+		if (job_call(j, CALL_DONE, &r, NULL, NULL))
+			job_free(j);
+	}
 }
 
 /* fill - open sessions for waiting jobs, up to the limit */
@@ -503,8 +597,15 @@ static void fill(struct pool_line *l)
 	struct pool *pool = l->pool;
 	while (l->queued > 0 &&
 	       (pool->limits.max_sessions == 0 || l->session_count < pool->limits.max_sessions)) {
+		unsigned count = 0;
+		if (pool->limits.hosts != NULL && pool->limits.session_rate > 0 &&
+		    !hosts_session_take(pool->limits.hosts, (const struct sockaddr *)&l->addr,
+		                        clock_mono_ms(), pool->limits.session_rate, &count)) {
+			limited(l, count);
+			return;
+		}
 		struct pool_job *j = queue_pop(l);
-		if (!open_session(l, j, false)) {
+		if (!open_session(l, j)) {
 			/* our trouble (no memory, no socket): every waiting job hears it */
 			struct smtp_result r = {.end = SMTP_END_CONNECT_FAILED, .stage = STAGE_CONNECT};
 			snprintf(r.error, sizeof(r.error), "cannot create a socket");
@@ -550,6 +651,8 @@ static void s_sync(void *arg, struct smtp_probe *probe, const struct smtp_sync_r
 		s->next->prev = s->prev;
 	l->session_count--;
 	pool->session_count--;
+	if (s->idle_timer != NULL)
+		evtimer_del(s->idle_timer);
 	if (s->early_have) { /* about the host: the jobs waiting now share it */
 		struct smtp_result r = s->early;
 		r.shared = true;
@@ -567,20 +670,22 @@ static void s_sync(void *arg, struct smtp_probe *probe, const struct smtp_sync_r
 				job_free(j);
 		}
 	}
-	free(s);
+	session_free(s);
+	l->last_ms = clock_mono_ms();
 	fill(l);
 	l->busy--;
 	line_maybe_free(l);
 }
 
-/* open_session - a new session for line l, asking first; counted: the
- * caller took the session rate already. False if it cannot start. */
-static bool open_session(struct pool_line *l, struct pool_job *first, bool counted)
+/* open_session - a new session for line l, asking first (the session rate
+ * is the caller's). False if it cannot start. */
+static bool open_session(struct pool_line *l, struct pool_job *first)
 {
 	struct pool *pool = l->pool;
 	struct pool_session *s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return false;
+	s->idle_timer = evtimer_new(pool->base, on_idle, s); /* NULL: no idle wait, that is all */
 	s->line = l;
 	s->cur = first;
 	s->jobs = 1;
@@ -599,10 +704,7 @@ static bool open_session(struct pool_line *l, struct pool_job *first, bool count
 	l->sessions = s;
 	l->session_count++;
 	pool->session_count++;
-	if (!counted && pool->limits.hosts != NULL && pool->limits.session_rate > 0)
-		(void)hosts_session_take(pool->limits.hosts, (const struct sockaddr *)&l->addr,
-		                         clock_mono_ms(), pool->limits.session_rate,
-		                         NULL); /* admitted work: counted, not refused */
+
 	s->probe = smtp_probe_start(pool->base, (const struct sockaddr *)&l->addr, &params, s_trace, s,
 	                            s_done, s_late, s_sync, s);
 	if (s->probe == NULL) {
@@ -616,7 +718,7 @@ static bool open_session(struct pool_line *l, struct pool_job *first, bool count
 		pool->session_count--;
 		first->session = NULL;
 		first->state = JOB_DETACHED;
-		free(s);
+		session_free(s);
 		return false;
 	}
 	return true;
@@ -660,7 +762,7 @@ void pool_free(struct pool *pool)
 				j->pool = NULL;
 			}
 			l->sessions = s->next;
-			free(s);
+			session_free(s);
 		}
 		pool->lines = l->next;
 		free(l->strings);
@@ -673,7 +775,8 @@ void pool_free(struct pool *pool)
 bool pool_would_open(struct pool *pool, const struct sockaddr *addr, const struct smtp_params *params)
 {
 	struct pool_line *l = line_find(pool, addr, params);
-	return l == NULL || pool->limits.max_sessions == 0 || l->session_count < pool->limits.max_sessions;
+	return l == NULL || pool->limits.max_sessions == 0 ||
+	       (idle_session(l) == NULL && l->session_count < pool->limits.max_sessions);
 }
 
 /* pool_submit - see pool.h */
@@ -708,6 +811,7 @@ struct pool_job *pool_submit(struct pool *pool, const struct sockaddr *addr, con
 	j->late = late;
 	j->sync = sync;
 	j->arg = arg;
+	lines_sweep(pool);
 	struct pool_line *l = line_find(pool, addr, params);
 	bool fresh = l == NULL;
 	if (fresh && (l = line_new(pool, addr, params)) == NULL) {
@@ -715,8 +819,14 @@ struct pool_job *pool_submit(struct pool *pool, const struct sockaddr *addr, con
 		free(j);
 		return NULL;
 	}
-	if (pool->limits.max_sessions == 0 || l->session_count < pool->limits.max_sessions) {
-		if (!open_session(l, j, true)) {
+	l->submitted++;
+	l->last_ms = clock_mono_ms();
+	struct pool_session *idle = idle_session(l);
+	if (idle != NULL) { /* a session of the burst is waiting for it */
+		queue_push(l, j, false);
+		smtp_probe_resume(idle->probe);
+	} else if (pool->limits.max_sessions == 0 || l->session_count < pool->limits.max_sessions) {
+		if (!open_session(l, j)) {
 			line_maybe_free(l);
 			free(j->rcpt);
 			free(j);

@@ -695,9 +695,14 @@ static void advance(struct smtp_probe *p)
 		return;
 	}
 	memset(&job, 0, sizeof(job));
-	if (!p->params.next(p->arg, &job)) {
+	switch (p->params.next(p->arg, &job)) {
+	case SMTP_NEXT_NONE:
 		quit(p, true);
 		return;
+	case SMTP_NEXT_WAIT: /* idle in ST_BETWEEN: smtp_probe_resume asks again */
+		return;
+	case SMTP_NEXT_JOB:
+		break;
 	}
 	/* A new address: its own result, nothing of the previous one's. */
 	bool tls = p->result.tls_active, fallback = p->result.fallback_used;
@@ -1306,6 +1311,13 @@ struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockad
 		p->lingering = true;
 	}
 	return p;
+}
+
+/* smtp_probe_resume - see smtp.h */
+void smtp_probe_resume(struct smtp_probe *probe)
+{
+	if (probe != NULL && probe->state == ST_BETWEEN)
+		event_active(probe->notify, EV_TIMEOUT, 0); /* on_notify advances */
 }
 
 /* smtp_probe_cancel - see smtp.h */

@@ -73,9 +73,12 @@ struct smtp_job {
 	bool skip_catchall_after_5xx; /* as in smtp_params */
 };
 /* Session mode: the previous address has been handed over (done, and late
- * when due); the next one to ask about in this session, or false: QUIT.
- * Called with the probe's arg; must not cancel the probe. */
-typedef bool (*smtp_next_fn)(void *arg, struct smtp_job *job);
+ * when due); the next one to ask about in this session (JOB, *job filled),
+ * none (QUIT), or none yet (WAIT: the connection stays open, idle, until
+ * the owner calls smtp_probe_resume). Called with the probe's arg; must
+ * not cancel the probe. */
+enum smtp_next { SMTP_NEXT_NONE, SMTP_NEXT_JOB, SMTP_NEXT_WAIT };
+typedef enum smtp_next (*smtp_next_fn)(void *arg, struct smtp_job *job);
 
 struct smtp_params {
 	const char *helo_name;     /* our name in EHLO/HELO */
@@ -124,6 +127,8 @@ struct smtp_result {
 	bool fallback_used;               /* the MAIL FROM that counts was fallback_from */
 	bool fallback_retry; /* MAIL refused, RSET refused: fallback_from only in a new connection */
 	bool tls_active;
+	bool limited;    /* pool.c: not asked at all, host_session_rate allows no new session (error says
+	                  * so); not a word from the server */
 	bool shared;     /* pool.c: another address's session ended this way before any RCPT, and this
 	                  * address was waiting for it: a copy, already told to the breaker */
 	char error[160]; /* for CONNECT_FAILED/TIMEOUT/CLOSED/PROTOCOL/TLS_FAILED/LOOP */
@@ -174,5 +179,9 @@ struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockad
  * while the probe is the caller's; inside done or late it takes effect when
  * the callback returns. Not from inside the trace callback. */
 void smtp_probe_cancel(struct smtp_probe *probe);
+
+/* smtp_probe_resume - session mode, after smtp_next_fn said WAIT: ask it
+ * again (from the loop, not inside this call) */
+void smtp_probe_resume(struct smtp_probe *probe);
 
 #endif
