@@ -20,6 +20,9 @@ fake SMTP servers, counting sessions and RCPTs at each farm address.
   failed RCPTs; the transcript says why the session ended.
 - An out-of-step server (lagging_reply) shared by several senders: no
   sender keeps a valid or an invalid that was not retracted.
+- A server that never answers RCPT, host_sessions = 1: the senders
+  waiting in line end with their callouts' probe_timeout (tempfail), and
+  the farm sees one session.
 
 The numbers measured are printed as TAP diagnostics. Loopback only; every
 wait bounded.
@@ -48,9 +51,11 @@ LIMITED = "127.0.0.82"   # normal, users alice and bob, rcpt_limit=3
 DROPPING = "127.0.0.83"  # normal, users alice and bob, drop_after=3
 FAILING = "127.0.0.84"   # normal, user alice: 25 unknown senders
 LAGGING = "127.0.0.85"   # lagging_reply, user alice
-N_FORGED, N_PROVIDER, N_SMALL, N_FAILING, N_LAG = 200, 100, 10, 25, 6
+HANGING = "127.0.0.86"   # silent_after_rcpt: RCPT is never answered
+N_FORGED, N_PROVIDER, N_SMALL, N_FAILING, N_LAG, N_HANG = 200, 100, 10, 25, 6, 5
 GROUPS = (("f", N_FORGED, FORGED), ("p", N_PROVIDER, PROVIDER), ("l", N_SMALL, LIMITED),
-          ("d", N_SMALL, DROPPING), ("e", N_FAILING, FAILING), ("g", N_LAG, LAGGING))
+          ("d", N_SMALL, DROPPING), ("e", N_FAILING, FAILING), ("g", N_LAG, LAGGING),
+          ("s", N_HANG, HANGING))
 
 
 def zone():
@@ -248,6 +253,26 @@ def lagging_run(tap, tmp, dns_port, farm, farm_port):
               farm.connections(LAGGING) < N_LAG, "%d sessions" % farm.connections(LAGGING))
 
 
+def hanging_run(tap, tmp, dns_port, farm, farm_port):
+    senders = ["alice@s%d.test" % i for i in range(1, N_HANG + 1)]
+    # the breaker off: no first-contact wait, so the others queue in the pool at once
+    conf = write_conf(tmp, "hang.conf", dns_port, farm_port, "host_sessions = 1", "probe_timeout = 2s",
+                      "command_timeout = 5s", "blocked_ttl = 0", "host_backoff = 0")
+    farm.reset()
+    status, out, err, results, secs = run_check(conf, senders, jobs=N_HANG)
+    farm.wait_idle(HANGING, timeout=10)
+    kinds = [results.get(s, ("?",))[0] for s in senders]
+    tap.diag("a server that never answers RCPT, host_sessions = 1, probe_timeout = 2s: %d senders -> %d "
+             "session(s), outcomes %r, %.2f s" % (N_HANG, farm.connections(HANGING), kinds, secs))
+    tap.equal("hanging server: one session (the others wait in line)", farm.connections(HANGING), 1)
+    tap.check("hanging server: every sender tempfail by probe_timeout, the ones in line too",
+              kinds == ["tempfail"] * N_HANG and all("probe_timeout" in results[s][1].get("reason", "")
+                                                     for s in senders), "%r" % results)
+    tap.check("hanging server: over within probe_timeout and the goodbyes (< 10 s)", secs < 10, "%.2f s" % secs)
+    tap.check("hanging server: a job in line says so in its transcript", "waiting for one of the 1 sessions" in out,
+              out[-2000:])
+
+
 def main():
     tap = vmtest.Tap()
     if not os.access(CHECK, os.X_OK):
@@ -264,6 +289,7 @@ def main():
         farm.add(DROPPING, "normal", users=["alice", "bob"], drop_after=3)
         farm.add(FAILING, "normal", users=["alice"])
         farm.add(LAGGING, "lagging_reply", users=["alice"])
+        farm.add(HANGING, "silent_after_rcpt", users=["alice"])
         farm_port = farm.start()
         forged_flood(tap, tmp, dns_port, farm, farm_port)
         provider_run(tap, tmp, dns_port, farm, farm_port)
@@ -271,6 +297,7 @@ def main():
         drop_run(tap, tmp, dns_port, farm, farm_port)
         errors_run(tap, tmp, dns_port, farm, farm_port)
         lagging_run(tap, tmp, dns_port, farm, farm_port)
+        hanging_run(tap, tmp, dns_port, farm, farm_port)
     finally:
         farm.stop()
         dns.stop()
