@@ -58,6 +58,7 @@ struct pool_job {
 	char *rcpt;                   /* these three in one block, owned */
 	char *catchall_rcpt;          /* "": not asked */
 	char *domain;                 /* the catch-all question's domain; "" if none */
+	char *server_name;            /* the MX host name it was reached by: a session it opens uses it */
 	bool report_at_rcpt;
 	bool retried; /* went back to the line once after a drop */
 	bool in_callback, cancelled;
@@ -410,14 +411,16 @@ static void memo_keep(struct pool_session *s, const char *domain, const struct s
 	m->reply = *reply;
 }
 
-/* s_trace - a transcript line: to the job asked now, else (greeting of a
- * session whose first job went, QUIT) to every job waiting for the proof */
+/* s_trace - a transcript line: to the job asked now (or owed its late
+ * catch-all answer), else (QUIT, the greeting of a session whose first job
+ * went) to every job waiting for the proof */
 static void s_trace(void *arg, const char *line)
 {
 	struct pool_session *s = arg;
-	if (s->cur != NULL) {
-		if (s->cur->trace != NULL)
-			s->cur->trace(s->cur->trace_arg, line);
+	struct pool_job *due = s->cur != NULL ? s->cur : s->late_job; /* whose reply is awaited */
+	if (due != NULL) {
+		if (due->trace != NULL)
+			due->trace(due->trace_arg, line);
 		return;
 	}
 	for (struct pool_job *j = s->answered; j != NULL; j = j->next)
@@ -693,6 +696,7 @@ static bool open_session(struct pool_line *l, struct pool_job *first)
 	first->session = s;
 	struct smtp_params params = l->params;
 	params.rcpt = first->rcpt;
+	params.server_name = first->server_name; /* SNI and transcripts: the name this job knows it by */
 	params.catchall_rcpt = first->catchall_rcpt[0] != '\0' ? first->catchall_rcpt : NULL;
 	params.report_at_rcpt = first->report_at_rcpt;
 	params.skip_catchall_after_5xx = false; /* a session's first address: as one probe alone */
@@ -794,7 +798,9 @@ struct pool_job *pool_submit(struct pool *pool, const struct sockaddr *addr, con
 	const char *ca = params->catchall_rcpt != NULL ? params->catchall_rcpt : "";
 	const char *at = strrchr(ca, '@');
 	size_t rn = strlen(params->rcpt), cn = strlen(ca);
-	j->rcpt = malloc(rn + 1 + 2 * (cn + 1));
+	const char *sn = params->server_name != NULL ? params->server_name : "";
+	size_t sl = strlen(sn);
+	j->rcpt = malloc(rn + 1 + 2 * (cn + 1) + sl + 1);
 	if (j->rcpt == NULL) {
 		free(j);
 		return NULL;
@@ -804,6 +810,8 @@ struct pool_job *pool_submit(struct pool *pool, const struct sockaddr *addr, con
 	memcpy(j->catchall_rcpt, ca, cn + 1);
 	j->domain = j->catchall_rcpt + cn + 1;
 	snprintf(j->domain, cn + 1, "%s", at != NULL ? at + 1 : "");
+	j->server_name = j->domain + cn + 1;
+	memcpy(j->server_name, sn, sl + 1);
 	j->report_at_rcpt = params->report_at_rcpt;
 	j->trace = trace;
 	j->trace_arg = trace_arg;

@@ -36,7 +36,7 @@
  * (hosts_session_take); the callout checks the rate only for a job that
  * would open one (pool_would_open).
  *
- * The session's server_name (SNI, transcripts) is the first job's: MX
+ * A session's server_name (SNI, transcripts) is its first job's: MX
  * names that resolve to one address share its sessions.
  *
  * max_sessions 0: no sharing, one session per job, no limit (as before
