@@ -20,6 +20,9 @@ fake SMTP servers, counting sessions and RCPTs at each farm address.
   failed RCPTs; the transcript says why the session ended.
 - An out-of-step server (lagging_reply) shared by several senders: no
   sender keeps a valid or an invalid that was not retracted.
+- smtp.c's session mode alone (tests/tools/smtpprobe --more): one
+  session, each address its own reply, QUIT proving all; max_rcpt_errors;
+  452 -> RSET; a server one reply behind -> the sync report says broken.
 - A server that never answers RCPT, host_sessions = 1: the senders
   waiting in line end with their callouts' probe_timeout (tempfail), and
   the farm sees one session.
@@ -30,6 +33,7 @@ wait bounded.
 
 import os
 import random
+import subprocess
 import sys
 
 sys.dont_write_bytecode = True
@@ -44,6 +48,7 @@ from smtpfarm import SmtpFarm  # noqa: E402
 import checkrun  # noqa: E402
 
 CHECK = os.path.join(vmtest.builddir(), "vemilter-check")
+SMTPPROBE = os.path.join(vmtest.builddir(), "tests", "tools", "smtpprobe")
 HELO = "probe.vemilter.test"
 FORGED = "127.0.0.80"    # normal, user alice: 200 forged senders' domains
 PROVIDER = "127.0.0.81"  # normal, user alice: 100 real senders' domains
@@ -273,6 +278,51 @@ def hanging_run(tap, tmp, dns_port, farm, farm_port):
               out[-2000:])
 
 
+def smtpprobe(farm, addr, port, rcpts, *opts):
+    """smtp.c alone in session mode: smtpprobe --more ... -> ({rcpt: fields}, session fields, sessions)"""
+    before = farm.connections(addr)
+    argv = [SMTPPROBE] + list(opts)
+    for r in rcpts[1:]:
+        argv += ["--more", r]
+    argv += [addr, str(port), rcpts[0]]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    farm.wait_idle(addr, timeout=5)
+    jobs, session = {}, {}
+    for line in p.stdout.splitlines():
+        kv = dict(k_v for k_v in checkrun.KV.findall(line))
+        kv = {k: (v[1:-1] if v.startswith('"') else v) for k, v in kv.items()}
+        if line.startswith("job "):
+            jobs[line.split()[1]] = kv
+        elif line.startswith("session "):
+            session = kv
+    return jobs, session, farm.sessions(addr)[before:], p.stdout
+
+
+def session_mode_runs(tap, farm, farm_port):
+    """smtp.c's session mode without the pool (tests/tools/smtpprobe)."""
+    rcpts = ["alice@x.test", "nobody@x.test", "alice@y.test", "ghost@y.test"]
+    jobs, session, sessions, out = smtpprobe(farm, FAILING, farm_port, rcpts)
+    ok = len(sessions) == 1 and all(
+        jobs.get(r, {}).get("code") == ("250" if r.startswith("alice") else "550") for r in rcpts)
+    ok = ok and all(("<%s>" % r) in jobs[r].get("text", "") for r in rcpts if not r.startswith("alice"))
+    tap.check("session mode: 4 addresses, one session, each its own RCPT reply; QUIT proves it",
+              ok and session.get("sync") == "proved" and sessions[0].commands[-1] == "QUIT", out)
+    rcpts = ["n1@x.test", "n2@x.test", "n3@x.test", "n4@x.test"]
+    jobs, session, sessions, out = smtpprobe(farm, FAILING, farm_port, rcpts, "--max-errors", "2")
+    asked = [c for c in sessions[0].commands if c.upper().startswith("RCPT")] if sessions else []
+    tap.check("session mode: max_rcpt_errors 2 -> QUIT after the second 550; the rest never asked",
+              sorted(jobs) == ["n1@x.test", "n2@x.test"] and len(asked) == 2
+              and sessions[0].commands[-1] == "QUIT", out)
+    rcpts = ["alice@x.test", "bob@x.test", "alice@y.test", "bob@y.test", "alice@z.test"]
+    jobs, session, sessions, out = smtpprobe(farm, LIMITED, farm_port, rcpts)
+    tap.check("session mode: 452 after the recipient limit -> RSET, MAIL, the same address again; all 250",
+              all(jobs.get(r, {}).get("code") == "250" for r in rcpts) and len(sessions) == 1
+              and sessions[0].commands.count("RSET") == 1 and session.get("sync") == "proved", out)
+    jobs, session, sessions, out = smtpprobe(farm, LAGGING, farm_port, ["alice@x.test", "nobody@x.test"])
+    tap.check("session mode: a server one reply behind -> the session's sync report is broken (for both)",
+              session.get("sync") == "broken" and len(jobs) == 2, out)
+
+
 def main():
     tap = vmtest.Tap()
     if not os.access(CHECK, os.X_OK):
@@ -291,6 +341,7 @@ def main():
         farm.add(LAGGING, "lagging_reply", users=["alice"])
         farm.add(HANGING, "silent_after_rcpt", users=["alice"])
         farm_port = farm.start()
+        session_mode_runs(tap, farm, farm_port)
         forged_flood(tap, tmp, dns_port, farm, farm_port)
         provider_run(tap, tmp, dns_port, farm, farm_port)
         limit_run(tap, tmp, dns_port, farm, farm_port)
