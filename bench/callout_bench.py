@@ -15,6 +15,7 @@ show as tempfails, which the valid count makes visible).
 
 Usage: bench/callout_bench.py [--addresses 2000] [--domains 200]
        [--latency 0.02] [--serial 100] [--servers 20] [--jobs 50,250,1000,2000]
+       [--set 'host_sessions = 0' ...]
 Needs a built tree: VEMILTER_BUILDDIR (default: the source dir).
 """
 
@@ -83,6 +84,8 @@ def main():
     ap.add_argument("--serial", type=int, default=100)
     ap.add_argument("--servers", type=int, default=20)
     ap.add_argument("--jobs", default="50,250,1000,2000")
+    ap.add_argument("--set", action="append", default=[], metavar="'DIRECTIVE = VALUE'",
+                    help="one more configuration line (e.g. 'host_sessions = 0'), repeatable")
     args = ap.parse_args()
 
     builddir = os.environ.get("VEMILTER_BUILDDIR", os.path.join(HERE, ".."))
@@ -109,6 +112,8 @@ def main():
                     # few fake servers would meet the per-host session budget
                     "host_session_rate = 0\n"
                     % (dns_port, farm_port))
+            for line in args.set:
+                f.write(line + "\n")
 
         serial_sample = addresses[:args.serial]
         s_time, s_rc, s_rss, _ = run_check(binary, conf, serial_sample, 1)

@@ -69,6 +69,7 @@
 #include "log.h"
 #include "mxrules.h"
 #include "netguard.h"
+#include "pool.h"
 #include "smtp.h"
 
 struct target {
@@ -90,7 +91,7 @@ struct callout {
 	struct dns_lookup *lookup;
 	struct dns_answer given; /* hints->mx, copied: answered from the loop (on_later) */
 	bool have_given;
-	struct smtp_probe *probe;
+	struct pool_job *probe; /* the attempt under way (a job in the pool's session to t) */
 	struct event *deadline;
 	struct event *later; /* runs the literal's first probe from the loop */
 	struct event *hold;  /* bounds how long an invalid verdict waits for the sync proof */
@@ -114,10 +115,10 @@ struct callout {
 	struct outcome result;
 	enum attempt_rank best_rank;
 	bool finished;
-	bool awaiting_late;               /* the verdict is out; the probe still owes the catch-all answer */
-	bool holding;                     /* c->result is an invalid waiting for verdict_probe's sync proof */
-	struct smtp_probe *verdict_probe; /* the probe the verdict came from, until its sync report */
-	bool held_fact_have;              /* a catch-all fact that came while holding: passed on after done */
+	bool awaiting_late;             /* the verdict is out; the probe still owes the catch-all answer */
+	bool holding;                   /* c->result is an invalid waiting for verdict_probe's sync proof */
+	struct pool_job *verdict_probe; /* the attempt the verdict came from, until its sync report */
+	bool held_fact_have;            /* a catch-all fact that came while holding: passed on after done */
 	struct outcome held_fact;
 	struct sockaddr_storage verdict_addr; /* the address the verdict came from */
 	bool catchall_seen;        /* it accepted the random address: for its host memory once in step */
@@ -127,6 +128,9 @@ struct callout {
 };
 
 static void probe_next(struct callout *c);
+static void note_limited(struct callout *c, const struct target *t, const char *reason);
+
+static void fill_params(struct callout *c, const struct target *t, struct smtp_params *params);
 
 /* trace - one transcript line, if anyone listens */
 static void __attribute__((format(printf, 2, 3))) trace(struct callout *c, const char *fmt, ...)
@@ -236,10 +240,10 @@ static void finish(struct callout *c)
 	if (c->finished)
 		return;
 	if (c->probe != NULL && !c->awaiting_late) { /* in flight (probe_timeout): it can tell nothing now */
-		struct smtp_probe *p = c->probe;
+		struct pool_job *p = c->probe;
 		c->probe = NULL;
 		breaker_release(c);
-		smtp_probe_cancel(p);
+		pool_job_cancel(p);
 	}
 	c->finished = true;
 	outcome_flags_text(c->result.flags, flags, sizeof(flags));
@@ -402,7 +406,7 @@ static int64_t hold_ms(const struct conf *conf)
 
 /* on_smtp_sync - whether the verdict's session proved in step: releases a
  * held invalid, or takes a reported verdict back (a retraction fact) */
-static void on_smtp_sync(void *arg, struct smtp_probe *probe, const struct smtp_sync_report *report)
+static void on_smtp_sync(void *arg, struct pool_job *probe, const struct smtp_sync_report *report)
 {
 	struct callout *c = arg;
 	if (probe != c->verdict_probe)
@@ -531,6 +535,8 @@ static void breaker_learn(struct callout *c, const struct target *t, const struc
 		return;
 	int64_t now = clock_mono_ms();
 	hosts_release(h, sa); /* the first contact is over, whatever the note below */
+	if (r->shared)
+		return; /* another address's attempt, noted when it ended */
 	switch (r->end) {
 	case SMTP_END_CONNECT_FAILED:
 		if (ours_failed(r->error))
@@ -648,11 +654,12 @@ static bool catchall_skips(struct callout *c, const struct target *t)
  * no connection; t counts as a temporary failure (by rank, like a real
  * one) and the walk goes on. Never more than tempfail. Called when we are
  * about to connect: a first-contact claim we hold is given back. */
-static bool rate_skips(struct callout *c, const struct target *t)
+static bool rate_skips(struct callout *c, const struct target *t, const struct smtp_params *params)
 {
 	const struct conf *conf = c->env->conf;
 	unsigned count;
 	if (conf->host_session_rate <= 0 ||
+	    !pool_would_open(c->env->pool, (const struct sockaddr *)&t->addr, params) ||
 	    hosts_session_take(c->env->hosts, (const struct sockaddr *)&t->addr, clock_mono_ms(),
 	                       (unsigned)conf->host_session_rate, &count))
 		return false;
@@ -661,14 +668,21 @@ static bool rate_skips(struct callout *c, const struct target *t)
 		c->claim_held = false;
 	}
 	char reason[200];
-	struct judgement j = {.next = ATTEMPT_NEXT_ADDRESS, .rank = RANK_NO_REPLY};
 	snprintf(reason, sizeof(reason), "host_session_rate: %u sessions to %s this minute", count,
 	         t->addr_text);
+	note_limited(c, t, reason);
+	return true;
+}
+
+/* note_limited - t was passed over for host_session_rate (reason): a
+ * temporary failure by rank, never cached, never a health signal */
+static void note_limited(struct callout *c, const struct target *t, const char *reason)
+{
+	struct judgement j = {.next = ATTEMPT_NEXT_ADDRESS, .rank = RANK_NO_REPLY};
 	outcome_set(&j.outcome, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, reason);
 	j.outcome.flags |= OUTCOME_F_LIMITED; /* not cached, not a health signal */
 	trace(c, "* not connecting to %s [%s]: %s", t->host, t->addr_text, reason);
 	note(c, t, &j);
-	return true;
 }
 
 /* on_wait - ask the breaker again about the target that waits */
@@ -719,11 +733,17 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 {
 	struct callout *c = arg;
 	const struct target *t = &c->targets[c->next_target - 1];
-	struct smtp_probe *self = c->probe;
+	struct pool_job *self = c->probe;
 	struct attempt a;
 	struct judgement j;
 	if (!r->catchall_pending)
 		c->probe = NULL; /* no longer ours once this returns */
+	if (r->limited) {        /* the pool opened no session (host_session_rate): not asked */
+		breaker_release(c);
+		note_limited(c, t, r->error);
+		probe_next(c);
+		return;
+	}
 	attempt_of(c, r, &a);
 	classify_attempt(&a, &j);
 	breaker_learn(c, t, r, &j);
@@ -760,7 +780,7 @@ static void on_smtp_done(void *arg, const struct smtp_result *r)
 		break;
 	}
 	if (c->probe != NULL) { /* a pending catch-all answer nobody needs */
-		smtp_probe_cancel(c->probe);
+		pool_job_cancel(c->probe);
 		c->probe = NULL;
 	}
 	probe_next(c);
@@ -780,6 +800,7 @@ static int64_t catchall_wait_ms(const struct conf *conf)
 static void probe_next(struct callout *c)
 {
 	struct target *t;
+	struct smtp_params params;
 	for (;;) { /* past the addresses the circuit breaker keeps us from */
 		if (c->next_target >= c->target_count) {
 			if (c->best_rank == RANK_NONE)
@@ -816,12 +837,6 @@ static void probe_next(struct callout *c)
 		}
 		if (breaker_waits(c, t))
 			return; /* on_wait asks again */
-		if (rate_skips(c, t)) {
-			c->waiting = false;
-			c->plain_retry = c->fallback_retry = false;
-			c->next_target++;
-			continue;
-		}
 		c->waiting = false;
 		c->next_target++;
 		if (!retry) { /* a new address */
@@ -833,12 +848,27 @@ static void probe_next(struct callout *c)
 		if (c->fallback_retry)
 			c->fallback_now = true;
 		c->plain_retry = c->fallback_retry = false;
+		fill_params(c, t, &params);
+		if (rate_skips(c, t, &params))
+			continue; /* past t, as after a temporary failure */
 		break;
 	}
+	c->probe = pool_submit(c->env->pool, (struct sockaddr *)&t->addr, &params, c->trace, c->trace_arg,
+	                       on_smtp_done, on_smtp_late, on_smtp_sync, c);
+	if (c->probe == NULL) {
+		result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, "out of memory");
+		finish(c);
+	}
+}
+
+/* fill_params - what the attempt at t asks, and how (the session it needs:
+ * sender, fallback, TLS, SMTPUTF8, and this address's part) */
+static void fill_params(struct callout *c, const struct target *t, struct smtp_params *params)
+{
 	const struct conf *conf = c->env->conf;
 
 	const char *fallback = conf->probe_sender_fallback[0] != '\0' ? conf->probe_sender_fallback : NULL;
-	struct smtp_params params = {
+	*params = (struct smtp_params){
 	        .helo_name = c->env->helo_name,
 	        .mail_from = c->fallback_now && fallback != NULL ? fallback : conf->probe_sender,
 	        .fallback_from = c->fallback_now ? NULL : fallback,
@@ -855,12 +885,6 @@ static void probe_next(struct callout *c)
 	        .command_timeout_ms = conf->command_timeout_ms,
 	        .linger = &c->probes,
 	};
-	c->probe = smtp_probe_start(c->env->base, (struct sockaddr *)&t->addr, &params, c->trace,
-	                            c->trace_arg, on_smtp_done, on_smtp_late, on_smtp_sync, c);
-	if (c->probe == NULL) {
-		result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, "out of memory");
-		finish(c);
-	}
 }
 
 /* format_addr - "192.0.2.1" or "2001:db8::1" */

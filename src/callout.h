@@ -51,6 +51,15 @@
  * again every 50 ms, bounded by probe_timeout and the claim's lapse) and
  * then take its refusal, skip it as backed off, or connect.
  *
+ * Sessions (probe_env.pool, pool.h): each SMTP attempt is a job in the
+ * pool, which asks it in a session to that MX host address shared with
+ * other callouts' jobs (at most host_sessions at once, host_session_errors
+ * failed RCPTs each). Everything above is checked before a job is queued;
+ * host_session_rate only for a job that would open a new session. The
+ * job's answer is this address's own: its RCPT reply, its classification,
+ * its record; the sync proof and the held invalid work per job as for a
+ * session of its own.
+ *
  * Threads: runs on the event loop of probe_env->base; callbacks come from
  * that loop.
  */
@@ -88,6 +97,7 @@ typedef void (*callout_fact_fn)(void *arg, const struct addr *address, const str
 struct linger_list;
 struct local_addrs;
 struct hosts;
+struct pool;
 
 /* A callout that reported has closed its last connection (QUIT answered or
  * given up, the late catch-all answer in): once per such callout, after
@@ -116,6 +126,9 @@ struct probe_env {
 	 * attempt ended. NULL: no breaker. */
 	struct hosts *hosts;
 	const struct mxrule_set *mx_rules; /* mx_host_overrides, parsed once; NULL: none */
+	/* Sessions shared per MX host address (pool.h): every SMTP attempt is
+	 * a job there. Required. */
+	struct pool *pool;
 };
 
 struct dns_answer;

@@ -105,6 +105,9 @@ struct conf {
 	int host_session_rate;        /* new sessions per minute to one MX host address; 0: no limit */
 	int catchall_host_domains;    /* distinct catch-all domains that make an address catch-all; 0: off */
 	int64_t catchall_host_ttl_ms; /* ... within this long, and it is remembered this long */
+	int host_sessions;       /* concurrent sessions per MX host address, shared by probes (pool.h); 0: one
+	                          * session per probe */
+	int host_session_errors; /* 5xx RCPTs after which a shared session ends; 0: no bound */
 	struct conf_strings mx_host_overrides; /* "PATTERN skip|verify", normalized (mxrules.h) */
 
 	/* verification in the milter, and the cache */

@@ -641,6 +641,14 @@ const struct directive conf_directives[] = {
 	 .max = INT64_C(604800000), .offset = F(catchall_host_ttl_ms),
 	 .help = "the window in which catchall_host_domains are counted, and how long an MX host address "
 	         "is then remembered as catch-all"},
+	{.name = "host_sessions", .type = T_INT, .def = "2", .min = 0, .max = 1000,
+	 .offset = F(host_sessions),
+	 .help = "concurrent SMTP sessions to one MX host address, shared by every probe there (one RCPT "
+	         "per address); the others wait; 0: one session per probe, no limit"},
+	{.name = "host_session_errors", .type = T_INT, .def = "10", .min = 0, .max = 1000,
+	 .offset = F(host_session_errors),
+	 .help = "failed (5xx) RCPTs after which a shared session ends and a new one takes the rest "
+	         "(below Postfix's smtpd_hard_error_limit of 20); 0: no bound"},
 	{.name = "mx_host_overrides", .type = T_LIST, .def = "", .offset = F(mx_host_overrides),
 	 .item = item_mx_host,
 	 .help = "\"PATTERN skip|verify\" entries: MX host names (*.example.net: any subdomain) or networks; "

@@ -1,8 +1,9 @@
 /*
  * engine.c - builds and frees the shared parts of probing: a libevent base,
  * a c-ares resolver on it, an OpenSSL client context for STARTTLS, the EHLO
- * name, this host's addresses, the linger list and the circuit breaker's
- * table of MX host addresses. Owns them all, and what lingers on the list.
+ * name, this host's addresses, the linger list, the circuit breaker's
+ * table of MX host addresses and the pool of sessions shared per MX host
+ * address. Owns them all, and what lingers on the list.
  */
 #include "engine.h"
 
@@ -19,6 +20,7 @@
 #include "dns.h"
 #include "hosts.h"
 #include "log.h"
+#include "pool.h"
 
 /* engine_helo_name - see engine.h */
 bool engine_helo_name(const char *configured, char *out, size_t size, char *why, size_t why_size)
@@ -111,6 +113,16 @@ struct engine *engine_new(const struct conf *conf, char *why, size_t why_size)
 		goto fail;
 	}
 	engine->env.mx_rules = &engine->mx_rules;
+	struct pool_limits limits = {.max_sessions = (unsigned)conf->host_sessions,
+	                             .max_errors = conf->host_session_errors,
+	                             .hosts = engine->hosts,
+	                             .session_rate = (unsigned)conf->host_session_rate};
+	engine->pool = pool_new(engine->env.base, &limits);
+	if (engine->pool == NULL) {
+		snprintf(why, why_size, "out of memory");
+		goto fail;
+	}
+	engine->env.pool = engine->pool;
 	engine->env.ssl_ctx = new_ssl_ctx();
 	if (engine->env.ssl_ctx == NULL) {
 		snprintf(why, why_size, "cannot create the TLS context");
@@ -129,6 +141,7 @@ void engine_free(struct engine *engine)
 		return;
 	/* First what lingers: it holds sockets and events of the loop. */
 	linger_close_all(&engine->linger);
+	pool_free(engine->pool); /* after what lingers: their jobs leave it first */
 	local_addrs_clear(&engine->local);
 	hosts_free(engine->hosts);
 	mxrules_set_free(&engine->mx_rules);

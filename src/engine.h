@@ -28,6 +28,7 @@ struct engine {
 	struct local_addrs local;   /* env.local points here */
 	struct hosts *hosts;        /* the circuit breaker's table (HOSTS_MAX); env.hosts too */
 	struct mxrule_set mx_rules; /* conf->mx_host_overrides parsed; env.mx_rules points here */
+	struct pool *pool;          /* sessions shared per MX host address (pool.h); env.pool too */
 };
 
 /* engine_new - NULL with a reason in why on failure. conf must outlive it. */

@@ -60,6 +60,8 @@ enum state {
 	ST_RSET,     /* RSET sent: MAIL was refused, the fallback sender comes next */
 	ST_RCPT,     /* RCPT TO sent */
 	ST_CATCHALL, /* RCPT TO the random address sent */
+	ST_BETWEEN,  /* session mode: an address answered, the next not asked yet */
+	ST_RSET_TXN, /* session mode: RSET sent to begin a new transaction */
 	ST_QUIT,     /* result decided, QUIT sent */
 	ST_CLOSED,   /* connection gone; only deliveries to the owner are left */
 	ST_COUNT
@@ -84,6 +86,8 @@ static const struct {
         [ST_RCPT] = {"rcpt", "RCPT", STAGE_RCPT, true, "waiting for RCPT reply"},
         [ST_CATCHALL] = {"catchall", "the catch-all RCPT", STAGE_CATCHALL, true,
                          "waiting for catch-all RCPT reply"},
+        [ST_BETWEEN] = {"between", "RCPT", STAGE_RCPT, false, "between addresses"},
+        [ST_RSET_TXN] = {"rset", "RSET", STAGE_RCPT, true, "waiting for RSET reply"},
         [ST_QUIT] = {"quit", "QUIT", STAGE_QUIT, true, "waiting for QUIT reply"}, /* unless only flushing */
         [ST_CLOSED] = {"closed", "", STAGE_NONE, false, "closed"},
 };
@@ -128,12 +132,21 @@ struct smtp_probe {
 	bool cancelled;
 	bool lingering; /* on params.linger (from the start until freed) */
 	struct linger_item linger_item;
+
+	/* Session mode (params.next) */
+	unsigned rcpt_errors;                  /* 5xx RCPT replies in this session */
+	unsigned txn_rcpts;                    /* RCPTs sent in this transaction */
+	bool new_txn;                          /* the MAIL under way follows our RSET_TXN */
+	bool txn_retried;                      /* this address got a 452 and a new transaction already */
+	char job_strings[2 * (PARAM_MAX + 1)]; /* rcpt and catchall_rcpt of the address asked now */
 };
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void quit(struct smtp_probe *p, bool wait);
+static void job_over(struct smtp_probe *p);
+static void send_rcpt(struct smtp_probe *p);
 
 /* trace - one transcript line, control characters replaced by '?' */
 __attribute__((format(printf, 2, 3))) static void trace(struct smtp_probe *p, const char *fmt, ...)
@@ -554,16 +567,20 @@ static void mail_refused_for_good(struct smtp_probe *p, bool may_retry)
 static void rcpt_answered(struct smtp_probe *p, const struct smtp_reply *r)
 {
 	set_result(p, SMTP_END_DONE, STAGE_RCPT, r, NULL);
+	if (r->code / 100 == 5)
+		p->rcpt_errors++;
 	/* After a 5xx about the address the random one cannot change the
 	 * verdict, but its answer is still a fact about the domain. */
 	bool ask = p->params.catchall_rcpt != NULL &&
-	           (positive(r) || (r->code / 100 == 5 && !classify_says_blocked(r)));
+	           (positive(r) ||
+	            (r->code / 100 == 5 && !classify_says_blocked(r) && !p->params.skip_catchall_after_5xx));
 	if (!ask) {
 		decide(p);
-		quit(p, true);
+		job_over(p);
 		return;
 	}
 	p->result.catchall_asked = true;
+	p->txn_rcpts++;
 	if (p->params.report_at_rcpt || !positive(r)) {
 		p->result.catchall_pending = true;
 		decide(p);
@@ -579,6 +596,8 @@ static void rcpt_answered(struct smtp_probe *p, const struct smtp_reply *r)
 static void catchall_answered(struct smtp_probe *p, const struct smtp_reply *r)
 {
 	evtimer_del(p->patience);
+	if (r->code / 100 == 5)
+		p->rcpt_errors++;
 	if (input_waiting(p)) { /* more after it: this answer may belong to another command */
 		desync(p, ST_QUIT);
 		return;
@@ -593,7 +612,7 @@ static void catchall_answered(struct smtp_probe *p, const struct smtp_reply *r)
 	if (r->code == 421)
 		finish_connection(p);
 	else
-		quit(p, true);
+		job_over(p);
 }
 
 /* catchall_unanswered - no answer to the random address (timeout, close):
@@ -607,6 +626,119 @@ static void catchall_unanswered(struct smtp_probe *p)
 		decide(p);
 	}
 	note_late(p, NULL);
+}
+
+/* send_rcpt - RCPT TO the address asked now */
+static void send_rcpt(struct smtp_probe *p)
+{
+	p->txn_rcpts++;
+	send_command(p, ST_RCPT, "RCPT TO:<%s>", p->params.rcpt);
+}
+
+/* job_over - the address asked now is decided and nothing more is due from
+ * the server for it: QUIT, or in session mode wait (ST_BETWEEN) until the
+ * owner has it all (on_notify), then ask for the next. Data waiting now
+ * came after the last reply: the reply we paired may not be that address's */
+static void job_over(struct smtp_probe *p)
+{
+	if (p->params.next == NULL) {
+		quit(p, true);
+		return;
+	}
+	if (p->bev == NULL) {
+		finish_connection(p);
+		return;
+	}
+	if (input_waiting(p)) {
+		desync(p, ST_BETWEEN);
+		return;
+	}
+	evtimer_del(p->timer);
+	bufferevent_set_timeouts(p->bev, NULL, NULL);
+	p->state = ST_BETWEEN;
+	event_active(p->notify, EV_TIMEOUT, 0);
+}
+
+/* take_job - copy the next address's parameters; NULL or why not */
+static const char *take_job(struct smtp_probe *p, const struct smtp_job *job)
+{
+	const char *rcpt = job->rcpt != NULL ? job->rcpt : "";
+	const char *ca = job->catchall_rcpt != NULL ? job->catchall_rcpt : "";
+	size_t rn = strlen(rcpt), cn = strlen(ca);
+
+	if (rn == 0)
+		return "empty recipient";
+	if (rn > PARAM_MAX || cn > PARAM_MAX)
+		return "command parameter too long";
+	if (strpbrk(rcpt, "\r\n") != NULL || strpbrk(ca, "\r\n") != NULL)
+		return "CR or LF in a command parameter";
+	memcpy(p->job_strings, rcpt, rn + 1);
+	memcpy(p->job_strings + PARAM_MAX + 1, ca, cn + 1);
+	p->params.rcpt = p->job_strings;
+	p->params.catchall_rcpt = cn > 0 ? p->job_strings + PARAM_MAX + 1 : NULL;
+	p->params.report_at_rcpt = job->report_at_rcpt;
+	p->params.skip_catchall_after_5xx = job->skip_catchall_after_5xx;
+	return NULL;
+}
+
+/* advance - session mode, between addresses (everything handed over):
+ * the next address's RCPT (a new transaction first when this one is full),
+ * or QUIT when there is none or the session has collected its failures */
+static void advance(struct smtp_probe *p)
+{
+	struct smtp_job job;
+
+	if (p->params.max_rcpt_errors > 0 && p->rcpt_errors >= (unsigned)p->params.max_rcpt_errors) {
+		trace(p, "* %u failed RCPTs in this session: QUIT (the rest go on in a new one)",
+		      p->rcpt_errors);
+		quit(p, true);
+		return;
+	}
+	memset(&job, 0, sizeof(job));
+	switch (p->params.next(p->arg, &job)) {
+	case SMTP_NEXT_NONE:
+		quit(p, true);
+		return;
+	case SMTP_NEXT_WAIT: /* idle in ST_BETWEEN: smtp_probe_resume asks again */
+		return;
+	case SMTP_NEXT_JOB:
+		break;
+	}
+	/* A new address: its own result, nothing of the previous one's. */
+	bool tls = p->result.tls_active, fallback = p->result.fallback_used;
+	memset(&p->result, 0, sizeof(p->result));
+	p->result.tls_active = tls;
+	p->result.fallback_used = fallback;
+	p->decided = p->reported = false;
+	p->late_due = p->late_known = p->late_have = false;
+	p->txn_retried = false;
+	const char *bad = take_job(p, &job);
+	if (bad != NULL) { /* that address only: the session goes on with the next */
+		set_result(p, SMTP_END_PROTOCOL, STAGE_NONE, NULL, "%s", bad);
+		decide(p);
+		return;
+	}
+	if (p->txn_rcpts >= SMTP_TXN_RCPTS) {
+		trace(p, "* %u RCPTs in this transaction: RSET and a new MAIL FROM", p->txn_rcpts);
+		p->new_txn = true;
+		send_command(p, ST_RSET_TXN, "RSET");
+		return;
+	}
+	send_rcpt(p);
+}
+
+/* new_txn_failed - RSET or the new MAIL FROM after it got r: not an answer
+ * about the address (tempfail for it), and the end of the session */
+static void new_txn_failed(struct smtp_probe *p, const char *what, const struct smtp_reply *r)
+{
+	trace(p, "* %s got %d in a new transaction: ending the session", what, r->code);
+	set_result(p, SMTP_END_PROTOCOL, STAGE_RCPT, NULL, "%s refused (%d) when starting a new transaction",
+	           what, r->code);
+	decide(p);
+	if (r->code == 421)
+		finish_connection(p);
+	else
+		quit(p, true);
 }
 
 /* quit_reply - the QUIT reply: a 2xx with nothing after it is in step so
@@ -665,7 +797,11 @@ static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 		break;
 	case ST_MAIL:
 		if (positive(r)) {
-			send_command(p, ST_RCPT, "RCPT TO:<%s>", p->params.rcpt);
+			p->txn_rcpts = 0;
+			p->new_txn = false;
+			send_rcpt(p);
+		} else if (p->new_txn) {
+			new_txn_failed(p, "MAIL", r);
 		} else if (r->code / 100 == 5 && r->code != 421 && p->params.fallback_from != NULL &&
 		           !p->result.fallback_used) {
 			p->mail_refusal = *r;
@@ -689,10 +825,27 @@ static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 		}
 		break;
 	case ST_RCPT:
-		if (r->code == 421)
+		if (r->code == 421) {
 			stop_at(p, r);
-		else
+		} else if (r->code == 452 && p->params.next != NULL && p->txn_rcpts > 1 && !p->txn_retried) {
+			/* too many recipients in this transaction (RFC 5321 4.5.3.1.10):
+			 * not an answer about the address; ask it again in a new one */
+			trace(p,
+			      "* 452 after %u RCPTs in this transaction: RSET, a new MAIL FROM, and this "
+			      "address again",
+			      p->txn_rcpts - 1);
+			p->txn_retried = true;
+			p->new_txn = true;
+			send_command(p, ST_RSET_TXN, "RSET");
+		} else {
 			rcpt_answered(p, r);
+		}
+		break;
+	case ST_RSET_TXN:
+		if (positive(r))
+			send_mail(p);
+		else
+			new_txn_failed(p, "RSET", r);
 		break;
 	case ST_CATCHALL:
 		catchall_answered(p, r);
@@ -793,6 +946,8 @@ static void on_timeout(struct smtp_probe *p)
 			p->sync_state = SMTP_SYNC_PROVED; /* 2xx, then silence for the whole QUIT phase */
 		finish_connection(p);
 		break;
+	case ST_BETWEEN: /* no deadline while the owner takes the answer */
+		break;
 	case ST_CATCHALL:
 		catchall_unanswered(p);
 		quit(p, false);
@@ -860,6 +1015,10 @@ static void on_closed(struct smtp_probe *p, bool eof, int sock_err)
 	case ST_QUIT:
 		if (p->quit_answered && p->sync_state == SMTP_SYNC_UNKNOWN)
 			p->sync_state = SMTP_SYNC_PROVED; /* 2xx, nothing after it, closed */
+		finish_connection(p);
+		break;
+	case ST_BETWEEN: /* the last address is answered; the next was not asked */
+		trace(p, "* connection closed by server between addresses");
 		finish_connection(p);
 		break;
 	case ST_CATCHALL:
@@ -1018,6 +1177,10 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!p->reported || p->late_due)
 		return; /* still the owner's */
+	if (p->state == ST_BETWEEN && p->bev != NULL) {
+		advance(p); /* the next address, or QUIT; notify runs again when due */
+		return;
+	}
 	bool over = p->state == ST_CLOSED || p->bev == NULL || !p->lingering;
 	if (over && p->sync_due) {
 		p->sync_due = false;
@@ -1148,6 +1311,13 @@ struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockad
 		p->lingering = true;
 	}
 	return p;
+}
+
+/* smtp_probe_resume - see smtp.h */
+void smtp_probe_resume(struct smtp_probe *probe)
+{
+	if (probe != NULL && probe->state == ST_BETWEEN)
+		event_active(probe->notify, EV_TIMEOUT, 0); /* on_notify advances */
 }
 
 /* smtp_probe_cancel - see smtp.h */

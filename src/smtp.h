@@ -31,6 +31,18 @@
  * end, so the list's owner can tell when all its probes are gone (on_empty)
  * and close them all (linger_close_all).
  *
+ * Session mode (params.next, used by pool.c): after an address has been
+ * handed over (done, and late when due) the probe asks its owner for the
+ * next one and sends its RCPT in the same transaction (RSET and a new MAIL
+ * FROM first after SMTP_TXN_RCPTS RCPTs, or once per address when a 452
+ * says the transaction has too many recipients); no next one, or
+ * max_rcpt_errors failed RCPTs: QUIT. done (and late) run once per
+ * address, with that address's own result; sync runs once, for the whole
+ * session, when the connection is over: the QUIT proof covers every address
+ * answered in it. Before each RCPT the same rule holds as before every
+ * command: data waiting is a protocol error (of the address about to be
+ * asked, or, found right after a reply, of the address that reply was for).
+ *
  * This module reports what happened (where the dialogue ended and the reply
  * there); classify.c decides what that means.
  */
@@ -46,9 +58,27 @@
 #include "outcome.h"
 #include "smtpreply.h"
 
+#define SMTP_TXN_RCPTS 100 /* RCPTs in one transaction (session mode): RFC 5321's minimum a server takes */
+
 struct event_base;
 struct smtp_probe;
 typedef struct ssl_ctx_st SSL_CTX;
+
+/* One more address for a session (session mode): what differs per address.
+ * Strings are copied before smtp_next_fn returns. */
+struct smtp_job {
+	const char *rcpt;             /* without brackets */
+	const char *catchall_rcpt;    /* NULL: no random RCPT for this one */
+	bool report_at_rcpt;          /* as in smtp_params */
+	bool skip_catchall_after_5xx; /* as in smtp_params */
+};
+/* Session mode: the previous address has been handed over (done, and late
+ * when due); the next one to ask about in this session (JOB, *job filled),
+ * none (QUIT), or none yet (WAIT: the connection stays open, idle, until
+ * the owner calls smtp_probe_resume). Called with the probe's arg; must
+ * not cancel the probe. */
+enum smtp_next { SMTP_NEXT_NONE, SMTP_NEXT_JOB, SMTP_NEXT_WAIT };
+typedef enum smtp_next (*smtp_next_fn)(void *arg, struct smtp_job *job);
 
 struct smtp_params {
 	const char *helo_name;     /* our name in EHLO/HELO */
@@ -74,6 +104,14 @@ struct smtp_params {
 	 * after it reported); linger_close_all() there acts as
 	 * smtp_probe_cancel. NULL: it closes as soon as it has reported. */
 	struct linger_list *linger;
+	/* Session mode (pool.c drives it): after the first address, more of
+	 * them in the same session, one at a time (smtp_next_fn). NULL: one
+	 * address, then QUIT. */
+	smtp_next_fn next;
+	bool skip_catchall_after_5xx; /* no random RCPT after a 5xx to the real one (it is only a
+	                               * domain fact, and one more failed RCPT the server counts) */
+	int max_rcpt_errors;          /* session mode: after this many 5xx RCPT replies (the random
+	                               * address's too) QUIT instead of asking for the next; <= 0: none */
 };
 
 /* enum smtp_end is in classify.h */
@@ -89,6 +127,10 @@ struct smtp_result {
 	bool fallback_used;               /* the MAIL FROM that counts was fallback_from */
 	bool fallback_retry; /* MAIL refused, RSET refused: fallback_from only in a new connection */
 	bool tls_active;
+	bool limited;    /* pool.c: not asked at all, host_session_rate allows no new session (error says
+	                  * so); not a word from the server */
+	bool shared;     /* pool.c: another address's session ended this way before any RCPT, and this
+	                  * address was waiting for it: a copy, already told to the breaker */
 	char error[160]; /* for CONNECT_FAILED/TIMEOUT/CLOSED/PROTOCOL/TLS_FAILED/LOOP */
 };
 
@@ -137,5 +179,9 @@ struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockad
  * while the probe is the caller's; inside done or late it takes effect when
  * the callback returns. Not from inside the trace callback. */
 void smtp_probe_cancel(struct smtp_probe *probe);
+
+/* smtp_probe_resume - session mode, after smtp_next_fn said WAIT: ask it
+ * again (from the loop, not inside this call) */
+void smtp_probe_resume(struct smtp_probe *probe);
 
 #endif

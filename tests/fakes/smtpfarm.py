@@ -120,6 +120,11 @@ Options (all behaviours)
                        local part at (case-insensitive); None: all
     seconds=60.0       greylist_for: how long a (sender, recipient) pair is
                        greylisted
+    rcpt_limit=N       every behaviour: after N RCPTs in one transaction (MAIL
+                       to RSET/MAIL), every further RCPT -> 452 4.5.3 too
+                       many recipients (Postfix's smtpd_recipient_limit)
+    drop_after=N       every behaviour: the session's RCPT number N+1 gets no
+                       reply: the server closes the connection
     replies={VERB: "text"}   replace the reply text the behaviour sends for a
                        verb ("BANNER" for the greeting); "\\n" separates
                        lines, e.g. {"RCPT": "451 4.3.0 local error"}. The
@@ -135,6 +140,8 @@ Records (thread-safe snapshots)
     (case-insensitive prefix); farm.count(address, prefix) -> int;
     farm.connections(address=None); farm.active(address=None);
     farm.max_concurrent(address=None); farm.wait_idle(address=None, timeout=5);
+    per listening address: farm.connections(a) sessions, farm.count(a, "RCPT")
+    RCPTs, farm.replies_per_session(a, "550") failures in each session;
     farm.reset().
 
 Everything listens on loopback only (other addresses are refused), every
@@ -267,6 +274,8 @@ class _Conn:
         self.early_verb = (EARLY_WHEN[self.opts.get("when", "banner")]
                            if self.behaviour == "early_reply" else None)
         self.lag_started = False  # lagging_reply: the unsolicited line went out
+        self.rcpts = 0            # RCPT commands in this session (drop_after)
+        self.txn_rcpts = 0        # RCPTs taken in this transaction (rcpt_limit)
 
     # ---- low-level I/O
 
@@ -487,6 +496,7 @@ class _Conn:
                 await self.reply(553, "5.1.8", "sender address rejected: null sender not accepted")
             else:
                 self.in_mail = True
+                self.txn_rcpts = 0
                 self.mail_from = MAIL_RE.match(line).group(1)
                 await self.reply(250, "2.1.0", "sender ok")
             return True
@@ -499,6 +509,16 @@ class _Conn:
             if not m:
                 await self.reply(501, "5.5.4", "syntax: RCPT TO:<address>")
                 return True
+            self.rcpts += 1
+            drop = self.opts.get("drop_after")
+            if drop is not None and self.rcpts > int(drop):
+                self.closed("server")                # no reply: the connection just ends
+                return False
+            limit = self.opts.get("rcpt_limit")
+            if limit is not None and self.txn_rcpts >= int(limit):
+                await self.reply(452, "4.5.3", "too many recipients")
+                return True
+            self.txn_rcpts += 1
             if b == "drop_after_mail":
                 self.closed("server")
                 return False
@@ -624,7 +644,7 @@ class SmtpFarm:
         if behaviour not in BEHAVIOURS:
             raise ValueError("unknown behaviour %r (known: %s)" % (behaviour, ", ".join(BEHAVIOURS)))
         known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds", "refuse_null",
-                 "catchall_domains"}
+                 "catchall_domains", "rcpt_limit", "drop_after"}
         bad = set(options) - known
         if bad:
             raise ValueError("unknown option(s) %s" % ", ".join(sorted(bad)))
@@ -798,6 +818,11 @@ class SmtpFarm:
         """How many received lines start with prefix (case-insensitive)."""
         p = prefix.lower()
         return sum(1 for c in self.commands(address) if c.lower().startswith(p))
+
+    def replies_per_session(self, address, prefix):
+        """For each session at address, oldest first: how many reply lines
+        start with prefix (e.g. "550": its failed RCPTs)."""
+        return [sum(1 for r in s.replies if r.startswith(prefix)) for s in self.sessions(address)]
 
     def saw(self, address, prefix):
         """True if any line received starts with prefix (case-insensitive)."""

@@ -79,6 +79,10 @@ def write_conf(tmp, name, dns_port, farm_port, *extra):
         "probe_timeout = 15s",
         "catchall_host_domains = %d" % NEED,
         "catchall_host_ttl = 1h",
+        # one session per probe, so that sessions at CATCH count probes (the
+        # pool would let one session ask c1..c3 in turn; what the table
+        # learns is the same)
+        "host_sessions = 0",
     ], *extra)
 
 

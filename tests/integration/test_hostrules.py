@@ -9,6 +9,7 @@ vemilter-check against a fake DNS server and a farm of fake SMTP servers.
   "host_session_rate: 3 sessions to ADDR this minute" (never a reject). A
   domain whose first MX is that address and whose second is another one is
   valid through the second. Control: host_session_rate = 0 -> 10 sessions.
+  Both with host_sessions = 0 (one session per probe): the rate alone.
 - mx_host_overrides = "*.protection.outlook.test skip,
   keep.mail.protection.outlook.test verify, 127.0.0.73 skip": a domain
   whose MX matches the wildcard is unverifiable (stage guard) with the
@@ -87,7 +88,9 @@ def run_check(conf, addresses, jobs=1, timeout=90):
 def rate_runs(tap, tmp, dns_port, farm, farm_port):
     senders = ["alice@r%d.test" % i for i in range(1, N_RATED + 1)]
     want = "host_session_rate: %d sessions to %s this minute" % (RATE, RATED)
-    conf = write_conf(tmp, "rate.conf", dns_port, farm_port, "host_session_rate = %d" % RATE)
+    # host_sessions = 0: one session per probe, so the rate alone is measured
+    # (shared sessions under the rate: test_pool)
+    conf = write_conf(tmp, "rate.conf", dns_port, farm_port, "host_session_rate = %d" % RATE, "host_sessions = 0")
     for jobs in (1, N_RATED):
         farm.reset()
         extra = ["alice@two.test"] if jobs == 1 else []  # at once it could take one of the 3 sessions
@@ -110,7 +113,7 @@ def rate_runs(tap, tmp, dns_port, farm, farm_port):
             tap.check("-j1: a domain whose first MX is over the rate is valid through its second",
                       two[0] == "valid" and two[1].get("addr") == OTHER, "%r" % (two,))
             tap.equal("-j1: ... 1 session to the second MX", farm.connections(OTHER), 1)
-    conf = write_conf(tmp, "rate-off.conf", dns_port, farm_port, "host_session_rate = 0")
+    conf = write_conf(tmp, "rate-off.conf", dns_port, farm_port, "host_session_rate = 0", "host_sessions = 0")
     farm.reset()
     status, out, err, results, secs = run_check(conf, senders)
     farm.wait_idle(timeout=5)

@@ -6,7 +6,8 @@
  *
  *   smtpprobe [-v] [--helo NAME] [--from ADDR] [--fallback ADDR] [--catchall ADDR]
  *             [--early] [--catchall-wait-ms N] [--abandon] [--server NAME] [--tls]
- *             [--utf8] [--connect-ms N] [--banner-ms N] [--command-ms N] IP PORT RCPT
+ *             [--utf8] [--connect-ms N] [--banner-ms N] [--command-ms N]
+ *             [--more RCPT ...] [--max-errors N] IP PORT RCPT
  *
  * prints, once the probe has ended (QUIT answered or given up), one line
  *
@@ -27,6 +28,13 @@
  * list the probe finishes on and, with --tls, its SSL_CTX (no certificate
  * verification, as the daemon's opportunistic TLS). Exit 0 whatever the
  * probe found; 2 on a usage error.
+ *
+ * Session mode (smtp.h, what pool.c drives): each --more RCPT is asked
+ * after the one before in the same session (no random-address RCPT after
+ * a 5xx, as for a session's later addresses), --max-errors its
+ * max_rcpt_errors. Each address's result is printed when it comes, as
+ * "job RCPT end=... (the fields above; sync=- there)", and the session's
+ * sync report last, as "session sync=... sync_why=\"...\"".
  */
 #include <arpa/inet.h>
 #include <event2/event.h>
@@ -65,7 +73,23 @@ struct run {
 	char sync_why[160];
 	bool abandon; /* --abandon: stop the loop as soon as the result is in */
 	struct event_base *base;
+	const char *rcpts[64]; /* session mode: the operand RCPT, then each --more */
+	size_t rcpt_count, asked;
 };
+
+static void print_result(const struct run *run, int64_t end_ms);
+
+/* on_next - session mode: the next --more address, or none (QUIT) */
+static enum smtp_next on_next(void *arg, struct smtp_job *job)
+{
+	struct run *run = arg;
+
+	if (run->asked >= run->rcpt_count)
+		return SMTP_NEXT_NONE;
+	job->rcpt = run->rcpts[run->asked++];
+	job->skip_catchall_after_5xx = true;
+	return SMTP_NEXT_JOB;
+}
 
 /* usage - print the synopsis and exit 2 */
 static void usage(void)
@@ -107,6 +131,10 @@ static void on_done(void *arg, const struct smtp_result *result)
 	run->result = *result;
 	run->finished = true;
 	run->report_ms = clock_mono_ms() - run->started_ms;
+	if (run->rcpt_count > 1) { /* session mode: each address's line as it comes */
+		printf("job %s ", run->rcpts[run->asked - 1]);
+		print_result(run, run->report_ms);
+	}
 	if (run->verbose)
 		printf("* reported after %lld ms\n", (long long)run->report_ms);
 	if (run->abandon)
@@ -216,6 +244,8 @@ static int parse_options(int argc, char **argv, struct smtp_params *params, stru
 	        {"connect-ms", required_argument, NULL, 1},
 	        {"banner-ms", required_argument, NULL, 2},
 	        {"command-ms", required_argument, NULL, 3},
+	        {"more", required_argument, NULL, 5},
+	        {"max-errors", required_argument, NULL, 6},
 	        {NULL, 0, NULL, 0},
 	};
 	int c;
@@ -264,6 +294,14 @@ static int parse_options(int argc, char **argv, struct smtp_params *params, stru
 		case 3:
 			params->command_timeout_ms = parse_ms(optarg);
 			break;
+		case 5:
+			if (run->rcpt_count + 1 >= sizeof(run->rcpts) / sizeof(run->rcpts[0]))
+				usage();
+			run->rcpts[++run->rcpt_count] = optarg; /* [0] is the operand */
+			break;
+		case 6:
+			params->max_rcpt_errors = (int)parse_ms(optarg);
+			break;
 		default:
 			usage();
 		}
@@ -291,6 +329,13 @@ int main(int argc, char **argv)
 	if (!parse_addr(argv[i], argv[i + 1], &ss))
 		usage();
 	params.rcpt = argv[i + 2];
+	run.rcpts[0] = params.rcpt;
+	run.rcpt_count++;
+	run.asked = 1;
+	if (run.rcpt_count > 1) {
+		params.next = on_next;
+		params.linger = &linger; /* a session needs one */
+	}
 
 	struct event_base *base = event_base_new();
 	SSL_CTX *ctx = NULL;
@@ -322,7 +367,11 @@ int main(int argc, char **argv)
 	 * as a daemon's engine does when it stops. */
 	event_base_dispatch(base);
 	int64_t end_ms = clock_mono_ms() - run.started_ms;
-	if (run.finished)
+	if (run.rcpt_count > 1) {
+		printf("session sync=%s", run.sync);
+		print_quoted("sync_why", run.sync_why);
+		putchar('\n');
+	} else if (run.finished)
 		print_result(&run, end_ms);
 	else
 		printf("end=none error=\"the probe never reported\"\n");
