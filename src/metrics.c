@@ -174,7 +174,10 @@ static void change(struct metrics *m, int id, const char *labels, double v, enum
 	pthread_mutex_lock(&m->lock);
 	if (id >= 0 && (size_t)id < m->n_families) {
 		struct family *f = &m->families[id];
-		bool type_ok = f->type == want || (op == '+' && f->type == METRIC_GAUGE);
+		/* A gauge also takes adds; a counter also takes a set: the absolute
+		 * value of a count kept elsewhere (a collector's). */
+		bool type_ok = f->type == want || (op == '+' && f->type == METRIC_GAUGE) ||
+		               (op == '=' && f->type == METRIC_COUNTER);
 		struct series *s = type_ok ? series_of(f, labels) : NULL;
 		if (s != NULL) {
 			if (op == '+')
