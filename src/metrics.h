@@ -53,8 +53,10 @@ int metrics_family(struct metrics *m, const char *name, enum metric_type type, c
 
 /* Change a series of family id with the given labels ("" or NULL: none).
  * A wrong id or type is ignored (a programming error, never a crash). */
-void metrics_add(struct metrics *m, int id, const char *labels, double delta);     /* counter, gauge */
-void metrics_set(struct metrics *m, int id, const char *labels, double value);     /* gauge */
+void metrics_add(struct metrics *m, int id, const char *labels, double delta); /* counter, gauge */
+/* gauge; or a counter kept elsewhere, set to its absolute value (which must
+ * never go down: a collector copying the verifier's statistics) */
+void metrics_set(struct metrics *m, int id, const char *labels, double value);
 void metrics_observe(struct metrics *m, int id, const char *labels, double value); /* histogram */
 
 /* metrics_set_collector - fn(arg, m) runs at the start of every render */
