@@ -669,9 +669,17 @@ bool milter_open(struct conf *conf)
 bool milter_listen(const struct conf *conf)
 {
 	const char *path = milter_socket_path(conf->socket);
+	errno = 0;
 	if (smfi_opensocket(false) != MI_SUCCESS) {
-		log_msg(LOG_ERR, "cannot open milter socket %s (in use, or a missing directory?)",
-		        conf->socket);
+		int err = errno; /* libmilter keeps bind()'s errno; syslog() may not touch it */
+		if (err == EADDRINUSE)
+			log_msg(LOG_ERR,
+			        "cannot listen on %s: the address is in use (is vemilter already "
+			        "running?); nothing changed",
+			        conf->socket);
+		else
+			log_msg(LOG_ERR, "cannot open milter socket %s: %s", conf->socket,
+			        err != 0 ? strerror(err) : "libmilter refused it (a missing directory?)");
 		return false;
 	}
 	if (path != NULL && chmod(path, conf->socket_mode) != 0) {
