@@ -356,9 +356,10 @@ static void reload(const struct conf *running, const struct options *opts)
 	}
 	if (strcmp(fresh->socket, running->socket) != 0 || strcmp(fresh->user, running->user) != 0 ||
 	    strcmp(fresh->pid_file, running->pid_file) != 0 || fresh->socket_mode != running->socket_mode ||
-	    strcmp(fresh->socket_group, running->socket_group) != 0)
-		log_msg(LOG_WARNING,
-		        "reload: socket, user and pid file changes take effect only after a restart");
+	    strcmp(fresh->socket_group, running->socket_group) != 0 ||
+	    fresh->milter_timeout_ms != running->milter_timeout_ms)
+		log_msg(LOG_WARNING, "reload: socket, user, pid file and milter_timeout changes take effect "
+		                     "only after a restart");
 	if (strcmp(fresh->cache, running->cache) != 0 || fresh->cache_max_mb != running->cache_max_mb)
 		log_msg(LOG_WARNING, "reload: cache changes take effect only after a restart");
 	milter_set_conf(fresh);

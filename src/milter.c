@@ -661,6 +661,14 @@ bool milter_open(struct conf *conf)
 		log_msg(LOG_ERR, "socket %s: libmilter rejected the address", conf->socket);
 		return false;
 	}
+	/* Without it libmilter waits two hours for an MTA's next command: a
+	 * dead or half-sent session would hold its descriptor (and thread)
+	 * that long. libmilter reads it once, when it starts serving. */
+	if (smfi_settimeout((int)(conf->milter_timeout_ms / 1000)) != MI_SUCCESS) {
+		log_msg(LOG_ERR, "libmilter refused milter_timeout %llds",
+		        (long long)(conf->milter_timeout_ms / 1000));
+		return false;
+	}
 	const char *path = milter_socket_path(conf->socket);
 	return path == NULL || clear_stale_socket(path);
 }
