@@ -51,8 +51,8 @@ enum outcome_flag {
 	OUTCOME_F_PROTOCOL = 1 << 3, /* the server broke the protocol (e.g. a reply before its command) */
 	OUTCOME_F_LOOP = 1 << 4,     /* the MX is this host */
 	OUTCOME_F_TAGGED = 1 << 5,   /* answered for the stable form of a tagged sender */
-	OUTCOME_F_LIMITED =
-	        1 << 6, /* our own limit decided (host_session_rate): not an answer, never cached */
+	OUTCOME_F_LIMITED = 1 << 6,  /* our own limit decided (host_session_rate, no descriptor for a
+	                              * socket): not an answer, never cached */
 };
 
 struct outcome {

@@ -22,6 +22,10 @@ import vmtest  # noqa: E402
 from vmtest import Daemon, TempDir, base_conf  # noqa: E402
 from milterclient import MilterClient  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes"))
+from fakedns import FakeDNS  # noqa: E402
+from smtpfarm import SmtpFarm  # noqa: E402
+
 BIN = vmtest.vemilter_binary()
 
 
@@ -93,7 +97,131 @@ def t_milter_timeout(tap, cleanup):
               not d.log_lines(r"waiting up to \d+ s for"), d.diag)
 
 
-TESTS = [t_milter_timeout]
+class LimitedDaemon(Daemon):
+    """A Daemon whose open-file limit (soft and hard: vemilter raises the
+    soft one to the hard one) is nofile, set by prlimit(1) before exec."""
+
+    def __init__(self, tmp, conf, nofile, **kw):
+        Daemon.__init__(self, tmp, conf, **kw)
+        self.nofile = nofile
+
+    def argv(self):
+        return ["/usr/bin/prlimit", "--nofile=%d:%d" % (self.nofile, self.nofile), "--"] + \
+            Daemon.argv(self)
+
+
+def _open_fds(pid):
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return -1
+
+
+def _one_message(d, sender, qid):
+    """MAIL + one RCPT on a new milter session: (rcpt reply, transcript)."""
+    c = MilterClient(d.socket, timeout=20)
+    try:
+        c.optneg()
+        c.connect("client.example", "4", 40500, "198.51.100.77")
+        m = c.mail(sender, macros={"i": qid})
+        r = c.rcpt("<bob@local.test>") if m.code == "c" else m
+        c.abort()
+        c.quit()
+        return r, c.transcript_text()
+    finally:
+        c.close()
+
+
+def _verdict(d, qid):
+    lines = d.log_lines(r"verdict queue_id=%s " % qid)
+    return lines[-1] if lines else ""
+
+
+def t_out_of_fds(tap, cleanup):
+    """The daemon under an open-file limit of 64, every descriptor taken by
+    idle MTA sessions: a probe that cannot get a socket (SMTP connection for
+    an address literal, DNS query for a domain) is tempfail "out of file
+    descriptors", logged as our failure (one warning), and not cached: once
+    descriptors are free again, the same senders are probed afresh and
+    found valid. (Before: "Too many open files" and "connection refused, or
+    SERVFAIL/REFUSED from every server", each cached against the domain.)"""
+    nofile = 64
+    tmp = TempDir()
+    cleanup.add(tmp.remove)
+    dns = FakeDNS({"fd.test": {"MX": [[10, "mx.fd.test"]]}, "mx.fd.test": {"A": ["127.0.0.71"]}})
+    cleanup.add(dns.stop)
+    farm = SmtpFarm()
+    cleanup.add(farm.stop)
+    farm.add("127.0.0.71", "normal", users=["alice", "bob"])
+    dns_port = dns.start()
+    farm_port = farm.start()
+    conf = base_conf(tmp, "fd.sock", **{
+        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
+        "helo_name": "probe.vemilter.test", "probe_port": farm_port,
+        "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+        "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
+        "verify_budget": "3s", "cache": tmp.join("cache.lmdb"), "self_health": "no",
+    })
+    d = LimitedDaemon(tmp, conf, nofile, name="fd", debug=True)
+    cleanup.add(d.kill)
+    d.start()
+    # Headroom: probes get a quarter of what is left after the reserve.
+    tap.check("the open-file limit lowers max_probes_in_flight (64 -> 8)",
+              bool(d.wait_log(r"notice: max_probes_in_flight lowered to 8 by the open-file limit \(64\)",
+                              5)), d.diag)
+
+    # Take every descriptor: idle MTA sessions (each one is one descriptor).
+    idle = []
+    base = _open_fds(d.pid)
+    for n in range(nofile - base):
+        c = MilterClient(d.socket, timeout=10)
+        c.open()
+        cleanup.add(c.close)
+        idle.append(c)
+    # The last one carries the messages; wait (bounded) until all are accepted.
+    full = vmtest.wait_until(lambda: _open_fds(d.pid) >= nofile, 10)
+    tap.check("idle sessions hold every descriptor (%d of %d)" % (_open_fds(d.pid), nofile), full,
+              "open: %d (base %d)\n%s" % (_open_fds(d.pid), base, d.diag()))
+    active = idle.pop()
+    active.optneg()
+    active.connect("client.example", "4", 40501, "198.51.100.78")
+    results = {}
+    for sender, qid in (("<alice@[127.0.0.71]>", "FDLIT1"), ("<alice@fd.test>", "FDDNS1")):
+        m = active.mail(sender, macros={"i": qid})
+        r = active.rcpt("<bob@local.test>") if m.code == "c" else m
+        active.abort()
+        results[qid] = r
+    for qid, what in (("FDLIT1", "no socket for the SMTP connection (address literal)"),
+                      ("FDDNS1", "no socket for the DNS query")):
+        r, line = results[qid], _verdict(d, qid)
+        tap.check("%s: the sender gets a 4xx" % what,
+                  r.code == "y" and (r.smtp_code or "").startswith("4"), "%r\n%s" % (r, line))
+        tap.check("%s: outcome tempfail, \"out of file descriptors\"" % what,
+                  "outcome" not in line and "reason=tempfail" in line
+                  and 'detail="out of file descriptors' in line, line + "\n" + d.diag())
+    warnings = d.log_lines(r"warning: our failure, not the sender's: out of file descriptors")
+    tap.equal("one warning for both (rate-limited)", len(warnings), 1, d.diag)
+
+    # Give the descriptors back; the same senders are probed again, not
+    # answered from the cache.
+    active.quit()
+    active.close()
+    for c in idle:
+        c.close()
+    vmtest.wait_until(lambda: _open_fds(d.pid) < nofile // 2, 10)
+    before = farm.count("127.0.0.71", "RCPT TO:<alice@")
+    for sender, qid in (("<alice@[127.0.0.71]>", "FDLIT2"), ("<alice@fd.test>", "FDDNS2")):
+        r, tr = _one_message(d, sender, qid)
+        line = _verdict(d, qid)
+        tap.check("%s afterwards: accepted" % sender, r.code in ("c", "a"), tr + "\n" + line)
+        tap.check("%s afterwards: probed again (not from the cache), valid" % sender,
+                  "source=probed" in line and "reason=valid" in line, line + "\n" + d.diag())
+    tap.equal("both were asked at the MX again", farm.count("127.0.0.71", "RCPT TO:<alice@") - before, 2,
+              d.diag)
+    tap.check("the daemon stops cleanly", d.stop() == 0, d.diag)
+
+
+TESTS = [t_milter_timeout, t_out_of_fds]
 
 
 setup = vmtest.require_binary(BIN, "vemilter")
