@@ -63,6 +63,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -341,15 +342,24 @@ static void library_init(void)
 }
 
 /* The channel's socket functions: the system's, except that socket()
- * failing for lack of resources is remembered (see the header comment). */
+ * failing for lack of resources is remembered (see the header comment).
+ * With socket functions set, c-ares 1.18 leaves configuring the socket to
+ * them: non-blocking and close-on-exec, as its own would be, and
+ * TCP_NODELAY for the length-prefixed TCP queries. */
 static ares_socket_t sock_open(int family, int type, int protocol, void *arg)
 {
 	struct dns_resolver *r = arg;
-	int fd = socket(family, type, protocol);
+	int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
 	int err = errno;
 	r->sock_errno = fd < 0 && classify_errno_ours(err) != NULL ? err : 0;
-	errno = err;
-	return fd < 0 ? ARES_SOCKET_BAD : fd;
+	if (fd < 0) {
+		errno = err;
+		return ARES_SOCKET_BAD;
+	}
+	int on = 1;
+	if (type == SOCK_STREAM)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)); /* only a delay if not */
+	return fd;
 }
 
 static int sock_close(ares_socket_t fd, void *arg)
@@ -368,9 +378,12 @@ static ares_ssize_t sock_recvfrom(ares_socket_t fd, void *buf, size_t len, int f
 	return recvfrom(fd, buf, len, flags, from, from_len);
 }
 
+/* c-ares' own send uses MSG_NOSIGNAL: a TCP server that hung up must not
+ * raise SIGPIPE in a program that does not ignore it */
 static ares_ssize_t sock_sendv(ares_socket_t fd, const struct iovec *iov, int n, void *arg)
 {
-	return writev(fd, iov, n);
+	struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+	return sendmsg(fd, &msg, MSG_NOSIGNAL);
 }
 
 static const struct ares_socket_functions sock_functions = {
