@@ -90,11 +90,15 @@ def t_milter_timeout(tap, cleanup):
         pass
     busy.close()
 
-    # The cut sessions were freed (on_close ran): a stop has nothing to wait for.
+    # The cut sessions were freed (on_close ran): the stop does not wait the
+    # whole drain (30 s) for them. (The busy one may still be closing.)
+    t1 = time.monotonic()
     rc = d.stop()
+    took = time.monotonic() - t1
     tap.equal("the daemon stops with 0", rc, 0, d.diag)
-    tap.check("no session was left to drain at the stop",
-              not d.log_lines(r"waiting up to \d+ s for"), d.diag)
+    tap.check("the cut sessions were freed: the stop did not wait for them (%.1fs)" % took,
+              took < 20 and not d.log_lines(r"stopping with \d+ milter session\(s\) still open"),
+              d.diag)
 
 
 class LimitedDaemon(Daemon):
