@@ -173,8 +173,8 @@ static void note_ours(struct verifier *v, const struct outcome *o)
 	if (v->ours_logged && now - v->ours_log_ms < OURS_LOG_MS)
 		return;
 	log_msg(LOG_WARNING,
-	        "our failure, not the sender's: %s (%u probe(s) in the last minute, answered tempfail, "
-	        "not cached); raise the open-file limit or lower max_probes_in_flight",
+	        "our failure, not the sender's: %s (%u probe(s) since the last such warning, answered "
+	        "tempfail, not cached); raise the open-file limit or lower max_probes_in_flight",
 	        o->reason, v->ours_unlogged);
 	v->ours_logged = true;
 	v->ours_log_ms = now;
