@@ -102,15 +102,15 @@ def t_milter_timeout(tap, cleanup):
 
 
 class LimitedDaemon(Daemon):
-    """A Daemon whose open-file limit (soft and hard: vemilter raises the
-    soft one to the hard one) is nofile, set by prlimit(1) before exec."""
+    """A Daemon started with the open-file limit soft:hard, set by
+    prlimit(1) before exec (vemilter raises the soft one to the hard one)."""
 
-    def __init__(self, tmp, conf, nofile, **kw):
+    def __init__(self, tmp, conf, soft, hard, **kw):
         Daemon.__init__(self, tmp, conf, **kw)
-        self.nofile = nofile
+        self.soft, self.hard = soft, hard
 
     def argv(self):
-        return ["/usr/bin/prlimit", "--nofile=%d:%d" % (self.nofile, self.nofile), "--"] + \
+        return ["/usr/bin/prlimit", "--nofile=%d:%d" % (self.soft, self.hard), "--"] + \
             Daemon.argv(self)
 
 
@@ -142,7 +142,7 @@ def _verdict(d, qid):
 
 
 def t_out_of_fds(tap, cleanup):
-    """The daemon under an open-file limit of 64, every descriptor taken by
+    """The daemon under an open-file limit of 24:64, every descriptor taken by
     idle MTA sessions: a probe that cannot get a socket (SMTP connection for
     an address literal, DNS query for a domain) is tempfail "out of file
     descriptors", logged as our failure (one warning), and not cached: once
@@ -166,11 +166,13 @@ def t_out_of_fds(tap, cleanup):
         "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
         "verify_budget": "3s", "cache": tmp.join("cache.lmdb"), "self_health": "no",
     })
-    d = LimitedDaemon(tmp, conf, nofile, name="fd", debug=True)
+    d = LimitedDaemon(tmp, conf, 24, nofile, name="fd", debug=True)
     cleanup.add(d.kill)
     d.start()
-    # Headroom: probes get a quarter of what is left after the reserve.
-    tap.check("the open-file limit lowers max_probes_in_flight (64 -> 8)",
+    # Started with a soft limit of 24: raised to the hard one, 64. Headroom:
+    # probes get a quarter of what is left after the reserve.
+    tap.check("the soft open-file limit is raised to the hard one (24 -> 64); "
+              "max_probes_in_flight lowered to 8",
               bool(d.wait_log(r"notice: max_probes_in_flight lowered to 8 by the open-file limit \(64\)",
                               5)), d.diag)
 
