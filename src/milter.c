@@ -679,7 +679,7 @@ bool milter_listen(const struct conf *conf)
 	const char *path = milter_socket_path(conf->socket);
 	errno = 0;
 	if (smfi_opensocket(false) != MI_SUCCESS) {
-		int err = errno; /* libmilter keeps bind()'s errno; syslog() may not touch it */
+		int err = errno; /* bind()'s, as libmilter leaves it (0 if it failed otherwise) */
 		if (err == EADDRINUSE)
 			log_msg(LOG_ERR,
 			        "cannot listen on %s: the address is in use (is vemilter already "
