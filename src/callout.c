@@ -538,6 +538,8 @@ static void breaker_learn(struct callout *c, const struct target *t, const struc
 	if (r->shared)
 		return; /* another address's attempt, noted when it ended */
 	switch (r->end) {
+	case SMTP_END_NO_RESOURCES:
+		return; /* our failure: nothing learned about the host */
 	case SMTP_END_CONNECT_FAILED:
 		if (ours_failed(r->error))
 			return;
@@ -988,8 +990,11 @@ static void on_dns(void *arg, const struct dns_answer *answer)
 		settle_dns(c, answer, answer->detail[0] ? answer->detail : "no mail host");
 		return;
 	case DNS_TEMPFAIL:
-		settle(c, OUTCOME_TEMPFAIL, STAGE_DNS,
-		       answer->detail[0] ? answer->detail : "DNS lookup failed");
+		result_set(c, OUTCOME_TEMPFAIL, STAGE_DNS, 0, NULL, NULL,
+		           answer->detail[0] ? answer->detail : "DNS lookup failed");
+		if (answer->ours) /* no socket for the query: our failure, not the domain's */
+			c->result.flags |= OUTCOME_F_LIMITED;
+		finish(c);
 		return;
 	case DNS_OK:
 		break;

@@ -4,6 +4,7 @@
  */
 #include "classify.h"
 
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -132,6 +133,29 @@ bool classify_catchall_matters(const struct conf *conf, const char *domain)
 	policy_for_outcome(conf, domain, OUTCOME_VALID, &valid);
 	policy_for_outcome(conf, domain, OUTCOME_CATCH_ALL, &catch_all);
 	return valid.intended != catch_all.intended;
+}
+
+/* classify_errno_ours - see classify.h */
+const char *classify_errno_ours(int err)
+{
+	switch (err) {
+	case EMFILE:
+	case ENFILE:
+		return CLASSIFY_NO_FDS;
+	case ENOBUFS:
+	case ENOMEM:
+		return CLASSIFY_NO_MEMORY;
+	default:
+		return NULL;
+	}
+}
+
+/* classify_outcome_ours - see classify.h */
+bool classify_outcome_ours(const struct outcome *o)
+{
+	return (o->flags & OUTCOME_F_LIMITED) &&
+	       (strncmp(o->reason, CLASSIFY_NO_FDS, strlen(CLASSIFY_NO_FDS)) == 0 ||
+	        strncmp(o->reason, CLASSIFY_NO_MEMORY, strlen(CLASSIFY_NO_MEMORY)) == 0);
 }
 
 /* set - fill out->outcome from the reply at the attempt's stage */
@@ -278,6 +302,12 @@ void classify_attempt(const struct attempt *a, struct judgement *out)
 	case SMTP_END_NO_SMTPUTF8:
 		set(out, ATTEMPT_NEXT_ADDRESS, RANK_UNVERIFIABLE, OUTCOME_UNVERIFIABLE, flags, a->stage, NULL,
 		    "UTF-8 local part, and the server does not offer SMTPUTF8");
+		return;
+	case SMTP_END_NO_RESOURCES:
+		/* Ours: not the server's fault, and the next address would fail
+		 * the same way. Never cached, never held against the host. */
+		set(out, ATTEMPT_FINAL, RANK_NONE, OUTCOME_TEMPFAIL, flags | OUTCOME_F_LIMITED, a->stage,
+		    NULL, error != NULL ? error : CLASSIFY_NO_FDS);
 		return;
 	case SMTP_END_CONNECT_FAILED:
 	case SMTP_END_TIMEOUT:

@@ -43,6 +43,9 @@
  *   TLS failed in plain text retry ... tempfail                      next address
  *   SMTPUTF8 needed, not offered ..... unverifiable                  next address
  *   refused, timeout, closed ......... tempfail                      next address
+ *   no socket on OUR side (EMFILE,
+ *        ENFILE: "out of file
+ *        descriptors"; ENOBUFS, ENOMEM) tempfail       limited        final
  *
  * The mail-loop row stops the walk as Postfix does: every address after
  * ours in MX order is a less preferred host, which would only relay back.
@@ -51,6 +54,11 @@
  * that refuses us, that more than a 4xx, that more than a broken dialogue,
  * and a broken dialogue (e.g. a desync) more than no reply at all. Only
  * the definite answers (valid, invalid, catch_all) come from one server.
+ *
+ * A socket we could not create says nothing about the server or the
+ * domain: it is our failure, flagged OUTCOME_F_LIMITED like our other
+ * limits (never cached, no self-health or breaker signal), and final,
+ * since the next address would fail the same way.
  *
  * Core: no libevent, c-ares or OpenSSL headers.
  */
@@ -78,7 +86,8 @@ enum smtp_end {
 	SMTP_END_PROTOCOL,       /* malformed reply, line too long, a reply before its command */
 	SMTP_END_TLS_FAILED,     /* STARTTLS accepted, handshake failed or timed out */
 	SMTP_END_NO_SMTPUTF8,    /* rcpt needs SMTPUTF8, server does not offer it */
-	SMTP_END_LOOP, /* the server is this host (greeting/EHLO names us, or its address is ours) */
+	SMTP_END_LOOP,         /* the server is this host (greeting/EHLO names us, or its address is ours) */
+	SMTP_END_NO_RESOURCES, /* OUR side could not make the connection (classify_errno_ours) */
 };
 
 /* What one attempt at one server address came to. */
@@ -118,6 +127,20 @@ struct judgement {
 	enum attempt_rank rank; /* for ATTEMPT_NEXT_ADDRESS / _RETRY_FALLBACK */
 	struct outcome outcome; /* kind, flags, stage, reply, reason; mx_host/mx_addr left "" */
 };
+
+/* The reasons of our own failures (classify_errno_ours). */
+#define CLASSIFY_NO_FDS    "out of file descriptors"
+#define CLASSIFY_NO_MEMORY "out of memory or socket buffers"
+
+/* classify_errno_ours - an errno from socket()/connect() that is our
+ * failure, not the server's: CLASSIFY_NO_FDS for EMFILE and ENFILE,
+ * CLASSIFY_NO_MEMORY for ENOBUFS and ENOMEM; NULL for any other. */
+const char *classify_errno_ours(int err);
+
+/* classify_outcome_ours - an outcome that reports our own failure (see
+ * classify_errno_ours): OUTCOME_F_LIMITED, reason starting with one of
+ * those reasons */
+bool classify_outcome_ours(const struct outcome *o);
 
 /* classify_attempt - the judgement of one attempt (see the table above). */
 void classify_attempt(const struct attempt *a, struct judgement *out);

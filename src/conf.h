@@ -63,13 +63,14 @@ struct conf {
 	char *path; /* file it was loaded from */
 
 	/* milter socket and process */
-	char *socket;         /* libmilter notation: unix:/path, inet:port@host, inet6:... */
-	unsigned socket_mode; /* unix socket permissions */
-	char *socket_group;   /* unix socket group; "" = leave as created */
-	char *user;           /* run as this user after setup; "" = do not switch */
-	char *pid_file;       /* "" = none */
-	int syslog_facility;  /* LOG_MAIL, LOG_LOCAL0, ... */
-	int log_level;        /* LOG_ERR .. LOG_DEBUG: highest priority logged */
+	char *socket;              /* libmilter notation: unix:/path, inet:port@host, inet6:... */
+	unsigned socket_mode;      /* unix socket permissions */
+	char *socket_group;        /* unix socket group; "" = leave as created */
+	char *user;                /* run as this user after setup; "" = do not switch */
+	char *pid_file;            /* "" = none */
+	int64_t milter_timeout_ms; /* an MTA session silent this long is closed (smfi_settimeout) */
+	int syslog_facility;       /* LOG_MAIL, LOG_LOCAL0, ... */
+	int log_level;             /* LOG_ERR .. LOG_DEBUG: highest priority logged */
 
 	/* who is never checked */
 	struct cidr_list trusted_networks;

@@ -34,15 +34,26 @@
  * (c-ares 1.18 cannot cancel one query). dns_resolver_free cancels every
  * lookup and destroys the channel, which brings every query back with
  * ARES_EDESTRUCTION.
+ *
+ * Our own failures. c-ares 1.18 ends a query whose socket() failed (no
+ * descriptor, no memory) as if every server refused it (ARES_ECONNREFUSED).
+ * So the channel creates its sockets through our socket functions, which
+ * remember the errno of the last socket() that failed for lack of
+ * resources (cleared by the next that succeeds); a query ending
+ * ECONNREFUSED meanwhile is our failure: its answer is TEMPFAIL with
+ * dns_answer.ours set and a detail saying so, never the domain's fault.
  */
 #include "dns.h"
+#include "classify.h"
 #include "dnsttl.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
+#include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -51,6 +62,8 @@
 #include <strings.h>
 #include <sys/queue.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -77,6 +90,7 @@ struct dns_resolver {
 	struct dns_sock *socks;
 	struct lookup_list lookups; /* every lookup not yet in done */
 	uint64_t prng;
+	int sock_errno; /* the last socket() failed for lack of resources (errno); 0: not */
 };
 
 /* one mail host of a finished resolution, with at least one address */
@@ -131,6 +145,7 @@ struct flight {
 	struct host_work *work;
 	size_t work_count;
 	char temp_detail[160]; /* the first temporary failure of a host */
+	int ours_errno;        /* a query failed for lack of resources on our side (errno); 0: none */
 	int64_t records_ms;    /* the smallest TTL of the records used (MX, A, AAAA); TTL_NONE: none */
 	int64_t negative_ms;   /* the smallest negative TTL (RFC 2308) of the NXDOMAIN and NODATA
 	                        * answers met, where one was given; TTL_NONE: none */
@@ -339,6 +354,59 @@ static void library_init(void)
 	library_status = ares_library_init(ARES_LIB_INIT_ALL);
 }
 
+/* The channel's socket functions: the system's, except that socket()
+ * failing for lack of resources is remembered (see the header comment).
+ * With socket functions set, c-ares 1.18 leaves configuring the socket to
+ * them: non-blocking and close-on-exec, as its own would be, and
+ * TCP_NODELAY for the length-prefixed TCP queries. */
+static ares_socket_t sock_open(int family, int type, int protocol, void *arg)
+{
+	struct dns_resolver *r = arg;
+	int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+	int err = errno;
+	r->sock_errno = fd < 0 && classify_errno_ours(err) != NULL ? err : 0;
+	if (fd < 0) {
+		errno = err;
+		return ARES_SOCKET_BAD;
+	}
+	int on = 1;
+	if (type == SOCK_STREAM)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)); /* only a delay if not */
+	return fd;
+}
+
+static int sock_close(ares_socket_t fd, void *arg)
+{
+	return close(fd);
+}
+
+static int sock_connect(ares_socket_t fd, const struct sockaddr *sa, ares_socklen_t len, void *arg)
+{
+	return connect(fd, sa, len);
+}
+
+static ares_ssize_t sock_recvfrom(ares_socket_t fd, void *buf, size_t len, int flags, struct sockaddr *from,
+                                  ares_socklen_t *from_len, void *arg)
+{
+	return recvfrom(fd, buf, len, flags, from, from_len);
+}
+
+/* c-ares' own send uses MSG_NOSIGNAL: a TCP server that hung up must not
+ * raise SIGPIPE in a program that does not ignore it */
+static ares_ssize_t sock_sendv(ares_socket_t fd, const struct iovec *iov, int n, void *arg)
+{
+	struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+	return sendmsg(fd, &msg, MSG_NOSIGNAL);
+}
+
+static const struct ares_socket_functions sock_functions = {
+        .asocket = sock_open,
+        .aclose = sock_close,
+        .aconnect = sock_connect,
+        .arecvfrom = sock_recvfrom,
+        .asendv = sock_sendv,
+};
+
 /* servers_csv - "a,b,c" from the configured entries; false if one is unusable */
 static bool servers_csv(const struct conf_strings *servers, char *csv, size_t size, char *why,
                         size_t why_size)
@@ -438,8 +506,10 @@ struct dns_resolver *dns_resolver_new(struct event_base *base, const struct conf
 	r->base = base;
 	LIST_INIT(&r->lookups);
 	prng_seed(r);
-	if (channel_setup(r, servers, timeout_ms, why, why_size))
+	if (channel_setup(r, servers, timeout_ms, why, why_size)) {
+		ares_set_socket_functions(r->channel, &sock_functions, r);
 		return r;
+	}
 	if (r->channel != NULL)
 		ares_destroy(r->channel);
 	event_free(r->timer);
@@ -496,6 +566,23 @@ __attribute__((format(printf, 3, 4))) static void settle(struct flight *fl, enum
 	fl->answered = true;
 }
 
+/* query_text - what a query's status means: ECONNREFUSED after a socket()
+ * of ours failed (fl->ours_errno) is that failure, not the servers' */
+static const char *query_text(const struct flight *fl, int status, char *buf, size_t size)
+{
+	if (status != ARES_ECONNREFUSED || fl->ours_errno == 0)
+		return status_text(status);
+	snprintf(buf, size, "%s (socket: %s)", classify_errno_ours(fl->ours_errno), strerror(fl->ours_errno));
+	return buf;
+}
+
+/* settle_ours - the flight failed for lack of resources of ours (err) */
+static void settle_ours(struct flight *fl, int err)
+{
+	fl->ours_errno = err;
+	settle(fl, DNS_TEMPFAIL, "%s", classify_errno_ours(err));
+}
+
 /* host_note_temp - remember the first temporary failure of a host lookup */
 static void host_note_temp(struct flight *fl, enum qkind kind, const char *name, const char *what)
 {
@@ -512,7 +599,8 @@ static void start_hosts(struct flight *fl)
 		for (enum qkind kind = Q_A; kind <= Q_AAAA; kind++) {
 			if (!start_query(fl, w->name, kind, i)) {
 				w->temp = true;
-				host_note_temp(fl, kind, w->name, "out of memory");
+				fl->ours_errno = ENOMEM;
+				host_note_temp(fl, kind, w->name, CLASSIFY_NO_MEMORY);
 			}
 		}
 	}
@@ -526,7 +614,7 @@ static void start_implicit(struct flight *fl)
 	flight_trace(fl, "no MX; using A/AAAA of %s (implicit MX)", fl->domain);
 	fl->work = calloc(1, sizeof(*fl->work));
 	if (fl->work == NULL) {
-		settle(fl, DNS_TEMPFAIL, "out of memory");
+		settle_ours(fl, ENOMEM);
 		return;
 	}
 	fl->work_count = 1;
@@ -630,7 +718,7 @@ static void use_mx(struct flight *fl, struct ares_mx_reply *mx)
 	fl->work = calloc(total - roots < max_mx ? total - roots : max_mx, sizeof(*fl->work));
 	if (v == NULL || fl->work == NULL) {
 		free(v);
-		settle(fl, DNS_TEMPFAIL, "out of memory");
+		settle_ours(fl, ENOMEM);
 		return;
 	}
 	size_t n = 0;
@@ -679,13 +767,17 @@ static void on_mx(struct flight *fl, int status, unsigned char *abuf, int alen)
 		ares_free_data(mx);
 		return;
 	}
-	flight_trace(fl, "MX %s? -> %s", fl->domain, status_text(status));
+	char ours[96];
+	const char *what = query_text(fl, status, ours, sizeof(ours));
+	flight_trace(fl, "MX %s? -> %s", fl->domain, what);
 	if (status == ARES_ENODATA)
 		start_implicit(fl);
 	else if (status == ARES_ENOTFOUND || status == ARES_EBADNAME)
-		settle(fl, DNS_NXDOMAIN, "MX %s: %s", fl->domain, status_text(status));
+		settle(fl, DNS_NXDOMAIN, "MX %s: %s", fl->domain, what);
+	else if (what == ours) /* the reason first: classify_outcome_ours */
+		settle(fl, DNS_TEMPFAIL, "%s: MX %s not asked", what, fl->domain);
 	else
-		settle(fl, DNS_TEMPFAIL, "MX %s: %s", fl->domain, status_text(status));
+		settle(fl, DNS_TEMPFAIL, "MX %s: %s", fl->domain, what);
 }
 
 /* note_ttl - the answer holds no longer than an address record's TTL
@@ -746,10 +838,12 @@ static void on_host(struct flight *fl, enum qkind kind, size_t host, int status,
 		return;
 	}
 	note_reply(fl, false, status, abuf, alen);
-	flight_trace(fl, "%s %s? -> %s", kind_name(kind), w->name, status_text(status));
+	char ours[96];
+	const char *what = query_text(fl, status, ours, sizeof(ours));
+	flight_trace(fl, "%s %s? -> %s", kind_name(kind), w->name, what);
 	if (status != ARES_ENOTFOUND && status != ARES_ENODATA && status != ARES_EBADNAME) {
 		w->temp = true;
-		host_note_temp(fl, kind, w->name, status_text(status));
+		host_note_temp(fl, kind, w->name, what);
 	}
 }
 
@@ -802,9 +896,13 @@ static void conclude(struct flight *fl)
 			flight_trace(fl, "%s has no address: skipped", fl->work[i].name);
 	}
 	if (!pack_hosts(res, fl->work, fl->work_count))
-		settle(fl, DNS_TEMPFAIL, "out of memory");
+		settle_ours(fl, ENOMEM);
 	else if (res->host_count > 0)
-		res->status = DNS_OK; /* its detail: see assemble */
+		res->status = DNS_OK;         /* its detail: see assemble */
+	else if (temp && fl->ours_errno != 0) /* the reason first: classify_outcome_ours */
+		settle(fl, DNS_TEMPFAIL, "%s: %s (%s)", classify_errno_ours(fl->ours_errno),
+		       res->implicit_mx ? "no address asked for" : "not every MX host's address asked for",
+		       fl->temp_detail);
 	else if (temp)
 		settle(fl, DNS_TEMPFAIL, "%s: %s",
 		       res->implicit_mx ? "no MX, no address yet" : "no MX host resolves yet",
@@ -817,13 +915,14 @@ static void conclude(struct flight *fl)
 
 /* ------------------------------------------------------------- answers */
 
-/* lookup_fail - a lookup's answer is a temporary failure of its own */
+/* lookup_fail - a lookup's answer is a temporary failure of its own (ours) */
 static void lookup_fail(struct dns_lookup *lk, const char *why)
 {
 	free(lk->answer.hosts);
 	lk->answer.hosts = NULL;
 	lk->answer.host_count = 0;
 	lk->answer.status = DNS_TEMPFAIL;
+	lk->answer.ours = true; /* every caller: out of memory */
 	lk->answer.ttl_ms = 0;
 	snprintf(lk->answer.detail, sizeof(lk->answer.detail), "%s", why);
 }
@@ -889,7 +988,7 @@ static void assemble(struct dns_lookup *lk, const struct result *res, bool traci
 		return;
 	a->hosts = calloc(res->host_count, sizeof(*a->hosts));
 	if (a->hosts == NULL) {
-		lookup_fail(lk, "out of memory");
+		lookup_fail(lk, CLASSIFY_NO_MEMORY);
 		return;
 	}
 	size_t order[HARD_MAX_MX], total = 0;
@@ -943,6 +1042,7 @@ static void flight_finish(struct flight *fl)
 	if (lk != NULL) {
 		lk->flight = NULL;
 		assemble(lk, &fl->res, true, fl->res.ttl_ms);
+		lk->answer.ours = lk->answer.status == DNS_TEMPFAIL && fl->ours_errno != 0;
 		answer_ready(lk);
 	}
 	flight_free(fl);
@@ -969,6 +1069,8 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 	size_t host = q->host;
 	free(q);
 	fl->pending--;
+	if (status == ARES_ECONNREFUSED && fl->resolver->sock_errno != 0 && !fl->abandoned)
+		fl->ours_errno = fl->resolver->sock_errno; /* no socket: no server was asked */
 	if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)
 		fl->abandoned = true; /* the channel is going away: no done, no new queries */
 	if (fl->abandoned)
@@ -997,7 +1099,7 @@ static bool flight_start(struct dns_lookup *lk)
 	lk->state = L_WAITING;
 	fl->pending++; /* guard: the answer may come at once */
 	if (!start_query(fl, fl->domain, Q_MX, 0))
-		settle(fl, DNS_TEMPFAIL, "out of memory");
+		settle_ours(fl, ENOMEM);
 	fl->pending--;
 	flight_check(fl);
 	return true;
@@ -1028,7 +1130,7 @@ static void free_lookup(struct dns_lookup *lk)
 static void lookup_begin(struct dns_lookup *lk)
 {
 	if (!flight_start(lk)) {
-		lookup_fail(lk, "out of memory");
+		lookup_fail(lk, CLASSIFY_NO_MEMORY);
 		answer_ready(lk);
 	}
 }

@@ -68,6 +68,9 @@ struct dns_answer {
 	size_t host_count;
 	struct dns_host *hosts; /* owned by the lookup; valid during the callback only */
 	char detail[256];       /* e.g. "SERVFAIL from 127.0.0.1 for MX example.com" */
+	bool ours;              /* TEMPFAIL: our side failed (no descriptor or memory for a query's
+	                         * socket; detail starts CLASSIFY_NO_FDS or CLASSIFY_NO_MEMORY):
+	                         * it says nothing about the domain */
 	int64_t ttl_ms;         /* how long DNS says this answer holds, from now: NXDOMAIN / no mail
 	                         * host: the negative TTL (RFC 2308: min of the SOA's TTL and MINIMUM),
 	                         * or the smallest known TTL of the replies it rests on (MX records,

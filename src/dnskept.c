@@ -24,6 +24,7 @@ struct kept_host {
 struct dns_kept {
 	enum dns_status status;
 	bool implicit_mx;
+	bool ours;      /* TEMPFAIL of our own (dns_answer.ours) */
 	int64_t ttl_ms; /* as the answer gave it: 0 unknown */
 	char detail[256];
 	size_t host_count;
@@ -58,6 +59,7 @@ struct dns_kept *dns_keep(const struct dns_answer *answer)
 		return NULL;
 	k->status = answer->status;
 	k->implicit_mx = answer->implicit_mx;
+	k->ours = answer->ours;
 	k->ttl_ms = answer->ttl_ms > 0 ? answer->ttl_ms : 0;
 	snprintf(k->detail, sizeof(k->detail), "%s", answer->detail);
 	k->host_count = 0;
@@ -120,6 +122,7 @@ bool dns_kept_answer(const struct dns_kept *kept, int64_t ttl_left_ms, struct dn
 	memset(out, 0, sizeof(*out));
 	out->status = kept->status;
 	out->implicit_mx = kept->implicit_mx;
+	out->ours = kept->ours;
 	out->ttl_ms = kept->ttl_ms == 0 ? 0 : ttl_left_ms > 0 ? ttl_left_ms : 1;
 	snprintf(out->detail, sizeof(out->detail), "%s", kept->detail);
 	size_t n = kept->host_count;

@@ -2,9 +2,12 @@
  * main.c - vemilter: command line, configuration, daemon life cycle.
  *
  * Order of start-up, and why: read and check the config (errors go to the
- * terminal); open the milter socket while still root; detach; write the pid
- * file; drop to the configured user; serve. Owns the loaded configuration
- * and the pid file.
+ * terminal); detach; open the milter socket while still root; only then
+ * write the pid file (a second instance that cannot listen never touches
+ * the running one's pid file or socket); drop to the configured user;
+ * serve. At exit the pid file is removed only if it still names this
+ * process, and the unix socket only if it is still the one we created.
+ * Owns the loaded configuration and the pid file.
  */
 #include "config.h"
 
@@ -207,11 +210,75 @@ static bool write_pid_file(const char *path)
 	return ok;
 }
 
+/* read_pid_file - the pid a pid file names; 0 if none can be read */
+static long read_pid_file(const char *path)
+{
+	char text[32] = "";
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	text[n] = '\0';
+	char *end;
+	long pid = strtol(text, &end, 10);
+	return pid > 0 && (*end == '\n' || *end == '\0') ? pid : 0;
+}
+
 /* remove_file - best-effort clean-up at exit */
 static void remove_file(const char *what, const char *path)
 {
 	if (path != NULL && path[0] != '\0' && unlink(path) != 0 && errno != ENOENT)
 		log_msg(LOG_NOTICE, "could not remove %s %s: %s", what, path, strerror(errno));
+}
+
+/* remove_pid_file - remove path only while it names this process: after a
+ * restart raced us, the file is the new daemon's */
+static void remove_pid_file(const char *path)
+{
+	long pid = read_pid_file(path);
+	if (pid == (long)getpid())
+		remove_file("pid file", path);
+	else if (pid != 0)
+		log_msg(LOG_NOTICE, "pid file %s now names pid %ld: left alone", path, pid);
+}
+
+/* Which unix socket file we created: at exit it is removed only if the
+ * path still leads to it (an admin may have started another instance on
+ * the same path since). */
+struct socket_id {
+	bool known;
+	dev_t dev;
+	ino_t ino;
+};
+
+/* socket_id_of - remember the file at path */
+static void socket_id_of(const char *path, struct socket_id *id)
+{
+	struct stat st;
+	id->known = path != NULL && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode);
+	if (id->known) {
+		id->dev = st.st_dev;
+		id->ino = st.st_ino;
+	}
+}
+
+/* remove_socket - remove the unix socket at path if it is still ours */
+static void remove_socket(const char *path, const struct socket_id *id)
+{
+	struct socket_id now;
+	if (path == NULL)
+		return;
+	socket_id_of(path, &now);
+	if (!id->known || !now.known)
+		return;
+	if (now.dev != id->dev || now.ino != id->ino) {
+		log_msg(LOG_NOTICE, "socket %s is no longer ours: left alone", path);
+		return;
+	}
+	remove_file("socket", path);
 }
 
 /*
@@ -289,9 +356,10 @@ static void reload(const struct conf *running, const struct options *opts)
 	}
 	if (strcmp(fresh->socket, running->socket) != 0 || strcmp(fresh->user, running->user) != 0 ||
 	    strcmp(fresh->pid_file, running->pid_file) != 0 || fresh->socket_mode != running->socket_mode ||
-	    strcmp(fresh->socket_group, running->socket_group) != 0)
-		log_msg(LOG_WARNING,
-		        "reload: socket, user and pid file changes take effect only after a restart");
+	    strcmp(fresh->socket_group, running->socket_group) != 0 ||
+	    fresh->milter_timeout_ms != running->milter_timeout_ms)
+		log_msg(LOG_WARNING, "reload: socket, user, pid file and milter_timeout changes take effect "
+		                     "only after a restart");
 	if (strcmp(fresh->cache, running->cache) != 0 || fresh->cache_max_mb != running->cache_max_mb)
 		log_msg(LOG_WARNING, "reload: cache changes take effect only after a restart");
 	milter_set_conf(fresh);
@@ -335,12 +403,15 @@ static int run_until_stopped(const struct conf *running, const struct options *o
 struct startup {
 	bool pid_written;
 	bool listening;
+	struct socket_id socket; /* the unix socket file we created */
 	struct verifier *verifier;
 };
 
 /* start_serving - from a known-good config to a listening, verifying
- * daemon; false (logged) on failure. The pid file is written before the
- * socket opens, so whoever sees the socket finds the pid too. */
+ * daemon; false (logged) on failure. The pid file is written only once the
+ * socket listens: a second instance fails before it, so it never
+ * overwrites (or, failing, removes) the running daemon's pid file. A
+ * supervisor that waits for the pid file finds the socket ready. */
 static bool start_serving(struct conf *conf, struct startup *up)
 {
 	uid_t uid;
@@ -353,9 +424,15 @@ static bool start_serving(struct conf *conf, struct startup *up)
 		return false;
 	if (!milter_open(conf))
 		return false; /* e.g. another vemilter is running: touch nothing of its */
-	if (!(up->pid_written = write_pid_file(conf->pid_file)))
+	if (!(up->listening = milter_listen(conf))) {
+		long other = conf->pid_file[0] != '\0' ? read_pid_file(conf->pid_file) : 0;
+		if (other > 0 && other != (long)getpid() && (kill((pid_t)other, 0) == 0 || errno == EPERM))
+			log_msg(LOG_ERR, "%s names pid %ld, which is running: is vemilter already running?",
+			        conf->pid_file, other);
 		return false;
-	if (!(up->listening = milter_listen(conf)))
+	}
+	socket_id_of(socket_path, &up->socket);
+	if (!(up->pid_written = write_pid_file(conf->pid_file)))
 		return false;
 	if ((socket_path != NULL && !own_socket(socket_path, uid, socket_gid)) ||
 	    !drop_privileges(conf, uid, user_gid))
@@ -410,9 +487,9 @@ static int serve(struct conf *conf, const struct options *opts)
 	if (milter_idle())
 		verifier_free(up.verifier);
 	if (up.listening)
-		remove_file("socket", milter_socket_path(conf->socket));
+		remove_socket(milter_socket_path(conf->socket), &up.socket);
 	if (up.pid_written)
-		remove_file("pid file", conf->pid_file);
+		remove_pid_file(conf->pid_file);
 	log_msg(LOG_NOTICE, "vemilter stopped");
 	return status;
 }

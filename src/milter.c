@@ -773,6 +773,14 @@ bool milter_open(struct conf *conf)
 		log_msg(LOG_ERR, "socket %s: libmilter rejected the address", conf->socket);
 		return false;
 	}
+	/* Without it libmilter waits two hours for an MTA's next command: a
+	 * dead or half-sent session would hold its descriptor (and thread)
+	 * that long. libmilter reads it once, when it starts serving. */
+	if (smfi_settimeout((int)(conf->milter_timeout_ms / 1000)) != MI_SUCCESS) {
+		log_msg(LOG_ERR, "libmilter refused milter_timeout %llds",
+		        (long long)(conf->milter_timeout_ms / 1000));
+		return false;
+	}
 	const char *path = milter_socket_path(conf->socket);
 	return path == NULL || clear_stale_socket(path);
 }
@@ -781,9 +789,17 @@ bool milter_open(struct conf *conf)
 bool milter_listen(const struct conf *conf)
 {
 	const char *path = milter_socket_path(conf->socket);
+	errno = 0;
 	if (smfi_opensocket(false) != MI_SUCCESS) {
-		log_msg(LOG_ERR, "cannot open milter socket %s (in use, or a missing directory?)",
-		        conf->socket);
+		int err = errno; /* bind()'s, as libmilter leaves it (0 if it failed otherwise) */
+		if (err == EADDRINUSE)
+			log_msg(LOG_ERR,
+			        "cannot listen on %s: the address is in use (is vemilter already "
+			        "running?); nothing changed",
+			        conf->socket);
+		else
+			log_msg(LOG_ERR, "cannot open milter socket %s: %s", conf->socket,
+			        err != 0 ? strerror(err) : "libmilter refused it (a missing directory?)");
 		return false;
 	}
 	if (path != NULL && chmod(path, conf->socket_mode) != 0) {

@@ -14,13 +14,14 @@
 
 #include "conf.h"
 
-/* milter_open - register with libmilter and check conf->socket: a stale
- * unix socket is removed only when nothing listens on it; another live
- * listener is an error. Takes its own reference to conf. Logs and returns
- * false on failure. */
+/* milter_open - register with libmilter, give it milter_timeout
+ * (smfi_settimeout) and check conf->socket: a stale unix socket is removed
+ * only when nothing listens on it; another live listener is an error.
+ * Takes its own reference to conf. Logs and returns false on failure. */
 bool milter_open(struct conf *conf);
 
-/* milter_listen - open the socket milter_open checked, with socket_mode. */
+/* milter_listen - open the socket milter_open checked, with socket_mode;
+ * an address in use is logged as "is vemilter already running?". */
 bool milter_listen(const struct conf *conf);
 
 /* milter_socket_path - the unix socket's path inside spec, or NULL for inet. */

@@ -51,8 +51,9 @@ enum outcome_flag {
 	OUTCOME_F_PROTOCOL = 1 << 3, /* the server broke the protocol (e.g. a reply before its command) */
 	OUTCOME_F_LOOP = 1 << 4,     /* the MX is this host */
 	OUTCOME_F_TAGGED = 1 << 5,   /* answered for the stable form of a tagged sender */
-	OUTCOME_F_LIMITED = 1 << 6,  /* our own limit or memory decided (host_session_rate, a host
-	                              * remembered as catch-all): not an answer, never cached */
+	OUTCOME_F_LIMITED = 1 << 6,  /* our own limit, memory or trouble decided (host_session_rate, a
+	                              * host remembered as catch-all, no descriptor for a socket): not
+	                              * an answer, never cached */
 };
 
 struct outcome {

@@ -1087,8 +1087,8 @@ static void begin(struct smtp_probe *p)
 	format_addr(p, where, sizeof(where));
 	trace(p, "* connecting to %s%s%s%s", where, *name ? " (" : "", name, *name ? ")" : "");
 	p->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (p->bev == NULL) {
-		set_result(p, SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NULL, "cannot create a socket");
+	if (p->bev == NULL) { /* no socket yet: only memory can be missing */
+		set_result(p, SMTP_END_NO_RESOURCES, STAGE_CONNECT, NULL, "%s", CLASSIFY_NO_MEMORY);
 		end_now(p);
 		return;
 	}
@@ -1096,9 +1096,14 @@ static void begin(struct smtp_probe *p)
 	bufferevent_setwatermark(p->bev, EV_READ, 0, READ_HIGH_WATER);
 	set_phase(p, ST_CONNECT);
 	if (bufferevent_socket_connect(p->bev, (struct sockaddr *)&p->addr, (int)p->addrlen) < 0) {
-		const char *err = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
-		trace(p, "* connect failed: %s", err);
-		set_result(p, SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NULL, "%s", err);
+		int e = EVUTIL_SOCKET_ERROR(); /* socket() or connect() */
+		const char *err = evutil_socket_error_to_string(e);
+		const char *ours = classify_errno_ours(e); /* e.g. EMFILE: not the server's doing */
+		trace(p, "* connect failed: %s%s", err, ours != NULL ? " (our side)" : "");
+		if (ours != NULL)
+			set_result(p, SMTP_END_NO_RESOURCES, STAGE_CONNECT, NULL, "%s (%s)", ours, err);
+		else
+			set_result(p, SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NULL, "%s", err);
 		end_now(p);
 	}
 }

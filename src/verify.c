@@ -23,6 +23,12 @@
  * milter threads read (verify_unhealthy). At start-up a helo_name that
  * does not resolve is warned about, from a thread of its own so a slow
  * resolver never delays the start.
+ *
+ * Descriptors: probes get a share of the open-file limit (fd_share), so
+ * the milter side (one descriptor per MTA session) always has its own. A
+ * probe that still finds no descriptor (or memory) for a socket ends
+ * tempfail, flagged as our failure (classify_outcome_ours): never cached,
+ * no health signal, and a warning at most once a minute.
  */
 #include "verify.h"
 
@@ -37,6 +43,7 @@
 
 #include "cache.h"
 #include "callout.h"
+#include "classify.h"
 #include "clock.h"
 #include "dns.h"
 #include "engine.h"
@@ -45,6 +52,10 @@
 #include "vcore.h"
 
 #define TIDY_EVERY_MS 60000
+#define OURS_LOG_MS   60000 /* our own failures: one warning a minute at most */
+/* Descriptors kept out of the probes' share: the listening socket, the
+ * cache and its lock file, DNS sockets, the log, stdio, libmilter's pipe. */
+#define FD_RESERVE 32
 
 struct verifier {
 	struct conf *conf;
@@ -53,11 +64,14 @@ struct verifier {
 	struct vcore *core;
 	pthread_t thread;
 	bool thread_running;
-	struct event *wake;    /* active: start what is queued */
-	struct event *sweep;   /* periodic cache sweep */
-	struct event *tidy;    /* periodic removal of idle domain slots */
-	struct health health;  /* engine thread only */
-	atomic_bool unhealthy; /* health's state, for milter threads */
+	struct event *wake;     /* active: start what is queued */
+	struct event *sweep;    /* periodic cache sweep */
+	struct event *tidy;     /* periodic removal of idle domain slots */
+	struct health health;   /* engine thread only */
+	atomic_bool unhealthy;  /* health's state, for milter threads */
+	bool ours_logged;       /* engine thread: a warning about our failures was logged ... */
+	int64_t ours_log_ms;    /* ... at this time (mono) */
+	unsigned ours_unlogged; /* our failures since (or before) it */
 };
 
 /* A one-shot timer the core asked for (engine thread). */
@@ -165,11 +179,35 @@ static int64_t eng_mono_ms(void *ctx)
 	return clock_mono_ms();
 }
 
-/* eng_probe_result - self-health sees every probe outcome (engine thread);
- * a change of state is logged once, with what to check */
+/* note_ours - a probe that failed on our side (no descriptor or memory for
+ * a socket) is the admin's business, not the sender's: a warning, at most
+ * one a minute, counting the others */
+static void note_ours(struct verifier *v, const struct outcome *o)
+{
+	if (!classify_outcome_ours(o))
+		return;
+	int64_t now = clock_mono_ms();
+	v->ours_unlogged++;
+	if (v->ours_logged && now - v->ours_log_ms < OURS_LOG_MS)
+		return;
+	log_msg(LOG_WARNING,
+	        "our failure, not the sender's: %s (%u probe(s) since the last such warning, answered "
+	        "tempfail, not cached); raise the open-file limit or lower max_probes_in_flight",
+	        o->reason, v->ours_unlogged);
+	v->ours_logged = true;
+	v->ours_log_ms = now;
+	v->ours_unlogged = 0;
+}
+
+/* eng_probe_result - every probe outcome (engine thread): our own
+ * failures are warned about; self-health (if on) sees them all, and logs a
+ * change of state once, with what to check */
 static void eng_probe_result(void *ctx, const struct outcome *o)
 {
 	struct verifier *v = ctx;
+	note_ours(v, o);
+	if (!v->conf->self_health)
+		return;
 	enum health_change change = health_record(&v->health, o, clock_mono_ms());
 	if (change == HEALTH_SAME)
 		return;
@@ -177,6 +215,21 @@ static void eng_probe_result(void *ctx, const struct outcome *o)
 	char line[1024];
 	health_message(&v->health, change, v->engine->helo_name, line, sizeof(line));
 	log_msg(change == HEALTH_BECAME_UNHEALTHY ? LOG_WARNING : LOG_NOTICE, "%s", line);
+}
+
+/* fd_share - max_probes_in_flight that the open-file limit fds allows.
+ * Half of the descriptors (less FD_RESERVE) for probe sockets, half for
+ * the MTA's sessions: every session being verified holds one milter
+ * descriptor, and its probe at least one socket, so neither side may crowd
+ * out the other; when probes alone could use them all, the milter could not
+ * accept the sessions they serve (and libmilter's accept loop spins on
+ * EMFILE). A probe may hold two sockets at once (its connection and the
+ * QUIT of an earlier one, or of its verdict's session, which is not counted
+ * in flight), so probes in flight get half of that half. At least 1. */
+static unsigned long fd_share(unsigned long fds)
+{
+	unsigned long probe_sockets = fds > 2 * FD_RESERVE ? (fds - FD_RESERVE) / 2 : fds / 4;
+	return probe_sockets / 2 > 0 ? probe_sockets / 2 : 1;
 }
 
 /* on_finished - a callout's last connection closed (engine thread) */
@@ -365,7 +418,7 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 	        .wall_ms = eng_wall_ms,
 	        .mono_ms = eng_mono_ms,
 	        .reports_finished = true, /* callouts call probe_env.on_finished */
-	        .probe_result = conf->self_health ? eng_probe_result : NULL,
+	        .probe_result = eng_probe_result,
 	        .resolve_start = eng_resolve_start,
 	        .resolve_cancel = eng_resolve_cancel,
 	};
@@ -376,12 +429,14 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 		snprintf(why, why_size, "out of memory");
 		goto fail;
 	}
-	/* One socket a probe: max_probes_in_flight never exceeds the open-file
-	 * limit, with room for the milter's own connections and the cache. */
 	unsigned long fds = engine_raise_fd_limit();
-	if (fds > 128 && fds - 64 < (unsigned long)conf->max_probes_in_flight) {
-		vcore_limit_in_flight(v->core, (int)(fds - 64));
-		log_msg(LOG_NOTICE, "max_probes_in_flight lowered to %lu by the open-file limit", fds - 64);
+	unsigned long share = fd_share(fds);
+	if (share < (unsigned long)conf->max_probes_in_flight) {
+		vcore_limit_in_flight(v->core, (int)share);
+		log_msg(LOG_NOTICE,
+		        "max_probes_in_flight lowered to %lu by the open-file limit (%lu): probes get half "
+		        "of the descriptors, the MTA's sessions the other half",
+		        share, fds);
 	}
 	v->engine->env.on_fact = on_fact;
 	v->engine->env.on_finished = on_finished;

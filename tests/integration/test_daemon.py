@@ -398,6 +398,98 @@ def t_live_socket(tap, cleanup):
     tap.check("socket in use: no pid file left behind", not os.path.exists(pid_file), d.diag)
 
 
+def _file_id(path):
+    """(inode, mtime_ns, content) of a file, None if it is missing."""
+    try:
+        st = os.stat(path)
+        return st.st_ino, st.st_mtime_ns, vmtest.read_file(path)
+    except OSError:
+        return None
+
+
+def t_second_instance(tap, cleanup):
+    """A second vemilter on the socket of a running one, unix and inet:
+    exit 1 with a message saying so; the running daemon's pid file and
+    socket are untouched and it goes on serving. Then: a pid file that
+    names another process is left alone at exit; a socket that cannot be
+    listened on leaves no pid file."""
+    tmp = TempDir()
+    cleanup.add(tmp.remove)
+    port = vmtest.free_port("127.0.0.1")
+    cases = [("unix", base_conf(tmp, "two.sock", pid_file=tmp.join("unix.pid"))),
+             ("inet", base_conf(tmp, socket="inet:%d@127.0.0.1" % port,
+                                pid_file=tmp.join("inet.pid")))]
+    firsts = []
+    for kind, conf in cases:
+        first = Daemon(tmp, conf, name="first-" + kind)
+        cleanup.add(first.kill)
+        try:
+            first.start()
+        except vmtest.DaemonError as e:
+            tap.check("%s: the first daemon starts" % kind, False, str(e))
+            continue
+        firsts.append((kind, first))
+        pid_file = conf["pid_file"]
+        sock_path = conf["socket"][5:] if conf["socket"].startswith("unix:") else None
+        before_pid = _file_id(pid_file)
+        before_sock = os.stat(sock_path).st_ino if sock_path else None
+        tap.equal("%s: the first daemon's pid file names it" % kind,
+                  before_pid[2].strip() if before_pid else None, str(first.pid), first.diag)
+        time.sleep(0.02)  # so that a rewrite would show in the mtime
+        second = Daemon(tmp, conf, name="second-" + kind)
+        cleanup.add(second.kill)
+        second.spawn()
+        rc = second.wait(15)
+        tap.equal("%s: a second instance on the same socket exits 1" % kind, rc, 1, second.diag)
+        tap.check("%s: it says vemilter seems to be running already" % kind,
+                  bool(second.log_lines(r"error: .*already running\?")), second.diag)
+        tap.check("%s: its message names the socket" % kind,
+                  conf["socket"] in second.log() or (sock_path or "\0") in second.log(), second.diag)
+        tap.equal("%s: the running daemon's pid file is untouched (inode, mtime, pid)" % kind,
+                  _file_id(pid_file), before_pid, second.diag)
+        if sock_path:
+            tap.check("%s: the running daemon's socket file is untouched" % kind,
+                      vmtest.is_socket_file(sock_path) and os.stat(sock_path).st_ino == before_sock,
+                      second.diag)
+        r, tr = short_session(first.socket, "<>")
+        tap.check("%s: the first daemon still serves" % kind, r.code == "a", tr + first.diag())
+
+    # The pid file now names someone else (a restart raced us): left alone.
+    for kind, first in firsts:
+        if kind == "unix":
+            with open(first.conf["pid_file"], "w") as f:
+                f.write("1\n")
+    codes = vmtest.stop_all([(d, signal.SIGTERM) for _k, d in firsts])
+    for (kind, first), rc in zip(firsts, codes):
+        tap.equal("%s: the first daemon stops with 0" % kind, rc, 0, first.diag)
+        pid_file = first.conf["pid_file"]
+        if kind == "unix":
+            tap.equal("unix: a pid file naming another process is left at exit",
+                      vmtest.read_file(pid_file, None), "1\n", first.diag)
+            tap.check("unix: ... and the daemon says so",
+                      bool(first.log_lines(r"notice: pid file .* names pid 1: left alone")), first.diag)
+        else:
+            tap.check("inet: its own pid file is removed at exit", not os.path.exists(pid_file),
+                      first.diag)
+
+    # Something else holds the inet port: exit 1, no pid file ever written.
+    other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    cleanup.add(other.close)
+    other.bind(("127.0.0.1", 0))
+    other.listen(4)
+    busy = "inet:%d@127.0.0.1" % other.getsockname()[1]
+    pid_file = tmp.join("busy.pid")
+    d = Daemon(tmp, base_conf(tmp, socket=busy, pid_file=pid_file), name="busy")
+    cleanup.add(d.kill)
+    d.spawn()
+    rc = d.wait(15)
+    tap.equal("port held by another program: exit 1", rc, 1, d.diag)
+    tap.check("port held by another program: the error says the address is in use",
+              bool(d.log_lines(r"error: cannot listen on %s: the address is in use" % busy)), d.diag)
+    tap.check("port held by another program: no pid file written", not os.path.exists(pid_file),
+              d.diag)
+
+
 def t_inflight(tap, cleanup):
     """A milter session open at SIGTERM finishes; the daemon exits after it."""
     tmp = TempDir()
@@ -503,7 +595,7 @@ def t_reload(tap, cleanup):
 
 
 TESTS = [t_version, t_help, t_unknown_option, t_check_good, t_check_bad, t_missing_config,
-         t_lifecycle, t_live_socket, t_inflight, t_reload]
+         t_lifecycle, t_live_socket, t_second_instance, t_inflight, t_reload]
 
 
 setup = vmtest.require_binary(BIN, "vemilter")

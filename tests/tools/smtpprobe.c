@@ -59,6 +59,7 @@ static const char *const end_names[] = {
         [SMTP_END_TLS_FAILED] = "tls_failed",
         [SMTP_END_NO_SMTPUTF8] = "no_smtputf8",
         [SMTP_END_LOOP] = "loop",
+        [SMTP_END_NO_RESOURCES] = "no_resources",
 };
 
 struct run {

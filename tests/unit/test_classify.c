@@ -7,6 +7,7 @@
  * parser (smtpreply.c), so a row reads like the dialogue it stands for.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <string.h>
 
 #include "classify.h"
@@ -42,6 +43,7 @@ struct row {
 #define F_GL OUTCOME_F_GREYLIST
 #define F_PR OUTCOME_F_PROTOCOL
 #define F_LO OUTCOME_F_LOOP
+#define F_LI OUTCOME_F_LIMITED
 
 static const struct row rows[] = {
         /* RCPT 2xx: valid or catch-all, by the random address */
@@ -254,6 +256,16 @@ static const struct row rows[] = {
         {"SMTPUTF8 needed, not offered", SMTP_END_NO_SMTPUTF8, STAGE_EHLO, NONE, false, false, NONE, false,
          false, false, "server does not offer SMTPUTF8", ATTEMPT_NEXT_ADDRESS, RANK_UNVERIFIABLE,
          OUTCOME_UNVERIFIABLE, 0, STAGE_EHLO, 0, "does not offer SMTPUTF8"},
+        /* no socket on our side: our failure, final (the next address fails the same way) */
+        {"no descriptor for the socket", SMTP_END_NO_RESOURCES, STAGE_CONNECT, NONE, false, false, NONE,
+         false, false, false, "out of file descriptors (Too many open files)", ATTEMPT_FINAL, RANK_NONE,
+         OUTCOME_TEMPFAIL, F_LI, STAGE_CONNECT, 0, "out of file descriptors (Too many open files)"},
+        {"no descriptor, no words", SMTP_END_NO_RESOURCES, STAGE_CONNECT, NONE, false, false, NONE, false,
+         false, false, "", ATTEMPT_FINAL, RANK_NONE, OUTCOME_TEMPFAIL, F_LI, STAGE_CONNECT, 0,
+         "out of file descriptors"},
+        {"no memory for the socket, fallback in use", SMTP_END_NO_RESOURCES, STAGE_CONNECT, NONE, false,
+         false, NONE, true, false, false, "out of memory or socket buffers", ATTEMPT_FINAL, RANK_NONE,
+         OUTCOME_TEMPFAIL, F_LI | F_FB, STAGE_CONNECT, 0, "out of memory"},
         /* no reply at all */
         {"connection refused", SMTP_END_CONNECT_FAILED, STAGE_CONNECT, NONE, false, false, NONE, false, false,
          false, "Connection refused", ATTEMPT_NEXT_ADDRESS, RANK_NO_REPLY, OUTCOME_TEMPFAIL, 0, STAGE_CONNECT,
@@ -331,12 +343,16 @@ START_TEST(table)
 	              r->name, j.outcome.reason, r->reason);
 	ck_assert_msg(j.outcome.mx_host[0] == '\0' && j.outcome.ttl_cap_ms == 0, "%s: fields not cleared",
 	              r->name);
-	/* Only servers' definite answers are final, plus the mail loop. */
+	/* Only servers' definite answers are final, plus the mail loop and
+	 * our own failures (which are never kept). */
 	if (j.next == ATTEMPT_FINAL)
 		ck_assert_msg(j.outcome.kind == OUTCOME_VALID || j.outcome.kind == OUTCOME_INVALID ||
 		                      j.outcome.kind == OUTCOME_CATCH_ALL ||
-		                      (j.outcome.flags & OUTCOME_F_LOOP),
+		                      (j.outcome.flags & OUTCOME_F_LOOP) || classify_outcome_ours(&j.outcome),
 		              "%s: final but not definite", r->name);
+	/* Our own failure is flagged as such, and nothing else is. */
+	ck_assert_msg(classify_outcome_ours(&j.outcome) == (r->end == SMTP_END_NO_RESOURCES),
+	              "%s: classify_outcome_ours wrong", r->name);
 	/* A protocol error is never an answer. */
 	if (j.outcome.flags & OUTCOME_F_PROTOCOL)
 		ck_assert_msg(j.outcome.kind == OUTCOME_TEMPFAIL && j.next != ATTEMPT_FINAL, "%s", r->name);
@@ -503,6 +519,40 @@ static bool bogus(const char *text)
 	return classify_address_bogus((const struct sockaddr *)&ss);
 }
 
+/* Which errno values are our failure, not the server's. */
+START_TEST(errno_ours)
+{
+	ck_assert_str_eq(classify_errno_ours(EMFILE), CLASSIFY_NO_FDS);
+	ck_assert_str_eq(classify_errno_ours(ENFILE), CLASSIFY_NO_FDS);
+	ck_assert_str_eq(classify_errno_ours(ENOBUFS), CLASSIFY_NO_MEMORY);
+	ck_assert_str_eq(classify_errno_ours(ENOMEM), CLASSIFY_NO_MEMORY);
+	static const int theirs[] = {0,          ECONNREFUSED,  ETIMEDOUT, EHOSTUNREACH, ENETUNREACH,
+	                             ECONNRESET, EADDRNOTAVAIL, EACCES,    EPERM,        EINVAL};
+	for (size_t i = 0; i < sizeof(theirs) / sizeof(theirs[0]); i++)
+		ck_assert_msg(classify_errno_ours(theirs[i]) == NULL, "errno %d is not ours", theirs[i]);
+}
+END_TEST
+
+/* An outcome is ours only when flagged limited AND saying why it is ours. */
+START_TEST(outcome_ours)
+{
+	struct outcome o;
+	memset(&o, 0, sizeof(o));
+	outcome_set(&o, OUTCOME_TEMPFAIL, STAGE_DNS, 0, NULL, NULL,
+	            "out of file descriptors: MX a.test not asked");
+	ck_assert(!classify_outcome_ours(&o)); /* not flagged */
+	o.flags = OUTCOME_F_LIMITED;
+	ck_assert(classify_outcome_ours(&o));
+	outcome_set(&o, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, "out of memory or socket buffers");
+	o.flags = OUTCOME_F_LIMITED;
+	ck_assert(classify_outcome_ours(&o));
+	outcome_set(&o, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL,
+	            "host_session_rate: 5 sessions to 192.0.2.1 this minute");
+	o.flags = OUTCOME_F_LIMITED; /* our limit, but no failure */
+	ck_assert(!classify_outcome_ours(&o));
+}
+END_TEST
+
 /* Which refused addresses make a domain no_domain (bogus) and which only
  * unverifiable (real on a split horizon: refusing them is our policy). */
 START_TEST(address_bogus)
@@ -539,6 +589,8 @@ int main(void)
 	tcase_add_test(tc, catchall_matters);
 	tcase_add_test(tc, flags_text);
 	tcase_add_test(tc, address_bogus);
+	tcase_add_test(tc, errno_ours);
+	tcase_add_test(tc, outcome_ours);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }

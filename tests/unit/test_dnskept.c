@@ -165,9 +165,11 @@ START_TEST(ttl_left)
 	/* a TEMPFAIL with hosts (it never has any) keeps none */
 	struct dns_answer tf = sample();
 	tf.status = DNS_TEMPFAIL;
+	tf.ours = true; /* our own failure (no socket) stays ours through the copy */
 	k = dns_keep(&tf);
 	ck_assert(dns_kept_answer(k, 5000, &out));
 	ck_assert_uint_eq(out.host_count, 0);
+	ck_assert(out.ours);
 	ck_assert_ptr_null(out.hosts);
 	dns_kept_free(k);
 	dns_kept_free(NULL);
