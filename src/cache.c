@@ -59,6 +59,7 @@
  * What is not survivable is in vemilter(8).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -401,6 +402,20 @@ static int look(struct cache *c, bool walk_always)
 	return 0;
 }
 
+/* meta_damage - LMDB could not open the file: is that its meta pages
+ * (c->problem says what)? A page size or map size it cannot use gives
+ * EINVAL or ENOMEM, not MDB_INVALID. */
+static bool meta_damage(struct cache *c)
+{
+	struct mdbcheck_meta m[2];
+	int newest, fd = open(c->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	bool damaged = mdbcheck_metas(fd, m, &newest, c->problem, sizeof(c->problem)) == MDBCHECK_DAMAGED;
+	close(fd);
+	return damaged;
+}
+
 /* env_open_body - env_open under a guard: open, look at the whole file
  * before LMDB reads a page of it, settle the map, a first read */
 static int env_open_body(struct cache *c, void *unused)
@@ -417,6 +432,8 @@ static int env_open_body(struct cache *c, void *unused)
 	rc = mdb_env_set_maxreaders(env, MAX_READERS);
 	if (rc == 0)
 		rc = mdb_env_open(env, c->path, MDB_NOSUBDIR | MDB_NOTLS, 0640);
+	if (rc != 0 && !is_damage(rc) && meta_damage(c))
+		rc = CACHE_DAMAGED;
 	if (rc == 0)
 		rc = look(c, true);
 	if (rc == 0)
