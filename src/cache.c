@@ -459,6 +459,7 @@ static int env_open(struct cache *c)
 		if (c->env != NULL)
 			mdb_env_close(c->env);
 		c->env = NULL;
+		c->fired = false; /* a guard that fired here was about this environment, now gone */
 		return rc;
 	}
 	mdb_reader_check(c->env, NULL); /* free slots of readers that died */
@@ -702,11 +703,13 @@ static void txn_abort(struct cache *c, MDB_txn *txn)
 	mdb_txn_abort(txn);
 }
 
-/* txn_commit - commit, then look at the file at once: the change is ours */
+/* txn_commit - commit, then look at the file at once: the change is ours.
+ * The transaction stays noted until the commit returns: should a guard
+ * fire inside it, it is aborted (freeing LMDB's writer lock). */
 static int txn_commit(struct cache *c, MDB_txn *txn)
 {
-	c->txn = NULL;
 	int rc = mdb_txn_commit(txn);
+	c->txn = NULL;
 	return rc == 0 ? look(c, false) : rc;
 }
 
