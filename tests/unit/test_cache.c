@@ -1060,6 +1060,32 @@ START_TEST(store_sigbus_inside_a_call_is_caught)
 }
 END_TEST
 
+START_TEST(store_assertion_inside_a_call_is_caught)
+{
+	char log[8192];
+	struct cache_record out;
+	struct stat st;
+	off_t size = fill_and_close();
+	struct cache *c = open_cache(4);
+	ck_assert_int_eq(cache_get(c, "a:user1@example.org", NOW, &out), CACHE_HIT);
+	ck_assert_int_eq(stat(path, &st), 0);
+	damage_file(META_ROOT_META, size);
+	/* the change unnoticed (as when made within the clock tick of the
+	 * cache's last look): LMDB reads the root and fails an assertion */
+	struct timespec times[2] = {st.st_atim, st.st_mtim};
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+	capture_on();
+	enum cache_status got = cache_get(c, "a:user1@example.org", NOW, &out);
+	capture_off(log, sizeof(log));
+	ck_assert_int_eq(got, CACHE_MISS);
+	ck_assert_msg(count_lines(log, "LMDB assertion") == 1 && count_lines(log, "moved aside to") == 1,
+	              "log:\n%s", log);
+	ck_assert_int_eq(count_files(".corrupt."), 1);
+	works(c);
+	cache_close(c);
+}
+END_TEST
+
 /* bus_elsewhere - in a child with the cache's handler installed: a SIGBUS
  * outside the cache's calls, from a map of its own file; never returns */
 static void bus_elsewhere(void)
@@ -1384,6 +1410,7 @@ int main(void)
 	tcase_add_test(damage, store_damage_while_open);
 	tcase_add_test(damage, store_sigbus_inside_a_call_is_caught);
 	tcase_add_test(damage, store_sigbus_elsewhere_still_kills);
+	tcase_add_test(damage, store_assertion_inside_a_call_is_caught);
 	tcase_add_test(damage, store_damage_again_turns_the_cache_off);
 	tcase_add_test(damage, store_check_accepts_a_churned_file);
 	tcase_add_test(damage, store_kill9_writers_lose_nothing);
