@@ -1342,6 +1342,30 @@ START_TEST(store_threads)
 }
 END_TEST
 
+START_TEST(store_damage_under_threads)
+{
+	struct cache *c = open_cache(4);
+	struct worker workers[4];
+	pthread_t threads[4];
+	struct stat st;
+	for (int i = 0; i < 4; i++) {
+		workers[i] = (struct worker){.cache = c};
+		snprintf(workers[i].prefix, sizeof(workers[i].prefix), "t%d-", i);
+		ck_assert_int_eq(pthread_create(&threads[i], NULL, worker_run, &workers[i]), 0);
+	}
+	/* once the threads have written a few pages, truncate under them */
+	for (int i = 0; i < 10000 && (stat(path, &st) != 0 || st.st_size < 6 * 4096); i++)
+		usleep(1000);
+	ck_assert_int_ge(st.st_size, 6 * 4096);
+	ck_assert_int_eq(truncate(path, 3 * 4096), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(threads[i], NULL);        /* failures allowed: records were lost */
+	ck_assert_int_eq(count_files(".corrupt."), 1); /* one recovery for all threads */
+	works(c);
+	cache_close(c);
+}
+END_TEST
+
 START_TEST(store_damaged_record_is_a_miss)
 {
 	MDB_env *env;
@@ -1411,6 +1435,7 @@ int main(void)
 	tcase_add_test(damage, store_sigbus_inside_a_call_is_caught);
 	tcase_add_test(damage, store_sigbus_elsewhere_still_kills);
 	tcase_add_test(damage, store_assertion_inside_a_call_is_caught);
+	tcase_add_test(damage, store_damage_under_threads);
 	tcase_add_test(damage, store_damage_again_turns_the_cache_off);
 	tcase_add_test(damage, store_check_accepts_a_churned_file);
 	tcase_add_test(damage, store_kill9_writers_lose_nothing);
