@@ -211,6 +211,18 @@ static void guard_install(void)
 		log_msg(LOG_WARNING, "cache: cannot catch SIGBUS: %s", strerror(errno));
 }
 
+/* unblock_bus - after a jump out of the SIGBUS handler, which ran with
+ * SIGBUS blocked: sigsetjmp(, 0) does not save the mask (saving it costs a
+ * system call on every call into the cache), so it is restored here, on
+ * the rare path (a fault while blocked would kill the process) */
+static void unblock_bus(void)
+{
+	sigset_t bus;
+	sigemptyset(&bus);
+	sigaddset(&bus, SIGBUS);
+	pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+}
+
 /* abandon - after a guard fired: end the open transaction if that can be
  * done (a write transaction holds LMDB's writer lock), under a guard of
  * its own; the environment is then closed by the caller's recovery */
@@ -221,12 +233,14 @@ static void abandon(struct cache *c)
 	MDB_cursor *cursor = c->cursor;
 	c->txn = NULL;
 	c->cursor = NULL;
-	if (sigsetjmp(g.jmp, 1) == 0) {
+	if (sigsetjmp(g.jmp, 0) == 0) {
 		guard_top = &g;
 		if (cursor != NULL)
 			mdb_cursor_close(cursor);
 		if (txn != NULL)
 			mdb_txn_abort(txn);
+	} else {
+		unblock_bus();
 	}
 	guard_top = g.outer;
 }
@@ -239,11 +253,12 @@ static int guarded(struct cache *c, guarded_fn fn, void *arg)
 {
 	struct guard g = {.outer = guard_top};
 	int rc;
-	if (sigsetjmp(g.jmp, 1) == 0) {
+	if (sigsetjmp(g.jmp, 0) == 0) {
 		guard_top = &g;
 		rc = fn(c, arg);
 	} else {
 		guard_top = g.outer;
+		unblock_bus();
 		if (g.fired == SIGBUS)
 			snprintf(c->problem, sizeof(c->problem),
 			         "SIGBUS reading the file through LMDB's map (truncated while open?)");
