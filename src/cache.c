@@ -6,8 +6,10 @@
  * mutex. Locking: every transaction of this process runs under that one
  * mutex, so at most one transaction of ours is open at any time. That is
  * what lets the map be resized safely (mdb_env_set_mapsize needs no open
- * transaction in the process), lets MDB_NOTLS reuse one reader slot, and
- * keeps the code simple; at mail rates a lookup takes microseconds, so the
+ * transaction in the process), lets MDB_NOTLS reuse one reader slot, lets a
+ * damaged environment be closed and reopened while other threads wait for
+ * the mutex (no reader of ours can be inside the old map), and keeps the
+ * code simple; at mail rates a lookup takes microseconds, so the
  * serialization costs nothing. LMDB's own lock file serializes writers
  * across processes. Open the cache once per process, after any fork().
  *
@@ -25,18 +27,43 @@
  *    four); should the reserve ever be gone, the file is deleted and
  *    started afresh (logged).
  *  - MDB_MAP_RESIZED: another process grew the map: adopt its size, retry.
- *  - a corrupt or foreign file at open: moved aside to PATH.corrupt.<time>
- *    (its lock file removed), logged, and recreated.
- *  - MDB_CORRUPTED or MDB_PANIC later: logged, the read is a miss, and the
- *    environment is reopened (at most once a minute; a corrupt file is
- *    moved aside first).
- *  - a file replaced by another process (after either of the above): a
- *    write first checks the path still names our file, else reopens it.
- * Every other failure is a miss (reads) or false (writes), and logged.
+ *  - a replaced file (another process moved a damaged one aside): a write
+ *    first checks the path still names our file, else reopens it.
+ *
+ * Damage: LMDB trusts its file. It maps it, so a page past the file's end
+ * raises SIGBUS; a zeroed or overwritten page gives MDB_CORRUPTED or
+ * MDB_PAGE_NOTFOUND, fails an assertion (abort) or, in a write, shifts
+ * nodes by sizes read from garbage. So the file is checked before LMDB
+ * reads it (mdbcheck.h: by pread(), never through the map):
+ *  - at open: the meta pages and the file's size, then both B-trees walked
+ *    (up to CHECK_BUDGET pages) in a read transaction that pins them;
+ *  - before every transaction: fstat(); a file shorter than the pages LMDB
+ *    last said it uses is damage; a file changed since our last look is
+ *    looked at again: its meta pages, and the trees walked when no
+ *    transaction was committed (the change was not LMDB's: a writer killed
+ *    mid-commit, or someone else's bytes). Our own commits are looked at
+ *    right after they finish, so that only others' changes remain.
+ *  - during every call into LMDB, a guard (one per thread, armed only
+ *    around our own calls) turns a SIGBUS (the file truncated in the
+ *    microseconds between the check and the read) and LMDB's assertion
+ *    callback into an error of the call, instead of the death of the
+ *    process; the environment is then abandoned.
+ * Damage found by a check, a guard or LMDB (MDB_PAGE_NOTFOUND,
+ * MDB_CORRUPTED, MDB_INVALID; MDB_BAD_TXN and MDB_PANIC reopen and let the
+ * check decide): the file is moved aside to PATH.corrupt.<unix-time> (its
+ * lock file removed), one line logged naming the problem, and a fresh file
+ * opened, at most once a minute. Damage again within that minute, or a
+ * fresh file that cannot be opened: the cache is off for OFF_RETRY (one
+ * line logged; every lookup misses, every store does nothing), then tried
+ * again. Every other failure is a miss (reads) or false (writes), logged.
+ * What is not survivable is in vemilter(8).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +75,7 @@
 #include "cache.h"
 #include "clock.h"
 #include "log.h"
+#include "mdbcheck.h"
 
 #define MIB             ((size_t)1 << 20)
 #define INITIAL_MAP     (64 * MIB)
@@ -58,10 +86,14 @@
 #define SAMPLE          65536 /* records looked at to find the oldest eighth */
 #define RESERVE_MIN     (256 * 1024)
 #define RECOVER_SPACING 60000
+#define OFF_RETRY       600000   /* ms without a cache after recovery failed */
+#define CHECK_BUDGET    65536    /* pages a check reads: 256 MiB of 4 KiB pages */
+#define CACHE_DAMAGED   (-30700) /* not LMDB's: c->problem says what */
+#define CACHE_OFF       (-30701) /* not LMDB's: running without a cache */
 
 struct cache {
 	pthread_mutex_t lock; /* serializes all of this process's transactions */
-	MDB_env *env;         /* NULL when a reopen failed: every call misses */
+	MDB_env *env;         /* NULL while off (recovery failed): every call misses */
 	MDB_dbi dbi;
 	char *path;
 	size_t max_bytes;        /* cache_max_mb: the hard limit */
@@ -69,6 +101,20 @@ struct cache {
 	int64_t last_recover_ms; /* monotonic; reopen at most once a minute */
 	bool recovered_once;     /* last_recover_ms is meaningful */
 	bool reserve_open;       /* the map is at max_bytes until free_up() */
+	int64_t off_until_ms;    /* monotonic: while off, no reopen before this */
+	/* the file at our last look (look()): a change since is looked at */
+	bool seen;
+	struct timespec seen_mtime;
+	off_t seen_size;
+	uint64_t seen_txnid;
+	off_t need_bytes; /* the pages LMDB said it uses: the file is never shorter */
+	/* the open transaction and a read transaction's cursor, for a guard
+	 * that fired to clean up (a write transaction's cursors are its own) */
+	MDB_txn *txn;
+	MDB_cursor *cursor;
+	bool txn_rdonly;
+	bool fired;        /* a guard fired: the environment is dead */
+	char problem[300]; /* what CACHE_DAMAGED was */
 };
 
 /* One step inside a transaction; a write step may return STEP_NOTHING to
@@ -76,10 +122,154 @@ struct cache {
 typedef int (*txn_step)(struct cache *c, MDB_txn *txn, void *arg);
 #define STEP_NOTHING 1
 
-/* is_damage - an error that means the file itself is bad */
+/* is_damage - an error that means the file (or LMDB's state of it) is bad */
 static bool is_damage(int rc)
 {
-	return rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_VERSION_MISMATCH || rc == MDB_PANIC;
+	return rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_BAD_TXN ||
+	       rc == MDB_VERSION_MISMATCH || rc == MDB_PANIC || rc == CACHE_DAMAGED;
+}
+
+/* proves_damage - an error only a damaged file gives: it is moved aside
+ * without asking the check (MDB_BAD_TXN and MDB_PANIC can follow an I/O
+ * error: the reopen's check decides) */
+static bool proves_damage(int rc)
+{
+	return is_damage(rc) && rc != MDB_BAD_TXN && rc != MDB_PANIC;
+}
+
+/* describe - an error as text, c->problem for CACHE_DAMAGED */
+static const char *describe(const struct cache *c, int rc)
+{
+	if (rc == CACHE_DAMAGED)
+		return c->problem;
+	if (rc == CACHE_OFF)
+		return "running without a cache";
+	return mdb_strerror(rc);
+}
+
+/* ---- the guard: SIGBUS and LMDB's assertions inside our own calls ----
+ *
+ * A signal handler finds its context only through static storage: the
+ * previous SIGBUS action (to hand other faults on to) and, per thread, the
+ * innermost armed guard. A SIGBUS raised by the hardware in a thread with
+ * a guard armed jumps back to it; any other (another thread's, a fault
+ * outside our calls, one sent by kill) goes to the previous action, the
+ * default one killing the process as before. Installed once, at the first
+ * cache_open(). */
+struct guard {
+	sigjmp_buf jmp;
+	struct guard *outer;
+	volatile int fired; /* SIGBUS, or 0 for an assertion */
+	char text[200];     /* the assertion's */
+};
+
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+static struct sigaction guard_prev_bus;
+static __thread struct guard *guard_top;
+
+/* on_bus - the SIGBUS handler */
+static void on_bus(int sig, siginfo_t *si, void *ctx)
+{
+	struct guard *g = guard_top;
+	if (g != NULL && si->si_code > 0) {
+		g->fired = sig;
+		siglongjmp(g->jmp, 1);
+	}
+	if (guard_prev_bus.sa_flags & SA_SIGINFO) {
+		guard_prev_bus.sa_sigaction(sig, si, ctx);
+	} else if (guard_prev_bus.sa_handler != SIG_DFL && guard_prev_bus.sa_handler != SIG_IGN) {
+		guard_prev_bus.sa_handler(sig);
+	} else {
+		/* the default action: a fault happens again on return, a sent
+		 * signal is raised again (delivered when the handler returns) */
+		struct sigaction dfl = {.sa_handler = SIG_DFL};
+		sigemptyset(&dfl.sa_mask);
+		sigaction(sig, &dfl, NULL);
+		if (si->si_code <= 0)
+			raise(sig);
+	}
+}
+
+/* on_assert - LMDB's assertion callback: inside a guard, jump back to it
+ * (LMDB would abort() on return) */
+static void on_assert(MDB_env *env, const char *msg)
+{
+	struct guard *g = guard_top;
+	if (g == NULL)
+		return;
+	snprintf(g->text, sizeof(g->text), "%s", msg);
+	g->fired = 0;
+	siglongjmp(g->jmp, 1);
+}
+
+/* guard_install - the SIGBUS handler, once per process */
+static void guard_install(void)
+{
+	struct sigaction sa = {.sa_sigaction = on_bus, .sa_flags = SA_SIGINFO};
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGBUS, &sa, &guard_prev_bus) != 0)
+		log_msg(LOG_WARNING, "cache: cannot catch SIGBUS: %s", strerror(errno));
+}
+
+/* unblock_bus - after a jump out of the SIGBUS handler, which ran with
+ * SIGBUS blocked: sigsetjmp(, 0) does not save the mask (saving it costs a
+ * system call on every call into the cache), so it is restored here, on
+ * the rare path (a fault while blocked would kill the process) */
+static void unblock_bus(void)
+{
+	sigset_t bus;
+	sigemptyset(&bus);
+	sigaddset(&bus, SIGBUS);
+	pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+}
+
+/* abandon - after a guard fired: end the open transaction if that can be
+ * done (a write transaction holds LMDB's writer lock), under a guard of
+ * its own; the environment is then closed by the caller's recovery */
+static void abandon(struct cache *c)
+{
+	struct guard g = {.outer = guard_top};
+	MDB_txn *txn = c->txn;
+	MDB_cursor *cursor = c->cursor;
+	c->txn = NULL;
+	c->cursor = NULL;
+	if (sigsetjmp(g.jmp, 0) == 0) {
+		guard_top = &g;
+		if (cursor != NULL)
+			mdb_cursor_close(cursor);
+		if (txn != NULL)
+			mdb_txn_abort(txn);
+	} else {
+		unblock_bus();
+	}
+	guard_top = g.outer;
+}
+
+typedef int (*guarded_fn)(struct cache *c, void *arg);
+
+/* guarded - fn(c, arg) with a guard armed; CACHE_DAMAGED (and c->problem)
+ * if it fired */
+static int guarded(struct cache *c, guarded_fn fn, void *arg)
+{
+	struct guard g = {.outer = guard_top};
+	int rc;
+	if (sigsetjmp(g.jmp, 0) == 0) {
+		guard_top = &g;
+		rc = fn(c, arg);
+	} else {
+		guard_top = g.outer;
+		unblock_bus();
+		if (g.fired == SIGBUS)
+			snprintf(c->problem, sizeof(c->problem),
+			         "SIGBUS reading the file through LMDB's map (truncated while open?)");
+		else
+			snprintf(c->problem, sizeof(c->problem), "LMDB assertion: %s", g.text);
+		abandon(c);
+		c->fired = true;
+		return CACHE_DAMAGED;
+	}
+	guard_top = g.outer;
+	return rc;
 }
 
 /* parent_dir - the directory part of path ("." if none) into buf */
@@ -116,6 +306,18 @@ static void adopt_dir_owner(const char *path, bool data_new, bool lock_new)
 		log_msg(LOG_WARNING, "cache %s: chown: %s", lock, strerror(errno));
 }
 
+/* settle_map - from the current size to one between the initial size and
+ * the soft limit (never below the pages in use: LMDB sees to that) */
+static int settle_map(struct cache *c, MDB_env *env, size_t current)
+{
+	size_t initial = c->soft_bytes < INITIAL_MAP ? c->soft_bytes : INITIAL_MAP;
+	if (current < initial)
+		return mdb_env_set_mapsize(env, initial);
+	if (current > c->soft_bytes)
+		return mdb_env_set_mapsize(env, c->soft_bytes);
+	return 0;
+}
+
 /* check_env - a first read of the main database, to catch a broken root */
 static int check_env(MDB_env *env, MDB_dbi *dbi)
 {
@@ -140,63 +342,169 @@ static int check_env(MDB_env *env, MDB_dbi *dbi)
 	return rc;
 }
 
-/* settle_map - from the current size to one between the initial size and
- * the soft limit (never below the pages in use: LMDB sees to that) */
-static int settle_map(struct cache *c, MDB_env *env, size_t current)
+/* remember - the file as looked at: st (taken before the look) and the
+ * meta page LMDB uses */
+static void remember(struct cache *c, const struct stat *st, const struct mdbcheck_meta *m)
 {
-	size_t initial = c->soft_bytes < INITIAL_MAP ? c->soft_bytes : INITIAL_MAP;
-	if (current < initial)
-		return mdb_env_set_mapsize(env, initial);
-	if (current > c->soft_bytes)
-		return mdb_env_set_mapsize(env, c->soft_bytes);
+	c->seen = true;
+	c->seen_mtime = st->st_mtim;
+	c->seen_size = st->st_size;
+	c->seen_txnid = m->txnid;
+	c->need_bytes = (off_t)((m->last_pg + 1) * m->psize);
+}
+
+/* walk - both trees of the snapshot a read transaction pins (its pages are
+ * not reused while it is open); damage only when found twice in a row (a
+ * meta page can be read while a writer rewrites it) */
+static int walk(struct cache *c, int fd)
+{
+	struct mdbcheck_meta m[2];
+	int newest, damaged = 0;
+	for (int tries = 0; tries < 3 && damaged < 2; tries++) {
+		MDB_txn *txn;
+		int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+		if (rc != 0)
+			return rc;
+		c->txn = txn;
+		c->txn_rdonly = true;
+		uint64_t id = mdb_txn_id(txn);
+		enum mdbcheck_status st = mdbcheck_metas(fd, m, &newest, c->problem, sizeof(c->problem));
+		int k = st != MDBCHECK_OK ? -1 : m[0].txnid == id ? 0 : m[1].txnid == id ? 1 : -1;
+		if (k >= 0)
+			st = mdbcheck_trees(fd, &m[k], CHECK_BUDGET, NULL, c->problem, sizeof(c->problem));
+		c->txn = NULL;
+		mdb_txn_abort(txn);
+		if (st == MDBCHECK_IOERR)
+			return EIO;
+		if (st == MDBCHECK_OK && k >= 0)
+			return 0;
+		damaged = st == MDBCHECK_DAMAGED ? damaged + 1 : 0; /* else writers moved on: again */
+	}
+	return damaged >= 2 ? CACHE_DAMAGED : 0;
+}
+
+/* look - the file before a transaction (see the header comment): 0, or
+ * CACHE_DAMAGED with c->problem, or an error. One fstat() when nothing
+ * changed; the meta pages when something did; the trees when it was not a
+ * commit, or with walk_always. */
+static int look(struct cache *c, bool walk_always)
+{
+	struct stat st;
+	struct mdbcheck_meta m[2];
+	int fd, newest;
+	if (mdb_env_get_fd(c->env, &fd) != 0 || fstat(fd, &st) != 0)
+		return EIO;
+	if (st.st_size < c->need_bytes) {
+		snprintf(c->problem, sizeof(c->problem),
+		         "file is %lld bytes but LMDB uses %lld (truncated while open?)",
+		         (long long)st.st_size, (long long)c->need_bytes);
+		return CACHE_DAMAGED;
+	}
+	if (!walk_always && c->seen && st.st_size == c->seen_size &&
+	    st.st_mtim.tv_sec == c->seen_mtime.tv_sec && st.st_mtim.tv_nsec == c->seen_mtime.tv_nsec)
+		return 0;
+	enum mdbcheck_status ms = mdbcheck_metas(fd, m, &newest, c->problem, sizeof(c->problem));
+	if (ms == MDBCHECK_DAMAGED) /* once more: a meta page being rewritten reads torn */
+		ms = mdbcheck_metas(fd, m, &newest, c->problem, sizeof(c->problem));
+	if (ms != MDBCHECK_OK)
+		return ms == MDBCHECK_DAMAGED ? CACHE_DAMAGED : EIO;
+	if (walk_always || !c->seen || m[newest].txnid == c->seen_txnid) {
+		int rc = walk(c, fd);
+		if (rc != 0)
+			return rc;
+	}
+	remember(c, &st, &m[newest]);
 	return 0;
 }
 
-/* env_open - open (or create) c->path into c->env; an LMDB error code */
-static int env_open(struct cache *c)
+/* meta_damage - LMDB could not open the file: is that its meta pages
+ * (c->problem says what)? A page size or map size it cannot use gives
+ * EINVAL or ENOMEM, not MDB_INVALID. */
+static bool meta_damage(struct cache *c)
 {
-	char lock[4096];
-	MDB_env *env;
+	struct mdbcheck_meta m[2];
+	int newest, fd = open(c->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	bool damaged = mdbcheck_metas(fd, m, &newest, c->problem, sizeof(c->problem)) == MDBCHECK_DAMAGED;
+	close(fd);
+	return damaged;
+}
+
+/* env_open_body - env_open under a guard: open, look at the whole file
+ * before LMDB reads a page of it, settle the map, a first read */
+static int env_open_body(struct cache *c, void *unused)
+{
 	MDB_envinfo info;
-	lock_path(c->path, lock, sizeof(lock));
-	bool data_new = access(c->path, F_OK) != 0, lock_new = access(lock, F_OK) != 0;
+	MDB_env *env;
 	int rc = mdb_env_create(&env);
 	if (rc != 0)
 		return rc;
+	c->env = env;
+	c->seen = false;
+	c->need_bytes = 0;
+	mdb_env_set_assert(env, on_assert);
 	rc = mdb_env_set_maxreaders(env, MAX_READERS);
 	if (rc == 0)
 		rc = mdb_env_open(env, c->path, MDB_NOSUBDIR | MDB_NOTLS, 0640);
+	if (rc != 0 && !is_damage(rc) && meta_damage(c))
+		rc = CACHE_DAMAGED;
+	if (rc == 0)
+		rc = look(c, true);
 	if (rc == 0)
 		rc = mdb_env_info(env, &info);
 	if (rc == 0)
 		rc = settle_map(c, env, info.me_mapsize);
 	if (rc == 0)
 		rc = check_env(env, &c->dbi);
+	return rc;
+}
+
+/* env_open - open (or create) c->path into c->env; an LMDB error code, or
+ * CACHE_DAMAGED with c->problem */
+static int env_open(struct cache *c)
+{
+	char lock[4096];
+	struct stat st;
+	lock_path(c->path, lock, sizeof(lock));
+	bool data_new = access(c->path, F_OK) != 0, lock_new = access(lock, F_OK) != 0;
+	bool empty = !data_new && stat(c->path, &st) == 0 && st.st_size == 0;
+	int rc = guarded(c, env_open_body, NULL);
 	if (rc != 0) {
-		mdb_env_close(env);
+		if (c->env != NULL)
+			mdb_env_close(c->env);
+		c->env = NULL;
+		c->fired = false; /* a guard that fired here was about this environment, now gone */
 		return rc;
 	}
-	mdb_reader_check(env, NULL); /* free slots of readers that died */
+	mdb_reader_check(c->env, NULL); /* free slots of readers that died */
 	adopt_dir_owner(c->path, data_new, lock_new);
-	c->env = env;
+	/* LMDB starts a new file in an empty one: nothing is left to move aside */
+	if (empty)
+		log_msg(LOG_WARNING, "cache %s was empty (0 bytes: truncated?): starting a new one", c->path);
 	return 0;
 }
 
-/* move_aside - rename a bad file to PATH.corrupt.<unix-time>, drop its lock file */
-static void move_aside(const char *path, int why)
+/* move_aside - rename a bad file to PATH.corrupt.<unix-time> (".N" added
+ * should that name be taken), drop its lock file; one line logged either way */
+static bool move_aside(const char *path, const char *problem)
 {
-	char moved[4096], lock[4096];
-	snprintf(moved, sizeof(moved), "%s.corrupt.%lld", path, (long long)time(NULL));
+	char moved[4200], lock[4096];
+	long long now = (long long)time(NULL);
+	snprintf(moved, sizeof(moved), "%s.corrupt.%lld", path, now);
+	for (int n = 1; access(moved, F_OK) == 0 && n < 100; n++)
+		snprintf(moved, sizeof(moved), "%s.corrupt.%lld.%d", path, now, n);
 	lock_path(path, lock, sizeof(lock));
 	if (rename(path, moved) != 0) {
-		log_msg(LOG_ERR, "cache %s is unusable (%s) and cannot be moved aside: %s", path,
-		        mdb_strerror(why), strerror(errno));
-		return;
+		log_msg(LOG_ERR, "cache %s is unusable (%s) and cannot be moved aside: %s", path, problem,
+		        strerror(errno));
+		return false;
 	}
 	if (unlink(lock) != 0 && errno != ENOENT)
 		log_msg(LOG_WARNING, "cache %s: cannot remove %s: %s", path, lock, strerror(errno));
 	log_msg(LOG_WARNING, "cache %s is unusable (%s): moved aside to %s, starting a new one", path,
-	        mdb_strerror(why), moved);
+	        problem, moved);
+	return true;
 }
 
 /* open_or_recreate - env_open, and once more after moving a bad file aside */
@@ -204,7 +512,7 @@ static int open_or_recreate(struct cache *c)
 {
 	int rc = env_open(c);
 	if (is_damage(rc)) {
-		move_aside(c->path, rc);
+		move_aside(c->path, describe(c, rc));
 		rc = env_open(c);
 	}
 	return rc;
@@ -229,13 +537,14 @@ struct cache *cache_open(const char *path, int max_mb, char *why, size_t why_siz
 		snprintf(why, why_size, "cache %s: out of memory", path);
 		return NULL;
 	}
+	pthread_once(&guard_once, guard_install);
 	c->max_bytes = (size_t)(max_mb > 0 ? max_mb : 1) * MIB;
 	size_t reserve = c->max_bytes / 16 > RESERVE_MIN ? c->max_bytes / 16 : RESERVE_MIN;
 	c->soft_bytes = c->max_bytes - (reserve < c->max_bytes / 4 ? reserve : c->max_bytes / 4);
 	pthread_mutex_init(&c->lock, NULL);
 	int rc = open_or_recreate(c);
 	if (rc != 0) {
-		snprintf(why, why_size, "cache %s: %s", path, mdb_strerror(rc));
+		snprintf(why, why_size, "cache %s: %s", path, describe(c, rc));
 		log_msg(LOG_ERR, "%s", why);
 		cache_close(c);
 		return NULL;
@@ -243,13 +552,26 @@ struct cache *cache_open(const char *path, int max_mb, char *why, size_t why_siz
 	return c;
 }
 
+/* close_env - let the environment go (after a guard fired too: closing
+ * reads nothing of the data file) */
+static void close_env(struct cache *c)
+{
+	if (c->env != NULL)
+		mdb_env_close(c->env);
+	c->env = NULL;
+	c->seen = false;
+	c->need_bytes = 0;
+	c->reserve_open = false;
+	c->txn = NULL;
+	c->cursor = NULL;
+}
+
 /* cache_close - see cache.h; NULL is fine */
 void cache_close(struct cache *c)
 {
 	if (c == NULL)
 		return;
-	if (c->env != NULL)
-		mdb_env_close(c->env);
+	close_env(c);
 	pthread_mutex_destroy(&c->lock);
 	free(c->path);
 	free(c);
@@ -265,25 +587,49 @@ static bool same_file(struct cache *c)
 	return stat(c->path, &named) == 0 && mine.st_ino == named.st_ino && mine.st_dev == named.st_dev;
 }
 
-/* reopen - close the environment and open the path again; with drop set
- * (and the file still ours) first move a corrupt file aside (rc
- * MDB_CORRUPTED) or delete it. Lock held, no transaction open. */
-static void reopen(struct cache *c, bool drop, int rc)
+/* go_off - run without a cache until OFF_RETRY has passed: one line */
+static void go_off(struct cache *c, int64_t now, const char *why)
 {
-	char lock[4096];
-	bool ours = same_file(c);
+	close_env(c);
+	c->off_until_ms = now + OFF_RETRY;
+	log_msg(LOG_ERR,
+	        "cache %s: %s: running without a cache for %d minutes (every lookup misses, nothing is "
+	        "stored)",
+	        c->path, why, OFF_RETRY / 60000);
+}
+
+/* usable - is there an environment? While off, the path is opened again
+ * once OFF_RETRY has passed (silently when that fails again). */
+static bool usable(struct cache *c)
+{
 	if (c->env != NULL)
-		mdb_env_close(c->env);
-	c->env = NULL;
+		return true;
+	int64_t now = clock_mono_ms();
+	if (now < c->off_until_ms)
+		return false;
+	if (open_or_recreate(c) == 0) {
+		log_msg(LOG_NOTICE, "cache %s: usable again", c->path);
+		return true;
+	}
+	c->off_until_ms = now + OFF_RETRY;
+	return false;
+}
+
+/* reopen - close the environment and open the path again; with drop set
+ * (and the file still ours) delete it first. Lock held, no transaction open. */
+static void reopen(struct cache *c, bool drop)
+{
+	char lock[4096], why[400];
+	bool ours = same_file(c);
+	close_env(c);
 	lock_path(c->path, lock, sizeof(lock));
-	if (drop && ours && rc == MDB_CORRUPTED)
-		move_aside(c->path, rc);
-	else if (drop && ours && (unlink(c->path) != 0 || unlink(lock) != 0) && errno != ENOENT)
+	if (drop && ours && (unlink(c->path) != 0 || unlink(lock) != 0) && errno != ENOENT)
 		log_msg(LOG_ERR, "cache %s: cannot delete: %s", c->path, strerror(errno));
-	rc = open_or_recreate(c);
-	if (rc != 0)
-		log_msg(LOG_ERR, "cache %s: reopen failed: %s; every lookup misses", c->path,
-		        mdb_strerror(rc));
+	int rc = open_or_recreate(c);
+	if (rc != 0) {
+		snprintf(why, sizeof(why), "reopen failed: %s", describe(c, rc));
+		go_off(c, clock_mono_ms(), why);
+	}
 }
 
 /* follow - after another process replaced the file, use the new one */
@@ -292,40 +638,60 @@ static void follow(struct cache *c)
 	if (c->env == NULL || same_file(c))
 		return;
 	log_msg(LOG_NOTICE, "cache %s was replaced by another process: reopening it", c->path);
-	reopen(c, false, 0);
+	reopen(c, false);
 }
 
-/* recover - after MDB_CORRUPTED or MDB_PANIC, or with no environment left:
- * reopen (a corrupt file is moved aside first), at most once a minute */
+/* recover - after damage (rc: see is_damage()) found while doing what:
+ * close the environment, move the file aside if rc proves damage and it
+ * is still ours, open the path afresh; at most once a minute, else (or if
+ * that fails) run without a cache for a while. One line logged. */
 static void recover(struct cache *c, int rc, const char *what)
 {
+	char problem[400], why[800];
 	int64_t now = clock_mono_ms();
-	if (c->env != NULL)
-		log_msg(LOG_ERR, "cache %s: %s: %s", c->path, what, mdb_strerror(rc));
-	if (c->recovered_once && now - c->last_recover_ms < RECOVER_SPACING)
+	snprintf(problem, sizeof(problem), "%s, found by a %s", describe(c, rc), what);
+	bool ours = same_file(c);
+	close_env(c);
+	if (c->recovered_once && now - c->last_recover_ms < RECOVER_SPACING) {
+		snprintf(why, sizeof(why), "damaged again within a minute of the last recovery (%s)",
+		         problem);
+		go_off(c, now, why);
 		return;
+	}
 	c->recovered_once = true;
 	c->last_recover_ms = now;
-	reopen(c, rc == MDB_CORRUPTED, rc);
-	if (c->env != NULL)
-		log_msg(LOG_WARNING, "cache %s: reopened", c->path);
+	bool moved = ours && proves_damage(rc) && move_aside(c->path, problem);
+	int orc = open_or_recreate(c);
+	if (orc != 0) {
+		snprintf(why, sizeof(why), "%s; a fresh file cannot be opened: %s", problem,
+		         describe(c, orc));
+		go_off(c, now, why);
+	} else if (!moved) {
+		log_msg(LOG_WARNING, "cache %s: %s: reopened", c->path, problem);
+	}
 }
 
-/* report - log an operation's failure; damage (or no environment) triggers
- * a recovery */
+/* report - log an operation's failure; damage triggers a recovery.
+ * Nothing while off: that was logged when it went off. */
 static void report(struct cache *c, int rc, const char *what)
 {
-	if (rc == MDB_CORRUPTED || rc == MDB_PANIC || c->env == NULL)
+	if (c->env == NULL || rc == CACHE_OFF)
+		return;
+	if (is_damage(rc))
 		recover(c, rc, what);
 	else
-		log_msg(LOG_ERR, "cache %s: %s: %s", c->path, what, mdb_strerror(rc));
+		log_msg(LOG_ERR, "cache %s: %s: %s", c->path, what, describe(c, rc));
 }
 
-/* txn_begin - begin, adopting another process's map growth (again if it
- * grew once more meanwhile) and freeing the reader slots of dead processes */
+/* txn_begin - look at the file (look()), then begin, adopting another
+ * process's map growth (again if it grew once more meanwhile) and freeing
+ * the reader slots of dead processes; the transaction is noted in c for a
+ * guard that fires */
 static int txn_begin(struct cache *c, unsigned flags, MDB_txn **txn)
 {
-	int rc = c->env == NULL ? MDB_PANIC : mdb_txn_begin(c->env, NULL, flags, txn);
+	int rc = c->env == NULL ? CACHE_OFF : look(c, false);
+	if (rc == 0)
+		rc = mdb_txn_begin(c->env, NULL, flags, txn);
 	for (int again = 0; rc == MDB_MAP_RESIZED && again < 8; again++) {
 		MDB_envinfo info;
 		rc = mdb_env_set_mapsize(c->env, 0);
@@ -338,7 +704,35 @@ static int txn_begin(struct cache *c, unsigned flags, MDB_txn **txn)
 		mdb_reader_check(c->env, NULL);
 		rc = mdb_txn_begin(c->env, NULL, flags, txn);
 	}
+	if (rc == 0) {
+		c->txn = *txn;
+		c->txn_rdonly = (flags & MDB_RDONLY) != 0;
+	}
 	return rc;
+}
+
+/* txn_abort - end a transaction without a trace */
+static void txn_abort(struct cache *c, MDB_txn *txn)
+{
+	c->txn = NULL;
+	mdb_txn_abort(txn);
+}
+
+/* txn_commit - commit, then look at the file at once: the change is ours.
+ * The transaction stays noted until the commit returns: should a guard
+ * fire inside it, it is aborted (freeing LMDB's writer lock). */
+static int txn_commit(struct cache *c, MDB_txn *txn)
+{
+	int rc = mdb_txn_commit(txn);
+	c->txn = NULL;
+	return rc == 0 ? look(c, false) : rc;
+}
+
+/* track - a read transaction's open cursor (NULL: closed), for a guard */
+static void track(struct cache *c, MDB_cursor *cursor)
+{
+	if (c->txn_rdonly)
+		c->cursor = cursor;
 }
 
 /* write_once - one write transaction running step; 0 when committed or
@@ -351,10 +745,10 @@ static int write_once(struct cache *c, txn_step step, void *arg)
 		return rc;
 	rc = step(c, txn, arg);
 	if (rc != 0) {
-		mdb_txn_abort(txn);
+		txn_abort(c, txn);
 		return rc == STEP_NOTHING ? 0 : rc;
 	}
-	return mdb_txn_commit(txn);
+	return txn_commit(c, txn);
 }
 
 /* Removing records: expired (or damaged) ones, and with oldest_ms also those
@@ -455,17 +849,19 @@ static size_t oldest_eighth(struct cache *c, int64_t *threshold)
 		return 0;
 	}
 	if (mdb_stat(txn, c->dbi, &st) == 0 && mdb_cursor_open(txn, c->dbi, &cursor) == 0) {
+		track(c, cursor);
 		stride = st.ms_entries / SAMPLE + 1;
 		while (count < SAMPLE && mdb_cursor_get(cursor, &k, &v, MDB_NEXT) == 0)
 			if (seen++ % stride == 0)
 				sample[count++] = cache_record_decode(v.mv_data, v.mv_size, &rec)
 				                          ? rec.probed_at_ms
 				                          : INT64_MIN;
+		track(c, NULL);
 		mdb_cursor_close(cursor);
 		n = st.ms_entries / 8 > MIN_EVICT ? st.ms_entries / 8 : MIN_EVICT;
 		n = n < st.ms_entries ? n : st.ms_entries;
 	}
-	mdb_txn_abort(txn);
+	txn_abort(c, txn);
 	if (count > 0 && n > 0) {
 		qsort(sample, count, sizeof(*sample), cmp_i64);
 		size_t at = (count * n + st.ms_entries - 1) / st.ms_entries; /* same share of the sample */
@@ -514,7 +910,7 @@ static bool free_up(struct cache *c, int64_t now_ms)
 	}
 	log_msg(LOG_ERR, "cache %s: full at %zu MiB and nothing can be removed: starting afresh", c->path,
 	        c->max_bytes / MIB);
-	reopen(c, true, 0);
+	reopen(c, true);
 	return c->env != NULL;
 }
 
@@ -541,16 +937,17 @@ static bool make_room(struct cache *c, int64_t now_ms)
 	return free_up(c, now_ms);
 }
 
-/* write_retry - write_once, hiding MDB_MAP_FULL and damage */
+/* write_retry - write_once, hiding MDB_MAP_FULL and damage (once) */
 static int write_retry(struct cache *c, txn_step step, void *arg, int64_t now_ms)
 {
-	int rc = MDB_PANIC;
+	int rc = CACHE_OFF;
 	for (int attempt = 0; attempt < WRITE_ATTEMPTS && c->env != NULL; attempt++) {
 		rc = write_once(c, step, arg);
 		if (rc == MDB_MAP_FULL && make_room(c, now_ms))
 			continue;
-		if ((rc == MDB_CORRUPTED || rc == MDB_PANIC) && attempt == 0) {
+		if (is_damage(rc) && attempt == 0) {
 			recover(c, rc, "write");
+			rc = CACHE_OFF;
 			continue;
 		}
 		break;
@@ -558,34 +955,72 @@ static int write_retry(struct cache *c, txn_step step, void *arg, int64_t now_ms
 	return rc;
 }
 
-/* write_locked - one write under the lock, following a replaced file;
- * failures other than "not found" are reported */
-static int write_locked(struct cache *c, txn_step step, void *arg, int64_t now_ms, const char *what)
+struct write_op {
+	txn_step step;
+	void *arg;
+	int64_t now_ms;
+};
+
+/* write_body - one write, following a replaced file (under a guard) */
+static int write_body(struct cache *c, void *varg)
 {
-	pthread_mutex_lock(&c->lock);
+	struct write_op *op = varg;
 	follow(c);
 	writers(c, LOCK_SH);
-	int rc = write_retry(c, step, arg, now_ms);
+	int rc = write_retry(c, op->step, op->arg, op->now_ms);
 	if (c->reserve_open && c->env != NULL)
-		free_up(c, now_ms);
+		free_up(c, op->now_ms);
 	writers(c, LOCK_UN);
+	return rc;
+}
+
+/* write_locked - one write under the lock and a guard; when the guard
+ * fires, recover and write once more; failures other than "not found" are
+ * reported */
+static int write_locked(struct cache *c, txn_step step, void *arg, int64_t now_ms, const char *what)
+{
+	struct write_op op = {step, arg, now_ms};
+	pthread_mutex_lock(&c->lock);
+	int rc = usable(c) ? guarded(c, write_body, &op) : CACHE_OFF;
+	if (rc == CACHE_DAMAGED && c->fired) {
+		recover(c, rc, what);
+		c->fired = false;
+		rc = c->env != NULL ? guarded(c, write_body, &op) : CACHE_OFF;
+	}
+	c->fired = false;
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		report(c, rc, what);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }
 
-/* read_locked - step in a read transaction under the lock; failures other
- * than "not found" are reported */
-static int read_locked(struct cache *c, txn_step step, void *arg, const char *what)
+struct read_op {
+	txn_step step;
+	void *arg;
+};
+
+/* read_body - step in a read transaction (under a guard) */
+static int read_body(struct cache *c, void *varg)
 {
+	struct read_op *op = varg;
 	MDB_txn *txn;
-	pthread_mutex_lock(&c->lock);
 	int rc = txn_begin(c, MDB_RDONLY, &txn);
 	if (rc == 0) {
-		rc = step(c, txn, arg);
-		mdb_txn_abort(txn);
+		rc = op->step(c, txn, op->arg);
+		txn_abort(c, txn);
 	}
+	return rc;
+}
+
+/* read_locked - step in a read transaction under the lock and a guard;
+ * failures other than "not found" are reported (damage: recovered, and
+ * the read is a miss) */
+static int read_locked(struct cache *c, txn_step step, void *arg, const char *what)
+{
+	struct read_op op = {step, arg};
+	pthread_mutex_lock(&c->lock);
+	int rc = usable(c) ? guarded(c, read_body, &op) : CACHE_OFF;
+	c->fired = false;
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		report(c, rc, what);
 	pthread_mutex_unlock(&c->lock);
@@ -675,24 +1110,33 @@ bool cache_del(struct cache *c, const char *key)
 
 /* cache_sweep - see cache.h; the lock is released between batches. In a
  * full map, one record a transaction (see prune_full()). */
+/* sweep_body - one batch of a sweep (under a guard) */
+static int sweep_body(struct cache *c, void *varg)
+{
+	struct prune_arg *arg = varg;
+	follow(c);
+	writers(c, LOCK_SH);
+	int rc = write_once(c, prune_step, arg);
+	if (rc == MDB_MAP_FULL || is_damage(rc)) {
+		arg->batch = rc == MDB_MAP_FULL ? 1 : arg->batch;
+		rc = write_retry(c, prune_step, arg, arg->now_ms);
+	}
+	if (rc == 0)
+		prune_apply(arg);
+	if (c->reserve_open && c->env != NULL)
+		free_up(c, arg->now_ms);
+	writers(c, LOCK_UN);
+	return rc;
+}
+
 size_t cache_sweep(struct cache *c, int64_t now_ms)
 {
 	struct prune_arg arg = {.now_ms = now_ms, .oldest_ms = INT64_MIN, .batch = BATCH, .limit = SIZE_MAX};
 	int rc = 0;
 	while (c != NULL && !arg.done && rc == 0) {
 		pthread_mutex_lock(&c->lock);
-		follow(c);
-		writers(c, LOCK_SH);
-		rc = write_once(c, prune_step, &arg);
-		if (rc == MDB_MAP_FULL || rc == MDB_CORRUPTED || rc == MDB_PANIC) {
-			arg.batch = rc == MDB_MAP_FULL ? 1 : arg.batch;
-			rc = write_retry(c, prune_step, &arg, now_ms);
-		}
-		if (rc == 0)
-			prune_apply(&arg);
-		if (c->reserve_open && c->env != NULL)
-			free_up(c, now_ms);
-		writers(c, LOCK_UN);
+		rc = usable(c) ? guarded(c, sweep_body, &arg) : CACHE_OFF;
+		c->fired = false;
 		if (rc != 0)
 			report(c, rc, "sweep");
 		pthread_mutex_unlock(&c->lock);
@@ -735,6 +1179,7 @@ static int visit_step(struct cache *c, MDB_txn *txn, void *varg)
 	int rc = mdb_cursor_open(txn, c->dbi, &cursor);
 	if (rc != 0)
 		return rc;
+	track(c, cursor);
 	while ((rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) == 0) {
 		if (k.mv_size >= sizeof(key) || !cache_record_decode(v.mv_data, v.mv_size, &rec))
 			continue;
@@ -743,6 +1188,7 @@ static int visit_step(struct cache *c, MDB_txn *txn, void *varg)
 		if (!visit->fn(visit->arg, key, &rec))
 			break;
 	}
+	track(c, NULL);
 	mdb_cursor_close(cursor);
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
@@ -791,8 +1237,10 @@ static int stats_step(struct cache *c, MDB_txn *txn, void *varg)
 	int rc = visit_step(c, txn, &visit);
 	if (rc == 0 && (rc = mdb_env_info(c->env, &info)) == 0 && (rc = mdb_env_stat(c->env, &st)) == 0 &&
 	    (rc = mdb_cursor_open(txn, 0, &cursor)) == 0) {
+		track(c, cursor);
 		while (mdb_cursor_get(cursor, &k, &v, MDB_NEXT) == 0)
 			unused += v.mv_size >= sizeof(size_t) ? *(const size_t *)v.mv_data : 0;
+		track(c, NULL);
 		mdb_cursor_close(cursor);
 		out->map_bytes = info.me_mapsize;
 		out->used_bytes =

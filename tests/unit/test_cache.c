@@ -4,20 +4,34 @@
  * LMDB store in a scratch directory: get/put/stale/expired/del/sweep/purge/
  * foreach/stats, a full map that evicts, a map another process grows, corrupt
  * files, a replaced file, and several threads and processes at once.
- * Every time is explicit: nothing sleeps.
+ * Damage (cache.c's checks and guard): a file truncated to half, one page
+ * or nothing, pages zeroed or overwritten, a meta page damaged, each before
+ * the open and while open (each ends with the cache working and the log
+ * line naming the problem); a SIGBUS inside a call caught, one elsewhere
+ * still fatal; damage again within a minute turning the cache off; a
+ * churned file the check accepts; and 100 writers killed with SIGKILL at
+ * random moments, every committed record surviving.
+ * Every time is explicit: nothing sleeps, but for the killed writers (a
+ * random moment each) and the wait for the file clock to tick (see
+ * next_tick()).
  */
 #include <dirent.h>
 #include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
 #include "log.h"
+#include "mdbcheck.h"
 #include "unit.h"
 
 #define NOW    INT64_C(1700000000000)
@@ -800,6 +814,436 @@ START_TEST(store_corrupt_pages_while_open)
 }
 END_TEST
 
+/* ---- damage: before the open, while open, and inside a call ---- */
+
+enum damage {
+	TRUNC_HALF,
+	TRUNC_ONE_PAGE,
+	TRUNC_ZERO,
+	PAGES_ZEROED,
+	PAGES_GARBAGE,
+	META_GARBAGE,   /* the newer meta page's fields overwritten */
+	META_ROOT_META, /* the newer meta page's main root pointing at a meta page (an LMDB assertion) */
+	META_LAST_PAGE, /* the newer meta page's last page far past the file's end */
+	DAMAGE_KINDS,
+};
+
+static const char *const damage_name[DAMAGE_KINDS] = {"truncated to half",
+                                                      "truncated to one page",
+                                                      "truncated to zero",
+                                                      "pages zeroed",
+                                                      "pages overwritten with garbage",
+                                                      "meta page garbage",
+                                                      "meta root at a meta page",
+                                                      "meta last page past the end"};
+
+/* newer_meta - the offset of the meta page LMDB uses */
+static off_t newer_meta(void)
+{
+	unsigned char m[2][160];
+	int fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, m[0], sizeof(m[0]), 0), (ssize_t)sizeof(m[0]));
+	ck_assert_int_eq(pread(fd, m[1], sizeof(m[1]), 4096), (ssize_t)sizeof(m[1]));
+	close(fd);
+	uint64_t t0, t1;
+	memcpy(&t0, m[0] + 16 + 128, 8);
+	memcpy(&t1, m[1] + 16 + 128, 8);
+	return t1 > t0 ? 4096 : 0;
+}
+
+/* put_u64 - one 64-bit field of the file */
+static void put_u64(off_t offset, uint64_t value)
+{
+	int fd = open(path, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, &value, 8, offset), 8);
+	close(fd);
+}
+
+/* next_tick - wait (bounded) until the file system's clock has moved on
+ * from the file's last change: a change within the same tick as the
+ * cache's last look leaves the file's mtime as it was (cache.c) */
+static void next_tick(void)
+{
+	struct stat st;
+	struct timespec now;
+	ck_assert_int_eq(stat(path, &st), 0);
+	for (int i = 0; i < 1000; i++) {
+		clock_gettime(CLOCK_REALTIME_COARSE, &now);
+		if (now.tv_sec > st.st_mtim.tv_sec ||
+		    (now.tv_sec == st.st_mtim.tv_sec && now.tv_nsec > st.st_mtim.tv_nsec))
+			return;
+		usleep(1000);
+	}
+	ck_abort_msg("the clock did not tick");
+}
+
+/* damage_file - one kind of damage to a closed or open cache of size octets */
+static void damage_file(enum damage kind, off_t size)
+{
+	off_t meta = newer_meta() + 16; /* the meta fields, after the page header */
+	next_tick();
+	switch (kind) {
+	case TRUNC_HALF:
+		ck_assert_int_eq(truncate(path, size / 2), 0);
+		break;
+	case TRUNC_ONE_PAGE:
+		ck_assert_int_eq(truncate(path, 4096), 0);
+		break;
+	case TRUNC_ZERO:
+		ck_assert_int_eq(truncate(path, 0), 0);
+		break;
+	case PAGES_ZEROED:
+		write_file(path, 2 * 4096, (size_t)size - 2 * 4096, 0);
+		break;
+	case PAGES_GARBAGE:
+		write_file(path, 2 * 4096, (size_t)size - 2 * 4096, -1);
+		break;
+	case META_GARBAGE:
+		for (off_t at = meta + 24; at < meta + 128; at += 8)
+			put_u64(at, rng());
+		break;
+	case META_ROOT_META:
+		put_u64(meta + 72 + 40, 1);
+		break;
+	case META_LAST_PAGE:
+		put_u64(meta + 120, (uint64_t)size / 4096 * 1000);
+		break;
+	default:
+		ck_abort();
+	}
+}
+
+/* capture - stderr (where the log goes) into a file, from on to off; the
+ * text captured into buf */
+static int captured_fd = -1;
+static void capture_on(void)
+{
+	char name[200];
+	snprintf(name, sizeof(name), "%s/stderr.txt", dir);
+	fflush(stderr);
+	captured_fd = dup(2);
+	int fd = open(name, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ge(fd, 0);
+	dup2(fd, 2);
+	close(fd);
+	log_set_level(LOG_DEBUG);
+}
+
+static void capture_off(char *buf, size_t size)
+{
+	char name[200];
+	fflush(stderr);
+	dup2(captured_fd, 2);
+	close(captured_fd);
+	log_set_level(LOG_ERR);
+	snprintf(name, sizeof(name), "%s/stderr.txt", dir);
+	int fd = open(name, O_RDONLY);
+	ssize_t n = fd >= 0 ? read(fd, buf, size - 1) : -1;
+	buf[n > 0 ? n : 0] = '\0';
+	if (fd >= 0)
+		close(fd);
+	unlink(name);
+}
+
+/* count_lines - lines of text containing part */
+static int count_lines(const char *text, const char *part)
+{
+	int n = 0;
+	for (const char *line = text; *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : "")
+		n += strstr(line, part) != NULL &&
+		     strstr(line, part) < (strchr(line, '\n') ? strchr(line, '\n') : line + strlen(line));
+	return n;
+}
+
+/* copy_file - from into to, replaced; and no lock file or moved-aside
+ * file left (a fresh start for the next case) */
+static void copy_file(const char *from, const char *to)
+{
+	char buf[65536], lock[200];
+	ssize_t n;
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d != NULL && (e = readdir(d)) != NULL)
+		if (strstr(e->d_name, ".corrupt.") != NULL) {
+			snprintf(lock, sizeof(lock), "%s/%s", dir, e->d_name);
+			unlink(lock);
+		}
+	if (d != NULL)
+		closedir(d);
+	snprintf(lock, sizeof(lock), "%s-lock", path);
+	unlink(lock);
+	int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+	ck_assert(in >= 0 && out >= 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		ck_assert_int_eq(write(out, buf, (size_t)n), n);
+	close(in);
+	close(out);
+}
+
+START_TEST(store_damage_before_open)
+{
+	char log[8192], good[200];
+	off_t size = fill_and_close();
+	snprintf(good, sizeof(good), "%s/good", dir);
+	copy_file(path, good);
+	for (int kind = 0; kind < DAMAGE_KINDS; kind++) {
+		copy_file(good, path);
+		damage_file(kind, size);
+		capture_on();
+		struct cache *c = open_cache(4);
+		capture_off(log, sizeof(log));
+		bool empty = kind == TRUNC_ZERO; /* LMDB starts afresh in it: nothing to move */
+		ck_assert_msg(count_files(".corrupt.") == (empty ? 0 : 1), "%s: %d moved aside",
+		              damage_name[kind], count_files(".corrupt."));
+		ck_assert_msg(count_lines(log, empty ? "was empty (0 bytes" : "moved aside to") == 1,
+		              "%s: log:\n%s", damage_name[kind], log);
+		works(c);
+		cache_close(c);
+	}
+}
+END_TEST
+
+START_TEST(store_damage_while_open)
+{
+	char log[8192], good[200];
+	struct cache_record out;
+	off_t size = fill_and_close();
+	snprintf(good, sizeof(good), "%s/good", dir);
+	copy_file(path, good);
+	for (int kind = 0; kind < DAMAGE_KINDS; kind++) {
+		copy_file(good, path);
+		struct cache *c = open_cache(4);
+		ck_assert_int_eq(cache_get(c, "a:user1@example.org", NOW, &out), CACHE_HIT);
+		damage_file(kind, size);
+		capture_on();
+		enum cache_status got = cache_get(c, "a:user1@example.org", NOW, &out);
+		capture_off(log, sizeof(log));
+		ck_assert_msg(got == CACHE_MISS, "%s: still a hit", damage_name[kind]);
+		ck_assert_msg(count_files(".corrupt.") == 1, "%s: %d moved aside", damage_name[kind],
+		              count_files(".corrupt."));
+		ck_assert_msg(count_lines(log, "moved aside to") == 1 && count_lines(log, "cache ") == 1,
+		              "%s: log:\n%s", damage_name[kind], log);
+		works(c);
+		cache_close(c);
+	}
+}
+END_TEST
+
+/* truncate_midway - a foreach visitor that truncates the file under the
+ * cursor at the first record: the next page read faults */
+static bool truncate_midway(void *arg, const char *key, const struct cache_record *rec)
+{
+	int *n = arg;
+	if ((*n)++ == 0)
+		ck_assert_int_eq(truncate(path, 2 * 4096), 0);
+	return true;
+}
+
+START_TEST(store_sigbus_inside_a_call_is_caught)
+{
+	char log[8192];
+	int n = 0;
+	fill_and_close();
+	struct cache *c = open_cache(4);
+	capture_on();
+	bool ok = cache_foreach(c, truncate_midway, &n);
+	capture_off(log, sizeof(log));
+	ck_assert(!ok);
+	ck_assert_int_lt(n, 200);
+	ck_assert_msg(count_lines(log, "SIGBUS") == 1 && count_lines(log, "moved aside to") == 1, "log:\n%s",
+	              log);
+	ck_assert_int_eq(count_files(".corrupt."), 1);
+	works(c);
+	cache_close(c);
+}
+END_TEST
+
+START_TEST(store_assertion_inside_a_call_is_caught)
+{
+	char log[8192];
+	struct cache_record out;
+	struct stat st;
+	off_t size = fill_and_close();
+	struct cache *c = open_cache(4);
+	ck_assert_int_eq(cache_get(c, "a:user1@example.org", NOW, &out), CACHE_HIT);
+	ck_assert_int_eq(stat(path, &st), 0);
+	damage_file(META_ROOT_META, size);
+	/* the change unnoticed (as when made within the clock tick of the
+	 * cache's last look): LMDB reads the root and fails an assertion */
+	struct timespec times[2] = {st.st_atim, st.st_mtim};
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+	capture_on();
+	enum cache_status got = cache_get(c, "a:user1@example.org", NOW, &out);
+	capture_off(log, sizeof(log));
+	ck_assert_int_eq(got, CACHE_MISS);
+	ck_assert_msg(count_lines(log, "LMDB assertion") == 1 && count_lines(log, "moved aside to") == 1,
+	              "log:\n%s", log);
+	ck_assert_int_eq(count_files(".corrupt."), 1);
+	works(c);
+	cache_close(c);
+}
+END_TEST
+
+/* bus_elsewhere - in a child with the cache's handler installed: a SIGBUS
+ * outside the cache's calls, from a map of its own file; never returns */
+static void bus_elsewhere(void)
+{
+	char name[200];
+	struct rlimit none = {0, 0};
+	setrlimit(RLIMIT_CORE, &none); /* the death is expected: no core file */
+	struct cache *c = open_cache(4);
+	snprintf(name, sizeof(name), "%s/other", dir);
+	int fd = open(name, O_RDWR | O_CREAT, 0600);
+	if (fd < 0 || ftruncate(fd, 8192) != 0)
+		_exit(2);
+	volatile char *p = mmap(NULL, 8192, PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED || ftruncate(fd, 0) != 0)
+		_exit(3);
+	char x = p[4096];
+	(void)x;
+	cache_close(c);
+	_exit(0);
+}
+
+START_TEST(store_sigbus_elsewhere_still_kills)
+{
+	int status;
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		bus_elsewhere();
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS, "status %#x", status);
+	pid = fork(); /* one sent with kill(2) too */
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct rlimit none = {0, 0};
+		setrlimit(RLIMIT_CORE, &none);
+		struct cache *c = open_cache(4);
+		raise(SIGBUS);
+		cache_close(c);
+		_exit(0);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS, "status %#x", status);
+}
+END_TEST
+
+START_TEST(store_damage_again_turns_the_cache_off)
+{
+	char log[8192];
+	struct cache_record rec, out;
+	off_t size = fill_and_close();
+	struct cache *c = open_cache(4);
+	damage_file(PAGES_GARBAGE, size);
+	ck_assert_int_eq(cache_get(c, "a:user1@example.org", NOW, &out), CACHE_MISS);
+	ck_assert_int_eq(count_files(".corrupt."), 1);
+	works(c); /* the fresh file */
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	damage_file(TRUNC_HALF, st.st_size);
+	capture_on();
+	ck_assert_int_eq(cache_get(c, "a:after@example.org", NOW, &out), CACHE_MISS);
+	make(&rec, OUTCOME_VALID, NOW);
+	ck_assert(!cache_put(c, "a:other@example.org", &rec, NOW));
+	ck_assert_int_eq(cache_get(c, "a:other@example.org", NOW, &out), CACHE_MISS);
+	capture_off(log, sizeof(log));
+	ck_assert_int_eq(count_files(".corrupt."), 1); /* not moved again within the minute */
+	ck_assert_msg(count_lines(log, "running without a cache") == 1 && count_lines(log, "cache ") == 1,
+	              "log:\n%s", log);
+	cache_close(c);
+}
+END_TEST
+
+START_TEST(store_check_accepts_a_churned_file)
+{
+	struct cache *c = open_cache(1); /* full: grows, sweeps, evicts */
+	struct cache_record rec;
+	char key[100], why[300];
+	for (int round = 0; round < 12; round++) {
+		for (int i = 0; i < 400; i++) {
+			snprintf(key, sizeof(key), "a:user%d-%s@example.org", (int)(rng() % 5000),
+			         i % 3 ? "with-a-longer-local-part-to-fill-pages" : "x");
+			make(&rec, OUTCOME_VALID, NOW - (int64_t)(rng() % DAY));
+			if (rng() % 5 == 0)
+				cache_del(c, key);
+			else
+				cache_put(c, key, &rec, NOW);
+		}
+		if (round % 4 == 3)
+			cache_sweep(c, NOW + 20 * DAY);
+		struct mdbcheck_meta m[2];
+		int newest, fd = open(path, O_RDONLY);
+		ck_assert_int_ge(fd, 0);
+		enum mdbcheck_status st = mdbcheck_metas(fd, m, &newest, why, sizeof(why));
+		if (st == MDBCHECK_OK)
+			st = mdbcheck_trees(fd, &m[newest], SIZE_MAX, NULL, why, sizeof(why));
+		close(fd);
+		ck_assert_msg(st == MDBCHECK_OK, "round %d: %s", round, why);
+	}
+	ck_assert_int_eq(count_files(".corrupt."), 0);
+	cache_close(c);
+}
+END_TEST
+
+/* writer - put records one after another, telling each committed index on fd */
+static void writer(int fd, int run)
+{
+	char why[300], key[64];
+	struct cache_record rec;
+	struct cache *c = cache_open(path, 4, why, sizeof(why));
+	if (c == NULL)
+		_exit(2);
+	for (int i = 0;; i++) {
+		snprintf(key, sizeof(key), "a:run%d-%d@example.org", run, i);
+		make(&rec, OUTCOME_VALID, NOW + i);
+		if (cache_put(c, key, &rec, NOW) && write(fd, &i, sizeof(i)) != sizeof(i))
+			_exit(3);
+	}
+}
+
+START_TEST(store_kill9_writers_lose_nothing)
+{
+	struct cache_record out;
+	char key[64];
+	int committed = 0, lost = 0;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	fill_and_close();
+	for (int run = 0; run < 100; run++) {
+		int fds[2], status, i;
+		ck_assert_int_eq(pipe(fds), 0);
+		pid_t pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			close(fds[0]);
+			writer(fds[1], run);
+		}
+		close(fds[1]);
+		usleep((useconds_t)(rng() % 60000)); /* a random moment: in a put, a commit, between */
+		kill(pid, SIGKILL);
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert(WIFSIGNALED(status));
+		struct cache *c = open_cache(4);
+		while (read(fds[0], &i, sizeof(i)) == sizeof(i)) {
+			snprintf(key, sizeof(key), "a:run%d-%d@example.org", run, i);
+			committed++;
+			lost += cache_get(c, key, NOW, &out) != CACHE_HIT || out.probed_at_ms != NOW + i;
+		}
+		close(fds[0]);
+		cache_close(c);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	fprintf(stderr, "# kill -9: 100 runs, %d committed records, %d lost, %.1f s\n", committed, lost,
+	        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	ck_assert_int_eq(lost, 0);
+	ck_assert_int_eq(count_files(".corrupt."), 0);
+	ck_assert_int_gt(committed, 0);
+}
+END_TEST
+
 START_TEST(store_follows_a_replaced_file)
 {
 	struct cache_record rec, out;
@@ -898,6 +1342,30 @@ START_TEST(store_threads)
 }
 END_TEST
 
+START_TEST(store_damage_under_threads)
+{
+	struct cache *c = open_cache(4);
+	struct worker workers[4];
+	pthread_t threads[4];
+	struct stat st;
+	for (int i = 0; i < 4; i++) {
+		workers[i] = (struct worker){.cache = c};
+		snprintf(workers[i].prefix, sizeof(workers[i].prefix), "t%d-", i);
+		ck_assert_int_eq(pthread_create(&threads[i], NULL, worker_run, &workers[i]), 0);
+	}
+	/* once the threads have written a few pages, truncate under them */
+	for (int i = 0; i < 10000 && (stat(path, &st) != 0 || st.st_size < 6 * 4096); i++)
+		usleep(1000);
+	ck_assert_int_ge(st.st_size, 6 * 4096);
+	ck_assert_int_eq(truncate(path, 3 * 4096), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(threads[i], NULL);        /* failures allowed: records were lost */
+	ck_assert_int_eq(count_files(".corrupt."), 1); /* one recovery for all threads */
+	works(c);
+	cache_close(c);
+}
+END_TEST
+
 START_TEST(store_damaged_record_is_a_miss)
 {
 	MDB_env *env;
@@ -959,5 +1427,18 @@ int main(void)
 	tcase_add_test(store, store_threads);
 	tcase_add_test(store, store_damaged_record_is_a_miss);
 	suite_add_tcase(s, store);
+	TCase *damage = tcase_create("damage");
+	tcase_add_checked_fixture(damage, setup, teardown);
+	tcase_set_timeout(damage, 120);
+	tcase_add_test(damage, store_damage_before_open);
+	tcase_add_test(damage, store_damage_while_open);
+	tcase_add_test(damage, store_sigbus_inside_a_call_is_caught);
+	tcase_add_test(damage, store_sigbus_elsewhere_still_kills);
+	tcase_add_test(damage, store_assertion_inside_a_call_is_caught);
+	tcase_add_test(damage, store_damage_under_threads);
+	tcase_add_test(damage, store_damage_again_turns_the_cache_off);
+	tcase_add_test(damage, store_check_accepts_a_churned_file);
+	tcase_add_test(damage, store_kill9_writers_lose_nothing);
+	suite_add_tcase(s, damage);
 	return unit_run(s);
 }
