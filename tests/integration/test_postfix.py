@@ -120,10 +120,15 @@ def t_valid_sender(tap, cleanup):
     tap.check("well-formed sender, no DNS here: MAIL 250, RCPT 451, RCPT 451 (tempfail is deferred)",
               (r1[0], r2[0], r3[0]) == (250, 451, 451),
               lambda: "MAIL %r RCPT %r RCPT %r\n%s" % (r1, r2, r3, diag()))
+    # One line for the first RCPT; the second, with the same verdict, is
+    # counted in a repeated_rcpts=1 line when the message ends (here: QUIT).
+    cmd(s, "QUIT")
     v = verdicts_for("<valid.sender@example.com>", n=2)
-    tap.check("well-formed sender: a verdict action=tempfail reason=tempfail per RCPT, client=127.0.0.1",
+    tap.check("well-formed sender: a verdict action=tempfail reason=tempfail for the first RCPT, "
+              "then repeated_rcpts=1, client=127.0.0.1",
               len(v) == 2 and all(x.get("action") == "tempfail" and x.get("reason") == "tempfail"
-                                  and x.get("client") == "127.0.0.1" for x in v),
+                                  and x.get("client") == "127.0.0.1" for x in v)
+              and v[0].get("rcpt") == "<user@test.example>" and v[1].get("repeated_rcpts") == "1",
               lambda: "%r\n%s" % ([x["_line"] for x in v], diag()))
 
 
