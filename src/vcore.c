@@ -85,6 +85,7 @@ enum budget {
 	BUDGET_WAIT,           /* verify_budget: it could not start in time */
 	BUDGET_COUNT,
 };
+_Static_assert(BUDGET_COUNT == VERIFY_BUDGET_KINDS, "verify.h counts the budgets");
 
 /* Why a probe was started (log line, counters). */
 enum probe_why {
@@ -324,6 +325,12 @@ static const char *budget_name(enum budget b)
 	return "budget";
 }
 
+/* verify_budget_name - see verify.h */
+const char *verify_budget_name(int i)
+{
+	return i >= 0 && i < BUDGET_COUNT ? budget_name((enum budget)i) : "budget";
+}
+
 /* budget_log - one line naming the budget and the party, at most once a
  * minute per party and budget (*last: when the last one was written), so
  * a flood cannot flood the log as well */
@@ -423,6 +430,7 @@ static bool queue_probe(struct vcore *c, const struct addr *sender, const char *
 		budget_outcome(&o, BUDGET_CLIENT);
 		settle_ticket(c, t, &o, VERIFY_PROBED, t->deferred_since_ms);
 		c->stats.over_budget++;
+		c->stats.over_budget_by[BUDGET_CLIENT]++;
 		pthread_mutex_unlock(&c->lock);
 		if (log_client) /* client_take keeps it to one line a minute */
 			budget_log(&(int64_t){0}, now, BUDGET_CLIENT, "client", client);
@@ -488,8 +496,10 @@ static bool answer_from_cache(struct vcore *c, struct verify_ticket *t, const ch
 			c->stats.domain_facts++;
 			break;
 		}
-	} else if (found == VSTORE_WITHHELD) {
-		c->stats.stale_withheld++;
+	} else {
+		c->stats.misses++;
+		if (found == VSTORE_WITHHELD)
+			c->stats.stale_withheld++;
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (found == VSTORE_ANSWER && a.refresh != 0 &&
@@ -604,7 +614,7 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	struct probe *p = arg;
 	struct vcore *c = p->core;
 	if (c->eng.probe_result != NULL && p->engine_started)
-		c->eng.probe_result(c->eng.ctx, o);
+		c->eng.probe_result(c->eng.ctx, o, mono_now(c) - p->started_ms);
 	p->handle = NULL;
 	bool freed_place = p->counted;
 	if (p->counted) {
@@ -707,6 +717,7 @@ static void over_budget(struct vcore *c, struct probe *p, enum budget b, int64_t
 	budget_log(last, mono_now(c), b, kind, party);
 	pthread_mutex_lock(&c->lock);
 	c->stats.over_budget++;
+	c->stats.over_budget_by[b]++;
 	pthread_mutex_unlock(&c->lock);
 	struct outcome o;
 	budget_outcome(&o, b);
