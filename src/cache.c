@@ -1257,3 +1257,31 @@ bool cache_stats(struct cache *c, int64_t now_ms, struct cache_stats *out)
 	memset(out, 0, sizeof(*out));
 	return c != NULL && read_locked(c, stats_step, &arg, "stats") == 0;
 }
+
+struct size_arg {
+	struct cache_size *out;
+};
+
+/* size_step - the records' count and the map's size, from LMDB's own
+ * counters (no walk) */
+static int size_step(struct cache *c, MDB_txn *txn, void *varg)
+{
+	struct cache_size *out = ((struct size_arg *)varg)->out;
+	MDB_envinfo info;
+	MDB_stat st;
+	int rc = mdb_stat(txn, c->dbi, &st);
+	if (rc == 0 && (rc = mdb_env_info(c->env, &info)) == 0) {
+		out->records = st.ms_entries;
+		out->map_bytes = info.me_mapsize;
+		out->file_pages_bytes = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+	}
+	return rc;
+}
+
+/* cache_size - see cache.h */
+bool cache_size(struct cache *c, struct cache_size *out)
+{
+	struct size_arg arg = {out};
+	memset(out, 0, sizeof(*out));
+	return c != NULL && read_locked(c, size_step, &arg, "size") == 0;
+}

@@ -144,4 +144,15 @@ bool cache_foreach(struct cache *cache, cache_visit_fn fn, void *arg);
 
 bool cache_stats(struct cache *cache, int64_t now_ms, struct cache_stats *out);
 
+/* What cache_size reads from LMDB's own counters, without a walk (cheap
+ * enough for every metrics scrape). */
+struct cache_size {
+	size_t records;            /* every key, expired and hints included */
+	uint64_t map_bytes;        /* the map's size */
+	uint64_t file_pages_bytes; /* up to the last page used (free pages included) */
+};
+
+/* cache_size - false (out zeroed) without a cache or on error */
+bool cache_size(struct cache *cache, struct cache_size *out);
+
 #endif

@@ -87,6 +87,7 @@ struct conf {
 	int64_t dns_timeout_ms;                /* per DNS query try */
 	int64_t dns_cache_time_ms;             /* mail hosts kept in memory (capped by TTLs) */
 	char *helo_name;                       /* EHLO name; "": this host's fully qualified name */
+	char *metrics_listen;                  /* ADDRESS:PORT of the /metrics HTTP server; "": off */
 	char *probe_sender;                    /* MAIL FROM of probes; "": the null sender <> */
 	char *probe_sender_fallback;           /* MAIL FROM when a server refuses probe_sender; "": off */
 	int probe_port;                        /* 25; tests point it elsewhere */

@@ -15,6 +15,7 @@
  * appended to the list field of the struct conf being loaded, which owns it.
  */
 #include "conftable.h"
+#include "metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -255,6 +256,17 @@ static bool item_recipient(void *field, const char *item, char *why, size_t why_
 }
 
 /* check_host_name - "" or an LDH host name (the EHLO argument) */
+/* check_metrics_listen - "" or ADDRESS:PORT with an address literal */
+static bool check_metrics_listen(const char *value, char *why, size_t why_size)
+{
+	char host[64];
+	unsigned port;
+	if (value[0] == '\0' || metrics_parse_listen(value, host, sizeof(host), &port))
+		return true;
+	snprintf(why, why_size, "not ADDRESS:PORT with an IP address (127.0.0.1:9469, [::1]:9469)");
+	return false;
+}
+
 static bool check_host_name(const char *value, char *why, size_t why_size)
 {
 	char name[DNS_NAME_BUF];
@@ -595,6 +607,9 @@ const struct directive conf_directives[] = {
 	 .offset = F(dns_timeout_ms), .help = "time for one DNS query try"},
 	{.name = "dns_cache_time", .type = T_DURATION, .def = "30s", .min = 0, .max = 3600000,
 	 .offset = F(dns_cache_time_ms), .help = "how long a domain's mail hosts are remembered in memory; 0: not"},
+	{.name = "metrics_listen", .type = T_STRING, .def = "", .offset = F(metrics_listen),
+	 .check = check_metrics_listen,
+	 .help = "ADDRESS:PORT where /metrics is served (Prometheus text format); empty: off"},
 	{.name = "helo_name", .type = T_STRING, .def = "", .offset = F(helo_name), .check = check_host_name,
 	 .help = "name probes give in EHLO/HELO; empty: this host's fully qualified name"},
 	{.name = "probe_sender", .type = T_STRING, .def = "", .offset = F(probe_sender),

@@ -1212,3 +1212,21 @@ void dns_resolver_free(struct dns_resolver *resolver)
 	event_free(resolver->timer);
 	free(resolver);
 }
+
+/* dns_status_name - see dns.h */
+const char *dns_status_name(enum dns_status status)
+{
+	switch (status) {
+	case DNS_OK:
+		return "ok";
+	case DNS_NXDOMAIN:
+		return "nxdomain";
+	case DNS_NULL_MX:
+		return "null_mx";
+	case DNS_NO_MAIL_HOST:
+		return "no_mail_host";
+	case DNS_TEMPFAIL:
+		return "tempfail";
+	}
+	return "unknown";
+}

@@ -55,6 +55,9 @@ enum dns_status {
 	DNS_TEMPFAIL,     /* SERVFAIL, REFUSED, timeout, truncation trouble: try later */
 };
 
+/* dns_status_name - "ok", "nxdomain", "null_mx", "no_mail_host", "tempfail" */
+const char *dns_status_name(enum dns_status status);
+
 struct dns_host {
 	char name[DNS_NAME_MAX + 1];
 	unsigned preference;

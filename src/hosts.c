@@ -594,3 +594,17 @@ bool hosts_catchall(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, 
 		catchall_memo(r->ca, memo);
 	return true;
 }
+
+/* hosts_census - see hosts.h */
+void hosts_census(const struct hosts *h, int64_t now_ms, struct hosts_census *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (h == NULL)
+		return;
+	for (const struct host_rec *r = h->newest; r != NULL; r = r->older) {
+		out->records++;
+		out->blocked += r->blocked_since_ms != 0 && now_ms < r->blocked_until_ms;
+		out->backed_off += r->streak_since_ms != 0 && now_ms < r->backoff_until_ms;
+		out->catch_all += r->ca != NULL && now_ms < r->ca->until_ms;
+	}
+}

@@ -185,4 +185,12 @@ bool hosts_note_not_catchall(struct hosts *h, const struct sockaddr *sa, int64_t
  * NULL) gets the details. */
 bool hosts_catchall(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, struct host_catchall *memo);
 
+/* What the table holds at now_ms, for the metrics: addresses remembered
+ * as refusing us, backed off, and remembered as catch-all (one address may
+ * be in several), and records in all. Walks the table: O(records). */
+struct hosts_census {
+	size_t records, blocked, backed_off, catch_all;
+};
+void hosts_census(const struct hosts *h, int64_t now_ms, struct hosts_census *out);
+
 #endif

@@ -9,7 +9,9 @@
  */
 #include "metrics.h"
 
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -361,4 +363,45 @@ char *metrics_render(struct metrics *m)
 		return NULL;
 	}
 	return o.text;
+}
+
+/* metrics_parse_listen - see metrics.h */
+bool metrics_parse_listen(const char *listen, char *host, size_t host_size, unsigned *port)
+{
+	if (listen == NULL)
+		return false;
+	const char *colon;
+	char addr[64];
+	if (listen[0] == '[') {
+		const char *close = strchr(listen, ']');
+		if (close == NULL || close[1] != ':' || (size_t)(close - listen - 1) >= sizeof(addr))
+			return false;
+		snprintf(addr, sizeof(addr), "%.*s", (int)(close - listen - 1), listen + 1);
+		colon = close + 1;
+		struct in6_addr a6;
+		if (inet_pton(AF_INET6, addr, &a6) != 1)
+			return false;
+	} else {
+		colon = strrchr(listen, ':');
+		if (colon == NULL || (size_t)(colon - listen) >= sizeof(addr))
+			return false;
+		snprintf(addr, sizeof(addr), "%.*s", (int)(colon - listen), listen);
+		struct in_addr a4;
+		if (inet_pton(AF_INET, addr, &a4) != 1)
+			return false;
+	}
+	const char *digits = colon + 1;
+	if (*digits == '\0' || strlen(digits) > 5)
+		return false;
+	unsigned value = 0;
+	for (const char *p = digits; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		value = value * 10 + (unsigned)(*p - '0');
+	}
+	if (value == 0 || value > 65535 || strlen(addr) >= host_size)
+		return false;
+	snprintf(host, host_size, "%s", addr);
+	*port = value;
+	return true;
 }

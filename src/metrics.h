@@ -71,4 +71,9 @@ bool metrics_label(char *buf, size_t size, const char *name, const char *value);
  * Returns a string the caller frees, or NULL without memory. */
 char *metrics_render(struct metrics *m);
 
+/* metrics_parse_listen - split "HOST:PORT" / "[V6]:PORT" into host (an
+ * address literal, copied into host, host_size bytes) and port 1..65535;
+ * false with nothing changed when it is not that. */
+bool metrics_parse_listen(const char *listen, char *host, size_t host_size, unsigned *port);
+
 #endif

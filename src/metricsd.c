@@ -23,47 +23,6 @@ struct metricsd {
 	struct metrics *metrics;
 };
 
-/* metricsd_parse_listen - see metricsd.h */
-bool metricsd_parse_listen(const char *listen, char *host, size_t host_size, unsigned *port)
-{
-	if (listen == NULL)
-		return false;
-	const char *colon;
-	char addr[64];
-	if (listen[0] == '[') {
-		const char *close = strchr(listen, ']');
-		if (close == NULL || close[1] != ':' || (size_t)(close - listen - 1) >= sizeof(addr))
-			return false;
-		snprintf(addr, sizeof(addr), "%.*s", (int)(close - listen - 1), listen + 1);
-		colon = close + 1;
-		struct in6_addr a6;
-		if (inet_pton(AF_INET6, addr, &a6) != 1)
-			return false;
-	} else {
-		colon = strrchr(listen, ':');
-		if (colon == NULL || (size_t)(colon - listen) >= sizeof(addr))
-			return false;
-		snprintf(addr, sizeof(addr), "%.*s", (int)(colon - listen), listen);
-		struct in_addr a4;
-		if (inet_pton(AF_INET, addr, &a4) != 1)
-			return false;
-	}
-	const char *digits = colon + 1;
-	if (*digits == '\0' || strlen(digits) > 5)
-		return false;
-	unsigned value = 0;
-	for (const char *p = digits; *p != '\0'; p++) {
-		if (*p < '0' || *p > '9')
-			return false;
-		value = value * 10 + (unsigned)(*p - '0');
-	}
-	if (value == 0 || value > 65535 || strlen(addr) >= host_size)
-		return false;
-	snprintf(host, host_size, "%s", addr);
-	*port = value;
-	return true;
-}
-
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
 {
 	struct evbuffer *body = evbuffer_new();
@@ -122,7 +81,7 @@ struct metricsd *metricsd_start(struct event_base *base, const char *listen, str
 {
 	char host[64];
 	unsigned port;
-	if (!metricsd_parse_listen(listen, host, sizeof(host), &port)) {
+	if (!metrics_parse_listen(listen, host, sizeof(host), &port)) {
 		snprintf(why, why_size, "metrics_listen \"%s\": not ADDRESS:PORT", listen);
 		return NULL;
 	}

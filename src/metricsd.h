@@ -28,9 +28,4 @@ struct metricsd *metricsd_start(struct event_base *base, const char *listen, str
 /* metricsd_stop - close the socket and free the server; NULL is fine */
 void metricsd_stop(struct metricsd *d);
 
-/* metricsd_parse_listen - split "HOST:PORT" / "[V6]:PORT" into host (an
- * address literal, copied into host, host_size bytes) and port 1..65535;
- * false with nothing changed when it is not that. */
-bool metricsd_parse_listen(const char *listen, char *host, size_t host_size, unsigned *port);
-
 #endif

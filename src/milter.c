@@ -175,6 +175,7 @@ static void log_verdict(const struct connection *conn, const char *action, const
 	size_t len = verdict_line(conn, line, sizeof(line), action, reason, rcpt);
 	if (detail != NULL && *detail != '\0')
 		kv_add(line, sizeof(line), &len, "detail", detail);
+	verify_count_verdict(glue.verifier, action, reason, 1);
 	log_msg(LOG_INFO, "%s", line);
 }
 
@@ -207,6 +208,7 @@ static bool repeat_seen(struct connection *conn, const struct policy_verdict *v,
 	if (msg->repeat_reason[0] != '\0' && strcmp(reason, msg->repeat_reason) == 0 &&
 	    v->action == last->action && v->intended == last->intended && v->dry_run == last->dry_run) {
 		msg->repeats++;
+		verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
 		return true;
 	}
 	log_repeats(conn);
@@ -283,6 +285,7 @@ static void log_verified(const struct connection *conn, const char *rcpt)
 	       msg->budget_exceeded ? "no answer within verify_budget; the "
 	                              "probe goes on and fills the cache"
 	                            : o->reason);
+	verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
 	log_msg(LOG_INFO, "%s", line);
 }
 
@@ -570,6 +573,7 @@ static sfsistat verdict_unprobed(SMFICTX *ctx, struct connection *conn, const st
 		add_dry_run(line, sizeof(line), &len, v);
 		if (detail != NULL && *detail != '\0')
 			kv_add(line, sizeof(line), &len, "detail", detail);
+		verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
 		log_msg(LOG_INFO, "%s", line);
 	}
 	if (v->action == POLICY_ACCEPT)

@@ -6,8 +6,10 @@
  * tagged senders), the start queue, every ticket until its last release,
  * the per-domain limiter slots and the pending greylist timers. One mutex
  * (core->lock) guards the probe tables, the start queue, the tickets and
- * the counters; one condition variable (core->settled) is broadcast when
- * tickets are answered, and each waiter checks its own. Limiter slots and
+ * the counters. Each ticket has its own condition variable, on
+ * CLOCK_MONOTONIC: answering a ticket wakes the one thread waiting for it
+ * and no other, and a step of the wall clock neither stretches nor cuts
+ * verify_budget. Limiter slots and
  * greylist timers belong to the engine thread alone. What the cache may
  * answer and what a probe leaves in it is vstore.c's; the cache is never
  * used with the lock held.
@@ -85,6 +87,7 @@ enum budget {
 	BUDGET_WAIT,           /* verify_budget: it could not start in time */
 	BUDGET_COUNT,
 };
+_Static_assert(BUDGET_COUNT == VERIFY_BUDGET_KINDS, "verify.h counts the budgets");
 
 /* Why a probe was started (log line, counters). */
 enum probe_why {
@@ -97,6 +100,7 @@ struct verify_ticket {
 	struct vcore *core;
 	int refs; /* under core->lock */
 	bool done;
+	pthread_cond_t answered; /* signalled when done is set (CLOCK_MONOTONIC) */
 	struct verify_result result;
 	int64_t submitted_ms;
 	struct addr sender;                /* as submitted: a tagged joiner is told apart by it */
@@ -198,7 +202,6 @@ struct vcore {
 	bool cap_draining; /* cap_release() runs: a place freed inside it is seen by its loop */
 
 	pthread_mutex_t lock;
-	pthread_cond_t settled;
 	struct probe *buckets[BUCKETS];
 	struct probe *stable_buckets[BUCKETS];
 	struct probe *pending; /* queued for the engine thread */
@@ -249,6 +252,7 @@ static void ticket_unref(struct verify_ticket *t)
 {
 	if (--t->refs == 0) {
 		t->core->tickets--;
+		pthread_cond_destroy(&t->answered);
 		free(t);
 	}
 }
@@ -262,6 +266,7 @@ static void settle_ticket(struct vcore *c, struct verify_ticket *t, const struct
 	t->result.elapsed_ms = mono_now(c) - t->submitted_ms;
 	t->result.deferred_since_ms = is_temporary(o->kind) ? deferred_since_ms : 0;
 	t->done = true;
+	pthread_cond_signal(&t->answered); /* one thread waits for a ticket: its owner */
 }
 
 /* ---- the probe tables (under the lock) ---- */
@@ -322,6 +327,12 @@ static const char *budget_name(enum budget b)
 		break;
 	}
 	return "budget";
+}
+
+/* verify_budget_name - see verify.h */
+const char *verify_budget_name(int i)
+{
+	return i >= 0 && i < BUDGET_COUNT ? budget_name((enum budget)i) : "budget";
 }
 
 /* budget_log - one line naming the budget and the party, at most once a
@@ -423,6 +434,7 @@ static bool queue_probe(struct vcore *c, const struct addr *sender, const char *
 		budget_outcome(&o, BUDGET_CLIENT);
 		settle_ticket(c, t, &o, VERIFY_PROBED, t->deferred_since_ms);
 		c->stats.over_budget++;
+		c->stats.over_budget_by[BUDGET_CLIENT]++;
 		pthread_mutex_unlock(&c->lock);
 		if (log_client) /* client_take keeps it to one line a minute */
 			budget_log(&(int64_t){0}, now, BUDGET_CLIENT, "client", client);
@@ -488,8 +500,10 @@ static bool answer_from_cache(struct vcore *c, struct verify_ticket *t, const ch
 			c->stats.domain_facts++;
 			break;
 		}
-	} else if (found == VSTORE_WITHHELD) {
-		c->stats.stale_withheld++;
+	} else {
+		c->stats.misses++;
+		if (found == VSTORE_WITHHELD)
+			c->stats.stale_withheld++;
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (found == VSTORE_ANSWER && a.refresh != 0 &&
@@ -604,7 +618,7 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	struct probe *p = arg;
 	struct vcore *c = p->core;
 	if (c->eng.probe_result != NULL && p->engine_started)
-		c->eng.probe_result(c->eng.ctx, o);
+		c->eng.probe_result(c->eng.ctx, o, mono_now(c) - p->started_ms);
 	p->handle = NULL;
 	bool freed_place = p->counted;
 	if (p->counted) {
@@ -666,7 +680,6 @@ static void on_probe_done(void *arg, const struct outcome *o)
 		}
 		ticket_unref(t);
 	}
-	pthread_cond_broadcast(&c->settled);
 	pthread_mutex_unlock(&c->lock);
 
 	/* A tagged joiner the answer was not for: its own probe, nobody else's. */
@@ -682,7 +695,6 @@ static void on_probe_done(void *arg, const struct outcome *o)
 			outcome_set(&oom, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL,
 			            "out of memory queuing a probe");
 			settle_ticket(c, t, &oom, VERIFY_PROBED, now);
-			pthread_cond_broadcast(&c->settled);
 		}
 		ticket_unref(t);
 		pthread_mutex_unlock(&c->lock);
@@ -707,6 +719,7 @@ static void over_budget(struct vcore *c, struct probe *p, enum budget b, int64_t
 	budget_log(last, mono_now(c), b, kind, party);
 	pthread_mutex_lock(&c->lock);
 	c->stats.over_budget++;
+	c->stats.over_budget_by[b]++;
 	pthread_mutex_unlock(&c->lock);
 	struct outcome o;
 	budget_outcome(&o, b);
@@ -1323,7 +1336,6 @@ struct vcore *vcore_new(struct conf *conf, struct cache *cache, const struct vco
 	if (c == NULL)
 		return NULL;
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->settled, NULL);
 	c->conf = conf_ref(conf);
 	c->store.conf = c->conf;
 	c->store.cache = cache;
@@ -1372,7 +1384,6 @@ size_t vcore_probe_objects(struct vcore *c)
 /* destroy - the last of the core: its lock and the struct itself */
 static void destroy(struct vcore *c)
 {
-	pthread_cond_destroy(&c->settled);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -1402,7 +1413,6 @@ void vcore_free(struct vcore *c)
 		c->stable_buckets[b] = NULL;
 	}
 	c->pending = NULL;
-	pthread_cond_broadcast(&c->settled);
 	pthread_mutex_unlock(&c->lock);
 	for (size_t b = 0; b < TIMER_BUCKETS; b++)
 		while (c->timers[b] != NULL) {
@@ -1445,6 +1455,15 @@ struct verify_ticket *vcore_submit(struct vcore *c, const struct addr *sender, c
 	struct verify_ticket *t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		return NULL;
+	pthread_condattr_t attr;
+	bool made = pthread_condattr_init(&attr) == 0;
+	made = made && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+	       pthread_cond_init(&t->answered, &attr) == 0;
+	pthread_condattr_destroy(&attr);
+	if (!made) {
+		free(t);
+		return NULL;
+	}
 	t->core = c;
 	t->refs = 1;
 	t->submitted_ms = mono_now(c);
@@ -1467,10 +1486,11 @@ struct verify_ticket *vcore_submit(struct vcore *c, const struct addr *sender, c
 bool vcore_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_result *out)
 {
 	struct vcore *c = t->core;
-	/* The condition variable runs on CLOCK_REALTIME: convert the deadline. */
+	/* deadline_ms is on the core's monotonic clock; the ticket's condition
+	 * variable runs on CLOCK_MONOTONIC: wait the difference from now. */
 	int64_t wait_ms = deadline_ms - mono_now(c);
 	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
+	clock_gettime(CLOCK_MONOTONIC, &until);
 	if (wait_ms > 0) {
 		until.tv_sec += wait_ms / 1000;
 		until.tv_nsec += (wait_ms % 1000) * 1000000;
@@ -1481,7 +1501,7 @@ bool vcore_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_resu
 	}
 	pthread_mutex_lock(&c->lock);
 	while (!t->done && wait_ms > 0)
-		if (pthread_cond_timedwait(&c->settled, &c->lock, &until) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&t->answered, &c->lock, &until) == ETIMEDOUT)
 			break;
 	bool done = t->done;
 	if (done)

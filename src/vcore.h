@@ -69,7 +69,7 @@ struct vcore_engine {
 	bool reports_finished;
 	/* Optional (NULL: none): every outcome of a probe the engine ran, as it
 	 * reports it, before anything else sees it (self-health, health.h). */
-	void (*probe_result)(void *ctx, const struct outcome *outcome);
+	void (*probe_result)(void *ctx, const struct outcome *outcome, int64_t elapsed_ms);
 	/* Optional (NULL: every probe resolves its domain itself): resolve a
 	 * domain's mail hosts (dns_lookup_mx); done(arg, answer) runs exactly
 	 * once, later, on the engine thread (never inside resolve_start),

@@ -48,7 +48,10 @@
 #include "dns.h"
 #include "engine.h"
 #include "health.h"
+#include "hosts.h"
 #include "log.h"
+#include "metrics.h"
+#include "metricsd.h"
 #include "vcore.h"
 
 #define TIDY_EVERY_MS 60000
@@ -72,6 +75,14 @@ struct verifier {
 	bool ours_logged;       /* engine thread: a warning about our failures was logged ... */
 	int64_t ours_log_ms;    /* ... at this time (mono) */
 	unsigned ours_unlogged; /* our failures since (or before) it */
+	/* metrics_listen: the registry (NULL: off; then every count is a no-op),
+	 * its families' ids, and the HTTP server on the engine loop */
+	struct metrics *metrics;
+	struct metricsd *metricsd;
+	struct verifier_metric_ids {
+		int verdicts, probes, probe_seconds, dns_seconds, lookups, started, refreshes, joined,
+		        greylist_retries, budget, in_flight, unhealthy, hosts, cache_entries, cache_bytes;
+	} mid;
 };
 
 /* A one-shot timer the core asked for (engine thread). */
@@ -113,17 +124,53 @@ static void eng_probe_cancel(void *ctx, void *probe)
 
 /* eng_resolve_start - a domain's mail hosts, for every probe of it the
  * core starts meanwhile (within the callout's own limits) */
+/* A resolution the core asked for, timed for the metrics. */
+struct timed_lookup {
+	struct verifier *v;
+	struct dns_lookup *lookup;
+	vcore_resolved_fn done;
+	void *arg;
+	int64_t started_ms;
+};
+
+static void on_timed_lookup(void *arg, const struct dns_answer *answer)
+{
+	struct timed_lookup *tl = arg;
+	struct verifier *v = tl->v;
+	if (v->metrics != NULL) {
+		char labels[64] = "";
+		metrics_label(labels, sizeof(labels), "status", dns_status_name(answer->status));
+		metrics_observe(v->metrics, v->mid.dns_seconds, labels,
+		                (double)(clock_mono_ms() - tl->started_ms) / 1000.0);
+	}
+	vcore_resolved_fn done = tl->done;
+	void *done_arg = tl->arg;
+	free(tl);
+	done(done_arg, answer);
+}
+
 static void *eng_resolve_start(void *ctx, const char *domain, vcore_resolved_fn done, void *arg)
 {
 	struct verifier *v = ctx;
 	struct dns_limits limits = {.max_mx = (size_t)v->conf->max_mx,
 	                            .max_addresses = (size_t)v->conf->max_mx_addresses};
-	return dns_lookup_mx(v->engine->env.dns, domain, &limits, NULL, NULL, done, arg);
+	struct timed_lookup *tl = calloc(1, sizeof(*tl));
+	if (tl == NULL)
+		return NULL;
+	*tl = (struct timed_lookup){.v = v, .done = done, .arg = arg, .started_ms = clock_mono_ms()};
+	tl->lookup = dns_lookup_mx(v->engine->env.dns, domain, &limits, NULL, NULL, on_timed_lookup, tl);
+	if (tl->lookup == NULL) {
+		free(tl);
+		return NULL;
+	}
+	return tl;
 }
 
 static void eng_resolve_cancel(void *ctx, void *lookup)
 {
-	dns_lookup_cancel(lookup);
+	struct timed_lookup *tl = lookup;
+	dns_lookup_cancel(tl->lookup);
+	free(tl);
 }
 
 /* on_engine_timer - fire once, then the timer is gone */
@@ -202,10 +249,17 @@ static void note_ours(struct verifier *v, const struct outcome *o)
 /* eng_probe_result - every probe outcome (engine thread): our own
  * failures are warned about; self-health (if on) sees them all, and logs a
  * change of state once, with what to check */
-static void eng_probe_result(void *ctx, const struct outcome *o)
+static void eng_probe_result(void *ctx, const struct outcome *o, int64_t elapsed_ms)
 {
 	struct verifier *v = ctx;
 	note_ours(v, o);
+	if (v->metrics != NULL) {
+		char labels[96] = "";
+		metrics_label(labels, sizeof(labels), "outcome", outcome_name(o->kind));
+		metrics_observe(v->metrics, v->mid.probe_seconds, labels, (double)elapsed_ms / 1000.0);
+		metrics_label(labels, sizeof(labels), "stage", probe_stage_name(o->stage));
+		metrics_add(v->metrics, v->mid.probes, labels, 1);
+	}
 	if (!v->conf->self_health)
 		return;
 	enum health_change change = health_record(&v->health, o, clock_mono_ms());
@@ -390,6 +444,127 @@ static void start_helo_check(const char *helo_name)
 		helo_check(copy);
 }
 
+/* ---- metrics (metrics_listen) ---- */
+
+/* collect - before each scrape (engine thread: the HTTP server runs on the
+ * loop): what is cheaper to read than to keep up to date */
+static void collect(void *arg, struct metrics *m)
+{
+	struct verifier *v = arg;
+	struct verify_stats st;
+	vcore_get_stats(v->core, &st);
+	const struct verifier_metric_ids *id = &v->mid;
+	metrics_set(m, id->lookups, "result=\"hit\"", (double)st.cache_hits);
+	metrics_set(m, id->lookups, "result=\"stale\"", (double)st.stale_hits);
+	metrics_set(m, id->lookups, "result=\"tagged\"", (double)st.tagged_hits);
+	metrics_set(m, id->lookups, "result=\"domain_fact\"", (double)st.domain_facts);
+	metrics_set(m, id->lookups, "result=\"miss\"", (double)st.misses);
+	metrics_set(m, id->lookups, "result=\"stale_withheld\"", (double)st.stale_withheld);
+	metrics_set(m, id->started, NULL, (double)st.probes);
+	metrics_set(m, id->refreshes, NULL, (double)st.refreshes);
+	metrics_set(m, id->joined, NULL, (double)st.joined);
+	metrics_set(m, id->greylist_retries, NULL, (double)st.greylist_retries);
+	for (int i = 0; i < VERIFY_BUDGET_KINDS; i++) {
+		char labels[64] = "";
+		metrics_label(labels, sizeof(labels), "budget", verify_budget_name(i));
+		metrics_set(m, id->budget, labels, (double)st.over_budget_by[i]);
+	}
+	metrics_set(m, id->in_flight, NULL, (double)st.in_flight);
+	metrics_set(m, id->unhealthy, NULL, atomic_load(&v->unhealthy) ? 1 : 0);
+	struct hosts_census hc;
+	hosts_census(v->engine->env.hosts, clock_mono_ms(), &hc);
+	metrics_set(m, id->hosts, "state=\"blocked\"", (double)hc.blocked);
+	metrics_set(m, id->hosts, "state=\"backed_off\"", (double)hc.backed_off);
+	metrics_set(m, id->hosts, "state=\"catch_all\"", (double)hc.catch_all);
+	metrics_set(m, id->hosts, "state=\"known\"", (double)hc.records);
+	struct cache_size cs;
+	if (cache_size(v->cache, &cs)) {
+		metrics_set(m, id->cache_entries, NULL, (double)cs.records);
+		metrics_set(m, id->cache_bytes, "kind=\"file\"", (double)cs.file_pages_bytes);
+		metrics_set(m, id->cache_bytes, "kind=\"map\"", (double)cs.map_bytes);
+	}
+}
+
+/* start_metrics - the registry, its families and the HTTP server, when
+ * metrics_listen is set; false (why) when the server cannot listen */
+static bool start_metrics(struct verifier *v, char *why, size_t why_size)
+{
+	if (v->conf->metrics_listen[0] == '\0')
+		return true;
+	static const double probe_bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60};
+	static const double dns_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+	struct metrics *m = metrics_new();
+	if (m == NULL) {
+		snprintf(why, why_size, "out of memory");
+		return false;
+	}
+	struct verifier_metric_ids *id = &v->mid;
+	id->verdicts = metrics_family(
+	        m, "vemilter_verdicts", METRIC_COUNTER,
+	        "Verdicts given to the MTA, by action and reason (one per recipient line).", NULL, 0);
+	id->lookups = metrics_family(m, "vemilter_cache_lookups", METRIC_COUNTER,
+	                             "Verification requests by what the cache gave them.", NULL, 0);
+	id->started = metrics_family(m, "vemilter_probes_started", METRIC_COUNTER,
+	                             "Probes started, background refreshes included.", NULL, 0);
+	id->refreshes = metrics_family(m, "vemilter_probe_refreshes", METRIC_COUNTER,
+	                               "Background refreshes of stale answers.", NULL, 0);
+	id->joined = metrics_family(m, "vemilter_probes_joined", METRIC_COUNTER,
+	                            "Requests that joined a probe already running.", NULL, 0);
+	id->greylist_retries = metrics_family(m, "vemilter_greylist_retries", METRIC_COUNTER,
+	                                      "Probes asked again after greylisting.", NULL, 0);
+	id->probes = metrics_family(m, "vemilter_probes", METRIC_COUNTER,
+	                            "Probes finished, by outcome and the stage that decided it.", NULL, 0);
+	id->probe_seconds = metrics_family(m, "vemilter_probe_duration_seconds", METRIC_HISTOGRAM,
+	                                   "Time from a probe's start to its verdict.", probe_bounds,
+	                                   sizeof(probe_bounds) / sizeof(probe_bounds[0]));
+	id->dns_seconds = metrics_family(m, "vemilter_dns_duration_seconds", METRIC_HISTOGRAM,
+	                                 "Time to resolve a sender domain's mail hosts.", dns_bounds,
+	                                 sizeof(dns_bounds) / sizeof(dns_bounds[0]));
+	id->budget = metrics_family(
+	        m, "vemilter_budget_refusals", METRIC_COUNTER,
+	        "Requests answered tempfail without a probe, by the budget they were over.", NULL, 0);
+	id->in_flight =
+	        metrics_family(m, "vemilter_probes_in_flight", METRIC_GAUGE, "Probes running now.", NULL, 0);
+	id->unhealthy =
+	        metrics_family(m, "vemilter_self_health_unhealthy", METRIC_GAUGE,
+	                       "1 while most probes fail on our side (self-health), else 0.", NULL, 0);
+	id->hosts = metrics_family(m, "vemilter_mx_hosts", METRIC_GAUGE,
+	                           "MX host addresses the circuit breaker remembers, by state.", NULL, 0);
+	id->cache_entries = metrics_family(
+	        m, "vemilter_cache_entries", METRIC_GAUGE,
+	        "Cache records (addresses, domain facts and hints; expired ones until swept).", NULL, 0);
+	id->cache_bytes =
+	        metrics_family(m, "vemilter_cache_bytes", METRIC_GAUGE,
+	                       "Cache file: bytes up to its last page used, and the map's size.", NULL, 0);
+	if (id->verdicts < 0 || id->lookups < 0 || id->started < 0 || id->refreshes < 0 || id->joined < 0 ||
+	    id->greylist_retries < 0 || id->probes < 0 || id->probe_seconds < 0 || id->dns_seconds < 0 ||
+	    id->budget < 0 || id->in_flight < 0 || id->unhealthy < 0 || id->hosts < 0 ||
+	    id->cache_entries < 0 || id->cache_bytes < 0) {
+		metrics_free(m);
+		snprintf(why, why_size, "out of memory");
+		return false;
+	}
+	metrics_set_collector(m, collect, v);
+	v->metrics = m;
+	/* Before the engine thread runs: the server joins the loop from here. */
+	v->metricsd = metricsd_start(v->engine->env.base, v->conf->metrics_listen, m, why, why_size);
+	if (v->metricsd == NULL)
+		return false;
+	log_msg(LOG_INFO, "metrics served on http://%s/metrics", v->conf->metrics_listen);
+	return true;
+}
+
+/* verify_count_verdict - see verify.h */
+void verify_count_verdict(struct verifier *v, const char *action, const char *reason, unsigned n)
+{
+	if (v == NULL || v->metrics == NULL || n == 0)
+		return;
+	char labels[128] = "";
+	metrics_label(labels, sizeof(labels), "action", action);
+	metrics_label(labels, sizeof(labels), "reason", reason);
+	metrics_add(v->metrics, v->mid.verdicts, labels, n);
+}
+
 /* verifier_new - see verify.h */
 struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 {
@@ -445,6 +620,8 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 		snprintf(why, why_size, "cannot create engine events");
 		goto fail;
 	}
+	if (!start_metrics(v, why, why_size))
+		goto fail;
 	int err = pthread_create(&v->thread, NULL, engine_thread, v);
 	if (err != 0) {
 		snprintf(why, why_size, "cannot start the engine thread: %s", strerror(err));
@@ -477,7 +654,9 @@ void verifier_free(struct verifier *v)
 		event_free(v->sweep);
 	if (v->tidy != NULL)
 		event_free(v->tidy);
+	metricsd_stop(v->metricsd);
 	engine_free(v->engine);
+	metrics_free(v->metrics);
 	if (v->cache != NULL)
 		cache_close(v->cache);
 	conf_unref(v->conf);

@@ -50,6 +50,8 @@ struct verify_result {
 	                            * (for defer_limit); 0: not deferred */
 };
 
+#define VERIFY_BUDGET_KINDS 5 /* client, domain rate, domain pause, in flight, wait */
+
 struct verify_stats {
 	uint64_t probes;           /* callouts started (including refreshes) */
 	uint64_t refreshes;        /* of those, background refreshes of stale answers */
@@ -62,7 +64,12 @@ struct verify_stats {
 	uint64_t stale_withheld;   /* stale answers not served (would reject, or temporary): re-probed */
 	uint64_t tagged_hits;      /* tagged senders answered through their stable form */
 	uint64_t over_budget;      /* requests answered tempfail by a budget, without a probe */
+	uint64_t over_budget_by[VERIFY_BUDGET_KINDS]; /* ... by budget (verify_budget_name) */
+	uint64_t misses;                              /* requests the cache could not answer */
 };
+
+/* verify_budget_name - the directive of budget kind i (< VERIFY_BUDGET_KINDS) */
+const char *verify_budget_name(int i);
 
 /* verifier_new - start the engine thread and open the cache (conf->cache;
  * a cache that cannot be opened is logged and verification runs without
@@ -102,6 +109,10 @@ void verify_release(struct verify_ticket *t);
 bool verify_unhealthy(struct verifier *v);
 
 void verify_get_stats(struct verifier *v, struct verify_stats *out);
+
+/* verify_count_verdict - n verdicts given (action, reason), for the metrics
+ * (metrics_listen); any thread; nothing when metrics are off */
+void verify_count_verdict(struct verifier *v, const char *action, const char *reason, unsigned n);
 
 const char *verify_source_name(enum verify_source source);
 

@@ -57,6 +57,30 @@ START_TEST(blocked_remembered_then_expires)
 }
 END_TEST
 
+START_TEST(census_counts_what_is_in_force)
+{
+	struct hosts *h = hosts_new(16);
+	struct outcome o = refusal();
+	struct hosts_census c;
+	hosts_census(h, 0, &c);
+	ck_assert_uint_eq(c.records, 0);
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.7"), 1000, 60000, "mx.example", &o));
+	ck_assert_int_gt(hosts_note_failure(h, sa("192.0.2.8"), 1000, 10000), 0);
+	hosts_note_answer(h, sa("192.0.2.9"), 1000);
+	hosts_census(h, 2000, &c);
+	ck_assert_uint_eq(c.records, 3);
+	ck_assert_uint_eq(c.blocked, 1);
+	ck_assert_uint_eq(c.backed_off, 1);
+	ck_assert_uint_eq(c.catch_all, 0);
+	hosts_census(h, 20000, &c); /* the backoff is over, the refusal is not */
+	ck_assert_uint_eq(c.blocked, 1);
+	ck_assert_uint_eq(c.backed_off, 0);
+	hosts_census(NULL, 0, &c);
+	ck_assert_uint_eq(c.records, 0);
+	hosts_free(h);
+}
+END_TEST
+
 START_TEST(blocked_off)
 {
 	struct hosts *h = hosts_new(16);
@@ -523,6 +547,7 @@ int main(void)
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, blocked_remembered_then_expires);
 	tcase_add_test(tc, blocked_off);
+	tcase_add_test(tc, census_counts_what_is_in_force);
 	tcase_add_test(tc, backoff_grows_and_caps);
 	tcase_add_test(tc, blocked_beats_backoff_and_mapped_is_ipv4);
 	tcase_add_test(tc, bounded_lru_eviction);
