@@ -660,12 +660,22 @@ static void note_reply(struct flight *fl, bool records, int status, const unsign
 		note_min(&fl->negative_ms, t.negative_s);
 }
 
+/* parse_status - what a parser's status says about the reply: a bad name
+ * inside the reply (a compression pointer out of bounds, a loop) is a
+ * malformed reply (temporary), not the "not a valid domain name" that
+ * ARES_EBADNAME means from ares_query, which would make it a definite
+ * NXDOMAIN (or a host without addresses) */
+static int parse_status(int status)
+{
+	return status == ARES_EBADNAME ? ARES_EBADRESP : status;
+}
+
 /* on_mx - the MX query came back */
 static void on_mx(struct flight *fl, int status, unsigned char *abuf, int alen)
 {
 	struct ares_mx_reply *mx = NULL;
 	if (status == ARES_SUCCESS) {
-		status = ares_parse_mx_reply(abuf, alen, &mx);
+		status = parse_status(ares_parse_mx_reply(abuf, alen, &mx));
 		if (status == ARES_SUCCESS && mx == NULL)
 			status = ARES_ENODATA;
 	}
@@ -698,14 +708,14 @@ static int take_addresses(struct flight *fl, struct host_work *w, enum qkind kin
 	int n = DNS_HOST_ADDRS_MAX, status;
 	if (kind == Q_A) {
 		struct ares_addrttl ttls[DNS_HOST_ADDRS_MAX];
-		status = ares_parse_a_reply(abuf, alen, NULL, ttls, &n);
+		status = parse_status(ares_parse_a_reply(abuf, alen, NULL, ttls, &n));
 		for (int i = 0; status == ARES_SUCCESS && i < n; i++) {
 			w->v4[w->n4++] = ttls[i].ipaddr;
 			note_ttl(fl, ttls[i].ttl);
 		}
 	} else {
 		struct ares_addr6ttl ttls[DNS_HOST_ADDRS_MAX];
-		status = ares_parse_aaaa_reply(abuf, alen, NULL, ttls, &n);
+		status = parse_status(ares_parse_aaaa_reply(abuf, alen, NULL, ttls, &n));
 		for (int i = 0; status == ARES_SUCCESS && i < n; i++) {
 			memcpy(&w->v6[w->n6++], &ttls[i].ip6addr, sizeof(struct in6_addr));
 			note_ttl(fl, ttls[i].ttl);
