@@ -36,6 +36,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -82,6 +83,7 @@ static void setup(void)
 {
 	if (listen_fd >= 0)
 		return;
+	signal(SIGPIPE, SIG_IGN); /* as main.c and check.c: a peer that closes must not kill us */
 	listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (listen_fd < 0)
 		FAIL();
