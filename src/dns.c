@@ -760,7 +760,9 @@ static void on_host(struct flight *fl, enum qkind kind, size_t host, int status,
 }
 
 /* pack_hosts - the hosts of work[] that have an address, in one block:
- * hosts, then each one's IPv6 and IPv4 addresses and name; false if out of memory */
+ * hosts, then every host's IPv6 and IPv4 addresses, then the names (the
+ * names last: after a name of any length an address would be misaligned);
+ * false if out of memory */
 static bool pack_hosts(struct result *res, const struct host_work *work, size_t n)
 {
 	size_t kept = 0, bytes = 0;
@@ -789,7 +791,12 @@ static bool pack_hosts(struct result *res, const struct host_work *work, size_t 
 		p += w->n6 * sizeof(struct in6_addr);
 		h->v4 = memcpy(p, w->v4, w->n4 * sizeof(struct in_addr));
 		p += w->n4 * sizeof(struct in_addr);
-		h->name = memcpy(p, w->name, strlen(w->name) + 1);
+	}
+	for (size_t i = 0, k = 0; i < n; i++) {
+		const struct host_work *w = &work[i];
+		if (w->n4 + w->n6 == 0)
+			continue;
+		res->hosts[k++].name = memcpy(p, w->name, strlen(w->name) + 1);
 		p += strlen(w->name) + 1;
 	}
 	return true;
