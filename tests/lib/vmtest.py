@@ -42,6 +42,10 @@ LOG_TAIL_LINES = 40
 # ---------------------------------------------------------------- sanitizers
 
 SANITIZED = os.environ.get("VEMILTER_SANITIZE") == "yes"
+# ASan+UBSan make our binaries several times slower: the budgets of whole
+# tests, of start-up and of short commands stretch by this much (what a
+# test asserts about time inside a run does not).
+TIME_SCALE = 3 if SANITIZED else 1
 # What a sanitizer report starts with, in a log that is not its own file.
 SANITIZER_REPORT = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer)"
                               r"|^\S+:\d+:\d+: runtime error: ", re.M)
@@ -232,6 +236,8 @@ def run_tests(tests, per_test_timeout=60, total_timeout=170, setup=None):
     """
     tap = Tap()
     _setup_sanitizer_reports()
+    per_test_timeout *= TIME_SCALE
+    total_timeout *= TIME_SCALE
 
     def check_reports(what):
         for where, text in sanitizer_reports():
@@ -352,7 +358,7 @@ def run(argv, timeout=20, input=None, env=None):
     A timeout gives returncode None and whatever was printed."""
     try:
         return subprocess.run(argv, input=input, capture_output=True, text=True,
-                              timeout=timeout, env=env,
+                              timeout=timeout * TIME_SCALE, env=env,
                               stdin=None if input is not None else subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         def s(x):
@@ -542,7 +548,7 @@ class Daemon:
     def start(self, timeout=START_TIMEOUT, probe_connect=False):
         """Spawn and wait until the socket listens; DaemonError otherwise."""
         self.spawn()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * TIME_SCALE
         while time.monotonic() < deadline:
             rc = self.proc.poll()
             if rc is not None:
