@@ -36,6 +36,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -322,6 +323,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		smtp_probe_cancel(run.probe);
 	linger_close_all(&linger);
 	peer_close(&run.peer);
+	/* a connection never accepted (only after the guard) must not be the
+	 * next input's */
+	struct pollfd pfd = {.fd = listen_fd, .events = POLLIN};
+	while (poll(&pfd, 1, 0) == 1) {
+		int stale = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (stale < 0)
+			break;
+		close(stale);
+	}
 	if (run.peer.on_read != NULL)
 		event_free(run.peer.on_read);
 	if (run.peer.on_timer != NULL)
