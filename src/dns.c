@@ -752,12 +752,22 @@ static void note_reply(struct flight *fl, bool records, int status, const unsign
 		note_min(&fl->negative_ms, t.negative_s);
 }
 
+/* parse_status - what a parser's status says about the reply: a bad name
+ * inside the reply (a compression pointer out of bounds, a loop) is a
+ * malformed reply (temporary), not the "not a valid domain name" that
+ * ARES_EBADNAME means from ares_query, which would make it a definite
+ * NXDOMAIN (or a host without addresses) */
+static int parse_status(int status)
+{
+	return status == ARES_EBADNAME ? ARES_EBADRESP : status;
+}
+
 /* on_mx - the MX query came back */
 static void on_mx(struct flight *fl, int status, unsigned char *abuf, int alen)
 {
 	struct ares_mx_reply *mx = NULL;
 	if (status == ARES_SUCCESS) {
-		status = ares_parse_mx_reply(abuf, alen, &mx);
+		status = parse_status(ares_parse_mx_reply(abuf, alen, &mx));
 		if (status == ARES_SUCCESS && mx == NULL)
 			status = ARES_ENODATA;
 	}
@@ -794,14 +804,14 @@ static int take_addresses(struct flight *fl, struct host_work *w, enum qkind kin
 	int n = DNS_HOST_ADDRS_MAX, status;
 	if (kind == Q_A) {
 		struct ares_addrttl ttls[DNS_HOST_ADDRS_MAX];
-		status = ares_parse_a_reply(abuf, alen, NULL, ttls, &n);
+		status = parse_status(ares_parse_a_reply(abuf, alen, NULL, ttls, &n));
 		for (int i = 0; status == ARES_SUCCESS && i < n; i++) {
 			w->v4[w->n4++] = ttls[i].ipaddr;
 			note_ttl(fl, ttls[i].ttl);
 		}
 	} else {
 		struct ares_addr6ttl ttls[DNS_HOST_ADDRS_MAX];
-		status = ares_parse_aaaa_reply(abuf, alen, NULL, ttls, &n);
+		status = parse_status(ares_parse_aaaa_reply(abuf, alen, NULL, ttls, &n));
 		for (int i = 0; status == ARES_SUCCESS && i < n; i++) {
 			memcpy(&w->v6[w->n6++], &ttls[i].ip6addr, sizeof(struct in6_addr));
 			note_ttl(fl, ttls[i].ttl);
@@ -848,7 +858,9 @@ static void on_host(struct flight *fl, enum qkind kind, size_t host, int status,
 }
 
 /* pack_hosts - the hosts of work[] that have an address, in one block:
- * hosts, then each one's IPv6 and IPv4 addresses and name; false if out of memory */
+ * hosts, then every host's IPv6 and IPv4 addresses, then the names (the
+ * names last: after a name of any length an address would be misaligned);
+ * false if out of memory */
 static bool pack_hosts(struct result *res, const struct host_work *work, size_t n)
 {
 	size_t kept = 0, bytes = 0;
@@ -877,7 +889,12 @@ static bool pack_hosts(struct result *res, const struct host_work *work, size_t 
 		p += w->n6 * sizeof(struct in6_addr);
 		h->v4 = memcpy(p, w->v4, w->n4 * sizeof(struct in_addr));
 		p += w->n4 * sizeof(struct in_addr);
-		h->name = memcpy(p, w->name, strlen(w->name) + 1);
+	}
+	for (size_t i = 0, k = 0; i < n; i++) {
+		const struct host_work *w = &work[i];
+		if (w->n4 + w->n6 == 0)
+			continue;
+		res->hosts[k++].name = memcpy(p, w->name, strlen(w->name) + 1);
 		p += strlen(w->name) + 1;
 	}
 	return true;

@@ -41,6 +41,7 @@
 #include "log.h"
 #include "policy.h"
 #include "precheck.h"
+#include "reply.h"
 #include "verify.h"
 
 static struct {
@@ -289,25 +290,13 @@ static void log_verified(const struct connection *conn, const char *rcpt)
 	log_msg(LOG_INFO, "%s", line);
 }
 
-/* double_percent - libmilter treats reply text as a format: "%" must be "%%" */
-static void double_percent(const char *in, char *out, size_t size)
-{
-	size_t n = 0;
-	for (; *in != '\0' && n + 2 < size; in++) {
-		if (*in == '%')
-			out[n++] = '%';
-		out[n++] = *in;
-	}
-	out[n] = '\0';
-}
-
 /* reply_with - set the SMTP reply from a template; returns the sfsistat */
 static sfsistat reply_with(SMFICTX *ctx, const struct reply_template *tmpl, const struct reply_vars *vars)
 {
 	char text[REPLY_TEXT_MAX + 1];
 	char escaped[2 * REPLY_TEXT_MAX + 1];
 	reply_expand(tmpl, vars, text, sizeof(text));
-	double_percent(text, escaped, sizeof(escaped));
+	reply_double_percent(text, escaped, sizeof(escaped));
 	char code[sizeof(tmpl->code)], ecode[sizeof(tmpl->ecode)];
 	copy_cut(code, sizeof(code), tmpl->code);
 	copy_cut(ecode, sizeof(ecode), tmpl->ecode);
@@ -513,17 +502,6 @@ static void await_verdict(struct connection *conn)
 	judge(conn, verify_wait(msg->ticket, deadline, &msg->result));
 }
 
-/* bare_address - the sender without its angle brackets: templates write
- * "<%a>" themselves */
-static void bare_address(const char *sender, char *out, size_t size)
-{
-	size_t len = strlen(sender);
-	if (len >= 2 && sender[0] == '<' && sender[len - 1] == '>')
-		snprintf(out, size, "%.*s", (int)(len - 2), sender + 1);
-	else
-		snprintf(out, size, "%s", sender);
-}
-
 /* refuse - answer one recipient with the verdict's reply */
 static sfsistat refuse(SMFICTX *ctx, const struct connection *conn, const struct reply_template *tmpl,
                        const struct outcome *o)
@@ -532,7 +510,7 @@ static sfsistat refuse(SMFICTX *ctx, const struct connection *conn, const struct
 	if (o != NULL && o->code != 0)
 		snprintf(remote, sizeof(remote), "%d %s %s", o->code, o->ecode, o->text);
 	char bare[sizeof(conn->msg.sender)];
-	bare_address(conn->msg.sender, bare, sizeof(bare));
+	reply_bare_address(conn->msg.sender, bare, sizeof(bare));
 	struct reply_vars vars = {.address = bare,
 	                          .reason = o != NULL ? o->reason : conn->msg.check.detail,
 	                          .outcome = o != NULL ? outcome_name(o->kind) : conn->msg.check.reason,

@@ -49,6 +49,11 @@ void precheck_sender(const struct conf *conf, const char *sender, const struct s
 	}
 	if (conf->skip_authenticated && auth_authen != NULL && *auth_authen != '\0') {
 		snprintf(out->detail, sizeof(out->detail), "authenticated as %.100s", auth_authen);
+		/* the login name is the client's text: keep the detail printable
+		 * (it reaches logs and replies as it is) */
+		for (char *p = out->detail; *p != '\0'; p++)
+			if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+				*p = '?';
 		settle(out, PRECHECK_ACCEPT, "authenticated");
 		return;
 	}

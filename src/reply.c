@@ -204,3 +204,25 @@ size_t reply_expand(const struct reply_template *t, const struct reply_vars *var
 	buf[len] = '\0';
 	return len;
 }
+
+/* reply_bare_address - the sender without its angle brackets */
+void reply_bare_address(const char *sender, char *out, size_t size)
+{
+	size_t len = strlen(sender);
+	if (len >= 2 && sender[0] == '<' && sender[len - 1] == '>')
+		snprintf(out, size, "%.*s", (int)(len - 2), sender + 1);
+	else
+		snprintf(out, size, "%s", sender);
+}
+
+/* reply_double_percent - libmilter treats reply text as a format */
+void reply_double_percent(const char *in, char *out, size_t size)
+{
+	size_t n = 0;
+	for (; *in != '\0' && n + 2 < size; in++) {
+		if (*in == '%')
+			out[n++] = '%';
+		out[n++] = *in;
+	}
+	out[n] = '\0';
+}

@@ -37,4 +37,13 @@ bool reply_parse(const char *spec, struct reply_template *out, char *why, size_t
  * '?'. Returns the length written. */
 size_t reply_expand(const struct reply_template *t, const struct reply_vars *vars, char *buf, size_t size);
 
+/* reply_bare_address - the sender as the MTA gave it, without its angle
+ * brackets (templates write "<%a>" themselves), cut to fit out (size > 0). */
+void reply_bare_address(const char *sender, char *out, size_t size);
+
+/* reply_double_percent - libmilter treats reply text as a format, so every
+ * "%" of in becomes "%%" in out (size > 0; cut to fit, never in the middle
+ * of a "%%"). Used on the expanded text just before smfi_setreply. */
+void reply_double_percent(const char *in, char *out, size_t size);
+
 #endif

@@ -210,6 +210,10 @@ struct vcore {
 	struct verify_stats stats;
 	size_t tickets; /* not yet released: the core outlives vcore_free() for them */
 	bool freed;     /* vcore_free() ran: the last release frees what is left */
+	/* probes finished (answer stored, probe out of the table): a request
+	 * whose cache lookup came before one finished looks again rather than
+	 * probe the same address a second time (vcore_submit) */
+	uint64_t finished_seq;
 };
 
 /* ---- small helpers ---- */
@@ -405,15 +409,21 @@ static bool client_take(struct vcore *c, const char *client, int64_t now, bool *
 	return true;
 }
 
+enum { QUEUE_NOMEM = 0, QUEUE_OK = 1, QUEUE_RECHECK = -1 };
+#define NO_RECHECK UINT64_MAX
+
 /* queue_probe - join the probe for sender, or queue a new one. t may be
  * NULL (nobody waits: a refresh or a greylist re-probe); a ticket gets a
  * reference for the probe. join_stable: a waiting tagged request may join
  * a probe of another address of its stable form. stamps: records this
  * request stands for a refresh of. greylist_tries: a greylist re-probe's
- * count (else 0). False when out of memory. */
-static bool queue_probe(struct vcore *c, const struct addr *sender, const char *stable,
-                        struct verify_ticket *t, enum probe_why why, unsigned stamps, bool join_stable,
-                        unsigned greylist_tries, const char *client)
+ * count (else 0). seen_finished: finished_seq when the caller's cache
+ * lookup began (NO_RECHECK: none); if a probe finished since and none is
+ * left to join, nothing is queued: QUEUE_RECHECK, look in the cache again.
+ * QUEUE_NOMEM (0, false) when out of memory. */
+static int queue_probe(struct vcore *c, const struct addr *sender, const char *stable,
+                       struct verify_ticket *t, enum probe_why why, unsigned stamps, bool join_stable,
+                       unsigned greylist_tries, const char *client, uint64_t seen_finished)
 {
 	bool wake = false, log_client = false;
 	int64_t now = mono_now(c);
@@ -427,6 +437,9 @@ static bool queue_probe(struct vcore *c, const struct addr *sender, const char *
 		p->stamps |= stamps;
 		if (greylist_tries > p->greylist_tries)
 			p->greylist_tries = greylist_tries;
+	} else if (seen_finished != NO_RECHECK && seen_finished != c->finished_seq) {
+		pthread_mutex_unlock(&c->lock);
+		return QUEUE_RECHECK;
 	} else if (t != NULL && !client_take(c, client, now, &log_client)) {
 		/* Over the client's budget: joining costs nothing, a new probe
 		 * does; the cache had nothing to serve (vcore_submit asked it). */
@@ -507,7 +520,7 @@ static bool answer_from_cache(struct vcore *c, struct verify_ticket *t, const ch
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (found == VSTORE_ANSWER && a.refresh != 0 &&
-	    !queue_probe(c, &t->sender, stable, NULL, WHY_REFRESH, a.refresh, false, 0, NULL))
+	    !queue_probe(c, &t->sender, stable, NULL, WHY_REFRESH, a.refresh, false, 0, NULL, NO_RECHECK))
 		log_msg(LOG_WARNING, "out of memory: cannot refresh %s", t->sender.normalized);
 	return found == VSTORE_ANSWER;
 }
@@ -534,7 +547,7 @@ static void on_greylist_timer(void *arg)
 	c->timer_count--;
 	char stable[ADDR_PATH_MAX];
 	stable_of(c, &gt->address, stable, sizeof(stable));
-	if (!queue_probe(c, &gt->address, stable, NULL, WHY_GREYLIST, 0, false, gt->tries, NULL))
+	if (!queue_probe(c, &gt->address, stable, NULL, WHY_GREYLIST, 0, false, gt->tries, NULL, NO_RECHECK))
 		log_msg(LOG_WARNING, "out of memory: cannot probe %s again", gt->address.normalized);
 	free(gt);
 }
@@ -665,6 +678,7 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	tagged.flags |= OUTCOME_F_TAGGED;
 	pthread_mutex_lock(&c->lock);
 	unlink_probe(c, p);
+	c->finished_seq++;
 	c->stats.in_flight--;
 	for (struct verify_ticket *t = p->waiters, *next; t != NULL; t = next) {
 		next = t->next_waiter;
@@ -688,7 +702,7 @@ static void on_probe_done(void *arg, const struct outcome *o)
 		requeue = t->next_waiter;
 		char stable[ADDR_PATH_MAX];
 		stable_of(c, &t->sender, stable, sizeof(stable));
-		bool queued = queue_probe(c, &t->sender, stable, t, WHY_ASKED, 0, false, 0, NULL);
+		bool queued = queue_probe(c, &t->sender, stable, t, WHY_ASKED, 0, false, 0, NULL, NO_RECHECK);
 		pthread_mutex_lock(&c->lock);
 		if (!queued) {
 			struct outcome oom = {0};
@@ -1473,13 +1487,26 @@ struct verify_ticket *vcore_submit(struct vcore *c, const struct addr *sender, c
 	pthread_mutex_unlock(&c->lock);
 	char stable[ADDR_PATH_MAX];
 	stable_of(c, sender, stable, sizeof(stable));
-	if (answer_from_cache(c, t, stable))
+	/* The lookup runs unlocked: a probe of this sender may finish (store
+	 * its answer, leave the table) between a miss and the join, so a
+	 * probe finished meanwhile sends us back to the cache (twice at most,
+	 * then a probe it is). */
+	for (int round = 0;; round++) {
+		pthread_mutex_lock(&c->lock);
+		uint64_t seen = c->finished_seq;
+		pthread_mutex_unlock(&c->lock);
+		if (answer_from_cache(c, t, stable))
+			return t;
+		int q = queue_probe(c, sender, stable, t, WHY_ASKED, 0, true, 0, client,
+		                    round < 2 ? seen : NO_RECHECK);
+		if (q == QUEUE_RECHECK)
+			continue;
+		if (q == QUEUE_NOMEM) {
+			vcore_release(t);
+			return NULL;
+		}
 		return t;
-	if (!queue_probe(c, sender, stable, t, WHY_ASKED, 0, true, 0, client)) {
-		vcore_release(t);
-		return NULL;
 	}
-	return t;
 }
 
 /* vcore_wait - see verify_wait in verify.h */

@@ -106,13 +106,15 @@ static int64_t stamp_from_fact(const struct vstore *s, const struct addr *sender
 enum vstore_lookup vstore_lookup(const struct vstore *s, const struct addr *sender, const char *stable,
                                  int64_t now, struct vstore_answer *out)
 {
+	/* Without a cache too: the caller reads the deferral start whatever
+	 * the answer (an uninitialized one became a defer_limit accept). */
+	out->deferred_since_ms = 0;
 	if (s->cache == NULL)
 		return VSTORE_PROBE;
 	struct cache_record rec, prev;
 	bool have_prev = false, withheld = false;
 	char key[CACHE_KEY_MAX];
 
-	out->deferred_since_ms = 0;
 	cache_key_address(sender->normalized, key, sizeof(key));
 	enum cache_status st = cache_get(s->cache, key, now, &rec);
 	if (st == CACHE_HIT && rec.outcome.kind == OUTCOME_NO_DOMAIN &&

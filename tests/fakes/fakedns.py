@@ -850,8 +850,9 @@ def main(argv=None):
     dns = FakeDNS(load(), host=args.host, port=args.port, verbose=args.verbose)
     port = dns.start()
     host = "[%s]" % args.host if ":" in args.host else args.host
-    print("listening on %s:%d" % (host, port), flush=True)
 
+    # The handlers before the "listening" line: whoever reads it may signal
+    # at once (a SIGTERM before them killed the process: exit -15).
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *a: done.set())
     signal.signal(signal.SIGTERM, lambda *a: done.set())
@@ -863,6 +864,7 @@ def main(argv=None):
         except Exception as e:
             log("zone reload failed, keeping the old one: %s" % e)
     signal.signal(signal.SIGHUP, reload)
+    print("listening on %s:%d" % (host, port), flush=True)
     while not done.wait(1.0):
         pass
     dns.stop()

@@ -880,12 +880,13 @@ def main(argv=None):
             opts = dict(b)
             farm.add(addr, opts.pop("behaviour"), **opts)
     port = farm.start()
-    print("listening on port %d" % port, flush=True)
-    for addr, (b, _) in farm._servers.items():
-        print("%s:%d %s" % ("[%s]" % addr if ":" in addr else addr, port, b), flush=True)
+    # The handlers before the "listening" line: whoever reads it may signal at once.
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *a: done.set())
     signal.signal(signal.SIGTERM, lambda *a: done.set())
+    print("listening on port %d" % port, flush=True)
+    for addr, (b, _) in farm._servers.items():
+        print("%s:%d %s" % ("[%s]" % addr if ":" in addr else addr, port, b), flush=True)
     while not done.wait(1.0):
         pass
     farm.stop()

@@ -20,7 +20,6 @@ runs vemilter-check under valgrind on a few scenarios.
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -800,8 +799,9 @@ def interrupt_run(tap, tmp, dns_port, farm_port):
 def valgrind_run(tap, tmp, dns_port, farm_port):
     """Optional (VEMILTER_VALGRIND=1): vemilter-check leak- and error-free
     on the new paths: desync, late facts, fallback, loops, lingering QUIT."""
-    if not os.environ.get("VEMILTER_VALGRIND") or not shutil.which("valgrind"):
-        tap.skip("valgrind vemilter-check", "set VEMILTER_VALGRIND=1 (and install valgrind) to run")
+    reason = vmtest.valgrind_skip_reason()
+    if reason:
+        tap.skip("valgrind vemilter-check", reason)
         return
     conf = write_conf(tmp, "valgrind.conf", dns_port, farm_port, "command_timeout = 2s",
                       "probe_sender_fallback = " + FALLBACK)

@@ -12,7 +12,6 @@ TAP output; standard library only; loopback only; every wait is bounded.
 import os
 import re
 import resource
-import shutil
 import socket
 import sys
 import time
@@ -482,8 +481,9 @@ def test_no_data_anywhere(tap, cleanup):
 
 def test_valgrind(tap, cleanup):
     """Optional (VEMILTER_VALGRIND=1): the driver is leak- and error-free."""
-    if not os.environ.get("VEMILTER_VALGRIND") or not shutil.which("valgrind"):
-        tap.skip("valgrind", "set VEMILTER_VALGRIND=1 (and install valgrind) to run")
+    reason = vmtest.valgrind_skip_reason()
+    if reason:
+        tap.skip("valgrind", reason)
         return
     for label, args in (("normal", ["127.0.0.2", str(farm.port), "alice@x.test"]),
                         ("starttls", ["--tls", "127.0.0.10", str(farm.port), "alice@x.test"]),

@@ -11,6 +11,12 @@ Standard library only; runs with Debian's /usr/bin/python3 (3.11).
 - Daemon: writes a vemilter.conf, starts "vemilter -f -c CONF", captures its
   stderr, waits (bounded) until the milter socket listens, stops it with a
   signal and returns the exit code.
+- Sanitizer reports (a --enable-sanitizers build, VEMILTER_SANITIZE=yes):
+  every process a test starts writes its ASan/LSan/UBSan report into one
+  directory (log_path, set here in the environment children inherit), and
+  a daemon's log is searched for one too (a test may hand a child its own
+  environment); run_tests() fails the test during which a report appeared.
+  valgrind_skip_reason() says why a valgrind case does not run.
 
 Everything talks to loopback only, and every wait has a timeout.
 """
@@ -31,6 +37,65 @@ import traceback
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 40.0  # the daemon may wait ~30 s for in-flight sessions
 LOG_TAIL_LINES = 40
+
+
+# ---------------------------------------------------------------- sanitizers
+
+SANITIZED = os.environ.get("VEMILTER_SANITIZE") == "yes"
+# ASan+UBSan make our binaries several times slower: the budgets of whole
+# tests, of start-up and of short commands stretch by this much (what a
+# test asserts about time inside a run does not).
+TIME_SCALE = 3 if SANITIZED else 1
+# What a sanitizer report starts with, in a log that is not its own file.
+SANITIZER_REPORT = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer)"
+                              r"|^\S+:\d+:\d+: runtime error: ", re.M)
+_report_dir = None
+_daemon_logs = {}  # log path -> characters already searched
+
+
+def _setup_sanitizer_reports():
+    """Point every sanitized child at one report directory (created here,
+    removed at the end of run_tests if it stayed empty)."""
+    global _report_dir
+    if not SANITIZED or _report_dir is not None:
+        return
+    _report_dir = tempfile.mkdtemp(prefix="vemilter-sanitizer-")
+    os.chmod(_report_dir, 0o1777)  # a daemon that switched user writes here too
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        old = os.environ.get(var, "")
+        os.environ[var] = (old + ":" if old else "") + "log_path=" + os.path.join(_report_dir, "report")
+
+
+def sanitizer_reports():
+    """New sanitizer reports since the last call: [(where, text), ...]."""
+    found = []
+    if _report_dir is not None:
+        for name in sorted(os.listdir(_report_dir)):
+            if name.endswith(".seen"):
+                continue
+            path = os.path.join(_report_dir, name)
+            found.append((path, read_file(path)))
+            try:
+                os.rename(path, path + ".seen")  # reported once
+            except OSError:
+                pass
+    if SANITIZED:
+        for path, done in list(_daemon_logs.items()):
+            text = read_file(path)
+            m = SANITIZER_REPORT.search(text, done)
+            _daemon_logs[path] = len(text)
+            if m:
+                found.append((path, text[m.start():]))
+    return found
+
+
+def valgrind_skip_reason():
+    """Why a valgrind case does not run here; None if it does."""
+    if SANITIZED:
+        return "a sanitizer build (valgrind cannot run ASan binaries)"
+    if not os.environ.get("VEMILTER_VALGRIND") or not shutil.which("valgrind"):
+        return "set VEMILTER_VALGRIND=1 (and install valgrind) to run"
+    return None
 
 
 # ---------------------------------------------------------------- paths
@@ -170,6 +235,13 @@ def run_tests(tests, per_test_timeout=60, total_timeout=170, setup=None):
     setup(tap) may return a reason string to skip everything (plan 1..0).
     """
     tap = Tap()
+    _setup_sanitizer_reports()
+    per_test_timeout *= TIME_SCALE
+    total_timeout *= TIME_SCALE
+
+    def check_reports(what):
+        for where, text in sanitizer_reports():
+            tap.check("no sanitizer report during %s (%s)" % (what, where), False, tail(text, 80))
     signal.signal(signal.SIGALRM, _alarm)
     deadline = time.monotonic() + total_timeout
     exit_code = 1
@@ -205,11 +277,14 @@ def run_tests(tests, per_test_timeout=60, total_timeout=170, setup=None):
                     tap.diag("cleanup of %s timed out" % fn.__name__)
                 finally:
                     signal.alarm(0)
+                check_reports(fn.__name__)
         exit_code = tap.done()
     finally:
         signal.alarm(0)
         if not tap._finished:
             exit_code = tap.done() or 1
+        if _report_dir is not None and not os.listdir(_report_dir):
+            shutil.rmtree(_report_dir, ignore_errors=True)
     sys.exit(exit_code)
 
 
@@ -283,7 +358,7 @@ def run(argv, timeout=20, input=None, env=None):
     A timeout gives returncode None and whatever was printed."""
     try:
         return subprocess.run(argv, input=input, capture_output=True, text=True,
-                              timeout=timeout, env=env,
+                              timeout=timeout * TIME_SCALE, env=env,
                               stdin=None if input is not None else subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         def s(x):
@@ -464,6 +539,7 @@ class Daemon:
         """Start the process without waiting for anything."""
         self.write_conf()
         self._logf = open(self.log_path, "ab")
+        _daemon_logs.setdefault(self.log_path, 0)
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                      stdout=self._logf, stderr=subprocess.STDOUT,
                                      close_fds=True)
@@ -472,7 +548,7 @@ class Daemon:
     def start(self, timeout=START_TIMEOUT, probe_connect=False):
         """Spawn and wait until the socket listens; DaemonError otherwise."""
         self.spawn()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * TIME_SCALE
         while time.monotonic() < deadline:
             rc = self.proc.poll()
             if rc is not None:

@@ -270,6 +270,17 @@ static void print_all(struct run *run)
 	}
 }
 
+/* quit - free what main made (the resolver, the queries, the base) and
+ * return status: every exit after the resolver exists goes through here */
+static int quit(struct run *run, int status)
+{
+	dns_resolver_free(run->resolver);
+	free(run->queries);
+	event_base_free(run->base);
+	libevent_global_shutdown();
+	return status;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -343,7 +354,7 @@ int main(int argc, char **argv)
 	run.queries = calloc(run.count * run.rounds, sizeof(*run.queries));
 	if (run.queries == NULL) {
 		perror("dnsquery");
-		return 1;
+		return quit(&run, 1);
 	}
 	start_round(&run);
 	struct event *cancel = cancel_after >= 0 ? arm(&run, cancel_after, on_cancel_timer) : NULL;
@@ -358,9 +369,5 @@ int main(int argc, char **argv)
 		event_free(release);
 	if (run.repeat != NULL)
 		event_free(run.repeat);
-	dns_resolver_free(run.resolver);
-	free(run.queries);
-	event_base_free(run.base);
-	libevent_global_shutdown();
-	return 0;
+	return quit(&run, 0);
 }

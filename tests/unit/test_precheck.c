@@ -89,6 +89,20 @@ START_TEST(authenticated_checked_when_configured)
 }
 END_TEST
 
+START_TEST(auth_name_in_detail_is_printable)
+{
+	struct conf *defaults = conf_load_text("defaults", "", on_error, NULL);
+	ck_assert_ptr_nonnull(defaults);
+	struct precheck_result r;
+	struct sockaddr_storage ss;
+	precheck_sender(defaults, "<u@x.example>", unit_sockaddr("198.51.100.7", &ss), "al\x01ice\xff\x1b[2J",
+	                &r);
+	ck_assert_str_eq(r.reason, "authenticated");
+	ck_assert_str_eq(r.detail, "authenticated as al?ice??[2J");
+	conf_unref(defaults);
+}
+END_TEST
+
 START_TEST(default_trust_is_loopback)
 {
 	struct conf *defaults = conf_load_text("defaults", "", on_error, NULL);
@@ -136,6 +150,7 @@ int main(void)
 	tcase_add_loop_test(tc, sender_decisions, 0, (int)(sizeof(cases) / sizeof(cases[0])));
 	tcase_add_loop_test(tc, recipient_exemptions, 0, (int)(sizeof(rcpts) / sizeof(rcpts[0])));
 	tcase_add_test(tc, authenticated_checked_when_configured);
+	tcase_add_test(tc, auth_name_in_detail_is_printable);
 	tcase_add_test(tc, default_trust_is_loopback);
 	suite_add_tcase(s, tc);
 	return unit_run(s);

@@ -192,6 +192,35 @@ END_TEST
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
+START_TEST(bare_address_strips_one_pair)
+{
+	char out[16];
+	reply_bare_address("<a@b.example>", out, sizeof(out));
+	ck_assert_str_eq(out, "a@b.example");
+	reply_bare_address("a@b.example", out, sizeof(out));
+	ck_assert_str_eq(out, "a@b.example");
+	reply_bare_address("<>", out, sizeof(out));
+	ck_assert_str_eq(out, "");
+	reply_bare_address("<", out, sizeof(out));
+	ck_assert_str_eq(out, "<");
+	reply_bare_address("<verylongaddress@example.org>", out, sizeof(out));
+	ck_assert_str_eq(out, "verylongaddress");
+}
+END_TEST
+
+START_TEST(double_percent_never_splits_a_pair)
+{
+	char out[8];
+	reply_double_percent("a%b", out, sizeof(out));
+	ck_assert_str_eq(out, "a%%b");
+	/* room for "abcde" + NUL but not for a whole "%%" after it */
+	reply_double_percent("abcde%", out, 7);
+	ck_assert_str_eq(out, "abcde");
+	reply_double_percent("%%%%", out, sizeof(out));
+	ck_assert_str_eq(out, "%%%%%%");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("reply");
@@ -204,6 +233,8 @@ int main(void)
 	tcase_add_test(tc, expand_parsed);
 	tcase_add_test(tc, expand_truncates);
 	tcase_add_test(tc, expand_escape_at_edge);
+	tcase_add_test(tc, bare_address_strips_one_pair);
+	tcase_add_test(tc, double_percent_never_splits_a_pair);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }

@@ -398,6 +398,20 @@ static struct verify_stats stats(void)
 
 /* ---- shared probes and limits ---- */
 
+START_TEST(no_cache_no_deferral)
+{
+	/* without a cache nothing is deferred: the answer's deferral start is
+	 * 0, not whatever the caller's storage held (it became a defer_limit
+	 * accept at the budget's end) */
+	struct vstore s = {.conf = NULL, .cache = NULL};
+	struct vstore_answer a;
+	memset(&a, 0x5a, sizeof(a));
+	struct addr sender = parse("<u@x.example>");
+	ck_assert_int_eq(vstore_lookup(&s, &sender, "", 1000, &a), VSTORE_PROBE);
+	ck_assert_int_eq(a.deferred_since_ms, 0);
+}
+END_TEST
+
 START_TEST(shared_probe_then_cached)
 {
 	start("");
@@ -2060,6 +2074,7 @@ int main(void)
 	tcase_add_test(tc, tempfail_shared_not_kept);
 	tcase_add_test(tc, free_cancels_resolution);
 	tcase_add_test(tc, domain_table_bounded);
+	tcase_add_test(tc, no_cache_no_deferral);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }
