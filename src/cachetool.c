@@ -79,8 +79,8 @@ static void usage(FILE *out)
 	        "      ADDRESS|DOMAIN|KEY OUTCOME [CODE ECODE TEXT]\n"
 	        "                        store a record (for tests and emergencies)\n"
 	        "  -c FILE  configuration (default %s)\n"
-	        "  -V       print the version and exit\n"
-	        "  -h       print this help and exit\n",
+	        "  -V, --version  print the version and exit\n"
+	        "  -h, --help     print this help and exit\n",
 	        CONF_DEFAULT_PATH);
 }
 
@@ -543,7 +543,9 @@ int main(int argc, char **argv)
 	const char *conf_path = CONF_DEFAULT_PATH;
 	struct tool t = {0};
 	int c;
-	while ((c = getopt(argc, argv, "+c:Vh")) != -1) {
+	static const struct option longopts[] = {
+	        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
+	while ((c = getopt_long(argc, argv, "+c:Vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			conf_path = optarg;

@@ -74,11 +74,12 @@ struct run {
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: vemilter-check [-c FILE] [-v] ADDRESS...\n"
+	        "usage: vemilter-check [-c FILE] [-v] [-j N] ADDRESS...\n"
 	        "  -c FILE  configuration (default %s, or built-in defaults if it does not exist)\n"
 	        "  -v       print the whole dialogue: DNS answers, connections, commands, replies\n"
-	        "  -V       print the version and exit\n"
-	        "  -h       print this help and exit\n",
+	        "  -j N     verify up to N addresses at once (default 100)\n"
+	        "  -V, --version  print the version and exit\n"
+	        "  -h, --help     print this help and exit\n",
 	        CONF_DEFAULT_PATH);
 }
 
@@ -289,7 +290,9 @@ int main(int argc, char **argv)
 	struct run run = {0};
 	int c;
 	run.max_flight = 100;
-	while ((c = getopt(argc, argv, "c:vj:Vh")) != -1) {
+	static const struct option longopts[] = {
+	        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
+	while ((c = getopt_long(argc, argv, "c:vj:Vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			run.max_flight = strtoul(optarg, NULL, 10);

@@ -23,8 +23,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "conf.h"
 #include "engine.h"
 #include "log.h"
@@ -48,22 +50,24 @@ struct options {
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: vemilter [-c FILE] [-f] [-n] [-d] [-V] [-h]\n"
+	        "usage: vemilter [-c FILE] [-f] [-n] [-d] [-V|--version] [-h|--help]\n"
 	        "  -c FILE  configuration file (default %s)\n"
 	        "  -f       stay in the foreground and log to stderr\n"
-	        "  -n       check the configuration and exit\n"
+	        "  -n       check the configuration, the user and the cache, and exit\n"
 	        "  -d       log debug messages\n"
-	        "  -V       print the version and exit\n"
-	        "  -h       print this help and exit\n",
+	        "  -V, --version  print the version and exit\n"
+	        "  -h, --help     print this help and exit\n",
 	        CONF_DEFAULT_PATH);
 }
 
 /* parse_options - argv into opts; exits for -V, -h and usage errors */
 static void parse_options(int argc, char **argv, struct options *opts)
 {
+	static const struct option longopts[] = {
+	        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
 	int c;
 	opts->conf_path = CONF_DEFAULT_PATH;
-	while ((c = getopt(argc, argv, "c:fndVh")) != -1) {
+	while ((c = getopt_long(argc, argv, "c:fndVh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			opts->conf_path = optarg;
@@ -494,6 +498,77 @@ static int serve(struct conf *conf, const struct options *opts)
 	return status;
 }
 
+/* open_cache_as - in a child process that has become the run user (when
+ * we are root), open the cache the way the daemon will: true if it opens.
+ * A child, so that neither the privilege switch nor a file the open
+ * creates is ours. */
+static bool open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "vemilter: cannot fork to check the cache: %s\n", strerror(errno));
+		return false;
+	}
+	if (pid == 0) {
+		if (geteuid() == 0 && uid != (uid_t)-1 &&
+		    (initgroups(conf->user, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)) {
+			fprintf(stderr, "vemilter: cannot switch to user \"%s\": %s\n", conf->user,
+			        strerror(errno));
+			_exit(1);
+		}
+		char why[300];
+		struct cache *cache = cache_open(conf->cache, conf->cache_max_mb, why, sizeof(why));
+		if (cache == NULL) {
+			fprintf(stderr,
+			        "vemilter: the cache does not open as user \"%s\" (%s): the daemon would run "
+			        "without it\n",
+			        conf->user[0] != '\0' ? conf->user : "(the current one)", why);
+			_exit(1);
+		}
+		cache_close(cache);
+		_exit(0);
+	}
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* check_run_environment - for -n: what the daemon checks at start beyond
+ * the file: the run user and socket group exist (errors: the daemon
+ * would refuse to start), and the cache opens as that user (a warning).
+ * Each is printed; returns the number of errors. */
+static int check_run_environment(const struct conf *conf)
+{
+	int problems = 0;
+	uid_t uid = (uid_t)-1;
+	gid_t gid = (gid_t)-1;
+	if (conf->user[0] != '\0') {
+		struct passwd *pw = getpwnam(conf->user);
+		if (pw == NULL) {
+			fprintf(stderr,
+			        "vemilter: user \"%s\" does not exist: create it (adduser --system --group "
+			        "%s) or set "
+			        "\"user\"\n",
+			        conf->user, conf->user);
+			problems++;
+		} else {
+			uid = pw->pw_uid;
+			gid = pw->pw_gid;
+		}
+	}
+	if (conf->socket_group[0] != '\0' && getgrnam(conf->socket_group) == NULL) {
+		fprintf(stderr, "vemilter: socket_group \"%s\" does not exist\n", conf->socket_group);
+		problems++;
+	}
+	/* The daemon starts without a cache it cannot open (every sender is
+	 * then probed): a warning, not an error. */
+	if (problems == 0 && conf->cache[0] != '\0' && !open_cache_as(conf, uid, gid))
+		fprintf(stderr, "vemilter: warning: %s: the cache is not usable (see above)\n", conf->path);
+	return problems;
+}
+
 int main(int argc, char **argv)
 {
 	struct options opts = {0};
@@ -507,9 +582,11 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	if (opts.check_only) {
-		printf("vemilter: %s: no errors\n", opts.conf_path);
+		int problems = check_run_environment(conf);
+		if (problems == 0)
+			printf("vemilter: %s: no errors\n", opts.conf_path);
 		conf_unref(conf);
-		return EXIT_SUCCESS;
+		return problems == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 	}
 	signal(SIGPIPE, SIG_IGN); /* a peer closing while we write must not kill us */
 	engine_raise_fd_limit();  /* one socket per probe in flight */

@@ -67,6 +67,38 @@ def t_help(tap, cleanup):
     tap.check("-h prints nothing on stderr", p.stderr == "", cmd_diag(p))
 
 
+def t_long_help(tap, cleanup):
+    """--help and --version for every program (issue 11)"""
+    for prog in (BIN, vmtest.vemilter_binary().replace("/vemilter", "/vemilter-cache"),
+                 vmtest.vemilter_binary().replace("/vemilter", "/vemilter-check")):
+        name = os.path.basename(prog)
+        p = run([prog, "--help"])
+        tap.check("%s --help exits 0 with the usage on stdout" % name,
+                  p.returncode == 0 and "usage" in p.stdout.lower() and p.stderr == "", cmd_diag(p))
+        p = run([prog, "--version"])
+        tap.check("%s --version prints its name and version" % name,
+                  p.returncode == 0 and p.stdout.strip() == "%s %s" % (name, VERSION.split()[-1]), cmd_diag(p))
+
+
+def t_check_environment(tap, cleanup):
+    """-n checks what the daemon checks at start: the user exists, the cache
+    opens (as that user)"""
+    tmp = TempDir()
+    cleanup.add(tmp.remove)
+    conf = tmp.write("nouser.conf", "user = no-such-user-here\ncache = %s\n" % tmp.join("c.lmdb"))
+    p = run([BIN, "-n", "-c", conf])
+    tap.check("-n: a user that does not exist is an error (exit 1, named)",
+              p.returncode == 1 and "no-such-user-here" in p.stderr and "does not exist" in p.stderr
+              and "no errors" not in p.stdout, cmd_diag(p))
+    conf = tmp.write("nocache.conf", "user = \ncache = %s\n" % tmp.join("missing", "dir", "c.lmdb"))
+    p = run([BIN, "-n", "-c", conf])
+    tap.check("-n: a cache that cannot open is a warning (the daemon runs without it): exit 0, named",
+              p.returncode == 0 and "warning" in p.stderr and "cache" in p.stderr, cmd_diag(p))
+    conf = tmp.write("ok.conf", "user = \ncache = %s\n" % tmp.join("c.lmdb"))
+    p = run([BIN, "-n", "-c", conf])
+    tap.check("-n: a cache that opens: no errors", p.returncode == 0 and "no errors" in p.stdout, cmd_diag(p))
+
+
 def t_unknown_option(tap, cleanup):
     p = run([BIN, "-Z"])
     tap.check("unknown option exits 2", p.returncode == 2, cmd_diag(p))
@@ -86,6 +118,7 @@ def t_check_good(tap, cleanup):
         "socket_group = ",
         "user = ",
         "pid_file = %s" % tmp.join("v.pid"),
+        "cache = %s" % tmp.join("c.lmdb"),
         "syslog_facility = mail",
         "log_level = debug",
         "trusted_networks = 127.0.0.0/8, ::1/128, 192.0.2.0/24",
@@ -594,7 +627,7 @@ def t_reload(tap, cleanup):
     tap.equal("reload: stops cleanly afterwards", d.stop(), 0, d.diag)
 
 
-TESTS = [t_version, t_help, t_unknown_option, t_check_good, t_check_bad, t_missing_config,
+TESTS = [t_version, t_help, t_long_help, t_check_environment, t_unknown_option, t_check_good, t_check_bad, t_missing_config,
          t_lifecycle, t_live_socket, t_second_instance, t_inflight, t_reload]
 
 
