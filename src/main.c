@@ -487,6 +487,13 @@ static int serve(struct conf *conf, const struct options *opts)
 	/* Sessions cut off by the drain's deadline may still hold tickets: the
 	 * process is about to exit, so leave the verifier to it rather than
 	 * free what those threads may touch. */
+	/* Probes still running (the budget answered their senders 4xx) get the
+	 * time they need to finish, within the probe timeout: a retry after a
+	 * restart is then answered from the cache instead of probing again. */
+	if (up.verifier != NULL && milter_idle()) {
+		int64_t bound = conf->probe_timeout_ms + 2000;
+		verify_drain(up.verifier, bound < DRAIN_SECONDS * 1000 ? bound : DRAIN_SECONDS * 1000);
+	}
 	log_engine_stats(up.verifier);
 	if (milter_idle())
 		verifier_free(up.verifier);

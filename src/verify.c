@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache.h"
 #include "callout.h"
@@ -552,6 +553,30 @@ static bool start_metrics(struct verifier *v, char *why, size_t why_size)
 		return false;
 	log_msg(LOG_INFO, "metrics served on http://%s/metrics", v->conf->metrics_listen);
 	return true;
+}
+
+/* verify_drain - see verify.h */
+bool verify_drain(struct verifier *v, int64_t bound_ms)
+{
+	if (v == NULL)
+		return true;
+	int64_t deadline = clock_mono_ms() + bound_ms;
+	struct verify_stats st;
+	vcore_get_stats(v->core, &st);
+	if (st.in_flight > 0)
+		log_msg(LOG_INFO,
+		        "stopping: waiting up to %lld s for %llu probe(s) in flight, so their answers are "
+		        "cached",
+		        (long long)(bound_ms / 1000), (unsigned long long)st.in_flight);
+	while (st.in_flight > 0 && clock_mono_ms() < deadline) {
+		struct timespec pause = {.tv_nsec = 50 * 1000000};
+		nanosleep(&pause, NULL);
+		vcore_get_stats(v->core, &st);
+	}
+	if (st.in_flight > 0)
+		log_msg(LOG_WARNING, "stopping with %llu probe(s) still in flight: their answers are lost",
+		        (unsigned long long)st.in_flight);
+	return st.in_flight == 0;
 }
 
 /* verify_count_verdict - see verify.h */

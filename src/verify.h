@@ -110,6 +110,12 @@ bool verify_unhealthy(struct verifier *v);
 
 void verify_get_stats(struct verifier *v, struct verify_stats *out);
 
+/* verify_drain - at a stop, once no milter session is left: wait at most
+ * bound_ms for the probes in flight to finish, so that their answers reach
+ * the cache and a retry after the restart is answered from it. True when
+ * none is left. Any thread but the engine's. */
+bool verify_drain(struct verifier *v, int64_t bound_ms);
+
 /* verify_count_verdict - n verdicts given (action, reason), for the metrics
  * (metrics_listen); any thread; nothing when metrics are off */
 void verify_count_verdict(struct verifier *v, const char *action, const char *reason, unsigned n);

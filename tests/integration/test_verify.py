@@ -50,6 +50,7 @@ FARM = {
     "127.0.0.52": ("normal", {"users": ["alice"]}),
     "127.0.0.53": ("catchall", {}),
     "127.0.0.54": ("normal", {"users": ["u%d" % i for i in range(20)]}),
+    "127.0.0.55": ("slow_banner", {"delay": 7}),
 }
 DOWN = "127.0.0.60"  # nothing listens there: every connection is refused
 
@@ -60,6 +61,7 @@ ZONE = {
     "block.test": {"MX": [[10, "mx.block.test"]]}, "mx.block.test": {"A": ["127.0.0.44"]},
     "plain.test": {"MX": [[10, "mx.plain.test"]]}, "mx.plain.test": {"A": ["127.0.0.45"]},
     "slow.test": {"MX": [[10, "mx.slow.test"]]}, "mx.slow.test": {"A": ["127.0.0.46"]},
+    "slower.test": {"MX": [[10, "mx.slower.test"]]}, "mx.slower.test": {"A": ["127.0.0.55"]},
     "partner.test": {"MX": [[10, "mx.partner.test"]]}, "mx.partner.test": {"A": ["127.0.0.47"]},
     "limit.test": {"MX": [[10, "mx.limit.test"]]}, "mx.limit.test": {"A": ["127.0.0.48"]},
     "grey2.test": {"MX": [[10, "mx.grey2.test"]]}, "mx.grey2.test": {"A": ["127.0.0.49"]},
@@ -279,6 +281,39 @@ def decided_at_mail(tap, tmp, conf, farm, daemons):
               m.code == "c" and len(r) == 2 and r[0].code == "c" and r[1].code == "y"
               and r[1].smtp_code[0] == "5", t)
     tap.equal("at MAIL: clean stop", d.stop(), 0, d.diag)
+
+
+def stop_keeps_probes(tap, tmp, conf, farm, daemons):
+    """Issue 11: a stop lets the probes in flight finish and stores their
+    answers. A sender whose MX greets after 7 s gets the budget's 4xx at
+    1 s; the daemon is stopped at once; it waits for the probe, stores the
+    answer, exits 0; after a restart on the same cache the sender's retry is
+    answered from it, with no new session at its MX."""
+    kept = dict(conf, result_header="", cache=tmp.join("stopkeep.lmdb"), verify_budget="1s")
+    d = Daemon(tmp, kept, name="stopkeep", debug=True)
+    daemons.append(d)
+    d.start()
+    before = farm.connections("127.0.0.55")
+    m, r, _, t = session(d, "<kept@slower.test>", ["<bob@local.test>"])
+    tap.check("stop keeps probes: the first try gets the budget's 4xx",
+              r and r[0].code == "y" and r[0].smtp_code[0] == "4", t)
+    t0 = time.monotonic()
+    rc = d.stop(timeout=30)
+    took = time.monotonic() - t0
+    tap.check("stop keeps probes: the stop waited for the probe (%.1f s) and exited 0" % took,
+              rc == 0 and took >= 0.5 and d.wait_log(r"waiting up to \d+ s for 1 probe", 1) is not None,
+              d.diag)
+    d2 = Daemon(tmp, kept, name="stopkeep2", debug=True)
+    daemons.append(d2)
+    d2.start()
+    sessions = farm.connections("127.0.0.55")
+    m, r, _, t = session(d2, "<kept@slower.test>", ["<bob@local.test>"])
+    lines = verdicts(d2, "<kept@slower.test>")
+    tap.check("stop keeps probes: after the restart the retry is answered from the cache, no new session",
+              farm.connections("127.0.0.55") == sessions == before + 1 and lines
+              and "source=cached" in lines[-1], "%s\n%s\nsessions %d -> %d -> %d" % (
+                  t, "\n".join(lines), before, sessions, farm.connections("127.0.0.55")))
+    tap.equal("stop keeps probes: clean stop", d2.stop(), 0, d2.diag)
 
 
 def rcpt_code_from(d, sender, client):
@@ -506,6 +541,7 @@ def main():
         issue7(tap, tmp, conf, dns, farm, daemons)
         flood(tap, tmp, conf, farm, daemons)
         decided_at_mail(tap, tmp, conf, farm, daemons)
+        stop_keeps_probes(tap, tmp, conf, farm, daemons)
     finally:
         for d in daemons:
             d.kill()
