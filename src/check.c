@@ -31,6 +31,7 @@
 #include "clock.h"
 #include "conf.h"
 #include "engine.h"
+#include "explain.h"
 #include "log.h"
 #include "outcome.h"
 
@@ -75,9 +76,12 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: vemilter-check [-c FILE] [-v] [-j N] ADDRESS...\n"
+	        "       vemilter-check [-c FILE] --explain ADDRESS...\n"
 	        "  -c FILE  configuration (default %s, or built-in defaults if it does not exist)\n"
 	        "  -v       print the whole dialogue: DNS answers, connections, commands, replies\n"
 	        "  -j N     verify up to N addresses at once (default 100)\n"
+	        "  -e, --explain  probe nothing: say what the daemon would answer now and why\n"
+	        "           (its configuration and cache, read only)\n"
 	        "  -V, --version  print the version and exit\n"
 	        "  -h, --help     print this help and exit\n",
 	        CONF_DEFAULT_PATH);
@@ -284,16 +288,67 @@ static void start_more(struct run *run)
 	}
 }
 
+/* explain_all - --explain: the daemon's answer for each address from its
+ * configuration and cache, nothing probed; the exit status as for probes
+ * (a sender the daemon would probe counts as unknown) */
+static int explain_all(const char *conf_path, int count, char **inputs)
+{
+	struct conf *conf = load_conf(conf_path);
+	if (conf == NULL)
+		return EXIT_CONFIG;
+	struct cache *cache = NULL;
+	if (conf->cache[0] == '\0') {
+		printf("vemilter-check: no cache configured: every sender is probed\n");
+	} else if (access(conf->cache, F_OK) != 0) {
+		printf("vemilter-check: no cache file at %s (yet): every sender is probed\n", conf->cache);
+	} else {
+		char why[300];
+		cache = cache_open(conf->cache, conf->cache_max_mb, why, sizeof(why));
+		if (cache == NULL)
+			printf("vemilter-check: cache %s unusable (%s): the daemon probes every sender\n",
+			       conf->cache, why);
+	}
+	int status = EXIT_ALL_VALID;
+	for (int i = 0; i < count; i++) {
+		enum exit_code e = EXIT_ALL_VALID;
+		switch (explain_sender(conf, cache, inputs[i], clock_now_ms(), stdout)) {
+		case EXPLAIN_ACCEPT:
+			break;
+		case EXPLAIN_PROBE:
+			e = EXIT_UNKNOWN;
+			break;
+		case EXPLAIN_TEMPFAIL:
+			e = EXIT_TEMPORARY;
+			break;
+		case EXPLAIN_REJECT:
+			e = EXIT_NEGATIVE;
+			break;
+		}
+		if ((int)e > status)
+			status = e;
+	}
+	if (cache != NULL)
+		cache_close(cache);
+	conf_unref(conf);
+	return status;
+}
+
 int main(int argc, char **argv)
 {
 	const char *conf_path = NULL;
 	struct run run = {0};
 	int c;
 	run.max_flight = 100;
-	static const struct option longopts[] = {
-	        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
-	while ((c = getopt_long(argc, argv, "c:vj:Vh", longopts, NULL)) != -1) {
+	bool explain = false;
+	static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
+	                                         {"version", no_argument, NULL, 'V'},
+	                                         {"explain", no_argument, NULL, 'e'},
+	                                         {NULL, 0, NULL, 0}};
+	while ((c = getopt_long(argc, argv, "c:vj:eVh", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'e':
+			explain = true;
+			break;
 		case 'j':
 			run.max_flight = strtoul(optarg, NULL, 10);
 			if (run.max_flight == 0 || run.max_flight > 100000) {
@@ -322,6 +377,8 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
+	if (explain)
+		return explain_all(conf_path, argc - optind, argv + optind);
 	/* A server closing while we write must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
 	unsigned long fd_limit = engine_raise_fd_limit();

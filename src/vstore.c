@@ -98,7 +98,8 @@ static int64_t stamp_from_fact(const struct vstore *s, const struct addr *sender
 	rec.tries = 0;
 	cache_record_continue_deferral(s->conf, &rec, prev, now);
 	cache_key_address(sender->normalized, key, sizeof(key));
-	cache_put(s->cache, key, &rec, now);
+	if (!s->read_only)
+		cache_put(s->cache, key, &rec, now);
 	return rec.deferred_since_ms;
 }
 

@@ -53,6 +53,7 @@
 struct vstore {
 	const struct conf *conf;
 	struct cache *cache; /* NULL: no cache, nothing is served or kept */
+	bool read_only;      /* vstore_lookup writes nothing (vemilter-check --explain) */
 };
 
 /* Records a background refresh stands for (stamped: cache_record_stamp_refresh). */
@@ -90,7 +91,7 @@ struct vstore_answer {
 };
 
 /* vstore_lookup - what may answer sender (stable: its stable form, "" if
- * not tagged) at now. May write the address's record (a temporary domain
+ * not tagged) at now. May write the address's record (unless read_only: a temporary domain
  * fact's deferral stamp). Not answered: only out->deferred_since_ms is set. */
 enum vstore_lookup vstore_lookup(const struct vstore *s, const struct addr *sender, const char *stable,
                                  int64_t now, struct vstore_answer *out);
