@@ -566,6 +566,37 @@ const char *conf_directive_name(size_t i)
 	return i < CONF_DIRECTIVE_COUNT ? conf_directives[i].name : NULL;
 }
 
+/* conf_directive_restart - see conf.h */
+bool conf_directive_restart(size_t i)
+{
+	return i < CONF_DIRECTIVE_COUNT && conf_directives[i].restart;
+}
+
+/* conf_directive_changed - see conf.h */
+bool conf_directive_changed(const struct conf *a, const struct conf *b, size_t i)
+{
+	if (i >= CONF_DIRECTIVE_COUNT)
+		return false;
+	const struct directive *d = &conf_directives[i];
+	const char *fa = (const char *)a + d->offset, *fb = (const char *)b + d->offset;
+	switch (d->type) {
+	case T_STRING:
+		return strcmp(*(char *const *)fa, *(char *const *)fb) != 0;
+	case T_BOOL:
+		return *(const bool *)fa != *(const bool *)fb;
+	case T_INT:
+	case T_FACILITY:
+	case T_LEVEL:
+		return *(const int *)fa != *(const int *)fb;
+	case T_MODE:
+		return *(const unsigned *)fa != *(const unsigned *)fb;
+	case T_DURATION:
+		return *(const int64_t *)fa != *(const int64_t *)fb;
+	default:
+		return false; /* no such directive needs a restart */
+	}
+}
+
 /* conf_directive_default - default text of directive i; NULL past the end */
 const char *conf_directive_default(size_t i)
 {

@@ -168,6 +168,12 @@ void conf_unref(struct conf *c); /* frees on the last reference; NULL is fine */
 size_t conf_directive_count(void);
 const char *conf_directive_name(size_t i);
 const char *conf_directive_default(size_t i);
+/* conf_directive_restart - directive i is read once at start: a reload
+ * (SIGHUP) does not apply it */
+bool conf_directive_restart(size_t i);
+/* conf_directive_changed - whether a and b differ in directive i (only the
+ * types of restart directives are compared; others: false) */
+bool conf_directive_changed(const struct conf *a, const struct conf *b, size_t i);
 
 /* conf_parse_duration_ms - "1h30m" -> 5400000. False on syntax error/overflow. */
 bool conf_parse_duration_ms(const char *text, int64_t *out_ms);

@@ -46,6 +46,8 @@ struct directive {
 	item_fn item;        /* T_LIST, T_CIDRS, T_OVERRIDE */
 	const char *choices; /* T_FACILITY, T_LEVEL: names, for messages */
 	const char *help;
+	bool restart; /* read once at start: a reload does not apply it (only T_STRING, T_BOOL,
+	               * T_INT, T_MODE, T_DURATION, T_FACILITY may be) */
 };
 
 /* Every directive: CONF_DIRECTIVE_COUNT entries (conftable.c refuses to

@@ -1247,3 +1247,9 @@ const char *dns_status_name(enum dns_status status)
 	}
 	return "unknown";
 }
+
+/* dns_resolver_idle - see dns.h */
+bool dns_resolver_idle(const struct dns_resolver *r)
+{
+	return LIST_EMPTY(&r->lookups);
+}

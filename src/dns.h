@@ -55,6 +55,10 @@ enum dns_status {
 	DNS_TEMPFAIL,     /* SERVFAIL, REFUSED, timeout, truncation trouble: try later */
 };
 
+/* dns_resolver_idle - no lookup of r is waiting for its answer (a
+ * replaced resolver may then be freed) */
+bool dns_resolver_idle(const struct dns_resolver *r);
+
 /* dns_status_name - "ok", "nxdomain", "null_mx", "no_mail_host", "tempfail" */
 const char *dns_status_name(enum dns_status status);
 

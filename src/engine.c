@@ -134,6 +134,89 @@ fail:
 	return NULL;
 }
 
+/* same_servers - whether two dns_servers lists are the same, in order */
+static bool same_servers(const struct conf_strings *a, const struct conf_strings *b)
+{
+	if (a->count != b->count)
+		return false;
+	for (size_t i = 0; i < a->count; i++)
+		if (strcmp(a->items[i], b->items[i]) != 0)
+			return false;
+	return true;
+}
+
+/* engine_apply_conf - see engine.h */
+bool engine_apply_conf(struct engine *engine, const struct conf *fresh, char *why, size_t why_size)
+{
+	const struct conf *old = engine->env.conf;
+	struct dns_resolver *dns = NULL;
+	if (!same_servers(&old->dns_servers, &fresh->dns_servers) ||
+	    old->dns_timeout_ms != fresh->dns_timeout_ms) {
+		dns = dns_resolver_new(engine->env.base, &fresh->dns_servers, fresh->dns_timeout_ms, why,
+		                       why_size);
+		if (dns == NULL)
+			return false;
+	}
+	struct mxrule_set rules;
+	if (!mxrules_compile(&fresh->mx_host_overrides, &rules)) {
+		if (dns != NULL)
+			dns_resolver_free(dns);
+		snprintf(why, why_size, "out of memory");
+		return false;
+	}
+	struct retired_resolver *retired = NULL;
+	if (dns != NULL && (retired = calloc(1, sizeof(*retired))) == NULL) {
+		dns_resolver_free(dns);
+		mxrules_set_free(&rules);
+		snprintf(why, why_size, "out of memory");
+		return false;
+	}
+	/* Nothing can fail from here. Rules are used only while a callout
+	 * decides (never kept across events): swapped in place. The name is
+	 * copied in place as well: sessions read it when they send EHLO. */
+	mxrules_set_free(&engine->mx_rules);
+	engine->mx_rules = rules;
+	char helo[sizeof(engine->helo_name)], why_helo[256];
+	if (engine_helo_name(fresh->helo_name, helo, sizeof(helo), why_helo, sizeof(why_helo)))
+		memcpy(engine->helo_name, helo, sizeof(helo));
+	else
+		log_msg(LOG_ERR, "reload: %s; probing as \"%s\" meanwhile", why_helo, engine->helo_name);
+	if (dns != NULL) {
+		retired->dns = engine->env.dns;
+		retired->next = engine->retired_dns;
+		engine->retired_dns = retired;
+		engine->env.dns = dns;
+	}
+	struct pool_limits limits = {.max_sessions = (unsigned)fresh->host_sessions,
+	                             .max_errors = fresh->host_session_errors,
+	                             .hosts = engine->hosts,
+	                             .session_rate = (unsigned)fresh->host_session_rate};
+	pool_set_limits(engine->pool, &limits);
+	engine->env.conf = fresh;
+	return true;
+}
+
+/* engine_busy - see engine.h */
+bool engine_busy(const struct engine *engine)
+{
+	return engine->linger.count > 0 || pool_sessions(engine->pool) > 0;
+}
+
+/* engine_tidy - see engine.h */
+void engine_tidy(struct engine *engine)
+{
+	for (struct retired_resolver **link = &engine->retired_dns; *link != NULL;) {
+		struct retired_resolver *r = *link;
+		if (dns_resolver_idle(r->dns)) {
+			*link = r->next;
+			dns_resolver_free(r->dns);
+			free(r);
+		} else {
+			link = &r->next;
+		}
+	}
+}
+
 /* engine_free - frees what engine_new built; NULL is fine */
 void engine_free(struct engine *engine)
 {
@@ -145,6 +228,12 @@ void engine_free(struct engine *engine)
 	local_addrs_clear(&engine->local);
 	hosts_free(engine->hosts);
 	mxrules_set_free(&engine->mx_rules);
+	while (engine->retired_dns != NULL) {
+		struct retired_resolver *r = engine->retired_dns;
+		engine->retired_dns = r->next;
+		dns_resolver_free(r->dns);
+		free(r);
+	}
 	if (engine->env.dns != NULL)
 		dns_resolver_free(engine->env.dns);
 	if (engine->env.ssl_ctx != NULL)

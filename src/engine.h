@@ -29,11 +29,32 @@ struct engine {
 	struct hosts *hosts;        /* the circuit breaker's table (HOSTS_MAX); env.hosts too */
 	struct mxrule_set mx_rules; /* conf->mx_host_overrides parsed; env.mx_rules points here */
 	struct pool *pool;          /* sessions shared per MX host address (pool.h); env.pool too */
+	/* resolvers a reload replaced, kept until their lookups are answered */
+	struct retired_resolver {
+		struct dns_resolver *dns;
+		struct retired_resolver *next;
+	} * retired_dns;
 };
 
 /* engine_new - NULL with a reason in why on failure. conf must outlive it. */
 struct engine *engine_new(const struct conf *conf, char *why, size_t why_size);
 void engine_free(struct engine *engine);
+
+/* engine_apply_conf - a reload, on the engine's thread: probes started
+ * from now on use fresh (env.conf; the caller keeps fresh, and the
+ * configuration it replaces, alive while anything may still read them:
+ * engine_busy), with its helo_name, mx_host_overrides, pool limits, and,
+ * when dns_servers or dns_timeout changed, a new resolver (the old one
+ * answers its lookups under way, then engine_tidy frees it). False with a
+ * reason (nothing changed) when the new resolver cannot be made. */
+bool engine_apply_conf(struct engine *engine, const struct conf *fresh, char *why, size_t why_size);
+
+/* engine_busy - anything under way that may still read the configuration
+ * it started with: lingering callouts, open pool sessions */
+bool engine_busy(const struct engine *engine);
+
+/* engine_tidy - free the replaced resolvers that have no lookup left */
+void engine_tidy(struct engine *engine);
 
 /* engine_lingering - how many callouts and probes still go on after their
  * verdict */

@@ -351,24 +351,37 @@ static void log_reload_error(void *arg, const char *message)
 }
 
 /* reload - SIGHUP: read the config again; keep the old one if it is bad */
-static void reload(const struct conf *running, const struct options *opts)
+static void reload(const struct conf *running, const struct options *opts, struct verifier *verifier)
 {
 	struct conf *fresh = conf_load(opts->conf_path, log_reload_error, NULL);
 	if (fresh == NULL) {
 		log_msg(LOG_ERR, "reload: %s has errors; keeping the running configuration", opts->conf_path);
 		return;
 	}
-	if (strcmp(fresh->socket, running->socket) != 0 || strcmp(fresh->user, running->user) != 0 ||
-	    strcmp(fresh->pid_file, running->pid_file) != 0 || fresh->socket_mode != running->socket_mode ||
-	    strcmp(fresh->socket_group, running->socket_group) != 0 ||
-	    fresh->milter_timeout_ms != running->milter_timeout_ms)
-		log_msg(LOG_WARNING, "reload: socket, user, pid file and milter_timeout changes take effect "
-		                     "only after a restart");
-	if (strcmp(fresh->cache, running->cache) != 0 || fresh->cache_max_mb != running->cache_max_mb)
-		log_msg(LOG_WARNING, "reload: cache changes take effect only after a restart");
+	/* The directives read once at start, each named when it changed. */
+	char restart[512] = "";
+	size_t len = 0;
+	for (size_t i = 0; i < conf_directive_count(); i++)
+		if (conf_directive_restart(i) && conf_directive_changed(running, fresh, i))
+			len += (size_t)snprintf(restart + len,
+			                        len < sizeof(restart) ? sizeof(restart) - len : 0, "%s%s",
+			                        len > 0 ? ", " : "", conf_directive_name(i));
+	if (len > 0)
+		log_msg(LOG_WARNING, "reload: %s changed: %s take%s effect only after a restart", restart,
+		        strchr(restart, ',') != NULL ? "they" : "it",
+		        strchr(restart, ',') != NULL ? "" : "s");
+	char why[300];
+	if (verifier != NULL && !verify_reload(verifier, fresh, why, sizeof(why))) {
+		log_msg(LOG_ERR, "reload: %s; keeping the running configuration", why);
+		conf_unref(fresh);
+		return;
+	}
 	milter_set_conf(fresh);
 	log_set_level(opts->debug ? LOG_DEBUG : fresh->log_level);
-	log_msg(LOG_NOTICE, "reloaded configuration from %s", opts->conf_path);
+	log_msg(LOG_NOTICE,
+	        "reloaded configuration from %s: new sessions and probes use it (limits, lifetimes, budgets, "
+	        "timeouts, probe settings, helo_name, dns_servers, policy)",
+	        opts->conf_path);
 	conf_unref(fresh);
 }
 
@@ -381,7 +394,8 @@ static void reload(const struct conf *running, const struct options *opts)
  * that arrive while this one is busy, and then stops at once: a second
  * SIGTERM during the drain means "now".
  */
-static int run_until_stopped(const struct conf *running, const struct options *opts)
+static int run_until_stopped(const struct conf *running, const struct options *opts,
+                             struct verifier *verifier)
 {
 	sigset_t stop_signals;
 	sigemptyset(&stop_signals);
@@ -395,7 +409,7 @@ static int run_until_stopped(const struct conf *running, const struct options *o
 		if (sigwait(&stop_signals, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			reload(running, opts);
+			reload(running, opts, verifier);
 			continue;
 		}
 		log_msg(LOG_NOTICE, "received %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -480,7 +494,7 @@ static int serve(struct conf *conf, const struct options *opts)
 		if (ready_fd >= 0)
 			detach_finish(ready_fd, conf, opts);
 		log_msg(LOG_NOTICE, "vemilter %s started (config %s)", PACKAGE_VERSION, conf->path);
-		status = run_until_stopped(conf, opts);
+		status = run_until_stopped(conf, opts, up.verifier);
 	} else if (ready_fd >= 0) {
 		close(ready_fd); /* the waiting parent exits 1 */
 	}

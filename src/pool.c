@@ -872,3 +872,9 @@ size_t pool_sessions(const struct pool *pool)
 {
 	return pool->session_count;
 }
+
+/* pool_set_limits - see pool.h */
+void pool_set_limits(struct pool *pool, const struct pool_limits *limits)
+{
+	pool->limits = *limits;
+}

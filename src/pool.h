@@ -77,6 +77,10 @@ struct pool_limits {
 /* pool_new - an empty pool on base; NULL on allocation failure */
 struct pool *pool_new(struct event_base *base, const struct pool_limits *limits);
 
+/* pool_set_limits - a reload's limits: sessions already open keep going;
+ * later decisions follow the new limits */
+void pool_set_limits(struct pool *pool, const struct pool_limits *limits);
+
 /* pool_free - close every session at once, without callbacks; jobs still
  * on an owner's list are left there, detached (closing them frees them) */
 void pool_free(struct pool *pool);

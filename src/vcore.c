@@ -195,6 +195,7 @@ struct vcore {
 	size_t timer_count, timer_max;
 	int running_total; /* probes the engine runs, all domains (max_probes_in_flight) */
 	int max_in_flight; /* max_probes_in_flight, lowered by the fd limit (verify.c) */
+	int fd_cap;        /* that fd limit (vcore_limit_in_flight); 0: none */
 	int64_t in_flight_logged_ms;
 	/* The domains whose line waits for max_probes_in_flight, in the order
 	 * they met the cap: a place that frees goes to the first of them. */
@@ -1382,8 +1383,25 @@ void vcore_set_greylist_timers_max(struct vcore *c, size_t max)
 /* vcore_limit_in_flight - see vcore.h */
 void vcore_limit_in_flight(struct vcore *c, int max)
 {
+	if (max >= 1)
+		c->fd_cap = max;
 	if (max >= 1 && max < c->max_in_flight)
 		c->max_in_flight = max;
+}
+
+/* vcore_set_conf - see vcore.h */
+struct conf *vcore_set_conf(struct vcore *c, struct conf *fresh)
+{
+	pthread_mutex_lock(&c->lock);
+	struct conf *old = c->conf;
+	c->conf = conf_ref(fresh);
+	c->store.conf = c->conf;
+	c->tags = tags_enabled(fresh);
+	c->max_in_flight = fresh->max_probes_in_flight;
+	if (c->fd_cap >= 1 && c->fd_cap < c->max_in_flight)
+		c->max_in_flight = c->fd_cap;
+	pthread_mutex_unlock(&c->lock);
+	return old;
 }
 
 /* vcore_probe_objects - see vcore.h */

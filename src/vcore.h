@@ -89,6 +89,13 @@ struct vcore_engine {
  * Holds a reference to conf. NULL when out of memory. */
 struct vcore *vcore_new(struct conf *conf, struct cache *cache, const struct vcore_engine *engine);
 
+/* vcore_set_conf - engine thread, at a reload: limits, lifetimes, budgets,
+ * tags and policy come from fresh from now on (a reference is taken);
+ * probes already running finish as they are. Returns the reference to the
+ * previous configuration, which milter threads may still be reading: the
+ * caller releases it once that cannot be (verify.c keeps it a while). */
+struct conf *vcore_set_conf(struct vcore *core, struct conf *fresh);
+
 /* vcore_free - the engine thread is stopped: cancel every probe and timer,
  * answer every waiting ticket with tempfail ("vemilter is stopping").
  * Tickets still held stay valid until released. */

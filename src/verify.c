@@ -55,8 +55,9 @@
 #include "metricsd.h"
 #include "vcore.h"
 
-#define TIDY_EVERY_MS 60000
-#define OURS_LOG_MS   60000 /* our own failures: one warning a minute at most */
+#define TIDY_EVERY_MS   60000
+#define RETIRE_GRACE_MS 60000 /* a replaced configuration is kept at least this long */
+#define OURS_LOG_MS     60000 /* our own failures: one warning a minute at most */
 /* Descriptors kept out of the probes' share: the listening socket, the
  * cache and its lock file, DNS sockets, the log, stdio, libmilter's pipe. */
 #define FD_RESERVE 32
@@ -80,6 +81,13 @@ struct verifier {
 	 * its families' ids, and the HTTP server on the engine loop */
 	struct metrics *metrics;
 	struct metricsd *metricsd;
+	/* configurations a reload replaced (engine thread), kept until nothing
+	 * that started under them can still read them (retire_sweep) */
+	struct retired_conf {
+		struct conf *conf;
+		int64_t since_ms;
+		struct retired_conf *next;
+	} * retired;
 	struct verifier_metric_ids {
 		int verdicts, probes, probe_seconds, dns_seconds, lookups, started, refreshes, joined,
 		        greylist_retries, budget, in_flight, unhealthy, hosts, cache_entries, cache_bytes;
@@ -315,10 +323,48 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 	vcore_sweep(v->core);
 }
 
+/* retire - keep a replaced configuration reference (engine thread) */
+static void retire(struct verifier *v, struct conf *old)
+{
+	struct retired_conf *r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		/* Better a small leak than a conf freed under a reader. */
+		log_msg(LOG_WARNING, "reload: out of memory: the previous configuration is kept for good");
+		return;
+	}
+	r->conf = old;
+	r->since_ms = clock_mono_ms();
+	r->next = v->retired;
+	v->retired = r;
+}
+
+/* retire_sweep - release replaced configurations once nothing that started
+ * under them runs (no probe in flight, nothing lingering, no pool session)
+ * and RETIRE_GRACE_MS has passed (a milter thread that read the old
+ * pointer just before the swap is long done with it) */
+static void retire_sweep(struct verifier *v)
+{
+	struct verify_stats st;
+	vcore_get_stats(v->core, &st);
+	bool idle = st.in_flight == 0 && !engine_busy(v->engine);
+	for (struct retired_conf **link = &v->retired; *link != NULL;) {
+		struct retired_conf *r = *link;
+		if (idle && clock_mono_ms() - r->since_ms >= RETIRE_GRACE_MS) {
+			*link = r->next;
+			conf_unref(r->conf);
+			free(r);
+		} else {
+			link = &r->next;
+		}
+	}
+}
+
 static void on_tidy(evutil_socket_t fd, short what, void *arg)
 {
 	struct verifier *v = arg;
 	vcore_tidy(v->core);
+	retire_sweep(v);
+	engine_tidy(v->engine);
 }
 
 /* ---- verify.h ---- */
@@ -590,6 +636,70 @@ void verify_count_verdict(struct verifier *v, const char *action, const char *re
 	metrics_add(v->metrics, v->mid.verdicts, labels, n);
 }
 
+/* A reload handed to the engine thread, and its result. */
+struct reload_request {
+	struct verifier *v;
+	struct conf *fresh;
+	pthread_mutex_t lock;
+	pthread_cond_t done_cv;
+	bool done, ok;
+	char why[300];
+};
+
+/* on_reload - engine thread: switch the engine, then the core, then the
+ * verifier's own settings, between probes */
+static void on_reload(evutil_socket_t fd, short what, void *arg)
+{
+	struct reload_request *rq = arg;
+	struct verifier *v = rq->v;
+	bool ok = engine_apply_conf(v->engine, rq->fresh, rq->why, sizeof(rq->why));
+	if (ok) {
+		retire(v, vcore_set_conf(v->core, rq->fresh));
+		retire(v, v->conf);
+		v->conf = conf_ref(rq->fresh);
+		if (v->sweep != NULL) {
+			int64_t ms = v->conf->sweep_interval_ms;
+			struct timeval every = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+			event_add(v->sweep, &every); /* re-adding a pending event resets its timeout */
+		}
+	}
+	pthread_mutex_lock(&rq->lock);
+	rq->ok = ok;
+	rq->done = true;
+	pthread_cond_signal(&rq->done_cv);
+	pthread_mutex_unlock(&rq->lock);
+}
+
+/* verify_reload - see verify.h */
+bool verify_reload(struct verifier *v, struct conf *fresh, char *why, size_t why_size)
+{
+	struct reload_request rq = {.v = v, .fresh = fresh};
+	pthread_mutex_init(&rq.lock, NULL);
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&rq.done_cv, &attr);
+	pthread_condattr_destroy(&attr);
+	struct timeval now_tv = {0, 0};
+	bool ok = false;
+	if (event_base_once(v->engine->env.base, -1, EV_TIMEOUT, on_reload, &rq, &now_tv) != 0) {
+		snprintf(why, why_size, "cannot reach the engine thread");
+	} else {
+		/* The loop runs every event in turn: this one within moments. It
+		 * must not be abandoned (rq lives on this stack), so no bound. */
+		pthread_mutex_lock(&rq.lock);
+		while (!rq.done)
+			pthread_cond_wait(&rq.done_cv, &rq.lock);
+		ok = rq.ok;
+		pthread_mutex_unlock(&rq.lock);
+		if (!ok)
+			snprintf(why, why_size, "%s", rq.why);
+	}
+	pthread_cond_destroy(&rq.done_cv);
+	pthread_mutex_destroy(&rq.lock);
+	return ok;
+}
+
 /* verifier_new - see verify.h */
 struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 {
@@ -681,6 +791,13 @@ void verifier_free(struct verifier *v)
 		event_free(v->tidy);
 	metricsd_stop(v->metricsd);
 	engine_free(v->engine);
+	/* nothing runs any more: every replaced configuration goes */
+	while (v->retired != NULL) {
+		struct retired_conf *r = v->retired;
+		v->retired = r->next;
+		conf_unref(r->conf);
+		free(r);
+	}
 	metrics_free(v->metrics);
 	if (v->cache != NULL)
 		cache_close(v->cache);

@@ -110,6 +110,14 @@ bool verify_unhealthy(struct verifier *v);
 
 void verify_get_stats(struct verifier *v, struct verify_stats *out);
 
+/* verify_reload - SIGHUP: probes started from now on use fresh (limits,
+ * lifetimes, budgets, timeouts, probe settings, helo_name, dns_servers,
+ * mx_host_overrides, policy); those running finish under the configuration
+ * they started with, which is kept until they are done. Waits for the
+ * engine thread to switch. False (why; nothing changed) when it cannot,
+ * e.g. the new dns_servers cannot be used. Main thread. */
+bool verify_reload(struct verifier *v, struct conf *fresh, char *why, size_t why_size);
+
 /* verify_drain - at a stop, once no milter session is left: wait at most
  * bound_ms for the probes in flight to finish, so that their answers reach
  * the cache and a retry after the restart is answered from it. True when
