@@ -867,6 +867,42 @@ START_TEST(refcount)
 }
 END_TEST
 
+/* The directives a reload does not apply: exactly these, and a change to
+ * each of them is seen (and none when nothing changed). */
+START_TEST(restart_directives)
+{
+	static const char *const want[] = {"socket",       "socket_mode",    "socket_group",    "user",
+	                                   "pid_file",     "milter_timeout", "syslog_facility", "cache",
+	                                   "cache_max_mb", "metrics_listen"};
+	static const char *const other[] = {
+	        "unix:/tmp/other.sock", "0600", "mail",          "nobody", "/tmp/other.pid", "7m", "local3",
+	        "/tmp/other.lmdb",      "99",   "127.0.0.1:9999"};
+	struct errs e;
+	struct conf *base = conf_load_text("t.conf", "", collect, &e);
+	ck_assert_ptr_nonnull(base);
+	size_t found = 0;
+	for (size_t i = 0; i < conf_directive_count(); i++) {
+		ck_assert(!conf_directive_changed(base, base, i));
+		if (!conf_directive_restart(i))
+			continue;
+		size_t k = 0;
+		while (k < sizeof(want) / sizeof(want[0]) && strcmp(want[k], conf_directive_name(i)) != 0)
+			k++;
+		ck_assert_msg(k < sizeof(want) / sizeof(want[0]), "%s needs a restart?",
+		              conf_directive_name(i));
+		found++;
+		char text[256];
+		snprintf(text, sizeof(text), "%s = %s\n", want[k], other[k]);
+		struct conf *changed = conf_load_text("t.conf", text, collect, &e);
+		ck_assert_msg(changed != NULL, "%s", text);
+		ck_assert_msg(conf_directive_changed(base, changed, i), "%s not seen as changed", want[k]);
+		conf_unref(changed);
+	}
+	ck_assert_uint_eq(found, sizeof(want) / sizeof(want[0]));
+	conf_unref(base);
+}
+END_TEST
+
 START_TEST(directive_table)
 {
 	size_t n = conf_directive_count();
@@ -1151,6 +1187,7 @@ int main(void)
 	suite_add_tcase(s, values);
 
 	tcase_add_test(docs, documented_in_man_page);
+	tcase_add_test(docs, restart_directives);
 	tcase_add_test(docs, documented_in_sample);
 	suite_add_tcase(s, docs);
 	return unit_run(s);
