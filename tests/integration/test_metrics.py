@@ -143,6 +143,16 @@ def main():
         d = Daemon(tmp, conf, name="metrics", debug=True)
         daemons.append(d)
         d.start()
+        # The milter socket listens before the engine (and its metrics
+        # server) is up: wait, bounded, for the port.
+
+        def metrics_up():
+            try:
+                with socket.create_connection(("127.0.0.1", mport), timeout=1):
+                    return True
+            except OSError:
+                return False
+        tap.check("the metrics port listens", vmtest.wait_until(metrics_up, 30), d.diag)
 
         status, ctype, text = scrape(mport)
         _, families, problems = parse(text)

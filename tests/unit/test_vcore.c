@@ -96,7 +96,8 @@ static void *fake_probe_start(void *ctx, const struct addr *address, const struc
 	if (hints->mx != NULL) {
 		ck_assert_uint_le(hints->mx->host_count, 4);
 		p->mx = *hints->mx;
-		memcpy(p->mx_hosts, hints->mx->hosts, hints->mx->host_count * sizeof(*p->mx_hosts));
+		if (hints->mx->host_count > 0) /* hosts is NULL for an answer without any */
+			memcpy(p->mx_hosts, hints->mx->hosts, hints->mx->host_count * sizeof(*p->mx_hosts));
 		p->mx.hosts = p->mx_hosts;
 		p->hints.mx = &p->mx;
 	}
