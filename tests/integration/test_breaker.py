@@ -18,9 +18,9 @@ vemilter-check against a fake DNS server and a farm of fake SMTP servers.
   a backoff only moves the walk on.
 - Neither state ever becomes a reject: every outcome is blocked or tempfail.
 - The same in the daemon, behind the milter protocol: 30 senders at once
-  behind the refusing host -> 1 session, all accepted (blocked); 20 at once
+  behind the refusing host -> 1 session, all accepted (blocked); 100 at once
   behind the dead host -> 1 connection attempt (the verdict log), the rest backed
-  off, all 4xx.
+  off or over client_probe_rate, all 4xx.
 
 The numbers measured are printed as TAP diagnostics. Loopback only; every
 wait bounded.
