@@ -69,6 +69,7 @@
 #include "log.h"
 #include "mxrules.h"
 #include "netguard.h"
+#include "policy.h"
 #include "pool.h"
 #include "smtp.h"
 
@@ -632,15 +633,26 @@ static bool override_skips(struct callout *c, const struct target *t)
  * session. Our inference, not an answer: flagged OUTCOME_F_LIMITED, so it
  * is never cached and says nothing about our health; never more than
  * catch_all. Not for a domain known not to be catch-all (its own evidence
- * wins: it is probed as usual). */
+ * wins: it is probed as usual), nor where the policy rejects catch_all
+ * (catch_all_action, domain_overrides): a guess never rejects, so there
+ * the domain's own session answers. */
 static bool catchall_skips(struct callout *c, const struct target *t)
 {
 	const struct sockaddr *sa = (const struct sockaddr *)&t->addr;
 	struct host_catchall m;
+	struct policy_verdict pv;
 	char reason[400]; /* cut to fit by outcome_set */
 	if (c->skip_catchall || !catchall_memory_on(c, t->host, sa) ||
 	    !hosts_catchall(c->env->hosts, sa, clock_mono_ms(), &m))
 		return false;
+	policy_for_outcome(c->env->conf, c->address.domain_ascii, OUTCOME_CATCH_ALL, &pv);
+	if (pv.intended == POLICY_REJECT) {
+		trace(c,
+		      "* %s [%s] is remembered as catch-all, but catch_all is rejected here: probing, "
+		      "a guess never rejects",
+		      t->host, t->addr_text);
+		return false;
+	}
 	snprintf(reason, sizeof(reason), "remembered: %.100s (%s) accepted random addresses for %u domains",
 	         t->host, t->addr_text, m.domains);
 	trace(c, "* not connecting to %s [%s]: %s (%s; catchall_host_ttl)", t->host, t->addr_text, reason,
