@@ -90,6 +90,7 @@ struct pool_session {
 	unsigned jobs;             /* addresses asked in this session */
 	bool idle;                 /* waiting for a job (SMTP_NEXT_WAIT); idle_timer bounds it */
 	bool idle_over;            /* ... and that wait ran out: QUIT when asked next */
+	bool closing;              /* pool_job_hurry: no more addresses, QUIT when asked next */
 	struct event *idle_timer;
 	bool reached_rcpt; /* some address got to RCPT */
 	bool early_have;   /* the first address ended before RCPT: early says how */
@@ -508,6 +509,8 @@ static enum smtp_next s_next(void *arg, struct smtp_job *next)
 {
 	struct pool_session *s = arg;
 	struct pool_line *l = s->line;
+	if (s->closing)
+		return SMTP_NEXT_NONE; /* the line waits for the next session (s_sync fills) */
 	struct pool_job *j = queue_pop(l);
 	char where[80];
 	if (j == NULL) {
@@ -555,7 +558,8 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
 	smtp_probe_resume(s->probe);
 }
 
-/* idle_session - a session of l waiting for a job, or NULL */
+/* idle_session - a session of l waiting for a job, or NULL (a closing one
+ * never waits) */
 static struct pool_session *idle_session(const struct pool_line *l)
 {
 	for (struct pool_session *s = l->sessions; s != NULL; s = s->next)
@@ -865,6 +869,23 @@ void pool_job_cancel(struct pool_job *job)
 	if (job->pool == NULL) /* the pool went first: only our own memory is left */
 		job->state = JOB_DETACHED;
 	job_free(job);
+}
+
+/* pool_job_hurry - see pool.h */
+bool pool_job_hurry(struct pool_job *job)
+{
+	if (job == NULL || job->pool == NULL || (job->state != JOB_ANSWERED && job->state != JOB_CURRENT) ||
+	    job->session == NULL)
+		return false;
+	struct pool_session *s = job->session;
+	s->closing = true;
+	if (s->idle) { /* waiting for a job of the burst: none now, QUIT */
+		s->idle = false;
+		if (s->idle_timer != NULL)
+			evtimer_del(s->idle_timer);
+		smtp_probe_resume(s->probe);
+	}
+	return true;
 }
 
 /* pool_sessions - see pool.h */

@@ -97,6 +97,13 @@ struct pool_job *pool_submit(struct pool *pool, const struct sockaddr *addr, con
  * more (inside one, once it returns); its session goes on for the others */
 void pool_job_cancel(struct pool_job *job);
 
+/* pool_job_hurry - the session job was answered in (or is asked in) asks
+ * no more addresses: QUIT once the one asked now is answered, so the sync
+ * report comes without waiting for the rest of the line (which a new
+ * session takes). For an invalid verdict held for its proof. False if the
+ * job has no session any more (its report came, or the pool is gone). */
+bool pool_job_hurry(struct pool_job *job);
+
 /* pool_sessions - sessions open now (all lines); for tests and stats */
 size_t pool_sessions(const struct pool *pool);
 

@@ -58,9 +58,10 @@ FAILING = "127.0.0.84"   # normal, user alice: 25 unknown senders
 LAGGING = "127.0.0.85"   # lagging_reply, user alice
 HANGING = "127.0.0.86"   # silent_after_rcpt: RCPT is never answered
 N_FORGED, N_PROVIDER, N_SMALL, N_FAILING, N_LAG, N_HANG = 200, 100, 10, 25, 6, 5
+N_LAG_LONG = 16
 GROUPS = (("f", N_FORGED, FORGED), ("p", N_PROVIDER, PROVIDER), ("l", N_SMALL, LIMITED),
           ("d", N_SMALL, DROPPING), ("e", N_FAILING, FAILING), ("g", N_LAG, LAGGING),
-          ("s", N_HANG, HANGING))
+          ("s", N_HANG, HANGING), ("h", N_LAG_LONG, LAGGING))
 
 
 def zone():
@@ -258,6 +259,25 @@ def lagging_run(tap, tmp, dns_port, farm, farm_port):
               farm.connections(LAGGING) < N_LAG, "%d sessions" % farm.connections(LAGGING))
 
 
+def lagging_long_run(tap, tmp, dns_port, farm, farm_port):
+    """One session (host_sessions = 1) to the lagging server that lasts
+    longer than an invalid verdict's hold (verify_budget / 4 = 0.75 s): its
+    proof comes only when the session is over. Every 5xx it read was
+    another command's reply: not one of them may be reported invalid (in
+    the milter that reject would be sent before any retraction)."""
+    senders = mixed("h", N_LAG_LONG)
+    conf = write_conf(tmp, "laglong.conf", dns_port, farm_port, "verify_budget = 3s", "host_sessions = 1")
+    farm.reset()
+    status, out, err, results, secs = run_check(conf, senders, jobs=N_LAG_LONG)
+    farm.wait_idle(LAGGING, timeout=10)
+    invalid = [(s, results[s]) for s in senders if results.get(s, ("?",))[0] == "invalid"]
+    tap.diag("lagging_reply, one long session for %d senders: %d sessions, outcomes %r, %.2f s"
+             % (N_LAG_LONG, farm.connections(LAGGING),
+                sorted(results.get(s, ("?",))[0] for s in senders), secs))
+    tap.check("lagging_reply, a session longer than the hold: no sender reported invalid",
+              not invalid and len(results) == N_LAG_LONG, "%r\n%s" % (invalid, out[-4000:]))
+
+
 def hanging_run(tap, tmp, dns_port, farm, farm_port):
     senders = ["alice@s%d.test" % i for i in range(1, N_HANG + 1)]
     # the breaker off: no first-contact wait, so the others queue in the pool at once
@@ -348,6 +368,7 @@ def main():
         drop_run(tap, tmp, dns_port, farm, farm_port)
         errors_run(tap, tmp, dns_port, farm, farm_port)
         lagging_run(tap, tmp, dns_port, farm, farm_port)
+        lagging_long_run(tap, tmp, dns_port, farm, farm_port)
         hanging_run(tap, tmp, dns_port, farm, farm_port)
     finally:
         farm.stop()
