@@ -888,7 +888,9 @@ static void probe_next(struct callout *c)
 	c->probe = pool_submit(c->env->pool, (struct sockaddr *)&t->addr, &params, c->trace, c->trace_arg,
 	                       on_smtp_done, on_smtp_late, on_smtp_sync, c);
 	if (c->probe == NULL) {
-		result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, "out of memory");
+		/* ours: never cached against the domain, never a health signal */
+		result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, CLASSIFY_NO_MEMORY);
+		c->result.flags |= OUTCOME_F_LIMITED;
 		finish(c);
 	}
 }

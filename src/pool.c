@@ -29,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "classify.h"
 #include "clock.h"
 #include "hosts.h"
 #include "linger.h"
@@ -613,9 +614,11 @@ static void fill(struct pool_line *l)
 		}
 		struct pool_job *j = queue_pop(l);
 		if (!open_session(l, j)) {
-			/* our trouble (no memory, no socket): every waiting job hears it */
-			struct smtp_result r = {.end = SMTP_END_CONNECT_FAILED, .stage = STAGE_CONNECT};
-			snprintf(r.error, sizeof(r.error), "cannot create a socket");
+			/* our trouble (no memory: open_session fails for nothing
+			 * else), never the host's or the domain's: every waiting
+			 * job hears it */
+			struct smtp_result r = {.end = SMTP_END_NO_RESOURCES, .stage = STAGE_CONNECT};
+			snprintf(r.error, sizeof(r.error), "%s", CLASSIFY_NO_MEMORY);
 			queue_push(l, j, true);
 			size_t n = l->queued;
 			for (size_t i = 0; i < n; i++) {
