@@ -465,7 +465,8 @@ static void on_hold(evutil_socket_t fd, short what, void *arg)
 		c->hold_hurried = true;
 		if (pool_job_hurry(c->verdict_probe) && evtimer_add(c->hold, &tv) == 0) {
 			trace(c,
-			      "* no sync proof within %lld ms, the session goes on: asked to end now (QUIT), "
+			      "* no sync proof within %lld ms, the session went on after this address: "
+			      "asked to end now (QUIT), "
 			      "at most %lld ms more",
 			      (long long)ms, (long long)ms);
 			return;

@@ -62,6 +62,7 @@ struct pool_job {
 	char *server_name;            /* the MX host name it was reached by: a session it opens uses it */
 	bool report_at_rcpt;
 	bool retried; /* went back to the line once after a drop */
+	unsigned nth; /* the how-manieth address of its session (pool_job_hurry) */
 	bool in_callback, cancelled;
 	smtp_trace_fn trace;
 	void *trace_arg;
@@ -530,6 +531,7 @@ static enum smtp_next s_next(void *arg, struct smtp_job *next)
 		evtimer_del(s->idle_timer);
 	s->cur = j;
 	s->jobs++;
+	j->nth = s->jobs;
 	j->state = JOB_CURRENT;
 	j->session = s;
 	const struct smtp_reply *known = memo_find(s, j->domain);
@@ -699,6 +701,7 @@ static bool open_session(struct pool_line *l, struct pool_job *first)
 	s->line = l;
 	s->cur = first;
 	s->jobs = 1;
+	first->nth = 1;
 	first->state = JOB_CURRENT;
 	first->session = s;
 	struct smtp_params params = l->params;
@@ -877,10 +880,14 @@ void pool_job_cancel(struct pool_job *job)
 /* pool_job_hurry - see pool.h */
 bool pool_job_hurry(struct pool_job *job)
 {
-	if (job == NULL || job->pool == NULL || (job->state != JOB_ANSWERED && job->state != JOB_CURRENT) ||
-	    job->session == NULL)
-		return false;
+	if (job == NULL || job->pool == NULL || job->pool->limits.max_sessions == 0 ||
+	    (job->state != JOB_ANSWERED && job->state != JOB_CURRENT) || job->session == NULL)
+		return false; /* one session per job: it ends after the job anyway */
 	struct pool_session *s = job->session;
+	if (smtp_probe_ending(s->probe))
+		/* QUIT said: nothing to hurry, but if other addresses were asked
+		 * after this one it came later than for a probe alone */
+		return s->jobs > job->nth;
 	s->closing = true;
 	if (s->idle) { /* waiting for a job of the burst: none now, QUIT */
 		s->idle = false;

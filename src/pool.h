@@ -100,8 +100,10 @@ void pool_job_cancel(struct pool_job *job);
 /* pool_job_hurry - the session job was answered in (or is asked in) asks
  * no more addresses: QUIT once the one asked now is answered, so the sync
  * report comes without waiting for the rest of the line (which a new
- * session takes). For an invalid verdict held for its proof. False if the
- * job has no session any more (its report came, or the pool is gone). */
+ * session takes). For an invalid verdict held for its proof. False if
+ * there is no more to wait for than for a probe alone: the job has no
+ * session any more (its report came, or the pool is gone), sessions are
+ * not shared, or QUIT came right after the job's own address. */
 bool pool_job_hurry(struct pool_job *job);
 
 /* pool_sessions - sessions open now (all lines); for tests and stats */

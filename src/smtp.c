@@ -1325,6 +1325,12 @@ void smtp_probe_resume(struct smtp_probe *probe)
 		event_active(probe->notify, EV_TIMEOUT, 0); /* on_notify advances */
 }
 
+/* smtp_probe_ending - see smtp.h */
+bool smtp_probe_ending(const struct smtp_probe *probe)
+{
+	return probe == NULL || probe->bev == NULL || probe->state == ST_QUIT || probe->state == ST_CLOSED;
+}
+
 /* smtp_probe_cancel - see smtp.h */
 void smtp_probe_cancel(struct smtp_probe *probe)
 {
