@@ -93,6 +93,7 @@ struct pool_session {
 	bool idle;                 /* waiting for a job (SMTP_NEXT_WAIT); idle_timer bounds it */
 	bool idle_over;            /* ... and that wait ran out: QUIT when asked next */
 	bool closing;              /* pool_job_hurry: no more addresses, QUIT when asked next */
+	int64_t started_ms;        /* max_age_ms counts from here */
 	struct event *idle_timer;
 	bool reached_rcpt; /* some address got to RCPT */
 	bool early_have;   /* the first address ended before RCPT: early says how */
@@ -513,6 +514,12 @@ static enum smtp_next s_next(void *arg, struct smtp_job *next)
 	struct pool_line *l = s->line;
 	if (s->closing)
 		return SMTP_NEXT_NONE; /* the line waits for the next session (s_sync fills) */
+	if (l->pool->limits.max_age_ms > 0 && clock_mono_ms() - s->started_ms >= l->pool->limits.max_age_ms) {
+		for (struct pool_job *a = s->answered; a != NULL; a = a->next)
+			job_trace(a, "* the session is %lld ms old: QUIT (a new one takes the rest)",
+			          (long long)(clock_mono_ms() - s->started_ms));
+		return SMTP_NEXT_NONE;
+	}
 	struct pool_job *j = queue_pop(l);
 	char where[80];
 	if (j == NULL) {
@@ -699,6 +706,7 @@ static bool open_session(struct pool_line *l, struct pool_job *first)
 		return false;
 	s->idle_timer = evtimer_new(pool->base, on_idle, s); /* NULL: no idle wait, that is all */
 	s->line = l;
+	s->started_ms = clock_mono_ms();
 	s->cur = first;
 	s->jobs = 1;
 	first->nth = 1;

@@ -115,6 +115,8 @@ Options (all behaviours)
                        that is "this host")
     delay=30.0         slow_banner's wait (lagging_reply: 0.15, each reply's)
     refuse_null=False  lagging_reply: refuse MAIL FROM:<> with 553 5.1.8
+    reply_delay=0      seconds to wait before answering each command (any
+                       behaviour): a slow server that stays in step
     when="banner"      early_reply: after which reply ("banner", "ehlo", "mail")
     catchall_domains=None  catchall: the recipient domains it accepts every
                        local part at (case-insensitive); None: all
@@ -416,6 +418,9 @@ class _Conn:
             await self.send(["hello there"])
             return verb != "QUIT"
 
+        if self.opts.get("reply_delay"):
+            await asyncio.sleep(float(self.opts["reply_delay"]))
+
         if b == "lagging_reply":
             if verb == "EHLO" and not self.lag_started:
                 self.lag_started = True
@@ -644,7 +649,7 @@ class SmtpFarm:
         if behaviour not in BEHAVIOURS:
             raise ValueError("unknown behaviour %r (known: %s)" % (behaviour, ", ".join(BEHAVIOURS)))
         known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds", "refuse_null",
-                 "catchall_domains", "rcpt_limit", "drop_after"}
+                 "catchall_domains", "rcpt_limit", "drop_after", "reply_delay"}
         bad = set(options) - known
         if bad:
             raise ValueError("unknown option(s) %s" % ", ".join(sorted(bad)))
