@@ -127,6 +127,10 @@ Options (all behaviours)
                        many recipients (Postfix's smtpd_recipient_limit)
     drop_after=N       every behaviour: the session's RCPT number N+1 gets no
                        reply: the server closes the connection
+    stray_after=N      after answering the session's RCPT number N, 30 ms
+                       later one more line "250 2.0.0 stray reply", then
+                       the server closes (a reply out of step, seen only
+                       unread at the close)
     replies={VERB: "text"}   replace the reply text the behaviour sends for a
                        verb ("BANNER" for the greeting); "\\n" separates
                        lines, e.g. {"RCPT": "451 4.3.0 local error"}. The
@@ -565,6 +569,12 @@ class _Conn:
                                  more=["<%s>: no such user here" % addr, "check the address"])
             else:
                 await self.reply(550, "5.1.1", "<%s>: user unknown" % addr)
+            stray = self.opts.get("stray_after")
+            if stray is not None and self.rcpts == int(stray):
+                await asyncio.sleep(0.03)              # the client is between commands now
+                await self.send(["250 2.0.0 stray reply"])
+                self.closed("server")
+                return False
             return True
 
         if verb == "RSET":
@@ -649,7 +659,7 @@ class SmtpFarm:
         if behaviour not in BEHAVIOURS:
             raise ValueError("unknown behaviour %r (known: %s)" % (behaviour, ", ".join(BEHAVIOURS)))
         known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds", "refuse_null",
-                 "catchall_domains", "rcpt_limit", "drop_after", "reply_delay"}
+                 "catchall_domains", "rcpt_limit", "drop_after", "reply_delay", "stray_after"}
         bad = set(options) - known
         if bad:
             raise ValueError("unknown option(s) %s" % ", ".join(sorted(bad)))

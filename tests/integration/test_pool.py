@@ -25,6 +25,8 @@ fake SMTP servers, counting sessions and RCPTs at each farm address.
   452 -> RSET; a server one reply behind -> the sync report says broken.
 - A busy session to a slow server (new senders keep coming): it ends by
   probe_timeout, a new one takes the rest.
+- A server that sends a stray line and closes while a session waits
+  between addresses: out of step, the invalid does not stand.
 - A server that never answers RCPT, host_sessions = 1: the senders
   waiting in line end with their callouts' probe_timeout (tempfail), and
   the farm sees one session.
@@ -60,13 +62,14 @@ FAILING = "127.0.0.84"   # normal, user alice: 25 unknown senders
 LAGGING = "127.0.0.85"   # lagging_reply, user alice
 HANGING = "127.0.0.86"   # silent_after_rcpt: RCPT is never answered
 SLOWPOKE = "127.0.0.87"  # normal, user alice, every reply 0.1 s late
+STRAY = "127.0.0.88"     # normal, user alice, a stray line and a close after the 2nd RCPT
 N_FORGED, N_PROVIDER, N_SMALL, N_FAILING, N_LAG, N_HANG = 200, 100, 10, 25, 6, 5
 N_LAG_LONG = 16
 N_AGE = 50
 GROUPS = (("f", N_FORGED, FORGED), ("p", N_PROVIDER, PROVIDER), ("l", N_SMALL, LIMITED),
           ("d", N_SMALL, DROPPING), ("e", N_FAILING, FAILING), ("g", N_LAG, LAGGING),
           ("s", N_HANG, HANGING), ("h", N_LAG_LONG, LAGGING),
-          ("a", N_AGE, SLOWPOKE))
+          ("a", N_AGE, SLOWPOKE), ("b", 2, STRAY))
 
 
 def zone():
@@ -308,6 +311,24 @@ def age_run(tap, tmp, dns_port, farm, farm_port):
               "%r" % results)
 
 
+def stray_run(tap, tmp, dns_port, farm, farm_port):
+    """A session of two (host_sessions = 1) waits between addresses for a
+    third; the server sends one line more than it was asked for and closes
+    meanwhile. That unread line shows the replies were out of step: the
+    invalid must not stand."""
+    senders = ["alice@b1.test", "nobody@b2.test"]
+    conf = write_conf(tmp, "stray.conf", dns_port, farm_port, "host_sessions = 1", "catchall_probe = no",
+                      "host_backoff = 0", "blocked_ttl = 0")
+    farm.reset()
+    status, out, err, results, secs = run_check(conf, senders, jobs=2)
+    farm.wait_idle(STRAY, timeout=10)
+    nobody = results.get("nobody@b2.test", ("?", {}))
+    tap.diag("stray line at the close between addresses: %d sessions, %r" % (len(farm.sessions(STRAY)), results))
+    tap.check("a line unread at the close between addresses: the session is out of step, no invalid stands",
+              len(farm.sessions(STRAY)) == 1 and nobody[0] == "tempfail" and "protocol" in nobody[1].get("flags", ""),
+              "%r\n%s" % (results, out[-3000:]))
+
+
 def hanging_run(tap, tmp, dns_port, farm, farm_port):
     senders = ["alice@s%d.test" % i for i in range(1, N_HANG + 1)]
     # the breaker off: no first-contact wait, so the others queue in the pool at once
@@ -391,6 +412,7 @@ def main():
         farm.add(LAGGING, "lagging_reply", users=["alice"])
         farm.add(HANGING, "silent_after_rcpt", users=["alice"])
         farm.add(SLOWPOKE, "normal", users=["alice"], reply_delay=0.1)
+        farm.add(STRAY, "normal", users=["alice"], stray_after=2)
         farm_port = farm.start()
         session_mode_runs(tap, farm, farm_port)
         forged_flood(tap, tmp, dns_port, farm, farm_port)
@@ -401,6 +423,7 @@ def main():
         lagging_run(tap, tmp, dns_port, farm, farm_port)
         lagging_long_run(tap, tmp, dns_port, farm, farm_port)
         age_run(tap, tmp, dns_port, farm, farm_port)
+        stray_run(tap, tmp, dns_port, farm, farm_port)
         hanging_run(tap, tmp, dns_port, farm, farm_port)
     finally:
         farm.stop()
