@@ -36,11 +36,12 @@
  * out; it shows only after the verdict, at the catch-all and QUIT replies
  * (smtp.h). So the verdict's probe reports whether the session proved in
  * step (on_smtp_sync). An invalid verdict, the one that rejects, is held
- * until then, at most min(command_timeout, verify_budget / 4): proved or no
- * evidence (QUIT unanswered, the bound passed) -> invalid; out of step ->
- * tempfail with the protocol flag. A positive verdict was reported at once;
- * if the session then proves out of step, a retraction fact (tempfail,
- * OUTCOME_F_PROTOCOL) takes it back through on_fact.
+ * until then, at most min(command_timeout, verify_budget / 4); a shared
+ * session still going on then is asked to end (pool_job_hurry) and the
+ * wait starts once more: proved or no evidence (QUIT unanswered, the bound
+ * passed) -> invalid; out of step -> tempfail with the protocol flag. A positive verdict was reported at
+ * once; if the session then proves out of step, a retraction fact (tempfail, OUTCOME_F_PROTOCOL) takes it
+ * back through on_fact.
  *
  * Owns the struct callout, its DNS lookup, its SMTP probes (every live one
  * is on c->probes) and its timers. After calling done it lingers on
@@ -69,6 +70,7 @@
 #include "log.h"
 #include "mxrules.h"
 #include "netguard.h"
+#include "policy.h"
 #include "pool.h"
 #include "smtp.h"
 
@@ -117,6 +119,7 @@ struct callout {
 	bool finished;
 	bool awaiting_late;             /* the verdict is out; the probe still owes the catch-all answer */
 	bool holding;                   /* c->result is an invalid waiting for verdict_probe's sync proof */
+	bool hold_hurried;              /* ... its session was asked to end now (on_hold, once) */
 	struct pool_job *verdict_probe; /* the attempt the verdict came from, until its sync report */
 	bool held_fact_have;            /* a catch-all fact that came while holding: passed on after done */
 	struct outcome held_fact;
@@ -445,15 +448,32 @@ static void on_smtp_sync(void *arg, struct pool_job *probe, const struct smtp_sy
 		c->env->on_fact(c->env->fact_arg, &c->address, &fact);
 }
 
-/* on_hold - the sync proof did not come in time: no contrary evidence, the
- * invalid verdict stands (a later out-of-step finding still retracts it) */
+/* on_hold - the sync proof did not come in time. A shared session (pool.h)
+ * gives it only when the whole session is over, which a busy one may not be
+ * yet: the first time, the session is asked to end now (QUIT once the
+ * address it asks is answered) and the wait starts again. After that: no
+ * contrary evidence (QUIT unanswered), the invalid verdict stands (a later
+ * out-of-step finding still retracts it). */
 static void on_hold(evutil_socket_t fd, short what, void *arg)
 {
 	struct callout *c = arg;
+	int64_t ms = hold_ms(c->env->conf);
 	if (!c->holding)
 		return;
+	if (!c->hold_hurried && c->verdict_probe != NULL) {
+		struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+		c->hold_hurried = true;
+		if (pool_job_hurry(c->verdict_probe) && evtimer_add(c->hold, &tv) == 0) {
+			trace(c,
+			      "* no sync proof within %lld ms, the session went on after this address: "
+			      "asked to end now (QUIT), "
+			      "at most %lld ms more",
+			      (long long)ms, (long long)ms);
+			return;
+		}
+	}
 	trace(c, "* no sync proof within %lld ms (QUIT unanswered): the invalid verdict stands",
-	      (long long)hold_ms(c->env->conf));
+	      (long long)ms);
 	finish(c);
 }
 
@@ -632,15 +652,26 @@ static bool override_skips(struct callout *c, const struct target *t)
  * session. Our inference, not an answer: flagged OUTCOME_F_LIMITED, so it
  * is never cached and says nothing about our health; never more than
  * catch_all. Not for a domain known not to be catch-all (its own evidence
- * wins: it is probed as usual). */
+ * wins: it is probed as usual), nor where the policy rejects catch_all
+ * (catch_all_action, domain_overrides): a guess never rejects, so there
+ * the domain's own session answers. */
 static bool catchall_skips(struct callout *c, const struct target *t)
 {
 	const struct sockaddr *sa = (const struct sockaddr *)&t->addr;
 	struct host_catchall m;
+	struct policy_verdict pv;
 	char reason[400]; /* cut to fit by outcome_set */
 	if (c->skip_catchall || !catchall_memory_on(c, t->host, sa) ||
 	    !hosts_catchall(c->env->hosts, sa, clock_mono_ms(), &m))
 		return false;
+	policy_for_outcome(c->env->conf, c->address.domain_ascii, OUTCOME_CATCH_ALL, &pv);
+	if (pv.intended == POLICY_REJECT) {
+		trace(c,
+		      "* %s [%s] is remembered as catch-all, but catch_all is rejected here: probing, "
+		      "a guess never rejects",
+		      t->host, t->addr_text);
+		return false;
+	}
 	snprintf(reason, sizeof(reason), "remembered: %.100s (%s) accepted random addresses for %u domains",
 	         t->host, t->addr_text, m.domains);
 	trace(c, "* not connecting to %s [%s]: %s (%s; catchall_host_ttl)", t->host, t->addr_text, reason,
@@ -858,7 +889,9 @@ static void probe_next(struct callout *c)
 	c->probe = pool_submit(c->env->pool, (struct sockaddr *)&t->addr, &params, c->trace, c->trace_arg,
 	                       on_smtp_done, on_smtp_late, on_smtp_sync, c);
 	if (c->probe == NULL) {
-		result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, "out of memory");
+		/* ours: never cached against the domain, never a health signal */
+		result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, CLASSIFY_NO_MEMORY);
+		c->result.flags |= OUTCOME_F_LIMITED;
 		finish(c);
 	}
 }

@@ -116,7 +116,8 @@ struct engine *engine_new(const struct conf *conf, char *why, size_t why_size)
 	struct pool_limits limits = {.max_sessions = (unsigned)conf->host_sessions,
 	                             .max_errors = conf->host_session_errors,
 	                             .hosts = engine->hosts,
-	                             .session_rate = (unsigned)conf->host_session_rate};
+	                             .session_rate = (unsigned)conf->host_session_rate,
+	                             .max_age_ms = conf->probe_timeout_ms};
 	engine->pool = pool_new(engine->env.base, &limits);
 	if (engine->pool == NULL) {
 		snprintf(why, why_size, "out of memory");

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "classify.h"
 #include "clock.h"
 #include "hosts.h"
 #include "linger.h"
@@ -61,6 +62,7 @@ struct pool_job {
 	char *server_name;            /* the MX host name it was reached by: a session it opens uses it */
 	bool report_at_rcpt;
 	bool retried; /* went back to the line once after a drop */
+	unsigned nth; /* the how-manieth address of its session (pool_job_hurry) */
 	bool in_callback, cancelled;
 	smtp_trace_fn trace;
 	void *trace_arg;
@@ -90,6 +92,8 @@ struct pool_session {
 	unsigned jobs;             /* addresses asked in this session */
 	bool idle;                 /* waiting for a job (SMTP_NEXT_WAIT); idle_timer bounds it */
 	bool idle_over;            /* ... and that wait ran out: QUIT when asked next */
+	bool closing;              /* pool_job_hurry: no more addresses, QUIT when asked next */
+	int64_t started_ms;        /* max_age_ms counts from here */
 	struct event *idle_timer;
 	bool reached_rcpt; /* some address got to RCPT */
 	bool early_have;   /* the first address ended before RCPT: early says how */
@@ -508,6 +512,14 @@ static enum smtp_next s_next(void *arg, struct smtp_job *next)
 {
 	struct pool_session *s = arg;
 	struct pool_line *l = s->line;
+	if (s->closing)
+		return SMTP_NEXT_NONE; /* the line waits for the next session (s_sync fills) */
+	if (l->pool->limits.max_age_ms > 0 && clock_mono_ms() - s->started_ms >= l->pool->limits.max_age_ms) {
+		for (struct pool_job *a = s->answered; a != NULL; a = a->next)
+			job_trace(a, "* the session is %lld ms old: QUIT (a new one takes the rest)",
+			          (long long)(clock_mono_ms() - s->started_ms));
+		return SMTP_NEXT_NONE;
+	}
 	struct pool_job *j = queue_pop(l);
 	char where[80];
 	if (j == NULL) {
@@ -526,6 +538,7 @@ static enum smtp_next s_next(void *arg, struct smtp_job *next)
 		evtimer_del(s->idle_timer);
 	s->cur = j;
 	s->jobs++;
+	j->nth = s->jobs;
 	j->state = JOB_CURRENT;
 	j->session = s;
 	const struct smtp_reply *known = memo_find(s, j->domain);
@@ -555,7 +568,8 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
 	smtp_probe_resume(s->probe);
 }
 
-/* idle_session - a session of l waiting for a job, or NULL */
+/* idle_session - a session of l waiting for a job, or NULL (a closing one
+ * never waits) */
 static struct pool_session *idle_session(const struct pool_line *l)
 {
 	for (struct pool_session *s = l->sessions; s != NULL; s = s->next)
@@ -609,9 +623,11 @@ static void fill(struct pool_line *l)
 		}
 		struct pool_job *j = queue_pop(l);
 		if (!open_session(l, j)) {
-			/* our trouble (no memory, no socket): every waiting job hears it */
-			struct smtp_result r = {.end = SMTP_END_CONNECT_FAILED, .stage = STAGE_CONNECT};
-			snprintf(r.error, sizeof(r.error), "cannot create a socket");
+			/* our trouble (no memory: open_session fails for nothing
+			 * else), never the host's or the domain's: every waiting
+			 * job hears it */
+			struct smtp_result r = {.end = SMTP_END_NO_RESOURCES, .stage = STAGE_CONNECT};
+			snprintf(r.error, sizeof(r.error), "%s", CLASSIFY_NO_MEMORY);
 			queue_push(l, j, true);
 			size_t n = l->queued;
 			for (size_t i = 0; i < n; i++) {
@@ -690,8 +706,10 @@ static bool open_session(struct pool_line *l, struct pool_job *first)
 		return false;
 	s->idle_timer = evtimer_new(pool->base, on_idle, s); /* NULL: no idle wait, that is all */
 	s->line = l;
+	s->started_ms = clock_mono_ms();
 	s->cur = first;
 	s->jobs = 1;
+	first->nth = 1;
 	first->state = JOB_CURRENT;
 	first->session = s;
 	struct smtp_params params = l->params;
@@ -865,6 +883,27 @@ void pool_job_cancel(struct pool_job *job)
 	if (job->pool == NULL) /* the pool went first: only our own memory is left */
 		job->state = JOB_DETACHED;
 	job_free(job);
+}
+
+/* pool_job_hurry - see pool.h */
+bool pool_job_hurry(struct pool_job *job)
+{
+	if (job == NULL || job->pool == NULL || job->pool->limits.max_sessions == 0 ||
+	    (job->state != JOB_ANSWERED && job->state != JOB_CURRENT) || job->session == NULL)
+		return false; /* one session per job: it ends after the job anyway */
+	struct pool_session *s = job->session;
+	if (smtp_probe_ending(s->probe))
+		/* QUIT said: nothing to hurry, but if other addresses were asked
+		 * after this one it came later than for a probe alone */
+		return s->jobs > job->nth;
+	s->closing = true;
+	if (s->idle) { /* waiting for a job of the burst: none now, QUIT */
+		s->idle = false;
+		if (s->idle_timer != NULL)
+			evtimer_del(s->idle_timer);
+		smtp_probe_resume(s->probe);
+	}
+	return true;
 }
 
 /* pool_sessions - see pool.h */

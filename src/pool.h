@@ -22,8 +22,10 @@
  * answered in it, when the connection is over.
  *
  * When a session ends:
- *  - after max_errors 5xx RCPT replies (host_session_errors): QUIT, and a
- *    new session takes the rest of the line;
+ *  - after max_errors 5xx RCPT replies (host_session_errors), or once it is
+ *    max_age_ms old (a steady flow of jobs would keep it, and everything
+ *    waiting for its end, for ever): QUIT, and a new session takes the
+ *    rest of the line;
  *  - dropped by the server (closed, or 421) while a job was asked: that job
  *    goes back to the head of the line once (a second drop is its answer:
  *    a failure, never a verdict about the address); jobs not yet asked
@@ -53,6 +55,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "smtp.h"
@@ -72,6 +75,9 @@ struct pool_limits {
 	int max_errors;        /* host_session_errors: 5xx RCPTs before a session ends; <= 0: none */
 	struct hosts *hosts;   /* sessions the pool opens itself are counted here; NULL: not */
 	unsigned session_rate; /* host_session_rate, for that count; 0: none */
+	int64_t max_age_ms;    /* a session asks no new address after this long (probe_timeout):
+	                        * the jobs answered in it, their callouts and their domains'
+	                        * places wait for its end; <= 0: no bound */
 };
 
 /* pool_new - an empty pool on base; NULL on allocation failure */
@@ -100,6 +106,15 @@ struct pool_job *pool_submit(struct pool *pool, const struct sockaddr *addr, con
 /* pool_job_cancel - as smtp_probe_cancel: none of its callbacks runs any
  * more (inside one, once it returns); its session goes on for the others */
 void pool_job_cancel(struct pool_job *job);
+
+/* pool_job_hurry - the session job was answered in (or is asked in) asks
+ * no more addresses: QUIT once the one asked now is answered, so the sync
+ * report comes without waiting for the rest of the line (which a new
+ * session takes). For an invalid verdict held for its proof. False if
+ * there is no more to wait for than for a probe alone: the job has no
+ * session any more (its report came, or the pool is gone), sessions are
+ * not shared, or QUIT came right after the job's own address. */
+bool pool_job_hurry(struct pool_job *job);
 
 /* pool_sessions - sessions open now (all lines); for tests and stats */
 size_t pool_sessions(const struct pool *pool);

@@ -1019,6 +1019,15 @@ static void on_closed(struct smtp_probe *p, bool eof, int sock_err)
 		break;
 	case ST_BETWEEN: /* the last address is answered; the next was not asked */
 		trace(p, "* connection closed by server between addresses");
+		/* Nothing is read while no reply is due: whatever waits unread
+		 * came after the last reply we paired, so that one may have been
+		 * another command's (as data after the QUIT reply would show). */
+		if (p->bev != NULL && evbuffer_get_length(bufferevent_get_input(p->bev)) > 0) {
+			trace(p, "* data unread at the close: the replies were out of step");
+			out_of_step(p, STAGE_QUIT,
+			            "reply before command (found after the verdict: data before the close "
+			            "between addresses)");
+		}
 		finish_connection(p);
 		break;
 	case ST_CATCHALL:
@@ -1323,6 +1332,12 @@ void smtp_probe_resume(struct smtp_probe *probe)
 {
 	if (probe != NULL && probe->state == ST_BETWEEN)
 		event_active(probe->notify, EV_TIMEOUT, 0); /* on_notify advances */
+}
+
+/* smtp_probe_ending - see smtp.h */
+bool smtp_probe_ending(const struct smtp_probe *probe)
+{
+	return probe == NULL || probe->bev == NULL || probe->state == ST_QUIT || probe->state == ST_CLOSED;
 }
 
 /* smtp_probe_cancel - see smtp.h */

@@ -184,4 +184,8 @@ void smtp_probe_cancel(struct smtp_probe *probe);
  * again (from the loop, not inside this call) */
 void smtp_probe_resume(struct smtp_probe *probe);
 
+/* smtp_probe_ending - QUIT is said (or the connection is over): the
+ * session asks nothing more, and its sync report needs no hurry */
+bool smtp_probe_ending(const struct smtp_probe *probe);
+
 #endif

@@ -115,6 +115,8 @@ Options (all behaviours)
                        that is "this host")
     delay=30.0         slow_banner's wait (lagging_reply: 0.15, each reply's)
     refuse_null=False  lagging_reply: refuse MAIL FROM:<> with 553 5.1.8
+    reply_delay=0      seconds to wait before answering each command (any
+                       behaviour): a slow server that stays in step
     when="banner"      early_reply: after which reply ("banner", "ehlo", "mail")
     catchall_domains=None  catchall: the recipient domains it accepts every
                        local part at (case-insensitive); None: all
@@ -125,6 +127,10 @@ Options (all behaviours)
                        many recipients (Postfix's smtpd_recipient_limit)
     drop_after=N       every behaviour: the session's RCPT number N+1 gets no
                        reply: the server closes the connection
+    stray_after=N      after answering the session's RCPT number N, 30 ms
+                       later one more line "250 2.0.0 stray reply", then
+                       the server closes (a reply out of step, seen only
+                       unread at the close)
     replies={VERB: "text"}   replace the reply text the behaviour sends for a
                        verb ("BANNER" for the greeting); "\\n" separates
                        lines, e.g. {"RCPT": "451 4.3.0 local error"}. The
@@ -416,6 +422,9 @@ class _Conn:
             await self.send(["hello there"])
             return verb != "QUIT"
 
+        if self.opts.get("reply_delay"):
+            await asyncio.sleep(float(self.opts["reply_delay"]))
+
         if b == "lagging_reply":
             if verb == "EHLO" and not self.lag_started:
                 self.lag_started = True
@@ -560,6 +569,12 @@ class _Conn:
                                  more=["<%s>: no such user here" % addr, "check the address"])
             else:
                 await self.reply(550, "5.1.1", "<%s>: user unknown" % addr)
+            stray = self.opts.get("stray_after")
+            if stray is not None and self.rcpts == int(stray):
+                await asyncio.sleep(0.03)              # the client is between commands now
+                await self.send(["250 2.0.0 stray reply"])
+                self.closed("server")
+                return False
             return True
 
         if verb == "RSET":
@@ -644,7 +659,7 @@ class SmtpFarm:
         if behaviour not in BEHAVIOURS:
             raise ValueError("unknown behaviour %r (known: %s)" % (behaviour, ", ".join(BEHAVIOURS)))
         known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds", "refuse_null",
-                 "catchall_domains", "rcpt_limit", "drop_after"}
+                 "catchall_domains", "rcpt_limit", "drop_after", "reply_delay", "stray_after"}
         bad = set(options) - known
         if bad:
             raise ValueError("unknown option(s) %s" % ", ".join(sorted(bad)))

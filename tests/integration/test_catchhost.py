@@ -144,6 +144,19 @@ def memory_runs(tap, tmp, dns_port, farm, farm_port):
     tap.check("... the next one from the memory", remembered(c4), "%r" % (c4,))
     tap.equal("... %d sessions" % NEED, sessions, NEED)
 
+    # Where catch_all is rejected, the memory (a guess) must not answer: the
+    # domain's own session does, or a guess would become a reject.
+    senders = ["alice@c%d.test" % i for i in (1, 2, 3)] + ["x@spacer.test", "alice@c4.test"]
+    conf = write_conf(tmp, "memory-reject.conf", dns_port, farm_port, "catch_all_action = reject")
+    results, out, err, sessions, secs = run(farm, conf, senders)
+    c4 = results.get("alice@c4.test", ("?", {}))
+    tap.diag("catch_all_action = reject: %d sessions, %.2f s" % (sessions, secs))
+    tap.check("catch_all_action = reject: the memory never answers (a guess must not reject)",
+              not any(remembered(r) for r in results.values()), "%r\n%s" % (results, out[-4000:]))
+    tap.check("... the next domain is probed and is catch_all from its own session",
+              c4[0] == "catch_all" and not remembered(c4), "%r" % (c4,))
+    tap.equal("... %d sessions" % (NEED + 1), sessions, NEED + 1)
+
 
 def reset_runs(tap, tmp, dns_port, farm, farm_port):
     senders = ["alice@c1.test", "alice@c2.test", "alice@n1.test", "alice@c3.test", "alice@c4.test",

@@ -23,6 +23,10 @@ fake SMTP servers, counting sessions and RCPTs at each farm address.
 - smtp.c's session mode alone (tests/tools/smtpprobe --more): one
   session, each address its own reply, QUIT proving all; max_rcpt_errors;
   452 -> RSET; a server one reply behind -> the sync report says broken.
+- A busy session to a slow server (new senders keep coming): it ends by
+  probe_timeout, a new one takes the rest.
+- A server that sends a stray line and closes while a session waits
+  between addresses: out of step, the invalid does not stand.
 - A server that never answers RCPT, host_sessions = 1: the senders
   waiting in line end with their callouts' probe_timeout (tempfail), and
   the farm sees one session.
@@ -57,10 +61,15 @@ DROPPING = "127.0.0.83"  # normal, users alice and bob, drop_after=3
 FAILING = "127.0.0.84"   # normal, user alice: 25 unknown senders
 LAGGING = "127.0.0.85"   # lagging_reply, user alice
 HANGING = "127.0.0.86"   # silent_after_rcpt: RCPT is never answered
+SLOWPOKE = "127.0.0.87"  # normal, user alice, every reply 0.1 s late
+STRAY = "127.0.0.88"     # normal, user alice, a stray line and a close after the 2nd RCPT
 N_FORGED, N_PROVIDER, N_SMALL, N_FAILING, N_LAG, N_HANG = 200, 100, 10, 25, 6, 5
+N_LAG_LONG = 16
+N_AGE = 50
 GROUPS = (("f", N_FORGED, FORGED), ("p", N_PROVIDER, PROVIDER), ("l", N_SMALL, LIMITED),
           ("d", N_SMALL, DROPPING), ("e", N_FAILING, FAILING), ("g", N_LAG, LAGGING),
-          ("s", N_HANG, HANGING))
+          ("s", N_HANG, HANGING), ("h", N_LAG_LONG, LAGGING),
+          ("a", N_AGE, SLOWPOKE), ("b", 2, STRAY))
 
 
 def zone():
@@ -258,6 +267,68 @@ def lagging_run(tap, tmp, dns_port, farm, farm_port):
               farm.connections(LAGGING) < N_LAG, "%d sessions" % farm.connections(LAGGING))
 
 
+def lagging_long_run(tap, tmp, dns_port, farm, farm_port):
+    """One session (host_sessions = 1) to the lagging server that lasts
+    longer than an invalid verdict's hold (verify_budget / 4 = 0.75 s): its
+    proof comes only when the session is over. Every 5xx it read was
+    another command's reply: not one of them may be reported invalid (in
+    the milter that reject would be sent before any retraction)."""
+    senders = mixed("h", N_LAG_LONG)
+    conf = write_conf(tmp, "laglong.conf", dns_port, farm_port, "verify_budget = 3s", "host_sessions = 1")
+    farm.reset()
+    status, out, err, results, secs = run_check(conf, senders, jobs=N_LAG_LONG)
+    farm.wait_idle(LAGGING, timeout=10)
+    invalid = [(s, results[s]) for s in senders if results.get(s, ("?",))[0] == "invalid"]
+    tap.diag("lagging_reply, one long session for %d senders: %d sessions, outcomes %r, %.2f s"
+             % (N_LAG_LONG, farm.connections(LAGGING),
+                sorted(results.get(s, ("?",))[0] for s in senders), secs))
+    tap.check("lagging_reply, a session longer than the hold: no sender reported invalid",
+              not invalid and len(results) == N_LAG_LONG, "%r\n%s" % (invalid, out[-4000:]))
+
+
+def age_run(tap, tmp, dns_port, farm, farm_port):
+    """A session kept busy must not go on for ever: every job answered in
+    it, with its callout and its domain's place (domain_probe_limit), waits
+    for its end. host_sessions = 1, a server in step but slow (0.1 s a
+    reply, about 0.1 s an address), new senders coming as the earlier ones
+    get their verdicts (-j2) for longer than probe_timeout (3 s): the
+    session ends by then and a new one takes the rest of the line. No
+    random-address RCPT (catchall_probe = no, as for the later senders of
+    one domain in a session): no failed RCPT ends the session either."""
+    senders = ["alice@a%d.test" % i for i in range(1, N_AGE + 1)]
+    conf = write_conf(tmp, "age.conf", dns_port, farm_port, "host_sessions = 1", "probe_timeout = 3s",
+                      "catchall_probe = no")
+    farm.reset()
+    status, out, err, results, secs = run_check(conf, senders, jobs=2)
+    farm.wait_idle(SLOWPOKE, timeout=10)
+    sessions = farm.sessions(SLOWPOKE)
+    per = [sum(1 for c in s.commands if c.upper().startswith("RCPT")) for s in sessions]
+    tap.diag("a busy session, %d senders at ~0.1 s each: %d sessions, RCPTs per session %r, %.2f s"
+             % (N_AGE, len(sessions), per, secs))
+    tap.check("a busy session ends by probe_timeout: none asked more than 3 s / 0.1 s (+ margin) addresses",
+              len(sessions) >= 3 and max(per or [0]) <= 40, "%r\n%s" % (per, out[-3000:]))
+    tap.check("... every sender valid", len(results) == N_AGE and all(r[0] == "valid" for r in results.values()),
+              "%r" % results)
+
+
+def stray_run(tap, tmp, dns_port, farm, farm_port):
+    """A session of two (host_sessions = 1) waits between addresses for a
+    third; the server sends one line more than it was asked for and closes
+    meanwhile. That unread line shows the replies were out of step: the
+    invalid must not stand."""
+    senders = ["alice@b1.test", "nobody@b2.test"]
+    conf = write_conf(tmp, "stray.conf", dns_port, farm_port, "host_sessions = 1", "catchall_probe = no",
+                      "host_backoff = 0", "blocked_ttl = 0")
+    farm.reset()
+    status, out, err, results, secs = run_check(conf, senders, jobs=2)
+    farm.wait_idle(STRAY, timeout=10)
+    nobody = results.get("nobody@b2.test", ("?", {}))
+    tap.diag("stray line at the close between addresses: %d sessions, %r" % (len(farm.sessions(STRAY)), results))
+    tap.check("a line unread at the close between addresses: the session is out of step, no invalid stands",
+              len(farm.sessions(STRAY)) == 1 and nobody[0] == "tempfail" and "protocol" in nobody[1].get("flags", ""),
+              "%r\n%s" % (results, out[-3000:]))
+
+
 def hanging_run(tap, tmp, dns_port, farm, farm_port):
     senders = ["alice@s%d.test" % i for i in range(1, N_HANG + 1)]
     # the breaker off: no first-contact wait, so the others queue in the pool at once
@@ -340,6 +411,8 @@ def main():
         farm.add(FAILING, "normal", users=["alice"])
         farm.add(LAGGING, "lagging_reply", users=["alice"])
         farm.add(HANGING, "silent_after_rcpt", users=["alice"])
+        farm.add(SLOWPOKE, "normal", users=["alice"], reply_delay=0.1)
+        farm.add(STRAY, "normal", users=["alice"], stray_after=2)
         farm_port = farm.start()
         session_mode_runs(tap, farm, farm_port)
         forged_flood(tap, tmp, dns_port, farm, farm_port)
@@ -348,6 +421,9 @@ def main():
         drop_run(tap, tmp, dns_port, farm, farm_port)
         errors_run(tap, tmp, dns_port, farm, farm_port)
         lagging_run(tap, tmp, dns_port, farm, farm_port)
+        lagging_long_run(tap, tmp, dns_port, farm, farm_port)
+        age_run(tap, tmp, dns_port, farm, farm_port)
+        stray_run(tap, tmp, dns_port, farm, farm_port)
         hanging_run(tap, tmp, dns_port, farm, farm_port)
     finally:
         farm.stop()
