@@ -193,7 +193,8 @@ struct vcore {
 	size_t domain_count, domain_max;
 	struct greylist_timer *timers[TIMER_BUCKETS];
 	size_t timer_count, timer_max;
-	int running_total; /* probes the engine runs, all domains (max_probes_in_flight) */
+	int running_total; /* probes the engine runs, all domains (max_probes_in_flight); written
+	                    * under the lock too (stats.running), read without it here */
 	int max_in_flight; /* max_probes_in_flight, lowered by the fd limit (verify.c) */
 	int64_t in_flight_logged_ms;
 	/* The domains whose line waits for max_probes_in_flight, in the order
@@ -622,7 +623,10 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	p->handle = NULL;
 	bool freed_place = p->counted;
 	if (p->counted) {
+		pthread_mutex_lock(&c->lock);
 		c->running_total--;
+		c->stats.running = (uint64_t)c->running_total;
+		pthread_mutex_unlock(&c->lock);
 		p->counted = false;
 	}
 	if (o->kind == OUTCOME_INVALID && !p->no_store)
@@ -838,8 +842,9 @@ static void launch(struct vcore *c, struct probe *p)
 		c->stats.refreshes++;
 	else if (p->why == WHY_GREYLIST)
 		c->stats.greylist_retries++;
-	pthread_mutex_unlock(&c->lock);
 	c->running_total++;
+	c->stats.running = (uint64_t)c->running_total;
+	pthread_mutex_unlock(&c->lock);
 	p->counted = true;
 	struct domain_slot *d = p->slot;
 	if (d == NULL || c->eng.resolve_start == NULL || p->address.domain_kind != ADDR_DOMAIN_NAME) {

@@ -165,6 +165,7 @@ def main():
             "vemilter_probes_total": "counter", "vemilter_probes_started_total": "counter",
             "vemilter_probe_duration_seconds": "histogram", "vemilter_dns_duration_seconds": "histogram",
             "vemilter_budget_refusals_total": "counter", "vemilter_probes_in_flight": "gauge",
+            "vemilter_probes_waiting": "gauge",
             "vemilter_self_health_unhealthy": "gauge", "vemilter_mx_hosts": "gauge",
             "vemilter_cache_entries": "gauge", "vemilter_cache_bytes": "gauge",
         }
@@ -202,6 +203,7 @@ def main():
                   and 0 < v("vemilter_cache_bytes", 'kind="file"') <= v("vemilter_cache_bytes", 'kind="map"'),
                   text)
         tap.check("nothing in flight, healthy", v("vemilter_probes_in_flight") == 0
+                  and v("vemilter_probes_waiting") == 0
                   and v("vemilter_self_health_unhealthy") == 0, text)
         promtool = shutil.which("promtool")
         if promtool:

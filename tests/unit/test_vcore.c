@@ -1558,6 +1558,10 @@ START_TEST(in_flight_budget)
 	struct verify_result r;
 	ck_assert_int_eq(live_count(), 2);
 	ck_assert(!answered(c, &r));
+	/* What the metrics show as in flight is what the cap counts: the
+	 * waiting one is held, not running. */
+	ck_assert_int_eq(stats().running, 2);
+	ck_assert_int_eq(stats().in_flight, 3);
 	advance(2 * SECOND);
 	ck_assert(!answered(c, &r));
 	finish("a@g1.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
@@ -1572,6 +1576,7 @@ START_TEST(in_flight_budget)
 	vcore_release(b);
 	vcore_release(c);
 	ck_assert_int_eq(vcore_probe_objects(core), 0);
+	ck_assert_int_eq(stats().running, 0);
 	ck_assert_int_eq(stats().over_budget, 0);
 	ck_assert_int_eq(live_timers(), 0);
 }
