@@ -716,14 +716,18 @@ static void finish_here(struct probe *p, const char *reason)
 }
 
 /* over_budget - answer a probe that may not start: tempfail, not cached,
- * and one log line per party a minute (*last) */
+ * and one log line per party a minute (*last). The counts are of requests
+ * (verify.h): every ticket waiting for it; a refresh nobody waits for is
+ * no request. */
 static void over_budget(struct vcore *c, struct probe *p, enum budget b, int64_t *last, const char *kind,
                         const char *party)
 {
 	budget_log(last, mono_now(c), b, kind, party);
 	pthread_mutex_lock(&c->lock);
-	c->stats.over_budget++;
-	c->stats.over_budget_by[b]++;
+	for (const struct verify_ticket *t = p->waiters; t != NULL; t = t->next_waiter) {
+		c->stats.over_budget++;
+		c->stats.over_budget_by[b]++;
+	}
 	pthread_mutex_unlock(&c->lock);
 	struct outcome o;
 	budget_outcome(&o, b);

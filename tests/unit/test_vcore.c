@@ -1420,11 +1420,17 @@ START_TEST(waiting_probe_answered_at_its_deadline)
 	struct verify_ticket *a = submit("a@slow.test");
 	advance(4 * SECOND);
 	struct verify_ticket *b = submit("b@slow.test");
+	struct verify_ticket *b2 = submit("b@slow.test"); /* joins b's probe */
 	struct verify_result r;
 	advance(7 * SECOND);
 	ck_assert(!answered(b, &r));
 	advance(1 * SECOND);
 	r = must_answer(b);
+	ck_assert_int_eq(must_answer(b2).outcome.kind, OUTCOME_TEMPFAIL);
+	/* Two requests were refused by the budget (one probe): the count is of
+	 * requests, as verify.h and the metric say. */
+	ck_assert_int_eq(stats().over_budget, 2);
+	vcore_release(b2);
 	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
 	ck_assert_int_eq(r.elapsed_ms, 8 * SECOND);
 	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "verify_budget"));
