@@ -129,6 +129,25 @@ static bool lookup_ids(const struct conf *conf, uid_t *uid, gid_t *user_gid, gid
 	return true;
 }
 
+/* check_names - for -n: the user and socket_group the daemon would look up
+ * at start exist (each missing one said on stderr) */
+static bool check_names(const struct conf *conf)
+{
+	bool ok = true;
+	if (conf->user[0] != '\0' && getpwnam(conf->user) == NULL) {
+		fprintf(stderr, "vemilter: %s: user \"%s\" does not exist: the daemon would not start\n",
+		        conf->path, conf->user);
+		ok = false;
+	}
+	if (conf->socket_group[0] != '\0' && getgrnam(conf->socket_group) == NULL) {
+		fprintf(stderr,
+		        "vemilter: %s: socket_group \"%s\" does not exist: the daemon would not start\n",
+		        conf->path, conf->socket_group);
+		ok = false;
+	}
+	return ok;
+}
+
 /* prepare_socket_dir - create a missing unix socket directory for the user */
 static bool prepare_socket_dir(const char *path, uid_t uid, gid_t gid)
 {
@@ -507,6 +526,12 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	if (opts.check_only) {
+		/* What the daemon refuses to start without, beyond the file itself:
+		 * the unit's ExecStartPre relies on -n saying so before the start. */
+		if (!check_names(conf)) {
+			conf_unref(conf);
+			return EXIT_FAILURE;
+		}
 		printf("vemilter: %s: no errors\n", opts.conf_path);
 		conf_unref(conf);
 		return EXIT_SUCCESS;
