@@ -23,9 +23,17 @@ struct metricsd {
 	struct metrics *metrics;
 };
 
+/* is_head - a HEAD request: its reply carries no body (RFC 9110 9.3.2).
+ * libevent sends whatever body it is given, HEAD or not; on a kept-alive
+ * connection the client would read that body as the next response. */
+static bool is_head(struct evhttp_request *req)
+{
+	return evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
+}
+
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
 {
-	struct evbuffer *body = evbuffer_new();
+	struct evbuffer *body = is_head(req) ? NULL : evbuffer_new();
 	if (body != NULL)
 		evbuffer_add(body, text, strlen(text));
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
@@ -53,6 +61,11 @@ static void on_request(struct evhttp_request *req, void *arg)
 	}
 	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
 		reply_text(req, HTTP_BADMETHOD, "Method Not Allowed", "only GET /metrics\n");
+		return;
+	}
+	if (cmd == EVHTTP_REQ_HEAD) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", CONTENT_TYPE);
+		evhttp_send_reply(req, HTTP_OK, "OK", NULL);
 		return;
 	}
 	char *text = metrics_render(d->metrics);

@@ -629,10 +629,10 @@ static sfsistat on_eom(SMFICTX *ctx)
 	else if (msg->state == MSG_BLOCKLISTED)
 		snprintf(value, sizeof(value), "blocklisted (%.200s)",
 		         msg->matched != NULL ? msg->matched : "");
+	else if (msg->budget_exceeded) /* waited for: answered is cleared for a later RCPT */
+		snprintf(value, sizeof(value), "unknown (no answer within verify_budget)");
 	else if (!msg->answered)
 		snprintf(value, sizeof(value), "unknown (only exempt recipients: not waited for)");
-	else if (msg->budget_exceeded)
-		snprintf(value, sizeof(value), "unknown (no answer within verify_budget)");
 	else
 		snprintf(value, sizeof(value), "%s (%s%s%s)", outcome_name(o->kind),
 		         verify_source_name(msg->result.source), o->mx_host[0] ? ", mx " : "", o->mx_host);

@@ -193,7 +193,8 @@ struct vcore {
 	size_t domain_count, domain_max;
 	struct greylist_timer *timers[TIMER_BUCKETS];
 	size_t timer_count, timer_max;
-	int running_total; /* probes the engine runs, all domains (max_probes_in_flight) */
+	int running_total; /* probes the engine runs, all domains (max_probes_in_flight); written
+	                    * under the lock too (stats.running), read without it here */
 	int max_in_flight; /* max_probes_in_flight, lowered by the fd limit (verify.c) */
 	int fd_cap;        /* that fd limit (vcore_limit_in_flight); 0: none */
 	int64_t in_flight_logged_ms;
@@ -636,7 +637,10 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	p->handle = NULL;
 	bool freed_place = p->counted;
 	if (p->counted) {
+		pthread_mutex_lock(&c->lock);
 		c->running_total--;
+		c->stats.running = (uint64_t)c->running_total;
+		pthread_mutex_unlock(&c->lock);
 		p->counted = false;
 	}
 	if (o->kind == OUTCOME_INVALID && !p->no_store)
@@ -727,14 +731,18 @@ static void finish_here(struct probe *p, const char *reason)
 }
 
 /* over_budget - answer a probe that may not start: tempfail, not cached,
- * and one log line per party a minute (*last) */
+ * and one log line per party a minute (*last). The counts are of requests
+ * (verify.h): every ticket waiting for it; a refresh nobody waits for is
+ * no request. */
 static void over_budget(struct vcore *c, struct probe *p, enum budget b, int64_t *last, const char *kind,
                         const char *party)
 {
 	budget_log(last, mono_now(c), b, kind, party);
 	pthread_mutex_lock(&c->lock);
-	c->stats.over_budget++;
-	c->stats.over_budget_by[b]++;
+	for (const struct verify_ticket *t = p->waiters; t != NULL; t = t->next_waiter) {
+		c->stats.over_budget++;
+		c->stats.over_budget_by[b]++;
+	}
 	pthread_mutex_unlock(&c->lock);
 	struct outcome o;
 	budget_outcome(&o, b);
@@ -853,8 +861,9 @@ static void launch(struct vcore *c, struct probe *p)
 		c->stats.refreshes++;
 	else if (p->why == WHY_GREYLIST)
 		c->stats.greylist_retries++;
-	pthread_mutex_unlock(&c->lock);
 	c->running_total++;
+	c->stats.running = (uint64_t)c->running_total;
+	pthread_mutex_unlock(&c->lock);
 	p->counted = true;
 	struct domain_slot *d = p->slot;
 	if (d == NULL || c->eng.resolve_start == NULL || p->address.domain_kind != ADDR_DOMAIN_NAME) {

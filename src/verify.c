@@ -90,7 +90,8 @@ struct verifier {
 	} * retired;
 	struct verifier_metric_ids {
 		int verdicts, probes, probe_seconds, dns_seconds, lookups, started, refreshes, joined,
-		        greylist_retries, budget, in_flight, unhealthy, hosts, cache_entries, cache_bytes;
+		        greylist_retries, budget, in_flight, waiting, unhealthy, hosts, cache_entries,
+		        cache_bytes;
 	} mid;
 };
 
@@ -516,7 +517,8 @@ static void collect(void *arg, struct metrics *m)
 		metrics_label(labels, sizeof(labels), "budget", verify_budget_name(i));
 		metrics_set(m, id->budget, labels, (double)st.over_budget_by[i]);
 	}
-	metrics_set(m, id->in_flight, NULL, (double)st.in_flight);
+	metrics_set(m, id->in_flight, NULL, (double)st.running);
+	metrics_set(m, id->waiting, NULL, (double)(st.in_flight - st.running));
 	metrics_set(m, id->unhealthy, NULL, atomic_load(&v->unhealthy) ? 1 : 0);
 	struct hosts_census hc;
 	hosts_census(v->engine->env.hosts, clock_mono_ms(), &hc);
@@ -570,8 +572,11 @@ static bool start_metrics(struct verifier *v, char *why, size_t why_size)
 	id->budget = metrics_family(
 	        m, "vemilter_budget_refusals", METRIC_COUNTER,
 	        "Requests answered tempfail without a probe, by the budget they were over.", NULL, 0);
-	id->in_flight =
-	        metrics_family(m, "vemilter_probes_in_flight", METRIC_GAUGE, "Probes running now.", NULL, 0);
+	id->in_flight = metrics_family(m, "vemilter_probes_in_flight", METRIC_GAUGE,
+	                               "Probes running now (what max_probes_in_flight counts).", NULL, 0);
+	id->waiting = metrics_family(
+	        m, "vemilter_probes_waiting", METRIC_GAUGE,
+	        "Probes asked for and not started yet: queued, or waiting in their domain's line.", NULL, 0);
 	id->unhealthy =
 	        metrics_family(m, "vemilter_self_health_unhealthy", METRIC_GAUGE,
 	                       "1 while most probes fail on our side (self-health), else 0.", NULL, 0);
@@ -585,7 +590,7 @@ static bool start_metrics(struct verifier *v, char *why, size_t why_size)
 	                       "Cache file: bytes up to its last page used, and the map's size.", NULL, 0);
 	if (id->verdicts < 0 || id->lookups < 0 || id->started < 0 || id->refreshes < 0 || id->joined < 0 ||
 	    id->greylist_retries < 0 || id->probes < 0 || id->probe_seconds < 0 || id->dns_seconds < 0 ||
-	    id->budget < 0 || id->in_flight < 0 || id->unhealthy < 0 || id->hosts < 0 ||
+	    id->budget < 0 || id->in_flight < 0 || id->waiting < 0 || id->unhealthy < 0 || id->hosts < 0 ||
 	    id->cache_entries < 0 || id->cache_bytes < 0) {
 		metrics_free(m);
 		snprintf(why, why_size, "out of memory");

@@ -59,7 +59,9 @@ struct verify_stats {
 	uint64_t cache_hits;       /* fresh address answers */
 	uint64_t stale_hits;       /* stale answers served */
 	uint64_t domain_facts;     /* answers from domain records */
-	uint64_t in_flight;        /* probes running now */
+	uint64_t in_flight;        /* probes asked for and not answered: queued, waiting in a
+	                            * domain's line, or running */
+	uint64_t running;          /* of those, the ones the engine runs (max_probes_in_flight) */
 	uint64_t greylist_retries; /* probes started again because the last one was greylisted */
 	uint64_t stale_withheld;   /* stale answers not served (would reject, or temporary): re-probed */
 	uint64_t tagged_hits;      /* tagged senders answered through their stable form */

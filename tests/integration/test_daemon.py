@@ -175,6 +175,20 @@ def t_check_bad(tap, cleanup):
               "other lines: %r\n%s" % (other, cmd_diag(p)))
 
 
+def t_check_names(tap, cleanup):
+    """-n fails, as the start would, when the user or socket_group named
+    does not exist (the unit's ExecStartPre runs -n)."""
+    tmp = TempDir()
+    cleanup.add(tmp.remove)
+    for directive in ("user", "socket_group"):
+        conf = tmp.write("%s.conf" % directive, "socket = unix:%s\n%s = no-such-name-vemilter\n"
+                         % (tmp.join("m.sock"), directive))
+        p = run([BIN, "-n", "-c", conf])
+        tap.check("-n with a %s that does not exist exits 1 naming it" % directive,
+                  p.returncode == 1 and "no-such-name-vemilter" in p.stderr and "no errors" not in p.stdout,
+                  cmd_diag(p))
+
+
 def t_missing_config(tap, cleanup):
     tmp = TempDir()
     cleanup.add(tmp.remove)
@@ -627,7 +641,7 @@ def t_reload(tap, cleanup):
     tap.equal("reload: stops cleanly afterwards", d.stop(), 0, d.diag)
 
 
-TESTS = [t_version, t_help, t_long_help, t_check_environment, t_unknown_option, t_check_good, t_check_bad, t_missing_config,
+TESTS = [t_version, t_help, t_long_help, t_check_environment, t_unknown_option, t_check_good, t_check_bad, t_check_names, t_missing_config,
          t_lifecycle, t_live_socket, t_second_instance, t_inflight, t_reload]
 
 

@@ -111,6 +111,27 @@ def scrape(port, path="/metrics", method="GET"):
         return e.code, e.headers.get("Content-Type", ""), ""
 
 
+def head_then_get(port):
+    """HEAD /metrics then GET /metrics on one connection: what came back
+    (read until the server closes, at most 10 s)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"HEAD /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                  b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+    finally:
+        s.close()
+
+
 def message(d, sender):
     c = MilterClient(d.socket, timeout=20)
     try:
@@ -175,6 +196,7 @@ def main():
             "vemilter_probes_total": "counter", "vemilter_probes_started_total": "counter",
             "vemilter_probe_duration_seconds": "histogram", "vemilter_dns_duration_seconds": "histogram",
             "vemilter_budget_refusals_total": "counter", "vemilter_probes_in_flight": "gauge",
+            "vemilter_probes_waiting": "gauge",
             "vemilter_self_health_unhealthy": "gauge", "vemilter_mx_hosts": "gauge",
             "vemilter_cache_entries": "gauge", "vemilter_cache_bytes": "gauge",
         }
@@ -212,6 +234,7 @@ def main():
                   and 0 < v("vemilter_cache_bytes", 'kind="file"') <= v("vemilter_cache_bytes", 'kind="map"'),
                   text)
         tap.check("nothing in flight, healthy", v("vemilter_probes_in_flight") == 0
+                  and v("vemilter_probes_waiting") == 0
                   and v("vemilter_self_health_unhealthy") == 0, text)
         promtool = shutil.which("promtool")
         if promtool:
@@ -225,6 +248,14 @@ def main():
 
         tap.equal("another path: 404", scrape(mport, "/")[0], 404)
         tap.equal("POST /metrics: 405", scrape(mport, "/metrics", "POST")[0], 405)
+        # HEAD then GET on one connection: a HEAD response carries no body
+        # (RFC 9110 9.3.2), else a keep-alive client reads the body as the
+        # next response.
+        raw = head_then_get(mport)
+        first, _, rest = raw.partition(b"\r\n\r\n")
+        tap.check("HEAD /metrics: 200 with no body, the GET after it answered on the same connection",
+                  first.startswith(b"HTTP/1.1 200") and rest.startswith(b"HTTP/1.1 200")
+                  and b"# TYPE vemilter_verdicts_total counter" in rest, raw[:400].decode(errors="replace"))
         tap.equal("clean stop", d.stop(), 0, d.diag)
 
         # A bad metrics_listen is a configuration error; a taken port stops the start.

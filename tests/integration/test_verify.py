@@ -458,6 +458,30 @@ def main():
             tap.check("result header: a %s sender let in by postmaster@ is named" % name,
                       len(added) == 1 and want in added[0], "%r\n%s" % (added, t))
 
+        # A sender whose verification outlasted verify_budget: the ordinary
+        # recipient is deferred, postmaster@ lets the message in; the header
+        # must say the budget ran out (it was waited for), not that only
+        # exempt recipients were given.
+        c = MilterClient(d.socket, timeout=20)
+        try:
+            c.session(client_addr="198.51.100.7")
+            m = c.mail("<budget-hdr@slow.test>", macros={"i": "Q1"})
+            r = [c.rcpt("<bob@local.test>"), c.rcpt("<postmaster@local.test>")]
+            c.data()
+            c.header("Subject", "hi")
+            c.eoh()
+            c.body("hello\r\n")
+            eom = c.eom()
+            c.quit()
+        finally:
+            c.close()
+        added = [x.data for x in (eom.mods if eom else [])
+                 if x.code == "h" and x.data.startswith(b"X-Sender-Verification\0")]
+        tap.check("result header: a sender past verify_budget let in by postmaster@ is named as such",
+                  m.code == "c" and r[0].code == "y" and r[1].code == "c" and len(added) == 1
+                  and b"no answer within verify_budget" in added[0],
+                  "%r %r\n%r\n%s" % (m, r, added, c.transcript_text()))
+
         # One message to 30 recipients from a refused sender: one verdict
         # line, then one with the count of the recipients it repeated for.
         mark = d.log_size()

@@ -1435,11 +1435,17 @@ START_TEST(waiting_probe_answered_at_its_deadline)
 	struct verify_ticket *a = submit("a@slow.test");
 	advance(4 * SECOND);
 	struct verify_ticket *b = submit("b@slow.test");
+	struct verify_ticket *b2 = submit("b@slow.test"); /* joins b's probe */
 	struct verify_result r;
 	advance(7 * SECOND);
 	ck_assert(!answered(b, &r));
 	advance(1 * SECOND);
 	r = must_answer(b);
+	ck_assert_int_eq(must_answer(b2).outcome.kind, OUTCOME_TEMPFAIL);
+	/* Two requests were refused by the budget (one probe): the count is of
+	 * requests, as verify.h and the metric say. */
+	ck_assert_int_eq(stats().over_budget, 2);
+	vcore_release(b2);
 	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
 	ck_assert_int_eq(r.elapsed_ms, 8 * SECOND);
 	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "verify_budget"));
@@ -1573,6 +1579,10 @@ START_TEST(in_flight_budget)
 	struct verify_result r;
 	ck_assert_int_eq(live_count(), 2);
 	ck_assert(!answered(c, &r));
+	/* What the metrics show as in flight is what the cap counts: the
+	 * waiting one is held, not running. */
+	ck_assert_int_eq(stats().running, 2);
+	ck_assert_int_eq(stats().in_flight, 3);
 	advance(2 * SECOND);
 	ck_assert(!answered(c, &r));
 	finish("a@g1.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
@@ -1587,6 +1597,7 @@ START_TEST(in_flight_budget)
 	vcore_release(b);
 	vcore_release(c);
 	ck_assert_int_eq(vcore_probe_objects(core), 0);
+	ck_assert_int_eq(stats().running, 0);
 	ck_assert_int_eq(stats().over_budget, 0);
 	ck_assert_int_eq(live_timers(), 0);
 }
