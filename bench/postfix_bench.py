@@ -332,8 +332,10 @@ class Bench:
             "probe_port": self.farm_port, "probe_allow_networks": "127.0.0.0/8",
             "verify_budget": "8s", "cache": self.tmp.join("cache.lmdb"),
             # throughput, not politeness: thousands of probes to 20 fake
-            # servers would otherwise meet the per-host session budget
-            "host_session_rate": 0,
+            # servers would otherwise meet the per-host session budget, and
+            # thousands of new senders from the one load generator the
+            # per-client budget (client_probe_rate, 60 a minute)
+            "host_session_rate": 0, "client_probe_rate": 0,
         })
         self.milter = vmtest.Daemon(self.tmp, conf, name="vemilter")
         self.milter.start()
