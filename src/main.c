@@ -107,30 +107,38 @@ static void print_conf_error(void *arg, const char *message)
 	fprintf(stderr, "%s\n", message);
 }
 
-/* lookup_ids - uid/gid for the run user and the socket group */
+/* lookup_ids - uid/gid for the run user and the socket group; each that
+ * does not exist is logged (the start and -n both name all of them) */
 static bool lookup_ids(const struct conf *conf, uid_t *uid, gid_t *user_gid, gid_t *socket_gid)
 {
+	bool ok = true;
 	*uid = (uid_t)-1;
 	*user_gid = (gid_t)-1;
 	*socket_gid = (gid_t)-1;
 	if (conf->user[0] != '\0') {
 		struct passwd *pw = getpwnam(conf->user);
 		if (pw == NULL) {
-			log_msg(LOG_ERR, "user \"%s\" does not exist", conf->user);
-			return false;
+			log_msg(LOG_ERR,
+			        "%s: user \"%s\" does not exist: create it (adduser --system --group %s) or "
+			        "set \"user\"",
+			        conf->path, conf->user, conf->user);
+			ok = false;
+		} else {
+			*uid = pw->pw_uid;
+			*user_gid = pw->pw_gid;
 		}
-		*uid = pw->pw_uid;
-		*user_gid = pw->pw_gid;
 	}
 	if (conf->socket_group[0] != '\0') {
 		struct group *gr = getgrnam(conf->socket_group);
 		if (gr == NULL) {
-			log_msg(LOG_ERR, "socket_group \"%s\" does not exist", conf->socket_group);
-			return false;
+			log_msg(LOG_ERR, "%s: socket_group \"%s\" does not exist", conf->path,
+			        conf->socket_group);
+			ok = false;
+		} else {
+			*socket_gid = gr->gr_gid;
 		}
-		*socket_gid = gr->gr_gid;
 	}
-	return true;
+	return ok;
 }
 
 /* prepare_socket_dir - create a missing unix socket directory for the user */
@@ -169,6 +177,21 @@ static bool own_socket(const char *path, uid_t uid, gid_t socket_gid)
 	return true;
 }
 
+/* become_user - as root: switch for good to uid/gid (with the user's
+ * groups); false, logged, when that fails or root could be regained */
+static bool become_user(const struct conf *conf, uid_t uid, gid_t gid)
+{
+	if (initgroups(conf->user, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+		log_msg(LOG_ERR, "cannot switch to user \"%s\": %s", conf->user, strerror(errno));
+		return false;
+	}
+	if (setuid(0) == 0) {
+		log_msg(LOG_ERR, "privileges could be regained after switching to \"%s\"", conf->user);
+		return false;
+	}
+	return true;
+}
+
 /* drop_privileges - become the configured user, if we are root */
 static bool drop_privileges(const struct conf *conf, uid_t uid, gid_t gid)
 {
@@ -182,14 +205,8 @@ static bool drop_privileges(const struct conf *conf, uid_t uid, gid_t gid)
 		log_msg(LOG_WARNING, "running as root: set \"user\" in %s", conf->path);
 		return true;
 	}
-	if (initgroups(conf->user, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-		log_msg(LOG_ERR, "cannot switch to user \"%s\": %s", conf->user, strerror(errno));
+	if (!become_user(conf, uid, gid))
 		return false;
-	}
-	if (setuid(0) == 0) {
-		log_msg(LOG_ERR, "privileges could be regained after switching to \"%s\"", conf->user);
-		return false;
-	}
 	log_msg(LOG_INFO, "running as user %s", conf->user);
 	return true;
 }
@@ -532,12 +549,8 @@ static bool open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
 		return false;
 	}
 	if (pid == 0) {
-		if (geteuid() == 0 && uid != (uid_t)-1 &&
-		    (initgroups(conf->user, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)) {
-			fprintf(stderr, "vemilter: cannot switch to user \"%s\": %s\n", conf->user,
-			        strerror(errno));
+		if (geteuid() == 0 && uid != (uid_t)-1 && !become_user(conf, uid, gid))
 			_exit(1);
-		}
 		char why[300];
 		struct cache *cache = cache_open(conf->cache, conf->cache_max_mb, why, sizeof(why));
 		if (cache == NULL) {
@@ -562,27 +575,9 @@ static bool open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
  * Each is printed; returns the number of errors. */
 static int check_run_environment(const struct conf *conf)
 {
-	int problems = 0;
-	uid_t uid = (uid_t)-1;
-	gid_t gid = (gid_t)-1;
-	if (conf->user[0] != '\0') {
-		struct passwd *pw = getpwnam(conf->user);
-		if (pw == NULL) {
-			fprintf(stderr,
-			        "vemilter: user \"%s\" does not exist: create it (adduser --system --group "
-			        "%s) or set "
-			        "\"user\"\n",
-			        conf->user, conf->user);
-			problems++;
-		} else {
-			uid = pw->pw_uid;
-			gid = pw->pw_gid;
-		}
-	}
-	if (conf->socket_group[0] != '\0' && getgrnam(conf->socket_group) == NULL) {
-		fprintf(stderr, "vemilter: socket_group \"%s\" does not exist\n", conf->socket_group);
-		problems++;
-	}
+	uid_t uid;
+	gid_t gid, socket_gid;
+	int problems = lookup_ids(conf, &uid, &gid, &socket_gid) ? 0 : 1;
 	/* The daemon starts without a cache it cannot open (every sender is
 	 * then probed): a warning, not an error. */
 	if (problems == 0 && conf->cache[0] != '\0' && !open_cache_as(conf, uid, gid))
