@@ -204,6 +204,7 @@ struct vcore {
 	bool cap_draining; /* cap_release() runs: a place freed inside it is seen by its loop */
 
 	pthread_mutex_t lock;
+	pthread_condattr_t ticket_cond_attr; /* CLOCK_MONOTONIC, for every ticket's answered */
 	struct probe *buckets[BUCKETS];
 	struct probe *stable_buckets[BUCKETS];
 	struct probe *pending; /* queued for the engine thread */
@@ -1359,6 +1360,17 @@ struct vcore *vcore_new(struct conf *conf, struct cache *cache, const struct vco
 	struct vcore *c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return NULL;
+	/* Every ticket's condition variable runs on CLOCK_MONOTONIC (vcore_wait):
+	 * the attributes are made once, not per message. */
+	if (pthread_condattr_init(&c->ticket_cond_attr) != 0) {
+		free(c);
+		return NULL;
+	}
+	if (pthread_condattr_setclock(&c->ticket_cond_attr, CLOCK_MONOTONIC) != 0) {
+		pthread_condattr_destroy(&c->ticket_cond_attr);
+		free(c);
+		return NULL;
+	}
 	pthread_mutex_init(&c->lock, NULL);
 	c->conf = conf_ref(conf);
 	c->store.conf = c->conf;
@@ -1426,6 +1438,7 @@ size_t vcore_probe_objects(struct vcore *c)
 static void destroy(struct vcore *c)
 {
 	pthread_mutex_destroy(&c->lock);
+	pthread_condattr_destroy(&c->ticket_cond_attr);
 	free(c);
 }
 
@@ -1496,12 +1509,7 @@ struct verify_ticket *vcore_submit(struct vcore *c, const struct addr *sender, c
 	struct verify_ticket *t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		return NULL;
-	pthread_condattr_t attr;
-	bool made = pthread_condattr_init(&attr) == 0;
-	made = made && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-	       pthread_cond_init(&t->answered, &attr) == 0;
-	pthread_condattr_destroy(&attr);
-	if (!made) {
+	if (pthread_cond_init(&t->answered, &c->ticket_cond_attr) != 0) {
 		free(t);
 		return NULL;
 	}
