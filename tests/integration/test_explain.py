@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
 from vmtest import Daemon, TempDir, base_conf  # noqa: E402
-from milterclient import MilterClient  # noqa: E402
+from milterclient import one_message  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
 
@@ -32,15 +32,7 @@ CHECK = vmtest.vemilter_binary().replace("/vemilter", "/vemilter-check")
 
 
 def message(d, sender):
-    c = MilterClient(d.socket, timeout=20)
-    try:
-        c.session(client_addr="198.51.100.7")
-        m = c.mail(sender, macros={"i": "QE"})
-        r = c.rcpt("<bob@local.test>") if m.code == "c" else m
-        c.quit()
-        return r
-    finally:
-        c.close()
+    return one_message(d.socket, sender, qid="QE")
 
 
 def digest(path):

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
 from vmtest import Daemon, TempDir, base_conf  # noqa: E402
-from milterclient import MilterClient  # noqa: E402
+from milterclient import one_message  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
 
@@ -133,15 +133,7 @@ def head_then_get(port):
 
 
 def message(d, sender):
-    c = MilterClient(d.socket, timeout=20)
-    try:
-        c.session(client_addr="198.51.100.7")
-        m = c.mail(sender, macros={"i": "QM"})
-        r = c.rcpt("<bob@local.test>") if m.code == "c" else m
-        c.quit()
-        return r
-    finally:
-        c.close()
+    return one_message(d.socket, sender, qid="QM")
 
 
 def main():

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
 from vmtest import Daemon, TempDir, base_conf  # noqa: E402
-from milterclient import MilterClient  # noqa: E402
+from milterclient import one_message  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
 
@@ -45,16 +45,9 @@ CHECK = vmtest.vemilter_binary().replace("/vemilter", "/vemilter-check")
 
 
 def rcpt(d, sender):
-    """One message; the RCPT reply's first digit ('2' also for accept at MAIL)."""
-    c = MilterClient(d.socket, timeout=20)
-    try:
-        c.session(client_addr="198.51.100.7")
-        m = c.mail(sender, macros={"i": "QR"})
-        r = c.rcpt("<bob@local.test>") if m.code == "c" else m
-        c.quit()
-        return "2" if r.code in ("c", "a") else (r.smtp_code or "?")[0]
-    finally:
-        c.close()
+    """One message; the deciding reply's first digit ('2' also for accept at MAIL)."""
+    r = one_message(d.socket, sender, qid="QR")
+    return "2" if r.code in ("c", "a") else (r.smtp_code or "?")[0]
 
 
 def main():

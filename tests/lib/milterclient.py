@@ -442,3 +442,19 @@ class MilterClient:
         r1 = self.connect(client_name, fam, port, client_addr, macros=macros)
         r2 = self.helo(helo, macros={}) if helo else None
         return r1, r2
+
+
+def one_message(socket_spec, sender, rcpt="<bob@local.test>", client_addr="198.51.100.7", qid="Q1",
+                timeout=20):
+    """One message over a fresh connection: MAIL FROM sender, then one RCPT
+    unless MAIL was already answered (accept at MAIL FROM, or a refusal).
+    Returns the reply that decided: the RCPT's, else the MAIL's."""
+    c = MilterClient(socket_spec, timeout=timeout)
+    try:
+        c.session(client_addr=client_addr)
+        m = c.mail(sender, macros={"i": qid})
+        r = c.rcpt(rcpt) if m.code == "c" else m
+        c.quit()
+        return r
+    finally:
+        c.close()
