@@ -66,6 +66,16 @@ static SSL_CTX *new_ssl_ctx(void)
 	return ctx;
 }
 
+/* pool_limits_of - what the pool is told of conf, at start and at a reload */
+static struct pool_limits pool_limits_of(const struct engine *engine, const struct conf *conf)
+{
+	return (struct pool_limits){.max_sessions = (unsigned)conf->host_sessions,
+	                            .max_errors = conf->host_session_errors,
+	                            .hosts = engine->hosts,
+	                            .session_rate = (unsigned)conf->host_session_rate,
+	                            .max_age_ms = conf->probe_timeout_ms};
+}
+
 /* engine_new - see engine.h */
 struct engine *engine_new(const struct conf *conf, char *why, size_t why_size)
 {
@@ -113,11 +123,7 @@ struct engine *engine_new(const struct conf *conf, char *why, size_t why_size)
 		goto fail;
 	}
 	engine->env.mx_rules = &engine->mx_rules;
-	struct pool_limits limits = {.max_sessions = (unsigned)conf->host_sessions,
-	                             .max_errors = conf->host_session_errors,
-	                             .hosts = engine->hosts,
-	                             .session_rate = (unsigned)conf->host_session_rate,
-	                             .max_age_ms = conf->probe_timeout_ms};
+	struct pool_limits limits = pool_limits_of(engine, conf);
 	engine->pool = pool_new(engine->env.base, &limits);
 	if (engine->pool == NULL) {
 		snprintf(why, why_size, "out of memory");
@@ -188,10 +194,7 @@ bool engine_apply_conf(struct engine *engine, const struct conf *fresh, char *wh
 		engine->retired_dns = retired;
 		engine->env.dns = dns;
 	}
-	struct pool_limits limits = {.max_sessions = (unsigned)fresh->host_sessions,
-	                             .max_errors = fresh->host_session_errors,
-	                             .hosts = engine->hosts,
-	                             .session_rate = (unsigned)fresh->host_session_rate};
+	struct pool_limits limits = pool_limits_of(engine, fresh);
 	pool_set_limits(engine->pool, &limits);
 	engine->env.conf = fresh;
 	return true;

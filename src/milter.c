@@ -75,9 +75,9 @@ struct message {
 	struct verify_result result;
 	struct policy_verdict verdict;
 	bool accept_logged;
-	/* Recipient verdict lines: the last one logged ("action reason") and how
-	 * many later recipients got the same verdict unlogged; one line with
-	 * the count is logged when the message ends (log_repeat). */
+	/* Recipient verdict lines: the last one logged (its reason and verdict)
+	 * and how many later recipients got the same verdict unlogged; one line
+	 * with the count is logged when the message ends (log_repeats). */
 	char repeat_reason[32];
 	struct policy_verdict repeat_verdict;
 	unsigned repeats;
