@@ -6,8 +6,8 @@
 set -euo pipefail
 
 build_pkgs=(gcc make autoconf automake pkg-config libmilter-dev libc-ares-dev libssl-dev
-	liblmdb-dev libevent-dev libidn2-dev)
-test_pkgs=(check postfix python3 clang-format iproute2)
+	liblmdb-dev libevent-dev libidn2-dev libhiredis-dev)
+test_pkgs=(check postfix python3 clang-format iproute2 redis-server)
 # --package: what building and checking the Debian package needs (CI)
 package_pkgs=(dpkg-dev debhelper lintian systemd)
 
