@@ -19,14 +19,12 @@
  * processes. Open the cache once per process, after any fork().
  *
  * Syncing: by default LMDB syncs every commit (an fdatasync on the
- * writer's thread). After cache_sync_every() write transactions are
- * MDB_NOSYNC and a thread of ours syncs the file every interval, on a
- * descriptor of its own, holding no lock while it waits for the disk; a
- * commit is in the OS's page cache when it returns (no MDB_WRITEMAP), so a
- * killed process loses nothing committed. A power loss can lose the last
- * interval; should the disk have written pages out of order, the check at
- * the next open (below) finds the broken tree and the file is moved aside:
- * a damaged file is never used.
+ * writer's thread). After cache_sync_every() the environment is
+ * MDB_NOSYNC (LMDB 0.9 has no such flag per transaction) and a thread of ours syncs the file every interval,
+ * on a descriptor of its own, holding no lock while it waits for the disk; a commit is in the OS's page cache
+ * when it returns (no MDB_WRITEMAP), so a killed process loses nothing committed. A power loss can lose the
+ * last interval; should the disk have written pages out of order, the check at the next open (below) finds
+ * the broken tree and the file is moved aside: a damaged file is never used.
  *
  * Recoverable LMDB conditions are hidden from the caller:
  *  - MDB_MAP_FULL: the map doubles (from min(64 MiB, soft limit)) up to a
@@ -143,7 +141,7 @@ struct cache {
 	bool syncer_running, stopping; /* sync_lock */
 	int sync_fd;                   /* the syncer's own descriptor of the file; -1: none */
 	uint64_t sync_generation;      /* the environment sync_fd belongs to */
-	atomic_uint_fast64_t commits;  /* committed (counted while nosync) */
+	atomic_uint_fast64_t commits;  /* committed by this process */
 	atomic_uint_fast64_t synced;   /* commits covered by the last sync */
 	atomic_uint_fast64_t syncs;    /* syncs done */
 };
@@ -161,7 +159,6 @@ struct doing {
 	MDB_txn *txn;
 	MDB_cursor *cursor;
 	bool txn_rdonly;
-	bool txn_nosync;   /* a write transaction that LMDB will not sync */
 	bool fired;        /* a guard fired: the environment is dead */
 	char problem[300]; /* what CACHE_DAMAGED was */
 };
@@ -562,7 +559,8 @@ static int env_open_body(struct cache *c, void *unused)
 	mdb_env_set_assert(env, on_assert);
 	rc = mdb_env_set_maxreaders(env, MAX_READERS);
 	if (rc == 0)
-		rc = mdb_env_open(env, c->path, MDB_NOSUBDIR | MDB_NOTLS, 0640);
+		rc = mdb_env_open(env, c->path, MDB_NOSUBDIR | MDB_NOTLS | (c->nosync ? MDB_NOSYNC : 0),
+		                  0640);
 	if (rc != 0 && !is_damage(rc) && meta_damage(c))
 		rc = CACHE_DAMAGED;
 	if (rc == 0)
@@ -819,6 +817,8 @@ bool cache_sync_every(struct cache *c, int64_t interval_ms)
 	}
 	exclusive(c);
 	c->nosync = true;
+	if (c->env != NULL)
+		mdb_env_set_flags(c->env, MDB_NOSYNC, 1);
 	release(c);
 	return true;
 }
@@ -963,8 +963,6 @@ static void report(struct cache *c, int rc, const char *what)
  * guard that fires */
 static int txn_begin(struct cache *c, unsigned flags, MDB_txn **txn)
 {
-	if (!(flags & MDB_RDONLY) && c->nosync)
-		flags |= MDB_NOSYNC; /* the syncer syncs (cache_sync_every) */
 	int rc = c->env == NULL ? CACHE_OFF : look(c, false);
 	if (rc == 0)
 		rc = mdb_txn_begin(c->env, NULL, flags, txn);
@@ -976,9 +974,9 @@ static int txn_begin(struct cache *c, unsigned flags, MDB_txn **txn)
 		rc = c->env == NULL ? CACHE_OFF : mdb_env_set_mapsize(c->env, 0);
 		if (rc == 0 && (rc = mdb_env_info(c->env, &info)) == 0)
 			rc = settle_map(c, c->env, info.me_mapsize);
+		/* the environment may have changed meanwhile: begin in whichever is there */
 		if (before == HELD_SHARED)
-			shared(c); /* the environment may have changed meanwhile: begin in whichever is there
-			            */
+			shared(c);
 		if (rc == 0)
 			rc = c->env == NULL ? CACHE_OFF : mdb_txn_begin(c->env, NULL, flags, txn);
 	}
@@ -989,7 +987,6 @@ static int txn_begin(struct cache *c, unsigned flags, MDB_txn **txn)
 	if (rc == 0) {
 		doing.txn = *txn;
 		doing.txn_rdonly = (flags & MDB_RDONLY) != 0;
-		doing.txn_nosync = (flags & MDB_NOSYNC) != 0;
 	}
 	return rc;
 }
@@ -1014,8 +1011,9 @@ static int txn_commit(struct cache *c, MDB_txn *txn)
 	if (rc != 0)
 		return rc;
 	uint64_t n = atomic_fetch_add(&c->commits, 1) + 1;
-	if (!doing.txn_nosync) /* LMDB synced the file: every commit before this one too */
-		atomic_store(&c->synced, n);
+	unsigned flags;
+	if (mdb_env_get_flags(c->env, &flags) == 0 && !(flags & MDB_NOSYNC))
+		atomic_store(&c->synced, n); /* LMDB synced the file: every commit before this one too */
 	return look(c, false);
 }
 
@@ -1026,12 +1024,12 @@ static void track(struct cache *c, MDB_cursor *cursor)
 		doing.cursor = cursor;
 }
 
-/* write_once - one write transaction running step (flags: MDB_NOSYNC or
- * 0); 0 when committed or when the step had nothing to do */
-static int write_once(struct cache *c, txn_step step, void *arg, unsigned flags)
+/* write_once - one write transaction running step; 0 when committed or
+ * when the step had nothing to do */
+static int write_once(struct cache *c, txn_step step, void *arg)
 {
 	MDB_txn *txn;
-	int rc = txn_begin(c, flags, &txn);
+	int rc = txn_begin(c, 0, &txn);
 	if (rc != 0)
 		return rc;
 	rc = step(c, txn, arg);
@@ -1110,7 +1108,7 @@ static void prune_apply(struct prune_arg *arg)
 static size_t prune_full(struct cache *c, int64_t now_ms, int64_t oldest_ms, size_t limit)
 {
 	struct prune_arg arg = {.now_ms = now_ms, .oldest_ms = oldest_ms, .batch = 1, .limit = limit};
-	while (!arg.done && write_once(c, prune_step, &arg, MDB_NOSYNC) == 0)
+	while (!arg.done && write_once(c, prune_step, &arg) == 0)
 		prune_apply(&arg);
 	return arg.removed;
 }
@@ -1176,15 +1174,21 @@ static void writers(struct cache *c, int op)
 /* free_up - after a write went through in the reserve: sweep, or else
  * evict the oldest eighth, then close the reserve; if nothing can be
  * removed, start afresh. Many small transactions, not synced one by one
- * but once at the end. The removals are write transactions, beside
- * readers (env_lock shared); closing the reserve resizes the map
- * (exclusive). Returns with env_lock shared. */
+ * but once at the end. With the sync thread (MDB_NOSYNC) the removals are
+ * write transactions beside readers (env_lock shared); else the
+ * environment's MDB_NOSYNC is set for them, under env_lock exclusive
+ * (LMDB reads its flags in every transaction). Closing the reserve
+ * resizes the map (exclusive). Returns with env_lock shared. */
 static bool free_up(struct cache *c, int64_t now_ms)
 {
 	const char *what = "expired";
-	if (!shared(c) || c->env == NULL)
+	if (!(c->nosync ? shared(c) : exclusive(c)) || c->env == NULL) {
+		shared(c);
 		return c->env != NULL; /* replaced meanwhile: the reserve went with the old one */
+	}
 	writers(c, LOCK_EX);
+	if (!c->nosync)
+		mdb_env_set_flags(c->env, MDB_NOSYNC, 1);
 	size_t removed = prune_full(c, now_ms, INT64_MIN, SIZE_MAX);
 	if (removed == 0) {
 		int64_t threshold;
@@ -1193,6 +1197,8 @@ static bool free_up(struct cache *c, int64_t now_ms)
 		if (n > 0)
 			removed = prune_full(c, now_ms, threshold, n);
 	}
+	if (c->env != NULL && !c->nosync)
+		mdb_env_set_flags(c->env, MDB_NOSYNC, 0);
 	if (c->env != NULL && mdb_env_sync(c->env, 1) == 0)
 		atomic_store(&c->synced, atomic_load(&c->commits));
 	if (!exclusive(c) || c->env == NULL) {
@@ -1253,7 +1259,7 @@ static int write_retry(struct cache *c, txn_step step, void *arg, int64_t now_ms
 {
 	int rc = CACHE_OFF;
 	for (int attempt = 0; attempt < WRITE_ATTEMPTS && c->env != NULL; attempt++) {
-		rc = write_once(c, step, arg, 0);
+		rc = write_once(c, step, arg);
 		if (rc == MDB_MAP_FULL && make_room(c, now_ms))
 			continue;
 		if (is_damage(rc) && attempt == 0) {
@@ -1429,7 +1435,7 @@ static int sweep_body(struct cache *c, void *varg)
 	struct prune_arg *arg = varg;
 	follow(c);
 	writers(c, LOCK_SH);
-	int rc = write_once(c, prune_step, arg, 0);
+	int rc = write_once(c, prune_step, arg);
 	if (rc == MDB_MAP_FULL || is_damage(rc)) {
 		arg->batch = rc == MDB_MAP_FULL ? 1 : arg->batch;
 		rc = write_retry(c, prune_step, arg, arg->now_ms);
