@@ -3,7 +3,9 @@
  * one run, on a scratch file, for each way of syncing:
  *   put    one thread, new keys, for -t seconds (or -n puts)
  *   get    one thread, random keys of those, for -t seconds
- *   mixed  one writer putting (new records over random keys) while -r
+ *   mixed  one writer putting (new records over random keys; pausing -w
+ *          microseconds between puts, as an engine with other work; 0:
+ *          none) while -r
  *          readers get random keys (each pausing -g microseconds between
  *          gets, as milter threads do; 0: none), for -t seconds: puts/s,
  *          gets/s (all readers) and the readers' latency (p50, p99, p99.9,
@@ -17,7 +19,7 @@
  * that is the comparison of the locking.
  *
  * Usage: bench/cache_bench [-d DIR] [-n MAXPUTS] [-t SECONDS] [-r READERS]
- *        [-g GAP_US] [-s SYNC_MS] [-q]
+ *        [-g GAP_US] [-w PUT_GAP_US] [-s SYNC_MS] [-q]
  * DIR (default: a new directory under $TMPDIR or /var/tmp) must be on the
  * disk the cache would live on: a sync's cost is the disk's. -s runs only
  * that way (0: sync each). -q: a smoke run (0.2 s phases, 2 readers) whose
@@ -50,8 +52,9 @@ struct opts {
 	long max_puts;
 	double seconds;
 	int readers;
-	long gap_us;  /* a reader's pause between gets */
-	long sync_ms; /* -1: both ways */
+	long gap_us;     /* a reader's pause between gets */
+	long put_gap_us; /* the writer's pause between puts */
+	long sync_ms;    /* -1: both ways */
 };
 
 /* now_s - monotonic seconds */
@@ -98,7 +101,7 @@ static void key(long i, char *buf, size_t size)
 
 struct shared {
 	struct cache *cache;
-	long gap_us;
+	long gap_us, put_gap_us;
 	long keys;          /* keys 0..keys-1 exist */
 	atomic_int stop;    /* the phase is over */
 	atomic_long probed; /* the writer's next probed_at offset: always newer */
@@ -152,6 +155,8 @@ static void *writer_run(void *arg)
 		record(&rec, NOW_MS + atomic_fetch_add(&w->sh->probed, 1));
 		w->failed += !cache_put(w->sh->cache, k, &rec, NOW_MS);
 		w->puts++;
+		if (w->sh->put_gap_us > 0)
+			usleep((useconds_t)w->sh->put_gap_us);
 	}
 	return NULL;
 }
@@ -176,7 +181,7 @@ static bool one_way(const struct opts *o, long sync_ms, const char *label)
 	struct cache_record rec, out;
 	snprintf(path, sizeof(path), "%s/bench-%ld.lmdb", o->dir, sync_ms);
 	unlink(path);
-	struct shared sh = {.gap_us = o->gap_us};
+	struct shared sh = {.gap_us = o->gap_us, .put_gap_us = o->put_gap_us};
 	sh.cache = cache_open(path, 1024, why, sizeof(why));
 	if (sh.cache == NULL) {
 		fprintf(stderr, "cache_bench: %s\n", why);
@@ -258,11 +263,12 @@ static bool one_way(const struct opts *o, long sync_ms, const char *label)
 	uint64_t slow = 0;
 	for (long b = 1000; b <= LAT_BUCKET; b++)
 		slow += hist[b];
-	printf("phase=mixed way=%s readers=%d gap_us=%ld puts=%ld failed=%ld puts_per_s=%.0f gets=%ld "
+	printf("phase=mixed way=%s readers=%d gap_us=%ld put_gap_us=%ld puts=%ld failed=%ld puts_per_s=%.0f "
+	       "gets=%ld "
 	       "misses=%ld gets_per_s=%.0f get_p50_us=%ld get_p99_us=%ld get_p999_us=%ld get_max_us=%lld "
 	       "get_over_1ms_pct=%.2f secs=%.3f\n",
-	       label, o->readers, o->gap_us, w.puts, w.failed, (double)w.puts / (t1 - t0), gets, misses,
-	       (double)gets / (t1 - t0), percentile(hist, (uint64_t)gets, 0.5),
+	       label, o->readers, o->gap_us, o->put_gap_us, w.puts, w.failed, (double)w.puts / (t1 - t0),
+	       gets, misses, (double)gets / (t1 - t0), percentile(hist, (uint64_t)gets, 0.5),
 	       percentile(hist, (uint64_t)gets, 0.99), percentile(hist, (uint64_t)gets, 0.999),
 	       (long long)max_us, gets > 0 ? 100.0 * (double)slow / (double)gets : 0.0, t1 - t0);
 	free(hist);
@@ -281,7 +287,7 @@ int main(int argc, char **argv)
 	struct opts o = {.max_puts = 1000000, .seconds = 3, .readers = 4, .sync_ms = -1};
 	bool made = false;
 	int ch;
-	while ((ch = getopt(argc, argv, "d:n:t:r:g:s:q")) != -1) {
+	while ((ch = getopt(argc, argv, "d:n:t:r:g:w:s:q")) != -1) {
 		switch (ch) {
 		case 'd':
 			snprintf(o.dir, sizeof(o.dir), "%s", optarg);
@@ -298,6 +304,9 @@ int main(int argc, char **argv)
 		case 'g':
 			o.gap_us = atol(optarg);
 			break;
+		case 'w':
+			o.put_gap_us = atol(optarg);
+			break;
 		case 's':
 			o.sync_ms = atol(optarg);
 			break;
@@ -308,13 +317,13 @@ int main(int argc, char **argv)
 			break;
 		default:
 			fprintf(stderr, "usage: cache_bench [-d DIR] [-n MAXPUTS] [-t SECONDS] [-r READERS] "
-			                "[-g GAP_US] [-s SYNC_MS] [-q]\n");
+			                "[-g GAP_US] [-w PUT_GAP_US] [-s SYNC_MS] [-q]\n");
 			return 2;
 		}
 	}
 	if (o.max_puts < 1 || o.seconds <= 0 || o.readers < 1 || o.readers > 256 || o.gap_us < 0 ||
-	    o.gap_us > 1000000) {
-		fprintf(stderr, "cache_bench: bad -n, -t, -r or -g\n");
+	    o.gap_us > 1000000 || o.put_gap_us < 0 || o.put_gap_us > 1000000) {
+		fprintf(stderr, "cache_bench: bad -n, -t, -r, -g or -w\n");
 		return 2;
 	}
 	log_open("cache_bench", LOG_USER, true, LOG_WARNING);
