@@ -1,16 +1,17 @@
 #!/bin/sh
-# cache_bench_old.sh - build bench/cache_bench against the cache.c of
-# another commit (default: store~4... give one: the commit before the
-# rwlock, e.g. the merge base with main), for a before/after in one run:
+# cache_bench_old.sh - bench/cache_bench built against the cache.c of
+# another commit, for a before/after on the same machine in one sitting:
 #
 #   bench/cache_bench_old.sh REV [cache_bench options]
 #
-# builds $builddir/bench/cache_bench-REV from REV's src/cache.c and
-# src/cache.h (with today's mdbcheck.c and core library: run it in a built
-# tree, make bench first) and runs it with the options given. An older
-# cache.c without cache_sync_every runs only the "sync_each" way: compare
-# it with "bench/cache_bench -s 0" run right before or after, several
-# times (timings on a shared machine are noisy: take medians).
+# e.g. REV = 256f04c, the store before the rwlock and the sync thread (one
+# mutex around every transaction, every commit synced). Builds
+# $builddir/bench/cache_bench-REV from REV's src/cache.c and src/cache.h
+# (with today's mdbcheck.c and core library: run it in a built tree) and
+# runs it with the options given. An older cache.c without
+# cache_sync_every runs only the "sync_each" way; run bench/cache_bench
+# right before or after (better: alternate them, several times, and take
+# medians: timings on a shared machine are noisy).
 set -e
 rev=${1:?usage: cache_bench_old.sh REV [options]}
 shift
