@@ -2,16 +2,29 @@
  * cache.c - the LMDB store behind cache.h: one file (MDB_NOSUBDIR, plus its
  * "-lock" file) that several processes share, and any thread of each.
  *
- * Owns struct cache: the LMDB environment, the main database handle and a
- * mutex. Locking: every transaction of this process runs under that one
- * mutex, so at most one transaction of ours is open at any time. That is
- * what lets the map be resized safely (mdb_env_set_mapsize needs no open
- * transaction in the process), lets MDB_NOTLS reuse one reader slot, lets a
- * damaged environment be closed and reopened while other threads wait for
- * the mutex (no reader of ours can be inside the old map), and keeps the
- * code simple; at mail rates a lookup takes microseconds, so the
- * serialization costs nothing. LMDB's own lock file serializes writers
- * across processes. Open the cache once per process, after any fork().
+ * Owns struct cache: the LMDB environment, the main database handle, its
+ * locks and the sync thread. Locking: env_lock (a rwlock) is held shared
+ * by every transaction, so reads run beside each other and beside the one
+ * write (LMDB's MVCC: a reader never waits for a writer); this process's
+ * writes take write_lock first, one at a time. Whatever replaces or
+ * remaps the environment takes env_lock exclusive: a resize
+ * (mdb_env_set_mapsize needs no open transaction in the process), closing
+ * a damaged environment and opening it again (no reader of ours can be
+ * inside the old map), going off and coming back. Such a thread lets its
+ * shared hold go first and then finds out (by the environment's
+ * generation) whether another thread replaced the environment meanwhile:
+ * then that was the recovery, and it goes on with the new one. MDB_NOTLS:
+ * a read transaction takes a reader slot for its own duration, from
+ * whatever thread. LMDB's own lock file serializes writers across
+ * processes. Open the cache once per process, after any fork().
+ *
+ * Syncing: by default LMDB syncs every commit (an fdatasync on the
+ * writer's thread). After cache_sync_every() the environment is
+ * MDB_NOSYNC (LMDB 0.9 has no such flag per transaction) and a thread of ours syncs the file every interval,
+ * on a descriptor of its own, holding no lock while it waits for the disk; a commit is in the OS's page cache
+ * when it returns (no MDB_WRITEMAP), so a killed process loses nothing committed. A power loss can lose the
+ * last interval; should the disk have written pages out of order, the check at the next open (below) finds
+ * the broken tree and the file is moved aside: a damaged file is never used.
  *
  * Recoverable LMDB conditions are hidden from the caller:
  *  - MDB_MAP_FULL: the map doubles (from min(64 MiB, soft limit)) up to a
@@ -64,6 +77,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,7 +93,7 @@
 
 #define MIB             ((size_t)1 << 20)
 #define INITIAL_MAP     (64 * MIB)
-#define MAX_READERS     256   /* one slot per process is enough: see above */
+#define MAX_READERS     256   /* slots: one per read in flight (MDB_NOTLS), of every process */
 #define WRITE_ATTEMPTS  16    /* grow, sweep, evict rounds for one write */
 #define BATCH           2048  /* deletions per transaction of a sweep */
 #define MIN_EVICT       16    /* records evicted per round, at least */
@@ -88,34 +102,105 @@
 #define RECOVER_SPACING 60000
 #define OFF_RETRY       600000   /* ms without a cache after recovery failed */
 #define CHECK_BUDGET    65536    /* pages a check reads: 256 MiB of 4 KiB pages */
-#define CACHE_DAMAGED   (-30700) /* not LMDB's: c->problem says what */
+#define CACHE_DAMAGED   (-30700) /* not LMDB's: doing.problem says what */
 #define CACHE_OFF       (-30701) /* not LMDB's: running without a cache */
 
 struct cache {
-	pthread_mutex_t lock; /* serializes all of this process's transactions */
-	MDB_env *env;         /* NULL while off (recovery failed): every call misses */
+	/* shared: any use of env (a transaction, a look); exclusive: changing
+	 * it (open, close, recovery, the map's size). Writer-preferring, so a
+	 * recovery is not starved by a stream of readers. */
+	pthread_rwlock_t env_lock;
+	pthread_mutex_t write_lock; /* this process's writes, one at a time (taken before env_lock) */
+	pthread_mutex_t look_lock;  /* the "seen" fields below; look() */
+	uint64_t generation;        /* bumped when env closes (exclusive): an environment's identity */
+	MDB_env *env;               /* NULL while off (recovery failed): every call misses */
 	MDB_dbi dbi;
 	char *path;
 	size_t max_bytes;        /* cache_max_mb: the hard limit */
 	size_t soft_bytes;       /* the map's limit outside free_up(); the rest is a reserve */
 	int64_t last_recover_ms; /* monotonic; reopen at most once a minute */
 	bool recovered_once;     /* last_recover_ms is meaningful */
-	bool reserve_open;       /* the map is at max_bytes until free_up() */
+	bool reserve_open;       /* the map is at max_bytes until free_up() (write_lock) */
 	int64_t off_until_ms;    /* monotonic: while off, no reopen before this */
-	/* the file at our last look (look()): a change since is looked at */
+	/* the file at our last look (look(), look_lock): a change since is looked at */
 	bool seen;
 	struct timespec seen_mtime;
 	off_t seen_size;
 	uint64_t seen_txnid;
 	off_t need_bytes; /* the pages LMDB said it uses: the file is never shorter */
-	/* the open transaction and a read transaction's cursor, for a guard
-	 * that fired to clean up (a write transaction's cursors are its own) */
+	/* our own commits, for look(): begun (ever) and in flight now */
+	atomic_uint_fast64_t commits_begun;
+	atomic_int commits_in_flight;
+	/* the sync (cache_sync_every): commits are not synced (MDB_NOSYNC);
+	 * a thread of ours syncs the file every sync_interval_ms */
+	bool nosync;              /* set once, before other threads use the cache */
+	int64_t sync_interval_ms; /* 0: every commit synced by LMDB */
+	pthread_mutex_t sync_lock;
+	pthread_cond_t sync_cond; /* CLOCK_MONOTONIC: wakes the syncer to stop */
+	pthread_t syncer;
+	bool syncer_running, stopping; /* sync_lock */
+	int sync_fd;                   /* the syncer's own descriptor of the file; -1: none */
+	uint64_t sync_generation;      /* the environment sync_fd belongs to */
+	atomic_uint_fast64_t commits;  /* committed by this process */
+	atomic_uint_fast64_t synced;   /* commits covered by the last sync */
+	atomic_uint_fast64_t syncs;    /* syncs done */
+};
+
+/* What this thread is doing in the cache: the lock it holds, the open
+ * transaction and a read transaction's cursor for a guard that fires to
+ * clean up (a write transaction's cursors are its own), and what damage it
+ * found. Per thread, like the guard, because readers run concurrently;
+ * each entry point sets it up and leaves it clear. */
+enum held { HELD_NONE, HELD_SHARED, HELD_EXCLUSIVE };
+struct doing {
+	enum held held;
+	uint64_t generation;        /* of the environment this thread is using */
+	pthread_mutex_t *look_held; /* look_lock, while held (released if a guard fires) */
 	MDB_txn *txn;
 	MDB_cursor *cursor;
 	bool txn_rdonly;
 	bool fired;        /* a guard fired: the environment is dead */
 	char problem[300]; /* what CACHE_DAMAGED was */
 };
+static __thread struct doing doing;
+
+/* shared - take env_lock shared (entry points; or back from exclusive);
+ * true when the environment is still the one this thread was using */
+static bool shared(struct cache *c)
+{
+	if (doing.held == HELD_EXCLUSIVE)
+		pthread_rwlock_unlock(&c->env_lock);
+	if (doing.held != HELD_SHARED)
+		pthread_rwlock_rdlock(&c->env_lock);
+	bool same = doing.held == HELD_NONE || doing.generation == c->generation;
+	doing.held = HELD_SHARED;
+	doing.generation = c->generation;
+	return same;
+}
+
+/* exclusive - take env_lock exclusive (from shared: let go, then take;
+ * meanwhile another thread may have replaced the environment); true when
+ * the environment is still the one this thread was using */
+static bool exclusive(struct cache *c)
+{
+	if (doing.held == HELD_EXCLUSIVE)
+		return true;
+	if (doing.held == HELD_SHARED)
+		pthread_rwlock_unlock(&c->env_lock);
+	pthread_rwlock_wrlock(&c->env_lock);
+	bool same = doing.held == HELD_NONE || doing.generation == c->generation;
+	doing.held = HELD_EXCLUSIVE;
+	doing.generation = c->generation;
+	return same;
+}
+
+/* release - let env_lock go, whichever way it is held */
+static void release(struct cache *c)
+{
+	if (doing.held != HELD_NONE)
+		pthread_rwlock_unlock(&c->env_lock);
+	doing.held = HELD_NONE;
+}
 
 /* One step inside a transaction; a write step may return STEP_NOTHING to
  * abort cleanly. */
@@ -137,11 +222,11 @@ static bool proves_damage(int rc)
 	return is_damage(rc) && rc != MDB_BAD_TXN && rc != MDB_PANIC;
 }
 
-/* describe - an error as text, c->problem for CACHE_DAMAGED */
+/* describe - an error as text, doing.problem for CACHE_DAMAGED */
 static const char *describe(const struct cache *c, int rc)
 {
 	if (rc == CACHE_DAMAGED)
-		return c->problem;
+		return doing.problem;
 	if (rc == CACHE_OFF)
 		return "running without a cache";
 	return mdb_strerror(rc);
@@ -229,10 +314,10 @@ static void unblock_bus(void)
 static void abandon(struct cache *c)
 {
 	struct guard g = {.outer = guard_top};
-	MDB_txn *txn = c->txn;
-	MDB_cursor *cursor = c->cursor;
-	c->txn = NULL;
-	c->cursor = NULL;
+	MDB_txn *txn = doing.txn;
+	MDB_cursor *cursor = doing.cursor;
+	doing.txn = NULL;
+	doing.cursor = NULL;
 	if (sigsetjmp(g.jmp, 0) == 0) {
 		guard_top = &g;
 		if (cursor != NULL)
@@ -247,7 +332,7 @@ static void abandon(struct cache *c)
 
 typedef int (*guarded_fn)(struct cache *c, void *arg);
 
-/* guarded - fn(c, arg) with a guard armed; CACHE_DAMAGED (and c->problem)
+/* guarded - fn(c, arg) with a guard armed; CACHE_DAMAGED (and doing.problem)
  * if it fired */
 static int guarded(struct cache *c, guarded_fn fn, void *arg)
 {
@@ -260,12 +345,15 @@ static int guarded(struct cache *c, guarded_fn fn, void *arg)
 		guard_top = g.outer;
 		unblock_bus();
 		if (g.fired == SIGBUS)
-			snprintf(c->problem, sizeof(c->problem),
+			snprintf(doing.problem, sizeof(doing.problem),
 			         "SIGBUS reading the file through LMDB's map (truncated while open?)");
 		else
-			snprintf(c->problem, sizeof(c->problem), "LMDB assertion: %s", g.text);
+			snprintf(doing.problem, sizeof(doing.problem), "LMDB assertion: %s", g.text);
+		if (doing.look_held != NULL) /* jumped out of look() */
+			pthread_mutex_unlock(doing.look_held);
+		doing.look_held = NULL;
 		abandon(c);
-		c->fired = true;
+		doing.fired = true;
 		return CACHE_DAMAGED;
 	}
 	guard_top = g.outer;
@@ -365,14 +453,16 @@ static int walk(struct cache *c, int fd)
 		int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
 		if (rc != 0)
 			return rc;
-		c->txn = txn;
-		c->txn_rdonly = true;
+		doing.txn = txn;
+		doing.txn_rdonly = true;
 		uint64_t id = mdb_txn_id(txn);
-		enum mdbcheck_status st = mdbcheck_metas(fd, m, &newest, c->problem, sizeof(c->problem));
+		enum mdbcheck_status st =
+		        mdbcheck_metas(fd, m, &newest, doing.problem, sizeof(doing.problem));
 		int k = st != MDBCHECK_OK ? -1 : m[0].txnid == id ? 0 : m[1].txnid == id ? 1 : -1;
 		if (k >= 0)
-			st = mdbcheck_trees(fd, &m[k], CHECK_BUDGET, NULL, c->problem, sizeof(c->problem));
-		c->txn = NULL;
+			st = mdbcheck_trees(fd, &m[k], CHECK_BUDGET, NULL, doing.problem,
+			                    sizeof(doing.problem));
+		doing.txn = NULL;
 		mdb_txn_abort(txn);
 		if (st == MDBCHECK_IOERR)
 			return EIO;
@@ -384,10 +474,10 @@ static int walk(struct cache *c, int fd)
 }
 
 /* look - the file before a transaction (see the header comment): 0, or
- * CACHE_DAMAGED with c->problem, or an error. One fstat() when nothing
+ * CACHE_DAMAGED with doing.problem, or an error. One fstat() when nothing
  * changed; the meta pages when something did; the trees when it was not a
  * commit, or with walk_always. */
-static int look(struct cache *c, bool walk_always)
+static int look_at(struct cache *c, bool walk_always)
 {
 	struct stat st;
 	struct mdbcheck_meta m[2];
@@ -395,7 +485,7 @@ static int look(struct cache *c, bool walk_always)
 	if (mdb_env_get_fd(c->env, &fd) != 0 || fstat(fd, &st) != 0)
 		return EIO;
 	if (st.st_size < c->need_bytes) {
-		snprintf(c->problem, sizeof(c->problem),
+		snprintf(doing.problem, sizeof(doing.problem),
 		         "file is %lld bytes but LMDB uses %lld (truncated while open?)",
 		         (long long)st.st_size, (long long)c->need_bytes);
 		return CACHE_DAMAGED;
@@ -403,12 +493,21 @@ static int look(struct cache *c, bool walk_always)
 	if (!walk_always && c->seen && st.st_size == c->seen_size &&
 	    st.st_mtim.tv_sec == c->seen_mtime.tv_sec && st.st_mtim.tv_nsec == c->seen_mtime.tv_nsec)
 		return 0;
-	enum mdbcheck_status ms = mdbcheck_metas(fd, m, &newest, c->problem, sizeof(c->problem));
+	/* a commit of ours under way: its writer looks right after it (a
+	 * look now could read the meta pages before the commit writes them
+	 * and walk both trees for nothing) */
+	uint64_t begun = atomic_load(&c->commits_begun);
+	if (!walk_always && atomic_load(&c->commits_in_flight) > 0)
+		return 0;
+	enum mdbcheck_status ms = mdbcheck_metas(fd, m, &newest, doing.problem, sizeof(doing.problem));
 	if (ms == MDBCHECK_DAMAGED) /* once more: a meta page being rewritten reads torn */
-		ms = mdbcheck_metas(fd, m, &newest, c->problem, sizeof(c->problem));
+		ms = mdbcheck_metas(fd, m, &newest, doing.problem, sizeof(doing.problem));
 	if (ms != MDBCHECK_OK)
 		return ms == MDBCHECK_DAMAGED ? CACHE_DAMAGED : EIO;
 	if (walk_always || !c->seen || m[newest].txnid == c->seen_txnid) {
+		if (!walk_always &&
+		    (atomic_load(&c->commits_in_flight) > 0 || atomic_load(&c->commits_begun) != begun))
+			return 0; /* as above: the meta pages were read before our commit wrote them */
 		int rc = walk(c, fd);
 		if (rc != 0)
 			return rc;
@@ -417,8 +516,21 @@ static int look(struct cache *c, bool walk_always)
 	return 0;
 }
 
+/* look - look_at under look_lock (readers look concurrently; the lock is
+ * held for an fstat() when nothing changed, a few pread()s when something
+ * did); a guard that fires inside it lets it go */
+static int look(struct cache *c, bool walk_always)
+{
+	pthread_mutex_lock(&c->look_lock);
+	doing.look_held = &c->look_lock;
+	int rc = look_at(c, walk_always);
+	doing.look_held = NULL;
+	pthread_mutex_unlock(&c->look_lock);
+	return rc;
+}
+
 /* meta_damage - LMDB could not open the file: is that its meta pages
- * (c->problem says what)? A page size or map size it cannot use gives
+ * (doing.problem says what)? A page size or map size it cannot use gives
  * EINVAL or ENOMEM, not MDB_INVALID. */
 static bool meta_damage(struct cache *c)
 {
@@ -426,7 +538,8 @@ static bool meta_damage(struct cache *c)
 	int newest, fd = open(c->path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
-	bool damaged = mdbcheck_metas(fd, m, &newest, c->problem, sizeof(c->problem)) == MDBCHECK_DAMAGED;
+	bool damaged =
+	        mdbcheck_metas(fd, m, &newest, doing.problem, sizeof(doing.problem)) == MDBCHECK_DAMAGED;
 	close(fd);
 	return damaged;
 }
@@ -446,7 +559,8 @@ static int env_open_body(struct cache *c, void *unused)
 	mdb_env_set_assert(env, on_assert);
 	rc = mdb_env_set_maxreaders(env, MAX_READERS);
 	if (rc == 0)
-		rc = mdb_env_open(env, c->path, MDB_NOSUBDIR | MDB_NOTLS, 0640);
+		rc = mdb_env_open(env, c->path, MDB_NOSUBDIR | MDB_NOTLS | (c->nosync ? MDB_NOSYNC : 0),
+		                  0640);
 	if (rc != 0 && !is_damage(rc) && meta_damage(c))
 		rc = CACHE_DAMAGED;
 	if (rc == 0)
@@ -461,7 +575,7 @@ static int env_open_body(struct cache *c, void *unused)
 }
 
 /* env_open - open (or create) c->path into c->env; an LMDB error code, or
- * CACHE_DAMAGED with c->problem */
+ * CACHE_DAMAGED with doing.problem */
 static int env_open(struct cache *c)
 {
 	char lock[4096];
@@ -474,7 +588,7 @@ static int env_open(struct cache *c)
 		if (c->env != NULL)
 			mdb_env_close(c->env);
 		c->env = NULL;
-		c->fired = false; /* a guard that fired here was about this environment, now gone */
+		doing.fired = false; /* a guard that fired here was about this environment, now gone */
 		return rc;
 	}
 	mdb_reader_check(c->env, NULL); /* free slots of readers that died */
@@ -541,8 +655,26 @@ struct cache *cache_open(const char *path, int max_mb, char *why, size_t why_siz
 	c->max_bytes = (size_t)(max_mb > 0 ? max_mb : 1) * MIB;
 	size_t reserve = c->max_bytes / 16 > RESERVE_MIN ? c->max_bytes / 16 : RESERVE_MIN;
 	c->soft_bytes = c->max_bytes - (reserve < c->max_bytes / 4 ? reserve : c->max_bytes / 4);
-	pthread_mutex_init(&c->lock, NULL);
+	pthread_rwlockattr_t attr;
+	pthread_rwlockattr_init(&attr);
+#ifdef __GLIBC__
+	/* glibc prefers readers by default: a recovery would wait for a gap */
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+	pthread_rwlock_init(&c->env_lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	pthread_mutex_init(&c->write_lock, NULL);
+	pthread_mutex_init(&c->look_lock, NULL);
+	pthread_mutex_init(&c->sync_lock, NULL);
+	pthread_condattr_t cattr;
+	pthread_condattr_init(&cattr);
+	pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->sync_cond, &cattr);
+	pthread_condattr_destroy(&cattr);
+	c->sync_fd = -1;
+	exclusive(c);
 	int rc = open_or_recreate(c);
+	release(c);
 	if (rc != 0) {
 		snprintf(why, why_size, "cache %s: %s", path, describe(c, rc));
 		log_msg(LOG_ERR, "%s", why);
@@ -559,22 +691,149 @@ static void close_env(struct cache *c)
 	if (c->env != NULL)
 		mdb_env_close(c->env);
 	c->env = NULL;
+	doing.generation = ++c->generation; /* this thread goes on with whatever comes next */
 	c->seen = false;
 	c->need_bytes = 0;
 	c->reserve_open = false;
-	c->txn = NULL;
-	c->cursor = NULL;
+	doing.txn = NULL;
+	doing.cursor = NULL;
 }
 
-/* cache_close - see cache.h; NULL is fine */
+/* cache_close - see cache.h; NULL is fine. The syncer stops first, then
+ * what it has not synced yet is, so that a clean stop loses nothing even
+ * to a power loss. */
 void cache_close(struct cache *c)
 {
 	if (c == NULL)
 		return;
+	pthread_mutex_lock(&c->sync_lock);
+	c->stopping = true;
+	pthread_cond_signal(&c->sync_cond);
+	bool running = c->syncer_running;
+	c->syncer_running = false;
+	pthread_mutex_unlock(&c->sync_lock);
+	if (running)
+		pthread_join(c->syncer, NULL);
+	exclusive(c);
+	if (c->env != NULL && atomic_load(&c->commits) != atomic_load(&c->synced) &&
+	    mdb_env_sync(c->env, 1) == 0)
+		atomic_store(&c->synced, atomic_load(&c->commits));
 	close_env(c);
-	pthread_mutex_destroy(&c->lock);
+	release(c);
+	if (c->sync_fd >= 0)
+		close(c->sync_fd);
+	pthread_rwlock_destroy(&c->env_lock);
+	pthread_mutex_destroy(&c->write_lock);
+	pthread_mutex_destroy(&c->look_lock);
+	pthread_mutex_destroy(&c->sync_lock);
+	pthread_cond_destroy(&c->sync_cond);
 	free(c->path);
 	free(c);
+}
+
+/* sync_now - the commits not synced yet, if any, onto the disk: the
+ * syncer's own descriptor of the file (a dup of LMDB's, taken anew after
+ * the environment changed) is synced outside env_lock, so that a sync that
+ * takes milliseconds holds up no reader, no write and no recovery.
+ * mdb_env_sync() does the same fdatasync() on LMDB's descriptor. */
+static void sync_now(struct cache *c)
+{
+	uint64_t commits = atomic_load(&c->commits);
+	if (commits == atomic_load(&c->synced))
+		return;
+	int64_t t0 = clock_mono_ms();
+	shared(c);
+	if (c->env != NULL && (c->sync_fd < 0 || c->sync_generation != c->generation)) {
+		int fd;
+		if (c->sync_fd >= 0)
+			close(c->sync_fd);
+		c->sync_fd = mdb_env_get_fd(c->env, &fd) == 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+		c->sync_generation = c->generation;
+	}
+	int fd = c->env != NULL ? c->sync_fd : -1;
+	release(c);
+	if (fd < 0)
+		return; /* off, or no descriptor: nothing to sync (logged when it went off) */
+	if (fdatasync(fd) != 0) {
+		log_msg(LOG_ERR, "cache %s: sync: %s", c->path, strerror(errno));
+		return;
+	}
+	atomic_store(&c->synced, commits);
+	atomic_fetch_add(&c->syncs, 1);
+	log_msg(LOG_DEBUG, "cache %s: synced up to commit %llu in %lld ms", c->path,
+	        (unsigned long long)commits, (long long)(clock_mono_ms() - t0));
+}
+
+/* syncer_run - the syncer thread: sync_now every sync_interval_ms until
+ * cache_close() stops it */
+static void *syncer_run(void *arg)
+{
+	struct cache *c = arg;
+	pthread_mutex_lock(&c->sync_lock);
+	while (!c->stopping) {
+		struct timespec at;
+		clock_gettime(CLOCK_MONOTONIC, &at);
+		at.tv_sec += c->sync_interval_ms / 1000;
+		at.tv_nsec += (c->sync_interval_ms % 1000) * 1000000;
+		if (at.tv_nsec >= 1000000000) {
+			at.tv_sec++;
+			at.tv_nsec -= 1000000000;
+		}
+		while (!c->stopping && pthread_cond_timedwait(&c->sync_cond, &c->sync_lock, &at) != ETIMEDOUT)
+			;
+		if (c->stopping)
+			break;
+		pthread_mutex_unlock(&c->sync_lock);
+		sync_now(c);
+		pthread_mutex_lock(&c->sync_lock);
+	}
+	pthread_mutex_unlock(&c->sync_lock);
+	return NULL;
+}
+
+/* cache_sync_every - see cache.h */
+bool cache_sync_every(struct cache *c, int64_t interval_ms)
+{
+	if (c == NULL || interval_ms <= 0)
+		return true;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_mutex_lock(&c->sync_lock);
+	if (c->syncer_running) {
+		pthread_mutex_unlock(&c->sync_lock);
+		return false;
+	}
+	c->sync_interval_ms = interval_ms;
+	/* the thread takes no signals: they are the daemon's other threads' */
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int rc = pthread_create(&c->syncer, NULL, syncer_run, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	c->syncer_running = rc == 0;
+	pthread_mutex_unlock(&c->sync_lock);
+	if (rc != 0) {
+		log_msg(LOG_ERR, "cache %s: cannot start the sync thread (%s): every commit is synced",
+		        c->path, strerror(rc));
+		return false;
+	}
+	exclusive(c);
+	c->nosync = true;
+	if (c->env != NULL)
+		mdb_env_set_flags(c->env, MDB_NOSYNC, 1);
+	release(c);
+	return true;
+}
+
+/* cache_sync_stats - see cache.h */
+void cache_sync_stats(struct cache *c, struct cache_sync_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (c == NULL)
+		return;
+	out->syncs = atomic_load(&c->syncs);
+	uint64_t synced = atomic_load(&c->synced);
+	out->commits = atomic_load(&c->commits);
+	out->unsynced = out->commits - synced;
+	out->interval_ms = c->nosync ? c->sync_interval_ms : 0;
 }
 
 /* same_file - does the path still name the file our environment has open? */
@@ -599,7 +858,8 @@ static void go_off(struct cache *c, int64_t now, const char *why)
 }
 
 /* usable - is there an environment? While off, the path is opened again
- * once OFF_RETRY has passed (silently when that fails again). */
+ * once OFF_RETRY has passed (silently when that fails again), under
+ * env_lock exclusive; returns with env_lock held as it was. */
 static bool usable(struct cache *c)
 {
 	if (c->env != NULL)
@@ -607,16 +867,22 @@ static bool usable(struct cache *c)
 	int64_t now = clock_mono_ms();
 	if (now < c->off_until_ms)
 		return false;
-	if (open_or_recreate(c) == 0) {
-		log_msg(LOG_NOTICE, "cache %s: usable again", c->path);
-		return true;
+	enum held before = doing.held;
+	exclusive(c);
+	if (c->env == NULL && now >= c->off_until_ms) { /* else another thread was first */
+		if (open_or_recreate(c) == 0)
+			log_msg(LOG_NOTICE, "cache %s: usable again", c->path);
+		else
+			c->off_until_ms = now + OFF_RETRY;
 	}
-	c->off_until_ms = now + OFF_RETRY;
-	return false;
+	if (before == HELD_SHARED)
+		shared(c);
+	return c->env != NULL;
 }
 
 /* reopen - close the environment and open the path again; with drop set
- * (and the file still ours) delete it first. Lock held, no transaction open. */
+ * (and the file still ours) delete it first. env_lock held exclusive, no
+ * transaction open. */
 static void reopen(struct cache *c, bool drop)
 {
 	char lock[4096], why[400];
@@ -637,19 +903,27 @@ static void follow(struct cache *c)
 {
 	if (c->env == NULL || same_file(c))
 		return;
-	log_msg(LOG_NOTICE, "cache %s was replaced by another process: reopening it", c->path);
-	reopen(c, false);
+	enum held before = doing.held;
+	if (exclusive(c) && c->env != NULL && !same_file(c)) { /* else another thread followed */
+		log_msg(LOG_NOTICE, "cache %s was replaced by another process: reopening it", c->path);
+		reopen(c, false);
+	}
+	if (before == HELD_SHARED)
+		shared(c);
 }
 
 /* recover - after damage (rc: see is_damage()) found while doing what:
- * close the environment, move the file aside if rc proves damage and it
+ * take env_lock exclusive (kept until the caller's release), close the
+ * environment, move the file aside if rc proves damage and it
  * is still ours, open the path afresh; at most once a minute, else (or if
  * that fails) run without a cache for a while. One line logged. */
 static void recover(struct cache *c, int rc, const char *what)
 {
 	char problem[400], why[800];
-	int64_t now = clock_mono_ms();
 	snprintf(problem, sizeof(problem), "%s, found by a %s", describe(c, rc), what);
+	if (!exclusive(c) || c->env == NULL)
+		return; /* another thread replaced the environment meanwhile: that was the recovery */
+	int64_t now = clock_mono_ms();
 	bool ours = same_file(c);
 	close_env(c);
 	if (c->recovered_once && now - c->last_recover_ms < RECOVER_SPACING) {
@@ -693,20 +967,26 @@ static int txn_begin(struct cache *c, unsigned flags, MDB_txn **txn)
 	if (rc == 0)
 		rc = mdb_txn_begin(c->env, NULL, flags, txn);
 	for (int again = 0; rc == MDB_MAP_RESIZED && again < 8; again++) {
+		/* the map is remapped: no transaction of this process may be open */
 		MDB_envinfo info;
-		rc = mdb_env_set_mapsize(c->env, 0);
+		enum held before = doing.held;
+		exclusive(c);
+		rc = c->env == NULL ? CACHE_OFF : mdb_env_set_mapsize(c->env, 0);
 		if (rc == 0 && (rc = mdb_env_info(c->env, &info)) == 0)
 			rc = settle_map(c, c->env, info.me_mapsize);
+		/* the environment may have changed meanwhile: begin in whichever is there */
+		if (before == HELD_SHARED)
+			shared(c);
 		if (rc == 0)
-			rc = mdb_txn_begin(c->env, NULL, flags, txn);
+			rc = c->env == NULL ? CACHE_OFF : mdb_txn_begin(c->env, NULL, flags, txn);
 	}
 	if (rc == MDB_READERS_FULL) {
 		mdb_reader_check(c->env, NULL);
 		rc = mdb_txn_begin(c->env, NULL, flags, txn);
 	}
 	if (rc == 0) {
-		c->txn = *txn;
-		c->txn_rdonly = (flags & MDB_RDONLY) != 0;
+		doing.txn = *txn;
+		doing.txn_rdonly = (flags & MDB_RDONLY) != 0;
 	}
 	return rc;
 }
@@ -714,7 +994,7 @@ static int txn_begin(struct cache *c, unsigned flags, MDB_txn **txn)
 /* txn_abort - end a transaction without a trace */
 static void txn_abort(struct cache *c, MDB_txn *txn)
 {
-	c->txn = NULL;
+	doing.txn = NULL;
 	mdb_txn_abort(txn);
 }
 
@@ -723,16 +1003,25 @@ static void txn_abort(struct cache *c, MDB_txn *txn)
  * fire inside it, it is aborted (freeing LMDB's writer lock). */
 static int txn_commit(struct cache *c, MDB_txn *txn)
 {
+	atomic_fetch_add(&c->commits_begun, 1);
+	atomic_fetch_add(&c->commits_in_flight, 1);
 	int rc = mdb_txn_commit(txn);
-	c->txn = NULL;
-	return rc == 0 ? look(c, false) : rc;
+	atomic_fetch_sub(&c->commits_in_flight, 1);
+	doing.txn = NULL;
+	if (rc != 0)
+		return rc;
+	uint64_t n = atomic_fetch_add(&c->commits, 1) + 1;
+	unsigned flags;
+	if (mdb_env_get_flags(c->env, &flags) == 0 && !(flags & MDB_NOSYNC))
+		atomic_store(&c->synced, n); /* LMDB synced the file: every commit before this one too */
+	return look(c, false);
 }
 
 /* track - a read transaction's open cursor (NULL: closed), for a guard */
 static void track(struct cache *c, MDB_cursor *cursor)
 {
-	if (c->txn_rdonly)
-		c->cursor = cursor;
+	if (doing.txn_rdonly)
+		doing.cursor = cursor;
 }
 
 /* write_once - one write transaction running step; 0 when committed or
@@ -884,12 +1173,22 @@ static void writers(struct cache *c, int op)
 
 /* free_up - after a write went through in the reserve: sweep, or else
  * evict the oldest eighth, then close the reserve; if nothing can be
- * removed, start afresh. Many small transactions, synced once at the end. */
+ * removed, start afresh. Many small transactions, not synced one by one
+ * but once at the end. With the sync thread (MDB_NOSYNC) the removals are
+ * write transactions beside readers (env_lock shared); else the
+ * environment's MDB_NOSYNC is set for them, under env_lock exclusive
+ * (LMDB reads its flags in every transaction). Closing the reserve
+ * resizes the map (exclusive). Returns with env_lock shared. */
 static bool free_up(struct cache *c, int64_t now_ms)
 {
 	const char *what = "expired";
+	if (!(c->nosync ? shared(c) : exclusive(c)) || c->env == NULL) {
+		shared(c);
+		return c->env != NULL; /* replaced meanwhile: the reserve went with the old one */
+	}
 	writers(c, LOCK_EX);
-	mdb_env_set_flags(c->env, MDB_NOSYNC, 1);
+	if (!c->nosync)
+		mdb_env_set_flags(c->env, MDB_NOSYNC, 1);
 	size_t removed = prune_full(c, now_ms, INT64_MIN, SIZE_MAX);
 	if (removed == 0) {
 		int64_t threshold;
@@ -898,19 +1197,26 @@ static bool free_up(struct cache *c, int64_t now_ms)
 		if (n > 0)
 			removed = prune_full(c, now_ms, threshold, n);
 	}
-	mdb_env_set_flags(c->env, MDB_NOSYNC, 0);
-	mdb_env_sync(c->env, 1);
+	if (c->env != NULL && !c->nosync)
+		mdb_env_set_flags(c->env, MDB_NOSYNC, 0);
+	if (c->env != NULL && mdb_env_sync(c->env, 1) == 0)
+		atomic_store(&c->synced, atomic_load(&c->commits));
+	if (!exclusive(c) || c->env == NULL) {
+		shared(c);
+		return c->env != NULL; /* as above */
+	}
 	mdb_env_set_mapsize(c->env, c->soft_bytes); /* LMDB keeps every page in use */
 	writers(c, LOCK_SH);
 	c->reserve_open = false;
 	if (removed > 0) {
 		log_msg(LOG_NOTICE, "cache %s: full at %zu KiB: removed %zu %s records", c->path,
 		        c->soft_bytes / 1024, removed, what);
-		return true;
+	} else {
+		log_msg(LOG_ERR, "cache %s: full at %zu MiB and nothing can be removed: starting afresh",
+		        c->path, c->max_bytes / MIB);
+		reopen(c, true);
 	}
-	log_msg(LOG_ERR, "cache %s: full at %zu MiB and nothing can be removed: starting afresh", c->path,
-	        c->max_bytes / MIB);
-	reopen(c, true);
+	shared(c);
 	return c->env != NULL;
 }
 
@@ -921,20 +1227,31 @@ static bool free_up(struct cache *c, int64_t now_ms)
 static bool make_room(struct cache *c, int64_t now_ms)
 {
 	MDB_envinfo info;
-	if (mdb_env_info(c->env, &info) != 0)
-		return false;
-	if (info.me_mapsize < c->soft_bytes) {
-		size_t grown = info.me_mapsize * 2 < c->soft_bytes ? info.me_mapsize * 2 : c->soft_bytes;
-		int rc = mdb_env_set_mapsize(c->env, grown);
-		if (rc == 0) {
-			log_msg(LOG_INFO, "cache %s: map grown to %zu KiB", c->path, grown / 1024);
-			return true;
+	bool ok = false;
+	/* resizing remaps: no transaction of this process may be open */
+	if (!exclusive(c)) {
+		ok = c->env != NULL; /* replaced meanwhile: write into the new one */
+	} else if (c->env != NULL && mdb_env_info(c->env, &info) == 0) {
+		int rc = -1;
+		if (info.me_mapsize < c->soft_bytes) {
+			size_t grown =
+			        info.me_mapsize * 2 < c->soft_bytes ? info.me_mapsize * 2 : c->soft_bytes;
+			rc = mdb_env_set_mapsize(c->env, grown);
+			if (rc == 0)
+				log_msg(LOG_INFO, "cache %s: map grown to %zu KiB", c->path, grown / 1024);
+			else
+				log_msg(LOG_ERR, "cache %s: cannot grow the map: %s", c->path,
+				        mdb_strerror(rc));
 		}
-		log_msg(LOG_ERR, "cache %s: cannot grow the map: %s", c->path, mdb_strerror(rc));
+		if (rc == 0)
+			ok = true;
+		else if (!c->reserve_open && mdb_env_set_mapsize(c->env, c->max_bytes) == 0)
+			ok = c->reserve_open = true;
+		else
+			return free_up(c, now_ms); /* back to shared itself */
 	}
-	if (!c->reserve_open && mdb_env_set_mapsize(c->env, c->max_bytes) == 0)
-		return c->reserve_open = true;
-	return free_up(c, now_ms);
+	shared(c);
+	return ok;
 }
 
 /* write_retry - write_once, hiding MDB_MAP_FULL and damage (once) */
@@ -974,23 +1291,25 @@ static int write_body(struct cache *c, void *varg)
 	return rc;
 }
 
-/* write_locked - one write under the lock and a guard; when the guard
- * fires, recover and write once more; failures other than "not found" are
- * reported */
+/* write_locked - one write under write_lock, env_lock shared and a guard;
+ * when the guard fires, recover and write once more; failures other than
+ * "not found" are reported */
 static int write_locked(struct cache *c, txn_step step, void *arg, int64_t now_ms, const char *what)
 {
 	struct write_op op = {step, arg, now_ms};
-	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&c->write_lock);
+	shared(c);
 	int rc = usable(c) ? guarded(c, write_body, &op) : CACHE_OFF;
-	if (rc == CACHE_DAMAGED && c->fired) {
+	if (rc == CACHE_DAMAGED && doing.fired) {
 		recover(c, rc, what);
-		c->fired = false;
+		doing.fired = false;
 		rc = c->env != NULL ? guarded(c, write_body, &op) : CACHE_OFF;
 	}
-	c->fired = false;
+	doing.fired = false;
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		report(c, rc, what);
-	pthread_mutex_unlock(&c->lock);
+	release(c);
+	pthread_mutex_unlock(&c->write_lock);
 	return rc;
 }
 
@@ -1012,18 +1331,18 @@ static int read_body(struct cache *c, void *varg)
 	return rc;
 }
 
-/* read_locked - step in a read transaction under the lock and a guard;
- * failures other than "not found" are reported (damage: recovered, and
- * the read is a miss) */
+/* read_locked - step in a read transaction under env_lock shared (beside
+ * other reads and a write: LMDB's MVCC) and a guard; failures other than
+ * "not found" are reported (damage: recovered, and the read is a miss) */
 static int read_locked(struct cache *c, txn_step step, void *arg, const char *what)
 {
 	struct read_op op = {step, arg};
-	pthread_mutex_lock(&c->lock);
+	shared(c);
 	int rc = usable(c) ? guarded(c, read_body, &op) : CACHE_OFF;
-	c->fired = false;
+	doing.fired = false;
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		report(c, rc, what);
-	pthread_mutex_unlock(&c->lock);
+	release(c);
 	return rc;
 }
 
@@ -1134,12 +1453,14 @@ size_t cache_sweep(struct cache *c, int64_t now_ms)
 	struct prune_arg arg = {.now_ms = now_ms, .oldest_ms = INT64_MIN, .batch = BATCH, .limit = SIZE_MAX};
 	int rc = 0;
 	while (c != NULL && !arg.done && rc == 0) {
-		pthread_mutex_lock(&c->lock);
+		pthread_mutex_lock(&c->write_lock);
+		shared(c);
 		rc = usable(c) ? guarded(c, sweep_body, &arg) : CACHE_OFF;
-		c->fired = false;
+		doing.fired = false;
 		if (rc != 0)
 			report(c, rc, "sweep");
-		pthread_mutex_unlock(&c->lock);
+		release(c);
+		pthread_mutex_unlock(&c->write_lock);
 	}
 	return arg.removed;
 }

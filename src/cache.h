@@ -18,10 +18,10 @@
  * LMDB and is unit-tested with explicit times. The store is one LMDB file
  * (MDB_NOSUBDIR) that several processes may open at once (the daemon,
  * vemilter-check, vemilter-cache); within a process it is safe from any
- * thread. It hides LMDB's recoverable errors: a full map grows (up to
- * cache_max_mb, then the oldest entries are evicted); a corrupt or
- * unreadable file is moved aside and recreated, with a log line. Errors
- * never stop mail: a failed read is a miss, a failed write is logged.
+ * thread, and reads never wait for a write (LMDB's MVCC). It hides LMDB's recoverable errors: a full map
+ * grows (up to cache_max_mb, then the oldest entries are evicted); a corrupt or unreadable file is moved
+ * aside and recreated, with a log line. Errors never stop mail: a failed read is a miss, a failed write is
+ * logged.
  */
 #ifndef VEMILTER_CACHE_H
 #define VEMILTER_CACHE_H
@@ -120,7 +120,29 @@ struct cache_stats {
 /* cache_open - open or create path; max_mb bounds growth. NULL with a
  * reason in why when even a recreated file cannot be opened. */
 struct cache *cache_open(const char *path, int max_mb, char *why, size_t why_size);
+/* cache_close - the sync thread stopped, commits not yet synced synced,
+ * everything freed; NULL is fine. */
 void cache_close(struct cache *cache);
+
+/* cache_sync_every - commits are no longer synced to the disk one by one
+ * (LMDB's MDB_NOSYNC, per write transaction): a thread of the cache syncs
+ * the file every interval_ms, and cache_close() once more. A crash of the
+ * process loses nothing committed (the pages are in the OS's cache); a
+ * crash of the machine loses at most the last interval. interval_ms <= 0:
+ * nothing changes (every commit synced, as after cache_open()). Call once,
+ * before other threads use the cache; false (logged) when the thread
+ * cannot start, and every commit stays synced. */
+bool cache_sync_every(struct cache *cache, int64_t interval_ms);
+
+struct cache_sync_stats {
+	uint64_t commits;    /* write transactions committed by this process */
+	uint64_t unsynced;   /* of those, not yet on the disk */
+	uint64_t syncs;      /* syncs done by the sync thread */
+	int64_t interval_ms; /* 0: every commit synced */
+};
+
+/* cache_sync_stats - the counters above (zeroed for NULL) */
+void cache_sync_stats(struct cache *cache, struct cache_sync_stats *out);
 
 enum cache_status cache_get(struct cache *cache, const char *key, int64_t now_ms, struct cache_record *out);
 
@@ -138,8 +160,8 @@ size_t cache_purge(struct cache *cache);
 
 typedef bool (*cache_visit_fn)(void *arg, const char *key, const struct cache_record *rec);
 /* cache_foreach - every record in key order until fn returns false; damaged
- * records are skipped. fn runs with the cache locked: it must not call back
- * into the cache. */
+ * records are skipped. fn runs with the cache locked (shared): it must not
+ * call back into any cache. */
 bool cache_foreach(struct cache *cache, cache_visit_fn fn, void *arg);
 
 bool cache_stats(struct cache *cache, int64_t now_ms, struct cache_stats *out);

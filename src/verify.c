@@ -426,6 +426,9 @@ static void open_cache(struct verifier *v)
 	v->cache = cache_open(v->conf->cache, v->conf->cache_max_mb, why, sizeof(why));
 	if (v->cache == NULL)
 		log_msg(LOG_ERR, "cache %s unusable (%s): verifying without a cache", v->conf->cache, why);
+	else
+		cache_sync_every(v->cache,
+		                 v->conf->cache_sync_interval_ms); /* false: logged, syncs each write */
 }
 
 /* start_events - the wake-up event, the tidy and sweep timers */

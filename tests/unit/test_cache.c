@@ -10,16 +10,23 @@
  * line naming the problem); a SIGBUS inside a call caught, one elsewhere
  * still fatal; damage again within a minute turning the cache off; a
  * churned file the check accepts; and 100 writers killed with SIGKILL at
- * random moments, every committed record surviving.
+ * random moments, every committed record surviving (and 50 more whose
+ * commits the sync thread had not synced yet). The sync thread: it syncs
+ * what was committed, and only then; 0 keeps LMDB's sync of each commit.
+ * Concurrency: a write and a read go through while a reader keeps its
+ * transaction open.
  * Every time is explicit: nothing sleeps, but for the killed writers (a
- * random moment each) and the wait for the file clock to tick (see
- * next_tick()).
+ * random moment each), the wait for the file clock to tick (see
+ * next_tick()), the sync thread's intervals and the held reader (bounded
+ * waits).
  */
 #include <dirent.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -1189,13 +1196,20 @@ START_TEST(store_check_accepts_a_churned_file)
 }
 END_TEST
 
-/* writer - put records one after another, telling each committed index on fd */
-static void writer(int fd, int run)
+/* Room for every record the killed writers put (tens of thousands when
+ * commits are not synced): none is evicted, so a missing one was lost. */
+#define KILL_MB 64
+
+/* writer - tell -1 on fd once the cache is open, then put records one
+ * after another, telling each committed index; with sync_ms, commits are
+ * synced by the sync thread that often */
+static void writer(int fd, int run, int64_t sync_ms)
 {
 	char why[300], key[64];
 	struct cache_record rec;
-	struct cache *c = cache_open(path, 4, why, sizeof(why));
-	if (c == NULL)
+	struct cache *c = cache_open(path, KILL_MB, why, sizeof(why));
+	int ready = -1;
+	if (c == NULL || !cache_sync_every(c, sync_ms) || write(fd, &ready, sizeof(ready)) != sizeof(ready))
 		_exit(2);
 	for (int i = 0;; i++) {
 		snprintf(key, sizeof(key), "a:run%d-%d@example.org", run, i);
@@ -1205,7 +1219,10 @@ static void writer(int fd, int run)
 	}
 }
 
-START_TEST(store_kill9_writers_lose_nothing)
+/* kill9_runs - runs writers (syncing every sync_ms; 0: every commit),
+ * each killed at a random moment; every record it said was committed must
+ * be there, and the file never damaged */
+static void kill9_runs(int runs, int64_t sync_ms)
 {
 	struct cache_record out;
 	char key[64];
@@ -1213,21 +1230,26 @@ START_TEST(store_kill9_writers_lose_nothing)
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	fill_and_close();
-	for (int run = 0; run < 100; run++) {
+	for (int run = 0; run < runs; run++) {
 		int fds[2], status, i;
 		ck_assert_int_eq(pipe(fds), 0);
 		pid_t pid = fork();
 		ck_assert_int_ge(pid, 0);
 		if (pid == 0) {
 			close(fds[0]);
-			writer(fds[1], run);
+			writer(fds[1], run, sync_ms);
 		}
 		close(fds[1]);
+		/* once it has opened the cache (a loaded machine can take longer
+		 * than the whole window to get there: at most 10 s) */
+		struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+		if (poll(&pfd, 1, 10000) == 1)
+			ck_assert_int_eq(read(fds[0], &i, sizeof(i)), sizeof(i)); /* -1: ready */
 		usleep((useconds_t)(rng() % 60000)); /* a random moment: in a put, a commit, between */
 		kill(pid, SIGKILL);
 		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 		ck_assert(WIFSIGNALED(status));
-		struct cache *c = open_cache(4);
+		struct cache *c = open_cache(KILL_MB);
 		while (read(fds[0], &i, sizeof(i)) == sizeof(i)) {
 			snprintf(key, sizeof(key), "a:run%d-%d@example.org", run, i);
 			committed++;
@@ -1237,11 +1259,25 @@ START_TEST(store_kill9_writers_lose_nothing)
 		cache_close(c);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	fprintf(stderr, "# kill -9: 100 runs, %d committed records, %d lost, %.1f s\n", committed, lost,
+	fprintf(stderr, "# kill -9, sync every %lld ms: %d runs, %d committed records, %d lost, %.1f s\n",
+	        (long long)sync_ms, runs, committed, lost,
 	        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	ck_assert_int_eq(lost, 0);
 	ck_assert_int_eq(count_files(".corrupt."), 0);
 	ck_assert_int_gt(committed, 0);
+}
+
+START_TEST(store_kill9_writers_lose_nothing)
+{
+	kill9_runs(100, 0);
+}
+END_TEST
+
+/* the writers' commits are never synced before the kill (a minute): a
+ * killed process's commits are in the page cache, and that is enough */
+START_TEST(store_kill9_unsynced_writers_lose_nothing)
+{
+	kill9_runs(50, 60000);
 }
 END_TEST
 
@@ -1343,6 +1379,148 @@ START_TEST(store_threads)
 }
 END_TEST
 
+/* the same with the sync thread: commits not synced one by one */
+START_TEST(store_threads_unsynced)
+{
+	struct cache *c = open_cache(4);
+	ck_assert(cache_sync_every(c, 20));
+	struct worker workers[4];
+	pthread_t threads[4];
+	int n = 0;
+	for (int i = 0; i < 4; i++) {
+		workers[i] = (struct worker){.cache = c};
+		snprintf(workers[i].prefix, sizeof(workers[i].prefix), "t%d-", i);
+		ck_assert_int_eq(pthread_create(&threads[i], NULL, worker_run, &workers[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(threads[i], NULL);
+		ck_assert_int_eq(workers[i].failures, 0);
+	}
+	ck_assert(cache_foreach(c, count_all, &n));
+	ck_assert_int_eq(n, 800);
+	cache_close(c);
+	c = open_cache(4); /* all there after a clean stop */
+	n = 0;
+	ck_assert(cache_foreach(c, count_all, &n));
+	ck_assert_int_eq(n, 800);
+	cache_close(c);
+}
+END_TEST
+
+/* wait_synced - poll the sync counters until unsynced is 0 and syncs has
+ * passed after (at most 5 s); the last counters in out */
+static bool wait_synced(struct cache *c, uint64_t after, struct cache_sync_stats *out)
+{
+	for (int i = 0; i < 500; i++) {
+		cache_sync_stats(c, out);
+		if (out->unsynced == 0 && out->syncs > after)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+START_TEST(store_sync_interval)
+{
+	struct cache_sync_stats st, before;
+	struct cache_record rec;
+	make(&rec, OUTCOME_VALID, NOW);
+	/* 0 (and by default): LMDB syncs each commit, no thread */
+	struct cache *c = open_cache(4);
+	ck_assert(cache_sync_every(c, 0));
+	ck_assert(cache_put(c, "a:one@example.org", &rec, NOW));
+	ck_assert(cache_put(c, "a:two@example.org", &rec, NOW));
+	cache_sync_stats(c, &st);
+	ck_assert_int_eq(st.interval_ms, 0);
+	ck_assert_uint_eq(st.commits, 2);
+	ck_assert_uint_eq(st.unsynced, 0);
+	usleep(100000);
+	cache_sync_stats(c, &st);
+	ck_assert_uint_eq(st.syncs, 0);
+	cache_close(c);
+	/* 200 ms: commits wait for the thread, which syncs them all at once */
+	c = open_cache(4);
+	ck_assert(cache_sync_every(c, 200));
+	ck_assert(!cache_sync_every(c, 200)); /* once */
+	cache_sync_stats(c, &before);
+	ck_assert_int_eq(before.interval_ms, 200);
+	for (int i = 0; i < 5; i++) {
+		char key[64];
+		snprintf(key, sizeof(key), "a:u%d@example.org", i);
+		ck_assert(cache_put(c, key, &rec, NOW));
+	}
+	cache_sync_stats(c, &st);
+	ck_assert_uint_eq(st.commits, 5);
+	/* unless the thread's tick fell right between the puts and now */
+	ck_assert_msg(st.unsynced == 5 || st.syncs > before.syncs, "unsynced %llu",
+	              (unsigned long long)st.unsynced);
+	ck_assert_msg(wait_synced(c, before.syncs, &st), "not synced: %llu unsynced, %llu syncs",
+	              (unsigned long long)st.unsynced, (unsigned long long)st.syncs);
+	/* and again: the thread goes on */
+	before = st;
+	ck_assert(cache_put(c, "a:later@example.org", &rec, NOW));
+	ck_assert(wait_synced(c, before.syncs, &st));
+	ck_assert_uint_eq(st.commits, 6);
+	/* nothing new: no sync */
+	before = st;
+	usleep(500000);
+	cache_sync_stats(c, &st);
+	ck_assert_uint_eq(st.syncs, before.syncs);
+	cache_close(c);
+}
+END_TEST
+
+struct holder {
+	struct cache *cache;
+	atomic_int put_done, get_done; /* set by the other threads */
+	atomic_int waited_ms;          /* how long the visit waited for them */
+};
+
+/* hold_visit - a visit that keeps its read transaction open until the
+ * other threads' put and get are done (or 5 s) */
+static bool hold_visit(void *arg, const char *key, const struct cache_record *rec)
+{
+	struct holder *h = arg;
+	while (!(atomic_load(&h->put_done) && atomic_load(&h->get_done)) &&
+	       atomic_load(&h->waited_ms) < 5000) {
+		usleep(1000);
+		atomic_fetch_add(&h->waited_ms, 1);
+	}
+	return false;
+}
+
+/* hold_run - foreach with hold_visit */
+static void *hold_run(void *arg)
+{
+	struct holder *h = arg;
+	cache_foreach(h->cache, hold_visit, h);
+	return NULL;
+}
+
+/* while a reader keeps a read transaction open, a write and another read
+ * go through (with one lock for all, both would wait for the reader) */
+START_TEST(store_readers_and_writer_do_not_wait)
+{
+	struct cache *c = open_cache(4);
+	struct cache_record rec, out;
+	struct holder h = {.cache = c};
+	pthread_t t;
+	make(&rec, OUTCOME_VALID, NOW);
+	ck_assert(cache_put(c, "a:first@example.org", &rec, NOW));
+	ck_assert_int_eq(pthread_create(&t, NULL, hold_run, &h), 0);
+	for (int i = 0; atomic_load(&h.waited_ms) == 0 && i < 5000; i++) /* until the visit has begun */
+		usleep(1000);
+	ck_assert_int_gt(atomic_load(&h.waited_ms), 0);
+	ck_assert(cache_put(c, "a:second@example.org", &rec, NOW));
+	atomic_store(&h.put_done, 1);
+	ck_assert_int_eq(cache_get(c, "a:second@example.org", NOW, &out), CACHE_HIT);
+	atomic_store(&h.get_done, 1);
+	pthread_join(t, NULL);
+	ck_assert_msg(atomic_load(&h.waited_ms) < 5000, "the reader waited %d ms", atomic_load(&h.waited_ms));
+	cache_close(c);
+}
+END_TEST
+
 START_TEST(store_damage_under_threads)
 {
 	struct cache *c = open_cache(4);
@@ -1427,6 +1605,9 @@ int main(void)
 	tcase_add_test(store, store_follows_a_replaced_file);
 	tcase_add_test(store, store_two_processes);
 	tcase_add_test(store, store_threads);
+	tcase_add_test(store, store_threads_unsynced);
+	tcase_add_test(store, store_sync_interval);
+	tcase_add_test(store, store_readers_and_writer_do_not_wait);
 	tcase_add_test(store, store_damaged_record_is_a_miss);
 	suite_add_tcase(s, store);
 	TCase *damage = tcase_create("damage");
@@ -1441,6 +1622,7 @@ int main(void)
 	tcase_add_test(damage, store_damage_again_turns_the_cache_off);
 	tcase_add_test(damage, store_check_accepts_a_churned_file);
 	tcase_add_test(damage, store_kill9_writers_lose_nothing);
+	tcase_add_test(damage, store_kill9_unsynced_writers_lose_nothing);
 	suite_add_tcase(s, damage);
 	return unit_run(s);
 }
