@@ -11,8 +11,8 @@ LATENCY in time.
 
 The farm records each reply line when it writes it (after its delay). A
 snapshot of a session's replies taken right after the client got its verdict
-therefore says how far the probe's dialogue had gone: with LATENCY 0.5 s a
-reply written later than the verdict is at least 0.5 s away, so the check
+therefore says how far the probe's dialogue had gone: with LATENCY 0.8 s a
+reply written later than the verdict is at least 0.8 s away, so the check
 does not depend on this machine's speed.
 
 Cases
@@ -52,7 +52,7 @@ from milterclient import MilterClient  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
 
-LATENCY = 0.5
+LATENCY = 0.8
 HELO = "probe.vemilter.test"
 ACCEPT = "127.0.0.61"    # normal: alice, bob; the random address gets 550
 MATTERS = "127.0.0.62"   # normal: carol; catch_all=tempfail for its domain
