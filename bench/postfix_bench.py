@@ -60,8 +60,9 @@ Output: a progress line per phase, a detail table, then a Markdown table in
 the shape of issue 10's, and with --json FILE one JSON object on one line
 (appended to FILE) with every number. Numbers are ratios within one run on
 one machine, not absolute promises. Run time, default sizes: about 10
-minutes on a shared 2-core machine; --quick (200 messages, 40 fresh, 2
-repetitions) stays under 2 minutes.
+minutes on a shared 2-core machine; --quick (200 messages, 20 fresh, 2
+repetitions, no postfix/fresh-p1) stays under 2 minutes (87-110 s measured
+at load averages 10-14).
 
 Usage: bench/postfix_bench.py [--messages 2000] [--fresh 200] [--concurrency 20]
        [--latency 0.1] [--domains 50] [--servers 10] [--retry 1.0] [--repeat 3]
@@ -436,6 +437,7 @@ class Bench:
         self.reps = []             # per repetition: {phase: {"rate", "cpu", "src_rate", "src_cpu", ...}}
         self.fresh = {}            # name -> summary (plus "floor")
         self.t_start = time.monotonic()
+        self.load = [os.getloadavg()[0]]  # 1-minute load average at the start and after each phase
 
     def domain(self, i):
         return "d%03d.bench" % (i % self.args.domains)
@@ -512,9 +514,10 @@ class Bench:
                 raise postfixinst.PostfixError("the %s smtpd does not listen on 127.0.0.1:%d" % (name, port))
 
     def prime(self, phase, sender):
-        """2 x concurrency untimed messages from sender to the phase's smtpd,
-        so its processes exist before anything is timed."""
-        load(self.postfix.ports[phase], [sender] * (2 * self.args.concurrency), self.args.concurrency,
+        """2 x concurrency untimed messages (--quick: 1 x) from sender to the
+        phase's smtpd, so its processes exist before anything is timed."""
+        load(self.postfix.ports[phase], [sender] * ((1 if self.args.quick else 2) * self.args.concurrency),
+             self.args.concurrency,
              self.args.retry, self.args.procs)
 
     def farm_rcpts(self):
@@ -537,6 +540,7 @@ class Bench:
         cpu = cpu_seconds(pid) - c0 if pid else 0.0
         rcpts, distinct = self.farm_rcpts()
         r = summarize(name, records, wall, rcpts, cpu)
+        self.load.append(os.getloadavg()[0])
         r["farm_distinct"] = distinct
         self.results.append(r)
         if not quiet:
@@ -642,7 +646,8 @@ class Bench:
         """Everything the report prints, as one dict (the --json line)."""
         out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "args": {k: v for k, v in vars(self.args).items() if k != "json"},
-               "runtime_s": round(time.monotonic() - self.t_start, 1), "cached": {}, "fresh": {}}
+               "runtime_s": round(time.monotonic() - self.t_start, 1), "cached": {}, "fresh": {},
+               "cores": os.cpu_count(), "load_avg": median_range(self.load)}
         for phase in CACHED_PHASES:
             ratios = [rep[phase]["rate"] / rep["plain"]["rate"] for rep in self.reps if rep["plain"]["rate"]]
             src = [rep[phase]["source"]["rate"] / rep["plain"]["source"]["rate"] for rep in self.reps
@@ -713,8 +718,10 @@ class Bench:
             return "%.2f (%.2f–%.2f)" % x[key]
         print()
         print("Markdown (one run, %s, %d repetitions of %d messages per cached phase, %d sessions at once, "
-              "fake MX at %.0f ms per reply, %d fresh senders; bench ran %.0f s):"
-              % (n["when"], a.repeat, a.messages, a.concurrency, a.latency * 1000, a.fresh, n["runtime_s"]))
+              "fake MX at %.0f ms per reply, %d fresh senders; bench ran %.0f s; %d cores, 1-minute load average "
+              "%.1f (%.1f-%.1f) over the phases):"
+              % ((n["when"], a.repeat, a.messages, a.concurrency, a.latency * 1000, a.fresh, n["runtime_s"],
+                  n["cores"]) + tuple(n["load_avg"])))
         print()
         print("| path | Postfix verify | vemilter, inet socket | vemilter, unix socket |")
         print("|---|---|---|---|")
@@ -796,7 +803,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes (< 2 minutes), for a smoke test")
     args = ap.parse_args()
     if args.quick:
-        args.messages, args.fresh, args.repeat = 200, 40, 2
+        args.messages, args.fresh, args.repeat = 200, 20, 2
     args.repeat = max(1, args.repeat)
     why = postfixinst.available()
     if why:
