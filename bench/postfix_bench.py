@@ -1,46 +1,72 @@
 #!/usr/bin/python3
 """postfix_bench - sender verification through a real Postfix on loopback:
-vemilter against Postfix's own reject_unverified_sender, on the same fakes.
+vemilter against Postfix's own reject_unverified_sender, on the same fakes,
+reported as issue 10 asks, all rows from one run.
 
 One throw-away Postfix instance (tests/lib/postfixinst.py, plus an smtp(8)
-service for Postfix's verify probes), one vemilter, the fake DNS server and
-the fake SMTP farm (every reply delayed by --latency). The load generator is
-this script (asyncio, --concurrency sessions at once, one SMTP session per
-message: EHLO, MAIL, RCPT, DATA, QUIT), because smtp-source cannot vary the
-sender; smtp-source's rate with one sender is printed as a cross-check of
-the generator where it applies.
+service for Postfix's verify probes), three vemilters sharing one LMDB cache
+file (one on a unix socket, one on an inet socket, one for the fresh path
+without shared sessions), the fake DNS server and
+the fake SMTP farm (every reply, the greeting included, delayed by
+--latency). The load generator is this script (asyncio, --concurrency
+sessions at once over --procs processes, one SMTP session per message:
+EHLO, MAIL, RCPT, DATA, QUIT), because smtp-source cannot vary the sender;
+Postfix's smtp-source (one fixed, cached sender) gives a second row.
 
-Scenarios (all accepted mail ends in Postfix's discard: transport)
-  plain          no milter, no restriction: Postfix alone
-  vemilter/cached   vemilter, every sender already in its cache
-  vemilter/fresh    vemilter, never-seen senders: a probe per sender at
-                    the farm, within verify_budget (8s)
-  postfix/cached    smtpd_sender_restrictions = reject_unverified_sender,
-                    every sender already in address_verify_map
-  postfix/fresh     the same with never-seen senders (address_verify_poll_count
-                    3, Postfix's default: smtpd waits up to 2 x 3 s)
-  postfix/fresh-p1  address_verify_poll_count = 1: the first try of a new
-                    sender gets 450 "address verification in progress" at once
-A client that gets a 4xx at RCPT retries the same sender every
---retry seconds (a real MTA waits minutes), until a final answer or 60 s.
-So for postfix/fresh-p1 the time to a verdict is at least --retry and its
-messages/s counts cheap 450s plus quick retries: in real life each of those
-senders waits a whole retry interval (Postfix: minimal_backoff_time, 300s).
+Cached path (throughput), each phase --repeat times, the phases of one
+repetition back to back and in a rotated order (so a drift of the shared
+machine does not always hit the same phase); each phase's ratio is taken
+against the no-check baseline of the SAME repetition, and the median of
+those ratios is reported (with their range):
+  plain            no milter, no restriction: Postfix alone (the baseline)
+  postfix          smtpd_sender_restrictions = reject_unverified_sender,
+                   every sender already in address_verify_map
+  vemilter-inet    vemilter on inet:127.0.0.1, every sender already cached
+  vemilter-unix    vemilter on a unix socket, every sender already cached
+Postfix is started once: each phase has its own smtpd listener in master.cf
+(-o smtpd_milters=..., -o smtpd_sender_restrictions=...), the main one
+with nothing added is the baseline; before each timed phase its listener is
+primed with 2 x --concurrency untimed messages, so no phase pays for smtpd
+processes being spawned. Each vemilter phase also reports the daemon's
+CPU time per message: utime + stime from /proc/PID/stat before and after.
+
+Fresh path (once, --fresh never-seen senders each, all real users at the farm):
+  floor            the protocol floor, measured here: a plain client opening a
+                   new session to the farm for each address and doing
+                   greeting + EHLO + MAIL + RCPT (time from connect to the
+                   RCPT reply), same concurrency, same latency
+  vemilter-*/fresh time from the client's MAIL FROM to the RCPT reply
+  postfix/fresh    reject_unverified_sender, address_verify_poll_count 3
+                   (Postfix's default: smtpd waits up to 2 x 3 s)
+  postfix/fresh-p1 address_verify_poll_count = 1: the first try of a new
+                   sender gets 450 "address verification in progress" at once;
+                   its time to verdict is bounded below by --retry
+A client that gets a 4xx at RCPT retries the same sender every --retry
+seconds (a real MTA waits minutes), until a final answer or 60 s.
+vemilter shares SMTP sessions between probes to one MX (pool.c), so a
+fresh sender may be asked in a session that is already open: its time can
+be below the floor, which counts a new session per address. So one more
+daemon, vemilter-solo (unix socket, host_sessions = 0: a new session for
+every probe), runs the fresh path only: that is the row to hold against the
+floor. The farm is Python in this process: on a loaded machine its own
+delays show in the floor's tail (p95) as much as in vemilter's.
 
 Postfix's verify probes go to the farm through transport_maps (texthash:
 each sender domain -> smtp:[127.0.1.N]:PORT), so the system resolver is not
 touched; address_verify_map = btree:$data_directory/verify_cache (this
 Debian build has no lmdb map type), unverified_sender_reject_code = 550.
 
-Reported per scenario: messages/s (accepted messages over wall time, all
-retries included), the ratio to plain, the share of senders decided (2xx or
-5xx) on the first attempt, the time from the first MAIL FROM to the final
-verdict (median, 90th percentile, max), the RCPT commands the farm saw, and
-vemilter's CPU time. Numbers are ratios within one run on one machine, not
-absolute promises.
+Output: a progress line per phase, a detail table, then a Markdown table in
+the shape of issue 10's, and with --json FILE one JSON object on one line
+(appended to FILE) with every number. Numbers are ratios within one run on
+one machine, not absolute promises. Run time, default sizes: about 10
+minutes on a shared 2-core machine; --quick (200 messages, 20 fresh, 2
+repetitions, no postfix/fresh-p1) stays under 2 minutes (87-110 s measured
+at load averages 10-14).
 
 Usage: bench/postfix_bench.py [--messages 2000] [--fresh 200] [--concurrency 20]
-       [--latency 0.02] [--domains 50] [--servers 10] [--retry 1.0] [--quick]
+       [--latency 0.1] [--domains 50] [--servers 10] [--retry 1.0] [--repeat 3]
+       [--procs 4] [--no-smtp-source] [--json FILE] [--quick]
 Needs root, Debian's postfix package, and a built tree (VEMILTER_BUILDDIR,
 default: the source dir). Not part of make check.
 """
@@ -52,6 +78,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import statistics
 import sys
 import time
@@ -73,11 +100,25 @@ SESSION_TIMEOUT = 30.0    # one SMTP command
 
 class BenchPostfix(postfixinst.PostfixInstance):
     """The test instance plus the smtp(8) client that Postfix's verify(8)
-    service needs to send its probes (to the farm only, via transport_maps)."""
+    service needs to send its probes (to the farm only, via transport_maps),
+    and one more smtpd listener per phase, each with its own -o overrides
+    (services: name -> list of "-o name=value"), so one Postfix, started
+    once, serves every phase: the main listener (self.port) is the plain
+    baseline with nothing added, and no phase pays for a restart."""
+
+    def __init__(self, tmp, services, **kw):
+        super().__init__(tmp, **kw)
+        self.services = services
+        self.ports = {}
 
     def master_cf(self):
-        return super().master_cf() + \
-            "smtp      unix  -       -       n       -       -       smtp\n"
+        text = super().master_cf() + "smtp      unix  -       -       n       -       -       smtp\n"
+        self.ports = {"plain": self.port}
+        for name, overrides in self.services.items():
+            self.ports[name] = vmtest.free_port("127.0.0.1")
+            text += "127.0.0.1:%d inet n  -       n       -       -       smtpd %s\n" % (
+                self.ports[name], " ".join("-o " + o for o in overrides))
+        return text
 
 
 # ---------------------------------------------------------------- load generator
@@ -107,10 +148,25 @@ async def read_reply(reader):
             return int(line[:3]), lines
 
 
+async def connect(host, port):
+    """(reader, writer) for a TCP connection from 127.0.0.1 to host:port on a
+    socket of our own: open_connection(host, port) would first run
+    getaddrinfo in a thread of the executor, a delay no MTA has."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.bind(("127.0.0.1", 0))
+        await asyncio.wait_for(loop.sock_connect(sock, (host, port)), SESSION_TIMEOUT)
+        return await asyncio.open_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
 async def one_message(port, rec, body):
     """One SMTP session for rec.sender; returns the RCPT code."""
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.1", 0)), SESSION_TIMEOUT)
+    reader, writer = await connect("127.0.0.1", port)
     try:
         async def cmd(line):
             writer.write(line.encode() + b"\r\n")
@@ -236,6 +292,72 @@ def load(port, senders, concurrency, retry, procs=1):
 
 # ---------------------------------------------------------------- measurements
 
+# ---------------------------------------------------------------- the protocol floor
+
+async def floor_one(host, port, address):
+    """Greeting, EHLO, MAIL FROM:<>, RCPT TO:<address> in a new session at
+    one farm server: seconds from connect to the RCPT reply (then QUIT,
+    untimed), or None if the dialogue failed."""
+    t0 = time.monotonic()
+    reader, writer = await connect(host, port)
+    try:
+        async def cmd(line):
+            writer.write(line.encode() + b"\r\n")
+            await writer.drain()
+            return (await read_reply(reader))[0]
+        if (await read_reply(reader))[0] != 220:
+            return None
+        if await cmd("EHLO floor.bench") != 250 or await cmd("MAIL FROM:<>") != 250:
+            return None
+        code = await cmd("RCPT TO:<%s>" % address)
+        took = time.monotonic() - t0
+        writer.write(b"QUIT\r\n")
+        await writer.drain()
+        return took if code == 250 else None
+    finally:
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), 5)
+        except Exception:
+            pass
+
+
+async def run_floor(port, targets, concurrency):
+    queue = list(targets)
+    times = []
+
+    async def worker():
+        while queue:
+            host, address = queue.pop()
+            try:
+                t = await floor_one(host, port, address)
+            except Exception:
+                t = None
+            times.append(t)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return times
+
+
+def _floor_part(job):
+    port, targets, concurrency = job
+    return asyncio.run(run_floor(port, targets, concurrency))
+
+
+def floor(port, targets, concurrency, procs):
+    """run_floor() over procs forked processes (as load()); the list of
+    per-address seconds (None for a failed dialogue)."""
+    procs = max(1, min(procs, concurrency, len(targets)))
+    jobs = [(port, targets[i::procs], concurrency // procs + (1 if i < concurrency % procs else 0))
+            for i in range(procs)]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(procs) as pool:
+        parts = pool.map(_floor_part, jobs)
+    return [t for part in parts for t in part]
+
+
+# ---------------------------------------------------------------- measurements
+
 def cpu_seconds(pid):
     """utime + stime of a process, in seconds (0 if gone)."""
     try:
@@ -247,6 +369,7 @@ def cpu_seconds(pid):
 
 
 def pct(values, p):
+    """The p-th percentile (nearest rank on the sorted values), nan if none."""
     if not values:
         return float("nan")
     v = sorted(values)
@@ -265,16 +388,17 @@ def summarize(name, records, wall, farm_rcpts, cpu):
         "name": name, "n": len(records), "wall": wall, "rate": accepted / wall if wall > 0 else 0.0,
         "accepted": accepted, "rejected": rejected, "undecided": undecided,
         "first_share": first / len(records) if records else 0.0,
-        "v_med": statistics.median(verdict) if verdict else float("nan"),
-        "v_p90": pct(verdict, 90), "v_max": max(verdict) if verdict else float("nan"),
+        "v_p50": pct(verdict, 50), "v_p90": pct(verdict, 90), "v_p95": pct(verdict, 95),
+        "v_max": max(verdict) if verdict else float("nan"),
         "attempts": sum(r.attempts for r in records), "farm_rcpts": farm_rcpts, "cpu": cpu,
+        "cpu_us_per_msg": 1e6 * cpu / accepted if accepted else float("nan"),
         "errors": errors[:3], "n_errors": len(errors),
     }
 
 
-def smtp_source_rate(port, n, concurrency, sender):
-    """Messages/s of Postfix's smtp-source with one fixed sender (a cross-check
-    of the Python generator), or None."""
+def smtp_source(port, n, concurrency, sender):
+    """(messages/s, wall seconds) of Postfix's smtp-source with one fixed
+    sender, or None."""
     if not os.access(SMTP_SOURCE, os.X_OK):
         return None
     argv = [SMTP_SOURCE, "-4", "-s", str(concurrency), "-m", str(n), "-l", "1000", "-M", "load.example",
@@ -285,10 +409,21 @@ def smtp_source_rate(port, n, concurrency, sender):
     if p.returncode != 0:
         sys.stderr.write("smtp-source exited %r: %s%s\n" % (p.returncode, p.stdout[-500:], p.stderr[-500:]))
         return None
-    return n / wall
+    return n / wall, wall
+
+
+def median_range(values):
+    """(median, min, max) of the finite values, nans if none."""
+    v = [x for x in values if x == x]
+    if not v:
+        return float("nan"), float("nan"), float("nan")
+    return statistics.median(v), min(v), max(v)
 
 
 # ---------------------------------------------------------------- the run
+
+CACHED_PHASES = ("plain", "postfix", "vemilter-inet", "vemilter-unix")
+
 
 class Bench:
     def __init__(self, args):
@@ -296,10 +431,13 @@ class Bench:
         self.tmp = vmtest.TempDir(prefix="vemilter-pfbench-")
         self.dns = None
         self.farm = None
-        self.milter = None
+        self.milters = {}          # "vemilter-unix" / "vemilter-inet" -> vmtest.Daemon
         self.postfix = None
-        self.results = []
-        self.cross = {}
+        self.results = []          # every scenario's summary, in run order
+        self.reps = []             # per repetition: {phase: {"rate", "cpu", "src_rate", "src_cpu", ...}}
+        self.fresh = {}            # name -> summary (plus "floor")
+        self.t_start = time.monotonic()
+        self.load = [os.getloadavg()[0]]  # 1-minute load average at the start and after each phase
 
     def domain(self, i):
         return "d%03d.bench" % (i % self.args.domains)
@@ -319,26 +457,45 @@ class Bench:
         self.dns = FakeDNS(zone)
         dns_port = self.dns.start()
         # every local part used below exists at the farm
-        users = ["%s%05d" % (p, i) for p in ("vc", "vf", "pc", "pf", "pg", "xx")
+        users = ["%s%05d" % (p, i) for p in ("vc", "vf", "vg", "vs", "pc", "pf", "pg", "xx", "fl")
                  for i in range(max(a.messages, a.fresh))]
         self.farm = SmtpFarm(latency=a.latency)
         for s in range(a.servers):
             self.farm.add("127.0.1.%d" % (s + 1), "normal", users=users)
         self.farm_port = self.farm.start()
 
-        conf = vmtest.base_conf(self.tmp, "milter.sock", socket_mode="0666", trusted_networks="192.0.2.0/24")
-        conf.update({
-            "dns_servers": "127.0.0.1:%d" % dns_port, "helo_name": "probe.bench",
-            "probe_port": self.farm_port, "probe_allow_networks": "127.0.0.0/8",
-            "verify_budget": "8s", "cache": self.tmp.join("cache.lmdb"),
-            # throughput, not politeness: thousands of probes to 20 fake
-            # servers would otherwise meet the per-host session budget, and
-            # thousands of new senders from the one load generator the
-            # per-client budget (client_probe_rate, 60 a minute)
-            "host_session_rate": 0, "client_probe_rate": 0,
-        })
-        self.milter = vmtest.Daemon(self.tmp, conf, name="vemilter")
-        self.milter.start()
+        inet_port = vmtest.free_port()
+        services = {
+            "postfix": ["smtpd_sender_restrictions=reject_unverified_sender"],
+            # 450 at once for a new sender, the probe in the background
+            "postfix-p1": ["smtpd_sender_restrictions=reject_unverified_sender", "address_verify_poll_count=1"],
+        }
+        solo = "unix:" + self.tmp.join("solo.sock")
+        for name, sock, postfix_side, extra in (
+                ("vemilter-unix", "unix:" + self.tmp.join("milter.sock"), "unix:" + self.tmp.join("milter.sock"), {}),
+                ("vemilter-inet", "inet:%d@127.0.0.1" % inet_port, "inet:127.0.0.1:%d" % inet_port, {}),
+                # fresh path only: a new session for every probe, as the floor
+                ("vemilter-solo", solo, solo, {"host_sessions": 0})):
+            conf = vmtest.base_conf(self.tmp, "milter.sock", socket_mode="0666", trusted_networks="192.0.2.0/24")
+            conf.update({
+                "socket": sock,
+                "dns_servers": "127.0.0.1:%d" % dns_port, "helo_name": "probe.bench",
+                "probe_port": self.farm_port, "probe_allow_networks": "127.0.0.0/8",
+                "verify_budget": "8s",
+                # one cache file for all daemons (LMDB, several processes):
+                # what one learns the other answers from
+                "cache": self.tmp.join("cache.lmdb"),
+                # throughput, not politeness: thousands of probes to 10 fake
+                # servers would otherwise meet the per-host session budget, and
+                # thousands of new senders from the one load generator the
+                # per-client budget (client_probe_rate, 60 a minute)
+                "host_session_rate": 0, "client_probe_rate": 0,
+            })
+            conf.update(extra)
+            d = vmtest.Daemon(self.tmp, conf, name=name)
+            d.start()
+            self.milters[name] = d
+            services[name] = ["smtpd_milters=" + postfix_side]
 
         transport = self.tmp.write("transport", "".join(
             "%s smtp:[%s]:%d\n" % (self.domain(d), self.server(d), self.farm_port) for d in range(a.domains)))
@@ -350,101 +507,268 @@ class Bench:
             "unverified_sender_reject_code": "550",
             "smtp_connect_timeout": "10s",
         }
-        self.postfix = BenchPostfix(self.tmp, extra_main=dict(self.base_main))
-
-    def configure(self, milter=False, verify=False, poll_count=None):
-        """(Re)start Postfix with this configuration (the data directory and
-        its verify cache survive)."""
-        if self.postfix.started:
-            self.postfix.stop()
-        main = dict(self.base_main)
-        if verify:
-            main["smtpd_sender_restrictions"] = "reject_unverified_sender"
-        if poll_count is not None:
-            main["address_verify_poll_count"] = str(poll_count)
-        self.postfix.extra_main = main
-        self.postfix.milter = self.milter.socket if milter else None
+        self.postfix = BenchPostfix(self.tmp, services, extra_main=self.base_main)
         self.postfix.start()
-        return self.postfix.port
+        for name, port in self.postfix.ports.items():
+            if not vmtest.wait_until(lambda: vmtest.socket_listening("inet:%d@127.0.0.1" % port), 30):
+                raise postfixinst.PostfixError("the %s smtpd does not listen on 127.0.0.1:%d" % (name, port))
 
-    def scenario(self, name, senders, retry=None):
+    def prime(self, phase, sender):
+        """2 x concurrency untimed messages (--quick: 1 x) from sender to the
+        phase's smtpd, so its processes exist before anything is timed."""
+        load(self.postfix.ports[phase], [sender] * ((1 if self.args.quick else 2) * self.args.concurrency),
+             self.args.concurrency,
+             self.args.retry, self.args.procs)
+
+    def farm_rcpts(self):
+        """(RCPT commands for senders at the farm since its last reset,
+        distinct addresses among them); vemilter's random catch-all address
+        not counted."""
+        self.farm.wait_idle(timeout=10)
+        rcpts = [c.lower() for c in self.farm.commands() if c.upper().startswith("RCPT TO:<")
+                 and not re.match(r"(?i)RCPT TO:<[a-z0-9]{16}@", c)]
+        return len(rcpts), len(set(rcpts))
+
+    def scenario(self, name, phase, senders, retry=None, milter=None, quiet=False):
+        """One load run of senders against the phase's smtpd (milter: the
+        daemon whose CPU time is counted)."""
         a = self.args
         self.farm.reset()
-        c0 = cpu_seconds(self.milter.pid)
-        records, wall = load(self.postfix.port, senders, a.concurrency, retry or a.retry, a.procs)
-        cpu = cpu_seconds(self.milter.pid) - c0
-        self.farm.wait_idle(timeout=10)
-        rcpts = sum(1 for c in self.farm.commands() if c.upper().startswith("RCPT TO:<")
-                    and not re.match(r"(?i)RCPT TO:<[a-z0-9]{16}@", c))  # vemilter's catch-all question
+        pid = self.milters[milter].pid if milter else None
+        c0 = cpu_seconds(pid) if pid else 0.0
+        records, wall = load(self.postfix.ports[phase], senders, a.concurrency, retry or a.retry, a.procs)
+        cpu = cpu_seconds(pid) - c0 if pid else 0.0
+        rcpts, distinct = self.farm_rcpts()
         r = summarize(name, records, wall, rcpts, cpu)
+        self.load.append(os.getloadavg()[0])
+        r["farm_distinct"] = distinct
         self.results.append(r)
-        print("  %-18s %5d msgs %6.2f s  %7.1f msgs/s  first-try decided %5.1f%%  undecided %d%s"
-              % (name, r["n"], r["wall"], r["rate"], 100 * r["first_share"], r["undecided"],
-                 "  errors %d e.g. %s" % (r["n_errors"], r["errors"][0]) if r["n_errors"] else ""))
-        sys.stdout.flush()
+        if not quiet:
+            print("  %-24s %5d msgs %6.2f s %7.1f msgs/s  1st try %5.1f%%  undecided %d  farm RCPTs %d%s%s%s"
+                  % (name, r["n"], r["wall"], r["rate"], 100 * r["first_share"], r["undecided"], r["farm_rcpts"],
+                     " (%d addresses)" % distinct if distinct != rcpts else "",
+                     "  cpu %.0f us/msg" % r["cpu_us_per_msg"] if milter else "",
+                     "  errors %d e.g. %s" % (r["n_errors"], r["errors"][0]) if r["n_errors"] else ""))
+            sys.stdout.flush()
         return r
+
+    def source_row(self, name, phase, sender, milter=None):
+        """The smtp-source measurement for the current configuration."""
+        if self.args.no_smtp_source:
+            return None
+        pid = self.milters[milter].pid if milter else None
+        c0 = cpu_seconds(pid) if pid else 0.0
+        got = smtp_source(self.postfix.ports[phase], self.args.messages, self.args.concurrency, sender)
+        if got is None:
+            return None
+        cpu = cpu_seconds(pid) - c0 if pid else 0.0
+        rate, wall = got
+        print("  %-24s %5d msgs %6.2f s %7.1f msgs/s%s" % (name + " (smtp-source)", self.args.messages, wall, rate,
+                                                         "  cpu %.0f us/msg" % (1e6 * cpu / self.args.messages)
+                                                         if milter else ""))
+        return {"rate": rate, "cpu_us_per_msg": 1e6 * cpu / self.args.messages if milter else None}
+
+    def warm(self):
+        """Fill both caches: vemilter's (probing through the unix daemon, then
+        a pass through the inet one, which must find everything cached: the
+        two share one cache file) and Postfix's address_verify_map. The
+        Postfix warm-up goes through the address_verify_poll_count = 1
+        listener (450 at once, probe in the background, the client retries):
+        with the default 3 each new sender holds its session ~3 s and warming
+        thousands takes minutes."""
+        a = self.args
+        self.scenario("warm-up vemilter", "vemilter-unix", self.senders("vc", a.messages), milter="vemilter-unix")
+        r = self.scenario("warm-up vemilter (inet)", "vemilter-inet", self.senders("vc", a.messages),
+                          milter="vemilter-inet")
+        if r["farm_rcpts"]:
+            print("  note: the inet daemon probed %d senders the unix one had cached" % r["farm_rcpts"])
+        if not a.quick:  # not in issue 10's table; --quick must stay under 2 minutes
+            self.fresh["postfix/fresh-p1"] = self.scenario("postfix/fresh-p1", "postfix-p1",
+                                                           self.senders("pg", a.fresh))
+        self.scenario("warm-up postfix", "postfix-p1", self.senders("pc", a.messages), retry=0.5)
+
+    def fresh_path(self):
+        a = self.args
+        # the floor: a new session per address, straight to the farm
+        self.farm.reset()
+        targets = [(self.server(i), "fl%05d@%s" % (i, self.domain(i))) for i in range(a.fresh)]
+        # one client process: 20 sessions are nothing for one event loop, and
+        # processes forked one after another only spread the start
+        times = floor(self.farm_port, targets, a.concurrency, 1)
+        ok = [t for t in times if t is not None]
+        self.fresh["floor"] = {"name": "floor", "n": len(times), "ok": len(ok), "v_p50": pct(ok, 50),
+                               "v_p90": pct(ok, 90), "v_p95": pct(ok, 95), "v_max": max(ok) if ok else float("nan")}
+        print("  %-24s %5d sessions, %d complete  p50 %.3f s  p95 %.3f s"
+              % ("floor (direct to farm)", len(times), len(ok), self.fresh["floor"]["v_p50"],
+                 self.fresh["floor"]["v_p95"]))
+        for milter, prefix in (("vemilter-unix", "vf"), ("vemilter-inet", "vg"), ("vemilter-solo", "vs")):
+            self.prime(milter, "vc00000@d000.bench")
+            self.fresh[milter + "/fresh"] = self.scenario(milter + "/fresh", milter, self.senders(prefix, a.fresh),
+                                                          milter=milter)
+        self.prime("postfix", "pc00000@d000.bench")
+        self.fresh["postfix/fresh"] = self.scenario("postfix/fresh", "postfix", self.senders("pf", a.fresh))
+
+    def cached_path(self):
+        a = self.args
+        setups = {
+            "plain": dict(sender="xx", src="xx00000@d000.bench"),
+            "postfix": dict(sender="pc", src="pc00000@d000.bench"),
+            "vemilter-inet": dict(sender="vc", src="vc00000@d000.bench", milter="vemilter-inet"),
+            "vemilter-unix": dict(sender="vc", src="vc00000@d000.bench", milter="vemilter-unix"),
+        }
+        for rep in range(a.repeat):
+            order = CACHED_PHASES[rep % len(CACHED_PHASES):] + CACHED_PHASES[:rep % len(CACHED_PHASES)]
+            print(" repetition %d of %d: %s" % (rep + 1, a.repeat, ", ".join(order)))
+            got = {}
+            for phase in order:
+                s = setups[phase]
+                self.prime(phase, s["src"])
+                r = self.scenario("%s #%d" % (phase, rep + 1), phase, self.senders(s["sender"], a.messages),
+                                  milter=s.get("milter"))
+                got[phase] = {"rate": r["rate"], "cpu_us_per_msg": r["cpu_us_per_msg"] if s.get("milter") else None,
+                              "farm_rcpts": r["farm_rcpts"], "undecided": r["undecided"], "rejected": r["rejected"],
+                              "source": self.source_row("%s #%d" % (phase, rep + 1), phase, s["src"],
+                                                        s.get("milter"))}
+            self.reps.append(got)
 
     def run(self):
         a = self.args
         print("postfix bench: %d cached / %d fresh senders, %d sessions at once, farm latency %.0f ms a reply,"
-              " %d domains on %d servers" % (a.messages, a.fresh, a.concurrency, a.latency * 1000,
-                                            a.domains, a.servers))
-        # (a) Postfix alone
-        port = self.configure()
-        self.scenario("plain", self.senders("xx", a.messages))
-        self.cross["plain"] = smtp_source_rate(port, a.messages, a.concurrency, "xx00000@d000.bench")
+              " %d domains on %d servers, %d repetitions" % (a.messages, a.fresh, a.concurrency, a.latency * 1000,
+                                                            a.domains, a.servers, a.repeat))
+        self.warm()
+        self.fresh_path()
+        self.cached_path()
 
-        # (b, c) vemilter
-        self.configure(milter=True)
-        warm = self.senders("vc", a.messages)
-        self.scenario("vemilter/warm-up", warm)
-        self.scenario("vemilter/cached", warm)
-        self.cross["vemilter/cached"] = smtp_source_rate(self.postfix.port, a.messages, a.concurrency,
-                                                         "vc00000@d000.bench")
-        self.scenario("vemilter/fresh", self.senders("vf", a.fresh))
+    # ------------------------------------------------------------ report
 
-        # (b', c') Postfix's reject_unverified_sender. The warm-up runs with
-        # address_verify_poll_count = 1 (450 at once, probe in the
-        # background, the client retries): with the default 3 each new
-        # sender holds its session ~3 s and warming thousands takes minutes.
-        self.configure(verify=True, poll_count=1)
-        self.scenario("postfix/fresh-p1", self.senders("pg", a.fresh))
-        warm = self.senders("pc", a.messages)
-        self.scenario("postfix/warm-up", warm, retry=0.5)
-        self.configure(verify=True)
-        self.scenario("postfix/cached", warm)
-        self.cross["postfix/cached"] = smtp_source_rate(self.postfix.port, a.messages, a.concurrency,
-                                                        "pc00000@d000.bench")
-        self.scenario("postfix/fresh", self.senders("pf", a.fresh))
+    def numbers(self):
+        """Everything the report prints, as one dict (the --json line)."""
+        out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "args": {k: v for k, v in vars(self.args).items() if k != "json"},
+               "runtime_s": round(time.monotonic() - self.t_start, 1), "cached": {}, "fresh": {},
+               "cores": os.cpu_count(), "load_avg": median_range(self.load)}
+        for phase in CACHED_PHASES:
+            ratios = [rep[phase]["rate"] / rep["plain"]["rate"] for rep in self.reps if rep["plain"]["rate"]]
+            src = [rep[phase]["source"]["rate"] / rep["plain"]["source"]["rate"] for rep in self.reps
+                   if rep[phase]["source"] and rep["plain"]["source"] and rep["plain"]["source"]["rate"]]
+            cpu = [rep[phase]["cpu_us_per_msg"] for rep in self.reps if rep[phase]["cpu_us_per_msg"] is not None]
+            src_cpu = [rep[phase]["source"]["cpu_us_per_msg"] for rep in self.reps
+                       if rep[phase]["source"] and rep[phase]["source"]["cpu_us_per_msg"] is not None]
+            out["cached"][phase] = {
+                "rates": [round(rep[phase]["rate"], 1) for rep in self.reps],
+                "ratios": [round(x, 3) for x in ratios], "ratio": median_range(ratios),
+                "smtp_source_ratios": [round(x, 3) for x in src], "smtp_source_ratio": median_range(src),
+                "cpu_us_per_msg": [round(x, 1) for x in cpu], "cpu_us": median_range(cpu),
+                "smtp_source_cpu_us": median_range(src_cpu),
+                "farm_rcpts": sum(rep[phase]["farm_rcpts"] for rep in self.reps),
+                "undecided": sum(rep[phase]["undecided"] for rep in self.reps),
+                "rejected": sum(rep[phase]["rejected"] for rep in self.reps)}
+        floor_p50 = self.fresh.get("floor", {}).get("v_p50", float("nan"))
+        for name, r in self.fresh.items():
+            f = {k: r.get(k) for k in ("n", "v_p50", "v_p90", "v_p95", "v_max", "first_share", "undecided",
+                                       "attempts", "farm_rcpts", "farm_distinct", "rate", "cpu_us_per_msg", "ok")
+                 if r.get(k) is not None}
+            if name != "floor" and floor_p50 == floor_p50 and floor_p50 > 0:
+                f["p50_over_floor"] = r["v_p50"] / floor_p50
+            out["fresh"][name] = f
+        return out
 
     def report(self):
-        plain = next((r["rate"] for r in self.results if r["name"] == "plain"), 0) or float("nan")
+        n = self.numbers()
+        c, f = n["cached"], n["fresh"]
         print()
-        print("%-18s %6s %9s %7s %9s %8s %8s %8s %8s %7s %8s" % (
-            "scenario", "msgs", "msgs/s", "x plain", "1st try", "med s", "p90 s", "max s", "attempts",
-            "farm", "cpu s"))
-        for r in self.results:
-            if r["name"].endswith("warm-up"):
+        print("%-16s %s   %-20s %-22s %s" % ("phase", "msgs/s per repetition", "ratio median (range)",
+                                             "smtp-source ratio", "vemilter CPU us/msg (median)"))
+        for phase in CACHED_PHASES:
+            x = c[phase]
+            print("%-16s %-24s %-20s %-22s %s" % (
+                phase, " ".join("%.1f" % v for v in x["rates"]), "%.2f (%.2f-%.2f)" % x["ratio"],
+                "%.2f (%.2f-%.2f)" % x["smtp_source_ratio"] if x["smtp_source_ratios"] else "-",
+                "%.0f (%.0f-%.0f); smtp-source %.0f" % (x["cpu_us"] + (x["smtp_source_cpu_us"][0],))
+                if x["cpu_us_per_msg"] else "-"))
+        print()
+        print("%-22s %6s %8s %8s %8s %8s %8s %9s" % ("fresh", "n", "p50 s", "p90 s", "p95 s", "max s", "1st try",
+                                                  "p50/floor"))
+        for name in ("floor", "vemilter-unix/fresh", "vemilter-inet/fresh", "vemilter-solo/fresh", "postfix/fresh",
+                     "postfix/fresh-p1"):
+            if name not in f:
                 continue
-            print("%-18s %6d %9.1f %7.2f %8.1f%% %8.3f %8.3f %8.3f %8d %7d %8.2f" % (
-                r["name"], r["n"], r["rate"], r["rate"] / plain, 100 * r["first_share"], r["v_med"],
-                r["v_p90"], r["v_max"], r["attempts"], r["farm_rcpts"], r["cpu"]))
-        by = {r["name"]: r for r in self.results}
+            x = f[name]
+            print("%-22s %6d %8.3f %8.3f %8.3f %8.3f %8s %9s" % (
+                name, x["n"], x["v_p50"], x["v_p90"], x["v_p95"], x["v_max"],
+                "%.1f%%" % (100 * x["first_share"]) if "first_share" in x else "-",
+                "%.2f" % x["p50_over_floor"] if "p50_over_floor" in x else "-"))
+        for phase in ("postfix", "vemilter-inet", "vemilter-unix"):
+            if c[phase]["farm_rcpts"] or c[phase]["undecided"] or c[phase]["rejected"]:
+                print("WARNING: %s was not all cached/accepted: %d farm RCPTs, %d undecided, %d rejected"
+                      % (phase, c[phase]["farm_rcpts"], c[phase]["undecided"], c[phase]["rejected"]))
+
+        a = self.args
+        fl = f.get("floor", {})
+
+        def fr(name, key, fmt="%.2f s"):
+            x = f.get(name)
+            return fmt % x[key] if x and key in x and x[key] == x[key] else "-"
+
+        def ratio(phase, key):
+            x = c[phase]
+            if not x[key + "s"]:
+                return "-"
+            return "%.2f (%.2f–%.2f)" % x[key]
         print()
-        for a, b in (("vemilter/cached", "postfix/cached"), ("vemilter/fresh", "postfix/fresh"),
-                     ("vemilter/fresh", "postfix/fresh-p1")):
-            if a in by and b in by and by[b]["rate"] > 0:
-                print("%s vs %s: %.2fx the throughput, median verdict %.3f s vs %.3f s, "
-                      "first-try decided %.0f%% vs %.0f%%"
-                      % (a, b, by[a]["rate"] / by[b]["rate"], by[a]["v_med"], by[b]["v_med"],
-                         100 * by[a]["first_share"], 100 * by[b]["first_share"]))
-        print("(postfix/fresh-p1: its verdict time is bounded below by the client's --retry %.1f s)"
-              % self.args.retry)
-        cross = ", ".join("%s %.1f msgs/s" % (k, v) for k, v in self.cross.items() if v)
-        if cross:
-            print("smtp-source (one fixed sender, same concurrency) cross-check: " + cross)
-        print("cpu s = vemilter's CPU time in that scenario; farm = RCPT commands for the senders at the"
-              " fake MX (vemilter's random catch-all RCPT not counted)")
+        print("Markdown (one run, %s, %d repetitions of %d messages per cached phase, %d sessions at once, "
+              "fake MX at %.0f ms per reply, %d fresh senders; bench ran %.0f s; %d cores, 1-minute load average "
+              "%.1f (%.1f-%.1f) over the phases):"
+              % ((n["when"], a.repeat, a.messages, a.concurrency, a.latency * 1000, a.fresh, n["runtime_s"],
+                  n["cores"]) + tuple(n["load_avg"])))
+        print()
+        print("| path | Postfix verify | vemilter, inet socket | vemilter, unix socket |")
+        print("|---|---|---|---|")
+        print("| cached senders, msgs/s ÷ no-check baseline (custom client), median (range) | %s | %s | %s |"
+              % (ratio("postfix", "ratio"), ratio("vemilter-inet", "ratio"), ratio("vemilter-unix", "ratio")))
+        if any(c[p]["smtp_source_ratios"] for p in CACHED_PHASES):
+            print("| cached senders, `smtp-source` ÷ no-check, median (range) | %s | %s | %s |"
+                  % (ratio("postfix", "smtp_source_ratio"), ratio("vemilter-inet", "smtp_source_ratio"),
+                     ratio("vemilter-unix", "smtp_source_ratio")))
+        print("| vemilter CPU per cached message (custom client / smtp-source), median | – | %s | %s |"
+              % tuple("%.0f µs / %s" % (c[p]["cpu_us"][0], "%.0f µs" % c[p]["smtp_source_cpu_us"][0]
+                                         if c[p]["smtp_source_cpu_us"][0] == c[p]["smtp_source_cpu_us"][0] else "-")
+                      for p in ("vemilter-inet", "vemilter-unix")))
+        print("| fresh sender, time to verdict p50 / p90 / p95 (MX at %.0f ms per reply) | %s / %s / %s | %s / %s / %s"
+              " | %s / %s / %s |" % ((a.latency * 1000,) + tuple(
+                  fr(nm, k) for nm in ("postfix/fresh", "vemilter-inet/fresh", "vemilter-unix/fresh")
+                  for k in ("v_p50", "v_p90", "v_p95"))))
+        print("| protocol floor p50 (new session: greeting + EHLO + MAIL + RCPT, same bench) | %s | %s | %s |"
+              % ((("%.2f s" % fl["v_p50"]) if fl else "-",) * 3))
+        print("| fresh p50 ÷ floor | %s | %s | %s |" % tuple(
+            fr(nm, "p50_over_floor", "%.2f") for nm in ("postfix/fresh", "vemilter-inet/fresh",
+                                                         "vemilter-unix/fresh")))
+        print("| fresh senders decided on the first attempt | %s | %s | %s |" % tuple(
+            "%.0f %%" % (100 * f[nm]["first_share"]) if nm in f else "-"
+            for nm in ("postfix/fresh", "vemilter-inet/fresh", "vemilter-unix/fresh")))
+        print("| the same, one new session per probe (host_sessions = 0, unix socket): p50 ÷ floor | – | – | %s |"
+              % (fr("vemilter-solo/fresh", "p50_over_floor", "%.2f") + " (p50 " + fr("vemilter-solo/fresh", "v_p50")
+                 + ", p95 " + fr("vemilter-solo/fresh", "v_p95") + ")"))
+        print()
+        if "postfix/fresh-p1" in f:
+            print("(postfix/fresh-p1, address_verify_poll_count 1: p50 %s, first attempt %.0f %%; bounded below by"
+                  " the client's --retry %.1f s)" % (fr("postfix/fresh-p1", "v_p50"),
+                                                    100 * f["postfix/fresh-p1"]["first_share"], a.retry))
+        if a.json:
+            import json
+
+            def clean(x):
+                if isinstance(x, float):
+                    return None if x != x else round(x, 6)
+                if isinstance(x, dict):
+                    return {k: clean(v) for k, v in x.items()}
+                if isinstance(x, (list, tuple)):
+                    return [clean(v) for v in x]
+                return x
+            with open(a.json, "a") as fh:
+                fh.write(json.dumps(clean(n), sort_keys=True) + "\n")
+            print("JSON line appended to %s" % a.json)
 
     def teardown(self):
         if self.postfix is not None:
@@ -452,8 +776,8 @@ class Bench:
                 self.postfix.stop()
             except Exception:
                 pass
-        if self.milter is not None:
-            self.milter.stop(signal.SIGTERM, timeout=40)
+        for d in self.milters.values():
+            d.stop(signal.SIGTERM, timeout=40)
         for x in (self.farm, self.dns):
             if x is not None:
                 try:
@@ -465,18 +789,22 @@ class Bench:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--messages", type=int, default=2000, help="cached-sender and plain messages")
+    ap.add_argument("--messages", type=int, default=2000, help="messages per cached phase (and cached senders)")
     ap.add_argument("--fresh", type=int, default=200, help="never-seen senders per fresh scenario")
     ap.add_argument("--concurrency", type=int, default=20)
-    ap.add_argument("--latency", type=float, default=0.02, help="seconds before each farm reply")
+    ap.add_argument("--latency", type=float, default=0.1, help="seconds before each farm reply")
     ap.add_argument("--domains", type=int, default=50)
     ap.add_argument("--servers", type=int, default=10)
     ap.add_argument("--retry", type=float, default=1.0, help="seconds before a 4xx'd sender tries again")
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions of each cached phase (median reported)")
     ap.add_argument("--procs", type=int, default=4, help="load generator processes")
-    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    ap.add_argument("--no-smtp-source", action="store_true", help="skip the smtp-source rows")
+    ap.add_argument("--json", metavar="FILE", help="append every number as one JSON line to FILE")
+    ap.add_argument("--quick", action="store_true", help="small sizes (< 2 minutes), for a smoke test")
     args = ap.parse_args()
     if args.quick:
-        args.messages, args.fresh = 200, 40
+        args.messages, args.fresh, args.repeat = 200, 20, 2
+    args.repeat = max(1, args.repeat)
     why = postfixinst.available()
     if why:
         print("cannot run: %s" % why)
@@ -497,11 +825,12 @@ def main():
     except BaseException:
         if b.postfix is not None:
             sys.stderr.write("Postfix log tail:\n%s\n" % vmtest.tail(b.postfix.log(), 20))
-        if b.milter is not None:
-            sys.stderr.write("vemilter log tail:\n%s\n" % vmtest.tail(b.milter.log(), 20))
+        for d in b.milters.values():
+            sys.stderr.write("%s log tail:\n%s\n" % (d.name, vmtest.tail(d.log(), 20)))
         raise
     finally:
         b.teardown()
+    print("bench run time %.0f s" % (time.monotonic() - b.t_start))
     return 0
 
 
