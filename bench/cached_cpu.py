@@ -28,9 +28,14 @@ Given two binaries (--before OLD), both are measured in one run, phases
 interleaved (before, after, before, after ...; --rounds), medians
 reported: the machine is shared, so only numbers of one run compare.
 
+With --floor, two more columns: bench/milter_floor.c (compiled with cc),
+which speaks the protocol itself, accepts every MAIL and does nothing
+else: floor-threads with a thread per connection, floor-epoll with one
+epoll loop for all: what the transport costs without libmilter's pool.
+
 Usage: bench/cached_cpu.py [--messages 3000] [--rounds 3] [--concurrency 4]
-       [--senders 20] [--socket unix|inet] [--strace-messages 500]
-       [--before OLD_BINARY] [BINARY]
+       [--senders 20] [--gap SECONDS] [--socket unix|inet]
+       [--strace-messages 500] [--floor] [--before OLD_BINARY] [BINARY]
 BINARY defaults to the build tree's vemilter. Not part of make check.
 """
 
@@ -82,14 +87,22 @@ class PostfixLike:
     """One milter8-style session over a MilterClient; counts packets and
     round trips."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, gap=0.0):
         self.c = mc.MilterClient(spec, timeout=30)
+        self.gap = gap
         self.packets = 0
         self.round_trips = 0
 
     def send(self, cmd, data=b""):
         self.packets += 1
         self.c.send_packet(cmd, data)
+
+    def pause(self):
+        """the SMTP client's next command: with --gap, libmilter's worker
+        gives the session back to its controller in between, as it does
+        behind a real Postfix"""
+        if self.gap > 0:
+            time.sleep(self.gap)
 
     def reply(self):
         self.round_trips += 1
@@ -127,24 +140,28 @@ class PostfixLike:
         self.event(mc.SMFIM_CONNECT, mc.SMFIC_CONNECT,
                    mc._z("client.example") + b"4" + struct.pack(">H", 40000) + mc._z(CLIENT_ADDR),
                    mc.SMFIP_NOCONNECT, mc.SMFIP_NR_CONN, v)
+        self.pause()
         self.event(mc.SMFIM_HELO, mc.SMFIC_HELO, mc._z("client.example"), mc.SMFIP_NOHELO, mc.SMFIP_NR_HELO, v)
+        self.pause()
         r = self.event(mc.SMFIM_ENVFROM, mc.SMFIC_MAIL, mc._z(sender), mc.SMFIP_NOMAIL, mc.SMFIP_NR_MAIL, v)
         final = r
         if r is None or r.code == "c":
             final = self.event(mc.SMFIM_ENVRCPT, mc.SMFIC_RCPT, mc._z("<bob@local.test>"), mc.SMFIP_NORCPT,
                                mc.SMFIP_NR_RCPT, v)
+        self.pause()
         self.send(mc.SMFIC_ABORT)
+        self.pause()
         self.send(mc.SMFIC_QUIT)
         c.close()
         return final
 
 
 def client_worker(args):
-    spec, senders, n = args
+    spec, senders, n, gap = args
     packets = rts = 0
     bad = []
     for i in range(n):
-        s = PostfixLike(spec)
+        s = PostfixLike(spec, gap)
         r = s.message(senders[i % len(senders)])
         packets += s.packets
         rts += s.round_trips
@@ -153,10 +170,10 @@ def client_worker(args):
     return packets, rts, bad[:3], len(bad)
 
 
-def play(spec, senders, messages, concurrency):
+def play(spec, senders, messages, concurrency, gap=0.0):
     per = [messages // concurrency + (1 if i < messages % concurrency else 0) for i in range(concurrency)]
     with multiprocessing.Pool(concurrency) as pool:
-        out = pool.map(client_worker, [(spec, senders[i:] + senders[:i], n) for i, n in enumerate(per)])
+        out = pool.map(client_worker, [(spec, senders[i:] + senders[:i], n, gap) for i, n in enumerate(per)])
     packets = sum(o[0] for o in out)
     rts = sum(o[1] for o in out)
     nbad = sum(o[3] for o in out)
@@ -198,7 +215,7 @@ class Perf:
         return out
 
 
-def strace_phase(pid, spec, senders, messages, concurrency, tmp):
+def strace_phase(pid, spec, senders, messages, concurrency, gap, tmp):
     """syscalls and clones per message under strace -c -f"""
     if shutil.which("strace") is None:
         return None
@@ -206,7 +223,7 @@ def strace_phase(pid, spec, senders, messages, concurrency, tmp):
     st = subprocess.Popen(["strace", "-c", "-f", "-o", path, "-p", str(pid)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    play(spec, senders, messages, concurrency)
+    play(spec, senders, messages, concurrency, gap)
     time.sleep(0.2)
     st.send_signal(2)
     st.wait(timeout=30)
@@ -219,7 +236,31 @@ def strace_phase(pid, spec, senders, messages, concurrency, tmp):
     return calls
 
 
+class FloorDaemon:
+    """bench/milter_floor.c, compiled here: the transport without libmilter
+    and without vemilter's work (see its header)"""
+
+    def __init__(self, tmp, name, mode):
+        self.log_path = tmp.join(name + ".log")
+        src = os.path.join(HERE, "milter_floor.c")
+        binary = tmp.join("milter_floor")
+        subprocess.run(["cc", "-O2", "-pthread", "-o", binary, src], check=True)
+        path = tmp.join(name + ".sock")
+        self.socket = "unix:" + path
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([binary, path, mode], stdout=log, stderr=subprocess.STDOUT)
+        if not vmtest.wait_until(lambda: os.path.exists(path), 10):
+            raise SystemExit("milter_floor did not listen")
+        self.pid = self.proc.pid
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
 def start_daemon(tmp, name, binary, dns_port, farm_port, sockkind):
+    if name.startswith("floor-"):
+        return FloorDaemon(tmp, name, name[len("floor-"):])
     if sockkind == "inet":
         sock = "inet:%d@127.0.0.1" % vmtest.free_port()
     else:
@@ -255,7 +296,7 @@ def measure(d, senders, args, use_perf):
     perf = Perf(pid) if use_perf else None
     t0 = cpu_ticks(pid)
     w0 = time.monotonic()
-    packets, rts = play(d.socket, senders, args.messages, args.concurrency)
+    packets, rts = play(d.socket, senders, args.messages, args.concurrency, args.gap)
     wall = time.monotonic() - w0
     t1 = cpu_ticks(pid)
     ps = perf.stop() if perf else {}
@@ -278,6 +319,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--senders", type=int, default=20)
+    ap.add_argument("--floor", action="store_true",
+                    help="also measure bench/milter_floor.c: the transport without libmilter, no work")
+    ap.add_argument("--gap", type=float, default=0.0,
+                    help="seconds between the SMTP client's commands (e.g. 0.002): "
+                         "sessions then wait between steps as behind a real Postfix")
     ap.add_argument("--socket", choices=("unix", "inet"), default="unix")
     ap.add_argument("--strace-messages", type=int, default=500, help="0: no strace phase")
     ap.add_argument("--perf-record", metavar="FILE",
@@ -286,6 +332,8 @@ def main():
 
     builds = [("before", args.before)] if args.before else []
     builds.append(("after" if args.before else "current", args.binary))
+    if args.floor:
+        builds += [("floor-threads", None), ("floor-epoll", None)]
     domains = ["d%d.test" % i for i in range(5)]
     zone = {}
     for i, dom in enumerate(domains):
@@ -317,13 +365,13 @@ def main():
         if args.strace_messages > 0:
             for name, _ in builds:
                 straced[name] = strace_phase(daemons[name].pid, daemons[name].socket, senders,
-                                             args.strace_messages, args.concurrency, tmp)
+                                             args.strace_messages, args.concurrency, args.gap, tmp)
         if args.perf_record:
             d = daemons[builds[-1][0]]
             rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-o", args.perf_record,
                                     "-p", str(d.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
-            play(d.socket, senders, args.messages, args.concurrency)
+            play(d.socket, senders, args.messages, args.concurrency, args.gap)
             rec.send_signal(2)
             rec.wait(timeout=60)
     finally:
@@ -332,18 +380,18 @@ def main():
         dns.stop()
         farm.stop()
 
-    print("cached_cpu: %d messages x %d rounds, %d client processes, %s socket, %d senders; medians"
-          % (args.messages, args.rounds, args.concurrency, args.socket, args.senders))
+    print("cached_cpu: %d messages x %d rounds, %d client processes, %s socket, %d senders, gap %gs; medians"
+          % (args.messages, args.rounds, args.concurrency, args.socket, args.senders, args.gap))
     keys = [("cpu_us", "CPU us/msg", "%.0f"), ("msgs_s", "msgs/s (client-bound)", "%.0f"),
             ("ctxsw", "ctx switches/msg", "%.1f"), ("rt", "round trips/msg", "%.2f"),
             ("pkts", "packets/msg", "%.2f")]
     names = [n for n, _ in builds]
-    print("%-24s" % "" + "".join("%12s" % n for n in names))
+    print("%-24s" % "" + "".join("%14s" % n for n in names))
     for k, label, fmt in keys:
         row = "%-24s" % label
         for n in names:
             vals = [x[k] for x in results[n]]
-            row += "%12s" % (fmt % statistics.median(vals))
+            row += "%14s" % (fmt % statistics.median(vals))
         print(row)
     for n in names:
         print("  %s cpu_us per round: %s" % (n, " ".join("%.0f" % x["cpu_us"] for x in results[n])))
@@ -353,8 +401,8 @@ def main():
         row_clone = "%-24s" % "clone/msg"
         for n in names:
             calls = straced.get(n) or {}
-            row_total += "%12.1f" % (sum(calls.values()) / m)
-            row_clone += "%12.2f" % ((calls.get("clone", 0) + calls.get("clone3", 0)) / m)
+            row_total += "%14.1f" % (sum(calls.values()) / m)
+            row_clone += "%14.2f" % ((calls.get("clone", 0) + calls.get("clone3", 0)) / m)
         print(row_total)
         print(row_clone)
         for n in names:
