@@ -100,6 +100,12 @@ void log_close(void)
 		closelog();
 }
 
+/* log_enabled - see log.h */
+bool log_enabled(int priority)
+{
+	return priority <= atomic_load(&log_settings.max_priority);
+}
+
 /* log_msg - one message; never more than one line */
 void log_msg(int priority, const char *fmt, ...)
 {

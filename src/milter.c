@@ -173,11 +173,13 @@ static size_t verdict_line(const struct connection *conn, char *line, size_t siz
 static void log_verdict(const struct connection *conn, const char *action, const char *reason,
                         const char *rcpt, const char *detail)
 {
+	verify_count_verdict(glue.verifier, action, reason, 1);
+	if (!log_enabled(LOG_INFO))
+		return; /* counted, not formatted */
 	char line[1536];
 	size_t len = verdict_line(conn, line, sizeof(line), action, reason, rcpt);
 	if (detail != NULL && *detail != '\0')
 		kv_add(line, sizeof(line), &len, "detail", detail);
-	verify_count_verdict(glue.verifier, action, reason, 1);
 	log_msg(LOG_INFO, "%s", line);
 }
 
@@ -224,7 +226,7 @@ static bool repeat_seen(struct connection *conn, const struct policy_verdict *v,
 static void log_repeats(struct connection *conn)
 {
 	struct message *msg = &conn->msg;
-	if (msg->repeats > 0) {
+	if (msg->repeats > 0 && log_enabled(LOG_INFO)) {
 		const struct policy_verdict *v = &msg->repeat_verdict;
 		char line[1536], count[32];
 		size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action),
@@ -259,8 +261,11 @@ static void log_verified(const struct connection *conn, const char *rcpt)
 	const struct message *msg = &conn->msg;
 	const struct outcome *o = &msg->result.outcome;
 	const struct policy_verdict *v = &msg->verdict;
-	char line[2048], number[32], remote[OUTCOME_TEXT_MAX + 32] = "";
 	const char *reason = verified_reason(msg);
+	verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
+	if (!log_enabled(LOG_INFO))
+		return; /* counted, not formatted */
+	char line[2048], number[32], remote[OUTCOME_TEXT_MAX + 32] = "";
 	size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
 	add_dry_run(line, sizeof(line), &len, v);
 	if (v->defer_limit || v->self_health)
@@ -287,7 +292,6 @@ static void log_verified(const struct connection *conn, const char *rcpt)
 	       msg->budget_exceeded ? "no answer within verify_budget; the "
 	                              "probe goes on and fills the cache"
 	                            : o->reason);
-	verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
 	log_msg(LOG_INFO, "%s", line);
 }
 
@@ -591,14 +595,16 @@ static sfsistat verdict_unprobed(SMFICTX *ctx, struct connection *conn, const st
                                  const char *reason, const char *rcpt, const char *detail)
 {
 	if (!repeat_seen(conn, v, reason)) {
-		char line[1536];
-		size_t len =
-		        verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
-		add_dry_run(line, sizeof(line), &len, v);
-		if (detail != NULL && *detail != '\0')
-			kv_add(line, sizeof(line), &len, "detail", detail);
 		verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
-		log_msg(LOG_INFO, "%s", line);
+		if (log_enabled(LOG_INFO)) {
+			char line[1536];
+			size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action),
+			                          reason, rcpt);
+			add_dry_run(line, sizeof(line), &len, v);
+			if (detail != NULL && *detail != '\0')
+				kv_add(line, sizeof(line), &len, "detail", detail);
+			log_msg(LOG_INFO, "%s", line);
+		}
 	}
 	if (v->action == POLICY_ACCEPT)
 		return SMFIS_CONTINUE;

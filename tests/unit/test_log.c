@@ -123,6 +123,7 @@ START_TEST(line_carries_the_writers_pid)
 	snprintf(want, sizeof(want), "vemilter[%ld]: info: from the parent\n", parent);
 	ck_assert_msg(strncmp(out, want, strlen(want)) == 0, "got \"%s\"", out);
 	ck_assert_msg(strstr(out, "dropped") == NULL, "got \"%s\"", out);
+	ck_assert(log_enabled(LOG_INFO) && log_enabled(LOG_ERR) && !log_enabled(LOG_DEBUG));
 	const char *child = strstr(out, "child=");
 	ck_assert_ptr_nonnull(child);
 	long child_pid = strtol(child + 6, NULL, 10);
