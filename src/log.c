@@ -4,9 +4,16 @@
  * Owns the process's log settings. They are written by log_open() in main
  * before any other thread exists and only read afterwards; log_set_level()
  * is the one later writer and stores an atomic.
+ *
+ * The process id in every line is read once (log_open) and again in a
+ * forked child (pthread_atfork), not asked of the kernel per line: on the
+ * cached path a verdict line is most of the system calls that are ours.
+ * For syslog the tag is "ident[pid]" itself (openlog keeps the pointer),
+ * which is what LOG_PID writes, without its getpid() per message.
  */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -16,9 +23,11 @@
 
 static struct {
 	char ident[32];
+	char tag[64]; /* "ident[pid]": syslog's tag (openlog keeps the pointer) */
 	bool to_stderr;
 	atomic_int max_priority;
-} log_settings = {"vemilter", true, LOG_INFO};
+	long pid; /* this process's: set by log_open and in a forked child */
+} log_settings = {"vemilter", "vemilter", true, LOG_INFO, 0};
 
 static const struct {
 	const char *name;
@@ -39,14 +48,43 @@ static const struct {
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+/* set_tag - "ident[pid]" into the tag, with async-signal-safe steps only
+ * (it also runs in a forked child) */
+static void set_tag(void)
+{
+	char digits[24];
+	size_t n = 0, len = 0;
+	for (long pid = log_settings.pid; n == 0 || pid > 0; pid /= 10)
+		digits[n++] = (char)('0' + pid % 10);
+	for (const char *p = log_settings.ident; *p != '\0' && len + n + 3 < sizeof(log_settings.tag); p++)
+		log_settings.tag[len++] = *p;
+	log_settings.tag[len++] = '[';
+	while (n > 0)
+		log_settings.tag[len++] = digits[--n];
+	log_settings.tag[len++] = ']';
+	log_settings.tag[len] = '\0';
+}
+
+/* after_fork - a child has a process id of its own */
+static void after_fork(void)
+{
+	log_settings.pid = (long)getpid();
+	set_tag();
+}
+
 /* log_open - choose the sink and the threshold; call before threads start */
 void log_open(const char *ident, int facility, bool to_stderr, int max_priority)
 {
+	static bool fork_handler;
+	if (!fork_handler)
+		fork_handler = pthread_atfork(NULL, NULL, after_fork) == 0;
 	snprintf(log_settings.ident, sizeof(log_settings.ident), "%s", ident);
+	log_settings.pid = (long)getpid();
+	set_tag();
 	log_settings.to_stderr = to_stderr;
 	atomic_store(&log_settings.max_priority, max_priority);
 	if (!to_stderr)
-		openlog(log_settings.ident, LOG_PID | LOG_NDELAY, facility);
+		openlog(log_settings.tag, LOG_NDELAY, facility);
 }
 
 /* log_set_level - change the threshold (e.g. -d after the config is read) */
@@ -62,6 +100,12 @@ void log_close(void)
 		closelog();
 }
 
+/* log_enabled - see log.h */
+bool log_enabled(int priority)
+{
+	return priority <= atomic_load(&log_settings.max_priority);
+}
+
 /* log_msg - one message; never more than one line */
 void log_msg(int priority, const char *fmt, ...)
 {
@@ -75,12 +119,14 @@ void log_msg(int priority, const char *fmt, ...)
 	for (char *p = text; *p; p++)
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
-	if (log_settings.to_stderr)
+	if (!log_settings.to_stderr)
+		syslog(priority, "%s", text);
+	else if (log_settings.pid != 0)
 		/* One fprintf per line: stdio locks the stream, lines never interleave. */
+		fprintf(stderr, "%s: %s: %s\n", log_settings.tag, log_level_name(priority), text);
+	else /* before log_open (unit tests, early errors) */
 		fprintf(stderr, "%s[%ld]: %s: %s\n", log_settings.ident, (long)getpid(),
 		        log_level_name(priority), text);
-	else
-		syslog(priority, "%s", text);
 }
 
 /* log_level_from_name - "info" -> LOG_INFO */

@@ -89,7 +89,8 @@ struct connection {
 	struct conf *conf; /* reference held for the connection's life */
 	struct sockaddr_storage client;
 	bool client_known;
-	bool connect_noreply; /* SMFIP_NR_CONN negotiated: on_connect answers SMFIS_NOREPLY */
+	bool connect_noreply;   /* SMFIP_NR_CONN negotiated: on_connect answers SMFIS_NOREPLY */
+	bool client_from_macro; /* SMFIP_NOCONNECT negotiated: the client is {client_addr} at MAIL */
 	char client_text[INET6_ADDRSTRLEN];
 	struct message msg;
 };
@@ -172,11 +173,13 @@ static size_t verdict_line(const struct connection *conn, char *line, size_t siz
 static void log_verdict(const struct connection *conn, const char *action, const char *reason,
                         const char *rcpt, const char *detail)
 {
+	verify_count_verdict(glue.verifier, action, reason, 1);
+	if (!log_enabled(LOG_INFO))
+		return; /* counted, not formatted */
 	char line[1536];
 	size_t len = verdict_line(conn, line, sizeof(line), action, reason, rcpt);
 	if (detail != NULL && *detail != '\0')
 		kv_add(line, sizeof(line), &len, "detail", detail);
-	verify_count_verdict(glue.verifier, action, reason, 1);
 	log_msg(LOG_INFO, "%s", line);
 }
 
@@ -223,7 +226,7 @@ static bool repeat_seen(struct connection *conn, const struct policy_verdict *v,
 static void log_repeats(struct connection *conn)
 {
 	struct message *msg = &conn->msg;
-	if (msg->repeats > 0) {
+	if (msg->repeats > 0 && log_enabled(LOG_INFO)) {
 		const struct policy_verdict *v = &msg->repeat_verdict;
 		char line[1536], count[32];
 		size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action),
@@ -258,8 +261,11 @@ static void log_verified(const struct connection *conn, const char *rcpt)
 	const struct message *msg = &conn->msg;
 	const struct outcome *o = &msg->result.outcome;
 	const struct policy_verdict *v = &msg->verdict;
-	char line[2048], number[32], remote[OUTCOME_TEXT_MAX + 32] = "";
 	const char *reason = verified_reason(msg);
+	verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
+	if (!log_enabled(LOG_INFO))
+		return; /* counted, not formatted */
+	char line[2048], number[32], remote[OUTCOME_TEXT_MAX + 32] = "";
 	size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
 	add_dry_run(line, sizeof(line), &len, v);
 	if (v->defer_limit || v->self_health)
@@ -286,7 +292,6 @@ static void log_verified(const struct connection *conn, const char *rcpt)
 	       msg->budget_exceeded ? "no answer within verify_budget; the "
 	                              "probe goes on and fills the cache"
 	                            : o->reason);
-	verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
 	log_msg(LOG_INFO, "%s", line);
 }
 
@@ -306,7 +311,15 @@ static sfsistat reply_with(SMFICTX *ctx, const struct reply_template *tmpl, cons
 	return code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
 }
 
-/* on_negotiate - ask only for the steps, actions and macros we use */
+/* on_negotiate - ask only for the steps, actions and macros we use.
+ *
+ * Every step the MTA sends costs a packet that libmilter reads with
+ * several system calls, and a reply costs a round trip: on the cached path
+ * those are most of the CPU a message costs (bench/cached_cpu.py). So when
+ * the MTA lets us choose the macros (SETSYMLIST: Postfix and Sendmail do),
+ * the client's address comes as {client_addr} with MAIL FROM and the
+ * CONNECT step is not sent at all (SMFIP_NOCONNECT); otherwise CONNECT is
+ * sent without a reply (SMFIP_NR_CONN). */
 static sfsistat on_negotiate(SMFICTX *ctx, unsigned long actions, unsigned long steps, unsigned long f2,
                              unsigned long f3, unsigned long *want_actions, unsigned long *want_steps,
                              unsigned long *want_f2, unsigned long *want_f3)
@@ -318,12 +331,7 @@ static sfsistat on_negotiate(SMFICTX *ctx, unsigned long actions, unsigned long 
 	unsigned long skip = SMFIP_NOHELO | SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN | SMFIP_NODATA;
 	if (!header)
 		skip |= SMFIP_NOHDRS; /* headers matter only to replace a forged result header */
-	/* The connect step never refuses: it needs no reply, one round trip
-	 * less per SMTP session. */
-	skip |= SMFIP_NR_CONN;
 	*want_actions = 0;
-	*want_steps = steps & skip;
-	conn->connect_noreply = (*want_steps & SMFIP_NR_CONN) != 0;
 	*want_f2 = 0;
 	*want_f3 = 0;
 	if (header) {
@@ -333,14 +341,24 @@ static sfsistat on_negotiate(SMFICTX *ctx, unsigned long actions, unsigned long 
 			log_msg(LOG_WARNING, "the MTA does not let milters edit headers: no %s header",
 			        conn->conf->result_header);
 	}
+	bool macro_client = false;
 	if (actions & SMFIF_SETSYMLIST) {
 		*want_actions |= SMFIF_SETSYMLIST;
 		/* Postfix sends these by default; Sendmail needs them asked for. */
-		if (smfi_setsymlist(ctx, SMFIM_ENVFROM, "i {auth_authen}") != MI_SUCCESS ||
+		if (smfi_setsymlist(ctx, SMFIM_ENVFROM, "i {auth_authen} {client_addr}") != MI_SUCCESS ||
 		    smfi_setsymlist(ctx, SMFIM_ENVRCPT, "i") != MI_SUCCESS)
 			log_msg(LOG_WARNING,
 			        "could not request milter macros; authenticated clients may be checked");
+		else
+			macro_client = (steps & SMFIP_NOCONNECT) != 0;
 	}
+	/* The connect step never refuses: without it (the address comes with
+	 * MAIL FROM), or without a reply to it, one packet or round trip less
+	 * per SMTP session. */
+	skip |= macro_client ? SMFIP_NOCONNECT : SMFIP_NR_CONN;
+	*want_steps = steps & skip;
+	conn->client_from_macro = (*want_steps & SMFIP_NOCONNECT) != 0;
+	conn->connect_noreply = (*want_steps & SMFIP_NR_CONN) != 0;
 	return SMFIS_CONTINUE;
 }
 
@@ -367,6 +385,36 @@ static sfsistat on_connect(SMFICTX *ctx, char *hostname, struct sockaddr *addr)
 		          sizeof(conn->client_text));
 	}
 	return ok;
+}
+
+/* client_from_macro - the client's address from {client_addr} (Postfix:
+ * "192.0.2.1", "2001:db8::1"; Sendmail may write "IPv6:2001:db8::1"), as
+ * on_connect would have kept it; none, or one that does not parse: the
+ * client is unknown, as after a CONNECT without an address */
+static void client_from_macro(SMFICTX *ctx, struct connection *conn)
+{
+	conn->client_known = false;
+	snprintf(conn->client_text, sizeof(conn->client_text), "unknown");
+	const char *text = smfi_getsymval(ctx, "{client_addr}");
+	if (text == NULL)
+		return;
+	if (strncasecmp(text, "IPv6:", 5) == 0)
+		text += 5;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&conn->client;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&conn->client;
+	memset(&conn->client, 0, sizeof(conn->client));
+	if (inet_pton(AF_INET, text, &sin->sin_addr) == 1)
+		sin->sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1)
+		sin6->sin6_family = AF_INET6;
+	else
+		return;
+	conn->client_known = true;
+	/* Written back from the address, as on_connect does: one spelling. */
+	inet_ntop(conn->client.ss_family,
+	          conn->client.ss_family == AF_INET ? (const void *)&sin->sin_addr
+	                                            : (const void *)&sin6->sin6_addr,
+	          conn->client_text, sizeof(conn->client_text));
 }
 
 /* refresh_queue_id - the "i" macro, when the MTA has assigned one */
@@ -469,6 +517,8 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 	struct message *msg = &conn->msg;
 	message_end(conn);
 	refresh_queue_id(ctx, msg);
+	if (conn->client_from_macro)
+		client_from_macro(ctx, conn);
 	const char *sender = argv != NULL && argv[0] != NULL ? argv[0] : "";
 	copy_cut(msg->sender, sizeof(msg->sender), sender);
 
@@ -545,14 +595,16 @@ static sfsistat verdict_unprobed(SMFICTX *ctx, struct connection *conn, const st
                                  const char *reason, const char *rcpt, const char *detail)
 {
 	if (!repeat_seen(conn, v, reason)) {
-		char line[1536];
-		size_t len =
-		        verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
-		add_dry_run(line, sizeof(line), &len, v);
-		if (detail != NULL && *detail != '\0')
-			kv_add(line, sizeof(line), &len, "detail", detail);
 		verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
-		log_msg(LOG_INFO, "%s", line);
+		if (log_enabled(LOG_INFO)) {
+			char line[1536];
+			size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action),
+			                          reason, rcpt);
+			add_dry_run(line, sizeof(line), &len, v);
+			if (detail != NULL && *detail != '\0')
+				kv_add(line, sizeof(line), &len, "detail", detail);
+			log_msg(LOG_INFO, "%s", line);
+		}
 	}
 	if (v->action == POLICY_ACCEPT)
 		return SMFIS_CONTINUE;

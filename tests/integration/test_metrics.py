@@ -250,6 +250,36 @@ def main():
                   and b"# TYPE vemilter_verdicts_total counter" in rest, raw[:400].decode(errors="replace"))
         tap.equal("clean stop", d.stop(), 0, d.diag)
 
+        # log_level = warning: verdict lines are not even formatted, but
+        # every verdict is still counted.
+        qport = vmtest.free_port()
+        quiet = dict(conf, log_level="warning", metrics_listen="127.0.0.1:%d" % qport,
+                     socket="unix:" + tmp.join("quiet.sock"))
+        dq = Daemon(tmp, quiet, name="quiet")
+        daemons.append(dq)
+        dq.start()
+
+        def quiet_up():
+            try:
+                with socket.create_connection(("127.0.0.1", qport), timeout=1):
+                    return True
+            except OSError:
+                return False
+        vmtest.wait_until(quiet_up, 30)
+        replies = [one_message(dq.socket, s, qid="QQ") for s in ("<>", "<a..b@ok.test>", "<alice@ok.test>")]
+        _, _, text = scrape(qport)
+        samples, _, _ = parse(text)
+        q = lambda l: value(samples, "vemilter_verdicts_total", l)  # noqa: E731
+        tap.check("log_level = warning: no verdict line, each verdict counted "
+                  "(accept/null_sender, reject/bad_syntax, accept/valid)",
+                  [r.code for r in replies] in (["a", "y", "c"], ["a", "y", "a"])
+                  and q('action="accept",reason="null_sender"') == 1
+                  and q('action="reject",reason="bad_syntax"') == 1
+                  and q('action="accept",reason="valid"') == 1
+                  and " verdict " not in dq.log(),
+                  "%r\n%s\n%s" % (replies, text, dq.diag()))
+        tap.equal("quiet daemon: clean stop", dq.stop(), 0, dq.diag)
+
         # A bad metrics_listen is a configuration error; a taken port stops the start.
         bad = dict(conf, metrics_listen="localhost:9469")
         path = tmp.join("bad.conf")

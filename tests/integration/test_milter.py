@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
 from vmtest import Daemon, TempDir, base_conf  # noqa: E402
-from milterclient import MilterClient  # noqa: E402
+from milterclient import MilterClient, SMFIM_ENVFROM  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 
 BIN = vmtest.vemilter_binary()
@@ -271,8 +271,20 @@ def t_negotiation(tap, cleanup):
     tap.equal("OPTNEG: milter speaks protocol version 6", version, 6)
     tap.check("OPTNEG: milter does not disable MAIL or RCPT",
               protocol & 0x4 == 0 and protocol & 0x8 == 0, "protocol %#x" % protocol)
-    tap.check("OPTNEG: milter does not disable CONNECT (it needs the client address)",
-              protocol & 0x1 == 0, "protocol %#x" % protocol)
+    # The client address comes with CONNECT, or (an MTA that lets milters
+    # choose macros) as {client_addr} with MAIL, the CONNECT step skipped:
+    # one packet less per session.
+    tap.check("OPTNEG: CONNECT skipped only for {client_addr} with MAIL",
+              protocol & 0x1 != 0 and "{client_addr}" in c.symlists.get(SMFIM_ENVFROM, "").split(),
+              "protocol %#x symlists %r" % (protocol, c.symlists))
+    c.quit()
+    # An MTA that does not offer SETSYMLIST: CONNECT is kept (no reply).
+    c = MilterClient(G.main.socket, timeout=5)
+    cleanup.add(c.close)
+    version, actions, protocol = c.optneg(actions=0x1FF & ~0x100)
+    tap.check("OPTNEG without SETSYMLIST: CONNECT kept, without a reply",
+              protocol & 0x1 == 0 and protocol & 0x1000 != 0 and not c.symlists,
+              "protocol %#x symlists %r" % (protocol, c.symlists))
     c.quit()
 
 
@@ -291,6 +303,22 @@ def t_trusted(tap, cleanup):
     # trusted wins over authenticated
     check_accept_at_mail(tap, "trusted and authenticated client", "<user@example.com>",
                          "trusted_network", client="192.0.2.11", macros={"{auth_authen}": "alice"})
+    # {client_addr} with MAIL (CONNECT skipped), as Sendmail writes IPv6
+    check_accept_at_mail(tap, "trusted IPv6 client as IPv6:ADDRESS", "<a..b@example.com>",
+                         "trusted_network", client="2001:db8:1::25",
+                         macros={"{client_addr}": "IPv6:2001:db8:1::25"})
+    # a {client_addr} that is no address: the client is unknown, so not trusted
+    c = session(G.main, "192.0.2.10")
+    cleanup.add(c.close)
+    q = qid()
+    r = c.mail(["<a..b@example.com>"], macros={"i": q, "{client_addr}": "not-an-address"})
+    rr = c.rcpt("<user@test.example>")
+    v = verdicts(G.main, q, 1)
+    tap.check("{client_addr} that does not parse: not trusted, checked, client=unknown",
+              r == "c" and getattr(rr, "code", None) == "y" and len(v) == 1 and v[0].get("client") == "unknown",
+              lambda: "MAIL %r RCPT %r verdicts %r\n%s" % (r, rr, v, c.transcript_text()))
+    c.abort()
+    c.quit()
 
 
 def t_untrusted_checked(tap, cleanup):

@@ -206,6 +206,7 @@ class MilterClient:
         self.actions = None
         self.protocol = 0
         self.symlists = {}
+        self.client_addr = None  # CONNECT's address, sent as {client_addr} when asked
         self.transcript = []  # (direction, command, data) for diagnostics
         self._buf = b""
 
@@ -343,6 +344,18 @@ class MilterClient:
             rest = rest[end + 1:]
         return self.version, self.actions, self.protocol
 
+    def _requested(self, stage, macros):
+        """macros, plus {client_addr} if the milter asked for it at stage
+        and the caller did not set it: Postfix sends every macro a
+        milter's list names that it knows."""
+        names = self.symlists.get(stage, "").split()
+        if "{client_addr}" not in names or self.client_addr is None:
+            return macros
+        items = list(macros.items() if isinstance(macros, dict) else (macros or []))
+        if any(k == "{client_addr}" for k, _ in items):
+            return macros
+        return items + [("{client_addr}", self.client_addr)]
+
     def _step(self, cmd, data, no_flag, nr_flag, macros=None, macro_cmd=None):
         if self.protocol & no_flag:
             return SKIPPED
@@ -364,7 +377,10 @@ class MilterClient:
         self.send_packet(SMFIC_MACRO, data)
 
     def connect(self, hostname, family="4", port=0, address="", macros=None):
-        """CONNECT: family '4', '6', 'L' (unix) or 'U' (unknown)."""
+        """CONNECT: family '4', '6', 'L' (unix) or 'U' (unknown). The
+        address is also what later steps send as {client_addr} when the
+        milter asked for it (as Postfix does, CONNECT skipped or not)."""
+        self.client_addr = address if family in ("4", "6") and address else None
         data = _z(hostname) + family.encode()
         if family != "U":
             data += struct.pack(">H", port) + _z(address)
@@ -378,7 +394,8 @@ class MilterClient:
         if isinstance(args, (str, bytes)):
             args = [args]
         data = b"".join(_z(a) for a in args)
-        return self._step(SMFIC_MAIL, data, SMFIP_NOMAIL, SMFIP_NR_MAIL, macros)
+        return self._step(SMFIC_MAIL, data, SMFIP_NOMAIL, SMFIP_NR_MAIL,
+                          self._requested(SMFIM_ENVFROM, macros))
 
     def rcpt(self, args, macros=None):
         if isinstance(args, (str, bytes)):

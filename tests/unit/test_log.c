@@ -1,7 +1,13 @@
 /*
- * test_log.c - key=value formatting and level/facility names.
+ * test_log.c - key=value formatting, level/facility names, and the
+ * "ident[pid]: level: text" line on stderr (a forked child writes its own
+ * pid: log.c reads it once and again after a fork, not per line).
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "unit.h"
@@ -71,6 +77,62 @@ START_TEST(level_and_facility_names)
 }
 END_TEST
 
+/* logged_by - run fn with stderr sent to a temporary file; what it wrote */
+static void logged_by(void (*fn)(void), char *out, size_t size)
+{
+	FILE *tmp = tmpfile();
+	ck_assert_ptr_nonnull(tmp);
+	int saved = dup(STDERR_FILENO);
+	ck_assert_int_ge(saved, 0);
+	ck_assert_int_ge(dup2(fileno(tmp), STDERR_FILENO), 0);
+	fn();
+	fflush(stderr);
+	ck_assert_int_ge(dup2(saved, STDERR_FILENO), 0);
+	close(saved);
+	rewind(tmp);
+	size_t n = fread(out, 1, size - 1, tmp);
+	out[n] = '\0';
+	fclose(tmp);
+}
+
+static void parent_then_child(void)
+{
+	log_open("vemilter", LOG_MAIL, true, LOG_INFO);
+	log_msg(LOG_INFO, "from the parent");
+	log_msg(LOG_DEBUG, "dropped");
+	fflush(stderr);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		log_msg(LOG_WARNING, "from the child");
+		fflush(stderr);
+		_exit(0);
+	}
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	char line[64];
+	snprintf(line, sizeof(line), "child=%ld", (long)pid);
+	log_msg(LOG_INFO, "%s", line);
+}
+
+START_TEST(line_carries_the_writers_pid)
+{
+	char out[1024], want[256];
+	logged_by(parent_then_child, out, sizeof(out));
+	long parent = (long)getpid();
+	snprintf(want, sizeof(want), "vemilter[%ld]: info: from the parent\n", parent);
+	ck_assert_msg(strncmp(out, want, strlen(want)) == 0, "got \"%s\"", out);
+	ck_assert_msg(strstr(out, "dropped") == NULL, "got \"%s\"", out);
+	ck_assert(log_enabled(LOG_INFO) && log_enabled(LOG_ERR) && !log_enabled(LOG_DEBUG));
+	const char *child = strstr(out, "child=");
+	ck_assert_ptr_nonnull(child);
+	long child_pid = strtol(child + 6, NULL, 10);
+	ck_assert_int_ne(child_pid, parent);
+	snprintf(want, sizeof(want), "vemilter[%ld]: warning: from the child\n", child_pid);
+	ck_assert_msg(strstr(out, want) != NULL, "want \"%s\" in \"%s\"", want, out);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("log");
@@ -79,6 +141,7 @@ int main(void)
 	tcase_add_test(tc, kv_first_pair_has_no_leading_space);
 	tcase_add_test(tc, kv_truncates_without_overflow);
 	tcase_add_test(tc, level_and_facility_names);
+	tcase_add_test(tc, line_carries_the_writers_pid);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }
