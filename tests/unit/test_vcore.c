@@ -564,8 +564,34 @@ START_TEST(shared_failure_probes_at_once)
 	finish("dave@ok.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
 	ck_assert_int_eq(must_answer(t).outcome.kind, OUTCOME_INVALID);
 	vcore_release(t);
-	/* refreshes and greylist re-probes never ask the tier: only requests do */
-	ck_assert_int_eq(S.n, 1);
+}
+END_TEST
+
+/* A stale answer's refresh asks the tier first: another host refreshed
+ * it (or stamped it when it began to): no probe here. Else it runs. */
+START_TEST(shared_refresh_once_for_the_fleet)
+{
+	engine_shares = true;
+	start("");
+	remote_put("a:ivy@ok.test", OUTCOME_VALID);
+	advance(2 * DAY + MINUTE); /* past positive_refresh: stale */
+	struct verify_result r = ask("ivy@ok.test");
+	ck_assert_int_eq(r.source, VERIFY_STALE);
+	ck_assert_ptr_nonnull(shared_live(FETCH)); /* the refresh asks first */
+	ck_assert_int_eq(F.nprobes, 0);
+	remote_put("a:ivy@ok.test", OUTCOME_VALID); /* the fleet's fresher record */
+	shared_reply(FETCH, 1);
+	ck_assert_int_eq(F.nprobes, 0);
+	ck_assert_int_eq(stats().in_flight, 0);
+	ck_assert_int_eq(ask("ivy@ok.test").source, VERIFY_CACHED);
+	/* nothing fresher anywhere: the refresh runs (no lease: not waited for) */
+	advance(2 * DAY + MINUTE);
+	ck_assert_int_eq(ask("ivy@ok.test").source, VERIFY_STALE);
+	shared_reply(FETCH, 0);
+	ck_assert_ptr_null(shared_live(LEASE));
+	ck_assert_int_eq(F.nprobes, 1);
+	finish("ivy@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(stats().refreshes, 1);
 }
 END_TEST
 
@@ -2357,6 +2383,7 @@ int main(void)
 	tcase_add_test(tc, shared_fetch_answers_without_probe);
 	tcase_add_test(tc, shared_lease_ours_probes_then_releases);
 	tcase_add_test(tc, shared_failure_probes_at_once);
+	tcase_add_test(tc, shared_refresh_once_for_the_fleet);
 	tcase_add_test(tc, shared_lease_held_waits_for_the_answer);
 	tcase_add_test(tc, shared_lease_expired_then_ours);
 	tcase_add_test(tc, shared_wait_bounded);
