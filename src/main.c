@@ -495,10 +495,12 @@ static void log_engine_stats(struct verifier *verifier)
 	verify_get_stats(verifier, &st);
 	log_msg(LOG_INFO,
 	        "engine: %llu probes (%llu refreshes), %llu requests joined a probe, %llu cache hits, %llu "
-	        "stale answers, %llu domain facts",
+	        "stale answers, %llu domain facts, %llu answered from the shared cache, %llu probes "
+	        "waited for another host's",
 	        (unsigned long long)st.probes, (unsigned long long)st.refreshes,
 	        (unsigned long long)st.joined, (unsigned long long)st.cache_hits,
-	        (unsigned long long)st.stale_hits, (unsigned long long)st.domain_facts);
+	        (unsigned long long)st.stale_hits, (unsigned long long)st.domain_facts,
+	        (unsigned long long)st.shared_hits, (unsigned long long)st.shared_waits);
 }
 
 /* serve - everything after the config is known good; returns the exit status */
