@@ -23,7 +23,9 @@ TAP on stdout; loopback only; every wait bounded.
 """
 
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -183,7 +185,9 @@ def main():
         farm_port = farm.start()
         redis.start()
         a = Daemon(tmp, daemon_conf(tmp, "a", dns_port, farm_port, redis.port), name="a", debug=True)
-        b = Daemon(tmp, daemon_conf(tmp, "b", dns_port, farm_port, redis.port), name="b", debug=True)
+        mport = vmtest.free_port()
+        b = Daemon(tmp, daemon_conf(tmp, "b", dns_port, farm_port, redis.port,
+                                    metrics_listen="127.0.0.1:%d" % mport), name="b", debug=True)
         daemons += [a, b]
         a.start()
         b.start()
@@ -220,7 +224,13 @@ def main():
                   digit == "5" and digit_b == "5" and farm.count("127.0.0.41", "RCPT TO:<nobody@ok.test>") == 1,
                   t + t_b)
 
-        # One probe for the fleet: 20 concurrent messages from a new sender at
+        text = metrics(mport)
+        tap.check("B's metrics: the shared answers counted, Redis up",
+                  'vemilter_cache_lookups_total{result="shared"} 2' in text and "vemilter_shared_cache_up 1" in text
+                  and int((re.search(r"^vemilter_shared_cache_fetched_total (\d+)", text, re.M) or [0, "0"])[1]) >= 2,
+                  "\n".join(l for l in text.splitlines() if "shared" in l))
+
+        # One probe for the fleet: 50 concurrent messages from a new sender at
         # a slow server (1.5 s banner), half at A, half at B.
         results = []
         lock = threading.Lock()
@@ -232,7 +242,7 @@ def main():
                 r = repr(e)
             with lock:
                 results.append(r)
-        threads = [threading.Thread(target=one, args=((a, b)[i % 2],)) for i in range(20)]
+        threads = [threading.Thread(target=one, args=((a, b)[i % 2],)) for i in range(50)]
         t0 = time.monotonic()
         for th in threads:
             th.start()
@@ -240,9 +250,9 @@ def main():
             th.join(30)
         took = time.monotonic() - t0
         rcpts = farm.count("127.0.0.46", "RCPT TO:<burst@slow.test>")
-        tap.diag("20 concurrent messages over 2 daemons: %d probe(s), %.2f s" % (rcpts, took))
-        tap.check("20 concurrent messages split over A and B: all accepted",
-                  results.count("2") == 20, repr(results))
+        tap.diag("50 concurrent messages over 2 daemons: %d probe(s), %.2f s" % (rcpts, took))
+        tap.check("50 concurrent messages split over A and B: all accepted",
+                  results.count("2") == 50, repr(results))
         tap.check("... with exactly 1 probe for the fleet (the farm saw 1 RCPT)", rcpts == 1,
                   "RCPTs: %d\n%s\n%s" % (rcpts, a.diag(), b.diag()))
         waited = [d for d in (a, b) if d.log_lines(r"burst@slow\.test: another host probes it")]
@@ -304,6 +314,31 @@ def main():
         tap.check("after the restart, a new result reaches Redis", digit == "2" and ok,
                   repr(redis.cmd("KEYS", "*")))
 
+        # Wrong password at start-up: a clear error (never the password), mail
+        # still verified locally; the right one in the file and a reload: connected.
+        locked = Redis(tmp, "locked0", password="s3cret-pw")
+        try:
+            locked.start()
+            pwfile = tmp.write("c.pw", "not-the-one\n", mode=0o600)
+            c = Daemon(tmp, daemon_conf(tmp, "c", dns_port, farm_port, locked.port,
+                                        cache_password_file=pwfile), name="c", debug=True)
+            daemons.append(c)
+            c.start()
+            tap.check("wrong password at start-up: an error naming AUTH and cache_password_file",
+                      c.wait_log(r"error: shared cache .*: AUTH refused .*check cache_password_file", 5)
+                      is not None and "not-the-one" not in c.log(), c.diag)
+            digit, t = session(c, "<alice@ok.test>")
+            tap.check("... and mail is still verified (probed, accepted)", digit == "2", t)
+            mark = len(c.log())
+            tmp.write("c.pw", "s3cret-pw\n", mode=0o600)
+            c.send_signal(signal.SIGHUP)
+            tap.check("the right password and a reload: connected",
+                      c.wait_log(r"shared cache .*: connected", 10, start=mark) is not None, c.diag)
+            tap.check("the password never appears in the log", "s3cret-pw" not in c.log(), c.diag)
+            c.kill()
+        finally:
+            locked.stop()
+
         # Wrong password: vemilter -n refuses with a clear error.
         locked = Redis(tmp, "locked", password="right-one")
         try:
@@ -334,6 +369,12 @@ def main():
         dns.stop()
         tmp.remove()
     return tap.done()
+
+
+def metrics(port):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        return r.read().decode()
 
 
 def _quiet(fn, *args, **kw):
