@@ -1362,6 +1362,12 @@ static void on_shared_lease(void *arg, int result)
 	p->shared = NULL;
 	if (result != VCORE_SHARED_HELD) {
 		p->lease_ours = result == VCORE_SHARED_OURS;
+		/* After a wait for another host (it died, or ended without an
+		 * answer to keep), the requests that joined meanwhile are the
+		 * ones still waiting: the line judges this probe by them, not by
+		 * a first requester long gone. */
+		if (p->shared_poll_ms > 0)
+			p->deadline_ms = mono_now(c) + c->conf->verify_budget_ms;
 		proceed(c, p);
 		return;
 	}

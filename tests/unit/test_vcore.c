@@ -636,9 +636,18 @@ START_TEST(shared_lease_expired_then_ours)
 	struct verify_ticket *t = submit("frank@ok.test");
 	shared_reply(FETCH, 0);
 	shared_reply(LEASE, VCORE_SHARED_HELD);
-	advance(50);
+	/* long after the first request's verify_budget (8 s), still held ... */
+	for (int i = 0; i < 12; i++) {
+		advance(1000);
+		shared_reply(FETCH, 0);
+		shared_reply(LEASE, VCORE_SHARED_HELD);
+	}
+	struct verify_result r;
+	ck_assert(!answered(t, &r));
+	advance(1000);
 	shared_reply(FETCH, 0);
 	shared_reply(LEASE, VCORE_SHARED_OURS); /* the holder died: its lease expired */
+	/* the probe runs (not refused for the first request's spent budget) */
 	ck_assert_int_eq(F.nprobes, 1);
 	finish("frank@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
 	ck_assert_int_eq(must_answer(t).source, VERIFY_PROBED);
