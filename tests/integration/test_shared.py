@@ -335,9 +335,15 @@ def main():
             tap.check("the right password and a reload: connected",
                       c.wait_log(r"shared cache .*: connected", 10, start=mark) is not None, c.diag)
             tap.check("the password never appears in the log", "s3cret-pw" not in c.log(), c.diag)
-            c.kill()
+            locked.stop()
+            tap.check("stops cleanly with Redis gone (exit 0)", c.stop() == 0, c.diag)
         finally:
             locked.stop()
+
+        # A clean stop with the shared client up and one down (sanitizer
+        # builds check for leaks at exit).
+        rc_a, rc_b = a.stop(), b.stop()
+        tap.check("A and B stop cleanly (exit 0)", rc_a == 0 and rc_b == 0, "%r %r" % (rc_a, rc_b))
 
         # Wrong password: vemilter -n refuses with a clear error.
         locked = Redis(tmp, "locked", password="right-one")
