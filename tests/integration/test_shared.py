@@ -48,7 +48,7 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 FARM = {
     "127.0.0.41": ("normal", {"users": ["alice", "bob", "carol", "dave", "erin"]}),
     "127.0.0.42": ("catchall", {}),
-    "127.0.0.46": ("slow_banner", {"delay": 1.5, "users": ["burst"]}),
+    "127.0.0.46": ("slow_banner", {"delay": 1.5, "users": ["burst", "late"]}),
 }
 ZONE = {
     "ok.test": {"MX": [[10, "mx.ok.test"]]}, "mx.ok.test": {"A": ["127.0.0.41"]},
@@ -339,6 +339,36 @@ def main():
             tap.check("stops cleanly with Redis gone (exit 0)", c.stop() == 0, c.diag)
         finally:
             locked.stop()
+
+        # The lease holder dies mid-probe: the other host waits for the lease
+        # to expire (verify_budget 2 s + probe_timeout 3 s + 2 s), takes it and
+        # probes; the client meanwhile gets a 4xx, never a reject.
+        short = dict(verify_budget="2s", probe_timeout="3s", banner_timeout="3s")
+        d1 = Daemon(tmp, daemon_conf(tmp, "d1", dns_port, farm_port, redis.port, **short), name="d1",
+                    debug=True)
+        d2 = Daemon(tmp, daemon_conf(tmp, "d2", dns_port, farm_port, redis.port, **short), name="d2",
+                    debug=True)
+        daemons += [d1, d2]
+        d1.start()
+        d2.start()
+        vmtest.wait_until(lambda: d1.log_lines(r"shared cache .*: connected") and
+                          d2.log_lines(r"shared cache .*: connected"), 5)
+        holder = threading.Thread(target=lambda: _quiet(session, d1, "<late@slow.test>"))
+        holder.start()
+        took_lease = vmtest.wait_until(lambda: redis.cmd("EXISTS", "vemilter:lease:a:late@slow.test") == 1, 3)
+        d1.kill()
+        holder.join(10)
+        digit, t = session(d2, "<late@slow.test>")
+        tap.check("holder killed: the other host's client gets a 4xx meanwhile (not a reject)",
+                  took_lease and digit == "4", "%s %s\n%s" % (took_lease, t, d2.diag()))
+        probed = d2.wait_log(r"probe late@slow\.test: valid", 12)
+        tap.check("... then the other host takes the expired lease and probes (1 RCPT in all)",
+                  probed is not None and farm.count("127.0.0.46", "RCPT TO:<late@slow.test>") == 1 and
+                  d2.log_lines(r"late@slow\.test: another host probes it"),
+                  "%s\nRCPTs %d" % (d2.diag(), farm.count("127.0.0.46", "RCPT TO:<late@slow.test>")))
+        digit, t = session(d2, "<late@slow.test>")
+        tap.check("... and the retry is accepted from the cache", digit == "2", t)
+        d2.kill()
 
         # A clean stop with the shared client up and one down (sanitizer
         # builds check for leaks at exit).
