@@ -18,8 +18,9 @@
  * "down", and a reconnection follows after 1 s, doubling to 30 s, reset by
  * a success. A change of state is logged once (a warning when it goes
  * down, with why; a notice when it is up again); a wrong password is an
- * error line. hiredis 0.14 resolves a host name with a blocking
- * getaddrinfo() at connect: name Redis by address (or in /etc/hosts).
+ * error line. A host name is resolved once at start (hiredis 0.14 would
+ * resolve it with a blocking getaddrinfo() at every connect, on the engine
+ * thread); a name that does not resolve then is resolved at each connect.
  *
  * While down, nothing waits for Redis: fetches and leases fail at once (the
  * verifier probes, as without a shared tier), writes are dropped (the local

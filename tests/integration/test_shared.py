@@ -320,7 +320,9 @@ def main():
         try:
             locked.start()
             pwfile = tmp.write("c.pw", "not-the-one\n", mode=0o600)
+            # (by name: resolved once at start, not on the engine thread at each connect)
             c = Daemon(tmp, daemon_conf(tmp, "c", dns_port, farm_port, locked.port,
+                                        cache="redis://localhost:%d" % locked.port,
                                         cache_password_file=pwfile), name="c", debug=True)
             daemons.append(c)
             c.start()
