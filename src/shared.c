@@ -875,13 +875,13 @@ void shared_get_stats(const struct shared *s, struct shared_stats *out)
 }
 
 /* shared_check - see shared.h */
-bool shared_check(const struct conf *conf, char *why, size_t why_size)
+int shared_check(const struct conf *conf, char *why, size_t why_size)
 {
 	struct redis_url url;
 	char password[PASSWORD_MAX], text[REDIS_URL_HOST_MAX + REDIS_URL_USER_MAX + 32];
 	if (!redis_url_parse(conf->cache, &url, why, why_size) ||
 	    !shared_read_password(conf->cache_password_file, password, sizeof(password), why, why_size))
-		return false;
+		return SHARED_CHECK_REFUSED;
 	redis_url_format(&url, text, sizeof(text));
 	int64_t ms = conf->cache_redis_timeout_ms < 1000 ? 1000 : conf->cache_redis_timeout_ms;
 	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
@@ -892,10 +892,10 @@ bool shared_check(const struct conf *conf, char *why, size_t why_size)
 		if (c != NULL)
 			redisFree(c);
 		explicit_bzero(password, sizeof(password));
-		return false;
+		return SHARED_CHECK_UNREACHABLE;
 	}
 	redisSetTimeout(c, tv);
-	bool ok = true;
+	bool ok = true, answered = true; /* answered: a refusal, not silence */
 	redisReply *rep = NULL;
 	if (password[0] != '\0') {
 		if (url.user[0] != '\0')
@@ -916,6 +916,7 @@ bool shared_check(const struct conf *conf, char *why, size_t why_size)
 			snprintf(why, why_size, "cache %s: SELECT %d refused: %s", text, url.db,
 			         rep != NULL ? rep->str : c->errstr);
 			ok = false;
+			answered = rep != NULL;
 		}
 		freeReplyObject(rep);
 		rep = NULL;
@@ -926,10 +927,11 @@ bool shared_check(const struct conf *conf, char *why, size_t why_size)
 			snprintf(why, why_size, "cache %s: PING refused: %s", text,
 			         rep != NULL ? rep->str : c->errstr);
 			ok = false;
+			answered = rep != NULL;
 		}
 		freeReplyObject(rep);
 	}
 	redisFree(c);
 	explicit_bzero(password, sizeof(password));
-	return ok;
+	return ok ? SHARED_CHECK_OK : answered ? SHARED_CHECK_REFUSED : SHARED_CHECK_UNREACHABLE;
 }

@@ -394,6 +394,11 @@ def main():
                 else:
                     tap.check("vemilter -n with a wrong password: exit non-zero, naming AUTH",
                               r.returncode != 0 and "AUTH refused" in out and "wrong-one" not in out, out)
+            locked.stop()
+            r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", path], timeout=20)
+            out = (r.stdout or "") + (r.stderr or "")
+            tap.check("vemilter -n with Redis down: a warning, exit 0 (the daemon starts and reconnects)",
+                      r.returncode == 0 and "warning" in out and "cannot connect" in out, out)
         finally:
             locked.stop()
     except Exception as e:
