@@ -256,7 +256,9 @@ def main():
         tap.check("... with exactly 1 probe for the fleet (the farm saw 1 RCPT)", rcpts == 1,
                   "RCPTs: %d\n%s\n%s" % (rcpts, a.diag(), b.diag()))
         waited = [d for d in (a, b) if d.log_lines(r"burst@slow\.test: another host probes it")]
-        tap.check("... one daemon waited on the other's lease", len(waited) == 1,
+        # (never both: one of them holds the lease; none only if a machine
+        # this loaded let one daemon finish before the other asked)
+        tap.check("... at most one daemon waited on the other's lease", len(waited) <= 1,
                   "\n".join(l for d in (a, b) for l in d.log_lines(r"burst@slow")))
 
         # A catch-all fact learned on A saves B its random RCPT.
