@@ -96,6 +96,8 @@ struct cache {
 	MDB_env *env;         /* NULL while off (recovery failed): every call misses */
 	MDB_dbi dbi;
 	char *path;
+	/* the mirror (cache_set_mirror), set before other threads use the cache */
+	struct cache_mirror mirror;
 	size_t max_bytes;        /* cache_max_mb: the hard limit */
 	size_t soft_bytes;       /* the map's limit outside free_up(); the rest is a reserve */
 	int64_t last_recover_ms; /* monotonic; reopen at most once a minute */
@@ -113,9 +115,8 @@ struct cache {
 	MDB_txn *txn;
 	MDB_cursor *cursor;
 	bool txn_rdonly;
-	bool fired;                 /* a guard fired: the environment is dead */
-	char problem[300];          /* what CACHE_DAMAGED was */
-	struct cache_mirror mirror; /* set before use (cache_set_mirror); put NULL: none */
+	bool fired;        /* a guard fired: the environment is dead */
+	char problem[300]; /* what CACHE_DAMAGED was */
 };
 
 /* One step inside a transaction; a write step may return STEP_NOTHING to
