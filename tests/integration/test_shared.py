@@ -276,6 +276,17 @@ def main():
                   "%s\nsessions %d->%d rcpts %d->%d" % (t, sessions, farm.connections("127.0.0.42"), rcpts,
                                                         farm.count("127.0.0.42", "RCPT TO:")))
 
+        # Redis lost its scripts (SCRIPT FLUSH, as after a failover): EVALSHA
+        # gets NOSCRIPT and the script goes again with EVAL.
+        redis.cmd("SCRIPT", "FLUSH")
+        digit, t = session(a, "<bob@ok.test>")
+        ok = vmtest.wait_until(lambda: redis.cmd("EXISTS", "vemilter:a:bob@ok.test") == 1, 3)
+        tap.check("after SCRIPT FLUSH the record still reaches Redis (NOSCRIPT: EVAL)", digit == "2" and ok,
+                  repr(redis.cmd("KEYS", "vemilter:a:*")) + a.diag())
+        digit, t = session(b, "<bob@ok.test>")
+        tap.check("... and B answers it with no probe", digit == "2" and
+                  farm.count("127.0.0.41", "RCPT TO:<bob@ok.test>") == 1, t)
+
         # Redis slow: DEBUG SLEEP holds it 2 s; a new sender is still verified
         # (the lookup times out after 200 ms, the daemon probes).
         sleeper = threading.Thread(target=lambda: _quiet(redis.cmd, "DEBUG", "SLEEP", "2", timeout=10))
