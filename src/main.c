@@ -31,6 +31,8 @@
 #include "engine.h"
 #include "log.h"
 #include "milter.h"
+#include "redisurl.h"
+#include "shared.h"
 #include "verify.h"
 
 #define EXIT_USAGE 2
@@ -493,10 +495,12 @@ static void log_engine_stats(struct verifier *verifier)
 	verify_get_stats(verifier, &st);
 	log_msg(LOG_INFO,
 	        "engine: %llu probes (%llu refreshes), %llu requests joined a probe, %llu cache hits, %llu "
-	        "stale answers, %llu domain facts",
+	        "stale answers, %llu domain facts, %llu answered from the shared cache, %llu probes "
+	        "waited for another host's",
 	        (unsigned long long)st.probes, (unsigned long long)st.refreshes,
 	        (unsigned long long)st.joined, (unsigned long long)st.cache_hits,
-	        (unsigned long long)st.stale_hits, (unsigned long long)st.domain_facts);
+	        (unsigned long long)st.stale_hits, (unsigned long long)st.domain_facts,
+	        (unsigned long long)st.shared_hits, (unsigned long long)st.shared_waits);
 }
 
 /* serve - everything after the config is known good; returns the exit status */
@@ -537,10 +541,13 @@ static int serve(struct conf *conf, const struct options *opts)
 }
 
 /* open_cache_as - in a child process that has become the run user (when
- * we are root), open the cache the way the daemon will: true if it opens.
+ * we are root), open the cache the way the daemon will: 1 if it opens, 0
+ * if not, -1 when a Redis cache refuses us (AUTH or SELECT refused, its
+ * password file unreadable: a configuration error; one that does not
+ * answer now is only a warning).
  * A child, so that neither the privilege switch nor a file the open
  * creates is ours. */
-static bool open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
+static int open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
 {
 	fflush(NULL);
 	pid_t pid = fork();
@@ -552,7 +559,27 @@ static bool open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
 		if (geteuid() == 0 && uid != (uid_t)-1 && !become_user(conf, uid, gid))
 			_exit(1);
 		char why[300];
-		struct cache *cache = cache_open(conf->cache, conf->cache_max_mb, why, sizeof(why));
+		if (redis_url_is(conf->cache)) {
+			/* The shared Redis cache: reachable, and the password right
+			 * (read as the daemon reads it: as the run user). An error. */
+			int checked = shared_check(conf, why, sizeof(why));
+			if (checked == SHARED_CHECK_REFUSED) {
+				fprintf(stderr, "vemilter: %s: %s\n", conf->path, why);
+				_exit(2);
+			}
+			/* Not answering now is no reason to refuse a start: the
+			 * daemon verifies alone and reconnects (mail flows). */
+			if (checked == SHARED_CHECK_UNREACHABLE)
+				fprintf(stderr,
+				        "vemilter: warning: %s: %s: the daemon would verify with the local "
+				        "cache "
+				        "alone until Redis answers\n",
+				        conf->path, why);
+			if (conf->cache_fallback[0] == '\0')
+				_exit(0);
+		}
+		const char *path = redis_url_is(conf->cache) ? conf->cache_fallback : conf->cache;
+		struct cache *cache = cache_open(path, conf->cache_max_mb, why, sizeof(why));
 		if (cache == NULL) {
 			fprintf(stderr,
 			        "vemilter: the cache does not open as user \"%s\" (%s): the daemon would run "
@@ -566,7 +593,9 @@ static bool open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
 	int status = 0;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+		return -1;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 1 : 0;
 }
 
 /* check_run_environment - for -n: what the daemon checks at start beyond
@@ -580,8 +609,11 @@ static int check_run_environment(const struct conf *conf)
 	int problems = lookup_ids(conf, &uid, &gid, &socket_gid) ? 0 : 1;
 	/* The daemon starts without a cache it cannot open (every sender is
 	 * then probed): a warning, not an error. */
-	if (problems == 0 && conf->cache[0] != '\0' && !open_cache_as(conf, uid, gid))
+	int opened = problems == 0 && conf->cache[0] != '\0' ? open_cache_as(conf, uid, gid) : 1;
+	if (opened == 0)
 		fprintf(stderr, "vemilter: warning: %s: the cache is not usable (see above)\n", conf->path);
+	if (opened < 0)
+		problems++;
 	return problems;
 }
 
