@@ -113,8 +113,9 @@ struct cache {
 	MDB_txn *txn;
 	MDB_cursor *cursor;
 	bool txn_rdonly;
-	bool fired;        /* a guard fired: the environment is dead */
-	char problem[300]; /* what CACHE_DAMAGED was */
+	bool fired;                 /* a guard fired: the environment is dead */
+	char problem[300];          /* what CACHE_DAMAGED was */
+	struct cache_mirror mirror; /* set before use (cache_set_mirror); put NULL: none */
 };
 
 /* One step inside a transaction; a write step may return STEP_NOTHING to
@@ -1066,6 +1067,7 @@ struct put_arg {
 	MDB_val key;
 	const struct cache_record *rec;
 	int64_t now_ms;
+	bool written; /* put_step wrote it (the replace rule let it) */
 };
 
 /* put_step - store the record unless the replace rule keeps the old one */
@@ -1085,14 +1087,35 @@ static int put_step(struct cache *c, MDB_txn *txn, void *varg)
 	v.mv_data = buf;
 	if (v.mv_size == 0)
 		return EINVAL;
-	return mdb_put(txn, c->dbi, &arg->key, &v, 0);
+	rc = mdb_put(txn, c->dbi, &arg->key, &v, 0);
+	arg->written = rc == 0;
+	return rc;
 }
 
-/* cache_put - see cache.h */
-bool cache_put(struct cache *c, const char *key, const struct cache_record *rec, int64_t now_ms)
+/* cache_put_local - see cache.h */
+bool cache_put_local(struct cache *c, const char *key, const struct cache_record *rec, int64_t now_ms)
 {
 	struct put_arg arg = {.rec = rec, .now_ms = now_ms};
 	return c != NULL && key_val(key, &arg.key) && write_locked(c, put_step, &arg, now_ms, "write") == 0;
+}
+
+/* cache_put - see cache.h: cache_put_local, then the mirror (outside the
+ * lock) when the record was written */
+bool cache_put(struct cache *c, const char *key, const struct cache_record *rec, int64_t now_ms)
+{
+	struct put_arg arg = {.rec = rec, .now_ms = now_ms};
+	bool ok =
+	        c != NULL && key_val(key, &arg.key) && write_locked(c, put_step, &arg, now_ms, "write") == 0;
+	if (ok && arg.written && c->mirror.put != NULL)
+		c->mirror.put(c->mirror.arg, key, rec, now_ms);
+	return ok;
+}
+
+/* cache_set_mirror - see cache.h */
+void cache_set_mirror(struct cache *c, const struct cache_mirror *mirror)
+{
+	if (c != NULL)
+		c->mirror = mirror != NULL ? *mirror : (struct cache_mirror){0};
 }
 
 /* del_step - delete one key */
@@ -1105,7 +1128,10 @@ static int del_step(struct cache *c, MDB_txn *txn, void *key)
 bool cache_del(struct cache *c, const char *key)
 {
 	MDB_val k;
-	return c != NULL && key_val(key, &k) && write_locked(c, del_step, &k, 0, "delete") == 0;
+	bool ok = c != NULL && key_val(key, &k) && write_locked(c, del_step, &k, 0, "delete") == 0;
+	if (c != NULL && c->mirror.del != NULL && key_val(key, &k))
+		c->mirror.del(c->mirror.arg, key); /* the other side may hold it when we do not */
+	return ok;
 }
 
 /* cache_sweep - see cache.h; the lock is released between batches. In a

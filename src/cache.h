@@ -130,6 +130,26 @@ bool cache_put(struct cache *cache, const char *key, const struct cache_record *
 
 bool cache_del(struct cache *cache, const char *key); /* false if absent or on error */
 
+/* ---- the mirror: every write also goes elsewhere (the shared Redis tier) ----
+ *
+ * With a mirror set, cache_put hands it each record it wrote (not one the
+ * replace rule kept out) and cache_del each key it was asked to delete,
+ * after the local write and outside the cache's lock, from whatever thread
+ * wrote. Sweeps and purges are local housekeeping and are not mirrored
+ * (the other side expires records by itself). cache_put_local writes
+ * without the mirror: for records that came from it. */
+struct cache_mirror {
+	void (*put)(void *arg, const char *key, const struct cache_record *rec, int64_t now_ms);
+	void (*del)(void *arg, const char *key);
+	void *arg;
+};
+
+/* cache_set_mirror - copied; NULL: none. Before any other thread uses the cache. */
+void cache_set_mirror(struct cache *cache, const struct cache_mirror *mirror);
+
+/* cache_put_local - cache_put without the mirror */
+bool cache_put_local(struct cache *cache, const char *key, const struct cache_record *rec, int64_t now_ms);
+
 /* cache_sweep - remove expired records; returns how many. */
 size_t cache_sweep(struct cache *cache, int64_t now_ms);
 

@@ -113,10 +113,13 @@ struct conf {
 	struct conf_strings mx_host_overrides; /* "PATTERN skip|verify", normalized (mxrules.h) */
 
 	/* verification in the milter, and the cache */
-	int64_t verify_budget_ms; /* how long a milter thread waits at RCPT */
-	char *cache;              /* LMDB file; "" = no cache */
-	int cache_max_mb;         /* the map grows up to this, then evicts */
-	int64_t positive_ttl_ms;  /* valid */
+	int64_t verify_budget_ms;       /* how long a milter thread waits at RCPT */
+	char *cache;                    /* LMDB file, or a redis:// URL (redisurl.h); "" = no cache */
+	int cache_max_mb;               /* the map grows up to this, then evicts */
+	char *cache_fallback;           /* Redis cache: the local LMDB tier; "" = none */
+	char *cache_password_file;      /* Redis cache: its password's file; "" = none */
+	int64_t cache_redis_timeout_ms; /* every Redis call's timeout */
+	int64_t positive_ttl_ms;        /* valid */
 	int64_t positive_refresh_ms;
 	int64_t negative_ttl_ms; /* invalid, no_domain */
 	int64_t negative_refresh_ms;

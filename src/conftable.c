@@ -28,6 +28,7 @@
 
 #include "addr.h"
 #include "mxrules.h"
+#include "redisurl.h"
 
 #define DNS_NAME_BUF 256 /* a host name and its NUL */
 
@@ -118,6 +119,16 @@ static bool check_path(const char *value, char *why, size_t why_size)
 		return true;
 	snprintf(why, why_size, "\"%s\" is not an absolute path", value);
 	return false;
+}
+
+/* check_cache - the cache: empty, an absolute LMDB path, or a Redis URL
+ * (redisurl.h says which and what it accepts) */
+static bool check_cache(const char *value, char *why, size_t why_size)
+{
+	if (!redis_url_is(value))
+		return check_path(value, why, why_size);
+	struct redis_url url;
+	return redis_url_parse(value, &url, why, why_size);
 }
 
 /* is_ldh_name - lower-case LDH labels of 1..63 octets, 253 in all */
@@ -674,7 +685,14 @@ const struct directive conf_directives[] = {
 	{.name = "verify_budget", .type = T_DURATION, .def = "8s", .min = 100, .max = 25000,
 	 .offset = F(verify_budget_ms), .help = "longest wait for a verdict at RCPT; then 4xx, and the probe goes on"},
 	{.name = "cache", .restart = true, .type = T_STRING, .def = "/var/lib/vemilter/cache.lmdb", .offset = F(cache),
-	 .check = check_path, .help = "LMDB cache file; empty: no cache"},
+	 .check = check_cache, .help = "LMDB cache file, or redis://[user@]host[:port][/db] for a cache shared by a fleet; empty: no cache"},
+	{.name = "cache_fallback", .restart = true, .type = T_STRING, .def = "/var/lib/vemilter/cache.lmdb",
+	 .offset = F(cache_fallback), .check = check_path,
+	 .help = "with a Redis cache: the local LMDB file milter threads read, kept while Redis is unreachable; empty: none"},
+	{.name = "cache_password_file", .type = T_STRING, .def = "", .offset = F(cache_password_file),
+	 .check = check_path, .help = "with a Redis cache: a file whose first line is its password; empty: none"},
+	{.name = "cache_redis_timeout", .type = T_DURATION, .def = "200ms", .min = 10, .max = 10000,
+	 .offset = F(cache_redis_timeout_ms), .help = "every Redis call's timeout; past it Redis counts as down"},
 	{.name = "cache_max_mb", .restart = true, .type = T_INT, .def = "256", .min = 1, .max = 65536, .offset = F(cache_max_mb),
 	 .help = "the cache grows up to this many MiB, then evicts the oldest entries"},
 	{.name = "positive_ttl", .type = T_DURATION, .def = "31d", .min = 1000, .max = INT64_C(31536000000),

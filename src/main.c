@@ -31,6 +31,8 @@
 #include "engine.h"
 #include "log.h"
 #include "milter.h"
+#include "redisurl.h"
+#include "shared.h"
 #include "verify.h"
 
 #define EXIT_USAGE 2
@@ -537,10 +539,12 @@ static int serve(struct conf *conf, const struct options *opts)
 }
 
 /* open_cache_as - in a child process that has become the run user (when
- * we are root), open the cache the way the daemon will: true if it opens.
+ * we are root), open the cache the way the daemon will: 1 if it opens, 0
+ * if not, -1 when a Redis cache cannot be used (unreachable, AUTH refused,
+ * its password file unreadable: the daemon would run without sharing).
  * A child, so that neither the privilege switch nor a file the open
  * creates is ours. */
-static bool open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
+static int open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
 {
 	fflush(NULL);
 	pid_t pid = fork();
@@ -552,7 +556,18 @@ static bool open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
 		if (geteuid() == 0 && uid != (uid_t)-1 && !become_user(conf, uid, gid))
 			_exit(1);
 		char why[300];
-		struct cache *cache = cache_open(conf->cache, conf->cache_max_mb, why, sizeof(why));
+		if (redis_url_is(conf->cache)) {
+			/* The shared Redis cache: reachable, and the password right
+			 * (read as the daemon reads it: as the run user). An error. */
+			if (!shared_check(conf, why, sizeof(why))) {
+				fprintf(stderr, "vemilter: %s: %s\n", conf->path, why);
+				_exit(2);
+			}
+			if (conf->cache_fallback[0] == '\0')
+				_exit(0);
+		}
+		const char *path = redis_url_is(conf->cache) ? conf->cache_fallback : conf->cache;
+		struct cache *cache = cache_open(path, conf->cache_max_mb, why, sizeof(why));
 		if (cache == NULL) {
 			fprintf(stderr,
 			        "vemilter: the cache does not open as user \"%s\" (%s): the daemon would run "
@@ -566,7 +581,9 @@ static bool open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
 	int status = 0;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+		return -1;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 1 : 0;
 }
 
 /* check_run_environment - for -n: what the daemon checks at start beyond
@@ -580,8 +597,11 @@ static int check_run_environment(const struct conf *conf)
 	int problems = lookup_ids(conf, &uid, &gid, &socket_gid) ? 0 : 1;
 	/* The daemon starts without a cache it cannot open (every sender is
 	 * then probed): a warning, not an error. */
-	if (problems == 0 && conf->cache[0] != '\0' && !open_cache_as(conf, uid, gid))
+	int opened = problems == 0 && conf->cache[0] != '\0' ? open_cache_as(conf, uid, gid) : 1;
+	if (opened == 0)
 		fprintf(stderr, "vemilter: warning: %s: the cache is not usable (see above)\n", conf->path);
+	if (opened < 0)
+		problems++;
 	return problems;
 }
 

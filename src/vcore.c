@@ -170,6 +170,14 @@ struct probe {
 	int64_t started_ms;
 	int64_t deadline_ms; /* mono: a verdict after this misses its first requester's verify_budget,
 	                      * so a probe still waiting in line then is answered tempfail */
+	/* engine thread: the shared tier (vcore_engine.shared_fetch), asked once
+	 * before a probe someone waits for */
+	bool shared_asked;
+	bool lease_ours;        /* we hold the address's lease: released when stored */
+	void *shared;           /* the tier's request in flight; NULL: none */
+	void *shared_timer;     /* the next look while another host probes; NULL: none */
+	int64_t shared_poll_ms; /* the last wait between looks */
+	int64_t shared_until;   /* mono: past this, stop waiting for the other host */
 };
 
 /* A greylisted address waiting for its re-probe (engine thread only). */
@@ -673,6 +681,8 @@ static void on_probe_done(void *arg, const struct outcome *o)
 		deferred = vstore_carried_deferral(&c->store, &p->address, now);
 	if (!is_temporary(o->kind))
 		drop_greylist(c, &p->address);
+	if (p->lease_ours && c->eng.shared_release != NULL)
+		c->eng.shared_release(c->eng.ctx, &p->address); /* after the records it leaves */
 	char flags[128];
 	flag_names(o->flags, flags, sizeof(flags));
 	log_msg(LOG_DEBUG, "probe %s: %s at %s (%s) in %lld ms%s%s", p->address.normalized,
@@ -1253,6 +1263,170 @@ static bool start_refresh(struct vcore *c, struct probe *p)
 	return !drop;
 }
 
+/* ---- the shared tier (engine thread) ----
+ *
+ * A probe someone waits for first asks the fleet's shared cache: its
+ * records are copied into the local cache and looked up again (an answer:
+ * every waiter gets it, no probe); else the address's lease is taken (ours:
+ * probe, and give it back once the outcome is stored; held by another host:
+ * look again with backoff until its answer appears or its lease could have
+ * expired, then take it and probe). Any failure of the tier: probe, as
+ * without one. */
+
+static void shared_ask(struct vcore *c, struct probe *p);
+
+/* proceed - the probe goes on as without a shared tier */
+static void proceed(struct vcore *c, struct probe *p)
+{
+	if (start_refresh(c, p))
+		admit(c, p);
+}
+
+/* lease_ms - how long a lease lasts: the holder's wait in line, its probe,
+ * and a margin */
+static int64_t lease_ms(const struct vcore *c)
+{
+	return c->conf->verify_budget_ms + c->conf->probe_timeout_ms + VCORE_LEASE_MARGIN_MS;
+}
+
+/* shared_answer - the local cache, with what the shared tier copied in,
+ * answers p: every waiter gets the answer (a tagged joiner of another
+ * address only a positive one, else it is queued as its own probe), and p
+ * is gone. False (p untouched) when it does not answer. */
+static bool shared_answer(struct vcore *c, struct probe *p)
+{
+	struct vstore_answer a;
+	if (vstore_lookup(&c->store, &p->address, p->stable, wall_now(c), &a) != VSTORE_ANSWER)
+		return false;
+	struct verify_ticket *requeue = NULL;
+	struct outcome tagged = a.outcome;
+	tagged.flags |= OUTCOME_F_TAGGED;
+	pthread_mutex_lock(&c->lock);
+	unlink_probe(c, p);
+	c->finished_seq++;
+	c->stats.in_flight--;
+	for (struct verify_ticket *t = p->waiters, *next; t != NULL; t = next) {
+		next = t->next_waiter;
+		if (strcmp(t->sender.normalized, p->address.normalized) == 0) {
+			settle_ticket(c, t, &a.outcome, a.source, a.deferred_since_ms);
+		} else if (vstore_transferable(&a.outcome)) {
+			settle_ticket(c, t, &tagged, a.source, 0);
+		} else {
+			t->next_waiter = requeue; /* keeps the probe's reference */
+			requeue = t;
+			continue;
+		}
+		c->stats.shared_hits++;
+		ticket_unref(t);
+	}
+	pthread_mutex_unlock(&c->lock);
+	log_msg(LOG_DEBUG, "%s: answered from the shared cache (%s)", p->address.normalized,
+	        outcome_name(a.outcome.kind));
+	while (requeue != NULL) {
+		struct verify_ticket *t = requeue;
+		requeue = t->next_waiter;
+		char stable[ADDR_PATH_MAX];
+		stable_of(c, &t->sender, stable, sizeof(stable));
+		bool queued = queue_probe(c, &t->sender, stable, t, WHY_ASKED, 0, false, 0, NULL, NO_RECHECK);
+		pthread_mutex_lock(&c->lock);
+		if (!queued) {
+			struct outcome oom = {0};
+			outcome_set(&oom, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL,
+			            "out of memory queuing a probe");
+			settle_ticket(c, t, &oom, VERIFY_PROBED, wall_now(c));
+		}
+		ticket_unref(t);
+		pthread_mutex_unlock(&c->lock);
+	}
+	if (a.refresh != 0 &&
+	    !queue_probe(c, &p->address, p->stable, NULL, WHY_REFRESH, a.refresh, false, 0, NULL, NO_RECHECK))
+		log_msg(LOG_WARNING, "out of memory: cannot refresh %s", p->address.normalized);
+	free(p);
+	return true;
+}
+
+/* on_shared_timer - look for the other host's answer again */
+static void on_shared_timer(void *arg)
+{
+	struct probe *p = arg;
+	p->shared_timer = NULL;
+	shared_ask(p->core, p);
+}
+
+/* on_shared_lease - the lease: ours (probe), held (wait), failed (probe) */
+static void on_shared_lease(void *arg, int result)
+{
+	struct probe *p = arg;
+	struct vcore *c = p->core;
+	p->shared = NULL;
+	if (result != VCORE_SHARED_HELD) {
+		p->lease_ours = result == VCORE_SHARED_OURS;
+		proceed(c, p);
+		return;
+	}
+	int64_t now = mono_now(c);
+	if (p->shared_poll_ms == 0) {
+		pthread_mutex_lock(&c->lock);
+		c->stats.shared_waits++;
+		pthread_mutex_unlock(&c->lock);
+		log_msg(LOG_DEBUG, "%s: another host probes it; waiting for its answer",
+		        p->address.normalized);
+	}
+	if (now >= p->shared_until) {
+		/* The lease outlived its holder's probe: someone took it again. */
+		finish_here(p, "verification in progress on another host");
+		return;
+	}
+	p->shared_poll_ms = p->shared_poll_ms == 0 ? VCORE_SHARED_POLL_FIRST_MS : p->shared_poll_ms * 2;
+	if (p->shared_poll_ms > VCORE_SHARED_POLL_MAX_MS)
+		p->shared_poll_ms = VCORE_SHARED_POLL_MAX_MS;
+	int64_t delay = p->shared_poll_ms < p->shared_until - now ? p->shared_poll_ms : p->shared_until - now;
+	p->shared_timer = c->eng.timer_start(c->eng.ctx, delay, on_shared_timer, p);
+	if (p->shared_timer == NULL)
+		proceed(c, p); /* cannot wait: probe ourselves */
+}
+
+/* on_shared_fetched - records copied in (n), or the tier failed (probe) */
+static void on_shared_fetched(void *arg, int n)
+{
+	struct probe *p = arg;
+	struct vcore *c = p->core;
+	p->shared = NULL;
+	if (n == VCORE_SHARED_FAILED) {
+		proceed(c, p);
+		return;
+	}
+	if (n > 0 && shared_answer(c, p))
+		return;
+	p->shared = c->eng.shared_lease == NULL
+	                    ? NULL
+	                    : c->eng.shared_lease(c->eng.ctx, &p->address, lease_ms(c), on_shared_lease, p);
+	if (p->shared == NULL)
+		proceed(c, p);
+}
+
+/* shared_ask - fetch the address's records from the shared tier */
+static void shared_ask(struct vcore *c, struct probe *p)
+{
+	p->shared = c->eng.shared_fetch(c->eng.ctx, &p->address, p->stable, on_shared_fetched, p);
+	if (p->shared == NULL)
+		proceed(c, p);
+}
+
+/* begin - a queued probe: through the shared tier first when it is one
+ * someone waits for (a refresh or a greylist re-probe is this host's own
+ * business), else straight on */
+static void begin(struct vcore *c, struct probe *p)
+{
+	if (p->why != WHY_ASKED || c->eng.shared_fetch == NULL || c->store.cache == NULL || p->shared_asked) {
+		proceed(c, p);
+		return;
+	}
+	p->shared_asked = true;
+	p->shared_until = mono_now(c) + lease_ms(c);
+	shared_ask(c, p);
+}
+
 /* vcore_run - see vcore.h */
 void vcore_run(struct vcore *c)
 {
@@ -1272,8 +1446,7 @@ void vcore_run(struct vcore *c)
 		struct probe *p = ordered;
 		ordered = p->next_pending;
 		p->next_pending = NULL;
-		if (start_refresh(c, p))
-			admit(c, p);
+		begin(c, p);
 	}
 }
 
@@ -1457,6 +1630,10 @@ void vcore_free(struct vcore *c)
 			c->buckets[b] = p->next_in_bucket;
 			if (p->handle != NULL)
 				c->eng.probe_cancel(c->eng.ctx, p->handle);
+			if (p->shared != NULL && c->eng.shared_cancel != NULL)
+				c->eng.shared_cancel(c->eng.ctx, p->shared);
+			if (p->shared_timer != NULL)
+				c->eng.timer_cancel(c->eng.ctx, p->shared_timer);
 			for (struct verify_ticket *t = p->waiters, *next; t != NULL; t = next) {
 				next = t->next_waiter;
 				settle_ticket(c, t, &stopping, VERIFY_PROBED, now);

@@ -41,6 +41,9 @@ struct vcore;
 typedef void (*vcore_timer_fn)(void *arg);
 struct dns_answer;
 typedef void (*vcore_resolved_fn)(void *arg, const struct dns_answer *answer);
+/* A shared tier's answer: VCORE_SHARED_* */
+typedef void (*vcore_shared_fn)(void *arg, int result);
+enum { VCORE_SHARED_FAILED = -1, VCORE_SHARED_HELD = 0, VCORE_SHARED_OURS = 1 };
 
 /* The engine as the core sees it. ctx is passed back to every function. */
 struct vcore_engine {
@@ -78,7 +81,33 @@ struct vcore_engine {
 	void *(*resolve_start)(void *ctx, const char *domain, vcore_resolved_fn done, void *arg);
 	/* Stop a resolution that has not answered; done will not run. */
 	void (*resolve_cancel)(void *ctx, void *lookup);
+	/* Optional (shared_fetch NULL: no shared tier): a cache shared by a
+	 * fleet of hosts (shared.h), asked before a probe someone waits for.
+	 * shared_fetch copies the address's records (its "a:", the stable
+	 * form's "t:", its domain's "d:" and "h:") from it into the local
+	 * cache: done(arg, n) with n records copied, or VCORE_SHARED_FAILED.
+	 * shared_lease takes the address's lease for ttl_ms: done(arg,
+	 * VCORE_SHARED_OURS), VCORE_SHARED_HELD (another host probes it) or
+	 * VCORE_SHARED_FAILED. Both call done exactly once, later, on the
+	 * engine thread, unless cancelled; NULL: nothing will run (the tier is
+	 * down): probe as without one. */
+	void *(*shared_fetch)(void *ctx, const struct addr *address, const char *stable, vcore_shared_fn done,
+	                      void *arg);
+	void *(*shared_lease)(void *ctx, const struct addr *address, int64_t ttl_ms, vcore_shared_fn done,
+	                      void *arg);
+	void (*shared_cancel)(void *ctx, void *request);
+	/* The probe that held the address's lease has stored its outcome (the
+	 * records go out first): give the lease back. */
+	void (*shared_release)(void *ctx, const struct addr *address);
 };
+
+/* A host that finds an address's lease held looks for the holder's answer
+ * after 50 ms, doubling to 1 s, until the lease has had time to expire:
+ * verify_budget + probe_timeout + VCORE_LEASE_MARGIN_MS (the holder's probe
+ * may wait its turn within verify_budget, then runs within probe_timeout). */
+#define VCORE_SHARED_POLL_FIRST_MS 50
+#define VCORE_SHARED_POLL_MAX_MS   1000
+#define VCORE_LEASE_MARGIN_MS      2000
 
 /* At most this many greylisted addresses wait for their re-probe at once;
  * beyond, a greylisted address is logged and not asked again early. (How

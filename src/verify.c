@@ -53,6 +53,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "metricsd.h"
+#include "redisurl.h"
+#include "shared.h"
 #include "vcore.h"
 
 #define TIDY_EVERY_MS   60000
@@ -65,7 +67,8 @@
 struct verifier {
 	struct conf *conf;
 	struct engine *engine;
-	struct cache *cache; /* NULL: no cache */
+	struct cache *cache;   /* NULL: no cache (with Redis: the local tier, cache_fallback) */
+	struct shared *shared; /* the shared Redis tier; NULL: none (cache is not a redis:// URL) */
 	struct vcore *core;
 	pthread_t thread;
 	bool thread_running;
@@ -91,7 +94,7 @@ struct verifier {
 	struct verifier_metric_ids {
 		int verdicts, probes, probe_seconds, dns_seconds, lookups, started, refreshes, joined,
 		        greylist_retries, budget, in_flight, waiting, unhealthy, hosts, cache_entries,
-		        cache_bytes;
+		        cache_bytes, shared_up, shared_writes, shared_fetched;
 	} mid;
 };
 
@@ -234,6 +237,55 @@ static int64_t eng_wall_ms(void *ctx)
 static int64_t eng_mono_ms(void *ctx)
 {
 	return clock_mono_ms();
+}
+
+/* ---- the shared tier (shared.h) as the core sees it ---- */
+
+static void *eng_shared_fetch(void *ctx, const struct addr *address, const char *stable, vcore_shared_fn done,
+                              void *arg)
+{
+	struct verifier *v = ctx;
+	char keys[SHARED_FETCH_MAX][CACHE_KEY_MAX];
+	const char *list[SHARED_FETCH_MAX];
+	size_t n = 0;
+	cache_key_address(address->normalized, keys[n], sizeof(keys[n]));
+	list[n] = keys[n];
+	n++;
+	if (stable != NULL && stable[0] != '\0') {
+		cache_key_tagged(stable, keys[n], sizeof(keys[n]));
+		list[n] = keys[n];
+		n++;
+	}
+	cache_key_domain(address->domain_ascii, keys[n], sizeof(keys[n]));
+	list[n] = keys[n];
+	n++;
+	cache_key_hints(address->domain_ascii, keys[n], sizeof(keys[n]));
+	list[n] = keys[n];
+	n++;
+	return shared_fetch(v->shared, list, n, clock_now_ms(), done, arg);
+}
+
+static void *eng_shared_lease(void *ctx, const struct addr *address, int64_t ttl_ms, vcore_shared_fn done,
+                              void *arg)
+{
+	struct verifier *v = ctx;
+	char key[CACHE_KEY_MAX];
+	cache_key_address(address->normalized, key, sizeof(key));
+	return shared_lease(v->shared, key, ttl_ms, done, arg);
+}
+
+static void eng_shared_cancel(void *ctx, void *request)
+{
+	struct verifier *v = ctx;
+	shared_cancel(v->shared, request);
+}
+
+static void eng_shared_release(void *ctx, const struct addr *address)
+{
+	struct verifier *v = ctx;
+	char key[CACHE_KEY_MAX];
+	cache_key_address(address->normalized, key, sizeof(key));
+	shared_release(v->shared, key);
 }
 
 /* note_ours - a probe that failed on our side (no descriptor or memory for
@@ -415,17 +467,39 @@ static void *engine_thread(void *arg)
 	return NULL;
 }
 
-/* open_cache - the configured cache, or none (logged) */
-static void open_cache(struct verifier *v)
+/* open_cache - the configured cache, or none (logged). With a Redis cache:
+ * the local tier (cache_fallback) and the shared client, the local tier's
+ * writes mirrored to it; false (why) only when the shared client cannot be
+ * made at all (its URL or password file: a configuration error). */
+static bool open_cache(struct verifier *v, char *why, size_t why_size)
 {
-	if (v->conf->cache[0] == '\0') {
-		log_msg(LOG_NOTICE, "no cache configured: every sender is probed");
-		return;
+	const char *path = v->conf->cache;
+	bool redis = redis_url_is(path);
+	if (redis)
+		path = v->conf->cache_fallback;
+	if (path[0] == '\0') {
+		if (redis)
+			log_msg(LOG_ERR, "cache_fallback is empty: a Redis cache needs the local tier milter "
+			                 "threads read; verifying without a cache");
+		else
+			log_msg(LOG_NOTICE, "no cache configured: every sender is probed");
+		return true;
 	}
-	char why[300];
-	v->cache = cache_open(v->conf->cache, v->conf->cache_max_mb, why, sizeof(why));
-	if (v->cache == NULL)
-		log_msg(LOG_ERR, "cache %s unusable (%s): verifying without a cache", v->conf->cache, why);
+	char reason[300];
+	v->cache = cache_open(path, v->conf->cache_max_mb, reason, sizeof(reason));
+	if (v->cache == NULL) {
+		log_msg(LOG_ERR, "cache %s unusable (%s): verifying without a cache", path, reason);
+		return true;
+	}
+	if (!redis)
+		return true;
+	v->shared = shared_new(v->engine->env.base, v->conf, v->cache, why, why_size);
+	if (v->shared == NULL)
+		return false;
+	const struct cache_mirror mirror = {
+	        .put = shared_mirror_put, .del = shared_mirror_del, .arg = v->shared};
+	cache_set_mirror(v->cache, &mirror);
+	return true;
 }
 
 /* start_events - the wake-up event, the tidy and sweep timers */
@@ -507,6 +581,16 @@ static void collect(void *arg, struct metrics *m)
 	metrics_set(m, id->lookups, "result=\"tagged\"", (double)st.tagged_hits);
 	metrics_set(m, id->lookups, "result=\"domain_fact\"", (double)st.domain_facts);
 	metrics_set(m, id->lookups, "result=\"miss\"", (double)st.misses);
+	metrics_set(m, id->lookups, "result=\"shared\"", (double)st.shared_hits);
+	if (v->shared != NULL) {
+		struct shared_stats ss;
+		shared_get_stats(v->shared, &ss);
+		metrics_set(m, id->shared_up, NULL, ss.up ? 1 : 0);
+		metrics_set(m, id->shared_writes, "result=\"sent\"", (double)ss.writes);
+		metrics_set(m, id->shared_writes, "result=\"kept_out\"", (double)ss.writes_kept);
+		metrics_set(m, id->shared_writes, "result=\"dropped\"", (double)ss.writes_dropped);
+		metrics_set(m, id->shared_fetched, NULL, (double)ss.fetched);
+	}
 	metrics_set(m, id->lookups, "result=\"stale_withheld\"", (double)st.stale_withheld);
 	metrics_set(m, id->started, NULL, (double)st.probes);
 	metrics_set(m, id->refreshes, NULL, (double)st.refreshes);
@@ -588,7 +672,18 @@ static bool start_metrics(struct verifier *v, char *why, size_t why_size)
 	id->cache_bytes =
 	        metrics_family(m, "vemilter_cache_bytes", METRIC_GAUGE,
 	                       "Cache file: bytes up to its last page used, and the map's size.", NULL, 0);
-	if (id->verdicts < 0 || id->lookups < 0 || id->started < 0 || id->refreshes < 0 || id->joined < 0 ||
+	id->shared_up =
+	        metrics_family(m, "vemilter_shared_cache_up", METRIC_GAUGE,
+	                       "1 while the shared Redis cache answers, else 0 (absent: none).", NULL, 0);
+	id->shared_writes = metrics_family(
+	        m, "vemilter_shared_cache_writes", METRIC_COUNTER,
+	        "Writes to the shared Redis cache: sent, kept out by its replace rule, dropped (Redis down).",
+	        NULL, 0);
+	id->shared_fetched =
+	        metrics_family(m, "vemilter_shared_cache_fetched", METRIC_COUNTER,
+	                       "Records copied from the shared Redis cache into the local one.", NULL, 0);
+	if (id->shared_up < 0 || id->shared_writes < 0 || id->shared_fetched < 0 || id->verdicts < 0 ||
+	    id->lookups < 0 || id->started < 0 || id->refreshes < 0 || id->joined < 0 ||
 	    id->greylist_retries < 0 || id->probes < 0 || id->probe_seconds < 0 || id->dns_seconds < 0 ||
 	    id->budget < 0 || id->in_flight < 0 || id->waiting < 0 || id->unhealthy < 0 || id->hosts < 0 ||
 	    id->cache_entries < 0 || id->cache_bytes < 0) {
@@ -662,6 +757,7 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
 		retire(v, vcore_set_conf(v->core, rq->fresh));
 		retire(v, v->conf);
 		v->conf = conf_ref(rq->fresh);
+		shared_set_conf(v->shared, v->conf);
 		if (v->sweep != NULL) {
 			int64_t ms = v->conf->sweep_interval_ms;
 			struct timeval every = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
@@ -722,7 +818,8 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 	v->engine = engine_new(conf, why, why_size);
 	if (v->engine == NULL)
 		goto fail;
-	open_cache(v);
+	if (!open_cache(v, why, why_size))
+		goto fail;
 	const struct vcore_engine eng = {
 	        .ctx = v,
 	        .probe_start = eng_probe_start,
@@ -736,6 +833,10 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 	        .probe_result = eng_probe_result,
 	        .resolve_start = eng_resolve_start,
 	        .resolve_cancel = eng_resolve_cancel,
+	        .shared_fetch = v->shared != NULL ? eng_shared_fetch : NULL,
+	        .shared_lease = eng_shared_lease,
+	        .shared_cancel = eng_shared_cancel,
+	        .shared_release = eng_shared_release,
 	};
 	health_init(&v->health);
 	atomic_init(&v->unhealthy, false);
@@ -769,8 +870,11 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 	}
 	v->thread_running = true;
 	start_helo_check(v->engine->helo_name);
-	log_msg(LOG_INFO, "engine started: helo_name %s, cache %s", v->engine->helo_name,
-	        v->cache != NULL ? conf->cache : "none");
+	log_msg(LOG_INFO, "engine started: helo_name %s, cache %s%s%s", v->engine->helo_name,
+	        v->shared != NULL  ? conf->cache
+	        : v->cache != NULL ? conf->cache
+	                           : "none",
+	        v->shared != NULL ? ", local tier " : "", v->shared != NULL ? conf->cache_fallback : "");
 	return v;
 fail:
 	verifier_free(v);
@@ -788,6 +892,11 @@ void verifier_free(struct verifier *v)
 	}
 	/* The loop is stopped: the core cancels its probes and timers here. */
 	vcore_free(v->core);
+	/* Then the shared tier: no write is mirrored to it any more. */
+	if (v->cache != NULL)
+		cache_set_mirror(v->cache, NULL);
+	shared_free(v->shared);
+	v->shared = NULL;
 	if (v->wake != NULL)
 		event_free(v->wake);
 	if (v->sweep != NULL)

@@ -68,6 +68,8 @@ struct verify_stats {
 	uint64_t over_budget;      /* requests answered tempfail by a budget, without a probe */
 	uint64_t over_budget_by[VERIFY_BUDGET_KINDS]; /* ... by budget (verify_budget_name) */
 	uint64_t misses;                              /* requests the cache could not answer */
+	uint64_t shared_hits;  /* requests the shared tier answered after a local miss */
+	uint64_t shared_waits; /* probes that waited for another host's (its lease held) */
 };
 
 /* verify_budget_name - the directive of budget kind i (< VERIFY_BUDGET_KINDS) */

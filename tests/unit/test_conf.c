@@ -873,10 +873,18 @@ START_TEST(restart_directives)
 {
 	static const char *const want[] = {"socket",       "socket_mode",    "socket_group",    "user",
 	                                   "pid_file",     "milter_timeout", "syslog_facility", "cache",
-	                                   "cache_max_mb", "metrics_listen"};
-	static const char *const other[] = {
-	        "unix:/tmp/other.sock", "0600", "mail",          "nobody", "/tmp/other.pid", "7m", "local3",
-	        "/tmp/other.lmdb",      "99",   "127.0.0.1:9999"};
+	                                   "cache_max_mb", "metrics_listen", "cache_fallback"};
+	static const char *const other[] = {"unix:/tmp/other.sock",
+	                                    "0600",
+	                                    "mail",
+	                                    "nobody",
+	                                    "/tmp/other.pid",
+	                                    "7m",
+	                                    "local3",
+	                                    "/tmp/other.lmdb",
+	                                    "99",
+	                                    "127.0.0.1:9999",
+	                                    "/tmp/other-fallback.lmdb"};
 	struct errs e;
 	struct conf *base = conf_load_text("t.conf", "", collect, &e);
 	ck_assert_ptr_nonnull(base);

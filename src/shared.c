@@ -1,0 +1,909 @@
+/*
+ * shared.c - the Redis client of the shared cache tier (see shared.h).
+ *
+ * Owns struct shared: the hiredis async context (NULL while down), every
+ * request in flight (a list, each with its own timeout timer), the queue of
+ * writes other threads handed over (under queue_lock; the only state
+ * touched off the engine thread), the reconnection timer, the password
+ * and the counters.
+ *
+ * A request lives until hiredis calls back for the last command it sent:
+ * with a reply, or with NULL when the connection is freed. Its caller's
+ * callback runs at most once, the first of: the reply, its timer, the
+ * connection dropped, shared_cancel (then never). A timer that fires drops
+ * the whole connection: Redis that does not answer one command in time is
+ * not trusted with the next, and the replies still due would arrive out of
+ * anyone's wait.
+ */
+#include "shared.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "redisurl.h"
+#include "sharedrule.h"
+
+#define RECONNECT_FIRST_MS 1000
+#define RECONNECT_MAX_MS   30000
+#define PASSWORD_MAX       512
+#define SHA_MAX            41
+
+enum script { SCRIPT_PUT, SCRIPT_FETCH, SCRIPT_RELEASE, SCRIPT_COUNT };
+
+static const char *const script_text[SCRIPT_COUNT] = {SHARED_LUA_PUT, SHARED_LUA_FETCH, SHARED_LUA_RELEASE};
+
+enum req_kind { REQ_SETUP, REQ_LOAD, REQ_PUT, REQ_DEL, REQ_FETCH, REQ_LEASE, REQ_RELEASE };
+
+struct request {
+	struct shared *s;
+	struct request *prev, *next; /* s->requests */
+	enum req_kind kind;
+	struct event *timer;
+	bool finished;       /* the caller's callback ran (or was cancelled) */
+	shared_done_fn done; /* NULL: none (writes) or cancelled */
+	void *arg;
+	int script; /* REQ_LOAD: which one; scripts: which one, for a NOSCRIPT retry */
+	bool retried;
+	/* the command, kept for a retry with EVAL */
+	int argc;
+	char **argv;
+	size_t *argvlen;
+	int64_t now_ms; /* REQ_FETCH: the time records are judged at */
+	size_t nkeys;
+	char keys[SHARED_FETCH_MAX][CACHE_KEY_MAX];
+};
+
+/* A write handed over by another thread (or this one): sent in order. */
+struct queued {
+	struct queued *next;
+	enum req_kind kind; /* REQ_PUT, REQ_DEL, REQ_RELEASE */
+	char key[CACHE_KEY_MAX];
+	struct cache_record rec;
+	int64_t now_ms;
+};
+
+struct shared {
+	struct event_base *base;
+	const struct conf *conf;
+	struct cache *local;
+	struct redis_url url;
+	char url_text[REDIS_URL_HOST_MAX + REDIS_URL_USER_MAX + 32];
+	char password[PASSWORD_MAX];
+	char id[SHARED_ID_MAX];
+	redisAsyncContext *ac; /* NULL: down (or connecting not begun) */
+	bool up;               /* the setup succeeded on ac */
+	bool logged_down;      /* the last state logged was "down" */
+	bool logged_any;       /* a state was logged */
+	int setup_left;        /* setup replies still due on ac */
+	char sha[SCRIPT_COUNT][SHA_MAX];
+	struct event *reconnect;
+	int64_t reconnect_ms; /* the last backoff; 0: none yet */
+	struct event *flush;
+	struct request *requests;
+	pthread_mutex_t queue_lock;
+	struct queued *queue_head, *queue_tail;
+	size_t queue_len;
+	bool queue_up; /* up, as other threads may read it (under queue_lock) */
+	struct shared_stats st;
+};
+
+static void drop(struct shared *s, const char *why);
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* ---- requests ---- */
+
+/* finish - the caller's callback, once */
+static void finish(struct request *r, int result)
+{
+	if (r->finished)
+		return;
+	r->finished = true;
+	if (result == SHARED_FAILED && r->kind != REQ_SETUP && r->kind != REQ_LOAD)
+		r->s->st.failures++;
+	if (r->done != NULL)
+		r->done(r->arg, result);
+}
+
+static void request_free(struct request *r)
+{
+	struct shared *s = r->s;
+	if (r->prev != NULL)
+		r->prev->next = r->next;
+	else if (s->requests == r)
+		s->requests = r->next;
+	if (r->next != NULL)
+		r->next->prev = r->prev;
+	if (r->timer != NULL)
+		event_free(r->timer);
+	for (int i = 0; i < r->argc; i++)
+		free(r->argv[i]);
+	free(r->argv);
+	free(r->argvlen);
+	free(r);
+}
+
+/* on_timeout - a command was not answered within cache_redis_timeout */
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct request *r = arg;
+	struct shared *s = r->s;
+	char why[96];
+	snprintf(why, sizeof(why), "no answer within %lld ms", (long long)s->conf->cache_redis_timeout_ms);
+	finish(r, SHARED_FAILED);
+	drop(s, why); /* hiredis calls back for r (NULL reply): freed there */
+}
+
+/* request_new - a request with its argv copied (binary-safe); NULL: no memory */
+static struct request *request_new(struct shared *s, enum req_kind kind, int argc, const char *const *argv,
+                                   const size_t *argvlen)
+{
+	struct request *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return NULL;
+	r->s = s;
+	r->kind = kind;
+	r->argc = 0;
+	r->argv = calloc((size_t)argc, sizeof(*r->argv));
+	r->argvlen = calloc((size_t)argc, sizeof(*r->argvlen));
+	r->timer = evtimer_new(s->base, on_timeout, r);
+	r->next = s->requests;
+	if (s->requests != NULL)
+		s->requests->prev = r;
+	s->requests = r;
+	if (r->argv == NULL || r->argvlen == NULL || r->timer == NULL) {
+		request_free(r);
+		return NULL;
+	}
+	for (int i = 0; i < argc; i++) {
+		r->argv[i] = malloc(argvlen[i] + 1);
+		if (r->argv[i] == NULL) {
+			request_free(r);
+			return NULL;
+		}
+		memcpy(r->argv[i], argv[i], argvlen[i]);
+		r->argv[i][argvlen[i]] = '\0';
+		r->argvlen[i] = argvlen[i];
+		r->argc++;
+	}
+	return r;
+}
+
+/* request_send - send r's command (from argv[from]) on the connection,
+ * its timer started; false (r freed) when it cannot be sent */
+static bool request_send(struct shared *s, struct request *r, int from)
+{
+	int64_t ms = s->conf->cache_redis_timeout_ms;
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	if (s->ac == NULL ||
+	    redisAsyncCommandArgv(s->ac, on_reply, r, r->argc - from, (const char **)r->argv + from,
+	                          r->argvlen + from) != REDIS_OK) {
+		request_free(r);
+		return false;
+	}
+	evtimer_add(r->timer, &tv);
+	return true;
+}
+
+/* send_cmd - a request for argv, sent; NULL when it cannot be */
+static struct request *send_cmd(struct shared *s, enum req_kind kind, int argc, const char *const *argv,
+                                const size_t *argvlen)
+{
+	if (s->ac == NULL)
+		return NULL;
+	struct request *r = request_new(s, kind, argc, argv, argvlen);
+	if (r == NULL || !request_send(s, r, 0))
+		return NULL;
+	return r;
+}
+
+/* send_script - EVALSHA of script with keys and args; argv[0..1] are kept
+ * "EVAL" and the script's text for a NOSCRIPT retry, sent from argv[2]:
+ * EVALSHA sha numkeys keys... args... */
+static struct request *send_script(struct shared *s, enum req_kind kind, enum script which, int nkeys,
+                                   const char *const *keys, const size_t *keylens, int nargs,
+                                   const char *const *args, const size_t *arglens)
+{
+	const char *argv[5 + SHARED_FETCH_MAX + 8];
+	size_t len[5 + SHARED_FETCH_MAX + 8];
+	char numkeys[16];
+	if (nkeys > SHARED_FETCH_MAX || nargs > 8 || s->ac == NULL)
+		return NULL;
+	snprintf(numkeys, sizeof(numkeys), "%d", nkeys);
+	int n = 0;
+	argv[n] = "EVAL";
+	len[n++] = 4;
+	argv[n] = script_text[which];
+	len[n++] = strlen(script_text[which]);
+	argv[n] = "EVALSHA";
+	len[n++] = 7;
+	argv[n] = s->sha[which];
+	len[n++] = strlen(s->sha[which]);
+	/* EVALSHA and the sha are sent; a retry sends EVAL, the text and the rest */
+	argv[n] = numkeys;
+	len[n++] = strlen(numkeys);
+	for (int i = 0; i < nkeys; i++) {
+		argv[n] = keys[i];
+		len[n++] = keylens[i];
+	}
+	for (int i = 0; i < nargs; i++) {
+		argv[n] = args[i];
+		len[n++] = arglens[i];
+	}
+	struct request *r = request_new(s, kind, n, argv, len);
+	if (r == NULL)
+		return NULL;
+	r->script = which;
+	if (!request_send(s, r, 2))
+		return NULL;
+	return r;
+}
+
+/* retry_eval - NOSCRIPT (Redis lost its scripts: SCRIPT FLUSH, a failover):
+ * send the text with EVAL (which caches it again); true if sent */
+static bool retry_eval(struct shared *s, struct request *r)
+{
+	if (r->retried || s->ac == NULL)
+		return false;
+	r->retried = true;
+	/* argv: EVAL text EVALSHA sha numkeys ...: EVAL text numkeys ... */
+	free(r->argv[2]);
+	free(r->argv[3]);
+	memmove(&r->argv[2], &r->argv[4], (size_t)(r->argc - 4) * sizeof(*r->argv));
+	memmove(&r->argvlen[2], &r->argvlen[4], (size_t)(r->argc - 4) * sizeof(*r->argvlen));
+	r->argc -= 2;
+	event_del(r->timer);
+	int64_t ms = s->conf->cache_redis_timeout_ms;
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	if (redisAsyncCommandArgv(s->ac, on_reply, r, r->argc, (const char **)r->argv, r->argvlen) !=
+	    REDIS_OK)
+		return false;
+	evtimer_add(r->timer, &tv);
+	return true;
+}
+
+/* ---- state ---- */
+
+/* set_up - the state changes: logged once per change */
+static void set_up(struct shared *s, bool up, const char *why)
+{
+	s->up = up;
+	pthread_mutex_lock(&s->queue_lock);
+	s->queue_up = up;
+	pthread_mutex_unlock(&s->queue_lock);
+	if (up) {
+		s->st.connects++;
+		s->reconnect_ms = 0;
+		if (!s->logged_any || s->logged_down)
+			log_msg(LOG_NOTICE, "shared cache %s: connected; results are shared again",
+			        s->url_text);
+		s->logged_any = true;
+		s->logged_down = false;
+		return;
+	}
+	if (!s->logged_any || !s->logged_down)
+		log_msg(LOG_WARNING,
+		        "shared cache %s: unavailable (%s); verifying with the local cache alone, "
+		        "reconnecting in the background",
+		        s->url_text, why);
+	s->logged_any = true;
+	s->logged_down = true;
+}
+
+static void connect_now(struct shared *s);
+
+static void on_reconnect(evutil_socket_t fd, short what, void *arg)
+{
+	connect_now(arg);
+}
+
+/* schedule_reconnect - after 1 s, doubling to 30 s */
+static void schedule_reconnect(struct shared *s)
+{
+	if (s->reconnect == NULL || evtimer_pending(s->reconnect, NULL))
+		return;
+	s->reconnect_ms = shared_backoff_ms(s->reconnect_ms, RECONNECT_FIRST_MS, RECONNECT_MAX_MS);
+	struct timeval tv = {.tv_sec = s->reconnect_ms / 1000, .tv_usec = (s->reconnect_ms % 1000) * 1000};
+	evtimer_add(s->reconnect, &tv);
+}
+
+/* drop - give the connection up: every pending request fails (hiredis
+ * calls back with NULL, maybe later when inside a callback), Redis is down */
+static void drop(struct shared *s, const char *why)
+{
+	redisAsyncContext *ac = s->ac;
+	s->ac = NULL;
+	if (s->up || !s->logged_down)
+		set_up(s, false, why);
+	s->up = false;
+	/* Fail the callers now: hiredis may defer the free (inside a callback). */
+	for (struct request *r = s->requests; r != NULL; r = r->next)
+		finish(r, SHARED_FAILED);
+	if (ac != NULL) {
+		ac->data = NULL;
+		redisAsyncFree(ac);
+	}
+	schedule_reconnect(s);
+}
+
+/* on_connect - hiredis: the TCP connection is made, or failed (then hiredis
+ * frees the context itself) */
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+	struct shared *s = ac->data;
+	if (s == NULL || status == REDIS_OK)
+		return; /* the setup's replies decide */
+	char why[160];
+	snprintf(why, sizeof(why), "cannot connect: %s", ac->errstr[0] ? ac->errstr : "error");
+	if (s->ac == ac) {
+		s->ac = NULL; /* hiredis frees it */
+		for (struct request *r = s->requests; r != NULL; r = r->next)
+			finish(r, SHARED_FAILED);
+		if (s->up || !s->logged_down)
+			set_up(s, false, why);
+		s->up = false;
+		schedule_reconnect(s);
+	}
+}
+
+/* on_disconnect - hiredis: the connection ended (the server closed it, an
+ * I/O error, or our own free) */
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct shared *s = ac->data;
+	if (s == NULL || s->ac != ac)
+		return; /* dropped by us: handled */
+	s->ac = NULL;
+	for (struct request *r = s->requests; r != NULL; r = r->next)
+		finish(r, SHARED_FAILED);
+	if (s->up || !s->logged_down)
+		set_up(s, false, ac->errstr[0] ? ac->errstr : "the server closed the connection");
+	s->up = false;
+	schedule_reconnect(s);
+}
+
+/* setup_done - one setup reply (AUTH, SELECT, SCRIPT LOAD) was right */
+static void setup_done(struct shared *s)
+{
+	if (--s->setup_left == 0)
+		set_up(s, true, NULL);
+}
+
+/* connect_now - a new connection and its setup, pipelined */
+static void connect_now(struct shared *s)
+{
+	if (s->ac != NULL)
+		return;
+	redisAsyncContext *ac = redisAsyncConnect(s->url.host, s->url.port);
+	if (ac == NULL || ac->err) {
+		char why[160];
+		snprintf(why, sizeof(why), "cannot connect: %s", ac != NULL ? ac->errstr : "out of memory");
+		if (ac != NULL)
+			redisAsyncFree(ac);
+		if (s->up || !s->logged_down)
+			set_up(s, false, why);
+		schedule_reconnect(s);
+		return;
+	}
+	ac->data = s;
+	if (redisLibeventAttach(ac, s->base) != REDIS_OK) {
+		redisAsyncFree(ac);
+		schedule_reconnect(s);
+		return;
+	}
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	s->ac = ac;
+	s->setup_left = 0;
+	if (s->password[0] != '\0') {
+		const char *argv[3] = {"AUTH", s->url.user, s->password};
+		size_t len[3] = {4, strlen(s->url.user), strlen(s->password)};
+		int skip = s->url.user[0] == '\0' ? 1 : 0; /* no user: AUTH password */
+		if (skip) {
+			argv[1] = s->password;
+			len[1] = len[2];
+		}
+		if (send_cmd(s, REQ_SETUP, 3 - skip, argv, len) == NULL) {
+			drop(s, "out of memory");
+			return;
+		}
+		s->setup_left++;
+	}
+	if (s->url.db != 0) {
+		char db[8];
+		snprintf(db, sizeof(db), "%d", s->url.db);
+		const char *argv[2] = {"SELECT", db};
+		size_t len[2] = {6, strlen(db)};
+		if (send_cmd(s, REQ_SETUP, 2, argv, len) == NULL) {
+			drop(s, "out of memory");
+			return;
+		}
+		s->setup_left++;
+	}
+	for (int i = 0; i < SCRIPT_COUNT; i++) {
+		const char *argv[3] = {"SCRIPT", "LOAD", script_text[i]};
+		size_t len[3] = {6, 4, strlen(script_text[i])};
+		struct request *r = request_new(s, REQ_LOAD, 3, argv, len);
+		if (r == NULL) {
+			drop(s, "out of memory");
+			return;
+		}
+		r->script = i;
+		if (!request_send(s, r, 0)) {
+			drop(s, "out of memory");
+			return;
+		}
+		s->setup_left++;
+	}
+}
+
+/* ---- replies ---- */
+
+/* copy_in - one fetched record into the local tier: not over a local
+ * record probed later, and under the local replace rule; true if put */
+static bool copy_in(struct shared *s, const char *key, const redisReply *e, int64_t now)
+{
+	struct cache_record rec, mine;
+	if (e == NULL || e->type != REDIS_REPLY_STRING ||
+	    !cache_record_decode((const unsigned char *)e->str, e->len, &rec) || now >= rec.expires_at_ms)
+		return false;
+	if (s->local == NULL)
+		return false;
+	if (cache_get(s->local, key, now, &mine) != CACHE_MISS && mine.probed_at_ms > rec.probed_at_ms)
+		return false;
+	return cache_put_local(s->local, key, &rec, now);
+}
+
+/* on_reply - hiredis: a reply (NULL: the connection is gone) */
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct request *r = privdata;
+	struct shared *s = r->s;
+	redisReply *rep = reply;
+	if (rep == NULL) {
+		finish(r, SHARED_FAILED);
+		request_free(r);
+		return;
+	}
+	event_del(r->timer);
+	if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 && r->kind != REQ_LOAD &&
+	    retry_eval(s, r))
+		return;
+	bool error = rep->type == REDIS_REPLY_ERROR;
+	switch (r->kind) {
+	case REQ_SETUP:
+	case REQ_LOAD:
+		if (error) {
+			char why[300];
+			bool auth = strncasecmp(r->argv[0], "AUTH", 4) == 0;
+			snprintf(why, sizeof(why), "%s refused: %s", r->argv[0], rep->str);
+			if (auth && (!s->logged_any || !s->logged_down))
+				log_msg(LOG_ERR,
+				        "shared cache %s: AUTH refused (%s): check cache_password_file",
+				        s->url_text, rep->str);
+			finish(r, SHARED_FAILED);
+			request_free(r);
+			drop(s, why);
+			return;
+		}
+		if (r->kind == REQ_LOAD && rep->type == REDIS_REPLY_STRING)
+			snprintf(s->sha[r->script], SHA_MAX, "%s", rep->str);
+		finish(r, 0);
+		request_free(r);
+		if (s->ac == ac)
+			setup_done(s);
+		return;
+	case REQ_PUT:
+		if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 0)
+			s->st.writes_kept++;
+		finish(r, error ? SHARED_FAILED : 0);
+		break;
+	case REQ_DEL:
+	case REQ_RELEASE:
+		finish(r, error ? SHARED_FAILED : 0);
+		break;
+	case REQ_FETCH: {
+		int found = 0;
+		if (!error && rep->type == REDIS_REPLY_ARRAY) {
+			for (size_t i = 0; i < rep->elements && i < r->nkeys; i++)
+				if (copy_in(s, r->keys[i], rep->element[i], r->now_ms))
+					found++;
+			s->st.fetched += (uint64_t)found;
+		}
+		finish(r, error || rep->type != REDIS_REPLY_ARRAY ? SHARED_FAILED : found);
+		break;
+	}
+	case REQ_LEASE:
+		if (error) {
+			finish(r, SHARED_FAILED);
+		} else if (rep->type == REDIS_REPLY_STATUS) {
+			s->st.leases_taken++;
+			finish(r, SHARED_LEASE_OURS);
+		} else {
+			s->st.leases_held++;
+			finish(r, SHARED_LEASE_HELD);
+		}
+		break;
+	}
+	if (error)
+		log_msg(LOG_DEBUG, "shared cache: %s", rep->str);
+	request_free(r);
+}
+
+/* ---- writes (any thread hands them over; the engine thread sends) ---- */
+
+/* send_write - one queued write on the connection (engine thread) */
+static void send_write(struct shared *s, const struct queued *q)
+{
+	char key[SHARED_KEY_MAX];
+	struct request *r = NULL;
+	if (q->kind == REQ_RELEASE)
+		shared_lease_key(q->key, key, sizeof(key));
+	else
+		shared_key(q->key, key, sizeof(key));
+	if (key[0] == '\0')
+		return;
+	const char *keys[1] = {key};
+	size_t keylens[1] = {strlen(key)};
+	if (q->kind == REQ_PUT) {
+		unsigned char buf[CACHE_RECORD_MAX];
+		size_t n = cache_record_encode(&q->rec, buf, sizeof(buf));
+		char now[24], exp[24];
+		snprintf(now, sizeof(now), "%lld", (long long)q->now_ms);
+		snprintf(exp, sizeof(exp), "%lld", (long long)shared_redis_expiry(q->rec.expires_at_ms));
+		const char *args[4] = {(const char *)buf, now, exp, s->id};
+		size_t arglens[4] = {n, strlen(now), strlen(exp), strlen(s->id)};
+		if (n > 0)
+			r = send_script(s, REQ_PUT, SCRIPT_PUT, 1, keys, keylens, 4, args, arglens);
+	} else if (q->kind == REQ_DEL) {
+		const char *argv[2] = {"DEL", key};
+		size_t len[2] = {3, strlen(key)};
+		r = send_cmd(s, REQ_DEL, 2, argv, len);
+	} else {
+		const char *args[1] = {s->id};
+		size_t arglens[1] = {strlen(s->id)};
+		r = send_script(s, REQ_RELEASE, SCRIPT_RELEASE, 1, keys, keylens, 1, args, arglens);
+	}
+	if (r != NULL)
+		s->st.writes++;
+	else
+		s->st.writes_dropped++;
+}
+
+/* on_flush - engine thread: send what was queued, in order */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	struct shared *s = arg;
+	pthread_mutex_lock(&s->queue_lock);
+	struct queued *q = s->queue_head;
+	s->queue_head = s->queue_tail = NULL;
+	s->queue_len = 0;
+	pthread_mutex_unlock(&s->queue_lock);
+	while (q != NULL) {
+		struct queued *next = q->next;
+		if (s->up)
+			send_write(s, q);
+		else
+			s->st.writes_dropped++;
+		free(q);
+		q = next;
+	}
+}
+
+/* enqueue - hand a write to the engine thread; dropped while down or full */
+static void enqueue(struct shared *s, enum req_kind kind, const char *key, const struct cache_record *rec,
+                    int64_t now_ms)
+{
+	struct queued *q = calloc(1, sizeof(*q));
+	if (q == NULL)
+		return;
+	q->kind = kind;
+	snprintf(q->key, sizeof(q->key), "%s", key);
+	if (rec != NULL)
+		q->rec = *rec;
+	q->now_ms = now_ms;
+	bool wake = false;
+	pthread_mutex_lock(&s->queue_lock);
+	if (!s->queue_up || s->queue_len >= SHARED_QUEUE_MAX) {
+		pthread_mutex_unlock(&s->queue_lock);
+		free(q); /* counted nowhere: the counters are the engine thread's */
+		return;
+	}
+	if (s->queue_tail != NULL)
+		s->queue_tail->next = q;
+	else
+		s->queue_head = q;
+	s->queue_tail = q;
+	wake = s->queue_len++ == 0;
+	pthread_mutex_unlock(&s->queue_lock);
+	if (wake)
+		event_active(s->flush, EV_READ, 0);
+}
+
+/* shared_mirror_put - see shared.h */
+void shared_mirror_put(void *arg, const char *key, const struct cache_record *rec, int64_t now_ms)
+{
+	enqueue(arg, REQ_PUT, key, rec, now_ms);
+}
+
+/* shared_mirror_del - see shared.h */
+void shared_mirror_del(void *arg, const char *key)
+{
+	enqueue(arg, REQ_DEL, key, NULL, 0);
+}
+
+/* shared_release - see shared.h */
+void shared_release(struct shared *s, const char *key)
+{
+	enqueue(s, REQ_RELEASE, key, NULL, 0);
+}
+
+/* ---- lookups and leases (engine thread) ---- */
+
+/* shared_fetch - see shared.h */
+void *shared_fetch(struct shared *s, const char *const *keys, size_t n, int64_t now_ms, shared_done_fn done,
+                   void *arg)
+{
+	if (s == NULL || !s->up || n == 0 || n > SHARED_FETCH_MAX)
+		return NULL;
+	char full[SHARED_FETCH_MAX][SHARED_KEY_MAX];
+	const char *kv[SHARED_FETCH_MAX];
+	size_t kl[SHARED_FETCH_MAX];
+	size_t used = 0;
+	char kept[SHARED_FETCH_MAX][CACHE_KEY_MAX];
+	for (size_t i = 0; i < n; i++) {
+		shared_key(keys[i], full[used], sizeof(full[used]));
+		if (full[used][0] == '\0')
+			continue;
+		snprintf(kept[used], sizeof(kept[used]), "%s", keys[i]);
+		kv[used] = full[used];
+		kl[used] = strlen(full[used]);
+		used++;
+	}
+	if (used == 0)
+		return NULL;
+	struct request *r = send_script(s, REQ_FETCH, SCRIPT_FETCH, (int)used, kv, kl, 0, NULL, NULL);
+	if (r == NULL)
+		return NULL;
+	r->done = done;
+	r->arg = arg;
+	r->now_ms = now_ms;
+	r->nkeys = used;
+	memcpy(r->keys, kept, sizeof(kept));
+	s->st.fetches++;
+	return r;
+}
+
+/* shared_lease - see shared.h */
+void *shared_lease(struct shared *s, const char *key, int64_t ttl_ms, shared_done_fn done, void *arg)
+{
+	if (s == NULL || !s->up)
+		return NULL;
+	char lease[SHARED_KEY_MAX], px[24];
+	shared_lease_key(key, lease, sizeof(lease));
+	if (lease[0] == '\0')
+		return NULL;
+	snprintf(px, sizeof(px), "%lld", (long long)(ttl_ms > 0 ? ttl_ms : 1));
+	const char *argv[6] = {"SET", lease, s->id, "NX", "PX", px};
+	size_t len[6] = {3, strlen(lease), strlen(s->id), 2, 2, strlen(px)};
+	struct request *r = send_cmd(s, REQ_LEASE, 6, argv, len);
+	if (r == NULL)
+		return NULL;
+	r->done = done;
+	r->arg = arg;
+	return r;
+}
+
+/* shared_cancel - see shared.h */
+void shared_cancel(struct shared *s, void *request)
+{
+	struct request *r = request;
+	if (r == NULL)
+		return;
+	r->done = NULL;
+	r->finished = true;
+}
+
+/* ---- life cycle ---- */
+
+/* shared_read_password - see shared.h */
+bool shared_read_password(const char *path, char *buf, size_t size, char *why, size_t why_size)
+{
+	buf[0] = '\0';
+	if (path == NULL || path[0] == '\0')
+		return true;
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		snprintf(why, why_size, "cannot read cache_password_file %s: %s", path, strerror(errno));
+		return false;
+	}
+	bool ok = fgets(buf, (int)size, f) != NULL || feof(f);
+	fclose(f);
+	if (!ok) {
+		snprintf(why, why_size, "cannot read cache_password_file %s", path);
+		buf[0] = '\0';
+		return false;
+	}
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return true;
+}
+
+/* host_id - "hostname:pid": what a lease holds */
+static void host_id(char *buf, size_t size)
+{
+	char host[256];
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "unknown");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(buf, size, "%s:%ld", host, (long)getpid());
+}
+
+/* shared_new - see shared.h */
+struct shared *shared_new(struct event_base *base, const struct conf *conf, struct cache *local, char *why,
+                          size_t why_size)
+{
+	struct shared *s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		snprintf(why, why_size, "out of memory");
+		return NULL;
+	}
+	s->base = base;
+	s->conf = conf;
+	s->local = local;
+	pthread_mutex_init(&s->queue_lock, NULL);
+	if (!redis_url_parse(conf->cache, &s->url, why, why_size) ||
+	    !shared_read_password(conf->cache_password_file, s->password, sizeof(s->password), why, why_size))
+		goto fail;
+	redis_url_format(&s->url, s->url_text, sizeof(s->url_text));
+	host_id(s->id, sizeof(s->id));
+	s->reconnect = evtimer_new(base, on_reconnect, s);
+	s->flush = event_new(base, -1, 0, on_flush, s);
+	if (s->reconnect == NULL || s->flush == NULL) {
+		snprintf(why, why_size, "out of memory");
+		goto fail;
+	}
+	connect_now(s);
+	return s;
+fail:
+	shared_free(s);
+	return NULL;
+}
+
+/* shared_set_conf - see shared.h */
+void shared_set_conf(struct shared *s, const struct conf *conf)
+{
+	if (s == NULL)
+		return;
+	s->conf = conf;
+	char password[PASSWORD_MAX], why[300];
+	if (!shared_read_password(conf->cache_password_file, password, sizeof(password), why, sizeof(why))) {
+		log_msg(LOG_ERR, "reload: %s; the shared cache keeps the password it had", why);
+		return;
+	}
+	if (strcmp(password, s->password) != 0) {
+		memcpy(s->password, password, sizeof(password));
+		if (s->ac != NULL)
+			drop(s, "the password changed: reconnecting");
+		if (s->reconnect != NULL)
+			event_del(s->reconnect);
+		s->reconnect_ms = 0;
+		connect_now(s);
+	}
+	explicit_bzero(password, sizeof(password));
+}
+
+/* shared_free - see shared.h */
+void shared_free(struct shared *s)
+{
+	if (s == NULL)
+		return;
+	for (struct request *r = s->requests; r != NULL; r = r->next) {
+		r->done = NULL;
+		r->finished = true;
+	}
+	if (s->ac != NULL) {
+		redisAsyncContext *ac = s->ac;
+		s->ac = NULL;
+		ac->data = NULL;
+		redisAsyncFree(ac); /* calls back every pending request: freed there */
+	}
+	while (s->requests != NULL)
+		request_free(s->requests); /* none should be left; a guard */
+	while (s->queue_head != NULL) {
+		struct queued *q = s->queue_head;
+		s->queue_head = q->next;
+		free(q);
+	}
+	if (s->reconnect != NULL)
+		event_free(s->reconnect);
+	if (s->flush != NULL)
+		event_free(s->flush);
+	pthread_mutex_destroy(&s->queue_lock);
+	explicit_bzero(s->password, sizeof(s->password));
+	free(s);
+}
+
+/* shared_is_up - see shared.h */
+bool shared_is_up(const struct shared *s)
+{
+	return s != NULL && s->up;
+}
+
+/* shared_get_stats - see shared.h */
+void shared_get_stats(const struct shared *s, struct shared_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (s == NULL)
+		return;
+	*out = s->st;
+	out->up = s->up;
+}
+
+/* shared_check - see shared.h */
+bool shared_check(const struct conf *conf, char *why, size_t why_size)
+{
+	struct redis_url url;
+	char password[PASSWORD_MAX], text[REDIS_URL_HOST_MAX + REDIS_URL_USER_MAX + 32];
+	if (!redis_url_parse(conf->cache, &url, why, why_size) ||
+	    !shared_read_password(conf->cache_password_file, password, sizeof(password), why, why_size))
+		return false;
+	redis_url_format(&url, text, sizeof(text));
+	int64_t ms = conf->cache_redis_timeout_ms < 1000 ? 1000 : conf->cache_redis_timeout_ms;
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	redisContext *c = redisConnectWithTimeout(url.host, url.port, tv);
+	if (c == NULL || c->err) {
+		snprintf(why, why_size, "cache %s: cannot connect: %s", text,
+		         c != NULL ? c->errstr : "out of memory");
+		if (c != NULL)
+			redisFree(c);
+		explicit_bzero(password, sizeof(password));
+		return false;
+	}
+	redisSetTimeout(c, tv);
+	bool ok = true;
+	redisReply *rep = NULL;
+	if (password[0] != '\0') {
+		if (url.user[0] != '\0')
+			rep = redisCommand(c, "AUTH %s %s", url.user, password);
+		else
+			rep = redisCommand(c, "AUTH %s", password);
+		if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+			snprintf(why, why_size, "cache %s: AUTH refused: %s (check cache_password_file)",
+			         text, rep != NULL ? rep->str : c->errstr);
+			ok = false;
+		}
+		freeReplyObject(rep);
+		rep = NULL;
+	}
+	if (ok && url.db != 0) {
+		rep = redisCommand(c, "SELECT %d", url.db);
+		if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+			snprintf(why, why_size, "cache %s: SELECT %d refused: %s", text, url.db,
+			         rep != NULL ? rep->str : c->errstr);
+			ok = false;
+		}
+		freeReplyObject(rep);
+		rep = NULL;
+	}
+	if (ok) {
+		rep = redisCommand(c, "PING");
+		if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+			snprintf(why, why_size, "cache %s: PING refused: %s", text,
+			         rep != NULL ? rep->str : c->errstr);
+			ok = false;
+		}
+		freeReplyObject(rep);
+	}
+	redisFree(c);
+	explicit_bzero(password, sizeof(password));
+	return ok;
+}

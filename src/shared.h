@@ -1,0 +1,116 @@
+/*
+ * shared.h - the shared cache tier on Redis (issue 12): one client per
+ * daemon, on the engine thread's event loop (hiredis's async API and its
+ * libevent adapter), between the local LMDB tier and a Redis server that
+ * every host of a fleet uses.
+ *
+ * Owns the connection, its requests and their timers, the queue of writes
+ * handed over by other threads, the password (read from
+ * cache_password_file, never logged) and this host's id ("hostname:pid",
+ * what leases hold). Everything runs on the engine thread except
+ * shared_mirror_put/del (any thread: they queue and wake the loop) and
+ * shared_check (synchronous, for vemilter -n).
+ *
+ * Connection: connect, AUTH [user] password, SELECT db, SCRIPT LOAD of the
+ * scripts (sharedrule.h); only then is Redis "up". Every command, those
+ * included, has its own cache_redis_timeout timer: a timeout or an error
+ * drops the connection (every request still pending fails), Redis is
+ * "down", and a reconnection follows after 1 s, doubling to 30 s, reset by
+ * a success. A change of state is logged once (a warning when it goes
+ * down, with why; a notice when it is up again); a wrong password is an
+ * error line. hiredis 0.14 resolves a host name with a blocking
+ * getaddrinfo() at connect: name Redis by address (or in /etc/hosts).
+ *
+ * While down, nothing waits for Redis: fetches and leases fail at once (the
+ * verifier probes, as without a shared tier), writes are dropped (the local
+ * tier has them). Writes are sent in the order they were made, one
+ * connection, so a record always reaches Redis before the release of the
+ * lease its probe held.
+ */
+#ifndef VEMILTER_SHARED_H
+#define VEMILTER_SHARED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache.h"
+#include "conf.h"
+
+struct event_base;
+struct shared;
+
+/* shared_new - a client for conf->cache (a redis:// URL) on base, copying
+ * what it fetches into local (the local tier, not owned; may be NULL: then
+ * fetches find nothing). Starts connecting (not waited for). NULL with a
+ * reason when the URL or the password file is unusable or out of memory. */
+struct shared *shared_new(struct event_base *base, const struct conf *conf, struct cache *local, char *why,
+                          size_t why_size);
+
+/* shared_free - the loop has stopped: drop the connection; requests still
+ * pending end without their callbacks. NULL is fine. */
+void shared_free(struct shared *s);
+
+/* shared_set_conf - a reload (engine thread): the timeout, and the
+ * password file read again (a new password reconnects). conf must outlive
+ * its use (the caller keeps it). */
+void shared_set_conf(struct shared *s, const struct conf *conf);
+
+/* shared_is_up - Redis answered the setup and nothing failed since */
+bool shared_is_up(const struct shared *s);
+
+/* The mirror (cache.h's struct cache_mirror; arg is the struct shared):
+ * any thread. A write while Redis is down, or beyond SHARED_QUEUE_MAX
+ * waiting, is dropped and counted. */
+#define SHARED_QUEUE_MAX 10000
+void shared_mirror_put(void *arg, const char *key, const struct cache_record *rec, int64_t now_ms);
+void shared_mirror_del(void *arg, const char *key);
+
+/* shared_fetch - look keys (cache keys, up to SHARED_FETCH_MAX) up in
+ * Redis in one round trip, and copy each record found into the local tier
+ * (unless the local one was probed later, and under the local replace
+ * rule). done(arg, n) runs once, later, on the engine thread: n records
+ * copied, or -1 when Redis failed. NULL (nothing will run) when Redis is
+ * down or the request cannot be made. */
+#define SHARED_FETCH_MAX 4
+typedef void (*shared_done_fn)(void *arg, int result);
+void *shared_fetch(struct shared *s, const char *const *keys, size_t n, int64_t now_ms, shared_done_fn done,
+                   void *arg);
+
+/* shared_lease - SET the lease of key (a cache key) to this host's id, NX,
+ * for ttl_ms. done(arg, r), later: SHARED_LEASE_OURS, SHARED_LEASE_HELD
+ * (another host holds it), or SHARED_FAILED. NULL as for shared_fetch. */
+enum { SHARED_FAILED = -1, SHARED_LEASE_HELD = 0, SHARED_LEASE_OURS = 1 };
+void *shared_lease(struct shared *s, const char *key, int64_t ttl_ms, shared_done_fn done, void *arg);
+
+/* shared_release - delete the lease of key if it is still ours; queued
+ * behind the writes made before it */
+void shared_release(struct shared *s, const char *key);
+
+/* shared_cancel - done will not run for this request */
+void shared_cancel(struct shared *s, void *request);
+
+/* What the client did (for metrics and tests). */
+struct shared_stats {
+	bool up;
+	uint64_t writes;         /* records and deletions sent */
+	uint64_t writes_dropped; /* not sent: Redis down, or the queue full */
+	uint64_t writes_kept;    /* records the cross-host replace rule kept out */
+	uint64_t fetches;        /* lookups sent */
+	uint64_t fetched;        /* records copied into the local tier */
+	uint64_t failures;       /* commands that failed or timed out */
+	uint64_t connects;       /* connections that came up */
+	uint64_t leases_taken, leases_held;
+};
+void shared_get_stats(const struct shared *s, struct shared_stats *out);
+
+/* shared_check - vemilter -n: connect, AUTH and SELECT synchronously
+ * within cache_redis_timeout (at least 1 s). False with a reason (a wrong
+ * password says so) when Redis cannot be used. */
+bool shared_check(const struct conf *conf, char *why, size_t why_size);
+
+/* shared_read_password - the first line of path (without its newline)
+ * into buf; "" and true for an empty path. False with a reason. */
+bool shared_read_password(const char *path, char *buf, size_t size, char *why, size_t why_size);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * sharedrule.h - the pure part of the shared Redis cache (issue 12): key
+ * names, the Lua scripts that keep the cache's rules inside Redis, and the
+ * backoff of waits and reconnections. No hiredis, no I/O, no state: shared.c
+ * sends these, tests/unit/test_sharedrule.c runs the scripts against a real
+ * redis-server and checks them against cache_record_may_replace().
+ *
+ * What is in Redis (one layout for every host and for vemilter-cache):
+ *  - "vemilter:" + a cache key (cache.h: "a:<addr>", "d:<dom>", "h:<dom>",
+ *    "t:<stable>"): a HASH. Field "r": exactly cache_record_encode()'s
+ *    bytes (cacherec.c documents the format). Field "w": the id of the host
+ *    that wrote it ("hostname:pid"), for people reading it. Expiry:
+ *    PEXPIREAT at the record's expires_at (the key vanishes with it).
+ *  - "vemilter:lease:" + an "a:" key: a STRING, the id of the host probing
+ *    that address now; set with NX and PX (probe_timeout + a margin), so a
+ *    host that dies leaves a lease that expires by itself. Never listed.
+ *
+ * The replace rule across hosts (SHARED_LUA_PUT), atomic in Redis: the
+ * stored record is read from its own "r" bytes, and the fresh one replaces
+ * it unless
+ *  - it was probed before the stored one (hosts keep the latest probe; a
+ *    refresh stamp keeps its record's probe time, so it may replace its
+ *    own record), or
+ *  - cache_record_may_replace() says no: a temporary outcome never
+ *    overwrites an unexpired answer, except a stale negative.
+ * A stored record past its expiry (or unreadable) is replaced whatever it
+ * held; a fresh record already expired is not written. Hosts' clocks are
+ * assumed within seconds of each other (NTP): times are the writers'.
+ */
+#ifndef VEMILTER_SHAREDRULE_H
+#define VEMILTER_SHAREDRULE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHARED_PREFIX       "vemilter:"
+#define SHARED_LEASE_PREFIX "vemilter:lease:"
+#define SHARED_KEY_MAX      340 /* a cache key (CACHE_KEY_MAX) and a prefix */
+#define SHARED_ID_MAX       300 /* "hostname:pid" */
+
+/* shared_key - SHARED_PREFIX + cache_key into buf; "" if it does not fit
+ * or cache_key is empty */
+void shared_key(const char *cache_key, char *buf, size_t size);
+
+/* shared_lease_key - SHARED_LEASE_PREFIX + cache_key into buf; "" as above */
+void shared_lease_key(const char *cache_key, char *buf, size_t size);
+
+/* The scripts (Lua, run by EVALSHA; shared.c falls back to EVAL on NOSCRIPT).
+ *
+ * SHARED_LUA_PUT: KEYS[1] the record's key; ARGV[1] the record's bytes,
+ * ARGV[2] the writer's now (ms), ARGV[3] its expires_at (ms, decimal),
+ * ARGV[4] the writer's id. Returns 1 written, 0 kept the stored one, an
+ * error for a record it cannot read.
+ *
+ * SHARED_LUA_FETCH: KEYS the records' keys; returns one element per key,
+ * the "r" bytes or false (nil).
+ *
+ * SHARED_LUA_RELEASE: KEYS[1] a lease, ARGV[1] our id: deleted only if it
+ * is still ours (it may have expired and been taken by another host).
+ * Returns 1 deleted, 0 not ours. */
+extern const char SHARED_LUA_PUT[];
+extern const char SHARED_LUA_FETCH[];
+extern const char SHARED_LUA_RELEASE[];
+
+/* shared_backoff_ms - the next wait of a doubling backoff: first when prev
+ * is 0, else prev doubled, never above max */
+int64_t shared_backoff_ms(int64_t prev, int64_t first, int64_t max);
+
+/* shared_redis_expiry - what PEXPIREAT is given for a record's expires_at:
+ * the same, except that a time past year 9999 (a saturated lifetime) is
+ * capped there (Redis refuses expiry times that overflow) */
+int64_t shared_redis_expiry(int64_t expires_at_ms);
+
+#endif

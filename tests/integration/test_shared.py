@@ -1,0 +1,347 @@
+#!/usr/bin/python3
+"""test_shared - two vemilter daemons sharing one Redis cache (issue 12).
+
+A real redis-server on a loopback port and a data directory of its own
+(started here; nothing else uses it), two daemons (A and B, each with its
+own local LMDB tier) with `cache = redis://127.0.0.1:PORT`, a fake DNS
+server and a fake SMTP farm, driven by our milter client. Checked:
+
+- a record's round trip: A's probe leaves vemilter:a:<address> in Redis
+  (a HASH whose "r" is the record, with a TTL); B answers the same sender
+  from it with no probe;
+- one probe for the fleet: many concurrent messages from one new sender at
+  a slow server, split across A and B, make the farm see exactly 1 RCPT
+  for it (the other daemon waits on the lease, then serves A's answer);
+- a catch-all fact learned on A saves B its random RCPT (and its probe);
+- Redis killed mid-run: mail keeps being verified by probes (no tempfail
+  for the cache's sake), the daemon logs "unavailable" once; Redis
+  restarted: the daemon logs "connected" and new results reach Redis;
+- Redis made slow with DEBUG SLEEP: verdicts still come within the budget;
+- a wrong password: `vemilter -n` exits non-zero with a clear error.
+
+TAP on stdout; loopback only; every wait bounded.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
+
+import vmtest  # noqa: E402
+from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from milterclient import MilterClient  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
+from smtpfarm import SmtpFarm  # noqa: E402
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+FARM = {
+    "127.0.0.41": ("normal", {"users": ["alice", "bob", "carol", "dave", "erin"]}),
+    "127.0.0.42": ("catchall", {}),
+    "127.0.0.46": ("slow_banner", {"delay": 1.5, "users": ["burst"]}),
+}
+ZONE = {
+    "ok.test": {"MX": [[10, "mx.ok.test"]]}, "mx.ok.test": {"A": ["127.0.0.41"]},
+    "all.test": {"MX": [[10, "mx.all.test"]]}, "mx.all.test": {"A": ["127.0.0.42"]},
+    "slow.test": {"MX": [[10, "mx.slow.test"]]}, "mx.slow.test": {"A": ["127.0.0.46"]},
+}
+
+
+class Redis:
+    """A throw-away redis-server on 127.0.0.1:port, data in its own dir.
+    (A minimal starter; tests/lib/redisserver.py is the shared one.)"""
+
+    def __init__(self, tmp, name="redis", password=None, port=None):
+        self.dir = tmp.join(name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or vmtest.free_port()
+        self.password = password
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "redis.log")
+
+    def start(self, timeout=10):
+        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self.dir, "--logfile", self.log_path,
+                "--protected-mode", "no", "--enable-debug-command", "local"]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        if not vmtest.wait_until(lambda: self.ping(), timeout):
+            raise RuntimeError("redis-server did not answer on port %d" % self.port)
+
+    def cmd(self, *args, timeout=5):
+        """One command over RESP; returns the decoded reply (bytes, int, list,
+        None) or raises on an error reply."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            out = b""
+            if self.password:
+                out += _resp(["AUTH", self.password])
+            out += _resp(args)
+            s.sendall(out)
+            f = s.makefile("rb")
+            if self.password:
+                _read(f)
+            return _read(f)
+
+    def ping(self):
+        try:
+            return self.cmd("PING", timeout=1) == b"PONG"
+        except Exception:
+            return False
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+def _resp(args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def _read(f):
+    line = f.readline()
+    if not line:
+        raise EOFError("connection closed")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        raise RuntimeError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2]
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_read(f) for _ in range(n)]
+    raise RuntimeError("bad reply %r" % line)
+
+
+def session(d, sender, client="198.51.100.7"):
+    """One message; (first digit of the RCPT reply, transcript)."""
+    c = MilterClient(d.socket, timeout=20)
+    try:
+        c.session(client_addr=client)
+        m = c.mail(sender, macros={"i": "Q1"})
+        got = m
+        if m.code == "c":
+            got = c.rcpt("<bob@local.test>")
+        c.quit()
+        digit = "2" if got.code in ("c", "a") else (got.smtp_code or "?")[0]
+        return digit, c.transcript_text()
+    finally:
+        c.close()
+
+
+def verdicts(d, sender):
+    return [l for l in d.log_lines(r"verdict ") if "sender=%s" % sender in l]
+
+
+def daemon_conf(tmp, name, dns_port, farm_port, redis_port, **over):
+    conf = base_conf(tmp, name + ".sock", **{
+        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
+        "helo_name": "probe.vemilter.test", "probe_port": farm_port,
+        "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+        "banner_timeout": "10s", "command_timeout": "5s", "probe_timeout": "10s",
+        "verify_budget": "6s", "cache": "redis://127.0.0.1:%d" % redis_port,
+        "cache_fallback": tmp.join(name + ".lmdb"), "client_probe_rate": "0",
+    })
+    conf.update(over)
+    return conf
+
+
+def main():
+    tap = vmtest.Tap()
+    tmp = TempDir()
+    dns = FakeDNS(ZONE)
+    farm = SmtpFarm()
+    redis = Redis(tmp)
+    daemons = []
+    try:
+        dns_port = dns.start()
+        for address, (behaviour, options) in FARM.items():
+            farm.add(address, behaviour, **options)
+        farm_port = farm.start()
+        redis.start()
+        a = Daemon(tmp, daemon_conf(tmp, "a", dns_port, farm_port, redis.port), name="a", debug=True)
+        b = Daemon(tmp, daemon_conf(tmp, "b", dns_port, farm_port, redis.port), name="b", debug=True)
+        daemons += [a, b]
+        a.start()
+        b.start()
+        for d in (a, b):
+            tap.check("%s: connected to the shared cache (logged)" % d.name,
+                      d.wait_log(r"shared cache redis://127\.0\.0\.1:%d/0: connected" % redis.port, 5)
+                      is not None, d.diag)
+
+        # Round trip: A probes, the record is in Redis with its TTL; B serves it.
+        digit, t = session(a, "<alice@ok.test>")
+        tap.check("A: valid sender accepted (probed)", digit == "2", t)
+        key = "vemilter:a:alice@ok.test"
+        vmtest.wait_until(lambda: redis.cmd("EXISTS", key) == 1, 3)
+        rec = redis.cmd("HGET", key, "r")
+        ttl = redis.cmd("PTTL", key)
+        tap.check("Redis holds A's record: a HASH, field r a version-2 record of kind valid, with a TTL",
+                  rec is not None and rec[0] == 2 and rec[1] == 0 and ttl > 0,
+                  "r=%r pttl=%r type=%r" % (rec, ttl, redis.cmd("TYPE", key)))
+        tap.check("the writer's id is kept (field w)", (redis.cmd("HGET", key, "w") or b"").endswith(
+            b":%d" % a.proc.pid), repr(redis.cmd("HGETALL", key)))
+        before = farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>")
+        digit, t = session(b, "<alice@ok.test>")
+        tap.check("B: the same sender accepted with 0 probes (from the shared cache)",
+                  digit == "2" and farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>") == before == 1,
+                  "%s\nprobes before %d after %d\n%s" % (t, before, farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>"),
+                                                         b.diag()))
+        tap.check("B: logged as answered from the shared cache",
+                  b.wait_log(r"alice@ok\.test: answered from the shared cache", 2) is not None, b.diag)
+
+        # An invalid address: the 550 travels too (B rejects without a probe).
+        digit, t = session(a, "<nobody@ok.test>")
+        digit_b, t_b = session(b, "<nobody@ok.test>")
+        tap.check("invalid on A, rejected on B with no probe of its own",
+                  digit == "5" and digit_b == "5" and farm.count("127.0.0.41", "RCPT TO:<nobody@ok.test>") == 1,
+                  t + t_b)
+
+        # One probe for the fleet: 20 concurrent messages from a new sender at
+        # a slow server (1.5 s banner), half at A, half at B.
+        results = []
+        lock = threading.Lock()
+
+        def one(d):
+            try:
+                r = session(d, "<burst@slow.test>")[0]
+            except Exception as e:  # a failed session is a failed check below
+                r = repr(e)
+            with lock:
+                results.append(r)
+        threads = [threading.Thread(target=one, args=((a, b)[i % 2],)) for i in range(20)]
+        t0 = time.monotonic()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        took = time.monotonic() - t0
+        rcpts = farm.count("127.0.0.46", "RCPT TO:<burst@slow.test>")
+        tap.diag("20 concurrent messages over 2 daemons: %d probe(s), %.2f s" % (rcpts, took))
+        tap.check("20 concurrent messages split over A and B: all accepted",
+                  results.count("2") == 20, repr(results))
+        tap.check("... with exactly 1 probe for the fleet (the farm saw 1 RCPT)", rcpts == 1,
+                  "RCPTs: %d\n%s\n%s" % (rcpts, a.diag(), b.diag()))
+        waited = [d for d in (a, b) if d.log_lines(r"burst@slow\.test: another host probes it")]
+        tap.check("... one daemon waited on the other's lease", len(waited) == 1,
+                  "\n".join(l for d in (a, b) for l in d.log_lines(r"burst@slow")))
+
+        # A catch-all fact learned on A saves B its random RCPT.
+        digit, t = session(a, "<x@all.test>")
+        tap.check("A: catch-all sender accepted", digit == "2", t)
+        vmtest.wait_until(lambda: redis.cmd("EXISTS", "vemilter:d:all.test") == 1, 5)
+        tap.check("the catch-all fact is in Redis (vemilter:d:all.test)",
+                  redis.cmd("EXISTS", "vemilter:d:all.test") == 1, repr(redis.cmd("KEYS", "vemilter:*")))
+        sessions = farm.connections("127.0.0.42")
+        rcpts = farm.count("127.0.0.42", "RCPT TO:")
+        digit, t = session(b, "<y@all.test>")
+        tap.check("B: another address of the catch-all domain accepted with no session and no RCPT",
+                  digit == "2" and farm.connections("127.0.0.42") == sessions and
+                  farm.count("127.0.0.42", "RCPT TO:") == rcpts,
+                  "%s\nsessions %d->%d rcpts %d->%d" % (t, sessions, farm.connections("127.0.0.42"), rcpts,
+                                                        farm.count("127.0.0.42", "RCPT TO:")))
+
+        # Redis slow: DEBUG SLEEP holds it 2 s; a new sender is still verified
+        # (the lookup times out after 200 ms, the daemon probes).
+        sleeper = threading.Thread(target=lambda: _quiet(redis.cmd, "DEBUG", "SLEEP", "2", timeout=10))
+        sleeper.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        digit, t = session(a, "<carol@ok.test>")
+        took = time.monotonic() - t0
+        sleeper.join(15)
+        tap.check("Redis asleep (DEBUG SLEEP 2): a new sender still accepted, in %.2f s (< 1.5 s)" % took,
+                  digit == "2" and took < 1.5, t + "\n" + a.diag())
+        tap.check("A logged the shared cache unavailable (a timeout)",
+                  a.wait_log(r"shared cache .*: unavailable \(no answer within 200 ms\)", 3) is not None, a.diag)
+        tap.check("A: back on Redis after the sleep (logged connected again)",
+                  a.wait_log(r"(?s)unavailable.*shared cache .*: connected", 10) is not None, a.diag)
+
+        # Redis killed: mail still flows, from probes and the local tier.
+        mark_a = len(a.log())
+        redis.stop()
+        digit, t = session(a, "<dave@ok.test>")
+        tap.check("Redis killed: a new sender is still verified (accepted, probed)",
+                  digit == "2" and farm.count("127.0.0.41", "RCPT TO:<dave@ok.test>") == 1, t + a.diag())
+        digit, t = session(a, "<alice@ok.test>")
+        tap.check("Redis killed: a known sender is answered from the local tier",
+                  digit == "2" and farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>") == 1, t)
+        digit, t = session(a, "<nobody@ok.test>")
+        tap.check("Redis killed: the known invalid sender is still rejected", digit == "5", t)
+        tap.check("A logged the shared cache unavailable once",
+                  len([l for l in a.log()[mark_a:].splitlines() if "unavailable" in l]) == 1,
+                  a.log()[mark_a:])
+
+        # Restarted (same port, empty): back on it, logged, and new results go there.
+        redis.start()
+        tap.check("Redis restarted: A logged connected again",
+                  a.wait_log(r"shared cache .*: connected", 35, start=mark_a) is not None, a.diag)
+        digit, t = session(a, "<erin@ok.test>")
+        ok = vmtest.wait_until(lambda: redis.cmd("EXISTS", "vemilter:a:erin@ok.test") == 1, 3)
+        tap.check("after the restart, a new result reaches Redis", digit == "2" and ok,
+                  repr(redis.cmd("KEYS", "*")))
+
+        # Wrong password: vemilter -n refuses with a clear error.
+        locked = Redis(tmp, "locked", password="right-one")
+        try:
+            locked.start()
+            tmp.write("wrong.pw", "wrong-one\n", mode=0o600)
+            tmp.write("right.pw", "right-one\n", mode=0o600)
+            for pw, want in (("wrong.pw", False), ("right.pw", True)):
+                conf = daemon_conf(tmp, "n", dns_port, farm_port, locked.port,
+                                   cache_password_file=tmp.join(pw))
+                path = tmp.write("n-%s.conf" % pw, vmtest.format_conf(conf))
+                r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", path], timeout=20)
+                out = (r.stdout or "") + (r.stderr or "")
+                if want:
+                    tap.check("vemilter -n with the right password: exit 0", r.returncode == 0, out)
+                else:
+                    tap.check("vemilter -n with a wrong password: exit non-zero, naming AUTH",
+                              r.returncode != 0 and "AUTH refused" in out and "wrong-one" not in out, out)
+        finally:
+            locked.stop()
+    except Exception as e:
+        import traceback
+        tap.check("no exception", False, traceback.format_exc() + "\n" + "\n".join(d.diag() for d in daemons))
+    finally:
+        for d in daemons:
+            d.kill()
+        redis.stop()
+        farm.stop()
+        dns.stop()
+        tmp.remove()
+    return tap.done()
+
+
+def _quiet(fn, *args, **kw):
+    try:
+        fn(*args, **kw)
+    except Exception:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
