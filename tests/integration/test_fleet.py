@@ -67,10 +67,11 @@ FARM = {
     "127.0.0.35": ("slow_banner", {"delay": 0.3, "users": FLOW_USERS}),  # killed.test
     "127.0.0.36": ("normal", {"users": FLOW_USERS}),                 # restart.test
     "127.0.0.37": ("normal", {"users": FLOW_USERS}),                 # slow.test
+    "127.0.0.38": ("normal", {"users": FLOW_USERS}),                 # fast.test
 }
 DOMAINS = {"burst.test": "127.0.0.31", "shared.test": "127.0.0.32", "catchall.test": "127.0.0.33",
            "notcatch.test": "127.0.0.34", "killed.test": "127.0.0.35", "restart.test": "127.0.0.36",
-           "slow.test": "127.0.0.37"}
+           "slow.test": "127.0.0.37", "fast.test": "127.0.0.38"}
 
 
 class G:
@@ -108,6 +109,9 @@ def daemon_conf(name, **over):
         "probe_timeout": "20s",
         "verify_budget": "6s",
         "client_probe_rate": 0,
+        # the budgets are not under test: 100 new senders of one domain in a few seconds
+        "host_session_rate": 0,
+        "domain_probe_rate": 0,
         "cache": G.redis.url(),
         "cache_fallback": G.tmp.join(name + ".lmdb"),
         "cache_redis_timeout": "200ms",
@@ -352,6 +356,47 @@ def t_catch_all_shared(tap, cleanup):
               and random_rcpts("notcatch.test") == 1, d)
 
 
+def todo(tap, name, cond, reason, diag=None):
+    """A known bug (TAP "# TODO"): "not ok" does not fail the file (XFAIL);
+    "ok" is an XPASS, which make check counts as a failure, so the fix
+    must drop the TODO and make it an ordinary check."""
+    tap.count += 1
+    tap._emit("%s %d - %s # TODO %s" % ("ok" if cond else "not ok", tap.count, tap._name(name), reason))
+    if not cond and diag is not None:
+        tap.diag(diag() if callable(diag) else diag)
+
+
+def t_fast_probes_once(tap, cleanup):
+    """Probes that take milliseconds: 100 new senders, each through both
+    MTAs at once (10 sessions at a time on each)."""
+    senders = ["k%03d@fast.test" % i for i in range(100)]
+    results = [[None] * len(senders) for _ in range(2)]
+
+    def feed(k, pf):
+        for i in range(0, len(senders), 10):
+            batch = concurrent([(pf, s) for s in senders[i:i + 10]], barrier=False)
+            results[k][i:i + 10] = batch
+    threads = [threading.Thread(target=feed, args=(k, pf), daemon=True) for k, pf in enumerate((G.pa, G.pb))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    flat = results[0] + results[1]
+    tap.equal("fast probes: 200 messages, all MAIL 250, RCPT 250", all_250(flat), 200,
+              lambda: "not 250: %r" % [(s, r) for s, r in zip(senders + senders, flat) if not r or r[:2] != (250, 250)])
+    G.farm.wait_idle(timeout=5)
+    n = rcpts("fast.test")
+    twice = [s for s in senders if rcpts("fast.test", s) > 1]
+    # vcore (on_shared_fetched/on_shared_lease): the fetch finds nothing,
+    # the other host stores its answer and gives its lease back, then the
+    # SET NX succeeds and this host probes again; another fetch after
+    # taking the lease would close the window.
+    todo(tap, "fast probes: one probe a sender across the fleet (%d RCPTs for 100 senders, %d probed twice)"
+         % (n, len(twice)), n == 100,
+         "a lease taken after the other host released it, its record missed by the fetch before",
+         "probed twice: %s" % ", ".join(twice[:10]))
+
+
 # ---------------------------------------------------------------- faults
 
 def t_redis_killed_mid_burst(tap, cleanup):
@@ -417,7 +462,8 @@ def t_redis_restarted(tap, cleanup):
     tap.check("Redis restarted: both daemons connect again within their backoff (%.1f s)" % took, ok,
               diag("clients %d" % redis_clients()))
     for name, d_, start in (("a", G.a, a0), ("b", G.b, b0)):
-        tap.check("vemilter %s logs that Redis is back" % name, d_.wait_log(LOG_UP, timeout=5, start=start),
+        # the notice comes once AUTH, SELECT and the scripts are through: up
+        tap.check("vemilter %s logs that Redis is back" % name, d_.wait_log(LOG_UP, timeout=15, start=start),
                   d_.diag)
     sender = "k150@restart.test"
     m, r, _ = transaction(G.pa, sender)
@@ -448,8 +494,10 @@ def t_redis_slow(tap, cleanup):
     tap.check("the daemons noticed (a timeout logged)",
               G.a.wait_log(LOG_DOWN, timeout=3, start=a0) or G.b.wait_log(LOG_DOWN, timeout=3, start=b0), d)
     reconnect_ours()
-    ok = vmtest.wait_until(lambda: redis_clients() >= 2, 45, interval=0.2)
-    tap.check("awake again: both daemons back on Redis", ok, diag("clients %d" % redis_clients()))
+    # connected again: the notice comes once AUTH, SELECT and the scripts are through
+    ok = all(d_.wait_log(LOG_UP, timeout=45, start=s0) for d_, s0 in ((G.a, a0), (G.b, b0)))
+    tap.check("awake again: both daemons back on Redis (logged)", ok and redis_clients() >= 2,
+              diag("clients %d" % redis_clients()))
     sender = "k190@slow.test"
     m, r, _ = transaction(G.pa, sender)
     vmtest.wait_until(lambda: cr.redis_get(G.rc, "a:" + sender) is not None, 3)
@@ -499,7 +547,7 @@ def t_stop(tap, cleanup):
         tap.check("no password in vemilter %s's log" % d.name, not leaked)
 
 
-TESTS = [t_start, t_one_probe_for_the_fleet, t_verified_on_a_answered_on_b, t_catch_all_shared,
+TESTS = [t_start, t_one_probe_for_the_fleet, t_verified_on_a_answered_on_b, t_catch_all_shared, t_fast_probes_once,
          t_redis_killed_mid_burst, t_redis_restarted, t_redis_slow, t_wrong_password, t_stop]
 
 
