@@ -311,18 +311,19 @@ def t_unreachable_and_slow(tap, cleanup):
         took = time.monotonic() - t0
         tap.check("Redis down: %s exits 1 at once with the URL and the reason (%.2f s)" % (cmd[0], took),
                   p.returncode == 1 and srv.url() in p.stderr and "connect" in p.stderr and p.stdout == ""
-                  and took < 5, diag(p))
+                  and took < 5 * vmtest.TIME_SCALE, diag(p))
     srv.restart()
     p = tool(conf, "put", "a@x.org", "valid")
     tap.check("restarted (no persistence): works again", p.returncode == 0, diag(p))
-    sleeper = srv.debug_sleep(5)
+    sleeper = srv.debug_sleep(5 * vmtest.TIME_SCALE)
     time.sleep(0.2)
     t0 = time.monotonic()
     p = tool(conf, "list", timeout=20)
     took = time.monotonic() - t0
-    tap.check("Redis asleep (DEBUG SLEEP 5): list gives up after its timeout, exit 1, says so (%.2f s)" % took,
-              p.returncode == 1 and "no answer within" in p.stderr and 1.5 < took < 4.5, diag(p))
-    sleeper.join(10)
+    tap.check("Redis asleep (DEBUG SLEEP): list gives up after its 2 s timeout, exit 1, says so (%.2f s)" % took,
+              p.returncode == 1 and "no answer within" in p.stderr and 1.5 < took < 4.5 * vmtest.TIME_SCALE,
+              diag(p))
+    sleeper.join(10 * vmtest.TIME_SCALE)
     p = tool(conf, "get", "a@x.org")
     tap.check("awake again: get works", p.returncode == 0, diag(p))
 
