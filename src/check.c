@@ -34,6 +34,7 @@
 #include "explain.h"
 #include "log.h"
 #include "outcome.h"
+#include "redisurl.h"
 
 /* Exit statuses, worst wins; documented in vemilter-check(1). */
 enum exit_code {
@@ -297,16 +298,18 @@ static int explain_all(const char *conf_path, int count, char **inputs)
 	if (conf == NULL)
 		return EXIT_CONFIG;
 	struct cache *cache = NULL;
-	if (conf->cache[0] == '\0') {
+	/* A Redis cache: its local tier (what this host's milter threads read) */
+	const char *path = redis_url_is(conf->cache) ? conf->cache_fallback : conf->cache;
+	if (path[0] == '\0') {
 		printf("vemilter-check: no cache configured: every sender is probed\n");
-	} else if (access(conf->cache, F_OK) != 0) {
-		printf("vemilter-check: no cache file at %s (yet): every sender is probed\n", conf->cache);
+	} else if (access(path, F_OK) != 0) {
+		printf("vemilter-check: no cache file at %s (yet): every sender is probed\n", path);
 	} else {
 		char why[300];
-		cache = cache_open(conf->cache, conf->cache_max_mb, why, sizeof(why));
+		cache = cache_open(path, conf->cache_max_mb, why, sizeof(why));
 		if (cache == NULL)
 			printf("vemilter-check: cache %s unusable (%s): the daemon probes every sender\n",
-			       conf->cache, why);
+			       path, why);
 	}
 	int status = EXIT_ALL_VALID;
 	for (int i = 0; i < count; i++) {

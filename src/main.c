@@ -495,10 +495,12 @@ static void log_engine_stats(struct verifier *verifier)
 	verify_get_stats(verifier, &st);
 	log_msg(LOG_INFO,
 	        "engine: %llu probes (%llu refreshes), %llu requests joined a probe, %llu cache hits, %llu "
-	        "stale answers, %llu domain facts",
+	        "stale answers, %llu domain facts, %llu answered from the shared cache, %llu probes "
+	        "waited for another host's",
 	        (unsigned long long)st.probes, (unsigned long long)st.refreshes,
 	        (unsigned long long)st.joined, (unsigned long long)st.cache_hits,
-	        (unsigned long long)st.stale_hits, (unsigned long long)st.domain_facts);
+	        (unsigned long long)st.stale_hits, (unsigned long long)st.domain_facts,
+	        (unsigned long long)st.shared_hits, (unsigned long long)st.shared_waits);
 }
 
 /* serve - everything after the config is known good; returns the exit status */
@@ -540,8 +542,9 @@ static int serve(struct conf *conf, const struct options *opts)
 
 /* open_cache_as - in a child process that has become the run user (when
  * we are root), open the cache the way the daemon will: 1 if it opens, 0
- * if not, -1 when a Redis cache cannot be used (unreachable, AUTH refused,
- * its password file unreadable: the daemon would run without sharing).
+ * if not, -1 when a Redis cache refuses us (AUTH or SELECT refused, its
+ * password file unreadable: a configuration error; one that does not
+ * answer now is only a warning).
  * A child, so that neither the privilege switch nor a file the open
  * creates is ours. */
 static int open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
@@ -559,10 +562,19 @@ static int open_cache_as(const struct conf *conf, uid_t uid, gid_t gid)
 		if (redis_url_is(conf->cache)) {
 			/* The shared Redis cache: reachable, and the password right
 			 * (read as the daemon reads it: as the run user). An error. */
-			if (!shared_check(conf, why, sizeof(why))) {
+			int checked = shared_check(conf, why, sizeof(why));
+			if (checked == SHARED_CHECK_REFUSED) {
 				fprintf(stderr, "vemilter: %s: %s\n", conf->path, why);
 				_exit(2);
 			}
+			/* Not answering now is no reason to refuse a start: the
+			 * daemon verifies alone and reconnects (mail flows). */
+			if (checked == SHARED_CHECK_UNREACHABLE)
+				fprintf(stderr,
+				        "vemilter: warning: %s: %s: the daemon would verify with the local "
+				        "cache "
+				        "alone until Redis answers\n",
+				        conf->path, why);
 			if (conf->cache_fallback[0] == '\0')
 				_exit(0);
 		}

@@ -22,6 +22,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,7 @@ struct shared {
 	struct cache *local;
 	struct redis_url url;
 	char url_text[REDIS_URL_HOST_MAX + REDIS_URL_USER_MAX + 32];
+	char addr[REDIS_URL_HOST_MAX]; /* url.host resolved at start and reload (resolve_host) */
 	char password[PASSWORD_MAX];
 	char id[SHARED_ID_MAX];
 	redisAsyncContext *ac; /* NULL: down (or connecting not begun) */
@@ -378,12 +380,34 @@ static void setup_done(struct shared *s)
 		set_up(s, true, NULL);
 }
 
+/* resolve_host - the URL's host as a numeric address into s->addr, looked
+ * up now (start, reload) so that a reconnection on the engine thread never
+ * waits for DNS (hiredis resolves with a blocking getaddrinfo, and a
+ * partition that cuts Redis off may cut the resolver off too). A name
+ * that does not resolve now is kept as it is and resolved at connect. */
+static void resolve_host(struct shared *s)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+	struct addrinfo *res = NULL;
+	snprintf(s->addr, sizeof(s->addr), "%s", s->url.host);
+	int err = getaddrinfo(s->url.host, NULL, &hints, &res);
+	if (err != 0 || res == NULL) {
+		log_msg(LOG_WARNING, "shared cache %s: cannot resolve %s now (%s): resolving at each connect",
+		        s->url_text, s->url.host, gai_strerror(err));
+	} else if (getnameinfo(res->ai_addr, res->ai_addrlen, s->addr, sizeof(s->addr), NULL, 0,
+	                       NI_NUMERICHOST) != 0) {
+		snprintf(s->addr, sizeof(s->addr), "%s", s->url.host);
+	}
+	if (res != NULL)
+		freeaddrinfo(res);
+}
+
 /* connect_now - a new connection and its setup, pipelined */
 static void connect_now(struct shared *s)
 {
 	if (s->ac != NULL)
 		return;
-	redisAsyncContext *ac = redisAsyncConnect(s->url.host, s->url.port);
+	redisAsyncContext *ac = redisAsyncConnect(s->addr, s->url.port);
 	if (ac == NULL || ac->err) {
 		char why[160];
 		snprintf(why, sizeof(why), "cannot connect: %s", ac != NULL ? ac->errstr : "out of memory");
@@ -764,6 +788,7 @@ struct shared *shared_new(struct event_base *base, const struct conf *conf, stru
 	    !shared_read_password(conf->cache_password_file, s->password, sizeof(s->password), why, why_size))
 		goto fail;
 	redis_url_format(&s->url, s->url_text, sizeof(s->url_text));
+	resolve_host(s);
 	host_id(s->id, sizeof(s->id));
 	s->reconnect = evtimer_new(base, on_reconnect, s);
 	s->flush = event_new(base, -1, 0, on_flush, s);
@@ -784,6 +809,7 @@ void shared_set_conf(struct shared *s, const struct conf *conf)
 	if (s == NULL)
 		return;
 	s->conf = conf;
+	resolve_host(s); /* the name may have moved: used from the next connect on */
 	char password[PASSWORD_MAX], why[300];
 	if (!shared_read_password(conf->cache_password_file, password, sizeof(password), why, sizeof(why))) {
 		log_msg(LOG_ERR, "reload: %s; the shared cache keeps the password it had", why);
@@ -849,13 +875,13 @@ void shared_get_stats(const struct shared *s, struct shared_stats *out)
 }
 
 /* shared_check - see shared.h */
-bool shared_check(const struct conf *conf, char *why, size_t why_size)
+int shared_check(const struct conf *conf, char *why, size_t why_size)
 {
 	struct redis_url url;
 	char password[PASSWORD_MAX], text[REDIS_URL_HOST_MAX + REDIS_URL_USER_MAX + 32];
 	if (!redis_url_parse(conf->cache, &url, why, why_size) ||
 	    !shared_read_password(conf->cache_password_file, password, sizeof(password), why, why_size))
-		return false;
+		return SHARED_CHECK_REFUSED;
 	redis_url_format(&url, text, sizeof(text));
 	int64_t ms = conf->cache_redis_timeout_ms < 1000 ? 1000 : conf->cache_redis_timeout_ms;
 	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
@@ -866,10 +892,10 @@ bool shared_check(const struct conf *conf, char *why, size_t why_size)
 		if (c != NULL)
 			redisFree(c);
 		explicit_bzero(password, sizeof(password));
-		return false;
+		return SHARED_CHECK_UNREACHABLE;
 	}
 	redisSetTimeout(c, tv);
-	bool ok = true;
+	bool ok = true, answered = true; /* answered: a refusal, not silence */
 	redisReply *rep = NULL;
 	if (password[0] != '\0') {
 		if (url.user[0] != '\0')
@@ -890,6 +916,7 @@ bool shared_check(const struct conf *conf, char *why, size_t why_size)
 			snprintf(why, why_size, "cache %s: SELECT %d refused: %s", text, url.db,
 			         rep != NULL ? rep->str : c->errstr);
 			ok = false;
+			answered = rep != NULL;
 		}
 		freeReplyObject(rep);
 		rep = NULL;
@@ -900,10 +927,11 @@ bool shared_check(const struct conf *conf, char *why, size_t why_size)
 			snprintf(why, why_size, "cache %s: PING refused: %s", text,
 			         rep != NULL ? rep->str : c->errstr);
 			ok = false;
+			answered = rep != NULL;
 		}
 		freeReplyObject(rep);
 	}
 	redisFree(c);
 	explicit_bzero(password, sizeof(password));
-	return ok;
+	return ok ? SHARED_CHECK_OK : answered ? SHARED_CHECK_REFUSED : SHARED_CHECK_UNREACHABLE;
 }

@@ -18,8 +18,9 @@
  * "down", and a reconnection follows after 1 s, doubling to 30 s, reset by
  * a success. A change of state is logged once (a warning when it goes
  * down, with why; a notice when it is up again); a wrong password is an
- * error line. hiredis 0.14 resolves a host name with a blocking
- * getaddrinfo() at connect: name Redis by address (or in /etc/hosts).
+ * error line. A host name is resolved once at start (hiredis 0.14 would
+ * resolve it with a blocking getaddrinfo() at every connect, on the engine
+ * thread); a name that does not resolve then is resolved at each connect.
  *
  * While down, nothing waits for Redis: fetches and leases fail at once (the
  * verifier probes, as without a shared tier), writes are dropped (the local
@@ -105,9 +106,14 @@ struct shared_stats {
 void shared_get_stats(const struct shared *s, struct shared_stats *out);
 
 /* shared_check - vemilter -n: connect, AUTH and SELECT synchronously
- * within cache_redis_timeout (at least 1 s). False with a reason (a wrong
- * password says so) when Redis cannot be used. */
-bool shared_check(const struct conf *conf, char *why, size_t why_size);
+ * within cache_redis_timeout (at least 1 s). SHARED_CHECK_OK;
+ * SHARED_CHECK_UNREACHABLE (why): no answer now, which the daemon lives
+ * with (it verifies alone and reconnects), so a start must not fail for
+ * it; SHARED_CHECK_REFUSED (why): Redis answered and refused us (a wrong
+ * password, a db it does not have) or the password file is unreadable: a
+ * configuration error. */
+enum { SHARED_CHECK_REFUSED = -1, SHARED_CHECK_UNREACHABLE = 0, SHARED_CHECK_OK = 1 };
+int shared_check(const struct conf *conf, char *why, size_t why_size);
 
 /* shared_read_password - the first line of path (without its newline)
  * into buf; "" and true for an empty path. False with a reason. */

@@ -1270,8 +1270,9 @@ static bool start_refresh(struct vcore *c, struct probe *p)
  * every waiter gets it, no probe); else the address's lease is taken (ours:
  * probe, and give it back once the outcome is stored; held by another host:
  * look again with backoff until its answer appears or its lease could have
- * expired, then take it and probe). Any failure of the tier: probe, as
- * without one. */
+ * expired, then take it and probe). A refresh fetches too, and then runs
+ * only if its records are still stale (another host may have refreshed or
+ * stamped them). Any failure of the tier: probe, as without one. */
 
 static void shared_ask(struct vcore *c, struct probe *p);
 
@@ -1361,6 +1362,12 @@ static void on_shared_lease(void *arg, int result)
 	p->shared = NULL;
 	if (result != VCORE_SHARED_HELD) {
 		p->lease_ours = result == VCORE_SHARED_OURS;
+		/* After a wait for another host (it died, or ended without an
+		 * answer to keep), the requests that joined meanwhile are the
+		 * ones still waiting: the line judges this probe by them, not by
+		 * a first requester long gone. */
+		if (p->shared_poll_ms > 0)
+			p->deadline_ms = mono_now(c) + c->conf->verify_budget_ms;
 		proceed(c, p);
 		return;
 	}
@@ -1392,7 +1399,10 @@ static void on_shared_fetched(void *arg, int n)
 	struct probe *p = arg;
 	struct vcore *c = p->core;
 	p->shared = NULL;
-	if (n == VCORE_SHARED_FAILED) {
+	if (n == VCORE_SHARED_FAILED || p->why == WHY_REFRESH) {
+		/* A refresh goes on only if its records are still stale now
+		 * (start_refresh): another host may have refreshed them, or
+		 * stamped them when it started to. */
 		proceed(c, p);
 		return;
 	}
@@ -1414,11 +1424,14 @@ static void shared_ask(struct vcore *c, struct probe *p)
 }
 
 /* begin - a queued probe: through the shared tier first when it is one
- * someone waits for (a refresh or a greylist re-probe is this host's own
- * business), else straight on */
+ * someone waits for, or a refresh (whose records another host may have
+ * refreshed, or stamped: then it is dropped, so a stale record is
+ * refreshed about once a window for the fleet); a greylist re-probe is
+ * this host's own business */
 static void begin(struct vcore *c, struct probe *p)
 {
-	if (p->why != WHY_ASKED || c->eng.shared_fetch == NULL || c->store.cache == NULL || p->shared_asked) {
+	if (p->why == WHY_GREYLIST || c->eng.shared_fetch == NULL || c->store.cache == NULL ||
+	    p->shared_asked) {
 		proceed(c, p);
 		return;
 	}

@@ -13,9 +13,10 @@
  *
  * It reaches the engine only through struct vcore_engine: start and cancel
  * a probe, start and cancel a domain's resolution, start and cancel a timer, wake the engine thread, read the
- * wall and monotonic clocks. verify.c wires that to callout_start() and libevent on the engine thread;
- * tests/unit/test_vcore.c wires it to a fake engine with a movable clock, so every rule here is tested
- * without sockets, sleeps or threads.
+ * wall and monotonic clocks; optionally ask a cache shared by a fleet of hosts before probing (its records,
+ * and a lease that makes one host probe an address for the fleet). verify.c wires that to callout_start() and
+ * libevent on the engine thread; tests/unit/test_vcore.c wires it to a fake engine with a movable clock, so
+ * every rule here is tested without sockets, sleeps or threads.
  *
  * Threads: vcore_submit/wait/release/get_stats from any thread (they take
  * the core's mutex and never call the engine except wake). Everything else

@@ -24,6 +24,12 @@
  * does not resolve is warned about, from a thread of its own so a slow
  * resolver never delays the start.
  *
+ * With a Redis cache (cache = redis://...): the cache handle is the local
+ * LMDB tier (cache_fallback), and the verifier also owns the shared client
+ * (shared.h) on the engine loop: every local write is mirrored to it
+ * (cache_set_mirror), and the core's shared_* hooks fetch an address's
+ * records from it and take its lease before a probe.
+ *
  * Descriptors: probes get a share of the open-file limit (fd_share), so
  * the milter side (one descriptor per MTA session) always has its own. A
  * probe that still finds no descriptor (or memory) for a socket ends

@@ -86,6 +86,59 @@ static struct cache *cache;
 static struct vcore *core;
 static char dir[64];
 
+/* The fake shared tier (vcore_engine.shared_*), for the next start() when
+ * engine_shares is set: every request is recorded and answered by the test
+ * (shared_reply); what a fetch "copied in" the test puts in the cache with
+ * cache_put_local first. */
+enum { FETCH, LEASE };
+#define MAX_SHARED 256
+static struct {
+	struct fake_shared {
+		int kind;
+		struct addr address;
+		int64_t ttl_ms;
+		vcore_shared_fn done;
+		void *arg;
+		bool live, cancelled;
+	} req[MAX_SHARED];
+	int n;
+	int released;
+	char last_released[ADDR_PATH_MAX];
+} S;
+static bool engine_shares; /* for the next start() */
+
+static void *fake_shared_fetch(void *ctx, const struct addr *address, const char *stable,
+                               vcore_shared_fn done, void *arg)
+{
+	ck_assert_int_lt(S.n, MAX_SHARED);
+	S.req[S.n] = (struct fake_shared){
+	        .kind = FETCH, .address = *address, .done = done, .arg = arg, .live = true};
+	return &S.req[S.n++];
+}
+
+static void *fake_shared_lease(void *ctx, const struct addr *address, int64_t ttl_ms, vcore_shared_fn done,
+                               void *arg)
+{
+	ck_assert_int_lt(S.n, MAX_SHARED);
+	S.req[S.n] = (struct fake_shared){
+	        .kind = LEASE, .address = *address, .ttl_ms = ttl_ms, .done = done, .arg = arg, .live = true};
+	return &S.req[S.n++];
+}
+
+static void fake_shared_cancel(void *ctx, void *request)
+{
+	struct fake_shared *r = request;
+	ck_assert(r->live);
+	r->live = false;
+	r->cancelled = true;
+}
+
+static void fake_shared_release(void *ctx, const struct addr *address)
+{
+	S.released++;
+	snprintf(S.last_released, sizeof(S.last_released), "%s", address->normalized);
+}
+
 static void *fake_probe_start(void *ctx, const struct addr *address, const struct callout_hints *hints,
                               callout_done_fn done, void *arg)
 {
@@ -210,9 +263,15 @@ static void start(const char *extra)
 	        .reports_finished = engine_reports_finished,
 	        .resolve_start = engine_resolves ? fake_resolve_start : NULL,
 	        .resolve_cancel = engine_resolves ? fake_resolve_cancel : NULL,
+	        .shared_fetch = engine_shares ? fake_shared_fetch : NULL,
+	        .shared_lease = engine_shares ? fake_shared_lease : NULL,
+	        .shared_cancel = engine_shares ? fake_shared_cancel : NULL,
+	        .shared_release = engine_shares ? fake_shared_release : NULL,
 	};
+	memset(&S, 0, sizeof(S));
 	engine_reports_finished = false;
 	engine_resolves = false;
+	engine_shares = false;
 	core = vcore_new(conf, cache, &eng);
 	ck_assert_ptr_nonnull(core);
 }
@@ -396,6 +455,249 @@ static struct verify_stats stats(void)
 	vcore_get_stats(core, &s);
 	return s;
 }
+
+/* ---- the shared tier (a fleet's cache: vcore_engine.shared_*) ---- */
+
+/* shared_live - the live shared request of kind, or NULL */
+static struct fake_shared *shared_live(int kind)
+{
+	for (int i = 0; i < S.n; i++)
+		if (S.req[i].live && S.req[i].kind == kind)
+			return &S.req[i];
+	return NULL;
+}
+
+/* shared_reply - the live request of kind answers result */
+static void shared_reply(int kind, int result)
+{
+	struct fake_shared *r = shared_live(kind);
+	ck_assert_msg(r != NULL, "no live %s request", kind == FETCH ? "fetch" : "lease");
+	r->live = false;
+	r->done(r->arg, result);
+	pump();
+}
+
+/* remote_put - a record another host left, as a fetch copies it in */
+static void remote_put(const char *key, enum outcome_kind kind)
+{
+	struct cache_record rec;
+	struct outcome o = outcome(kind, STAGE_RCPT, 0);
+	cache_record_make(conf, &o, F.wall, &rec);
+	ck_assert(cache_put_local(cache, key, &rec, F.wall));
+}
+
+START_TEST(shared_fetch_answers_without_probe)
+{
+	engine_shares = true;
+	start("");
+	struct verify_ticket *t = submit("alice@ok.test");
+	struct verify_result r;
+	ck_assert(!answered(t, &r));
+	ck_assert_int_eq(F.nprobes, 0);
+	ck_assert_ptr_nonnull(shared_live(FETCH));
+	struct verify_ticket *t2 = submit("alice@ok.test"); /* joins, no second fetch */
+	ck_assert_int_eq(S.n, 1);
+	remote_put("a:alice@ok.test", OUTCOME_VALID);
+	shared_reply(FETCH, 1);
+	r = must_answer(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID);
+	ck_assert_int_eq(r.source, VERIFY_CACHED);
+	ck_assert_int_eq(must_answer(t2).outcome.kind, OUTCOME_VALID);
+	vcore_release(t);
+	vcore_release(t2);
+	ck_assert_int_eq(F.nprobes, 0);
+	ck_assert_ptr_null(shared_live(LEASE)); /* answered: no lease taken */
+	ck_assert_int_eq(stats().shared_hits, 2);
+	ck_assert_int_eq(stats().in_flight, 0);
+	/* a domain fact another host learned answers too (catch-all saves the probe) */
+	t = submit("x@all.test");
+	remote_put("d:all.test", OUTCOME_CATCH_ALL);
+	shared_reply(FETCH, 1);
+	r = must_answer(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_CATCH_ALL);
+	ck_assert_int_eq(r.source, VERIFY_DOMAIN_FACT);
+	vcore_release(t);
+	ck_assert_int_eq(F.nprobes, 0);
+}
+END_TEST
+
+START_TEST(shared_lease_ours_probes_then_releases)
+{
+	engine_shares = true;
+	start("verify_budget = 8s\nprobe_timeout = 30s\n");
+	struct verify_ticket *t = submit("bob@ok.test");
+	shared_reply(FETCH, 0);
+	struct fake_shared *lease = shared_live(LEASE);
+	ck_assert_ptr_nonnull(lease);
+	ck_assert_int_eq(lease->ttl_ms, 8000 + 30000 + VCORE_LEASE_MARGIN_MS);
+	ck_assert_int_eq(F.nprobes, 0);
+	shared_reply(LEASE, VCORE_SHARED_OURS);
+	ck_assert_int_eq(F.nprobes, 1);
+	ck_assert_int_eq(S.released, 0);
+	finish("bob@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(t).source, VERIFY_PROBED);
+	vcore_release(t);
+	ck_assert_int_eq(S.released, 1);
+	ck_assert_str_eq(S.last_released, "bob@ok.test");
+	ck_assert(has_record("a:bob@ok.test"));
+	/* a fetch that found something that does not answer (a hint) leads on to the lease */
+	t = submit("carol@ok.test");
+	remote_put("h:ok.test", OUTCOME_VALID);
+	shared_reply(FETCH, 1);
+	ck_assert_ptr_nonnull(shared_live(LEASE));
+	shared_reply(LEASE, VCORE_SHARED_FAILED); /* the tier failed: probe as without it */
+	ck_assert_int_eq(F.nprobes, 2);
+	finish("carol@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	vcore_release(t);
+	ck_assert_int_eq(S.released, 1); /* not ours: nothing to give back */
+}
+END_TEST
+
+START_TEST(shared_failure_probes_at_once)
+{
+	engine_shares = true;
+	start("");
+	struct verify_ticket *t = submit("dave@ok.test");
+	shared_reply(FETCH, VCORE_SHARED_FAILED);
+	ck_assert_int_eq(F.nprobes, 1);
+	ck_assert_ptr_null(shared_live(LEASE));
+	finish("dave@ok.test", outcome(OUTCOME_INVALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(t).outcome.kind, OUTCOME_INVALID);
+	vcore_release(t);
+}
+END_TEST
+
+/* A stale answer's refresh asks the tier first: another host refreshed
+ * it (or stamped it when it began to): no probe here. Else it runs. */
+START_TEST(shared_refresh_once_for_the_fleet)
+{
+	engine_shares = true;
+	start("");
+	remote_put("a:ivy@ok.test", OUTCOME_VALID);
+	advance(2 * DAY + MINUTE); /* past positive_refresh: stale */
+	struct verify_result r = ask("ivy@ok.test");
+	ck_assert_int_eq(r.source, VERIFY_STALE);
+	ck_assert_ptr_nonnull(shared_live(FETCH)); /* the refresh asks first */
+	ck_assert_int_eq(F.nprobes, 0);
+	remote_put("a:ivy@ok.test", OUTCOME_VALID); /* the fleet's fresher record */
+	shared_reply(FETCH, 1);
+	ck_assert_int_eq(F.nprobes, 0);
+	ck_assert_int_eq(stats().in_flight, 0);
+	ck_assert_int_eq(ask("ivy@ok.test").source, VERIFY_CACHED);
+	/* nothing fresher anywhere: the refresh runs (no lease: not waited for) */
+	advance(2 * DAY + MINUTE);
+	ck_assert_int_eq(ask("ivy@ok.test").source, VERIFY_STALE);
+	shared_reply(FETCH, 0);
+	ck_assert_ptr_null(shared_live(LEASE));
+	ck_assert_int_eq(F.nprobes, 1);
+	finish("ivy@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(stats().refreshes, 1);
+}
+END_TEST
+
+START_TEST(shared_lease_held_waits_for_the_answer)
+{
+	engine_shares = true;
+	start("");
+	struct verify_ticket *t = submit("erin@ok.test");
+	shared_reply(FETCH, 0);
+	shared_reply(LEASE, VCORE_SHARED_HELD);
+	ck_assert_int_eq(F.nprobes, 0);
+	ck_assert_int_eq(stats().shared_waits, 1);
+	/* looks again after 50 ms, 100 ms, 200 ms ... */
+	int64_t waits[] = {50, 100, 200};
+	for (int i = 0; i < 3; i++) {
+		ck_assert_ptr_null(shared_live(FETCH));
+		advance(waits[i] - 1);
+		ck_assert_ptr_null(shared_live(FETCH));
+		advance(1);
+		ck_assert_ptr_nonnull(shared_live(FETCH));
+		if (i < 2) {
+			shared_reply(FETCH, 0);
+			shared_reply(LEASE, VCORE_SHARED_HELD);
+		}
+	}
+	remote_put("a:erin@ok.test", OUTCOME_INVALID); /* the other host's answer */
+	shared_reply(FETCH, 1);
+	struct verify_result r = must_answer(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_INVALID);
+	vcore_release(t);
+	ck_assert_int_eq(F.nprobes, 0);
+	ck_assert_int_eq(stats().shared_waits, 1);
+	ck_assert_int_eq(stats().shared_hits, 1);
+	ck_assert_int_eq(stats().in_flight, 0);
+}
+END_TEST
+
+START_TEST(shared_lease_expired_then_ours)
+{
+	engine_shares = true;
+	start("");
+	struct verify_ticket *t = submit("frank@ok.test");
+	shared_reply(FETCH, 0);
+	shared_reply(LEASE, VCORE_SHARED_HELD);
+	/* long after the first request's verify_budget (8 s), still held ... */
+	for (int i = 0; i < 12; i++) {
+		advance(1000);
+		shared_reply(FETCH, 0);
+		shared_reply(LEASE, VCORE_SHARED_HELD);
+	}
+	struct verify_result r;
+	ck_assert(!answered(t, &r));
+	advance(1000);
+	shared_reply(FETCH, 0);
+	shared_reply(LEASE, VCORE_SHARED_OURS); /* the holder died: its lease expired */
+	/* the probe runs (not refused for the first request's spent budget) */
+	ck_assert_int_eq(F.nprobes, 1);
+	finish("frank@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(t).source, VERIFY_PROBED);
+	vcore_release(t);
+	ck_assert_int_eq(S.released, 1);
+}
+END_TEST
+
+START_TEST(shared_wait_bounded)
+{
+	engine_shares = true;
+	start("verify_budget = 1s\nprobe_timeout = 2s\n");
+	struct verify_ticket *t = submit("gina@ok.test");
+	int64_t began = F.mono;
+	int rounds = 0;
+	shared_reply(FETCH, 0);
+	shared_reply(LEASE, VCORE_SHARED_HELD);
+	struct verify_result r;
+	while (!answered(t, &r) && rounds < 100) {
+		advance(1000);
+		if (shared_live(FETCH) != NULL) {
+			shared_reply(FETCH, 0);
+			shared_reply(LEASE, VCORE_SHARED_HELD); /* re-taken by someone, again and again */
+		}
+		rounds++;
+	}
+	r = must_answer(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_int_le(F.mono - began, 1000 + 2000 + VCORE_LEASE_MARGIN_MS + 1000);
+	vcore_release(t);
+	ck_assert_int_eq(F.nprobes, 0);
+	ck_assert(!has_record("a:gina@ok.test")); /* not an answer: not kept */
+	ck_assert_int_eq(stats().in_flight, 0);
+}
+END_TEST
+
+START_TEST(shared_free_cancels)
+{
+	engine_shares = true;
+	start("");
+	struct verify_ticket *t = submit("hal@ok.test");
+	struct fake_shared *f = shared_live(FETCH);
+	vcore_free(core);
+	core = NULL;
+	ck_assert(f->cancelled);
+	struct verify_result r = must_answer(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	vcore_release(t);
+}
+END_TEST
 
 /* ---- shared probes and limits ---- */
 
@@ -2087,6 +2389,14 @@ int main(void)
 	tcase_add_test(tc, free_cancels_resolution);
 	tcase_add_test(tc, domain_table_bounded);
 	tcase_add_test(tc, no_cache_no_deferral);
+	tcase_add_test(tc, shared_fetch_answers_without_probe);
+	tcase_add_test(tc, shared_lease_ours_probes_then_releases);
+	tcase_add_test(tc, shared_failure_probes_at_once);
+	tcase_add_test(tc, shared_refresh_once_for_the_fleet);
+	tcase_add_test(tc, shared_lease_held_waits_for_the_answer);
+	tcase_add_test(tc, shared_lease_expired_then_ours);
+	tcase_add_test(tc, shared_wait_bounded);
+	tcase_add_test(tc, shared_free_cancels);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }
