@@ -11,8 +11,12 @@
  *
  * Reads the daemon's configuration for the cache path and cache_max_mb and
  * opens the same LMDB file, safely alongside a running daemon. Warnings from
- * the store (e.g. a corrupt file moved aside) go to stderr. Owns the loaded
- * configuration and the open cache for the length of one command.
+ * the store (e.g. a corrupt file moved aside) go to stderr. When `cache` is
+ * a redis:// URL (issue 12's shared cache), the same commands work on Redis
+ * through cacheredis.h (cache_password_file, cache_redis_timeout), with the
+ * same output; the tool_* functions below pick the back end. Owns the
+ * loaded configuration and the open cache or connection for the length of
+ * one command.
  */
 #include "config.h"
 
@@ -24,10 +28,12 @@
 
 #include "addr.h"
 #include "cache.h"
+#include "cacheredis.h"
 #include "clock.h"
 #include "conf.h"
 #include "log.h"
 #include "outcome.h"
+#include "redisurl.h"
 #include "tags.h"
 
 /* Exit statuses, documented in vemilter-cache(8). */
@@ -38,6 +44,11 @@ enum exit_code {
 	EXIT_CONFIG = 78,
 };
 
+/* The least time vemilter-cache waits for each Redis call, whatever
+ * cache_redis_timeout says: that bound is for the mail path, and an
+ * administrator's command on a busy server should not fail for 200 ms. */
+#define REDIS_TIMEOUT_MIN_MS 2000
+
 /* The keys one argument names: an address's (and its stable form's, a
  * tagged sender), its domain's facts and hints, or a single key. Unused
  * slots are "". */
@@ -45,7 +56,8 @@ enum { KEY_ADDRESS, KEY_TAGGED, KEY_DOMAIN, KEY_HINTS, KEY_SLOTS };
 
 struct tool {
 	struct conf *conf;
-	struct cache *cache;
+	struct cache *cache;      /* the LMDB file, or NULL when redis is set */
+	struct cacheredis *redis; /* the shared cache, or NULL */
 	int64_t now_ms;
 	int argc;             /* the command's arguments, options removed */
 	char **argv;          /* argv[0] is the command */
@@ -56,6 +68,7 @@ struct tool {
 	int64_t tries;               /* --tries */
 	FILE *out;                   /* where list writes */
 	size_t hints, hints_expired; /* stats: "h:" records (cache_stats counts a: and d:) */
+	struct cache_stats *st;      /* stats on Redis: what cache_stats counts on LMDB */
 };
 
 /* usage - the synopsis */
@@ -165,6 +178,48 @@ static void print_record(FILE *out, const char *key, const struct cache_record *
 	                                       : "");
 }
 
+/* ---- the back end: LMDB (cache.h) or Redis (cacheredis.h) ---- */
+
+/* redis_failed - a Redis call failed: say why on stderr; returns false */
+static bool redis_failed(struct tool *t)
+{
+	fprintf(stderr, "vemilter-cache: %s: %s\n", cacheredis_url(t->redis), cacheredis_error(t->redis));
+	return false;
+}
+
+/* tool_get - the record under key, expired or not: 1 found, 0 absent, -1 error */
+static int tool_get(struct tool *t, const char *key, struct cache_record *out)
+{
+	if (t->redis != NULL) {
+		int found = cacheredis_get(t->redis, key, out);
+		if (found < 0)
+			redis_failed(t);
+		return found;
+	}
+	/* At the earliest possible "now" nothing has expired: the raw record. */
+	return cache_get(t->cache, key, INT64_MIN, out) != CACHE_MISS;
+}
+
+/* tool_del - 1 deleted, 0 absent, -1 error */
+static int tool_del(struct tool *t, const char *key)
+{
+	if (t->redis != NULL) {
+		int deleted = cacheredis_del(t->redis, key);
+		if (deleted < 0)
+			redis_failed(t);
+		return deleted;
+	}
+	return cache_del(t->cache, key);
+}
+
+/* tool_foreach - every record in key order */
+static bool tool_foreach(struct tool *t, cache_visit_fn fn, void *arg)
+{
+	if (t->redis != NULL)
+		return cacheredis_foreach(t->redis, fn, arg) || redis_failed(t);
+	return cache_foreach(t->cache, fn, arg);
+}
+
 /* list_one - cache_foreach visitor for list */
 static bool list_one(void *arg, const char *key, const struct cache_record *rec)
 {
@@ -181,7 +236,7 @@ static int cmd_list(struct tool *t)
 	size_t n;
 	FILE *tmp = tmpfile();
 	t->out = tmp != NULL ? tmp : stdout;
-	bool ok = cache_foreach(t->cache, list_one, t);
+	bool ok = tool_foreach(t, list_one, t);
 	if (tmp != NULL) {
 		rewind(tmp);
 		while ((n = fread(buf, 1, sizeof(buf), tmp)) > 0)
@@ -262,40 +317,48 @@ static bool keys_for(const char *arg, bool strict, unsigned tags, char keys[KEY_
 	return true;
 }
 
-/* show_key - print one record, expired ones too; false if absent */
-static bool show_key(struct tool *t, const char *key)
+/* show_key - print one record, expired ones too: 1 shown, 0 absent, -1 error */
+static int show_key(struct tool *t, const char *key)
 {
 	struct cache_record rec;
 	if (key[0] == '\0')
-		return false;
-	/* At the earliest possible "now" nothing has expired: the raw record. */
-	if (cache_get(t->cache, key, INT64_MIN, &rec) == CACHE_MISS) {
+		return 0;
+	int found = tool_get(t, key, &rec);
+	if (found < 0)
+		return -1;
+	if (found == 0) {
 		print_key(stdout, key);
 		printf(" not cached\n");
-		return false;
+		return 0;
 	}
 	print_record(stdout, key, &rec, t->now_ms);
-	return true;
+	return 1;
 }
 
 /* cmd_get - the records the argument names */
 static int cmd_get(struct tool *t)
 {
 	char keys[KEY_SLOTS][CACHE_KEY_MAX];
-	bool found = false;
+	int found = 0;
 	if (!keys_for(t->argv[1], false, tags_enabled(t->conf), keys))
 		return EXIT_FAIL;
-	for (int i = 0; i < KEY_SLOTS; i++)
-		found = show_key(t, keys[i]) || found;
+	for (int i = 0; i < KEY_SLOTS; i++) {
+		int shown = show_key(t, keys[i]);
+		if (shown < 0)
+			return EXIT_FAIL;
+		found += shown;
+	}
 	return found ? EXIT_OK : EXIT_FAIL;
 }
 
-/* delete_key - delete one key and say so; false if it was not there */
-static bool delete_key(struct tool *t, const char *key)
+/* delete_key - delete one key and say so: 1 deleted, 0 absent, -1 error */
+static int delete_key(struct tool *t, const char *key)
 {
 	if (key[0] == '\0')
-		return false;
-	bool deleted = cache_del(t->cache, key);
+		return 0;
+	int deleted = tool_del(t, key);
+	if (deleted < 0)
+		return -1;
 	print_key(stdout, key);
 	printf(deleted ? " deleted\n" : " not cached\n");
 	return deleted;
@@ -306,20 +369,35 @@ static bool delete_key(struct tool *t, const char *key)
 static int cmd_del(struct tool *t)
 {
 	char keys[KEY_SLOTS][CACHE_KEY_MAX];
-	bool deleted = false;
+	int deleted = 0;
 	if (!keys_for(t->argv[1], false, tags_enabled(t->conf), keys))
 		return EXIT_FAIL;
 	if (keys[KEY_ADDRESS][0] != '\0' && !t->domain)
 		keys[KEY_DOMAIN][0] = keys[KEY_HINTS][0] = '\0';
-	for (int i = 0; i < KEY_SLOTS; i++)
-		deleted = delete_key(t, keys[i]) || deleted;
+	for (int i = 0; i < KEY_SLOTS; i++) {
+		int n = delete_key(t, keys[i]);
+		if (n < 0)
+			return EXIT_FAIL;
+		deleted += n;
+	}
 	return deleted ? EXIT_OK : EXIT_FAIL;
 }
 
 /* cmd_purge - everything, or (--expired) what has expired */
 static int cmd_purge(struct tool *t)
 {
-	size_t n = t->expired ? cache_sweep(t->cache, t->now_ms) : cache_purge(t->cache);
+	size_t n;
+	if (t->redis != NULL) {
+		/* Redis drops an expired record itself; --expired finds only those
+		 * whose expires_at has passed by this host's clock and not the server's */
+		long removed =
+		        t->expired ? cacheredis_sweep(t->redis, t->now_ms) : cacheredis_purge(t->redis);
+		if (removed < 0)
+			return redis_failed(t), EXIT_FAIL;
+		n = (size_t)removed;
+	} else {
+		n = t->expired ? cache_sweep(t->cache, t->now_ms) : cache_purge(t->cache);
+	}
 	printf("removed %zu %srecord%s\n", n, t->expired ? "expired " : "", n == 1 ? "" : "s");
 	return EXIT_OK;
 }
@@ -335,9 +413,49 @@ static bool count_hints(void *arg, const char *key, const struct cache_record *r
 	return true;
 }
 
+/* count_redis - cacheredis_foreach visitor: cache_stats's counts (a: and
+ * d:, expired, by outcome) and the hints */
+static bool count_redis(void *arg, const char *key, const struct cache_record *rec)
+{
+	struct tool *t = arg;
+	if (strncmp(key, "a:", 2) == 0)
+		t->st->addresses++;
+	else if (strncmp(key, "d:", 2) == 0)
+		t->st->domains++;
+	else
+		return count_hints(arg, key, rec);
+	t->st->expired += t->now_ms >= rec->expires_at_ms;
+	t->st->by_outcome[rec->outcome.kind]++;
+	return true;
+}
+
+/* stats_redis - cmd_stats on the shared cache: the same counts, then the
+ * server's memory and the probe leases held now */
+static int stats_redis(struct tool *t)
+{
+	struct cache_stats st;
+	uint64_t used = 0;
+	size_t leases = 0;
+	memset(&st, 0, sizeof(st));
+	t->st = &st;
+	if (!cacheredis_foreach(t->redis, count_redis, t) || !cacheredis_info(t->redis, &used, &leases))
+		return redis_failed(t), EXIT_FAIL;
+	printf("server: %s\n", cacheredis_url(t->redis));
+	printf("records: %zu\naddresses: %zu\ndomains: %zu\nhints: %zu\nexpired: %zu\n",
+	       st.addresses + st.domains + t->hints, st.addresses, st.domains, t->hints,
+	       st.expired + t->hints_expired);
+	for (int k = 0; k < OUTCOME_KIND_COUNT; k++)
+		printf("%s: %zu\n", outcome_name((enum outcome_kind)k), st.by_outcome[k]);
+	printf("leases: %zu\nused_memory: %llu (%.1f MiB)\n", leases, (unsigned long long)used,
+	       used / 1048576.0);
+	return EXIT_OK;
+}
+
 /* cmd_stats - counts by kind and outcome, and the map */
 static int cmd_stats(struct tool *t)
 {
+	if (t->redis != NULL)
+		return stats_redis(t);
 	struct cache_stats st;
 	if (!cache_stats(t->cache, t->now_ms, &st) || !cache_foreach(t->cache, count_hints, t))
 		return EXIT_FAIL;
@@ -391,9 +509,14 @@ static int cmd_put(struct tool *t)
 		if (kind == OUTCOME_TEMPFAIL || kind == OUTCOME_BLOCKED)
 			cache_record_continue_deferral(t->conf, &rec, &prev, t->now_ms);
 	}
-	cache_del(t->cache, key); /* an administrator's word replaces anything */
-	if (!cache_put(t->cache, key, &rec, t->now_ms))
-		return EXIT_FAIL;
+	if (t->redis != NULL) { /* replaces anything, in one transaction */
+		if (!cacheredis_put(t->redis, key, &rec))
+			return redis_failed(t), EXIT_FAIL;
+	} else {
+		cache_del(t->cache, key); /* an administrator's word replaces anything */
+		if (!cache_put(t->cache, key, &rec, t->now_ms))
+			return EXIT_FAIL;
+	}
 	print_record(stdout, key, &rec, t->now_ms);
 	return EXIT_OK;
 }
@@ -534,6 +657,17 @@ static int open_all(struct tool *t, const char *conf_path)
 		fprintf(stderr, "vemilter-cache: %s: no cache configured (cache is empty)\n", conf_path);
 		return EXIT_CONFIG;
 	}
+	if (redis_url_is(t->conf->cache)) {
+		/* not in the mail path: a slow answer is still worth a second */
+		int64_t timeout_ms = t->conf->cache_redis_timeout_ms > REDIS_TIMEOUT_MIN_MS
+		                             ? t->conf->cache_redis_timeout_ms
+		                             : REDIS_TIMEOUT_MIN_MS;
+		t->redis = cacheredis_open(t->conf->cache, t->conf->cache_password_file, timeout_ms, why,
+		                           sizeof(why));
+		if (t->redis == NULL)
+			fprintf(stderr, "vemilter-cache: %s\n", why);
+		return t->redis != NULL ? EXIT_OK : EXIT_FAIL;
+	}
 	t->cache = cache_open(t->conf->cache, t->conf->cache_max_mb, why, sizeof(why));
 	return t->cache != NULL ? EXIT_OK : EXIT_FAIL; /* cache_open logged why */
 }
@@ -576,6 +710,7 @@ int main(int argc, char **argv)
 			usage(stderr);
 	}
 	cache_close(t.cache);
+	cacheredis_close(t.redis);
 	conf_unref(t.conf);
 	return rc;
 }
