@@ -75,10 +75,13 @@ struct pool_job {
 	struct linger_item linger_item;
 };
 
+/* Made when a catch-all answer comes (malloc'd to the domain's length):
+ * thousands of sessions may be open, most asking about one domain. */
 struct domain_memo {
-	char domain[256]; /* longer domains are not remembered */
 	struct smtp_reply reply;
+	char domain[]; /* shorter than DOMAIN_MEMO_NAME_MAX */
 };
+#define DOMAIN_MEMO_NAME_MAX 256
 
 struct pool_session {
 	struct pool_session *prev, *next;
@@ -98,7 +101,7 @@ struct pool_session {
 	bool reached_rcpt; /* some address got to RCPT */
 	bool early_have;   /* the first address ended before RCPT: early says how */
 	struct smtp_result early;
-	struct domain_memo memos[DOMAIN_MEMOS];
+	struct domain_memo *memos[DOMAIN_MEMOS]; /* NULL: none yet */
 	size_t memo_next;
 };
 
@@ -398,21 +401,28 @@ static bool job_call(struct pool_job *j, enum job_call which, const struct smtp_
 static const struct smtp_reply *memo_find(const struct pool_session *s, const char *domain)
 {
 	for (size_t i = 0; i < DOMAIN_MEMOS && domain[0] != '\0'; i++)
-		if (s->memos[i].reply.code != 0 && strcasecmp(s->memos[i].domain, domain) == 0)
-			return &s->memos[i].reply;
+		if (s->memos[i] != NULL && strcasecmp(s->memos[i]->domain, domain) == 0)
+			return &s->memos[i]->reply;
 	return NULL;
 }
 
 /* memo_keep - remember domain's catch-all answer for the rest of the session */
 static void memo_keep(struct pool_session *s, const char *domain, const struct smtp_reply *reply)
 {
-	if (domain[0] == '\0' || strlen(domain) >= sizeof(s->memos[0].domain) || reply == NULL ||
-	    reply->code == 0 || memo_find(s, domain) != NULL)
+	size_t len = strlen(domain);
+	/* Only a session that may ask another address reads it (smtp.c's
+	 * session mode): one session per job keeps none. */
+	if (s->line->pool->limits.max_sessions == 0 || domain[0] == '\0' || len >= DOMAIN_MEMO_NAME_MAX ||
+	    reply == NULL || reply->code == 0 || memo_find(s, domain) != NULL)
 		return;
-	struct domain_memo *m = &s->memos[s->memo_next];
-	s->memo_next = (s->memo_next + 1) % DOMAIN_MEMOS;
-	snprintf(m->domain, sizeof(m->domain), "%s", domain);
+	struct domain_memo *m = malloc(sizeof(*m) + len + 1);
+	if (m == NULL)
+		return; /* not remembered: the next address of the domain asks the random RCPT again */
 	m->reply = *reply;
+	memcpy(m->domain, domain, len + 1);
+	free(s->memos[s->memo_next]);
+	s->memos[s->memo_next] = m;
+	s->memo_next = (s->memo_next + 1) % DOMAIN_MEMOS;
 }
 
 /* s_trace - a transcript line: to the job asked now (or owed its late
@@ -572,6 +582,8 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
  * never waits) */
 static struct pool_session *idle_session(const struct pool_line *l)
 {
+	if (l->pool->limits.max_sessions == 0)
+		return NULL; /* one session per job never waits for another: no walk over thousands */
 	for (struct pool_session *s = l->sessions; s != NULL; s = s->next)
 		if (s->idle)
 			return s;
@@ -583,6 +595,8 @@ static void session_free(struct pool_session *s)
 {
 	if (s->idle_timer != NULL)
 		event_free(s->idle_timer);
+	for (size_t i = 0; i < DOMAIN_MEMOS; i++)
+		free(s->memos[i]);
 	free(s);
 }
 
