@@ -102,7 +102,8 @@ struct callout {
 	bool claim_held;     /* our probe holds claim_addr's first contact (hosts_claim) */
 	struct sockaddr_storage claim_addr;
 
-	struct target *targets; /* max_mx_addresses of them: thousands of callouts may be in flight */
+	struct target *targets; /* as many as the answer has (at most max_mx_addresses), made when it
+	                         * comes: thousands of callouts may be in flight, most wanting one */
 	size_t target_room;
 	size_t target_count;
 	size_t next_target;
@@ -974,6 +975,22 @@ static void add_target(struct callout *c, const char *host, const struct sockadd
 	c->target_count++;
 }
 
+/* make_targets - room for n targets (1 at least); false, with the callout
+ * finished as our failure, when there is no memory for them */
+static bool make_targets(struct callout *c, size_t n)
+{
+	c->target_room = n > 0 ? n : 1;
+	c->targets = calloc(c->target_room, sizeof(*c->targets));
+	if (c->targets != NULL)
+		return true;
+	c->target_room = 0;
+	/* ours: never cached against the domain, never a health signal */
+	result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, CLASSIFY_NO_MEMORY);
+	c->result.flags |= OUTCOME_F_LIMITED;
+	finish(c);
+	return false;
+}
+
 /* start_probing - after targets are known: refuse or go. Refusing is our
  * policy: no_domain only when every address is bogus (the domain cannot
  * take mail there); an address in a private range may be a real server
@@ -1032,6 +1049,12 @@ static void on_dns(void *arg, const struct dns_answer *answer)
 	case DNS_OK:
 		break;
 	}
+	size_t addresses = 0;
+	for (size_t h = 0; h < answer->host_count; h++)
+		addresses += answer->hosts[h].address_count;
+	size_t most = (size_t)c->env->conf->max_mx_addresses;
+	if (!make_targets(c, addresses < most ? addresses : most))
+		return;
 	struct refusals refused = {.why = ""};
 	for (size_t h = 0; h < answer->host_count; h++)
 		for (size_t a = 0; a < answer->hosts[h].address_count; a++)
@@ -1075,6 +1098,8 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	trace(c, "dns: %s is an address literal: no lookup", c->address.domain_ascii);
+	if (!make_targets(c, 1))
+		return;
 	struct refusals refused = {.why = ""};
 	add_target(c, c->address.domain_ascii, &ss, &refused);
 	start_probing(c, &refused);
@@ -1142,10 +1167,6 @@ struct callout *callout_start(const struct probe_env *env, const struct addr *ad
 	snprintf(c->catchall_rcpt, sizeof(c->catchall_rcpt), "%s@%s", local, address->domain_ascii);
 	result_set(c, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL, "not probed");
 
-	c->target_room = (size_t)env->conf->max_mx_addresses;
-	c->targets = calloc(c->target_room, sizeof(*c->targets));
-	if (c->targets == NULL)
-		goto fail;
 	c->deadline = evtimer_new(env->base, on_deadline, c);
 	struct timeval tv = {.tv_sec = env->conf->probe_timeout_ms / 1000,
 	                     .tv_usec = (env->conf->probe_timeout_ms % 1000) * 1000};
