@@ -47,6 +47,7 @@
 #define READ_HIGH_WATER    (SMTP_LINE_MAX * 4)
 #define NO_LINE            (-1)
 #define LONG_LINE          (-2)
+#define JOB_STRINGS        (2 * (PARAM_MAX + 1))
 
 enum state {
 	ST_START,    /* created; the timer connects from the loop */
@@ -134,11 +135,12 @@ struct smtp_probe {
 	struct linger_item linger_item;
 
 	/* Session mode (params.next) */
-	unsigned rcpt_errors;                  /* 5xx RCPT replies in this session */
-	unsigned txn_rcpts;                    /* RCPTs sent in this transaction */
-	bool new_txn;                          /* the MAIL under way follows our RSET_TXN */
-	bool txn_retried;                      /* this address got a 452 and a new transaction already */
-	char job_strings[2 * (PARAM_MAX + 1)]; /* rcpt and catchall_rcpt of the address asked now */
+	unsigned rcpt_errors; /* 5xx RCPT replies in this session */
+	unsigned txn_rcpts;   /* RCPTs sent in this transaction */
+	bool new_txn;         /* the MAIL under way follows our RSET_TXN */
+	bool txn_retried;     /* this address got a 452 and a new transaction already */
+	char *job_strings;    /* rcpt and catchall_rcpt of the address asked now: JOB_STRINGS octets, made
+	                       * at the second address (thousands of probes ask only one) */
 };
 
 static void on_read(struct bufferevent *bev, void *arg);
@@ -712,6 +714,12 @@ static void advance(struct smtp_probe *p)
 	p->decided = p->reported = false;
 	p->late_due = p->late_known = p->late_have = false;
 	p->txn_retried = false;
+	if (p->job_strings == NULL && (p->job_strings = malloc(JOB_STRINGS)) == NULL) {
+		/* ours: that address only, the session goes on with the next */
+		set_result(p, SMTP_END_NO_RESOURCES, STAGE_RCPT, NULL, "%s", CLASSIFY_NO_MEMORY);
+		decide(p);
+		return;
+	}
 	const char *bad = take_job(p, &job);
 	if (bad != NULL) { /* that address only: the session goes on with the next */
 		set_result(p, SMTP_END_PROTOCOL, STAGE_NONE, NULL, "%s", bad);
@@ -1130,6 +1138,7 @@ static void free_probe(struct smtp_probe *p)
 	if (p->patience != NULL)
 		event_free(p->patience);
 	free(p->strings);
+	free(p->job_strings);
 	free(p);
 }
 
