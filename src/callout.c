@@ -122,8 +122,9 @@ struct callout {
 	bool holding;                   /* c->result is an invalid waiting for verdict_probe's sync proof */
 	bool hold_hurried;              /* ... its session was asked to end now (on_hold, once) */
 	struct pool_job *verdict_probe; /* the attempt the verdict came from, until its sync report */
-	bool held_fact_have;            /* a catch-all fact that came while holding: passed on after done */
-	struct outcome held_fact;
+	struct outcome *held_fact;      /* a catch-all fact that came while holding: passed on after done
+	                                 * (made then: few callouts hold; no memory: not passed on, a
+	                                 * fact is a hint) */
 	struct sockaddr_storage verdict_addr; /* the address the verdict came from */
 	bool catchall_seen;        /* it accepted the random address: for its host memory once in step */
 	struct linger_list probes; /* every live SMTP probe of this callout (QUIT goes on after done) */
@@ -206,6 +207,7 @@ static void release(struct callout *c)
 		breaker_release(c);
 	drop_search(c);
 	free(c->given.hosts);
+	free(c->held_fact);
 	c->probe = NULL; /* on c->probes like the others */
 	linger_close_all(&c->probes);
 	free(c);
@@ -256,10 +258,12 @@ static void finish(struct callout *c)
 	      flags[0] ? "]" : "");
 	c->holding = false;
 	c->done(c->done_arg, &c->result);
-	if (c->held_fact_have) { /* learned while the verdict was held: after it, as a late fact is */
-		c->held_fact_have = false;
+	if (c->held_fact != NULL) { /* learned while the verdict was held: after it, as a late fact is */
+		struct outcome *fact = c->held_fact;
+		c->held_fact = NULL;
 		if (c->env->on_fact != NULL)
-			c->env->on_fact(c->env->fact_arg, &c->address, &c->held_fact);
+			c->env->on_fact(c->env->fact_arg, &c->address, fact);
+		free(fact);
 	}
 	if (c->probes.count > 0 && c->env->linger != NULL) {
 		drop_search(c);
@@ -386,8 +390,10 @@ static void on_smtp_late(void *arg, const struct smtp_reply *reply)
 		      c->address.domain_ascii);
 		catchall_learn(c, &fact, c->result.mx_host);
 		if (c->holding) { /* not before the verdict, and not at all if it is taken back */
-			c->held_fact = fact;
-			c->held_fact_have = true;
+			if (c->held_fact == NULL)
+				c->held_fact = malloc(sizeof(*c->held_fact));
+			if (c->held_fact != NULL)
+				*c->held_fact = fact;
 		} else if (c->env->on_fact != NULL) {
 			c->env->on_fact(c->env->fact_arg, &c->address, &fact);
 		}
@@ -426,7 +432,8 @@ static void on_smtp_sync(void *arg, struct pool_job *probe, const struct smtp_sy
 			c->result.flags = OUTCOME_F_PROTOCOL | (held.flags & OUTCOME_F_FALLBACK_SENDER);
 			snprintf(c->result.mx_host, sizeof(c->result.mx_host), "%s", held.mx_host);
 			snprintf(c->result.mx_addr, sizeof(c->result.mx_addr), "%s", held.mx_addr);
-			c->held_fact_have = false; /* from the same broken session */
+			free(c->held_fact); /* from the same broken session */
+			c->held_fact = NULL;
 		} else {
 			trace(c, "* session %s: the invalid verdict stands",
 			      report->sync == SMTP_SYNC_PROVED ? "proved in step"

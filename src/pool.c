@@ -99,8 +99,10 @@ struct pool_session {
 	int64_t started_ms;        /* max_age_ms counts from here */
 	struct event *idle_timer;
 	bool reached_rcpt; /* some address got to RCPT */
-	bool early_have;   /* the first address ended before RCPT: early says how */
-	struct smtp_result early;
+	/* The first address ended before RCPT: how (made then, as most
+	 * sessions never need it); NULL: it did not (or no memory: the jobs
+	 * waiting then get sessions of their own, fill) */
+	struct smtp_result *early;
 	struct domain_memo *memos[DOMAIN_MEMOS]; /* NULL: none yet */
 	size_t memo_next;
 };
@@ -461,8 +463,10 @@ static void s_done(void *arg, const struct smtp_result *result)
 	if (r.stage >= STAGE_RCPT)
 		s->reached_rcpt = true;
 	else if (!s->reached_rcpt && r.end != SMTP_END_DONE) {
-		s->early = r; /* about the host: for the jobs waiting behind it (s_sync) */
-		s->early_have = true;
+		if (s->early == NULL)
+			s->early = malloc(sizeof(*s->early));
+		if (s->early != NULL)
+			*s->early = r; /* about the host: for the jobs waiting behind it (s_sync) */
 	}
 	if (r.catchall_asked && !r.catchall_pending && j != NULL)
 		memo_keep(s, j->domain, &r.catchall_reply);
@@ -597,6 +601,7 @@ static void session_free(struct pool_session *s)
 		event_free(s->idle_timer);
 	for (size_t i = 0; i < DOMAIN_MEMOS; i++)
 		free(s->memos[i]);
+	free(s->early);
 	free(s);
 }
 
@@ -686,8 +691,8 @@ static void s_sync(void *arg, struct smtp_probe *probe, const struct smtp_sync_r
 	pool->session_count--;
 	if (s->idle_timer != NULL)
 		evtimer_del(s->idle_timer);
-	if (s->early_have) { /* about the host: the jobs waiting now share it */
-		struct smtp_result r = s->early;
+	if (s->early != NULL) { /* about the host: the jobs waiting now share it */
+		struct smtp_result r = *s->early;
 		r.shared = true;
 		size_t n = l->queued;
 		for (size_t i = 0; i < n; i++) {

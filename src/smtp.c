@@ -116,7 +116,8 @@ struct smtp_probe {
 	void *arg;
 	struct smtp_reply_parser parser;
 	struct smtp_result result;
-	struct smtp_reply mail_refusal; /* the first MAIL refusal, while the fallback sender is tried */
+	struct smtp_reply *mail_refusal; /* the first MAIL refusal, while the fallback sender is tried
+	                                  * (made then: few probes need it) */
 
 	/* Who owns the probe and what is still owed to the owner. */
 	bool decided;    /* result is final (a desync found before it was handed over may still replace it) */
@@ -559,7 +560,7 @@ static void tls_up(struct smtp_probe *p)
  * refusal stands; a new connection may try the fallback */
 static void mail_refused_for_good(struct smtp_probe *p, bool may_retry)
 {
-	set_result(p, SMTP_END_REPLY, STAGE_MAIL, &p->mail_refusal, NULL);
+	set_result(p, SMTP_END_REPLY, STAGE_MAIL, p->mail_refusal, NULL);
 	p->result.fallback_retry = may_retry;
 	decide(p);
 }
@@ -811,8 +812,11 @@ static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 		} else if (p->new_txn) {
 			new_txn_failed(p, "MAIL", r);
 		} else if (r->code / 100 == 5 && r->code != 421 && p->params.fallback_from != NULL &&
-		           !p->result.fallback_used) {
-			p->mail_refusal = *r;
+		           !p->result.fallback_used &&
+		           /* no memory for it: the refusal stands, as without a fallback sender */
+		           (p->mail_refusal != NULL ||
+		            (p->mail_refusal = malloc(sizeof(*p->mail_refusal))) != NULL)) {
+			*p->mail_refusal = *r;
 			trace(p, "* MAIL FROM:<%s> refused: RSET, then the fallback sender <%s>",
 			      p->params.mail_from, p->params.fallback_from);
 			send_command(p, ST_RSET, "RSET");
@@ -1139,6 +1143,7 @@ static void free_probe(struct smtp_probe *p)
 		event_free(p->patience);
 	free(p->strings);
 	free(p->job_strings);
+	free(p->mail_refusal);
 	free(p);
 }
 
