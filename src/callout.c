@@ -83,7 +83,6 @@ struct target {
 struct callout {
 	const struct probe_env *env;
 	struct addr address;
-	char rcpt[ADDR_PATH_MAX];
 	char catchall_rcpt[ADDR_PATH_MAX + 32]; /* 16-letter local part at the domain */
 	callout_trace_fn trace;
 	void *trace_arg;
@@ -915,7 +914,7 @@ static void fill_params(struct callout *c, const struct target *t, struct smtp_p
 	        .helo_name = c->env->helo_name,
 	        .mail_from = c->fallback_now && fallback != NULL ? fallback : conf->probe_sender,
 	        .fallback_from = c->fallback_now ? NULL : fallback,
-	        .rcpt = c->rcpt,
+	        .rcpt = c->address.normalized,
 	        .catchall_rcpt = conf->catchall_probe && !c->skip_catchall ? c->catchall_rcpt : NULL,
 	        .server_name = t->host,
 	        .needs_smtputf8 = c->address.local_utf8,
@@ -1168,7 +1167,6 @@ struct callout *callout_start(const struct probe_env *env, const struct addr *ad
 	c->trace_arg = trace_arg;
 	c->done = done;
 	c->done_arg = arg;
-	snprintf(c->rcpt, sizeof(c->rcpt), "%s", address->normalized);
 	char local[24];
 	random_local_part(local, sizeof(local));
 	snprintf(c->catchall_rcpt, sizeof(c->catchall_rcpt), "%s@%s", local, address->domain_ascii);

@@ -723,7 +723,10 @@ static bool open_session(struct pool_line *l, struct pool_job *first)
 	struct pool_session *s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return false;
-	s->idle_timer = evtimer_new(pool->base, on_idle, s); /* NULL: no idle wait, that is all */
+	/* Only a session that may ask more than one address waits idle for the
+	 * next (s_next); NULL: no idle wait, that is all */
+	if (pool->limits.max_sessions > 0)
+		s->idle_timer = evtimer_new(pool->base, on_idle, s);
 	s->line = l;
 	s->started_ms = clock_mono_ms();
 	s->cur = first;
