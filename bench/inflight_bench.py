@@ -7,9 +7,9 @@ event loop) with host_sessions = 0 (one connection per probe) against the C
 fake SMTP server (bench/fakesmtp, "make bench") on --servers loopback
 addresses, every reply --latency-ms late, and the fake DNS server
 (tests/fakes/fakedns.py; --dns literal: address literals, no DNS at all).
-The fake accepts local parts starting with "u" and refuses the rest (so the
-catch-all RCPT gets 550, as from a real server, and no MX host is taken for
-catch-all).
+The fake accepts local parts starting with "user" and refuses the rest (so
+the catch-all RCPT's 16 random letters get 550, as from a real server, and
+no MX host is taken for catch-all).
 
 Per round:
   idle:  vemilter-check with the same configuration and addresses, -j 1:
@@ -23,7 +23,12 @@ Per round:
          and 75 % of them) against the ideal (JOBS / the time one probe's
          slot is held: greeting, EHLO, MAIL, RCPT at --latency-ms, each),
          CPU seconds of vemilter-check (wait4) and of the fake (/proc).
-  KiB per probe = (VmHWM(peak) - VmRSS(idle)) / sockets in flight at the peak.
+  KiB per probe = (VmHWM(peak) - VmRSS(idle)) / sockets in flight at the peak:
+  a probe is an SMTP conversation with its connection, whether before its
+  verdict or after it (the catch-all answer and QUIT go on after the verdict,
+  and -j, like the daemon's max_probes_in_flight, counts a probe only until
+  its verdict). KiB per -j slot = the same over JOBS: what the limit costs,
+  those conversations after the verdict included.
 
 --rounds N repeats and prints the medians. The open-file limit of
 vemilter-check is raised to --nofile (prlimit-like, before exec; it lifts
@@ -108,7 +113,7 @@ class Fake:
 
     def __init__(self, binary, servers, latency_ms):
         self.addrs = ["127.0.1.%d" % (i + 1) for i in range(servers)]
-        argv = [binary, "--port", "0", "--latency-ms", str(latency_ms), "--accept-prefix", "u"]
+        argv = [binary, "--port", "0", "--latency-ms", str(latency_ms), "--accept-prefix", "user"]
         for a in self.addrs:
             argv += ["--addr", a]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
@@ -162,9 +167,9 @@ def addresses_for(args, count):
     out = []
     for i in range(count):
         if args.dns == "literal":
-            out.append("u%05d@[127.0.1.%d]" % (i, i % args.servers + 1))
+            out.append("user%05d@[127.0.1.%d]" % (i, i % args.servers + 1))
         else:
-            out.append("u%05d@d%03d.bench" % (i, i % args.domains))
+            out.append("user%05d@d%03d.bench" % (i, i % args.domains))
     return out
 
 
@@ -316,7 +321,8 @@ def main():
                 idle, limit = idle_round(args, b, conf, addresses)
                 peak = peak_round(args, b, conf, addresses, fake)
                 per = (peak["hwm"] - idle) / max(peak["sockets"], 1)
-                row = dict(peak, idle=idle, per=per, limit=limit)
+                row = dict(peak, idle=idle, per=per, per_slot=(peak["hwm"] - idle) / args.jobs,
+                           busy=peak["cpu"] / peak["elapsed"], limit=limit)
                 rows[b].append(row)
                 print("  round %d %s: idle %6.1f MiB  peak %6.1f MiB  in flight %5d sockets "
                       "(fake: %5d open)  %5.1f KiB/probe  %6.0f probes/s mid-run (ideal %.0f, %3.0f%%)  "
@@ -334,11 +340,12 @@ def main():
                 return statistics.median(row[key] for row in rows[b])
 
             print("median of %d, %s: idle RSS %.1f MiB, peak RSS %.1f MiB, in flight %d, %.1f KiB per "
-                  "probe, %.0f probes/s at %d in flight (%.0f%% of the ideal %.0f), vemilter-check CPU "
-                  "%.2f s, fake CPU %.2f s, %.0f us CPU per probe, nofile %d"
+                  "probe (%.1f KiB per -j slot), %.0f probes/s at %d in flight (%.0f%% of the ideal %.0f), "
+                  "vemilter-check CPU %.2f s (%.0f%% of one core over the run), fake CPU %.2f s, "
+                  "%.0f us CPU per probe, nofile %d"
                   % (len(rows[b]), b, med("idle") / 1024, med("hwm") / 1024, med("sockets"), med("per"),
-                     med("rate"), args.jobs, 100 * med("rate") / ideal, ideal, med("cpu"), med("fake_cpu"),
-                     1e6 * med("cpu") / args.addresses, med("limit")))
+                     med("per_slot"), med("rate"), args.jobs, 100 * med("rate") / ideal, ideal, med("cpu"),
+                     100 * med("busy"), med("fake_cpu"), 1e6 * med("cpu") / args.addresses, med("limit")))
         ok = all(row["valid"] > 0 and row["other"] == 0 for rs in rows.values() for row in rs)
         return 0 if ok else 1
     finally:
