@@ -90,7 +90,8 @@ struct callout {
 	void *done_arg;
 
 	struct dns_lookup *lookup;
-	struct dns_answer given; /* hints->mx, copied: answered from the loop (on_later) */
+	struct dns_answer *given; /* hints->mx, copied (made only then): answered from the loop
+	                           * (on_later) */
 	bool have_given;
 	struct pool_job *probe; /* the attempt under way (a job in the pool's session to t) */
 	struct event *deadline;
@@ -205,7 +206,9 @@ static void release(struct callout *c)
 	if (c->probe != NULL && !c->awaiting_late)
 		breaker_release(c);
 	drop_search(c);
-	free(c->given.hosts);
+	if (c->given != NULL)
+		free(c->given->hosts);
+	free(c->given);
 	free(c->held_fact);
 	c->probe = NULL; /* on c->probes like the others */
 	linger_close_all(&c->probes);
@@ -1093,9 +1096,9 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 {
 	struct callout *c = arg;
 	if (c->have_given) {
-		trace(c, "dns: MX %s? -> (resolved already) %s", c->address.domain_ascii, c->given.detail);
+		trace(c, "dns: MX %s? -> (resolved already) %s", c->address.domain_ascii, c->given->detail);
 		c->have_given = false;
-		on_dns(c, &c->given);
+		on_dns(c, c->given);
 		return;
 	}
 	struct sockaddr_storage ss;
@@ -1178,7 +1181,7 @@ struct callout *callout_start(const struct probe_env *env, const struct addr *ad
 	if (c->deadline == NULL || evtimer_add(c->deadline, &tv) != 0)
 		goto fail;
 	if (address->domain_kind == ADDR_DOMAIN_NAME && hints != NULL && hints->mx != NULL) {
-		if (!copy_answer(&c->given, hints->mx))
+		if ((c->given = malloc(sizeof(*c->given))) == NULL || !copy_answer(c->given, hints->mx))
 			goto fail;
 		c->have_given = true;
 	}

@@ -89,7 +89,7 @@ struct pool_session {
 	struct smtp_probe *probe;
 	struct pool_job *cur;      /* asked now; NULL: none, or cancelled */
 	bool cur_patch;            /* cur's domain was answered in this session: no random RCPT */
-	struct smtp_reply patch;   /* ... that answer */
+	struct smtp_reply *patch;  /* ... that answer (made at the first: only shared sessions need it) */
 	struct pool_job *late_job; /* reported with the catch-all answer pending */
 	struct pool_job *answered; /* waiting for the sync report */
 	unsigned jobs;             /* addresses asked in this session */
@@ -489,7 +489,7 @@ static void s_done(void *arg, const struct smtp_result *result)
 			late_now = true;
 		} else {
 			r.stage = STAGE_CATCHALL;
-			r.catchall_reply = s->patch;
+			r.catchall_reply = *s->patch;
 		}
 	}
 	s->cur_patch = false;
@@ -505,7 +505,7 @@ static void s_done(void *arg, const struct smtp_result *result)
 	if (!job_call(j, CALL_DONE, &r, NULL, NULL))
 		return;
 	if (late_now && r.catchall_pending)
-		job_call(j, CALL_LATE, NULL, &s->patch, NULL);
+		job_call(j, CALL_LATE, NULL, s->patch, NULL);
 }
 
 /* s_late - the catch-all answer of the job reported before it */
@@ -556,9 +556,11 @@ static enum smtp_next s_next(void *arg, struct smtp_job *next)
 	j->state = JOB_CURRENT;
 	j->session = s;
 	const struct smtp_reply *known = memo_find(s, j->domain);
-	s->cur_patch = known != NULL && j->catchall_rcpt[0] != '\0';
+	if (known != NULL && s->patch == NULL)
+		s->patch = malloc(sizeof(*s->patch)); /* NULL: the random RCPT is asked again */
+	s->cur_patch = known != NULL && s->patch != NULL && j->catchall_rcpt[0] != '\0';
 	if (s->cur_patch)
-		s->patch = *known;
+		*s->patch = *known;
 	addr_text(&l->addr, where, sizeof(where));
 	job_trace(j, "* asking in the session already open to %s (address %u in it)", where, s->jobs);
 	if (s->cur_patch)
@@ -602,6 +604,7 @@ static void session_free(struct pool_session *s)
 	for (size_t i = 0; i < DOMAIN_MEMOS; i++)
 		free(s->memos[i]);
 	free(s->early);
+	free(s->patch);
 	free(s);
 }
 

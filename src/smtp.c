@@ -125,12 +125,12 @@ struct smtp_probe {
 	bool late_due;   /* reported with catchall_pending; late has not run */
 	bool late_known; /* whether and what the catch-all answer is, is known */
 	bool late_have;  /* ... and it is late_reply */
-	struct smtp_reply late_reply;
-	bool sync_due;               /* reported, sync is set and has not run */
-	enum smtp_sync sync_state;   /* what the session proved so far */
-	enum probe_stage sync_stage; /* where it broke */
-	char sync_why[160];          /* how */
-	bool in_callback;            /* inside done or late: cancel waits for the return */
+	struct smtp_reply *late_reply; /* made at the first late answer: most probes have none */
+	bool sync_due;                 /* reported, sync is set and has not run */
+	enum smtp_sync sync_state;     /* what the session proved so far */
+	enum probe_stage sync_stage;   /* where it broke */
+	char sync_why[160];            /* how */
+	bool in_callback;              /* inside done or late: cancel waits for the return */
 	bool cancelled;
 	bool lingering; /* on params.linger (from the start until freed) */
 	struct linger_item linger_item;
@@ -244,8 +244,13 @@ static void note_late(struct smtp_probe *p, const struct smtp_reply *reply)
 		return;
 	p->late_known = true;
 	if (reply != NULL) {
-		p->late_have = true;
-		p->late_reply = *reply;
+		if (p->late_reply ==
+		    NULL) /* no memory: as if no usable answer came (a fact, not a verdict) */
+			p->late_reply = malloc(sizeof(*p->late_reply));
+		if (p->late_reply != NULL) {
+			p->late_have = true;
+			*p->late_reply = *reply;
+		}
 	}
 	event_active(p->notify, EV_TIMEOUT, 0);
 }
@@ -1144,6 +1149,7 @@ static void free_probe(struct smtp_probe *p)
 	free(p->strings);
 	free(p->job_strings);
 	free(p->mail_refusal);
+	free(p->late_reply);
 	free(p);
 }
 
@@ -1165,7 +1171,7 @@ static bool call_owner(struct smtp_probe *p, enum owner_call which)
 {
 	p->in_callback = true;
 	if (which == CALL_LATE) {
-		p->late(p->arg, p->late_have ? &p->late_reply : NULL);
+		p->late(p->arg, p->late_have ? p->late_reply : NULL);
 	} else if (which == CALL_SYNC) {
 		struct smtp_sync_report report = {
 		        .sync = p->sync_state,
