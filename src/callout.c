@@ -83,7 +83,6 @@ struct target {
 struct callout {
 	const struct probe_env *env;
 	struct addr address;
-	char rcpt[ADDR_PATH_MAX];
 	char catchall_rcpt[ADDR_PATH_MAX + 32]; /* 16-letter local part at the domain */
 	callout_trace_fn trace;
 	void *trace_arg;
@@ -91,7 +90,8 @@ struct callout {
 	void *done_arg;
 
 	struct dns_lookup *lookup;
-	struct dns_answer given; /* hints->mx, copied: answered from the loop (on_later) */
+	struct dns_answer *given; /* hints->mx, copied (made only then): answered from the loop
+	                           * (on_later) */
 	bool have_given;
 	struct pool_job *probe; /* the attempt under way (a job in the pool's session to t) */
 	struct event *deadline;
@@ -102,7 +102,8 @@ struct callout {
 	bool claim_held;     /* our probe holds claim_addr's first contact (hosts_claim) */
 	struct sockaddr_storage claim_addr;
 
-	struct target *targets; /* max_mx_addresses of them: thousands of callouts may be in flight */
+	struct target *targets; /* as many as the answer has (at most max_mx_addresses), made when it
+	                         * comes: thousands of callouts may be in flight, most wanting one */
 	size_t target_room;
 	size_t target_count;
 	size_t next_target;
@@ -121,8 +122,9 @@ struct callout {
 	bool holding;                   /* c->result is an invalid waiting for verdict_probe's sync proof */
 	bool hold_hurried;              /* ... its session was asked to end now (on_hold, once) */
 	struct pool_job *verdict_probe; /* the attempt the verdict came from, until its sync report */
-	bool held_fact_have;            /* a catch-all fact that came while holding: passed on after done */
-	struct outcome held_fact;
+	struct outcome *held_fact;      /* a catch-all fact that came while holding: passed on after done
+	                                 * (made then: few callouts hold; no memory: not passed on, a
+	                                 * fact is a hint) */
 	struct sockaddr_storage verdict_addr; /* the address the verdict came from */
 	bool catchall_seen;        /* it accepted the random address: for its host memory once in step */
 	struct linger_list probes; /* every live SMTP probe of this callout (QUIT goes on after done) */
@@ -204,7 +206,10 @@ static void release(struct callout *c)
 	if (c->probe != NULL && !c->awaiting_late)
 		breaker_release(c);
 	drop_search(c);
-	free(c->given.hosts);
+	if (c->given != NULL)
+		free(c->given->hosts);
+	free(c->given);
+	free(c->held_fact);
 	c->probe = NULL; /* on c->probes like the others */
 	linger_close_all(&c->probes);
 	free(c);
@@ -255,10 +260,12 @@ static void finish(struct callout *c)
 	      flags[0] ? "]" : "");
 	c->holding = false;
 	c->done(c->done_arg, &c->result);
-	if (c->held_fact_have) { /* learned while the verdict was held: after it, as a late fact is */
-		c->held_fact_have = false;
+	if (c->held_fact != NULL) { /* learned while the verdict was held: after it, as a late fact is */
+		struct outcome *fact = c->held_fact;
+		c->held_fact = NULL;
 		if (c->env->on_fact != NULL)
-			c->env->on_fact(c->env->fact_arg, &c->address, &c->held_fact);
+			c->env->on_fact(c->env->fact_arg, &c->address, fact);
+		free(fact);
 	}
 	if (c->probes.count > 0 && c->env->linger != NULL) {
 		drop_search(c);
@@ -385,8 +392,10 @@ static void on_smtp_late(void *arg, const struct smtp_reply *reply)
 		      c->address.domain_ascii);
 		catchall_learn(c, &fact, c->result.mx_host);
 		if (c->holding) { /* not before the verdict, and not at all if it is taken back */
-			c->held_fact = fact;
-			c->held_fact_have = true;
+			if (c->held_fact == NULL)
+				c->held_fact = malloc(sizeof(*c->held_fact));
+			if (c->held_fact != NULL)
+				*c->held_fact = fact;
 		} else if (c->env->on_fact != NULL) {
 			c->env->on_fact(c->env->fact_arg, &c->address, &fact);
 		}
@@ -425,7 +434,8 @@ static void on_smtp_sync(void *arg, struct pool_job *probe, const struct smtp_sy
 			c->result.flags = OUTCOME_F_PROTOCOL | (held.flags & OUTCOME_F_FALLBACK_SENDER);
 			snprintf(c->result.mx_host, sizeof(c->result.mx_host), "%s", held.mx_host);
 			snprintf(c->result.mx_addr, sizeof(c->result.mx_addr), "%s", held.mx_addr);
-			c->held_fact_have = false; /* from the same broken session */
+			free(c->held_fact); /* from the same broken session */
+			c->held_fact = NULL;
 		} else {
 			trace(c, "* session %s: the invalid verdict stands",
 			      report->sync == SMTP_SYNC_PROVED ? "proved in step"
@@ -907,7 +917,7 @@ static void fill_params(struct callout *c, const struct target *t, struct smtp_p
 	        .helo_name = c->env->helo_name,
 	        .mail_from = c->fallback_now && fallback != NULL ? fallback : conf->probe_sender,
 	        .fallback_from = c->fallback_now ? NULL : fallback,
-	        .rcpt = c->rcpt,
+	        .rcpt = c->address.normalized,
 	        .catchall_rcpt = conf->catchall_probe && !c->skip_catchall ? c->catchall_rcpt : NULL,
 	        .server_name = t->host,
 	        .needs_smtputf8 = c->address.local_utf8,
@@ -974,6 +984,22 @@ static void add_target(struct callout *c, const char *host, const struct sockadd
 	c->target_count++;
 }
 
+/* make_targets - room for n targets (1 at least); false, with the callout
+ * finished as our failure, when there is no memory for them */
+static bool make_targets(struct callout *c, size_t n)
+{
+	c->target_room = n > 0 ? n : 1;
+	c->targets = calloc(c->target_room, sizeof(*c->targets));
+	if (c->targets != NULL)
+		return true;
+	c->target_room = 0;
+	/* ours: never cached against the domain, never a health signal */
+	result_set(c, OUTCOME_TEMPFAIL, STAGE_CONNECT, 0, NULL, NULL, CLASSIFY_NO_MEMORY);
+	c->result.flags |= OUTCOME_F_LIMITED;
+	finish(c);
+	return false;
+}
+
 /* start_probing - after targets are known: refuse or go. Refusing is our
  * policy: no_domain only when every address is bogus (the domain cannot
  * take mail there); an address in a private range may be a real server
@@ -1032,6 +1058,12 @@ static void on_dns(void *arg, const struct dns_answer *answer)
 	case DNS_OK:
 		break;
 	}
+	size_t addresses = 0;
+	for (size_t h = 0; h < answer->host_count; h++)
+		addresses += answer->hosts[h].address_count;
+	size_t most = (size_t)c->env->conf->max_mx_addresses;
+	if (!make_targets(c, addresses < most ? addresses : most))
+		return;
 	struct refusals refused = {.why = ""};
 	for (size_t h = 0; h < answer->host_count; h++)
 		for (size_t a = 0; a < answer->hosts[h].address_count; a++)
@@ -1064,9 +1096,9 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 {
 	struct callout *c = arg;
 	if (c->have_given) {
-		trace(c, "dns: MX %s? -> (resolved already) %s", c->address.domain_ascii, c->given.detail);
+		trace(c, "dns: MX %s? -> (resolved already) %s", c->address.domain_ascii, c->given->detail);
 		c->have_given = false;
-		on_dns(c, &c->given);
+		on_dns(c, c->given);
 		return;
 	}
 	struct sockaddr_storage ss;
@@ -1075,6 +1107,8 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	trace(c, "dns: %s is an address literal: no lookup", c->address.domain_ascii);
+	if (!make_targets(c, 1))
+		return;
 	struct refusals refused = {.why = ""};
 	add_target(c, c->address.domain_ascii, &ss, &refused);
 	start_probing(c, &refused);
@@ -1136,23 +1170,18 @@ struct callout *callout_start(const struct probe_env *env, const struct addr *ad
 	c->trace_arg = trace_arg;
 	c->done = done;
 	c->done_arg = arg;
-	snprintf(c->rcpt, sizeof(c->rcpt), "%s", address->normalized);
 	char local[24];
 	random_local_part(local, sizeof(local));
 	snprintf(c->catchall_rcpt, sizeof(c->catchall_rcpt), "%s@%s", local, address->domain_ascii);
 	result_set(c, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL, "not probed");
 
-	c->target_room = (size_t)env->conf->max_mx_addresses;
-	c->targets = calloc(c->target_room, sizeof(*c->targets));
-	if (c->targets == NULL)
-		goto fail;
 	c->deadline = evtimer_new(env->base, on_deadline, c);
 	struct timeval tv = {.tv_sec = env->conf->probe_timeout_ms / 1000,
 	                     .tv_usec = (env->conf->probe_timeout_ms % 1000) * 1000};
 	if (c->deadline == NULL || evtimer_add(c->deadline, &tv) != 0)
 		goto fail;
 	if (address->domain_kind == ADDR_DOMAIN_NAME && hints != NULL && hints->mx != NULL) {
-		if (!copy_answer(&c->given, hints->mx))
+		if ((c->given = malloc(sizeof(*c->given))) == NULL || !copy_answer(c->given, hints->mx))
 			goto fail;
 		c->have_given = true;
 	}

@@ -18,6 +18,7 @@
 
 #include <event2/event.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +55,14 @@ struct job {
 	struct outcome outcome;
 	int64_t verdict_ms; /* from the start of the run to the verdict */
 	const char *fact;   /* a late fact: "catch_all", "not_catch_all" (the domain), "retracted"
-	                     * (this verdict was taken back: out of step); NULL: none */
+	                     * (this verdict was taken back: out of step); NULL: none. Set from
+	                     * the two below once the run is over (settle_facts). */
+	bool retracted;
+	unsigned long started_seq; /* facts before this one's start are not about its probe */
+	size_t group;              /* the first job of its domain in run.by_domain order */
+	/* on a group's first job: the domain's latest fact and when it came */
+	const char *domain_fact;
+	unsigned long domain_fact_seq;
 	struct run *run;
 };
 
@@ -68,6 +76,10 @@ struct run {
 	size_t max_flight; /* -j: at most this many at once */
 	bool failed;       /* a callout could not start */
 	int64_t started_ms;
+	unsigned long fact_seq; /* facts so far */
+	size_t *by_domain;      /* the parsed jobs' indexes, by domain: a fact finds its domain's
+	                         * jobs without a walk over all of them (-j in the thousands) */
+	size_t by_domain_count;
 	struct event *linger_poll; /* after the verdicts: ends the loop when nothing lingers */
 	int64_t linger_until_ms;   /* ... or at this time, whatever still lingers */
 };
@@ -116,8 +128,71 @@ static void on_done(void *arg, const struct outcome *outcome)
 		event_base_loopexit(run->engine->env.base, NULL);
 }
 
-/* on_fact - a domain fact learned after a verdict: noted on every job of
- * that domain */
+/* by_domain_order - qsort_r over job indexes (arg: the jobs): by domain, then index */
+static int by_domain_order(const void *a, const void *b, void *arg)
+{
+	const struct job *jobs = arg;
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	int d = strcmp(jobs[x].address.domain_ascii, jobs[y].address.domain_ascii);
+	return d != 0 ? d : (x > y) - (x < y);
+}
+
+/* group_jobs - run.by_domain and every parsed job's group; false without memory */
+static bool group_jobs(struct run *run)
+{
+	run->by_domain = calloc(run->job_count + 1, sizeof(*run->by_domain));
+	if (run->by_domain == NULL)
+		return false;
+	for (size_t i = 0; i < run->job_count; i++)
+		if (run->jobs[i].parsed && !run->jobs[i].address.is_null)
+			run->by_domain[run->by_domain_count++] = i;
+	qsort_r(run->by_domain, run->by_domain_count, sizeof(size_t), by_domain_order, run->jobs);
+	for (size_t k = 0; k < run->by_domain_count; k++) {
+		struct job *job = &run->jobs[run->by_domain[k]];
+		struct job *prev = k > 0 ? &run->jobs[run->by_domain[k - 1]] : NULL;
+		job->group =
+		        prev != NULL && strcmp(prev->address.domain_ascii, job->address.domain_ascii) == 0
+		                ? prev->group
+		                : run->by_domain[k];
+	}
+	return true;
+}
+
+/* domain_group - the first job of domain's group, or NULL */
+static struct job *domain_group(struct run *run, const char *domain)
+{
+	size_t lo = 0, hi = run->by_domain_count;
+	while (lo < hi) { /* the first index whose domain is not below domain */
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(run->jobs[run->by_domain[mid]].address.domain_ascii, domain) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == run->by_domain_count ||
+	    strcmp(run->jobs[run->by_domain[lo]].address.domain_ascii, domain) != 0)
+		return NULL;
+	return &run->jobs[run->jobs[run->by_domain[lo]].group];
+}
+
+/* settle_facts - each job's fact: retracted, or its domain's latest fact
+ * if that came after the job started */
+static void settle_facts(struct run *run)
+{
+	for (size_t i = 0; i < run->job_count; i++) {
+		struct job *job = &run->jobs[i];
+		if (!job->parsed || job->address.is_null)
+			continue;
+		const struct job *group = &run->jobs[job->group];
+		if (job->retracted)
+			job->fact = "retracted";
+		else if (group->domain_fact != NULL && group->domain_fact_seq > job->started_seq)
+			job->fact = group->domain_fact;
+	}
+}
+
+/* on_fact - a fact learned after a verdict: about the domain (noted on
+ * its group, for every job of it started by then), or a retraction */
 static void on_fact(void *arg, const struct addr *address, const struct outcome *fact)
 {
 	const char *domain = address->domain_ascii;
@@ -128,14 +203,20 @@ static void on_fact(void *arg, const struct addr *address, const struct outcome 
 	const char *name = retraction                        ? "retracted"
 	                   : fact->kind == OUTCOME_CATCH_ALL ? "catch_all"
 	                                                     : "not_catch_all";
-	for (size_t i = 0; i < run->job_count; i++) {
-		struct job *job = &run->jobs[i];
-		if (!job->parsed || job->address.is_null)
-			continue;
-		if (retraction ? strcmp(job->address.normalized, address->normalized) == 0
-		               : strcasecmp(job->address.domain_ascii, domain) == 0 &&
-		                         (job->fact == NULL || strcmp(job->fact, "retracted") != 0))
-			job->fact = name;
+	run->fact_seq++;
+	if (retraction) { /* rare: a walk is fine */
+		for (size_t i = 0; i < run->job_count; i++) {
+			struct job *job = &run->jobs[i];
+			if (job->parsed && !job->address.is_null && job->started_seq < run->fact_seq &&
+			    strcmp(job->address.normalized, address->normalized) == 0)
+				job->retracted = true;
+		}
+	} else {
+		struct job *group = domain_group(run, domain);
+		if (group != NULL) {
+			group->domain_fact = name;
+			group->domain_fact_seq = run->fact_seq;
+		}
 	}
 	if (run->verbose) {
 		printf("vemilter-check: %s %s: %s%s%s\n", retraction ? "verdict for" : "fact about",
@@ -275,10 +356,9 @@ static void start_more(struct run *run)
 	while (run->in_flight < run->max_flight && run->next_job < run->job_count && !run->failed) {
 		struct job *job = &run->jobs[run->next_job++];
 		job->run = run;
-		job->parsed = addr_parse(job->input, strlen(job->input), &job->address, job->syntax_error,
-		                         sizeof(job->syntax_error));
 		if (!job->parsed || job->address.is_null)
 			continue;
+		job->started_seq = run->fact_seq;
 		if (callout_start(&run->engine->env, &job->address, NULL, run->verbose ? on_trace : NULL, job,
 		                  on_done, job) == NULL) {
 			fprintf(stderr, "vemilter-check: out of memory\n");
@@ -408,11 +488,23 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vemilter-check: out of memory\n");
 		return EXIT_CONFIG;
 	}
-	for (size_t i = 0; i < count; i++)
-		jobs[i].input = argv[optind + (int)i];
+	for (size_t i = 0; i < count; i++) {
+		struct job *job = &jobs[i];
+		job->input = argv[optind + (int)i];
+		job->parsed = addr_parse(job->input, strlen(job->input), &job->address, job->syntax_error,
+		                         sizeof(job->syntax_error));
+		job->started_seq = ULONG_MAX; /* not started: no fact is about it */
+		/* what a job never started (a callout could not start) says */
+		job->outcome.kind = OUTCOME_TEMPFAIL;
+		snprintf(job->outcome.reason, sizeof(job->outcome.reason), "not probed: out of memory");
+	}
 
 	run.jobs = jobs;
 	run.job_count = count;
+	if (!group_jobs(&run)) {
+		fprintf(stderr, "vemilter-check: out of memory\n");
+		return EXIT_CONFIG;
+	}
 	run.engine->env.on_fact = on_fact;
 	run.engine->env.fact_arg = &run;
 	int status = EXIT_ALL_VALID;
@@ -423,6 +515,7 @@ int main(int argc, char **argv)
 	linger(&run, conf);
 	if (run.failed)
 		status = EXIT_CONFIG;
+	settle_facts(&run);
 	for (size_t i = 0; i < count; i++) {
 		print_result(&jobs[i]);
 		enum exit_code e = severity(&jobs[i]);
@@ -431,6 +524,7 @@ int main(int argc, char **argv)
 	}
 	engine_free(run.engine); /* before the jobs: lingering work may still trace to them */
 	free(jobs);
+	free(run.by_domain);
 	conf_unref(conf);
 	return status;
 }

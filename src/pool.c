@@ -75,10 +75,13 @@ struct pool_job {
 	struct linger_item linger_item;
 };
 
+/* Made when a catch-all answer comes (malloc'd to the domain's length):
+ * thousands of sessions may be open, most asking about one domain. */
 struct domain_memo {
-	char domain[256]; /* longer domains are not remembered */
 	struct smtp_reply reply;
+	char domain[]; /* shorter than DOMAIN_MEMO_NAME_MAX */
 };
+#define DOMAIN_MEMO_NAME_MAX 256
 
 struct pool_session {
 	struct pool_session *prev, *next;
@@ -86,7 +89,7 @@ struct pool_session {
 	struct smtp_probe *probe;
 	struct pool_job *cur;      /* asked now; NULL: none, or cancelled */
 	bool cur_patch;            /* cur's domain was answered in this session: no random RCPT */
-	struct smtp_reply patch;   /* ... that answer */
+	struct smtp_reply *patch;  /* ... that answer (made at the first: only shared sessions need it) */
 	struct pool_job *late_job; /* reported with the catch-all answer pending */
 	struct pool_job *answered; /* waiting for the sync report */
 	unsigned jobs;             /* addresses asked in this session */
@@ -96,9 +99,11 @@ struct pool_session {
 	int64_t started_ms;        /* max_age_ms counts from here */
 	struct event *idle_timer;
 	bool reached_rcpt; /* some address got to RCPT */
-	bool early_have;   /* the first address ended before RCPT: early says how */
-	struct smtp_result early;
-	struct domain_memo memos[DOMAIN_MEMOS];
+	/* The first address ended before RCPT: how (made then, as most
+	 * sessions never need it); NULL: it did not (or no memory: the jobs
+	 * waiting then get sessions of their own, fill) */
+	struct smtp_result *early;
+	struct domain_memo *memos[DOMAIN_MEMOS]; /* NULL: none yet */
 	size_t memo_next;
 };
 
@@ -398,21 +403,28 @@ static bool job_call(struct pool_job *j, enum job_call which, const struct smtp_
 static const struct smtp_reply *memo_find(const struct pool_session *s, const char *domain)
 {
 	for (size_t i = 0; i < DOMAIN_MEMOS && domain[0] != '\0'; i++)
-		if (s->memos[i].reply.code != 0 && strcasecmp(s->memos[i].domain, domain) == 0)
-			return &s->memos[i].reply;
+		if (s->memos[i] != NULL && strcasecmp(s->memos[i]->domain, domain) == 0)
+			return &s->memos[i]->reply;
 	return NULL;
 }
 
 /* memo_keep - remember domain's catch-all answer for the rest of the session */
 static void memo_keep(struct pool_session *s, const char *domain, const struct smtp_reply *reply)
 {
-	if (domain[0] == '\0' || strlen(domain) >= sizeof(s->memos[0].domain) || reply == NULL ||
-	    reply->code == 0 || memo_find(s, domain) != NULL)
+	size_t len = strlen(domain);
+	/* Only a session that may ask another address reads it (smtp.c's
+	 * session mode): one session per job keeps none. */
+	if (s->line->pool->limits.max_sessions == 0 || domain[0] == '\0' || len >= DOMAIN_MEMO_NAME_MAX ||
+	    reply == NULL || reply->code == 0 || memo_find(s, domain) != NULL)
 		return;
-	struct domain_memo *m = &s->memos[s->memo_next];
-	s->memo_next = (s->memo_next + 1) % DOMAIN_MEMOS;
-	snprintf(m->domain, sizeof(m->domain), "%s", domain);
+	struct domain_memo *m = malloc(sizeof(*m) + len + 1);
+	if (m == NULL)
+		return; /* not remembered: the next address of the domain asks the random RCPT again */
 	m->reply = *reply;
+	memcpy(m->domain, domain, len + 1);
+	free(s->memos[s->memo_next]);
+	s->memos[s->memo_next] = m;
+	s->memo_next = (s->memo_next + 1) % DOMAIN_MEMOS;
 }
 
 /* s_trace - a transcript line: to the job asked now (or owed its late
@@ -451,8 +463,10 @@ static void s_done(void *arg, const struct smtp_result *result)
 	if (r.stage >= STAGE_RCPT)
 		s->reached_rcpt = true;
 	else if (!s->reached_rcpt && r.end != SMTP_END_DONE) {
-		s->early = r; /* about the host: for the jobs waiting behind it (s_sync) */
-		s->early_have = true;
+		if (s->early == NULL)
+			s->early = malloc(sizeof(*s->early));
+		if (s->early != NULL)
+			*s->early = r; /* about the host: for the jobs waiting behind it (s_sync) */
 	}
 	if (r.catchall_asked && !r.catchall_pending && j != NULL)
 		memo_keep(s, j->domain, &r.catchall_reply);
@@ -475,7 +489,7 @@ static void s_done(void *arg, const struct smtp_result *result)
 			late_now = true;
 		} else {
 			r.stage = STAGE_CATCHALL;
-			r.catchall_reply = s->patch;
+			r.catchall_reply = *s->patch;
 		}
 	}
 	s->cur_patch = false;
@@ -491,7 +505,7 @@ static void s_done(void *arg, const struct smtp_result *result)
 	if (!job_call(j, CALL_DONE, &r, NULL, NULL))
 		return;
 	if (late_now && r.catchall_pending)
-		job_call(j, CALL_LATE, NULL, &s->patch, NULL);
+		job_call(j, CALL_LATE, NULL, s->patch, NULL);
 }
 
 /* s_late - the catch-all answer of the job reported before it */
@@ -542,9 +556,11 @@ static enum smtp_next s_next(void *arg, struct smtp_job *next)
 	j->state = JOB_CURRENT;
 	j->session = s;
 	const struct smtp_reply *known = memo_find(s, j->domain);
-	s->cur_patch = known != NULL && j->catchall_rcpt[0] != '\0';
+	if (known != NULL && s->patch == NULL)
+		s->patch = malloc(sizeof(*s->patch)); /* NULL: the random RCPT is asked again */
+	s->cur_patch = known != NULL && s->patch != NULL && j->catchall_rcpt[0] != '\0';
 	if (s->cur_patch)
-		s->patch = *known;
+		*s->patch = *known;
 	addr_text(&l->addr, where, sizeof(where));
 	job_trace(j, "* asking in the session already open to %s (address %u in it)", where, s->jobs);
 	if (s->cur_patch)
@@ -572,6 +588,8 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
  * never waits) */
 static struct pool_session *idle_session(const struct pool_line *l)
 {
+	if (l->pool->limits.max_sessions == 0)
+		return NULL; /* one session per job never waits for another: no walk over thousands */
 	for (struct pool_session *s = l->sessions; s != NULL; s = s->next)
 		if (s->idle)
 			return s;
@@ -583,6 +601,10 @@ static void session_free(struct pool_session *s)
 {
 	if (s->idle_timer != NULL)
 		event_free(s->idle_timer);
+	for (size_t i = 0; i < DOMAIN_MEMOS; i++)
+		free(s->memos[i]);
+	free(s->early);
+	free(s->patch);
 	free(s);
 }
 
@@ -672,8 +694,8 @@ static void s_sync(void *arg, struct smtp_probe *probe, const struct smtp_sync_r
 	pool->session_count--;
 	if (s->idle_timer != NULL)
 		evtimer_del(s->idle_timer);
-	if (s->early_have) { /* about the host: the jobs waiting now share it */
-		struct smtp_result r = s->early;
+	if (s->early != NULL) { /* about the host: the jobs waiting now share it */
+		struct smtp_result r = *s->early;
 		r.shared = true;
 		size_t n = l->queued;
 		for (size_t i = 0; i < n; i++) {
@@ -704,7 +726,10 @@ static bool open_session(struct pool_line *l, struct pool_job *first)
 	struct pool_session *s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return false;
-	s->idle_timer = evtimer_new(pool->base, on_idle, s); /* NULL: no idle wait, that is all */
+	/* Only a session that may ask more than one address waits idle for the
+	 * next (s_next); NULL: no idle wait, that is all */
+	if (pool->limits.max_sessions > 0)
+		s->idle_timer = evtimer_new(pool->base, on_idle, s);
 	s->line = l;
 	s->started_ms = clock_mono_ms();
 	s->cur = first;

@@ -47,6 +47,7 @@
 #define READ_HIGH_WATER    (SMTP_LINE_MAX * 4)
 #define NO_LINE            (-1)
 #define LONG_LINE          (-2)
+#define JOB_STRINGS        (2 * (PARAM_MAX + 1))
 
 enum state {
 	ST_START,    /* created; the timer connects from the loop */
@@ -115,7 +116,8 @@ struct smtp_probe {
 	void *arg;
 	struct smtp_reply_parser parser;
 	struct smtp_result result;
-	struct smtp_reply mail_refusal; /* the first MAIL refusal, while the fallback sender is tried */
+	struct smtp_reply *mail_refusal; /* the first MAIL refusal, while the fallback sender is tried
+	                                  * (made then: few probes need it) */
 
 	/* Who owns the probe and what is still owed to the owner. */
 	bool decided;    /* result is final (a desync found before it was handed over may still replace it) */
@@ -123,22 +125,23 @@ struct smtp_probe {
 	bool late_due;   /* reported with catchall_pending; late has not run */
 	bool late_known; /* whether and what the catch-all answer is, is known */
 	bool late_have;  /* ... and it is late_reply */
-	struct smtp_reply late_reply;
-	bool sync_due;               /* reported, sync is set and has not run */
-	enum smtp_sync sync_state;   /* what the session proved so far */
-	enum probe_stage sync_stage; /* where it broke */
-	char sync_why[160];          /* how */
-	bool in_callback;            /* inside done or late: cancel waits for the return */
+	struct smtp_reply *late_reply; /* made at the first late answer: most probes have none */
+	bool sync_due;                 /* reported, sync is set and has not run */
+	enum smtp_sync sync_state;     /* what the session proved so far */
+	enum probe_stage sync_stage;   /* where it broke */
+	char sync_why[160];            /* how */
+	bool in_callback;              /* inside done or late: cancel waits for the return */
 	bool cancelled;
 	bool lingering; /* on params.linger (from the start until freed) */
 	struct linger_item linger_item;
 
 	/* Session mode (params.next) */
-	unsigned rcpt_errors;                  /* 5xx RCPT replies in this session */
-	unsigned txn_rcpts;                    /* RCPTs sent in this transaction */
-	bool new_txn;                          /* the MAIL under way follows our RSET_TXN */
-	bool txn_retried;                      /* this address got a 452 and a new transaction already */
-	char job_strings[2 * (PARAM_MAX + 1)]; /* rcpt and catchall_rcpt of the address asked now */
+	unsigned rcpt_errors; /* 5xx RCPT replies in this session */
+	unsigned txn_rcpts;   /* RCPTs sent in this transaction */
+	bool new_txn;         /* the MAIL under way follows our RSET_TXN */
+	bool txn_retried;     /* this address got a 452 and a new transaction already */
+	char *job_strings;    /* rcpt and catchall_rcpt of the address asked now: JOB_STRINGS octets, made
+	                       * at the second address (thousands of probes ask only one) */
 };
 
 static void on_read(struct bufferevent *bev, void *arg);
@@ -241,8 +244,13 @@ static void note_late(struct smtp_probe *p, const struct smtp_reply *reply)
 		return;
 	p->late_known = true;
 	if (reply != NULL) {
-		p->late_have = true;
-		p->late_reply = *reply;
+		if (p->late_reply ==
+		    NULL) /* no memory: as if no usable answer came (a fact, not a verdict) */
+			p->late_reply = malloc(sizeof(*p->late_reply));
+		if (p->late_reply != NULL) {
+			p->late_have = true;
+			*p->late_reply = *reply;
+		}
 	}
 	event_active(p->notify, EV_TIMEOUT, 0);
 }
@@ -557,7 +565,7 @@ static void tls_up(struct smtp_probe *p)
  * refusal stands; a new connection may try the fallback */
 static void mail_refused_for_good(struct smtp_probe *p, bool may_retry)
 {
-	set_result(p, SMTP_END_REPLY, STAGE_MAIL, &p->mail_refusal, NULL);
+	set_result(p, SMTP_END_REPLY, STAGE_MAIL, p->mail_refusal, NULL);
 	p->result.fallback_retry = may_retry;
 	decide(p);
 }
@@ -712,6 +720,12 @@ static void advance(struct smtp_probe *p)
 	p->decided = p->reported = false;
 	p->late_due = p->late_known = p->late_have = false;
 	p->txn_retried = false;
+	if (p->job_strings == NULL && (p->job_strings = malloc(JOB_STRINGS)) == NULL) {
+		/* ours: that address only, the session goes on with the next */
+		set_result(p, SMTP_END_NO_RESOURCES, STAGE_RCPT, NULL, "%s", CLASSIFY_NO_MEMORY);
+		decide(p);
+		return;
+	}
 	const char *bad = take_job(p, &job);
 	if (bad != NULL) { /* that address only: the session goes on with the next */
 		set_result(p, SMTP_END_PROTOCOL, STAGE_NONE, NULL, "%s", bad);
@@ -803,8 +817,11 @@ static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 		} else if (p->new_txn) {
 			new_txn_failed(p, "MAIL", r);
 		} else if (r->code / 100 == 5 && r->code != 421 && p->params.fallback_from != NULL &&
-		           !p->result.fallback_used) {
-			p->mail_refusal = *r;
+		           !p->result.fallback_used &&
+		           /* no memory for it: the refusal stands, as without a fallback sender */
+		           (p->mail_refusal != NULL ||
+		            (p->mail_refusal = malloc(sizeof(*p->mail_refusal))) != NULL)) {
+			*p->mail_refusal = *r;
 			trace(p, "* MAIL FROM:<%s> refused: RSET, then the fallback sender <%s>",
 			      p->params.mail_from, p->params.fallback_from);
 			send_command(p, ST_RSET, "RSET");
@@ -1130,6 +1147,9 @@ static void free_probe(struct smtp_probe *p)
 	if (p->patience != NULL)
 		event_free(p->patience);
 	free(p->strings);
+	free(p->job_strings);
+	free(p->mail_refusal);
+	free(p->late_reply);
 	free(p);
 }
 
@@ -1151,7 +1171,7 @@ static bool call_owner(struct smtp_probe *p, enum owner_call which)
 {
 	p->in_callback = true;
 	if (which == CALL_LATE) {
-		p->late(p->arg, p->late_have ? &p->late_reply : NULL);
+		p->late(p->arg, p->late_have ? p->late_reply : NULL);
 	} else if (which == CALL_SYNC) {
 		struct smtp_sync_report report = {
 		        .sync = p->sync_state,
