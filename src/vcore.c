@@ -174,6 +174,7 @@ struct probe {
 	 * before a probe someone waits for */
 	bool shared_asked;
 	bool lease_ours;        /* we hold the address's lease: released when stored */
+	bool lease_rechecked;   /* looked once more after taking the lease */
 	void *shared;           /* the tier's request in flight; NULL: none */
 	void *shared_timer;     /* the next look while another host probes; NULL: none */
 	int64_t shared_poll_ms; /* the last wait between looks */
@@ -1275,6 +1276,7 @@ static bool start_refresh(struct vcore *c, struct probe *p)
  * stamped them). Any failure of the tier: probe, as without one. */
 
 static void shared_ask(struct vcore *c, struct probe *p);
+static void on_shared_lease(void *arg, int result);
 
 /* proceed - the probe goes on as without a shared tier */
 static void proceed(struct vcore *c, struct probe *p)
@@ -1354,12 +1356,41 @@ static void on_shared_timer(void *arg)
 	shared_ask(p->core, p);
 }
 
-/* on_shared_lease - the lease: ours (probe), held (wait), failed (probe) */
+/* on_shared_rechecked - the look after the lease was taken: another host's
+ * answer that landed between our first look and our lease (it stored,
+ * then gave its lease back: its write precedes its release on its one
+ * connection, so this look sees it) is served, and our lease given back;
+ * nothing, or the tier failed: probe under our lease */
+static void on_shared_rechecked(void *arg, int n)
+{
+	struct probe *p = arg;
+	struct vcore *c = p->core;
+	p->shared = NULL;
+	if (n > 0) {
+		struct addr address = p->address; /* shared_answer frees p */
+		if (shared_answer(c, p)) {
+			if (c->eng.shared_release != NULL)
+				c->eng.shared_release(c->eng.ctx, &address);
+			return;
+		}
+	}
+	on_shared_lease(p, VCORE_SHARED_OURS);
+}
+
+/* on_shared_lease - the lease: ours (look once more, then probe), held
+ * (wait), failed (probe) */
 static void on_shared_lease(void *arg, int result)
 {
 	struct probe *p = arg;
 	struct vcore *c = p->core;
 	p->shared = NULL;
+	if (result == VCORE_SHARED_OURS && !p->lease_rechecked) {
+		p->lease_ours = true;
+		p->lease_rechecked = true;
+		p->shared = c->eng.shared_fetch(c->eng.ctx, &p->address, p->stable, on_shared_rechecked, p);
+		if (p->shared != NULL)
+			return;
+	}
 	if (result != VCORE_SHARED_HELD) {
 		p->lease_ours = result == VCORE_SHARED_OURS;
 		/* After a wait for another host (it died, or ended without an

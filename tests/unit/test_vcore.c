@@ -532,6 +532,8 @@ START_TEST(shared_lease_ours_probes_then_releases)
 	ck_assert_int_eq(lease->ttl_ms, 8000 + 30000 + VCORE_LEASE_MARGIN_MS);
 	ck_assert_int_eq(F.nprobes, 0);
 	shared_reply(LEASE, VCORE_SHARED_OURS);
+	ck_assert_int_eq(F.nprobes, 0); /* one more look under the lease first */
+	shared_reply(FETCH, 0);
 	ck_assert_int_eq(F.nprobes, 1);
 	ck_assert_int_eq(S.released, 0);
 	finish("bob@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
@@ -550,6 +552,30 @@ START_TEST(shared_lease_ours_probes_then_releases)
 	finish("carol@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
 	vcore_release(t);
 	ck_assert_int_eq(S.released, 1); /* not ours: nothing to give back */
+}
+END_TEST
+
+/* The window between the first look and the lease: the other host stored
+ * its answer and gave its lease back, so ours is granted; the look under
+ * the lease finds the answer, serves it and gives the lease back. */
+START_TEST(shared_lease_ours_looks_again)
+{
+	engine_shares = true;
+	start("");
+	struct verify_ticket *t = submit("hank@ok.test");
+	shared_reply(FETCH, 0);
+	remote_put("a:hank@ok.test", OUTCOME_INVALID); /* the other host's answer lands */
+	shared_reply(LEASE, VCORE_SHARED_OURS);
+	ck_assert_ptr_nonnull(shared_live(FETCH));
+	shared_reply(FETCH, 1);
+	struct verify_result r = must_answer(t);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_INVALID);
+	ck_assert_int_eq(r.source, VERIFY_CACHED);
+	ck_assert_int_eq(F.nprobes, 0);
+	ck_assert_int_eq(S.released, 1);
+	ck_assert_str_eq(S.last_released, "hank@ok.test");
+	ck_assert_int_eq(stats().in_flight, 0);
+	vcore_release(t);
 }
 END_TEST
 
@@ -646,7 +672,8 @@ START_TEST(shared_lease_expired_then_ours)
 	ck_assert(!answered(t, &r));
 	advance(1000);
 	shared_reply(FETCH, 0);
-	shared_reply(LEASE, VCORE_SHARED_OURS); /* the holder died: its lease expired */
+	shared_reply(LEASE, VCORE_SHARED_OURS);   /* the holder died: its lease expired */
+	shared_reply(FETCH, VCORE_SHARED_FAILED); /* the look under the lease: the tier failed */
 	/* the probe runs (not refused for the first request's spent budget) */
 	ck_assert_int_eq(F.nprobes, 1);
 	finish("frank@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
@@ -2391,6 +2418,7 @@ int main(void)
 	tcase_add_test(tc, no_cache_no_deferral);
 	tcase_add_test(tc, shared_fetch_answers_without_probe);
 	tcase_add_test(tc, shared_lease_ours_probes_then_releases);
+	tcase_add_test(tc, shared_lease_ours_looks_again);
 	tcase_add_test(tc, shared_failure_probes_at_once);
 	tcase_add_test(tc, shared_refresh_once_for_the_fleet);
 	tcase_add_test(tc, shared_lease_held_waits_for_the_answer);
