@@ -15,13 +15,12 @@
 
 #include "redisurl.h"
 
-#define PREFIX_LEN   (sizeof(CACHEREDIS_PREFIX) - 1)
-#define RECORD_SCAN  CACHEREDIS_PREFIX "[adht]:*" /* the four record kinds; never a lease */
-#define ALL_SCAN     CACHEREDIS_PREFIX "*"
-#define LEASE_SCAN   CACHEREDIS_LEASE_PREFIX "*"
-#define SCAN_COUNT   "1000"
-#define BATCH        1000 /* keys per pipelined batch */
-#define PASSWORD_MAX 1024 /* the first line of cache_password_file */
+#define PREFIX_LEN  (sizeof(CACHEREDIS_PREFIX) - 1)
+#define RECORD_SCAN CACHEREDIS_PREFIX "[adht]:*" /* the four record kinds; never a lease */
+#define ALL_SCAN    CACHEREDIS_PREFIX "*"
+#define LEASE_SCAN  CACHEREDIS_LEASE_PREFIX "*"
+#define SCAN_COUNT  "1000"
+#define BATCH       1000 /* keys per pipelined batch */
 
 struct cacheredis {
 	redisContext *c;
@@ -103,35 +102,19 @@ static bool full_key(const char *key, char *buf, size_t size)
 	return n > 0 && (size_t)n < size;
 }
 
-/* read_password - the first line of path into buf (no line end); false
- * with a reason. The reason never holds the file's content. */
-static bool read_password(struct cacheredis *r, const char *path, char *buf, size_t size)
-{
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return fail(r, "cache_password_file %s: %s", path, strerror(errno));
-	bool ok = fgets(buf, (int)size, f) != NULL;
-	fclose(f);
-	if (!ok)
-		return fail(r, "cache_password_file %s: empty", path);
-	buf[strcspn(buf, "\r\n")] = '\0';
-	if (buf[0] == '\0')
-		return fail(r, "cache_password_file %s: the first line is empty", path);
-	return true;
-}
-
 /* authenticate - AUTH [user] password; the reply's text (WRONGPASS ...)
  * holds no secret */
 static bool authenticate(struct cacheredis *r, const struct redis_url *url, const char *password_file)
 {
-	char password[PASSWORD_MAX];
+	char password[REDIS_PASSWORD_MAX];
 	if (password_file == NULL || password_file[0] == '\0') {
 		if (url->user[0] != '\0')
 			return fail(r, "user %s needs a password: set cache_password_file", url->user);
 		return true;
 	}
-	if (!read_password(r, password_file, password, sizeof(password)))
-		return false;
+	char why[300];
+	if (!redis_password_read(password_file, password, sizeof(password), why, sizeof(why)))
+		return fail(r, "%s", why);
 	const char *argv[3] = {"AUTH", url->user, password};
 	int argc = 3;
 	if (url->user[0] == '\0') {

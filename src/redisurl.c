@@ -4,6 +4,7 @@
 #include "redisurl.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -144,4 +145,37 @@ const char *redis_url_format(const struct redis_url *url, char *buf, size_t size
 	snprintf(buf, size, "redis://%s%s%s%s%s:%d/%d", url->user, url->user[0] ? "@" : "", v6 ? "[" : "",
 	         url->host, v6 ? "]" : "", url->port, url->db);
 	return buf;
+}
+
+bool redis_password_read(const char *path, char *buf, size_t size, char *why, size_t why_size)
+{
+	buf[0] = '\0';
+	if (path == NULL || path[0] == '\0')
+		return true;
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		snprintf(why, why_size, "cannot read cache_password_file %s: %s", path, strerror(errno));
+		return false;
+	}
+	bool got = fgets(buf, (int)size, f) != NULL;
+	bool error = ferror(f) != 0;
+	fclose(f);
+	if (error || !got) {
+		snprintf(why, why_size, "cache_password_file %s: %s", path, error ? "read error" : "empty");
+		buf[0] = '\0';
+		return false;
+	}
+	size_t line = strcspn(buf, "\r\n");
+	if (buf[line] == '\0' && line == size - 1) {
+		snprintf(why, why_size, "cache_password_file %s: the first line is longer than %zu octets",
+		         path, size - 1);
+		explicit_bzero(buf, size);
+		return false;
+	}
+	buf[line] = '\0';
+	if (line == 0) {
+		snprintf(why, why_size, "cache_password_file %s: the first line is empty", path);
+		return false;
+	}
+	return true;
 }

@@ -9,6 +9,9 @@
  * is refused with a reason saying so. rediss:// (TLS) is refused: Debian
  * 12's hiredis (0.14) has no TLS; the reason says to reach Redis over a
  * private network or a local TLS tunnel.
+ *
+ * Also the password file's reading (redis_password_read), shared by the
+ * daemon and vemilter-cache so both accept the same files.
  */
 #ifndef VEMILTER_REDISURL_H
 #define VEMILTER_REDISURL_H
@@ -18,6 +21,7 @@
 
 #define REDIS_URL_HOST_MAX 256
 #define REDIS_URL_USER_MAX 128
+#define REDIS_PASSWORD_MAX 1024 /* the first line of cache_password_file, NUL included */
 
 struct redis_url {
 	char user[REDIS_URL_USER_MAX]; /* ACL user (Redis 6+); "": the default user */
@@ -36,5 +40,11 @@ bool redis_url_parse(const char *text, struct redis_url *out, char *why, size_t 
 /* redis_url_format - "redis://user@host:port/db" (IPv6 bracketed) into buf;
  * for logs: it never holds a secret. Returns buf. */
 const char *redis_url_format(const struct redis_url *url, char *buf, size_t size);
+
+/* redis_password_read - the first line of path (without its line end)
+ * into buf; path NULL or "": no password (buf ""). False with a reason
+ * that never holds the file's content: unreadable, empty, or a first line
+ * that is empty or longer than size - 1. */
+bool redis_password_read(const char *path, char *buf, size_t size, char *why, size_t why_size);
 
 #endif

@@ -36,7 +36,6 @@
 
 #define RECONNECT_FIRST_MS 1000
 #define RECONNECT_MAX_MS   30000
-#define PASSWORD_MAX       512
 #define SHA_MAX            41
 
 enum script { SCRIPT_PUT, SCRIPT_FETCH, SCRIPT_RELEASE, SCRIPT_COUNT };
@@ -80,7 +79,7 @@ struct shared {
 	struct redis_url url;
 	char url_text[REDIS_URL_HOST_MAX + REDIS_URL_USER_MAX + 32];
 	char addr[REDIS_URL_HOST_MAX]; /* url.host resolved at start and reload (resolve_host) */
-	char password[PASSWORD_MAX];
+	char password[REDIS_PASSWORD_MAX];
 	char id[SHARED_ID_MAX];
 	redisAsyncContext *ac; /* NULL: down (or connecting not begun) */
 	bool up;               /* the setup succeeded on ac */
@@ -739,28 +738,6 @@ void shared_cancel(struct shared *s, void *request)
 
 /* ---- life cycle ---- */
 
-/* shared_read_password - see shared.h */
-bool shared_read_password(const char *path, char *buf, size_t size, char *why, size_t why_size)
-{
-	buf[0] = '\0';
-	if (path == NULL || path[0] == '\0')
-		return true;
-	FILE *f = fopen(path, "r");
-	if (f == NULL) {
-		snprintf(why, why_size, "cannot read cache_password_file %s: %s", path, strerror(errno));
-		return false;
-	}
-	bool ok = fgets(buf, (int)size, f) != NULL || feof(f);
-	fclose(f);
-	if (!ok) {
-		snprintf(why, why_size, "cannot read cache_password_file %s", path);
-		buf[0] = '\0';
-		return false;
-	}
-	buf[strcspn(buf, "\r\n")] = '\0';
-	return true;
-}
-
 /* host_id - "hostname:pid": what a lease holds */
 static void host_id(char *buf, size_t size)
 {
@@ -785,7 +762,7 @@ struct shared *shared_new(struct event_base *base, const struct conf *conf, stru
 	s->local = local;
 	pthread_mutex_init(&s->queue_lock, NULL);
 	if (!redis_url_parse(conf->cache, &s->url, why, why_size) ||
-	    !shared_read_password(conf->cache_password_file, s->password, sizeof(s->password), why, why_size))
+	    !redis_password_read(conf->cache_password_file, s->password, sizeof(s->password), why, why_size))
 		goto fail;
 	redis_url_format(&s->url, s->url_text, sizeof(s->url_text));
 	resolve_host(s);
@@ -810,8 +787,8 @@ void shared_set_conf(struct shared *s, const struct conf *conf)
 		return;
 	s->conf = conf;
 	resolve_host(s); /* the name may have moved: used from the next connect on */
-	char password[PASSWORD_MAX], why[300];
-	if (!shared_read_password(conf->cache_password_file, password, sizeof(password), why, sizeof(why))) {
+	char password[REDIS_PASSWORD_MAX], why[300];
+	if (!redis_password_read(conf->cache_password_file, password, sizeof(password), why, sizeof(why))) {
 		log_msg(LOG_ERR, "reload: %s; the shared cache keeps the password it had", why);
 		return;
 	}
@@ -878,9 +855,9 @@ void shared_get_stats(const struct shared *s, struct shared_stats *out)
 int shared_check(const struct conf *conf, char *why, size_t why_size)
 {
 	struct redis_url url;
-	char password[PASSWORD_MAX], text[REDIS_URL_HOST_MAX + REDIS_URL_USER_MAX + 32];
+	char password[REDIS_PASSWORD_MAX], text[REDIS_URL_HOST_MAX + REDIS_URL_USER_MAX + 32];
 	if (!redis_url_parse(conf->cache, &url, why, why_size) ||
-	    !shared_read_password(conf->cache_password_file, password, sizeof(password), why, why_size))
+	    !redis_password_read(conf->cache_password_file, password, sizeof(password), why, why_size))
 		return SHARED_CHECK_REFUSED;
 	redis_url_format(&url, text, sizeof(text));
 	int64_t ms = conf->cache_redis_timeout_ms < 1000 ? 1000 : conf->cache_redis_timeout_ms;

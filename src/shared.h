@@ -115,8 +115,4 @@ void shared_get_stats(const struct shared *s, struct shared_stats *out);
 enum { SHARED_CHECK_REFUSED = -1, SHARED_CHECK_UNREACHABLE = 0, SHARED_CHECK_OK = 1 };
 int shared_check(const struct conf *conf, char *why, size_t why_size);
 
-/* shared_read_password - the first line of path (without its newline)
- * into buf; "" and true for an empty path. False with a reason. */
-bool shared_read_password(const char *path, char *buf, size_t size, char *why, size_t why_size);
-
 #endif

@@ -1,8 +1,12 @@
 /*
  * test_redisurl.c - redis:// cache URLs: what is accepted, what is refused
- * and why (a password in the URL, TLS, bad ports and databases).
+ * and why (a password in the URL, TLS, bad ports and databases); the
+ * password file's first line.
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "redisurl.h"
 #include "unit.h"
@@ -83,6 +87,57 @@ START_TEST(is_url)
 }
 END_TEST
 
+/* write_file - text into a fresh temporary file; its path into path */
+static void write_file(char *path, size_t size, const char *text, size_t len)
+{
+	snprintf(path, size, "/tmp/vm-redispw-XXXXXX");
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, text, len), (ssize_t)len);
+	close(fd);
+}
+
+START_TEST(password_file)
+{
+	char path[64], buf[REDIS_PASSWORD_MAX], why[300];
+	static const struct {
+		const char *text;
+		bool ok;
+		const char *want; /* the password, or a word of the reason */
+	} cases[] = {
+	        {"s3cret\n", true, "s3cret"},
+	        {"s3cret", true, "s3cret"},
+	        {"s3cret\r\nother\n", true, "s3cret"},
+	        {"", false, "empty"},
+	        {"\nsecond\n", false, "first line is empty"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		write_file(path, sizeof(path), cases[i].text, strlen(cases[i].text));
+		why[0] = '\0';
+		bool ok = redis_password_read(path, buf, sizeof(buf), why, sizeof(why));
+		unlink(path);
+		ck_assert_msg(ok == cases[i].ok, "case %zu: %s", i, why);
+		if (ok)
+			ck_assert_str_eq(buf, cases[i].want);
+		else
+			ck_assert_msg(strstr(why, cases[i].want) && !strstr(why, "second"), "case %zu: %s", i,
+			              why);
+	}
+	/* a line longer than the buffer is refused, not cut */
+	char small[8];
+	write_file(path, sizeof(path), "0123456789\n", 11);
+	ck_assert(!redis_password_read(path, small, sizeof(small), why, sizeof(why)));
+	ck_assert_ptr_nonnull(strstr(why, "longer"));
+	ck_assert_ptr_null(strstr(why, "0123"));
+	unlink(path);
+	/* no file named: no password; a missing file: a reason with the path */
+	ck_assert(redis_password_read("", buf, sizeof(buf), why, sizeof(why)));
+	ck_assert_str_eq(buf, "");
+	ck_assert(!redis_password_read("/nonexistent/vm-pw", buf, sizeof(buf), why, sizeof(why)));
+	ck_assert_ptr_nonnull(strstr(why, "/nonexistent/vm-pw"));
+}
+END_TEST
+
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 int main(void)
@@ -93,6 +148,7 @@ int main(void)
 	tcase_add_loop_test(tc, parse_good, 0, N(good));
 	tcase_add_loop_test(tc, parse_bad, 0, N(bad));
 	tcase_add_test(tc, is_url);
+	tcase_add_test(tc, password_file);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }
