@@ -902,9 +902,14 @@ int shared_check(const struct conf *conf, char *why, size_t why_size)
 			rep = redisCommand(c, "AUTH %s %s", url.user, password);
 		else
 			rep = redisCommand(c, "AUTH %s", password);
-		if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+		if (rep == NULL) {
+			/* silence (a timeout, a reset) is no refusal: the daemon lives with it */
+			snprintf(why, why_size, "cache %s: no answer to AUTH: %s", text, c->errstr);
+			ok = false;
+			answered = false;
+		} else if (rep->type == REDIS_REPLY_ERROR) {
 			snprintf(why, why_size, "cache %s: AUTH refused: %s (check cache_password_file)",
-			         text, rep != NULL ? rep->str : c->errstr);
+			         text, rep->str);
 			ok = false;
 		}
 		freeReplyObject(rep);

@@ -407,6 +407,16 @@ def main():
                 else:
                     tap.check("vemilter -n with a wrong password: exit non-zero, naming AUTH",
                               r.returncode != 0 and "AUTH refused" in out and "wrong-one" not in out, out)
+            # Redis slow to answer the AUTH (DEBUG SLEEP): silence, not a
+            # refusal; a start must not fail for it (the daemon reconnects).
+            sleeper = threading.Thread(target=lambda: _quiet(locked.cmd, "DEBUG", "SLEEP", "3", timeout=10))
+            sleeper.start()
+            time.sleep(0.3)
+            r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", path], timeout=20)
+            out = (r.stdout or "") + (r.stderr or "")
+            sleeper.join(10)
+            tap.check("vemilter -n with Redis asleep at AUTH: a warning, exit 0 (not a refusal)",
+                      r.returncode == 0 and "warning" in out and "refused" not in out, out)
             locked.stop()
             r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", path], timeout=20)
             out = (r.stdout or "") + (r.stderr or "")
