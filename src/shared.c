@@ -95,7 +95,8 @@ struct shared {
 	pthread_mutex_t queue_lock;
 	struct queued *queue_head, *queue_tail;
 	size_t queue_len;
-	bool queue_up; /* up, as other threads may read it (under queue_lock) */
+	bool queue_up;          /* up, as other threads may read it (under queue_lock) */
+	uint64_t queue_dropped; /* writes enqueue() dropped (under queue_lock) */
 	struct shared_stats st;
 };
 
@@ -628,8 +629,12 @@ static void enqueue(struct shared *s, enum req_kind kind, const char *key, const
                     int64_t now_ms)
 {
 	struct queued *q = calloc(1, sizeof(*q));
-	if (q == NULL)
+	if (q == NULL) {
+		pthread_mutex_lock(&s->queue_lock);
+		s->queue_dropped++;
+		pthread_mutex_unlock(&s->queue_lock);
 		return;
+	}
 	q->kind = kind;
 	snprintf(q->key, sizeof(q->key), "%s", key);
 	if (rec != NULL)
@@ -638,8 +643,9 @@ static void enqueue(struct shared *s, enum req_kind kind, const char *key, const
 	bool wake = false;
 	pthread_mutex_lock(&s->queue_lock);
 	if (!s->queue_up || s->queue_len >= SHARED_QUEUE_MAX) {
+		s->queue_dropped++; /* this thread's count: st is the engine thread's */
 		pthread_mutex_unlock(&s->queue_lock);
-		free(q); /* counted nowhere: the counters are the engine thread's */
+		free(q);
 		return;
 	}
 	if (s->queue_tail != NULL)
@@ -872,6 +878,11 @@ void shared_get_stats(const struct shared *s, struct shared_stats *out)
 		return;
 	*out = s->st;
 	out->up = s->up;
+	/* the drops other threads counted; the lock is not the struct's state */
+	pthread_mutex_t *lock = (pthread_mutex_t *)&s->queue_lock;
+	pthread_mutex_lock(lock);
+	out->writes_dropped += s->queue_dropped;
+	pthread_mutex_unlock(lock);
 }
 
 /* shared_check - see shared.h */

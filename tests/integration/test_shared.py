@@ -304,7 +304,7 @@ def main():
                   a.wait_log(r"(?s)unavailable.*shared cache .*: connected", 10) is not None, a.diag)
 
         # Redis killed: mail still flows, from probes and the local tier.
-        mark_a = len(a.log())
+        mark_a, mark_b = len(a.log()), len(b.log())
         redis.stop()
         digit, t = session(a, "<dave@ok.test>")
         tap.check("Redis killed: a new sender is still verified (accepted, probed)",
@@ -317,6 +317,15 @@ def main():
         tap.check("A logged the shared cache unavailable once",
                   len([l for l in a.log()[mark_a:].splitlines() if "unavailable" in l]) == 1,
                   a.log()[mark_a:])
+        # B's results while down are dropped, and its metrics say so.
+        b_down = b.wait_log(r"shared cache .*: unavailable", 5, start=mark_b) is not None
+        digit, t = session(b, "<frank@ok.test>")
+        text = metrics(mport)
+        dropped = int((re.search(r'^vemilter_shared_cache_writes_total\{result="dropped"\} (\d+)', text, re.M)
+                       or [0, "0"])[1])
+        tap.check("Redis killed: B's writes meanwhile counted as dropped (%d)" % dropped,
+                  b_down and digit == "5" and dropped >= 1,
+                  t + "\n".join(l for l in text.splitlines() if "shared" in l))
 
         # Restarted (same port, empty): back on it, logged, and new results go there.
         redis.start()
