@@ -946,6 +946,42 @@ int shared_check(const struct conf *conf, char *why, size_t why_size)
 			answered = rep != NULL;
 		}
 		freeReplyObject(rep);
+		rep = NULL;
+	}
+	/* What the daemon sends is all scripts (writes, fetches, releases): a
+	 * user or server that refuses them leaves the daemon without the tier. */
+	char sha[SHA_MAX] = "";
+	for (int i = 0; ok && i < SCRIPT_COUNT; i++) {
+		const char *argv[3] = {"SCRIPT", "LOAD", script_text[i]};
+		size_t len[3] = {6, 4, strlen(script_text[i])};
+		rep = redisCommandArgv(c, 3, argv, len);
+		if (rep == NULL || rep->type != REDIS_REPLY_STRING) {
+			snprintf(why, why_size,
+			         "cache %s: SCRIPT LOAD refused: %s (the user needs SCRIPT and EVALSHA)",
+			         text,
+			         rep == NULL                      ? c->errstr
+			         : rep->type == REDIS_REPLY_ERROR ? rep->str
+			                                          : "no sha");
+			ok = false;
+			answered = rep != NULL;
+		} else if (i == SCRIPT_FETCH) {
+			snprintf(sha, sizeof(sha), "%s", rep->str);
+		}
+		freeReplyObject(rep);
+		rep = NULL;
+	}
+	if (ok) { /* the fetch with no keys: an empty answer, nothing touched */
+		const char *argv[3] = {"EVALSHA", sha, "0"};
+		size_t len[3] = {7, strlen(sha), 1};
+		rep = redisCommandArgv(c, 3, argv, len);
+		if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+			snprintf(why, why_size,
+			         "cache %s: EVALSHA refused: %s (the user needs SCRIPT and EVALSHA)", text,
+			         rep != NULL ? rep->str : c->errstr);
+			ok = false;
+			answered = rep != NULL;
+		}
+		freeReplyObject(rep);
 	}
 	redisFree(c);
 	explicit_bzero(password, sizeof(password));

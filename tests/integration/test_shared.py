@@ -426,6 +426,19 @@ def main():
             sleeper.join(10)
             tap.check("vemilter -n with Redis asleep at AUTH: a warning, exit 0 (not a refusal)",
                       r.returncode == 0 and "warning" in out and "refused" not in out, out)
+            # A user that may not run scripts (the daemon's writes, fetches
+            # and releases are all scripts): -n says so instead of "OK".
+            locked.cmd("ACL", "SETUSER", "noscript", "on", ">other-pw", "~*", "&*", "+@all", "-script",
+                       "-evalsha", "-eval")
+            tmp.write("noscript.pw", "other-pw\n", mode=0o600)
+            conf = daemon_conf(tmp, "n", dns_port, farm_port, locked.port,
+                               cache="redis://noscript@127.0.0.1:%d" % locked.port,
+                               cache_password_file=tmp.join("noscript.pw"))
+            r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", tmp.write("n-noscript.conf",
+                                                                           vmtest.format_conf(conf))], timeout=20)
+            out = (r.stdout or "") + (r.stderr or "")
+            tap.check("vemilter -n as a user that may not run scripts: exit non-zero, naming SCRIPT",
+                      r.returncode != 0 and "SCRIPT" in out and "other-pw" not in out, out)
             locked.stop()
             r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", path], timeout=20)
             out = (r.stdout or "") + (r.stderr or "")
