@@ -418,9 +418,9 @@ def main():
                               r.returncode != 0 and "AUTH refused" in out and "wrong-one" not in out, out)
             # Redis slow to answer the AUTH (DEBUG SLEEP): silence, not a
             # refusal; a start must not fail for it (the daemon reconnects).
-            sleeper = threading.Thread(target=lambda: _quiet(locked.cmd, "DEBUG", "SLEEP", "3", timeout=10))
+            sleeper = threading.Thread(target=lambda: _quiet(locked.cmd, "DEBUG", "SLEEP", "4", timeout=10))
             sleeper.start()
-            time.sleep(0.3)
+            vmtest.wait_until(lambda: not locked.ping(), 3)  # asleep: PING gets no answer within 1 s
             r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", path], timeout=20)
             out = (r.stdout or "") + (r.stderr or "")
             sleeper.join(10)
