@@ -94,7 +94,8 @@ struct shared {
 	pthread_mutex_t queue_lock;
 	struct queued *queue_head, *queue_tail;
 	size_t queue_len;
-	bool queue_up; /* up, as other threads may read it (under queue_lock) */
+	bool queue_up;          /* up, as other threads may read it (under queue_lock) */
+	uint64_t queue_dropped; /* writes enqueue() dropped (under queue_lock) */
 	struct shared_stats st;
 };
 
@@ -627,8 +628,12 @@ static void enqueue(struct shared *s, enum req_kind kind, const char *key, const
                     int64_t now_ms)
 {
 	struct queued *q = calloc(1, sizeof(*q));
-	if (q == NULL)
+	if (q == NULL) {
+		pthread_mutex_lock(&s->queue_lock);
+		s->queue_dropped++;
+		pthread_mutex_unlock(&s->queue_lock);
 		return;
+	}
 	q->kind = kind;
 	snprintf(q->key, sizeof(q->key), "%s", key);
 	if (rec != NULL)
@@ -637,8 +642,9 @@ static void enqueue(struct shared *s, enum req_kind kind, const char *key, const
 	bool wake = false;
 	pthread_mutex_lock(&s->queue_lock);
 	if (!s->queue_up || s->queue_len >= SHARED_QUEUE_MAX) {
+		s->queue_dropped++; /* this thread's count: st is the engine thread's */
 		pthread_mutex_unlock(&s->queue_lock);
-		free(q); /* counted nowhere: the counters are the engine thread's */
+		free(q);
 		return;
 	}
 	if (s->queue_tail != NULL)
@@ -849,6 +855,11 @@ void shared_get_stats(const struct shared *s, struct shared_stats *out)
 		return;
 	*out = s->st;
 	out->up = s->up;
+	/* the drops other threads counted; the lock is not the struct's state */
+	pthread_mutex_t *lock = (pthread_mutex_t *)&s->queue_lock;
+	pthread_mutex_lock(lock);
+	out->writes_dropped += s->queue_dropped;
+	pthread_mutex_unlock(lock);
 }
 
 /* shared_check - see shared.h */
@@ -879,9 +890,14 @@ int shared_check(const struct conf *conf, char *why, size_t why_size)
 			rep = redisCommand(c, "AUTH %s %s", url.user, password);
 		else
 			rep = redisCommand(c, "AUTH %s", password);
-		if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+		if (rep == NULL) {
+			/* silence (a timeout, a reset) is no refusal: the daemon lives with it */
+			snprintf(why, why_size, "cache %s: no answer to AUTH: %s", text, c->errstr);
+			ok = false;
+			answered = false;
+		} else if (rep->type == REDIS_REPLY_ERROR) {
 			snprintf(why, why_size, "cache %s: AUTH refused: %s (check cache_password_file)",
-			         text, rep != NULL ? rep->str : c->errstr);
+			         text, rep->str);
 			ok = false;
 		}
 		freeReplyObject(rep);
@@ -902,6 +918,42 @@ int shared_check(const struct conf *conf, char *why, size_t why_size)
 		rep = redisCommand(c, "PING");
 		if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
 			snprintf(why, why_size, "cache %s: PING refused: %s", text,
+			         rep != NULL ? rep->str : c->errstr);
+			ok = false;
+			answered = rep != NULL;
+		}
+		freeReplyObject(rep);
+		rep = NULL;
+	}
+	/* What the daemon sends is all scripts (writes, fetches, releases): a
+	 * user or server that refuses them leaves the daemon without the tier. */
+	char sha[SHA_MAX] = "";
+	for (int i = 0; ok && i < SCRIPT_COUNT; i++) {
+		const char *argv[3] = {"SCRIPT", "LOAD", script_text[i]};
+		size_t len[3] = {6, 4, strlen(script_text[i])};
+		rep = redisCommandArgv(c, 3, argv, len);
+		if (rep == NULL || rep->type != REDIS_REPLY_STRING) {
+			snprintf(why, why_size,
+			         "cache %s: SCRIPT LOAD refused: %s (the user needs SCRIPT and EVALSHA)",
+			         text,
+			         rep == NULL                      ? c->errstr
+			         : rep->type == REDIS_REPLY_ERROR ? rep->str
+			                                          : "no sha");
+			ok = false;
+			answered = rep != NULL;
+		} else if (i == SCRIPT_FETCH) {
+			snprintf(sha, sizeof(sha), "%s", rep->str);
+		}
+		freeReplyObject(rep);
+		rep = NULL;
+	}
+	if (ok) { /* the fetch with no keys: an empty answer, nothing touched */
+		const char *argv[3] = {"EVALSHA", sha, "0"};
+		size_t len[3] = {7, strlen(sha), 1};
+		rep = redisCommandArgv(c, 3, argv, len);
+		if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+			snprintf(why, why_size,
+			         "cache %s: EVALSHA refused: %s (the user needs SCRIPT and EVALSHA)", text,
 			         rep != NULL ? rep->str : c->errstr);
 			ok = false;
 			answered = rep != NULL;

@@ -105,13 +105,14 @@ struct shared_stats {
 };
 void shared_get_stats(const struct shared *s, struct shared_stats *out);
 
-/* shared_check - vemilter -n: connect, AUTH and SELECT synchronously
- * within cache_redis_timeout (at least 1 s). SHARED_CHECK_OK;
- * SHARED_CHECK_UNREACHABLE (why): no answer now, which the daemon lives
- * with (it verifies alone and reconnects), so a start must not fail for
- * it; SHARED_CHECK_REFUSED (why): Redis answered and refused us (a wrong
- * password, a db it does not have) or the password file is unreadable: a
- * configuration error. */
+/* shared_check - vemilter -n: connect, AUTH, SELECT, SCRIPT LOAD and an
+ * EVALSHA (the daemon's writes, fetches and releases are scripts)
+ * synchronously, each within cache_redis_timeout (at least 1 s).
+ * SHARED_CHECK_OK; SHARED_CHECK_UNREACHABLE (why): no answer now, which
+ * the daemon lives with (it verifies alone and reconnects), so a start
+ * must not fail for it; SHARED_CHECK_REFUSED (why): Redis answered and
+ * refused us (a wrong password, a db it does not have, no scripts for
+ * this user) or the password file is unreadable: a configuration error. */
 enum { SHARED_CHECK_REFUSED = -1, SHARED_CHECK_UNREACHABLE = 0, SHARED_CHECK_OK = 1 };
 int shared_check(const struct conf *conf, char *why, size_t why_size);
 

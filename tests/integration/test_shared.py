@@ -304,7 +304,7 @@ def main():
                   a.wait_log(r"(?s)unavailable.*shared cache .*: connected", 10) is not None, a.diag)
 
         # Redis killed: mail still flows, from probes and the local tier.
-        mark_a = len(a.log())
+        mark_a, mark_b = len(a.log()), len(b.log())
         redis.stop()
         digit, t = session(a, "<dave@ok.test>")
         tap.check("Redis killed: a new sender is still verified (accepted, probed)",
@@ -317,6 +317,15 @@ def main():
         tap.check("A logged the shared cache unavailable once",
                   len([l for l in a.log()[mark_a:].splitlines() if "unavailable" in l]) == 1,
                   a.log()[mark_a:])
+        # B's results while down are dropped, and its metrics say so.
+        b_down = b.wait_log(r"shared cache .*: unavailable", 5, start=mark_b) is not None
+        digit, t = session(b, "<frank@ok.test>")
+        text = metrics(mport)
+        dropped = int((re.search(r'^vemilter_shared_cache_writes_total\{result="dropped"\} (\d+)', text, re.M)
+                       or [0, "0"])[1])
+        tap.check("Redis killed: B's writes meanwhile counted as dropped (%d)" % dropped,
+                  b_down and digit == "5" and dropped >= 1,
+                  t + "\n".join(l for l in text.splitlines() if "shared" in l))
 
         # Restarted (same port, empty): back on it, logged, and new results go there.
         redis.start()
@@ -407,6 +416,29 @@ def main():
                 else:
                     tap.check("vemilter -n with a wrong password: exit non-zero, naming AUTH",
                               r.returncode != 0 and "AUTH refused" in out and "wrong-one" not in out, out)
+            # Redis slow to answer the AUTH (DEBUG SLEEP): silence, not a
+            # refusal; a start must not fail for it (the daemon reconnects).
+            sleeper = threading.Thread(target=lambda: _quiet(locked.cmd, "DEBUG", "SLEEP", "4", timeout=10))
+            sleeper.start()
+            vmtest.wait_until(lambda: not locked.ping(), 3)  # asleep: PING gets no answer within 1 s
+            r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", path], timeout=20)
+            out = (r.stdout or "") + (r.stderr or "")
+            sleeper.join(10)
+            tap.check("vemilter -n with Redis asleep at AUTH: a warning, exit 0 (not a refusal)",
+                      r.returncode == 0 and "warning" in out and "refused" not in out, out)
+            # A user that may not run scripts (the daemon's writes, fetches
+            # and releases are all scripts): -n says so instead of "OK".
+            locked.cmd("ACL", "SETUSER", "noscript", "on", ">other-pw", "~*", "&*", "+@all", "-script",
+                       "-evalsha", "-eval")
+            tmp.write("noscript.pw", "other-pw\n", mode=0o600)
+            conf = daemon_conf(tmp, "n", dns_port, farm_port, locked.port,
+                               cache="redis://noscript@127.0.0.1:%d" % locked.port,
+                               cache_password_file=tmp.join("noscript.pw"))
+            r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", tmp.write("n-noscript.conf",
+                                                                           vmtest.format_conf(conf))], timeout=20)
+            out = (r.stdout or "") + (r.stderr or "")
+            tap.check("vemilter -n as a user that may not run scripts: exit non-zero, naming SCRIPT",
+                      r.returncode != 0 and "SCRIPT" in out and "other-pw" not in out, out)
             locked.stop()
             r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", path], timeout=20)
             out = (r.stdout or "") + (r.stderr or "")
