@@ -26,6 +26,7 @@
 
 #include "conftable.h"
 #include "log.h"
+#include "redisurl.h"
 
 #define CONF_MSG_MAX 1024 /* one error message */
 #define DEFAULT_SITE "built-in default"
@@ -497,6 +498,20 @@ static char *dir_of(const char *path)
 	return strndup(path, (size_t)(slash - path));
 }
 
+/* check_together - what no single directive can say: a Redis user in the
+ * cache URL needs a password (vemilter-cache refuses it too; without one the
+ * daemon would connect as the default user, not the one named) */
+static void check_together(struct loader *ld, const struct site *at)
+{
+	struct redis_url url;
+	char why[200];
+	if (ld->conf->cache != NULL && redis_url_is(ld->conf->cache) &&
+	    redis_url_parse(ld->conf->cache, &url, why, sizeof(why)) && url.user[0] != '\0' &&
+	    (ld->conf->cache_password_file == NULL || ld->conf->cache_password_file[0] == '\0'))
+		report(ld, at, "cache: the Redis user %s needs a password: set cache_password_file",
+		       url.user);
+}
+
 /* load_stream - parse and close f, the config named name (NULL f: errno says why) */
 static struct conf *load_stream(const char *name, FILE *f, conf_error_fn on_error, void *arg)
 {
@@ -517,6 +532,8 @@ static struct conf *load_stream(const char *name, FILE *f, conf_error_fn on_erro
 		if (err != 0)
 			report(&ld, &at, "cannot read: %s", strerror(err));
 		apply_defaults(&ld);
+		if (ld.errors == 0)
+			check_together(&ld, &at);
 	}
 	fclose(f);
 	free(ld.dir);

@@ -1156,6 +1156,27 @@ START_TEST(documented_in_sample)
 }
 END_TEST
 
+/* A Redis user in the cache URL without a password file is an error
+ * (the daemon would connect as the default user); with one, or without a
+ * user, the URL loads. */
+START_TEST(redis_user_needs_password)
+{
+	struct errs e;
+	struct conf *c = load("cache = redis://vemilter@127.0.0.1:6379/1\n", &e);
+	ck_assert_ptr_null(c);
+	ck_assert_int_eq(e.n, 1);
+	ck_assert_msg(strstr(e.msg[0], "cache_password_file") && strstr(e.msg[0], "vemilter"), "%s",
+	              e.msg[0]);
+	c = load("cache = redis://vemilter@127.0.0.1:6379/1\ncache_password_file = /etc/vemilter/redis.pw\n",
+	         &e);
+	ck_assert_msg(c != NULL, "%d errors, first: %s", e.n, e.msg[0]);
+	conf_unref(c);
+	c = load("cache = redis://127.0.0.1:6379/1\n", &e);
+	ck_assert_msg(c != NULL, "%d errors, first: %s", e.n, e.msg[0]);
+	conf_unref(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conf");
@@ -1176,6 +1197,7 @@ int main(void)
 	tcase_add_test(parse, no_callback);
 	tcase_add_test(parse, refcount);
 	tcase_add_test(parse, directive_table);
+	tcase_add_test(parse, redis_user_needs_password);
 	suite_add_tcase(s, parse);
 
 	tcase_add_unchecked_fixture(files, make_tmpdir, remove_tmpdir);
