@@ -1177,10 +1177,13 @@ static void writers(struct cache *c, int op)
  * evict the oldest eighth, then close the reserve; if nothing can be
  * removed, start afresh. Many small transactions, not synced one by one
  * but once at the end. With the sync thread (MDB_NOSYNC) the removals are
- * write transactions beside readers (env_lock shared); else the
- * environment's MDB_NOSYNC is set for them, under env_lock exclusive
- * (LMDB reads its flags in every transaction). Closing the reserve
- * resizes the map (exclusive). Returns with env_lock shared. */
+ * write transactions beside readers (env_lock shared), synced by that
+ * thread like any commit: not here, on the writer's thread (the engine's
+ * loop), where a sync of everything written since the last tick would
+ * hold up the loop; else the environment's MDB_NOSYNC is set for them,
+ * under env_lock exclusive (LMDB reads its flags in every transaction),
+ * and the file synced at the end. Closing the reserve resizes the map
+ * (exclusive). Returns with env_lock shared. */
 static bool free_up(struct cache *c, int64_t now_ms)
 {
 	const char *what = "expired";
@@ -1201,7 +1204,7 @@ static bool free_up(struct cache *c, int64_t now_ms)
 	}
 	if (c->env != NULL && !c->nosync)
 		mdb_env_set_flags(c->env, MDB_NOSYNC, 0);
-	if (c->env != NULL && mdb_env_sync(c->env, 1) == 0)
+	if (c->env != NULL && !c->nosync && mdb_env_sync(c->env, 1) == 0)
 		atomic_store(&c->synced, atomic_load(&c->commits));
 	if (!exclusive(c) || c->env == NULL) {
 		shared(c);
