@@ -161,6 +161,7 @@ struct doing {
 	MDB_txn *txn;
 	MDB_cursor *cursor;
 	bool txn_rdonly;
+	bool committing;   /* inside txn_commit: counted in commits_in_flight */
 	bool fired;        /* a guard fired: the environment is dead */
 	char problem[300]; /* what CACHE_DAMAGED was */
 };
@@ -354,6 +355,10 @@ static int guarded(struct cache *c, guarded_fn fn, void *arg)
 		if (doing.look_held != NULL) /* jumped out of look() */
 			pthread_mutex_unlock(doing.look_held);
 		doing.look_held = NULL;
+		if (doing.committing) /* jumped out of a commit: it is in flight no more (else
+		                       * every look() after it would return at once) */
+			atomic_fetch_sub(&c->commits_in_flight, 1);
+		doing.committing = false;
 		abandon(c);
 		doing.fired = true;
 		return CACHE_DAMAGED;
@@ -1007,7 +1012,9 @@ static int txn_commit(struct cache *c, MDB_txn *txn)
 {
 	atomic_fetch_add(&c->commits_begun, 1);
 	atomic_fetch_add(&c->commits_in_flight, 1);
+	doing.committing = true;
 	int rc = mdb_txn_commit(txn);
+	doing.committing = false;
 	atomic_fetch_sub(&c->commits_in_flight, 1);
 	doing.txn = NULL;
 	if (rc != 0)
