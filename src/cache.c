@@ -161,6 +161,7 @@ struct doing {
 	MDB_txn *txn;
 	MDB_cursor *cursor;
 	bool txn_rdonly;
+	bool committing;   /* inside txn_commit: counted in commits_in_flight */
 	bool fired;        /* a guard fired: the environment is dead */
 	char problem[300]; /* what CACHE_DAMAGED was */
 };
@@ -354,6 +355,10 @@ static int guarded(struct cache *c, guarded_fn fn, void *arg)
 		if (doing.look_held != NULL) /* jumped out of look() */
 			pthread_mutex_unlock(doing.look_held);
 		doing.look_held = NULL;
+		if (doing.committing) /* jumped out of a commit: it is in flight no more (else
+		                       * every look() after it would return at once) */
+			atomic_fetch_sub(&c->commits_in_flight, 1);
+		doing.committing = false;
 		abandon(c);
 		doing.fired = true;
 		return CACHE_DAMAGED;
@@ -1007,7 +1012,9 @@ static int txn_commit(struct cache *c, MDB_txn *txn)
 {
 	atomic_fetch_add(&c->commits_begun, 1);
 	atomic_fetch_add(&c->commits_in_flight, 1);
+	doing.committing = true;
 	int rc = mdb_txn_commit(txn);
+	doing.committing = false;
 	atomic_fetch_sub(&c->commits_in_flight, 1);
 	doing.txn = NULL;
 	if (rc != 0)
@@ -1177,10 +1184,13 @@ static void writers(struct cache *c, int op)
  * evict the oldest eighth, then close the reserve; if nothing can be
  * removed, start afresh. Many small transactions, not synced one by one
  * but once at the end. With the sync thread (MDB_NOSYNC) the removals are
- * write transactions beside readers (env_lock shared); else the
- * environment's MDB_NOSYNC is set for them, under env_lock exclusive
- * (LMDB reads its flags in every transaction). Closing the reserve
- * resizes the map (exclusive). Returns with env_lock shared. */
+ * write transactions beside readers (env_lock shared), synced by that
+ * thread like any commit: not here, on the writer's thread (the engine's
+ * loop), where a sync of everything written since the last tick would
+ * hold up the loop; else the environment's MDB_NOSYNC is set for them,
+ * under env_lock exclusive (LMDB reads its flags in every transaction),
+ * and the file synced at the end. Closing the reserve resizes the map
+ * (exclusive). Returns with env_lock shared. */
 static bool free_up(struct cache *c, int64_t now_ms)
 {
 	const char *what = "expired";
@@ -1201,7 +1211,7 @@ static bool free_up(struct cache *c, int64_t now_ms)
 	}
 	if (c->env != NULL && !c->nosync)
 		mdb_env_set_flags(c->env, MDB_NOSYNC, 0);
-	if (c->env != NULL && mdb_env_sync(c->env, 1) == 0)
+	if (c->env != NULL && !c->nosync && mdb_env_sync(c->env, 1) == 0)
 		atomic_store(&c->synced, atomic_load(&c->commits));
 	if (!exclusive(c) || c->env == NULL) {
 		shared(c);

@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -252,20 +253,30 @@ def main():
 
         # log_level = warning: verdict lines are not even formatted, but
         # every verdict is still counted.
-        qport = vmtest.free_port()
-        quiet = dict(conf, log_level="warning", metrics_listen="127.0.0.1:%d" % qport,
-                     socket="unix:" + tmp.join("quiet.sock"))
-        dq = Daemon(tmp, quiet, name="quiet")
-        daemons.append(dq)
-        dq.start()
-
-        def quiet_up():
+        # The port was free a moment ago: should another test's process
+        # take it first, this daemon stops after its milter socket listened
+        # (and that other process answers on the port): another port then.
+        for attempt in range(3):
+            qport = vmtest.free_port()
+            quiet = dict(conf, log_level="warning", metrics_listen="127.0.0.1:%d" % qport,
+                         socket="unix:" + tmp.join("quiet.sock"))
+            dq = Daemon(tmp, quiet, name="quiet%d" % attempt)
+            daemons.append(dq)
             try:
-                with socket.create_connection(("127.0.0.1", qport), timeout=1):
-                    return True
-            except OSError:
-                return False
-        vmtest.wait_until(quiet_up, 30)
+                dq.start()
+            except vmtest.DaemonError:
+                continue
+
+            def quiet_up():
+                try:
+                    with socket.create_connection(("127.0.0.1", qport), timeout=1):
+                        return dq.running()
+                except OSError:
+                    return not dq.running()
+            vmtest.wait_until(quiet_up, 30)
+            time.sleep(0.3)  # one whose port was taken exits right after the bind failed
+            if dq.running():
+                break
         replies = [one_message(dq.socket, s, qid="QQ") for s in ("<>", "<a..b@ok.test>", "<alice@ok.test>")]
         _, _, text = scrape(qport)
         samples, _, _ = parse(text)

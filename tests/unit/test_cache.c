@@ -667,6 +667,35 @@ START_TEST(store_full_evicts_oldest)
 }
 END_TEST
 
+/* with the sync thread, a full map's eviction syncs nothing on the
+ * writer's thread (the engine's loop): its removals are commits like any
+ * other, which the thread syncs within its interval. Here the interval is
+ * a minute, so nothing may be synced at all while the puts run. */
+START_TEST(store_full_with_sync_thread_syncs_on_the_thread)
+{
+	struct cache *c = open_cache(1);
+	struct cache_record rec;
+	struct cache_sync_stats st;
+	char key[64];
+	const int n = 4000;
+	ck_assert(cache_sync_every(c, 60000));
+	for (int i = 0; i < n; i++) {
+		make(&rec, OUTCOME_VALID, NOW + i);
+		memset(rec.outcome.text, 't', 200); /* about 300 octets a record: evictions */
+		snprintf(key, sizeof(key), "a:%08x@example.org", (unsigned)i * 2654435761u);
+		ck_assert_msg(cache_put(c, key, &rec, NOW + i), "put %d failed", i);
+		cache_sync_stats(c, &st);
+		ck_assert_msg(st.unsynced > 0 && st.syncs == 0,
+		              "put %d: %llu of %llu commits unsynced, %llu syncs by the thread", i,
+		              (unsigned long long)st.unsynced, (unsigned long long)st.commits,
+		              (unsigned long long)st.syncs);
+	}
+	cache_sync_stats(c, &st);
+	ck_assert_uint_gt(st.commits, (uint64_t)n); /* the evictions' commits too: it was full */
+	cache_close(c);
+}
+END_TEST
+
 /* raw_fill - with LMDB itself, fill a new file whose map is mib MiB until
  * not even a small value fits (keys "x:...", not cache records) */
 static void raw_fill(size_t mib)
@@ -1607,6 +1636,7 @@ int main(void)
 	tcase_add_test(store, store_threads);
 	tcase_add_test(store, store_threads_unsynced);
 	tcase_add_test(store, store_sync_interval);
+	tcase_add_test(store, store_full_with_sync_thread_syncs_on_the_thread);
 	tcase_add_test(store, store_readers_and_writer_do_not_wait);
 	tcase_add_test(store, store_damaged_record_is_a_miss);
 	suite_add_tcase(s, store);
