@@ -78,7 +78,7 @@ struct shared {
 	struct cache *local;
 	struct redis_url url;
 	char url_text[REDIS_URL_HOST_MAX + REDIS_URL_USER_MAX + 32];
-	char addr[REDIS_URL_HOST_MAX]; /* url.host resolved at start and reload (resolve_host) */
+	char addr[REDIS_URL_HOST_MAX]; /* url.host resolved at start and reload (resolve_into) */
 	char password[REDIS_PASSWORD_MAX];
 	char id[SHARED_ID_MAX];
 	redisAsyncContext *ac; /* NULL: down (or connecting not begun) */
@@ -380,23 +380,23 @@ static void setup_done(struct shared *s)
 		set_up(s, true, NULL);
 }
 
-/* resolve_host - the URL's host as a numeric address into s->addr, looked
- * up now (start, reload) so that a reconnection on the engine thread never
- * waits for DNS (hiredis resolves with a blocking getaddrinfo, and a
- * partition that cuts Redis off may cut the resolver off too). A name
- * that does not resolve now is kept as it is and resolved at connect. */
-static void resolve_host(struct shared *s)
+/* resolve_into - host as a numeric address into addr, looked up now
+ * (start, and a reload's preparation off the engine thread) so that a
+ * reconnection on the engine thread never waits for DNS (hiredis resolves
+ * with a blocking getaddrinfo, and a partition that cuts Redis off may cut
+ * the resolver off too). A name that does not resolve now is kept as it is
+ * and resolved at connect. */
+static void resolve_into(const char *url_text, const char *host, char *addr, size_t size)
 {
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
 	struct addrinfo *res = NULL;
-	snprintf(s->addr, sizeof(s->addr), "%s", s->url.host);
-	int err = getaddrinfo(s->url.host, NULL, &hints, &res);
+	snprintf(addr, size, "%s", host);
+	int err = getaddrinfo(host, NULL, &hints, &res);
 	if (err != 0 || res == NULL) {
 		log_msg(LOG_WARNING, "shared cache %s: cannot resolve %s now (%s): resolving at each connect",
-		        s->url_text, s->url.host, gai_strerror(err));
-	} else if (getnameinfo(res->ai_addr, res->ai_addrlen, s->addr, sizeof(s->addr), NULL, 0,
-	                       NI_NUMERICHOST) != 0) {
-		snprintf(s->addr, sizeof(s->addr), "%s", s->url.host);
+		        url_text, host, gai_strerror(err));
+	} else if (getnameinfo(res->ai_addr, res->ai_addrlen, addr, size, NULL, 0, NI_NUMERICHOST) != 0) {
+		snprintf(addr, size, "%s", host);
 	}
 	if (res != NULL)
 		freeaddrinfo(res);
@@ -771,7 +771,7 @@ struct shared *shared_new(struct event_base *base, const struct conf *conf, stru
 	    !redis_password_read(conf->cache_password_file, s->password, sizeof(s->password), why, why_size))
 		goto fail;
 	redis_url_format(&s->url, s->url_text, sizeof(s->url_text));
-	resolve_host(s);
+	resolve_into(s->url_text, s->url.host, s->addr, sizeof(s->addr));
 	host_id(s->id, sizeof(s->id));
 	s->reconnect = evtimer_new(base, on_reconnect, s);
 	s->flush = event_new(base, -1, 0, on_flush, s);
@@ -786,20 +786,34 @@ fail:
 	return NULL;
 }
 
+/* shared_prepare - see shared.h */
+void shared_prepare(const struct conf *conf, struct shared_prepared *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct redis_url url;
+	char text[REDIS_URL_HOST_MAX + REDIS_URL_USER_MAX + 32];
+	if (conf->cache == NULL || !redis_url_parse(conf->cache, &url, out->why, sizeof(out->why)))
+		return;
+	redis_url_format(&url, text, sizeof(text));
+	resolve_into(text, url.host, out->addr, sizeof(out->addr));
+	out->password_ok = redis_password_read(conf->cache_password_file, out->password,
+	                                       sizeof(out->password), out->why, sizeof(out->why));
+}
+
 /* shared_set_conf - see shared.h */
-void shared_set_conf(struct shared *s, const struct conf *conf)
+void shared_set_conf(struct shared *s, const struct conf *conf, const struct shared_prepared *prepared)
 {
 	if (s == NULL)
 		return;
 	s->conf = conf;
-	resolve_host(s); /* the name may have moved: used from the next connect on */
-	char password[REDIS_PASSWORD_MAX], why[300];
-	if (!redis_password_read(conf->cache_password_file, password, sizeof(password), why, sizeof(why))) {
-		log_msg(LOG_ERR, "reload: %s; the shared cache keeps the password it had", why);
+	if (prepared->addr[0] != '\0') /* the name may have moved: used from the next connect on */
+		snprintf(s->addr, sizeof(s->addr), "%s", prepared->addr);
+	if (!prepared->password_ok) {
+		log_msg(LOG_ERR, "reload: %s; the shared cache keeps the password it had", prepared->why);
 		return;
 	}
-	if (strcmp(password, s->password) != 0) {
-		memcpy(s->password, password, sizeof(password));
+	if (strcmp(prepared->password, s->password) != 0) {
+		memcpy(s->password, prepared->password, sizeof(s->password));
 		if (s->ac != NULL)
 			drop(s, "the password changed: reconnecting");
 		if (s->reconnect != NULL)
@@ -807,7 +821,6 @@ void shared_set_conf(struct shared *s, const struct conf *conf)
 		s->reconnect_ms = 0;
 		connect_now(s);
 	}
-	explicit_bzero(password, sizeof(password));
 }
 
 /* shared_free - see shared.h */

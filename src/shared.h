@@ -37,6 +37,7 @@
 
 #include "cache.h"
 #include "conf.h"
+#include "redisurl.h"
 
 struct event_base;
 struct shared;
@@ -52,10 +53,25 @@ struct shared *shared_new(struct event_base *base, const struct conf *conf, stru
  * pending end without their callbacks. NULL is fine. */
 void shared_free(struct shared *s);
 
-/* shared_set_conf - a reload (engine thread): the timeout, and the
- * password file read again (a new password reconnects). conf must outlive
- * its use (the caller keeps it). */
-void shared_set_conf(struct shared *s, const struct conf *conf);
+/* What a reload needs that may block (DNS, a file): read by
+ * shared_prepare in the thread that asks for the reload, so the engine
+ * thread never waits for either. The password is wiped by its owner. */
+struct shared_prepared {
+	char addr[REDIS_URL_HOST_MAX];     /* the host, resolved; "": keep the old */
+	char password[REDIS_PASSWORD_MAX]; /* valid when password_ok */
+	bool password_ok;
+	char why[300]; /* !password_ok: why */
+};
+
+/* shared_prepare - any thread: out from conf (its cache URL and password
+ * file). Never fails: what it could not read is said in out. */
+void shared_prepare(const struct conf *conf, struct shared_prepared *out);
+
+/* shared_set_conf - a reload (engine thread): the timeout, the resolved
+ * address and the password that shared_prepare read (a new password
+ * reconnects; an unreadable file keeps the old one, logged). conf must
+ * outlive its use (the caller keeps it). NULL s is fine. */
+void shared_set_conf(struct shared *s, const struct conf *conf, const struct shared_prepared *prepared);
 
 /* shared_is_up - Redis answered the setup and nothing failed since */
 bool shared_is_up(const struct shared *s);

@@ -747,6 +747,7 @@ void verify_count_verdict(struct verifier *v, const char *action, const char *re
 struct reload_request {
 	struct verifier *v;
 	struct conf *fresh;
+	struct shared_prepared shared; /* read before the hand-over (DNS, a file) */
 	pthread_mutex_t lock;
 	pthread_cond_t done_cv;
 	bool done, ok;
@@ -764,7 +765,7 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
 		retire(v, vcore_set_conf(v->core, rq->fresh));
 		retire(v, v->conf);
 		v->conf = conf_ref(rq->fresh);
-		shared_set_conf(v->shared, v->conf);
+		shared_set_conf(v->shared, v->conf, &rq->shared);
 		if (v->sweep != NULL) {
 			int64_t ms = v->conf->sweep_interval_ms;
 			struct timeval every = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
@@ -782,6 +783,8 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
 bool verify_reload(struct verifier *v, struct conf *fresh, char *why, size_t why_size)
 {
 	struct reload_request rq = {.v = v, .fresh = fresh};
+	if (v->shared != NULL)
+		shared_prepare(fresh, &rq.shared);
 	pthread_mutex_init(&rq.lock, NULL);
 	pthread_condattr_t attr;
 	pthread_condattr_init(&attr);
@@ -803,6 +806,7 @@ bool verify_reload(struct verifier *v, struct conf *fresh, char *why, size_t why
 		if (!ok)
 			snprintf(why, why_size, "%s", rq.why);
 	}
+	explicit_bzero(&rq.shared, sizeof(rq.shared));
 	pthread_cond_destroy(&rq.done_cv);
 	pthread_mutex_destroy(&rq.lock);
 	return ok;
