@@ -296,8 +296,8 @@ def t_auth(tap, cleanup):
               diag(p))
     nopw = tmp2.write("n.conf", vmtest.format_conf({"cache": usrv.url()}))
     p = tool(nopw, "list")
-    tap.check("a user without cache_password_file: exit 1, says it needs one",
-              p.returncode == 1 and "needs a password" in p.stderr, diag(p))
+    tap.check("a user without cache_password_file: a configuration error (exit 78), says it needs one",
+              p.returncode == 78 and "needs a password" in p.stderr, diag(p))
 
 
 def t_unreachable_and_slow(tap, cleanup):
