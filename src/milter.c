@@ -39,6 +39,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "milterwire.h"
 #include "policy.h"
 #include "precheck.h"
 #include "reply.h"
@@ -327,38 +328,25 @@ static sfsistat on_negotiate(SMFICTX *ctx, unsigned long actions, unsigned long 
 	struct connection *conn = connection_of(ctx);
 	if (conn == NULL)
 		return SMFIS_REJECT;
+	/* The choice is milterwire's, shared with the native transport. */
+	struct mw_optneg mta = {6, (uint32_t)actions, (uint32_t)steps};
+	struct mw_choice choice;
 	bool header = conn->conf->result_header[0] != '\0';
-	unsigned long skip = SMFIP_NOHELO | SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN | SMFIP_NODATA;
-	if (!header)
-		skip |= SMFIP_NOHDRS; /* headers matter only to replace a forged result header */
-	*want_actions = 0;
+	mw_choose(&mta, header, true, &choice);
+	if (choice.symlist && (smfi_setsymlist(ctx, SMFIM_ENVFROM, MW_MACROS_ENVFROM) != MI_SUCCESS ||
+	                       smfi_setsymlist(ctx, SMFIM_ENVRCPT, MW_MACROS_ENVRCPT) != MI_SUCCESS)) {
+		log_msg(LOG_WARNING, "could not request milter macros; authenticated clients may be checked");
+		mw_choose(&mta, header, false, &choice);
+	}
+	if (choice.header_refused)
+		log_msg(LOG_WARNING, "the MTA does not let milters edit headers: no %s header",
+		        conn->conf->result_header);
+	*want_actions = choice.actions;
+	*want_steps = choice.steps;
 	*want_f2 = 0;
 	*want_f3 = 0;
-	if (header) {
-		if ((actions & (SMFIF_ADDHDRS | SMFIF_CHGHDRS)) == (SMFIF_ADDHDRS | SMFIF_CHGHDRS))
-			*want_actions |= SMFIF_ADDHDRS | SMFIF_CHGHDRS;
-		else
-			log_msg(LOG_WARNING, "the MTA does not let milters edit headers: no %s header",
-			        conn->conf->result_header);
-	}
-	bool macro_client = false;
-	if (actions & SMFIF_SETSYMLIST) {
-		*want_actions |= SMFIF_SETSYMLIST;
-		/* Postfix sends these by default; Sendmail needs them asked for. */
-		if (smfi_setsymlist(ctx, SMFIM_ENVFROM, "i {auth_authen} {client_addr}") != MI_SUCCESS ||
-		    smfi_setsymlist(ctx, SMFIM_ENVRCPT, "i") != MI_SUCCESS)
-			log_msg(LOG_WARNING,
-			        "could not request milter macros; authenticated clients may be checked");
-		else
-			macro_client = (steps & SMFIP_NOCONNECT) != 0;
-	}
-	/* The connect step never refuses: without it (the address comes with
-	 * MAIL FROM), or without a reply to it, one packet or round trip less
-	 * per SMTP session. */
-	skip |= macro_client ? SMFIP_NOCONNECT : SMFIP_NR_CONN;
-	*want_steps = steps & skip;
-	conn->client_from_macro = (*want_steps & SMFIP_NOCONNECT) != 0;
-	conn->connect_noreply = (*want_steps & SMFIP_NR_CONN) != 0;
+	conn->client_from_macro = choice.client_from_macro;
+	conn->connect_noreply = choice.connect_noreply;
 	return SMFIS_CONTINUE;
 }
 
