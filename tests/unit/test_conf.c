@@ -871,12 +871,13 @@ END_TEST
  * each of them is seen (and none when nothing changed). */
 START_TEST(restart_directives)
 {
-	static const char *const want[] = {"socket",       "socket_mode",         "socket_group",    "user",
-	                                   "pid_file",     "milter_timeout",      "syslog_facility", "cache",
-	                                   "cache_max_mb", "cache_sync_interval", "metrics_listen"};
+	static const char *const want[] = {
+	        "socket",       "socket_mode",         "socket_group",    "user",
+	        "pid_file",     "milter_timeout",      "syslog_facility", "cache",
+	        "cache_max_mb", "cache_sync_interval", "metrics_listen",  "milter_transport"};
 	static const char *const other[] = {
-	        "unix:/tmp/other.sock", "0600", "mail", "nobody",        "/tmp/other.pid", "7m", "local3",
-	        "/tmp/other.lmdb",      "99",   "5s",   "127.0.0.1:9999"};
+	        "unix:/tmp/other.sock", "0600", "mail", "nobody",         "/tmp/other.pid", "7m", "local3",
+	        "/tmp/other.lmdb",      "99",   "5s",   "127.0.0.1:9999", "native"};
 	struct errs e;
 	struct conf *base = conf_load_text("t.conf", "", collect, &e);
 	ck_assert_ptr_nonnull(base);
