@@ -39,6 +39,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "milterloop.h"
 #include "milterwire.h"
 #include "msession.h"
 #include "policy.h"
@@ -52,7 +53,11 @@ static struct {
 	int main_status;  /* smfi_main's result, once it returned */
 	pthread_t thread; /* runs smfi_main */
 	pthread_t owner;  /* the thread that called milter_start: told when serving ends */
-} glue = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	bool native;      /* milter_transport = native: milterloop.c serves */
+	int listen_fd;    /* native: the listening socket, until the loop owns it */
+	int64_t timeout_ms;
+	struct milterloop *loop; /* native: the running loop */
+} glue = {.lock = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1};
 
 /* session_of - this connection's session (msession.c), created on first use */
 static struct msession *session_of(SMFICTX *ctx)
@@ -302,6 +307,12 @@ static bool clear_stale_socket(const char *path)
 bool milter_open(struct conf *conf)
 {
 	milter_set_conf(conf);
+	glue.native = strcmp(conf->milter_transport, "native") == 0;
+	glue.timeout_ms = conf->milter_timeout_ms;
+	if (glue.native) {
+		const char *path = milter_socket_path(conf->socket);
+		return path == NULL || clear_stale_socket(path);
+	}
 	if (smfi_register(filter) != MI_SUCCESS) {
 		log_msg(LOG_ERR, "smfi_register failed");
 		return false;
@@ -328,7 +339,12 @@ bool milter_listen(const struct conf *conf)
 {
 	const char *path = milter_socket_path(conf->socket);
 	errno = 0;
-	if (smfi_opensocket(false) != MI_SUCCESS) {
+	bool opened;
+	if (glue.native)
+		opened = (glue.listen_fd = milterloop_listen(conf->socket)) >= 0;
+	else
+		opened = smfi_opensocket(false) == MI_SUCCESS;
+	if (!opened) {
 		int err = errno; /* bind()'s, as libmilter leaves it (0 if it failed otherwise) */
 		if (err == EADDRINUSE)
 			log_msg(LOG_ERR,
@@ -344,7 +360,7 @@ bool milter_listen(const struct conf *conf)
 		log_msg(LOG_ERR, "chmod %04o %s: %s", conf->socket_mode, path, strerror(errno));
 		return false;
 	}
-	log_msg(LOG_INFO, "listening on %s", conf->socket);
+	log_msg(LOG_INFO, "listening on %s%s", conf->socket, glue.native ? " (native milter transport)" : "");
 	return true;
 }
 
@@ -363,10 +379,32 @@ static void *serve_thread(void *arg)
 	return NULL;
 }
 
+/* loop_ended - the native loop ended by itself: tell the owner, as
+ * serve_thread does for libmilter */
+static void loop_ended(void *arg)
+{
+	(void)arg;
+	ms_kick();
+	pthread_kill(glue.owner, SIGTERM);
+}
+
+/* not_serving_native - ms_drain's give_up for the native loop */
+static bool not_serving_native(void)
+{
+	return glue.loop == NULL || !milterloop_running(glue.loop);
+}
+
 /* milter_start - see milter.h */
 bool milter_start(void)
 {
 	glue.owner = pthread_self();
+	if (glue.native) {
+		glue.loop = milterloop_start(glue.listen_fd, glue.timeout_ms, loop_ended, NULL);
+		if (glue.loop == NULL)
+			return false;
+		glue.listen_fd = -1; /* the loop's now */
+		return true;
+	}
 	glue.serving = true;
 	int err = pthread_create(&glue.thread, NULL, serve_thread, NULL);
 	if (err != 0) {
@@ -377,7 +415,7 @@ bool milter_start(void)
 	return true;
 }
 
-/* still_serving_not - ms_drain's give_up: libmilter stopped by itself */
+/* not_serving - ms_drain's give_up: libmilter stopped by itself */
 static bool not_serving(void)
 {
 	pthread_mutex_lock(&glue.lock);
@@ -389,6 +427,13 @@ static bool not_serving(void)
 /* milter_stop - see milter.h */
 int milter_stop(int drain_seconds)
 {
+	if (glue.native) {
+		ms_drain(drain_seconds, not_serving_native);
+		bool ran = glue.loop != NULL && milterloop_running(glue.loop);
+		milterloop_stop(glue.loop);
+		glue.loop = NULL;
+		return ran ? 0 : 1;
+	}
 	ms_drain(drain_seconds, not_serving);
 	/* Only now: once libmilter stops, it serves no session any more. */
 	smfi_stop();
