@@ -49,6 +49,9 @@
 /* The input kept per connection before reading stops: one whole packet of
  * the largest size, and the next one's start. */
 #define INPUT_HIGH (2 * (MW_DATA_MAX + MW_HEADER_SIZE))
+/* Answers queued for an MTA that does not read them: past this, its
+ * packets are not read either until the queue is written. */
+#define OUTPUT_HIGH (256 * 1024)
 /* Accepts per wake-up of the listener, so one busy MTA does not starve the
  * connections already open. */
 #define ACCEPT_BURST 32
@@ -66,6 +69,8 @@ struct mconn {
 	struct mw_choice choice; /* what was negotiated (kept across QUIT_NC) */
 	bool negotiated;
 	bool parked;                  /* a RCPT waits for its ticket; its packet is still in the input */
+	bool failed;                  /* a write failed: closed once the packet is handled */
+	bool throttled;               /* reading stopped until the queued answers are written */
 	struct verify_ticket *ticket; /* parked on (the session owns it) */
 	struct mw_macros conn_macros, mail_macros, rcpt_macros;
 	char reply[MW_HEADER_SIZE + 1 + 1200]; /* the REPLYCODE packet set for the next refusal */
@@ -114,10 +119,32 @@ static bool io_setreply(void *ctx, const char *code, const char *ecode, const ch
 	return c->reply_len > 0;
 }
 
-/* send_packet - queue n octets for the MTA */
+/* send_packet - n octets to the MTA: written at once when nothing is
+ * queued (the common case: one small answer the MTA waits for, without
+ * arming a write event), the rest queued on the bufferevent. A failure
+ * marks the connection, which process() then closes. */
 static bool send_packet(struct mconn *c, const char *buf, size_t n)
 {
-	return n > 0 && bufferevent_write(c->bev, buf, n) == 0;
+	if (n == 0 || c->failed) {
+		c->failed = true;
+		return false;
+	}
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t done = 0;
+	if (evbuffer_get_length(out) == 0) {
+		ssize_t w = send(bufferevent_getfd(c->bev), buf, n, MSG_NOSIGNAL);
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			c->failed = true;
+			return false;
+		}
+		done = w > 0 ? (size_t)w : 0;
+	}
+	if (done < n && (bufferevent_write(c->bev, buf + done, n - done) != 0 ||
+	                 bufferevent_enable(c->bev, EV_WRITE) != 0)) {
+		c->failed = true;
+		return false;
+	}
+	return true;
 }
 
 /* io_chgheader - SMFIR_CHGHEADER, sent before the end-of-message answer */
@@ -293,7 +320,8 @@ static enum handled handle_rcpt(struct mconn *c, const struct mw_packet *p)
 	if (ms_rcpt_would_wait(c->session, argv[0], &ticket, &deadline) && park(c, ticket, deadline))
 		return H_PARKED;
 	struct ms_io io = io_of(c);
-	return answer(c, ms_envrcpt(c->session, &io, argv[0])) ? H_DONE : H_CLOSED;
+	(void)answer(c, ms_envrcpt(c->session, &io, argv[0]));
+	return H_DONE;
 }
 
 /* handle_optneg - SMFIC_OPTNEG: ask for what msession uses */
@@ -312,7 +340,8 @@ static enum handled handle_optneg(struct mconn *c, const struct mw_packet *p)
 		        ms_conf(c->session)->result_header);
 	ms_negotiated(c->session, c->choice.client_from_macro, c->choice.connect_noreply);
 	c->negotiated = true;
-	return send_packet(c, buf, mw_build_optneg(&mta, &c->choice, buf, sizeof(buf))) ? H_DONE : H_CLOSED;
+	(void)send_packet(c, buf, mw_build_optneg(&mta, &c->choice, buf, sizeof(buf)));
+	return H_DONE;
 }
 
 /* handle_macros - SMFIC_MACRO: keep the ones we read, by stage */
@@ -356,7 +385,8 @@ static enum handled handle(struct mconn *c, const struct mw_packet *p)
 			drop(c, "malformed CONNECT packet", p->cmd);
 			return H_CLOSED;
 		}
-		return answer(c, ms_connect(c->session, sockaddr_of(&cn, &ss))) ? H_DONE : H_CLOSED;
+		(void)answer(c, ms_connect(c->session, sockaddr_of(&cn, &ss)));
+		return H_DONE;
 	}
 	case MW_CMD_MAIL:
 		if (!mw_parse_args(p, argv, MW_ARGS_MAX)) {
@@ -364,7 +394,8 @@ static enum handled handle(struct mconn *c, const struct mw_packet *p)
 			return H_CLOSED;
 		}
 		memset(&c->rcpt_macros, 0, sizeof(c->rcpt_macros));
-		return answer(c, ms_envfrom(c->session, &io, argv[0])) ? H_DONE : H_CLOSED;
+		(void)answer(c, ms_envfrom(c->session, &io, argv[0]));
+		return H_DONE;
 	case MW_CMD_RCPT:
 		return handle_rcpt(c, p);
 	case MW_CMD_HEADER: {
@@ -374,10 +405,12 @@ static enum handled handle(struct mconn *c, const struct mw_packet *p)
 			return H_CLOSED;
 		}
 		ms_header(c->session, name);
-		return answer(c, MS_CONTINUE) ? H_DONE : H_CLOSED;
+		(void)answer(c, MS_CONTINUE);
+		return H_DONE;
 	}
 	case MW_CMD_EOM:
-		return answer(c, ms_eom(c->session, &io)) ? H_DONE : H_CLOSED;
+		(void)answer(c, ms_eom(c->session, &io));
+		return H_DONE;
 	case MW_CMD_ABORT:
 		ms_abort(c->session);
 		memset(&c->mail_macros, 0, sizeof(c->mail_macros));
@@ -390,7 +423,8 @@ static enum handled handle(struct mconn *c, const struct mw_packet *p)
 	case MW_CMD_UNKNOWN:
 		/* Steps we asked not to get; an MTA that sends them anyway
 		 * waits for an answer. */
-		return answer(c, MS_CONTINUE) ? H_DONE : H_CLOSED;
+		(void)answer(c, MS_CONTINUE);
+		return H_DONE;
 	case MW_CMD_QUIT:
 		conn_free(c);
 		return H_CLOSED;
@@ -420,6 +454,11 @@ static enum handled handle(struct mconn *c, const struct mw_packet *p)
 static void process(struct mconn *c)
 {
 	while (!c->parked) {
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > OUTPUT_HIGH) {
+			c->throttled = true;
+			bufferevent_disable(c->bev, EV_READ);
+			return; /* on_write resumes */
+		}
 		struct evbuffer *in = bufferevent_get_input(c->bev);
 		size_t avail = evbuffer_get_length(in);
 		unsigned char head[MW_HEADER_SIZE];
@@ -446,6 +485,11 @@ static void process(struct mconn *c)
 			return; /* c is gone */
 		if (h == H_PARKED)
 			return; /* the packet stays: handled again on resume */
+		if (c->failed) {
+			log_msg(LOG_INFO, "milter connection: cannot write to the MTA: closed");
+			conn_free(c);
+			return;
+		}
 		evbuffer_drain(in, used);
 	}
 }
@@ -455,6 +499,17 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
 	(void)bev;
 	process(arg);
+}
+
+/* on_write - the queued answers are written: read again if throttled */
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct mconn *c = arg;
+	if (!c->throttled)
+		return;
+	c->throttled = false;
+	bufferevent_enable(bev, EV_READ);
+	process(c);
 }
 
 /* on_event - end of file, an error or milter_timeout */
@@ -495,10 +550,12 @@ static void conn_new(struct milterloop *loop, int fd)
 		drop(c, "out of memory for its buffers", 0);
 		return;
 	}
-	bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, INPUT_HIGH);
 	bufferevent_set_timeouts(c->bev, &loop->timeout, &loop->timeout);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	/* Writing is enabled only while something is queued (send_packet):
+	 * enabled for nothing, it costs two epoll_ctl calls per connection. */
+	bufferevent_enable(c->bev, EV_READ);
 }
 
 /* on_resume_accept - try accepting again after running out of descriptors */

@@ -99,6 +99,40 @@ def t_hostile(tap, cleanup):
               null_sender_ok(tap, "after a cut packet") is not None)
 
 
+def t_not_reading(tap, cleanup):
+    """An MTA that sends 100,000 packets before reading a single answer:
+    the answers that do not fit the socket are queued, reading stops while
+    too many are (bounded memory), and every answer arrives, in order."""
+    import threading
+    c = MilterClient(G.d.socket, timeout=20)
+    cleanup.add(c.close)
+    c.optneg()
+    n = 100000
+    blob = pkt(b"H", b"client.example\0") * n
+    err = []
+
+    def sender():
+        try:
+            c.sock.sendall(blob)
+        except OSError as e:
+            err.append(e)
+    th = threading.Thread(target=sender, daemon=True)
+    th.start()
+    time.sleep(1.0)  # let both socket buffers fill
+    got = b""
+    want = pkt(b"c") * n
+    deadline = time.monotonic() + 30
+    while len(got) < len(want) and time.monotonic() < deadline:
+        chunk = c.sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    th.join(10)
+    tap.check("an MTA not reading: all %d answers, in order" % n, got == want and not err,
+              "got %d of %d octets, %r" % (len(got), len(want), err))
+    c.quit()
+
+
 def t_parked(tap, cleanup):
     """A RCPT waiting for a probe does not block the loop."""
     a = MilterClient(G.d.socket, timeout=15)
@@ -168,7 +202,7 @@ def t_stop(tap, cleanup):
     tap.check("SIGTERM: exit status 0", code == 0, G.d.diag())
 
 
-TESTS = [t_hostile, t_parked, t_budget, t_gone_while_parked, t_quit_nc, t_stop]
+TESTS = [t_hostile, t_not_reading, t_parked, t_budget, t_gone_while_parked, t_quit_nc, t_stop]
 
 
 def setup(tap):
