@@ -636,8 +636,15 @@ static int listen_inet(const char *rest, int family)
 	}
 	memcpy(port, rest, plen);
 	port[plen] = '\0';
-	if (at != NULL)
-		snprintf(host, sizeof(host), "%s", at + 1);
+	if (at != NULL) {
+		const char *h = at + 1;
+		size_t hl = strlen(h);
+		if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') { /* inet6:PORT@[::1] */
+			h++;
+			hl -= 2;
+		}
+		snprintf(host, sizeof(host), "%.*s", (int)hl, h);
+	}
 	struct addrinfo hints = {.ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
 	struct addrinfo *res = NULL;
 	int rc = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res);
