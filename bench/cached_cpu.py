@@ -24,6 +24,8 @@ Measured over the measuring phase only (after the warm-up):
   rt/msg        milter round trips (packets the client waited a reply for)
   pkts/msg      packets the client sent
 
+The current binary is measured with each milter transport of --transports
+(default "libmilter,native": milter_transport), columns named after them.
 Given two binaries (--before OLD), both are measured in one run, phases
 interleaved (before, after, before, after ...; --rounds), medians
 reported: the machine is shared, so only numbers of one run compare.
@@ -35,7 +37,8 @@ epoll loop for all: what the transport costs without libmilter's pool.
 
 Usage: bench/cached_cpu.py [--messages 3000] [--rounds 3] [--concurrency 4]
        [--senders 20] [--gap SECONDS] [--socket unix|inet]
-       [--strace-messages 500] [--floor] [--before OLD_BINARY] [BINARY]
+       [--strace-messages 500] [--floor] [--before OLD_BINARY]
+       [--transports libmilter,native] [BINARY]
 BINARY defaults to the build tree's vemilter. Not part of make check.
 """
 
@@ -258,7 +261,7 @@ class FloorDaemon:
         self.proc.wait(timeout=10)
 
 
-def start_daemon(tmp, name, binary, dns_port, farm_port, sockkind):
+def start_daemon(tmp, name, binary, dns_port, farm_port, sockkind, transport=None):
     if name.startswith("floor-"):
         return FloorDaemon(tmp, name, name[len("floor-"):])
     if sockkind == "inet":
@@ -272,6 +275,8 @@ def start_daemon(tmp, name, binary, dns_port, farm_port, sockkind):
         "probe_allow_networks": "127.0.0.0/8", "verify_budget": "8s",
         "cache": tmp.join(name + ".lmdb"), "client_probe_rate": "0",
     })
+    if transport is not None:
+        conf["milter_transport"] = transport
     d = Daemon(tmp, conf, name=name, binary=binary)
     d.start()
     return d
@@ -325,15 +330,18 @@ def main():
                     help="seconds between the SMTP client's commands (e.g. 0.002): "
                          "sessions then wait between steps as behind a real Postfix")
     ap.add_argument("--socket", choices=("unix", "inet"), default="unix")
+    ap.add_argument("--transports", default="libmilter,native",
+                    help="milter_transport values to measure the binary with, comma-separated")
     ap.add_argument("--strace-messages", type=int, default=500, help="0: no strace phase")
     ap.add_argument("--perf-record", metavar="FILE",
                     help="also record one phase of the last binary with perf record -g into FILE")
     args = ap.parse_args()
 
-    builds = [("before", args.before)] if args.before else []
-    builds.append(("after" if args.before else "current", args.binary))
+    builds = [("before", args.before, None)] if args.before else []
+    for transport in args.transports.split(","):
+        builds.append((transport, args.binary, transport))
     if args.floor:
-        builds += [("floor-threads", None), ("floor-epoll", None)]
+        builds += [("floor-threads", None, None), ("floor-epoll", None, None)]
     domains = ["d%d.test" % i for i in range(5)]
     zone = {}
     for i, dom in enumerate(domains):
@@ -352,18 +360,18 @@ def main():
         for i, dom in enumerate(domains):
             farm.add("127.0.0.%d" % (60 + i), "normal", users=users)
         farm_port = farm.start()
-        for name, binary in builds:
-            d = start_daemon(tmp, name, binary, dns_port, farm_port, args.socket)
+        for name, binary, transport in builds:
+            d = start_daemon(tmp, name, binary, dns_port, farm_port, args.socket, transport)
             daemons[name] = d
             warm(d, senders)
             play(d.socket, senders, min(200, args.messages), args.concurrency)  # threads, pages
-        results = {name: [] for name, _ in builds}
+        results = {name: [] for name, _, _ in builds}
         for r in range(args.rounds):
-            for name, _ in builds:
+            for name, _, _ in builds:
                 results[name].append(measure(daemons[name], senders, args, use_perf))
         straced = {}
         if args.strace_messages > 0:
-            for name, _ in builds:
+            for name, _, _ in builds:
                 straced[name] = strace_phase(daemons[name].pid, daemons[name].socket, senders,
                                              args.strace_messages, args.concurrency, args.gap, tmp)
         if args.perf_record:
@@ -385,7 +393,7 @@ def main():
     keys = [("cpu_us", "CPU us/msg", "%.0f"), ("msgs_s", "msgs/s (client-bound)", "%.0f"),
             ("ctxsw", "ctx switches/msg", "%.1f"), ("rt", "round trips/msg", "%.2f"),
             ("pkts", "packets/msg", "%.2f")]
-    names = [n for n, _ in builds]
+    names = [n for n, _, _ in builds]
     print("%-24s" % "" + "".join("%14s" % n for n in names))
     for k, label, fmt in keys:
         row = "%-24s" % label

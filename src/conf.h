@@ -69,6 +69,7 @@ struct conf {
 	char *user;                /* run as this user after setup; "" = do not switch */
 	char *pid_file;            /* "" = none */
 	int64_t milter_timeout_ms; /* an MTA session silent this long is closed (smfi_settimeout) */
+	char *milter_transport;    /* "libmilter" or "native" (milterloop.c) */
 	int syslog_facility;       /* LOG_MAIL, LOG_LOCAL0, ... */
 	int log_level;             /* LOG_ERR .. LOG_DEBUG: highest priority logged */
 

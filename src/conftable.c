@@ -100,6 +100,15 @@ static bool check_socket(const char *value, char *why, size_t why_size)
 	return true;
 }
 
+/* check_transport - milter_transport: libmilter or native */
+static bool check_transport(const char *value, char *why, size_t why_size)
+{
+	if (strcmp(value, "libmilter") == 0 || strcmp(value, "native") == 0)
+		return true;
+	snprintf(why, why_size, "\"%s\" is not a milter transport (libmilter or native)", value);
+	return false;
+}
+
 /* check_name - a user or group name: no blanks, ':' or control characters */
 static bool check_name(const char *value, char *why, size_t why_size)
 {
@@ -596,6 +605,9 @@ const struct directive conf_directives[] = {
 	{.name = "milter_timeout", .restart = true, .type = T_DURATION, .def = "5m", .min = 1000, .max = 7200000,
 	 .offset = F(milter_timeout_ms),
 	 .help = "an MTA connection that sends nothing for this long is closed (libmilter's default: 2h)"},
+	{.name = "milter_transport", .restart = true, .type = T_STRING, .def = "libmilter", .offset = F(milter_transport),
+	 .check = check_transport, .choices = "libmilter, native",
+	 .help = "what speaks the milter protocol: libmilter, or vemilter's own event loop (native, new)"},
 	{.name = "syslog_facility", .restart = true, .type = T_FACILITY, .def = "mail", .offset = F(syslog_facility),
 	 .choices = "mail, daemon, user, local0, ..., local7", .help = "syslog facility"},
 	{.name = "log_level", .type = T_LEVEL, .def = "info", .offset = F(log_level),

@@ -1,17 +1,17 @@
 /*
- * milter.c - libmilter callbacks and the listening socket.
+ * milter.c - the milter transports and the listening socket.
  *
- * Threads: libmilter calls these callbacks on one thread per MTA connection.
- * Each connection owns a struct connection (smfi_setpriv) holding its own
- * reference to the configuration, so a configuration swap never changes the
- * rules under a running connection. Message state lives inside it and is
- * reset at every MAIL FROM and abort, so nothing crosses from one message to
- * the next.
+ * Two transports carry the protocol (milter_transport): libmilter, whose
+ * callbacks here are thin wrappers around the session rules in msession.c
+ * (libmilter calls them on one thread per MTA connection; each connection
+ * owns a struct msession through smfi_setpriv), and the native one
+ * (milterloop.c), which this module starts and stops instead. Socket
+ * checks (a stale unix socket) are shared.
  *
  * Process-wide state: libmilter's callback API carries no user pointer, so
- * this module keeps the current configuration, a count of live sessions and
- * the state of the thread that runs smfi_main() in one struct guarded by a
- * mutex.
+ * this module keeps the state of the thread that runs smfi_main() (or the
+ * native loop) in one struct guarded by a mutex; the configuration and the
+ * count of live sessions are msession.c's.
  *
  * Stopping: Debian's libmilter serves sessions from a worker pool whose
  * controller quits the moment libmilter is told to stop, abandoning every
@@ -39,6 +39,9 @@
 
 #include "clock.h"
 #include "log.h"
+#include "milterloop.h"
+#include "milterwire.h"
+#include "msession.h"
 #include "policy.h"
 #include "precheck.h"
 #include "reply.h"
@@ -46,269 +49,79 @@
 
 static struct {
 	pthread_mutex_t lock;
-	pthread_cond_t idle;
-	struct conf *conf;         /* current configuration; a reference */
-	int sessions;              /* live struct connection objects */
-	bool serving;              /* the libmilter thread is running */
-	int main_status;           /* smfi_main's result, once it returned */
-	pthread_t thread;          /* runs smfi_main */
-	pthread_t owner;           /* the thread that called milter_start: told when serving ends */
-	struct verifier *verifier; /* NULL: no verification (syntax and lists only) */
-} glue = {.lock = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
+	bool serving;     /* the libmilter thread is running */
+	int main_status;  /* smfi_main's result, once it returned */
+	pthread_t thread; /* runs smfi_main */
+	pthread_t owner;  /* the thread that called milter_start: told when serving ends */
+	bool native;      /* milter_transport = native: milterloop.c serves */
+	int listen_fd;    /* native: the listening socket, until the loop owns it */
+	int64_t timeout_ms;
+	struct milterloop *loop; /* native: the running loop */
+} glue = {.lock = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1};
 
-enum message_state {
-	MSG_DECIDED,     /* nothing pending: accepted at MAIL FROM, or no MAIL FROM yet */
-	MSG_BAD_SYNTAX,  /* reject every recipient but the exempt ones (dry_run: log, accept) */
-	MSG_BLOCKLISTED, /* the same, with the blocklist reply */
-	MSG_VERIFYING,   /* a verification runs; its verdict applies from the first RCPT */
-};
-
-struct message {
-	enum message_state state;
-	char queue_id[32];
-	char sender[ADDR_PATH_MAX + 3]; /* as the MTA gave it, cut to fit */
-	struct precheck_result check;
-	const char *matched;          /* blocklist entry (points into conf) */
-	struct verify_ticket *ticket; /* MSG_VERIFYING: ours to release */
-	bool answered;                /* result (or the budget's end) is known */
-	bool budget_exceeded;
-	struct verify_result result;
-	struct policy_verdict verdict;
-	bool accept_logged;
-	/* Recipient verdict lines: the last one logged (its reason and verdict)
-	 * and how many later recipients got the same verdict unlogged; one line
-	 * with the count is logged when the message ends (log_repeats). */
-	char repeat_reason[32];
-	struct policy_verdict repeat_verdict;
-	unsigned repeats;
-	const char *skip_reason; /* MSG_DECIDED: why no verification (static) */
-	int header_count;        /* result_header fields the client sent */
-};
-
-struct connection {
-	struct conf *conf; /* reference held for the connection's life */
-	struct sockaddr_storage client;
-	bool client_known;
-	bool connect_noreply;   /* SMFIP_NR_CONN negotiated: on_connect answers SMFIS_NOREPLY */
-	bool client_from_macro; /* SMFIP_NOCONNECT negotiated: the client is {client_addr} at MAIL */
-	char client_text[INET6_ADDRSTRLEN];
-	struct message msg;
-};
-
-static void message_reset(struct message *msg);
-static void message_end(struct connection *conn);
-static void log_repeats(struct connection *conn);
-
-/* connection_new - per-session state with a reference to the current conf */
-static struct connection *connection_new(void)
+/* session_of - this connection's session (msession.c), created on first use */
+static struct msession *session_of(SMFICTX *ctx)
 {
-	struct connection *conn = calloc(1, sizeof(*conn));
-	if (conn == NULL)
-		return NULL;
-	pthread_mutex_lock(&glue.lock);
-	conn->conf = conf_ref(glue.conf);
-	glue.sessions++;
-	pthread_mutex_unlock(&glue.lock);
-	snprintf(conn->client_text, sizeof(conn->client_text), "unknown");
-	return conn;
-}
-
-/* connection_free - release the session and wake a draining stop */
-static void connection_free(struct connection *conn)
-{
-	message_end(conn);
-	conf_unref(conn->conf);
-	free(conn);
-	pthread_mutex_lock(&glue.lock);
-	glue.sessions--;
-	pthread_cond_broadcast(&glue.idle);
-	pthread_mutex_unlock(&glue.lock);
-}
-
-/* connection_of - this session's state, created on first use */
-static struct connection *connection_of(SMFICTX *ctx)
-{
-	struct connection *conn = smfi_getpriv(ctx);
-	if (conn == NULL) {
-		conn = connection_new();
-		if (conn == NULL) {
-			log_msg(LOG_ERR, "out of memory for a new milter session");
+	struct msession *s = smfi_getpriv(ctx);
+	if (s == NULL) {
+		s = ms_open();
+		if (s == NULL)
 			return NULL;
-		}
-		smfi_setpriv(ctx, conn);
+		smfi_setpriv(ctx, s);
 	}
-	return conn;
+	return s;
 }
 
-/* message_reset - forget everything about the previous message */
-static void message_reset(struct message *msg)
+/* io_symval - ms_io: a macro */
+static const char *io_symval(void *ctx, const char *name)
 {
-	verify_release(msg->ticket);
-	memset(msg, 0, sizeof(*msg));
+	return smfi_getsymval(ctx, (char *)name);
 }
 
-/* copy_cut - copy src into a fixed buffer, truncating */
-static void copy_cut(char *dst, size_t size, const char *src)
+/* io_setreply - ms_io: the reply for a refusal */
+static bool io_setreply(void *ctx, const char *code, const char *ecode, const char *text)
 {
-	snprintf(dst, size, "%s", src != NULL ? src : "");
+	return smfi_setreply(ctx, (char *)code, (char *)ecode, (char *)text) == MI_SUCCESS;
 }
 
-/* verdict_line - the fields every verdict line starts with */
-static size_t verdict_line(const struct connection *conn, char *line, size_t size, const char *action,
-                           const char *reason, const char *rcpt)
+/* io_chgheader - ms_io: change or remove a header */
+static bool io_chgheader(void *ctx, const char *name, int index, const char *value)
 {
-	size_t len = 0;
-	line[0] = '\0';
-	kv_add(line, size, &len, "verdict queue_id", conn->msg.queue_id[0] ? conn->msg.queue_id : "-");
-	kv_add(line, size, &len, "client", conn->client_text);
-	kv_add(line, size, &len, "sender", conn->msg.sender);
-	kv_add(line, size, &len, "action", action);
-	kv_add(line, size, &len, "reason", reason);
-	if (rcpt != NULL)
-		kv_add(line, size, &len, "rcpt", rcpt);
-	return len;
+	return smfi_chgheader(ctx, (char *)name, index, (char *)value) == MI_SUCCESS;
 }
 
-/* log_verdict - the one line an administrator greps for */
-static void log_verdict(const struct connection *conn, const char *action, const char *reason,
-                        const char *rcpt, const char *detail)
+/* io_addheader - ms_io: add a header */
+static bool io_addheader(void *ctx, const char *name, const char *value)
 {
-	verify_count_verdict(glue.verifier, action, reason, 1);
-	if (!log_enabled(LOG_INFO))
-		return; /* counted, not formatted */
-	char line[1536];
-	size_t len = verdict_line(conn, line, sizeof(line), action, reason, rcpt);
-	if (detail != NULL && *detail != '\0')
-		kv_add(line, sizeof(line), &len, "detail", detail);
-	log_msg(LOG_INFO, "%s", line);
+	return smfi_addheader(ctx, (char *)name, (char *)value) == MI_SUCCESS;
 }
 
-/* message_end - the message is over (a new MAIL FROM, abort, close):
- * log what repeated, forget the rest */
-static void message_end(struct connection *conn)
+/* io_of - the ms_io for a libmilter context */
+static struct ms_io io_of(SMFICTX *ctx)
 {
-	log_repeats(conn);
-	message_reset(&conn->msg);
+	return (struct ms_io){.ctx = ctx,
+	                      .symval = io_symval,
+	                      .setreply = io_setreply,
+	                      .chgheader = io_chgheader,
+	                      .addheader = io_addheader};
 }
 
-/* add_dry_run - under dry_run, say what would have been done */
-static void add_dry_run(char *line, size_t size, size_t *len, const struct policy_verdict *v)
+/* status - libmilter's answer for a session's */
+static sfsistat status(enum ms_reply r)
 {
-	if (!v->dry_run)
-		return;
-	kv_add(line, size, len, "dry_run", "yes");
-	kv_add(line, size, len, "intended", policy_action_name(v->intended));
-}
-
-/* repeat_seen - a recipient verdict (v, reason) is about to be logged:
- * true when it is the one logged last for this message, exempt recipients
- * aside (counted, not logged again: a message to 1,000 recipients from a
- * failed sender gives two lines, not 1,000); else the previous one's count
- * is logged and this one becomes the last */
-static bool repeat_seen(struct connection *conn, const struct policy_verdict *v, const char *reason)
-{
-	struct message *msg = &conn->msg;
-	const struct policy_verdict *last = &msg->repeat_verdict;
-	if (msg->repeat_reason[0] != '\0' && strcmp(reason, msg->repeat_reason) == 0 &&
-	    v->action == last->action && v->intended == last->intended && v->dry_run == last->dry_run) {
-		msg->repeats++;
-		verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
-		return true;
+	switch (r) {
+	case MS_CONTINUE:
+		break;
+	case MS_ACCEPT:
+		return SMFIS_ACCEPT;
+	case MS_REJECT:
+		return SMFIS_REJECT;
+	case MS_TEMPFAIL:
+		return SMFIS_TEMPFAIL;
+	case MS_NOREPLY:
+		return SMFIS_NOREPLY;
 	}
-	log_repeats(conn);
-	snprintf(msg->repeat_reason, sizeof(msg->repeat_reason), "%s", reason);
-	msg->repeat_verdict = *v;
-	return false;
-}
-
-/* log_repeats - one line for the recipients whose verdict repeated the
- * line logged for this message before them */
-static void log_repeats(struct connection *conn)
-{
-	struct message *msg = &conn->msg;
-	if (msg->repeats > 0 && log_enabled(LOG_INFO)) {
-		const struct policy_verdict *v = &msg->repeat_verdict;
-		char line[1536], count[32];
-		size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action),
-		                          msg->repeat_reason, NULL);
-		snprintf(count, sizeof(count), "%u", msg->repeats);
-		kv_add(line, sizeof(line), &len, "repeated_rcpts", count);
-		add_dry_run(line, sizeof(line), &len, v);
-		kv_add(line, sizeof(line), &len, "detail",
-		       "the verdict logged above for this message, for more recipients");
-		log_msg(LOG_INFO, "%s", line);
-	}
-	msg->repeats = 0;
-	msg->repeat_reason[0] = '\0';
-}
-
-/* verified_reason - the reason= of a verdict after verification */
-static const char *verified_reason(const struct message *msg)
-{
-	const struct policy_verdict *v = &msg->verdict;
-	return v->self_health         ? "self_health"
-	       : v->defer_limit       ? "defer_limit"
-	       : msg->budget_exceeded ? "budget_exceeded"
-	                              : outcome_name(msg->result.outcome.kind);
-}
-
-/* log_verified - a verdict after verification: outcome, source, MX, reply,
- * time; a verdict that defer_limit turned into accept says so in reason and
- * keeps the outcome (budget_exceeded when no answer came in time), and any
- * deferred sender says for how long */
-static void log_verified(const struct connection *conn, const char *rcpt)
-{
-	const struct message *msg = &conn->msg;
-	const struct outcome *o = &msg->result.outcome;
-	const struct policy_verdict *v = &msg->verdict;
-	const char *reason = verified_reason(msg);
-	verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
-	if (!log_enabled(LOG_INFO))
-		return; /* counted, not formatted */
-	char line[2048], number[32], remote[OUTCOME_TEXT_MAX + 32] = "";
-	size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action), reason, rcpt);
-	add_dry_run(line, sizeof(line), &len, v);
-	if (v->defer_limit || v->self_health)
-		kv_add(line, sizeof(line), &len, "outcome",
-		       msg->budget_exceeded ? "budget_exceeded" : outcome_name(o->kind));
-	if (v->deferred) {
-		snprintf(number, sizeof(number), "%llds", (long long)(v->deferred_for_ms / 1000));
-		kv_add(line, sizeof(line), &len, "deferred_for", number);
-	}
-	if (!msg->budget_exceeded) {
-		kv_add(line, sizeof(line), &len, "source", verify_source_name(msg->result.source));
-		kv_add(line, sizeof(line), &len, "stage", probe_stage_name(o->stage));
-		kv_add(line, sizeof(line), &len, "mx", o->mx_host[0] ? o->mx_host : NULL);
-		if (o->code != 0)
-			snprintf(remote, sizeof(remote), "%d%s%s %s", o->code, o->ecode[0] ? " " : "",
-			         o->ecode, o->text);
-		kv_add(line, sizeof(line), &len, "reply", remote[0] ? remote : NULL);
-		snprintf(number, sizeof(number), "%lld", (long long)msg->result.elapsed_ms);
-	} else {
-		snprintf(number, sizeof(number), "%lld", (long long)conn->conf->verify_budget_ms);
-	}
-	kv_add(line, sizeof(line), &len, "elapsed_ms", number);
-	kv_add(line, sizeof(line), &len, "detail",
-	       msg->budget_exceeded ? "no answer within verify_budget; the "
-	                              "probe goes on and fills the cache"
-	                            : o->reason);
-	log_msg(LOG_INFO, "%s", line);
-}
-
-/* reply_with - set the SMTP reply from a template; returns the sfsistat */
-static sfsistat reply_with(SMFICTX *ctx, const struct reply_template *tmpl, const struct reply_vars *vars)
-{
-	char text[REPLY_TEXT_MAX + 1];
-	char escaped[2 * REPLY_TEXT_MAX + 1];
-	reply_expand(tmpl, vars, text, sizeof(text));
-	reply_double_percent(text, escaped, sizeof(escaped));
-	char code[sizeof(tmpl->code)], ecode[sizeof(tmpl->ecode)];
-	copy_cut(code, sizeof(code), tmpl->code);
-	copy_cut(ecode, sizeof(ecode), tmpl->ecode);
-	if (smfi_setreply(ctx, code, ecode, escaped) != MI_SUCCESS)
-		log_msg(LOG_WARNING, "libmilter refused reply \"%s %s %s\"; the MTA uses its default text",
-		        code, ecode, text);
-	return code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
+	return SMFIS_CONTINUE;
 }
 
 /* on_negotiate - ask only for the steps, actions and macros we use.
@@ -324,396 +137,92 @@ static sfsistat on_negotiate(SMFICTX *ctx, unsigned long actions, unsigned long 
                              unsigned long f3, unsigned long *want_actions, unsigned long *want_steps,
                              unsigned long *want_f2, unsigned long *want_f3)
 {
-	struct connection *conn = connection_of(ctx);
+	struct msession *conn = session_of(ctx);
 	if (conn == NULL)
 		return SMFIS_REJECT;
-	bool header = conn->conf->result_header[0] != '\0';
-	unsigned long skip = SMFIP_NOHELO | SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN | SMFIP_NODATA;
-	if (!header)
-		skip |= SMFIP_NOHDRS; /* headers matter only to replace a forged result header */
-	*want_actions = 0;
+	/* The choice is milterwire's, shared with the native transport. */
+	struct mw_optneg mta = {6, (uint32_t)actions, (uint32_t)steps};
+	struct mw_choice choice;
+	bool header = ms_conf(conn)->result_header[0] != '\0';
+	mw_choose(&mta, header, true, &choice);
+	if (choice.symlist && (smfi_setsymlist(ctx, SMFIM_ENVFROM, MW_MACROS_ENVFROM) != MI_SUCCESS ||
+	                       smfi_setsymlist(ctx, SMFIM_ENVRCPT, MW_MACROS_ENVRCPT) != MI_SUCCESS)) {
+		log_msg(LOG_WARNING, "could not request milter macros; authenticated clients may be checked");
+		mw_choose(&mta, header, false, &choice);
+	}
+	if (choice.header_refused)
+		log_msg(LOG_WARNING, "the MTA does not let milters edit headers: no %s header",
+		        ms_conf(conn)->result_header);
+	*want_actions = choice.actions;
+	*want_steps = choice.steps;
 	*want_f2 = 0;
 	*want_f3 = 0;
-	if (header) {
-		if ((actions & (SMFIF_ADDHDRS | SMFIF_CHGHDRS)) == (SMFIF_ADDHDRS | SMFIF_CHGHDRS))
-			*want_actions |= SMFIF_ADDHDRS | SMFIF_CHGHDRS;
-		else
-			log_msg(LOG_WARNING, "the MTA does not let milters edit headers: no %s header",
-			        conn->conf->result_header);
-	}
-	bool macro_client = false;
-	if (actions & SMFIF_SETSYMLIST) {
-		*want_actions |= SMFIF_SETSYMLIST;
-		/* Postfix sends these by default; Sendmail needs them asked for. */
-		if (smfi_setsymlist(ctx, SMFIM_ENVFROM, "i {auth_authen} {client_addr}") != MI_SUCCESS ||
-		    smfi_setsymlist(ctx, SMFIM_ENVRCPT, "i") != MI_SUCCESS)
-			log_msg(LOG_WARNING,
-			        "could not request milter macros; authenticated clients may be checked");
-		else
-			macro_client = (steps & SMFIP_NOCONNECT) != 0;
-	}
-	/* The connect step never refuses: without it (the address comes with
-	 * MAIL FROM), or without a reply to it, one packet or round trip less
-	 * per SMTP session. */
-	skip |= macro_client ? SMFIP_NOCONNECT : SMFIP_NR_CONN;
-	*want_steps = steps & skip;
-	conn->client_from_macro = (*want_steps & SMFIP_NOCONNECT) != 0;
-	conn->connect_noreply = (*want_steps & SMFIP_NR_CONN) != 0;
+	ms_negotiated(conn, choice.client_from_macro, choice.connect_noreply);
 	return SMFIS_CONTINUE;
 }
 
 /* on_connect - remember who the client is */
 static sfsistat on_connect(SMFICTX *ctx, char *hostname, struct sockaddr *addr)
 {
-	struct connection *conn = connection_of(ctx);
-	if (conn == NULL)
-		return SMFIS_TEMPFAIL;
-	sfsistat ok = conn->connect_noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
-	conn->client_known = false;
-	snprintf(conn->client_text, sizeof(conn->client_text), "unknown");
-	if (addr == NULL)
-		return ok;
-	if (addr->sa_family == AF_INET) {
-		memcpy(&conn->client, addr, sizeof(struct sockaddr_in));
-		conn->client_known = true;
-		inet_ntop(AF_INET, &((struct sockaddr_in *)addr)->sin_addr, conn->client_text,
-		          sizeof(conn->client_text));
-	} else if (addr->sa_family == AF_INET6) {
-		memcpy(&conn->client, addr, sizeof(struct sockaddr_in6));
-		conn->client_known = true;
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)addr)->sin6_addr, conn->client_text,
-		          sizeof(conn->client_text));
-	}
-	return ok;
+	struct msession *s = session_of(ctx);
+	return s == NULL ? SMFIS_TEMPFAIL : status(ms_connect(s, addr));
 }
 
-/* client_from_macro - the client's address from {client_addr} (Postfix:
- * "192.0.2.1", "2001:db8::1"; Sendmail may write "IPv6:2001:db8::1"), as
- * on_connect would have kept it; none, or one that does not parse: the
- * client is unknown, as after a CONNECT without an address */
-static void client_from_macro(SMFICTX *ctx, struct connection *conn)
-{
-	conn->client_known = false;
-	snprintf(conn->client_text, sizeof(conn->client_text), "unknown");
-	const char *text = smfi_getsymval(ctx, "{client_addr}");
-	if (text == NULL)
-		return;
-	if (strncasecmp(text, "IPv6:", 5) == 0)
-		text += 5;
-	struct sockaddr_in *sin = (struct sockaddr_in *)&conn->client;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&conn->client;
-	memset(&conn->client, 0, sizeof(conn->client));
-	if (inet_pton(AF_INET, text, &sin->sin_addr) == 1)
-		sin->sin_family = AF_INET;
-	else if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1)
-		sin6->sin6_family = AF_INET6;
-	else
-		return;
-	conn->client_known = true;
-	/* Written back from the address, as on_connect does: one spelling. */
-	inet_ntop(conn->client.ss_family,
-	          conn->client.ss_family == AF_INET ? (const void *)&sin->sin_addr
-	                                            : (const void *)&sin6->sin6_addr,
-	          conn->client_text, sizeof(conn->client_text));
-}
-
-/* refresh_queue_id - the "i" macro, when the MTA has assigned one */
-static void refresh_queue_id(SMFICTX *ctx, struct message *msg)
-{
-	const char *qid = smfi_getsymval(ctx, "i");
-	if (qid != NULL && *qid != '\0')
-		copy_cut(msg->queue_id, sizeof(msg->queue_id), qid);
-}
-
-/* accept_now - the sender is decided at MAIL FROM. Without a result header
- * the MTA need not ask us again for this message; with one, the message
- * must still reach on_eom so that a header forged by the client is removed
- * and ours says why the sender was not verified. */
-static sfsistat accept_now(struct connection *conn, const char *reason)
-{
-	if (conn->conf->result_header[0] == '\0')
-		return SMFIS_ACCEPT;
-	conn->msg.state = MSG_DECIDED;
-	conn->msg.skip_reason = reason;
-	return SMFIS_CONTINUE;
-}
-
-/* judge - the policy's verdict for the verification's answer (or, with
- * answered false, for the budget's end), defer_limit judged now (the
- * verifier's deferred_since_ms is wall clock; at the budget's end, the
- * deferral start it knew at submit), self-health last */
-static void judge(struct connection *conn, bool answered)
-{
-	struct message *msg = &conn->msg;
-	if (answered)
-		policy_for_verified(conn->conf, msg->check.sender.domain_ascii, msg->result.outcome.kind,
-		                    msg->result.deferred_since_ms, clock_now_ms(), &msg->verdict);
-	else
-		policy_for_budget(conn->conf, verify_deferred_since(msg->ticket), clock_now_ms(),
-		                  &msg->verdict);
-	msg->budget_exceeded = !answered;
-	msg->answered = true;
-	policy_for_self_health(conn->conf, verify_unhealthy(glue.verifier), msg->budget_exceeded,
-	                       msg->result.outcome.kind, &msg->verdict);
-}
-
-/* decide_if_known - the verifier answered at once (a cached answer or a
- * domain fact): when the verdict accepts and no result header is wanted,
- * the message is done at MAIL FROM and the MTA never calls on_envrcpt for
- * it (one milter round trip per recipient less on the busiest path). The
- * postmaster exemption matters only to a refusal, so a verdict that would
- * refuse still waits for each RCPT. Nothing known yet: the probe runs while
- * the client sends its recipients. */
-static sfsistat decide_if_known(struct connection *conn)
-{
-	struct message *msg = &conn->msg;
-	if (conn->conf->result_header[0] != '\0' || !verify_wait(msg->ticket, 0, &msg->result))
-		return SMFIS_CONTINUE;
-	judge(conn, true);
-	if (msg->verdict.action != POLICY_ACCEPT)
-		return SMFIS_CONTINUE;
-	log_verified(conn, NULL);
-	msg->accept_logged = true;
-	return SMFIS_ACCEPT;
-}
-
-/* start_verification - a sender nobody vouches for: lists, then a probe */
-static sfsistat start_verification(struct connection *conn)
-{
-	struct message *msg = &conn->msg;
-	const char *domain = msg->check.sender.domain_ascii;
-	switch (policy_for_domain(conn->conf, domain, &msg->matched)) {
-	case POLICY_DOMAIN_SKIP:
-		log_verdict(conn, "accept", "domain_override", NULL, msg->matched);
-		return accept_now(conn, "domain_override");
-	case POLICY_DOMAIN_BLOCKLISTED:
-		msg->state = MSG_BLOCKLISTED;
-		return SMFIS_CONTINUE;
-	case POLICY_DOMAIN_VERIFY:
-		break;
-	}
-	struct verifier *verifier = glue.verifier;
-	if (verifier == NULL) {
-		log_verdict(conn, "accept", "unverified", NULL, "verification is not running");
-		return accept_now(conn, "unverified");
-	}
-	msg->ticket =
-	        verify_submit(verifier, &msg->check.sender, conn->client_known ? conn->client_text : NULL);
-	if (msg->ticket == NULL) {
-		log_verdict(conn, "accept", "unverified", NULL, "out of memory: not verified");
-		return accept_now(conn, "unverified");
-	}
-	msg->state = MSG_VERIFYING;
-	return decide_if_known(conn);
-}
-
-/* on_envfrom - decide what can be decided about the sender now; start the
- * probe for the rest, so it runs while the client sends its recipients */
+/* on_envfrom - MAIL FROM */
 static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 {
-	struct connection *conn = connection_of(ctx);
-	if (conn == NULL)
+	struct msession *s = session_of(ctx);
+	if (s == NULL)
 		return SMFIS_TEMPFAIL;
-	struct message *msg = &conn->msg;
-	message_end(conn);
-	refresh_queue_id(ctx, msg);
-	if (conn->client_from_macro)
-		client_from_macro(ctx, conn);
-	const char *sender = argv != NULL && argv[0] != NULL ? argv[0] : "";
-	copy_cut(msg->sender, sizeof(msg->sender), sender);
-
-	const struct sockaddr *client = conn->client_known ? (const struct sockaddr *)&conn->client : NULL;
-	precheck_sender(conn->conf, sender, client, smfi_getsymval(ctx, "{auth_authen}"), &msg->check);
-
-	switch (msg->check.verdict) {
-	case PRECHECK_ACCEPT:
-		log_verdict(conn, "accept", msg->check.reason, NULL, msg->check.detail);
-		return accept_now(conn, msg->check.reason);
-	case PRECHECK_VERIFY:
-		return start_verification(conn);
-	case PRECHECK_REJECT:
-		/* Applied per recipient, so postmaster@ stays reachable. */
-		msg->state = MSG_BAD_SYNTAX;
-		log_msg(LOG_DEBUG, "sender %s fails syntax (%s); judged at RCPT", msg->sender,
-		        msg->check.detail);
-		return SMFIS_CONTINUE;
-	}
-	return SMFIS_CONTINUE;
+	struct ms_io io = io_of(ctx);
+	return status(ms_envfrom(s, &io, argv != NULL ? argv[0] : NULL));
 }
 
-/* await_verdict - wait for the verification's answer, at most until the
- * budget ends, and judge it; waits only the first time */
-static void await_verdict(struct connection *conn)
-{
-	struct message *msg = &conn->msg;
-	if (msg->answered)
-		return;
-	int64_t deadline = verify_submitted_ms(msg->ticket) + conn->conf->verify_budget_ms;
-	judge(conn, verify_wait(msg->ticket, deadline, &msg->result));
-}
-
-/* refuse - answer one recipient with the verdict's reply */
-static sfsistat refuse(SMFICTX *ctx, const struct connection *conn, const struct reply_template *tmpl,
-                       const struct outcome *o)
-{
-	char remote[OUTCOME_TEXT_MAX + 32] = "";
-	if (o != NULL && o->code != 0)
-		snprintf(remote, sizeof(remote), "%d %s %s", o->code, o->ecode, o->text);
-	char bare[sizeof(conn->msg.sender)];
-	reply_bare_address(conn->msg.sender, bare, sizeof(bare));
-	struct reply_vars vars = {.address = bare,
-	                          .reason = o != NULL ? o->reason : conn->msg.check.detail,
-	                          .outcome = o != NULL ? outcome_name(o->kind) : conn->msg.check.reason,
-	                          .remote = remote};
-	return reply_with(ctx, tmpl, &vars);
-}
-
-/* verdict_for_rcpt - apply a verification's verdict to one recipient */
-static sfsistat verdict_for_rcpt(SMFICTX *ctx, struct connection *conn, const char *rcpt)
-{
-	struct message *msg = &conn->msg;
-	await_verdict(conn);
-	if (msg->verdict.action == POLICY_ACCEPT) {
-		if (!msg->accept_logged) {
-			log_verified(conn, NULL);
-			msg->accept_logged = true;
-		}
-		/* Done with this message: spare the MTA the rest of the round
-		 * trips, unless the result header still has to be written. */
-		return conn->conf->result_header[0] == '\0' ? SMFIS_ACCEPT : SMFIS_CONTINUE;
-	}
-	if (!repeat_seen(conn, &msg->verdict, verified_reason(msg)))
-		log_verified(conn, rcpt);
-	if (msg->budget_exceeded)
-		msg->answered = false; /* a later recipient may find the answer in */
-	return refuse(ctx, conn, msg->verdict.reply, msg->budget_exceeded ? NULL : &msg->result.outcome);
-}
-
-/* verdict_unprobed - apply a verdict decided without a probe (bad syntax,
- * blocklist) to one recipient: one line each, dry_run included */
-static sfsistat verdict_unprobed(SMFICTX *ctx, struct connection *conn, const struct policy_verdict *v,
-                                 const char *reason, const char *rcpt, const char *detail)
-{
-	if (!repeat_seen(conn, v, reason)) {
-		verify_count_verdict(glue.verifier, policy_action_name(v->action), reason, 1);
-		if (log_enabled(LOG_INFO)) {
-			char line[1536];
-			size_t len = verdict_line(conn, line, sizeof(line), policy_action_name(v->action),
-			                          reason, rcpt);
-			add_dry_run(line, sizeof(line), &len, v);
-			if (detail != NULL && *detail != '\0')
-				kv_add(line, sizeof(line), &len, "detail", detail);
-			log_msg(LOG_INFO, "%s", line);
-		}
-	}
-	if (v->action == POLICY_ACCEPT)
-		return SMFIS_CONTINUE;
-	return refuse(ctx, conn, v->reply, NULL);
-}
-
-/* on_envrcpt - apply the sender's verdict, sparing exempt recipients */
+/* on_envrcpt - RCPT TO */
 static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 {
-	struct connection *conn = connection_of(ctx);
-	if (conn == NULL)
+	struct msession *s = session_of(ctx);
+	if (s == NULL)
 		return SMFIS_TEMPFAIL;
-	struct message *msg = &conn->msg;
-	if (msg->state == MSG_DECIDED)
-		return SMFIS_CONTINUE;
-	refresh_queue_id(ctx, msg);
-	const char *rcpt = argv != NULL && argv[0] != NULL ? argv[0] : "";
-	if (precheck_recipient_exempt(conn->conf, rcpt)) {
-		/* Each one is logged: who got through is worth its line. */
-		log_verdict(conn, "accept", "exempt_recipient", rcpt, msg->check.detail);
-		return SMFIS_CONTINUE;
-	}
-	struct policy_verdict v;
-	switch (msg->state) {
-	case MSG_BAD_SYNTAX:
-		policy_for_bad_syntax(conn->conf, &v);
-		return verdict_unprobed(ctx, conn, &v, msg->check.reason, rcpt, msg->check.detail);
-	case MSG_BLOCKLISTED:
-		policy_for_blocklist(conn->conf, &v);
-		return verdict_unprobed(ctx, conn, &v, "blocklisted", rcpt, msg->matched);
-	case MSG_VERIFYING:
-		return verdict_for_rcpt(ctx, conn, rcpt);
-	case MSG_DECIDED:
-		break;
-	}
-	return SMFIS_CONTINUE;
+	struct ms_io io = io_of(ctx);
+	return status(ms_envrcpt(s, &io, argv != NULL ? argv[0] : NULL));
 }
 
-/* on_header - count the client's own result headers, to remove them */
+/* on_header - one header of the message */
 static sfsistat on_header(SMFICTX *ctx, char *name, char *value)
 {
-	struct connection *conn = smfi_getpriv(ctx);
-	if (conn != NULL && strcasecmp(name, conn->conf->result_header) == 0)
-		conn->msg.header_count++;
+	struct msession *s = smfi_getpriv(ctx);
+	if (s != NULL)
+		ms_header(s, name);
 	return SMFIS_CONTINUE;
 }
 
-/* on_eom - replace any result header with ours naming the outcome */
+/* on_eom - the end of the message */
 static sfsistat on_eom(SMFICTX *ctx)
 {
-	struct connection *conn = smfi_getpriv(ctx);
-	if (conn == NULL || conn->conf->result_header[0] == '\0')
+	struct msession *s = smfi_getpriv(ctx);
+	if (s == NULL)
 		return SMFIS_CONTINUE;
-	struct message *msg = &conn->msg;
-	const char *name = conn->conf->result_header;
-	/* Remove from the last: indexes of the earlier ones stay valid. */
-	for (int i = msg->header_count; i >= 1; i--)
-		if (smfi_chgheader(ctx, (char *)name, i, NULL) != MI_SUCCESS)
-			log_msg(LOG_WARNING, "could not remove a client's %s header", name);
-	char value[512];
-	const struct outcome *o = &msg->result.outcome;
-	/* Every accepted message gets one, whatever let it through: an exempt
-	 * recipient or dry_run can accept a sender that failed syntax or the
-	 * blocklist, and a message to exempt recipients only never waited for
-	 * the verification (what is known now is told, nothing is waited for). */
-	if (msg->state == MSG_VERIFYING && !msg->answered && verify_wait(msg->ticket, 0, &msg->result))
-		judge(conn, true);
-	if (msg->state == MSG_DECIDED && msg->skip_reason != NULL)
-		snprintf(value, sizeof(value), "none (%s)", msg->skip_reason);
-	else if (msg->state == MSG_DECIDED)
-		return SMFIS_CONTINUE; /* no MAIL FROM seen: nothing to say */
-	else if (msg->state == MSG_BAD_SYNTAX)
-		snprintf(value, sizeof(value), "bad_syntax (%.200s)", msg->check.detail);
-	else if (msg->state == MSG_BLOCKLISTED)
-		snprintf(value, sizeof(value), "blocklisted (%.200s)",
-		         msg->matched != NULL ? msg->matched : "");
-	else if (msg->budget_exceeded) /* waited for: answered is cleared for a later RCPT */
-		snprintf(value, sizeof(value), "unknown (no answer within verify_budget)");
-	else if (!msg->answered)
-		snprintf(value, sizeof(value), "unknown (only exempt recipients: not waited for)");
-	else
-		snprintf(value, sizeof(value), "%s (%s%s%s)", outcome_name(o->kind),
-		         verify_source_name(msg->result.source), o->mx_host[0] ? ", mx " : "", o->mx_host);
-	/* The texts may quote what the client or a remote server sent: a header
-	 * carries printable ASCII only. */
-	for (char *p = value; *p != '\0'; p++)
-		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
-			*p = '?';
-	if (smfi_addheader(ctx, (char *)name, value) != MI_SUCCESS)
-		log_msg(LOG_WARNING, "could not add the %s header", name);
-	return SMFIS_CONTINUE;
+	struct ms_io io = io_of(ctx);
+	return status(ms_eom(s, &io));
 }
 
-/* on_abort - the message ended without delivery: forget it */
+/* on_abort - the message ended without delivery */
 static sfsistat on_abort(SMFICTX *ctx)
 {
-	struct connection *conn = smfi_getpriv(ctx);
-	if (conn != NULL)
-		message_end(conn);
+	struct msession *s = smfi_getpriv(ctx);
+	if (s != NULL)
+		ms_abort(s);
 	return SMFIS_CONTINUE;
 }
 
 /* on_close - the MTA hung up: free the session */
 static sfsistat on_close(SMFICTX *ctx)
 {
-	struct connection *conn = smfi_getpriv(ctx);
-	if (conn != NULL) {
+	struct msession *s = smfi_getpriv(ctx);
+	if (s != NULL) {
 		smfi_setpriv(ctx, NULL);
-		connection_free(conn);
+		ms_close(s);
 	}
 	return SMFIS_CONTINUE;
 }
@@ -735,7 +244,7 @@ static struct smfiDesc filter = {
 /* milter_set_verifier - see milter.h */
 void milter_set_verifier(struct verifier *verifier)
 {
-	glue.verifier = verifier;
+	ms_set_verifier(verifier);
 }
 
 /* milter_socket_path - see milter.h */
@@ -798,6 +307,12 @@ static bool clear_stale_socket(const char *path)
 bool milter_open(struct conf *conf)
 {
 	milter_set_conf(conf);
+	glue.native = strcmp(conf->milter_transport, "native") == 0;
+	glue.timeout_ms = conf->milter_timeout_ms;
+	if (glue.native) {
+		const char *path = milter_socket_path(conf->socket);
+		return path == NULL || clear_stale_socket(path);
+	}
 	if (smfi_register(filter) != MI_SUCCESS) {
 		log_msg(LOG_ERR, "smfi_register failed");
 		return false;
@@ -824,7 +339,12 @@ bool milter_listen(const struct conf *conf)
 {
 	const char *path = milter_socket_path(conf->socket);
 	errno = 0;
-	if (smfi_opensocket(false) != MI_SUCCESS) {
+	bool opened;
+	if (glue.native)
+		opened = (glue.listen_fd = milterloop_listen(conf->socket)) >= 0;
+	else
+		opened = smfi_opensocket(false) == MI_SUCCESS;
+	if (!opened) {
 		int err = errno; /* bind()'s, as libmilter leaves it (0 if it failed otherwise) */
 		if (err == EADDRINUSE)
 			log_msg(LOG_ERR,
@@ -840,7 +360,7 @@ bool milter_listen(const struct conf *conf)
 		log_msg(LOG_ERR, "chmod %04o %s: %s", conf->socket_mode, path, strerror(errno));
 		return false;
 	}
-	log_msg(LOG_INFO, "listening on %s", conf->socket);
+	log_msg(LOG_INFO, "listening on %s%s", conf->socket, glue.native ? " (native milter transport)" : "");
 	return true;
 }
 
@@ -851,18 +371,40 @@ static void *serve_thread(void *arg)
 	pthread_mutex_lock(&glue.lock);
 	glue.serving = false;
 	glue.main_status = rc == MI_SUCCESS ? 0 : 1;
-	pthread_cond_broadcast(&glue.idle);
 	pthread_mutex_unlock(&glue.lock);
+	ms_kick(); /* a draining stop need not wait any longer */
 	/* Wake the owner's sigwait(): libmilter stopped on its own (an error,
 	 * or a signal its own signal thread caught). */
 	pthread_kill(glue.owner, SIGTERM);
 	return NULL;
 }
 
+/* loop_ended - the native loop ended by itself: tell the owner, as
+ * serve_thread does for libmilter */
+static void loop_ended(void *arg)
+{
+	(void)arg;
+	ms_kick();
+	pthread_kill(glue.owner, SIGTERM);
+}
+
+/* not_serving_native - ms_drain's give_up for the native loop */
+static bool not_serving_native(void)
+{
+	return glue.loop == NULL || !milterloop_running(glue.loop);
+}
+
 /* milter_start - see milter.h */
 bool milter_start(void)
 {
 	glue.owner = pthread_self();
+	if (glue.native) {
+		glue.loop = milterloop_start(glue.listen_fd, glue.timeout_ms, loop_ended, NULL);
+		if (glue.loop == NULL)
+			return false;
+		glue.listen_fd = -1; /* the loop's now */
+		return true;
+	}
 	glue.serving = true;
 	int err = pthread_create(&glue.thread, NULL, serve_thread, NULL);
 	if (err != 0) {
@@ -873,26 +415,26 @@ bool milter_start(void)
 	return true;
 }
 
+/* not_serving - ms_drain's give_up: libmilter stopped by itself */
+static bool not_serving(void)
+{
+	pthread_mutex_lock(&glue.lock);
+	bool serving = glue.serving;
+	pthread_mutex_unlock(&glue.lock);
+	return !serving;
+}
+
 /* milter_stop - see milter.h */
 int milter_stop(int drain_seconds)
 {
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += drain_seconds;
-	pthread_mutex_lock(&glue.lock);
-	if (glue.serving && glue.sessions > 0)
-		log_msg(LOG_INFO, "stopping: waiting up to %d s for %d milter session(s) to finish",
-		        drain_seconds, glue.sessions);
-	while (glue.serving && glue.sessions > 0) {
-		if (pthread_cond_timedwait(&glue.idle, &glue.lock, &deadline) == ETIMEDOUT) {
-			log_msg(LOG_WARNING,
-			        "stopping with %d milter session(s) still open; the MTA applies its "
-			        "milter_default_action to them",
-			        glue.sessions);
-			break;
-		}
+	if (glue.native) {
+		ms_drain(drain_seconds, not_serving_native);
+		bool ran = glue.loop != NULL && milterloop_running(glue.loop);
+		milterloop_stop(glue.loop);
+		glue.loop = NULL;
+		return ran ? 0 : 1;
 	}
-	pthread_mutex_unlock(&glue.lock);
+	ms_drain(drain_seconds, not_serving);
 	/* Only now: once libmilter stops, it serves no session any more. */
 	smfi_stop();
 	pthread_join(glue.thread, NULL);
@@ -902,27 +444,17 @@ int milter_stop(int drain_seconds)
 /* milter_idle - see milter.h */
 bool milter_idle(void)
 {
-	pthread_mutex_lock(&glue.lock);
-	bool idle = glue.sessions == 0;
-	pthread_mutex_unlock(&glue.lock);
-	return idle;
+	return ms_idle();
 }
 
 /* milter_set_conf - see milter.h */
 void milter_set_conf(struct conf *conf)
 {
-	pthread_mutex_lock(&glue.lock);
-	struct conf *old = glue.conf;
-	glue.conf = conf_ref(conf);
-	pthread_mutex_unlock(&glue.lock);
-	conf_unref(old);
+	ms_set_conf(conf);
 }
 
 /* milter_close - see milter.h */
 void milter_close(void)
 {
-	pthread_mutex_lock(&glue.lock);
-	conf_unref(glue.conf);
-	glue.conf = NULL;
-	pthread_mutex_unlock(&glue.lock);
+	ms_release_conf();
 }

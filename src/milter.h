@@ -1,11 +1,12 @@
 /*
- * milter.h - the libmilter glue: the one module that includes libmilter.
+ * milter.h - the milter transports: libmilter (the one module that
+ * includes it) or, with milter_transport = native, vemilter's own loop
+ * (milterloop.h); main sees one interface for both.
  *
- * milter_open() registers the filter and checks the socket, milter_listen()
- * opens it (as root, before privileges are dropped); milter_start() serves on a thread of its
- * own until milter_stop(), which lets in-flight sessions finish first. Each callback is a thin
- * wrapper that gathers the MTA's facts, asks precheck, logs one verdict line
- * and answers.
+ * milter_open() checks the socket (and registers with libmilter),
+ * milter_listen() opens it (as root, before privileges are dropped);
+ * milter_start() serves on a thread of its own until milter_stop(), which
+ * lets in-flight sessions finish first. The session rules are msession.h's.
  */
 #ifndef VEMILTER_MILTER_H
 #define VEMILTER_MILTER_H
@@ -14,8 +15,9 @@
 
 #include "conf.h"
 
-/* milter_open - register with libmilter, give it milter_timeout
- * (smfi_settimeout) and check conf->socket: a stale unix socket is removed
+/* milter_open - pick the transport (conf->milter_transport); for
+ * libmilter register, give it milter_timeout (smfi_settimeout); check
+ * conf->socket: a stale unix socket is removed
  * only when nothing listens on it; another live listener is an error.
  * Takes its own reference to conf. Logs and returns false on failure. */
 bool milter_open(struct conf *conf);

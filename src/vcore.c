@@ -106,6 +106,8 @@ struct verify_ticket {
 	struct addr sender;                /* as submitted: a tagged joiner is told apart by it */
 	int64_t deferred_since_ms;         /* known at submit (vstore_lookup); set before it is shared */
 	struct verify_ticket *next_waiter; /* in its probe's list */
+	void (*notify)(void *arg);         /* called once when done is set (under the lock); NULL: none */
+	void *notify_arg;
 };
 
 /* One record per domain (engine thread only): its mail hosts (kept for
@@ -283,6 +285,12 @@ static void settle_ticket(struct vcore *c, struct verify_ticket *t, const struct
 	t->result.deferred_since_ms = is_temporary(o->kind) ? deferred_since_ms : 0;
 	t->done = true;
 	pthread_cond_signal(&t->answered); /* one thread waits for a ticket: its owner */
+	if (t->notify != NULL) {
+		/* Under the lock: vcore_notify_cancel() returning means no call
+		 * runs or will run. The callback only wakes its loop. */
+		t->notify(t->notify_arg);
+		t->notify = NULL;
+	}
 }
 
 /* ---- the probe tables (under the lock) ---- */
@@ -1791,6 +1799,28 @@ bool vcore_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_resu
 		*out = t->result;
 	pthread_mutex_unlock(&c->lock);
 	return done;
+}
+
+/* vcore_notify - see verify_notify in verify.h */
+bool vcore_notify(struct verify_ticket *t, void (*fn)(void *arg), void *arg)
+{
+	pthread_mutex_lock(&t->core->lock);
+	bool armed = !t->done;
+	if (armed) {
+		t->notify = fn;
+		t->notify_arg = arg;
+	}
+	pthread_mutex_unlock(&t->core->lock);
+	return armed;
+}
+
+/* vcore_notify_cancel - see verify_notify_cancel in verify.h */
+void vcore_notify_cancel(struct verify_ticket *t)
+{
+	pthread_mutex_lock(&t->core->lock);
+	t->notify = NULL;
+	t->notify_arg = NULL;
+	pthread_mutex_unlock(&t->core->lock);
 }
 
 /* vcore_submitted_ms - see verify_submitted_ms in verify.h */

@@ -181,6 +181,8 @@ size_t vcore_probe_objects(struct vcore *core);
 struct verify_ticket *vcore_submit(struct vcore *core, const struct addr *sender, const char *client);
 bool vcore_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_result *out);
 int64_t vcore_submitted_ms(const struct verify_ticket *t);
+bool vcore_notify(struct verify_ticket *t, void (*fn)(void *arg), void *arg);
+void vcore_notify_cancel(struct verify_ticket *t);
 int64_t vcore_deferred_since(const struct verify_ticket *t);
 void vcore_release(struct verify_ticket *t);
 void vcore_get_stats(struct vcore *core, struct verify_stats *out);

@@ -438,6 +438,16 @@ bool verify_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_res
 	return vcore_wait(t, deadline_ms, out);
 }
 
+bool verify_notify(struct verify_ticket *t, void (*fn)(void *arg), void *arg)
+{
+	return vcore_notify(t, fn, arg);
+}
+
+void verify_notify_cancel(struct verify_ticket *t)
+{
+	vcore_notify_cancel(t);
+}
+
 int64_t verify_submitted_ms(const struct verify_ticket *t)
 {
 	return vcore_submitted_ms(t);

@@ -96,6 +96,17 @@ struct verify_ticket *verify_submit(struct verifier *v, const struct addr *sende
  * (clock_mono_ms) reaches deadline_ms; true with *out filled if answered. */
 bool verify_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_result *out);
 
+/* verify_notify - instead of waiting (an event loop must not block): fn(arg)
+ * is called once, on whichever thread answers the ticket and under the
+ * verifier's lock (so it must only wake its own loop: event_active, a
+ * queue), when the answer is there. False: already answered (nothing will
+ * be called; verify_wait(t, 0, ...) has it). One notification per ticket. */
+bool verify_notify(struct verify_ticket *t, void (*fn)(void *arg), void *arg);
+
+/* verify_notify_cancel - no call after it returns (one in progress has
+ * finished). Before releasing a ticket whose notification may be armed. */
+void verify_notify_cancel(struct verify_ticket *t);
+
 /* verify_submitted_ms - when the ticket was submitted (clock_mono_ms). */
 int64_t verify_submitted_ms(const struct verify_ticket *t);
 

@@ -676,6 +676,11 @@ def base_conf(tmp, sock_name="milter.sock", **over):
         "dns_servers": "127.0.0.1:1",
         "cache": "",
     }
+    # VEMILTER_TEST_TRANSPORT=native runs a test file against the native
+    # milter transport (tests/integration/*_native.py set it).
+    transport = os.environ.get("VEMILTER_TEST_TRANSPORT")
+    if transport:
+        conf["milter_transport"] = transport
     conf.update(over)
     return conf
 

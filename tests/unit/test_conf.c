@@ -872,9 +872,9 @@ END_TEST
 START_TEST(restart_directives)
 {
 	static const char *const want[] = {
-	        "socket",       "socket_mode",         "socket_group",    "user",
-	        "pid_file",     "milter_timeout",      "syslog_facility", "cache",
-	        "cache_max_mb", "cache_sync_interval", "metrics_listen",  "cache_fallback"};
+	        "socket",         "socket_mode",     "socket_group",    "user",         "pid_file",
+	        "milter_timeout", "syslog_facility", "cache",           "cache_max_mb", "cache_sync_interval",
+	        "metrics_listen", "cache_fallback",  "milter_transport"};
 	static const char *const other[] = {"unix:/tmp/other.sock",
 	                                    "0600",
 	                                    "mail",
@@ -886,7 +886,8 @@ START_TEST(restart_directives)
 	                                    "99",
 	                                    "5s",
 	                                    "127.0.0.1:9999",
-	                                    "/tmp/other-fallback.lmdb"};
+	                                    "/tmp/other-fallback.lmdb",
+	                                    "native"};
 	struct errs e;
 	struct conf *base = conf_load_text("t.conf", "", collect, &e);
 	ck_assert_ptr_nonnull(base);

@@ -742,6 +742,42 @@ START_TEST(no_cache_no_deferral)
 }
 END_TEST
 
+/* notify_count - a notification callback: counts its calls */
+static void notify_count(void *arg)
+{
+	(*(int *)arg)++;
+}
+
+/* A ticket's notification runs once, when the answer comes (a parked
+ * native-transport session resumes then); an answered ticket refuses one;
+ * a cancelled one never runs; the core stopping answers and notifies. */
+START_TEST(notify_once_on_answer)
+{
+	start("");
+	int calls[3] = {0, 0, 0};
+	struct verify_ticket *a = submit("alice@ok.test");
+	struct verify_ticket *b = submit("bob@ok.test");
+	ck_assert(vcore_notify(a, notify_count, &calls[0]));
+	ck_assert(vcore_notify(b, notify_count, &calls[1]));
+	vcore_notify_cancel(b);
+	ck_assert_int_eq(calls[0], 0);
+	finish("alice@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	finish("bob@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(calls[0], 1);
+	ck_assert_int_eq(calls[1], 0);
+	ck_assert(!vcore_notify(a, notify_count, &calls[0])); /* already answered */
+	ck_assert_int_eq(calls[0], 1);
+	vcore_release(a);
+	vcore_release(b);
+	struct verify_ticket *c = submit("carol@pending.test");
+	ck_assert(vcore_notify(c, notify_count, &calls[2]));
+	vcore_free(core);
+	core = NULL;
+	ck_assert_int_eq(calls[2], 1);
+	vcore_release(c);
+}
+END_TEST
+
 START_TEST(shared_probe_then_cached)
 {
 	start("");
@@ -2374,6 +2410,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, shared_probe_then_cached);
+	tcase_add_test(tc, notify_once_on_answer);
 	tcase_add_test(tc, domain_limits);
 	tcase_add_test(tc, our_own_limit_is_not_cached);
 	tcase_add_test(tc, domain_place_held_until_connections_close);

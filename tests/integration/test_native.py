@@ -1,0 +1,243 @@
+#!/usr/bin/python3
+"""test_native - the native milter transport (milter_transport = native)
+against a hostile MTA and a slow probe.
+
+Hostile: a packet length of 0 or over 65535, an unknown command, macros
+without their NUL, a MAIL without its NUL, a command before OPTNEG: each
+closes that one connection with a log line; a packet cut short by an MTA
+that hangs up is forgotten; the daemon keeps answering everyone else.
+Slow probe (the MX answers each command after 0.4 s): a RCPT waiting for
+its verdict is parked, not blocking: another session is answered at once
+meanwhile, and the parked one gets its verdict when the probe ends; a MX
+slower than verify_budget gets the budget's tempfail at about the budget;
+a session that hangs up while parked does no harm; QUIT_NC starts a new
+session on the same connection; SIGTERM stops with exit status 0.
+
+TAP on stdout; loopback only; every wait bounded.
+"""
+import os
+import struct
+import sys
+import time
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
+
+import vmtest  # noqa: E402
+from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from milterclient import MilterClient  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
+from smtpfarm import SmtpFarm  # noqa: E402
+
+ZONE = {
+    "slow.test": {"MX": [[10, "mx.slow.test"]]}, "mx.slow.test": {"A": ["127.0.0.71"]},
+    "stuck.test": {"MX": [[10, "mx.stuck.test"]]}, "mx.stuck.test": {"A": ["127.0.0.72"]},
+}
+
+
+class G:
+    tmp = dns = farm = d = None
+
+
+def null_sender_ok(tap, name):
+    """A message from <> over a fresh connection is accepted at MAIL."""
+    c = MilterClient(G.d.socket, timeout=5)
+    try:
+        c.session(client_addr="198.51.100.9")
+        t0 = time.monotonic()
+        m = c.mail("<>", macros={"i": "OK1"})
+        took = time.monotonic() - t0
+        c.quit()
+        tap.check(name, m.code == "a", "%r\n%s" % (m, c.transcript_text()))
+        return took
+    finally:
+        c.close()
+
+
+def hostile(tap, name, raw, log_re, negotiate=True):
+    """Send raw bytes after OPTNEG: the milter must close, and log log_re."""
+    start = len(G.d.log_lines())
+    c = MilterClient(G.d.socket, timeout=5)
+    try:
+        if negotiate:
+            c.optneg()
+        c.sock.sendall(raw) if c.sock is not None else c.open().sock.sendall(raw)
+        closed = c.expect_closed(timeout=5)
+    finally:
+        c.close()
+    tap.check(name + ": connection closed", closed, c.transcript_text())
+    m = G.d.wait_log(log_re, timeout=3, start=start)
+    tap.check(name + ": logged", m is not None, G.d.diag())
+    tap.check(name + ": the daemon still serves", G.d.running() and null_sender_ok(tap, name + ": next session") is not None)
+
+
+def pkt(cmd, data=b""):
+    return struct.pack(">I", len(data) + 1) + cmd + data
+
+
+def t_hostile(tap, cleanup):
+    hostile(tap, "length 0", b"\0\0\0\0", r"packet length of 0 or over")
+    hostile(tap, "length 2^32-1", b"\xff\xff\xff\xffM<a@b>", r"packet length of 0 or over")
+    hostile(tap, "length 65536", struct.pack(">I", 65536) + b"M", r"packet length of 0 or over")
+    hostile(tap, "unknown command", pkt(b"Z", b"junk"), r"unknown command \(command 0x5a\)")
+    hostile(tap, "macros without NUL", pkt(b"D", b"Mi\0Q1"), r"malformed macro packet")
+    hostile(tap, "macro name alone", pkt(b"D", b"Mi"), r"malformed macro packet")
+    hostile(tap, "MAIL without NUL", pkt(b"M", b"<a@b.example>"), r"malformed MAIL packet")
+    hostile(tap, "RCPT empty", pkt(b"R"), r"malformed RCPT packet")
+    hostile(tap, "short OPTNEG", pkt(b"O", b"\0\0\0\6"), r"malformed option negotiation",
+            negotiate=False)
+    hostile(tap, "MAIL before OPTNEG", pkt(b"M", b"<a@b>\0"), r"before option negotiation",
+            negotiate=False)
+    # Cut short, then gone: nothing to log, nothing left behind.
+    c = MilterClient(G.d.socket, timeout=5)
+    c.optneg()
+    c.sock.sendall(struct.pack(">I", 64) + b"M<a@b")
+    c.close()
+    tap.check("a packet cut short by a hang-up: the daemon still serves",
+              null_sender_ok(tap, "after a cut packet") is not None)
+
+
+def t_not_reading(tap, cleanup):
+    """An MTA that sends 100,000 packets before reading a single answer:
+    the answers that do not fit the socket are queued, reading stops while
+    too many are (bounded memory), and every answer arrives, in order."""
+    import threading
+    c = MilterClient(G.d.socket, timeout=20)
+    cleanup.add(c.close)
+    c.optneg()
+    n = 100000
+    blob = pkt(b"H", b"client.example\0") * n
+    err = []
+
+    def sender():
+        try:
+            c.sock.sendall(blob)
+        except OSError as e:
+            err.append(e)
+    th = threading.Thread(target=sender, daemon=True)
+    th.start()
+    time.sleep(1.0)  # let both socket buffers fill
+    got = b""
+    want = pkt(b"c") * n
+    deadline = time.monotonic() + 30
+    while len(got) < len(want) and time.monotonic() < deadline:
+        chunk = c.sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    th.join(10)
+    tap.check("an MTA not reading: all %d answers, in order" % n, got == want and not err,
+              "got %d of %d octets, %r" % (len(got), len(want), err))
+    c.quit()
+
+
+def t_parked(tap, cleanup):
+    """A RCPT waiting for a probe does not block the loop."""
+    a = MilterClient(G.d.socket, timeout=15)
+    cleanup.add(a.close)
+    a.session(client_addr="198.51.100.20")
+    m = a.mail("<alice@slow.test>", macros={"i": "PARK1"})
+    tap.check("slow sender: MAIL continues", m.code == "c", a.transcript_text())
+    t0 = time.monotonic()
+    a.send_packet("R", b"<bob@local.test>\0")
+    time.sleep(0.2)
+    took = null_sender_ok(tap, "while a RCPT is parked: another session is answered")
+    tap.check("... at once (%.3f s, the probe takes about 2 s)" % took, took < 0.5)
+    r = a.read_reply()
+    waited = time.monotonic() - t0
+    tap.check("the parked RCPT gets the probe's verdict (valid: accept) after %.2f s" % waited,
+              r.code == "a" and 0.8 < waited < 8, "%r\n%s\n%s" % (r, a.transcript_text(), G.d.diag()))
+    a.quit()
+
+
+def t_budget(tap, cleanup):
+    """A MX slower than verify_budget: the budget's answer at the budget."""
+    a = MilterClient(G.d.socket, timeout=15)
+    cleanup.add(a.close)
+    a.session(client_addr="198.51.100.21")
+    a.mail("<carol@stuck.test>", macros={"i": "BUDGET1"})
+    t0 = time.monotonic()
+    r = a.rcpt("<bob@local.test>")
+    waited = time.monotonic() - t0
+    tap.check("past verify_budget (3 s): tempfail after %.2f s" % waited,
+              r.code == "y" and r.smtp_code.startswith("4") and 2.5 < waited < 6,
+              "%r\n%s" % (r, a.transcript_text()))
+    a.quit()
+
+
+def t_gone_while_parked(tap, cleanup):
+    a = MilterClient(G.d.socket, timeout=15)
+    a.session(client_addr="198.51.100.22")
+    a.mail("<dave@stuck.test>", macros={"i": "GONE1"})
+    a.send_packet("R", b"<bob@local.test>\0")
+    time.sleep(0.3)
+    a.close()
+    time.sleep(0.3)
+    tap.check("a session gone while parked: the daemon still serves",
+              null_sender_ok(tap, "after a parked session hung up") is not None)
+
+
+def t_quit_nc(tap, cleanup):
+    c = MilterClient(G.d.socket, timeout=5)
+    cleanup.add(c.close)
+    c.session(client_addr="198.51.100.23")
+    m1 = c.mail("<>", macros={"i": "NC1"})
+    c.quit_nc()
+    c.connect("client.example", "4", 40001, "198.51.100.24",
+              macros={"{client_addr}": "198.51.100.24"})
+    m2 = c.mail("<bad..syntax@x.example>", macros={"i": "NC2"})
+    r2 = c.rcpt("<bob@local.test>")
+    tap.check("QUIT_NC: a new session on the same connection", m1.code == "a" and m2.code == "c" and
+              r2.code == "y" and r2.smtp_code.startswith("5"), c.transcript_text())
+    lines = G.d.log_lines(r"queue_id=NC2 ")
+    tap.check("QUIT_NC: the new session's client is the new one",
+              any("client=198.51.100.24" in l for l in lines), "\n".join(lines))
+    c.quit()
+
+
+def t_stop(tap, cleanup):
+    code = G.d.stop()
+    tap.check("SIGTERM: exit status 0", code == 0, G.d.diag())
+
+
+TESTS = [t_hostile, t_not_reading, t_parked, t_budget, t_gone_while_parked, t_quit_nc, t_stop]
+
+
+def setup(tap):
+    G.tmp = TempDir()
+    G.dns = FakeDNS(ZONE)
+    dns_port = G.dns.start()
+    G.farm = SmtpFarm()
+    G.farm.add("127.0.0.71", "normal", users=["alice"], reply_delay=0.4)
+    G.farm.add("127.0.0.72", "slow_banner", delay=20)
+    farm_port = G.farm.start()
+    conf = base_conf(G.tmp, "native.sock", **{
+        "milter_transport": "native",
+        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
+        "helo_name": "probe.vemilter.test", "probe_port": farm_port,
+        "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+        "banner_timeout": "10s", "command_timeout": "5s", "probe_timeout": "20s",
+        "verify_budget": "3s", "cache": G.tmp.join("cache.lmdb"),
+    })
+    G.d = Daemon(G.tmp, conf, name="native", debug=True)
+    G.d.start()
+    return None
+
+
+def teardown():
+    if G.d is not None:
+        G.d.kill()
+    for x in (G.farm, G.dns):
+        if x is not None:
+            x.stop()
+    if G.tmp is not None:
+        G.tmp.remove()
+
+
+if __name__ == "__main__":
+    try:
+        vmtest.run_tests(TESTS, per_test_timeout=40, total_timeout=170, setup=setup)
+    finally:
+        teardown()

@@ -1,0 +1,15 @@
+#!/usr/bin/python3
+"""test_postfix_verify_native - test_postfix_verify.py (real Postfix, probes), every case, against the native
+milter transport (milter_transport = native): both transports must give the
+same verdicts behind a real Postfix, probes parked on the loop.
+
+TAP on stdout, as test_milter.py's.
+"""
+import os
+import runpy
+import sys
+
+sys.dont_write_bytecode = True
+os.environ["VEMILTER_TEST_TRANSPORT"] = "native"  # read by vmtest.base_conf
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_postfix_verify.py"),
+               run_name="__main__")
