@@ -1,0 +1,207 @@
+#!/usr/bin/python3
+"""test_hostshare - the circuit breaker shared across a fleet on Redis (issue 12).
+
+A real redis-server on loopback (tests/lib/redisserver.py), a fake DNS
+server, a fake SMTP farm and vemilter daemons sharing the Redis cache,
+driven by our milter client. Checked:
+
+- A meets an MX address that answers 554 at the greeting: Redis holds
+  "vemilter:m:<address>" (state B, the reply, a TTL within blocked_ttl);
+  B, already running, learns it from the channel (logged) and, asked a
+  sender at ANOTHER domain on that MX, makes no connection there (the
+  farm's session count does not move) and never rejects;
+- an MX address nobody listens on: A's backoff reaches Redis (state O) and
+  B learns it;
+- C, started after both were written, learns them from its SCAN at connect
+  and makes no connection to the blocking address either;
+- Redis down: nothing is learned; B connects to a new blocking address
+  itself (the farm counts it: the control, so the count can fail), valid
+  senders are still accepted, no reject or tempfail for the cache's sake.
+
+TAP on stdout; loopback only; every wait bounded.
+"""
+
+import os
+import sys
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
+
+import vmtest  # noqa: E402
+from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from milterclient import MilterClient  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
+from smtpfarm import SmtpFarm  # noqa: E402
+import redisserver  # noqa: E402
+
+BLOCKING = "127.0.0.51"  # banner_554, shared by blk1..blk3.test
+BLOCKING2 = "127.0.0.52"  # banner_554, met while Redis is down (blk4, blk5)
+GOOD = "127.0.0.53"
+DEAD = "127.0.0.54"  # not in the farm: connections refused
+
+FARM = {
+    BLOCKING: ("banner_554", {}),
+    BLOCKING2: ("banner_554", {}),
+    GOOD: ("normal", {"users": ["alice", "bob"]}),
+}
+
+
+def zone():
+    z = {}
+    for name, addr in (("blk1", BLOCKING), ("blk2", BLOCKING), ("blk3", BLOCKING), ("blk4", BLOCKING2),
+                       ("blk5", BLOCKING2), ("ok", GOOD), ("dead", DEAD)):
+        mx = "mx.%s.test" % ("blk" if addr == BLOCKING else "blk2" if addr == BLOCKING2 else name)
+        z["%s.test" % name] = {"MX": [[10, mx]]}
+        z[mx] = {"A": [addr]}
+    return z
+
+
+def session(d, sender, client="198.51.100.7"):
+    """One message; (first digit of the RCPT reply, transcript)."""
+    c = MilterClient(d.socket, timeout=20)
+    try:
+        c.session(client_addr=client)
+        m = c.mail(sender, macros={"i": "Q1"})
+        got = m
+        if m.code == "c":
+            got = c.rcpt("<bob@local.test>")
+        c.quit()
+        digit = "2" if got.code in ("c", "a") else (got.smtp_code or "?")[0]
+        return digit, c.transcript_text()
+    finally:
+        c.close()
+
+
+def daemon_conf(tmp, name, dns_port, farm_port, redis_port, **over):
+    conf = base_conf(tmp, name + ".sock", **{
+        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
+        "helo_name": "probe.vemilter.test", "probe_port": farm_port,
+        "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+        "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
+        "verify_budget": "6s", "cache": "redis://127.0.0.1:%d" % redis_port,
+        "cache_fallback": tmp.join(name + ".lmdb"), "client_probe_rate": "0",
+        "blocked_ttl": "10m", "host_backoff": "5m",
+    })
+    conf.update(over)
+    return conf
+
+
+def main():
+    tap = vmtest.Tap()
+    why = redisserver.available()
+    if why:
+        tap.skip("the shared breaker", why)
+        return tap.done()
+    tmp = TempDir()
+    dns = FakeDNS(zone())
+    farm = SmtpFarm()
+    os.makedirs(tmp.join("redis"), exist_ok=True)
+    redis = redisserver.RedisServer(tmp.join("redis"))
+    daemons = []
+    try:
+        dns_port = dns.start()
+        for address, (behaviour, options) in FARM.items():
+            farm.add(address, behaviour, **options)
+        farm_port = farm.start()
+        redis.start()
+        rc = redis.client()
+        a = Daemon(tmp, daemon_conf(tmp, "a", dns_port, farm_port, redis.port), name="a", debug=True)
+        b = Daemon(tmp, daemon_conf(tmp, "b", dns_port, farm_port, redis.port), name="b", debug=True)
+        daemons += [a, b]
+        a.start()
+        b.start()
+        for d in (a, b):
+            tap.check("%s: connected to the shared cache" % d.name,
+                      d.wait_log(r"shared cache redis://127\.0\.0\.1:%d/0: connected" % redis.port, 5)
+                      is not None, d.diag)
+        # the channel is subscribed once Redis lists two subscribers (bounded)
+        tap.check("both daemons listen on the breaker channel",
+                  vmtest.wait_until(lambda: rc.command("PUBSUB", "NUMSUB", "vemilter:m:news:0")[1] == 2, 5),
+                  repr(rc.command("PUBSUB", "CHANNELS")))
+
+        # A meets the blocking MX.
+        digit, t = session(a, "<x@blk1.test>")
+        tap.check("A: a sender whose MX refuses us at the greeting is not rejected", digit != "5", t)
+        tap.equal("A: 1 session at the blocking address", farm.connections(BLOCKING), 1)
+        key = "vemilter:m:" + BLOCKING
+        vmtest.wait_until(lambda: rc.command("EXISTS", key) == 1, 3)
+        rec = rc.command("GET", key) or b""
+        pttl = rc.command("PTTL", key)
+        fields = rec.split(b"\t")
+        tap.check("Redis holds A's breaker record: blocked, at the banner, the 554 and its text, a TTL "
+                  "within blocked_ttl",
+                  len(fields) >= 9 and fields[0] == b"1" and fields[1] == b"B" and fields[4] == b"554"
+                  and fields[7] == b"mx.blk.test" and b"blocklisted" in fields[8]
+                  and fields[6].endswith(b":%d" % a.proc.pid) and 0 < pttl <= 600000,
+                  "rec=%r pttl=%r" % (rec, pttl))
+
+        # B learns it from the channel and does not connect.
+        tap.check("B: logged that it learned the block from A",
+                  b.wait_log(r"breaker: learned from \S+:%d: mx\.blk\.test \[127\.0\.0\.51\] refused us at "
+                             r"banner \(554" % a.proc.pid, 5) is not None, b.diag)
+        tap.check("A: does not learn its own record", not a.log_lines(r"breaker: learned from"), a.diag())
+        digit, t = session(b, "<y@blk2.test>")
+        tap.check("B: a sender at another domain on that MX is not rejected", digit != "5", t)
+        tap.equal("B: made no connection to the blocking address (the farm saw still 1 session)",
+                  farm.connections(BLOCKING), 1)
+        tap.check("B: its probe took the learned refusal",
+                  b.wait_log(r"y@blk2\.test.*(blocked|refused)", 3) is not None, b.diag)
+
+        # A backoff travels too.
+        digit, t = session(a, "<z@dead.test>")
+        tap.check("A: a sender whose MX does not answer is not rejected", digit != "5", t)
+        dkey = "vemilter:m:" + DEAD
+        vmtest.wait_until(lambda: rc.command("EXISTS", dkey) == 1, 3)
+        drec = rc.command("GET", dkey) or b""
+        tap.check("Redis holds A's backoff (state O, a TTL within host_backoff)",
+                  drec.startswith(b"1\tO\t") and 0 < rc.command("PTTL", dkey) <= 300000, repr(drec))
+        tap.check("B: logged that it learned the backoff",
+                  b.wait_log(r"breaker: learned from \S+: no answer from 127\.0\.0\.54", 5) is not None, b.diag)
+
+        # C starts after: it learns both from its SCAN.
+        c = Daemon(tmp, daemon_conf(tmp, "c", dns_port, farm_port, redis.port), name="c", debug=True)
+        daemons.append(c)
+        c.start()
+        tap.check("C (started later): learned the block from its SCAN at connect",
+                  c.wait_log(r"breaker: learned from \S+: mx\.blk\.test \[127\.0\.0\.51\]", 8) is not None, c.diag)
+        tap.check("C: ... and the backoff",
+                  c.wait_log(r"breaker: learned from \S+: no answer from 127\.0\.0\.54", 3) is not None, c.diag)
+        digit, t = session(c, "<w@blk3.test>")
+        tap.check("C: not rejected, and no connection to the blocking address",
+                  digit != "5" and farm.connections(BLOCKING) == 1, t + "\nsessions %d" % farm.connections(BLOCKING))
+
+        # Redis down: everything stays local, as without a shared tier.
+        redis.kill()
+        for d in (a, b):
+            tap.check("%s: logged Redis unavailable" % d.name,
+                      d.wait_log(r"shared cache .*unavailable", 5) is not None, d.diag)
+        digit, t = session(a, "<v@blk4.test>")
+        tap.check("Redis down, A: a new blocking address costs A one session; not rejected",
+                  digit != "5" and farm.connections(BLOCKING2) == 1, t)
+        digit, t = session(b, "<u@blk5.test>")
+        tap.check("Redis down, B: learns nothing, connects there itself as before (2 sessions); not rejected",
+                  digit != "5" and farm.connections(BLOCKING2) == 2, t + "\nsessions %d" % farm.connections(BLOCKING2))
+        digit, t = session(b, "<alice@ok.test>")
+        tap.check("Redis down, B: a valid sender accepted (no tempfail for the cache's sake)", digit == "2", t)
+        digit, t = session(b, "<y@blk2.test>")
+        tap.equal("Redis down, B: still keeps what it learned before (no session at the first address)",
+                  farm.connections(BLOCKING), 1)
+        for d in (a, b, c):
+            tap.check("%s: no crash" % d.name, d.proc.poll() is None, d.diag())
+    except Exception:
+        import traceback
+        tap.check("no exception", False, traceback.format_exc() + "\n" + "\n".join(d.diag() for d in daemons))
+    finally:
+        for d in daemons:
+            d.kill()
+        redis.remove()
+        farm.stop()
+        dns.stop()
+        tmp.remove()
+    return tap.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
