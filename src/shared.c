@@ -727,15 +727,38 @@ static void on_sub_message(redisAsyncContext *ac, void *reply, void *privdata)
 	learn(s, address, space + 1, msg->len - alen - 1);
 }
 
-/* on_sub_auth - the channel's AUTH: refused, it is dropped with the rest */
+/* sub_refused - Redis answered the channel with a refusal (AUTH, or a
+ * SUBSCRIBE this user may not make: NOPERM; or maxclients): the cache
+ * stays up without the channel (dropping it would make the whole tier
+ * flap at every reconnection), logged once per connection; what other
+ * hosts write is read by the SCAN, now and at each reconnection. free_it:
+ * the context is ours to free (not one hiredis is freeing). */
+static void sub_refused(struct shared *s, const char *why, bool free_it)
+{
+	if (free_it) {
+		sub_close(s);
+	} else {
+		s->sub = NULL;
+		s->subscribed = false;
+		event_del(s->sub_timer);
+	}
+	log_msg(LOG_WARNING,
+	        "shared cache %s: the breaker channel %s was refused (%s): other hosts' breaker records are "
+	        "read only when connecting (the user needs the channel: &%s*)",
+	        s->url_text, s->channel, why, SHARED_HOST_CHANNEL);
+	s->scan_rounds = 0;
+	scan_step(s, "0");
+}
+
+/* on_sub_auth - the channel's AUTH */
 static void on_sub_auth(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct shared *s = sub_live(ac);
 	const redisReply *rep = reply;
 	if (s != NULL && rep != NULL && rep->type == REDIS_REPLY_ERROR) {
 		char why[300];
-		snprintf(why, sizeof(why), "breaker channel: AUTH refused: %s", rep->str);
-		drop(s, why);
+		snprintf(why, sizeof(why), "AUTH: %s", rep->str);
+		sub_refused(s, why, true);
 	}
 }
 
@@ -754,6 +777,12 @@ static void on_sub_disconnect(const redisAsyncContext *ac, int status)
 	struct shared *s = sub_live(ac);
 	if (s == NULL)
 		return;
+	if (ac->err == REDIS_ERR_OTHER && ac->errstr[0] != '\0') {
+		/* hiredis drops a subscribed context on an error reply (to the
+		 * SUBSCRIBE): a refusal, not a lost server */
+		sub_refused(s, ac->errstr, false);
+		return;
+	}
 	s->sub = NULL;
 	s->subscribed = false;
 	drop(s, "breaker channel: the server closed the connection");

@@ -14,6 +14,9 @@ driven by our milter client. Checked:
   B learns it;
 - C, started after both were written, learns them from its SCAN at connect
   and makes no connection to the blocking address either;
+- a user that may not subscribe (no channel permission): a warning that
+  names the channel, the cache stays up (no flapping), and records written
+  before are still learned by the SCAN;
 - Redis down: nothing is learned; B connects to a new blocking address
   itself (the farm counts it: the control, so the count can fail), valid
   senders are still accepted, no reject or tempfail for the cache's sake.
@@ -23,6 +26,7 @@ TAP on stdout; loopback only; every wait bounded.
 
 import os
 import sys
+import time
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,6 +62,17 @@ def zone():
     return z
 
 
+class NoChannelRedis(redisserver.RedisServer):
+    """A server whose user may run commands but not subscribe (no &*)."""
+
+    def write_conf(self):
+        super().write_conf()
+        with open(self.conf_path) as f:
+            text = f.read()
+        with open(self.conf_path, "w") as f:
+            f.write(text.replace(" &* ", " resetchannels "))
+
+
 def session(d, sender, client="198.51.100.7"):
     """One message; (first digit of the RCPT reply, transcript)."""
     c = MilterClient(d.socket, timeout=20)
@@ -74,13 +89,17 @@ def session(d, sender, client="198.51.100.7"):
         c.close()
 
 
+USER, PASSWORD = "fleet", "fleet-pw-7f3a"
+
+
 def daemon_conf(tmp, name, dns_port, farm_port, redis_port, **over):
     conf = base_conf(tmp, name + ".sock", **{
         "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
         "helo_name": "probe.vemilter.test", "probe_port": farm_port,
         "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
         "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
-        "verify_budget": "6s", "cache": "redis://127.0.0.1:%d" % redis_port,
+        "verify_budget": "6s", "cache": "redis://%s@127.0.0.1:%d" % (USER, redis_port),
+        "cache_password_file": tmp.join("redis.pw"),
         "cache_fallback": tmp.join(name + ".lmdb"), "client_probe_rate": "0",
         "blocked_ttl": "10m", "host_backoff": "5m",
     })
@@ -98,7 +117,11 @@ def main():
     dns = FakeDNS(zone())
     farm = SmtpFarm()
     os.makedirs(tmp.join("redis"), exist_ok=True)
-    redis = redisserver.RedisServer(tmp.join("redis"))
+    # an ACL user with a password, the default user locked by another: both
+    # connections (cache and channel) must AUTH as the user
+    redis = redisserver.RedisServer(tmp.join("redis"), password="default-pw-not-ours", user=(USER, PASSWORD))
+    with open(tmp.join("redis.pw"), "w") as f:
+        f.write(PASSWORD + "\n")
     daemons = []
     try:
         dns_port = dns.start()
@@ -114,7 +137,7 @@ def main():
         b.start()
         for d in (a, b):
             tap.check("%s: connected to the shared cache" % d.name,
-                      d.wait_log(r"shared cache redis://127\.0\.0\.1:%d/0: connected" % redis.port, 5)
+                      d.wait_log(r"shared cache redis://\S*127\.0\.0\.1:%d/0: connected" % redis.port, 5)
                       is not None, d.diag)
         # the channel is subscribed once Redis lists two subscribers (bounded)
         tap.check("both daemons listen on the breaker channel",
@@ -188,8 +211,33 @@ def main():
         digit, t = session(b, "<y@blk2.test>")
         tap.equal("Redis down, B: still keeps what it learned before (no session at the first address)",
                   farm.connections(BLOCKING), 1)
-        for d in (a, b, c):
-            tap.check("%s: no crash" % d.name, d.proc.poll() is None, d.diag())
+        # A user without the channel: the cache stays up, the SCAN still reads.
+        os.makedirs(tmp.join("redis2"), exist_ok=True)
+        locked = NoChannelRedis(tmp.join("redis2"), password="default-pw-not-ours", user=(USER, PASSWORD))
+        try:
+            locked.start()
+            with locked.client() as lc:
+                rec = "1\tB\t%d\t4\t554\t5.7.1\tother-host:1\tmx.far.test\tgo away" % (
+                    int(time.time() * 1000) + 120000)
+                lc.command("SET", "vemilter:m:127.0.0.99", rec, "PX", "120000")
+            d = Daemon(tmp, daemon_conf(tmp, "d", dns_port, farm_port, locked.port), name="d", debug=True)
+            daemons.append(d)
+            d.start()
+            tap.check("no channel permission: a warning naming the channel",
+                      d.wait_log(r"breaker channel vemilter:m:news:0 was refused", 5) is not None, d.diag)
+            tap.check("... the record written before is learned by the SCAN",
+                      d.wait_log(r"breaker: learned from other-host:1: mx\.far\.test \[127\.0\.0\.99\] refused "
+                                 r"us at banner \(554 5\.7\.1 go away\)", 5) is not None, d.diag)
+            time.sleep(2.5)  # two reconnection backoffs, had the refusal dropped the cache
+            tap.check("... and the cache stays up: connected once, never unavailable",
+                      len(d.log_lines(r"shared cache .*: connected")) == 1
+                      and not d.log_lines(r"shared cache .*unavailable"), d.diag)
+        finally:
+            locked.remove()
+
+        for d in daemons:
+            tap.check("%s: no crash, and the password never logged" % d.name,
+                      d.proc.poll() is None and not d.log_lines(PASSWORD), d.diag())
     except Exception:
         import traceback
         tap.check("no exception", False, traceback.format_exc() + "\n" + "\n".join(d.diag() for d in daemons))
