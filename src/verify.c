@@ -514,8 +514,12 @@ static void on_breaker(void *arg, const struct sockaddr *sa, const char *addr_te
 
 /* on_fleet_host - shared_host_fn: another host's breaker noted address;
  * into our table for what is left of its window, unless ours already holds
- * as much. Logged (info): a probe that then does not connect there says
- * why in its trace, this line says where the word came from. */
+ * as much. Our configuration rules: with blocked_ttl (host_backoff) off,
+ * a refusal (silence) is not learned either, and a window is never longer
+ * than ours could be (a host with a clock far ahead, or another
+ * configuration, must not keep us off a server longer than we would).
+ * Logged (info): a probe that then does not connect there says why in its
+ * trace, this line says where the word came from. */
 static void on_fleet_host(void *arg, const char *address, const struct shared_host_rec *rec)
 {
 	struct verifier *v = arg;
@@ -531,6 +535,12 @@ static void on_fleet_host(void *arg, const char *address, const struct shared_ho
 	const struct sockaddr *sa = (const struct sockaddr *)&ss;
 	struct hosts *h = v->engine->env.hosts;
 	int64_t now = clock_mono_ms(), left = rec->until_ms - clock_now_ms();
+	int64_t most = rec->state == SHARED_HOST_BLOCKED                 ? v->conf->blocked_ttl_ms
+	               : v->conf->host_backoff_ms > HOSTS_BACKOFF_CAP_MS ? v->conf->host_backoff_ms
+	               : v->conf->host_backoff_ms > 0                    ? HOSTS_BACKOFF_CAP_MS
+	                                                                 : 0;
+	if (left > most)
+		left = most;
 	struct host_memo m;
 	enum host_state state = hosts_lookup(h, sa, now, &m);
 	if (left <= 0 || (state != HOST_OK && m.until_ms >= now + left &&

@@ -14,6 +14,7 @@ driven by our milter client. Checked:
   B learns it;
 - C, started after both were written, learns them from its SCAN at connect
   and makes no connection to the blocking address either;
+- a record whose window is longer than our blocked_ttl is cut to it;
 - a user that may not subscribe (no channel permission): a warning that
   names the channel, the cache stays up (no flapping), and records written
   before are still learned by the SCAN;
@@ -218,16 +219,18 @@ def main():
             locked.start()
             with locked.client() as lc:
                 rec = "1\tB\t%d\t4\t554\t5.7.1\tother-host:1\tmx.far.test\tgo away" % (
-                    int(time.time() * 1000) + 120000)
+                    int(time.time() * 1000) + 7200000)  # 2 h: past our blocked_ttl
                 lc.command("SET", "vemilter:m:127.0.0.99", rec, "PX", "120000")
             d = Daemon(tmp, daemon_conf(tmp, "d", dns_port, farm_port, locked.port), name="d", debug=True)
             daemons.append(d)
             d.start()
             tap.check("no channel permission: a warning naming the channel",
                       d.wait_log(r"breaker channel vemilter:m:news:0 was refused", 5) is not None, d.diag)
-            tap.check("... the record written before is learned by the SCAN",
+            tap.check("... the record written before is learned by the SCAN, its window cut to our "
+                      "blocked_ttl (10 min, not the writer's 2 h)",
                       d.wait_log(r"breaker: learned from other-host:1: mx\.far\.test \[127\.0\.0\.99\] refused "
-                                 r"us at banner \(554 5\.7\.1 go away\)", 5) is not None, d.diag)
+                                 r"us at banner \(554 5\.7\.1 go away\): not connecting there for 600 s", 5)
+                      is not None, d.diag)
             time.sleep(2.5)  # two reconnection backoffs, had the refusal dropped the cache
             tap.check("... and the cache stays up: connected once, never unavailable",
                       len(d.log_lines(r"shared cache .*: connected")) == 1
