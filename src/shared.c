@@ -322,7 +322,6 @@ static void set_up(struct shared *s, bool up, const char *why)
 	if (up) {
 		s->st.connects++;
 		s->reconnect_ms = 0;
-		sub_open(s);
 		if (!s->logged_any || s->logged_down)
 			log_msg(LOG_NOTICE, "shared cache %s: connected; results are shared again",
 			        s->url_text);
@@ -417,8 +416,10 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 /* setup_done - one setup reply (AUTH, SELECT, SCRIPT LOAD) was right */
 static void setup_done(struct shared *s)
 {
-	if (--s->setup_left == 0)
+	if (--s->setup_left == 0) {
 		set_up(s, true, NULL);
+		sub_open(s); /* after the state is logged: a failure here is a change of its own */
+	}
 }
 
 /* resolve_into - host as a numeric address into addr, looked up now
