@@ -20,7 +20,9 @@ driven by our milter client. Checked:
   before are still learned by the SCAN;
 - Redis down: nothing is learned; B connects to a new blocking address
   itself (the farm counts it: the control, so the count can fail), valid
-  senders are still accepted, no reject or tempfail for the cache's sake.
+  senders are still accepted, no reject or tempfail for the cache's sake;
+- Redis restarted: every daemon reconnects and subscribes again, and a
+  block met by A is learned by B again.
 
 TAP on stdout; loopback only; every wait bounded.
 """
@@ -44,11 +46,13 @@ import redisserver  # noqa: E402
 BLOCKING = "127.0.0.51"  # banner_554, shared by blk1..blk3.test
 BLOCKING2 = "127.0.0.52"  # banner_554, met while Redis is down (blk4, blk5)
 GOOD = "127.0.0.53"
+BLOCKING3 = "127.0.0.55"  # banner_554, met after Redis is back (blk6, blk7)
 DEAD = "127.0.0.54"  # not in the farm: connections refused
 
 FARM = {
     BLOCKING: ("banner_554", {}),
     BLOCKING2: ("banner_554", {}),
+    BLOCKING3: ("banner_554", {}),
     GOOD: ("normal", {"users": ["alice", "bob"]}),
 }
 
@@ -56,8 +60,8 @@ FARM = {
 def zone():
     z = {}
     for name, addr in (("blk1", BLOCKING), ("blk2", BLOCKING), ("blk3", BLOCKING), ("blk4", BLOCKING2),
-                       ("blk5", BLOCKING2), ("ok", GOOD), ("dead", DEAD)):
-        mx = "mx.%s.test" % ("blk" if addr == BLOCKING else "blk2" if addr == BLOCKING2 else name)
+                       ("blk5", BLOCKING2), ("blk6", BLOCKING3), ("blk7", BLOCKING3), ("ok", GOOD), ("dead", DEAD)):
+        mx = "mx.%s.test" % {BLOCKING: "blk", BLOCKING2: "blk2", BLOCKING3: "blk3"}.get(addr, name)
         z["%s.test" % name] = {"MX": [[10, mx]]}
         z[mx] = {"A": [addr]}
     return z
@@ -212,6 +216,26 @@ def main():
         digit, t = session(b, "<y@blk2.test>")
         tap.equal("Redis down, B: still keeps what it learned before (no session at the first address)",
                   farm.connections(BLOCKING), 1)
+        # Redis back: both connections again, and the channel works again.
+        redis.restart()
+        for d in (a, b, c):
+            tap.check("%s: logged the shared cache connected again" % d.name,
+                      vmtest.wait_until(lambda: len(d.log_lines(r"shared cache .*: connected")) >= 2, 40), d.diag)
+        rc.close()
+        rc = redis.client()
+        tap.check("after the restart all three listen on the channel again",
+                  vmtest.wait_until(lambda: rc.command("PUBSUB", "NUMSUB", "vemilter:m:news:0")[1] == 3, 10),
+                  repr(rc.command("PUBSUB", "NUMSUB", "vemilter:m:news:0")))
+        digit, t = session(a, "<s@blk6.test>")
+        tap.check("after the restart, A meets another blocking address: 1 session", digit != "5"
+                  and farm.connections(BLOCKING3) == 1, t)
+        tap.check("... B learns it from the channel",
+                  b.wait_log(r"breaker: learned from \S+: mx\.blk3\.test \[127\.0\.0\.55\]", 5) is not None,
+                  b.diag)
+        digit, t = session(b, "<r@blk7.test>")
+        tap.check("... and makes no connection there", digit != "5" and farm.connections(BLOCKING3) == 1,
+                  t + "\nsessions %d" % farm.connections(BLOCKING3))
+
         # A user without the channel: the cache stays up, the SCAN still reads.
         os.makedirs(tmp.join("redis2"), exist_ok=True)
         locked = NoChannelRedis(tmp.join("redis2"), password="default-pw-not-ours", user=(USER, PASSWORD))
