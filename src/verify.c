@@ -108,7 +108,7 @@ struct verifier {
 	struct verifier_metric_ids {
 		int verdicts, probes, probe_seconds, dns_seconds, lookups, started, refreshes, joined,
 		        greylist_retries, budget, in_flight, waiting, unhealthy, hosts, cache_entries,
-		        cache_bytes, shared_up, shared_writes, shared_fetched;
+		        cache_bytes, shared_up, shared_writes, shared_fetched, shared_breaker;
 	} mid;
 };
 
@@ -688,6 +688,8 @@ static void collect(void *arg, struct metrics *m)
 		metrics_set(m, id->shared_writes, "result=\"kept_out\"", (double)ss.writes_kept);
 		metrics_set(m, id->shared_writes, "result=\"dropped\"", (double)ss.writes_dropped);
 		metrics_set(m, id->shared_fetched, NULL, (double)ss.fetched);
+		metrics_set(m, id->shared_breaker, "result=\"published\"", (double)ss.hosts_sent);
+		metrics_set(m, id->shared_breaker, "result=\"learned\"", (double)ss.hosts_learned);
 	}
 	metrics_set(m, id->lookups, "result=\"stale_withheld\"", (double)st.stale_withheld);
 	metrics_set(m, id->started, NULL, (double)st.probes);
@@ -780,8 +782,13 @@ static bool start_metrics(struct verifier *v, char *why, size_t why_size)
 	id->shared_fetched =
 	        metrics_family(m, "vemilter_shared_cache_fetched", METRIC_COUNTER,
 	                       "Records copied from the shared Redis cache into the local one.", NULL, 0);
-	if (id->shared_up < 0 || id->shared_writes < 0 || id->shared_fetched < 0 || id->verdicts < 0 ||
-	    id->lookups < 0 || id->started < 0 || id->refreshes < 0 || id->joined < 0 ||
+	id->shared_breaker = metrics_family(
+	        m, "vemilter_shared_breaker_records", METRIC_COUNTER,
+	        "Circuit-breaker records (an MX address blocked or backed off) published to the shared "
+	        "Redis cache, and learned from other hosts.",
+	        NULL, 0);
+	if (id->shared_up < 0 || id->shared_writes < 0 || id->shared_fetched < 0 || id->shared_breaker < 0 ||
+	    id->verdicts < 0 || id->lookups < 0 || id->started < 0 || id->refreshes < 0 || id->joined < 0 ||
 	    id->greylist_retries < 0 || id->probes < 0 || id->probe_seconds < 0 || id->dns_seconds < 0 ||
 	    id->budget < 0 || id->in_flight < 0 || id->waiting < 0 || id->unhealthy < 0 || id->hosts < 0 ||
 	    id->cache_entries < 0 || id->cache_bytes < 0) {

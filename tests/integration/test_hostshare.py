@@ -135,8 +135,11 @@ def main():
         farm_port = farm.start()
         redis.start()
         rc = redis.client()
-        a = Daemon(tmp, daemon_conf(tmp, "a", dns_port, farm_port, redis.port), name="a", debug=True)
-        b = Daemon(tmp, daemon_conf(tmp, "b", dns_port, farm_port, redis.port), name="b", debug=True)
+        aport, bport = vmtest.free_port(), vmtest.free_port()
+        a = Daemon(tmp, daemon_conf(tmp, "a", dns_port, farm_port, redis.port,
+                                    metrics_listen="127.0.0.1:%d" % aport), name="a", debug=True)
+        b = Daemon(tmp, daemon_conf(tmp, "b", dns_port, farm_port, redis.port,
+                                    metrics_listen="127.0.0.1:%d" % bport), name="b", debug=True)
         daemons += [a, b]
         a.start()
         b.start()
@@ -187,6 +190,13 @@ def main():
                   drec.startswith(b"1\tO\t") and 0 < rc.command("PTTL", dkey) <= 300000, repr(drec))
         tap.check("B: logged that it learned the backoff",
                   b.wait_log(r"breaker: learned from \S+: no answer from 127\.0\.0\.54", 5) is not None, b.diag)
+
+        ma, mb = metrics(aport), metrics(bport)
+        tap.check("metrics: A published 2 breaker records and learned none, B learned 2",
+                  'vemilter_shared_breaker_records_total{result="published"} 2' in ma
+                  and 'vemilter_shared_breaker_records_total{result="learned"} 0' in ma
+                  and 'vemilter_shared_breaker_records_total{result="learned"} 2' in mb,
+                  "\n".join(l for l in (ma + mb).splitlines() if "breaker" in l))
 
         # C starts after: it learns both from its SCAN.
         c = Daemon(tmp, daemon_conf(tmp, "c", dns_port, farm_port, redis.port), name="c", debug=True)
@@ -276,6 +286,12 @@ def main():
         dns.stop()
         tmp.remove()
     return tap.done()
+
+
+def metrics(port):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        return r.read().decode()
 
 
 if __name__ == "__main__":
