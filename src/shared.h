@@ -4,8 +4,9 @@
  * libevent adapter), between the local LMDB tier and a Redis server that
  * every host of a fleet uses.
  *
- * Owns the connection, its requests and their timers, the queue of writes
- * handed over by other threads, the password (read from
+ * Owns the connection, its requests and their timers, the second
+ * connection that listens for the fleet's breaker records (below), the
+ * queue of writes handed over by other threads, the password (read from
  * cache_password_file, never logged) and this host's id ("hostname:pid",
  * what leases hold). Everything runs on the engine thread except
  * shared_mirror_put/del (any thread: they queue and wake the loop) and
