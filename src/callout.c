@@ -552,6 +552,17 @@ static bool refuses_us(const struct smtp_result *r, const struct judgement *j)
 	return classify_about_sender(&r->reply) || classify_names_blocklist(&r->reply);
 }
 
+/* tell_fleet - what the breaker now holds about t, to env->on_breaker
+ * (the shared tier publishes it for the other hosts) */
+static void tell_fleet(struct callout *c, const struct target *t, int64_t now)
+{
+	struct host_memo m;
+	if (c->env->on_breaker == NULL ||
+	    hosts_lookup(c->env->hosts, (const struct sockaddr *)&t->addr, now, &m) == HOST_OK)
+		return;
+	c->env->on_breaker(c->env->breaker_arg, (const struct sockaddr *)&t->addr, t->addr_text, &m);
+}
+
 /* breaker_learn - tell the circuit breaker (hosts.h) how an attempt at t
  * ended: a refusal of us is remembered for blocked_ttl; no connection or
  * no greeting backs the address off; any other reply ends its backoff */
@@ -580,9 +591,11 @@ static void breaker_learn(struct callout *c, const struct target *t, const struc
 			return;
 		}
 		int64_t ms = hosts_note_failure(h, sa, now, conf->host_backoff_ms); /* 0: off */
-		if (ms > 0)
+		if (ms > 0) {
 			trace(c, "* breaker: no answer from %s: not connecting there for %lld ms",
 			      t->addr_text, (long long)ms);
+			tell_fleet(c, t, now);
+		}
 		return;
 	case SMTP_END_LOOP:
 	case SMTP_END_CLOSED:
@@ -593,10 +606,12 @@ static void breaker_learn(struct callout *c, const struct target *t, const struc
 		break;
 	}
 	if (refuses_us(r, j) && conf->blocked_ttl_ms > 0) {
-		if (hosts_note_blocked(h, sa, now, conf->blocked_ttl_ms, t->host, &j->outcome))
+		if (hosts_note_blocked(h, sa, now, conf->blocked_ttl_ms, t->host, &j->outcome)) {
 			trace(c, "* breaker: %s [%s] refused us at %s: remembered for %lld s", t->host,
 			      t->addr_text, probe_stage_name(r->stage),
 			      (long long)(conf->blocked_ttl_ms / 1000));
+			tell_fleet(c, t, now);
+		}
 		return;
 	}
 	hosts_note_answer(h, sa, now);

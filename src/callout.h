@@ -107,6 +107,9 @@ struct pool;
 typedef void (*callout_finished_fn)(void *arg, const char *domain);
 
 /* What every callout shares; owned by whoever runs the loop. */
+struct host_memo;
+struct sockaddr;
+
 struct probe_env {
 	struct event_base *base;
 	struct dns_resolver *dns;
@@ -125,6 +128,12 @@ struct probe_env {
 	 * did not answer, consulted before each connection and told how each
 	 * attempt ended. NULL: no breaker. */
 	struct hosts *hosts;
+	/* Told each time the breaker notes an address blocked or backed off by
+	 * an attempt of ours (memo: its state now, times on clock_mono_ms), so
+	 * the fleet may learn it (shared.h); engine thread. NULL: nobody. */
+	void (*on_breaker)(void *arg, const struct sockaddr *sa, const char *addr_text,
+	                   const struct host_memo *memo);
+	void *breaker_arg;
 	const struct mxrule_set *mx_rules; /* mx_host_overrides, parsed once; NULL: none */
 	/* Sessions shared per MX host address (pool.h): every SMTP attempt is
 	 * a job there. Required. */

@@ -374,6 +374,25 @@ int64_t hosts_note_failure(struct hosts *h, const struct sockaddr *sa, int64_t n
 	return ms;
 }
 
+/* hosts_note_backoff_until - see hosts.h */
+bool hosts_note_backoff_until(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t until_ms)
+{
+	struct host_key k;
+	if (h == NULL || until_ms <= now_ms || !key_of(sa, &k))
+		return false;
+	struct host_rec *r = obtain(h, &k, now_ms);
+	if (r == NULL)
+		return false;
+	r->answered_until_ms = 0; /* silent for another host now, whatever it said to us before */
+	if (r->failures == 0) {
+		r->failures = 1;
+		r->streak_since_ms = now_ms;
+	}
+	if (r->backoff_until_ms < until_ms)
+		r->backoff_until_ms = until_ms;
+	return true;
+}
+
 /* hosts_note_answer - see hosts.h */
 void hosts_note_answer(struct hosts *h, const struct sockaddr *sa, int64_t now_ms)
 {

@@ -125,6 +125,13 @@ bool hosts_note_blocked(struct hosts *h, const struct sockaddr *sa, int64_t now_
  * (off) or nothing could be kept. */
 int64_t hosts_note_failure(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t base_ms);
 
+/* hosts_note_backoff_until - another host of the fleet found sa silent
+ * (shared.h): backed off until until_ms (a learned window, not doubled
+ * here; a longer one in force stays). Counted as one failure if none was;
+ * the claim of a first contact under way stays its prober's. False for an
+ * unusable address, a window already over or no memory. */
+bool hosts_note_backoff_until(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t until_ms);
+
 /* hosts_note_answer - sa answered with something that is not a refusal of
  * us: its backoff and failure streak go, its claim is released, and it
  * counts as answering until now_ms + HOSTS_ANSWERED_MS (a remembered

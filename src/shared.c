@@ -14,6 +14,14 @@
  * the whole connection: Redis that does not answer one command in time is
  * not trusted with the next, and the replies still due would arrive out of
  * anyone's wait.
+ *
+ * The breaker channel (shared.h): a second context, sub, in SUBSCRIBE mode,
+ * opened once the main connection is up and dropped with it (either one's
+ * loss drops both: one state, one reconnection). Its callbacks get s as
+ * privdata and check that their context is still s->sub (hiredis calls
+ * the subscription's callback once more, with NULL, when it is freed).
+ * Breaker records to publish go through the write queue, in order with the
+ * cache's writes; each is a SET and a PUBLISH on the main connection.
  */
 #include "shared.h"
 
@@ -30,6 +38,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "redisurl.h"
 #include "sharedrule.h"
@@ -37,12 +46,26 @@
 #define RECONNECT_FIRST_MS 1000
 #define RECONNECT_MAX_MS   30000
 #define SHA_MAX            41
+#define SCAN_COUNT         "500" /* keys a SCAN step asks for */
+#define SCAN_ROUNDS_MAX    1000  /* SCAN steps at most per connection (HOSTS_MAX is 65536) */
 
 enum script { SCRIPT_PUT, SCRIPT_FETCH, SCRIPT_RELEASE, SCRIPT_COUNT };
 
 static const char *const script_text[SCRIPT_COUNT] = {SHARED_LUA_PUT, SHARED_LUA_FETCH, SHARED_LUA_RELEASE};
 
-enum req_kind { REQ_SETUP, REQ_LOAD, REQ_PUT, REQ_DEL, REQ_FETCH, REQ_LEASE, REQ_RELEASE };
+enum req_kind {
+	REQ_SETUP,
+	REQ_LOAD,
+	REQ_PUT,
+	REQ_DEL,
+	REQ_FETCH,
+	REQ_LEASE,
+	REQ_RELEASE,
+	REQ_HOSTSET,  /* SET of a breaker record (queued) */
+	REQ_PUBLISH,  /* ... and its PUBLISH */
+	REQ_SCAN,     /* one SCAN step over the breaker records */
+	REQ_HOSTSGET, /* MGET of the breaker records a SCAN step found */
+};
 
 struct request {
 	struct shared *s;
@@ -66,10 +89,11 @@ struct request {
 /* A write handed over by another thread (or this one): sent in order. */
 struct queued {
 	struct queued *next;
-	enum req_kind kind; /* REQ_PUT, REQ_DEL, REQ_RELEASE */
-	char key[CACHE_KEY_MAX];
+	enum req_kind kind;      /* REQ_PUT, REQ_DEL, REQ_RELEASE, REQ_HOSTSET */
+	char key[CACHE_KEY_MAX]; /* REQ_HOSTSET: the address */
 	struct cache_record rec;
-	int64_t now_ms;
+	int64_t now_ms; /* REQ_HOSTSET: the wall-clock end of the record's window */
+	char *blob;     /* REQ_HOSTSET: the encoded breaker record (owned) */
 };
 
 struct shared {
@@ -97,10 +121,23 @@ struct shared {
 	bool queue_up;          /* up, as other threads may read it (under queue_lock) */
 	uint64_t queue_dropped; /* writes enqueue() dropped (under queue_lock) */
 	struct shared_stats st;
+	/* the breaker channel */
+	redisAsyncContext *sub; /* NULL: not open */
+	bool subscribed;        /* the SUBSCRIBE was confirmed on sub */
+	struct event *sub_timer;
+	char channel[64]; /* SHARED_HOST_CHANNEL + db */
+	int scan_rounds;  /* SCAN steps sent on this connection */
+	shared_host_fn host_fn;
+	void *host_arg;
 };
 
 static void drop(struct shared *s, const char *why);
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void sub_open(struct shared *s);
+static void sub_close(struct shared *s);
+static void scan_step(struct shared *s, const char *cursor);
+static void scan_reply(struct shared *s, const redisReply *rep);
+static void hosts_reply(struct shared *s, const struct request *r, const redisReply *rep);
 
 /* ---- requests ---- */
 
@@ -324,6 +361,7 @@ static void drop(struct shared *s, const char *why)
 {
 	redisAsyncContext *ac = s->ac;
 	s->ac = NULL;
+	sub_close(s);
 	if (s->up || !s->logged_down)
 		set_up(s, false, why);
 	s->up = false;
@@ -348,6 +386,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
 	snprintf(why, sizeof(why), "cannot connect: %s", ac->errstr[0] ? ac->errstr : "error");
 	if (s->ac == ac) {
 		s->ac = NULL; /* hiredis frees it */
+		sub_close(s);
 		for (struct request *r = s->requests; r != NULL; r = r->next)
 			finish(r, SHARED_FAILED);
 		if (s->up || !s->logged_down)
@@ -365,6 +404,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 	if (s == NULL || s->ac != ac)
 		return; /* dropped by us: handled */
 	s->ac = NULL;
+	sub_close(s);
 	for (struct request *r = s->requests; r != NULL; r = r->next)
 		finish(r, SHARED_FAILED);
 	if (s->up || !s->logged_down)
@@ -376,8 +416,10 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 /* setup_done - one setup reply (AUTH, SELECT, SCRIPT LOAD) was right */
 static void setup_done(struct shared *s)
 {
-	if (--s->setup_left == 0)
+	if (--s->setup_left == 0) {
 		set_up(s, true, NULL);
+		sub_open(s); /* after the state is logged: a failure here is a change of its own */
+	}
 }
 
 /* resolve_into - host as a numeric address into addr, looked up now
@@ -533,7 +575,19 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		break;
 	case REQ_DEL:
 	case REQ_RELEASE:
+	case REQ_HOSTSET:
+	case REQ_PUBLISH:
 		finish(r, error ? SHARED_FAILED : 0);
+		break;
+	case REQ_SCAN:
+		finish(r, error ? SHARED_FAILED : 0);
+		if (!error)
+			scan_reply(s, rep);
+		break;
+	case REQ_HOSTSGET:
+		finish(r, error ? SHARED_FAILED : 0);
+		if (!error)
+			hosts_reply(s, r, rep);
 		break;
 	case REQ_FETCH: {
 		int found = 0;
@@ -563,6 +617,282 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	request_free(r);
 }
 
+/* ---- the breaker channel (engine thread) ---- */
+
+/* learn - one breaker record read from Redis (a message or the SCAN):
+ * to the hook, unless it is ours, unreadable or over */
+static void learn(struct shared *s, const char *address, const char *buf, size_t len)
+{
+	struct shared_host_rec rec;
+	if (s->host_fn == NULL || address[0] == '\0' || !shared_host_decode(buf, len, &rec) ||
+	    strcmp(rec.writer, s->id) == 0 || rec.until_ms <= clock_now_ms())
+		return;
+	s->st.hosts_learned++;
+	s->host_fn(s->host_arg, address, &rec);
+}
+
+/* scan_step - SCAN from cursor for the breaker records */
+static void scan_step(struct shared *s, const char *cursor)
+{
+	if (s->scan_rounds >= SCAN_ROUNDS_MAX)
+		return;
+	s->scan_rounds++;
+	const char *argv[6] = {"SCAN", cursor, "MATCH", SHARED_HOST_PREFIX "*", "COUNT", SCAN_COUNT};
+	size_t len[6];
+	for (int i = 0; i < 6; i++)
+		len[i] = strlen(argv[i]);
+	send_cmd(s, REQ_SCAN, 6, argv, len); /* NULL: down, or no memory: what was missed stays missed */
+}
+
+/* scan_reply - a SCAN step's keys: MGET them; then the next step */
+static void scan_reply(struct shared *s, const redisReply *rep)
+{
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_ARRAY)
+		return;
+	const redisReply *keys = rep->element[1];
+	if (keys->elements > 0) {
+		const char **argv = calloc(keys->elements + 1, sizeof(*argv));
+		size_t *len = calloc(keys->elements + 1, sizeof(*len));
+		int n = 0;
+		if (argv != NULL && len != NULL) {
+			argv[n] = "MGET";
+			len[n++] = 4;
+			for (size_t i = 0; i < keys->elements; i++) {
+				if (keys->element[i]->type != REDIS_REPLY_STRING)
+					continue;
+				argv[n] = keys->element[i]->str;
+				len[n++] = keys->element[i]->len;
+			}
+			if (n > 1)
+				send_cmd(s, REQ_HOSTSGET, n, argv, len);
+		}
+		free(argv);
+		free(len);
+	}
+	if (strcmp(rep->element[0]->str, "0") != 0)
+		scan_step(s, rep->element[0]->str);
+}
+
+/* hosts_reply - the records an MGET of r's keys found */
+static void hosts_reply(struct shared *s, const struct request *r, const redisReply *rep)
+{
+	size_t prefix = strlen(SHARED_HOST_PREFIX);
+	if (rep->type != REDIS_REPLY_ARRAY)
+		return;
+	for (size_t i = 0; i < rep->elements && (int)i + 1 < r->argc; i++) {
+		const char *key = r->argv[i + 1];
+		const redisReply *e = rep->element[i];
+		if (e->type == REDIS_REPLY_STRING && strncmp(key, SHARED_HOST_PREFIX, prefix) == 0)
+			learn(s, key + prefix, e->str, e->len);
+	}
+}
+
+/* sub_live - ac is the channel's context now (not one we let go) */
+static struct shared *sub_live(const redisAsyncContext *ac)
+{
+	struct shared *s = ac->data;
+	return s != NULL && s->sub == ac ? s : NULL;
+}
+
+/* on_sub_message - the channel: the SUBSCRIBE confirmed (then the SCAN
+ * for what was missed), or a record another host published */
+static void on_sub_message(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct shared *s = sub_live(ac);
+	const redisReply *rep = reply;
+	if (s == NULL || rep == NULL) /* NULL: freed; its loss is on_sub_disconnect's */
+		return;
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING)
+		return;
+	const char *what = rep->element[0]->str;
+	if (strcmp(what, "subscribe") == 0 && !s->subscribed) {
+		s->subscribed = true;
+		event_del(s->sub_timer);
+		s->scan_rounds = 0;
+		scan_step(s, "0");
+		return;
+	}
+	const redisReply *msg = rep->element[2];
+	if (strcmp(what, "message") != 0 || msg->type != REDIS_REPLY_STRING)
+		return;
+	/* "<address> <record>" */
+	const char *space = memchr(msg->str, ' ', msg->len);
+	char address[64];
+	size_t alen = space != NULL ? (size_t)(space - msg->str) : 0;
+	if (space == NULL || alen == 0 || alen >= sizeof(address))
+		return;
+	memcpy(address, msg->str, alen);
+	address[alen] = '\0';
+	learn(s, address, space + 1, msg->len - alen - 1);
+}
+
+/* sub_refused - Redis answered the channel with a refusal (AUTH, or a
+ * SUBSCRIBE this user may not make: NOPERM; or maxclients): the cache
+ * stays up without the channel (dropping it would make the whole tier
+ * flap at every reconnection), logged once per connection; what other
+ * hosts write is read by the SCAN, now and at each reconnection. free_it:
+ * the context is ours to free (not one hiredis is freeing). */
+static void sub_refused(struct shared *s, const char *why, bool free_it)
+{
+	if (free_it) {
+		sub_close(s);
+	} else {
+		s->sub = NULL;
+		s->subscribed = false;
+		event_del(s->sub_timer);
+	}
+	log_msg(LOG_WARNING,
+	        "shared cache %s: the breaker channel %s was refused (%s): other hosts' breaker records are "
+	        "read only when connecting (the user needs the channel: &%s*)",
+	        s->url_text, s->channel, why, SHARED_HOST_CHANNEL);
+	s->scan_rounds = 0;
+	scan_step(s, "0");
+}
+
+/* on_sub_auth - the channel's AUTH */
+static void on_sub_auth(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct shared *s = sub_live(ac);
+	const redisReply *rep = reply;
+	if (s != NULL && rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+		char why[300];
+		snprintf(why, sizeof(why), "AUTH: %s", rep->str);
+		sub_refused(s, why, true);
+	}
+}
+
+static void on_sub_connect(const redisAsyncContext *ac, int status)
+{
+	struct shared *s = sub_live(ac);
+	if (s == NULL || status == REDIS_OK)
+		return;
+	s->sub = NULL; /* hiredis frees it */
+	s->subscribed = false;
+	drop(s, "breaker channel: cannot connect");
+}
+
+static void on_sub_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct shared *s = sub_live(ac);
+	if (s == NULL)
+		return;
+	if (ac->err == REDIS_ERR_OTHER && ac->errstr[0] != '\0') {
+		/* hiredis drops a subscribed context on an error reply (to the
+		 * SUBSCRIBE): a refusal, not a lost server */
+		sub_refused(s, ac->errstr, false);
+		return;
+	}
+	s->sub = NULL;
+	s->subscribed = false;
+	drop(s, "breaker channel: the server closed the connection");
+}
+
+/* on_sub_timeout - no SUBSCRIBE confirmation in time */
+static void on_sub_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct shared *s = arg;
+	char why[96];
+	snprintf(why, sizeof(why), "breaker channel: no answer within %lld ms",
+	         (long long)s->conf->cache_redis_timeout_ms);
+	drop(s, why);
+}
+
+/* sub_open - the channel's connection: AUTH and SUBSCRIBE, pipelined */
+static void sub_open(struct shared *s)
+{
+	if (s->sub != NULL || s->sub_timer == NULL)
+		return;
+	redisAsyncContext *ac = redisAsyncConnect(s->addr, s->url.port);
+	if (ac == NULL || ac->err) {
+		if (ac != NULL)
+			redisAsyncFree(ac);
+		drop(s, "breaker channel: cannot connect");
+		return;
+	}
+	ac->data = s;
+	if (redisLibeventAttach(ac, s->base) != REDIS_OK) {
+		ac->data = NULL;
+		redisAsyncFree(ac);
+		drop(s, "breaker channel: out of memory");
+		return;
+	}
+	redisAsyncSetConnectCallback(ac, on_sub_connect);
+	redisAsyncSetDisconnectCallback(ac, on_sub_disconnect);
+	s->sub = ac;
+	s->subscribed = false;
+	bool sent = true;
+	if (s->password[0] != '\0') {
+		const char *argv[3] = {"AUTH", s->url.user, s->password};
+		size_t len[3] = {4, strlen(s->url.user), strlen(s->password)};
+		int skip = s->url.user[0] == '\0' ? 1 : 0;
+		if (skip) {
+			argv[1] = s->password;
+			len[1] = len[2];
+		}
+		sent = redisAsyncCommandArgv(ac, on_sub_auth, s, 3 - skip, argv, len) == REDIS_OK;
+	}
+	const char *argv[2] = {"SUBSCRIBE", s->channel};
+	size_t len[2] = {9, strlen(s->channel)};
+	if (!sent || redisAsyncCommandArgv(ac, on_sub_message, s, 2, argv, len) != REDIS_OK) {
+		drop(s, "breaker channel: cannot subscribe");
+		return;
+	}
+	int64_t ms = s->conf->cache_redis_timeout_ms;
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	evtimer_add(s->sub_timer, &tv);
+}
+
+/* sub_close - let the channel go (with the main connection) */
+static void sub_close(struct shared *s)
+{
+	redisAsyncContext *ac = s->sub;
+	s->sub = NULL;
+	s->subscribed = false;
+	if (s->sub_timer != NULL)
+		event_del(s->sub_timer);
+	if (ac != NULL) {
+		ac->data = NULL;
+		redisAsyncFree(ac);
+	}
+}
+
+/* shared_set_host_hook - see shared.h */
+void shared_set_host_hook(struct shared *s, shared_host_fn fn, void *arg)
+{
+	if (s == NULL)
+		return;
+	s->host_fn = fn;
+	s->host_arg = arg;
+}
+
+/* send_host - a queued breaker record: SET with what is left of its
+ * window, then PUBLISH "<address> <record>" */
+static bool send_host(struct shared *s, const struct queued *q)
+{
+	char key[SHARED_KEY_MAX], px[24];
+	int64_t left = q->now_ms - clock_now_ms();
+	shared_host_key(q->key, key, sizeof(key));
+	if (key[0] == '\0' || q->blob == NULL || left <= 0)
+		return true; /* over already: nothing to say */
+	snprintf(px, sizeof(px), "%lld", (long long)left);
+	size_t blen = strlen(q->blob);
+	const char *set[5] = {"SET", key, q->blob, "PX", px};
+	size_t setlen[5] = {3, strlen(key), blen, 2, strlen(px)};
+	if (send_cmd(s, REQ_HOSTSET, 5, set, setlen) == NULL)
+		return false;
+	char msg[sizeof(q->key) + SHARED_HOST_REC_MAX + 2];
+	int n = snprintf(msg, sizeof(msg), "%s %s", q->key, q->blob);
+	if (n < 0 || (size_t)n >= sizeof(msg))
+		return true;
+	const char *pub[3] = {"PUBLISH", s->channel, msg};
+	size_t publen[3] = {7, strlen(s->channel), (size_t)n};
+	send_cmd(s, REQ_PUBLISH, 3, pub, publen); /* lost: the others find the SET at their next SCAN */
+	s->st.hosts_sent++;
+	return true;
+}
+
 /* ---- writes (any thread hands them over; the engine thread sends) ---- */
 
 /* send_write - one queued write on the connection (engine thread) */
@@ -570,6 +900,13 @@ static void send_write(struct shared *s, const struct queued *q)
 {
 	char key[SHARED_KEY_MAX];
 	struct request *r = NULL;
+	if (q->kind == REQ_HOSTSET) {
+		if (send_host(s, q))
+			s->st.writes++;
+		else
+			s->st.writes_dropped++;
+		return;
+	}
 	if (q->kind == REQ_RELEASE)
 		shared_lease_key(q->key, key, sizeof(key));
 	else
@@ -618,16 +955,22 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 			send_write(s, q);
 		else
 			s->st.writes_dropped++;
+		free(q->blob);
 		free(q);
 		q = next;
 	}
 }
 
-/* enqueue - hand a write to the engine thread; dropped while down or full */
+/* enqueue - hand a write to the engine thread; dropped while down or
+ * full. blob (REQ_HOSTSET: a breaker record) is copied. */
 static void enqueue(struct shared *s, enum req_kind kind, const char *key, const struct cache_record *rec,
-                    int64_t now_ms)
+                    int64_t now_ms, const char *blob)
 {
 	struct queued *q = calloc(1, sizeof(*q));
+	if (q != NULL && blob != NULL && (q->blob = strdup(blob)) == NULL) {
+		free(q);
+		q = NULL;
+	}
 	if (q == NULL) {
 		pthread_mutex_lock(&s->queue_lock);
 		s->queue_dropped++;
@@ -644,6 +987,7 @@ static void enqueue(struct shared *s, enum req_kind kind, const char *key, const
 	if (!s->queue_up || s->queue_len >= SHARED_QUEUE_MAX) {
 		s->queue_dropped++; /* this thread's count: st is the engine thread's */
 		pthread_mutex_unlock(&s->queue_lock);
+		free(q->blob);
 		free(q);
 		return;
 	}
@@ -661,19 +1005,32 @@ static void enqueue(struct shared *s, enum req_kind kind, const char *key, const
 /* shared_mirror_put - see shared.h */
 void shared_mirror_put(void *arg, const char *key, const struct cache_record *rec, int64_t now_ms)
 {
-	enqueue(arg, REQ_PUT, key, rec, now_ms);
+	enqueue(arg, REQ_PUT, key, rec, now_ms, NULL);
 }
 
 /* shared_mirror_del - see shared.h */
 void shared_mirror_del(void *arg, const char *key)
 {
-	enqueue(arg, REQ_DEL, key, NULL, 0);
+	enqueue(arg, REQ_DEL, key, NULL, 0, NULL);
 }
 
 /* shared_release - see shared.h */
 void shared_release(struct shared *s, const char *key)
 {
-	enqueue(s, REQ_RELEASE, key, NULL, 0);
+	enqueue(s, REQ_RELEASE, key, NULL, 0, NULL);
+}
+
+/* shared_host_publish - see shared.h */
+void shared_host_publish(struct shared *s, const char *address, const struct shared_host_rec *rec)
+{
+	if (s == NULL || address == NULL || address[0] == '\0')
+		return;
+	struct shared_host_rec mine = *rec;
+	char buf[SHARED_HOST_REC_MAX];
+	snprintf(mine.writer, sizeof(mine.writer), "%s", s->id);
+	if (shared_host_encode(&mine, buf, sizeof(buf)) == 0)
+		return;
+	enqueue(s, REQ_HOSTSET, address, NULL, rec->until_ms, buf);
 }
 
 /* ---- lookups and leases (engine thread) ---- */
@@ -775,7 +1132,9 @@ struct shared *shared_new(struct event_base *base, const struct conf *conf, stru
 	host_id(s->id, sizeof(s->id));
 	s->reconnect = evtimer_new(base, on_reconnect, s);
 	s->flush = event_new(base, -1, 0, on_flush, s);
-	if (s->reconnect == NULL || s->flush == NULL) {
+	s->sub_timer = evtimer_new(base, on_sub_timeout, s);
+	snprintf(s->channel, sizeof(s->channel), "%s%d", SHARED_HOST_CHANNEL, s->url.db);
+	if (s->reconnect == NULL || s->flush == NULL || s->sub_timer == NULL) {
 		snprintf(why, why_size, "out of memory");
 		goto fail;
 	}
@@ -832,6 +1191,7 @@ void shared_free(struct shared *s)
 		r->done = NULL;
 		r->finished = true;
 	}
+	sub_close(s);
 	if (s->ac != NULL) {
 		redisAsyncContext *ac = s->ac;
 		s->ac = NULL;
@@ -843,12 +1203,15 @@ void shared_free(struct shared *s)
 	while (s->queue_head != NULL) {
 		struct queued *q = s->queue_head;
 		s->queue_head = q->next;
+		free(q->blob);
 		free(q);
 	}
 	if (s->reconnect != NULL)
 		event_free(s->reconnect);
 	if (s->flush != NULL)
 		event_free(s->flush);
+	if (s->sub_timer != NULL)
+		event_free(s->sub_timer);
 	pthread_mutex_destroy(&s->queue_lock);
 	explicit_bzero(s->password, sizeof(s->password));
 	free(s);
@@ -868,6 +1231,7 @@ void shared_get_stats(const struct shared *s, struct shared_stats *out)
 		return;
 	*out = s->st;
 	out->up = s->up;
+	out->subscribed = s->subscribed;
 	/* the drops other threads counted; the lock is not the struct's state */
 	pthread_mutex_t *lock = (pthread_mutex_t *)&s->queue_lock;
 	pthread_mutex_lock(lock);

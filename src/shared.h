@@ -4,8 +4,9 @@
  * libevent adapter), between the local LMDB tier and a Redis server that
  * every host of a fleet uses.
  *
- * Owns the connection, its requests and their timers, the queue of writes
- * handed over by other threads, the password (read from
+ * Owns the connection, its requests and their timers, the second
+ * connection that listens for the fleet's breaker records (below), the
+ * queue of writes handed over by other threads, the password (read from
  * cache_password_file, never logged) and this host's id ("hostname:pid",
  * what leases hold). Everything runs on the engine thread except
  * shared_mirror_put/del (any thread: they queue and wake the loop) and
@@ -38,6 +39,7 @@
 #include "cache.h"
 #include "conf.h"
 #include "redisurl.h"
+#include "sharedrule.h"
 
 struct event_base;
 struct shared;
@@ -107,6 +109,33 @@ void shared_release(struct shared *s, const char *key);
 /* shared_cancel - done will not run for this request */
 void shared_cancel(struct shared *s, void *request);
 
+/* The circuit breaker across the fleet (sharedrule.h's breaker records).
+ *
+ * Publish: shared_host_publish (engine thread) hands one address's state
+ * to the write queue: sent as SET "vemilter:m:<address>" PX <what is left
+ * of the window>, then PUBLISH on the fleet's channel; dropped (counted)
+ * while Redis is down. The last writer wins (a host that finds a blocked
+ * address silent later says so: the newer word).
+ *
+ * Learn: while the main connection is up, a second connection SUBSCRIBEs
+ * to the channel (set up like the first: AUTH, then SUBSCRIBE within
+ * cache_redis_timeout; its loss drops both, and both reconnect together);
+ * once subscribed, a SCAN of "vemilter:m:*" (and MGET of what it finds)
+ * brings what was written while this host was away. Each record written
+ * by another host and not yet over goes to the hook (engine thread): the
+ * caller puts it into its breaker table. Nothing waits for any of it: a
+ * connect never asks Redis. */
+typedef void (*shared_host_fn)(void *arg, const char *address, const struct shared_host_rec *rec);
+
+/* shared_set_host_hook - who learns the fleet's breaker records (NULL fn:
+ * nobody; they are still published). Engine thread. */
+void shared_set_host_hook(struct shared *s, shared_host_fn fn, void *arg);
+
+/* shared_host_publish - address (numeric) is in rec's state until
+ * rec->until_ms (wall clock); rec->writer is filled in here. Engine thread
+ * (or any: it only queues). NULL s is fine. */
+void shared_host_publish(struct shared *s, const char *address, const struct shared_host_rec *rec);
+
 /* What the client did (for metrics and tests). */
 struct shared_stats {
 	bool up;
@@ -118,6 +147,9 @@ struct shared_stats {
 	uint64_t failures;       /* commands that failed or timed out */
 	uint64_t connects;       /* connections that came up */
 	uint64_t leases_taken, leases_held;
+	bool subscribed;        /* the breaker channel is listened to */
+	uint64_t hosts_sent;    /* breaker records written (dropped ones count in writes_dropped) */
+	uint64_t hosts_learned; /* breaker records of other hosts given to the hook */
 };
 void shared_get_stats(const struct shared *s, struct shared_stats *out);
 

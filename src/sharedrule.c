@@ -9,10 +9,15 @@
  * refresh_at and expires_at as little-endian int64 (struct.unpack "<i8",
  * read into Lua numbers: exact up to 2^53 ms, far past any real time).
  * A test checks the kind numbers and offsets against cacherec.c's output.
+ *
+ * Breaker records (shared_host_*): plain text, so a person reading Redis
+ * (or vemilter-cache) sees what a host learned without a decoder.
  */
 #include "sharedrule.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Keep in step with cache_record_may_replace() (cacherec.c); the unit test
@@ -94,4 +99,105 @@ int64_t shared_backoff_ms(int64_t prev, int64_t first, int64_t max)
 int64_t shared_redis_expiry(int64_t expires_at_ms)
 {
 	return expires_at_ms > EXPIRY_MAX ? EXPIRY_MAX : expires_at_ms;
+}
+
+/* shared_host_key - see sharedrule.h */
+void shared_host_key(const char *address, char *buf, size_t size)
+{
+	prefixed(SHARED_HOST_PREFIX, address, buf, size);
+}
+
+/* clean - s without tabs, CR or LF (a field must not end early; the text
+ * is sanitized printable ASCII already, this is a guard) into a bounded
+ * copy */
+static void clean(const char *s, char *out, size_t size)
+{
+	size_t n = 0;
+	for (; s != NULL && *s != '\0' && n + 1 < size; s++)
+		out[n++] = *s == '\t' || *s == '\r' || *s == '\n' ? ' ' : *s;
+	out[n] = '\0';
+}
+
+/* shared_host_encode - see sharedrule.h */
+size_t shared_host_encode(const struct shared_host_rec *rec, char *buf, size_t size)
+{
+	char ecode[sizeof(rec->ecode)], writer[sizeof(rec->writer)], host[sizeof(rec->host)];
+	char text[sizeof(rec->text)];
+	bool blocked = rec->state == SHARED_HOST_BLOCKED;
+	if (!blocked && rec->state != SHARED_HOST_BACKED_OFF)
+		return 0;
+	clean(blocked ? rec->ecode : "", ecode, sizeof(ecode));
+	clean(rec->writer, writer, sizeof(writer));
+	clean(blocked ? rec->host : "", host, sizeof(host));
+	clean(blocked ? rec->text : "", text, sizeof(text));
+	int n = snprintf(buf, size, "1\t%c\t%lld\t%d\t%d\t%s\t%s\t%s\t%s", (char)rec->state,
+	                 (long long)rec->until_ms, blocked ? rec->stage : 0, blocked ? rec->code : 0, ecode,
+	                 writer, host, text);
+	if (n < 0 || (size_t)n >= size) {
+		if (size > 0)
+			buf[0] = '\0';
+		return 0;
+	}
+	return (size_t)n;
+}
+
+/* field - the next tab-separated field of [*p, end) into out (size
+ * bytes); last: up to the end, tabs and all. False when missing or too long. */
+static bool field(const char **p, const char *end, bool last, char *out, size_t size)
+{
+	if (*p == NULL || *p > end)
+		return false;
+	const char *stop = last ? end : memchr(*p, '\t', (size_t)(end - *p));
+	if (stop == NULL)
+		return false;
+	size_t n = (size_t)(stop - *p);
+	if (n >= size || memchr(*p, '\0', n) != NULL)
+		return false;
+	memcpy(out, *p, n);
+	out[n] = '\0';
+	*p = last ? NULL : stop + 1;
+	return true;
+}
+
+/* number - a decimal field (an optional '-', then digits) within [lo, hi] */
+static bool number(const char *s, long long lo, long long hi, long long *out)
+{
+	char *end;
+	if (s[0] == '\0' || (s[0] != '-' && (s[0] < '0' || s[0] > '9')))
+		return false;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* shared_host_decode - see sharedrule.h */
+bool shared_host_decode(const char *buf, size_t len, struct shared_host_rec *out)
+{
+	char version[4], state[4], until[24], stage[8], code[8];
+	long long u, st, c;
+	const char *p = buf, *end = buf + len;
+	memset(out, 0, sizeof(*out));
+	if (buf == NULL || len > SHARED_HOST_REC_MAX || !field(&p, end, false, version, sizeof(version)) ||
+	    strcmp(version, "1") != 0 || !field(&p, end, false, state, sizeof(state)) ||
+	    !field(&p, end, false, until, sizeof(until)) || !field(&p, end, false, stage, sizeof(stage)) ||
+	    !field(&p, end, false, code, sizeof(code)) ||
+	    !field(&p, end, false, out->ecode, sizeof(out->ecode)) ||
+	    !field(&p, end, false, out->writer, sizeof(out->writer)) ||
+	    !field(&p, end, false, out->host, sizeof(out->host)) ||
+	    !field(&p, end, true, out->text, sizeof(out->text)))
+		goto bad;
+	if ((strcmp(state, "B") != 0 && strcmp(state, "O") != 0) || !number(until, 0, INT64_MAX / 2, &u) ||
+	    !number(stage, 0, 64, &st) || !number(code, 0, 999, &c))
+		goto bad;
+	out->state = state[0] == 'B' ? SHARED_HOST_BLOCKED : SHARED_HOST_BACKED_OFF;
+	out->until_ms = u;
+	out->stage = (int)st;
+	out->code = (int)c;
+	return true;
+bad:
+	memset(out, 0, sizeof(*out));
+	return false;
 }

@@ -14,6 +14,14 @@
  *  - "vemilter:lease:" + an "a:" key: a STRING, the id of the host probing
  *    that address now; set with NX and PX (probe_timeout + a margin), so a
  *    host that dies leaves a lease that expires by itself. Never listed.
+ *  - "vemilter:m:" + an MX host address (numeric, as inet_ntop writes it):
+ *    a STRING, what one host's circuit breaker (hosts.h) learned about that
+ *    address: it refused us (blocked, with its reply) or did not answer
+ *    (backed off). shared_host_encode() writes it; expiry: the end of the
+ *    window (PX, from the writer's clock). Each write is also PUBLISHed on
+ *    SHARED_HOST_CHANNEL + the db number (channels are not per db), as
+ *    "<address> <record>", so the other hosts learn it at once; a host
+ *    that (re)connects SCANs "vemilter:m:*" for what it missed.
  *
  * The replace rule across hosts (SHARED_LUA_PUT), atomic in Redis: the
  * stored record is read from its own "r" bytes, and the fresh one replaces
@@ -30,6 +38,7 @@
 #ifndef VEMILTER_SHAREDRULE_H
 #define VEMILTER_SHAREDRULE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +53,45 @@ void shared_key(const char *cache_key, char *buf, size_t size);
 
 /* shared_lease_key - SHARED_LEASE_PREFIX + cache_key into buf; "" as above */
 void shared_lease_key(const char *cache_key, char *buf, size_t size);
+
+/* A breaker record: one address's state as one host learned it. The
+ * text form, one line of tab-separated fields, the reply text last (it is
+ * the only field that may hold a tab):
+ *   "1" TAB state TAB until TAB stage TAB code TAB ecode TAB writer TAB host TAB text
+ * state "B" (blocked: stage, code, ecode, host and text are its refusal) or
+ * "O" (backed off: stage and code 0, the rest empty); until: wall-clock ms
+ * the window ends; writer: the id of the host that learned it (a host
+ * ignores its own). Bounded by SHARED_HOST_REC_MAX; a field that does not
+ * fit is cut (the text), or the record is refused (decode). */
+#define SHARED_HOST_PREFIX  "vemilter:m:"
+#define SHARED_HOST_CHANNEL "vemilter:m:news:"
+#define SHARED_HOST_REC_MAX 1400
+
+enum shared_host_state { SHARED_HOST_BLOCKED = 'B', SHARED_HOST_BACKED_OFF = 'O' };
+
+struct shared_host_rec {
+	enum shared_host_state state;
+	int64_t until_ms; /* wall clock */
+	int stage;        /* enum probe_stage */
+	int code;
+	char ecode[16];
+	char writer[SHARED_ID_MAX];
+	char host[256];
+	char text[512]; /* OUTCOME_TEXT_MAX + 1 at least */
+};
+
+/* shared_host_encode - rec as a record into buf (NUL-terminated); its
+ * length, 0 when buf is too small (SHARED_HOST_REC_MAX always fits) */
+size_t shared_host_encode(const struct shared_host_rec *rec, char *buf, size_t size);
+
+/* shared_host_decode - a record of len bytes (not NUL-terminated) into
+ * out; false for anything not written by shared_host_encode (a version,
+ * state or number it does not know, a missing field, a field too long) */
+bool shared_host_decode(const char *buf, size_t len, struct shared_host_rec *out);
+
+/* shared_host_key - SHARED_HOST_PREFIX + address into buf; "" if it does
+ * not fit or address is empty */
+void shared_host_key(const char *address, char *buf, size_t size);
 
 /* The scripts (Lua, run by EVALSHA; shared.c falls back to EVAL on NOSCRIPT).
  *

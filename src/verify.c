@@ -28,7 +28,13 @@
  * LMDB tier (cache_fallback), and the verifier also owns the shared client
  * (shared.h) on the engine loop: every local write is mirrored to it
  * (cache_set_mirror), and the core's shared_* hooks fetch an address's
- * records from it and take its lease before a probe.
+ * records from it and take its lease before a probe. The circuit breaker
+ * is shared too: what ours notes about an MX address (blocked, backed off)
+ * is published (probe_env.on_breaker), and what other hosts' noted is put
+ * into our table (on_fleet_host) with what is left of its window. A
+ * learned refusal is used exactly as one of ours: the probe takes it as
+ * "blocked", our failure class, never a reject nor a record against the
+ * sender's domain.
  *
  * Descriptors: probes get a share of the open-file limit (fd_share), so
  * the milter side (one descriptor per MTA session) always has its own. A
@@ -38,9 +44,11 @@
  */
 #include "verify.h"
 
+#include <arpa/inet.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -100,7 +108,7 @@ struct verifier {
 	struct verifier_metric_ids {
 		int verdicts, probes, probe_seconds, dns_seconds, lookups, started, refreshes, joined,
 		        greylist_retries, budget, in_flight, waiting, unhealthy, hosts, cache_entries,
-		        cache_bytes, shared_up, shared_writes, shared_fetched;
+		        cache_bytes, shared_up, shared_writes, shared_fetched, shared_breaker;
 	} mid;
 };
 
@@ -487,6 +495,86 @@ static void *engine_thread(void *arg)
  * the local tier (cache_fallback) and the shared client, the local tier's
  * writes mirrored to it; false (why) only when the shared client cannot be
  * made at all (its URL or password file: a configuration error). */
+/* on_breaker - probe_env.on_breaker: our breaker noted addr_text blocked
+ * or backed off; the fleet hears it (its window moved to the wall clock,
+ * which the hosts share) */
+static void on_breaker(void *arg, const struct sockaddr *sa, const char *addr_text,
+                       const struct host_memo *memo)
+{
+	struct verifier *v = arg;
+	struct shared_host_rec rec = {0};
+	int64_t left = memo->until_ms - clock_mono_ms();
+	if (left <= 0)
+		return;
+	rec.until_ms = clock_now_ms() + left;
+	if (memo->state == HOST_BLOCKED) {
+		rec.state = SHARED_HOST_BLOCKED;
+		rec.stage = (int)memo->stage;
+		rec.code = memo->code;
+		snprintf(rec.ecode, sizeof(rec.ecode), "%s", memo->ecode);
+		snprintf(rec.host, sizeof(rec.host), "%s", memo->host);
+		snprintf(rec.text, sizeof(rec.text), "%s", memo->text);
+	} else if (memo->state == HOST_BACKED_OFF) {
+		rec.state = SHARED_HOST_BACKED_OFF;
+	} else {
+		return;
+	}
+	shared_host_publish(v->shared, addr_text, &rec);
+}
+
+/* on_fleet_host - shared_host_fn: another host's breaker noted address;
+ * into our table for what is left of its window, unless ours already holds
+ * as much. Our configuration rules: with blocked_ttl (host_backoff) off,
+ * a refusal (silence) is not learned either, and a window is never longer
+ * than ours could be (a host with a clock far ahead, or another
+ * configuration, must not keep us off a server longer than we would).
+ * Logged (info): a probe that then does not connect there says why in its
+ * trace, this line says where the word came from. */
+static void on_fleet_host(void *arg, const char *address, const struct shared_host_rec *rec)
+{
+	struct verifier *v = arg;
+	struct sockaddr_storage ss = {0};
+	struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, address, &in4->sin_addr) == 1)
+		in4->sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, address, &in6->sin6_addr) == 1)
+		in6->sin6_family = AF_INET6;
+	else
+		return;
+	const struct sockaddr *sa = (const struct sockaddr *)&ss;
+	struct hosts *h = v->engine->env.hosts;
+	int64_t now = clock_mono_ms(), left = rec->until_ms - clock_now_ms();
+	int64_t most = rec->state == SHARED_HOST_BLOCKED                 ? v->conf->blocked_ttl_ms
+	               : v->conf->host_backoff_ms > HOSTS_BACKOFF_CAP_MS ? v->conf->host_backoff_ms
+	               : v->conf->host_backoff_ms > 0                    ? HOSTS_BACKOFF_CAP_MS
+	                                                                 : 0;
+	if (left > most)
+		left = most;
+	struct host_memo m;
+	enum host_state state = hosts_lookup(h, sa, now, &m);
+	if (left <= 0 || (state != HOST_OK && m.until_ms >= now + left &&
+	                  (state == HOST_BLOCKED || rec->state == SHARED_HOST_BACKED_OFF)))
+		return; /* what we hold says as much, as long */
+	if (rec->state == SHARED_HOST_BLOCKED) {
+		struct outcome o;
+		int stage = rec->stage >= STAGE_NONE && rec->stage <= STAGE_QUIT ? rec->stage : STAGE_NONE;
+		outcome_set(&o, OUTCOME_BLOCKED, (enum probe_stage)stage, rec->code, rec->ecode, rec->text,
+		            "learned from the fleet");
+		if (hosts_note_blocked(h, sa, now, left, rec->host, &o))
+			log_msg(LOG_INFO,
+			        "breaker: learned from %s: %s [%s] refused us at %s (%d %s%s%s): not "
+			        "connecting there for %lld s",
+			        rec->writer, rec->host, address, probe_stage_name((enum probe_stage)stage),
+			        rec->code, rec->ecode, rec->ecode[0] ? " " : "", rec->text,
+			        (long long)((left + 999) / 1000));
+	} else if (state != HOST_BLOCKED && hosts_note_backoff_until(h, sa, now, now + left)) {
+		log_msg(LOG_INFO,
+		        "breaker: learned from %s: no answer from %s: not connecting there for %lld s",
+		        rec->writer, address, (long long)((left + 999) / 1000));
+	}
+}
+
 static bool open_cache(struct verifier *v, char *why, size_t why_size)
 {
 	const char *path = v->conf->cache;
@@ -516,6 +604,9 @@ static bool open_cache(struct verifier *v, char *why, size_t why_size)
 	const struct cache_mirror mirror = {
 	        .put = shared_mirror_put, .del = shared_mirror_del, .arg = v->shared};
 	cache_set_mirror(v->cache, &mirror);
+	shared_set_host_hook(v->shared, on_fleet_host, v);
+	v->engine->env.on_breaker = on_breaker;
+	v->engine->env.breaker_arg = v;
 	return true;
 }
 
@@ -607,6 +698,8 @@ static void collect(void *arg, struct metrics *m)
 		metrics_set(m, id->shared_writes, "result=\"kept_out\"", (double)ss.writes_kept);
 		metrics_set(m, id->shared_writes, "result=\"dropped\"", (double)ss.writes_dropped);
 		metrics_set(m, id->shared_fetched, NULL, (double)ss.fetched);
+		metrics_set(m, id->shared_breaker, "result=\"published\"", (double)ss.hosts_sent);
+		metrics_set(m, id->shared_breaker, "result=\"learned\"", (double)ss.hosts_learned);
 	}
 	metrics_set(m, id->lookups, "result=\"stale_withheld\"", (double)st.stale_withheld);
 	metrics_set(m, id->started, NULL, (double)st.probes);
@@ -699,8 +792,13 @@ static bool start_metrics(struct verifier *v, char *why, size_t why_size)
 	id->shared_fetched =
 	        metrics_family(m, "vemilter_shared_cache_fetched", METRIC_COUNTER,
 	                       "Records copied from the shared Redis cache into the local one.", NULL, 0);
-	if (id->shared_up < 0 || id->shared_writes < 0 || id->shared_fetched < 0 || id->verdicts < 0 ||
-	    id->lookups < 0 || id->started < 0 || id->refreshes < 0 || id->joined < 0 ||
+	id->shared_breaker = metrics_family(
+	        m, "vemilter_shared_breaker_records", METRIC_COUNTER,
+	        "Circuit-breaker records (an MX address blocked or backed off) published to the shared "
+	        "Redis cache, and learned from other hosts.",
+	        NULL, 0);
+	if (id->shared_up < 0 || id->shared_writes < 0 || id->shared_fetched < 0 || id->shared_breaker < 0 ||
+	    id->verdicts < 0 || id->lookups < 0 || id->started < 0 || id->refreshes < 0 || id->joined < 0 ||
 	    id->greylist_retries < 0 || id->probes < 0 || id->probe_seconds < 0 || id->dns_seconds < 0 ||
 	    id->budget < 0 || id->in_flight < 0 || id->waiting < 0 || id->unhealthy < 0 || id->hosts < 0 ||
 	    id->cache_entries < 0 || id->cache_bytes < 0) {

@@ -99,6 +99,42 @@ START_TEST(blocked_off)
 }
 END_TEST
 
+START_TEST(learned_backoff_window)
+{
+	struct hosts *h = hosts_new(16);
+	struct host_memo m;
+	/* a window already over, or an unusable address: nothing */
+	ck_assert(!hosts_note_backoff_until(h, sa("192.0.2.30"), 1000, 1000));
+	struct sockaddr unix_family = {.sa_family = AF_UNIX};
+	ck_assert(!hosts_note_backoff_until(h, &unix_family, 1000, 5000));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.30"), 1000, NULL), HOST_OK);
+	/* learned: backed off until exactly then, one failure, not doubled */
+	ck_assert(hosts_note_backoff_until(h, sa("192.0.2.30"), 1000, 90000));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.30"), 89999, &m), HOST_BACKED_OFF);
+	ck_assert_int_eq(m.until_ms, 90000);
+	ck_assert_int_eq(m.failures, 1);
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.30"), 90000, NULL), HOST_OK);
+	/* a shorter learned window leaves a longer one of ours */
+	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.31"), 1000, 600000), 600000);
+	ck_assert(hosts_note_backoff_until(h, sa("192.0.2.31"), 2000, 30000));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.31"), 2000, &m), HOST_BACKED_OFF);
+	ck_assert_int_eq(m.until_ms, 601000);
+	/* a refusal still tells more than silence */
+	struct outcome o;
+	outcome_set(&o, OUTCOME_BLOCKED, STAGE_BANNER, 554, "", "no", "test");
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.32"), 1000, 60000, "mx", &o));
+	ck_assert(hosts_note_backoff_until(h, sa("192.0.2.32"), 1000, 90000));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.32"), 2000, NULL), HOST_BLOCKED);
+	/* a first contact under way stays claimed by its prober */
+	bool claimed = false;
+	ck_assert(hosts_claim(h, sa("192.0.2.33"), 1000, 5000, &claimed));
+	ck_assert(claimed);
+	ck_assert(hosts_note_backoff_until(h, sa("192.0.2.33"), 1000, 2000));
+	ck_assert(!hosts_claim(h, sa("192.0.2.33"), 2500, 5000, &claimed));
+	hosts_free(h);
+}
+END_TEST
+
 START_TEST(backoff_grows_and_caps)
 {
 	struct hosts *h = hosts_new(16);
@@ -547,6 +583,7 @@ int main(void)
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, blocked_remembered_then_expires);
 	tcase_add_test(tc, blocked_off);
+	tcase_add_test(tc, learned_backoff_window);
 	tcase_add_test(tc, census_counts_what_is_in_force);
 	tcase_add_test(tc, backoff_grows_and_caps);
 	tcase_add_test(tc, blocked_beats_backoff_and_mapped_is_ipv4);

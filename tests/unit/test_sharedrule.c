@@ -349,12 +349,105 @@ START_TEST(fetch_returns_each_record_or_nil)
 }
 END_TEST
 
+/* A blocked record and a backoff round-trip field for field. */
+START_TEST(host_record_round_trip)
+{
+	struct shared_host_rec rec = {
+	        .state = SHARED_HOST_BLOCKED, .until_ms = INT64_C(1764480000123), .stage = 4, .code = 554};
+	snprintf(rec.ecode, sizeof(rec.ecode), "5.7.1");
+	snprintf(rec.writer, sizeof(rec.writer), "mx1.example:4242");
+	snprintf(rec.host, sizeof(rec.host), "mx.block.test");
+	snprintf(rec.text, sizeof(rec.text), "Service refused\tyour IP 192.0.2.7 is listed");
+	char buf[SHARED_HOST_REC_MAX];
+	size_t n = shared_host_encode(&rec, buf, sizeof(buf));
+	ck_assert_uint_gt(n, 0);
+	ck_assert_uint_eq(n, strlen(buf));
+	ck_assert(strncmp(buf, "1\tB\t1764480000123\t4\t554\t5.7.1\tmx1.example:4242\tmx.block.test\t", 58) ==
+	          0);
+	struct shared_host_rec got;
+	ck_assert(shared_host_decode(buf, n, &got));
+	ck_assert_int_eq(got.state, SHARED_HOST_BLOCKED);
+	ck_assert_int_eq(got.until_ms, rec.until_ms);
+	ck_assert_int_eq(got.stage, 4);
+	ck_assert_int_eq(got.code, 554);
+	ck_assert_str_eq(got.ecode, "5.7.1");
+	ck_assert_str_eq(got.writer, "mx1.example:4242");
+	ck_assert_str_eq(got.host, "mx.block.test");
+	ck_assert_str_eq(got.text, "Service refused your IP 192.0.2.7 is listed"); /* the tab cleaned */
+
+	struct shared_host_rec off = {.state = SHARED_HOST_BACKED_OFF, .until_ms = 5, .code = 421};
+	snprintf(off.writer, sizeof(off.writer), "b:1");
+	snprintf(off.text, sizeof(off.text), "ignored for a backoff");
+	n = shared_host_encode(&off, buf, sizeof(buf));
+	ck_assert_str_eq(buf, "1\tO\t5\t0\t0\t\tb:1\t\t");
+	ck_assert(shared_host_decode(buf, n, &got));
+	ck_assert_int_eq(got.state, SHARED_HOST_BACKED_OFF);
+	ck_assert_int_eq(got.until_ms, 5);
+	ck_assert_int_eq(got.code, 0);
+	ck_assert_str_eq(got.text, "");
+
+	/* the text is the last field: a tab inside it (another writer's) stays text */
+	const char *tabbed = "1\tB\t9\t4\t554\t\tw\th\ta\tb";
+	ck_assert(shared_host_decode(tabbed, strlen(tabbed), &got));
+	ck_assert_str_eq(got.text, "a\tb");
+
+	/* too small a buffer: nothing */
+	ck_assert_uint_eq(shared_host_encode(&rec, buf, 20), 0);
+	ck_assert_str_eq(buf, "");
+	struct shared_host_rec bad = rec;
+	bad.state = 'X';
+	ck_assert_uint_eq(shared_host_encode(&bad, buf, sizeof(buf)), 0);
+}
+END_TEST
+
+/* Anything else is refused, and refused whole. */
+START_TEST(host_record_refuses_damage)
+{
+	static const char *const damaged[] = {
+	        "",
+	        "2\tB\t9\t4\t554\t\tw\th\tt",                    /* an unknown version */
+	        "1\tX\t9\t4\t554\t\tw\th\tt",                    /* an unknown state */
+	        "1\tB\t-9\t4\t554\t\tw\th\tt",                   /* a time before the epoch */
+	        "1\tB\t9x\t4\t554\t\tw\th\tt",                   /* not a number */
+	        "1\tB\t\t4\t554\t\tw\th\tt",                     /* an empty number */
+	        "1\tB\t9\t99\t554\t\tw\th\tt",                   /* a stage past any */
+	        "1\tB\t9\t4\t1000\t\tw\th\tt",                   /* a code past 999 */
+	        "1\tB\t9\t4\t554\t\tw\th",                       /* a field missing */
+	        "1\tB\t9\t4\t554\t5.7.1.2.3.4.5.6.7\tw\th\tt",   /* an ecode too long */
+	        "1\tB\t99999999999999999999\t4\t554\t\tw\th\tt", /* out of range */
+	};
+	for (size_t i = 0; i < sizeof(damaged) / sizeof(damaged[0]); i++) {
+		struct shared_host_rec got;
+		memset(&got, 0x55, sizeof(got));
+		ck_assert_msg(!shared_host_decode(damaged[i], strlen(damaged[i]), &got), "accepted: %s",
+		              damaged[i]);
+		ck_assert_int_eq(got.until_ms, 0); /* refused whole: nothing half filled */
+	}
+	/* a NUL inside a field */
+	const char nul[] = "1\tB\t9\t4\t554\t\tw\th\x00x\tt";
+	struct shared_host_rec got;
+	ck_assert(!shared_host_decode(nul, sizeof(nul) - 1, &got));
+	/* longer than any record */
+	char big[SHARED_HOST_REC_MAX + 10];
+	memset(big, 'a', sizeof(big));
+	memcpy(big, "1\tB\t9\t4\t554\t\tw\th\t", 17);
+	ck_assert(!shared_host_decode(big, sizeof(big), &got));
+	char key[40];
+	shared_host_key("192.0.2.7", key, sizeof(key));
+	ck_assert_str_eq(key, "vemilter:m:192.0.2.7");
+	shared_host_key("2001:db8::1", key, 12);
+	ck_assert_str_eq(key, "");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sharedrule");
 	TCase *pure = tcase_create("pure");
 	tcase_add_test(pure, key_names);
 	tcase_add_test(pure, backoff_doubles_to_max);
+	tcase_add_test(pure, host_record_round_trip);
+	tcase_add_test(pure, host_record_refuses_damage);
 	suite_add_tcase(s, pure);
 	TCase *redis = tcase_create("redis");
 	tcase_add_checked_fixture(redis, setup, teardown);

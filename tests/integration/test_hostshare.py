@@ -1,0 +1,298 @@
+#!/usr/bin/python3
+"""test_hostshare - the circuit breaker shared across a fleet on Redis (issue 12).
+
+A real redis-server on loopback (tests/lib/redisserver.py), a fake DNS
+server, a fake SMTP farm and vemilter daemons sharing the Redis cache,
+driven by our milter client. Checked:
+
+- A meets an MX address that answers 554 at the greeting: Redis holds
+  "vemilter:m:<address>" (state B, the reply, a TTL within blocked_ttl);
+  B, already running, learns it from the channel (logged) and, asked a
+  sender at ANOTHER domain on that MX, makes no connection there (the
+  farm's session count does not move) and never rejects;
+- an MX address nobody listens on: A's backoff reaches Redis (state O) and
+  B learns it;
+- C, started after both were written, learns them from its SCAN at connect
+  and makes no connection to the blocking address either;
+- a record whose window is longer than our blocked_ttl is cut to it;
+- a user that may not subscribe (no channel permission): a warning that
+  names the channel, the cache stays up (no flapping), and records written
+  before are still learned by the SCAN;
+- Redis down: nothing is learned; B connects to a new blocking address
+  itself (the farm counts it: the control, so the count can fail), valid
+  senders are still accepted, no reject or tempfail for the cache's sake;
+- Redis restarted: every daemon reconnects and subscribes again, and a
+  block met by A is learned by B again.
+
+TAP on stdout; loopback only; every wait bounded.
+"""
+
+import os
+import sys
+import time
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
+
+import vmtest  # noqa: E402
+from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from milterclient import MilterClient  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
+from smtpfarm import SmtpFarm  # noqa: E402
+import redisserver  # noqa: E402
+
+BLOCKING = "127.0.0.51"  # banner_554, shared by blk1..blk3.test
+BLOCKING2 = "127.0.0.52"  # banner_554, met while Redis is down (blk4, blk5)
+GOOD = "127.0.0.53"
+BLOCKING3 = "127.0.0.55"  # banner_554, met after Redis is back (blk6, blk7)
+DEAD = "127.0.0.54"  # not in the farm: connections refused
+
+FARM = {
+    BLOCKING: ("banner_554", {}),
+    BLOCKING2: ("banner_554", {}),
+    BLOCKING3: ("banner_554", {}),
+    GOOD: ("normal", {"users": ["alice", "bob"]}),
+}
+
+
+def zone():
+    z = {}
+    for name, addr in (("blk1", BLOCKING), ("blk2", BLOCKING), ("blk3", BLOCKING), ("blk4", BLOCKING2),
+                       ("blk5", BLOCKING2), ("blk6", BLOCKING3), ("blk7", BLOCKING3), ("ok", GOOD), ("dead", DEAD)):
+        mx = "mx.%s.test" % {BLOCKING: "blk", BLOCKING2: "blk2", BLOCKING3: "blk3"}.get(addr, name)
+        z["%s.test" % name] = {"MX": [[10, mx]]}
+        z[mx] = {"A": [addr]}
+    return z
+
+
+class NoChannelRedis(redisserver.RedisServer):
+    """A server whose user may run commands but not subscribe (no &*)."""
+
+    def write_conf(self):
+        super().write_conf()
+        with open(self.conf_path) as f:
+            text = f.read()
+        with open(self.conf_path, "w") as f:
+            f.write(text.replace(" &* ", " resetchannels "))
+
+
+def session(d, sender, client="198.51.100.7"):
+    """One message; (first digit of the RCPT reply, transcript)."""
+    c = MilterClient(d.socket, timeout=20)
+    try:
+        c.session(client_addr=client)
+        m = c.mail(sender, macros={"i": "Q1"})
+        got = m
+        if m.code == "c":
+            got = c.rcpt("<bob@local.test>")
+        c.quit()
+        digit = "2" if got.code in ("c", "a") else (got.smtp_code or "?")[0]
+        return digit, c.transcript_text()
+    finally:
+        c.close()
+
+
+USER, PASSWORD = "fleet", "fleet-pw-7f3a"
+
+
+def daemon_conf(tmp, name, dns_port, farm_port, redis_port, **over):
+    conf = base_conf(tmp, name + ".sock", **{
+        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
+        "helo_name": "probe.vemilter.test", "probe_port": farm_port,
+        "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+        "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
+        "verify_budget": "6s", "cache": "redis://%s@127.0.0.1:%d" % (USER, redis_port),
+        "cache_password_file": tmp.join("redis.pw"),
+        "cache_fallback": tmp.join(name + ".lmdb"), "client_probe_rate": "0",
+        "blocked_ttl": "10m", "host_backoff": "5m",
+    })
+    conf.update(over)
+    return conf
+
+
+def main():
+    tap = vmtest.Tap()
+    why = redisserver.available()
+    if why:
+        tap.skip("the shared breaker", why)
+        return tap.done()
+    tmp = TempDir()
+    dns = FakeDNS(zone())
+    farm = SmtpFarm()
+    os.makedirs(tmp.join("redis"), exist_ok=True)
+    # an ACL user with a password, the default user locked by another: both
+    # connections (cache and channel) must AUTH as the user
+    redis = redisserver.RedisServer(tmp.join("redis"), password="default-pw-not-ours", user=(USER, PASSWORD))
+    with open(tmp.join("redis.pw"), "w") as f:
+        f.write(PASSWORD + "\n")
+    daemons = []
+    try:
+        dns_port = dns.start()
+        for address, (behaviour, options) in FARM.items():
+            farm.add(address, behaviour, **options)
+        farm_port = farm.start()
+        redis.start()
+        rc = redis.client()
+        aport, bport = vmtest.free_port(), vmtest.free_port()
+        a = Daemon(tmp, daemon_conf(tmp, "a", dns_port, farm_port, redis.port,
+                                    metrics_listen="127.0.0.1:%d" % aport), name="a", debug=True)
+        b = Daemon(tmp, daemon_conf(tmp, "b", dns_port, farm_port, redis.port,
+                                    metrics_listen="127.0.0.1:%d" % bport), name="b", debug=True)
+        daemons += [a, b]
+        a.start()
+        b.start()
+        for d in (a, b):
+            tap.check("%s: connected to the shared cache" % d.name,
+                      d.wait_log(r"shared cache redis://\S*127\.0\.0\.1:%d/0: connected" % redis.port, 5)
+                      is not None, d.diag)
+        # the channel is subscribed once Redis lists two subscribers (bounded)
+        tap.check("both daemons listen on the breaker channel",
+                  vmtest.wait_until(lambda: rc.command("PUBSUB", "NUMSUB", "vemilter:m:news:0")[1] == 2, 5),
+                  repr(rc.command("PUBSUB", "CHANNELS")))
+
+        # A meets the blocking MX.
+        digit, t = session(a, "<x@blk1.test>")
+        tap.check("A: a sender whose MX refuses us at the greeting is not rejected", digit != "5", t)
+        tap.equal("A: 1 session at the blocking address", farm.connections(BLOCKING), 1)
+        key = "vemilter:m:" + BLOCKING
+        vmtest.wait_until(lambda: rc.command("EXISTS", key) == 1, 3)
+        rec = rc.command("GET", key) or b""
+        pttl = rc.command("PTTL", key)
+        fields = rec.split(b"\t")
+        tap.check("Redis holds A's breaker record: blocked, at the banner, the 554 and its text, a TTL "
+                  "within blocked_ttl",
+                  len(fields) >= 9 and fields[0] == b"1" and fields[1] == b"B" and fields[4] == b"554"
+                  and fields[7] == b"mx.blk.test" and b"blocklisted" in fields[8]
+                  and fields[6].endswith(b":%d" % a.proc.pid) and 0 < pttl <= 600000,
+                  "rec=%r pttl=%r" % (rec, pttl))
+
+        # B learns it from the channel and does not connect.
+        tap.check("B: logged that it learned the block from A",
+                  b.wait_log(r"breaker: learned from \S+:%d: mx\.blk\.test \[127\.0\.0\.51\] refused us at "
+                             r"banner \(554" % a.proc.pid, 5) is not None, b.diag)
+        tap.check("A: does not learn its own record", not a.log_lines(r"breaker: learned from"), a.diag())
+        digit, t = session(b, "<y@blk2.test>")
+        tap.check("B: a sender at another domain on that MX is not rejected", digit != "5", t)
+        tap.equal("B: made no connection to the blocking address (the farm saw still 1 session)",
+                  farm.connections(BLOCKING), 1)
+        tap.check("B: its probe took the learned refusal",
+                  b.wait_log(r"y@blk2\.test.*(blocked|refused)", 3) is not None, b.diag)
+
+        # A backoff travels too.
+        digit, t = session(a, "<z@dead.test>")
+        tap.check("A: a sender whose MX does not answer is not rejected", digit != "5", t)
+        dkey = "vemilter:m:" + DEAD
+        vmtest.wait_until(lambda: rc.command("EXISTS", dkey) == 1, 3)
+        drec = rc.command("GET", dkey) or b""
+        tap.check("Redis holds A's backoff (state O, a TTL within host_backoff)",
+                  drec.startswith(b"1\tO\t") and 0 < rc.command("PTTL", dkey) <= 300000, repr(drec))
+        tap.check("B: logged that it learned the backoff",
+                  b.wait_log(r"breaker: learned from \S+: no answer from 127\.0\.0\.54", 5) is not None, b.diag)
+
+        ma, mb = metrics(aport), metrics(bport)
+        tap.check("metrics: A published 2 breaker records and learned none, B learned 2",
+                  'vemilter_shared_breaker_records_total{result="published"} 2' in ma
+                  and 'vemilter_shared_breaker_records_total{result="learned"} 0' in ma
+                  and 'vemilter_shared_breaker_records_total{result="learned"} 2' in mb,
+                  "\n".join(l for l in (ma + mb).splitlines() if "breaker" in l))
+
+        # C starts after: it learns both from its SCAN.
+        c = Daemon(tmp, daemon_conf(tmp, "c", dns_port, farm_port, redis.port), name="c", debug=True)
+        daemons.append(c)
+        c.start()
+        tap.check("C (started later): learned the block from its SCAN at connect",
+                  c.wait_log(r"breaker: learned from \S+: mx\.blk\.test \[127\.0\.0\.51\]", 8) is not None, c.diag)
+        tap.check("C: ... and the backoff",
+                  c.wait_log(r"breaker: learned from \S+: no answer from 127\.0\.0\.54", 3) is not None, c.diag)
+        digit, t = session(c, "<w@blk3.test>")
+        tap.check("C: not rejected, and no connection to the blocking address",
+                  digit != "5" and farm.connections(BLOCKING) == 1, t + "\nsessions %d" % farm.connections(BLOCKING))
+
+        # Redis down: everything stays local, as without a shared tier.
+        redis.kill()
+        for d in (a, b):
+            tap.check("%s: logged Redis unavailable" % d.name,
+                      d.wait_log(r"shared cache .*unavailable", 5) is not None, d.diag)
+        digit, t = session(a, "<v@blk4.test>")
+        tap.check("Redis down, A: a new blocking address costs A one session; not rejected",
+                  digit != "5" and farm.connections(BLOCKING2) == 1, t)
+        digit, t = session(b, "<u@blk5.test>")
+        tap.check("Redis down, B: learns nothing, connects there itself as before (2 sessions); not rejected",
+                  digit != "5" and farm.connections(BLOCKING2) == 2, t + "\nsessions %d" % farm.connections(BLOCKING2))
+        digit, t = session(b, "<alice@ok.test>")
+        tap.check("Redis down, B: a valid sender accepted (no tempfail for the cache's sake)", digit == "2", t)
+        digit, t = session(b, "<y@blk2.test>")
+        tap.equal("Redis down, B: still keeps what it learned before (no session at the first address)",
+                  farm.connections(BLOCKING), 1)
+        # Redis back: both connections again, and the channel works again.
+        redis.restart()
+        for d in (a, b, c):
+            tap.check("%s: logged the shared cache connected again" % d.name,
+                      vmtest.wait_until(lambda: len(d.log_lines(r"shared cache .*: connected")) >= 2, 40), d.diag)
+        rc.close()
+        rc = redis.client()
+        tap.check("after the restart all three listen on the channel again",
+                  vmtest.wait_until(lambda: rc.command("PUBSUB", "NUMSUB", "vemilter:m:news:0")[1] == 3, 10),
+                  repr(rc.command("PUBSUB", "NUMSUB", "vemilter:m:news:0")))
+        digit, t = session(a, "<s@blk6.test>")
+        tap.check("after the restart, A meets another blocking address: 1 session", digit != "5"
+                  and farm.connections(BLOCKING3) == 1, t)
+        tap.check("... B learns it from the channel",
+                  b.wait_log(r"breaker: learned from \S+: mx\.blk3\.test \[127\.0\.0\.55\]", 5) is not None,
+                  b.diag)
+        digit, t = session(b, "<r@blk7.test>")
+        tap.check("... and makes no connection there", digit != "5" and farm.connections(BLOCKING3) == 1,
+                  t + "\nsessions %d" % farm.connections(BLOCKING3))
+
+        # A user without the channel: the cache stays up, the SCAN still reads.
+        os.makedirs(tmp.join("redis2"), exist_ok=True)
+        locked = NoChannelRedis(tmp.join("redis2"), password="default-pw-not-ours", user=(USER, PASSWORD))
+        try:
+            locked.start()
+            with locked.client() as lc:
+                rec = "1\tB\t%d\t4\t554\t5.7.1\tother-host:1\tmx.far.test\tgo away" % (
+                    int(time.time() * 1000) + 7200000)  # 2 h: past our blocked_ttl
+                lc.command("SET", "vemilter:m:127.0.0.99", rec, "PX", "120000")
+            d = Daemon(tmp, daemon_conf(tmp, "d", dns_port, farm_port, locked.port), name="d", debug=True)
+            daemons.append(d)
+            d.start()
+            tap.check("no channel permission: a warning naming the channel",
+                      d.wait_log(r"breaker channel vemilter:m:news:0 was refused", 5) is not None, d.diag)
+            tap.check("... the record written before is learned by the SCAN, its window cut to our "
+                      "blocked_ttl (10 min, not the writer's 2 h)",
+                      d.wait_log(r"breaker: learned from other-host:1: mx\.far\.test \[127\.0\.0\.99\] refused "
+                                 r"us at banner \(554 5\.7\.1 go away\): not connecting there for 600 s", 5)
+                      is not None, d.diag)
+            time.sleep(2.5)  # two reconnection backoffs, had the refusal dropped the cache
+            tap.check("... and the cache stays up: connected once, never unavailable",
+                      len(d.log_lines(r"shared cache .*: connected")) == 1
+                      and not d.log_lines(r"shared cache .*unavailable"), d.diag)
+        finally:
+            locked.remove()
+
+        for d in daemons:
+            tap.check("%s: no crash, and the password never logged" % d.name,
+                      d.proc.poll() is None and not d.log_lines(PASSWORD), d.diag())
+    except Exception:
+        import traceback
+        tap.check("no exception", False, traceback.format_exc() + "\n" + "\n".join(d.diag() for d in daemons))
+    finally:
+        for d in daemons:
+            d.kill()
+        redis.remove()
+        farm.stop()
+        dns.stop()
+        tmp.remove()
+    return tap.done()
+
+
+def metrics(port):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        return r.read().decode()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
