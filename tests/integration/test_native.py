@@ -200,12 +200,34 @@ def t_quit_nc(tap, cleanup):
     c.quit()
 
 
+def t_order(tap, cleanup):
+    """An MTA that sends a command behind a parked RCPT (none should, but
+    one may): its answer must not overtake the RCPT's, which comes first,
+    when the probe ends, then the later command's."""
+    a = MilterClient(G.d.socket, timeout=15)
+    cleanup.add(a.close)
+    a.session(client_addr="198.51.100.25")
+    a.mail("<erin@slow.test>", macros={"i": "ORDER1"})  # not cached yet: probed
+    t0 = time.monotonic()
+    a.send_packet("R", b"<bob@local.test>\0")
+    a.send_packet("U", b"NOOP\0")
+    first = a.read_reply()
+    waited = time.monotonic() - t0
+    second = a.read_reply()
+    tap.check("a command behind a parked RCPT: the RCPT's answer first (%r after %.2f s), then "
+              "the command's (%r)" % (first, waited, second),
+              first.code in ("a", "c", "y", "r", "t") and second.code == "c" and waited > 0.3,
+              a.transcript_text())
+    a.quit()
+
+
 def t_stop(tap, cleanup):
     code = G.d.stop()
     tap.check("SIGTERM: exit status 0", code == 0, G.d.diag())
 
 
-TESTS = [t_hostile, t_not_reading, t_parked, t_budget, t_gone_while_parked, t_quit_nc, t_stop]
+TESTS = [t_hostile, t_not_reading, t_parked, t_budget, t_gone_while_parked, t_quit_nc, t_order,
+         t_stop]
 
 
 def setup(tap):
