@@ -275,6 +275,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	event_del(c->wake);
 	c->parked = false;
 	c->ticket = NULL;
+	bufferevent_set_timeouts(c->bev, &c->loop->timeout, &c->loop->timeout);
 	process(c);
 }
 
@@ -302,6 +303,11 @@ static bool park(struct mconn *c, struct verify_ticket *ticket, int64_t deadline
 		c->ticket = NULL;
 		return false;
 	}
+	/* The MTA is silent while it waits for our answer: milter_timeout
+	 * (which may be shorter than verify_budget) is not for this wait,
+	 * which the deadline bounds; libmilter does not time a callback
+	 * either. A hang-up is still seen (reading stays on). */
+	bufferevent_set_timeouts(c->bev, NULL, &c->loop->timeout);
 	return true;
 }
 

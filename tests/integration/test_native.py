@@ -153,7 +153,10 @@ def t_parked(tap, cleanup):
 
 
 def t_budget(tap, cleanup):
-    """A MX slower than verify_budget: the budget's answer at the budget."""
+    """A MX slower than verify_budget: the budget's answer at the budget,
+    though milter_timeout (2 s) is shorter: the MTA is silent while it
+    waits for our answer, which is no reason to hang up on it (libmilter
+    does not time a callback either)."""
     a = MilterClient(G.d.socket, timeout=15)
     cleanup.add(a.close)
     a.session(client_addr="198.51.100.21")
@@ -161,7 +164,7 @@ def t_budget(tap, cleanup):
     t0 = time.monotonic()
     r = a.rcpt("<bob@local.test>")
     waited = time.monotonic() - t0
-    tap.check("past verify_budget (3 s): tempfail after %.2f s" % waited,
+    tap.check("past verify_budget (3 s), milter_timeout 2 s: tempfail after %.2f s" % waited,
               r.code == "y" and r.smtp_code.startswith("4") and 2.5 < waited < 6,
               "%r\n%s" % (r, a.transcript_text()))
     a.quit()
@@ -197,12 +200,34 @@ def t_quit_nc(tap, cleanup):
     c.quit()
 
 
+def t_order(tap, cleanup):
+    """An MTA that sends a command behind a parked RCPT (none should, but
+    one may): its answer must not overtake the RCPT's, which comes first,
+    when the probe ends, then the later command's."""
+    a = MilterClient(G.d.socket, timeout=15)
+    cleanup.add(a.close)
+    a.session(client_addr="198.51.100.25")
+    a.mail("<erin@slow.test>", macros={"i": "ORDER1"})  # not cached yet: probed
+    t0 = time.monotonic()
+    a.send_packet("R", b"<bob@local.test>\0")
+    a.send_packet("U", b"NOOP\0")
+    first = a.read_reply()
+    waited = time.monotonic() - t0
+    second = a.read_reply()
+    tap.check("a command behind a parked RCPT: the RCPT's answer first (%r after %.2f s), then "
+              "the command's (%r)" % (first, waited, second),
+              first.code in ("a", "c", "y", "r", "t") and second.code == "c" and waited > 0.3,
+              a.transcript_text())
+    a.quit()
+
+
 def t_stop(tap, cleanup):
     code = G.d.stop()
     tap.check("SIGTERM: exit status 0", code == 0, G.d.diag())
 
 
-TESTS = [t_hostile, t_not_reading, t_parked, t_budget, t_gone_while_parked, t_quit_nc, t_stop]
+TESTS = [t_hostile, t_not_reading, t_parked, t_budget, t_gone_while_parked, t_quit_nc, t_order,
+         t_stop]
 
 
 def setup(tap):
@@ -220,6 +245,7 @@ def setup(tap):
         "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
         "banner_timeout": "10s", "command_timeout": "5s", "probe_timeout": "20s",
         "verify_budget": "3s", "cache": G.tmp.join("cache.lmdb"),
+        "milter_timeout": "2s",  # shorter than verify_budget: t_budget
     })
     G.d = Daemon(G.tmp, conf, name="native", debug=True)
     G.d.start()
