@@ -645,6 +645,29 @@ static const char *why_name(enum probe_why why)
 	return "";
 }
 
+/* requeue_joiners - tagged joiners (linked by next_waiter, each holding
+ * the reference it had on the probe) an answer was not for: each gets a
+ * probe of its own, nobody else's; out of memory: a tempfail stamped now */
+static void requeue_joiners(struct vcore *c, struct verify_ticket *requeue, int64_t now)
+{
+	while (requeue != NULL) {
+		struct verify_ticket *t = requeue;
+		requeue = t->next_waiter;
+		char stable[ADDR_PATH_MAX];
+		stable_of(c, &t->sender, stable, sizeof(stable));
+		bool queued = queue_probe(c, &t->sender, stable, t, WHY_ASKED, 0, false, 0, NULL, NO_RECHECK);
+		pthread_mutex_lock(&c->lock);
+		if (!queued) {
+			struct outcome oom = {0};
+			outcome_set(&oom, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL,
+			            "out of memory queuing a probe");
+			settle_ticket(c, t, &oom, VERIFY_PROBED, now);
+		}
+		ticket_unref(t);
+		pthread_mutex_unlock(&c->lock);
+	}
+}
+
 /* on_probe_done - a probe ended: stamp, store, then answer everyone waiting */
 static void on_probe_done(void *arg, const struct outcome *o)
 {
@@ -721,23 +744,7 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	}
 	pthread_mutex_unlock(&c->lock);
 
-	/* A tagged joiner the answer was not for: its own probe, nobody else's. */
-	while (requeue != NULL) {
-		struct verify_ticket *t = requeue;
-		requeue = t->next_waiter;
-		char stable[ADDR_PATH_MAX];
-		stable_of(c, &t->sender, stable, sizeof(stable));
-		bool queued = queue_probe(c, &t->sender, stable, t, WHY_ASKED, 0, false, 0, NULL, NO_RECHECK);
-		pthread_mutex_lock(&c->lock);
-		if (!queued) {
-			struct outcome oom = {0};
-			outcome_set(&oom, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL,
-			            "out of memory queuing a probe");
-			settle_ticket(c, t, &oom, VERIFY_PROBED, now);
-		}
-		ticket_unref(t);
-		pthread_mutex_unlock(&c->lock);
-	}
+	requeue_joiners(c, requeue, now);
 	free(p);
 }
 
@@ -1333,22 +1340,7 @@ static bool shared_answer(struct vcore *c, struct probe *p)
 	pthread_mutex_unlock(&c->lock);
 	log_msg(LOG_DEBUG, "%s: answered from the shared cache (%s)", p->address.normalized,
 	        outcome_name(a.outcome.kind));
-	while (requeue != NULL) {
-		struct verify_ticket *t = requeue;
-		requeue = t->next_waiter;
-		char stable[ADDR_PATH_MAX];
-		stable_of(c, &t->sender, stable, sizeof(stable));
-		bool queued = queue_probe(c, &t->sender, stable, t, WHY_ASKED, 0, false, 0, NULL, NO_RECHECK);
-		pthread_mutex_lock(&c->lock);
-		if (!queued) {
-			struct outcome oom = {0};
-			outcome_set(&oom, OUTCOME_TEMPFAIL, STAGE_NONE, 0, NULL, NULL,
-			            "out of memory queuing a probe");
-			settle_ticket(c, t, &oom, VERIFY_PROBED, wall_now(c));
-		}
-		ticket_unref(t);
-		pthread_mutex_unlock(&c->lock);
-	}
+	requeue_joiners(c, requeue, wall_now(c));
 	if (a.refresh != 0 &&
 	    !queue_probe(c, &p->address, p->stable, NULL, WHY_REFRESH, a.refresh, false, 0, NULL, NO_RECHECK))
 		log_msg(LOG_WARNING, "out of memory: cannot refresh %s", p->address.normalized);
