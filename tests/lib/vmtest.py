@@ -556,6 +556,14 @@ class Daemon:
                 raise DaemonError("vemilter exited with %s before listening\n%s"
                                   % (rc, self.diag()))
             if self.socket and socket_listening(self.socket, probe_connect):
+                # The pid file is written just after the socket listens: a
+                # test that reads it right after start() would race that
+                # write on a slow (sanitizer) build. Bounded: a daemon that
+                # could not write it is the test's to judge.
+                pid_file = self.conf.get("pid_file") if isinstance(self.conf, dict) else None
+                if pid_file:
+                    wait_until(lambda: read_file(pid_file).endswith("\n") or self.proc.poll() is not None,
+                               5 * TIME_SCALE)
                 return self
             time.sleep(0.05)
         raise DaemonError("vemilter did not listen on %s within %.0fs\n%s"
