@@ -668,6 +668,47 @@ static void requeue_joiners(struct vcore *c, struct verify_ticket *requeue, int6
 	}
 }
 
+/* settle_waiters - p is answered (o, from source; deferred: its deferral
+ * start): unlink it and answer every ticket waiting for it. A waiter for
+ * p's own address gets o; a tagged joiner of another address gets it
+ * tagged if it is positive (vstore_transferable), else it is requeued as
+ * its own probe (a reject is about one address; now stamps an out of
+ * memory tempfail). Counted under the lock: *same (may be NULL) for
+ * every waiter of p's address answered, *tagged (may be NULL) for every
+ * tagged joiner answered. p stays the caller's to free. */
+static void settle_waiters(struct vcore *c, struct probe *p, const struct outcome *o,
+                           enum verify_source source, int64_t deferred, uint64_t *same, uint64_t *tagged,
+                           int64_t now)
+{
+	struct verify_ticket *requeue = NULL;
+	struct outcome as_tagged = *o;
+	as_tagged.flags |= OUTCOME_F_TAGGED;
+	pthread_mutex_lock(&c->lock);
+	unlink_probe(c, p);
+	c->finished_seq++;
+	c->stats.in_flight--;
+	for (struct verify_ticket *t = p->waiters, *next; t != NULL; t = next) {
+		next = t->next_waiter;
+		uint64_t *counter;
+		if (strcmp(t->sender.normalized, p->address.normalized) == 0) {
+			settle_ticket(c, t, o, source, deferred);
+			counter = same;
+		} else if (vstore_transferable(o)) {
+			settle_ticket(c, t, &as_tagged, source, 0);
+			counter = tagged;
+		} else {
+			t->next_waiter = requeue; /* keeps the probe's reference */
+			requeue = t;
+			continue;
+		}
+		if (counter != NULL)
+			(*counter)++;
+		ticket_unref(t);
+	}
+	pthread_mutex_unlock(&c->lock);
+	requeue_joiners(c, requeue, now);
+}
+
 /* on_probe_done - a probe ended: stamp, store, then answer everyone waiting */
 static void on_probe_done(void *arg, const struct outcome *o)
 {
@@ -721,30 +762,7 @@ static void on_probe_done(void *arg, const struct outcome *o)
 	        outcome_name(o->kind), probe_stage_name(o->stage), o->reason,
 	        (long long)(mono_now(c) - p->started_ms), why_name(p->why), flags);
 
-	struct verify_ticket *requeue = NULL;
-	struct outcome tagged = *o;
-	tagged.flags |= OUTCOME_F_TAGGED;
-	pthread_mutex_lock(&c->lock);
-	unlink_probe(c, p);
-	c->finished_seq++;
-	c->stats.in_flight--;
-	for (struct verify_ticket *t = p->waiters, *next; t != NULL; t = next) {
-		next = t->next_waiter;
-		if (strcmp(t->sender.normalized, p->address.normalized) == 0) {
-			settle_ticket(c, t, o, VERIFY_PROBED, deferred);
-		} else if (vstore_transferable(o)) {
-			settle_ticket(c, t, &tagged, VERIFY_PROBED, 0);
-			c->stats.tagged_hits++;
-		} else {
-			t->next_waiter = requeue; /* keeps the probe's reference */
-			requeue = t;
-			continue;
-		}
-		ticket_unref(t);
-	}
-	pthread_mutex_unlock(&c->lock);
-
-	requeue_joiners(c, requeue, now);
+	settle_waiters(c, p, o, VERIFY_PROBED, deferred, NULL, &c->stats.tagged_hits, now);
 	free(p);
 }
 
@@ -1316,31 +1334,10 @@ static bool shared_answer(struct vcore *c, struct probe *p)
 	struct vstore_answer a;
 	if (vstore_lookup(&c->store, &p->address, p->stable, wall_now(c), &a) != VSTORE_ANSWER)
 		return false;
-	struct verify_ticket *requeue = NULL;
-	struct outcome tagged = a.outcome;
-	tagged.flags |= OUTCOME_F_TAGGED;
-	pthread_mutex_lock(&c->lock);
-	unlink_probe(c, p);
-	c->finished_seq++;
-	c->stats.in_flight--;
-	for (struct verify_ticket *t = p->waiters, *next; t != NULL; t = next) {
-		next = t->next_waiter;
-		if (strcmp(t->sender.normalized, p->address.normalized) == 0) {
-			settle_ticket(c, t, &a.outcome, a.source, a.deferred_since_ms);
-		} else if (vstore_transferable(&a.outcome)) {
-			settle_ticket(c, t, &tagged, a.source, 0);
-		} else {
-			t->next_waiter = requeue; /* keeps the probe's reference */
-			requeue = t;
-			continue;
-		}
-		c->stats.shared_hits++;
-		ticket_unref(t);
-	}
-	pthread_mutex_unlock(&c->lock);
 	log_msg(LOG_DEBUG, "%s: answered from the shared cache (%s)", p->address.normalized,
 	        outcome_name(a.outcome.kind));
-	requeue_joiners(c, requeue, wall_now(c));
+	settle_waiters(c, p, &a.outcome, a.source, a.deferred_since_ms, &c->stats.shared_hits,
+	               &c->stats.shared_hits, wall_now(c));
 	if (a.refresh != 0 &&
 	    !queue_probe(c, &p->address, p->stable, NULL, WHY_REFRESH, a.refresh, false, 0, NULL, NO_RECHECK))
 		log_msg(LOG_WARNING, "out of memory: cannot refresh %s", p->address.normalized);

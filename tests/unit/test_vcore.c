@@ -521,6 +521,51 @@ START_TEST(shared_fetch_answers_without_probe)
 }
 END_TEST
 
+/* A tagged joiner of a probe the shared tier answers: a positive answer
+ * is its too, tagged, and counted a shared hit; a reject is about the
+ * other address, so it gets a probe of its own (its own look first). */
+START_TEST(shared_fetch_answers_tagged_joiner)
+{
+	engine_shares = true;
+	start("");
+	struct verify_ticket *a = submit("list-bounces+a=x.test@lists.test");
+	struct verify_ticket *b = submit("list-bounces+b=y.test@lists.test"); /* joins a's */
+	ck_assert_int_eq(S.n, 1);
+	remote_put("a:list-bounces+a=x.test@lists.test", OUTCOME_VALID);
+	shared_reply(FETCH, 1);
+	struct verify_result ra = must_answer(a), rb = must_answer(b);
+	ck_assert_int_eq(ra.outcome.kind, OUTCOME_VALID);
+	ck_assert(!(ra.outcome.flags & OUTCOME_F_TAGGED));
+	ck_assert_int_eq(rb.outcome.kind, OUTCOME_VALID);
+	ck_assert(rb.outcome.flags & OUTCOME_F_TAGGED);
+	ck_assert_int_eq(rb.source, VERIFY_CACHED);
+	ck_assert_int_eq(stats().shared_hits, 2);
+	ck_assert_int_eq(stats().tagged_hits, 0); /* that counter is the probes' */
+	vcore_release(a);
+	vcore_release(b);
+	a = submit("list2+a=x.test@lists.test");
+	b = submit("list2+b=y.test@lists.test");
+	remote_put("a:list2+a=x.test@lists.test", OUTCOME_INVALID);
+	shared_reply(FETCH, 1);
+	ck_assert_int_eq(must_answer(a).outcome.kind, OUTCOME_INVALID);
+	struct verify_result r;
+	ck_assert(!answered(b, &r));
+	ck_assert_int_eq(stats().shared_hits, 3);
+	struct fake_shared *again = shared_live(FETCH);
+	ck_assert_ptr_nonnull(again);
+	ck_assert_str_eq(again->address.normalized, "list2+b=y.test@lists.test");
+	remote_put("a:list2+b=y.test@lists.test", OUTCOME_VALID);
+	shared_reply(FETCH, 1);
+	r = must_answer(b);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID);
+	ck_assert(!(r.outcome.flags & OUTCOME_F_TAGGED));
+	ck_assert_int_eq(F.nprobes, 0);
+	ck_assert_int_eq(stats().in_flight, 0);
+	vcore_release(a);
+	vcore_release(b);
+}
+END_TEST
+
 START_TEST(shared_lease_ours_probes_then_releases)
 {
 	engine_shares = true;
@@ -2454,6 +2499,7 @@ int main(void)
 	tcase_add_test(tc, domain_table_bounded);
 	tcase_add_test(tc, no_cache_no_deferral);
 	tcase_add_test(tc, shared_fetch_answers_without_probe);
+	tcase_add_test(tc, shared_fetch_answers_tagged_joiner);
 	tcase_add_test(tc, shared_lease_ours_probes_then_releases);
 	tcase_add_test(tc, shared_lease_ours_looks_again);
 	tcase_add_test(tc, shared_failure_probes_at_once);
