@@ -71,12 +71,10 @@ Needs root, Debian's postfix package, and a built tree (VEMILTER_BUILDDIR,
 default: the source dir). Not part of make check.
 """
 
-import argparse
 import asyncio
 import multiprocessing
 import os
 import re
-import resource
 import signal
 import socket
 import statistics
@@ -88,6 +86,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "fakes"))
 
+import benchlib  # noqa: E402
 import vmtest  # noqa: E402
 import postfixinst  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
@@ -788,50 +787,18 @@ class Bench:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--messages", type=int, default=2000, help="messages per cached phase (and cached senders)")
-    ap.add_argument("--fresh", type=int, default=200, help="never-seen senders per fresh scenario")
-    ap.add_argument("--concurrency", type=int, default=20)
-    ap.add_argument("--latency", type=float, default=0.1, help="seconds before each farm reply")
-    ap.add_argument("--domains", type=int, default=50)
-    ap.add_argument("--servers", type=int, default=10)
-    ap.add_argument("--retry", type=float, default=1.0, help="seconds before a 4xx'd sender tries again")
+    ap = benchlib.arg_parser(__doc__, latency=0.1, procs=4,
+                             messages_help="messages per cached phase (and cached senders)",
+                             fresh_help="never-seen senders per fresh scenario",
+                             quick_help="small sizes (< 2 minutes), for a smoke test")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions of each cached phase (median reported)")
-    ap.add_argument("--procs", type=int, default=4, help="load generator processes")
     ap.add_argument("--no-smtp-source", action="store_true", help="skip the smtp-source rows")
     ap.add_argument("--json", metavar="FILE", help="append every number as one JSON line to FILE")
-    ap.add_argument("--quick", action="store_true", help="small sizes (< 2 minutes), for a smoke test")
     args = ap.parse_args()
     if args.quick:
         args.messages, args.fresh, args.repeat = 200, 20, 2
     args.repeat = max(1, args.repeat)
-    why = postfixinst.available()
-    if why:
-        print("cannot run: %s" % why)
-        return 2
-    if not os.access(vmtest.vemilter_binary(), os.X_OK):
-        print("no vemilter binary at %s (set VEMILTER_BUILDDIR)" % vmtest.vemilter_binary())
-        return 2
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    b = Bench(args)
-    try:
-        b.setup()
-        b.run()
-        b.report()
-    except postfixinst.PostfixError as e:
-        print("Postfix failed: %s" % e)
-        return 1
-    except BaseException:
-        if b.postfix is not None:
-            sys.stderr.write("Postfix log tail:\n%s\n" % vmtest.tail(b.postfix.log(), 20))
-        for d in b.milters.values():
-            sys.stderr.write("%s log tail:\n%s\n" % (d.name, vmtest.tail(d.log(), 20)))
-        raise
-    finally:
-        b.teardown()
-    print("bench run time %.0f s" % (time.monotonic() - b.t_start))
-    return 0
+    return benchlib.run(Bench, args)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ with 1, 2 and 4 daemons sharing one Redis.
 
 Built on bench/postfix_bench.py (imported, not changed): its Bench (fakes,
 phase bookkeeping, priming, scenario and CPU accounting), its BenchPostfix
-(one Postfix, one smtpd listener per phase), load generator and summary.
+(one Postfix, one smtpd listener per phase), load generator and summary;
+the options both take and the run around the bench: bench/benchlib.py.
 Only setup(), the run and the report are this file's. One run:
 
   plain              Postfix's main listener, no milter: the baseline
@@ -42,10 +43,8 @@ Needs root, postfix, redis-server and a built tree (VEMILTER_BUILDDIR,
 default: the source dir). Not part of make check.
 """
 
-import argparse
 import os
 import re
-import resource
 import sys
 import threading
 import time
@@ -56,6 +55,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "fakes"))
 
+import benchlib  # noqa: E402
 import postfix_bench as pb  # noqa: E402
 import postfixinst  # noqa: E402
 import redisserver  # noqa: E402
@@ -276,48 +276,16 @@ class SharedBench(pb.Bench):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--messages", type=int, default=2000, help="cached-sender and plain messages per phase")
-    ap.add_argument("--fresh", type=int, default=200, help="new senders per fleet size")
-    ap.add_argument("--concurrency", type=int, default=20)
-    ap.add_argument("--latency", type=float, default=0.02, help="seconds before each farm reply")
-    ap.add_argument("--domains", type=int, default=50)
-    ap.add_argument("--servers", type=int, default=10)
-    ap.add_argument("--retry", type=float, default=1.0, help="seconds before a 4xx'd sender tries again")
-    ap.add_argument("--procs", type=int, default=2, help="load generator processes")
+    ap = benchlib.arg_parser(__doc__, latency=0.02, procs=2,
+                             messages_help="cached-sender and plain messages per phase",
+                             fresh_help="new senders per fleet size",
+                             quick_help="small sizes (< 3 minutes), for a smoke test")
     ap.add_argument("--rounds", type=int, default=5, help="rounds of the cached phases (median reported)")
-    ap.add_argument("--quick", action="store_true", help="small sizes (< 3 minutes), for a smoke test")
     args = ap.parse_args()
     if args.quick:
         args.messages, args.fresh, args.rounds = 200, 20, 2
     args.rounds = max(1, args.rounds)
-    why = postfixinst.available() or redisserver.available()
-    if why:
-        print("cannot run: %s" % why)
-        return 2
-    if not os.access(vmtest.vemilter_binary(), os.X_OK):
-        print("no vemilter binary at %s (set VEMILTER_BUILDDIR)" % vmtest.vemilter_binary())
-        return 2
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    b = SharedBench(args)
-    try:
-        b.setup()
-        b.run()
-        b.report()
-    except postfixinst.PostfixError as e:
-        print("Postfix failed: %s" % e)
-        return 1
-    except BaseException:
-        if b.postfix is not None:
-            sys.stderr.write("Postfix log tail:\n%s\n" % vmtest.tail(b.postfix.log(), 20))
-        for d in b.milters.values():
-            sys.stderr.write("%s log tail:\n%s\n" % (d.name, vmtest.tail(d.log(), 20)))
-        raise
-    finally:
-        b.teardown()
-    print("bench run time %.0f s" % (time.monotonic() - b.t_start))
-    return 0
+    return benchlib.run(SharedBench, args, needs=(redisserver.available,))
 
 
 if __name__ == "__main__":
