@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
 from milterclient import MilterClient  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
@@ -56,13 +56,8 @@ N_DEAD = 100
 
 
 def zone():
-    z = {}
-    for i in range(1, N_BLOCKED + 1):
-        z["b%d.test" % i] = {"MX": [[10, "mx.b%d.test" % i]]}
-        z["mx.b%d.test" % i] = {"A": [BLOCKING]}
-    for i in range(1, N_DEAD + 3):
-        z["d%d.test" % i] = {"MX": [[10, "mx.d%d.test" % i]]}
-        z["mx.d%d.test" % i] = {"A": [DEAD]}
+    z = vmtest.mx_zone([("b%d.test" % i, BLOCKING) for i in range(1, N_BLOCKED + 1)]
+                       + [("d%d.test" % i, DEAD) for i in range(1, N_DEAD + 3)])
     # looked up after the backoff (1 s) has passed, one after the other (-j1)
     z["d%d.test" % (N_DEAD + 1)]["delay"] = {"MX": 1.5}
     z["d%d.test" % (N_DEAD + 2)]["delay"] = {"MX": 1.5}
@@ -246,10 +241,8 @@ def verdict_lines(d, sender):
 def daemon_runs(tap, tmp, dns_port, farm, farm_port):
     """The issue's case behind the milter: bursts of senders at domains that
     share one refusing host, and one dead host, all at once."""
-    conf = base_conf(tmp, "breaker.sock", **{
-        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "3s",
-        "helo_name": HELO, "probe_port": farm_port,
-        "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+    conf = probe_conf(tmp, "breaker.sock", dns_port, farm_port, **{
+        "dns_timeout": "3s", "helo_name": HELO, "connect_timeout": "2s",
         "banner_timeout": "2s", "command_timeout": "3s", "probe_timeout": "15s",
         "verify_budget": "5s", "cache": "",
     })
@@ -315,9 +308,7 @@ def main():
         dead_runs(tap, tmp, dns_port, farm, farm_port)
         daemon_runs(tap, tmp, dns_port, farm, farm_port)
     finally:
-        farm.stop()
-        dns.stop()
-        tmp.remove()
+        vmtest.tear_down(servers=(farm, dns), tmp=tmp)
     return tap.done()
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf, run  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf, run  # noqa: E402
 from milterclient import MilterClient  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
@@ -60,10 +60,8 @@ class Env:
         farm_port = self.farm.start()
         self.cache = tmp.join("cache.lmdb")
         self.good = tmp.join("good.lmdb")
-        self.conf = base_conf(tmp, "damage.sock", **{
-            "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
-            "helo_name": "probe.vemilter.test", "probe_port": farm_port,
-            "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+        self.conf = probe_conf(tmp, "damage.sock", dns_port, farm_port, **{
+            "connect_timeout": "2s",
             "verify_budget": "5s", "cache": self.cache, "cache_max_mb": 4,
         })
         self.conf_path = tmp.write("tool.conf", vmtest.format_conf(self.conf))

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf, run  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf, run  # noqa: E402
 from milterclient import one_message  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
@@ -39,10 +39,8 @@ TOOL = os.path.join(vmtest.builddir(), "vemilter-cache")
 
 
 def daemon(tmp, name, dns_port, farm_port, interval):
-    conf = base_conf(tmp, name + ".sock", **{
-        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
-        "helo_name": "probe.vemilter.test", "probe_port": farm_port,
-        "probe_allow_networks": "127.0.0.0/8", "verify_budget": "8s",
+    conf = probe_conf(tmp, name + ".sock", dns_port, farm_port, **{
+        "verify_budget": "8s",
         "cache": tmp.join(name + ".lmdb"), "cache_sync_interval": interval,
         "log_level": "debug",
     })

@@ -55,13 +55,7 @@ LOGGED = "catch-all host: "
 
 
 def zone():
-    z = {}
-    for d in CATCH_DOMAINS + ["n1.test"]:
-        z[d] = {"MX": [[10, "mx." + d]]}
-        z["mx." + d] = {"A": [CATCH]}
-    z["spacer.test"] = {"MX": [[10, "mx.spacer.test"]]}
-    z["mx.spacer.test"] = {"A": [SLOW]}
-    return z
+    return vmtest.mx_zone([(d, CATCH) for d in CATCH_DOMAINS + ["n1.test"]] + [("spacer.test", SLOW)])
 
 
 def write_conf(tmp, name, dns_port, farm_port, *extra):

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
 from milterclient import one_message  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
@@ -50,10 +50,8 @@ def main():
         dns_port = dns.start()
         farm.add("127.0.0.41", "normal", users=["alice"])
         farm_port = farm.start()
-        conf = base_conf(tmp, "explain.sock", **{
-            "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
-            "helo_name": "probe.vemilter.test", "probe_port": farm_port,
-            "probe_allow_networks": "127.0.0.0/8", "verify_budget": "8s",
+        conf = probe_conf(tmp, "explain.sock", dns_port, farm_port, **{
+            "verify_budget": "8s",
             "cache": tmp.join("cache.lmdb"), "domain_overrides": "skipped.test skip",
             "sender_domain_blocklist": "banned.test",
         })
@@ -106,11 +104,7 @@ def main():
                   "no cache file" in p.stdout and "would probe" in p.stdout and p.returncode == 1,
                   p.stdout + p.stderr)
     finally:
-        if d is not None:
-            d.kill()
-        farm.stop()
-        dns.stop()
-        tmp.remove()
+        vmtest.tear_down(servers=(farm, dns), daemons=(d,), tmp=tmp)
     return tap.done()
 
 

@@ -19,7 +19,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from vmtest import Daemon, TempDir, base_conf, probe_conf  # noqa: E402
 from milterclient import MilterClient  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes"))
@@ -159,10 +159,8 @@ def t_out_of_fds(tap, cleanup):
     farm.add("127.0.0.71", "normal", users=["alice", "bob"])
     dns_port = dns.start()
     farm_port = farm.start()
-    conf = base_conf(tmp, "fd.sock", **{
-        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
-        "helo_name": "probe.vemilter.test", "probe_port": farm_port,
-        "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+    conf = probe_conf(tmp, "fd.sock", dns_port, farm_port, **{
+        "connect_timeout": "2s",
         "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
         "verify_budget": "3s", "cache": tmp.join("cache.lmdb"), "self_health": "no",
     })

@@ -46,7 +46,7 @@ import redisserver  # noqa: E402
 import vmtest  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
 
 BIN = vmtest.vemilter_binary()
 SMTP_TIMEOUT = 20
@@ -88,21 +88,14 @@ class G:
 
 
 def make_zone():
-    zone = {}
-    for dom, ip in DOMAINS.items():
-        zone[dom] = {"MX": [[10, "mx." + dom]]}
-        zone["mx." + dom] = {"A": [ip]}
-    return zone
+    return vmtest.mx_zone(DOMAINS)
 
 
 def daemon_conf(name, **over):
-    conf = base_conf(G.tmp, name + ".sock", socket_mode="0666", trusted_networks="192.0.2.0/24")
+    conf = probe_conf(G.tmp, name + ".sock", G.dns_port, G.farm_port, socket_mode="0666")
     conf.update({
-        "dns_servers": "127.0.0.1:%d" % G.dns_port,
         "dns_timeout": "500ms",
         "helo_name": "probe-%s.test" % name,
-        "probe_port": G.farm_port,
-        "probe_allow_networks": "127.0.0.0/8",
         "connect_timeout": "2s",
         "banner_timeout": "10s",
         "command_timeout": "5s",

@@ -60,11 +60,7 @@ RANDOM_RCPT = re.compile(r"^RCPT TO:<[a-z0-9]{16}@", re.I)
 
 
 def zone():
-    z = {}
-    for d, a in (("accept.test", ACCEPT), ("matters.test", MATTERS)):
-        z[d] = {"MX": [[10, "mx." + d]]}
-        z["mx." + d] = {"A": [a]}
-    return z
+    return vmtest.mx_zone({"accept.test": ACCEPT, "matters.test": MATTERS})
 
 
 def ask(d, farm, sender, farm_addr, qid):

@@ -48,10 +48,7 @@ WHY = "(servers that accept every RCPT and bounce later)"
 
 
 def zone():
-    z = {}
-    for i in range(1, N_RATED + 1):
-        z["r%d.test" % i] = {"MX": [[10, "mx.r%d.test" % i]]}
-        z["mx.r%d.test" % i] = {"A": [RATED]}
+    z = vmtest.mx_zone(("r%d.test" % i, RATED) for i in range(1, N_RATED + 1))
     z["two.test"] = {"MX": [[10, "mx1.two.test"], [20, "mx2.two.test"]]}
     z["mx1.two.test"] = {"A": [RATED]}
     z["mx2.two.test"] = {"A": [OTHER]}
@@ -59,8 +56,7 @@ def zone():
     z["o1-test.mail.protection.outlook.test"] = {"A": [HOSTED]}
     z["o2.test"] = {"MX": [[10, "keep.mail.protection.outlook.test"]]}
     z["keep.mail.protection.outlook.test"] = {"A": [HOSTED]}
-    z["o3.test"] = {"MX": [[10, "mx.o3.test"]]}
-    z["mx.o3.test"] = {"A": [NETSKIP]}
+    z.update(vmtest.mx_zone({"o3.test": NETSKIP}))
     return z
 
 

@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
-from milterclient import MilterClient  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
+from milterclient import verdict_digit  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
 import redisserver  # noqa: E402
@@ -78,38 +78,20 @@ class NoChannelRedis(redisserver.RedisServer):
             f.write(text.replace(" &* ", " resetchannels "))
 
 
-def session(d, sender, client="198.51.100.7"):
-    """One message; (first digit of the RCPT reply, transcript)."""
-    c = MilterClient(d.socket, timeout=20)
-    try:
-        c.session(client_addr=client)
-        m = c.mail(sender, macros={"i": "Q1"})
-        got = m
-        if m.code == "c":
-            got = c.rcpt("<bob@local.test>")
-        c.quit()
-        digit = "2" if got.code in ("c", "a") else (got.smtp_code or "?")[0]
-        return digit, c.transcript_text()
-    finally:
-        c.close()
+def session(d, sender):
+    return verdict_digit(d.socket, sender)
 
 
 USER, PASSWORD = "fleet", "fleet-pw-7f3a"
 
 
 def daemon_conf(tmp, name, dns_port, farm_port, redis_port, **over):
-    conf = base_conf(tmp, name + ".sock", **{
-        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
-        "helo_name": "probe.vemilter.test", "probe_port": farm_port,
-        "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
-        "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
+    return probe_conf(tmp, name + ".sock", dns_port, farm_port, **{
+        "connect_timeout": "2s", "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
         "verify_budget": "6s", "cache": "redis://%s@127.0.0.1:%d" % (USER, redis_port),
         "cache_password_file": tmp.join("redis.pw"),
         "cache_fallback": tmp.join(name + ".lmdb"), "client_probe_rate": "0",
-        "blocked_ttl": "10m", "host_backoff": "5m",
-    })
-    conf.update(over)
-    return conf
+        "blocked_ttl": "10m", "host_backoff": "5m", **over})
 
 
 def main():
@@ -191,7 +173,7 @@ def main():
         tap.check("B: logged that it learned the backoff",
                   b.wait_log(r"breaker: learned from \S+: no answer from 127\.0\.0\.54", 5) is not None, b.diag)
 
-        ma, mb = metrics(aport), metrics(bport)
+        ma, mb = vmtest.metrics_text(aport), vmtest.metrics_text(bport)
         tap.check("metrics: A published 2 breaker records and learned none, B learned 2",
                   'vemilter_shared_breaker_records_total{result="published"} 2' in ma
                   and 'vemilter_shared_breaker_records_total{result="learned"} 0' in ma
@@ -279,19 +261,9 @@ def main():
         import traceback
         tap.check("no exception", False, traceback.format_exc() + "\n" + "\n".join(d.diag() for d in daemons))
     finally:
-        for d in daemons:
-            d.kill()
         redis.remove()
-        farm.stop()
-        dns.stop()
-        tmp.remove()
+        vmtest.tear_down(servers=(farm, dns), daemons=daemons, tmp=tmp)
     return tap.done()
-
-
-def metrics(port):
-    import urllib.request
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
-        return r.read().decode()
 
 
 if __name__ == "__main__":

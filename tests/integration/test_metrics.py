@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
 from milterclient import one_message  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
@@ -148,10 +148,8 @@ def main():
         farm.add("127.0.0.41", "normal", users=["alice"])
         farm_port = farm.start()
         mport = vmtest.free_port()
-        conf = base_conf(tmp, "metrics.sock", **{
-            "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
-            "helo_name": "probe.vemilter.test", "probe_port": farm_port,
-            "probe_allow_networks": "127.0.0.0/8", "verify_budget": "8s",
+        conf = probe_conf(tmp, "metrics.sock", dns_port, farm_port, **{
+            "verify_budget": "8s",
             "cache": tmp.join("cache.lmdb"), "metrics_listen": "127.0.0.1:%d" % mport,
         })
         d = Daemon(tmp, conf, name="metrics", debug=True)
@@ -312,11 +310,7 @@ def main():
         tap.check("a taken metrics port: the start fails (exit 1) saying so",
                   rc == 1 and "cannot listen there" in d2.log(), d2.diag())
     finally:
-        for x in daemons:
-            x.kill()
-        farm.stop()
-        dns.stop()
-        tmp.remove()
+        vmtest.tear_down(servers=(farm, dns), daemons=daemons, tmp=tmp)
     return tap.done()
 
 

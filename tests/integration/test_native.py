@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
 from milterclient import MilterClient  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
@@ -238,11 +238,8 @@ def setup(tap):
     G.farm.add("127.0.0.71", "normal", users=["alice"], reply_delay=0.4)
     G.farm.add("127.0.0.72", "slow_banner", delay=20)
     farm_port = G.farm.start()
-    conf = base_conf(G.tmp, "native.sock", **{
-        "milter_transport": "native",
-        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
-        "helo_name": "probe.vemilter.test", "probe_port": farm_port,
-        "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+    conf = probe_conf(G.tmp, "native.sock", dns_port, farm_port, **{
+        "milter_transport": "native", "connect_timeout": "2s",
         "banner_timeout": "10s", "command_timeout": "5s", "probe_timeout": "20s",
         "verify_budget": "3s", "cache": G.tmp.join("cache.lmdb"),
         "milter_timeout": "2s",  # shorter than verify_budget: t_budget

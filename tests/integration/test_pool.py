@@ -73,12 +73,8 @@ GROUPS = (("f", N_FORGED, FORGED), ("p", N_PROVIDER, PROVIDER), ("l", N_SMALL, L
 
 
 def zone():
-    z = {}
-    for prefix, n, addr in GROUPS:
-        for i in range(1, n + 1):
-            z["%s%d.test" % (prefix, i)] = {"MX": [[10, "mx.%s%d.test" % (prefix, i)]]}
-            z["mx.%s%d.test" % (prefix, i)] = {"A": [addr]}
-    return z
+    return vmtest.mx_zone(("%s%d.test" % (prefix, i), addr) for prefix, n, addr in GROUPS
+                          for i in range(1, n + 1))
 
 
 def write_conf(tmp, name, dns_port, farm_port, *extra):

@@ -69,7 +69,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
 import postfixinst  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
@@ -116,17 +116,13 @@ DOMAINS = {
 
 
 def make_zone(appears=False, storm_addr="127.0.0.50"):
-    zone = {}
-    for dom, ip in DOMAINS.items():
-        zone[dom] = {"MX": [[10, "mx." + dom]]}
-        zone["mx." + dom] = {"A": [ip]}
+    zone = vmtest.mx_zone(DOMAINS)
     zone["mx.storm.test"] = {"A": [storm_addr]}
     zone["servfail.test"] = {"rcode": "SERVFAIL"}
     # every NXDOMAIN under test. says: believe it for 2 s (RFC 2308 negative TTL)
     zone["test"] = {"soa": {"ttl": 2, "minimum": 2}}
     if appears:
-        zone["appears.test"] = {"MX": [[10, "mx.appears.test"]]}
-        zone["mx.appears.test"] = {"A": ["127.0.0.49"]}
+        zone.update(vmtest.mx_zone({"appears.test": "127.0.0.49"}))
     return zone
 
 
@@ -192,14 +188,11 @@ def klass(r):
 
 
 def conf_for(name, **over):
-    conf = base_conf(G.tmp, name + ".sock", socket_mode="0666", trusted_networks="192.0.2.0/24")
+    conf = probe_conf(G.tmp, name + ".sock", G.dns_port, G.farm_port, socket_mode="0666")
     conf.update({
         "log_level": "debug",
-        "dns_servers": "127.0.0.1:%d" % G.dns_port,
         "dns_timeout": "500ms",
         "helo_name": HELO,
-        "probe_port": G.farm_port,
-        "probe_allow_networks": "127.0.0.0/8",
         "connect_timeout": "2s",
         "banner_timeout": "5s",
         "command_timeout": "10s",

@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
 import postfixinst  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
@@ -88,12 +88,7 @@ DOMAINS = {
 
 
 def make_zone():
-    zone = {}
-    for dom, ip in DOMAINS.items():
-        zone[dom] = {"MX": [[10, "mx." + dom]]}
-        zone["mx." + dom] = {"A": [ip]}
-    # nxdomain.test is absent: NXDOMAIN
-    return zone
+    return vmtest.mx_zone(DOMAINS)  # nxdomain.test is absent: NXDOMAIN
 
 
 # Directive names of the policy part of vemilter.conf (src/conf.c).
@@ -209,13 +204,10 @@ def cachetool(daemon, *args, timeout=10):
 
 
 def common_conf(name, **over):
-    conf = base_conf(G.tmp, name + ".sock", socket_mode="0666", trusted_networks="192.0.2.0/24")
+    conf = probe_conf(G.tmp, name + ".sock", G.dns_port, G.farm_port, socket_mode="0666")
     conf.update({
-        "dns_servers": "127.0.0.1:%d" % G.dns_port,
         "dns_timeout": "500ms",
         "helo_name": "probe.test",
-        "probe_port": G.farm_port,
-        "probe_allow_networks": "127.0.0.0/8",
         "connect_timeout": "2s",
         "banner_timeout": "10s",
         "command_timeout": "5s",

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
 from milterclient import one_message  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
@@ -61,10 +61,9 @@ def main():
         farm.add(MX, "normal", users=["alice", "bob", "carol", "dave", "erin", "x"])
         farm.add(SLOW, "slow_banner", delay=3, users=["slowpoke"])
         farm_port = farm.start()
-        conf = base_conf(tmp, "reload.sock", **{
-            "dns_servers": "127.0.0.1:%d" % port_a, "dns_timeout": "1s", "dns_cache_time": "0",
-            "helo_name": "probe1.vemilter.test", "probe_port": farm_port,
-            "probe_allow_networks": "127.0.0.0/8", "verify_budget": "8s", "banner_timeout": "10s",
+        conf = probe_conf(tmp, "reload.sock", port_a, farm_port, **{
+            "dns_cache_time": "0", "helo_name": "probe1.vemilter.test",
+            "verify_budget": "8s", "banner_timeout": "10s",
             "cache": tmp.join("cache.lmdb"), "domain_probe_rate": "1", "positive_ttl": "1h",
             "host_session_rate": "0",
         })

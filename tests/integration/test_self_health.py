@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
 from milterclient import MilterClient  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
@@ -74,10 +74,8 @@ def main():
         farm.add(OK, "normal", users=["alice"])
         farm.add(SLOW, "slow_banner", delay=2.0)
         port = farm.start()
-        conf = base_conf(tmp, "health.sock", **{
-            "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
-            "helo_name": HELO, "probe_port": port,
-            "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+        conf = probe_conf(tmp, "health.sock", dns_port, port, **{
+            "helo_name": HELO, "connect_timeout": "2s",
             "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
             "verify_budget": "1s", "log_level": "debug", "dns_cache_time": "0",
             # The hosts come back within seconds here; the breaker would keep

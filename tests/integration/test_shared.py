@@ -24,10 +24,7 @@ TAP on stdout; loopback only; every wait bounded.
 
 import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -38,12 +35,11 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
-from milterclient import MilterClient  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
+from milterclient import verdict_digit  # noqa: E402
+from redisserver import RedisServer  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 FARM = {
     "127.0.0.41": ("normal", {"users": ["alice", "bob", "carol", "dave", "erin"]}),
@@ -57,118 +53,19 @@ ZONE = {
 }
 
 
-class Redis:
-    """A throw-away redis-server on 127.0.0.1:port, data in its own dir.
-    (A minimal starter; tests/lib/redisserver.py is the shared one.)"""
-
-    def __init__(self, tmp, name="redis", password=None, port=None):
-        self.dir = tmp.join(name)
-        os.makedirs(self.dir, exist_ok=True)
-        self.port = port or vmtest.free_port()
-        self.password = password
-        self.proc = None
-        self.log_path = os.path.join(self.dir, "redis.log")
-
-    def start(self, timeout=10):
-        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", self.dir, "--logfile", self.log_path,
-                "--protected-mode", "no", "--enable-debug-command", "local"]
-        if self.password:
-            argv += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        if not vmtest.wait_until(lambda: self.ping(), timeout):
-            raise RuntimeError("redis-server did not answer on port %d" % self.port)
-
-    def cmd(self, *args, timeout=5):
-        """One command over RESP; returns the decoded reply (bytes, int, list,
-        None) or raises on an error reply."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
-            out = b""
-            if self.password:
-                out += _resp(["AUTH", self.password])
-            out += _resp(args)
-            s.sendall(out)
-            f = s.makefile("rb")
-            if self.password:
-                _read(f)
-            return _read(f)
-
-    def ping(self):
-        try:
-            return self.cmd("PING", timeout=1) == b"PONG"
-        except Exception:
-            return False
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
-def _resp(args):
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
-
-
-def _read(f):
-    line = f.readline()
-    if not line:
-        raise EOFError("connection closed")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"+":
-        return rest
-    if kind == b"-":
-        raise RuntimeError(rest.decode())
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = f.read(n + 2)
-        return data[:-2]
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_read(f) for _ in range(n)]
-    raise RuntimeError("bad reply %r" % line)
-
-
-def session(d, sender, client="198.51.100.7"):
-    """One message; (first digit of the RCPT reply, transcript)."""
-    c = MilterClient(d.socket, timeout=20)
-    try:
-        c.session(client_addr=client)
-        m = c.mail(sender, macros={"i": "Q1"})
-        got = m
-        if m.code == "c":
-            got = c.rcpt("<bob@local.test>")
-        c.quit()
-        digit = "2" if got.code in ("c", "a") else (got.smtp_code or "?")[0]
-        return digit, c.transcript_text()
-    finally:
-        c.close()
-
-
 def verdicts(d, sender):
     return [l for l in d.log_lines(r"verdict ") if "sender=%s" % sender in l]
 
 
 def daemon_conf(tmp, name, dns_port, farm_port, redis_port, **over):
-    conf = base_conf(tmp, name + ".sock", **{
-        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
-        "helo_name": "probe.vemilter.test", "probe_port": farm_port,
-        "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
-        "banner_timeout": "10s", "command_timeout": "5s", "probe_timeout": "10s",
+    return probe_conf(tmp, name + ".sock", dns_port, farm_port, **{
+        "connect_timeout": "2s", "banner_timeout": "10s", "command_timeout": "5s", "probe_timeout": "10s",
         "verify_budget": "6s", "cache": "redis://127.0.0.1:%d" % redis_port,
-        "cache_fallback": tmp.join(name + ".lmdb"), "client_probe_rate": "0",
-    })
-    conf.update(over)
-    return conf
+        "cache_fallback": tmp.join(name + ".lmdb"), "client_probe_rate": "0", **over})
+
+
+def session(d, sender):
+    return verdict_digit(d.socket, sender)
 
 
 def main():
@@ -176,7 +73,7 @@ def main():
     tmp = TempDir()
     dns = FakeDNS(ZONE)
     farm = SmtpFarm()
-    redis = Redis(tmp)
+    redis = RedisServer(tmp.path)
     daemons = []
     try:
         dns_port = dns.start()
@@ -200,14 +97,14 @@ def main():
         digit, t = session(a, "<alice@ok.test>")
         tap.check("A: valid sender accepted (probed)", digit == "2", t)
         key = "vemilter:a:alice@ok.test"
-        vmtest.wait_until(lambda: redis.cmd("EXISTS", key) == 1, 3)
-        rec = redis.cmd("HGET", key, "r")
-        ttl = redis.cmd("PTTL", key)
+        vmtest.wait_until(lambda: redis.command("EXISTS", key) == 1, 3)
+        rec = redis.command("HGET", key, "r")
+        ttl = redis.command("PTTL", key)
         tap.check("Redis holds A's record: a HASH, field r a version-2 record of kind valid, with a TTL",
                   rec is not None and rec[0] == 2 and rec[1] == 0 and ttl > 0,
-                  "r=%r pttl=%r type=%r" % (rec, ttl, redis.cmd("TYPE", key)))
-        tap.check("the writer's id is kept (field w)", (redis.cmd("HGET", key, "w") or b"").endswith(
-            b":%d" % a.proc.pid), repr(redis.cmd("HGETALL", key)))
+                  "r=%r pttl=%r type=%r" % (rec, ttl, redis.command("TYPE", key)))
+        tap.check("the writer's id is kept (field w)", (redis.command("HGET", key, "w") or b"").endswith(
+            b":%d" % a.proc.pid), repr(redis.command("HGETALL", key)))
         before = farm.count("127.0.0.41", "RCPT TO:<alice@ok.test>")
         digit, t = session(b, "<alice@ok.test>")
         tap.check("B: the same sender accepted with 0 probes (from the shared cache)",
@@ -224,7 +121,7 @@ def main():
                   digit == "5" and digit_b == "5" and farm.count("127.0.0.41", "RCPT TO:<nobody@ok.test>") == 1,
                   t + t_b)
 
-        text = metrics(mport)
+        text = vmtest.metrics_text(mport)
         tap.check("B's metrics: the shared answers counted, Redis up",
                   'vemilter_cache_lookups_total{result="shared"} 2' in text and "vemilter_shared_cache_up 1" in text
                   and int((re.search(r"^vemilter_shared_cache_fetched_total (\d+)", text, re.M) or [0, "0"])[1]) >= 2,
@@ -264,9 +161,9 @@ def main():
         # A catch-all fact learned on A saves B its random RCPT.
         digit, t = session(a, "<x@all.test>")
         tap.check("A: catch-all sender accepted", digit == "2", t)
-        vmtest.wait_until(lambda: redis.cmd("EXISTS", "vemilter:d:all.test") == 1, 5)
+        vmtest.wait_until(lambda: redis.command("EXISTS", "vemilter:d:all.test") == 1, 5)
         tap.check("the catch-all fact is in Redis (vemilter:d:all.test)",
-                  redis.cmd("EXISTS", "vemilter:d:all.test") == 1, repr(redis.cmd("KEYS", "vemilter:*")))
+                  redis.command("EXISTS", "vemilter:d:all.test") == 1, repr(redis.command("KEYS", "vemilter:*")))
         sessions = farm.connections("127.0.0.42")
         rcpts = farm.count("127.0.0.42", "RCPT TO:")
         digit, t = session(b, "<y@all.test>")
@@ -278,19 +175,18 @@ def main():
 
         # Redis lost its scripts (SCRIPT FLUSH, as after a failover): EVALSHA
         # gets NOSCRIPT and the script goes again with EVAL.
-        redis.cmd("SCRIPT", "FLUSH")
+        redis.command("SCRIPT", "FLUSH")
         digit, t = session(a, "<bob@ok.test>")
-        ok = vmtest.wait_until(lambda: redis.cmd("EXISTS", "vemilter:a:bob@ok.test") == 1, 3)
+        ok = vmtest.wait_until(lambda: redis.command("EXISTS", "vemilter:a:bob@ok.test") == 1, 3)
         tap.check("after SCRIPT FLUSH the record still reaches Redis (NOSCRIPT: EVAL)", digit == "2" and ok,
-                  repr(redis.cmd("KEYS", "vemilter:a:*")) + a.diag())
+                  repr(redis.command("KEYS", "vemilter:a:*")) + a.diag())
         digit, t = session(b, "<bob@ok.test>")
         tap.check("... and B answers it with no probe", digit == "2" and
                   farm.count("127.0.0.41", "RCPT TO:<bob@ok.test>") == 1, t)
 
         # Redis slow: DEBUG SLEEP holds it 2 s; a new sender is still verified
         # (the lookup times out after 200 ms, the daemon probes).
-        sleeper = threading.Thread(target=lambda: _quiet(redis.cmd, "DEBUG", "SLEEP", "2", timeout=10))
-        sleeper.start()
+        sleeper = redis.debug_sleep(2)
         time.sleep(0.2)
         t0 = time.monotonic()
         digit, t = session(a, "<carol@ok.test>")
@@ -305,7 +201,7 @@ def main():
 
         # Redis killed: mail still flows, from probes and the local tier.
         mark_a, mark_b = len(a.log()), len(b.log())
-        redis.stop()
+        redis.kill()
         digit, t = session(a, "<dave@ok.test>")
         tap.check("Redis killed: a new sender is still verified (accepted, probed)",
                   digit == "2" and farm.count("127.0.0.41", "RCPT TO:<dave@ok.test>") == 1, t + a.diag())
@@ -320,7 +216,7 @@ def main():
         # B's results while down are dropped, and its metrics say so.
         b_down = b.wait_log(r"shared cache .*: unavailable", 5, start=mark_b) is not None
         digit, t = session(b, "<frank@ok.test>")
-        text = metrics(mport)
+        text = vmtest.metrics_text(mport)
         dropped = int((re.search(r'^vemilter_shared_cache_writes_total\{result="dropped"\} (\d+)', text, re.M)
                        or [0, "0"])[1])
         tap.check("Redis killed: B's writes meanwhile counted as dropped (%d)" % dropped,
@@ -332,13 +228,13 @@ def main():
         tap.check("Redis restarted: A logged connected again",
                   a.wait_log(r"shared cache .*: connected", 35, start=mark_a) is not None, a.diag)
         digit, t = session(a, "<erin@ok.test>")
-        ok = vmtest.wait_until(lambda: redis.cmd("EXISTS", "vemilter:a:erin@ok.test") == 1, 3)
+        ok = vmtest.wait_until(lambda: redis.command("EXISTS", "vemilter:a:erin@ok.test") == 1, 3)
         tap.check("after the restart, a new result reaches Redis", digit == "2" and ok,
-                  repr(redis.cmd("KEYS", "*")))
+                  repr(redis.command("KEYS", "*")))
 
         # Wrong password at start-up: a clear error (never the password), mail
         # still verified locally; the right one in the file and a reload: connected.
-        locked = Redis(tmp, "locked0", password="s3cret-pw")
+        locked = RedisServer(tmp.path, password="s3cret-pw")
         try:
             locked.start()
             pwfile = tmp.write("c.pw", "not-the-one\n", mode=0o600)
@@ -359,10 +255,10 @@ def main():
             tap.check("the right password and a reload: connected",
                       c.wait_log(r"shared cache .*: connected", 10, start=mark) is not None, c.diag)
             tap.check("the password never appears in the log", "s3cret-pw" not in c.log(), c.diag)
-            locked.stop()
+            locked.kill()
             tap.check("stops cleanly with Redis gone (exit 0)", c.stop() == 0, c.diag)
         finally:
-            locked.stop()
+            locked.kill()
 
         # The lease holder dies mid-probe: the other host waits for the lease
         # to expire (verify_budget 2 s + probe_timeout 3 s + 2 s), takes it and
@@ -379,7 +275,7 @@ def main():
                           d2.log_lines(r"shared cache .*: connected"), 5)
         holder = threading.Thread(target=lambda: _quiet(session, d1, "<late@slow.test>"))
         holder.start()
-        took_lease = vmtest.wait_until(lambda: redis.cmd("EXISTS", "vemilter:lease:a:late@slow.test") == 1, 3)
+        took_lease = vmtest.wait_until(lambda: redis.command("EXISTS", "vemilter:lease:a:late@slow.test") == 1, 3)
         d1.kill()
         holder.join(10)
         digit, t = session(d2, "<late@slow.test>")
@@ -400,7 +296,7 @@ def main():
         tap.check("A and B stop cleanly (exit 0)", rc_a == 0 and rc_b == 0, "%r %r" % (rc_a, rc_b))
 
         # Wrong password: vemilter -n refuses with a clear error.
-        locked = Redis(tmp, "locked", password="right-one")
+        locked = RedisServer(tmp.path, password="right-one")
         try:
             locked.start()
             tmp.write("wrong.pw", "wrong-one\n", mode=0o600)
@@ -418,8 +314,7 @@ def main():
                               r.returncode != 0 and "AUTH refused" in out and "wrong-one" not in out, out)
             # Redis slow to answer the AUTH (DEBUG SLEEP): silence, not a
             # refusal; a start must not fail for it (the daemon reconnects).
-            sleeper = threading.Thread(target=lambda: _quiet(locked.cmd, "DEBUG", "SLEEP", "4", timeout=10))
-            sleeper.start()
+            sleeper = locked.debug_sleep(4)
             vmtest.wait_until(lambda: not locked.ping(), 3)  # asleep: PING gets no answer within 1 s
             r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", path], timeout=20)
             out = (r.stdout or "") + (r.stderr or "")
@@ -428,7 +323,7 @@ def main():
                       r.returncode == 0 and "warning" in out and "refused" not in out, out)
             # A user that may not run scripts (the daemon's writes, fetches
             # and releases are all scripts): -n says so instead of "OK".
-            locked.cmd("ACL", "SETUSER", "noscript", "on", ">other-pw", "~*", "&*", "+@all", "-script",
+            locked.command("ACL", "SETUSER", "noscript", "on", ">other-pw", "~*", "&*", "+@all", "-script",
                        "-evalsha", "-eval")
             tmp.write("noscript.pw", "other-pw\n", mode=0o600)
             conf = daemon_conf(tmp, "n", dns_port, farm_port, locked.port,
@@ -439,30 +334,20 @@ def main():
             out = (r.stdout or "") + (r.stderr or "")
             tap.check("vemilter -n as a user that may not run scripts: exit non-zero, naming SCRIPT",
                       r.returncode != 0 and "SCRIPT" in out and "other-pw" not in out, out)
-            locked.stop()
+            locked.kill()
             r = vmtest.run([vmtest.vemilter_binary(), "-n", "-c", path], timeout=20)
             out = (r.stdout or "") + (r.stderr or "")
             tap.check("vemilter -n with Redis down: a warning, exit 0 (the daemon starts and reconnects)",
                       r.returncode == 0 and "warning" in out and "cannot connect" in out, out)
         finally:
-            locked.stop()
+            locked.kill()
     except Exception as e:
         import traceback
         tap.check("no exception", False, traceback.format_exc() + "\n" + "\n".join(d.diag() for d in daemons))
     finally:
-        for d in daemons:
-            d.kill()
-        redis.stop()
-        farm.stop()
-        dns.stop()
-        tmp.remove()
+        redis.kill()
+        vmtest.tear_down(servers=(farm, dns), daemons=daemons, tmp=tmp)
     return tap.done()
-
-
-def metrics(port):
-    import urllib.request
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
-        return r.read().decode()
 
 
 def _quiet(fn, *args, **kw):

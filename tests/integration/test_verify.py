@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
 
 import vmtest  # noqa: E402
-from vmtest import Daemon, TempDir, base_conf  # noqa: E402
+from vmtest import Daemon, TempDir, probe_conf  # noqa: E402
 from milterclient import MilterClient  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from smtpfarm import SmtpFarm  # noqa: E402
@@ -337,10 +337,8 @@ def main():
             farm.add(address, behaviour, **options)
         farm_port = farm.start()
         cache = tmp.join("cache.lmdb")
-        conf = base_conf(tmp, "verify.sock", **{
-            "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
-            "helo_name": "probe.vemilter.test", "probe_port": farm_port,
-            "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
+        conf = probe_conf(tmp, "verify.sock", dns_port, farm_port, **{
+            "connect_timeout": "2s",
             "banner_timeout": "10s", "command_timeout": "5s", "probe_timeout": "20s",
             "verify_budget": "1s", "cache": cache, "result_header": "X-Sender-Verification",
             "sender_domain_blocklist": "blocked.test",
@@ -567,11 +565,7 @@ def main():
         decided_at_mail(tap, tmp, conf, farm, daemons)
         stop_keeps_probes(tap, tmp, conf, farm, daemons)
     finally:
-        for d in daemons:
-            d.kill()
-        farm.stop()
-        dns.stop()
-        tmp.remove()
+        vmtest.tear_down(servers=(farm, dns), daemons=daemons, tmp=tmp)
     return tap.done()
 
 

@@ -466,12 +466,26 @@ def one_message(socket_spec, sender, rcpt="<bob@local.test>", client_addr="198.5
     """One message over a fresh connection: MAIL FROM sender, then one RCPT
     unless MAIL was already answered (accept at MAIL FROM, or a refusal).
     Returns the reply that decided: the RCPT's, else the MAIL's."""
+    return one_message_transcript(socket_spec, sender, rcpt, client_addr, qid, timeout)[0]
+
+
+def one_message_transcript(socket_spec, sender, rcpt="<bob@local.test>", client_addr="198.51.100.7", qid="Q1",
+                           timeout=20):
+    """one_message, and the session's transcript (for a failed check's diagnostics)."""
     c = MilterClient(socket_spec, timeout=timeout)
     try:
         c.session(client_addr=client_addr)
         m = c.mail(sender, macros={"i": qid})
         r = c.rcpt(rcpt) if m.code == "c" else m
         c.quit()
-        return r
+        return r, c.transcript_text()
     finally:
         c.close()
+
+
+def verdict_digit(socket_spec, sender, client_addr="198.51.100.7"):
+    """one_message as a verdict: (the first digit of the reply that decided,
+    "2" for an accept or a continue, "?" for a reply without a code; the
+    transcript)."""
+    r, transcript = one_message_transcript(socket_spec, sender, client_addr=client_addr)
+    return ("2" if r.code in ("c", "a") else (r.smtp_code or "?")[0]), transcript

@@ -187,6 +187,11 @@ class RedisServer:
                 kw["password"] = self.password
         return Client(self.port, **kw)
 
+    def command(self, *args, timeout=5.0):
+        """One command on a connection of its own (client()); its reply."""
+        with self.client(timeout=timeout) as c:
+            return c.command(*args)
+
     def ping(self):
         try:
             with self.client(timeout=1.0) as c:

@@ -693,6 +693,39 @@ def base_conf(tmp, sock_name="milter.sock", **over):
     return conf
 
 
+def probe_conf(tmp, sock_name, dns_port, farm_port, **over):
+    """base_conf for a daemon that probes: the fake DNS server on dns_port
+    (1 s timeout), the fake SMTP farm on farm_port at 127.0.0.0/8 (allowed
+    by probe_allow_networks, which a real daemon would refuse), a qualified
+    helo_name. over: the test's own directives (any of these included)."""
+    conf = {
+        "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
+        "helo_name": "probe.vemilter.test", "probe_port": farm_port,
+        "probe_allow_networks": "127.0.0.0/8",
+    }
+    conf.update(over)
+    return base_conf(tmp, sock_name, **conf)
+
+
+def mx_zone(pairs):
+    """A zone for tests/fakes/fakedns.py in which each (domain, IPv4
+    address) of pairs (a dict, or pairs) has one MX, mx.<domain>, at that
+    address: the shape most tests need. The test adds its odd names to the
+    dict returned."""
+    zone = {}
+    for domain, address in (pairs.items() if isinstance(pairs, dict) else pairs):
+        zone[domain] = {"MX": [[10, "mx." + domain]]}
+        zone["mx." + domain] = {"A": [address]}
+    return zone
+
+
+def metrics_text(port):
+    """GET /metrics from a daemon's metrics_listen on 127.0.0.1:port: the body"""
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        return r.read().decode()
+
+
 def tear_down(servers=(), daemons=(), tmp=None):
     """End of a test file, whatever state it is in: stop each server (a
     Postfix instance, fakes: anything with stop(); None entries skipped,
