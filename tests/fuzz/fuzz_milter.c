@@ -56,16 +56,6 @@ static void on_conf_error(void *arg, const char *msg)
 	fprintf(stderr, "fuzz_milter: %s\n", msg);
 }
 
-static void check_printable(const char *s, size_t max)
-{
-	size_t n = strnlen(s, max + 1);
-	if (n > max)
-		FAIL();
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
-			FAIL();
-}
-
 /* next_field - the next NUL-terminated field of the input, copied */
 static char *next_field(const uint8_t **p, size_t *left, size_t *len)
 {
@@ -99,9 +89,9 @@ static void refuse(const struct reply_template *tmpl, const char *sender, const 
 	size_t n = reply_expand(tmpl, &vars, text, sizeof(text));
 	if (n != strlen(text))
 		FAIL();
-	check_printable(text, REPLY_TEXT_MAX);
+	fuzz_check_printable(text, REPLY_TEXT_MAX);
 	reply_double_percent(text, escaped, sizeof(escaped));
-	check_printable(escaped, 2 * REPLY_TEXT_MAX);
+	fuzz_check_printable(escaped, 2 * REPLY_TEXT_MAX);
 	for (const char *e = escaped; *e != '\0'; e++)
 		if (*e == '%' && *++e != '%')
 			FAIL(); /* a lone "%": libmilter would read a format */
@@ -144,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (addr_len == 4 || addr_len == 16)
 		if (!client_known)
 			FAIL();
-	check_printable(client_text, sizeof(client_text) - 1);
+	fuzz_check_printable(client_text, sizeof(client_text) - 1);
 
 	/* on_envfrom */
 	char msg_sender[ADDR_PATH_MAX + 3], queue_id[32];
@@ -154,7 +144,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	precheck_sender(conf, sender, client_known ? (const struct sockaddr *)&client : NULL, auth, &check);
 	if (check.reason == NULL || check.reason[0] == '\0')
 		FAIL();
-	check_printable(check.detail, sizeof(check.detail) - 1);
+	fuzz_check_printable(check.detail, sizeof(check.detail) - 1);
 	const char *matched = NULL;
 	enum policy_domain pd = POLICY_DOMAIN_VERIFY;
 	switch (check.verdict) {
@@ -188,7 +178,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	kv_add(line, sizeof(line), &len, "host", hostname);
 	if (len != strlen(line) || len >= sizeof(line))
 		FAIL();
-	check_printable(line, sizeof(line) - 1);
+	fuzz_check_printable(line, sizeof(line) - 1);
 
 	/* refuse(): every template with the sender and the client's strings */
 	const struct reply_template *tmpls[] = {

@@ -33,16 +33,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char fallback_spec[] = "550 5.1.0 Sender <%a> rejected: %r (%o) remote said: %m %%";
 
-static void check_printable(const char *s, size_t max)
-{
-	size_t n = strnlen(s, max + 1);
-	if (n > max)
-		FAIL();
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
-			FAIL();
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size > 8192)
@@ -63,9 +53,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FAIL();
 		if (t.ecode[0] != '\0' && t.ecode[0] != t.code[0])
 			FAIL();
-		check_printable(t.text, REPLY_TEXT_MAX);
+		fuzz_check_printable(t.text, REPLY_TEXT_MAX);
 	} else {
-		check_printable(why, sizeof(why) - 1);
+		fuzz_check_printable(why, sizeof(why) - 1);
 		if (!reply_parse(fallback_spec, &t, why, sizeof(why)))
 			FAIL();
 	}
@@ -89,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		            "the server refused the address");
 	else
 		outcome_set(&o, OUTCOME_TEMPFAIL, STAGE_RCPT, 0, NULL, NULL, p.error);
-	check_printable(o.text, OUTCOME_TEXT_MAX);
+	fuzz_check_printable(o.text, OUTCOME_TEXT_MAX);
 	char remote[OUTCOME_TEXT_MAX + 32] = "";
 	if (o.code != 0)
 		snprintf(remote, sizeof(remote), "%d %s %s", o.code, o.ecode, o.text);
@@ -101,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t n = reply_expand(&t, &vars, full, sizeof(full));
 	if (n != strlen(full) || n > REPLY_TEXT_MAX)
 		FAIL();
-	check_printable(full, REPLY_TEXT_MAX);
+	fuzz_check_printable(full, REPLY_TEXT_MAX);
 	/* a smaller buffer: a prefix of the same text */
 	size_t small_size = 1 + (size > 0 ? data[size - 1] % 64 : 0);
 	char small[64];

@@ -1387,9 +1387,9 @@ static void *worker_run(void *arg)
 	return NULL;
 }
 
-START_TEST(store_threads)
+/* four_writers - 4 threads of 200 puts and gets each on c, all read back */
+static void four_writers(struct cache *c)
 {
-	struct cache *c = open_cache(4);
 	struct worker workers[4];
 	pthread_t threads[4];
 	int n = 0;
@@ -1404,6 +1404,12 @@ START_TEST(store_threads)
 	}
 	ck_assert(cache_foreach(c, count_all, &n));
 	ck_assert_int_eq(n, 800);
+}
+
+START_TEST(store_threads)
+{
+	struct cache *c = open_cache(4);
+	four_writers(c);
 	cache_close(c);
 }
 END_TEST
@@ -1413,23 +1419,10 @@ START_TEST(store_threads_unsynced)
 {
 	struct cache *c = open_cache(4);
 	ck_assert(cache_sync_every(c, 20));
-	struct worker workers[4];
-	pthread_t threads[4];
-	int n = 0;
-	for (int i = 0; i < 4; i++) {
-		workers[i] = (struct worker){.cache = c};
-		snprintf(workers[i].prefix, sizeof(workers[i].prefix), "t%d-", i);
-		ck_assert_int_eq(pthread_create(&threads[i], NULL, worker_run, &workers[i]), 0);
-	}
-	for (int i = 0; i < 4; i++) {
-		pthread_join(threads[i], NULL);
-		ck_assert_int_eq(workers[i].failures, 0);
-	}
-	ck_assert(cache_foreach(c, count_all, &n));
-	ck_assert_int_eq(n, 800);
+	four_writers(c);
 	cache_close(c);
 	c = open_cache(4); /* all there after a clean stop */
-	n = 0;
+	int n = 0;
 	ck_assert(cache_foreach(c, count_all, &n));
 	ck_assert_int_eq(n, 800);
 	cache_close(c);

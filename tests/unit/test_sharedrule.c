@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -170,6 +171,20 @@ static void command_ok(const char *fmt, const char *arg)
 	freeReplyObject(r);
 }
 
+/* command_int - a command's integer reply; any other reply fails the case */
+static long long command_int(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(rc, fmt, ap);
+	va_end(ap);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_msg(r->type == REDIS_REPLY_INTEGER, "%s: not an integer reply (type %d)", fmt, r->type);
+	long long n = r->integer;
+	freeReplyObject(r);
+	return n;
+}
+
 /* ---- pure ---- */
 
 START_TEST(key_names)
@@ -261,18 +276,12 @@ START_TEST(put_latest_probe_and_expiry)
 	ck_assert_int_eq(put(key, &stamped, newer.refresh_at_ms), 1);
 	ck_assert(stored(key, &got));
 	ck_assert_int_eq(got.refresh_at_ms, stamped.refresh_at_ms);
-	redisReply *r = redisCommand(rc, "PEXPIRETIME %s", key);
-	ck_assert_ptr_nonnull(r);
-	ck_assert_int_eq(r->type, REDIS_REPLY_INTEGER);
-	ck_assert_int_eq(r->integer, stamped.expires_at_ms);
-	freeReplyObject(r);
+	ck_assert_int_eq(command_int("PEXPIRETIME %s", key), stamped.expires_at_ms);
 	/* already expired at the writer's now: nothing written */
 	struct cache_record gone;
 	make(&gone, OUTCOME_VALID, base_ms);
 	ck_assert_int_eq(put("vemilter:a:gone@example.org", &gone, gone.expires_at_ms), 0);
-	r = redisCommand(rc, "EXISTS vemilter:a:gone@example.org");
-	ck_assert_int_eq(r->integer, 0);
-	freeReplyObject(r);
+	ck_assert_int_eq(command_int("EXISTS vemilter:a:gone@example.org"), 0);
 	/* a record whose expiry is short really goes */
 	struct cache_record brief;
 	make(&brief, OUTCOME_TEMPFAIL, base_ms);
@@ -280,9 +289,7 @@ START_TEST(put_latest_probe_and_expiry)
 	ck_assert_int_eq(put("vemilter:a:brief@example.org", &brief, base_ms), 1);
 	struct timespec pause = {.tv_nsec = 600 * 1000000};
 	nanosleep(&pause, NULL);
-	r = redisCommand(rc, "EXISTS vemilter:a:brief@example.org");
-	ck_assert_int_eq(r->integer, 0);
-	freeReplyObject(r);
+	ck_assert_int_eq(command_int("EXISTS vemilter:a:brief@example.org"), 0);
 }
 END_TEST
 
@@ -312,19 +319,12 @@ END_TEST
 START_TEST(release_only_ours)
 {
 	command_ok("SET vemilter:lease:a:l@example.org %s", "host:1");
-	redisReply *r =
-	        redisCommand(rc, "EVAL %s 1 vemilter:lease:a:l@example.org host:2", SHARED_LUA_RELEASE);
-	ck_assert_int_eq(r->integer, 0);
-	freeReplyObject(r);
-	r = redisCommand(rc, "EXISTS vemilter:lease:a:l@example.org");
-	ck_assert_int_eq(r->integer, 1);
-	freeReplyObject(r);
-	r = redisCommand(rc, "EVAL %s 1 vemilter:lease:a:l@example.org host:1", SHARED_LUA_RELEASE);
-	ck_assert_int_eq(r->integer, 1);
-	freeReplyObject(r);
-	r = redisCommand(rc, "EXISTS vemilter:lease:a:l@example.org");
-	ck_assert_int_eq(r->integer, 0);
-	freeReplyObject(r);
+	ck_assert_int_eq(command_int("EVAL %s 1 vemilter:lease:a:l@example.org host:2", SHARED_LUA_RELEASE),
+	                 0);
+	ck_assert_int_eq(command_int("EXISTS vemilter:lease:a:l@example.org"), 1);
+	ck_assert_int_eq(command_int("EVAL %s 1 vemilter:lease:a:l@example.org host:1", SHARED_LUA_RELEASE),
+	                 1);
+	ck_assert_int_eq(command_int("EXISTS vemilter:lease:a:l@example.org"), 0);
 }
 END_TEST
 
