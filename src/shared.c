@@ -46,8 +46,13 @@
 #define RECONNECT_FIRST_MS 1000
 #define RECONNECT_MAX_MS   30000
 #define SHA_MAX            41
-#define SCAN_COUNT         "500" /* keys a SCAN step asks for */
-#define SCAN_ROUNDS_MAX    1000  /* SCAN steps at most per connection (HOSTS_MAX is 65536) */
+/* The SCAN for breaker records walks the whole db: COUNT is keys examined
+ * per step and MATCH filters after, so the steps grow with every key there
+ * (the cache's records: millions in a fleet), not with the few breaker
+ * records. The cap only stops a cursor that never comes back to 0: 10^8
+ * keys. (It was 1000 steps of 500: past 500000 keys, records went unread.) */
+#define SCAN_COUNT      "1000"
+#define SCAN_ROUNDS_MAX 100000
 
 enum script { SCRIPT_PUT, SCRIPT_FETCH, SCRIPT_RELEASE, SCRIPT_COUNT };
 

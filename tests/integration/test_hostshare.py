@@ -22,7 +22,9 @@ driven by our milter client. Checked:
   itself (the farm counts it: the control, so the count can fail), valid
   senders are still accepted, no reject or tempfail for the cache's sake;
 - Redis restarted: every daemon reconnects and subscribes again, and a
-  block met by A is learned by B again.
+  block met by A is learned by B again;
+- a db of 700000 other keys and 40 breaker records: a daemon's SCAN at
+  connect walks it all and learns the 40.
 
 TAP on stdout; loopback only; every wait bounded.
 """
@@ -271,6 +273,38 @@ def main():
                       and not d.log_lines(r"shared cache .*unavailable"), d.diag)
         finally:
             locked.remove()
+
+        # A big shared cache: SCAN's COUNT is keys examined, MATCH filters
+        # after, so the walk takes as many steps as the db has keys / COUNT,
+        # whatever few breaker records there are. 700000 other keys (the
+        # cache's records, here DEBUG POPULATE's) and 40 breaker records:
+        # every one is learned (the walk once stopped at 1000 steps of 500
+        # keys: about 28 of the 40).
+        os.makedirs(tmp.join("redis3"), exist_ok=True)
+        big = redisserver.RedisServer(tmp.join("redis3"), password="default-pw-not-ours", user=(USER, PASSWORD))
+        try:
+            big.start()
+            n_far = 40
+            with big.client() as bc:
+                bc.command("DEBUG", "POPULATE", "700000", "filler")
+                until = int(time.time() * 1000) + 120000
+                for i in range(1, n_far + 1):
+                    bc.command("SET", "vemilter:m:127.0.1.%d" % i,
+                               "1\tB\t%d\t4\t554\t5.7.1\tother-host:2\tmx.far%d.test\tgo away" % (until, i),
+                               "PX", "120000")
+                dbsize = bc.command("DBSIZE")
+            e = Daemon(tmp, daemon_conf(tmp, "e", dns_port, farm_port, big.port), name="e", debug=True)
+            daemons.append(e)
+            e.start()
+            t0 = time.monotonic()
+            vmtest.wait_until(lambda: len(e.log_lines(r"breaker: learned from other-host:2: ")) >= n_far, 30)
+            learned = len(e.log_lines(r"breaker: learned from other-host:2: "))
+            tap.diag("SCAN over %d keys: %d of %d breaker records learned in %.2f s"
+                     % (dbsize, learned, n_far, time.monotonic() - t0))
+            tap.equal("a db of %d keys: the SCAN at connect learns all %d breaker records" % (dbsize, n_far),
+                      learned, n_far, e.diag)
+        finally:
+            big.remove()
 
         for d in daemons:
             tap.check("%s: no crash, and the password never logged" % d.name,
