@@ -449,6 +449,21 @@ static void resolve_into(const char *url_text, const char *host, char *addr, siz
 		freeaddrinfo(res);
 }
 
+/* keepalive - TCP keepalive on a new connection (hiredis: probes after
+ * 15 s idle, the peer given up after 3 unanswered): the channel waits
+ * without a timeout and may be silent for hours, so only this finds it
+ * dead (a host gone without a RST) and keeps a firewall's or NAT's state
+ * for it; the main connection, idle between mails, keeps its state too.
+ * A failure costs only that. */
+static void keepalive(redisAsyncContext *ac)
+{
+	if (redisEnableKeepAlive(&ac->c) != REDIS_OK) {
+		log_msg(LOG_DEBUG, "shared cache: no TCP keepalive: %s", ac->c.errstr);
+		ac->c.err = 0; /* hiredis marked the context failed: it is not */
+		ac->c.errstr[0] = '\0';
+	}
+}
+
 /* connect_now - a new connection and its setup, pipelined */
 static void connect_now(struct shared *s)
 {
@@ -466,6 +481,7 @@ static void connect_now(struct shared *s)
 		return;
 	}
 	ac->data = s;
+	keepalive(ac);
 	if (redisLibeventAttach(ac, s->base) != REDIS_OK) {
 		redisAsyncFree(ac);
 		schedule_reconnect(s);
@@ -817,6 +833,7 @@ static void sub_open(struct shared *s)
 		return;
 	}
 	ac->data = s;
+	keepalive(ac);
 	if (redisLibeventAttach(ac, s->base) != REDIS_OK) {
 		ac->data = NULL;
 		redisAsyncFree(ac);

@@ -5,6 +5,8 @@ A real redis-server on loopback (tests/lib/redisserver.py), a fake DNS
 server, a fake SMTP farm and vemilter daemons sharing the Redis cache,
 driven by our milter client. Checked:
 
+- both connections of a daemon to Redis (the cache's, the channel's) have
+  TCP keepalive (the channel may be silent for hours);
 - A meets an MX address that answers 554 at the greeting: Redis holds
   "vemilter:m:<address>" (state B, the reply, a TTL within blocked_ttl);
   B, already running, learns it from the channel (logged) and, asked a
@@ -153,6 +155,13 @@ def main():
         tap.check("both daemons listen on the breaker channel",
                   vmtest.wait_until(lambda: rc.command("PUBSUB", "NUMSUB", "vemilter:m:news:0")[1] == 2, 5),
                   repr(rc.command("PUBSUB", "CHANNELS")))
+        # The channel is silent for hours when nothing is blocked: TCP
+        # keepalive is what finds it dead (a firewall's idle timeout, a
+        # host gone without a RST), or keeps a NAT's state; the main
+        # connection's commands have timeouts, the channel's wait has none.
+        socks = redis_sockets(a.proc.pid, redis.port)
+        tap.check("A: both its connections to Redis (cache and channel) have TCP keepalive",
+                  len(socks) == 2 and all("timer:(keepalive" in l for l in socks), "\n".join(socks))
 
         # A meets the blocking MX.
         digit, t = session(a, "<x@blk1.test>")
@@ -285,7 +294,7 @@ def main():
         try:
             big.start()
             n_far = 40
-            with big.client() as bc:
+            with big.client(timeout=60) as bc:  # DEBUG POPULATE: about 1 s, more under load
                 bc.command("DEBUG", "POPULATE", "700000", "filler")
                 until = int(time.time() * 1000) + 120000
                 for i in range(1, n_far + 1):
@@ -320,6 +329,14 @@ def main():
         dns.stop()
         tmp.remove()
     return tap.done()
+
+
+def redis_sockets(pid, port):
+    """The established TCP connections of process pid to port (ss lines)."""
+    import subprocess
+    out = subprocess.run(["ss", "-tnoHp", "state", "established", "( dport = :%d )" % port],
+                         capture_output=True, text=True, timeout=10).stdout
+    return [l for l in out.splitlines() if "pid=%d," % pid in l]
 
 
 def metrics(port):
