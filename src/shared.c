@@ -46,8 +46,13 @@
 #define RECONNECT_FIRST_MS 1000
 #define RECONNECT_MAX_MS   30000
 #define SHA_MAX            41
-#define SCAN_COUNT         "500" /* keys a SCAN step asks for */
-#define SCAN_ROUNDS_MAX    1000  /* SCAN steps at most per connection (HOSTS_MAX is 65536) */
+/* The SCAN for breaker records walks the whole db: COUNT is keys examined
+ * per step and MATCH filters after, so the steps grow with every key there
+ * (the cache's records: millions in a fleet), not with the few breaker
+ * records. The cap only stops a cursor that never comes back to 0: 10^8
+ * keys. (It was 1000 steps of 500: past 500000 keys, records went unread.) */
+#define SCAN_COUNT      "1000"
+#define SCAN_ROUNDS_MAX 100000
 
 enum script { SCRIPT_PUT, SCRIPT_FETCH, SCRIPT_RELEASE, SCRIPT_COUNT };
 
@@ -444,6 +449,21 @@ static void resolve_into(const char *url_text, const char *host, char *addr, siz
 		freeaddrinfo(res);
 }
 
+/* keepalive - TCP keepalive on a new connection (hiredis: probes after
+ * 15 s idle, the peer given up after 3 unanswered): the channel waits
+ * without a timeout and may be silent for hours, so only this finds it
+ * dead (a host gone without a RST) and keeps a firewall's or NAT's state
+ * for it; the main connection, idle between mails, keeps its state too.
+ * A failure costs only that. */
+static void keepalive(redisAsyncContext *ac)
+{
+	if (redisEnableKeepAlive(&ac->c) != REDIS_OK) {
+		log_msg(LOG_DEBUG, "shared cache: no TCP keepalive: %s", ac->c.errstr);
+		ac->c.err = 0; /* hiredis marked the context failed: it is not */
+		ac->c.errstr[0] = '\0';
+	}
+}
+
 /* connect_now - a new connection and its setup, pipelined */
 static void connect_now(struct shared *s)
 {
@@ -461,6 +481,7 @@ static void connect_now(struct shared *s)
 		return;
 	}
 	ac->data = s;
+	keepalive(ac);
 	if (redisLibeventAttach(ac, s->base) != REDIS_OK) {
 		redisAsyncFree(ac);
 		schedule_reconnect(s);
@@ -812,6 +833,7 @@ static void sub_open(struct shared *s)
 		return;
 	}
 	ac->data = s;
+	keepalive(ac);
 	if (redisLibeventAttach(ac, s->base) != REDIS_OK) {
 		ac->data = NULL;
 		redisAsyncFree(ac);

@@ -107,14 +107,22 @@ void shared_host_key(const char *address, char *buf, size_t size)
 	prefixed(SHARED_HOST_PREFIX, address, buf, size);
 }
 
-/* clean - s without tabs, CR or LF (a field must not end early; the text
- * is sanitized printable ASCII already, this is a guard) into a bounded
- * copy */
+/* control - a byte no field holds: C0 controls (tab, CR and LF among
+ * them) and DEL. A record is one line, and its host name and writer go
+ * into log lines and probe transcripts as they are. */
+static bool control(unsigned char c)
+{
+	return c < 0x20 || c == 0x7f;
+}
+
+/* clean - s without control characters (a field must not end early; the
+ * text is sanitized printable ASCII already, this is a guard) into a
+ * bounded copy */
 static void clean(const char *s, char *out, size_t size)
 {
 	size_t n = 0;
 	for (; s != NULL && *s != '\0' && n + 1 < size; s++)
-		out[n++] = *s == '\t' || *s == '\r' || *s == '\n' ? ' ' : *s;
+		out[n++] = control((unsigned char)*s) ? ' ' : *s;
 	out[n] = '\0';
 }
 
@@ -142,7 +150,9 @@ size_t shared_host_encode(const struct shared_host_rec *rec, char *buf, size_t s
 }
 
 /* field - the next tab-separated field of [*p, end) into out (size
- * bytes); last: up to the end, tabs and all. False when missing or too long. */
+ * bytes); last: up to the end, tabs and all. False when missing, too long,
+ * or holding a control character other than the last field's tabs (encode
+ * writes none: a record from Redis is not trusted to be ours). */
 static bool field(const char **p, const char *end, bool last, char *out, size_t size)
 {
 	if (*p == NULL || *p > end)
@@ -151,8 +161,11 @@ static bool field(const char **p, const char *end, bool last, char *out, size_t 
 	if (stop == NULL)
 		return false;
 	size_t n = (size_t)(stop - *p);
-	if (n >= size || memchr(*p, '\0', n) != NULL)
+	if (n >= size)
 		return false;
+	for (size_t i = 0; i < n; i++)
+		if (control((unsigned char)(*p)[i]) && (*p)[i] != '\t')
+			return false;
 	memcpy(out, *p, n);
 	out[n] = '\0';
 	*p = last ? NULL : stop + 1;

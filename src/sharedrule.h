@@ -86,7 +86,9 @@ size_t shared_host_encode(const struct shared_host_rec *rec, char *buf, size_t s
 
 /* shared_host_decode - a record of len bytes (not NUL-terminated) into
  * out; false for anything not written by shared_host_encode (a version,
- * state or number it does not know, a missing field, a field too long) */
+ * state or number it does not know, a missing field, a field too long, a
+ * control character: encode writes none, and a tab only as a separator or
+ * in another writer's text) */
 bool shared_host_decode(const char *buf, size_t len, struct shared_host_rec *out);
 
 /* shared_host_key - SHARED_HOST_PREFIX + address into buf; "" if it does

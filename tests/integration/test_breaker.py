@@ -5,8 +5,9 @@ vemilter-check against a fake DNS server and a farm of fake SMTP servers.
 - 30 domains whose MX (each its own name) is one farm address that refuses
   us at the greeting (banner_554): probed one after another (-j1), the farm
   sees 1 session and every sender gets blocked, 29 of them from memory with
-  the same stage, code and text. The same run with blocked_ttl = 0 costs 30
-  sessions (the control: the count can fail). All 30 at once (-j100): still
+  the same stage, code and text. The same run with blocked_ttl = 0 (and
+  host_sessions = 0: no session shared by the pool) costs 30 sessions (the
+  control: the count can fail). All 30 at once (-j100): still
   1 session (the others wait for the first contact).
 - 20 domains whose MX is an address no server listens on (refused
   connections): 1 connection attempt over the 20 senders with
@@ -126,8 +127,15 @@ def blocked_runs(tap, tmp, dns_port, farm, farm_port):
 
     # control: off
     # host_session_rate = 0: the control counts one session per domain to
-    # the one address; its session budget (20 a minute) would cut it short
-    conf = write_conf(tmp, "blocked-off.conf", dns_port, farm_port, "blocked_ttl = 0", "host_session_rate = 0")
+    # the one address; its session budget (20 a minute) would cut it short.
+    # host_sessions = 0: one session per probe, none shared. -j1 starts the
+    # next sender at the verdict, while the session still says QUIT; under
+    # load two such sessions filled host_sessions (2), the next probe waited
+    # in the pool's line, and took the 554 greeting of the session it waited
+    # for (pool.h: a failure before any RCPT is the host's): 29 sessions,
+    # the pool's sharing, not the breaker's memory this control measures.
+    conf = write_conf(tmp, "blocked-off.conf", dns_port, farm_port, "blocked_ttl = 0", "host_session_rate = 0",
+                      "host_sessions = 0")
     farm.reset()
     status, out, err, results, secs = run_check(conf, senders)
     farm.wait_idle(BLOCKING, timeout=5)

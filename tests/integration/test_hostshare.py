@@ -5,6 +5,8 @@ A real redis-server on loopback (tests/lib/redisserver.py), a fake DNS
 server, a fake SMTP farm and vemilter daemons sharing the Redis cache,
 driven by our milter client. Checked:
 
+- both connections of a daemon to Redis (the cache's, the channel's) have
+  TCP keepalive (the channel may be silent for hours);
 - A meets an MX address that answers 554 at the greeting: Redis holds
   "vemilter:m:<address>" (state B, the reply, a TTL within blocked_ttl);
   B, already running, learns it from the channel (logged) and, asked a
@@ -22,7 +24,9 @@ driven by our milter client. Checked:
   itself (the farm counts it: the control, so the count can fail), valid
   senders are still accepted, no reject or tempfail for the cache's sake;
 - Redis restarted: every daemon reconnects and subscribes again, and a
-  block met by A is learned by B again.
+  block met by A is learned by B again;
+- a db of 700000 other keys and 40 breaker records: a daemon's SCAN at
+  connect walks it all and learns the 40.
 
 TAP on stdout; loopback only; every wait bounded.
 """
@@ -133,6 +137,13 @@ def main():
         tap.check("both daemons listen on the breaker channel",
                   vmtest.wait_until(lambda: rc.command("PUBSUB", "NUMSUB", "vemilter:m:news:0")[1] == 2, 5),
                   repr(rc.command("PUBSUB", "CHANNELS")))
+        # The channel is silent for hours when nothing is blocked: TCP
+        # keepalive is what finds it dead (a firewall's idle timeout, a
+        # host gone without a RST), or keeps a NAT's state; the main
+        # connection's commands have timeouts, the channel's wait has none.
+        socks = redis_sockets(a.proc.pid, redis.port)
+        tap.check("A: both its connections to Redis (cache and channel) have TCP keepalive",
+                  len(socks) == 2 and all(on for _, on in socks), repr(socks))
 
         # A meets the blocking MX.
         digit, t = session(a, "<x@blk1.test>")
@@ -254,6 +265,38 @@ def main():
         finally:
             locked.remove()
 
+        # A big shared cache: SCAN's COUNT is keys examined, MATCH filters
+        # after, so the walk takes as many steps as the db has keys / COUNT,
+        # whatever few breaker records there are. 700000 other keys (the
+        # cache's records, here DEBUG POPULATE's) and 40 breaker records:
+        # every one is learned (the walk once stopped at 1000 steps of 500
+        # keys: about 28 of the 40).
+        os.makedirs(tmp.join("redis3"), exist_ok=True)
+        big = redisserver.RedisServer(tmp.join("redis3"), password="default-pw-not-ours", user=(USER, PASSWORD))
+        try:
+            big.start()
+            n_far = 40
+            with big.client(timeout=60) as bc:  # DEBUG POPULATE: about 1 s, more under load
+                bc.command("DEBUG", "POPULATE", "700000", "filler")
+                until = int(time.time() * 1000) + 120000
+                for i in range(1, n_far + 1):
+                    bc.command("SET", "vemilter:m:127.0.1.%d" % i,
+                               "1\tB\t%d\t4\t554\t5.7.1\tother-host:2\tmx.far%d.test\tgo away" % (until, i),
+                               "PX", "120000")
+                dbsize = bc.command("DBSIZE")
+            e = Daemon(tmp, daemon_conf(tmp, "e", dns_port, farm_port, big.port), name="e", debug=True)
+            daemons.append(e)
+            e.start()
+            t0 = time.monotonic()
+            vmtest.wait_until(lambda: len(e.log_lines(r"breaker: learned from other-host:2: ")) >= n_far, 30)
+            learned = len(e.log_lines(r"breaker: learned from other-host:2: "))
+            tap.diag("SCAN over %d keys: %d of %d breaker records learned in %.2f s"
+                     % (dbsize, learned, n_far, time.monotonic() - t0))
+            tap.equal("a db of %d keys: the SCAN at connect learns all %d breaker records" % (dbsize, n_far),
+                      learned, n_far, e.diag)
+        finally:
+            big.remove()
+
         for d in daemons:
             tap.check("%s: no crash, and the password never logged" % d.name,
                       d.proc.poll() is None and not d.log_lines(PASSWORD), d.diag())
@@ -264,6 +307,33 @@ def main():
         redis.remove()
         vmtest.tear_down(servers=(farm, dns), daemons=daemons, tmp=tmp)
     return tap.done()
+
+
+def redis_sockets(pid, port):
+    """Process pid's established TCP connections to port: [(local address,
+    keepalive timer on)], read from /proc (its fds' socket inodes, and
+    /proc/net/tcp: state 01 established, timer kind "tr" 2 keepalive)."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            link = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            c = row.split()
+            if len(c) > 9 and c[3] == "01" and c[9] in inodes and int(c[2].rsplit(":", 1)[1], 16) == port:
+                out.append((c[1], c[5].split(":")[0] == "02"))
+    return out
 
 
 if __name__ == "__main__":

@@ -404,8 +404,7 @@ END_TEST
 START_TEST(host_record_refuses_damage)
 {
 	static const char *const damaged[] = {
-	        "",
-	        "2\tB\t9\t4\t554\t\tw\th\tt",                    /* an unknown version */
+	        "", "2\tB\t9\t4\t554\t\tw\th\tt",                /* an unknown version */
 	        "1\tX\t9\t4\t554\t\tw\th\tt",                    /* an unknown state */
 	        "1\tB\t-9\t4\t554\t\tw\th\tt",                   /* a time before the epoch */
 	        "1\tB\t9x\t4\t554\t\tw\th\tt",                   /* not a number */
@@ -415,6 +414,13 @@ START_TEST(host_record_refuses_damage)
 	        "1\tB\t9\t4\t554\t\tw\th",                       /* a field missing */
 	        "1\tB\t9\t4\t554\t5.7.1.2.3.4.5.6.7\tw\th\tt",   /* an ecode too long */
 	        "1\tB\t99999999999999999999\t4\t554\t\tw\th\tt", /* out of range */
+	        /* control characters encode never writes: a line of its own in a
+	         * log, transcript or explain output */
+	        "1\tB\t9\t4\t554\t\tw\tmx.test\nfake: line\tt", /* LF in the host */
+	        "1\tB\t9\t4\t554\t\tw\r\th\tt",                 /* CR in the writer */
+	        "1\tB\t9\t4\t554\t5.7\x1b\tw\th\tt",            /* ESC in the ecode */
+	        "1\tB\t9\t4\t554\t\tw\th\tgo away\r\n250 ok",   /* CR LF in the text */
+	        "1\tB\t9\t4\t554\t\tw\th\tgo\x7f away",         /* DEL in the text */
 	};
 	for (size_t i = 0; i < sizeof(damaged) / sizeof(damaged[0]); i++) {
 		struct shared_host_rec got;
