@@ -350,12 +350,13 @@ def settle(d, port, fake, timeout):
     return False
 
 
-def daemon_round(args, r, binary, tmp, dns_port, fake):
+def daemon_round(args, r, b, binary, tmp, dns_port, fake):
+    """round r of binary number b: its own daemon, cache and senders"""
     import cached_cpu
     import vmtest
 
     mport = vmtest.free_port()
-    name = "round%d" % r
+    name = "round%d-%d" % (r, b)
     conf = vmtest.base_conf(tmp, name + ".sock", **{
         "milter_transport": "native", "log_level": "notice", "metrics_listen": "127.0.0.1:%d" % mport,
         "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "10s",
@@ -378,7 +379,7 @@ def daemon_round(args, r, binary, tmp, dns_port, fake):
         # warm: every domain resolved and every host heard from
         warm = [cached_cpu.PostfixLike(d.socket) for _ in range(args.domains)]
         for i, s in enumerate(warm):
-            sender = "<userw%d%05d@d%03d.bench>" % (r, i, i)
+            sender = "<userw%d-%d-%05d@d%03d.bench>" % (r, b, i, i)
             s.start()
             s.mail(sender)
             s.rcpt(sender, wait=False)
@@ -403,7 +404,7 @@ def daemon_round(args, r, binary, tmp, dns_port, fake):
         cpu0 = cpu_seconds(d.pid)
         t0 = time.monotonic()
         sampler.start()
-        senders = ["<user%d%05d@d%03d.bench>" % (r, i, i % args.domains) for i in range(args.jobs)]
+        senders = ["<user%d-%d-%05d@d%03d.bench>" % (r, b, i, i % args.domains) for i in range(args.jobs)]
         mail_codes = {}
         parked = []  # sessions whose RCPT answer is still to read
         for s, sender in zip(sessions, senders):
@@ -468,8 +469,8 @@ def daemon_main(args, builddir):
               % (args.jobs, args.domains, args.servers, args.latency_ms), flush=True)
         rows = {b: [] for b in binaries}
         for r in range(args.rounds):
-            for b in binaries:
-                row = daemon_round(args, r, b, tmp, dns_port, fake)
+            for bi, b in enumerate(binaries):
+                row = daemon_round(args, r, bi, b, tmp, dns_port, fake)
                 rows[b].append(row)
                 print("  round %d %s: idle %.1f MiB, +%d sessions %.1f MiB (%.1f KiB each, %d fds), peak %.1f MiB; "
                       "in flight %d (fake: %d open), fds %d of %d; %.1f KiB/probe (%.1f with its session); "
@@ -492,7 +493,8 @@ def daemon_main(args, builddir):
                   % (len(rows[b]), b, med("idle") / 1024, args.jobs, med("sessions") / 1024, med("session_kib"),
                      med("hwm") / 1024, med("in_flight"), med("per"), med("per_all"), med("fds"), med("limit"),
                      med("cpu_us")))
-        ok = all(row["settled"] and set(row["rcpt"]) <= {"c", "a"} and row["in_flight"] > 0
+        ok = all(row["settled"] and set(row["mail"]) == {"c"} and set(row["rcpt"]) <= {"c", "a"}
+                 and row["in_flight"] > 0
                  for rs in rows.values() for row in rs)
         return 0 if ok else 1
     finally:
