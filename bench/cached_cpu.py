@@ -73,6 +73,7 @@ POSTFIX_MACROS = {
     mc.SMFIM_ENVRCPT: "i {rcpt_addr} {rcpt_host} {rcpt_mailer}",
 }
 CLIENT_ADDR = "198.51.100.7"
+PENDING = "pending"  # event(wait=False): the reply is read later
 
 
 def macro_values(sender):
@@ -111,7 +112,9 @@ class PostfixLike:
         self.round_trips += 1
         return self.c.read_reply()
 
-    def event(self, stage, cmd, data, no_flag, nr_flag, values):
+    def event(self, stage, cmd, data, no_flag, nr_flag, values, wait=True):
+        """one stage: its macros, the command, its reply (None: skipped or
+        no reply; wait=False: PENDING, read it later with reply())"""
         names = self.c.symlists.get(stage, POSTFIX_MACROS.get(stage, "")).split()
         d = cmd
         for n in names:
@@ -123,9 +126,10 @@ class PostfixLike:
         self.send(cmd, data)
         if self.c.protocol & nr_flag:
             return None
-        return self.reply()
+        return self.reply() if wait else PENDING
 
-    def message(self, sender):
+    def start(self):
+        """connect and negotiate (OPTNEG), keeping the milter's macro lists"""
         c = self.c
         c.open()
         self.packets += 1
@@ -139,6 +143,9 @@ class PostfixLike:
             end = rest.find(b"\0", 4)
             c.symlists[stage] = rest[4:end].decode()
             rest = rest[end + 1:]
+
+    def mail(self, sender):
+        """CONNECT, HELO and MAIL FROM as Postfix sends them: MAIL's reply"""
         v = macro_values(sender)
         self.event(mc.SMFIM_CONNECT, mc.SMFIC_CONNECT,
                    mc._z("client.example") + b"4" + struct.pack(">H", 40000) + mc._z(CLIENT_ADDR),
@@ -146,16 +153,28 @@ class PostfixLike:
         self.pause()
         self.event(mc.SMFIM_HELO, mc.SMFIC_HELO, mc._z("client.example"), mc.SMFIP_NOHELO, mc.SMFIP_NR_HELO, v)
         self.pause()
-        r = self.event(mc.SMFIM_ENVFROM, mc.SMFIC_MAIL, mc._z(sender), mc.SMFIP_NOMAIL, mc.SMFIP_NR_MAIL, v)
-        final = r
-        if r is None or r.code == "c":
-            final = self.event(mc.SMFIM_ENVRCPT, mc.SMFIC_RCPT, mc._z("<bob@local.test>"), mc.SMFIP_NORCPT,
-                               mc.SMFIP_NR_RCPT, v)
+        return self.event(mc.SMFIM_ENVFROM, mc.SMFIC_MAIL, mc._z(sender), mc.SMFIP_NOMAIL, mc.SMFIP_NR_MAIL, v)
+
+    def rcpt(self, sender, wait=True):
+        """RCPT TO:<bob@local.test>: its reply (wait=False: PENDING)"""
+        return self.event(mc.SMFIM_ENVRCPT, mc.SMFIC_RCPT, mc._z("<bob@local.test>"), mc.SMFIP_NORCPT,
+                          mc.SMFIP_NR_RCPT, macro_values(sender), wait)
+
+    def end(self):
+        """ABORT, QUIT, close"""
         self.pause()
         self.send(mc.SMFIC_ABORT)
         self.pause()
         self.send(mc.SMFIC_QUIT)
-        c.close()
+        self.c.close()
+
+    def message(self, sender):
+        self.start()
+        r = self.mail(sender)
+        final = r
+        if r is None or r.code == "c":
+            final = self.rcpt(sender)
+        self.end()
         return final
 
 

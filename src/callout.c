@@ -91,7 +91,7 @@ struct callout {
 
 	struct dns_lookup *lookup;
 	struct dns_answer *given; /* hints->mx, copied (made only then): answered from the loop
-	                           * (on_later) */
+	                           * (on_later), which frees it */
 	bool have_given;
 	struct pool_job *probe; /* the attempt under way (a job in the pool's session to t) */
 	struct event *deadline;
@@ -1112,8 +1112,17 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 	struct callout *c = arg;
 	if (c->have_given) {
 		trace(c, "dns: MX %s? -> (resolved already) %s", c->address.domain_ascii, c->given->detail);
+		/* An answer is read during on_dns only (the targets are copies):
+		 * freed after it, not kept for the callout's life (a host is
+		 * 2.3 KiB, and thousands of callouts may each hold a copy of one
+		 * domain's answer).
+		 * Taken off c first: on_dns may finish and free the callout. */
+		struct dns_answer *given = c->given;
+		c->given = NULL;
 		c->have_given = false;
-		on_dns(c, c->given);
+		on_dns(c, given);
+		free(given->hosts);
+		free(given);
 		return;
 	}
 	struct sockaddr_storage ss;

@@ -98,7 +98,8 @@ struct smtp_probe {
 	struct bufferevent *bev; /* plain or TLS filter; NULL once closed */
 	struct event *timer;     /* deferred start, phase deadline */
 	struct event *notify;    /* hands the result (and a late catch-all answer) over, from the loop */
-	struct event *patience;  /* catchall_wait_ms: report without the catch-all answer */
+	struct event *patience;  /* catchall_wait_ms: report without the catch-all answer (made when first
+	                          * armed: most probes report at the real RCPT and never need it) */
 	enum state state;
 	enum probe_stage hello_stage; /* STAGE_EHLO or STAGE_HELO, once greeted */
 	bool quit_wait;               /* ST_QUIT: wait for the reply, not only the flush */
@@ -115,7 +116,15 @@ struct smtp_probe {
 	smtp_sync_fn sync;
 	void *arg;
 	struct smtp_reply_parser parser;
-	struct smtp_result result;
+	/* The address asked now: made at the start and for each next address,
+	 * freed once handed over. A probe after its verdict says only the
+	 * catch-all RCPT and QUIT, and thousands may do so at once (each -j slot
+	 * or max_probes_in_flight place has one beside the probe before its
+	 * verdict), so it should not keep a result nobody reads. Invariant:
+	 * NULL only while reported. */
+	struct smtp_result *result;
+	bool tls_active;                 /* the session's, copied into each result when it is handed over */
+	bool fallback_used;              /* likewise: the MAIL FROM that counts was fallback_from */
 	struct smtp_reply *mail_refusal; /* the first MAIL refusal, while the fallback sender is tried
 	                                  * (made then: few probes need it) */
 
@@ -150,6 +159,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 static void quit(struct smtp_probe *p, bool wait);
 static void job_over(struct smtp_probe *p);
 static void send_rcpt(struct smtp_probe *p);
+static void on_patience(evutil_socket_t fd, short what, void *arg);
 
 /* trace - one transcript line, control characters replaced by '?' */
 __attribute__((format(printf, 2, 3))) static void trace(struct smtp_probe *p, const char *fmt, ...)
@@ -202,18 +212,19 @@ __attribute__((format(printf, 5, 6))) static void set_result(struct smtp_probe *
 {
 	if (p->reported)
 		return;
-	p->result.end = end;
-	p->result.stage = stage;
-	p->result.catchall_pending = false;
+	struct smtp_result *res = p->result;
+	res->end = end;
+	res->stage = stage;
+	res->catchall_pending = false;
 	if (reply != NULL)
-		p->result.reply = *reply;
+		res->reply = *reply;
 	else
-		memset(&p->result.reply, 0, sizeof(p->result.reply));
-	p->result.error[0] = '\0';
+		memset(&res->reply, 0, sizeof(res->reply));
+	res->error[0] = '\0';
 	if (fmt != NULL) {
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(p->result.error, sizeof(p->result.error), fmt, ap);
+		vsnprintf(res->error, sizeof(res->error), fmt, ap);
 		va_end(ap);
 	}
 }
@@ -240,7 +251,9 @@ static void decide(struct smtp_probe *p)
  * none that can be trusted); only the first word counts */
 static void note_late(struct smtp_probe *p, const struct smtp_reply *reply)
 {
-	if (!p->result.catchall_pending || p->late_known)
+	/* once reported the result is gone: late_due says whether its catch-all answer was open */
+	bool open = p->reported ? p->late_due : p->result->catchall_pending;
+	if (!open || p->late_known)
 		return;
 	p->late_known = true;
 	if (reply != NULL) {
@@ -262,7 +275,8 @@ static void finish_connection(struct smtp_probe *p)
 	enum probe_stage stage = states[p->state].stage;
 	close_connection(p);
 	evtimer_del(p->timer);
-	evtimer_del(p->patience);
+	if (p->patience != NULL)
+		evtimer_del(p->patience);
 	p->state = ST_CLOSED;
 	note_late(p, NULL);
 	if (!p->decided) /* every path decides first; never report an empty answer */
@@ -302,7 +316,7 @@ static bool input_waiting(struct smtp_probe *p)
 {
 	if (evbuffer_get_length(bufferevent_get_input(p->bev)) > 0)
 		return true;
-	if (p->result.tls_active)
+	if (p->tls_active)
 		return false;
 	evutil_socket_t fd = bufferevent_getfd(p->bev);
 	int queued = 0;
@@ -455,7 +469,7 @@ static void send_mail(struct smtp_probe *p)
 		return;
 	}
 	send_command(p, ST_MAIL, "MAIL FROM:<%s>%s",
-	             p->result.fallback_used ? p->params.fallback_from : p->params.mail_from,
+	             p->fallback_used ? p->params.fallback_from : p->params.mail_from,
 	             p->params.needs_smtputf8 ? " SMTPUTF8" : "");
 }
 
@@ -464,7 +478,7 @@ static void greeted(struct smtp_probe *p, const struct smtp_reply *r, enum probe
 {
 	p->hello_stage = stage;
 	p->caps = stage == STAGE_EHLO ? r->caps : 0;
-	if (p->params.try_tls && !p->result.tls_active && (p->caps & SMTP_CAP_STARTTLS))
+	if (p->params.try_tls && !p->tls_active && (p->caps & SMTP_CAP_STARTTLS))
 		send_command(p, ST_STARTTLS, "STARTTLS");
 	else
 		send_mail(p);
@@ -555,7 +569,7 @@ static void tls_up(struct smtp_probe *p)
 {
 	SSL *ssl = bufferevent_openssl_get_ssl(p->bev);
 
-	p->result.tls_active = true;
+	p->tls_active = true;
 	trace(p, "* TLS established (%s, %s)", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
 	send_command(p, ST_EHLO, "EHLO %s", p->params.helo_name);
 }
@@ -566,7 +580,8 @@ static void tls_up(struct smtp_probe *p)
 static void mail_refused_for_good(struct smtp_probe *p, bool may_retry)
 {
 	set_result(p, SMTP_END_REPLY, STAGE_MAIL, p->mail_refusal, NULL);
-	p->result.fallback_retry = may_retry;
+	if (!p->reported)
+		p->result->fallback_retry = may_retry;
 	decide(p);
 }
 
@@ -587,23 +602,30 @@ static void rcpt_answered(struct smtp_probe *p, const struct smtp_reply *r)
 		job_over(p);
 		return;
 	}
-	p->result.catchall_asked = true;
+	p->result->catchall_asked = true;
 	p->txn_rcpts++;
 	if (p->params.report_at_rcpt || !positive(r)) {
-		p->result.catchall_pending = true;
+		p->result->catchall_pending = true;
 		decide(p);
 	}
 	send_command(p, ST_CATCHALL, "RCPT TO:<%s>", p->params.catchall_rcpt);
 	if (p->state == ST_CATCHALL && !p->decided && p->params.catchall_wait_ms > 0) {
 		struct timeval tv = timeval_ms(p->params.catchall_wait_ms);
-		evtimer_add(p->patience, &tv);
+		if (p->patience == NULL)
+			p->patience = evtimer_new(p->base, on_patience, p);
+		if (p->patience == NULL || evtimer_add(p->patience, &tv) != 0) {
+			/* no memory for the bound: report now, as when it passes */
+			p->result->catchall_pending = true;
+			decide(p);
+		}
 	}
 }
 
 /* catchall_answered - the random address got r */
 static void catchall_answered(struct smtp_probe *p, const struct smtp_reply *r)
 {
-	evtimer_del(p->patience);
+	if (p->patience != NULL)
+		evtimer_del(p->patience);
 	if (r->code / 100 == 5)
 		p->rcpt_errors++;
 	if (input_waiting(p)) { /* more after it: this answer may belong to another command */
@@ -611,8 +633,8 @@ static void catchall_answered(struct smtp_probe *p, const struct smtp_reply *r)
 		return;
 	}
 	if (!p->decided) {
-		p->result.stage = STAGE_CATCHALL;
-		p->result.catchall_reply = *r;
+		p->result->stage = STAGE_CATCHALL;
+		p->result->catchall_reply = *r;
 		decide(p);
 	} else {
 		note_late(p, r);
@@ -627,10 +649,11 @@ static void catchall_answered(struct smtp_probe *p, const struct smtp_reply *r)
  * the real RCPT's answer stands, with the catch-all question open */
 static void catchall_unanswered(struct smtp_probe *p)
 {
-	evtimer_del(p->patience);
+	if (p->patience != NULL)
+		evtimer_del(p->patience);
 	if (!p->decided) {
-		p->result.stage = STAGE_CATCHALL;
-		memset(&p->result.catchall_reply, 0, sizeof(p->result.catchall_reply));
+		p->result->stage = STAGE_CATCHALL;
+		memset(&p->result->catchall_reply, 0, sizeof(p->result->catchall_reply));
 		decide(p);
 	}
 	note_late(p, NULL);
@@ -702,9 +725,17 @@ static void advance(struct smtp_probe *p)
 		quit(p, true);
 		return;
 	}
+	if (p->result == NULL && (p->result = malloc(sizeof(*p->result))) == NULL) {
+		/* no room for an answer: take no address; the rest go on in a new session */
+		trace(p, "* no memory for the next address: QUIT (the rest go on in a new one)");
+		quit(p, true);
+		return;
+	}
 	memset(&job, 0, sizeof(job));
 	switch (p->params.next(p->arg, &job)) {
 	case SMTP_NEXT_NONE:
+		free(p->result); /* no next address: QUIT needs none */
+		p->result = NULL;
 		quit(p, true);
 		return;
 	case SMTP_NEXT_WAIT: /* idle in ST_BETWEEN: smtp_probe_resume asks again */
@@ -713,10 +744,7 @@ static void advance(struct smtp_probe *p)
 		break;
 	}
 	/* A new address: its own result, nothing of the previous one's. */
-	bool tls = p->result.tls_active, fallback = p->result.fallback_used;
-	memset(&p->result, 0, sizeof(p->result));
-	p->result.tls_active = tls;
-	p->result.fallback_used = fallback;
+	memset(p->result, 0, sizeof(*p->result));
 	p->decided = p->reported = false;
 	p->late_due = p->late_known = p->late_have = false;
 	p->txn_retried = false;
@@ -817,7 +845,7 @@ static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 		} else if (p->new_txn) {
 			new_txn_failed(p, "MAIL", r);
 		} else if (r->code / 100 == 5 && r->code != 421 && p->params.fallback_from != NULL &&
-		           !p->result.fallback_used &&
+		           !p->fallback_used &&
 		           /* no memory for it: the refusal stands, as without a fallback sender */
 		           (p->mail_refusal != NULL ||
 		            (p->mail_refusal = malloc(sizeof(*p->mail_refusal))) != NULL)) {
@@ -831,7 +859,7 @@ static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 		break;
 	case ST_RSET:
 		if (positive(r)) {
-			p->result.fallback_used = true;
+			p->fallback_used = true;
 			send_mail(p);
 		} else {
 			mail_refused_for_good(p, r->code != 421);
@@ -992,7 +1020,7 @@ static void on_patience(evutil_socket_t fd, short what, void *arg)
 		return;
 	trace(p, "* no catch-all answer within %lld ms: reporting without it",
 	      (long long)p->params.catchall_wait_ms);
-	p->result.catchall_pending = true;
+	p->result->catchall_pending = true;
 	decide(p);
 }
 
@@ -1150,6 +1178,7 @@ static void free_probe(struct smtp_probe *p)
 	free(p->job_strings);
 	free(p->mail_refusal);
 	free(p->late_reply);
+	free(p->result);
 	free(p);
 }
 
@@ -1180,7 +1209,9 @@ static bool call_owner(struct smtp_probe *p, enum owner_call which)
 		};
 		p->sync(p->arg, p, &report);
 	} else {
-		p->done(p->arg, &p->result);
+		p->result->tls_active = p->tls_active;
+		p->result->fallback_used = p->fallback_used;
+		p->done(p->arg, p->result);
 	}
 	p->in_callback = false;
 	if (p->cancelled) {
@@ -1199,15 +1230,20 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
 
 	if (p->decided && !p->reported) {
 		p->reported = true;
-		p->late_due = p->result.catchall_pending && p->late != NULL;
+		p->late_due = p->result->catchall_pending && p->late != NULL;
 		p->sync_due = p->sync != NULL;
 		if (!call_owner(p, CALL_DONE))
 			return;
+		free(p->result); /* the owner has it; a next address gets its own (advance) */
+		p->result = NULL;
 	}
 	if (p->late_due && p->late_known) {
 		p->late_due = false;
 		if (!call_owner(p, CALL_LATE))
 			return;
+		free(p->late_reply); /* handed over; QUIT may take a while yet */
+		p->late_reply = NULL;
+		p->late_have = false;
 	}
 	if (!p->reported || p->late_due)
 		return; /* still the owner's */
@@ -1322,8 +1358,8 @@ struct smtp_probe *smtp_probe_start(struct event_base *base, const struct sockad
 	p->arg = arg;
 	p->timer = evtimer_new(base, on_timer, p);
 	p->notify = evtimer_new(base, on_notify, p);
-	p->patience = evtimer_new(base, on_patience, p);
-	if (p->timer == NULL || p->notify == NULL || p->patience == NULL || !copy_params(p, params)) {
+	p->result = calloc(1, sizeof(*p->result));
+	if (p->timer == NULL || p->notify == NULL || p->result == NULL || !copy_params(p, params)) {
 		free_probe(p);
 		return NULL;
 	}

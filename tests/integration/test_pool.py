@@ -22,7 +22,9 @@ fake SMTP servers, counting sessions and RCPTs at each farm address.
   sender keeps a valid or an invalid that was not retracted.
 - smtp.c's session mode alone (tests/tools/smtpprobe --more): one
   session, each address its own reply, QUIT proving all; max_rcpt_errors;
-  452 -> RSET; a server one reply behind -> the sync report says broken.
+  452 -> RSET; STARTTLS and the fallback sender hold for every later
+  address (each result says so); a server one reply behind -> the sync
+  report says broken.
 - A busy session to a slow server (new senders keep coming): it ends by
   probe_timeout, a new one takes the rest.
 - A server that sends a stray line and closes while a session waits
@@ -63,6 +65,8 @@ LAGGING = "127.0.0.85"   # lagging_reply, user alice
 HANGING = "127.0.0.86"   # silent_after_rcpt: RCPT is never answered
 SLOWPOKE = "127.0.0.87"  # normal, user alice, every reply 0.1 s late
 STRAY = "127.0.0.88"     # normal, user alice, a stray line and a close after the 2nd RCPT
+TLSHOST = "127.0.0.89"   # starttls, user alice
+NULLREF = "127.0.0.90"   # null_sender_refused, user alice: the fallback sender gets in
 N_FORGED, N_PROVIDER, N_SMALL, N_FAILING, N_LAG, N_HANG = 200, 100, 10, 25, 6, 5
 N_LAG_LONG = 16
 N_AGE = 50
@@ -385,6 +389,17 @@ def session_mode_runs(tap, farm, farm_port):
     tap.check("session mode: 452 after the recipient limit -> RSET, MAIL, the same address again; all 250",
               all(jobs.get(r, {}).get("code") == "250" for r in rcpts) and len(sessions) == 1
               and sessions[0].commands.count("RSET") == 1 and session.get("sync") == "proved", out)
+    # What the session learned stays for its later addresses, each result
+    # saying so (smtp.c keeps it on the probe: a result is freed once handed over).
+    rcpts = ["alice@x.test", "nobody@x.test", "alice@y.test"]
+    jobs, session, sessions, out = smtpprobe(farm, TLSHOST, farm_port, rcpts, "--tls", "--server", "mx.test")
+    tap.check("session mode over STARTTLS: one TLS session, every address's result says tls=1",
+              len(sessions) == 1 and sessions[0].tls and [jobs.get(r, {}).get("tls") for r in rcpts] == ["1"] * 3
+              and [jobs[r].get("code") for r in rcpts] == ["250", "550", "250"], out)
+    jobs, session, sessions, out = smtpprobe(farm, NULLREF, farm_port, rcpts, "--fallback", "probe@vemilter.test")
+    tap.check("session mode, null sender refused: the fallback sender counts for every address (fallback=1)",
+              len(sessions) == 1 and [jobs.get(r, {}).get("fallback") for r in rcpts] == ["1"] * 3
+              and [jobs[r].get("code") for r in rcpts] == ["250", "550", "250"], out)
     jobs, session, sessions, out = smtpprobe(farm, LAGGING, farm_port, ["alice@x.test", "nobody@x.test"])
     tap.check("session mode: a server one reply behind -> the session's sync report is broken (for both)",
               session.get("sync") == "broken" and len(jobs) == 2, out)
@@ -409,6 +424,8 @@ def main():
         farm.add(HANGING, "silent_after_rcpt", users=["alice"])
         farm.add(SLOWPOKE, "normal", users=["alice"], reply_delay=0.1)
         farm.add(STRAY, "normal", users=["alice"], stray_after=2)
+        farm.add(TLSHOST, "starttls", users=["alice"])
+        farm.add(NULLREF, "null_sender_refused", users=["alice"])
         farm_port = farm.start()
         session_mode_runs(tap, farm, farm_port)
         forged_flood(tap, tmp, dns_port, farm, farm_port)
