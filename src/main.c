@@ -469,10 +469,11 @@ static bool start_serving(struct conf *conf, struct startup *up)
 		return false;
 	}
 	socket_id_of(socket_path, &up->socket);
-	if (!(up->pid_written = write_pid_file(conf->pid_file)))
+	/* The pid file says "ready": write it once the socket is the socket
+	 * group's, so whoever waits for it finds a socket the MTA may use. */
+	if (socket_path != NULL && !own_socket(socket_path, uid, socket_gid))
 		return false;
-	if ((socket_path != NULL && !own_socket(socket_path, uid, socket_gid)) ||
-	    !drop_privileges(conf, uid, user_gid))
+	if (!(up->pid_written = write_pid_file(conf->pid_file)) || !drop_privileges(conf, uid, user_gid))
 		return false;
 	/* After the fork and the user switch: the engine thread must live in
 	 * the final process, and the cache file belongs to the user. */

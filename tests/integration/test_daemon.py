@@ -284,7 +284,9 @@ def t_lifecycle(tap, cleanup):
     if vmtest.have_root():
         d_sock = tmp.join("d.sock")
         gname = "postfix" if _group_exists("postfix") else "nogroup"
-        d = Daemon(tmp, base_conf(tmp, "d.sock", socket_mode="0640", socket_group=gname), name="d")
+        # A pid file: start() waits for it, and it is written once the socket is the group's.
+        d = Daemon(tmp, base_conf(tmp, "d.sock", pid_file=tmp.join("d.pid"), socket_mode="0640",
+                                  socket_group=gname), name="d")
         if started("socket_group", d):
             st = os.stat(d_sock)
             tap.equal("socket_mode 0640 applied", oct(stat.S_IMODE(st.st_mode)), oct(0o640), d.diag)
