@@ -131,10 +131,26 @@ Options (all behaviours)
                        later one more line "250 2.0.0 stray reply", then
                        the server closes (a reply out of step, seen only
                        unread at the close)
+    pipelining=True    advertise PIPELINING in the EHLO reply (False: not)
+    stray_mail=False   MAIL -> 250 2.1.0, and a second "250 2.1.0 sender ok"
+                       held back until the client's next command(s) arrive,
+                       then sent ahead of their replies (in the same write):
+                       every reply after it is one slot late, and nothing
+                       waited when the client sent them
     replies={VERB: "text"}   replace the reply text the behaviour sends for a
                        verb ("BANNER" for the greeting); "\\n" separates
                        lines, e.g. {"RCPT": "451 4.3.0 local error"}. The
                        behaviour's own state changes stay as they are.
+
+Pipelined commands (RFC 2920)
+    Every behaviour answers a group of commands the way Postfix does: while
+    more complete command lines wait unread, replies are held, and they go
+    out together, in order and in one write, with the reply to the group's
+    last command, after one `latency` (so a group costs one round trip, as
+    on a network, and a client sending one command at a time sees no
+    change). Held replies are lost if the server drops the connection
+    within the group (drop_after), as in a crash. Replies are recorded
+    when they are written.
 
 Records (thread-safe snapshots)
     farm.sessions(address=None) -> [Session]; Session has address, behaviour,
@@ -282,13 +298,27 @@ class _Conn:
         self.lag_started = False  # lagging_reply: the unsolicited line went out
         self.rcpts = 0            # RCPT commands in this session (drop_after)
         self.txn_rcpts = 0        # RCPTs taken in this transaction (rcpt_limit)
+        self.held = []            # reply lines held while a pipelined group is answered
+        self.stray_due = False    # stray_mail: the second MAIL reply waits for the next command
 
     # ---- low-level I/O
 
+    def more_waiting(self):
+        """Does a complete command line wait unread (a pipelined group)?
+        (asyncio's StreamReader keeps what it has read in _buffer.)"""
+        buf = getattr(self.reader, "_buffer", None)
+        return buf is not None and b"\n" in buf
+
     async def send(self, lines):
-        """Send reply lines (CRLF added), after the farm's latency."""
+        """Send reply lines (CRLF added), after the farm's latency; held
+        while more commands of a pipelined group wait (module docstring)."""
+        if self.more_waiting():
+            self.held.extend(lines)
+            return
         if self.farm.latency > 0:
             await asyncio.sleep(self.farm.latency)
+        lines = self.held + list(lines)
+        self.held = []
         with self.farm._lock:
             self.s.replies.extend(lines)
         try:
@@ -415,6 +445,9 @@ class _Conn:
         """Answer one command; False when the connection is over."""
         b = self.behaviour
         arg = line[len(verb):].strip()
+        if self.stray_due:                         # stray_mail: ahead of this command's reply
+            self.stray_due = False
+            self.held.append("250 2.1.0 sender ok")
 
         if b == "garbage":
             if verb == "QUIT":
@@ -448,6 +481,8 @@ class _Conn:
                 return False
             self.greeted, self.in_mail = True, False
             ext = ["PIPELINING", "8BITMIME", "SIZE 10240000", "ENHANCEDSTATUSCODES"]
+            if not self.opts.get("pipelining", True):
+                ext.remove("PIPELINING")
             if self.opts.get("smtputf8"):
                 ext.append("SMTPUTF8")
             if b in TLS_BEHAVIOURS and not self.s.tls:
@@ -508,6 +543,7 @@ class _Conn:
                 self.txn_rcpts = 0
                 self.mail_from = MAIL_RE.match(line).group(1)
                 await self.reply(250, "2.1.0", "sender ok")
+                self.stray_due = bool(self.opts.get("stray_mail"))
             return True
 
         if verb == "RCPT":
@@ -659,7 +695,8 @@ class SmtpFarm:
         if behaviour not in BEHAVIOURS:
             raise ValueError("unknown behaviour %r (known: %s)" % (behaviour, ", ".join(BEHAVIOURS)))
         known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds", "refuse_null",
-                 "catchall_domains", "rcpt_limit", "drop_after", "reply_delay", "stray_after"}
+                 "catchall_domains", "rcpt_limit", "drop_after", "reply_delay", "stray_after",
+                 "pipelining", "stray_mail"}
         bad = set(options) - known
         if bad:
             raise ValueError("unknown option(s) %s" % ", ".join(sorted(bad)))
