@@ -868,6 +868,13 @@ static void new_txn_failed(struct smtp_probe *p, const char *what, const struct 
 		quit(p, true);
 }
 
+/* found_when - how a break found at QUIT is described: after the verdict
+ * was handed over, or (a group's replies come in one go) before it */
+static const char *found_when(const struct smtp_probe *p)
+{
+	return p->reported || !p->piped ? "found after the verdict: " : "found in the group's replies: ";
+}
+
 /* quit_reply - the QUIT reply: a 2xx with nothing after it is in step so
  * far (the close proves it); anything else is another command's reply, so
  * every reply before it may have been too */
@@ -875,13 +882,12 @@ static void quit_reply(struct smtp_probe *p, const struct smtp_reply *r)
 {
 	if (!positive(r)) {
 		trace(p, "* QUIT got %d, not 2xx: the replies were out of step", r->code);
-		out_of_step(p, STAGE_QUIT, "reply before command (found after the verdict: QUIT got %d)",
-		            r->code);
+		out_of_step(p, STAGE_QUIT, "reply before command (%sQUIT got %d)", found_when(p), r->code);
 		finish_connection(p);
 	} else if (input_waiting(p)) {
 		trace(p, "* data after the QUIT reply: the replies were out of step");
-		out_of_step(p, STAGE_QUIT,
-		            "reply before command (found after the verdict: data after the QUIT reply)");
+		out_of_step(p, STAGE_QUIT, "reply before command (%sdata after the QUIT reply)",
+		            found_when(p));
 		finish_connection(p);
 	} else {
 		p->quit_answered = true; /* the server closes now (RFC 5321 4.1.1.10); until then, silence */
@@ -1027,9 +1033,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 			if (n >= 0)
 				trace_received(p, line, (size_t)n);
 			trace(p, "* data after the QUIT reply: the replies were out of step");
-			out_of_step(
-			        p, STAGE_QUIT,
-			        "reply before command (found after the verdict: data after the QUIT reply)");
+			out_of_step(p, STAGE_QUIT, "reply before command (%sdata after the QUIT reply)",
+			            found_when(p));
 			finish_connection(p);
 			return;
 		}

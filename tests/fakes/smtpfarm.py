@@ -143,14 +143,17 @@ Options (all behaviours)
                        behaviour's own state changes stay as they are.
 
 Pipelined commands (RFC 2920)
-    Every behaviour answers a group of commands the way Postfix does: while
-    more complete command lines wait unread, replies are held, and they go
-    out together, in order and in one write, with the reply to the group's
-    last command, after one `latency` (so a group costs one round trip, as
-    on a network, and a client sending one command at a time sees no
-    change). Held replies are lost if the server drops the connection
-    within the group (drop_after), as in a crash. Replies are recorded
-    when they are written.
+    Every behaviour answers a group of commands the way Postfix does: when
+    more complete command lines were waiting unread as a command was taken,
+    its replies are held, and they go out together, in order and in one
+    write, with the reply to the group's last command, after one `latency`
+    (so a group costs one round trip, as on a network; a client sending one
+    command at a time, or a command that arrives while a reply is being
+    delayed, sees no change). Held replies are lost if the server drops the
+    connection within the group (drop_after), as in a crash; a server that
+    stops answering (silent_after_rcpt, hang_catchall, hang_quit) sends
+    what it held first; lagging_reply answers one command at a time
+    whatever waits. Replies are recorded when they are written.
 
 Records (thread-safe snapshots)
     farm.sessions(address=None) -> [Session]; Session has address, behaviour,
@@ -299,6 +302,7 @@ class _Conn:
         self.rcpts = 0            # RCPT commands in this session (drop_after)
         self.txn_rcpts = 0        # RCPTs taken in this transaction (rcpt_limit)
         self.held = []            # reply lines held while a pipelined group is answered
+        self.in_group = False     # more commands were waiting when this one was taken
         self.stray_due = False    # stray_mail: the second MAIL reply waits for the next command
 
     # ---- low-level I/O
@@ -312,8 +316,14 @@ class _Conn:
     async def send(self, lines):
         """Send reply lines (CRLF added), after the farm's latency; held
         while more commands of a pipelined group wait (module docstring)."""
-        if self.more_waiting():
+        if self.in_group:
             self.held.extend(lines)
+            return
+        await self.flush(lines)
+
+    async def flush(self, lines=()):
+        """Write what was held and lines, after the farm's latency."""
+        if not self.held and not lines:
             return
         if self.farm.latency > 0:
             await asyncio.sleep(self.farm.latency)
@@ -386,6 +396,9 @@ class _Conn:
             raw = raw[:-1]
             self.s.bare_lf = True
         line = raw.decode("latin-1")
+        # lagging_reply's point is its timing: one reply per command, each
+        # late, whatever the client sent meanwhile
+        self.in_group = self.more_waiting() and self.behaviour != "lagging_reply"
         with self.farm._lock:
             self.s.commands.append(line)
         return line
@@ -569,6 +582,7 @@ class _Conn:
                 return False
             if b == "silent_after_rcpt":
                 self.silent = True
+                await self.flush()
                 return True
             if b == "multiline_mismatch":
                 await self.send(["250-2.1.5 ok", "550 5.1.1 no such user"])
@@ -584,6 +598,7 @@ class _Conn:
             known = local.lower() in self.users
             if b == "hang_catchall" and not known:
                 self.silent = True
+                await self.flush()
                 return True
             if b == "greylist_for":
                 seconds = float(self.opts.get("seconds", 60.0))
@@ -623,6 +638,7 @@ class _Conn:
         if verb == "QUIT":
             if b == "hang_quit":
                 self.silent = True                   # recorded, never answered, never closed
+                await self.flush()
                 return True
             self.closed("server")
             await self.reply(221, "2.0.0", "bye")

@@ -363,6 +363,11 @@ def check_case(tap, results, out, address, outcome, stage, extra, label=""):
                                          " fact=%s" % extra["fact"] if "fact" in extra else ""), ok, diag)
 
 
+def unrandom(commands):
+    """commands with the random (catch-all) address's local part replaced by random"""
+    return [re.sub(r"^RCPT TO:<[a-z0-9]{16}@", "RCPT TO:<random@", c) for c in commands]
+
+
 def dialogue(farm, address):
     return [s.commands for s in farm.sessions(address)]
 
@@ -443,8 +448,11 @@ def main_run(tap, tmp, dns_port, farm, farm_port):
               "nobody@erm.test: < 250 2.0.0 unsolicited reply, before its command" in out
               and "nobody@erm.test: * protocol error: reply before command (before RCPT)" in out,
               transcript(out, "nobody@erm.test"))
-    tap.equal("codes disagreeing in one reply: RCPT asked once, then QUIT", dialogue(farm, "127.0.0.40"),
-              [["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<alice@mism.test>", "QUIT"]])
+    # (the farm offers PIPELINING: RCPT, the random RCPT and QUIT go out as one group)
+    tap.equal("codes disagreeing in one reply: RCPT asked once, in one group with the random RCPT and QUIT",
+              [unrandom(c) for c in dialogue(farm, "127.0.0.40")],
+              [["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<alice@mism.test>", "RCPT TO:<random@mism.test>",
+                "QUIT"]])
     tap.equal("null sender refused, no fallback: one session (the breaker remembers), MAIL once, then QUIT",
               dialogue(farm, "127.0.0.39"), [["EHLO " + HELO, "MAIL FROM:<>", "QUIT"]])
     reasons = sorted(results.get(a, (None, {}))[1].get("reason", "")[:10]
@@ -735,7 +743,8 @@ def null_at_rcpt_run(tap, tmp, dns_port, farm, farm_port):
         f, sessions, out = calloutrun(without, [], address, farm, "127.0.0.53")
         tap.check("null sender refused at RCPT, no fallback: %s -> blocked at rcpt" % address,
                   f.get("outcome") == "blocked" and f.get("stage") == "rcpt" and len(sessions) == 1
-                  and sessions[0] == ["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<%s>" % address, "QUIT"],
+                  and unrandom(sessions[0]) == ["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<%s>" % address,
+                                                "RCPT TO:<random@nullrcpt.test>", "QUIT"],
                   "%r %r\n%s" % (f, sessions, out))
     # (the default policy: the verdict comes at RCPT, the catch-all answer as a fact)
     for address, outcome, flags in (("alice@nullrcpt.test", "valid", "fallback_sender"),
