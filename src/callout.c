@@ -937,6 +937,7 @@ static void fill_params(struct callout *c, const struct target *t, struct smtp_p
 	        .server_name = t->host,
 	        .needs_smtputf8 = c->address.local_utf8,
 	        .try_tls = conf->probe_tls && !c->plain_now,
+	        .pipelining = conf->probe_pipelining,
 	        .ssl_ctx = c->env->ssl_ctx,
 	        .report_at_rcpt = !c->catchall_matters,
 	        .catchall_wait_ms = catchall_wait_ms(conf),

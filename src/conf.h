@@ -93,6 +93,7 @@ struct conf {
 	char *probe_sender_fallback;           /* MAIL FROM when a server refuses probe_sender; "": off */
 	int probe_port;                        /* 25; tests point it elsewhere */
 	bool probe_tls;                        /* STARTTLS when offered */
+	bool probe_pipelining;                 /* the last RCPT and QUIT as one group (RFC 2920) */
 	bool catchall_probe;                   /* ask for a random address too */
 	int max_mx;                            /* MX hosts tried */
 	int max_mx_addresses;                  /* addresses tried, all hosts together */

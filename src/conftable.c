@@ -644,6 +644,9 @@ const struct directive conf_directives[] = {
 	 .help = "TCP port of probed mail servers"},
 	{.name = "probe_tls", .type = T_BOOL, .def = "yes", .offset = F(probe_tls),
 	 .help = "use STARTTLS when a server offers it (no certificate check)"},
+	{.name = "probe_pipelining", .type = T_BOOL, .def = "yes", .offset = F(probe_pipelining),
+	 .help = "send a session's last RCPT, the random RCPT and QUIT as one group when the server "
+	         "offers PIPELINING"},
 	{.name = "catchall_probe", .type = T_BOOL, .def = "yes", .offset = F(catchall_probe),
 	 .help = "after an accepted address, ask for a random one to detect catch-all domains"},
 	{.name = "max_mx", .type = T_INT, .def = "5", .min = 1, .max = 20, .offset = F(max_mx),

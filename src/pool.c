@@ -191,7 +191,7 @@ static struct pool_line *line_find(struct pool *pool, const struct sockaddr *add
 		if (same_addr(&l->addr, addr) && same_text(l->params.mail_from, pp->mail_from) &&
 		    same_text(l->params.fallback_from, pp->fallback_from) &&
 		    l->params.try_tls == pp->try_tls && l->params.needs_smtputf8 == pp->needs_smtputf8 &&
-		    same_text(l->params.helo_name, pp->helo_name))
+		    l->params.pipelining == pp->pipelining && same_text(l->params.helo_name, pp->helo_name))
 			return l;
 	}
 	return NULL;
@@ -573,6 +573,23 @@ static enum smtp_next s_next(void *arg, struct smtp_job *next)
 	return SMTP_NEXT_JOB;
 }
 
+/* s_last - will the session ask nothing after the address about to be
+ * asked (smtp_last_fn)? Only when s_next, asked now, would say NONE rather
+ * than hand over a job or wait idle for one: the session is closing or too
+ * old, or no job waits and the line is no burst. Then the address's RCPT
+ * may go out grouped with QUIT (smtp.h, pipelining), and a job that comes
+ * meanwhile waits for the next session, as after any QUIT. */
+static bool s_last(void *arg)
+{
+	struct pool_session *s = arg;
+	struct pool_line *l = s->line;
+	if (s->closing)
+		return true;
+	if (l->pool->limits.max_age_ms > 0 && clock_mono_ms() - s->started_ms >= l->pool->limits.max_age_ms)
+		return true;
+	return l->queued == 0 && (s->jobs < 2 && l->submitted < 2);
+}
+
 /* on_idle - no job came within IDLE_MS: the session says QUIT */
 static void on_idle(evutil_socket_t fd, short what, void *arg)
 {
@@ -744,6 +761,7 @@ static bool open_session(struct pool_line *l, struct pool_job *first)
 	params.report_at_rcpt = first->report_at_rcpt;
 	params.skip_catchall_after_5xx = false; /* a session's first address: as one probe alone */
 	params.next = pool->limits.max_sessions > 0 ? s_next : NULL;
+	params.last = pool->limits.max_sessions > 0 ? s_last : NULL;
 	params.max_rcpt_errors = pool->limits.max_errors;
 	s->next = l->sessions;
 	if (l->sessions != NULL)

@@ -10,6 +10,10 @@
  * mode: one greeting, EHLO (STARTTLS), MAIL FROM, then one RCPT per job,
  * QUIT as soon as the line has no job waiting. The other jobs wait in the
  * line, in order, bounded by their callouts' deadlines (which cancel them).
+ * A session that will ask nothing after its first address (closing, too
+ * old, or no job waiting and the line no burst: the test s_next makes for
+ * QUIT) tells smtp.c so (smtp_last_fn), which then sends that RCPT, the
+ * random RCPT and QUIT as one group to a server that offers PIPELINING.
  *
  * Every job gets its own answer, through the callbacks smtp.h defines for
  * one probe (done, late, sync), with the same guarantees: its own RCPT's

@@ -11,8 +11,13 @@
  * every phase, so a server dripping one byte at a time cannot stretch a
  * phase either. Lines are pulled into a fixed buffer only after the line
  * limit is checked; a read high-watermark keeps the input buffer bounded;
- * replies are parsed by smtpreply.c. One command at a time, no pipelining,
- * and nothing may wait in the input when a command goes out (desync).
+ * replies are parsed by smtpreply.c. One command at a time, and nothing
+ * may wait in the input when a command goes out (desync); except that the
+ * last address's RCPT, the random RCPT and QUIT go out as one group (RFC
+ * 2920, send_group) to a server that offers PIPELINING, when the session
+ * ends after it: their replies are then taken one slot after the other in
+ * the same states (ST_RCPT, ST_CATCHALL, ST_QUIT, with piped set), so the
+ * verdict and the proof come one round trip after the group.
  *
  * The result is "decided" inside the dialogue and handed over by the notify
  * event from the loop (so done never runs inside smtp_probe_start or deep
@@ -104,6 +109,11 @@ struct smtp_probe {
 	enum probe_stage hello_stage; /* STAGE_EHLO or STAGE_HELO, once greeted */
 	bool quit_wait;               /* ST_QUIT: wait for the reply, not only the flush */
 	bool quit_answered;           /* ST_QUIT: a 2xx came; now only the close may come */
+	bool piped;                   /* RCPT [random RCPT] QUIT went out as one group: nothing more is
+	                               * written, the replies fill the group's slots in order */
+	bool piped_catchall;          /* ... with the random RCPT in it */
+	bool catchall_unwanted;       /* ... which the real RCPT's reply made moot: its slot is read for
+	                               * its place in the order only */
 	unsigned caps;                /* from the last EHLO reply */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
@@ -308,6 +318,14 @@ static void set_phase(struct smtp_probe *p, enum state st)
 	evtimer_add(p->timer, &tv);
 }
 
+/* next_slot - a group's reply is in: the next one (in st) is the reply to
+ * the group's next command, already sent */
+static void next_slot(struct smtp_probe *p, enum state st)
+{
+	smtp_reply_init(&p->parser);
+	set_phase(p, st);
+}
+
 /* input_waiting - has the server sent anything we have not read? In plain
  * text the socket's receive queue counts too (libevent may not have read it
  * yet); under TLS only decrypted data does, as the socket may legitimately
@@ -337,8 +355,14 @@ __attribute__((format(printf, 3, 4))) static void out_of_step(struct smtp_probe 
 	va_end(ap);
 	p->sync_state = SMTP_SYNC_BROKEN;
 	p->sync_stage = stage;
-	if (p->reported)
+	if (p->reported) {
 		trace(p, "* out of step after the verdict: %s", p->sync_why);
+	} else if (p->piped) {
+		/* a group's replies are read in one go: the QUIT slot can show
+		 * the break before the result is handed over, which then is no
+		 * answer at all (as after a desync), not a verdict to take back */
+		set_result(p, SMTP_END_PROTOCOL, stage, NULL, "%s", p->sync_why);
+	}
 }
 
 /* desync - the server sent something before command st went out: whatever
@@ -414,6 +438,15 @@ static void quit(struct smtp_probe *p, bool wait)
 {
 	if (p->bev == NULL) {
 		finish_connection(p);
+		return;
+	}
+	if (p->piped) { /* QUIT went out with the group: wait for its slot, or end here */
+		if (!wait) {
+			finish_connection(p);
+			return;
+		}
+		p->quit_wait = true;
+		next_slot(p, ST_QUIT);
 		return;
 	}
 	p->quit_wait = wait;
@@ -599,16 +632,28 @@ static void rcpt_answered(struct smtp_probe *p, const struct smtp_reply *r)
 	            (r->code / 100 == 5 && !classify_says_blocked(r) && !p->params.skip_catchall_after_5xx));
 	if (!ask) {
 		decide(p);
-		job_over(p);
+		if (p->piped && p->piped_catchall) { /* asked already: its reply keeps its place */
+			trace(p, "* the random RCPT's reply cannot change this: read only for its place");
+			p->catchall_unwanted = true;
+			next_slot(p, ST_CATCHALL);
+		} else if (p->piped) {
+			quit(p, true); /* the QUIT slot is next (its reply may be waiting already) */
+		} else {
+			job_over(p);
+		}
 		return;
 	}
 	p->result->catchall_asked = true;
-	p->txn_rcpts++;
 	if (p->params.report_at_rcpt || !positive(r)) {
 		p->result->catchall_pending = true;
 		decide(p);
 	}
-	send_command(p, ST_CATCHALL, "RCPT TO:<%s>", p->params.catchall_rcpt);
+	if (p->piped) {
+		next_slot(p, ST_CATCHALL); /* its reply is the group's next slot */
+	} else {
+		p->txn_rcpts++;
+		send_command(p, ST_CATCHALL, "RCPT TO:<%s>", p->params.catchall_rcpt);
+	}
 	if (p->state == ST_CATCHALL && !p->decided && p->params.catchall_wait_ms > 0) {
 		struct timeval tv = timeval_ms(p->params.catchall_wait_ms);
 		if (p->patience == NULL)
@@ -628,11 +673,15 @@ static void catchall_answered(struct smtp_probe *p, const struct smtp_reply *r)
 		evtimer_del(p->patience);
 	if (r->code / 100 == 5)
 		p->rcpt_errors++;
-	if (input_waiting(p)) { /* more after it: this answer may belong to another command */
+	/* more after it: this answer may belong to another command (in a
+	 * group, QUIT's reply comes next, and its slot is checked then) */
+	if (!p->piped && input_waiting(p)) {
 		desync(p, ST_QUIT);
 		return;
 	}
-	if (!p->decided) {
+	if (p->catchall_unwanted) {
+		/* its slot is filled: nothing about the domain is taken from it */
+	} else if (!p->decided) {
 		p->result->stage = STAGE_CATCHALL;
 		p->result->catchall_reply = *r;
 		decide(p);
@@ -641,6 +690,8 @@ static void catchall_answered(struct smtp_probe *p, const struct smtp_reply *r)
 	}
 	if (r->code == 421)
 		finish_connection(p);
+	else if (p->piped)
+		quit(p, true); /* the QUIT slot is next */
 	else
 		job_over(p);
 }
@@ -659,9 +710,71 @@ static void catchall_unanswered(struct smtp_probe *p)
 	note_late(p, NULL);
 }
 
-/* send_rcpt - RCPT TO the address asked now */
+/* may_group - may the address asked now go out as one group with QUIT
+ * (smtp.h)? The server offers PIPELINING, this is the transaction's first
+ * RCPT (so no 452 can ask for a new transaction in this session) and the
+ * session ends after it */
+static bool may_group(struct smtp_probe *p)
+{
+	if (!p->params.pipelining || !(p->caps & SMTP_CAP_PIPELINING) || p->txn_rcpts != 0)
+		return false;
+	if (p->params.next == NULL)
+		return true;
+	return p->params.last != NULL && p->params.last(p->arg);
+}
+
+/* send_group - RCPT TO the address, the random RCPT if it is to be asked,
+ * and QUIT, in one write (RFC 2920: QUIT last). As before every command,
+ * anything waiting now is a desync. The replies fill ST_RCPT, ST_CATCHALL
+ * and ST_QUIT in turn; nothing is written after this. */
+static void send_group(struct smtp_probe *p)
+{
+	char group[3 * (PARAM_MAX + 16)];
+	const char *ca = p->params.catchall_rcpt;
+
+	if (p->bev == NULL) {
+		finish_connection(p);
+		return;
+	}
+	if (input_waiting(p)) {
+		desync(p, ST_RCPT);
+		return;
+	}
+	int n = snprintf(group, sizeof(group), "RCPT TO:<%s>\r\n", p->params.rcpt);
+	if (ca != NULL)
+		n += snprintf(group + n, sizeof(group) - (size_t)n, "RCPT TO:<%s>\r\n", ca);
+	n += snprintf(group + n, sizeof(group) - (size_t)n, "QUIT\r\n");
+	if (n < 0 || (size_t)n >= sizeof(group)) { /* bad_params and take_job make this impossible */
+		set_result(p, SMTP_END_PROTOCOL, STAGE_RCPT, NULL, "command too long");
+		end_now(p);
+		return;
+	}
+	trace(p, "* PIPELINING: RCPT%s and QUIT in one group (the session ends after this address)",
+	      ca != NULL ? ", the random RCPT" : "");
+	trace(p, "> RCPT TO:<%s>", p->params.rcpt);
+	if (ca != NULL)
+		trace(p, "> RCPT TO:<%s>", ca);
+	trace(p, "> QUIT");
+	p->piped = true;
+	p->piped_catchall = ca != NULL;
+	p->txn_rcpts += ca != NULL ? 2 : 1;
+	smtp_reply_init(&p->parser);
+	set_phase(p, ST_RCPT);
+	if (bufferevent_write(p->bev, group, (size_t)n) < 0 ||
+	    bufferevent_enable(p->bev, EV_READ | EV_WRITE) < 0) {
+		set_result(p, SMTP_END_PROTOCOL, STAGE_RCPT, NULL, "cannot send rcpt");
+		end_now(p);
+	}
+}
+
+/* send_rcpt - RCPT TO the address asked now (grouped with QUIT when it is
+ * the session's last and the server pipelines) */
 static void send_rcpt(struct smtp_probe *p)
 {
+	if (may_group(p)) {
+		send_group(p);
+		return;
+	}
 	p->txn_rcpts++;
 	send_command(p, ST_RCPT, "RCPT TO:<%s>", p->params.rcpt);
 }
@@ -783,6 +896,13 @@ static void new_txn_failed(struct smtp_probe *p, const char *what, const struct 
 		quit(p, true);
 }
 
+/* found_when - how a break found at QUIT is described: after the verdict
+ * was handed over, or (a group's replies come in one go) before it */
+static const char *found_when(const struct smtp_probe *p)
+{
+	return p->reported || !p->piped ? "found after the verdict: " : "found in the group's replies: ";
+}
+
 /* quit_reply - the QUIT reply: a 2xx with nothing after it is in step so
  * far (the close proves it); anything else is another command's reply, so
  * every reply before it may have been too */
@@ -790,13 +910,12 @@ static void quit_reply(struct smtp_probe *p, const struct smtp_reply *r)
 {
 	if (!positive(r)) {
 		trace(p, "* QUIT got %d, not 2xx: the replies were out of step", r->code);
-		out_of_step(p, STAGE_QUIT, "reply before command (found after the verdict: QUIT got %d)",
-		            r->code);
+		out_of_step(p, STAGE_QUIT, "reply before command (%sQUIT got %d)", found_when(p), r->code);
 		finish_connection(p);
 	} else if (input_waiting(p)) {
 		trace(p, "* data after the QUIT reply: the replies were out of step");
-		out_of_step(p, STAGE_QUIT,
-		            "reply before command (found after the verdict: data after the QUIT reply)");
+		out_of_step(p, STAGE_QUIT, "reply before command (%sdata after the QUIT reply)",
+		            found_when(p));
 		finish_connection(p);
 	} else {
 		p->quit_answered = true; /* the server closes now (RFC 5321 4.1.1.10); until then, silence */
@@ -872,7 +991,8 @@ static void on_reply(struct smtp_probe *p, const struct smtp_reply *r)
 	case ST_RCPT:
 		if (r->code == 421) {
 			stop_at(p, r);
-		} else if (r->code == 452 && p->params.next != NULL && p->txn_rcpts > 1 && !p->txn_retried) {
+		} else if (r->code == 452 && p->params.next != NULL && !p->piped && p->txn_rcpts > 1 &&
+		           !p->txn_retried) {
 			/* too many recipients in this transaction (RFC 5321 4.5.3.1.10):
 			 * not an answer about the address; ask it again in a new one */
 			trace(p,
@@ -941,9 +1061,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 			if (n >= 0)
 				trace_received(p, line, (size_t)n);
 			trace(p, "* data after the QUIT reply: the replies were out of step");
-			out_of_step(
-			        p, STAGE_QUIT,
-			        "reply before command (found after the verdict: data after the QUIT reply)");
+			out_of_step(p, STAGE_QUIT, "reply before command (%sdata after the QUIT reply)",
+			            found_when(p));
 			finish_connection(p);
 			return;
 		}
@@ -1393,7 +1512,8 @@ void smtp_probe_resume(struct smtp_probe *probe)
 /* smtp_probe_ending - see smtp.h */
 bool smtp_probe_ending(const struct smtp_probe *probe)
 {
-	return probe == NULL || probe->bev == NULL || probe->state == ST_QUIT || probe->state == ST_CLOSED;
+	return probe == NULL || probe->bev == NULL || probe->piped || probe->state == ST_QUIT ||
+	       probe->state == ST_CLOSED;
 }
 
 /* smtp_probe_cancel - see smtp.h */

@@ -16,6 +16,20 @@
  * an answer. A greeting or EHLO reply that names our own helo_name ends
  * the dialogue as a mail loop.
  *
+ * One exception (params.pipelining, RFC 2920): when the server offers
+ * PIPELINING and the session ends after this address (always without
+ * params.next; in session mode when params.last says so, and only for a
+ * transaction's first RCPT), the rest of the dialogue goes out as one
+ * group in one write: RCPT TO the address, the random RCPT when it is to
+ * be asked, and QUIT last. The replies come back in one round trip and are
+ * taken strictly in order, one slot per command; the same rules hold
+ * (nothing may wait when the group goes out; the QUIT slot must hold a
+ * 2xx with nothing after it until the close), so a stray reply that shifts
+ * the slots shows as a non-2xx in the QUIT slot or data after it. Nothing
+ * is written after the group. When the real RCPT's reply means the random
+ * address is not to be asked (a 5xx that says we are blocked, or
+ * skip_catchall_after_5xx), its slot is read for its place only.
+ *
  * The result is reported the moment it is decided: QUIT, its reply and the
  * close come afterwards and cannot delay it. But they are where a server
  * that stays exactly one reply behind shows (nothing waits when a command
@@ -79,6 +93,12 @@ struct smtp_job {
  * not cancel the probe. */
 enum smtp_next { SMTP_NEXT_NONE, SMTP_NEXT_JOB, SMTP_NEXT_WAIT };
 typedef enum smtp_next (*smtp_next_fn)(void *arg, struct smtp_job *job);
+/* Session mode, with params.pipelining: asked (with the probe's arg) just
+ * before a transaction's first RCPT goes out to a server that offers
+ * PIPELINING: true if no other address will be asked in this session, so
+ * the RCPT may go out grouped with QUIT (then smtp_next_fn is not called
+ * again). Must not cancel the probe. */
+typedef bool (*smtp_last_fn)(void *arg);
 
 struct smtp_params {
 	const char *helo_name;     /* our name in EHLO/HELO */
@@ -112,6 +132,12 @@ struct smtp_params {
 	                               * domain fact, and one more failed RCPT the server counts) */
 	int max_rcpt_errors;          /* session mode: after this many 5xx RCPT replies (the random
 	                               * address's too) QUIT instead of asking for the next; <= 0: none */
+	/* RFC 2920 (see above): the last address's RCPT, the random RCPT and
+	 * QUIT as one group when the server offers PIPELINING; the verdict
+	 * then needs no round trip more than the RCPT reply. false: one
+	 * command at a time (for a server whose PIPELINING is broken). */
+	bool pipelining;
+	smtp_last_fn last; /* session mode: is this the last address? NULL: never grouped */
 };
 
 /* enum smtp_end is in classify.h */

@@ -1399,6 +1399,59 @@ def smtp_bare_lf():
 
 
 @check
+def smtp_pipelined_group():
+    """smtp: a pipelined group answered in one write after one latency; pipelining=False; stray_mail"""
+    lat = 0.3
+    f = SmtpFarm(latency=lat)
+    f.add("127.0.0.2", "normal", users=["alice"])
+    f.add("127.0.0.3", "normal", pipelining=False)
+    f.add("127.0.0.4", "normal", users=["alice"], stray_mail=True)
+    port = f.start()
+    try:
+        s, fh = raw_connect("127.0.0.2", port)
+        read_reply(fh)
+        s.sendall(b"EHLO x\r\n")
+        assert "250-PIPELINING" in read_reply(fh)
+        s.sendall(b"MAIL FROM:<>\r\n")
+        read_reply(fh)
+        t0 = time.monotonic()
+        s.sendall(b"RCPT TO:<alice@x.test>\r\nRCPT TO:<nobody@x.test>\r\nQUIT\r\n")
+        s.settimeout(5)
+        data = b""
+        while data.count(b"\r\n") < 3:
+            chunk = s.recv(4096)
+            assert chunk, data
+            data += chunk
+        took = time.monotonic() - t0
+        assert data.startswith(b"250 2.1.5") and b"\r\n550 5.1.1" in data and data.endswith(b"221 2.0.0 bye\r\n"), data
+        assert lat <= took < 2 * lat, took           # one round trip, not three
+        assert data.count(b"\r\n") == 3, data
+        s.close()
+        fh.close()
+        ss = f.sessions("127.0.0.2")[-1]
+        assert ss.commands[-3:] == ["RCPT TO:<alice@x.test>", "RCPT TO:<nobody@x.test>", "QUIT"], ss.commands
+        print("# a group of 3 answered in %.3f s at latency %.1f s" % (took, lat))
+        c = smtp(port, "127.0.0.3")
+        c.ehlo("x")
+        assert not c.has_extn("pipelining") and c.has_extn("8bitmime")
+        c.quit()
+        s, fh = raw_connect("127.0.0.4", port)
+        read_reply(fh)
+        s.sendall(b"HELO x\r\n")
+        read_reply(fh)
+        s.sendall(b"MAIL FROM:<>\r\n")
+        assert read_reply(fh) == ["250 2.1.0 sender ok"]
+        s.sendall(b"RCPT TO:<nobody@x.test>\r\nQUIT\r\n")
+        assert read_reply(fh) == ["250 2.1.0 sender ok"]          # MAIL's second reply, held back
+        assert read_reply(fh)[0].startswith("550 5.1.1")
+        assert read_reply(fh) == ["221 2.0.0 bye"]
+        s.close()
+        fh.close()
+    finally:
+        f.stop()
+
+
+@check
 def smtp_concurrency():
     """smtp: 2,000 concurrent connections each get a banner (with latency)"""
     f = SmtpFarm(latency=0.2)

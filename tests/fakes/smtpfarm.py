@@ -131,10 +131,29 @@ Options (all behaviours)
                        later one more line "250 2.0.0 stray reply", then
                        the server closes (a reply out of step, seen only
                        unread at the close)
+    pipelining=True    advertise PIPELINING in the EHLO reply (False: not)
+    stray_mail=False   MAIL -> 250 2.1.0, and a second "250 2.1.0 sender ok"
+                       held back until the client's next command(s) arrive,
+                       then sent ahead of their replies (in the same write):
+                       every reply after it is one slot late, and nothing
+                       waited when the client sent them
     replies={VERB: "text"}   replace the reply text the behaviour sends for a
                        verb ("BANNER" for the greeting); "\\n" separates
                        lines, e.g. {"RCPT": "451 4.3.0 local error"}. The
                        behaviour's own state changes stay as they are.
+
+Pipelined commands (RFC 2920)
+    Every behaviour answers a group of commands the way Postfix does: when
+    more complete command lines were waiting unread as a command was taken,
+    its replies are held, and they go out together, in order and in one
+    write, with the reply to the group's last command, after one `latency`
+    (so a group costs one round trip, as on a network; a client sending one
+    command at a time, or a command that arrives while a reply is being
+    delayed, sees no change). Held replies are lost if the server drops the
+    connection within the group (drop_after), as in a crash; a server that
+    stops answering (silent_after_rcpt, hang_catchall, hang_quit) sends
+    what it held first; lagging_reply answers one command at a time
+    whatever waits. Replies are recorded when they are written.
 
 Records (thread-safe snapshots)
     farm.sessions(address=None) -> [Session]; Session has address, behaviour,
@@ -282,13 +301,34 @@ class _Conn:
         self.lag_started = False  # lagging_reply: the unsolicited line went out
         self.rcpts = 0            # RCPT commands in this session (drop_after)
         self.txn_rcpts = 0        # RCPTs taken in this transaction (rcpt_limit)
+        self.held = []            # reply lines held while a pipelined group is answered
+        self.in_group = False     # more commands were waiting when this one was taken
+        self.stray_due = False    # stray_mail: the second MAIL reply waits for the next command
 
     # ---- low-level I/O
 
+    def more_waiting(self):
+        """Does a complete command line wait unread (a pipelined group)?
+        (asyncio's StreamReader keeps what it has read in _buffer.)"""
+        buf = getattr(self.reader, "_buffer", None)
+        return buf is not None and b"\n" in buf
+
     async def send(self, lines):
-        """Send reply lines (CRLF added), after the farm's latency."""
+        """Send reply lines (CRLF added), after the farm's latency; held
+        while more commands of a pipelined group wait (module docstring)."""
+        if self.in_group:
+            self.held.extend(lines)
+            return
+        await self.flush(lines)
+
+    async def flush(self, lines=()):
+        """Write what was held and lines, after the farm's latency."""
+        if not self.held and not lines:
+            return
         if self.farm.latency > 0:
             await asyncio.sleep(self.farm.latency)
+        lines = self.held + list(lines)
+        self.held = []
         with self.farm._lock:
             self.s.replies.extend(lines)
         try:
@@ -356,6 +396,9 @@ class _Conn:
             raw = raw[:-1]
             self.s.bare_lf = True
         line = raw.decode("latin-1")
+        # lagging_reply's point is its timing: one reply per command, each
+        # late, whatever the client sent meanwhile
+        self.in_group = self.more_waiting() and self.behaviour != "lagging_reply"
         with self.farm._lock:
             self.s.commands.append(line)
         return line
@@ -415,6 +458,9 @@ class _Conn:
         """Answer one command; False when the connection is over."""
         b = self.behaviour
         arg = line[len(verb):].strip()
+        if self.stray_due:                         # stray_mail: ahead of this command's reply
+            self.stray_due = False
+            self.held.append("250 2.1.0 sender ok")
 
         if b == "garbage":
             if verb == "QUIT":
@@ -448,6 +494,8 @@ class _Conn:
                 return False
             self.greeted, self.in_mail = True, False
             ext = ["PIPELINING", "8BITMIME", "SIZE 10240000", "ENHANCEDSTATUSCODES"]
+            if not self.opts.get("pipelining", True):
+                ext.remove("PIPELINING")
             if self.opts.get("smtputf8"):
                 ext.append("SMTPUTF8")
             if b in TLS_BEHAVIOURS and not self.s.tls:
@@ -508,6 +556,7 @@ class _Conn:
                 self.txn_rcpts = 0
                 self.mail_from = MAIL_RE.match(line).group(1)
                 await self.reply(250, "2.1.0", "sender ok")
+                self.stray_due = bool(self.opts.get("stray_mail"))
             return True
 
         if verb == "RCPT":
@@ -533,6 +582,7 @@ class _Conn:
                 return False
             if b == "silent_after_rcpt":
                 self.silent = True
+                await self.flush()
                 return True
             if b == "multiline_mismatch":
                 await self.send(["250-2.1.5 ok", "550 5.1.1 no such user"])
@@ -548,6 +598,7 @@ class _Conn:
             known = local.lower() in self.users
             if b == "hang_catchall" and not known:
                 self.silent = True
+                await self.flush()
                 return True
             if b == "greylist_for":
                 seconds = float(self.opts.get("seconds", 60.0))
@@ -587,6 +638,7 @@ class _Conn:
         if verb == "QUIT":
             if b == "hang_quit":
                 self.silent = True                   # recorded, never answered, never closed
+                await self.flush()
                 return True
             self.closed("server")
             await self.reply(221, "2.0.0", "bye")
@@ -659,7 +711,8 @@ class SmtpFarm:
         if behaviour not in BEHAVIOURS:
             raise ValueError("unknown behaviour %r (known: %s)" % (behaviour, ", ".join(BEHAVIOURS)))
         known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds", "refuse_null",
-                 "catchall_domains", "rcpt_limit", "drop_after", "reply_delay", "stray_after"}
+                 "catchall_domains", "rcpt_limit", "drop_after", "reply_delay", "stray_after",
+                 "pipelining", "stray_mail"}
         bad = set(options) - known
         if bad:
             raise ValueError("unknown option(s) %s" % ", ".join(sorted(bad)))

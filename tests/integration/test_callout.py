@@ -88,6 +88,7 @@ FARM = {
     "127.0.0.52": ("lagging_reply", {"users": ["alice"], "refuse_null": True,
                                      "replies": {"MAIL": "550 5.1.1 mailbox unavailable"}}),
     "127.0.0.53": ("null_sender_refused_at_rcpt", {"users": ["alice"]}),
+    "127.0.0.54": ("normal", {"users": ["alice"]}),                       # pipelining run
 }
 # Interrupted runs leave a connection whose random RCPT hangs without QUIT.
 INTERRUPTED = {"127.0.0.48"}
@@ -206,6 +207,8 @@ ZONE = {
     "mx.lagnull2.test": {"A": ["127.0.0.52"]},
     "nullrcpt.test": {"MX": [mx("mx.nullrcpt.test")]},
     "mx.nullrcpt.test": {"A": ["127.0.0.53"]},
+    "pipe.test": {"MX": [mx("mx.pipe.test")]},
+    "mx.pipe.test": {"A": ["127.0.0.54"]},
 }
 
 
@@ -363,6 +366,11 @@ def check_case(tap, results, out, address, outcome, stage, extra, label=""):
                                          " fact=%s" % extra["fact"] if "fact" in extra else ""), ok, diag)
 
 
+def unrandom(commands):
+    """commands (or transcript lines), the random address's local part replaced by random"""
+    return [re.sub(r"^(> )?RCPT TO:<[a-z0-9]{16}@", r"\1RCPT TO:<random@", c) for c in commands]
+
+
 def dialogue(farm, address):
     return [s.commands for s in farm.sessions(address)]
 
@@ -443,8 +451,11 @@ def main_run(tap, tmp, dns_port, farm, farm_port):
               "nobody@erm.test: < 250 2.0.0 unsolicited reply, before its command" in out
               and "nobody@erm.test: * protocol error: reply before command (before RCPT)" in out,
               transcript(out, "nobody@erm.test"))
-    tap.equal("codes disagreeing in one reply: RCPT asked once, then QUIT", dialogue(farm, "127.0.0.40"),
-              [["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<alice@mism.test>", "QUIT"]])
+    # (the farm offers PIPELINING: RCPT, the random RCPT and QUIT go out as one group)
+    tap.equal("codes disagreeing in one reply: RCPT asked once, in one group with the random RCPT and QUIT",
+              [unrandom(c) for c in dialogue(farm, "127.0.0.40")],
+              [["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<alice@mism.test>", "RCPT TO:<random@mism.test>",
+                "QUIT"]])
     tap.equal("null sender refused, no fallback: one session (the breaker remembers), MAIL once, then QUIT",
               dialogue(farm, "127.0.0.39"), [["EHLO " + HELO, "MAIL FROM:<>", "QUIT"]])
     reasons = sorted(results.get(a, (None, {}))[1].get("reason", "")[:10]
@@ -735,7 +746,8 @@ def null_at_rcpt_run(tap, tmp, dns_port, farm, farm_port):
         f, sessions, out = calloutrun(without, [], address, farm, "127.0.0.53")
         tap.check("null sender refused at RCPT, no fallback: %s -> blocked at rcpt" % address,
                   f.get("outcome") == "blocked" and f.get("stage") == "rcpt" and len(sessions) == 1
-                  and sessions[0] == ["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<%s>" % address, "QUIT"],
+                  and unrandom(sessions[0]) == ["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<%s>" % address,
+                                                "RCPT TO:<random@nullrcpt.test>", "QUIT"],
                   "%r %r\n%s" % (f, sessions, out))
     # (the default policy: the verdict comes at RCPT, the catch-all answer as a fact)
     for address, outcome, flags in (("alice@nullrcpt.test", "valid", "fallback_sender"),
@@ -748,6 +760,35 @@ def null_at_rcpt_run(tap, tmp, dns_port, farm, farm_port):
                   and len(sessions) == 2 and sessions[0][1:3] == ["MAIL FROM:<>", "RCPT TO:<%s>" % address]
                   and sessions[1][1:3] == ["MAIL FROM:<%s>" % FALLBACK, "RCPT TO:<%s>" % address],
                   "%r %r\n%s" % (f, sessions, out))
+
+
+def pipelining_run(tap, tmp, dns_port, farm, farm_port):
+    """probe_pipelining: by default the last RCPT, the random RCPT and QUIT
+    go out as one group to a server that offers PIPELINING, and the -v
+    transcript shows it; probe_pipelining = no asks one command at a time.
+    The verdict and what the server saw are the same."""
+    for label, extra, grouped in (("default", (), True), ("probe_pipelining = no",
+                                                           ("probe_pipelining = no",), False)):
+        conf = write_conf(tmp, "pipe-%s.conf" % grouped, dns_port, farm_port, *extra)
+        before = len(farm.sessions("127.0.0.54"))
+        rc, out, err, results, secs, _ = run_check(conf, ["nobody@pipe.test"])
+        farm.wait_idle("127.0.0.54", timeout=5)
+        sessions = [x.commands for x in farm.sessions("127.0.0.54")[before:]]
+        t = transcript(out, "nobody@pipe.test")
+        check_case(tap, results, out, "nobody@pipe.test", "invalid", "rcpt", {}, label="%s: " % label)
+        lines = [l.split(": ", 1)[1] for l in t.splitlines()]
+        at = lines.index("> MAIL FROM:<>") + 2 if "> MAIL FROM:<>" in lines else None
+        want = (["* PIPELINING: RCPT, the random RCPT and QUIT in one group (the session ends after this "
+                 "address)", "> RCPT TO:<nobody@pipe.test>", "> RCPT TO:<random@pipe.test>", "> QUIT",
+                 "< 550 5.1.1 <nobody@pipe.test>: user unknown"] if grouped else
+                ["> RCPT TO:<nobody@pipe.test>", "< 550 5.1.1 <nobody@pipe.test>: user unknown",
+                 "> RCPT TO:<random@pipe.test>"])
+        tap.equal("%s: the transcript shows %s" % (label, "the group" if grouped else "one command at a time"),
+                  unrandom(lines[at:at + len(want)]) if at is not None else None, want, t)
+        tap.equal("%s: the server saw EHLO, MAIL, RCPT, the random RCPT, QUIT" % label,
+                  [unrandom(c) for c in sessions],
+                  [["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<nobody@pipe.test>", "RCPT TO:<random@pipe.test>",
+                    "QUIT"]], t)
 
 
 def interrupt_check(tap, conf, address, valgrind=False):
@@ -847,6 +888,7 @@ def main():
         hang_run(tap, tmp, dns_port, farm, farm_port)
         desync_run(tap, tmp, dns_port, farm, farm_port)
         null_at_rcpt_run(tap, tmp, dns_port, farm, farm_port)
+        pipelining_run(tap, tmp, dns_port, farm, farm_port)
         interrupt_run(tap, tmp, dns_port, farm_port)
         valgrind_run(tap, tmp, dns_port, farm_port)
 

@@ -66,7 +66,12 @@ SERVERS = {
     "127.0.0.32": ("normal", {"hostname": HELO}),
     "127.0.0.33": ("normal", {"replies": {"EHLO": "250-PROBE.example. greets you\n250 8BITMIME"}}),
     "127.0.0.34": ("lagging_reply", {"users": ["alice"]}),
+    "127.0.0.35": ("normal", {"users": ["alice"], "pipelining": False}),
+    "127.0.0.36": ("normal", {"users": ["alice"], "stray_mail": True}),
+    "127.0.0.37": ("normal", {"users": ["alice"], "drop_after": 0}),
+    "127.0.0.38": ("null_sender_refused_at_rcpt", {"users": ["alice"]}),
 }
+PIPE = ["--pipelining"]
 FALLBACK = "probe@vemilter.test"
 
 farm = None
@@ -126,6 +131,54 @@ CASES = [
     ("catchall", "127.0.0.3", ["--catchall", RANDOM], "whoever@x.test",
      {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "250"},
      True, normal_commands("whoever@x.test", RANDOM)),
+    # --pipelining (RFC 2920): the farm offers PIPELINING (not .35) and
+    # answers a group in one write; RCPT, the random RCPT and QUIT go out
+    # as one group, their replies fill the slots in order
+    ("pipelining, unknown user: one group, the 5xx reported before the catch-all slot", "127.0.0.2",
+     PIPE + ["--catchall", RANDOM], "nobody@x.test",
+     {"end": "done", "stage": "rcpt", "code": "550", "pending": "1", "late": "550", "sync": "proved"},
+     True, normal_commands("nobody@x.test", RANDOM)),
+    ("pipelining, known user: the catch-all answer from its slot", "127.0.0.2",
+     PIPE + ["--catchall", RANDOM], "alice@x.test",
+     {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "550", "pending": "0",
+      "sync": "proved"},
+     True, normal_commands("alice@x.test", RANDOM)),
+    ("pipelining, no random address: RCPT and QUIT", "127.0.0.2", PIPE, "nobody@x.test",
+     {"end": "done", "stage": "rcpt", "code": "550", "pending": "0", "sync": "proved"},
+     True, normal_commands("nobody@x.test")),
+    ("pipelining not offered: one command at a time", "127.0.0.35", PIPE + ["--catchall", RANDOM],
+     "nobody@x.test",
+     {"end": "done", "stage": "rcpt", "code": "550", "pending": "1", "late": "550", "sync": "proved"},
+     True, normal_commands("nobody@x.test", RANDOM)),
+    # MAIL answered twice, the second held back until the group came: every
+    # reply one slot late, so the QUIT slot holds the random RCPT's 550
+    ("pipelining, a stray MAIL reply: the QUIT slot shows it, no answer", "127.0.0.36",
+     PIPE + ["--catchall", RANDOM], "nobody@x.test",
+     {"end": "protocol", "stage": "quit", "code": "0", "sync": "broken",
+      "sync_why": "reply before command (found in the group's replies: QUIT got 550)"},
+     True, normal_commands("nobody@x.test", RANDOM)),
+    ("pipelining, a stray MAIL reply, no random address: QUIT slot has RCPT's 550", "127.0.0.36", PIPE,
+     "nobody@x.test",
+     {"end": "protocol", "stage": "quit", "code": "0", "sync": "broken",
+      "sync_why": "reply before command (found in the group's replies: QUIT got 550)"},
+     True, normal_commands("nobody@x.test")),
+    ("pipelining, the server closes on the group: no answer", "127.0.0.37", PIPE + ["--catchall", RANDOM],
+     "nobody@x.test",
+     {"end": "closed", "stage": "rcpt", "code": "0", "sync": "unknown"},
+     None, ["EHLO " + HELO, "MAIL FROM:<>", "RCPT TO:<nobody@x.test>"]),
+    ("pipelining, 421 at RCPT: the slots after it are not read", "127.0.0.19", PIPE + ["--catchall", RANDOM],
+     "alice@x.test",
+     {"end": "reply", "stage": "rcpt", "code": "421", "sync": "unknown"},
+     None, None),
+    # blocked at RCPT: the random address cannot change it; its slot is read only for its place
+    ("pipelining, blocked at RCPT: the random RCPT's slot read for its place only", "127.0.0.38",
+     PIPE + ["--catchall", RANDOM], "alice@x.test",
+     {"end": "done", "stage": "rcpt", "code": "554", "catchall_code": "0", "pending": "0", "late": "-",
+      "sync": "proved"},
+     True, normal_commands("alice@x.test", RANDOM)),
+    ("pipelining after STARTTLS", "127.0.0.10", PIPE + ["--tls", "--catchall", RANDOM], "bob@x.test",
+     {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "550", "tls": "1", "sync": "proved"},
+     None, None),
     ("catchall_452", "127.0.0.4", ["--catchall", RANDOM], "alice@x.test",
      {"end": "done", "stage": "catchall", "code": "250", "catchall_code": "452"},
      True, normal_commands("alice@x.test", RANDOM)),
@@ -356,6 +409,30 @@ def test_transcript(tap, cleanup):
     tap.check("transcript: closed line", "* connection closed by server" in (r.stdout or ""), diag_of(r))
 
 
+def test_pipelining_transcript(tap, cleanup):
+    """--pipelining: the transcript shows the group going out before any of
+    its replies; without PIPELINING offered, one command at a time."""
+    fields, r, _ = probe(PIPE + ["--helo", HELO, "--catchall", RANDOM, "127.0.0.2", str(farm.port),
+                                 "nobody@x.test"])
+    out = [l for l in (r.stdout or "").splitlines() if l[:2] in ("> ", "< ", "* ")]
+    at = out.index("> MAIL FROM:<>") if "> MAIL FROM:<>" in out else -1
+    tap.equal("pipelining transcript: the group, then its replies in order", out[at + 2:at + 9] if at >= 0 else None,
+              ["* PIPELINING: RCPT, the random RCPT and QUIT in one group (the session ends after this address)",
+               "> RCPT TO:<nobody@x.test>", "> RCPT TO:<%s>" % RANDOM, "> QUIT",
+               "< 550 5.1.1 <nobody@x.test>: user unknown", "< 550 5.1.1 <%s>: user unknown" % RANDOM,
+               "< 221 2.0.0 bye"], diag_of(r))
+    fields, r, _ = probe(PIPE + ["--helo", HELO, "--catchall", RANDOM, "127.0.0.35", str(farm.port),
+                                 "nobody@x.test"])
+    out = [l for l in (r.stdout or "").splitlines() if l[:2] in ("> ", "< ")]
+    at = out.index("> MAIL FROM:<>") if "> MAIL FROM:<>" in out else -1
+    tap.equal("no PIPELINING offered: RCPT, its reply, the random RCPT, its reply, QUIT, its reply",
+              out[at + 2:at + 8] if at >= 0 else None,
+              ["> RCPT TO:<nobody@x.test>", "< 550 5.1.1 <nobody@x.test>: user unknown",
+               "> RCPT TO:<%s>" % RANDOM, "< 550 5.1.1 <%s>: user unknown" % RANDOM, "> QUIT",
+               "< 221 2.0.0 bye"], diag_of(r))
+    tap.check("no PIPELINING offered: no group", "* PIPELINING" not in (r.stdout or ""), diag_of(r))
+
+
 def test_timeouts_bounded(tap, cleanup):
     """A timeout ends the probe about when it should, not much later."""
     fields, r, secs = probe(["--command-ms", "400", "127.0.0.17", str(farm.port), "alice@x.test"])
@@ -500,6 +577,10 @@ def test_valgrind(tap, cleanup):
                         ("abandon at QUIT", ["--abandon", "127.0.0.27", str(farm.port), "alice@x.test"]),
                         ("abandon with the catch-all due", ["--abandon", "--early", "--catchall", RANDOM,
                                                             "127.0.0.28", str(farm.port), "alice@x.test"]),
+                        ("pipelined group", PIPE + ["--catchall", RANDOM, "127.0.0.2", str(farm.port),
+                                                    "nobody@x.test"]),
+                        ("pipelined group, stray reply", PIPE + ["--catchall", RANDOM, "127.0.0.36",
+                                                                 str(farm.port), "nobody@x.test"]),
                         ("refused", [REFUSED, str(farm.port), "a@x.test"])):
         r = vmtest.run(["valgrind", "-q", "--leak-check=full", "--error-exitcode=9",
                         "--errors-for-leak-kinds=definite,indirect,possible", SMTPPROBE] + args,
@@ -524,7 +605,7 @@ def setup(tap):
 
 def main():
     tests = [make_case(c) for c in CASES] + [
-        test_starttls_session, test_transcript, test_timeouts_bounded, test_connect_timeout,
+        test_starttls_session, test_transcript, test_pipelining_transcript, test_timeouts_bounded, test_connect_timeout,
         test_hang_quit, test_hang_catchall, test_abandon,
         test_bad_input, test_no_data_anywhere, test_valgrind,
     ]

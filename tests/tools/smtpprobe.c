@@ -7,7 +7,7 @@
  *   smtpprobe [-v] [--helo NAME] [--from ADDR] [--fallback ADDR] [--catchall ADDR]
  *             [--early] [--catchall-wait-ms N] [--abandon] [--server NAME] [--tls]
  *             [--utf8] [--connect-ms N] [--banner-ms N] [--command-ms N]
- *             [--more RCPT ...] [--max-errors N] IP PORT RCPT
+ *             [--more RCPT ...] [--max-errors N] [--pipelining] IP PORT RCPT
  *
  * prints, once the probe has ended (QUIT answered or given up), one line
  *
@@ -35,6 +35,9 @@
  * max_rcpt_errors. Each address's result is printed when it comes, as
  * "job RCPT end=... (the fields above; sync=- there)", and the session's
  * sync report last, as "session sync=... sync_why=\"...\"".
+ *
+ * --pipelining: params.pipelining (smtp.h): the last address's RCPT, the
+ * random RCPT and QUIT as one group when the server offers PIPELINING.
  */
 #include <arpa/inet.h>
 #include <event2/event.h>
@@ -90,6 +93,14 @@ static enum smtp_next on_next(void *arg, struct smtp_job *job)
 	job->rcpt = run->rcpts[run->asked++];
 	job->skip_catchall_after_5xx = true;
 	return SMTP_NEXT_JOB;
+}
+
+/* on_last - session mode: is the address about to be asked the last? */
+static bool on_last(void *arg)
+{
+	struct run *run = arg;
+
+	return run->asked >= run->rcpt_count;
 }
 
 /* usage - print the synopsis and exit 2 */
@@ -247,6 +258,7 @@ static int parse_options(int argc, char **argv, struct smtp_params *params, stru
 	        {"command-ms", required_argument, NULL, 3},
 	        {"more", required_argument, NULL, 5},
 	        {"max-errors", required_argument, NULL, 6},
+	        {"pipelining", no_argument, NULL, 7},
 	        {NULL, 0, NULL, 0},
 	};
 	int c;
@@ -303,6 +315,9 @@ static int parse_options(int argc, char **argv, struct smtp_params *params, stru
 		case 6:
 			params->max_rcpt_errors = (int)parse_ms(optarg);
 			break;
+		case 7:
+			params->pipelining = true;
+			break;
 		default:
 			usage();
 		}
@@ -335,6 +350,7 @@ int main(int argc, char **argv)
 	run.asked = 1;
 	if (run.rcpt_count > 1) {
 		params.next = on_next;
+		params.last = on_last;
 		params.linger = &linger; /* a session needs one */
 	}
 
