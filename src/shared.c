@@ -25,6 +25,7 @@
  */
 #include "shared.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
@@ -39,6 +40,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "fleetrate.h"
 #include "log.h"
 #include "redisurl.h"
 #include "sharedrule.h"
@@ -49,9 +51,10 @@
 #define SCAN_COUNT         "500" /* keys a SCAN step asks for */
 #define SCAN_ROUNDS_MAX    1000  /* SCAN steps at most per connection (HOSTS_MAX is 65536) */
 
-enum script { SCRIPT_PUT, SCRIPT_FETCH, SCRIPT_RELEASE, SCRIPT_COUNT };
+enum script { SCRIPT_PUT, SCRIPT_FETCH, SCRIPT_RELEASE, SCRIPT_RATE, SCRIPT_COUNT };
 
-static const char *const script_text[SCRIPT_COUNT] = {SHARED_LUA_PUT, SHARED_LUA_FETCH, SHARED_LUA_RELEASE};
+static const char *const script_text[SCRIPT_COUNT] = {SHARED_LUA_PUT, SHARED_LUA_FETCH, SHARED_LUA_RELEASE,
+                                                      SHARED_LUA_RATE};
 
 enum req_kind {
 	REQ_SETUP,
@@ -65,6 +68,7 @@ enum req_kind {
 	REQ_PUBLISH,  /* ... and its PUBLISH */
 	REQ_SCAN,     /* one SCAN step over the breaker records */
 	REQ_HOSTSGET, /* MGET of the breaker records a SCAN step found */
+	REQ_RATE,     /* a fleet budget's report (fleetrate.h) */
 };
 
 struct request {
@@ -84,6 +88,7 @@ struct request {
 	int64_t now_ms; /* REQ_FETCH: the time records are judged at */
 	size_t nkeys;
 	char keys[SHARED_FETCH_MAX][CACHE_KEY_MAX];
+	struct fleetrate_report rate; /* REQ_RATE: what it reports */
 };
 
 /* A write handed over by another thread (or this one): sent in order. */
@@ -129,6 +134,10 @@ struct shared {
 	int scan_rounds;  /* SCAN steps sent on this connection */
 	shared_host_fn host_fn;
 	void *host_arg;
+	/* the fleet's budgets (fleetrate.h): what we know and owe; reports go
+	 * out from pump, one loop turn after the spending */
+	struct fleetrate *budgets;
+	struct event *pump;
 };
 
 static void drop(struct shared *s, const char *why);
@@ -418,6 +427,8 @@ static void setup_done(struct shared *s)
 {
 	if (--s->setup_left == 0) {
 		set_up(s, true, NULL);
+		if (s->pump != NULL) /* what was spent while down is owed: reported now */
+			event_active(s->pump, EV_READ, 0);
 		sub_open(s); /* after the state is logged: a failure here is a change of its own */
 	}
 }
@@ -578,6 +589,11 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	case REQ_HOSTSET:
 	case REQ_PUBLISH:
 		finish(r, error ? SHARED_FAILED : 0);
+		break;
+	case REQ_RATE: /* the fleet's total, or a failure */
+		finish(r, error || rep->type != REDIS_REPLY_INTEGER || rep->integer < 0 ? SHARED_FAILED
+		          : rep->integer > INT32_MAX                                    ? INT32_MAX
+		                                                                        : (int)rep->integer);
 		break;
 	case REQ_SCAN:
 		finish(r, error ? SHARED_FAILED : 0);
@@ -1099,6 +1115,89 @@ void shared_cancel(struct shared *s, void *request)
 	r->finished = true;
 }
 
+/* ---- the fleet's budgets (fleetrate.h; engine thread) ---- */
+
+static void on_pump(evutil_socket_t fd, short what, void *arg);
+
+/* rate_done - Redis answered a report with the fleet's total (or it
+ * failed: owed again, sent once Redis is back); what is owed meanwhile
+ * goes next */
+static void rate_done(void *arg, int result)
+{
+	struct request *r = arg;
+	struct shared *s = r->s;
+	fleetrate_reported(s->budgets, &r->rate, result >= 0 ? result : -1);
+	if (result >= 0)
+		s->st.rate_reports++;
+	if (s->up)
+		event_active(s->pump, EV_READ, 0);
+}
+
+/* on_pump - send every report owed (one in flight per key) */
+static void on_pump(evutil_socket_t fd, short what, void *arg)
+{
+	struct shared *s = arg;
+	struct fleetrate_report rep;
+	while (s->up && fleetrate_next_report(s->budgets, clock_now_ms(), &rep)) {
+		char key[FLEETRATE_KEY_MAX], amount[16], ttl[24];
+		fleetrate_key(rep.kind, rep.name, rep.window, key, sizeof(key));
+		snprintf(amount, sizeof(amount), "%u", rep.amount);
+		snprintf(ttl, sizeof(ttl), "%lld", (long long)FLEETRATE_TTL_MS);
+		const char *keys[1] = {key};
+		size_t keylens[1] = {strlen(key)};
+		const char *args[2] = {amount, ttl};
+		size_t arglens[2] = {strlen(amount), strlen(ttl)};
+		struct request *r = key[0] != '\0' ? send_script(s, REQ_RATE, SCRIPT_RATE, 1, keys, keylens,
+		                                                 2, args, arglens)
+		                                   : NULL;
+		if (r == NULL) { /* not sent: owed again, with the next connection */
+			fleetrate_reported(s->budgets, &rep, -1);
+			return;
+		}
+		r->rate = rep;
+		r->done = rate_done;
+		r->arg = r;
+	}
+}
+
+/* shared_rate_take - see shared.h */
+bool shared_rate_take(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
+                      struct fleetrate_said *said)
+{
+	if (s == NULL) {
+		if (said != NULL)
+			memset(said, 0, sizeof(*said));
+		return true;
+	}
+	bool ok = fleetrate_take(s->budgets, kind, name, clock_now_ms(), rate, said);
+	if (!ok) {
+		s->st.rate_refused++;
+		if (said != NULL && said->fleet)
+			s->st.rate_refused_fleet++;
+	} else if (s->up && rate > 0) {
+		event_active(s->pump, EV_READ,
+		             0); /* sent once this loop turn is over: takes made in it go together */
+	}
+	return ok;
+}
+
+/* shared_session_take - see shared.h */
+bool shared_session_take(void *arg, const struct sockaddr *sa, unsigned rate, unsigned *count, bool *fleet)
+{
+	char text[INET6_ADDRSTRLEN] = "";
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, text, sizeof(text));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, text, sizeof(text));
+	struct fleetrate_said said;
+	bool ok = shared_rate_take(arg, FLEETRATE_HOST_SESSIONS, text, rate, &said);
+	if (count != NULL)
+		*count = said.spent;
+	if (fleet != NULL)
+		*fleet = said.fleet;
+	return ok;
+}
+
 /* ---- life cycle ---- */
 
 /* host_id - "hostname:pid": what a lease holds */
@@ -1133,8 +1232,11 @@ struct shared *shared_new(struct event_base *base, const struct conf *conf, stru
 	s->reconnect = evtimer_new(base, on_reconnect, s);
 	s->flush = event_new(base, -1, 0, on_flush, s);
 	s->sub_timer = evtimer_new(base, on_sub_timeout, s);
+	s->pump = event_new(base, -1, 0, on_pump, s);
+	s->budgets = fleetrate_new(SHARED_BUDGETS_MAX);
 	snprintf(s->channel, sizeof(s->channel), "%s%d", SHARED_HOST_CHANNEL, s->url.db);
-	if (s->reconnect == NULL || s->flush == NULL || s->sub_timer == NULL) {
+	if (s->reconnect == NULL || s->flush == NULL || s->sub_timer == NULL || s->pump == NULL ||
+	    s->budgets == NULL) {
 		snprintf(why, why_size, "out of memory");
 		goto fail;
 	}
@@ -1212,6 +1314,9 @@ void shared_free(struct shared *s)
 		event_free(s->flush);
 	if (s->sub_timer != NULL)
 		event_free(s->sub_timer);
+	if (s->pump != NULL)
+		event_free(s->pump);
+	fleetrate_free(s->budgets);
 	pthread_mutex_destroy(&s->queue_lock);
 	explicit_bzero(s->password, sizeof(s->password));
 	free(s);

@@ -605,6 +605,8 @@ static bool open_cache(struct verifier *v, char *why, size_t why_size)
 	        .put = shared_mirror_put, .del = shared_mirror_del, .arg = v->shared};
 	cache_set_mirror(v->cache, &mirror);
 	shared_set_host_hook(v->shared, on_fleet_host, v);
+	/* host_session_rate across the fleet (fleetrate.h): the pool's and the callouts' takes */
+	hosts_set_session_hook(v->engine->env.hosts, shared_session_take, v->shared);
 	v->engine->env.on_breaker = on_breaker;
 	v->engine->env.breaker_arg = v;
 	return true;
