@@ -34,6 +34,11 @@ int64_t fleetrate_window(int64_t wall_ms)
 	return wall_ms <= 0 ? 0 : wall_ms / FLEETRATE_WINDOW_MS;
 }
 
+int64_t fleetrate_turn_ms(int64_t wall_ms)
+{
+	return (fleetrate_window(wall_ms) + 1) * FLEETRATE_WINDOW_MS;
+}
+
 void fleetrate_key(enum fleetrate_kind kind, const char *name, int64_t window, char *buf, size_t size)
 {
 	if (size == 0)
@@ -233,8 +238,9 @@ static void turn(struct fleetrate *fr, struct entry *e, int64_t window)
 	due_unlink(fr, e);
 }
 
-bool fleetrate_take(struct fleetrate *fr, enum fleetrate_kind kind, const char *name, int64_t wall_ms,
-                    unsigned rate, struct fleetrate_said *said)
+/* judge - fleetrate_take (count) or fleetrate_peek */
+static bool judge(struct fleetrate *fr, enum fleetrate_kind kind, const char *name, int64_t wall_ms,
+                  unsigned rate, struct fleetrate_said *said, bool count)
 {
 	struct fleetrate_said none = {0};
 	if (said == NULL)
@@ -247,7 +253,7 @@ bool fleetrate_take(struct fleetrate *fr, enum fleetrate_kind kind, const char *
 		return true; /* our trouble never stops a session */
 	turn(fr, e, fleetrate_window(wall_ms));
 	bool ok = fleetrate_allows(e->seen, e->in_flight, e->unreported, rate);
-	if (ok) {
+	if (ok && count) {
 		e->unreported++;
 		e->own++;
 		due_push(fr, e);
@@ -257,6 +263,18 @@ bool fleetrate_take(struct fleetrate *fr, enum fleetrate_kind kind, const char *
 	said->own = e->own;
 	said->fleet = said->spent > e->own;
 	return ok;
+}
+
+bool fleetrate_take(struct fleetrate *fr, enum fleetrate_kind kind, const char *name, int64_t wall_ms,
+                    unsigned rate, struct fleetrate_said *said)
+{
+	return judge(fr, kind, name, wall_ms, rate, said, true);
+}
+
+bool fleetrate_peek(struct fleetrate *fr, enum fleetrate_kind kind, const char *name, int64_t wall_ms,
+                    unsigned rate, struct fleetrate_said *said)
+{
+	return judge(fr, kind, name, wall_ms, rate, said, false);
 }
 
 bool fleetrate_next_report(struct fleetrate *fr, int64_t wall_ms, struct fleetrate_report *out)

@@ -60,11 +60,15 @@
 /* What is counted (the <kind> of the Redis key). */
 enum fleetrate_kind {
 	FLEETRATE_HOST_SESSIONS = 's', /* host_session_rate: new SMTP sessions to one MX address */
+	FLEETRATE_DOMAIN_PROBES = 'd', /* domain_probe_rate: new probes of one domain (its ASCII name) */
 };
 
 /* fleetrate_window - the window (minute number) wall_ms falls in; a time
  * before the epoch is window 0 */
 int64_t fleetrate_window(int64_t wall_ms);
+
+/* fleetrate_turn_ms - the wall-clock time wall_ms's window ends */
+int64_t fleetrate_turn_ms(int64_t wall_ms);
 
 /* fleetrate_key - "vemilter:r:<kind>:<name>:<window>" into buf, the name
  * escaped: bytes other than [A-Za-z0-9.-_] (an IPv6 address's ':', a
@@ -97,6 +101,12 @@ struct fleetrate_said {
  * Redis). False: spent >= rate; nothing is counted. rate 0 (no limit), an
  * unusable name or no memory: true, nothing kept. said may be NULL. */
 bool fleetrate_take(struct fleetrate *fr, enum fleetrate_kind kind, const char *name, int64_t wall_ms,
+                    unsigned rate, struct fleetrate_said *said);
+
+/* fleetrate_peek - fleetrate_take without counting: would one more be
+ * allowed? (For a caller that decides now and begins a moment later, on
+ * the same thread: it takes then.) */
+bool fleetrate_peek(struct fleetrate *fr, enum fleetrate_kind kind, const char *name, int64_t wall_ms,
                     unsigned rate, struct fleetrate_said *said);
 
 /* A report: what one host spent on one key in one window and has not yet

@@ -1181,6 +1181,24 @@ bool shared_rate_take(struct shared *s, enum fleetrate_kind kind, const char *na
 	return ok;
 }
 
+/* shared_rate_peek - see shared.h */
+bool shared_rate_peek(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
+                      struct fleetrate_said *said)
+{
+	if (s == NULL) {
+		if (said != NULL)
+			memset(said, 0, sizeof(*said));
+		return true;
+	}
+	bool ok = fleetrate_peek(s->budgets, kind, name, clock_now_ms(), rate, said);
+	if (!ok) {
+		s->st.rate_refused++;
+		if (said != NULL && said->fleet)
+			s->st.rate_refused_fleet++;
+	}
+	return ok;
+}
+
 /* shared_session_take - see shared.h */
 bool shared_session_take(void *arg, const struct sockaddr *sa, unsigned rate, unsigned *count, bool *fleet)
 {

@@ -154,6 +154,12 @@ void shared_host_publish(struct shared *s, const char *address, const struct sha
 bool shared_rate_take(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
                       struct fleetrate_said *said);
 
+/* shared_rate_peek - shared_rate_take without counting (a caller that
+ * begins a moment later on the engine thread takes then); a refusal is
+ * counted in the stats */
+bool shared_rate_peek(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
+                      struct fleetrate_said *said);
+
 /* shared_session_take - host_session_rate across the fleet: hosts.h's
  * hosts_session_fn (arg: the struct shared), shared_rate_take for sa's
  * address. *count: the sessions begun this minute as far as we know;

@@ -127,6 +127,8 @@ struct domain_slot {
 	int closing; /* reported, still saying QUIT (engine reports_finished) */
 	int started_in_window;
 	int64_t window_start_ms;
+	int64_t fleet_turn_ms; /* mono: the fleet's rate minute turns (its budget is spent); 0: not refused */
+	unsigned fleet_spent;  /* ... and what the fleet began in it */
 	struct probe *waiting_head, *waiting_tail;
 	void *timer;       /* the engine's timer to look at the line again; NULL: none */
 	int64_t timer_due; /* when it fires (mono) */
@@ -1046,21 +1048,34 @@ static void count_invalid(struct vcore *c, const char *domain)
 	}
 }
 
-/* rate_turn - when the domain's rate window turns (mono) */
+/* rate_turn - when the domain's rate window turns (mono): the fleet's
+ * when its budget is what refused (ours allowed), else ours */
 static int64_t rate_turn(const struct domain_slot *d)
 {
-	return d->window_start_ms + RATE_WINDOW_MS;
+	/* rate_left sets fleet_turn_ms only when our own count allowed */
+	return d->fleet_turn_ms != 0 ? d->fleet_turn_ms : d->window_start_ms + RATE_WINDOW_MS;
 }
 
-/* rate_left - may one more probe of d start now? (turns the window) */
+/* rate_left - may one more probe of d start now? (turns the window) Our
+ * own count first, then the fleet's (eng.fleet_rate, asked only) */
 static bool rate_left(struct vcore *c, struct domain_slot *d, int64_t now)
 {
 	if (now - d->window_start_ms >= RATE_WINDOW_MS) {
 		d->window_start_ms = now;
 		d->started_in_window = 0;
 	}
+	d->fleet_turn_ms = 0;
 	int rate = c->conf->domain_probe_rate;
-	return rate <= 0 || d->started_in_window < rate;
+	if (rate > 0 && d->started_in_window >= rate)
+		return false;
+	int64_t turn_wall = 0;
+	if (rate > 0 && c->eng.fleet_rate != NULL &&
+	    !c->eng.fleet_rate(c->eng.ctx, d->domain, rate, false, &turn_wall, &d->fleet_spent)) {
+		int64_t left = turn_wall - wall_now(c);
+		d->fleet_turn_ms = now + (left > 0 ? left : 1);
+		return false;
+	}
+	return true;
 }
 
 static void on_domain_timer(void *arg);
@@ -1179,7 +1194,13 @@ static void drain(struct vcore *c, struct domain_slot *d)
 			/* It cannot start in time: its requester gets tempfail now
 			 * rather than a probe it will never see. */
 			enum budget b = now >= p->deadline_ms ? BUDGET_WAIT : BUDGET_DOMAIN_RATE;
-			over_budget(c, pop_head(d), b, &d->logged_ms[b], "domain", d->domain);
+			char party[300];
+			if (b == BUDGET_DOMAIN_RATE && d->fleet_turn_ms != 0 && d->fleet_spent > 0)
+				snprintf(party, sizeof(party), "%s (%u probes this minute across the fleet)",
+				         d->domain, d->fleet_spent);
+			else
+				snprintf(party, sizeof(party), "%s", d->domain);
+			over_budget(c, pop_head(d), b, &d->logged_ms[b], "domain", party);
 		} else if (d->running >= c->conf->domain_probe_limit || !rate_ok) {
 			break; /* it waits: for a place, or the window's turn */
 		} else if (c->running_total >= c->max_in_flight) {
@@ -1192,6 +1213,10 @@ static void drain(struct vcore *c, struct domain_slot *d)
 			pop_head(d);
 			d->running++;
 			d->started_in_window++;
+			if (c->eng.fleet_rate != NULL && c->conf->domain_probe_rate > 0)
+				c->eng.fleet_rate(
+				        c->eng.ctx, d->domain, c->conf->domain_probe_rate, true, NULL,
+				        NULL); /* counted for the fleet: rate_left allowed it just now */
 			p->slot = d;
 			launch(c, p);
 		}

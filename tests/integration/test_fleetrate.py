@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""test_fleetrate - host_session_rate shared across a fleet on Redis (issue 12).
+"""test_fleetrate - the fleet's budgets on Redis (issue 12).
 
+host_session_rate and domain_probe_rate across the fleet (fleetrate.h).
 A real redis-server on loopback (tests/lib/redisserver.py), a fake DNS
 server, a fake SMTP farm and two vemilter daemons sharing the Redis cache,
 driven by our milter client; host_session_rate = RATE, host_sessions = 0
@@ -15,12 +16,15 @@ domains whose one MX is the same farm address. Checked:
   "vemilter:r:s:<address>:<minute>" with the fleet's total and a TTL of at
   most 2 minutes; the senders over the budget are not rejected, and a host
   says why with "across the fleet" when the other's sessions counted;
+- domain_probe_rate = DRATE shared the same way: addresses at one domain,
+  one after another over both daemons: at most DRATE + 1 probes, the
+  refusal logged "(N probes this minute across the fleet)";
 - all at once (both daemons, concurrent messages): measured and printed,
   never more than each host's own budget (2 * RATE);
-- Redis killed: each host falls back to its own budget at a second
-  address (the farm sees 2 * RATE there: the control, so the shared count
-  can fail), a valid sender at a third address is accepted, nothing is
-  rejected for Redis's sake.
+- Redis killed: each host falls back to its own budgets at other
+  addresses (the farm sees 2 * RATE sessions, 2 * DRATE probes: the
+  controls, so the shared counts can fail), a valid sender at another
+  address is accepted, nothing is rejected for Redis's sake.
 
 The counts are per wall-clock minute (the window every host agrees on): a
 phase waits (bounded, < 30 s) for a minute with room left before it
@@ -45,13 +49,18 @@ from smtpfarm import SmtpFarm  # noqa: E402
 import redisserver  # noqa: E402
 
 RATE = 4
+DRATE = 2  # domain_probe_rate
 N_DOMAINS = 12
+N_USERS = 8
 RATED = "127.0.0.80"   # every r<i>.test
 BURST = "127.0.0.81"   # every b<i>.test: the concurrent phase
 DOWN = "127.0.0.82"    # every d<i>.test: Redis down
 GOOD = "127.0.0.83"    # ok.test
+MANY = "127.0.0.84"    # many.test: the domain budget, shared
+MANY2 = "127.0.0.85"   # many2.test: the domain budget, Redis down
+USERS = ["alice"] + ["u%d" % i for i in range(1, N_USERS + 1)]
 
-FARM = {addr: ("normal", {"users": ["alice"]}) for addr in (RATED, BURST, DOWN, GOOD)}
+FARM = {addr: ("normal", {"users": USERS}) for addr in (RATED, BURST, DOWN, GOOD, MANY, MANY2)}
 
 
 def zone():
@@ -60,8 +69,9 @@ def zone():
         for i in range(1, N_DOMAINS + 1):
             z["%s%d.test" % (prefix, i)] = {"MX": [[10, "mx.%s%d.test" % (prefix, i)]]}
             z["mx.%s%d.test" % (prefix, i)] = {"A": [addr]}
-    z["ok.test"] = {"MX": [[10, "mx.ok.test"]]}
-    z["mx.ok.test"] = {"A": [GOOD]}
+    for name, addr in (("ok", GOOD), ("many", MANY), ("many2", MANY2)):
+        z["%s.test" % name] = {"MX": [[10, "mx.%s.test" % name]]}
+        z["mx.%s.test" % name] = {"A": [addr]}
     return z
 
 
@@ -89,7 +99,7 @@ def daemon_conf(tmp, name, dns_port, farm_port, redis_port):
         "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
         "verify_budget": "6s", "cache": "redis://127.0.0.1:%d" % redis_port,
         "cache_fallback": tmp.join(name + ".lmdb"), "client_probe_rate": "0",
-        "domain_probe_rate": "0", "host_session_rate": str(RATE), "host_sessions": "0",
+        "domain_probe_rate": str(DRATE), "host_session_rate": str(RATE), "host_sessions": "0",
         "catchall_host_domains": "0",
     })
 
@@ -168,6 +178,25 @@ def main():
         tap.check("a host over the fleet's budget says so (\"... this minute across the fleet\")",
                   len(fleet_lines) >= 1, a.diag() + b.diag())
 
+        # domain_probe_rate, shared: one domain, many addresses.
+        minute_with_room()
+        digits = []
+        for i in range(1, N_USERS + 1):
+            digit, t = session((a, b)[i % 2], "<u%d@many.test>" % i)
+            digits.append(digit)
+        farm.wait_idle(timeout=5)
+        many = farm.connections(MANY)
+        tap.diag("domain_probe_rate = %d, shared, one after another: %d addresses at one domain, 2 daemons: "
+                 "%d probes (%d over the rate)" % (DRATE, N_USERS, many, many - DRATE))
+        tap.check("domain_probe_rate shared: at least %d and at most %d probes of the domain"
+                  % (DRATE, DRATE + 1), DRATE <= many <= DRATE + 1, "sessions %d" % many)
+        tap.equal("domain_probe_rate shared: %d accepted, the rest tempfailed, none rejected" % many,
+                  (digits.count("2"), digits.count("4"), digits.count("5")),
+                  (many, N_USERS - many, 0), "%r" % digits)
+        said = a.log_lines(r"domain_probe_rate for domain many\.test \(\d+ probes this minute across the fleet\)") \
+            + b.log_lines(r"domain_probe_rate for domain many\.test \(\d+ probes this minute across the fleet\)")
+        tap.check("a host over the fleet's domain budget says so", len(said) >= 1, a.diag() + b.diag())
+
         # All at once: measured.
         minute = minute_with_room()
         results = []
@@ -217,6 +246,16 @@ def main():
                   (2 * RATE, N_DOMAINS - 2 * RATE, 0), "%r" % digits)
         digit, t = session(a, "<alice@ok.test>")
         tap.check("Redis down: a valid sender at another MX accepted", digit == "2", t)
+        digits = []
+        for i in range(1, N_USERS + 1):
+            digit, t = session((a, b)[i % 2], "<u%d@many2.test>" % i)
+            digits.append(digit)
+        farm.wait_idle(timeout=5)
+        many2 = farm.connections(MANY2)
+        tap.diag("domain_probe_rate, Redis down: %d probes of one domain" % many2)
+        tap.equal("Redis down: each host its own domain budget: %d probes (the control)" % (2 * DRATE), many2,
+                  2 * DRATE)
+        tap.check("Redis down: none rejected", "5" not in digits, "%r" % digits)
 
         for d in daemons:
             tap.check("%s: no crash" % d.name, d.proc.poll() is None, d.diag())

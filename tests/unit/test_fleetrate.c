@@ -171,6 +171,30 @@ START_TEST(window_turns)
 }
 END_TEST
 
+START_TEST(peek_counts_nothing)
+{
+	struct fleetrate *fr = fleetrate_new(16);
+	struct fleetrate_report r;
+	struct fleetrate_said said;
+	ck_assert_int_eq(fleetrate_turn_ms(T0), (fleetrate_window(T0) + 1) * MIN);
+	ck_assert(fleetrate_peek(fr, FLEETRATE_DOMAIN_PROBES, "example.org", T0, 1, &said));
+	ck_assert_uint_eq(said.spent, 0);
+	ck_assert(!fleetrate_next_report(fr, T0, &r)); /* nothing owed */
+	ck_assert(fleetrate_take(fr, FLEETRATE_DOMAIN_PROBES, "example.org", T0, 1, NULL));
+	ck_assert(!fleetrate_peek(fr, FLEETRATE_DOMAIN_PROBES, "example.org", T0, 1, &said));
+	ck_assert_uint_eq(said.spent, 1);
+	/* kinds are apart: a session budget of the same name is another one */
+	ck_assert(fleetrate_peek(fr, HOST, "example.org", T0, 1, NULL));
+	ck_assert(fleetrate_next_report(fr, T0, &r));
+	ck_assert_int_eq(r.kind, FLEETRATE_DOMAIN_PROBES);
+	ck_assert_uint_eq(r.amount, 1);
+	char k[FLEETRATE_KEY_MAX];
+	fleetrate_key(r.kind, r.name, r.window, k, sizeof(k));
+	ck_assert_ptr_nonnull(strstr(k, "vemilter:r:d:example.org:"));
+	fleetrate_free(fr);
+}
+END_TEST
+
 START_TEST(bounded)
 {
 	struct fleetrate *fr = fleetrate_new(4);
@@ -275,6 +299,7 @@ int main(void)
 	tcase_add_test(tc, alone_is_the_local_budget);
 	tcase_add_test(tc, reports);
 	tcase_add_test(tc, window_turns);
+	tcase_add_test(tc, peek_counts_nothing);
 	tcase_add_test(tc, bounded);
 	tcase_add_test(tc, fleet_bound);
 	suite_add_tcase(s, tc);
