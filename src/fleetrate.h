@@ -5,11 +5,13 @@
  * bookkeeping of what it still owes Redis. Pure: no I/O, no clock, no
  * globals (times are the caller's wall clock, so tests move them by hand);
  * shared.c sends the reports and feeds the replies back. Owns its table.
- * Engine thread only.
+ * Not thread-safe: its owner serializes the calls (shared.c, under a lock
+ * of its own: host sessions and domain probes are taken on the engine
+ * thread, client probes in milter threads).
  *
  * Design (docs/DESIGN.md, "Redis"): fixed windows of one wall-clock
  * minute, the same on every host (clocks within seconds: NTP), counted in
- * Redis at "vemilter:r:<kind>:<key>:<window>" (fleetrate_key; window =
+ * Redis at "vemilter:r:<kind>:<name>:<window>" (fleetrate_key; window =
  * wall ms / 60000) by SHARED_LUA_RATE: INCRBY of what one host spent, a
  * PEXPIRE of two windows so nothing is left behind, the new total back.
  *
@@ -61,6 +63,7 @@
 enum fleetrate_kind {
 	FLEETRATE_HOST_SESSIONS = 's', /* host_session_rate: new SMTP sessions to one MX address */
 	FLEETRATE_DOMAIN_PROBES = 'd', /* domain_probe_rate: new probes of one domain (its ASCII name) */
+	FLEETRATE_CLIENT_PROBES = 'c', /* client_probe_rate: new probes for one client address */
 };
 
 /* fleetrate_window - the window (minute number) wall_ms falls in; a time

@@ -22,6 +22,14 @@
  * the subscription's callback once more, with NULL, when it is freed).
  * Breaker records to publish go through the write queue, in order with the
  * cache's writes; each is a SET and a PUBLISH on the main connection.
+ *
+ * The fleet's budgets (fleetrate.h): the table, under budgets_lock (takes
+ * come from the engine thread, host_session_rate and domain_probe_rate,
+ * and from milter threads, client_probe_rate); a take wakes pump, which on
+ * the engine thread sends one SHARED_LUA_RATE report per key with spending
+ * owed (one in flight per key); its reply (rate_done) gives the table the
+ * fleet's total. Nothing is sent while down; what was owed goes once the
+ * connection is set up again.
  */
 #include "shared.h"
 
@@ -136,7 +144,9 @@ struct shared {
 	void *host_arg;
 	/* the fleet's budgets (fleetrate.h): what we know and owe; reports go
 	 * out from pump, one loop turn after the spending */
-	struct fleetrate *budgets;
+	struct fleetrate *budgets; /* under budgets_lock: takes come from milter threads too */
+	pthread_mutex_t budgets_lock;
+	uint64_t rate_refused, rate_refused_fleet; /* under budgets_lock */
 	struct event *pump;
 };
 
@@ -1126,7 +1136,9 @@ static void rate_done(void *arg, int result)
 {
 	struct request *r = arg;
 	struct shared *s = r->s;
+	pthread_mutex_lock(&s->budgets_lock);
 	fleetrate_reported(s->budgets, &r->rate, result >= 0 ? result : -1);
+	pthread_mutex_unlock(&s->budgets_lock);
 	if (result >= 0)
 		s->st.rate_reports++;
 	if (s->up)
@@ -1138,7 +1150,14 @@ static void on_pump(evutil_socket_t fd, short what, void *arg)
 {
 	struct shared *s = arg;
 	struct fleetrate_report rep;
-	while (s->up && fleetrate_next_report(s->budgets, clock_now_ms(), &rep)) {
+	for (;;) {
+		if (!s->up)
+			return;
+		pthread_mutex_lock(&s->budgets_lock);
+		bool any = fleetrate_next_report(s->budgets, clock_now_ms(), &rep);
+		pthread_mutex_unlock(&s->budgets_lock);
+		if (!any)
+			return;
 		char key[FLEETRATE_KEY_MAX], amount[16], ttl[24];
 		fleetrate_key(rep.kind, rep.name, rep.window, key, sizeof(key));
 		snprintf(amount, sizeof(amount), "%u", rep.amount);
@@ -1151,7 +1170,9 @@ static void on_pump(evutil_socket_t fd, short what, void *arg)
 		                                                 2, args, arglens)
 		                                   : NULL;
 		if (r == NULL) { /* not sent: owed again, with the next connection */
+			pthread_mutex_lock(&s->budgets_lock);
 			fleetrate_reported(s->budgets, &rep, -1);
+			pthread_mutex_unlock(&s->budgets_lock);
 			return;
 		}
 		r->rate = rep;
@@ -1169,15 +1190,21 @@ bool shared_rate_take(struct shared *s, enum fleetrate_kind kind, const char *na
 			memset(said, 0, sizeof(*said));
 		return true;
 	}
+	struct fleetrate_said mine;
+	if (said == NULL)
+		said = &mine;
+	pthread_mutex_lock(&s->budgets_lock);
 	bool ok = fleetrate_take(s->budgets, kind, name, clock_now_ms(), rate, said);
 	if (!ok) {
-		s->st.rate_refused++;
-		if (said != NULL && said->fleet)
-			s->st.rate_refused_fleet++;
-	} else if (s->up && rate > 0) {
-		event_active(s->pump, EV_READ,
-		             0); /* sent once this loop turn is over: takes made in it go together */
+		s->rate_refused++;
+		if (said->fleet)
+			s->rate_refused_fleet++;
 	}
+	pthread_mutex_unlock(&s->budgets_lock);
+	/* sent once this loop turn is over (takes made in it go together);
+	 * on_pump sends nothing while Redis is down */
+	if (ok && rate > 0)
+		event_active(s->pump, EV_READ, 0);
 	return ok;
 }
 
@@ -1190,12 +1217,17 @@ bool shared_rate_peek(struct shared *s, enum fleetrate_kind kind, const char *na
 			memset(said, 0, sizeof(*said));
 		return true;
 	}
+	struct fleetrate_said mine;
+	if (said == NULL)
+		said = &mine;
+	pthread_mutex_lock(&s->budgets_lock);
 	bool ok = fleetrate_peek(s->budgets, kind, name, clock_now_ms(), rate, said);
 	if (!ok) {
-		s->st.rate_refused++;
-		if (said != NULL && said->fleet)
-			s->st.rate_refused_fleet++;
+		s->rate_refused++;
+		if (said->fleet)
+			s->rate_refused_fleet++;
 	}
+	pthread_mutex_unlock(&s->budgets_lock);
 	return ok;
 }
 
@@ -1241,6 +1273,7 @@ struct shared *shared_new(struct event_base *base, const struct conf *conf, stru
 	s->conf = conf;
 	s->local = local;
 	pthread_mutex_init(&s->queue_lock, NULL);
+	pthread_mutex_init(&s->budgets_lock, NULL);
 	if (!redis_url_parse(conf->cache, &s->url, why, why_size) ||
 	    !redis_password_read(conf->cache_password_file, s->password, sizeof(s->password), why, why_size))
 		goto fail;
@@ -1336,6 +1369,7 @@ void shared_free(struct shared *s)
 		event_free(s->pump);
 	fleetrate_free(s->budgets);
 	pthread_mutex_destroy(&s->queue_lock);
+	pthread_mutex_destroy(&s->budgets_lock);
 	explicit_bzero(s->password, sizeof(s->password));
 	free(s);
 }
@@ -1359,6 +1393,11 @@ void shared_get_stats(const struct shared *s, struct shared_stats *out)
 	pthread_mutex_t *lock = (pthread_mutex_t *)&s->queue_lock;
 	pthread_mutex_lock(lock);
 	out->writes_dropped += s->queue_dropped;
+	pthread_mutex_unlock(lock);
+	lock = (pthread_mutex_t *)&s->budgets_lock;
+	pthread_mutex_lock(lock);
+	out->rate_refused = s->rate_refused;
+	out->rate_refused_fleet = s->rate_refused_fleet;
 	pthread_mutex_unlock(lock);
 }
 

@@ -8,8 +8,10 @@
  * connection that listens for the fleet's breaker records (below), the
  * queue of writes handed over by other threads, the password (read from
  * cache_password_file, never logged) and this host's id ("hostname:pid",
- * what leases hold). Everything runs on the engine thread except
- * shared_mirror_put/del (any thread: they queue and wake the loop) and
+ * what leases hold), and the fleet's budgets (fleetrate.h: what this host
+ * knows of them and owes Redis). Everything runs on the engine thread
+ * except shared_mirror_put/del (any thread: they queue and wake the loop),
+ * shared_rate_take/peek (any thread: the budgets have their own lock) and
  * shared_check (synchronous, for vemilter -n).
  *
  * Connection: connect, AUTH [user] password, SELECT db, SCRIPT LOAD of the
@@ -140,7 +142,9 @@ void shared_host_publish(struct shared *s, const char *address, const struct sha
 
 /* The fleet's budgets (fleetrate.h has the design and its bound): what
  * every host spent of a per-minute budget this wall-clock minute, counted
- * in Redis ("vemilter:r:<kind>:<name>:<window>"). Engine thread.
+ * in Redis ("vemilter:r:<kind>:<name>:<window>"). Takes and peeks: any
+ * thread (the table has a lock of its own; client_probe_rate is judged in
+ * milter threads); reports go out from the engine thread.
  *
  * shared_rate_take - may one more of kind begin for name, at most rate a
  * minute across the fleet? Judged at once from what this host knows (the

@@ -406,10 +406,13 @@ static struct client_slot *client_slot_for(struct vcore *c, const char *client, 
 }
 
 /* client_take - a new probe for client (under the lock): false when its
- * client_probe_rate is used up this minute (*log_it: write the line) */
-static bool client_take(struct vcore *c, const char *client, int64_t now, bool *log_it)
+ * client_probe_rate is used up this minute, ours or the fleet's
+ * (*log_it: write the line; *fleet_spent: the fleet's count when other
+ * hosts' probes are among it, else 0) */
+static bool client_take(struct vcore *c, const char *client, int64_t now, bool *log_it, unsigned *fleet_spent)
 {
 	*log_it = false;
+	*fleet_spent = 0;
 	int rate = c->conf->client_probe_rate;
 	if (client == NULL || client[0] == '\0' || rate <= 0)
 		return true;
@@ -420,7 +423,9 @@ static bool client_take(struct vcore *c, const char *client, int64_t now, bool *
 		s->window_start_ms = now;
 		s->started_in_window = 0;
 	}
-	if (s->started_in_window >= rate) {
+	if (s->started_in_window >= rate ||
+	    (c->eng.fleet_client_rate != NULL &&
+	     !c->eng.fleet_client_rate(c->eng.ctx, client, rate, fleet_spent))) {
 		if (s->logged_ms == 0 || now - s->logged_ms >= RATE_WINDOW_MS) {
 			s->logged_ms = now;
 			*log_it = true;
@@ -448,6 +453,7 @@ static int queue_probe(struct vcore *c, const struct addr *sender, const char *s
                        unsigned greylist_tries, const char *client, uint64_t seen_finished)
 {
 	bool wake = false, log_client = false;
+	unsigned client_fleet = 0;
 	int64_t now = mono_now(c);
 	pthread_mutex_lock(&c->lock);
 	struct probe *p = find_probe(c, sender->normalized);
@@ -462,7 +468,7 @@ static int queue_probe(struct vcore *c, const struct addr *sender, const char *s
 	} else if (seen_finished != NO_RECHECK && seen_finished != c->finished_seq) {
 		pthread_mutex_unlock(&c->lock);
 		return QUEUE_RECHECK;
-	} else if (t != NULL && !client_take(c, client, now, &log_client)) {
+	} else if (t != NULL && !client_take(c, client, now, &log_client, &client_fleet)) {
 		/* Over the client's budget: joining costs nothing, a new probe
 		 * does; the cache had nothing to serve (vcore_submit asked it). */
 		struct outcome o;
@@ -471,8 +477,15 @@ static int queue_probe(struct vcore *c, const struct addr *sender, const char *s
 		c->stats.over_budget++;
 		c->stats.over_budget_by[BUDGET_CLIENT]++;
 		pthread_mutex_unlock(&c->lock);
-		if (log_client) /* client_take keeps it to one line a minute */
-			budget_log(&(int64_t){0}, now, BUDGET_CLIENT, "client", client);
+		if (log_client) { /* client_take keeps it to one line a minute */
+			char party[200];
+			if (client_fleet > 0)
+				snprintf(party, sizeof(party), "%s (%u probes this minute across the fleet)",
+				         client, client_fleet);
+			else
+				snprintf(party, sizeof(party), "%s", client);
+			budget_log(&(int64_t){0}, now, BUDGET_CLIENT, "client", party);
+		}
 		return true;
 	} else {
 		p = calloc(1, sizeof(*p));

@@ -111,6 +111,12 @@ struct vcore_engine {
 	 * thread. */
 	bool (*fleet_rate)(void *ctx, const char *domain, int rate, bool take, int64_t *turn_wall_ms,
 	                   unsigned *spent);
+	/* Optional (NULL: each host its own budget): client_probe_rate across
+	 * the fleet, on top of the core's own count: may one more probe start
+	 * for client, at most rate a minute for the fleet? True: counted.
+	 * False: *spent as for fleet_rate. Any thread (a milter thread, under
+	 * the core's lock): never waits. */
+	bool (*fleet_client_rate)(void *ctx, const char *client, int rate, unsigned *spent);
 };
 
 /* A host that finds an address's lease held looks for the holder's answer

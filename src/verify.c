@@ -303,6 +303,18 @@ static bool eng_fleet_rate(void *ctx, const char *domain, int rate, bool take, i
 	return ok;
 }
 
+/* eng_fleet_client_rate - client_probe_rate across the fleet (vcore.h;
+ * any thread) */
+static bool eng_fleet_client_rate(void *ctx, const char *client, int rate, unsigned *spent)
+{
+	struct verifier *v = ctx;
+	struct fleetrate_said said;
+	bool ok = shared_rate_take(v->shared, FLEETRATE_CLIENT_PROBES, client, (unsigned)rate, &said);
+	if (spent != NULL)
+		*spent = said.fleet ? said.spent : 0;
+	return ok;
+}
+
 static void eng_shared_cancel(void *ctx, void *request)
 {
 	struct verifier *v = ctx;
@@ -974,6 +986,7 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 	        .shared_cancel = eng_shared_cancel,
 	        .shared_release = eng_shared_release,
 	        .fleet_rate = v->shared != NULL ? eng_fleet_rate : NULL,
+	        .fleet_client_rate = v->shared != NULL ? eng_fleet_client_rate : NULL,
 	};
 	health_init(&v->health);
 	atomic_init(&v->unhealthy, false);

@@ -19,11 +19,14 @@ domains whose one MX is the same farm address. Checked:
 - domain_probe_rate = DRATE shared the same way: addresses at one domain,
   one after another over both daemons: at most DRATE + 1 probes, the
   refusal logged "(N probes this minute across the fleet)";
+- client_probe_rate = CRATE likewise: one client, senders at many domains
+  (each its own MX address): at most CRATE + 1 probes, the refusal logged
+  "(N probes this minute across the fleet)";
 - all at once (both daemons, concurrent messages): measured and printed,
   never more than each host's own budget (2 * RATE);
 - Redis killed: each host falls back to its own budgets at other
-  addresses (the farm sees 2 * RATE sessions, 2 * DRATE probes: the
-  controls, so the shared counts can fail), a valid sender at another
+  addresses (the farm sees 2 * RATE sessions, 2 * DRATE and 2 * CRATE
+  probes: the controls, so the shared counts can fail), a valid sender at another
   address is accepted, nothing is rejected for Redis's sake.
 
 The counts are per wall-clock minute (the window every host agrees on): a
@@ -50,6 +53,9 @@ import redisserver  # noqa: E402
 
 RATE = 4
 DRATE = 2  # domain_probe_rate
+CRATE = 3  # client_probe_rate
+CLIENT = "198.51.100.9"  # the client of the client_probe_rate phase; every other message has its own
+CLIENT2 = "198.51.100.10"  # ... and of its control, Redis down
 N_DOMAINS = 12
 N_USERS = 8
 RATED = "127.0.0.80"   # every r<i>.test
@@ -59,8 +65,9 @@ GOOD = "127.0.0.83"    # ok.test
 MANY = "127.0.0.84"    # many.test: the domain budget, shared
 MANY2 = "127.0.0.85"   # many2.test: the domain budget, Redis down
 USERS = ["alice"] + ["u%d" % i for i in range(1, N_USERS + 1)]
+CLIENTED = ["127.0.0.%d" % (100 + i) for i in range(1, 2 * N_USERS + 1)]  # c<i>.test: one address each
 
-FARM = {addr: ("normal", {"users": USERS}) for addr in (RATED, BURST, DOWN, GOOD, MANY, MANY2)}
+FARM = {addr: ("normal", {"users": USERS}) for addr in [RATED, BURST, DOWN, GOOD, MANY, MANY2] + CLIENTED}
 
 
 def zone():
@@ -69,14 +76,22 @@ def zone():
         for i in range(1, N_DOMAINS + 1):
             z["%s%d.test" % (prefix, i)] = {"MX": [[10, "mx.%s%d.test" % (prefix, i)]]}
             z["mx.%s%d.test" % (prefix, i)] = {"A": [addr]}
+    for i, addr in enumerate(CLIENTED, 1):
+        z["c%d.test" % i] = {"MX": [[10, "mx.c%d.test" % i]]}
+        z["mx.c%d.test" % i] = {"A": [addr]}
     for name, addr in (("ok", GOOD), ("many", MANY), ("many2", MANY2)):
         z["%s.test" % name] = {"MX": [[10, "mx.%s.test" % name]]}
         z["mx.%s.test" % name] = {"A": [addr]}
     return z
 
 
-def session(d, sender, client="198.51.100.7"):
-    """One message; (first digit of the RCPT reply, transcript)."""
+CLIENTS = iter("198.51.%d.%d" % (101 + n // 250, 1 + n % 250) for n in range(100000))
+
+
+def session(d, sender, client=None):
+    """One message (from a client address of its own unless told);
+    (first digit of the RCPT reply, transcript)."""
+    client = client or next(CLIENTS)
     c = MilterClient(d.socket, timeout=20)
     try:
         c.session(client_addr=client)
@@ -98,7 +113,7 @@ def daemon_conf(tmp, name, dns_port, farm_port, redis_port):
         "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
         "banner_timeout": "5s", "command_timeout": "5s", "probe_timeout": "10s",
         "verify_budget": "6s", "cache": "redis://127.0.0.1:%d" % redis_port,
-        "cache_fallback": tmp.join(name + ".lmdb"), "client_probe_rate": "0",
+        "cache_fallback": tmp.join(name + ".lmdb"), "client_probe_rate": str(CRATE),
         "domain_probe_rate": str(DRATE), "host_session_rate": str(RATE), "host_sessions": "0",
         "catchall_host_domains": "0",
     })
@@ -197,6 +212,25 @@ def main():
             + b.log_lines(r"domain_probe_rate for domain many\.test \(\d+ probes this minute across the fleet\)")
         tap.check("a host over the fleet's domain budget says so", len(said) >= 1, a.diag() + b.diag())
 
+        # client_probe_rate, shared: one client, many domains.
+        minute_with_room()
+        digits = []
+        for i in range(1, N_USERS + 1):
+            digit, t = session((a, b)[i % 2], "<alice@c%d.test>" % i, client=CLIENT)
+            digits.append(digit)
+        farm.wait_idle(timeout=5)
+        probes = sum(farm.connections(x) for x in CLIENTED[:N_USERS])
+        tap.diag("client_probe_rate = %d, shared, one after another: %d senders from one client, 2 daemons: "
+                 "%d probes (%d over the rate)" % (CRATE, N_USERS, probes, probes - CRATE))
+        tap.check("client_probe_rate shared: at least %d and at most %d probes for the client"
+                  % (CRATE, CRATE + 1), CRATE <= probes <= CRATE + 1, "probes %d" % probes)
+        tap.check("client_probe_rate shared: none rejected", "5" not in digits, "%r" % digits)
+        said = a.log_lines(r"client_probe_rate for client %s \(\d+ probes this minute across the fleet\)"
+                           % CLIENT.replace(".", r"\.")) \
+            + b.log_lines(r"client_probe_rate for client %s \(\d+ probes this minute across the fleet\)"
+                          % CLIENT.replace(".", r"\."))
+        tap.check("a host over the fleet's client budget says so", len(said) >= 1, a.diag() + b.diag())
+
         # All at once: measured.
         minute = minute_with_room()
         results = []
@@ -255,6 +289,16 @@ def main():
         tap.diag("domain_probe_rate, Redis down: %d probes of one domain" % many2)
         tap.equal("Redis down: each host its own domain budget: %d probes (the control)" % (2 * DRATE), many2,
                   2 * DRATE)
+        tap.check("Redis down: none rejected", "5" not in digits, "%r" % digits)
+        digits = []
+        for i in range(N_USERS + 1, 2 * N_USERS + 1):
+            digit, t = session((a, b)[i % 2], "<alice@c%d.test>" % i, client=CLIENT2)
+            digits.append(digit)
+        farm.wait_idle(timeout=5)
+        probes = sum(farm.connections(x) for x in CLIENTED[N_USERS:])
+        tap.diag("client_probe_rate, Redis down: %d probes for one client" % probes)
+        tap.equal("Redis down: each host its own client budget: %d probes (the control)" % (2 * CRATE), probes,
+                  2 * CRATE)
         tap.check("Redis down: none rejected", "5" not in digits, "%r" % digits)
 
         for d in daemons:

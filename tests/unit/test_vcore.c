@@ -113,8 +113,20 @@ static bool engine_shares; /* for the next start() */
 static struct {
 	int64_t minute;
 	unsigned others, took, asked;
+	unsigned client_others, client_took; /* client_probe_rate, one client */
 } FL;
 static bool engine_fleet; /* for the next start() */
+
+static bool fake_fleet_client_rate(void *ctx, const char *client, int rate, unsigned *spent)
+{
+	ck_assert_str_eq(client, "192.0.2.1");
+	if (FL.client_others + FL.client_took >= (unsigned)rate) {
+		*spent = FL.client_others > 0 ? FL.client_others + FL.client_took : 0;
+		return false;
+	}
+	FL.client_took++;
+	return true;
+}
 
 static bool fake_fleet_rate(void *ctx, const char *domain, int rate, bool take, int64_t *turn_wall_ms,
                             unsigned *spent)
@@ -300,6 +312,7 @@ static void start(const char *extra)
 	        .shared_cancel = engine_shares ? fake_shared_cancel : NULL,
 	        .shared_release = engine_shares ? fake_shared_release : NULL,
 	        .fleet_rate = engine_fleet ? fake_fleet_rate : NULL,
+	        .fleet_client_rate = engine_fleet ? fake_fleet_client_rate : NULL,
 	};
 	memset(&S, 0, sizeof(S));
 	engine_reports_finished = false;
@@ -1865,6 +1878,47 @@ START_TEST(fleet_domain_rate)
 }
 END_TEST
 
+/* client_probe_rate across the fleet (vcore_engine.fleet_client_rate): the
+ * other hosts' probes for the client count; our own count still holds */
+START_TEST(fleet_client_rate)
+{
+	engine_fleet = true;
+	start("client_probe_rate = 3\n");
+	FL.client_others = 2;
+	struct addr a = parse("x@fc0.test");
+	struct verify_ticket *t = vcore_submit(core, &a, "192.0.2.1");
+	pump();
+	ck_assert_int_eq(live_count(), 1);
+	ck_assert_uint_eq(FL.client_took, 1);
+	a = parse("x@fc1.test");
+	struct verify_ticket *over = vcore_submit(core, &a, "192.0.2.1");
+	pump();
+	ck_assert_int_eq(live_count(), 1); /* 1 of ours, 3 for the fleet: refused */
+	struct verify_result r = must_answer(over);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "client_probe_rate"));
+	vcore_release(over);
+	/* the fleet's count is not asked while ours refuses; ours still counts */
+	FL.client_others = 0;
+	for (int i = 2; i <= 3; i++) {
+		char text[32];
+		snprintf(text, sizeof(text), "x@fc%d.test", i);
+		a = parse(text);
+		struct verify_ticket *more = vcore_submit(core, &a, "192.0.2.1");
+		pump();
+		ck_assert_int_eq(live_count(), i);
+		vcore_release(more);
+	}
+	a = parse("x@fc9.test");
+	over = vcore_submit(core, &a, "192.0.2.1");
+	pump();
+	ck_assert_int_eq(must_answer(over).outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_uint_eq(FL.client_took, 3);
+	vcore_release(over);
+	vcore_release(t);
+}
+END_TEST
+
 /* A probe waiting for a place is answered when its budget ends, though no
  * place frees (a slow domain), and the answer hands the turn on. */
 START_TEST(waiting_probe_answered_at_its_deadline)
@@ -2514,6 +2568,7 @@ int main(void)
 	tcase_add_test(tc, every_line_drains);
 	tcase_add_test(tc, rate_window_timer_starts_the_line);
 	tcase_add_test(tc, fleet_domain_rate);
+	tcase_add_test(tc, fleet_client_rate);
 	tcase_add_test(tc, waiting_probe_answered_at_its_deadline);
 	tcase_add_test(tc, client_budget);
 	tcase_add_test(tc, domain_invalid_budget);
