@@ -1222,13 +1222,8 @@ bool shared_rate_peek(struct shared *s, enum fleetrate_kind kind, const char *na
 		said = &mine;
 	pthread_mutex_lock(&s->budgets_lock);
 	bool ok = fleetrate_peek(s->budgets, kind, name, clock_now_ms(), rate, said);
-	if (!ok) {
-		s->rate_refused++;
-		if (said->fleet)
-			s->rate_refused_fleet++;
-	}
 	pthread_mutex_unlock(&s->budgets_lock);
-	return ok;
+	return ok; /* not counted in the stats: a caller may ask again and again while it waits */
 }
 
 /* shared_session_take - see shared.h */

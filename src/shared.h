@@ -159,8 +159,8 @@ bool shared_rate_take(struct shared *s, enum fleetrate_kind kind, const char *na
                       struct fleetrate_said *said);
 
 /* shared_rate_peek - shared_rate_take without counting (a caller that
- * begins a moment later on the engine thread takes then); a refusal is
- * counted in the stats */
+ * begins a moment later on the same thread takes then); nothing counted
+ * in the stats either */
 bool shared_rate_peek(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
                       struct fleetrate_said *said);
 
@@ -185,7 +185,7 @@ struct shared_stats {
 	uint64_t hosts_sent;         /* breaker records written (dropped ones count in writes_dropped) */
 	uint64_t hosts_learned;      /* breaker records of other hosts given to the hook */
 	uint64_t rate_reports;       /* budget reports Redis answered */
-	uint64_t rate_refused;       /* takes refused: the budget was spent */
+	uint64_t rate_refused;       /* takes refused (not peeks): the budget was spent */
 	uint64_t rate_refused_fleet; /* ... with other hosts' spending counted */
 };
 void shared_get_stats(const struct shared *s, struct shared_stats *out);

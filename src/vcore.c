@@ -1226,10 +1226,10 @@ static void drain(struct vcore *c, struct domain_slot *d)
 			pop_head(d);
 			d->running++;
 			d->started_in_window++;
-			if (c->eng.fleet_rate != NULL && c->conf->domain_probe_rate > 0)
-				c->eng.fleet_rate(
-				        c->eng.ctx, d->domain, c->conf->domain_probe_rate, true, NULL,
-				        NULL); /* counted for the fleet: rate_left allowed it just now */
+			/* counted for the fleet: rate_left allowed it just now */
+			int rate = c->conf->domain_probe_rate;
+			if (c->eng.fleet_rate != NULL && rate > 0)
+				c->eng.fleet_rate(c->eng.ctx, d->domain, rate, true, NULL, NULL);
 			p->slot = d;
 			launch(c, p);
 		}
