@@ -716,18 +716,19 @@ static bool rate_skips(struct callout *c, const struct target *t, const struct s
 {
 	const struct conf *conf = c->env->conf;
 	unsigned count;
+	bool fleet;
 	if (conf->host_session_rate <= 0 ||
 	    !pool_would_open(c->env->pool, (const struct sockaddr *)&t->addr, params) ||
 	    hosts_session_take(c->env->hosts, (const struct sockaddr *)&t->addr, clock_mono_ms(),
-	                       (unsigned)conf->host_session_rate, &count))
+	                       (unsigned)conf->host_session_rate, &count, &fleet))
 		return false;
 	if (c->claim_held) {
 		hosts_release(c->env->hosts, (const struct sockaddr *)&c->claim_addr);
 		c->claim_held = false;
 	}
 	char reason[200];
-	snprintf(reason, sizeof(reason), "host_session_rate: %u sessions to %s this minute", count,
-	         t->addr_text);
+	snprintf(reason, sizeof(reason), "host_session_rate: %u sessions to %s this minute%s", count,
+	         t->addr_text, fleet ? " across the fleet" : "");
 	note_limited(c, t, reason);
 	return true;
 }

@@ -62,6 +62,8 @@ struct hosts {
 	size_t bucket_count; /* a power of two */
 	size_t count, max;
 	struct host_rec *newest, *oldest;
+	hosts_session_fn session_fn; /* NULL: sessions are counted here */
+	void *session_arg;
 };
 
 /* key_of - the address's key; false for other families */
@@ -447,13 +449,17 @@ void hosts_release(struct hosts *h, const struct sockaddr *sa)
 
 /* hosts_session_take - see hosts.h */
 bool hosts_session_take(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, unsigned rate,
-                        unsigned *count)
+                        unsigned *count, bool *fleet)
 {
 	struct host_key k;
 	if (count != NULL)
 		*count = 0;
+	if (fleet != NULL)
+		*fleet = false;
 	if (h == NULL || rate == 0 || !key_of(sa, &k))
 		return true;
+	if (h->session_fn != NULL)
+		return h->session_fn(h->session_arg, sa, rate, count, fleet);
 	struct host_rec *r = obtain(h, &k, now_ms);
 	if (r == NULL)
 		return true; /* our trouble never stops a probe */
@@ -471,6 +477,15 @@ bool hosts_session_take(struct hosts *h, const struct sockaddr *sa, int64_t now_
 	if (count != NULL)
 		*count = r->minute_sessions;
 	return true;
+}
+
+/* hosts_set_session_hook - see hosts.h */
+void hosts_set_session_hook(struct hosts *h, hosts_session_fn fn, void *arg)
+{
+	if (h == NULL)
+		return;
+	h->session_fn = fn;
+	h->session_arg = arg;
 }
 
 /* name_hash - FNV-1a of the name in lower case */

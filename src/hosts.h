@@ -156,9 +156,23 @@ void hosts_release(struct hosts *h, const struct sockaddr *sa);
  * most rate a minute? True: yes, and it is counted. False: rate sessions
  * began this minute already; nothing is counted. rate 0 (no limit), an
  * unusable address or no memory: true, nothing kept. *count (may be NULL)
- * gets the sessions counted this minute, this one included. */
+ * gets the sessions counted this minute, this one included; *fleet (may be
+ * NULL) whether other hosts' sessions are among them (the hook's word).
+ * With a session hook set, the hook decides instead (the table's own
+ * count is not used). */
 bool hosts_session_take(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, unsigned rate,
-                        unsigned *count);
+                        unsigned *count, bool *fleet);
+
+/* A session hook: host_session_rate counted elsewhere (across a fleet:
+ * shared.h's shared_session_take, which has its own minutes on the wall
+ * clock and falls back to this host's own count when Redis is down).
+ * Same contract as hosts_session_take, without the clock. */
+typedef bool (*hosts_session_fn)(void *arg, const struct sockaddr *sa, unsigned rate, unsigned *count,
+                                 bool *fleet);
+
+/* hosts_set_session_hook - from now on fn (arg) counts the sessions; NULL
+ * fn: the table again. Set before the loop runs (engine thread). */
+void hosts_set_session_hook(struct hosts *h, hosts_session_fn fn, void *arg);
 
 /* What the table says about an address's catch-all memory (a copy). */
 struct host_catchall {

@@ -628,14 +628,15 @@ static void session_free(struct pool_session *s)
 /* limited - host_session_rate allows no new session to l: every job
  * waiting hears it (not a word from the server), unless a session of l
  * is still open to take them */
-static void limited(struct pool_line *l, unsigned count)
+static void limited(struct pool_line *l, unsigned count, bool fleet)
 {
 	char where[80];
 	struct smtp_result r = {.end = SMTP_END_CONNECT_FAILED, .stage = STAGE_CONNECT, .limited = true};
 	if (l->session_count > 0)
 		return;
 	addr_text(&l->addr, where, sizeof(where));
-	snprintf(r.error, sizeof(r.error), "host_session_rate: %u sessions to %s this minute", count, where);
+	snprintf(r.error, sizeof(r.error), "host_session_rate: %u sessions to %s this minute%s", count, where,
+	         fleet ? " across the fleet" : "");
 	size_t n = l->queued;
 	for (size_t i = 0; i < n; i++) {
 		struct pool_job *j = queue_pop(l);
@@ -654,10 +655,11 @@ static void fill(struct pool_line *l)
 	while (l->queued > 0 &&
 	       (pool->limits.max_sessions == 0 || l->session_count < pool->limits.max_sessions)) {
 		unsigned count = 0;
+		bool fleet = false;
 		if (pool->limits.hosts != NULL && pool->limits.session_rate > 0 &&
 		    !hosts_session_take(pool->limits.hosts, (const struct sockaddr *)&l->addr,
-		                        clock_mono_ms(), pool->limits.session_rate, &count)) {
-			limited(l, count);
+		                        clock_mono_ms(), pool->limits.session_rate, &count, &fleet)) {
+			limited(l, count, fleet);
 			return;
 		}
 		struct pool_job *j = queue_pop(l);

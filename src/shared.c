@@ -22,9 +22,18 @@
  * the subscription's callback once more, with NULL, when it is freed).
  * Breaker records to publish go through the write queue, in order with the
  * cache's writes; each is a SET and a PUBLISH on the main connection.
+ *
+ * The fleet's budgets (fleetrate.h): the table, under budgets_lock (takes
+ * come from the engine thread, host_session_rate and domain_probe_rate,
+ * and from milter threads, client_probe_rate); a take wakes pump, which on
+ * the engine thread sends one SHARED_LUA_RATE report per key with spending
+ * owed (one in flight per key); its reply (rate_done) gives the table the
+ * fleet's total. Nothing is sent while down; what was owed goes once the
+ * connection is set up again.
  */
 #include "shared.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
@@ -39,6 +48,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "fleetrate.h"
 #include "log.h"
 #include "redisurl.h"
 #include "sharedrule.h"
@@ -54,9 +64,10 @@
 #define SCAN_COUNT      "1000"
 #define SCAN_ROUNDS_MAX 100000
 
-enum script { SCRIPT_PUT, SCRIPT_FETCH, SCRIPT_RELEASE, SCRIPT_COUNT };
+enum script { SCRIPT_PUT, SCRIPT_FETCH, SCRIPT_RELEASE, SCRIPT_RATE, SCRIPT_COUNT };
 
-static const char *const script_text[SCRIPT_COUNT] = {SHARED_LUA_PUT, SHARED_LUA_FETCH, SHARED_LUA_RELEASE};
+static const char *const script_text[SCRIPT_COUNT] = {SHARED_LUA_PUT, SHARED_LUA_FETCH, SHARED_LUA_RELEASE,
+                                                      SHARED_LUA_RATE};
 
 enum req_kind {
 	REQ_SETUP,
@@ -70,6 +81,7 @@ enum req_kind {
 	REQ_PUBLISH,  /* ... and its PUBLISH */
 	REQ_SCAN,     /* one SCAN step over the breaker records */
 	REQ_HOSTSGET, /* MGET of the breaker records a SCAN step found */
+	REQ_RATE,     /* a fleet budget's report (fleetrate.h) */
 };
 
 struct request {
@@ -89,6 +101,7 @@ struct request {
 	int64_t now_ms; /* REQ_FETCH: the time records are judged at */
 	size_t nkeys;
 	char keys[SHARED_FETCH_MAX][CACHE_KEY_MAX];
+	struct fleetrate_report rate; /* REQ_RATE: what it reports */
 };
 
 /* A write handed over by another thread (or this one): sent in order. */
@@ -134,6 +147,12 @@ struct shared {
 	int scan_rounds;  /* SCAN steps sent on this connection */
 	shared_host_fn host_fn;
 	void *host_arg;
+	/* the fleet's budgets (fleetrate.h): what we know and owe; reports go
+	 * out from pump, one loop turn after the spending */
+	struct fleetrate *budgets; /* under budgets_lock: takes come from milter threads too */
+	pthread_mutex_t budgets_lock;
+	uint64_t rate_refused, rate_refused_fleet; /* under budgets_lock */
+	struct event *pump;
 };
 
 static void drop(struct shared *s, const char *why);
@@ -423,6 +442,8 @@ static void setup_done(struct shared *s)
 {
 	if (--s->setup_left == 0) {
 		set_up(s, true, NULL);
+		if (s->pump != NULL) /* what was spent while down is owed: reported now */
+			event_active(s->pump, EV_READ, 0);
 		sub_open(s); /* after the state is logged: a failure here is a change of its own */
 	}
 }
@@ -599,6 +620,11 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	case REQ_HOSTSET:
 	case REQ_PUBLISH:
 		finish(r, error ? SHARED_FAILED : 0);
+		break;
+	case REQ_RATE: /* the fleet's total, or a failure */
+		finish(r, error || rep->type != REDIS_REPLY_INTEGER || rep->integer < 0 ? SHARED_FAILED
+		          : rep->integer > INT32_MAX                                    ? INT32_MAX
+		                                                                        : (int)rep->integer);
 		break;
 	case REQ_SCAN:
 		finish(r, error ? SHARED_FAILED : 0);
@@ -1121,6 +1147,124 @@ void shared_cancel(struct shared *s, void *request)
 	r->finished = true;
 }
 
+/* ---- the fleet's budgets (fleetrate.h; engine thread) ---- */
+
+static void on_pump(evutil_socket_t fd, short what, void *arg);
+
+/* rate_done - Redis answered a report with the fleet's total (or it
+ * failed: owed again, sent once Redis is back); what is owed meanwhile
+ * goes next */
+static void rate_done(void *arg, int result)
+{
+	struct request *r = arg;
+	struct shared *s = r->s;
+	pthread_mutex_lock(&s->budgets_lock);
+	fleetrate_reported(s->budgets, &r->rate, result >= 0 ? result : -1);
+	pthread_mutex_unlock(&s->budgets_lock);
+	if (result >= 0)
+		s->st.rate_reports++;
+	if (s->up)
+		event_active(s->pump, EV_READ, 0);
+}
+
+/* on_pump - send every report owed (one in flight per key) */
+static void on_pump(evutil_socket_t fd, short what, void *arg)
+{
+	struct shared *s = arg;
+	struct fleetrate_report rep;
+	for (;;) {
+		if (!s->up)
+			return;
+		pthread_mutex_lock(&s->budgets_lock);
+		bool any = fleetrate_next_report(s->budgets, clock_now_ms(), &rep);
+		pthread_mutex_unlock(&s->budgets_lock);
+		if (!any)
+			return;
+		char key[FLEETRATE_KEY_MAX], amount[16], ttl[24];
+		fleetrate_key(rep.kind, rep.name, rep.window, key, sizeof(key));
+		snprintf(amount, sizeof(amount), "%u", rep.amount);
+		snprintf(ttl, sizeof(ttl), "%lld", (long long)FLEETRATE_TTL_MS);
+		const char *keys[1] = {key};
+		size_t keylens[1] = {strlen(key)};
+		const char *args[2] = {amount, ttl};
+		size_t arglens[2] = {strlen(amount), strlen(ttl)};
+		struct request *r = key[0] != '\0' ? send_script(s, REQ_RATE, SCRIPT_RATE, 1, keys, keylens,
+		                                                 2, args, arglens)
+		                                   : NULL;
+		if (r == NULL) { /* not sent: owed again, with the next connection */
+			pthread_mutex_lock(&s->budgets_lock);
+			fleetrate_reported(s->budgets, &rep, -1);
+			pthread_mutex_unlock(&s->budgets_lock);
+			return;
+		}
+		r->rate = rep;
+		r->done = rate_done;
+		r->arg = r;
+	}
+}
+
+/* shared_rate_take - see shared.h */
+bool shared_rate_take(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
+                      struct fleetrate_said *said)
+{
+	if (s == NULL) {
+		if (said != NULL)
+			memset(said, 0, sizeof(*said));
+		return true;
+	}
+	struct fleetrate_said mine;
+	if (said == NULL)
+		said = &mine;
+	pthread_mutex_lock(&s->budgets_lock);
+	bool ok = fleetrate_take(s->budgets, kind, name, clock_now_ms(), rate, said);
+	if (!ok) {
+		s->rate_refused++;
+		if (said->fleet)
+			s->rate_refused_fleet++;
+	}
+	pthread_mutex_unlock(&s->budgets_lock);
+	/* sent once this loop turn is over (takes made in it go together);
+	 * on_pump sends nothing while Redis is down */
+	if (ok && rate > 0)
+		event_active(s->pump, EV_READ, 0);
+	return ok;
+}
+
+/* shared_rate_peek - see shared.h */
+bool shared_rate_peek(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
+                      struct fleetrate_said *said)
+{
+	if (s == NULL) {
+		if (said != NULL)
+			memset(said, 0, sizeof(*said));
+		return true;
+	}
+	struct fleetrate_said mine;
+	if (said == NULL)
+		said = &mine;
+	pthread_mutex_lock(&s->budgets_lock);
+	bool ok = fleetrate_peek(s->budgets, kind, name, clock_now_ms(), rate, said);
+	pthread_mutex_unlock(&s->budgets_lock);
+	return ok; /* not counted in the stats: a caller may ask again and again while it waits */
+}
+
+/* shared_session_take - see shared.h */
+bool shared_session_take(void *arg, const struct sockaddr *sa, unsigned rate, unsigned *count, bool *fleet)
+{
+	char text[INET6_ADDRSTRLEN] = "";
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, text, sizeof(text));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, text, sizeof(text));
+	struct fleetrate_said said;
+	bool ok = shared_rate_take(arg, FLEETRATE_HOST_SESSIONS, text, rate, &said);
+	if (count != NULL)
+		*count = said.spent;
+	if (fleet != NULL)
+		*fleet = said.fleet;
+	return ok;
+}
+
 /* ---- life cycle ---- */
 
 /* host_id - "hostname:pid": what a lease holds */
@@ -1146,6 +1290,7 @@ struct shared *shared_new(struct event_base *base, const struct conf *conf, stru
 	s->conf = conf;
 	s->local = local;
 	pthread_mutex_init(&s->queue_lock, NULL);
+	pthread_mutex_init(&s->budgets_lock, NULL);
 	if (!redis_url_parse(conf->cache, &s->url, why, why_size) ||
 	    !redis_password_read(conf->cache_password_file, s->password, sizeof(s->password), why, why_size))
 		goto fail;
@@ -1155,8 +1300,11 @@ struct shared *shared_new(struct event_base *base, const struct conf *conf, stru
 	s->reconnect = evtimer_new(base, on_reconnect, s);
 	s->flush = event_new(base, -1, 0, on_flush, s);
 	s->sub_timer = evtimer_new(base, on_sub_timeout, s);
+	s->pump = event_new(base, -1, 0, on_pump, s);
+	s->budgets = fleetrate_new(SHARED_BUDGETS_MAX);
 	snprintf(s->channel, sizeof(s->channel), "%s%d", SHARED_HOST_CHANNEL, s->url.db);
-	if (s->reconnect == NULL || s->flush == NULL || s->sub_timer == NULL) {
+	if (s->reconnect == NULL || s->flush == NULL || s->sub_timer == NULL || s->pump == NULL ||
+	    s->budgets == NULL) {
 		snprintf(why, why_size, "out of memory");
 		goto fail;
 	}
@@ -1234,7 +1382,11 @@ void shared_free(struct shared *s)
 		event_free(s->flush);
 	if (s->sub_timer != NULL)
 		event_free(s->sub_timer);
+	if (s->pump != NULL)
+		event_free(s->pump);
+	fleetrate_free(s->budgets);
 	pthread_mutex_destroy(&s->queue_lock);
+	pthread_mutex_destroy(&s->budgets_lock);
 	explicit_bzero(s->password, sizeof(s->password));
 	free(s);
 }
@@ -1258,6 +1410,11 @@ void shared_get_stats(const struct shared *s, struct shared_stats *out)
 	pthread_mutex_t *lock = (pthread_mutex_t *)&s->queue_lock;
 	pthread_mutex_lock(lock);
 	out->writes_dropped += s->queue_dropped;
+	pthread_mutex_unlock(lock);
+	lock = (pthread_mutex_t *)&s->budgets_lock;
+	pthread_mutex_lock(lock);
+	out->rate_refused = s->rate_refused;
+	out->rate_refused_fleet = s->rate_refused_fleet;
 	pthread_mutex_unlock(lock);
 }
 

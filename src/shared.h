@@ -8,8 +8,10 @@
  * connection that listens for the fleet's breaker records (below), the
  * queue of writes handed over by other threads, the password (read from
  * cache_password_file, never logged) and this host's id ("hostname:pid",
- * what leases hold). Everything runs on the engine thread except
- * shared_mirror_put/del (any thread: they queue and wake the loop) and
+ * what leases hold), and the fleet's budgets (fleetrate.h: what this host
+ * knows of them and owes Redis). Everything runs on the engine thread
+ * except shared_mirror_put/del (any thread: they queue and wake the loop),
+ * shared_rate_take/peek (any thread: the budgets have their own lock) and
  * shared_check (synchronous, for vemilter -n).
  *
  * Connection: connect, AUTH [user] password, SELECT db, SCRIPT LOAD of the
@@ -38,11 +40,13 @@
 
 #include "cache.h"
 #include "conf.h"
+#include "fleetrate.h"
 #include "redisurl.h"
 #include "sharedrule.h"
 
 struct event_base;
 struct shared;
+struct sockaddr;
 
 /* shared_new - a client for conf->cache (a redis:// URL) on base, copying
  * what it fetches into local (the local tier, not owned; may be NULL: then
@@ -136,6 +140,36 @@ void shared_set_host_hook(struct shared *s, shared_host_fn fn, void *arg);
  * (or any: it only queues). NULL s is fine. */
 void shared_host_publish(struct shared *s, const char *address, const struct shared_host_rec *rec);
 
+/* The fleet's budgets (fleetrate.h has the design and its bound): what
+ * every host spent of a per-minute budget this wall-clock minute, counted
+ * in Redis ("vemilter:r:<kind>:<name>:<window>"). Takes and peeks: any
+ * thread (the table has a lock of its own; client_probe_rate is judged in
+ * milter threads); reports go out from the engine thread.
+ *
+ * shared_rate_take - may one more of kind begin for name, at most rate a
+ * minute across the fleet? Judged at once from what this host knows (the
+ * fleet's total in Redis's last reply to us, and our own spending since);
+ * never waits for Redis. Allowed: counted, and reported to Redis at the
+ * end of this loop turn (the reply teaches us the fleet's total). Redis
+ * down: our own spending alone (plus the fleet's as last seen this
+ * minute): the local budget. said (may be NULL) gets the numbers. NULL s:
+ * true, nothing counted. */
+#define SHARED_BUDGETS_MAX 65536 /* budgets remembered (HOSTS_MAX: one per MX address) */
+bool shared_rate_take(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
+                      struct fleetrate_said *said);
+
+/* shared_rate_peek - shared_rate_take without counting (a caller that
+ * begins a moment later on the same thread takes then); nothing counted
+ * in the stats either */
+bool shared_rate_peek(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
+                      struct fleetrate_said *said);
+
+/* shared_session_take - host_session_rate across the fleet: hosts.h's
+ * hosts_session_fn (arg: the struct shared), shared_rate_take for sa's
+ * address. *count: the sessions begun this minute as far as we know;
+ * *fleet: other hosts' among them. */
+bool shared_session_take(void *arg, const struct sockaddr *sa, unsigned rate, unsigned *count, bool *fleet);
+
 /* What the client did (for metrics and tests). */
 struct shared_stats {
 	bool up;
@@ -147,9 +181,12 @@ struct shared_stats {
 	uint64_t failures;       /* commands that failed or timed out */
 	uint64_t connects;       /* connections that came up */
 	uint64_t leases_taken, leases_held;
-	bool subscribed;        /* the breaker channel is listened to */
-	uint64_t hosts_sent;    /* breaker records written (dropped ones count in writes_dropped) */
-	uint64_t hosts_learned; /* breaker records of other hosts given to the hook */
+	bool subscribed;             /* the breaker channel is listened to */
+	uint64_t hosts_sent;         /* breaker records written (dropped ones count in writes_dropped) */
+	uint64_t hosts_learned;      /* breaker records of other hosts given to the hook */
+	uint64_t rate_reports;       /* budget reports Redis answered */
+	uint64_t rate_refused;       /* takes refused (not peeks): the budget was spent */
+	uint64_t rate_refused_fleet; /* ... with other hosts' spending counted */
 };
 void shared_get_stats(const struct shared *s, struct shared_stats *out);
 

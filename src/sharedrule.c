@@ -58,6 +58,12 @@ const char SHARED_LUA_RELEASE[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then
                                   "end\n"
                                   "return 0\n";
 
+const char SHARED_LUA_RATE[] = "local n = redis.call('INCRBY', KEYS[1], ARGV[1])\n"
+                               "if redis.call('PTTL', KEYS[1]) < 0 then\n"
+                               "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                               "end\n"
+                               "return n\n";
+
 /* prefixed - prefix + key into buf; "" if key is empty or it does not fit */
 static void prefixed(const char *prefix, const char *key, char *buf, size_t size)
 {

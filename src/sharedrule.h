@@ -22,6 +22,10 @@
  *    SHARED_HOST_CHANNEL + the db number (channels are not per db), as
  *    "<address> <record>", so the other hosts learn it at once; a host
  *    that (re)connects SCANs "vemilter:m:*" for what it missed.
+ *  - "vemilter:r:<kind>:<name>:<window>": a STRING, an integer: what the
+ *    fleet spent of one budget (host_session_rate: kind "s", name an MX
+ *    address) in one wall-clock minute (fleetrate.h). INCRBY by
+ *    SHARED_LUA_RATE; expiry: two minutes after the first spend.
  *
  * The replace rule across hosts (SHARED_LUA_PUT), atomic in Redis: the
  * stored record is read from its own "r" bytes, and the fresh one replaces
@@ -111,6 +115,13 @@ void shared_host_key(const char *address, char *buf, size_t size);
 extern const char SHARED_LUA_PUT[];
 extern const char SHARED_LUA_FETCH[];
 extern const char SHARED_LUA_RELEASE[];
+
+/* SHARED_LUA_RATE: KEYS[1] a fleet budget's key (fleetrate.h:
+ * "vemilter:r:<kind>:<name>:<window>"), ARGV[1] what one host spent
+ * (> 0), ARGV[2] the key's lifetime (ms): INCRBY, then PEXPIRE when the
+ * key has no expiry yet (a new key), so every window's key goes by itself.
+ * Returns the fleet's total for the window, this amount included. */
+extern const char SHARED_LUA_RATE[];
 
 /* shared_backoff_ms - the next wait of a doubling backoff: first when prev
  * is 0, else prev doubled, never above max */

@@ -127,6 +127,8 @@ struct domain_slot {
 	int closing; /* reported, still saying QUIT (engine reports_finished) */
 	int started_in_window;
 	int64_t window_start_ms;
+	int64_t fleet_turn_ms; /* mono: the fleet's rate minute turns (its budget is spent); 0: not refused */
+	unsigned fleet_spent;  /* ... and what the fleet began in it */
 	struct probe *waiting_head, *waiting_tail;
 	void *timer;       /* the engine's timer to look at the line again; NULL: none */
 	int64_t timer_due; /* when it fires (mono) */
@@ -404,10 +406,13 @@ static struct client_slot *client_slot_for(struct vcore *c, const char *client, 
 }
 
 /* client_take - a new probe for client (under the lock): false when its
- * client_probe_rate is used up this minute (*log_it: write the line) */
-static bool client_take(struct vcore *c, const char *client, int64_t now, bool *log_it)
+ * client_probe_rate is used up this minute, ours or the fleet's
+ * (*log_it: write the line; *fleet_spent: the fleet's count when other
+ * hosts' probes are among it, else 0) */
+static bool client_take(struct vcore *c, const char *client, int64_t now, bool *log_it, unsigned *fleet_spent)
 {
 	*log_it = false;
+	*fleet_spent = 0;
 	int rate = c->conf->client_probe_rate;
 	if (client == NULL || client[0] == '\0' || rate <= 0)
 		return true;
@@ -418,7 +423,9 @@ static bool client_take(struct vcore *c, const char *client, int64_t now, bool *
 		s->window_start_ms = now;
 		s->started_in_window = 0;
 	}
-	if (s->started_in_window >= rate) {
+	if (s->started_in_window >= rate ||
+	    (c->eng.fleet_client_rate != NULL &&
+	     !c->eng.fleet_client_rate(c->eng.ctx, client, rate, fleet_spent))) {
 		if (s->logged_ms == 0 || now - s->logged_ms >= RATE_WINDOW_MS) {
 			s->logged_ms = now;
 			*log_it = true;
@@ -446,6 +453,7 @@ static int queue_probe(struct vcore *c, const struct addr *sender, const char *s
                        unsigned greylist_tries, const char *client, uint64_t seen_finished)
 {
 	bool wake = false, log_client = false;
+	unsigned client_fleet = 0;
 	int64_t now = mono_now(c);
 	pthread_mutex_lock(&c->lock);
 	struct probe *p = find_probe(c, sender->normalized);
@@ -460,7 +468,7 @@ static int queue_probe(struct vcore *c, const struct addr *sender, const char *s
 	} else if (seen_finished != NO_RECHECK && seen_finished != c->finished_seq) {
 		pthread_mutex_unlock(&c->lock);
 		return QUEUE_RECHECK;
-	} else if (t != NULL && !client_take(c, client, now, &log_client)) {
+	} else if (t != NULL && !client_take(c, client, now, &log_client, &client_fleet)) {
 		/* Over the client's budget: joining costs nothing, a new probe
 		 * does; the cache had nothing to serve (vcore_submit asked it). */
 		struct outcome o;
@@ -469,8 +477,15 @@ static int queue_probe(struct vcore *c, const struct addr *sender, const char *s
 		c->stats.over_budget++;
 		c->stats.over_budget_by[BUDGET_CLIENT]++;
 		pthread_mutex_unlock(&c->lock);
-		if (log_client) /* client_take keeps it to one line a minute */
-			budget_log(&(int64_t){0}, now, BUDGET_CLIENT, "client", client);
+		if (log_client) { /* client_take keeps it to one line a minute */
+			char party[200];
+			if (client_fleet > 0)
+				snprintf(party, sizeof(party), "%s (%u probes this minute across the fleet)",
+				         client, client_fleet);
+			else
+				snprintf(party, sizeof(party), "%s", client);
+			budget_log(&(int64_t){0}, now, BUDGET_CLIENT, "client", party);
+		}
 		return true;
 	} else {
 		p = calloc(1, sizeof(*p));
@@ -1064,21 +1079,34 @@ static void count_invalid(struct vcore *c, const char *domain)
 	}
 }
 
-/* rate_turn - when the domain's rate window turns (mono) */
+/* rate_turn - when the domain's rate window turns (mono): the fleet's
+ * when its budget is what refused (ours allowed), else ours */
 static int64_t rate_turn(const struct domain_slot *d)
 {
-	return d->window_start_ms + RATE_WINDOW_MS;
+	/* rate_left sets fleet_turn_ms only when our own count allowed */
+	return d->fleet_turn_ms != 0 ? d->fleet_turn_ms : d->window_start_ms + RATE_WINDOW_MS;
 }
 
-/* rate_left - may one more probe of d start now? (turns the window) */
+/* rate_left - may one more probe of d start now? (turns the window) Our
+ * own count first, then the fleet's (eng.fleet_rate, asked only) */
 static bool rate_left(struct vcore *c, struct domain_slot *d, int64_t now)
 {
 	if (now - d->window_start_ms >= RATE_WINDOW_MS) {
 		d->window_start_ms = now;
 		d->started_in_window = 0;
 	}
+	d->fleet_turn_ms = 0;
 	int rate = c->conf->domain_probe_rate;
-	return rate <= 0 || d->started_in_window < rate;
+	if (rate > 0 && d->started_in_window >= rate)
+		return false;
+	int64_t turn_wall = 0;
+	if (rate > 0 && c->eng.fleet_rate != NULL &&
+	    !c->eng.fleet_rate(c->eng.ctx, d->domain, rate, false, &turn_wall, &d->fleet_spent)) {
+		int64_t left = turn_wall - wall_now(c);
+		d->fleet_turn_ms = now + (left > 0 ? left : 1);
+		return false;
+	}
+	return true;
 }
 
 static void on_domain_timer(void *arg);
@@ -1197,7 +1225,13 @@ static void drain(struct vcore *c, struct domain_slot *d)
 			/* It cannot start in time: its requester gets tempfail now
 			 * rather than a probe it will never see. */
 			enum budget b = now >= p->deadline_ms ? BUDGET_WAIT : BUDGET_DOMAIN_RATE;
-			over_budget(c, pop_head(d), b, &d->logged_ms[b], "domain", d->domain);
+			char party[300];
+			if (b == BUDGET_DOMAIN_RATE && d->fleet_turn_ms != 0 && d->fleet_spent > 0)
+				snprintf(party, sizeof(party), "%s (%u probes this minute across the fleet)",
+				         d->domain, d->fleet_spent);
+			else
+				snprintf(party, sizeof(party), "%s", d->domain);
+			over_budget(c, pop_head(d), b, &d->logged_ms[b], "domain", party);
 		} else if (d->running >= c->conf->domain_probe_limit || !rate_ok) {
 			break; /* it waits: for a place, or the window's turn */
 		} else if (c->running_total >= c->max_in_flight) {
@@ -1210,6 +1244,10 @@ static void drain(struct vcore *c, struct domain_slot *d)
 			pop_head(d);
 			d->running++;
 			d->started_in_window++;
+			/* counted for the fleet: rate_left allowed it just now */
+			int rate = c->conf->domain_probe_rate;
+			if (c->eng.fleet_rate != NULL && rate > 0)
+				c->eng.fleet_rate(c->eng.ctx, d->domain, rate, true, NULL, NULL);
 			p->slot = d;
 			launch(c, p);
 		}

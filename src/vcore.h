@@ -100,6 +100,23 @@ struct vcore_engine {
 	/* The probe that held the address's lease has stored its outcome (the
 	 * records go out first): give the lease back. */
 	void (*shared_release)(void *ctx, const struct addr *address);
+	/* Optional (NULL: each host its own budget): domain_probe_rate across
+	 * the fleet (shared.h's budgets), on top of the core's own count. May
+	 * one more probe of domain (ASCII) start now, at most rate a minute for
+	 * the fleet? take false: only asked (nothing counted); true: it starts,
+	 * counted. Judged at once, never waits (Redis down: this host's own
+	 * count). False: *turn_wall_ms gets when the fleet's minute turns (wall
+	 * clock), *spent what the fleet began in it as far as we know (0 when
+	 * other hosts' probes are not among them). Either may be NULL. Engine
+	 * thread. */
+	bool (*fleet_rate)(void *ctx, const char *domain, int rate, bool take, int64_t *turn_wall_ms,
+	                   unsigned *spent);
+	/* Optional (NULL: each host its own budget): client_probe_rate across
+	 * the fleet, on top of the core's own count: may one more probe start
+	 * for client, at most rate a minute for the fleet? True: counted.
+	 * False: *spent as for fleet_rate. Any thread (a milter thread, under
+	 * the core's lock): never waits. */
+	bool (*fleet_client_rate)(void *ctx, const char *client, int rate, unsigned *spent);
 };
 
 /* A host that finds an address's lease held looks for the holder's answer

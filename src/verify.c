@@ -288,6 +288,33 @@ static void *eng_shared_lease(void *ctx, const struct addr *address, int64_t ttl
 	return shared_lease(v->shared, key, ttl_ms, done, arg);
 }
 
+/* eng_fleet_rate - domain_probe_rate across the fleet (vcore.h) */
+static bool eng_fleet_rate(void *ctx, const char *domain, int rate, bool take, int64_t *turn_wall_ms,
+                           unsigned *spent)
+{
+	struct verifier *v = ctx;
+	struct fleetrate_said said;
+	bool ok = take ? shared_rate_take(v->shared, FLEETRATE_DOMAIN_PROBES, domain, (unsigned)rate, &said)
+	               : shared_rate_peek(v->shared, FLEETRATE_DOMAIN_PROBES, domain, (unsigned)rate, &said);
+	if (turn_wall_ms != NULL)
+		*turn_wall_ms = fleetrate_turn_ms(clock_now_ms());
+	if (spent != NULL)
+		*spent = said.fleet ? said.spent : 0; /* 0: our own probes alone used it up */
+	return ok;
+}
+
+/* eng_fleet_client_rate - client_probe_rate across the fleet (vcore.h;
+ * any thread) */
+static bool eng_fleet_client_rate(void *ctx, const char *client, int rate, unsigned *spent)
+{
+	struct verifier *v = ctx;
+	struct fleetrate_said said;
+	bool ok = shared_rate_take(v->shared, FLEETRATE_CLIENT_PROBES, client, (unsigned)rate, &said);
+	if (spent != NULL)
+		*spent = said.fleet ? said.spent : 0;
+	return ok;
+}
+
 static void eng_shared_cancel(void *ctx, void *request)
 {
 	struct verifier *v = ctx;
@@ -605,6 +632,8 @@ static bool open_cache(struct verifier *v, char *why, size_t why_size)
 	        .put = shared_mirror_put, .del = shared_mirror_del, .arg = v->shared};
 	cache_set_mirror(v->cache, &mirror);
 	shared_set_host_hook(v->shared, on_fleet_host, v);
+	/* host_session_rate across the fleet (fleetrate.h): the pool's and the callouts' takes */
+	hosts_set_session_hook(v->engine->env.hosts, shared_session_take, v->shared);
 	v->engine->env.on_breaker = on_breaker;
 	v->engine->env.breaker_arg = v;
 	return true;
@@ -956,6 +985,8 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 	        .shared_lease = eng_shared_lease,
 	        .shared_cancel = eng_shared_cancel,
 	        .shared_release = eng_shared_release,
+	        .fleet_rate = v->shared != NULL ? eng_fleet_rate : NULL,
+	        .fleet_client_rate = v->shared != NULL ? eng_fleet_client_rate : NULL,
 	};
 	health_init(&v->health);
 	atomic_init(&v->unhealthy, false);

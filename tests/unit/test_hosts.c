@@ -346,21 +346,21 @@ START_TEST(session_rate_per_minute)
 	unsigned n;
 	/* 3 a minute: the first three sessions at 1000.. are counted, the fourth refused */
 	for (unsigned i = 1; i <= 3; i++) {
-		ck_assert(hosts_session_take(h, sa("192.0.2.9"), 1000 + i, 3, &n));
+		ck_assert(hosts_session_take(h, sa("192.0.2.9"), 1000 + i, 3, &n, NULL));
 		ck_assert_uint_eq(n, i);
 	}
-	ck_assert(!hosts_session_take(h, sa("192.0.2.9"), 1010, 3, &n));
+	ck_assert(!hosts_session_take(h, sa("192.0.2.9"), 1010, 3, &n, NULL));
 	ck_assert_uint_eq(n, 3);
-	ck_assert(!hosts_session_take(h, sa("192.0.2.9"), 1000 + 59999, 3, &n)); /* still that minute */
+	ck_assert(!hosts_session_take(h, sa("192.0.2.9"), 1000 + 59999, 3, &n, NULL)); /* still that minute */
 	/* another address has its own count; a mapped address is its IPv4 one */
-	ck_assert(hosts_session_take(h, sa("192.0.2.10"), 1010, 3, &n));
+	ck_assert(hosts_session_take(h, sa("192.0.2.10"), 1010, 3, &n, NULL));
 	ck_assert_uint_eq(n, 1);
-	ck_assert(!hosts_session_take(h, sa("::ffff:192.0.2.9"), 1010, 3, NULL));
+	ck_assert(!hosts_session_take(h, sa("::ffff:192.0.2.9"), 1010, 3, NULL, NULL));
 	/* the record stays while its minute runs, even with nothing else in it */
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.9"), 30000, NULL), HOST_OK);
 	ck_assert_uint_eq(hosts_count(h), 2);
 	/* a new minute: counted afresh */
-	ck_assert(hosts_session_take(h, sa("192.0.2.9"), 61001, 3, &n));
+	ck_assert(hosts_session_take(h, sa("192.0.2.9"), 61001, 3, &n, NULL));
 	ck_assert_uint_eq(n, 1);
 	/* after the minute it is forgotten when met */
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.9"), 61001 + 60000, NULL), HOST_OK);
@@ -368,9 +368,52 @@ START_TEST(session_rate_per_minute)
 	ck_assert_uint_eq(hosts_count(h), 0);
 	/* 0: no limit, nothing kept; no table: never refused */
 	for (int i = 0; i < 100; i++)
-		ck_assert(hosts_session_take(h, sa("192.0.2.11"), 200000, 0, &n));
+		ck_assert(hosts_session_take(h, sa("192.0.2.11"), 200000, 0, &n, NULL));
 	ck_assert_uint_eq(hosts_count(h), 0);
-	ck_assert(hosts_session_take(NULL, sa("192.0.2.11"), 200000, 1, NULL));
+	ck_assert(hosts_session_take(NULL, sa("192.0.2.11"), 200000, 1, NULL, NULL));
+	hosts_free(h);
+}
+END_TEST
+
+/* a session hook (the fleet's count, shared.h) decides instead of the table */
+struct hook_state {
+	unsigned calls, allow;
+	const struct sockaddr *last;
+};
+
+static bool hook_take(void *arg, const struct sockaddr *sa, unsigned rate, unsigned *count, bool *fleet)
+{
+	struct hook_state *st = arg;
+	st->calls++;
+	st->last = sa;
+	*count = rate + 7;
+	*fleet = true;
+	return st->calls <= st->allow;
+}
+
+START_TEST(session_rate_hook_decides)
+{
+	struct hosts *h = hosts_new(16);
+	struct hook_state st = {.allow = 1};
+	unsigned n;
+	bool fleet = false;
+	hosts_set_session_hook(h, hook_take, &st);
+	ck_assert(hosts_session_take(h, sa("192.0.2.13"), 1000, 5, &n, &fleet));
+	ck_assert(!hosts_session_take(h, sa("192.0.2.13"), 1001, 5, &n, &fleet));
+	ck_assert_uint_eq(n, 12);
+	ck_assert(fleet);
+	ck_assert_uint_eq(st.calls, 2);
+	ck_assert_int_eq(st.last->sa_family, AF_INET);
+	ck_assert_uint_eq(hosts_count(h), 0); /* the table counted nothing */
+	/* rate 0: no limit, the hook is not asked */
+	ck_assert(hosts_session_take(h, sa("192.0.2.13"), 1002, 0, &n, &fleet));
+	ck_assert(!fleet);
+	ck_assert_uint_eq(st.calls, 2);
+	/* no hook: the table again */
+	hosts_set_session_hook(h, NULL, NULL);
+	ck_assert(hosts_session_take(h, sa("192.0.2.13"), 1003, 1, &n, &fleet));
+	ck_assert(!hosts_session_take(h, sa("192.0.2.13"), 1004, 1, &n, &fleet));
+	ck_assert(!fleet);
 	hosts_free(h);
 }
 END_TEST
@@ -379,11 +422,11 @@ START_TEST(session_rate_with_breaker_notes)
 {
 	/* the minute's count survives the other notes about the address */
 	struct hosts *h = hosts_new(16);
-	ck_assert(hosts_session_take(h, sa("192.0.2.12"), 1000, 1, NULL));
+	ck_assert(hosts_session_take(h, sa("192.0.2.12"), 1000, 1, NULL, NULL));
 	hosts_note_answer(h, sa("192.0.2.12"), 1100);
 	ck_assert_int_gt(hosts_note_failure(h, sa("192.0.2.12"), 1200, 1000), 0);
-	ck_assert(!hosts_session_take(h, sa("192.0.2.12"), 2500, 1, NULL));
-	ck_assert(hosts_session_take(h, sa("192.0.2.12"), 61000, 1, NULL));
+	ck_assert(!hosts_session_take(h, sa("192.0.2.12"), 2500, 1, NULL, NULL));
+	ck_assert(hosts_session_take(h, sa("192.0.2.12"), 61000, 1, NULL, NULL));
 	hosts_free(h);
 }
 END_TEST
@@ -594,6 +637,7 @@ int main(void)
 	tcase_add_test(tc, full_table_of_default_size);
 	tcase_add_test(tc, session_rate_per_minute);
 	tcase_add_test(tc, session_rate_with_breaker_notes);
+	tcase_add_test(tc, session_rate_hook_decides);
 	tcase_add_test(tc, catchall_after_need_distinct_domains);
 	tcase_add_test(tc, catchall_counts_within_the_ttl);
 	tcase_add_test(tc, catchall_ended_by_not_catchall);

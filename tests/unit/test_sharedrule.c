@@ -349,6 +349,40 @@ START_TEST(fetch_returns_each_record_or_nil)
 }
 END_TEST
 
+/* The fleet's budget counter: totals add up across reporters, the key
+ * gets its lifetime once (a later report does not stretch it) and goes. */
+START_TEST(rate_counts_and_expires)
+{
+	const char *key = "vemilter:r:s:192.0.2.25:29408333";
+	redisReply *r = redisCommand(rc, "EVAL %s 1 %s 3 120000", SHARED_LUA_RATE, key);
+	ck_assert_int_eq(r->type, REDIS_REPLY_INTEGER);
+	ck_assert_int_eq(r->integer, 3);
+	freeReplyObject(r);
+	r = redisCommand(rc, "PEXPIRE %s 5000", key); /* as if time went by */
+	freeReplyObject(r);
+	r = redisCommand(rc, "EVAL %s 1 %s 2 120000", SHARED_LUA_RATE, key);
+	ck_assert_int_eq(r->integer, 5);
+	freeReplyObject(r);
+	r = redisCommand(rc, "PTTL %s", key);
+	ck_assert_int_gt(r->integer, 0);
+	ck_assert_int_le(r->integer, 5000); /* not stretched by the second report */
+	freeReplyObject(r);
+	/* another window, another key, with its own lifetime */
+	r = redisCommand(rc, "EVAL %s 1 vemilter:r:s:192.0.2.25:29408334 1 300", SHARED_LUA_RATE);
+	ck_assert_int_eq(r->integer, 1);
+	freeReplyObject(r);
+	r = redisCommand(rc, "PTTL vemilter:r:s:192.0.2.25:29408334");
+	ck_assert_int_gt(r->integer, 0);
+	ck_assert_int_le(r->integer, 300);
+	freeReplyObject(r);
+	struct timespec pause = {.tv_nsec = 400 * 1000000L};
+	nanosleep(&pause, NULL); /* bounded: the key is gone after its 300 ms */
+	r = redisCommand(rc, "EXISTS vemilter:r:s:192.0.2.25:29408334");
+	ck_assert_int_eq(r->integer, 0);
+	freeReplyObject(r);
+}
+END_TEST
+
 /* A blocked record and a backoff round-trip field for field. */
 START_TEST(host_record_round_trip)
 {
@@ -463,6 +497,7 @@ int main(void)
 	tcase_add_test(redis, put_over_damage);
 	tcase_add_test(redis, release_only_ours);
 	tcase_add_test(redis, fetch_returns_each_record_or_nil);
+	tcase_add_test(redis, rate_counts_and_expires);
 	suite_add_tcase(s, redis);
 	return unit_run(s);
 }

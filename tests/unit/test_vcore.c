@@ -107,6 +107,50 @@ static struct {
 } S;
 static bool engine_shares; /* for the next start() */
 
+/* The fleet's domain_probe_rate (vcore_engine.fleet_rate), faked: other
+ * hosts began FL.others probes in the current wall-clock minute, and the
+ * core FL.took; a new minute starts both afresh. */
+static struct {
+	int64_t minute;
+	unsigned others, took, asked;
+	unsigned client_others, client_took; /* client_probe_rate, one client */
+} FL;
+static bool engine_fleet; /* for the next start() */
+
+static bool fake_fleet_client_rate(void *ctx, const char *client, int rate, unsigned *spent)
+{
+	ck_assert_str_eq(client, "192.0.2.1");
+	if (FL.client_others + FL.client_took >= (unsigned)rate) {
+		*spent = FL.client_others > 0 ? FL.client_others + FL.client_took : 0;
+		return false;
+	}
+	FL.client_took++;
+	return true;
+}
+
+static bool fake_fleet_rate(void *ctx, const char *domain, int rate, bool take, int64_t *turn_wall_ms,
+                            unsigned *spent)
+{
+	int64_t minute = F.wall / 60000;
+	if (minute != FL.minute) {
+		FL.minute = minute;
+		FL.others = FL.took = 0;
+	}
+	FL.asked++;
+	unsigned total = FL.others + FL.took;
+	if (total >= (unsigned)rate) {
+		ck_assert(!take); /* the core takes only what it was just allowed */
+		if (turn_wall_ms != NULL)
+			*turn_wall_ms = (minute + 1) * 60000;
+		if (spent != NULL)
+			*spent = FL.others > 0 ? total : 0;
+		return false;
+	}
+	if (take)
+		FL.took++;
+	return true;
+}
+
 static void *fake_shared_fetch(void *ctx, const struct addr *address, const char *stable,
                                vcore_shared_fn done, void *arg)
 {
@@ -267,11 +311,16 @@ static void start(const char *extra)
 	        .shared_lease = engine_shares ? fake_shared_lease : NULL,
 	        .shared_cancel = engine_shares ? fake_shared_cancel : NULL,
 	        .shared_release = engine_shares ? fake_shared_release : NULL,
+	        .fleet_rate = engine_fleet ? fake_fleet_rate : NULL,
+	        .fleet_client_rate = engine_fleet ? fake_fleet_client_rate : NULL,
 	};
 	memset(&S, 0, sizeof(S));
 	engine_reports_finished = false;
 	engine_resolves = false;
 	engine_shares = false;
+	engine_fleet = false;
+	memset(&FL, 0, sizeof(FL));
+	FL.minute = F.wall / 60000;
 	core = vcore_new(conf, cache, &eng);
 	ck_assert_ptr_nonnull(core);
 }
@@ -1837,6 +1886,84 @@ START_TEST(rate_window_timer_starts_the_line)
 }
 END_TEST
 
+/* domain_probe_rate across the fleet (vcore_engine.fleet_rate): the other
+ * hosts' probes count; a probe the fleet's budget refuses waits for the
+ * fleet's minute to turn (the wall clock's) within its budget, or is
+ * answered tempfail at once; each started probe is counted for the fleet. */
+START_TEST(fleet_domain_rate)
+{
+	engine_fleet = true;
+	start("domain_probe_limit = 5\ndomain_probe_rate = 4\nverify_budget = 20s\n");
+	FL.others = 2; /* two by other hosts this minute */
+	struct verify_ticket *a = submit("a@fleet.test"), *b = submit("b@fleet.test");
+	ck_assert_int_eq(F.nprobes, 2);
+	ck_assert_uint_eq(FL.took, 2);
+	finish("a@fleet.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	finish("b@fleet.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	/* our own count is 2 of 4, but the fleet's is 4: refused */
+	int64_t to_turn = 60000 - F.wall % 60000;
+	ck_assert_int_gt(to_turn, 20 * SECOND); /* T0: the minute turns after the 20 s budget */
+	struct verify_result r = ask("c@fleet.test");
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "domain_probe_rate"));
+	ck_assert_int_eq(F.nprobes, 2);
+	advance(to_turn - 10 * SECOND); /* the fleet's minute turns in 10 s, within the budget */
+	struct verify_ticket *d = submit("d@fleet.test");
+	ck_assert_int_eq(F.nprobes, 2);
+	ck_assert(!answered(d, &r));
+	advance(60000 - F.wall % 60000); /* the wall-clock minute turns: the timer starts it */
+	ck_assert_int_eq(F.nprobes, 3);
+	ck_assert_uint_eq(FL.took, 1);
+	finish("d@fleet.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(must_answer(d).outcome.kind, OUTCOME_VALID);
+	vcore_release(a);
+	vcore_release(b);
+	vcore_release(d);
+	ck_assert_int_eq(vcore_probe_objects(core), 0);
+}
+END_TEST
+
+/* client_probe_rate across the fleet (vcore_engine.fleet_client_rate): the
+ * other hosts' probes for the client count; our own count still holds */
+START_TEST(fleet_client_rate)
+{
+	engine_fleet = true;
+	start("client_probe_rate = 3\n");
+	FL.client_others = 2;
+	struct addr a = parse("x@fc0.test");
+	struct verify_ticket *t = vcore_submit(core, &a, "192.0.2.1");
+	pump();
+	ck_assert_int_eq(live_count(), 1);
+	ck_assert_uint_eq(FL.client_took, 1);
+	a = parse("x@fc1.test");
+	struct verify_ticket *over = vcore_submit(core, &a, "192.0.2.1");
+	pump();
+	ck_assert_int_eq(live_count(), 1); /* 1 of ours, 3 for the fleet: refused */
+	struct verify_result r = must_answer(over);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_ptr_nonnull(strstr(r.outcome.reason, "client_probe_rate"));
+	vcore_release(over);
+	/* the fleet's count is not asked while ours refuses; ours still counts */
+	FL.client_others = 0;
+	for (int i = 2; i <= 3; i++) {
+		char text[32];
+		snprintf(text, sizeof(text), "x@fc%d.test", i);
+		a = parse(text);
+		struct verify_ticket *more = vcore_submit(core, &a, "192.0.2.1");
+		pump();
+		ck_assert_int_eq(live_count(), i);
+		vcore_release(more);
+	}
+	a = parse("x@fc9.test");
+	over = vcore_submit(core, &a, "192.0.2.1");
+	pump();
+	ck_assert_int_eq(must_answer(over).outcome.kind, OUTCOME_TEMPFAIL);
+	ck_assert_uint_eq(FL.client_took, 3);
+	vcore_release(over);
+	vcore_release(t);
+}
+END_TEST
+
 /* A probe waiting for a place is answered when its budget ends, though no
  * place frees (a slow domain), and the answer hands the turn on. */
 START_TEST(waiting_probe_answered_at_its_deadline)
@@ -2485,6 +2612,8 @@ int main(void)
 	tcase_add_test(tc, no_cache_still_shares);
 	tcase_add_test(tc, every_line_drains);
 	tcase_add_test(tc, rate_window_timer_starts_the_line);
+	tcase_add_test(tc, fleet_domain_rate);
+	tcase_add_test(tc, fleet_client_rate);
 	tcase_add_test(tc, waiting_probe_answered_at_its_deadline);
 	tcase_add_test(tc, client_budget);
 	tcase_add_test(tc, domain_invalid_budget);
