@@ -325,8 +325,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	event_del(c->wake);
 	c->parked = false;
 	c->ticket = NULL;
-	if (process(c) && !c->parked && !c->throttled)
-		reading_on(c); /* milter_timeout counts again from our answer */
+	if (process(c) && !c->throttled)
+		reading_on(c); /* again if a full input stopped it; milter_timeout from now */
 }
 
 /* notify - verify_notify's callback, on the verifier's thread */
@@ -641,7 +641,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 	if (!c->throttled)
 		return;
 	c->throttled = false;
-	if (process(c) && !c->parked && !c->throttled)
+	if (process(c) && !c->throttled)
 		reading_on(c);
 }
 
