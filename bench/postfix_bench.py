@@ -64,9 +64,10 @@ Output: a progress line per phase, a detail table, then a Markdown table in
 the shape of issue 10's, and with --json FILE one JSON object on one line
 (appended to FILE) with every number. Numbers are ratios within one run on
 one machine, not absolute promises. Run time, default sizes: about 10
-minutes on a shared 2-core machine; --quick (200 messages, 20 fresh, 2
-repetitions, no postfix/fresh-p1) stays under 2 minutes (87-110 s measured
-at load averages 10-14).
+minutes on a shared 2-core machine before the native phases were added,
+17.5 minutes with them at a load average of 20; --quick (200 messages, 20
+fresh, 2 repetitions, no postfix/fresh-p1) took 131 s with them at a load
+average of 11 (87-110 s without them at 10-14).
 
 Usage: bench/postfix_bench.py [--messages 2000] [--fresh 200] [--concurrency 20]
        [--latency 0.1] [--domains 50] [--servers 10] [--retry 1.0] [--repeat 3]
