@@ -26,9 +26,10 @@ Measured over the measuring phase only (after the warm-up):
 
 The current binary is measured with each milter transport of --transports
 (default "libmilter,native": milter_transport), columns named after them.
-Given two binaries (--before OLD), both are measured in one run, phases
-interleaved (before, after, before, after ...; --rounds), medians
-reported: the machine is shared, so only numbers of one run compare.
+Given two binaries (--before OLD), both are measured in one run with each
+transport (columns before-TRANSPORT and TRANSPORT), phases interleaved
+(before, after, before, after ...; --rounds), medians reported: the
+machine is shared, so only numbers of one run compare.
 
 With --floor, two more columns: bench/milter_floor.c (compiled with cc),
 which speaks the protocol itself, accepts every MAIL and does nothing
@@ -338,7 +339,7 @@ def measure(d, senders, args, use_perf):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("binary", nargs="?", default=vmtest.vemilter_binary())
-    ap.add_argument("--before", help="a second vemilter binary: the 'before' column")
+    ap.add_argument("--before", help="a second vemilter binary: a 'before-TRANSPORT' column per transport")
     ap.add_argument("--messages", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=4)
@@ -356,8 +357,10 @@ def main():
                     help="also record one phase of the last binary with perf record -g into FILE")
     args = ap.parse_args()
 
-    builds = [("before", args.before, None)] if args.before else []
+    builds = []
     for transport in args.transports.split(","):
+        if args.before:  # the same transport in the old binary, measured alongside
+            builds.append(("before-" + transport, args.before, transport))
         builds.append((transport, args.binary, transport))
     if args.floor:
         builds += [("floor-threads", None, None), ("floor-epoll", None, None)]
@@ -413,12 +416,12 @@ def main():
             ("ctxsw", "ctx switches/msg", "%.1f"), ("rt", "round trips/msg", "%.2f"),
             ("pkts", "packets/msg", "%.2f")]
     names = [n for n, _, _ in builds]
-    print("%-24s" % "" + "".join("%14s" % n for n in names))
+    print("%-24s" % "" + "".join("%17s" % n for n in names))
     for k, label, fmt in keys:
         row = "%-24s" % label
         for n in names:
             vals = [x[k] for x in results[n]]
-            row += "%14s" % (fmt % statistics.median(vals))
+            row += "%17s" % (fmt % statistics.median(vals))
         print(row)
     for n in names:
         print("  %s cpu_us per round: %s" % (n, " ".join("%.0f" % x["cpu_us"] for x in results[n])))
@@ -428,8 +431,8 @@ def main():
         row_clone = "%-24s" % "clone/msg"
         for n in names:
             calls = straced.get(n) or {}
-            row_total += "%14.1f" % (sum(calls.values()) / m)
-            row_clone += "%14.2f" % ((calls.get("clone", 0) + calls.get("clone3", 0)) / m)
+            row_total += "%17.1f" % (sum(calls.values()) / m)
+            row_clone += "%17.2f" % ((calls.get("clone", 0) + calls.get("clone3", 0)) / m)
         print(row_total)
         print(row_clone)
         for n in names:

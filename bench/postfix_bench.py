@@ -4,9 +4,10 @@ vemilter against Postfix's own reject_unverified_sender, on the same fakes,
 reported as issue 10 asks, all rows from one run.
 
 One throw-away Postfix instance (tests/lib/postfixinst.py, plus an smtp(8)
-service for Postfix's verify probes), three vemilters sharing one LMDB cache
-file (one on a unix socket, one on an inet socket, one for the fresh path
-without shared sessions), the fake DNS server and
+service for Postfix's verify probes), five vemilters sharing one LMDB cache
+file (libmilter transport on a unix socket and on an inet socket, the
+native transport (milter_transport = native) on a unix and an inet socket,
+and one for the fresh path without shared sessions), the fake DNS server and
 the fake SMTP farm (every reply, the greeting included, delayed by
 --latency). The load generator is this script (asyncio, --concurrency
 sessions at once over --procs processes, one SMTP session per message:
@@ -21,8 +22,10 @@ those ratios is reported (with their range):
   plain            no milter, no restriction: Postfix alone (the baseline)
   postfix          smtpd_sender_restrictions = reject_unverified_sender,
                    every sender already in address_verify_map
-  vemilter-inet    vemilter on inet:127.0.0.1, every sender already cached
-  vemilter-unix    vemilter on a unix socket, every sender already cached
+  vemilter-inet    vemilter (libmilter) on inet:127.0.0.1, every sender already cached
+  vemilter-unix    vemilter (libmilter) on a unix socket, every sender already cached
+  native-inet      vemilter, milter_transport = native, on inet:127.0.0.1
+  native-unix      vemilter, milter_transport = native, on a unix socket
 Postfix is started once: each phase has its own smtpd listener in master.cf
 (-o smtpd_milters=..., -o smtpd_sender_restrictions=...), the main one
 with nothing added is the baseline; before each timed phase its listener is
@@ -36,6 +39,7 @@ Fresh path (once, --fresh never-seen senders each, all real users at the farm):
                    greeting + EHLO + MAIL + RCPT (time from connect to the
                    RCPT reply), same concurrency, same latency
   vemilter-*/fresh time from the client's MAIL FROM to the RCPT reply
+  native-unix/fresh the same through the native transport
   postfix/fresh    reject_unverified_sender, address_verify_poll_count 3
                    (Postfix's default: smtpd waits up to 2 x 3 s)
   postfix/fresh-p1 address_verify_poll_count = 1: the first try of a new
@@ -60,9 +64,10 @@ Output: a progress line per phase, a detail table, then a Markdown table in
 the shape of issue 10's, and with --json FILE one JSON object on one line
 (appended to FILE) with every number. Numbers are ratios within one run on
 one machine, not absolute promises. Run time, default sizes: about 10
-minutes on a shared 2-core machine; --quick (200 messages, 20 fresh, 2
-repetitions, no postfix/fresh-p1) stays under 2 minutes (87-110 s measured
-at load averages 10-14).
+minutes on a shared 2-core machine before the native phases were added,
+17.5 minutes with them at a load average of 20; --quick (200 messages, 20
+fresh, 2 repetitions, no postfix/fresh-p1) took 131 s with them at a load
+average of 11 (87-110 s without them at 10-14).
 
 Usage: bench/postfix_bench.py [--messages 2000] [--fresh 200] [--concurrency 20]
        [--latency 0.1] [--domains 50] [--servers 10] [--retry 1.0] [--repeat 3]
@@ -421,7 +426,8 @@ def median_range(values):
 
 # ---------------------------------------------------------------- the run
 
-CACHED_PHASES = ("plain", "postfix", "vemilter-inet", "vemilter-unix")
+CACHED_PHASES = ("plain", "postfix", "vemilter-inet", "vemilter-unix", "native-inet", "native-unix")
+MILTER_PHASES = CACHED_PHASES[2:]
 
 
 class Bench:
@@ -430,7 +436,7 @@ class Bench:
         self.tmp = vmtest.TempDir(prefix="vemilter-pfbench-")
         self.dns = None
         self.farm = None
-        self.milters = {}          # "vemilter-unix" / "vemilter-inet" -> vmtest.Daemon
+        self.milters = {}          # "vemilter-unix", "native-inet", ... -> vmtest.Daemon
         self.postfix = None
         self.results = []          # every scenario's summary, in run order
         self.reps = []             # per repetition: {phase: {"rate", "cpu", "src_rate", "src_cpu", ...}}
@@ -456,7 +462,7 @@ class Bench:
         self.dns = FakeDNS(zone)
         dns_port = self.dns.start()
         # every local part used below exists at the farm
-        users = ["%s%05d" % (p, i) for p in ("vc", "vf", "vg", "vs", "pc", "pf", "pg", "xx", "fl")
+        users = ["%s%05d" % (p, i) for p in ("vc", "vf", "vg", "vs", "vn", "pc", "pf", "pg", "xx", "fl")
                  for i in range(max(a.messages, a.fresh))]
         self.farm = SmtpFarm(latency=a.latency)
         for s in range(a.servers):
@@ -464,17 +470,24 @@ class Bench:
         self.farm_port = self.farm.start()
 
         inet_port = vmtest.free_port()
+        native_port = vmtest.free_port()
         services = {
             "postfix": ["smtpd_sender_restrictions=reject_unverified_sender"],
             # 450 at once for a new sender, the probe in the background
             "postfix-p1": ["smtpd_sender_restrictions=reject_unverified_sender", "address_verify_poll_count=1"],
         }
         solo = "unix:" + self.tmp.join("solo.sock")
+        native = "unix:" + self.tmp.join("native.sock")
+        libmilter = {"milter_transport": "libmilter"}
         for name, sock, postfix_side, extra in (
-                ("vemilter-unix", "unix:" + self.tmp.join("milter.sock"), "unix:" + self.tmp.join("milter.sock"), {}),
-                ("vemilter-inet", "inet:%d@127.0.0.1" % inet_port, "inet:127.0.0.1:%d" % inet_port, {}),
+                ("vemilter-unix", "unix:" + self.tmp.join("milter.sock"), "unix:" + self.tmp.join("milter.sock"),
+                 libmilter),
+                ("vemilter-inet", "inet:%d@127.0.0.1" % inet_port, "inet:127.0.0.1:%d" % inet_port, libmilter),
+                ("native-unix", native, native, {"milter_transport": "native"}),
+                ("native-inet", "inet:%d@127.0.0.1" % native_port, "inet:127.0.0.1:%d" % native_port,
+                 {"milter_transport": "native"}),
                 # fresh path only: a new session for every probe, as the floor
-                ("vemilter-solo", solo, solo, {"host_sessions": 0})):
+                ("vemilter-solo", solo, solo, dict(libmilter, host_sessions=0))):
             conf = vmtest.base_conf(self.tmp, "milter.sock", socket_mode="0666", trusted_networks="192.0.2.0/24")
             conf.update({
                 "socket": sock,
@@ -581,6 +594,10 @@ class Bench:
                           milter="vemilter-inet")
         if r["farm_rcpts"]:
             print("  note: the inet daemon probed %d senders the unix one had cached" % r["farm_rcpts"])
+        for name in ("native-unix", "native-inet"):
+            r = self.scenario("warm-up %s" % name, name, self.senders("vc", a.messages), milter=name)
+            if r["farm_rcpts"]:
+                print("  note: %s probed %d senders the unix one had cached" % (name, r["farm_rcpts"]))
         if not a.quick:  # not in issue 10's table; --quick must stay under 2 minutes
             self.fresh["postfix/fresh-p1"] = self.scenario("postfix/fresh-p1", "postfix-p1",
                                                            self.senders("pg", a.fresh))
@@ -600,7 +617,8 @@ class Bench:
         print("  %-24s %5d sessions, %d complete  p50 %.3f s  p95 %.3f s"
               % ("floor (direct to farm)", len(times), len(ok), self.fresh["floor"]["v_p50"],
                  self.fresh["floor"]["v_p95"]))
-        for milter, prefix in (("vemilter-unix", "vf"), ("vemilter-inet", "vg"), ("vemilter-solo", "vs")):
+        for milter, prefix in (("vemilter-unix", "vf"), ("vemilter-inet", "vg"), ("native-unix", "vn"),
+                               ("vemilter-solo", "vs")):
             self.prime(milter, "vc00000@d000.bench")
             self.fresh[milter + "/fresh"] = self.scenario(milter + "/fresh", milter, self.senders(prefix, a.fresh),
                                                           milter=milter)
@@ -614,6 +632,8 @@ class Bench:
             "postfix": dict(sender="pc", src="pc00000@d000.bench"),
             "vemilter-inet": dict(sender="vc", src="vc00000@d000.bench", milter="vemilter-inet"),
             "vemilter-unix": dict(sender="vc", src="vc00000@d000.bench", milter="vemilter-unix"),
+            "native-inet": dict(sender="vc", src="vc00000@d000.bench", milter="native-inet"),
+            "native-unix": dict(sender="vc", src="vc00000@d000.bench", milter="native-unix"),
         }
         for rep in range(a.repeat):
             order = CACHED_PHASES[rep % len(CACHED_PHASES):] + CACHED_PHASES[:rep % len(CACHED_PHASES)]
@@ -689,7 +709,8 @@ class Bench:
         print()
         print("%-22s %6s %8s %8s %8s %8s %8s %9s" % ("fresh", "n", "p50 s", "p90 s", "p95 s", "max s", "1st try",
                                                   "p50/floor"))
-        for name in ("floor", "vemilter-unix/fresh", "vemilter-inet/fresh", "vemilter-solo/fresh", "postfix/fresh",
+        for name in ("floor", "vemilter-unix/fresh", "vemilter-inet/fresh", "native-unix/fresh", "vemilter-solo/fresh",
+                     "postfix/fresh",
                      "postfix/fresh-p1"):
             if name not in f:
                 continue
@@ -698,7 +719,7 @@ class Bench:
                 name, x["n"], x["v_p50"], x["v_p90"], x["v_p95"], x["v_max"],
                 "%.1f%%" % (100 * x["first_share"]) if "first_share" in x else "-",
                 "%.2f" % x["p50_over_floor"] if "p50_over_floor" in x else "-"))
-        for phase in ("postfix", "vemilter-inet", "vemilter-unix"):
+        for phase in ("postfix",) + MILTER_PHASES:
             if c[phase]["farm_rcpts"] or c[phase]["undecided"] or c[phase]["rejected"]:
                 print("WARNING: %s was not all cached/accepted: %d farm RCPTs, %d undecided, %d rejected"
                       % (phase, c[phase]["farm_rcpts"], c[phase]["undecided"], c[phase]["rejected"]))
@@ -722,33 +743,36 @@ class Bench:
               % ((n["when"], a.repeat, a.messages, a.concurrency, a.latency * 1000, a.fresh, n["runtime_s"],
                   n["cores"]) + tuple(n["load_avg"])))
         print()
-        print("| path | Postfix verify | vemilter, inet socket | vemilter, unix socket |")
-        print("|---|---|---|---|")
-        print("| cached senders, msgs/s ÷ no-check baseline (custom client), median (range) | %s | %s | %s |"
-              % (ratio("postfix", "ratio"), ratio("vemilter-inet", "ratio"), ratio("vemilter-unix", "ratio")))
+        fresh_of = {p: p + "/fresh" for p in MILTER_PHASES}  # native-inet has no fresh scenario: "-"
+
+        def row(label, cells):
+            print("| %s | %s |" % (label, " | ".join(cells)))
+        print("| path | Postfix verify | vemilter libmilter, inet | vemilter libmilter, unix | vemilter native, inet"
+              " | vemilter native, unix |")
+        print("|---|---|---|---|---|---|")
+        row("cached senders, msgs/s ÷ no-check baseline (custom client), median (range)",
+            [ratio(p, "ratio") for p in ("postfix",) + MILTER_PHASES])
         if any(c[p]["smtp_source_ratios"] for p in CACHED_PHASES):
-            print("| cached senders, `smtp-source` ÷ no-check, median (range) | %s | %s | %s |"
-                  % (ratio("postfix", "smtp_source_ratio"), ratio("vemilter-inet", "smtp_source_ratio"),
-                     ratio("vemilter-unix", "smtp_source_ratio")))
-        print("| vemilter CPU per cached message (custom client / smtp-source), median | – | %s | %s |"
-              % tuple("%.0f µs / %s" % (c[p]["cpu_us"][0], "%.0f µs" % c[p]["smtp_source_cpu_us"][0]
-                                         if c[p]["smtp_source_cpu_us"][0] == c[p]["smtp_source_cpu_us"][0] else "-")
-                      for p in ("vemilter-inet", "vemilter-unix")))
-        print("| fresh sender, time to verdict p50 / p90 / p95 (MX at %.0f ms per reply) | %s / %s / %s | %s / %s / %s"
-              " | %s / %s / %s |" % ((a.latency * 1000,) + tuple(
-                  fr(nm, k) for nm in ("postfix/fresh", "vemilter-inet/fresh", "vemilter-unix/fresh")
-                  for k in ("v_p50", "v_p90", "v_p95"))))
-        print("| protocol floor p50 (new session: greeting + EHLO + MAIL + RCPT, same bench) | %s | %s | %s |"
-              % ((("%.2f s" % fl["v_p50"]) if fl else "-",) * 3))
-        print("| fresh p50 ÷ floor | %s | %s | %s |" % tuple(
-            fr(nm, "p50_over_floor", "%.2f") for nm in ("postfix/fresh", "vemilter-inet/fresh",
-                                                         "vemilter-unix/fresh")))
-        print("| fresh senders decided on the first attempt | %s | %s | %s |" % tuple(
-            "%.0f %%" % (100 * f[nm]["first_share"]) if nm in f else "-"
-            for nm in ("postfix/fresh", "vemilter-inet/fresh", "vemilter-unix/fresh")))
-        print("| the same, one new session per probe (host_sessions = 0, unix socket): p50 ÷ floor | – | – | %s |"
-              % (fr("vemilter-solo/fresh", "p50_over_floor", "%.2f") + " (p50 " + fr("vemilter-solo/fresh", "v_p50")
-                 + ", p95 " + fr("vemilter-solo/fresh", "v_p95") + ")"))
+            row("cached senders, `smtp-source` ÷ no-check, median (range)",
+                [ratio(p, "smtp_source_ratio") for p in ("postfix",) + MILTER_PHASES])
+        row("vemilter CPU per cached message (custom client / smtp-source), median",
+            ["–"] + ["%.0f µs / %s" % (c[p]["cpu_us"][0], "%.0f µs" % c[p]["smtp_source_cpu_us"][0]
+                                        if c[p]["smtp_source_cpu_us"][0] == c[p]["smtp_source_cpu_us"][0] else "-")
+                     for p in MILTER_PHASES])
+        row("fresh sender, time to verdict p50 / p90 / p95 (MX at %.0f ms per reply)" % (a.latency * 1000),
+            [" / ".join(fr(nm, k) for k in ("v_p50", "v_p90", "v_p95"))
+             for nm in ["postfix/fresh"] + [fresh_of[p] for p in MILTER_PHASES]])
+        row("protocol floor p50 (new session: greeting + EHLO + MAIL + RCPT, same bench)",
+            [("%.2f s" % fl["v_p50"]) if fl else "-"] * 5)
+        row("fresh p50 ÷ floor", [fr(nm, "p50_over_floor", "%.2f")
+                                  for nm in ["postfix/fresh"] + [fresh_of[p] for p in MILTER_PHASES]])
+        row("fresh senders decided on the first attempt",
+            ["%.0f %%" % (100 * f[nm]["first_share"]) if nm in f else "-"
+             for nm in ["postfix/fresh"] + [fresh_of[p] for p in MILTER_PHASES]])
+        row("the same, one new session per probe (host_sessions = 0, libmilter, unix socket): p50 ÷ floor",
+            ["–", "–", "%s (p50 %s, p95 %s)" % (fr("vemilter-solo/fresh", "p50_over_floor", "%.2f"),
+                                               fr("vemilter-solo/fresh", "v_p50"), fr("vemilter-solo/fresh", "v_p95")),
+             "–", "–"])
         print()
         if "postfix/fresh-p1" in f:
             print("(postfix/fresh-p1, address_verify_poll_count 1: p50 %s, first attempt %.0f %%; bounded below by"

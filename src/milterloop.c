@@ -7,22 +7,35 @@
  * and a condition variable); here a packet costs one read and its answer
  * one write on a loop that never sleeps while there is work.
  *
- * Each MTA connection is a struct mconn: its bufferevent, its session
- * (msession.c), the macros of the stages we read, and one event that is
- * both the wake-up of a parked session (made active by the verifier's
- * thread, verify_notify) and its verify_budget deadline. A parked session's
- * RCPT packet stays in the input buffer and is handled again on resume,
- * so nothing is copied; packets behind it wait (the MTA sends none before
- * our answer). Everything here runs on the loop thread, but for the
- * notification (event_active, thread-safe with evthread_use_pthreads) and
- * start/stop.
+ * Each MTA connection is a struct mconn: its socket, its input buffer,
+ * its session (msession.c), the macros of the stages we read, and one event
+ * that is both the wake-up of a parked session (made active by the
+ * verifier's thread, verify_notify) and its verify_budget deadline.
+ *
+ * I/O is plain read() and send() on the socket, not a bufferevent: behind
+ * a real MTA each packet arrives alone (the SMTP client's next command comes
+ * milliseconds later), and a bufferevent spent an ioctl(FIONREAD) and a
+ * readv on each, plus its buffer chains' allocations. Here a wake-up is
+ * one read() into the connection's own buffer (an inline one big enough for
+ * every packet of a cached message; a packet longer than it gets a buffer
+ * of the largest packet size, freed once the input is empty again), and an
+ * answer is one send(); only what the kernel did not take is queued
+ * (an evbuffer made on first need) and written on EV_WRITE. A persistent
+ * EV_READ event with milter_timeout as its timeout is added once per
+ * connection: libevent re-arms the timeout each time the event fires, so
+ * no packet costs an epoll_ctl.
+ *
+ * A parked session's RCPT packet stays in the input buffer and is handled
+ * again on resume, so nothing is copied; packets behind it wait (the MTA
+ * sends none before our answer). Everything here runs on the loop thread,
+ * but for the notification (event_active, thread-safe with
+ * evthread_use_pthreads) and start/stop.
  */
 #include "milterloop.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <fcntl.h>
@@ -30,6 +43,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,15 +60,22 @@
 #include "msession.h"
 #include "verify.h"
 
-/* The input kept per connection before reading stops: one whole packet of
- * the largest size, and the next one's start. */
-#define INPUT_HIGH (2 * (MW_DATA_MAX + MW_HEADER_SIZE))
+/* The input buffer inside every connection: a cached message's packets
+ * (OPTNEG, macros, MAIL, RCPT, ABORT, QUIT: under 1 KiB each from Postfix
+ * or Sendmail) fit, so the cached path allocates nothing for its input. */
+#define INPUT_INLINE 4096
+/* A packet longer than that gets a buffer of the largest packet's size. */
+#define INPUT_BIG (MW_HEADER_SIZE + MW_DATA_MAX)
 /* Answers queued for an MTA that does not read them: past this, its
  * packets are not read either until the queue is written. */
 #define OUTPUT_HIGH (256 * 1024)
-/* Accepts per wake-up of the listener, so one busy MTA does not starve the
- * connections already open. */
-#define ACCEPT_BURST 32
+/* Accepts per wake-up of the listener: one. The listener is level-triggered,
+ * so a connection still waiting makes the next epoll_wait return at once
+ * (together with every other ready socket: no MTA starves the connections
+ * already open), and the usual lone connection (Postfix opens one per SMTP
+ * session) costs no second accept4 failing with EAGAIN: a burst of 32 spent
+ * 0.4-0.7 of those per cached message (bench/cached_cpu.py, strace). */
+#define ACCEPT_BURST 1
 /* Out of descriptors: the listener pauses this long, then tries again. */
 #define ACCEPT_PAUSE_MS 100
 
@@ -63,18 +84,27 @@ struct milterloop;
 struct mconn {
 	struct milterloop *loop;
 	struct mconn *prev, *next; /* in loop->conns */
-	struct bufferevent *bev;
-	struct event *wake; /* parked: the answer came, or the deadline */
+	int fd;
+	struct event *rd;     /* EV_READ|EV_PERSIST, milter_timeout; added while reading */
+	struct event *wr;     /* EV_WRITE|EV_PERSIST, milter_timeout; added while out holds bytes */
+	struct evbuffer *out; /* what the kernel did not take; NULL until first needed */
+	struct event *wake;   /* parked: the answer came, or the deadline */
 	struct msession *session;
 	struct mw_choice choice; /* what was negotiated (kept across QUIT_NC) */
 	bool negotiated;
 	bool parked;                  /* a RCPT waits for its ticket; its packet is still in the input */
 	bool failed;                  /* a write failed: closed once the packet is handled */
 	bool throttled;               /* reading stopped until the queued answers are written */
+	bool reading;                 /* rd is added */
 	struct verify_ticket *ticket; /* parked on (the session owns it) */
+	/* The input: bytes [in_off, in_len) of in, which is small or big. */
+	char *in;
+	char *big; /* INPUT_BIG octets while a long packet needs them; else NULL */
+	size_t in_off, in_len, in_cap;
 	struct mw_macros conn_macros, mail_macros, rcpt_macros;
 	char reply[MW_HEADER_SIZE + 1 + 1200]; /* the REPLYCODE packet set for the next refusal */
 	size_t reply_len;
+	char small[INPUT_INLINE];
 };
 
 struct milterloop {
@@ -94,7 +124,8 @@ struct milterloop {
 	int64_t emfile_logged_ms;
 };
 
-static void process(struct mconn *c);
+static bool process(struct mconn *c);
+static void reading_on(struct mconn *c);
 
 /* ---- the ms_io of a native connection ---- */
 
@@ -119,28 +150,40 @@ static bool io_setreply(void *ctx, const char *code, const char *ecode, const ch
 	return c->reply_len > 0;
 }
 
+/* out_pending - octets queued for the MTA */
+static size_t out_pending(const struct mconn *c)
+{
+	return c->out != NULL ? evbuffer_get_length(c->out) : 0;
+}
+
 /* send_packet - n octets to the MTA: written at once when nothing is
- * queued (the common case: one small answer the MTA waits for, without
- * arming a write event), the rest queued on the bufferevent. A failure
- * marks the connection, which process() then closes. */
+ * queued (the common case: one small answer the MTA waits for, one send
+ * and no event touched), the rest queued and written on EV_WRITE. A
+ * failure marks the connection, which process() then closes. */
 static bool send_packet(struct mconn *c, const char *buf, size_t n)
 {
 	if (n == 0 || c->failed) {
 		c->failed = true;
 		return false;
 	}
-	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t done = 0;
-	if (evbuffer_get_length(out) == 0) {
-		ssize_t w = send(bufferevent_getfd(c->bev), buf, n, MSG_NOSIGNAL);
+	if (out_pending(c) == 0) {
+		ssize_t w = send(c->fd, buf, n, MSG_NOSIGNAL);
 		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 			c->failed = true;
 			return false;
 		}
 		done = w > 0 ? (size_t)w : 0;
+		if (done == n)
+			return true;
 	}
-	if (done < n && (bufferevent_write(c->bev, buf + done, n - done) != 0 ||
-	                 bufferevent_enable(c->bev, EV_WRITE) != 0)) {
+	if (c->out == NULL && (c->out = evbuffer_new()) == NULL) {
+		c->failed = true;
+		return false;
+	}
+	bool was_empty = evbuffer_get_length(c->out) == 0;
+	if (evbuffer_add(c->out, buf + done, n - done) != 0 ||
+	    (was_empty && event_add(c->wr, &c->loop->timeout) != 0)) {
 		c->failed = true;
 		return false;
 	}
@@ -215,8 +258,15 @@ static void conn_free(struct mconn *c)
 		verify_notify_cancel(c->ticket); /* before the session releases it */
 	if (c->wake != NULL)
 		event_free(c->wake);
-	if (c->bev != NULL)
-		bufferevent_free(c->bev); /* closes the socket (BEV_OPT_CLOSE_ON_FREE) */
+	if (c->rd != NULL)
+		event_free(c->rd);
+	if (c->wr != NULL)
+		event_free(c->wr);
+	if (c->out != NULL)
+		evbuffer_free(c->out);
+	free(c->big);
+	if (c->fd >= 0)
+		close(c->fd); /* after its events: they leave epoll on a live descriptor */
 	if (c->session != NULL)
 		ms_close(c->session);
 	if (c->prev != NULL)
@@ -275,8 +325,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	event_del(c->wake);
 	c->parked = false;
 	c->ticket = NULL;
-	bufferevent_set_timeouts(c->bev, &c->loop->timeout, &c->loop->timeout);
-	process(c);
+	if (process(c) && !c->throttled)
+		reading_on(c); /* again if a full input stopped it; milter_timeout from now */
 }
 
 /* notify - verify_notify's callback, on the verifier's thread */
@@ -306,8 +356,8 @@ static bool park(struct mconn *c, struct verify_ticket *ticket, int64_t deadline
 	/* The MTA is silent while it waits for our answer: milter_timeout
 	 * (which may be shorter than verify_budget) is not for this wait,
 	 * which the deadline bounds; libmilter does not time a callback
-	 * either. A hang-up is still seen (reading stays on). */
-	bufferevent_set_timeouts(c->bev, NULL, &c->loop->timeout);
+	 * either: on_read ignores the read timeout while parked. A hang-up is
+	 * still seen (reading stays on while the input has room). */
 	return true;
 }
 
@@ -456,87 +506,152 @@ static enum handled handle(struct mconn *c, const struct mw_packet *p)
 	}
 }
 
-/* process - handle every whole packet in the input, unless parked */
-static void process(struct mconn *c)
+/* input_room - after the whole packets are handled: the partial one
+ * left moved to the buffer's start, in a buffer it fits in (the big one
+ * while it needs it); false when out of memory (c is then closed) */
+static bool input_room(struct mconn *c)
+{
+	size_t left = c->in_len - c->in_off;
+	if (left == 0 && c->big != NULL) {
+		free(c->big); /* the long packet is handled: back to the inline buffer */
+		c->big = NULL;
+		c->in = c->small;
+		c->in_cap = sizeof(c->small);
+	}
+	if (c->in_off > 0) {
+		memmove(c->in, c->in + c->in_off, left);
+		c->in_off = 0;
+		c->in_len = left;
+	}
+	if (left < MW_HEADER_SIZE || c->big != NULL)
+		return true;
+	const unsigned char *h = (const unsigned char *)c->in;
+	uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+	if (MW_HEADER_SIZE + (size_t)len <= c->in_cap)
+		return true; /* (a length over MW_DATA_MAX was refused by mw_frame) */
+	c->big = malloc(INPUT_BIG);
+	if (c->big == NULL) {
+		drop(c, "out of memory for a long packet", 0);
+		return false;
+	}
+	memcpy(c->big, c->in, left);
+	c->in = c->big;
+	c->in_cap = INPUT_BIG;
+	return true;
+}
+
+/* process - handle every whole packet in the input, unless parked; false
+ * when c was closed */
+static bool process(struct mconn *c)
 {
 	while (!c->parked) {
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > OUTPUT_HIGH) {
+		if (out_pending(c) > OUTPUT_HIGH) {
 			c->throttled = true;
-			bufferevent_disable(c->bev, EV_READ);
-			return; /* on_write resumes */
+			if (c->reading && event_del(c->rd) == 0)
+				c->reading = false;
+			return true; /* on_write resumes */
 		}
-		struct evbuffer *in = bufferevent_get_input(c->bev);
-		size_t avail = evbuffer_get_length(in);
-		unsigned char head[MW_HEADER_SIZE];
-		if (avail < MW_HEADER_SIZE)
-			return;
-		evbuffer_copyout(in, head, sizeof(head));
-		uint32_t len =
-		        (uint32_t)head[0] << 24 | (uint32_t)head[1] << 16 | (uint32_t)head[2] << 8 | head[3];
-		if (len == 0 || len > MW_DATA_MAX) {
-			drop(c, "a packet length of 0 or over 65535", 0);
-			return;
-		}
-		if (avail < MW_HEADER_SIZE + (size_t)len)
-			return;
-		const unsigned char *bytes = evbuffer_pullup(in, (ev_ssize_t)(MW_HEADER_SIZE + len));
 		struct mw_packet p;
 		size_t used;
-		if (bytes == NULL || mw_frame(bytes, MW_HEADER_SIZE + len, &p, &used) != MW_FRAME_OK) {
-			drop(c, "an unreadable packet", 0);
-			return;
+		switch (mw_frame(c->in + c->in_off, c->in_len - c->in_off, &p, &used)) {
+		case MW_FRAME_BAD:
+			drop(c, "a packet length of 0 or over 65535", 0);
+			return false;
+		case MW_FRAME_NEED:
+			return input_room(c);
+		case MW_FRAME_OK:
+			break;
 		}
 		enum handled h = handle(c, &p);
 		if (h == H_CLOSED)
-			return; /* c is gone */
+			return false; /* c is gone */
 		if (h == H_PARKED)
-			return; /* the packet stays: handled again on resume */
+			return true; /* the packet stays: handled again on resume */
 		if (c->failed) {
 			log_msg(LOG_INFO, "milter connection: cannot write to the MTA: closed");
 			conn_free(c);
-			return;
+			return false;
 		}
-		evbuffer_drain(in, used);
+		c->in_off += used;
 	}
+	return true;
 }
 
-/* on_read - bytes from the MTA */
-static void on_read(struct bufferevent *bev, void *arg)
+/* reading_on - read (again), milter_timeout counted from now; on an event
+ * already added this only moves its timeout (no system call) */
+static void reading_on(struct mconn *c)
 {
-	(void)bev;
-	process(arg);
+	if (event_add(c->rd, &c->loop->timeout) == 0)
+		c->reading = true;
 }
 
-/* on_write - the queued answers are written: read again if throttled */
-static void on_write(struct bufferevent *bev, void *arg)
+/* on_read - bytes from the MTA (one read: the socket is level-triggered,
+ * so bytes a full buffer left behind wake us again), its end, or
+ * milter_timeout without a byte */
+static void on_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct mconn *c = arg;
+	if (what & EV_TIMEOUT) {
+		if (c->parked)
+			return; /* the deadline bounds this wait (see park); the timeout re-arms */
+		log_msg(LOG_INFO, "milter connection silent for milter_timeout: closed");
+		conn_free(c);
+		return;
+	}
+	size_t room = c->in_cap - c->in_len;
+	if (room == 0) {
+		/* Parked with a full input (process() leaves room otherwise):
+		 * the rest waits in the socket until the RCPT is answered. */
+		if (event_del(c->rd) == 0)
+			c->reading = false;
+		return;
+	}
+	ssize_t n = read(fd, c->in + c->in_len, room);
+	if (n > 0) {
+		c->in_len += (size_t)n;
+		(void)process(c);
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n < 0 && errno != ECONNRESET && errno != EPIPE)
+		log_msg(LOG_INFO, "milter connection: %s: closed", strerror(errno));
+	conn_free(c); /* end of file (the MTA hung up), or an error */
+}
+
+/* on_write - the socket takes more: write what is queued; once all is
+ * written, stop watching and read again if throttled */
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct mconn *c = arg;
+	if (what & EV_TIMEOUT) {
+		log_msg(LOG_INFO, "milter connection: the MTA took no answer for milter_timeout: closed");
+		conn_free(c);
+		return;
+	}
+	if (evbuffer_write(c->out, fd) < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		if (errno != ECONNRESET && errno != EPIPE)
+			log_msg(LOG_INFO, "milter connection: %s: closed", strerror(errno));
+		conn_free(c);
+		return;
+	}
+	if (evbuffer_get_length(c->out) > 0)
+		return;
+	event_del(c->wr);
 	if (!c->throttled)
 		return;
 	c->throttled = false;
-	bufferevent_enable(bev, EV_READ);
-	process(c);
-}
-
-/* on_event - end of file, an error or milter_timeout */
-static void on_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct mconn *c = arg;
-	(void)bev;
-	if (what & BEV_EVENT_TIMEOUT)
-		log_msg(LOG_INFO, "milter connection silent for milter_timeout: closed");
-	else if (what & BEV_EVENT_ERROR) {
-		int err = EVUTIL_SOCKET_ERROR();
-		if (err != ECONNRESET && err != EPIPE)
-			log_msg(LOG_INFO, "milter connection: %s: closed", strerror(err));
-	}
-	conn_free(c);
+	if (process(c) && !c->throttled)
+		reading_on(c);
 }
 
 /* conn_new - a connection accepted on fd */
 static void conn_new(struct milterloop *loop, int fd)
 {
-	struct mconn *c = calloc(1, sizeof(*c));
+	/* malloc, not calloc: the inline input buffer needs no zeroing */
+	struct mconn *c = malloc(sizeof(*c));
+	if (c != NULL)
+		memset(c, 0, offsetof(struct mconn, small));
 	if (c == NULL || (c->session = ms_open()) == NULL) {
 		log_msg(LOG_ERR, "out of memory for a new milter connection");
 		free(c);
@@ -544,24 +659,25 @@ static void conn_new(struct milterloop *loop, int fd)
 		return;
 	}
 	c->loop = loop;
+	c->fd = fd;
+	c->in = c->small;
+	c->in_cap = sizeof(c->small);
 	c->next = loop->conns;
 	if (loop->conns != NULL)
 		loop->conns->prev = c;
 	loop->conns = c;
-	c->bev = bufferevent_socket_new(loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->rd = event_new(loop->base, fd, EV_READ | EV_PERSIST, on_read, c);
+	c->wr = event_new(loop->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
 	c->wake = event_new(loop->base, -1, 0, on_wake, c);
-	if (c->bev == NULL || c->wake == NULL) {
-		if (c->bev == NULL)
-			close(fd);
-		drop(c, "out of memory for its buffers", 0);
+	if (c->rd == NULL || c->wr == NULL || c->wake == NULL) {
+		drop(c, "out of memory for its events", 0);
 		return;
 	}
-	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, INPUT_HIGH);
-	bufferevent_set_timeouts(c->bev, &loop->timeout, &loop->timeout);
-	/* Writing is enabled only while something is queued (send_packet):
-	 * enabled for nothing, it costs two epoll_ctl calls per connection. */
-	bufferevent_enable(c->bev, EV_READ);
+	/* Writing is watched only while something is queued (send_packet):
+	 * watched for nothing, it costs two epoll_ctl calls per connection. */
+	reading_on(c);
+	if (!c->reading)
+		drop(c, "cannot watch it", 0);
 }
 
 /* on_resume_accept - try accepting again after running out of descriptors */

@@ -12,6 +12,8 @@ meanwhile, and the parked one gets its verdict when the probe ends; a MX
 slower than verify_budget gets the budget's tempfail at about the budget;
 a session that hangs up while parked does no harm; QUIT_NC starts a new
 session on the same connection; SIGTERM stops with exit status 0.
+Packets longer than the connection's inline input buffer, whole or cut
+in pieces, are read whole and answered.
 
 TAP on stdout; loopback only; every wait bounded.
 """
@@ -221,12 +223,50 @@ def t_order(tap, cleanup):
     a.quit()
 
 
+def t_long_packets(tap, cleanup):
+    """Packets longer than a connection's inline input buffer (4 KiB): one
+    of the largest size (65535 octets) with a MAIL right behind it in one
+    write, and one of 20,000 octets cut in pieces (one cut inside its length
+    prefix) sent apart: each is read whole (its queue id reaches the verdict
+    line), the MAIL behind it is answered, and the small packets after them
+    still are (the buffer goes back to the inline one)."""
+    start = len(G.d.log())  # wait_log's start: a character offset
+    start_line = len(G.d.log_lines())
+    c = MilterClient(G.d.socket, timeout=10)
+    cleanup.add(c.close)
+    c.session(client_addr="198.51.100.26")
+
+    def long_macros(qid, size):
+        head = b"Mi\0" + qid + b"\0{x}\0"
+        return pkt(b"D", head + b"v" * (size - 1 - len(head) - 1) + b"\0")
+    big = long_macros(b"QLONG1", 65535)
+    c.sock.sendall(big + pkt(b"M", b"<>\0"))
+    r1 = c.read_reply()
+    cut = long_macros(b"QLONG2", 20000)
+    for piece in (cut[:2], cut[2:3000], cut[3000:12000], cut[12000:] + pkt(b"M", b"<>\0")):
+        c.sock.sendall(piece)
+        time.sleep(0.1)
+    r2 = c.read_reply()
+    r3 = c.mail("<>", macros={"i": "QSHORT3"})
+    c.quit()
+    ok = [G.d.wait_log(r"queue_id=%s " % q, timeout=3, start=start) is not None
+          for q in ("QLONG1", "QLONG2", "QSHORT3")]
+    tap.check("a 65535-octet packet and a MAIL behind it in one write: read whole, answered",
+              len(big) == 65539 and r1.code == "a" and ok[0], "%r\n%s" % (r1, G.d.diag()))
+    tap.check("a 20,000-octet packet in four pieces: read whole, answered", r2.code == "a" and ok[1],
+              "%r\n%s" % (r2, G.d.diag()))
+    tap.check("small packets after the long ones: answered", r3.code == "a" and ok[2],
+              "%r\n%s" % (r3, G.d.diag()))
+    tap.check("long packets: no connection closed",
+              not any("closing it" in l for l in G.d.log_lines()[start_line:]), G.d.diag())
+
+
 def t_stop(tap, cleanup):
     code = G.d.stop()
     tap.check("SIGTERM: exit status 0", code == 0, G.d.diag())
 
 
-TESTS = [t_hostile, t_not_reading, t_parked, t_budget, t_gone_while_parked, t_quit_nc, t_order,
+TESTS = [t_hostile, t_not_reading, t_long_packets, t_parked, t_budget, t_gone_while_parked, t_quit_nc, t_order,
          t_stop]
 
 
