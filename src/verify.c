@@ -108,7 +108,7 @@ struct verifier {
 	struct verifier_metric_ids {
 		int verdicts, probes, probe_seconds, dns_seconds, lookups, started, refreshes, joined,
 		        greylist_retries, budget, in_flight, waiting, unhealthy, hosts, cache_entries,
-		        cache_bytes, shared_up, shared_writes, shared_fetched, shared_breaker;
+		        cache_bytes, shared_up, shared_writes, shared_fetched, shared_breaker, shared_budget;
 	} mid;
 };
 
@@ -729,6 +729,9 @@ static void collect(void *arg, struct metrics *m)
 		metrics_set(m, id->shared_fetched, NULL, (double)ss.fetched);
 		metrics_set(m, id->shared_breaker, "result=\"published\"", (double)ss.hosts_sent);
 		metrics_set(m, id->shared_breaker, "result=\"learned\"", (double)ss.hosts_learned);
+		metrics_set(m, id->shared_budget, "result=\"reported\"", (double)ss.rate_reports);
+		metrics_set(m, id->shared_budget, "result=\"refused\"", (double)ss.rate_refused);
+		metrics_set(m, id->shared_budget, "result=\"refused_fleet\"", (double)ss.rate_refused_fleet);
 	}
 	metrics_set(m, id->lookups, "result=\"stale_withheld\"", (double)st.stale_withheld);
 	metrics_set(m, id->started, NULL, (double)st.probes);
@@ -826,11 +829,18 @@ static bool start_metrics(struct verifier *v, char *why, size_t why_size)
 	        "Circuit-breaker records (an MX address blocked or backed off) published to the shared "
 	        "Redis cache, and learned from other hosts.",
 	        NULL, 0);
+	id->shared_budget = metrics_family(
+	        m, "vemilter_shared_budget_events", METRIC_COUNTER,
+	        "Fleet budgets (host_session_rate, domain_probe_rate, client_probe_rate) on Redis: spending "
+	        "reports Redis answered, sessions or probes refused, and refused with other hosts' spending "
+	        "counted.",
+	        NULL, 0);
 	if (id->shared_up < 0 || id->shared_writes < 0 || id->shared_fetched < 0 || id->shared_breaker < 0 ||
-	    id->verdicts < 0 || id->lookups < 0 || id->started < 0 || id->refreshes < 0 || id->joined < 0 ||
-	    id->greylist_retries < 0 || id->probes < 0 || id->probe_seconds < 0 || id->dns_seconds < 0 ||
-	    id->budget < 0 || id->in_flight < 0 || id->waiting < 0 || id->unhealthy < 0 || id->hosts < 0 ||
-	    id->cache_entries < 0 || id->cache_bytes < 0) {
+	    id->shared_budget < 0 || id->verdicts < 0 || id->lookups < 0 || id->started < 0 ||
+	    id->refreshes < 0 || id->joined < 0 || id->greylist_retries < 0 || id->probes < 0 ||
+	    id->probe_seconds < 0 || id->dns_seconds < 0 || id->budget < 0 || id->in_flight < 0 ||
+	    id->waiting < 0 || id->unhealthy < 0 || id->hosts < 0 || id->cache_entries < 0 ||
+	    id->cache_bytes < 0) {
 		metrics_free(m);
 		snprintf(why, why_size, "out of memory");
 		return false;

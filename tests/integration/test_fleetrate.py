@@ -35,6 +35,7 @@ starts. TAP on stdout; loopback only; every wait bounded.
 """
 
 import os
+import re
 import sys
 import threading
 import time
@@ -106,8 +107,9 @@ def session(d, sender, client=None):
         c.close()
 
 
-def daemon_conf(tmp, name, dns_port, farm_port, redis_port):
+def daemon_conf(tmp, name, dns_port, farm_port, redis_port, metrics_port):
     return base_conf(tmp, name + ".sock", **{
+        "metrics_listen": "127.0.0.1:%d" % metrics_port,
         "dns_servers": "127.0.0.1:%d" % dns_port, "dns_timeout": "1s",
         "helo_name": "probe.vemilter.test", "probe_port": farm_port,
         "probe_allow_networks": "127.0.0.0/8", "connect_timeout": "2s",
@@ -147,8 +149,9 @@ def main():
         farm_port = farm.start()
         redis.start()
         rc = redis.client()
-        a = Daemon(tmp, daemon_conf(tmp, "a", dns_port, farm_port, redis.port), name="a", debug=True)
-        b = Daemon(tmp, daemon_conf(tmp, "b", dns_port, farm_port, redis.port), name="b", debug=True)
+        aport, bport = vmtest.free_port(), vmtest.free_port()
+        a = Daemon(tmp, daemon_conf(tmp, "a", dns_port, farm_port, redis.port, aport), name="a", debug=True)
+        b = Daemon(tmp, daemon_conf(tmp, "b", dns_port, farm_port, redis.port, bport), name="b", debug=True)
         daemons += [a, b]
         a.start()
         b.start()
@@ -192,6 +195,14 @@ def main():
                         % RATED.replace(".", r"\."))
         tap.check("a host over the fleet's budget says so (\"... this minute across the fleet\")",
                   len(fleet_lines) >= 1, a.diag() + b.diag())
+        budget = re.compile(r'vemilter_shared_budget_events_total\{result="(\w+)"\} (\d+)')
+        counts = {}
+        for text in (vmtest.metrics_text(aport), vmtest.metrics_text(bport)):
+            for kind, n in budget.findall(text):
+                counts[kind] = counts.get(kind, 0) + int(n)
+        tap.check("metrics: reports answered, and refusals with the fleet's spending counted",
+                  counts.get("reported", 0) >= 2 and counts.get("refused_fleet", 0) >= 1
+                  and counts.get("refused", 0) >= counts.get("refused_fleet", 0), "%r" % counts)
 
         # domain_probe_rate, shared: one domain, many addresses.
         minute_with_room()
