@@ -606,7 +606,8 @@ static void breaker_learn(struct callout *c, const struct target *t, const struc
 		break;
 	}
 	if (refuses_us(r, j) && conf->blocked_ttl_ms > 0) {
-		if (hosts_note_blocked(h, sa, now, conf->blocked_ttl_ms, t->host, &j->outcome)) {
+		if (hosts_note_blocked(h, sa, now, conf->blocked_ttl_ms, t->host, &j->outcome, r->source,
+		                       NULL)) {
 			trace(c, "* breaker: %s [%s] refused us at %s: remembered for %lld s", t->host,
 			      t->addr_text, probe_stage_name(r->stage),
 			      (long long)(conf->blocked_ttl_ms / 1000));
@@ -631,9 +632,17 @@ static bool breaker_skips(struct callout *c, const struct target *t)
 	case HOST_OK:
 		return false;
 	case HOST_BLOCKED:
-		snprintf(reason, sizeof(reason), "remembered: %.100s [%s] refused us at %s %lld minutes ago",
-		         m.host, t->addr_text, probe_stage_name(m.stage),
-		         (long long)((now - m.since_ms) / 60000));
+		if (m.from[0] != '\0') /* not our session: say whose, and when we heard */
+			snprintf(reason, sizeof(reason),
+			         "learned from the fleet (%.100s, %lld minutes ago): %.100s [%s] refused %s "
+			         "at %s",
+			         m.from, (long long)((now - m.since_ms) / 60000), m.host, t->addr_text,
+			         m.source[0] ? m.source : "it", probe_stage_name(m.stage));
+		else
+			snprintf(reason, sizeof(reason),
+			         "remembered: %.100s [%s] refused us at %s %lld minutes ago", m.host,
+			         t->addr_text, probe_stage_name(m.stage),
+			         (long long)((now - m.since_ms) / 60000));
 		j.rank = RANK_BLOCKED;
 		outcome_set(&j.outcome, OUTCOME_BLOCKED, m.stage, m.code, m.ecode, m.text, reason);
 		trace(c, "* not connecting to %s [%s]: %s (%d %s%s%s; blocked_ttl)", t->host, t->addr_text,
@@ -947,6 +956,19 @@ static void fill_params(struct callout *c, const struct target *t, struct smtp_p
 	        .command_timeout_ms = conf->command_timeout_ms,
 	        .linger = &c->probes,
 	};
+	/* probe_source_address: checked numeric when read; of the other family
+	 * than t, nothing is bound (the kernel picks) */
+	const char *src = conf->probe_source_address != NULL ? conf->probe_source_address : "";
+	struct sockaddr_in *b4 = (struct sockaddr_in *)&params->bind_addr;
+	struct sockaddr_in6 *b6 = (struct sockaddr_in6 *)&params->bind_addr;
+	if (src[0] == '\0')
+		return;
+	if (t->addr.ss_family == AF_INET && inet_pton(AF_INET, src, &b4->sin_addr) == 1)
+		b4->sin_family = AF_INET;
+	else if (t->addr.ss_family == AF_INET6 && inet_pton(AF_INET6, src, &b6->sin6_addr) == 1)
+		b6->sin6_family = AF_INET6;
+	else
+		memset(&params->bind_addr, 0, sizeof(params->bind_addr));
 }
 
 /* format_addr - "192.0.2.1" or "2001:db8::1" */

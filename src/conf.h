@@ -92,6 +92,7 @@ struct conf {
 	char *probe_sender;                    /* MAIL FROM of probes; "": the null sender <> */
 	char *probe_sender_fallback;           /* MAIL FROM when a server refuses probe_sender; "": off */
 	int probe_port;                        /* 25; tests point it elsewhere */
+	char *probe_source_address;            /* numeric; "": the kernel picks by route */
 	bool probe_tls;                        /* STARTTLS when offered */
 	bool probe_pipelining;                 /* the last RCPT and QUIT as one group (RFC 2920) */
 	bool catchall_probe;                   /* ask for a random address too */

@@ -301,6 +301,18 @@ static bool check_host_name(const char *value, char *why, size_t why_size)
 	return false;
 }
 
+/* check_source_address - "" or a numeric IPv4 or IPv6 address (no port) */
+static bool check_source_address(const char *value, char *why, size_t why_size)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+	if (value[0] == '\0' || inet_pton(AF_INET, value, &a4) == 1 || inet_pton(AF_INET6, value, &a6) == 1)
+		return true;
+	snprintf(why, why_size, "\"%s\" is not a numeric IPv4 or IPv6 address (192.0.2.25, 2001:db8::25)",
+	         value);
+	return false;
+}
+
 /* check_probe_sender - "" (the null sender) or a full address */
 static bool check_probe_sender(const char *value, char *why, size_t why_size)
 {
@@ -642,6 +654,10 @@ const struct directive conf_directives[] = {
 	 .help = "MAIL FROM used once more when a server refuses probe_sender with 5xx; empty: off"},
 	{.name = "probe_port", .type = T_INT, .def = "25", .min = 1, .max = 65535, .offset = F(probe_port),
 	 .help = "TCP port of probed mail servers"},
+	{.name = "probe_source_address", .type = T_STRING, .def = "", .offset = F(probe_source_address),
+	 .check = check_source_address,
+	 .help = "local address probes connect from (same family as the server's); empty: the kernel's "
+	         "choice"},
 	{.name = "probe_tls", .type = T_BOOL, .def = "yes", .offset = F(probe_tls),
 	 .help = "use STARTTLS when a server offers it (no certificate check)"},
 	{.name = "probe_pipelining", .type = T_BOOL, .def = "yes", .offset = F(probe_pipelining),

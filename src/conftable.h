@@ -14,7 +14,7 @@
 
 #define CONF_LINE_MAX        4096 /* octets in a line, newline excluded */
 #define CONF_WHY_MAX         512  /* one reason inside a message */
-#define CONF_DIRECTIVE_COUNT 82   /* entries in conf_directives[] */
+#define CONF_DIRECTIVE_COUNT 83   /* entries in conf_directives[] */
 
 enum conf_type {
 	T_STRING,   /* char *; optional check */

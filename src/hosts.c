@@ -54,6 +54,7 @@ struct host_rec {
 	char ecode[16];
 	char *text;          /* owned; NULL: not blocked */
 	char *host;          /* owned; NULL: not blocked */
+	char *origin;        /* owned, NULL: none; blocked: "source\0from" (hosts_note_blocked) */
 	struct catchall *ca; /* owned; NULL: no catch-all answer seen (or forgotten) */
 };
 
@@ -126,6 +127,7 @@ static void rec_free(struct host_rec *r)
 {
 	free(r->text);
 	free(r->host);
+	free(r->origin);
 	free(r->ca);
 	free(r);
 }
@@ -299,6 +301,10 @@ enum host_state hosts_lookup(struct hosts *h, const struct sockaddr *sa, int64_t
 			snprintf(memo->ecode, sizeof(memo->ecode), "%s", r->ecode);
 			snprintf(memo->text, sizeof(memo->text), "%s", r->text);
 			snprintf(memo->host, sizeof(memo->host), "%s", r->host);
+			const char *src = r->origin != NULL ? r->origin : "";
+			snprintf(memo->source, sizeof(memo->source), "%s", src);
+			snprintf(memo->from, sizeof(memo->from), "%s",
+			         r->origin != NULL ? src + strlen(src) + 1 : "");
 		} else if (state == HOST_BACKED_OFF) {
 			memo->since_ms = r->streak_since_ms;
 			memo->until_ms = r->backoff_until_ms;
@@ -309,23 +315,35 @@ enum host_state hosts_lookup(struct hosts *h, const struct sockaddr *sa, int64_t
 
 /* hosts_note_blocked - see hosts.h */
 bool hosts_note_blocked(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t ttl_ms,
-                        const char *host, const struct outcome *o)
+                        const char *host, const struct outcome *o, const char *source, const char *from)
 {
 	struct host_key k;
 	if (h == NULL || ttl_ms <= 0 || !key_of(sa, &k))
 		return false;
 	char *text = strdup(o->text);
 	char *name = strdup(host != NULL ? host : "");
-	struct host_rec *r = text != NULL && name != NULL ? obtain(h, &k, now_ms) : NULL;
+	/* source and from in one block: most refusals are ours, with a source */
+	size_t sl = source != NULL ? strlen(source) : 0, fl = from != NULL ? strlen(from) : 0;
+	char *origin = sl + fl > 0 ? malloc(sl + fl + 2) : NULL;
+	struct host_rec *r = text != NULL && name != NULL && (sl + fl == 0 || origin != NULL)
+	                             ? obtain(h, &k, now_ms)
+	                             : NULL;
 	if (r == NULL) {
 		free(text);
 		free(name);
+		free(origin);
 		return false;
+	}
+	if (origin != NULL) {
+		memcpy(origin, sl > 0 ? source : "", sl + 1);
+		memcpy(origin + sl + 1, fl > 0 ? from : "", fl + 1);
 	}
 	free(r->text);
 	free(r->host);
+	free(r->origin);
 	r->text = text;
 	r->host = name;
+	r->origin = origin;
 	r->stage = o->stage;
 	r->code = o->code;
 	snprintf(r->ecode, sizeof(r->ecode), "%s", o->ecode);

@@ -47,8 +47,10 @@
  * (they are no more than the probes in flight, and last hold_ms); a
  * record whose windows (refusal, backoff, answering, claim) are over is
  * dropped when met, except a failure streak, kept HOSTS_FORGET_MS so the
- * backoff can grow. A record is about 136 bytes, plus the host name and
- * reply text of a remembered refusal (bounded: 255 and OUTCOME_TEXT_MAX):
+ * backoff can grow. A record is about 144 bytes, plus the host name,
+ * reply text and origin (our source address, the fleet host it came from:
+ * at most 46 + 300 bytes) of a remembered refusal (bounded: 255 and
+ * OUTCOME_TEXT_MAX):
  * 65536 records take 8 MiB, at worst (every one a refusal with the longest
  * texts) about 45 MiB, plus the catch-all memory: at most 20 MiB at
  * catchall_host_domains 3, 58 MiB at its maximum of 10.
@@ -98,7 +100,9 @@ struct host_memo {
 	int code;
 	char ecode[16];
 	char text[OUTCOME_TEXT_MAX + 1];
-	char host[256]; /* the MX host name it was reached by */
+	char host[256];  /* the MX host name it was reached by */
+	char source[46]; /* BLOCKED: our address the refused session came from ("" unknown) */
+	char from[300];  /* BLOCKED: the fleet host it was learned from (shared.h); "" ours */
 };
 
 /* hosts_new - an empty table of at most max records; NULL without memory */
@@ -113,10 +117,14 @@ enum host_state hosts_lookup(struct hosts *h, const struct sockaddr *sa, int64_t
                              struct host_memo *memo);
 
 /* hosts_note_blocked - sa refused us (o: kind, stage, code, ecode, text
- * are kept; host names it); remembered until now_ms + ttl_ms. ttl_ms <= 0:
- * nothing is kept. False without memory or for an unusable address. */
+ * are kept; host names it); remembered until now_ms + ttl_ms. source (may
+ * be NULL): the numeric address of ours the refused session came from (a
+ * refusal may be about it: the fleet is told); from (NULL or "": ours):
+ * the fleet host it was learned from, for the log and the probe's reason.
+ * ttl_ms <= 0: nothing is kept. False without memory or for an unusable
+ * address. */
 bool hosts_note_blocked(struct hosts *h, const struct sockaddr *sa, int64_t now_ms, int64_t ttl_ms,
-                        const char *host, const struct outcome *o);
+                        const char *host, const struct outcome *o, const char *source, const char *from);
 
 /* hosts_note_failure - sa did not answer: backed off for base_ms doubled
  * per earlier failure in a row, at most HOSTS_BACKOFF_CAP_MS (and never

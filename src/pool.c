@@ -191,7 +191,8 @@ static struct pool_line *line_find(struct pool *pool, const struct sockaddr *add
 		if (same_addr(&l->addr, addr) && same_text(l->params.mail_from, pp->mail_from) &&
 		    same_text(l->params.fallback_from, pp->fallback_from) &&
 		    l->params.try_tls == pp->try_tls && l->params.needs_smtputf8 == pp->needs_smtputf8 &&
-		    l->params.pipelining == pp->pipelining && same_text(l->params.helo_name, pp->helo_name))
+		    l->params.pipelining == pp->pipelining && same_text(l->params.helo_name, pp->helo_name) &&
+		    memcmp(&l->params.bind_addr, &pp->bind_addr, sizeof(pp->bind_addr)) == 0)
 			return l;
 	}
 	return NULL;

@@ -1,6 +1,8 @@
 /*
  * sharedrule.c - key names, the Lua scripts and backoffs of the shared
- * Redis cache (see sharedrule.h). Pure: no state, no I/O.
+ * Redis cache (see sharedrule.h). Pure: no state, no I/O (but
+ * shared_host_applies, through localaddr.c, may reread this host's
+ * addresses when its list is old).
  *
  * The scripts read a record's header the way cacherec.c writes it
  * (versions 1 and 2): octet 1 the version, octet 2 the kind (enum
@@ -15,10 +17,13 @@
  */
 #include "sharedrule.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "localaddr.h"
 
 /* Keep in step with cache_record_may_replace() (cacherec.c); the unit test
  * compares the two on every pair of kinds and times. */
@@ -136,17 +141,18 @@ static void clean(const char *s, char *out, size_t size)
 size_t shared_host_encode(const struct shared_host_rec *rec, char *buf, size_t size)
 {
 	char ecode[sizeof(rec->ecode)], writer[sizeof(rec->writer)], host[sizeof(rec->host)];
-	char text[sizeof(rec->text)];
+	char source[sizeof(rec->source)], text[sizeof(rec->text)];
 	bool blocked = rec->state == SHARED_HOST_BLOCKED;
 	if (!blocked && rec->state != SHARED_HOST_BACKED_OFF)
 		return 0;
 	clean(blocked ? rec->ecode : "", ecode, sizeof(ecode));
 	clean(rec->writer, writer, sizeof(writer));
+	clean(rec->source, source, sizeof(source));
 	clean(blocked ? rec->host : "", host, sizeof(host));
 	clean(blocked ? rec->text : "", text, sizeof(text));
-	int n = snprintf(buf, size, "1\t%c\t%lld\t%d\t%d\t%s\t%s\t%s\t%s", (char)rec->state,
+	int n = snprintf(buf, size, "2\t%c\t%lld\t%d\t%d\t%s\t%s\t%s\t%s\t%s", (char)rec->state,
 	                 (long long)rec->until_ms, blocked ? rec->stage : 0, blocked ? rec->code : 0, ecode,
-	                 writer, host, text);
+	                 writer, source, host, text);
 	if (n < 0 || (size_t)n >= size) {
 		if (size > 0)
 			buf[0] = '\0';
@@ -200,11 +206,12 @@ bool shared_host_decode(const char *buf, size_t len, struct shared_host_rec *out
 	const char *p = buf, *end = buf + len;
 	memset(out, 0, sizeof(*out));
 	if (buf == NULL || len > SHARED_HOST_REC_MAX || !field(&p, end, false, version, sizeof(version)) ||
-	    strcmp(version, "1") != 0 || !field(&p, end, false, state, sizeof(state)) ||
-	    !field(&p, end, false, until, sizeof(until)) || !field(&p, end, false, stage, sizeof(stage)) ||
-	    !field(&p, end, false, code, sizeof(code)) ||
+	    (strcmp(version, "1") != 0 && strcmp(version, "2") != 0) ||
+	    !field(&p, end, false, state, sizeof(state)) || !field(&p, end, false, until, sizeof(until)) ||
+	    !field(&p, end, false, stage, sizeof(stage)) || !field(&p, end, false, code, sizeof(code)) ||
 	    !field(&p, end, false, out->ecode, sizeof(out->ecode)) ||
 	    !field(&p, end, false, out->writer, sizeof(out->writer)) ||
+	    (version[0] == '2' && !field(&p, end, false, out->source, sizeof(out->source))) ||
 	    !field(&p, end, false, out->host, sizeof(out->host)) ||
 	    !field(&p, end, true, out->text, sizeof(out->text)))
 		goto bad;
@@ -219,4 +226,24 @@ bool shared_host_decode(const char *buf, size_t len, struct shared_host_rec *out
 bad:
 	memset(out, 0, sizeof(*out));
 	return false;
+}
+
+/* shared_host_applies - see sharedrule.h */
+bool shared_host_applies(const struct shared_host_rec *rec, struct local_addrs *mine, int64_t now_ms)
+{
+	if (rec->state == SHARED_HOST_BACKED_OFF)
+		return true;
+	if (rec->state != SHARED_HOST_BLOCKED || rec->source[0] == '\0' || mine == NULL)
+		return false;
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, rec->source, &in4->sin_addr) == 1)
+		in4->sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, rec->source, &in6->sin6_addr) == 1)
+		in6->sin6_family = AF_INET6;
+	else
+		return false;
+	return local_addrs_is_mine(mine, (const struct sockaddr *)&ss, now_ms);
 }

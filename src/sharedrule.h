@@ -1,7 +1,8 @@
 /*
  * sharedrule.h - the pure part of the shared Redis cache (issue 12): key
  * names, the Lua scripts that keep the cache's rules inside Redis, and the
- * backoff of waits and reconnections. No hiredis, no I/O, no state: shared.c
+ * backoff of waits and reconnections, and which breaker records a host
+ * applies. No hiredis, no I/O (but localaddr.c's reread), no state: shared.c
  * sends these, tests/unit/test_sharedrule.c runs the scripts against a real
  * redis-server and checks them against cache_record_may_replace().
  *
@@ -61,12 +62,22 @@ void shared_lease_key(const char *cache_key, char *buf, size_t size);
 /* A breaker record: one address's state as one host learned it. The
  * text form, one line of tab-separated fields, the reply text last (it is
  * the only field that may hold a tab):
- *   "1" TAB state TAB until TAB stage TAB code TAB ecode TAB writer TAB host TAB text
+ *   "2" TAB state TAB until TAB stage TAB code TAB ecode TAB writer TAB source TAB host TAB text
  * state "B" (blocked: stage, code, ecode, host and text are its refusal) or
  * "O" (backed off: stage and code 0, the rest empty); until: wall-clock ms
  * the window ends; writer: the id of the host that learned it (a host
- * ignores its own). Bounded by SHARED_HOST_REC_MAX; a field that does not
- * fit is cut (the text), or the record is refused (decode). */
+ * ignores its own); source: the numeric address the writer's refused
+ * session came from (its getsockname; "" unknown). Many refusals are about
+ * the probing host's address (a blocklist), not about the MX: a learner
+ * applies a refusal only when source is one of its own addresses
+ * (shared_host_applies), a backoff (the MX's state) always. Bounded by
+ * SHARED_HOST_REC_MAX; a field that does not fit is cut (the text), or the
+ * record is refused (decode).
+ *
+ * Versions: encode writes "2". Decode reads "2" and the older "1" (the
+ * same without source: source ""); any other version is refused whole, as
+ * a damaged record is. A host that reads only "1" refuses "2" records: it
+ * learns nothing from newer hosts (one probe more), never a wrong state. */
 #define SHARED_HOST_PREFIX  "vemilter:m:"
 #define SHARED_HOST_CHANNEL "vemilter:m:news:"
 #define SHARED_HOST_REC_MAX 1400
@@ -80,6 +91,7 @@ struct shared_host_rec {
 	int code;
 	char ecode[16];
 	char writer[SHARED_ID_MAX];
+	char source[46]; /* INET6_ADDRSTRLEN: numeric, as inet_ntop writes it; "" unknown */
 	char host[256];
 	char text[512]; /* OUTCOME_TEXT_MAX + 1 at least */
 };
@@ -98,6 +110,17 @@ bool shared_host_decode(const char *buf, size_t len, struct shared_host_rec *out
 /* shared_host_key - SHARED_HOST_PREFIX + address into buf; "" if it does
  * not fit or address is empty */
 void shared_host_key(const char *address, char *buf, size_t size);
+
+struct local_addrs;
+
+/* shared_host_applies - may a host whose addresses are mine take rec into
+ * its breaker? A backoff: yes. A refusal: only when rec->source is one of
+ * mine (local_addrs_is_mine: the same host, or hosts sharing an address);
+ * a refusal without a source (a "1" record) or from another address is
+ * not applied (it costs this host one session; applying it could cost
+ * verification against an MX that accepts us). now_ms: monotonic, for
+ * local_addrs_is_mine's reread. */
+bool shared_host_applies(const struct shared_host_rec *rec, struct local_addrs *mine, int64_t now_ms);
 
 /* The scripts (Lua, run by EVALSHA; shared.c falls back to EVAL on NOSCRIPT).
  *

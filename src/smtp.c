@@ -135,6 +135,7 @@ struct smtp_probe {
 	struct smtp_result *result;
 	bool tls_active;                 /* the session's, copied into each result when it is handed over */
 	bool fallback_used;              /* likewise: the MAIL FROM that counts was fallback_from */
+	char source[46];                 /* likewise: our end of the connection (note_source) */
 	struct smtp_reply *mail_refusal; /* the first MAIL refusal, while the fallback sender is tried
 	                                  * (made then: few probes need it) */
 
@@ -1213,6 +1214,25 @@ static void on_closed(struct smtp_probe *p, bool eof, int sock_err)
 	}
 }
 
+_Static_assert(sizeof(((struct smtp_probe *)0)->source) == sizeof(((struct smtp_result *)0)->source),
+               "a probe's source fits its results'");
+
+/* note_source - our end of the connection, numeric, for every result of
+ * the session (a breaker record names it: a refusal may be about it) */
+static void note_source(struct smtp_probe *p)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	evutil_socket_t fd = p->bev != NULL ? bufferevent_getfd(p->bev) : -1;
+	p->source[0] = '\0';
+	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		return;
+	if (ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, p->source, sizeof(p->source));
+	else if (ss.ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, p->source, sizeof(p->source));
+}
+
 /* on_event - connected, EOF, error or a bufferevent timeout */
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
@@ -1223,6 +1243,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		if (p->state == ST_TLS) {
 			tls_up(p);
 		} else if (p->state == ST_CONNECT) {
+			note_source(p);
 			trace(p, "* connected");
 			smtp_reply_init(&p->parser);
 			set_phase(p, ST_BANNER);
@@ -1251,6 +1272,35 @@ static void format_addr(const struct smtp_probe *p, char *buf, size_t size)
 	}
 }
 
+/* bound_socket - with params.bind_addr of the peer's family, a
+ * non-blocking socket bound to it (port 0) into *fd; else *fd stays -1 and
+ * libevent makes the socket as it connects. False (the result set, the
+ * probe ended) when the socket or the bind fails: our side, never the
+ * server's (a source address this host does not have is a configuration
+ * error, said in the result). */
+static bool bound_socket(struct smtp_probe *p, evutil_socket_t *fd)
+{
+	const struct sockaddr_storage *b = &p->params.bind_addr;
+	if (b->ss_family == 0 || b->ss_family != p->addr.ss_family)
+		return true;
+	socklen_t len = b->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	evutil_socket_t s = socket(b->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s < 0 || bind(s, (const struct sockaddr *)b, len) < 0) {
+		int e = EVUTIL_SOCKET_ERROR();
+		const char *err = evutil_socket_error_to_string(e);
+		const char *ours = classify_errno_ours(e);
+		if (s >= 0)
+			evutil_closesocket(s);
+		trace(p, "* cannot use probe_source_address: %s (our side)", err);
+		set_result(p, SMTP_END_NO_RESOURCES, STAGE_CONNECT, NULL, "%s (probe_source_address: %s)",
+		           ours != NULL ? ours : "our side", err);
+		end_now(p);
+		return false;
+	}
+	*fd = s;
+	return true;
+}
+
 /* begin - open the connection (from the loop) */
 static void begin(struct smtp_probe *p)
 {
@@ -1259,8 +1309,13 @@ static void begin(struct smtp_probe *p)
 
 	format_addr(p, where, sizeof(where));
 	trace(p, "* connecting to %s%s%s%s", where, *name ? " (" : "", name, *name ? ")" : "");
-	p->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (p->bev == NULL) { /* no socket yet: only memory can be missing */
+	evutil_socket_t fd = -1;
+	if (!bound_socket(p, &fd))
+		return;
+	p->bev = bufferevent_socket_new(p->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (p->bev == NULL) { /* only memory can be missing */
+		if (fd >= 0)
+			evutil_closesocket(fd);
 		set_result(p, SMTP_END_NO_RESOURCES, STAGE_CONNECT, NULL, "%s", CLASSIFY_NO_MEMORY);
 		end_now(p);
 		return;
@@ -1330,6 +1385,7 @@ static bool call_owner(struct smtp_probe *p, enum owner_call which)
 	} else {
 		p->result->tls_active = p->tls_active;
 		p->result->fallback_used = p->fallback_used;
+		memcpy(p->result->source, p->source, sizeof(p->result->source));
 		p->done(p->arg, p->result);
 	}
 	p->in_callback = false;

@@ -120,6 +120,9 @@ struct smtp_params {
 	int64_t connect_timeout_ms; /* each phase's deadline; <= 0 means 30 s */
 	int64_t banner_timeout_ms;
 	int64_t command_timeout_ms; /* every command, the TLS handshake and the QUIT reply */
+	/* probe_source_address: bound before connecting when its family is the
+	 * peer's; ss_family 0 (or another family): the kernel picks by route */
+	struct sockaddr_storage bind_addr;
 	/* The probe is on this list from start to end (and so finishes QUIT
 	 * after it reported); linger_close_all() there acts as
 	 * smtp_probe_cancel. NULL: it closes as soon as it has reported. */
@@ -158,6 +161,9 @@ struct smtp_result {
 	bool shared;     /* pool.c: another address's session ended this way before any RCPT, and this
 	                  * address was waiting for it: a copy, already told to the breaker */
 	char error[160]; /* for CONNECT_FAILED/TIMEOUT/CLOSED/PROTOCOL/TLS_FAILED/LOOP */
+	char source[46]; /* our end of the connection (getsockname, numeric, no port) once connected;
+	                  * "" before. A refusal may be about it (a blocklist of our address): the
+	                  * fleet's breaker records carry it (sharedrule.h) */
 };
 
 /* The result, once. */

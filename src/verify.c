@@ -31,8 +31,11 @@
  * records from it and take its lease before a probe. The circuit breaker
  * is shared too: what ours notes about an MX address (blocked, backed off)
  * is published (probe_env.on_breaker), and what other hosts' noted is put
- * into our table (on_fleet_host) with what is left of its window. A
- * learned refusal is used exactly as one of ours: the probe takes it as
+ * into our table (on_fleet_host) with what is left of its window; a
+ * refusal only when it was met from an address of ours (the record names
+ * it: many refusals are about the prober's address). A
+ * learned refusal is used as one of ours (its reason names the fleet host
+ * it came from): the probe takes it as
  * "blocked", our failure class, never a reject nor a record against the
  * sender's domain.
  *
@@ -541,6 +544,7 @@ static void on_breaker(void *arg, const struct sockaddr *sa, const char *addr_te
 		snprintf(rec.ecode, sizeof(rec.ecode), "%s", memo->ecode);
 		snprintf(rec.host, sizeof(rec.host), "%s", memo->host);
 		snprintf(rec.text, sizeof(rec.text), "%s", memo->text);
+		snprintf(rec.source, sizeof(rec.source), "%s", memo->source);
 	} else if (memo->state == HOST_BACKED_OFF) {
 		rec.state = SHARED_HOST_BACKED_OFF;
 	} else {
@@ -555,6 +559,12 @@ static void on_breaker(void *arg, const struct sockaddr *sa, const char *addr_te
  * a refusal (silence) is not learned either, and a window is never longer
  * than ours could be (a host with a clock far ahead, or another
  * configuration, must not keep us off a server longer than we would).
+ * A refusal is applied only when it was met from one of our own addresses
+ * (shared_host_applies): many are about the prober's address (a
+ * blocklist), and another host's reputation must not cost us verification
+ * for blocked_ttl; one from elsewhere, or without its source (an older
+ * writer), is left (debug log): it costs us one session. A backoff (the
+ * MX's state) is always applied.
  * Logged (info): a probe that then does not connect there says why in its
  * trace, this line says where the word came from. */
 static void on_fleet_host(void *arg, const char *address, const struct shared_host_rec *rec)
@@ -580,6 +590,12 @@ static void on_fleet_host(void *arg, const char *address, const struct shared_ho
 		left = most;
 	struct host_memo m;
 	enum host_state state = hosts_lookup(h, sa, now, &m);
+	if (!shared_host_applies(rec, &v->engine->local, now)) {
+		log_msg(LOG_DEBUG,
+		        "breaker: not applying %s's refusal by %s [%s]: met from %s, not an address of ours",
+		        rec->writer, rec->host, address, rec->source[0] ? rec->source : "an unknown source");
+		return;
+	}
 	if (left <= 0 || (state != HOST_OK && m.until_ms >= now + left &&
 	                  (state == HOST_BLOCKED || rec->state == SHARED_HOST_BACKED_OFF)))
 		return; /* what we hold says as much, as long */
@@ -588,13 +604,13 @@ static void on_fleet_host(void *arg, const char *address, const struct shared_ho
 		int stage = rec->stage >= STAGE_NONE && rec->stage <= STAGE_QUIT ? rec->stage : STAGE_NONE;
 		outcome_set(&o, OUTCOME_BLOCKED, (enum probe_stage)stage, rec->code, rec->ecode, rec->text,
 		            "learned from the fleet");
-		if (hosts_note_blocked(h, sa, now, left, rec->host, &o))
+		if (hosts_note_blocked(h, sa, now, left, rec->host, &o, rec->source, rec->writer))
 			log_msg(LOG_INFO,
-			        "breaker: learned from %s: %s [%s] refused us at %s (%d %s%s%s): not "
+			        "breaker: learned from %s: %s [%s] refused us (%s) at %s (%d %s%s%s): not "
 			        "connecting there for %lld s",
-			        rec->writer, rec->host, address, probe_stage_name((enum probe_stage)stage),
-			        rec->code, rec->ecode, rec->ecode[0] ? " " : "", rec->text,
-			        (long long)((left + 999) / 1000));
+			        rec->writer, rec->host, address, rec->source,
+			        probe_stage_name((enum probe_stage)stage), rec->code, rec->ecode,
+			        rec->ecode[0] ? " " : "", rec->text, (long long)((left + 999) / 1000));
 	} else if (state != HOST_BLOCKED && hosts_note_backoff_until(h, sa, now, now + left)) {
 		log_msg(LOG_INFO,
 		        "breaker: learned from %s: no answer from %s: not connecting there for %lld s",

@@ -54,6 +54,9 @@ Behaviours (add(address, behaviour, **options))
     banner_421      "421 4.3.2 service not available", then closes
     banner_554      "554 5.7.1 your IP is blocklisted", stays: QUIT -> 221,
                     anything else (EHLO/HELO included) -> 503 5.5.1 bad sequence
+                    (any behaviour with refuse_from=[client addresses]: a
+                    connection from one of them is served as banner_554, its
+                    session's behaviour says so)
     mail_refused    MAIL -> 550 5.7.1 null sender not accepted from you
     ehlo_refused    EHLO -> 502 5.5.2 command not implemented; HELO -> 250
     starttls        EHLO offers STARTTLS; STARTTLS -> 220 then a TLS handshake
@@ -287,6 +290,8 @@ class _Conn:
         self.behaviour, self.opts = farm._servers[address]
         self.reader, self.writer = reader, writer
         peer = writer.get_extra_info("peername")
+        if peer and peer[0] in self.opts.get("refuse_from", ()):
+            self.behaviour = "banner_554"        # a blocklist of that client's address
         self.s = Session(address, self.behaviour, peer[:2] if peer else None)
         self.users = {u.lower() for u in self.opts.get("users", DEFAULT_USERS)}
         self.hostname = self.opts.get("hostname", "mx.test")
@@ -712,7 +717,7 @@ class SmtpFarm:
             raise ValueError("unknown behaviour %r (known: %s)" % (behaviour, ", ".join(BEHAVIOURS)))
         known = {"users", "smtputf8", "hostname", "delay", "replies", "when", "seconds", "refuse_null",
                  "catchall_domains", "rcpt_limit", "drop_after", "reply_delay", "stray_after",
-                 "pipelining", "stray_mail"}
+                 "pipelining", "stray_mail", "refuse_from"}
         bad = set(options) - known
         if bad:
             raise ValueError("unknown option(s) %s" % ", ".join(sorted(bad)))

@@ -26,7 +26,15 @@ driven by our milter client. Checked:
 - Redis restarted: every daemon reconnects and subscribes again, and a
   block met by A is learned by B again;
 - a db of 700000 other keys and 40 breaker records: a daemon's SCAN at
-  connect walks it all and learns the 40.
+  connect walks it all and learns the 40;
+- a refusal is about the probing address: F probes from 127.0.0.2, G from
+  127.0.0.3, and an MX refuses (554 at the greeting) only 127.0.0.2. F's
+  record carries its source; G does not apply it (not an address of
+  G's: logged) and keeps verifying there (a valid sender accepted, an
+  unknown one rejected, by its own sessions from 127.0.0.3); a backoff F
+  meets is still learned by G. A record without a source (version 1) is
+  not applied as a refusal, and is as a backoff. (A and B above probe
+  from 127.0.0.1, an address every host has: they learn each other's.)
 
 TAP on stdout; loopback only; every wait bounded.
 """
@@ -52,20 +60,26 @@ BLOCKING2 = "127.0.0.52"  # banner_554, met while Redis is down (blk4, blk5)
 GOOD = "127.0.0.53"
 BLOCKING3 = "127.0.0.55"  # banner_554, met after Redis is back (blk6, blk7)
 DEAD = "127.0.0.54"  # not in the farm: connections refused
+SELECTIVE = "127.0.0.56"  # refuses only probes from 127.0.0.2 (sel1..sel3.test)
+DEAD2 = "127.0.0.57"  # not in the farm either: F's backoff (dead2.test)
+F_SOURCE, G_SOURCE = "127.0.0.2", "127.0.0.3"
 
 FARM = {
     BLOCKING: ("banner_554", {}),
     BLOCKING2: ("banner_554", {}),
     BLOCKING3: ("banner_554", {}),
     GOOD: ("normal", {"users": ["alice", "bob"]}),
+    SELECTIVE: ("normal", {"users": ["alice", "bob"], "refuse_from": [F_SOURCE]}),
 }
 
 
 def zone():
     z = {}
     for name, addr in (("blk1", BLOCKING), ("blk2", BLOCKING), ("blk3", BLOCKING), ("blk4", BLOCKING2),
-                       ("blk5", BLOCKING2), ("blk6", BLOCKING3), ("blk7", BLOCKING3), ("ok", GOOD), ("dead", DEAD)):
-        mx = "mx.%s.test" % {BLOCKING: "blk", BLOCKING2: "blk2", BLOCKING3: "blk3"}.get(addr, name)
+                       ("blk5", BLOCKING2), ("blk6", BLOCKING3), ("blk7", BLOCKING3), ("ok", GOOD), ("dead", DEAD),
+                       ("sel1", SELECTIVE), ("sel2", SELECTIVE), ("sel3", SELECTIVE), ("dead2", DEAD2)):
+        mx = "mx.%s.test" % {BLOCKING: "blk", BLOCKING2: "blk2", BLOCKING3: "blk3",
+                             SELECTIVE: "sel"}.get(addr, name)
         z["%s.test" % name] = {"MX": [[10, mx]]}
         z[mx] = {"A": [addr]}
     return z
@@ -154,17 +168,17 @@ def main():
         rec = rc.command("GET", key) or b""
         pttl = rc.command("PTTL", key)
         fields = rec.split(b"\t")
-        tap.check("Redis holds A's breaker record: blocked, at the banner, the 554 and its text, a TTL "
-                  "within blocked_ttl",
-                  len(fields) >= 9 and fields[0] == b"1" and fields[1] == b"B" and fields[4] == b"554"
-                  and fields[7] == b"mx.blk.test" and b"blocklisted" in fields[8]
+        tap.check("Redis holds A's breaker record: version 2, blocked, at the banner, the 554, the source "
+                  "A's session came from (127.0.0.1), the host and text, a TTL within blocked_ttl",
+                  len(fields) >= 10 and fields[0] == b"2" and fields[1] == b"B" and fields[4] == b"554"
+                  and fields[7] == b"127.0.0.1" and fields[8] == b"mx.blk.test" and b"blocklisted" in fields[9]
                   and fields[6].endswith(b":%d" % a.proc.pid) and 0 < pttl <= 600000,
                   "rec=%r pttl=%r" % (rec, pttl))
 
         # B learns it from the channel and does not connect.
         tap.check("B: logged that it learned the block from A",
-                  b.wait_log(r"breaker: learned from \S+:%d: mx\.blk\.test \[127\.0\.0\.51\] refused us at "
-                             r"banner \(554" % a.proc.pid, 5) is not None, b.diag)
+                  b.wait_log(r"breaker: learned from \S+:%d: mx\.blk\.test \[127\.0\.0\.51\] refused us "
+                             r"\(127\.0\.0\.1\) at banner \(554" % a.proc.pid, 5) is not None, b.diag)
         tap.check("A: does not learn its own record", not a.log_lines(r"breaker: learned from"), a.diag())
         digit, t = session(b, "<y@blk2.test>")
         tap.check("B: a sender at another domain on that MX is not rejected", digit != "5", t)
@@ -172,6 +186,10 @@ def main():
                   farm.connections(BLOCKING), 1)
         tap.check("B: its probe took the learned refusal",
                   b.wait_log(r"y@blk2\.test.*(blocked|refused)", 3) is not None, b.diag)
+        tap.check("B: ... and its reason says it was learned from the fleet, from A (not \"remembered\")",
+                  b.wait_log(r"learned from the fleet \(\S+:%d, \d+ minutes ago\): mx\.blk\.test "
+                             r"\[127\.0\.0\.51\] refused 127\.0\.0\.1 at banner" % a.proc.pid, 3) is not None
+                  and not b.log_lines(r"remembered: mx\.blk\.test"), b.diag)
 
         # A backoff travels too.
         digit, t = session(a, "<z@dead.test>")
@@ -180,7 +198,7 @@ def main():
         vmtest.wait_until(lambda: rc.command("EXISTS", dkey) == 1, 3)
         drec = rc.command("GET", dkey) or b""
         tap.check("Redis holds A's backoff (state O, a TTL within host_backoff)",
-                  drec.startswith(b"1\tO\t") and 0 < rc.command("PTTL", dkey) <= 300000, repr(drec))
+                  drec.startswith(b"2\tO\t") and 0 < rc.command("PTTL", dkey) <= 300000, repr(drec))
         tap.check("B: logged that it learned the backoff",
                   b.wait_log(r"breaker: learned from \S+: no answer from 127\.0\.0\.54", 5) is not None, b.diag)
 
@@ -245,9 +263,15 @@ def main():
         try:
             locked.start()
             with locked.client() as lc:
-                rec = "1\tB\t%d\t4\t554\t5.7.1\tother-host:1\tmx.far.test\tgo away" % (
-                    int(time.time() * 1000) + 7200000)  # 2 h: past our blocked_ttl
+                far = int(time.time() * 1000) + 7200000  # 2 h: past our blocked_ttl
+                rec = "2\tB\t%d\t4\t554\t5.7.1\tother-host:1\t127.0.0.1\tmx.far.test\tgo away" % far
                 lc.command("SET", "vemilter:m:127.0.0.99", rec, "PX", "120000")
+                # version 1 (an older writer): no source. The refusal is not
+                # applied, the backoff is.
+                lc.command("SET", "vemilter:m:127.0.0.98",
+                           "1\tB\t%d\t4\t554\t5.7.1\tother-host:1\tmx.old.test\tgo away" % far, "PX", "120000")
+                lc.command("SET", "vemilter:m:127.0.0.97", "1\tO\t%d\t0\t0\t\tother-host:1\t\t" % far,
+                           "PX", "120000")
             d = Daemon(tmp, daemon_conf(tmp, "d", dns_port, farm_port, locked.port), name="d", debug=True)
             daemons.append(d)
             d.start()
@@ -256,8 +280,14 @@ def main():
             tap.check("... the record written before is learned by the SCAN, its window cut to our "
                       "blocked_ttl (10 min, not the writer's 2 h)",
                       d.wait_log(r"breaker: learned from other-host:1: mx\.far\.test \[127\.0\.0\.99\] refused "
-                                 r"us at banner \(554 5\.7\.1 go away\): not connecting there for 600 s", 5)
+                                 r"us \(127\.0\.0\.1\) at banner \(554 5\.7\.1 go away\): not connecting there "
+                                 r"for 600 s", 5)
                       is not None, d.diag)
+            tap.check("... a version 1 refusal (no source) is not applied (logged), a version 1 backoff is",
+                      d.wait_log(r"breaker: not applying other-host:1's refusal by mx\.old\.test \[127\.0\.0\.98\]: "
+                                 r"met from an unknown source", 5) is not None
+                      and d.wait_log(r"breaker: learned from other-host:1: no answer from 127\.0\.0\.97", 5)
+                      is not None and not d.log_lines(r"learned from other-host:1: mx\.old\.test"), d.diag)
             time.sleep(2.5)  # two reconnection backoffs, had the refusal dropped the cache
             tap.check("... and the cache stays up: connected once, never unavailable",
                       len(d.log_lines(r"shared cache .*: connected")) == 1
@@ -281,7 +311,8 @@ def main():
                 until = int(time.time() * 1000) + 120000
                 for i in range(1, n_far + 1):
                     bc.command("SET", "vemilter:m:127.0.1.%d" % i,
-                               "1\tB\t%d\t4\t554\t5.7.1\tother-host:2\tmx.far%d.test\tgo away" % (until, i),
+                               "2\tB\t%d\t4\t554\t5.7.1\tother-host:2\t127.0.0.1\tmx.far%d.test\tgo away"
+                               % (until, i),
                                "PX", "120000")
                 dbsize = bc.command("DBSIZE")
             e = Daemon(tmp, daemon_conf(tmp, "e", dns_port, farm_port, big.port), name="e", debug=True)
@@ -297,6 +328,8 @@ def main():
         finally:
             big.remove()
 
+        source_is_the_probers(tap, tmp, dns_port, farm, farm_port, daemons)
+
         for d in daemons:
             tap.check("%s: no crash, and the password never logged" % d.name,
                       d.proc.poll() is None and not d.log_lines(PASSWORD), d.diag())
@@ -307,6 +340,59 @@ def main():
         redis.remove()
         vmtest.tear_down(servers=(farm, dns), daemons=daemons, tmp=tmp)
     return tap.done()
+
+
+def source_is_the_probers(tap, tmp, dns_port, farm, farm_port, daemons):
+    """F probes from 127.0.0.2, G from 127.0.0.3; SELECTIVE refuses only
+    127.0.0.2 (a blocklist of F's address). G must not take F's refusal:
+    it keeps verifying there. On a build that applies every learned
+    refusal, G's senders at SELECTIVE get no verdict (blocked, no session)."""
+    os.makedirs(tmp.join("redis4"), exist_ok=True)
+    r4 = redisserver.RedisServer(tmp.join("redis4"), password="default-pw-not-ours", user=(USER, PASSWORD))
+    try:
+        r4.start()
+        f = Daemon(tmp, daemon_conf(tmp, "f", dns_port, farm_port, r4.port, probe_source_address=F_SOURCE),
+                   name="f", debug=True)
+        g = Daemon(tmp, daemon_conf(tmp, "g", dns_port, farm_port, r4.port, probe_source_address=G_SOURCE),
+                   name="g", debug=True)
+        daemons += [f, g]
+        f.start()
+        g.start()
+        with r4.client() as rc4:
+            tap.check("F and G listen on the breaker channel",
+                      vmtest.wait_until(lambda: rc4.command("PUBSUB", "NUMSUB", "vemilter:m:news:0")[1] == 2, 5),
+                      f.diag() + g.diag())
+            digit, t = session(f, "<alice@sel1.test>")
+            sessions = farm.sessions(SELECTIVE)
+            tap.check("F: refused at the greeting (from 127.0.0.2): not rejected, 1 session, from F's source",
+                      digit != "5" and len(sessions) == 1 and sessions[0].peer[0] == F_SOURCE
+                      and sessions[0].behaviour == "banner_554", t + "\n" + repr(sessions))
+            key = "vemilter:m:" + SELECTIVE
+            vmtest.wait_until(lambda: rc4.command("EXISTS", key) == 1, 3)
+            fields = (rc4.command("GET", key) or b"").split(b"\t")
+            tap.check("Redis holds F's refusal with its source 127.0.0.2",
+                      len(fields) >= 10 and fields[:2] == [b"2", b"B"] and fields[7] == F_SOURCE.encode(),
+                      repr(fields))
+            tap.check("G: does not apply it: 127.0.0.2 is not an address of G's (logged)",
+                      g.wait_log(r"breaker: not applying \S+:%d's refusal by mx\.sel\.test \[127\.0\.0\.56\]: "
+                                 r"met from 127\.0\.0\.2, not an address of ours" % f.proc.pid, 5) is not None
+                      and not g.log_lines(r"breaker: learned from .*127\.0\.0\.56"), g.diag)
+            digit, t = session(g, "<alice@sel2.test>")
+            tap.check("G: a valid sender at that MX is verified and accepted", digit == "2", t)
+            digit, t = session(g, "<nobody@sel3.test>")
+            tap.check("G: an unknown sender there gets a real verdict: rejected", digit == "5", t)
+            peers = [(x.peer[0], x.behaviour) for x in farm.sessions(SELECTIVE)]
+            tap.check("G: its own sessions there, from 127.0.0.3, served normally",
+                      peers.count((G_SOURCE, "normal")) >= 1 and all(p == G_SOURCE for p, _ in peers[1:]),
+                      repr(peers))
+            # a backoff is about the MX: G takes F's whatever the source
+            digit, t = session(f, "<z@dead2.test>")
+            tap.check("F: a sender whose MX does not answer is not rejected", digit != "5", t)
+            tap.check("G: learns F's backoff (a backoff is applied from any source)",
+                      g.wait_log(r"breaker: learned from \S+:%d: no answer from 127\.0\.0\.57" % f.proc.pid, 5)
+                      is not None, g.diag)
+    finally:
+        r4.remove()
 
 
 def redis_sockets(pid, port):

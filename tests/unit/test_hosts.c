@@ -38,7 +38,7 @@ START_TEST(blocked_remembered_then_expires)
 	struct outcome o = refusal();
 	struct host_memo m;
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 1000, &m), HOST_OK);
-	ck_assert(hosts_note_blocked(h, sa("192.0.2.7"), 1000, 3600000, "mx.example", &o));
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.7"), 1000, 3600000, "mx.example", &o, NULL, NULL));
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 1000 + 3599999, &m), HOST_BLOCKED);
 	ck_assert_int_eq(m.stage, STAGE_BANNER);
 	ck_assert_int_eq(m.code, 554);
@@ -47,12 +47,44 @@ START_TEST(blocked_remembered_then_expires)
 	ck_assert_str_eq(m.host, "mx.example");
 	ck_assert_int_eq(m.since_ms, 1000);
 	ck_assert_int_eq(m.until_ms, 3601000);
+	ck_assert_str_eq(m.source, ""); /* none given */
+	ck_assert_str_eq(m.from, "");
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.8"), 2000, NULL), HOST_OK); /* another address */
 	/* an answer (from a session begun before) does not end a refusal */
 	hosts_note_answer(h, sa("192.0.2.7"), 2000);
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 5000, NULL), HOST_BLOCKED);
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 3601000, &m), HOST_OK); /* ttl over */
 	ck_assert_int_eq(hosts_count(h), 0);                                      /* and forgotten */
+	hosts_free(h);
+}
+END_TEST
+
+/* A refusal keeps the source address of the refused session (ours: the
+ * fleet is told it) and, when learned, the fleet host it came from; a
+ * later note replaces both. */
+START_TEST(blocked_keeps_source_and_origin)
+{
+	struct hosts *h = hosts_new(16);
+	struct outcome o = refusal();
+	struct host_memo m;
+	ck_assert(
+	        hosts_note_blocked(h, sa("192.0.2.7"), 1000, 60000, "mx.example", &o, "198.51.100.2", NULL));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 2000, &m), HOST_BLOCKED);
+	ck_assert_str_eq(m.source, "198.51.100.2");
+	ck_assert_str_eq(m.from, "");
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.7"), 3000, 60000, "mx.example", &o, "2001:db8::5",
+	                             "mx2.example:4242"));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 4000, &m), HOST_BLOCKED);
+	ck_assert_str_eq(m.source, "2001:db8::5");
+	ck_assert_str_eq(m.from, "mx2.example:4242");
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.7"), 5000, 60000, "mx.example", &o, "", "fleet:1"));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 6000, &m), HOST_BLOCKED);
+	ck_assert_str_eq(m.source, "");
+	ck_assert_str_eq(m.from, "fleet:1");
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.7"), 7000, 60000, "mx.example", &o, NULL, NULL));
+	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 8000, &m), HOST_BLOCKED);
+	ck_assert_str_eq(m.source, "");
+	ck_assert_str_eq(m.from, "");
 	hosts_free(h);
 }
 END_TEST
@@ -64,7 +96,7 @@ START_TEST(census_counts_what_is_in_force)
 	struct hosts_census c;
 	hosts_census(h, 0, &c);
 	ck_assert_uint_eq(c.records, 0);
-	ck_assert(hosts_note_blocked(h, sa("192.0.2.7"), 1000, 60000, "mx.example", &o));
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.7"), 1000, 60000, "mx.example", &o, NULL, NULL));
 	ck_assert_int_gt(hosts_note_failure(h, sa("192.0.2.8"), 1000, 10000), 0);
 	hosts_note_answer(h, sa("192.0.2.9"), 1000);
 	hosts_census(h, 2000, &c);
@@ -85,7 +117,7 @@ START_TEST(blocked_off)
 {
 	struct hosts *h = hosts_new(16);
 	struct outcome o = refusal();
-	ck_assert(!hosts_note_blocked(h, sa("192.0.2.7"), 1000, 0, "mx.example", &o));
+	ck_assert(!hosts_note_blocked(h, sa("192.0.2.7"), 1000, 0, "mx.example", &o, NULL, NULL));
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 1000, NULL), HOST_OK);
 	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.7"), 1000, 0), 0);
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.7"), 1000, NULL), HOST_OK);
@@ -122,7 +154,7 @@ START_TEST(learned_backoff_window)
 	/* a refusal still tells more than silence */
 	struct outcome o;
 	outcome_set(&o, OUTCOME_BLOCKED, STAGE_BANNER, 554, "", "no", "test");
-	ck_assert(hosts_note_blocked(h, sa("192.0.2.32"), 1000, 60000, "mx", &o));
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.32"), 1000, 60000, "mx", &o, NULL, NULL));
 	ck_assert(hosts_note_backoff_until(h, sa("192.0.2.32"), 1000, 90000));
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.32"), 2000, NULL), HOST_BLOCKED);
 	/* a first contact under way stays claimed by its prober */
@@ -177,7 +209,7 @@ START_TEST(blocked_beats_backoff_and_mapped_is_ipv4)
 	ck_assert_int_eq(hosts_note_failure(h, sa("198.51.100.1"), 0, 1000), 1000);
 	ck_assert_int_eq(hosts_lookup(h, sa("::ffff:198.51.100.1"), 10, NULL), HOST_BACKED_OFF);
 	/* a refusal is an answer: the silence is over, the refusal is remembered */
-	ck_assert(hosts_note_blocked(h, sa("::ffff:198.51.100.1"), 20, 5000, "mx", &o));
+	ck_assert(hosts_note_blocked(h, sa("::ffff:198.51.100.1"), 20, 5000, "mx", &o, NULL, NULL));
 	struct host_memo m;
 	ck_assert_int_eq(hosts_lookup(h, sa("198.51.100.1"), 30, &m), HOST_BLOCKED);
 	ck_assert_int_eq(m.failures, 0);
@@ -185,7 +217,7 @@ START_TEST(blocked_beats_backoff_and_mapped_is_ipv4)
 	/* unusable addresses */
 	struct sockaddr unix_family = {.sa_family = AF_UNIX};
 	ck_assert_int_eq(hosts_lookup(h, &unix_family, 0, NULL), HOST_OK);
-	ck_assert(!hosts_note_blocked(h, &unix_family, 0, 1000, "x", &o));
+	ck_assert(!hosts_note_blocked(h, &unix_family, 0, 1000, "x", &o, NULL, NULL));
 	ck_assert_int_eq(hosts_lookup(h, NULL, 0, NULL), HOST_OK);
 	hosts_free(h);
 }
@@ -222,7 +254,7 @@ START_TEST(eviction_spares_the_recently_touched)
 {
 	struct hosts *h = hosts_new(3);
 	struct outcome o = refusal();
-	ck_assert(hosts_note_blocked(h, sa("192.0.2.1"), 1, 60000, "a", &o));
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.1"), 1, 60000, "a", &o, NULL, NULL));
 	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.2"), 2, 60000), 60000);
 	ck_assert_int_eq(hosts_note_failure(h, sa("192.0.2.3"), 3, 60000), 60000);
 	/* .1 is the oldest; a new failure there makes it the newest */
@@ -295,7 +327,7 @@ START_TEST(first_contact_claims)
 	ck_assert(hosts_claim(h, sa("192.0.2.1"), later + 1002, 4000, NULL)); /* after it: one tries again */
 	ck_assert(!hosts_claim(h, sa("192.0.2.1"), later + 1003, 4000, NULL));
 	/* a refusal releases it too: the waiters find the refusal */
-	ck_assert(hosts_note_blocked(h, sa("192.0.2.1"), later + 1004, 60000, "mx", &o));
+	ck_assert(hosts_note_blocked(h, sa("192.0.2.1"), later + 1004, 60000, "mx", &o, NULL, NULL));
 	ck_assert_int_eq(hosts_lookup(h, sa("192.0.2.1"), later + 1005, NULL), HOST_BLOCKED);
 	/* who holds the claim; a cancelled first contact releases it */
 	bool held = true;
@@ -627,6 +659,7 @@ int main(void)
 	tcase_add_test(tc, blocked_remembered_then_expires);
 	tcase_add_test(tc, blocked_off);
 	tcase_add_test(tc, learned_backoff_window);
+	tcase_add_test(tc, blocked_keeps_source_and_origin);
 	tcase_add_test(tc, census_counts_what_is_in_force);
 	tcase_add_test(tc, backoff_grows_and_caps);
 	tcase_add_test(tc, blocked_beats_backoff_and_mapped_is_ipv4);

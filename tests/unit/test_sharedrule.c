@@ -9,6 +9,7 @@
  * replaces a newer one, the expiry, damaged and foreign values), the
  * lease release and the fetch.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
@@ -21,6 +22,7 @@
 
 #include "cache.h"
 #include "clock.h"
+#include "localaddr.h"
 #include "log.h"
 #include "sharedrule.h"
 #include "unit.h"
@@ -390,14 +392,16 @@ START_TEST(host_record_round_trip)
 	        .state = SHARED_HOST_BLOCKED, .until_ms = INT64_C(1764480000123), .stage = 4, .code = 554};
 	snprintf(rec.ecode, sizeof(rec.ecode), "5.7.1");
 	snprintf(rec.writer, sizeof(rec.writer), "mx1.example:4242");
+	snprintf(rec.source, sizeof(rec.source), "198.51.100.2");
 	snprintf(rec.host, sizeof(rec.host), "mx.block.test");
 	snprintf(rec.text, sizeof(rec.text), "Service refused\tyour IP 192.0.2.7 is listed");
 	char buf[SHARED_HOST_REC_MAX];
 	size_t n = shared_host_encode(&rec, buf, sizeof(buf));
 	ck_assert_uint_gt(n, 0);
 	ck_assert_uint_eq(n, strlen(buf));
-	ck_assert(strncmp(buf, "1\tB\t1764480000123\t4\t554\t5.7.1\tmx1.example:4242\tmx.block.test\t", 58) ==
-	          0);
+	const char *head =
+	        "2\tB\t1764480000123\t4\t554\t5.7.1\tmx1.example:4242\t198.51.100.2\tmx.block.test\t";
+	ck_assert(strncmp(buf, head, strlen(head)) == 0);
 	struct shared_host_rec got;
 	ck_assert(shared_host_decode(buf, n, &got));
 	ck_assert_int_eq(got.state, SHARED_HOST_BLOCKED);
@@ -406,6 +410,7 @@ START_TEST(host_record_round_trip)
 	ck_assert_int_eq(got.code, 554);
 	ck_assert_str_eq(got.ecode, "5.7.1");
 	ck_assert_str_eq(got.writer, "mx1.example:4242");
+	ck_assert_str_eq(got.source, "198.51.100.2");
 	ck_assert_str_eq(got.host, "mx.block.test");
 	ck_assert_str_eq(got.text, "Service refused your IP 192.0.2.7 is listed"); /* the tab cleaned */
 
@@ -413,16 +418,32 @@ START_TEST(host_record_round_trip)
 	snprintf(off.writer, sizeof(off.writer), "b:1");
 	snprintf(off.text, sizeof(off.text), "ignored for a backoff");
 	n = shared_host_encode(&off, buf, sizeof(buf));
-	ck_assert_str_eq(buf, "1\tO\t5\t0\t0\t\tb:1\t\t");
+	ck_assert_str_eq(buf, "2\tO\t5\t0\t0\t\tb:1\t\t\t");
 	ck_assert(shared_host_decode(buf, n, &got));
 	ck_assert_int_eq(got.state, SHARED_HOST_BACKED_OFF);
 	ck_assert_int_eq(got.until_ms, 5);
 	ck_assert_int_eq(got.code, 0);
 	ck_assert_str_eq(got.text, "");
+	ck_assert_str_eq(got.source, "");
+	/* a backoff carries its source too (for people reading Redis) */
+	snprintf(off.source, sizeof(off.source), "2001:db8::25");
+	n = shared_host_encode(&off, buf, sizeof(buf));
+	ck_assert_str_eq(buf, "2\tO\t5\t0\t0\t\tb:1\t2001:db8::25\t\t");
+	ck_assert(shared_host_decode(buf, n, &got));
+	ck_assert_str_eq(got.source, "2001:db8::25");
 
 	/* the text is the last field: a tab inside it (another writer's) stays text */
-	const char *tabbed = "1\tB\t9\t4\t554\t\tw\th\ta\tb";
+	const char *tabbed = "2\tB\t9\t4\t554\t\tw\t192.0.2.1\th\ta\tb";
 	ck_assert(shared_host_decode(tabbed, strlen(tabbed), &got));
+	ck_assert_str_eq(got.source, "192.0.2.1");
+	ck_assert_str_eq(got.host, "h");
+	ck_assert_str_eq(got.text, "a\tb");
+	/* version 1 (before the source): read, its source unknown */
+	const char *v1 = "1\tB\t9\t4\t554\t\tw\th\ta\tb";
+	ck_assert(shared_host_decode(v1, strlen(v1), &got));
+	ck_assert_str_eq(got.source, "");
+	ck_assert_str_eq(got.writer, "w");
+	ck_assert_str_eq(got.host, "h");
 	ck_assert_str_eq(got.text, "a\tb");
 
 	/* too small a buffer: nothing */
@@ -438,7 +459,13 @@ END_TEST
 START_TEST(host_record_refuses_damage)
 {
 	static const char *const damaged[] = {
-	        "", "2\tB\t9\t4\t554\t\tw\th\tt",                /* an unknown version */
+	        "", "3\tB\t9\t4\t554\t\tw\ts\th\tt", /* an unknown version */
+	        "0\tB\t9\t4\t554\t\tw\th\tt",        /* ... older than any */
+	        "2\tB\t9\t4\t554\t\tw\th\tt",        /* version 2 without its source (a field short) */
+	        "2\tB\t9\t4\t554\t\tw\t2001:0db8:0001:0002:0003:0004:0005:0006:0007:0008\th\tt", /* a source
+	                                                                                            too long
+	                                                                                          */
+	        "2\tB\t9\t4\t554\t\tw\t192.0.2.1\n\th\tt",       /* LF in the source */
 	        "1\tX\t9\t4\t554\t\tw\th\tt",                    /* an unknown state */
 	        "1\tB\t-9\t4\t554\t\tw\th\tt",                   /* a time before the epoch */
 	        "1\tB\t9x\t4\t554\t\tw\th\tt",                   /* not a number */
@@ -480,6 +507,62 @@ START_TEST(host_record_refuses_damage)
 }
 END_TEST
 
+/* Which learned records a host applies: a backoff always; a refusal only
+ * when its source is one of this host's addresses (here a hand-made list
+ * of 127.0.0.2 and 2001:db8::5, fresh, so never reread). */
+START_TEST(host_record_applies_by_source)
+{
+	struct sockaddr_storage mine[2];
+	memset(mine, 0, sizeof(mine));
+	struct sockaddr_in *a4 = (struct sockaddr_in *)&mine[0];
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&mine[1];
+	a4->sin_family = AF_INET;
+	ck_assert_int_eq(inet_pton(AF_INET, "127.0.0.2", &a4->sin_addr), 1);
+	a6->sin6_family = AF_INET6;
+	ck_assert_int_eq(inet_pton(AF_INET6, "2001:db8::5", &a6->sin6_addr), 1);
+	struct local_addrs l = {.addrs = mine, .count = 2, .loaded_ms = 1000};
+	const int64_t now = 2000; /* within LOCAL_ADDRS_REFRESH_MS of the load */
+
+	static const struct {
+		char state;
+		const char *source;
+		bool applies;
+	} cases[] = {
+	        {'B', "127.0.0.2", true},        /* ours: e.g. two daemons on one host */
+	        {'B', "2001:db8::5", true},      /* ours, IPv6 */
+	        {'B', "::ffff:127.0.0.2", true}, /* ours, IPv4-mapped */
+	        {'B', "127.0.0.1", true},        /* always this host */
+	        {'B', "127.0.0.3", false},       /* another host's address: its reputation, not ours */
+	        {'B', "2001:db8::6", false},     /* ... IPv6 */
+	        {'B', "", false},                /* unknown (a version 1 writer): not applied */
+	        {'B', "mx.example", false},      /* not an address */
+	        {'O', "127.0.0.3", true},        /* a backoff is about the MX: applied from anyone */
+	        {'O', "", true},                 /* ... with a source or not */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct shared_host_rec rec = {.state = (enum shared_host_state)cases[i].state, .until_ms = 9};
+		snprintf(rec.source, sizeof(rec.source), "%s", cases[i].source);
+		/* through the wire form, as a learner sees it */
+		char buf[SHARED_HOST_REC_MAX];
+		struct shared_host_rec got;
+		size_t n = shared_host_encode(&rec, buf, sizeof(buf));
+		ck_assert_uint_gt(n, 0);
+		ck_assert(shared_host_decode(buf, n, &got));
+		ck_assert_msg(shared_host_applies(&got, &l, now) == cases[i].applies,
+		              "%c from \"%s\": expected %d", cases[i].state, cases[i].source,
+		              cases[i].applies);
+	}
+	/* version 1 records: the refusal is not applied, the backoff is */
+	struct shared_host_rec got;
+	const char *v1b = "1\tB\t9\t4\t554\t\tw\th\tt", *v1o = "1\tO\t9\t0\t0\t\tw\t\t";
+	ck_assert(shared_host_decode(v1b, strlen(v1b), &got));
+	ck_assert(!shared_host_applies(&got, &l, now));
+	ck_assert(shared_host_decode(v1o, strlen(v1o), &got));
+	ck_assert(shared_host_applies(&got, &l, now));
+	ck_assert_uint_eq(l.loaded_ms, 1000); /* the hand-made list was not reread */
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sharedrule");
@@ -488,6 +571,7 @@ int main(void)
 	tcase_add_test(pure, backoff_doubles_to_max);
 	tcase_add_test(pure, host_record_round_trip);
 	tcase_add_test(pure, host_record_refuses_damage);
+	tcase_add_test(pure, host_record_applies_by_source);
 	suite_add_tcase(s, pure);
 	TCase *redis = tcase_create("redis");
 	tcase_add_checked_fixture(redis, setup, teardown);
