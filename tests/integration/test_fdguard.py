@@ -47,7 +47,7 @@ def t_milter_timeout(tap, cleanup):
     for.
 
     A session silent *between* packets: native closes it at milter_timeout
-    too (test_native.py); with libmilter it is Debian libmilter's worker
+    too (checked here); with libmilter it is Debian libmilter's worker
     pool controller's, which closes those past milter_timeout only in a
     sweep every 600 s (worker.c, DT_CHECK_OLD_SESSIONS), too long for a
     test; see vemilter.conf(5)."""
