@@ -407,11 +407,12 @@ static void reload(const struct conf *running, const struct options *opts, struc
 /*
  * run_until_stopped - serve; SIGHUP reloads, SIGTERM/SIGINT stop.
  * This thread takes the signals with sigwait() so that a stop can let
- * in-flight sessions finish (see milter.c). libmilter's own signal thread
- * waits for the same signals; Linux hands a process-directed signal to the
- * main thread when it is waiting for it, so that thread only sees signals
- * that arrive while this one is busy, and then stops at once: a second
- * SIGTERM during the drain means "now".
+ * in-flight sessions finish (see milter.c). Under libmilter
+ * (milter_transport = libmilter) its own signal thread waits for the same
+ * signals; Linux hands a process-directed signal to the main thread when
+ * it is waiting for it, so that thread only sees signals that arrive while
+ * this one is busy, and then stops at once: a second SIGTERM during the
+ * drain means "now".
  */
 static int run_until_stopped(const struct conf *running, const struct options *opts,
                              struct verifier *verifier)

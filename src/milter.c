@@ -1,12 +1,13 @@
 /*
  * milter.c - the milter transports and the listening socket.
  *
- * Two transports carry the protocol (milter_transport): libmilter, whose
+ * Two transports carry the protocol (milter_transport): the native one
+ * (milterloop.c, the default: one event loop for every MTA connection),
+ * which this module starts and stops, and libmilter, the reference, whose
  * callbacks here are thin wrappers around the session rules in msession.c
  * (libmilter calls them on one thread per MTA connection; each connection
- * owns a struct msession through smfi_setpriv), and the native one
- * (milterloop.c), which this module starts and stops instead. Socket
- * checks (a stale unix socket) are shared.
+ * owns a struct msession through smfi_setpriv). Socket checks (a stale
+ * unix socket) are shared.
  *
  * Process-wide state: libmilter's callback API carries no user pointer, so
  * this module keeps the state of the thread that runs smfi_main() (or the
@@ -16,8 +17,9 @@
  * Stopping: Debian's libmilter serves sessions from a worker pool whose
  * controller quits the moment libmilter is told to stop, abandoning every
  * open session. So a stop first waits (bounded) for the sessions to end
- * while still serving, and only then calls smfi_stop(). main owns the
- * signals (see main.c); libmilter's own signal thread is only a fallback.
+ * while still serving, and only then calls smfi_stop() (the native loop
+ * is stopped after the same wait). main owns the signals (see main.c);
+ * libmilter's own signal thread is only a fallback.
  */
 #include "milter.h"
 

@@ -210,8 +210,9 @@ def _uid_gid(name):
 
 
 def t_lifecycle(tap, cleanup):
-    """Several daemons started side by side, then stopped together (libmilter
-    needs a few seconds to notice a stop; in parallel the file stays fast)."""
+    """Several daemons started side by side, then stopped together (libmilter,
+    with milter_transport = libmilter, needs a few seconds to notice a stop;
+    in parallel the file stays fast)."""
     tmp = TempDir()
     cleanup.add(tmp.remove)
     scen = []  # (name, daemon, sig, post_check(rc))

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """test_fdguard - descriptors and timeouts: milter_timeout closes silent MTA
 sessions; running out of descriptors is our failure (tempfail "out of file
-descriptors"), never cached against the domain.
+descriptors"), never cached against the domain. Runs the default
+transport (native); test_fdguard_libmilter.py runs it against libmilter.
 
 TAP on stdout; exit 0 only if every case passed. Loopback only; every wait
 is bounded.
@@ -40,17 +41,21 @@ def _session_start(spec, n):
 def t_milter_timeout(tap, cleanup):
     """milter_timeout = 2s: an MTA that stops in the middle of a packet
     (half a length header, or a command announced longer than what came)
-    is cut off after about 2 s (libmilter's read timeout); a session that
-    keeps talking with pauses shorter than that is not; the cut sessions
-    are freed, so a stop has nothing to wait for.
+    is cut off after about 2 s (the native loop's read timeout, or
+    libmilter's); a session that keeps talking with pauses shorter than
+    that is not; the cut sessions are freed, so a stop has nothing to wait
+    for.
 
-    A session silent *between* packets is Debian libmilter's worker pool
-    controller's: it closes those past milter_timeout only in a sweep every
-    600 s (worker.c, DT_CHECK_OLD_SESSIONS), too long for a test; see
-    vemilter.conf(5)."""
+    A session silent *between* packets: native closes it at milter_timeout
+    too (checked here); with libmilter it is Debian libmilter's worker
+    pool controller's, which closes those past milter_timeout only in a
+    sweep every 600 s (worker.c, DT_CHECK_OLD_SESSIONS), too long for a
+    test; see vemilter.conf(5)."""
     tmp = TempDir()
     cleanup.add(tmp.remove)
-    d = Daemon(tmp, base_conf(tmp, "t.sock", milter_timeout="2s"), name="timeout")
+    conf = base_conf(tmp, "t.sock", milter_timeout="2s")
+    native = conf.get("milter_transport", "native") == "native"
+    d = Daemon(tmp, conf, name="timeout")
     cleanup.add(d.kill)
     d.start()
 
@@ -62,6 +67,8 @@ def t_milter_timeout(tap, cleanup):
     header.sock.sendall(b"\0\0")  # half a length header
     busy = _session_start(d.socket, 3)
     cleanup.add(busy.close)
+    quiet = _session_start(d.socket, 4)  # silent after a whole packet
+    cleanup.add(quiet.close)
 
     t0 = time.monotonic()
     busy_ok = True
@@ -84,6 +91,18 @@ def t_milter_timeout(tap, cleanup):
         tap.check("%s: the session is closed after milter_timeout (2s)" % name, closed,
                   "still open after %.1fs\n%s" % (took, d.diag()))
         tap.diag("%s: found closed %.1fs after it stalled" % (name, took))
+    if native:
+        closed = quiet.expect_closed(max(0.1, t0 + 8 - time.monotonic()))
+        took = time.monotonic() - t0
+        tap.check("silent between packets: native closes the session after milter_timeout (2s)",
+                  closed, "still open after %.1fs\n%s" % (took, d.diag()))
+        # One line for each of the three sessions cut (two inside a packet).
+        silent = r"milter connection silent for milter_timeout: closed"
+        tap.check("the three closes are logged",
+                  vmtest.wait_until(lambda: len(d.log_lines(silent)) >= 3, 3), d.diag)
+    else:
+        tap.diag("libmilter closes a session silent between packets only in its 10-minute sweep: not checked")
+    quiet.close()
     try:
         busy.quit()
     except Exception:
@@ -185,7 +204,8 @@ def t_out_of_fds(tap, cleanup):
     active.connect("client.example", "4", 40501, "198.51.100.78")
     # Take every other descriptor: idle MTA sessions, one descriptor each,
     # and a few more waiting in the listen backlog, so that a descriptor
-    # freed for a moment goes to one of them (libmilter accepts at once).
+    # freed for a moment goes to one of them (both transports accept at
+    # once).
     idle = []
     for n in range(nofile - _open_fds(d.pid) + 3):
         c = MilterClient(d.socket, timeout=10)

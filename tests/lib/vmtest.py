@@ -684,8 +684,9 @@ def base_conf(tmp, sock_name="milter.sock", **over):
         "dns_servers": "127.0.0.1:1",
         "cache": "",
     }
-    # VEMILTER_TEST_TRANSPORT=native runs a test file against the native
-    # milter transport (tests/integration/*_native.py set it).
+    # VEMILTER_TEST_TRANSPORT=libmilter runs a test file against the
+    # libmilter transport instead of the default, native
+    # (tests/integration/*_libmilter.py set it).
     transport = os.environ.get("VEMILTER_TEST_TRANSPORT")
     if transport:
         conf["milter_transport"] = transport

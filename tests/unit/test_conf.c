@@ -894,7 +894,7 @@ START_TEST(restart_directives)
 	                                    "5s",
 	                                    "127.0.0.1:9999",
 	                                    "/tmp/other-fallback.lmdb",
-	                                    "native"};
+	                                    "libmilter"};
 	struct errs e;
 	struct conf *base = conf_load_text("t.conf", "", collect, &e);
 	ck_assert_ptr_nonnull(base);
