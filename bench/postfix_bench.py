@@ -26,6 +26,10 @@ those ratios is reported (with their range):
   vemilter-unix    vemilter (libmilter) on a unix socket, every sender already cached
   native-inet      vemilter, milter_transport = native, on inet:127.0.0.1
   native-unix      vemilter, milter_transport = native, on a unix socket
+  milter-floor     bench/milter_floor.c (epoll) on a unix socket: answers the
+                   same milter packets as vemilter and accepts every MAIL
+                   FROM with no cache, no verdict, no log: what the milter
+                   protocol alone costs behind Postfix (built with cc here)
 Postfix is started once: each phase has its own smtpd listener in master.cf
 (-o smtpd_milters=..., -o smtpd_sender_restrictions=...), the main one
 with nothing added is the baseline; before each timed phase its listener is
@@ -83,6 +87,7 @@ import re
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import time
 
@@ -426,8 +431,33 @@ def median_range(values):
 
 # ---------------------------------------------------------------- the run
 
-CACHED_PHASES = ("plain", "postfix", "vemilter-inet", "vemilter-unix", "native-inet", "native-unix")
-MILTER_PHASES = CACHED_PHASES[2:]
+CACHED_PHASES = ("plain", "postfix", "vemilter-inet", "vemilter-unix", "native-inet", "native-unix", "milter-floor")
+MILTER_PHASES = ("vemilter-inet", "vemilter-unix", "native-inet", "native-unix")  # the table's columns
+
+
+class FloorMilter:
+    """bench/milter_floor.c in epoll mode on a unix socket, built here; .pid
+    for the CPU count and .stop() like a vmtest.Daemon."""
+
+    def __init__(self, tmp, sock_path):
+        binary = tmp.join("milter_floor")
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "milter_floor.c")
+        subprocess.run(["cc", "-O2", "-pthread", "-o", binary, src], check=True)
+        self.proc = subprocess.Popen([binary, sock_path, "epoll"], stdout=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        if not vmtest.wait_until(lambda: os.path.exists(sock_path) or self.proc.poll() is not None, 10) or \
+                self.proc.poll() is not None:
+            raise RuntimeError("milter_floor did not start on %s" % sock_path)
+        os.chmod(sock_path, 0o666)  # Postfix's smtpd connects as postfix
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 class Bench:
@@ -508,6 +538,10 @@ class Bench:
             d.start()
             self.milters[name] = d
             services[name] = ["smtpd_milters=" + postfix_side]
+
+        floor_sock = self.tmp.join("floor.sock")
+        self.milters["milter-floor"] = FloorMilter(self.tmp, floor_sock)
+        services["milter-floor"] = ["smtpd_milters=unix:" + floor_sock]
 
         transport = self.tmp.write("transport", "".join(
             "%s smtp:[%s]:%d\n" % (self.domain(d), self.server(d), self.farm_port) for d in range(a.domains)))
@@ -634,6 +668,7 @@ class Bench:
             "vemilter-unix": dict(sender="vc", src="vc00000@d000.bench", milter="vemilter-unix"),
             "native-inet": dict(sender="vc", src="vc00000@d000.bench", milter="native-inet"),
             "native-unix": dict(sender="vc", src="vc00000@d000.bench", milter="native-unix"),
+            "milter-floor": dict(sender="xx", src="xx00000@d000.bench", milter="milter-floor"),
         }
         for rep in range(a.repeat):
             order = CACHED_PHASES[rep % len(CACHED_PHASES):] + CACHED_PHASES[:rep % len(CACHED_PHASES)]
@@ -773,6 +808,14 @@ class Bench:
             ["–", "–", "%s (p50 %s, p95 %s)" % (fr("vemilter-solo/fresh", "p50_over_floor", "%.2f"),
                                                fr("vemilter-solo/fresh", "v_p50"), fr("vemilter-solo/fresh", "v_p95")),
              "–", "–"])
+        fl_c = c["milter-floor"]
+        if fl_c["ratios"]:
+            print()
+            print("The milter protocol's own floor behind this Postfix (bench/milter_floor.c, epoll, unix socket: "
+                  "accepts every MAIL FROM, no work): custom client %s, smtp-source %s of the no-check baseline, "
+                  "%s µs CPU per message (smtp-source %s µs)."
+                  % (ratio("milter-floor", "ratio"), ratio("milter-floor", "smtp_source_ratio"),
+                     "%.0f" % fl_c["cpu_us"][0], "%.0f" % fl_c["smtp_source_cpu_us"][0]))
         print()
         if "postfix/fresh-p1" in f:
             print("(postfix/fresh-p1, address_verify_poll_count 1: p50 %s, first attempt %.0f %%; bounded below by"
