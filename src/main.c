@@ -404,6 +404,21 @@ static void reload(const struct conf *running, const struct options *opts, struc
 	conf_unref(fresh);
 }
 
+/* block_stop_signals - block SIGHUP, SIGTERM and SIGINT in this thread
+ * (and so in every thread it creates from now on); *set gets them, for
+ * sigwait. False, logged, when the mask cannot be set. */
+static bool block_stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	int err = pthread_sigmask(SIG_BLOCK, set, NULL);
+	if (err != 0)
+		log_msg(LOG_ERR, "cannot block the stop signals: %s", strerror(err));
+	return err == 0;
+}
+
 /*
  * run_until_stopped - serve; SIGHUP reloads, SIGTERM/SIGINT stop.
  * This thread takes the signals with sigwait() so that a stop can let
@@ -418,11 +433,7 @@ static int run_until_stopped(const struct conf *running, const struct options *o
                              struct verifier *verifier)
 {
 	sigset_t stop_signals;
-	sigemptyset(&stop_signals);
-	sigaddset(&stop_signals, SIGHUP);
-	sigaddset(&stop_signals, SIGTERM);
-	sigaddset(&stop_signals, SIGINT);
-	if (pthread_sigmask(SIG_BLOCK, &stop_signals, NULL) != 0 || !milter_start())
+	if (!block_stop_signals(&stop_signals) || !milter_start())
 		return EXIT_FAILURE;
 	for (;;) {
 		int sig = 0;
@@ -513,7 +524,13 @@ static int serve(struct conf *conf, const struct options *opts)
 		return EXIT_FAILURE;
 	struct startup up = {0};
 	int status = EXIT_FAILURE;
-	if (start_serving(conf, &up)) {
+	/* Before start_serving makes the first thread (the engine's, the
+	 * helo_name check's): threads inherit the mask, and a SIGHUP that one
+	 * without it took would end the process by its default action, as a
+	 * reload right after start did under the sanitizers. Blocked, it waits
+	 * for run_until_stopped's sigwait. */
+	sigset_t stop_signals;
+	if (block_stop_signals(&stop_signals) && start_serving(conf, &up)) {
 		if (ready_fd >= 0)
 			detach_finish(ready_fd, conf, opts);
 		log_msg(LOG_NOTICE, "vemilter %s started (config %s)", PACKAGE_VERSION, conf->path);
