@@ -1203,49 +1203,48 @@ static void on_pump(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* shared_rate_take - see shared.h */
-bool shared_rate_take(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
-                      struct fleetrate_said *said)
+/* rate_ask - shared_rate_take (take) or shared_rate_peek: the fleet's
+ * budget for name as this host knows it. Only a refused take counts in
+ * the stats (a waiting caller peeks again and again), and only an allowed
+ * one wakes the pump (sent once this loop turn is over, takes made in it
+ * together; on_pump sends nothing while Redis is down). */
+static bool rate_ask(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
+                     struct fleetrate_said *said, bool take)
 {
-	if (s == NULL) {
-		if (said != NULL)
-			memset(said, 0, sizeof(*said));
-		return true;
-	}
 	struct fleetrate_said mine;
 	if (said == NULL)
 		said = &mine;
+	if (s == NULL) {
+		memset(said, 0, sizeof(*said));
+		return true;
+	}
 	pthread_mutex_lock(&s->budgets_lock);
-	bool ok = fleetrate_take(s->budgets, kind, name, clock_now_ms(), rate, said);
-	if (!ok) {
+	int64_t now = clock_now_ms();
+	bool ok = take ? fleetrate_take(s->budgets, kind, name, now, rate, said)
+	               : fleetrate_peek(s->budgets, kind, name, now, rate, said);
+	if (take && !ok) {
 		s->rate_refused++;
 		if (said->fleet)
 			s->rate_refused_fleet++;
 	}
 	pthread_mutex_unlock(&s->budgets_lock);
-	/* sent once this loop turn is over (takes made in it go together);
-	 * on_pump sends nothing while Redis is down */
-	if (ok && rate > 0)
+	if (take && ok && rate > 0)
 		event_active(s->pump, EV_READ, 0);
 	return ok;
+}
+
+/* shared_rate_take - see shared.h */
+bool shared_rate_take(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
+                      struct fleetrate_said *said)
+{
+	return rate_ask(s, kind, name, rate, said, true);
 }
 
 /* shared_rate_peek - see shared.h */
 bool shared_rate_peek(struct shared *s, enum fleetrate_kind kind, const char *name, unsigned rate,
                       struct fleetrate_said *said)
 {
-	if (s == NULL) {
-		if (said != NULL)
-			memset(said, 0, sizeof(*said));
-		return true;
-	}
-	struct fleetrate_said mine;
-	if (said == NULL)
-		said = &mine;
-	pthread_mutex_lock(&s->budgets_lock);
-	bool ok = fleetrate_peek(s->budgets, kind, name, clock_now_ms(), rate, said);
-	pthread_mutex_unlock(&s->budgets_lock);
-	return ok; /* not counted in the stats: a caller may ask again and again while it waits */
+	return rate_ask(s, kind, name, rate, said, false);
 }
 
 /* shared_session_take - see shared.h */
