@@ -36,6 +36,15 @@ with nothing added is the baseline; before each timed phase its listener is
 primed with 2 x --concurrency untimed messages, so no phase pays for smtpd
 processes being spawned. Each vemilter phase also reports the daemon's
 CPU time per message: utime + stime from /proc/PID/stat before and after.
+Every phase also reports the whole machine's busy CPU per message
+(/proc/stat, every process: Postfix, the load generator, the milter), and
+its "cost ratio", the baseline's machine CPU per message divided by the
+phase's: the throughput ratio of a machine that is short of CPU and of
+nothing else. On a shared machine it moves less than msgs/s, which a
+neighbour's burst during one phase moves; it means nothing when anything
+else runs on the machine (run the bench alone). --phases runs only the
+cached phases named (the baseline always), so that more and shorter
+repetitions fit in the same time.
 
 Fresh path (once, --fresh never-seen senders each, all real users at the farm):
   floor            the protocol floor, measured here: a plain client opening a
@@ -76,6 +85,7 @@ average of 11 (87-110 s without them at 10-14).
 Usage: bench/postfix_bench.py [--messages 2000] [--fresh 200] [--concurrency 20]
        [--latency 0.1] [--domains 50] [--servers 10] [--retry 1.0] [--repeat 3]
        [--procs 4] [--no-smtp-source] [--json FILE] [--quick]
+       [--phases plain,postfix,native-unix,...]
 Needs root, Debian's postfix package, and a built tree (VEMILTER_BUILDDIR,
 default: the source dir). Not part of make check.
 """
@@ -377,6 +387,19 @@ def cpu_seconds(pid):
         return 0.0
 
 
+def machine_busy():
+    """Seconds of CPU the whole machine spent busy so far (/proc/stat: all
+    but idle and iowait, every core): what a phase cost the machine, the
+    load generator and Postfix included, whoever ran."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values, p):
     """The p-th percentile (nearest rank on the sorted values), nan if none."""
     if not values:
@@ -386,7 +409,7 @@ def pct(values, p):
     return v[k]
 
 
-def summarize(name, records, wall, farm_rcpts, cpu):
+def summarize(name, records, wall, farm_rcpts, cpu, machine=0.0):
     accepted = sum(1 for r in records if r.final_code == 250)
     rejected = sum(1 for r in records if r.final_code is not None and r.final_code // 100 == 5)
     undecided = sum(1 for r in records if r.final_code is None)
@@ -401,6 +424,7 @@ def summarize(name, records, wall, farm_rcpts, cpu):
         "v_max": max(verdict) if verdict else float("nan"),
         "attempts": sum(r.attempts for r in records), "farm_rcpts": farm_rcpts, "cpu": cpu,
         "cpu_us_per_msg": 1e6 * cpu / accepted if accepted else float("nan"),
+        "machine_us_per_msg": 1e6 * machine / accepted if accepted else float("nan"),
         "errors": errors[:3], "n_errors": len(errors),
     }
 
@@ -473,6 +497,8 @@ class Bench:
         self.fresh = {}            # name -> summary (plus "floor")
         self.t_start = time.monotonic()
         self.load = [os.getloadavg()[0]]  # 1-minute load average at the start and after each phase
+        # the cached phases to run (--phases), in CACHED_PHASES order; the baseline always
+        self.phases = tuple(p for p in CACHED_PHASES if p == "plain" or p in args.phases)
 
     def domain(self, i):
         return "d%03d.bench" % (i % self.args.domains)
@@ -582,16 +608,20 @@ class Bench:
         self.farm.reset()
         pid = self.milters[milter].pid if milter else None
         c0 = cpu_seconds(pid) if pid else 0.0
+        m0 = machine_busy()
         records, wall = load(self.postfix.ports[phase], senders, a.concurrency, retry or a.retry, a.procs)
+        machine = machine_busy() - m0
         cpu = cpu_seconds(pid) - c0 if pid else 0.0
         rcpts, distinct = self.farm_rcpts()
-        r = summarize(name, records, wall, rcpts, cpu)
+        r = summarize(name, records, wall, rcpts, cpu, machine)
         self.load.append(os.getloadavg()[0])
         r["farm_distinct"] = distinct
         self.results.append(r)
         if not quiet:
-            print("  %-24s %5d msgs %6.2f s %7.1f msgs/s  1st try %5.1f%%  undecided %d  farm RCPTs %d%s%s%s"
-                  % (name, r["n"], r["wall"], r["rate"], 100 * r["first_share"], r["undecided"], r["farm_rcpts"],
+            print("  %-24s %5d msgs %6.2f s %7.1f msgs/s  machine %4.0f us/msg  1st try %5.1f%%  undecided %d"
+                  "  farm RCPTs %d%s%s%s"
+                  % (name, r["n"], r["wall"], r["rate"], r["machine_us_per_msg"], 100 * r["first_share"],
+                     r["undecided"], r["farm_rcpts"],
                      " (%d addresses)" % distinct if distinct != rcpts else "",
                      "  cpu %.0f us/msg" % r["cpu_us_per_msg"] if milter else "",
                      "  errors %d e.g. %s" % (r["n_errors"], r["errors"][0]) if r["n_errors"] else ""))
@@ -604,15 +634,18 @@ class Bench:
             return None
         pid = self.milters[milter].pid if milter else None
         c0 = cpu_seconds(pid) if pid else 0.0
+        m0 = machine_busy()
         got = smtp_source(self.postfix.ports[phase], self.args.messages, self.args.concurrency, sender)
         if got is None:
             return None
+        machine = 1e6 * (machine_busy() - m0) / self.args.messages
         cpu = cpu_seconds(pid) - c0 if pid else 0.0
         rate, wall = got
-        print("  %-24s %5d msgs %6.2f s %7.1f msgs/s%s" % (name + " (smtp-source)", self.args.messages, wall, rate,
-                                                         "  cpu %.0f us/msg" % (1e6 * cpu / self.args.messages)
-                                                         if milter else ""))
-        return {"rate": rate, "cpu_us_per_msg": 1e6 * cpu / self.args.messages if milter else None}
+        print("  %-24s %5d msgs %6.2f s %7.1f msgs/s  machine %4.0f us/msg%s"
+              % (name + " (smtp-source)", self.args.messages, wall, rate, machine,
+                 "  cpu %.0f us/msg" % (1e6 * cpu / self.args.messages) if milter else ""))
+        return {"rate": rate, "cpu_us_per_msg": 1e6 * cpu / self.args.messages if milter else None,
+                "machine_us_per_msg": machine}
 
     def warm(self):
         """Fill both caches: vemilter's (probing through the unix daemon, then
@@ -670,8 +703,9 @@ class Bench:
             "native-unix": dict(sender="vc", src="vc00000@d000.bench", milter="native-unix"),
             "milter-floor": dict(sender="xx", src="xx00000@d000.bench", milter="milter-floor"),
         }
+        phases = self.phases
         for rep in range(a.repeat):
-            order = CACHED_PHASES[rep % len(CACHED_PHASES):] + CACHED_PHASES[:rep % len(CACHED_PHASES)]
+            order = phases[rep % len(phases):] + phases[:rep % len(phases)]
             print(" repetition %d of %d: %s" % (rep + 1, a.repeat, ", ".join(order)))
             got = {}
             for phase in order:
@@ -680,6 +714,7 @@ class Bench:
                 r = self.scenario("%s #%d" % (phase, rep + 1), phase, self.senders(s["sender"], a.messages),
                                   milter=s.get("milter"))
                 got[phase] = {"rate": r["rate"], "cpu_us_per_msg": r["cpu_us_per_msg"] if s.get("milter") else None,
+                              "machine_us_per_msg": r["machine_us_per_msg"],
                               "farm_rcpts": r["farm_rcpts"], "undecided": r["undecided"], "rejected": r["rejected"],
                               "source": self.source_row("%s #%d" % (phase, rep + 1), phase, s["src"],
                                                         s.get("milter"))}
@@ -702,8 +737,27 @@ class Bench:
                "args": {k: v for k, v in vars(self.args).items() if k != "json"},
                "runtime_s": round(time.monotonic() - self.t_start, 1), "cached": {}, "fresh": {},
                "cores": os.cpu_count(), "load_avg": median_range(self.load)}
+        nan3 = (float("nan"),) * 3
         for phase in CACHED_PHASES:
+            if phase not in self.phases:  # not run (--phases): every list empty
+                out["cached"][phase] = {"rates": [], "ratios": [], "ratio": nan3, "smtp_source_ratios": [],
+                                        "smtp_source_ratio": nan3, "cpu_us_per_msg": [], "cpu_us": nan3,
+                                        "smtp_source_cpu_us": nan3, "machine_us_per_msg": [], "machine_us": nan3,
+                                        "cost_ratios": [], "cost_ratio": nan3, "smtp_source_cost_ratios": [],
+                                        "smtp_source_cost_ratio": nan3, "farm_rcpts": 0, "undecided": 0,
+                                        "rejected": 0}
+                continue
             ratios = [rep[phase]["rate"] / rep["plain"]["rate"] for rep in self.reps if rep["plain"]["rate"]]
+            # what the phase cost the whole machine per message, the baseline's
+            # cost divided by it: the throughput ratio of a machine that is
+            # short of CPU and of nothing else (less noisy than msgs/s on a
+            # shared machine, where a neighbour's burst moves one phase's rate)
+            costs = [rep["plain"]["machine_us_per_msg"] / rep[phase]["machine_us_per_msg"] for rep in self.reps
+                     if rep[phase]["machine_us_per_msg"] > 0]
+            machine = [rep[phase]["machine_us_per_msg"] for rep in self.reps]
+            src_costs = [rep["plain"]["source"]["machine_us_per_msg"] / rep[phase]["source"]["machine_us_per_msg"]
+                         for rep in self.reps if rep[phase]["source"] and rep["plain"]["source"]
+                         and rep[phase]["source"]["machine_us_per_msg"] > 0]
             src = [rep[phase]["source"]["rate"] / rep["plain"]["source"]["rate"] for rep in self.reps
                    if rep[phase]["source"] and rep["plain"]["source"] and rep["plain"]["source"]["rate"]]
             cpu = [rep[phase]["cpu_us_per_msg"] for rep in self.reps if rep[phase]["cpu_us_per_msg"] is not None]
@@ -712,6 +766,10 @@ class Bench:
             out["cached"][phase] = {
                 "rates": [round(rep[phase]["rate"], 1) for rep in self.reps],
                 "ratios": [round(x, 3) for x in ratios], "ratio": median_range(ratios),
+                "machine_us_per_msg": [round(x, 1) for x in machine], "machine_us": median_range(machine),
+                "cost_ratios": [round(x, 3) for x in costs], "cost_ratio": median_range(costs),
+                "smtp_source_cost_ratios": [round(x, 3) for x in src_costs],
+                "smtp_source_cost_ratio": median_range(src_costs),
                 "smtp_source_ratios": [round(x, 3) for x in src], "smtp_source_ratio": median_range(src),
                 "cpu_us_per_msg": [round(x, 1) for x in cpu], "cpu_us": median_range(cpu),
                 "smtp_source_cpu_us": median_range(src_cpu),
@@ -732,15 +790,20 @@ class Bench:
         n = self.numbers()
         c, f = n["cached"], n["fresh"]
         print()
-        print("%-16s %s   %-20s %-22s %s" % ("phase", "msgs/s per repetition", "ratio median (range)",
-                                             "smtp-source ratio", "vemilter CPU us/msg (median)"))
-        for phase in CACHED_PHASES:
+        print("%-16s %s   %-20s %-20s %-22s %s" % ("phase", "msgs/s per repetition", "ratio median (range)",
+                                                   "cost ratio", "smtp-source ratio",
+                                                   "vemilter CPU us/msg (median)"))
+        for phase in self.phases:
             x = c[phase]
-            print("%-16s %-24s %-20s %-22s %s" % (
+            print("%-16s %-24s %-20s %-20s %-22s %s" % (
                 phase, " ".join("%.1f" % v for v in x["rates"]), "%.2f (%.2f-%.2f)" % x["ratio"],
+                "%.2f (%.2f-%.2f)" % x["cost_ratio"] if x["cost_ratios"] else "-",
                 "%.2f (%.2f-%.2f)" % x["smtp_source_ratio"] if x["smtp_source_ratios"] else "-",
                 "%.0f (%.0f-%.0f); smtp-source %.0f" % (x["cpu_us"] + (x["smtp_source_cpu_us"][0],))
                 if x["cpu_us_per_msg"] else "-"))
+        print("(cost ratio: the machine's busy CPU per message in the baseline ÷ in the phase, /proc/stat,"
+              " every process; the machine's share per message: %s)"
+              % ", ".join("%s %.0f us" % (p, c[p]["machine_us"][0]) for p in self.phases))
         print()
         print("%-22s %6s %8s %8s %8s %8s %8s %9s" % ("fresh", "n", "p50 s", "p90 s", "p95 s", "max s", "1st try",
                                                   "p50/floor"))
@@ -790,10 +853,12 @@ class Bench:
         if any(c[p]["smtp_source_ratios"] for p in CACHED_PHASES):
             row("cached senders, `smtp-source` ÷ no-check, median (range)",
                 [ratio(p, "smtp_source_ratio") for p in ("postfix",) + MILTER_PHASES])
+        row("cached senders, the machine's CPU per message: no-check's ÷ this path's (custom client), median (range)",
+            [ratio(p, "cost_ratio") for p in ("postfix",) + MILTER_PHASES])
         row("vemilter CPU per cached message (custom client / smtp-source), median",
             ["–"] + ["%.0f µs / %s" % (c[p]["cpu_us"][0], "%.0f µs" % c[p]["smtp_source_cpu_us"][0]
                                         if c[p]["smtp_source_cpu_us"][0] == c[p]["smtp_source_cpu_us"][0] else "-")
-                     for p in MILTER_PHASES])
+                     if c[p]["cpu_us_per_msg"] else "-" for p in MILTER_PHASES])
         row("fresh sender, time to verdict p50 / p90 / p95 (MX at %.0f ms per reply)" % (a.latency * 1000),
             [" / ".join(fr(nm, k) for k in ("v_p50", "v_p90", "v_p95"))
              for nm in ["postfix/fresh"] + [fresh_of[p] for p in MILTER_PHASES]])
@@ -813,8 +878,9 @@ class Bench:
             print()
             print("The milter protocol's own floor behind this Postfix (bench/milter_floor.c, epoll, unix socket: "
                   "accepts every MAIL FROM, no work): custom client %s, smtp-source %s of the no-check baseline, "
-                  "%s µs CPU per message (smtp-source %s µs)."
+                  "cost ratio %s, %s µs CPU per message (smtp-source %s µs)."
                   % (ratio("milter-floor", "ratio"), ratio("milter-floor", "smtp_source_ratio"),
+                     ratio("milter-floor", "cost_ratio"),
                      "%.0f" % fl_c["cpu_us"][0], "%.0f" % fl_c["smtp_source_cpu_us"][0]))
         print()
         if "postfix/fresh-p1" in f:
@@ -860,11 +926,17 @@ def main():
                              quick_help="small sizes (< 2 minutes), for a smoke test")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions of each cached phase (median reported)")
     ap.add_argument("--no-smtp-source", action="store_true", help="skip the smtp-source rows")
+    ap.add_argument("--phases", default=",".join(CACHED_PHASES),
+                    help="cached phases to run, comma-separated (plain always; default all: %(default)s)")
     ap.add_argument("--json", metavar="FILE", help="append every number as one JSON line to FILE")
     args = ap.parse_args()
     if args.quick:
         args.messages, args.fresh, args.repeat = 200, 20, 2
     args.repeat = max(1, args.repeat)
+    args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = [p for p in args.phases if p not in CACHED_PHASES]
+    if unknown:
+        ap.error("unknown phase %s (known: %s)" % (", ".join(unknown), ", ".join(CACHED_PHASES)))
     return benchlib.run(Bench, args)
 
 
