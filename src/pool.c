@@ -626,6 +626,21 @@ static void session_free(struct pool_session *s)
 	free(s);
 }
 
+/* answer_waiting - every job waiting on l gets r as its result (nothing
+ * was asked for them: no proof follows) */
+static void answer_waiting(struct pool_line *l, const struct smtp_result *r)
+{
+	size_t n = l->queued;
+	for (size_t i = 0; i < n; i++) {
+		struct pool_job *j = queue_pop(l);
+		if (j == NULL)
+			break;
+		j->state = JOB_DETACHED;
+		if (job_call(j, CALL_DONE, r, NULL, NULL))
+			job_free(j);
+	}
+}
+
 /* limited - host_session_rate allows no new session to l: every job
  * waiting hears it (not a word from the server), unless a session of l
  * is still open to take them */
@@ -638,15 +653,7 @@ static void limited(struct pool_line *l, unsigned count, bool fleet)
 	addr_text(&l->addr, where, sizeof(where));
 	snprintf(r.error, sizeof(r.error), "host_session_rate: %u sessions to %s this minute%s", count, where,
 	         fleet ? " across the fleet" : "");
-	size_t n = l->queued;
-	for (size_t i = 0; i < n; i++) {
-		struct pool_job *j = queue_pop(l);
-		if (j == NULL)
-			break;
-		j->state = JOB_DETACHED;
-		if (job_call(j, CALL_DONE, &r, NULL, NULL))
-			job_free(j);
-	}
+	answer_waiting(l, &r);
 }
 
 /* fill - open sessions for waiting jobs, up to the limit */
@@ -671,15 +678,7 @@ static void fill(struct pool_line *l)
 			struct smtp_result r = {.end = SMTP_END_NO_RESOURCES, .stage = STAGE_CONNECT};
 			snprintf(r.error, sizeof(r.error), "%s", CLASSIFY_NO_MEMORY);
 			queue_push(l, j, true);
-			size_t n = l->queued;
-			for (size_t i = 0; i < n; i++) {
-				struct pool_job *w = queue_pop(l);
-				if (w == NULL)
-					break;
-				w->state = JOB_DETACHED;
-				if (job_call(w, CALL_DONE, &r, NULL, NULL))
-					job_free(w);
-			}
+			answer_waiting(l, &r);
 			return;
 		}
 	}
