@@ -195,9 +195,7 @@ def main():
 def body(tap, fleet):
     farm, redis = fleet.farm, fleet.redis
     rc = redis.client()
-    a = fleet.daemon("a", metrics=True)
-    b = fleet.daemon("b", metrics=True)
-    fleet.check_connected(tap, (a, b))
+    a, b = fleet.connected(tap, metrics=("a", "b"))
 
     # Shared: one after another, alternating.
     minute = minute_with_room()

@@ -114,9 +114,7 @@ def main():
 def body(tap, fleet):
     farm, redis = fleet.farm, fleet.redis
     rc = redis.client()
-    a = fleet.daemon("a", metrics=True)
-    b = fleet.daemon("b", metrics=True)
-    fleet.check_connected(tap, (a, b))
+    a, b = fleet.connected(tap, metrics=("a", "b"))
     # the channel is subscribed once Redis lists two subscribers (bounded)
     tap.check("both daemons listen on the breaker channel",
               vmtest.wait_until(lambda: rc.command("PUBSUB", "NUMSUB", "vemilter:m:news:0")[1] == 2, 5),

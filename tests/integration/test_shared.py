@@ -61,9 +61,7 @@ def main():
 
 def body(tap, fleet):
     tmp, farm, redis = fleet.tmp, fleet.farm, fleet.redis
-    a = fleet.daemon("a")
-    b = fleet.daemon("b", metrics=True)
-    fleet.check_connected(tap, (a, b))
+    a, b = fleet.connected(tap, metrics=("b",))
 
     # Round trip: A probes, the record is in Redis with its TTL; B serves it.
     digit, t = session(a, "<alice@ok.test>")

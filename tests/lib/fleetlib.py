@@ -6,7 +6,8 @@ cache.
 test_shared, test_hostshare and test_fleetrate each need this world.
 Fleet owns every piece of it (the temp dir, the fakes, the Redis servers
 made by redis_server(), the daemons made by daemon()); close() ends them
-all whatever state they are in. run() is such a test file's main: TAP, a
+all whatever state they are in; connected() starts its first daemons and
+checks each reached Redis. run() is such a test file's main: TAP, a
 skip when redis-server is missing (if the test asks for one), the fleet
 started, the test's body, an exception as a failed check with every
 daemon's log, the teardown always.
@@ -107,14 +108,17 @@ class Fleet:
         """d's /metrics (made with metrics=True)."""
         return vmtest.metrics_text(self.metrics_ports[d.name])
 
-    def check_connected(self, tap, daemons, redis=None, timeout=5):
-        """One check per daemon: it logged its shared cache (the Redis
-        server, default the main one) connected, within timeout s."""
-        port = (redis or self.redis).port
+    def connected(self, tap, names=("a", "b"), metrics=(), timeout=5):
+        """The fleet's first daemons: one named each of names, started one
+        after another (those in metrics served with metrics), then a check
+        each that it logged the main Redis server connected within timeout
+        s. The daemons, in order."""
+        daemons = [self.daemon(name, metrics=name in metrics) for name in names]
         for d in daemons:
             tap.check("%s: connected to the shared cache" % d.name,
-                      d.wait_log(r"shared cache redis://\S*127\.0\.0\.1:%d/0: connected" % port, timeout)
+                      d.wait_log(r"shared cache redis://\S*127\.0\.0\.1:%d/0: connected" % self.redis.port, timeout)
                       is not None, d.diag)
+        return daemons
 
     def diag(self):
         return "\n".join(d.diag() for d in self.daemons)
