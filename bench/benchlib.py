@@ -1,8 +1,9 @@
 """benchlib - what the Postfix benches (postfix_bench.py, shared_bench.py)
-share around their Bench: the command-line options both take, and the run
-of one bench (what it needs, the open-file limit, setup/run/report, the
-logs' tails on a failure, teardown always). The bench itself, its phases
-and its report stay in its own file.
+share around their Bench: the command-line options both take, the config
+of a vemilter behind the bench Postfix, and the run of one bench (what it
+needs, the open-file limit, setup/run/report, the logs' tails on a
+failure, teardown always). The bench itself, its phases and its report
+stay in its own file.
 """
 
 import argparse
@@ -33,6 +34,37 @@ def arg_parser(doc, latency, procs, messages_help, fresh_help, quick_help):
     ap.add_argument("--procs", type=int, default=procs, help="load generator processes")
     ap.add_argument("--quick", action="store_true", help=quick_help)
     return ap
+
+
+def milter_conf(tmp, socket, dns_port, farm_port, **extra):
+    """The config of a vemilter behind the bench Postfix: listening on
+    socket (libmilter notation; a unix socket world-writable, since
+    Postfix's smtpd connects as postfix), loopback clients checked, the
+    bench's fake DNS server (dns_port) and SMTP farm (farm_port, at
+    127.0.0.0/8); extra: the daemon's own directives (its cache, its
+    transport, ...), over these."""
+    conf = vmtest.base_conf(tmp, socket_mode="0666", trusted_networks="192.0.2.0/24")
+    conf.update({
+        "socket": socket,
+        "dns_servers": "127.0.0.1:%d" % dns_port, "helo_name": "probe.bench",
+        "probe_port": farm_port, "probe_allow_networks": "127.0.0.0/8",
+        "verify_budget": "8s",
+        # throughput, not politeness: thousands of probes to 10 fake
+        # servers would otherwise meet the per-host session budget, and
+        # thousands of new senders from the one load generator the
+        # per-client budget (client_probe_rate, 60 a minute)
+        "host_session_rate": 0, "client_probe_rate": 0,
+    })
+    conf.update(extra)
+    return conf
+
+
+def start_milter(tmp, name, socket, dns_port, farm_port, **extra):
+    """A vemilter named name with milter_conf(...), started (waits, bounded,
+    until it listens); the caller stops it."""
+    d = vmtest.Daemon(tmp, milter_conf(tmp, socket, dns_port, farm_port, **extra), name=name)
+    d.start()
+    return d
 
 
 def run(make_bench, args, needs=()):

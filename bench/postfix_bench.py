@@ -509,21 +509,46 @@ class Bench:
     def senders(self, prefix, n):
         return ["%s%05d@%s" % (prefix, i, self.domain(i)) for i in range(n)]
 
-    def setup(self):
+    def start_fakes(self, users):
+        """The fake DNS server (each of --domains domains with one MX, at one
+        of the --servers farm addresses) and the farm (every one knowing
+        users, each reply after --latency); the DNS server's port. Also for
+        shared_bench's setup."""
         a = self.args
-        zone = {}
-        for d in range(a.domains):
-            zone[self.domain(d)] = {"MX": [[10, "mx." + self.domain(d)]]}
-            zone["mx." + self.domain(d)] = {"A": [self.server(d)]}
-        self.dns = FakeDNS(zone)
+        self.dns = FakeDNS(vmtest.mx_zone((self.domain(d), self.server(d)) for d in range(a.domains)))
         dns_port = self.dns.start()
-        # every local part used below exists at the farm
-        users = ["%s%05d" % (p, i) for p in ("vc", "vf", "vg", "vs", "vn", "pc", "pf", "pg", "xx", "fl")
-                 for i in range(max(a.messages, a.fresh))]
         self.farm = SmtpFarm(latency=a.latency)
         for s in range(a.servers):
             self.farm.add("127.0.1.%d" % (s + 1), "normal", users=users)
         self.farm_port = self.farm.start()
+        return dns_port
+
+    def start_postfix(self, services, **main):
+        """The bench Postfix: a listener per service besides the main one
+        (BenchPostfix), mail to the sender domains (its verify probes) sent
+        to the farm by transport_maps, no connection or process limit in
+        the way; main: more main.cf settings. Waits (bounded) until every
+        listener listens. Also for shared_bench's setup."""
+        a = self.args
+        transport = self.tmp.write("transport", "".join(
+            "%s smtp:[%s]:%d\n" % (self.domain(d), self.server(d), self.farm_port) for d in range(a.domains)))
+        self.postfix = BenchPostfix(self.tmp, services, extra_main=dict({
+            "smtpd_client_connection_count_limit": "0",
+            "default_process_limit": str(max(100, 2 * a.concurrency)),
+            "transport_maps": "texthash:" + transport,
+            "smtp_connect_timeout": "10s",
+        }, **main))
+        self.postfix.start()
+        for name, port in self.postfix.ports.items():
+            if not vmtest.wait_until(lambda: vmtest.socket_listening("inet:%d@127.0.0.1" % port), 30):
+                raise postfixinst.PostfixError("the %s smtpd does not listen on 127.0.0.1:%d" % (name, port))
+
+    def setup(self):
+        a = self.args
+        # every local part used below exists at the farm
+        users = ["%s%05d" % (p, i) for p in ("vc", "vf", "vg", "vs", "vn", "pc", "pf", "pg", "xx", "fl")
+                 for i in range(max(a.messages, a.fresh))]
+        dns_port = self.start_fakes(users)
 
         inet_port = vmtest.free_port()
         native_port = vmtest.free_port()
@@ -544,46 +569,18 @@ class Bench:
                  {"milter_transport": "native"}),
                 # fresh path only: a new session for every probe, as the floor
                 ("vemilter-solo", solo, solo, dict(libmilter, host_sessions=0))):
-            conf = vmtest.base_conf(self.tmp, "milter.sock", socket_mode="0666", trusted_networks="192.0.2.0/24")
-            conf.update({
-                "socket": sock,
-                "dns_servers": "127.0.0.1:%d" % dns_port, "helo_name": "probe.bench",
-                "probe_port": self.farm_port, "probe_allow_networks": "127.0.0.0/8",
-                "verify_budget": "8s",
-                # one cache file for all daemons (LMDB, several processes):
-                # what one learns the other answers from
-                "cache": self.tmp.join("cache.lmdb"),
-                # throughput, not politeness: thousands of probes to 10 fake
-                # servers would otherwise meet the per-host session budget, and
-                # thousands of new senders from the one load generator the
-                # per-client budget (client_probe_rate, 60 a minute)
-                "host_session_rate": 0, "client_probe_rate": 0,
-            })
-            conf.update(extra)
-            d = vmtest.Daemon(self.tmp, conf, name=name)
-            d.start()
-            self.milters[name] = d
+            # one cache file for all daemons (LMDB, several processes):
+            # what one learns the other answers from
+            self.milters[name] = benchlib.start_milter(self.tmp, name, sock, dns_port, self.farm_port,
+                                                       cache=self.tmp.join("cache.lmdb"), **extra)
             services[name] = ["smtpd_milters=" + postfix_side]
 
         floor_sock = self.tmp.join("floor.sock")
         self.milters["milter-floor"] = FloorMilter(self.tmp, floor_sock)
         services["milter-floor"] = ["smtpd_milters=unix:" + floor_sock]
 
-        transport = self.tmp.write("transport", "".join(
-            "%s smtp:[%s]:%d\n" % (self.domain(d), self.server(d), self.farm_port) for d in range(a.domains)))
-        self.base_main = {
-            "smtpd_client_connection_count_limit": "0",
-            "default_process_limit": str(max(100, 2 * a.concurrency)),
-            "transport_maps": "texthash:" + transport,
-            "address_verify_map": "btree:$data_directory/verify_cache",
-            "unverified_sender_reject_code": "550",
-            "smtp_connect_timeout": "10s",
-        }
-        self.postfix = BenchPostfix(self.tmp, services, extra_main=self.base_main)
-        self.postfix.start()
-        for name, port in self.postfix.ports.items():
-            if not vmtest.wait_until(lambda: vmtest.socket_listening("inet:%d@127.0.0.1" % port), 30):
-                raise postfixinst.PostfixError("the %s smtpd does not listen on 127.0.0.1:%d" % (name, port))
+        self.start_postfix(services, address_verify_map="btree:$data_directory/verify_cache",
+                           unverified_sender_reject_code="550")
 
     def prime(self, phase, sender):
         """2 x concurrency untimed messages (--quick: 1 x) from sender to the

@@ -3,10 +3,11 @@
 loopback: the cached path on Redis against LMDB, and probes per new sender
 with 1, 2 and 4 daemons sharing one Redis.
 
-Built on bench/postfix_bench.py (imported, not changed): its Bench (fakes,
-phase bookkeeping, priming, scenario and CPU accounting), its BenchPostfix
-(one Postfix, one smtpd listener per phase), load generator and summary;
-the options both take and the run around the bench: bench/benchlib.py.
+Built on bench/postfix_bench.py (imported): its Bench (the fakes and the
+bench Postfix started, phase bookkeeping, priming, scenario and CPU
+accounting), its BenchPostfix (one Postfix, one smtpd listener per phase),
+load generator and summary; the options both take, a vemilter's config
+behind the bench Postfix and the run around the bench: bench/benchlib.py.
 Only setup(), the run and the report are this file's. One run:
 
   plain              Postfix's main listener, no milter: the baseline
@@ -57,11 +58,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "fakes"))
 
 import benchlib  # noqa: E402
 import postfix_bench as pb  # noqa: E402
-import postfixinst  # noqa: E402
 import redisserver  # noqa: E402
 import vmtest  # noqa: E402
-from fakedns import FakeDNS  # noqa: E402
-from smtpfarm import SmtpFarm  # noqa: E402
 
 RANDOM_RCPT = re.compile(r"(?i)RCPT TO:<[a-z0-9]{16}@")  # vemilter's catch-all question
 FLEET_SIZES = (1, 2, 4)
@@ -93,18 +91,9 @@ class SharedBench(pb.Bench):
 
     def setup(self):
         a = self.args
-        zone = {}
-        for d in range(a.domains):
-            zone[self.domain(d)] = {"MX": [[10, "mx." + self.domain(d)]]}
-            zone["mx." + self.domain(d)] = {"A": [self.server(d)]}
-        self.dns = FakeDNS(zone)
-        dns_port = self.dns.start()
         users = ["%s%05d" % (p, i) for p in ("vc", "pc", "xx", "vf")
                  for i in range(max(a.messages, a.fresh * len(FLEET_SIZES)))]
-        self.farm = SmtpFarm(latency=a.latency)
-        for s in range(a.servers):
-            self.farm.add("127.0.1.%d" % (s + 1), "normal", users=users)
-        self.farm_port = self.farm.start()
+        dns_port = self.start_fakes(users)
         self.redis = redisserver.RedisServer(self.tmp.path).start()
 
         services = {}
@@ -114,34 +103,10 @@ class SharedBench(pb.Bench):
                                         "cache_redis_timeout": "200ms"}))
         for name, extra in daemons:
             sock = "unix:" + self.tmp.join(name + ".sock")
-            conf = vmtest.base_conf(self.tmp, name + ".sock", socket_mode="0666", trusted_networks="192.0.2.0/24")
-            conf.update({
-                "socket": sock,
-                "dns_servers": "127.0.0.1:%d" % dns_port, "helo_name": "probe.bench",
-                "probe_port": self.farm_port, "probe_allow_networks": "127.0.0.0/8",
-                "verify_budget": "8s",
-                # throughput, not politeness (as postfix_bench)
-                "host_session_rate": 0, "client_probe_rate": 0,
-            })
-            conf.update(extra)
-            d = vmtest.Daemon(self.tmp, conf, name=name)
-            d.start()
-            self.milters[name] = d
+            self.milters[name] = benchlib.start_milter(self.tmp, name, sock, dns_port, self.farm_port, **extra)
             services[name] = ["smtpd_milters=" + sock]
 
-        transport = self.tmp.write("transport", "".join(
-            "%s smtp:[%s]:%d\n" % (self.domain(d), self.server(d), self.farm_port) for d in range(a.domains)))
-        self.base_main = {
-            "smtpd_client_connection_count_limit": "0",
-            "default_process_limit": str(max(100, 2 * a.concurrency)),
-            "transport_maps": "texthash:" + transport,
-            "smtp_connect_timeout": "10s",
-        }
-        self.postfix = pb.BenchPostfix(self.tmp, services, extra_main=self.base_main)
-        self.postfix.start()
-        for name, port in self.postfix.ports.items():
-            if not vmtest.wait_until(lambda: vmtest.socket_listening("inet:%d@127.0.0.1" % port), 30):
-                raise postfixinst.PostfixError("the %s smtpd does not listen on 127.0.0.1:%d" % (name, port))
+        self.start_postfix(services)
 
     def phase(self, name, listener, senders, milter=None):
         """postfix_bench's scenario (primed first), plus what the daemon's
