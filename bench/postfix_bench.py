@@ -40,7 +40,9 @@ Every phase also reports the whole machine's busy CPU per message
 (/proc/stat, every process: Postfix, the load generator, the milter), and
 its "cost ratio", the baseline's machine CPU per message divided by the
 phase's: the throughput ratio of a machine that is short of CPU and of
-nothing else. On a shared machine it moves less than msgs/s, which a
+nothing else. Every phase starts with Postfix's queue empty and its
+machine CPU is counted until its own messages are delivered (discard:),
+so no phase pays for the one before. On a shared machine it moves less than msgs/s, which a
 neighbour's burst during one phase moves; it means nothing when anything
 else runs on the machine (run the bench alone). --phases runs only the
 cached phases named (the baseline always), so that more and shorter
@@ -598,15 +600,24 @@ class Bench:
                  and not re.match(r"(?i)RCPT TO:<[a-z0-9]{16}@", c)]
         return len(rcpts), len(set(rcpts))
 
+    def drain(self, bound=60.0):
+        """Wait (at most bound seconds) until Postfix's queue is empty: every
+        message accepted so far delivered (to discard:), so that one phase's
+        deliveries neither run into the next phase's time nor escape this
+        one's machine CPU. False if the bound came first."""
+        return vmtest.wait_until(lambda: not self.postfix.queue_files(), bound, interval=0.05)
+
     def scenario(self, name, phase, senders, retry=None, milter=None, quiet=False):
         """One load run of senders against the phase's smtpd (milter: the
         daemon whose CPU time is counted)."""
         a = self.args
         self.farm.reset()
         pid = self.milters[milter].pid if milter else None
+        self.drain()
         c0 = cpu_seconds(pid) if pid else 0.0
         m0 = machine_busy()
         records, wall = load(self.postfix.ports[phase], senders, a.concurrency, retry or a.retry, a.procs)
+        self.drain()  # the machine's CPU counts this phase's deliveries too
         machine = machine_busy() - m0
         cpu = cpu_seconds(pid) - c0 if pid else 0.0
         rcpts, distinct = self.farm_rcpts()
@@ -630,11 +641,13 @@ class Bench:
         if self.args.no_smtp_source:
             return None
         pid = self.milters[milter].pid if milter else None
+        self.drain()
         c0 = cpu_seconds(pid) if pid else 0.0
         m0 = machine_busy()
         got = smtp_source(self.postfix.ports[phase], self.args.messages, self.args.concurrency, sender)
         if got is None:
             return None
+        self.drain()
         machine = 1e6 * (machine_busy() - m0) / self.args.messages
         cpu = cpu_seconds(pid) - c0 if pid else 0.0
         rate, wall = got
