@@ -158,7 +158,7 @@ static void log_verdict(const struct msession *conn, const char *action, const c
 	size_t len = verdict_line(conn, line, sizeof(line), action, reason, rcpt);
 	if (detail != NULL && *detail != '\0')
 		kv_add(line, sizeof(line), &len, "detail", detail);
-	log_msg(LOG_INFO, "%s", line);
+	log_line(LOG_INFO, line);
 }
 
 /* message_end - the message is over (a new MAIL FROM, abort, close):
@@ -214,7 +214,7 @@ static void log_repeats(struct msession *conn)
 		add_dry_run(line, sizeof(line), &len, v);
 		kv_add(line, sizeof(line), &len, "detail",
 		       "the verdict logged above for this message, for more recipients");
-		log_msg(LOG_INFO, "%s", line);
+		log_line(LOG_INFO, line);
 	}
 	msg->repeats = 0;
 	msg->repeat_reason[0] = '\0';
@@ -270,7 +270,7 @@ static void log_verified(const struct msession *conn, const char *rcpt)
 	       msg->budget_exceeded ? "no answer within verify_budget; the "
 	                              "probe goes on and fills the cache"
 	                            : o->reason);
-	log_msg(LOG_INFO, "%s", line);
+	log_line(LOG_INFO, line);
 }
 
 /* reply_with - set the SMTP reply from a template; returns the answer */
@@ -528,7 +528,7 @@ static enum ms_reply verdict_unprobed(const struct ms_io *io, struct msession *c
 			add_dry_run(line, sizeof(line), &len, v);
 			if (detail != NULL && *detail != '\0')
 				kv_add(line, sizeof(line), &len, "detail", detail);
-			log_msg(LOG_INFO, "%s", line);
+			log_line(LOG_INFO, line);
 		}
 	}
 	if (v->action == POLICY_ACCEPT)
