@@ -85,8 +85,9 @@ struct mconn {
 	struct milterloop *loop;
 	struct mconn *prev, *next; /* in loop->conns */
 	int fd;
-	/* The three events live in ev_store (event_assign: no allocation per
-	 * connection); each is deleted before c is freed (conn_free). */
+	/* The three events live in c's own allocation, after the struct
+	 * (CONN_EVENTS_AT; event_assign: no allocation of their own); each is
+	 * deleted before c is freed (conn_free). */
 	struct event *rd;     /* EV_READ|EV_PERSIST, milter_timeout; added while reading */
 	struct event *wr;     /* EV_WRITE|EV_PERSIST, milter_timeout; added while out holds bytes */
 	struct evbuffer *out; /* what the kernel did not take; NULL until first needed */
@@ -110,7 +111,7 @@ struct mconn {
 	char *reply;
 	size_t reply_len;
 	char small[INPUT_INLINE];
-	/* then the events' storage (ev_store): 3 x event_get_struct_event_size() */
+	/* then, at CONN_EVENTS_AT, the events: 3 x loop->event_size */
 };
 
 /* The REPLYCODE packet's largest size: room for the codes and a text of
