@@ -9,10 +9,14 @@
  * forked child (pthread_atfork), not asked of the kernel per line: on the
  * cached path a verdict line is most of the system calls that are ours.
  * For syslog the tag is "ident[pid]" itself (openlog keeps the pointer),
- * which is what LOG_PID writes, without its getpid() per message.
+ * which is what LOG_PID writes, without its getpid() per message. A
+ * stderr line is put together once and written with one write() (emit);
+ * a line already made with kv_add (a verdict) is not formatted again
+ * (log_line).
  */
 #include "log.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -106,27 +110,70 @@ bool log_enabled(int priority)
 	return priority <= atomic_load(&log_settings.max_priority);
 }
 
+/* The text of one line, at most (longer ones are cut). */
+#define LOG_TEXT_MAX 2047
+
+/* emit - write one line of text (cut to LOG_TEXT_MAX octets, a CR or LF
+ * made a space: never more than one line) to the sink. To stderr it is
+ * assembled once, "tag: level: text\n", and written with one write(): no
+ * stdio formatting on the verdict path, and one write keeps lines from
+ * interleaving as one fprintf on the unbuffered stream did. */
+static void emit(int priority, const char *text)
+{
+	char line[sizeof(log_settings.tag) + 16 + LOG_TEXT_MAX + 2];
+	size_t len = 0;
+	if (log_settings.to_stderr && log_settings.pid != 0) {
+		for (const char *p = log_settings.tag; *p != '\0'; p++)
+			line[len++] = *p;
+		line[len++] = ':';
+		line[len++] = ' ';
+		for (const char *p = log_level_name(priority); *p != '\0'; p++)
+			line[len++] = *p;
+		line[len++] = ':';
+		line[len++] = ' ';
+	}
+	size_t start = len;
+	for (const char *p = text; *p != '\0' && len - start < LOG_TEXT_MAX; p++)
+		line[len++] = *p == '\n' || *p == '\r' ? ' ' : *p;
+	if (!log_settings.to_stderr) {
+		line[len] = '\0';
+		syslog(priority, "%s", line);
+	} else if (log_settings.pid != 0) {
+		line[len++] = '\n';
+		for (size_t done = 0; done < len;) {
+			ssize_t w = write(STDERR_FILENO, line + done, len - done);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				break; /* nowhere to say so */
+			done += (size_t)w;
+		}
+	} else { /* before log_open (unit tests, early errors) */
+		line[len] = '\0';
+		fprintf(stderr, "%s[%ld]: %s: %s\n", log_settings.ident, (long)getpid(),
+		        log_level_name(priority), line);
+	}
+}
+
 /* log_msg - one message; never more than one line */
 void log_msg(int priority, const char *fmt, ...)
 {
 	if (priority > atomic_load(&log_settings.max_priority))
 		return;
-	char text[2048];
+	char text[LOG_TEXT_MAX + 1];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	for (char *p = text; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	if (!log_settings.to_stderr)
-		syslog(priority, "%s", text);
-	else if (log_settings.pid != 0)
-		/* One fprintf per line: stdio locks the stream, lines never interleave. */
-		fprintf(stderr, "%s: %s: %s\n", log_settings.tag, log_level_name(priority), text);
-	else /* before log_open (unit tests, early errors) */
-		fprintf(stderr, "%s[%ld]: %s: %s\n", log_settings.ident, (long)getpid(),
-		        log_level_name(priority), text);
+	emit(priority, text);
+}
+
+/* log_line - see log.h */
+void log_line(int priority, const char *line)
+{
+	if (priority > atomic_load(&log_settings.max_priority))
+		return;
+	emit(priority, line);
 }
 
 /* log_level_from_name - "info" -> LOG_INFO */

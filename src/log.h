@@ -19,6 +19,9 @@ void log_set_level(int max_priority);
 void log_close(void);
 
 void log_msg(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* log_line - a line already made (kv_add): written as log_msg writes
+ * "%s", without formatting it again */
+void log_line(int priority, const char *line);
 /* log_enabled - a message at priority would be written: callers that build
  * a line piece by piece (kv_add) skip the work when it would be dropped */
 bool log_enabled(int priority);

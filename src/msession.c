@@ -77,6 +77,15 @@ static void message_reset(struct message *msg);
 static void message_end(struct msession *conn);
 static void log_repeats(struct msession *conn);
 
+/* copy_cut - copy src (NULL: "") into a fixed buffer, truncating; a
+ * copy, not snprintf: it runs several times a message */
+static void copy_cut(char *dst, size_t size, const char *src)
+{
+	size_t n = src != NULL ? strnlen(src, size - 1) : 0;
+	memcpy(dst, src != NULL ? src : "", n);
+	dst[n] = '\0';
+}
+
 /* ms_open - see msession.h */
 struct msession *ms_open(void)
 {
@@ -89,7 +98,7 @@ struct msession *ms_open(void)
 	conn->conf = conf_ref(shared.conf);
 	shared.sessions++;
 	pthread_mutex_unlock(&shared.lock);
-	snprintf(conn->client_text, sizeof(conn->client_text), "unknown");
+	copy_cut(conn->client_text, sizeof(conn->client_text), "unknown");
 	return conn;
 }
 
@@ -125,12 +134,6 @@ static void message_reset(struct message *msg)
 	memset(msg, 0, sizeof(*msg));
 }
 
-/* copy_cut - copy src into a fixed buffer, truncating */
-static void copy_cut(char *dst, size_t size, const char *src)
-{
-	snprintf(dst, size, "%s", src != NULL ? src : "");
-}
-
 /* verdict_line - the fields every verdict line starts with */
 static size_t verdict_line(const struct msession *conn, char *line, size_t size, const char *action,
                            const char *reason, const char *rcpt)
@@ -158,7 +161,7 @@ static void log_verdict(const struct msession *conn, const char *action, const c
 	size_t len = verdict_line(conn, line, sizeof(line), action, reason, rcpt);
 	if (detail != NULL && *detail != '\0')
 		kv_add(line, sizeof(line), &len, "detail", detail);
-	log_msg(LOG_INFO, "%s", line);
+	log_line(LOG_INFO, line);
 }
 
 /* message_end - the message is over (a new MAIL FROM, abort, close):
@@ -194,7 +197,7 @@ static bool repeat_seen(struct msession *conn, const struct policy_verdict *v, c
 		return true;
 	}
 	log_repeats(conn);
-	snprintf(msg->repeat_reason, sizeof(msg->repeat_reason), "%s", reason);
+	copy_cut(msg->repeat_reason, sizeof(msg->repeat_reason), reason);
 	msg->repeat_verdict = *v;
 	return false;
 }
@@ -214,7 +217,7 @@ static void log_repeats(struct msession *conn)
 		add_dry_run(line, sizeof(line), &len, v);
 		kv_add(line, sizeof(line), &len, "detail",
 		       "the verdict logged above for this message, for more recipients");
-		log_msg(LOG_INFO, "%s", line);
+		log_line(LOG_INFO, line);
 	}
 	msg->repeats = 0;
 	msg->repeat_reason[0] = '\0';
@@ -270,7 +273,7 @@ static void log_verified(const struct msession *conn, const char *rcpt)
 	       msg->budget_exceeded ? "no answer within verify_budget; the "
 	                              "probe goes on and fills the cache"
 	                            : o->reason);
-	log_msg(LOG_INFO, "%s", line);
+	log_line(LOG_INFO, line);
 }
 
 /* reply_with - set the SMTP reply from a template; returns the answer */
@@ -296,7 +299,7 @@ enum ms_reply ms_connect(struct msession *conn, const struct sockaddr *addr)
 {
 	enum ms_reply ok = conn->connect_noreply ? MS_NOREPLY : MS_CONTINUE;
 	conn->client_known = false;
-	snprintf(conn->client_text, sizeof(conn->client_text), "unknown");
+	copy_cut(conn->client_text, sizeof(conn->client_text), "unknown");
 	if (addr == NULL)
 		return ok;
 	if (addr->sa_family == AF_INET) {
@@ -320,7 +323,7 @@ enum ms_reply ms_connect(struct msession *conn, const struct sockaddr *addr)
 static void client_from_macro(const struct ms_io *io, struct msession *conn)
 {
 	conn->client_known = false;
-	snprintf(conn->client_text, sizeof(conn->client_text), "unknown");
+	copy_cut(conn->client_text, sizeof(conn->client_text), "unknown");
 	const char *text = io->symval(io->ctx, "{client_addr}");
 	if (text == NULL)
 		return;
@@ -528,7 +531,7 @@ static enum ms_reply verdict_unprobed(const struct ms_io *io, struct msession *c
 			add_dry_run(line, sizeof(line), &len, v);
 			if (detail != NULL && *detail != '\0')
 				kv_add(line, sizeof(line), &len, "detail", detail);
-			log_msg(LOG_INFO, "%s", line);
+			log_line(LOG_INFO, line);
 		}
 	}
 	if (v->action == POLICY_ACCEPT)

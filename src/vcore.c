@@ -7,9 +7,12 @@
  * the per-domain limiter slots and the pending greylist timers. One mutex
  * (core->lock) guards the probe tables, the start queue, the tickets and
  * the counters. Each ticket has its own condition variable, on
- * CLOCK_MONOTONIC: answering a ticket wakes the one thread waiting for it
- * and no other, and a step of the wall clock neither stretches nor cuts
- * verify_budget. Limiter slots and
+ * CLOCK_MONOTONIC, made when a thread first waits on it: answering a
+ * ticket wakes the one thread waiting for it and no other, and a step of
+ * the wall clock neither stretches nor cuts verify_budget. An answered
+ * ticket is read without the lock (its done flag is atomic, its result
+ * written once before it): a cached answer costs one lock at submit and
+ * one at release. Limiter slots and
  * greylist timers belong to the engine thread alone. What the cache may
  * answer and what a probe leaves in it is vstore.c's; the cache is never
  * used with the lock held.
@@ -47,6 +50,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,8 +103,15 @@ enum probe_why {
 struct verify_ticket {
 	struct vcore *core;
 	int refs; /* under core->lock */
-	bool done;
-	pthread_cond_t answered; /* signalled when done is set (CLOCK_MONOTONIC) */
+	/* Set once, under core->lock, after result is written (a release
+	 * store), never cleared: a reader that sees it (an acquire load) may
+	 * read result without the lock, which the cached path does. */
+	atomic_bool done;
+	/* answered is initialised only for a ticket a thread waits on
+	 * (vcore_wait, under the lock): a cached answer is there at submit and
+	 * is never waited for. */
+	bool cond_ready;
+	pthread_cond_t answered; /* signalled when done is set (CLOCK_MONOTONIC), if cond_ready */
 	struct verify_result result;
 	int64_t submitted_ms;
 	struct addr sender;                /* as submitted: a tagged joiner is told apart by it */
@@ -228,8 +239,10 @@ struct vcore {
 	bool freed;     /* vcore_free() ran: the last release frees what is left */
 	/* probes finished (answer stored, probe out of the table): a request
 	 * whose cache lookup came before one finished looks again rather than
-	 * probe the same address a second time (vcore_submit) */
-	uint64_t finished_seq;
+	 * probe the same address a second time (vcore_submit). Written under
+	 * the lock; vcore_submit reads it without (atomic): the answer was
+	 * stored before the count moved. */
+	_Atomic uint64_t finished_seq;
 };
 
 /* ---- small helpers ---- */
@@ -272,7 +285,8 @@ static void ticket_unref(struct verify_ticket *t)
 {
 	if (--t->refs == 0) {
 		t->core->tickets--;
-		pthread_cond_destroy(&t->answered);
+		if (t->cond_ready)
+			pthread_cond_destroy(&t->answered);
 		free(t);
 	}
 }
@@ -285,8 +299,9 @@ static void settle_ticket(struct vcore *c, struct verify_ticket *t, const struct
 	t->result.source = source;
 	t->result.elapsed_ms = mono_now(c) - t->submitted_ms;
 	t->result.deferred_since_ms = is_temporary(o->kind) ? deferred_since_ms : 0;
-	t->done = true;
-	pthread_cond_signal(&t->answered); /* one thread waits for a ticket: its owner */
+	atomic_store_explicit(&t->done, true, memory_order_release);
+	if (t->cond_ready)
+		pthread_cond_signal(&t->answered); /* one thread waits for a ticket: its owner */
 	if (t->notify != NULL) {
 		/* Under the lock: vcore_notify_cancel() returning means no call
 		 * runs or will run. The callback only wakes its loop. */
@@ -465,7 +480,7 @@ static int queue_probe(struct vcore *c, const struct addr *sender, const char *s
 		p->stamps |= stamps;
 		if (greylist_tries > p->greylist_tries)
 			p->greylist_tries = greylist_tries;
-	} else if (seen_finished != NO_RECHECK && seen_finished != c->finished_seq) {
+	} else if (seen_finished != NO_RECHECK && seen_finished != atomic_load(&c->finished_seq)) {
 		pthread_mutex_unlock(&c->lock);
 		return QUEUE_RECHECK;
 	} else if (t != NULL && !client_take(c, client, now, &log_client, &client_fleet)) {
@@ -525,12 +540,15 @@ static int queue_probe(struct vcore *c, const struct addr *sender, const char *s
 }
 
 /* answer_from_cache - the cache's answer for t, if it may be served
- * (vstore_lookup); true if t was answered */
-static bool answer_from_cache(struct vcore *c, struct verify_ticket *t, const char *stable)
+ * (vstore_lookup); true if t was answered. first: t is new, counted in
+ * core->tickets here (one lock for both on the cached path). */
+static bool answer_from_cache(struct vcore *c, struct verify_ticket *t, const char *stable, bool first)
 {
 	struct vstore_answer a;
 	enum vstore_lookup found = vstore_lookup(&c->store, &t->sender, stable, wall_now(c), &a);
 	pthread_mutex_lock(&c->lock);
+	if (first)
+		c->tickets++;
 	t->deferred_since_ms = a.deferred_since_ms;
 	if (found == VSTORE_ANSWER) {
 		settle_ticket(c, t, &a.outcome, a.source, a.deferred_since_ms);
@@ -700,7 +718,7 @@ static void settle_waiters(struct vcore *c, struct probe *p, const struct outcom
 	as_tagged.flags |= OUTCOME_F_TAGGED;
 	pthread_mutex_lock(&c->lock);
 	unlink_probe(c, p);
-	c->finished_seq++;
+	atomic_fetch_add(&c->finished_seq, 1);
 	c->stats.in_flight--;
 	for (struct verify_ticket *t = p->waiters, *next; t != NULL; t = next) {
 		next = t->next_waiter;
@@ -1765,28 +1783,20 @@ struct verify_ticket *vcore_submit(struct vcore *c, const struct addr *sender, c
 	struct verify_ticket *t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		return NULL;
-	if (pthread_cond_init(&t->answered, &c->ticket_cond_attr) != 0) {
-		free(t);
-		return NULL;
-	}
 	t->core = c;
 	t->refs = 1;
 	t->submitted_ms = mono_now(c);
 	t->sender = *sender;
-	pthread_mutex_lock(&c->lock);
-	c->tickets++;
-	pthread_mutex_unlock(&c->lock);
 	char stable[ADDR_PATH_MAX];
 	stable_of(c, sender, stable, sizeof(stable));
 	/* The lookup runs unlocked: a probe of this sender may finish (store
 	 * its answer, leave the table) between a miss and the join, so a
 	 * probe finished meanwhile sends us back to the cache (twice at most,
-	 * then a probe it is). */
+	 * then a probe it is). A cache hit takes the lock once (counting the
+	 * ticket, answering it), the release once more. */
 	for (int round = 0;; round++) {
-		pthread_mutex_lock(&c->lock);
-		uint64_t seen = c->finished_seq;
-		pthread_mutex_unlock(&c->lock);
-		if (answer_from_cache(c, t, stable))
+		uint64_t seen = atomic_load(&c->finished_seq);
+		if (answer_from_cache(c, t, stable, round == 0))
 			return t;
 		int q = queue_probe(c, sender, stable, t, WHY_ASKED, 0, true, 0, client,
 		                    round < 2 ? seen : NO_RECHECK);
@@ -1806,7 +1816,13 @@ bool vcore_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_resu
 	struct vcore *c = t->core;
 	/* deadline_ms is on the core's monotonic clock; the ticket's condition
 	 * variable runs on CLOCK_MONOTONIC: wait the difference from now. */
+	if (atomic_load_explicit(&t->done, memory_order_acquire)) {
+		*out = t->result; /* written before done, never again */
+		return true;
+	}
 	int64_t wait_ms = deadline_ms - mono_now(c);
+	if (wait_ms <= 0)
+		return false; /* not answered, and no time to wait */
 	struct timespec until;
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	if (wait_ms > 0) {
@@ -1818,7 +1834,12 @@ bool vcore_wait(struct verify_ticket *t, int64_t deadline_ms, struct verify_resu
 		}
 	}
 	pthread_mutex_lock(&c->lock);
-	while (!t->done && wait_ms > 0)
+	if (!t->done && !t->cond_ready)
+		t->cond_ready = pthread_cond_init(&t->answered, &c->ticket_cond_attr) == 0;
+	if (!t->cond_ready && !t->done)
+		log_msg(LOG_ERR, "cannot wait for the verification of %s: out of resources",
+		        t->sender.normalized); /* treated as no answer in time */
+	while (!t->done && t->cond_ready)
 		if (pthread_cond_timedwait(&t->answered, &c->lock, &until) == ETIMEDOUT)
 			break;
 	bool done = t->done;

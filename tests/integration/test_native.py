@@ -13,7 +13,9 @@ slower than verify_budget gets the budget's tempfail at about the budget;
 a session that hangs up while parked does no harm; QUIT_NC starts a new
 session on the same connection; SIGTERM stops with exit status 0.
 Packets longer than the connection's inline input buffer, whole or cut
-in pieces, are read whole and answered.
+in pieces, are read whole and answered. Refusals on one connection each
+carry their reply text; sessions one after another (descriptor numbers
+reused at once) are all answered.
 
 TAP on stdout; loopback only; every wait bounded.
 """
@@ -261,13 +263,51 @@ def t_long_packets(tap, cleanup):
               not any("closing it" in l for l in G.d.log_lines()[start_line:]), G.d.diag())
 
 
+def t_refusals_and_reuse(tap, cleanup):
+    """The refusal's reply packet is made for each refusal and let go once
+    sent: on one connection a bad sender's recipients are refused with the
+    reply text each time, a good sender in between accepted. Then sessions
+    one after another, each ended by QUIT: the next accept reuses the
+    descriptor number the last close freed (its read event was deleted
+    after the close), and every one is answered."""
+    c = MilterClient(G.d.socket, timeout=5)
+    cleanup.add(c.close)
+    c.session(client_addr="198.51.100.9")
+    texts = []
+    for sender in ("<bad@@x>", "<>", "<also bad@@x>"):
+        m = c.mail(sender, macros={"i": "RF1"})
+        if sender == "<>":
+            tap.check("refusals: a good sender between them accepted", m.code == "a",
+                      "%r\n%s" % (m, c.transcript_text()))
+            continue
+        for rcpt in ("<bob@local.test>", "<carol@local.test>"):
+            r = c.rcpt(rcpt)
+            texts.append((r.code, r.text if r.code == "y" else None))
+        c.abort()
+    c.quit()
+    tap.check("refusals: each refused recipient gets the reply text",
+              len(texts) == 4 and all(code == "y" and t and t.startswith("5") for code, t in texts),
+              "%r\n%s" % (texts, c.transcript_text()))
+    ok = 0
+    for i in range(100):
+        d = MilterClient(G.d.socket, timeout=5)
+        try:
+            d.session(client_addr="198.51.100.9")
+            if d.mail("<>", macros={"i": "RU%d" % i}).code == "a":
+                ok += 1
+            d.quit()
+        finally:
+            d.close()
+    tap.check("100 sessions one after another: all answered", ok == 100, "%d of 100\n%s" % (ok, G.d.diag()))
+
+
 def t_stop(tap, cleanup):
     code = G.d.stop()
     tap.check("SIGTERM: exit status 0", code == 0, G.d.diag())
 
 
 TESTS = [t_hostile, t_not_reading, t_long_packets, t_parked, t_budget, t_gone_while_parked, t_quit_nc, t_order,
-         t_stop]
+         t_refusals_and_reuse, t_stop]
 
 
 def setup(tap):

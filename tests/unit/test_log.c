@@ -1,7 +1,8 @@
 /*
  * test_log.c - key=value formatting, level/facility names, and the
  * "ident[pid]: level: text" line on stderr (a forked child writes its own
- * pid: log.c reads it once and again after a fork, not per line).
+ * pid: log.c reads it once and again after a fork, not per line), and a
+ * line made with kv_add written by log_line as log_msg writes it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +134,45 @@ START_TEST(line_carries_the_writers_pid)
 }
 END_TEST
 
+static void same_line_both_ways(void)
+{
+	log_open("vemilter", LOG_MAIL, true, LOG_INFO);
+	char line[64] = "";
+	size_t len = 0;
+	kv_add(line, sizeof(line), &len, "verdict sender", "<a@b.example>");
+	kv_add(line, sizeof(line), &len, "action", "accept");
+	log_msg(LOG_INFO, "%s", line);
+	log_line(LOG_INFO, line);
+	log_line(LOG_DEBUG, "dropped");
+	log_line(LOG_WARNING, "two\nlines\r");
+	static char longer[3000];
+	memset(longer, 'x', sizeof(longer) - 1);
+	log_line(LOG_INFO, longer);
+}
+
+/* log_line writes a made line as log_msg("%s") does, one line each: the
+ * threshold holds, a CR or LF becomes a space, and a line is cut at 2047
+ * octets of text. */
+START_TEST(made_line_as_formatted)
+{
+	static char out[8192];
+	char want[256];
+	logged_by(same_line_both_ways, out, sizeof(out));
+	snprintf(want, sizeof(want), "vemilter[%ld]: info: verdict sender=<a@b.example> action=accept\n",
+	         (long)getpid());
+	ck_assert_msg(strncmp(out, want, strlen(want)) == 0, "got \"%s\"", out);
+	ck_assert_msg(strncmp(out + strlen(want), want, strlen(want)) == 0, "got \"%s\"", out);
+	ck_assert_msg(strstr(out, "dropped") == NULL, "got \"%s\"", out);
+	snprintf(want, sizeof(want), "vemilter[%ld]: warning: two lines \n", (long)getpid());
+	ck_assert_msg(strstr(out, want) != NULL, "want \"%s\" in \"%s\"", want, out);
+	const char *x = strstr(out, ": info: x");
+	ck_assert_ptr_nonnull(x);
+	x += strlen(": info: ");
+	ck_assert_int_eq(strspn(x, "x"), 2047);
+	ck_assert_str_eq(x + 2047, "\n");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("log");
@@ -142,6 +182,7 @@ int main(void)
 	tcase_add_test(tc, kv_truncates_without_overflow);
 	tcase_add_test(tc, level_and_facility_names);
 	tcase_add_test(tc, line_carries_the_writers_pid);
+	tcase_add_test(tc, made_line_as_formatted);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }

@@ -11,12 +11,15 @@
  * The fake engine records every probe and timer; a test ends a probe by
  * calling its done callback with the outcome it chooses, and moves both
  * clocks forward, firing due timers. The cache is a real LMDB file in a
- * scratch directory. No sockets, no sleeps, no threads.
+ * scratch directory. No sockets; no sleeps or threads but in one test (a
+ * waiting thread woken by the answer, with a bounded wait).
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -869,6 +872,67 @@ START_TEST(notify_once_on_answer)
 	core = NULL;
 	ck_assert_int_eq(calls[2], 1);
 	vcore_release(c);
+}
+END_TEST
+
+/* A thread waiting on a ticket, as a libmilter worker does at RCPT. */
+struct waiter {
+	struct verify_ticket *t;
+	int64_t deadline; /* core clock (F.mono) */
+	bool done;
+	struct verify_result r;
+	double waited_s; /* real time spent in vcore_wait */
+};
+
+static double real_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *waiter_run(void *arg)
+{
+	struct waiter *w = arg;
+	double t0 = real_s();
+	w->done = vcore_wait(w->t, w->deadline, &w->r);
+	w->waited_s = real_s() - t0;
+	return NULL;
+}
+
+/* A thread waiting for a probe's answer is woken by it, not by its deadline
+ * (the ticket's condition variable is made when the thread starts to wait:
+ * a lost signal would show as a 10 s wait); an answered ticket is read
+ * again without waiting; a cached answer is there at submit. */
+START_TEST(waiter_woken_by_answer)
+{
+	start("");
+	struct verify_ticket *t = submit("alice@ok.test");
+	struct waiter w = {.t = t, .deadline = F.mono + 10 * SECOND};
+	pthread_t th;
+	ck_assert_int_eq(pthread_create(&th, NULL, waiter_run, &w), 0);
+	/* Give the thread time to be asleep in the wait (bounded: 50 ms);
+	 * answered before it sleeps, the test still holds. */
+	nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+	finish("alice@ok.test", outcome(OUTCOME_VALID, STAGE_RCPT, 0));
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert(w.done);
+	ck_assert_int_eq(w.r.outcome.kind, OUTCOME_VALID);
+	ck_assert_msg(w.waited_s < 5.0, "woken after %.2f s: by the deadline, not the answer", w.waited_s);
+	struct verify_result again = must_answer(t); /* answered: no wait, same answer */
+	ck_assert_int_eq(again.outcome.kind, OUTCOME_VALID);
+	ck_assert_int_eq(again.source, VERIFY_PROBED);
+	vcore_release(t);
+	/* Not answered and the deadline passed: false at once. */
+	struct verify_ticket *u = submit("bob@ok.test");
+	struct verify_result r;
+	double t0 = real_s();
+	ck_assert(!vcore_wait(u, F.mono - 1, &r));
+	ck_assert(real_s() - t0 < 1.0);
+	vcore_release(u);
+	r = ask("alice@ok.test");
+	ck_assert_int_eq(r.source, VERIFY_CACHED);
+	ck_assert_int_eq(r.outcome.kind, OUTCOME_VALID);
 }
 END_TEST
 
@@ -2583,6 +2647,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, shared_probe_then_cached);
 	tcase_add_test(tc, notify_once_on_answer);
+	tcase_add_test(tc, waiter_woken_by_answer);
 	tcase_add_test(tc, domain_limits);
 	tcase_add_test(tc, our_own_limit_is_not_cached);
 	tcase_add_test(tc, domain_place_held_until_connections_close);
