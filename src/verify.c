@@ -50,7 +50,6 @@
 #include <arpa/inet.h>
 #include <event2/event.h>
 #include <event2/thread.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -97,6 +96,9 @@ struct verifier {
 	bool ours_logged;       /* engine thread: a warning about our failures was logged ... */
 	int64_t ours_log_ms;    /* ... at this time (mono) */
 	unsigned ours_unlogged; /* our failures since (or before) it */
+	/* the start-up lookup of helo_name (engine thread; NULL once answered;
+	 * a resolver freed first cancels it, with no call) */
+	struct dns_lookup *helo_lookup;
 	/* metrics_listen: the registry (NULL: off; then every count is a no-op),
 	 * its families' ids, and the HTTP server on the engine loop */
 	struct metrics *metrics;
@@ -674,49 +676,53 @@ static bool start_events(struct verifier *v)
 	return true;
 }
 
-/* helo_check - warn when helo_name does not resolve: receiving servers
- * check it (and our address's reverse DNS against it), and refuse probes
- * that fail. Its form is judged elsewhere: the config refuses an
- * unqualified helo_name, and engine_helo_name reports an unqualified host
- * name it had to fall back on, so such a name is not reported twice. arg
- * is a copy of the name, freed here. */
-static void *helo_check(void *arg)
+/* on_helo_checked - warn when helo_name does not resolve: receiving
+ * servers check it (and our address's reverse DNS against it), and refuse
+ * probes that fail. Engine thread. A name with address records resolves
+ * (the lookup's implicit MX); one with MX records or a null MX is left
+ * alone (odd for a host name, but its own addresses were not asked). Its
+ * form is judged elsewhere: the config refuses an unqualified helo_name,
+ * and engine_helo_name reports an unqualified host name it had to fall
+ * back on, so such a name is not looked up here. */
+static void on_helo_checked(void *arg, const struct dns_answer *answer)
 {
-	char *name = arg;
+	struct verifier *v = arg;
 	const char *problem = NULL;
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-	struct addrinfo *res = NULL;
-	int err = 0;
-	if (strchr(name, '.') != NULL && (err = getaddrinfo(name, NULL, &hints, &res)) != 0)
-		problem = gai_strerror(err);
-	if (res != NULL)
-		freeaddrinfo(res);
-	if (problem != NULL)
-		log_msg(LOG_WARNING,
-		        "helo_name %s does not resolve (%s): receiving servers "
-		        "may refuse our probes; set helo_name to a name whose address records exist and "
-		        "match the reverse DNS of our address",
-		        name, problem);
-	free(name);
-	return NULL;
+	v->helo_lookup = NULL;
+	switch (answer->status) {
+	case DNS_OK:
+	case DNS_NULL_MX:
+		return;
+	case DNS_NXDOMAIN:
+		problem = "no such domain";
+		break;
+	case DNS_NO_MAIL_HOST:
+		problem = "no address records";
+		break;
+	case DNS_TEMPFAIL:
+		problem = answer->detail[0] != '\0' ? answer->detail : "temporary DNS failure";
+		break;
+	}
+	log_msg(LOG_WARNING,
+	        "helo_name %s does not resolve (%s): receiving servers may refuse our probes; set "
+	        "helo_name to a name whose address records exist and match the reverse DNS of our "
+	        "address",
+	        v->engine->helo_name, problem);
 }
 
-/* start_helo_check - helo_check on a detached thread (inline if none) */
-static void start_helo_check(const char *helo_name)
+/* start_helo_check - look helo_name up with the engine's resolver (before
+ * the engine thread runs: the lookup belongs to its loop from then on), so
+ * that the check asks the servers of dns_servers as every lookup does, and
+ * never blocks a thread on the system resolver */
+static void start_helo_check(struct verifier *v)
 {
-	char *copy = strdup(helo_name);
-	if (copy == NULL)
+	const char *name = v->engine->helo_name;
+	struct dns_limits limits = {.max_mx = 1, .max_addresses = 1};
+	if (strchr(name, '.') == NULL)
 		return;
-	pthread_t t;
-	pthread_attr_t attr;
-	bool started = false;
-	if (pthread_attr_init(&attr) == 0) {
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		started = pthread_create(&t, &attr, helo_check, copy) == 0;
-		pthread_attr_destroy(&attr);
-	}
-	if (!started)
-		helo_check(copy);
+	v->helo_lookup = dns_lookup_mx(v->engine->env.dns, name, &limits, NULL, NULL, on_helo_checked, v);
+	if (v->helo_lookup == NULL)
+		log_msg(LOG_WARNING, "helo_name %s: out of memory for its start-up check", name);
 }
 
 /* ---- metrics (metrics_listen) ---- */
@@ -1039,13 +1045,13 @@ struct verifier *verifier_new(struct conf *conf, char *why, size_t why_size)
 	}
 	if (!start_metrics(v, why, why_size))
 		goto fail;
+	start_helo_check(v);
 	int err = pthread_create(&v->thread, NULL, engine_thread, v);
 	if (err != 0) {
 		snprintf(why, why_size, "cannot start the engine thread: %s", strerror(err));
 		goto fail;
 	}
 	v->thread_running = true;
-	start_helo_check(v->engine->helo_name);
 	log_msg(LOG_INFO, "engine started: helo_name %s, cache %s%s%s", v->engine->helo_name,
 	        v->shared != NULL  ? conf->cache
 	        : v->cache != NULL ? conf->cache
