@@ -7,7 +7,7 @@
  * Made once: a directory under /dev/shm (or $TMPDIR) with the milter
  * socket, two configurations (without and with a result header; verify_budget,
  * dns_timeout 100 ms, no cache, no DNS cache), a verifier on the first,
- * milterloop_start() with a 2 s milter_timeout. Input layout:
+ * milterloop_start() with a 1 s milter_timeout. Input layout:
  *
  *   byte 0   bit 0: the configuration with a result header (EOM edits it)
  *            bit 1: the DNS socket answers each query SERVFAIL at once
@@ -84,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define BYTEWISE_MAX (64 * 1024)
 #define BOUND_MS     10000 /* the whole exchange */
 #define STALL_MS     20
-#define LOOP_TIMEOUT 2000 /* milter_timeout of the loop */
+#define LOOP_TIMEOUT 1000 /* milter_timeout of the loop */
 
 /* ---- the process-wide harness, made once ---- */
 
@@ -128,7 +128,6 @@ static struct conf *make_conf(int port, const char *extra)
 	         "dns_timeout = 100ms\n"
 	         "dns_cache_time = 0\n"
 	         "verify_budget = 100ms\n"
-	         "helo_name = fuzz.vemilter.test\n"
 	         "%s",
 	         port, extra);
 	struct conf *c = conf_load_text("fuzz_milterloop.conf", text, on_conf_error, NULL);
@@ -454,6 +453,10 @@ static bool reply_ok(const struct due *d, const struct mw_packet *p, bool *last)
 
 /* ---- one exchange ---- */
 
+/* How the MTA behaves (byte 1's high bits, and byte 0's) */
+#define B_NEVER_READ 0x40 /* reads nothing until the loop gives up on it */
+#define B_SHUT_RD    0x80 /* shuts its reading side at once: answers fail */
+
 struct run {
 	const char *stream;
 	size_t len, written;
@@ -465,6 +468,7 @@ struct run {
 	bool shut; /* our write side is shut */
 	bool write_failed;
 	int mode;
+	int flags, how; /* byte 0, byte 1 */
 	uint32_t seed;
 };
 
@@ -485,7 +489,7 @@ static size_t chunk(struct run *r)
 		n = 1 + r->seed % 64;
 		break;
 	case 3: {
-		/* one packet: up to the end of the next one due, or all */
+		/* one packet (all the rest when it is not one) */
 		struct mw_packet p;
 		size_t used;
 		if (mw_frame(r->stream + r->written, left, &p, &used) == MW_FRAME_OK)
@@ -501,13 +505,13 @@ static bool may_write(const struct run *r)
 {
 	if (r->written == r->len || r->write_failed)
 		return false;
-	if (r->mode != 3)
+	if (r->mode != 3 || (r->how & (B_NEVER_READ | B_SHUT_RD)))
 		return true;
 	return r->next_due == r->plan.count || r->plan.due[r->next_due].after > r->written;
 }
 
 /* take_replies - check every whole reply packet read so far */
-static void take_replies(struct run *r, bool hangup)
+static void take_replies(struct run *r)
 {
 	size_t off = 0;
 	for (;;) {
@@ -533,31 +537,49 @@ static void take_replies(struct run *r, bool hangup)
 			r->next_due++;
 		off += used;
 	}
-	(void)hangup;
 	memmove(r->in, r->in + off, r->in_len - off);
 	r->in_len -= off;
 }
 
+/* may_close_at - the loop may have closed once written octets were sent:
+ * it had a reason (a packet it closes on; with B_SHUT_RD the first answer
+ * it could not send) */
+static bool may_close_at(const struct run *r, size_t written)
+{
+	if (r->plan.closes && written >= r->plan.closes_at)
+		return true;
+	return (r->how & B_SHUT_RD) && r->plan.count > 0 && written >= r->plan.due[0].after;
+}
+
 /* exchange - write the stream, read and check the answers, until the end
  * of the connection */
-static void exchange(int fd, struct run *r, int flags)
+static void exchange(int fd, struct run *r)
 {
 	const int64_t deadline = now_ms() + BOUND_MS;
+	const bool hangup = (r->flags & F_HANGUP) != 0;
+	const bool shut_rd = (r->how & B_SHUT_RD) != 0;
+	bool never_read = (r->how & B_NEVER_READ) != 0;
 	bool stalled = false;
+	if (shut_rd)
+		shutdown(fd, SHUT_RD);
 	for (;;) {
 		bool all_due = r->next_due == r->plan.count;
 		bool done_writing = r->written == r->len || r->write_failed;
 		/* our end: after every answer due on a connection that stays
 		 * open (a real MTA never hangs up on an answer it waits for);
-		 * at once when hanging up */
-		if (!r->shut && done_writing && !r->plan.closes && (all_due || (flags & F_HANGUP))) {
+		 * at once when hanging up; an MTA that reads nothing hangs up
+		 * only when nothing is due */
+		bool shut_now =
+		        hangup || (!shut_rd && !never_read && all_due) || (shut_rd && r->plan.count == 0);
+		if (!r->shut && done_writing && !r->plan.closes && shut_now) {
 			shutdown(fd, SHUT_WR);
 			r->shut = true;
 		}
 		if (r->eof)
 			break;
 		bool want_write = may_write(r);
-		bool want_read = !(flags & F_STALL) || stalled || !want_write;
+		bool want_read = !shut_rd && (!never_read || r->eof) &&
+		                 (!(r->flags & F_STALL) || stalled || !want_write);
 		struct pollfd pfd[2] = {
 		        {.fd = fd, .events = (short)((want_read ? POLLIN : 0) | (want_write ? POLLOUT : 0))},
 		        {.fd = h.dns_fd, .events = POLLIN}};
@@ -570,12 +592,12 @@ static void exchange(int fd, struct run *r, int flags)
 			FAIL();
 		}
 		int wait = (int)left;
-		if ((flags & F_STALL) && want_write && !stalled)
+		if ((r->flags & F_STALL) && want_write && !stalled)
 			wait = STALL_MS;
 		int n = poll(pfd, 2, wait);
 		if (n < 0 && errno != EINTR)
 			FAIL();
-		if (n == 0 && (flags & F_STALL))
+		if (n == 0 && (r->flags & F_STALL))
 			stalled = true;
 		if (pfd[1].revents & POLLIN)
 			dns_serve();
@@ -587,7 +609,7 @@ static void exchange(int fd, struct run *r, int flags)
 				stalled = false;
 			} else if (w < 0 && errno != EAGAIN && errno != EINTR) {
 				/* the loop closed: only after what makes it close */
-				if (!r->plan.closes || r->written < r->plan.closes_at) {
+				if (!may_close_at(r, r->written) && !never_read) {
 					fprintf(stderr, "fuzz_milterloop: write: %s at %zu\n",
 					        strerror(errno), r->written);
 					FAIL();
@@ -595,30 +617,40 @@ static void exchange(int fd, struct run *r, int flags)
 				r->write_failed = true;
 			}
 		}
+		if ((shut_rd || never_read) && (pfd[0].revents & POLLHUP)) {
+			/* the loop closed; what it sent is read below */
+			if (shut_rd)
+				r->eof = true;
+			else
+				never_read = false; /* read it all now */
+			continue;
+		}
 		if (want_read && (pfd[0].revents & (POLLIN | POLLERR | POLLHUP))) {
 			ssize_t got = recv(fd, r->in + r->in_len, sizeof(r->in) - r->in_len, 0);
 			if (got > 0) {
 				r->in_len += (size_t)got;
-				take_replies(r, (flags & F_HANGUP) != 0);
+				take_replies(r);
 			} else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
 				r->eof = true;
 			}
 		}
 	}
 	/* The end: after every answer due, and no octet of another; or, when
-	 * we hung up first, after any prefix of them. A loop that closes
-	 * must have been given the reason. */
+	 * the MTA hung up first or read nothing, after any prefix of them. A
+	 * loop that closes first must have been given a reason. */
 	if (r->in_len != 0)
 		FAIL(); /* a cut answer */
-	if (!(flags & F_HANGUP) && r->next_due != r->plan.count) {
+	bool prefix_ok = hangup || shut_rd || (r->how & B_NEVER_READ);
+	if (!prefix_ok && r->next_due != r->plan.count) {
 		fprintf(stderr, "fuzz_milterloop: closed after %zu of %zu answers (%zu of %zu written)\n",
 		        r->next_due, r->plan.count, r->written, r->len);
 		FAIL();
 	}
-	if (!r->shut && !r->plan.closes)
-		FAIL(); /* closed by the loop for no reason */
-	if (r->plan.closes && r->written < r->plan.closes_at && !r->shut)
+	if (!r->shut && !may_close_at(r, r->written) && !(r->how & B_NEVER_READ)) {
+		fprintf(stderr, "fuzz_milterloop: closed by the loop for no reason at %zu of %zu\n",
+		        r->written, r->len);
 		FAIL();
+	}
 }
 
 static int connect_loop(void)
@@ -651,8 +683,9 @@ static void put_packet(char *stream, size_t *len, char cmd, const void *data, si
 
 static const char optneg_postfix[12] = {0, 0, 0, 6, 0, 0, 1, 0xff, 0, 0x1f, 0xff, 0xff};
 
-/* fresh_session - the loop still serves: OPTNEG, MAIL FROM:<> accepted */
-static void fresh_session(const struct conf *conf)
+/* fresh_session - the loop serves fd (a new connection if -1): OPTNEG,
+ * MAIL FROM:<> accepted */
+static void fresh_session(const struct conf *conf, int fd)
 {
 	if (!milterloop_running(h.loop))
 		FAIL();
@@ -667,8 +700,9 @@ static void fresh_session(const struct conf *conf)
 	r->stream = stream;
 	r->len = len;
 	predict(stream, len, conf, &r->plan);
-	int fd = connect_loop();
-	exchange(fd, r, 0);
+	if (fd < 0)
+		fd = connect_loop();
+	exchange(fd, r);
 	close(fd);
 	if (r->plan.count != 2 || r->next_due != 2)
 		FAIL();
@@ -684,7 +718,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ms_set_conf((struct conf *)conf);
 	h.dns_fail = (flags & F_DNS_FAIL) != 0;
 	if (size < 2) {
-		fresh_session(conf);
+		fresh_session(conf, -1);
 		return 0;
 	}
 	const char *body = (const char *)data + 2;
@@ -721,15 +755,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	r->stream = stream;
 	r->len = len;
 	r->mode = (flags >> 3) & 3;
-	r->seed = 0x9e3779b9u ^ data[1];
+	r->flags = flags;
+	r->how = data[1];
+	r->seed = 0x9e3779b9u ^ (data[1] & 0x3fu);
 
+	/* another MTA connection, older than the hostile one, is served
+	 * while that one is open (and leaves the loop's list from behind it) */
+	int other = connect_loop();
 	int fd = connect_loop();
-	exchange(fd, r, flags);
+	fresh_session(conf, other);
+	exchange(fd, r);
 	close(fd);
 	free(r->plan.due);
 	free(r);
 	free(stream);
 
-	fresh_session(conf);
+	fresh_session(conf, -1);
 	return 0;
 }
