@@ -23,7 +23,11 @@
  *                   parked or answers pending: any prefix of the answers)
  *            bits 6-7: the stream is the body repeated 1, 16, 256 or 4096
  *                   times (cut at 1 MiB: enough answers to throttle)
- *   byte 1   the chunk-size seed (mode 2)
+ *   byte 1   bits 0-5: the chunk-size seed (mode 2)
+ *            bit 6: the MTA reads nothing until the loop closes (its
+ *                   milter_timeout, reading or writing): any prefix
+ *            bit 7: the MTA shuts its reading side at once: the loop's
+ *                   first answer fails and it closes (any prefix)
  *   the rest the body: what the MTA sends (milter packets, or not)
  *
  * The driver predicts from the stream, with milterwire.c's framing and
@@ -47,7 +51,11 @@
  * shutdown when it stays open); no write fails before the loop had a
  * reason to close; everything within 10 s; then milterloop_running() and a
  * fresh connection is served (OPTNEG 'O', MAIL FROM:<> accepted: 'a', or
- * 'c' with a result header); no leak (ASan).
+ * 'c' with a result header), as is one made before the hostile one and
+ * used while that one is open; no leak (ASan).
+ *
+ * The verifier's helo_name is left empty (the host's name), so that no
+ * DNS lookup of it leaves the machine.
  */
 #include <errno.h>
 #include <fcntl.h>
