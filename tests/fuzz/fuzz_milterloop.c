@@ -23,7 +23,9 @@
  *                   parked or answers pending: any prefix of the answers)
  *            bits 6-7: the stream is the body repeated 1, 16, 256 or 4096
  *                   times (cut at 1 MiB: enough answers to throttle)
- *   byte 1   bits 0-5: the chunk-size seed (mode 2)
+ *   byte 1   bits 0-4: the chunk-size seed (mode 2)
+ *            bit 5: with byte 0's bit 2, the MTA shuts its reading side
+ *                   once its writes stall (answers queued in the loop fail)
  *            bit 6: the MTA reads nothing until the loop closes (its
  *                   milter_timeout, reading or writing): any prefix
  *            bit 7: the MTA shuts its reading side at once: the loop's
@@ -462,6 +464,7 @@ static bool reply_ok(const struct due *d, const struct mw_packet *p, bool *last)
 /* ---- one exchange ---- */
 
 /* How the MTA behaves (byte 1's high bits, and byte 0's) */
+#define B_SHUT_LATER 0x20 /* with F_STALL: shuts its reading side once stalled */
 #define B_NEVER_READ 0x40 /* reads nothing until the loop gives up on it */
 #define B_SHUT_RD    0x80 /* shuts its reading side at once: answers fail */
 
@@ -475,6 +478,7 @@ struct run {
 	bool eof;
 	bool shut; /* our write side is shut */
 	bool write_failed;
+	bool reads_shut; /* our reading side is shut */
 	int mode;
 	int flags, how; /* byte 0, byte 1 */
 	uint32_t seed;
@@ -513,7 +517,7 @@ static bool may_write(const struct run *r)
 {
 	if (r->written == r->len || r->write_failed)
 		return false;
-	if (r->mode != 3 || (r->how & (B_NEVER_READ | B_SHUT_RD)))
+	if (r->mode != 3 || r->reads_shut || (r->how & B_NEVER_READ))
 		return true;
 	return r->next_due == r->plan.count || r->plan.due[r->next_due].after > r->written;
 }
@@ -556,7 +560,7 @@ static bool may_close_at(const struct run *r, size_t written)
 {
 	if (r->plan.closes && written >= r->plan.closes_at)
 		return true;
-	return (r->how & B_SHUT_RD) && r->plan.count > 0 && written >= r->plan.due[0].after;
+	return r->reads_shut && r->plan.count > 0 && written >= r->plan.due[0].after;
 }
 
 /* exchange - write the stream, read and check the answers, until the end
@@ -565,12 +569,14 @@ static void exchange(int fd, struct run *r)
 {
 	const int64_t deadline = now_ms() + BOUND_MS;
 	const bool hangup = (r->flags & F_HANGUP) != 0;
-	const bool shut_rd = (r->how & B_SHUT_RD) != 0;
+	bool shut_rd = (r->how & B_SHUT_RD) != 0;
 	bool never_read = (r->how & B_NEVER_READ) != 0;
 	bool stalled = false;
-	if (shut_rd)
-		shutdown(fd, SHUT_RD);
 	for (;;) {
+		if (shut_rd && !r->reads_shut) {
+			shutdown(fd, SHUT_RD);
+			r->reads_shut = true;
+		}
 		bool all_due = r->next_due == r->plan.count;
 		bool done_writing = r->written == r->len || r->write_failed;
 		/* our end: after every answer due on a connection that stays
@@ -605,8 +611,11 @@ static void exchange(int fd, struct run *r)
 		int n = poll(pfd, 2, wait);
 		if (n < 0 && errno != EINTR)
 			FAIL();
-		if (n == 0 && (r->flags & F_STALL))
+		if (n == 0 && (r->flags & F_STALL)) {
 			stalled = true;
+			if (r->how & B_SHUT_LATER)
+				shut_rd = true; /* with answers queued in the loop */
+		}
 		if (pfd[1].revents & POLLIN)
 			dns_serve();
 		if (want_write && (pfd[0].revents & (POLLOUT | POLLERR | POLLHUP))) {
@@ -646,9 +655,9 @@ static void exchange(int fd, struct run *r)
 	/* The end: after every answer due, and no octet of another; or, when
 	 * the MTA hung up first or read nothing, after any prefix of them. A
 	 * loop that closes first must have been given a reason. */
-	if (r->in_len != 0)
+	if (r->in_len != 0 && !r->reads_shut)
 		FAIL(); /* a cut answer */
-	bool prefix_ok = hangup || shut_rd || (r->how & B_NEVER_READ);
+	bool prefix_ok = hangup || r->reads_shut || (r->how & B_NEVER_READ);
 	if (!prefix_ok && r->next_due != r->plan.count) {
 		fprintf(stderr, "fuzz_milterloop: closed after %zu of %zu answers (%zu of %zu written)\n",
 		        r->next_due, r->plan.count, r->written, r->len);
@@ -765,7 +774,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	r->mode = (flags >> 3) & 3;
 	r->flags = flags;
 	r->how = data[1];
-	r->seed = 0x9e3779b9u ^ (data[1] & 0x3fu);
+	r->seed = 0x9e3779b9u ^ (data[1] & 0x1fu);
 
 	/* another MTA connection, older than the hostile one, is served
 	 * while that one is open (and leaves the loop's list from behind it) */
