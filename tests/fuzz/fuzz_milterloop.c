@@ -13,8 +13,9 @@
  *            bit 1: the DNS socket answers each query SERVFAIL at once
  *                   (the probe ends quickly: a temporary failure); else it
  *                   never answers (a RCPT parks until verify_budget)
- *            bit 2: the MTA stops reading until its writes stall (20 ms)
- *                   or all is written (the loop's output queue, OUTPUT_HIGH)
+ *            bit 2: the MTA reads nothing until nothing happened for 20 ms
+ *                   (its writes stall, or all is written): the loop's
+ *                   output queue, OUTPUT_HIGH
  *            bits 3-4: how the stream is written: 0 at once, 1 an octet a
  *                   write (the first 64 KiB), 2 chunks of 1..64 octets from
  *                   byte 1, 3 packet by packet, each after the answers due
@@ -592,8 +593,7 @@ static void exchange(int fd, struct run *r)
 		if (r->eof)
 			break;
 		bool want_write = may_write(r);
-		bool want_read = !shut_rd && (!never_read || r->eof) &&
-		                 (!(r->flags & F_STALL) || stalled || !want_write);
+		bool want_read = !shut_rd && (!never_read || r->eof) && (!(r->flags & F_STALL) || stalled);
 		struct pollfd pfd[2] = {
 		        {.fd = fd, .events = (short)((want_read ? POLLIN : 0) | (want_write ? POLLOUT : 0))},
 		        {.fd = h.dns_fd, .events = POLLIN}};
@@ -606,7 +606,7 @@ static void exchange(int fd, struct run *r)
 			FAIL();
 		}
 		int wait = (int)left;
-		if ((r->flags & F_STALL) && want_write && !stalled)
+		if ((r->flags & F_STALL) && !stalled)
 			wait = STALL_MS;
 		int n = poll(pfd, 2, wait);
 		if (n < 0 && errno != EINTR)
