@@ -618,6 +618,8 @@ static void exchange(int fd, struct run *r)
 		}
 		if (pfd[1].revents & POLLIN)
 			dns_serve();
+		if (pfd[0].revents & (POLLHUP | POLLERR))
+			stalled = true; /* the loop closed: a stalling MTA reads the rest now */
 		if (want_write && (pfd[0].revents & (POLLOUT | POLLERR | POLLHUP))) {
 			size_t c = chunk(r);
 			ssize_t w = send(fd, r->stream + r->written, c, MSG_NOSIGNAL);
