@@ -98,6 +98,7 @@ struct mconn {
 	bool parked;                  /* a RCPT waits for its ticket; its packet is still in the input */
 	bool failed;                  /* a write failed: closed once the packet is handled */
 	bool throttled;               /* reading stopped until the queued answers are written */
+	bool closing;                 /* ended (QUIT, a bad packet): closed once out is written */
 	bool reading;                 /* rd is added */
 	struct verify_ticket *ticket; /* parked on (the session owns it) */
 	/* The input: bytes [in_off, in_len) of in, which is small or big. */
@@ -308,7 +309,26 @@ static void conn_free(struct mconn *c)
 	free(c);
 }
 
-/* drop - close c for a reason worth a line */
+/* finish - the connection is over (QUIT, or a packet it cannot go on
+ * after): closed once the answers already given are written. Why: an MTA
+ * that sent its packets ahead (or read slowly) would else lose answers to
+ * packets before the last one, decided and logged here, and apply its
+ * default action to them instead; libmilter's blocking writes deliver
+ * them. Nothing more is read; milter_timeout bounds the wait (on_write).
+ * c must not be used after this. */
+static void finish(struct mconn *c)
+{
+	if (out_pending(c) == 0 || c->failed) {
+		conn_free(c);
+		return;
+	}
+	c->closing = true;
+	if (c->reading && event_del(c->rd) == 0)
+		c->reading = false;
+}
+
+/* drop - close c for a reason worth a line, once the answers already
+ * given are written (finish) */
 static void drop(struct mconn *c, const char *why, char cmd)
 {
 	if (cmd != 0)
@@ -316,7 +336,7 @@ static void drop(struct mconn *c, const char *why, char cmd)
 		        (unsigned)(unsigned char)cmd);
 	else
 		log_msg(LOG_WARNING, "milter connection: %s; closing it", why);
-	conn_free(c);
+	finish(c);
 }
 
 /* sockaddr_of - the CONNECT step's address; NULL when unknown */
@@ -512,7 +532,7 @@ static enum handled handle(struct mconn *c, const struct mw_packet *p)
 		(void)answer(c, MS_CONTINUE);
 		return H_DONE;
 	case MW_CMD_QUIT:
-		conn_free(c);
+		finish(c);
 		return H_CLOSED;
 	case MW_CMD_QUIT_NC: {
 		/* A new SMTP session on the same connection: a new session,
@@ -571,7 +591,7 @@ static bool input_room(struct mconn *c)
 }
 
 /* process - handle every whole packet in the input, unless parked; false
- * when c was closed */
+ * when c was closed (or is closing: then it must not be used either) */
 static bool process(struct mconn *c)
 {
 	while (!c->parked) {
@@ -650,7 +670,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 }
 
 /* on_write - the socket takes more: write what is queued; once all is
- * written, stop watching and read again if throttled */
+ * written, stop watching and close if closing, else read again if
+ * throttled */
 static void on_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct mconn *c = arg;
@@ -668,6 +689,10 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 	if (evbuffer_get_length(c->out) > 0)
 		return;
 	event_del(c->wr);
+	if (c->closing) {
+		conn_free(c);
+		return;
+	}
 	if (!c->throttled)
 		return;
 	c->throttled = false;

@@ -23,7 +23,7 @@ src=$1
 build=$2
 cc=${FUZZ_CC:-clang}
 seconds=${FUZZ_SECONDS:-60}
-all="addr smtpreply cacherec conf dnsttl smtp dns milter reply cachedb milterwire"
+all="addr smtpreply cacherec conf dnsttl smtp dns milter reply cachedb milterwire milterloop"
 run=${FUZZ_TARGETS_RUN:-}
 [ -n "$run" ] || run=$all
 out=$build/fuzz-build
@@ -37,7 +37,7 @@ mkdir -p "$out/obj" "$out/work" "$out/crash" || exit 1
 objs=
 for f in "$src"/src/*.c; do
 	name=$(basename "$f" .c)
-	case $name in main | milter | check | cachetool) continue ;; esac
+	case $name in main | check | cachetool) continue ;; esac
 	o=$out/obj/$name.o
 	if [ ! -f "$o" ] || [ "$f" -nt "$o" ]; then
 		$cc $cflags $san -fsanitize=fuzzer-no-link -c -o "$o" "$f" || exit 1

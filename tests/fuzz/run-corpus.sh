@@ -10,7 +10,7 @@
 
 srcdir=${VEMILTER_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 builddir=${VEMILTER_BUILDDIR:-.}
-targets="addr smtpreply cacherec conf dnsttl smtp dns milter reply cachedb milterwire"
+targets="addr smtpreply cacherec conf dnsttl smtp dns milter reply cachedb milterwire milterloop"
 log=${TMPDIR:-/tmp}/vemilter-fuzz.$$
 trap 'rm -f "$log"' EXIT INT TERM
 
