@@ -193,8 +193,8 @@ def t_out_of_fds(tap, cleanup):
               bool(d.wait_log(r"notice: max_probes_in_flight lowered to 8 by the open-file limit \(64\)",
                               5)), d.diag)
 
-    # The start-up check of helo_name (getaddrinfo on a thread of its own)
-    # holds a socket for a while: let it finish first.
+    # The start-up check of helo_name (a lookup on the engine's resolver)
+    # holds a socket until it is answered: let it finish first.
     tap.check("the helo_name check is over",
               bool(d.wait_log(r"warning: helo_name \S+ does not resolve", 30)), d.diag)
     # The session that carries the messages, set up while descriptors last.
