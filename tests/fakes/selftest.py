@@ -179,7 +179,7 @@ def answers(r, rtype=None):
 # SMTP helpers
 
 def smtp(port, addr, timeout=5.0):
-    return smtplib.SMTP(addr, port, timeout=timeout)
+    return smtplib.SMTP(addr, port, timeout=timeout, local_hostname="selftest.example")
 
 
 def raw_connect(addr, port, timeout=5.0):

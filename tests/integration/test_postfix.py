@@ -232,7 +232,7 @@ def t_milter_down(tap, cleanup):
     replies = []
     s = None
     try:
-        s = smtplib.SMTP(timeout=SMTP_TIMEOUT, source_address=("127.0.0.1", 0))
+        s = smtplib.SMTP(timeout=SMTP_TIMEOUT, source_address=("127.0.0.1", 0), local_hostname="client.example")
         replies.append(("CONNECT", s.connect("127.0.0.1", G.postfix.port)))
         replies.append(("EHLO", s.ehlo("client.example")))
         for line in ("MAIL FROM:<lost@example.com>", "RCPT TO:<user@test.example>", "DATA"):

@@ -349,7 +349,7 @@ def smtp_client(port, source="127.0.0.1", timeout=20):
     """An SMTP client connected to the instance from a loopback source
     address, after a successful EHLO (AssertionError otherwise)."""
     import smtplib
-    s = smtplib.SMTP(timeout=timeout, source_address=(source, 0))
+    s = smtplib.SMTP(timeout=timeout, source_address=(source, 0), local_hostname="client.example")
     s.connect("127.0.0.1", port)
     code, msg = s.ehlo("client.example")
     if code != 250:
