@@ -1,13 +1,14 @@
 /*
  * milterloop.h - the native milter transport: one thread, one libevent
- * loop, every MTA connection a bufferevent on it.
+ * loop, every MTA connection a socket read and written on it.
  *
  * The loop reads packets (milterwire.c), runs the session rules
  * (msession.c) and writes the answers. An answer that needs a probe does
  * not block the loop: the session is parked on its verification ticket
  * (verify_notify) and resumed when the answer comes or verify_budget ends.
  * A connection silent for milter_timeout is closed; a malformed packet
- * closes its connection with a log line.
+ * or QUIT ends its connection (with a log line for the packet) once the
+ * answers already given are written, within milter_timeout.
  *
  * Owns the listening descriptor handed to milterloop_start and every MTA
  * connection. Start/stop from one thread (main's).
