@@ -626,9 +626,12 @@ static void session_free(struct pool_session *s)
 	free(s);
 }
 
-/* answer_waiting - every job waiting on l gets r as its result (nothing
- * was asked for them: no proof follows) */
-static void answer_waiting(struct pool_line *l, const struct smtp_result *r)
+/* answer_waiting - every job waiting on l gets r as its result, why (if
+ * any) in its trace first. report: the proof of the session whose early
+ * failure r is (each job gets it after r), or NULL when nothing was asked
+ * for them and no proof follows */
+static void answer_waiting(struct pool_line *l, const struct smtp_result *r, const char *why,
+                           const struct smtp_sync_report *report)
 {
 	size_t n = l->queued;
 	for (size_t i = 0; i < n; i++) {
@@ -636,7 +639,11 @@ static void answer_waiting(struct pool_line *l, const struct smtp_result *r)
 		if (j == NULL)
 			break;
 		j->state = JOB_DETACHED;
-		if (job_call(j, CALL_DONE, r, NULL, NULL))
+		if (why != NULL)
+			job_trace(j, "%s", why);
+		if (!job_call(j, CALL_DONE, r, NULL, NULL))
+			continue; /* cancelled: freed */
+		if (report == NULL || job_call(j, CALL_SYNC, NULL, NULL, report))
 			job_free(j);
 	}
 }
@@ -653,7 +660,7 @@ static void limited(struct pool_line *l, unsigned count, bool fleet)
 	addr_text(&l->addr, where, sizeof(where));
 	snprintf(r.error, sizeof(r.error), "host_session_rate: %u sessions to %s this minute%s", count, where,
 	         fleet ? " across the fleet" : "");
-	answer_waiting(l, &r);
+	answer_waiting(l, &r, NULL, NULL);
 }
 
 /* fill - open sessions for waiting jobs, up to the limit */
@@ -678,7 +685,7 @@ static void fill(struct pool_line *l)
 			struct smtp_result r = {.end = SMTP_END_NO_RESOURCES, .stage = STAGE_CONNECT};
 			snprintf(r.error, sizeof(r.error), "%s", CLASSIFY_NO_MEMORY);
 			queue_push(l, j, true);
-			answer_waiting(l, &r);
+			answer_waiting(l, &r, NULL, NULL);
 			return;
 		}
 	}
@@ -716,19 +723,10 @@ static void s_sync(void *arg, struct smtp_probe *probe, const struct smtp_sync_r
 	if (s->early != NULL) { /* about the host: the jobs waiting now share it */
 		struct smtp_result r = *s->early;
 		r.shared = true;
-		size_t n = l->queued;
-		for (size_t i = 0; i < n; i++) {
-			struct pool_job *j = queue_pop(l);
-			if (j == NULL)
-				break;
-			j->state = JOB_DETACHED;
-			job_trace(j, "* the session to this host ended before any RCPT: its result is this "
-			             "address's too");
-			if (!job_call(j, CALL_DONE, &r, NULL, NULL))
-				continue;
-			if (job_call(j, CALL_SYNC, NULL, NULL, report))
-				job_free(j);
-		}
+		answer_waiting(l, &r,
+		               "* the session to this host ended before any RCPT: its result is this "
+		               "address's too",
+		               report);
 	}
 	session_free(s);
 	l->last_ms = clock_mono_ms();
