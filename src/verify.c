@@ -96,9 +96,6 @@ struct verifier {
 	bool ours_logged;       /* engine thread: a warning about our failures was logged ... */
 	int64_t ours_log_ms;    /* ... at this time (mono) */
 	unsigned ours_unlogged; /* our failures since (or before) it */
-	/* the start-up lookup of helo_name (engine thread; NULL once answered;
-	 * a resolver freed first cancels it, with no call) */
-	struct dns_lookup *helo_lookup;
 	/* metrics_listen: the registry (NULL: off; then every count is a no-op),
 	 * its families' ids, and the HTTP server on the engine loop */
 	struct metrics *metrics;
@@ -688,7 +685,6 @@ static void on_helo_checked(void *arg, const struct dns_answer *answer)
 {
 	struct verifier *v = arg;
 	const char *problem = NULL;
-	v->helo_lookup = NULL;
 	switch (answer->status) {
 	case DNS_OK:
 	case DNS_NULL_MX:
@@ -720,8 +716,10 @@ static void start_helo_check(struct verifier *v)
 	struct dns_limits limits = {.max_mx = 1, .max_addresses = 1};
 	if (strchr(name, '.') == NULL)
 		return;
-	v->helo_lookup = dns_lookup_mx(v->engine->env.dns, name, &limits, NULL, NULL, on_helo_checked, v);
-	if (v->helo_lookup == NULL)
+	/* Not kept: a resolver a reload replaced is freed only once idle (the
+	 * answer comes first), the one freed at stop cancels it without a call;
+	 * v outlives both. */
+	if (dns_lookup_mx(v->engine->env.dns, name, &limits, NULL, NULL, on_helo_checked, v) == NULL)
 		log_msg(LOG_WARNING, "helo_name %s: out of memory for its start-up check", name);
 }
 
