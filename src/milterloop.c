@@ -85,9 +85,6 @@ struct mconn {
 	struct milterloop *loop;
 	struct mconn *prev, *next; /* in loop->conns */
 	int fd;
-	/* The three events live in c's own allocation, after the struct
-	 * (CONN_EVENTS_AT; event_assign: no allocation of their own); each is
-	 * deleted before c is freed (conn_free). */
 	struct event *rd;     /* EV_READ|EV_PERSIST, milter_timeout; added while reading */
 	struct event *wr;     /* EV_WRITE|EV_PERSIST, milter_timeout; added while out holds bytes */
 	struct evbuffer *out; /* what the kernel did not take; NULL until first needed */
@@ -112,16 +109,12 @@ struct mconn {
 	char *reply;
 	size_t reply_len;
 	char small[INPUT_INLINE];
-	/* then, at CONN_EVENTS_AT, the events: 3 x loop->event_size */
 };
 
 /* The REPLYCODE packet's largest size: room for the codes and a text of
  * 1200 octets, more than a reply template expands to with every % doubled
  * (2 x REPLY_TEXT_MAX). */
 #define REPLY_PACKET_MAX (MW_HEADER_SIZE + 1 + 1200)
-/* Where the events' storage starts: after the struct, aligned for any type. */
-#define CONN_EVENTS_AT                                                                                       \
-	((sizeof(struct mconn) + _Alignof(max_align_t) - 1) / _Alignof(max_align_t) * _Alignof(max_align_t))
 
 struct milterloop {
 	struct event_base *base;
@@ -129,7 +122,6 @@ struct milterloop {
 	struct event *resume_accept; /* after ACCEPT_PAUSE_MS out of descriptors */
 	int listen_fd;
 	struct timeval timeout;
-	size_t event_size; /* event_get_struct_event_size(), aligned: each connection holds three */
 	struct mconn *conns;
 	pthread_t thread;
 	pthread_mutex_t lock;
@@ -278,26 +270,18 @@ static void conn_free(struct mconn *c)
 	struct milterloop *loop = c->loop;
 	if (c->parked && c->ticket != NULL)
 		verify_notify_cancel(c->ticket); /* before the session releases it */
-	/* The descriptor is closed before its read event is deleted: the close
-	 * takes it out of epoll (nothing else holds the socket), so the
-	 * EPOLL_CTL_DEL that event_del then makes fails at once (EBADF, or
-	 * ENOENT should another thread have opened that number meanwhile: it
-	 * is not in this loop's epoll, only this thread adds to it), which
-	 * libevent takes as done; event_del still empties libevent's map for
-	 * the number, here, before the next accept can reuse it. A full DEL on
-	 * the live socket did the removal the close does anyway. */
-	if (c->fd >= 0)
-		close(c->fd);
 	if (c->wake != NULL)
-		event_del(c->wake);
+		event_free(c->wake);
 	if (c->rd != NULL)
-		event_del(c->rd);
+		event_free(c->rd);
 	if (c->wr != NULL)
-		event_del(c->wr);
+		event_free(c->wr);
 	if (c->out != NULL)
 		evbuffer_free(c->out);
 	free(c->big);
 	free(c->reply);
+	if (c->fd >= 0)
+		close(c->fd); /* after its events: they leave epoll on a live descriptor */
 	if (c->session != NULL)
 		ms_close(c->session);
 	if (c->prev != NULL)
@@ -703,9 +687,8 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 /* conn_new - a connection accepted on fd */
 static void conn_new(struct milterloop *loop, int fd)
 {
-	/* malloc, not calloc: the inline input buffer needs no zeroing. The
-	 * events' storage follows the struct (one allocation for all). */
-	struct mconn *c = malloc(CONN_EVENTS_AT + 3 * loop->event_size);
+	/* malloc, not calloc: the inline input buffer needs no zeroing */
+	struct mconn *c = malloc(sizeof(*c));
 	if (c != NULL)
 		memset(c, 0, offsetof(struct mconn, small));
 	if (c == NULL || (c->session = ms_open()) == NULL) {
@@ -722,20 +705,11 @@ static void conn_new(struct milterloop *loop, int fd)
 	if (loop->conns != NULL)
 		loop->conns->prev = c;
 	loop->conns = c;
-	char *store = (char *)c + CONN_EVENTS_AT;
-	struct event *rd = (struct event *)store;
-	struct event *wr = (struct event *)(store + loop->event_size);
-	struct event *wake = (struct event *)(store + 2 * loop->event_size);
-	/* Each pointer is set once its event is assigned: conn_free deletes
-	 * only those. (event_assign fails only on arguments it cannot take.) */
-	if (event_assign(rd, loop->base, fd, EV_READ | EV_PERSIST, on_read, c) == 0)
-		c->rd = rd;
-	if (event_assign(wr, loop->base, fd, EV_WRITE | EV_PERSIST, on_write, c) == 0)
-		c->wr = wr;
-	if (event_assign(wake, loop->base, -1, 0, on_wake, c) == 0)
-		c->wake = wake;
+	c->rd = event_new(loop->base, fd, EV_READ | EV_PERSIST, on_read, c);
+	c->wr = event_new(loop->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+	c->wake = event_new(loop->base, -1, 0, on_wake, c);
 	if (c->rd == NULL || c->wr == NULL || c->wake == NULL) {
-		drop(c, "cannot set up its events", 0);
+		drop(c, "out of memory for its events", 0);
 		return;
 	}
 	/* Writing is watched only while something is queued (send_packet):
@@ -898,8 +872,6 @@ struct milterloop *milterloop_start(int listen_fd, int64_t timeout_ms, void (*on
 	}
 	pthread_mutex_init(&loop->lock, NULL);
 	loop->listen_fd = listen_fd;
-	loop->event_size = (event_get_struct_event_size() + _Alignof(max_align_t) - 1) /
-	                   _Alignof(max_align_t) * _Alignof(max_align_t);
 	loop->timeout.tv_sec = timeout_ms / 1000;
 	loop->timeout.tv_usec = (timeout_ms % 1000) * 1000;
 	loop->on_exit = on_exit;
