@@ -67,13 +67,15 @@ SLOWPOKE = "127.0.0.87"  # normal, user alice, every reply 0.1 s late
 STRAY = "127.0.0.88"     # normal, user alice, a stray line and a close after the 2nd RCPT
 TLSHOST = "127.0.0.89"   # starttls, user alice
 NULLREF = "127.0.0.90"   # null_sender_refused, user alice: the fallback sender gets in
+MAILREF = "127.0.0.91"   # mail_refused, every reply 0.3 s late: a session ends before any RCPT
 N_FORGED, N_PROVIDER, N_SMALL, N_FAILING, N_LAG, N_HANG = 200, 100, 10, 25, 6, 5
 N_LAG_LONG = 16
 N_AGE = 50
+N_MAILREF = 5
 GROUPS = (("f", N_FORGED, FORGED), ("p", N_PROVIDER, PROVIDER), ("l", N_SMALL, LIMITED),
           ("d", N_SMALL, DROPPING), ("e", N_FAILING, FAILING), ("g", N_LAG, LAGGING),
           ("s", N_HANG, HANGING), ("h", N_LAG_LONG, LAGGING),
-          ("a", N_AGE, SLOWPOKE), ("b", 2, STRAY))
+          ("a", N_AGE, SLOWPOKE), ("b", 2, STRAY), ("m", N_MAILREF, MAILREF))
 
 
 def zone():
@@ -349,6 +351,30 @@ def hanging_run(tap, tmp, dns_port, farm, farm_port):
               out[-2000:])
 
 
+def early_run(tap, tmp, dns_port, farm, farm_port):
+    """A session that fails before any RCPT (MAIL FROM:<> refused) says
+    nothing about one address but about the host: the senders waiting in
+    line for it get its result, each with a line in its transcript, and no
+    session of their own. host_sessions = 1, the breaker off (no
+    first-contact wait: the others queue in the pool); the server's 0.3 s
+    per reply keeps the session open until every sender is in line."""
+    senders = ["alice@m%d.test" % i for i in range(1, N_MAILREF + 1)]
+    conf = write_conf(tmp, "early.conf", dns_port, farm_port, "host_sessions = 1", "blocked_ttl = 0",
+                      "host_backoff = 0")
+    farm.reset()
+    status, out, err, results, secs = run_check(conf, senders, jobs=N_MAILREF)
+    farm.wait_idle(MAILREF, timeout=10)
+    kinds = [results.get(s, ("?",))[0] for s in senders]
+    shared = out.count("the session to this host ended before any RCPT: its result is this address's too")
+    tap.diag("MAIL FROM:<> refused, %d senders in line: %d session(s), outcomes %r, %d shared, %.2f s"
+             % (N_MAILREF, farm.connections(MAILREF), kinds, shared, secs))
+    tap.equal("early failure: one session for all (the ones in line share its result)", farm.connections(MAILREF), 1,
+              out[-3000:])
+    tap.check("early failure: one outcome for every sender, never invalid or valid",
+              len(set(kinds)) == 1 and kinds[0] not in ("invalid", "valid", "?"), "%r" % results)
+    tap.equal("early failure: each sender in line says whose result it got", shared, N_MAILREF - 1, out[-3000:])
+
+
 def smtpprobe(farm, addr, port, rcpts, *opts):
     """smtp.c alone in session mode: smtpprobe --more ... -> ({rcpt: fields}, session fields, sessions)"""
     before = farm.connections(addr)
@@ -431,6 +457,7 @@ def main():
         farm.add(STRAY, "normal", users=["alice"], stray_after=2, reply_delay=0.3)
         farm.add(TLSHOST, "starttls", users=["alice"])
         farm.add(NULLREF, "null_sender_refused", users=["alice"])
+        farm.add(MAILREF, "mail_refused", users=["alice"], reply_delay=0.3)
         farm_port = farm.start()
         session_mode_runs(tap, farm, farm_port)
         forged_flood(tap, tmp, dns_port, farm, farm_port)
@@ -443,6 +470,7 @@ def main():
         age_run(tap, tmp, dns_port, farm, farm_port)
         stray_run(tap, tmp, dns_port, farm, farm_port)
         hanging_run(tap, tmp, dns_port, farm, farm_port)
+        early_run(tap, tmp, dns_port, farm, farm_port)
     finally:
         farm.stop()
         dns.stop()
